@@ -1,0 +1,674 @@
+"""Configuration objects with LSST's field names, validated at assignment.
+
+A small re-implementation of the parts of ``lsst.pex.config`` that the task
+needs: typed fields with documented defaults and checks, a choice of
+sub-configurations (``config.kernel.name = "DF"``; ``config.kernel.active``),
+``validate()``, ``freeze()``, equality, ``to_dict()``, and overrides from
+``key=value`` strings with dotted paths (``kernel.active.kernelSize=25``), from
+LSST-style Python files (``config.kernel.active.kernelSize = 25``) and from
+TOML or YAML files holding nested tables.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import math
+import os
+
+from .errors import InvalidConfigError
+
+__all__ = [
+    "Field",
+    "RangeField",
+    "ChoiceField",
+    "ListField",
+    "ConfigChoiceField",
+    "Config",
+    "PsfMatchConfig",
+    "PsfMatchConfigAL",
+    "PsfMatchConfigDF",
+    "ModelPsfMatchConfig",
+    "apply_overrides",
+    "load_overrides",
+]
+
+_MISSING = object()
+
+
+class Field:
+    """A typed configuration field.
+
+    Parameters
+    ----------
+    doc : str
+        What the field does (shown by ``psfmatch config`` and the docs).
+    dtype : type
+        ``bool``, ``int``, ``float`` or ``str``.
+    default
+        Default value.
+    check : callable, optional
+        ``check(value) -> bool``; a False result rejects the value.
+    check_doc : str, optional
+        Human description of the check, used in error messages and docs.
+    optional : bool
+        Whether ``None`` is allowed.
+    """
+
+    def __init__(self, doc, dtype, default, check=None, check_doc=None, optional=False):
+        self.doc = doc
+        self.dtype = dtype
+        self.default = default
+        self.check = check
+        self.check_doc = check_doc
+        self.optional = optional
+        self.name = None
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, inst, owner=None):
+        if inst is None:
+            return self
+        return inst._values[self.name]
+
+    def __set__(self, inst, value):
+        inst._set(self.name, value)
+
+    def _fail(self, path, value, why):
+        raise InvalidConfigError(f"{path}: {why}; got {value!r}")
+
+    def coerce(self, value, path):
+        if value is None:
+            if self.optional:
+                return None
+            self._fail(path, value, "a value is required (None is not allowed)")
+        t = self.dtype
+        if t is bool:
+            if isinstance(value, bool):
+                v = value
+            elif isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                v = value.lower() in ("true", "yes", "1")
+            elif isinstance(value, int) and value in (0, 1):
+                v = bool(value)
+            else:
+                self._fail(path, value, "expected a bool (True or False)")
+        elif t is int:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                self._fail(path, value, "expected an int")
+            try:
+                fv = float(value)
+                v = int(fv)
+            except (TypeError, ValueError):
+                self._fail(path, value, "expected an int")
+            if fv != v:
+                self._fail(path, value, "expected an int")
+        elif t is float:
+            if isinstance(value, bool):
+                self._fail(path, value, "expected a float")
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                self._fail(path, value, "expected a float")
+            if math.isnan(v):
+                self._fail(path, value, "NaN is not allowed")
+        elif t is str:
+            if not isinstance(value, str):
+                self._fail(path, value, "expected a str")
+            v = value
+        else:
+            v = value
+        if self.check is not None and not self.check(v):
+            self._fail(path, value, f"must satisfy {self.check_doc or 'the field check'}")
+        return v
+
+    def describe(self) -> str:
+        return self.check_doc or ""
+
+    def type_name(self) -> str:
+        return self.dtype.__name__
+
+
+class RangeField(Field):
+    """A numeric field within ``[min, max)`` (``inclusiveMax`` makes the upper end closed)."""
+
+    def __init__(self, doc, dtype, default, min=None, max=None, inclusiveMin=True, inclusiveMax=False, **kw):
+        self.min, self.max = min, max
+        self.inclusiveMin, self.inclusiveMax = inclusiveMin, inclusiveMax
+        lo = "" if min is None else ("[" if inclusiveMin else "(") + repr(min)
+        hi = "" if max is None else repr(max) + ("]" if inclusiveMax else ")")
+        kw.setdefault("check_doc", f"range {lo or '(-inf'}, {hi or 'inf)'}")
+        super().__init__(doc, dtype, default, **kw)
+
+    def coerce(self, value, path):
+        v = super().coerce(value, path)
+        if v is None:
+            return v
+        if self.min is not None and (v < self.min or (v == self.min and not self.inclusiveMin)):
+            self._fail(path, value, f"out of {self.check_doc}")
+        if self.max is not None and (v > self.max or (v == self.max and not self.inclusiveMax)):
+            self._fail(path, value, f"out of {self.check_doc}")
+        return v
+
+
+class ChoiceField(Field):
+    """A field whose value is one of ``allowed`` (a mapping of value to its doc)."""
+
+    def __init__(self, doc, dtype, default, allowed, **kw):
+        self.allowed = dict(allowed)
+        kw.setdefault("check_doc", "one of " + ", ".join(repr(a) for a in self.allowed))
+        super().__init__(doc, dtype, default, **kw)
+
+    def coerce(self, value, path):
+        v = super().coerce(value, path)
+        if v is not None and v not in self.allowed:
+            self._fail(path, value, f"must be {self.check_doc}")
+        return v
+
+
+class ListField(Field):
+    """A list of ``itemtype`` values (stored as a tuple), with optional length bounds and item check."""
+
+    def __init__(self, doc, itemtype, default, minLength=None, maxLength=None, itemCheck=None, **kw):
+        self.itemtype = itemtype
+        self.minLength, self.maxLength = minLength, maxLength
+        self.itemCheck = itemCheck
+        super().__init__(doc, list, tuple(default), **kw)
+
+    def coerce(self, value, path):
+        if isinstance(value, str):
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                value = [s.strip() for s in value.split(",") if s.strip()]
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            self._fail(path, value, f"expected a list of {self.itemtype.__name__}")
+        item = Field("", self.itemtype, None)
+        out = tuple(item.coerce(v, f"{path}[{i}]") for i, v in enumerate(value))
+        if self.minLength is not None and len(out) < self.minLength:
+            self._fail(path, value, f"needs at least {self.minLength} item(s)")
+        if self.maxLength is not None and len(out) > self.maxLength:
+            self._fail(path, value, f"takes at most {self.maxLength} item(s)")
+        if self.itemCheck is not None and not all(self.itemCheck(v) for v in out):
+            self._fail(path, value, f"every item must satisfy {self.check_doc or 'the item check'}")
+        return out
+
+    def type_name(self) -> str:
+        return f"list[{self.itemtype.__name__}]"
+
+
+class ConfigChoice:
+    """The value of a :class:`ConfigChoiceField`: one sub-config per name, one of them active."""
+
+    def __init__(self, field, owner_path):
+        self._field = field
+        self._path = owner_path
+        self._configs = {name: cls() for name, cls in field.typemap.items()}
+        for name, c in self._configs.items():
+            c._path = f"{owner_path}[{name!r}]"
+        self._name = field.default
+        self._frozen = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @name.setter
+    def name(self, value):
+        if self._frozen:
+            raise InvalidConfigError(f"{self._path}.name: the config is frozen")
+        if value not in self._configs:
+            raise InvalidConfigError(
+                f"{self._path}.name: must be one of {sorted(self._configs)}; got {value!r}")
+        self._name = value
+
+    @property
+    def active(self):
+        return self._configs[self._name]
+
+    def __getitem__(self, name):
+        try:
+            return self._configs[name]
+        except KeyError:
+            raise InvalidConfigError(f"{self._path}: no choice {name!r}; choices are {sorted(self._configs)}") from None
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self.__dict__.get("_configs", {}):
+            return self._configs[name]
+        raise AttributeError(f"{self._path} has no attribute {name!r}; use .name, .active or ['AL'/'DF']")
+
+    def keys(self):
+        return self._configs.keys()
+
+    def __eq__(self, other):
+        return isinstance(other, ConfigChoice) and self._name == other._name and self._configs == other._configs
+
+    def to_dict(self):
+        return {"name": self._name, **{k: v.to_dict() for k, v in self._configs.items()}}
+
+    def freeze(self):
+        self._frozen = True
+        for c in self._configs.values():
+            c.freeze()
+
+    def validate(self):
+        self.active.validate()
+
+    def __deepcopy__(self, memo):
+        new = ConfigChoice.__new__(ConfigChoice)
+        new._field = self._field
+        new._path = self._path
+        new._configs = {k: copy.deepcopy(v, memo) for k, v in self._configs.items()}
+        new._name = self._name
+        new._frozen = False
+        return new
+
+    def __repr__(self):
+        return f"ConfigChoice(name={self._name!r}, active={self.active!r})"
+
+
+class ConfigChoiceField:
+    """A field holding several named sub-configs, one of which is active (``pex_config``'s ConfigChoiceField)."""
+
+    def __init__(self, doc, typemap, default):
+        self.doc = doc
+        self.typemap = dict(typemap)
+        self.default = default
+        self.name = None
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, inst, owner=None):
+        if inst is None:
+            return self
+        return inst._values[self.name]
+
+    def __set__(self, inst, value):
+        raise InvalidConfigError(f"{inst._path}.{self.name}: set .name or the fields of .active, not the choice itself")
+
+    def type_name(self):
+        return "choice of " + ", ".join(self.typemap)
+
+
+class Config:
+    """Base class of configs: fields declared as class attributes, validated at assignment."""
+
+    def __init__(self, **kwargs):
+        object.__setattr__(self, "_values", {})
+        object.__setattr__(self, "_frozen", False)
+        object.__setattr__(self, "_path", type(self).__name__)
+        for name, f in self._fields().items():
+            if isinstance(f, ConfigChoiceField):
+                self._values[name] = ConfigChoice(f, f"{self._path}.{name}")
+            else:
+                self._values[name] = copy.deepcopy(f.default)
+        self.setDefaults()
+        for k, v in kwargs.items():
+            setattr(self, k, v)
+
+    def setDefaults(self):
+        """Hook for subclasses to change defaults of their fields."""
+
+    @classmethod
+    def _fields(cls) -> dict:
+        out = {}
+        for klass in reversed(cls.__mro__):
+            for k, v in vars(klass).items():
+                if isinstance(v, (Field, ConfigChoiceField)):
+                    out[k] = v
+        return out
+
+    def _set(self, name, value):
+        if self._frozen:
+            raise InvalidConfigError(f"{self._path}.{name}: the config is frozen; copy it to change it")
+        field = self._fields()[name]
+        self._values[name] = field.coerce(value, f"{self._path}.{name}")
+
+    def __setattr__(self, name, value):
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+            return
+        if name not in self._fields():
+            raise InvalidConfigError(
+                f"{self._path} has no field {name!r}; its fields are {sorted(self._fields())}")
+        self._fields()[name].__set__(self, value)
+
+    # --- the pex_config API -------------------------------------------
+    def validate(self):
+        """Check cross-field constraints; raises :class:`InvalidConfigError`."""
+        for name, f in self._fields().items():
+            v = self._values[name]
+            if isinstance(f, ConfigChoiceField):
+                v.validate()
+
+    def freeze(self):
+        """Make the config read-only (the task freezes its copy)."""
+        object.__setattr__(self, "_frozen", True)
+        for v in self._values.values():
+            if isinstance(v, ConfigChoice):
+                v.freeze()
+
+    def copy(self):
+        """An unfrozen deep copy."""
+        return copy.deepcopy(self)
+
+    def __deepcopy__(self, memo):
+        new = type(self).__new__(type(self))
+        object.__setattr__(new, "_values", {k: copy.deepcopy(v, memo) for k, v in self._values.items()})
+        object.__setattr__(new, "_frozen", False)
+        object.__setattr__(new, "_path", self._path)
+        return new
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self._values == other._values
+
+    def to_dict(self) -> dict:
+        out = {}
+        for k, v in self._values.items():
+            if isinstance(v, (Config, ConfigChoice)):
+                out[k] = v.to_dict()
+            elif isinstance(v, tuple):
+                out[k] = list(v)
+            else:
+                out[k] = v
+        return out
+
+    toDict = to_dict
+
+    def items(self):
+        return self._values.items()
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
+
+    def __reduce__(self):
+        return (_rebuild_config, (type(self), self.to_dict()))
+
+
+def _rebuild_config(cls, d):
+    c = cls()
+    _apply_mapping(c, d, c._path)
+    return c
+
+
+# ---------------------------------------------------------------------------
+# psfmatch's configs
+
+
+def _odd_ge3(v):
+    return v >= 3 and v % 2 == 1
+
+
+class PsfMatchConfig(Config):
+    """Fields shared by the Alard-Lupton and delta-function kernel configs."""
+
+    kernelBasisSet = ChoiceField("Type of basis set for the PSF-matching kernel.", str, "alard-lupton",
+                                 {"alard-lupton": "Alard-Lupton sum-of-Gaussians basis",
+                                  "delta-function": "delta-function basis"})
+    kernelSize = Field("Number of rows and columns of the PSF-matching kernel (odd). Too small gives "
+                       "'boxy' matched stars; too large a noisy, poorly constrained kernel.", int, 21,
+                       check=_odd_ge3, check_doc="an odd integer >= 3")
+    scaleByFwhm = Field("Scale kernelSize and the Alard-Lupton widths with the PSFs' FWHM "
+                        "(LSST's rule; off for model matching).", bool, False)
+    kernelSizeFwhmScaling = RangeField("Kernel size as a multiple of the widest basis sigma when scaleByFwhm.",
+                                       float, 6.0, min=1.0)
+    kernelSizeMin = Field("Minimum kernel size when scaleByFwhm.", int, 21, check=_odd_ge3,
+                          check_doc="an odd integer >= 3")
+    kernelSizeMax = Field("Maximum kernel size when scaleByFwhm.", int, 35, check=_odd_ge3,
+                          check_doc="an odd integer >= 3")
+    spatialModelType = ChoiceField("Type of spatial functions for the kernel coefficients.", str, "chebyshev1",
+                                   {"chebyshev1": "Chebyshev polynomials of the first kind over the exposure box",
+                                    "polynomial": "plain polynomials in parent pixel coordinates"})
+    spatialKernelOrder = RangeField("Spatial order of the kernel variation (0: constant kernel).", int, 2, min=0)
+    sizeCellX = RangeField("Width of a spatial cell in pixels: one kernel candidate per cell.", int, 128, min=16)
+    sizeCellY = RangeField("Height of a spatial cell in pixels.", int, 128, min=16)
+    usePcaForSpatialKernel = Field("Fit the spatial model on a principal-component basis of the per-cell kernels.",
+                                   bool, False)
+    subtractMeanForPca = Field("Subtract the mean kernel before the PCA (the mean becomes the first component).",
+                               bool, True)
+    numPrincipalComponents = RangeField("Number of principal components kept (including the mean).", int, 5, min=2)
+    fitRegion = ChoiceField(
+        "Pixels that constrain each candidate's fit.", str, "full",
+        {"full": "psfmatch: every pixel where science (*) kernel or the reference is non-zero; the science "
+                 "stamp is zero-padded (a PSF model is zero outside its stamp)",
+         "stamp": "the reference stamp's pixels only",
+         "valid": "LSST: only the central (psfSize - kernelSize + 1)^2 pixels unaffected by the stamp border"})
+    solveRcond = RangeField("Relative cut-off on singular values of the (column-scaled) design matrix in every "
+                            "least-squares solve; smaller ones are dropped (minimum-norm solution).",
+                            float, 1e-7, min=0.0, max=1.0, inclusiveMin=False)
+
+    def validate(self):
+        super().validate()
+        if self.kernelSizeMin > self.kernelSizeMax:
+            raise InvalidConfigError(
+                f"{self._path}: kernelSizeMin ({self.kernelSizeMin}) must not exceed kernelSizeMax ({self.kernelSizeMax})")
+
+
+class PsfMatchConfigAL(PsfMatchConfig):
+    """Alard-Lupton kernel configuration (Alard & Lupton 1998; Alard 2000)."""
+
+    alardNGauss = RangeField("Number of Gaussians in the Alard-Lupton basis.", int, 3, min=1)
+    alardDegGauss = ListField("Polynomial degree multiplying each Gaussian.", int, (4, 2, 2), minLength=1,
+                              itemCheck=lambda v: v >= 0, check_doc="non-negative degrees")
+    alardSigGauss = ListField("Sigma in pixels of each Gaussian.", float, (0.7, 1.5, 3.0), minLength=1,
+                              itemCheck=lambda v: v > 0, check_doc="positive sigmas")
+    alardGaussBeta = RangeField("Ratio of successive Gaussian sigmas when scaleByFwhm.", float, 2.0, min=0.0,
+                                inclusiveMin=False)
+    alardMinSig = RangeField("Minimum sigma of the first Gaussian when scaleByFwhm.", float, 0.7, min=0.25)
+    alardMinSigDeconv = RangeField("Minimum sigma when scaleByFwhm and the match deconvolves.", float, 0.4,
+                                   min=0.25)
+
+    def setDefaults(self):
+        self._values["kernelBasisSet"] = "alard-lupton"
+
+    def validate(self):
+        super().validate()
+        if self.kernelBasisSet != "alard-lupton":
+            raise InvalidConfigError(f"{self._path}.kernelBasisSet must be 'alard-lupton' for the AL config")
+        if not (self.alardNGauss == len(self.alardSigGauss) == len(self.alardDegGauss)):
+            raise InvalidConfigError(
+                f"{self._path}: alardNGauss ({self.alardNGauss}) must equal len(alardSigGauss) "
+                f"({len(self.alardSigGauss)}) and len(alardDegGauss) ({len(self.alardDegGauss)})")
+
+
+class PsfMatchConfigDF(PsfMatchConfig):
+    """Delta-function kernel configuration, regularized (Becker et al. 2012)."""
+
+    useRegularization = Field("Regularize the delta-function kernel with a smoothness penalty.", bool, True)
+    regularizationType = ChoiceField("Type of smoothness penalty.", str, "centralDifference",
+                                     {"centralDifference": "Laplacian (5- or 9-point stencil)",
+                                      "forwardDifference": "forward differences of the given orders"})
+    centralRegularizationStencil = ChoiceField("Laplacian stencil for centralDifference.", int, 9,
+                                               {5: "5-point", 9: "9-point"})
+    forwardRegularizationOrders = ListField("Forward-difference orders (each 1, 2 or 3).", int, (1, 2),
+                                            minLength=1, itemCheck=lambda v: 1 <= v <= 3,
+                                            check_doc="orders in 1..3")
+    regularizationBorderPenalty = RangeField("Penalty on the kernel's border pixels.", float, 3.0, min=0.0)
+    lambdaType = ChoiceField(
+        "How the regularization strength lambda is set.", str, "relative",
+        {"absolute": "lambda = lambdaValue (LSST's default, tuned for images in counts)",
+         "relative": "lambda = lambdaScaling * trace(M) / trace(H): scale-free, so it works for unit-sum "
+                     "PSF stamps (psfmatch's default)"})
+    lambdaValue = RangeField("Lambda for lambdaType='absolute'.", float, 0.2, min=0.0)
+    lambdaScaling = RangeField("Lambda relative to trace(M)/trace(H) for lambdaType='relative'.", float, 1e-4,
+                               min=0.0)
+
+    def setDefaults(self):
+        self._values["kernelBasisSet"] = "delta-function"
+        self._values["usePcaForSpatialKernel"] = False
+
+    def validate(self):
+        super().validate()
+        if self.kernelBasisSet != "delta-function":
+            raise InvalidConfigError(f"{self._path}.kernelBasisSet must be 'delta-function' for the DF config")
+
+
+class ModelPsfMatchConfig(Config):
+    """Configuration of :class:`psfmatch.ModelPsfMatchTask` (LSST's field names and defaults)."""
+
+    kernel = ConfigChoiceField("Kernel basis: 'AL' (Alard-Lupton) or 'DF' (regularized delta function).",
+                               {"AL": PsfMatchConfigAL, "DF": PsfMatchConfigDF}, "AL")
+    doAutoPadPsf = Field("Pad the science PSF stamp to nextOddInteger(kernelSize * autoPadPsfTo) pixels "
+                         "when it is smaller.", bool, True)
+    autoPadPsfTo = RangeField("Minimum science PSF stamp size as a multiple of kernelSize, when doAutoPadPsf.",
+                              float, 1.4, min=1.0, max=2.0)
+    padPsfBy = Field("Pixels (even) added to the science PSF stamp when doAutoPadPsf is False.", int, 0,
+                     check=lambda v: v >= 0, check_doc="a non-negative integer")
+    maskDilationThreshold = RangeField(
+        "A mask bit spreads to every output pixel whose kernel footprint covers it, the footprint being the "
+        "kernel pixels with |K| >= maskDilationThreshold * max|K| anywhere in the field (0: every non-zero "
+        "pixel, as LSST). NO_DATA and non-finite pixels always spread over the whole kernel.",
+        float, 1e-3, min=0.0, max=1.0)
+    convolveTileSize = RangeField("Side of the FFT tiles used to apply the kernel (memory scales with its square).",
+                                  int, 512, min=64)
+    qaMaxPositions = RangeField("At most this many positions between the candidates are checked by the QA.",
+                                int, 256, min=0)
+    maxMemoryGiB = RangeField("Refuse exposures whose convolution would need more memory than this (GiB).",
+                              float, 8.0, min=0.0, inclusiveMin=False)
+
+    def validate(self):
+        super().validate()
+        if not self.doAutoPadPsf and self.padPsfBy % 2 != 0:
+            raise InvalidConfigError(f"Config padPsfBy ({self.padPsfBy} pixels) must be even number.")
+
+
+# ---------------------------------------------------------------------------
+# overrides
+
+
+def _parse_value(text):
+    text = text.strip()
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _resolve(config, dotted):
+    """Return (parent object, final attribute name) for a dotted path."""
+    parts = dotted.strip().split(".")
+    obj = config
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(obj, ConfigChoice):
+            if part == "active":
+                obj = obj.active
+            else:
+                obj = obj[part]
+            continue
+        if part.endswith("]") and "[" in part:  # kernel['AL']
+            name, key = part[:-1].split("[", 1)
+            obj = getattr(obj, name)[ast.literal_eval(key)]
+            continue
+        if not isinstance(obj, Config) or part not in obj._fields():
+            where = ".".join(parts[:i]) or type(config).__name__
+            raise InvalidConfigError(f"unknown config path {dotted!r}: {where} has no field {part!r}")
+        obj = getattr(obj, part)
+    return obj, parts[-1]
+
+
+def _apply_mapping(config, mapping, where):
+    for key, value in mapping.items():
+        if isinstance(config, ConfigChoice):
+            if key == "name":
+                config.name = value
+            elif key == "active":
+                _apply_mapping(config.active, value, where + ".active")
+            else:
+                _apply_mapping(config[key], value, f"{where}.{key}")
+            continue
+        if key not in config._fields():
+            raise InvalidConfigError(f"unknown config field {where}.{key}; fields are {sorted(config._fields())}")
+        target = getattr(config, key)
+        if isinstance(target, ConfigChoice):
+            if not isinstance(value, dict):
+                config_choice_name = value
+                target.name = config_choice_name
+            else:
+                _apply_mapping(target, value, f"{where}.{key}")
+        else:
+            setattr(config, key, value)
+
+
+def apply_overrides(config, overrides):
+    """Apply ``key=value`` strings (dotted paths) to ``config`` in place.
+
+    ``kernel.name=DF``, ``kernel.active.kernelSize=25``, ``kernel.DF.lambdaScaling=1e-3``,
+    ``kernel['AL'].alardSigGauss=[1.0, 2.0, 4.5]``, ``doAutoPadPsf=false``.
+
+    Raises
+    ------
+    InvalidConfigError
+        For a malformed override, an unknown path or a bad value.
+    """
+    for text in overrides:
+        if "=" not in text:
+            raise InvalidConfigError(f"config override {text!r} must look like key=value (e.g. kernel.active.kernelSize=25)")
+        key, value = text.split("=", 1)
+        parent, attr = _resolve(config, key)
+        if isinstance(parent, ConfigChoice):
+            if attr != "name":
+                raise InvalidConfigError(f"config override {text!r}: set {key.rsplit('.', 1)[0]}.name or a field of .active")
+            parent.name = _parse_value(value)
+        elif isinstance(parent, Config):
+            if attr not in parent._fields():
+                raise InvalidConfigError(f"unknown config path {key!r}: no field {attr!r}")
+            if isinstance(getattr(parent, attr), ConfigChoice):
+                getattr(parent, attr).name = _parse_value(value)
+            else:
+                setattr(parent, attr, _parse_value(value))
+        else:
+            raise InvalidConfigError(f"unknown config path {key!r}")
+    return config
+
+
+def load_overrides(config, path):
+    """Apply an override file: Python (``config.x = ...``, as ``pipetask -C``), TOML or YAML.
+
+    Raises
+    ------
+    InvalidConfigError
+        If the file is missing, of an unknown type, or sets an unknown field or a bad value.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InvalidConfigError(f"config override file {path!r} does not exist")
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".py":
+        with open(path) as fh:
+            code = compile(fh.read(), path, "exec")
+        try:
+            exec(code, {"config": config, "__file__": path})
+        except InvalidConfigError:
+            raise
+        except Exception as exc:
+            raise InvalidConfigError(f"config override file {path!r} failed: {type(exc).__name__}: {exc}") from exc
+        return config
+    if ext == ".toml":
+        import tomllib
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidConfigError(f"config override file {path!r} is not valid TOML: {exc}") from None
+    elif ext in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise InvalidConfigError("YAML override files need PyYAML: pip install pyyaml") from None
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidConfigError(f"config override file {path!r} is not valid YAML: {exc}") from None
+    else:
+        raise InvalidConfigError(f"config override file {path!r}: use a .py, .toml, .yaml or .yml file")
+    if not isinstance(data, dict):
+        raise InvalidConfigError(f"config override file {path!r} must hold a table of fields")
+    data = data.get("config", data)
+    _apply_mapping(config, data, type(config).__name__)
+    return config

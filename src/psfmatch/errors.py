@@ -1,0 +1,120 @@
+"""The psfmatch exception and warning hierarchy.
+
+Every error psfmatch raises on purpose derives from :class:`PsfMatchError` and
+also from the builtin a generic ``except`` would expect (``ValueError`` for bad
+input, ``RuntimeError`` for failures of the algorithm, ``OSError`` for files),
+so that ``except ValueError`` in a caller's code keeps working.  Messages name
+the offending value and the remedy.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PsfMatchError",
+    "InvalidConfigError",
+    "InvalidInputError",
+    "MissingPsfError",
+    "KernelTooBigError",
+    "PsfComputeShapeError",
+    "PsfEvaluationError",
+    "NoKernelCandidatesError",
+    "IllPosedMatchError",
+    "UnsupportedFormatError",
+    "CorruptFileError",
+    "MemoryLimitError",
+    "PsfMatchWarning",
+    "IllPosedMatchWarning",
+    "KernelQualityWarning",
+    "TruncatedPsfWarning",
+]
+
+
+class PsfMatchError(Exception):
+    """Base class of every error raised on purpose by psfmatch."""
+
+
+class InvalidConfigError(PsfMatchError, ValueError):
+    """A configuration field was given a value of the wrong type or out of range."""
+
+
+class InvalidInputError(PsfMatchError, ValueError):
+    """An array, exposure or PSF handed to psfmatch breaks a documented contract."""
+
+
+class MissingPsfError(PsfMatchError, RuntimeError):
+    """The exposure to be matched carries no PSF model."""
+
+
+class KernelTooBigError(PsfMatchError, ValueError):
+    """The matching kernel does not fit inside the (padded) PSF stamps."""
+
+
+class PsfEvaluationError(PsfMatchError, RuntimeError):
+    """A PSF model could not be evaluated (it raised, or returned a bad stamp)."""
+
+
+class PsfComputeShapeError(PsfEvaluationError):
+    """The adaptive second moments of a PSF could not be measured.
+
+    Parameters
+    ----------
+    position : tuple of float
+        The (x, y) parent position where the evaluation failed.
+    message : str, optional
+        What went wrong.
+    """
+
+    def __init__(self, position, message=None):
+        x, y = (float(position[0]), float(position[1]))
+        self.position = (x, y)
+        text = f"Unable to evaluate Psf at ({x:.4g}, {y:.4g})"
+        if message:
+            text += f": {message}"
+        super().__init__(text)
+
+    def __reduce__(self):
+        text = str(self)
+        prefix = f"Unable to evaluate Psf at ({self.position[0]:.4g}, {self.position[1]:.4g})"
+        message = text[len(prefix) + 2:] if text.startswith(prefix + ": ") else None
+        return (type(self), (self.position, message))
+
+    @property
+    def metadata(self):
+        """The failure position as a mapping, as LSST's error carries it."""
+        return {"position": {"x": self.position[0], "y": self.position[1]}}
+
+
+class NoKernelCandidatesError(PsfMatchError, RuntimeError):
+    """Too few usable kernel candidates remain to solve for the kernel."""
+
+
+class IllPosedMatchError(PsfMatchError, ValueError):
+    """The reference PSF is narrower than the science PSF: matching would deconvolve."""
+
+
+class UnsupportedFormatError(PsfMatchError, ValueError):
+    """A file or object is of a kind psfmatch cannot read."""
+
+
+class CorruptFileError(PsfMatchError, OSError):
+    """A file could not be read because its content is damaged or inconsistent."""
+
+
+class MemoryLimitError(PsfMatchError, MemoryError):
+    """An operation would allocate more memory than the configured limit allows."""
+
+
+class PsfMatchWarning(UserWarning):
+    """Base class of psfmatch's warnings about the quality of a match."""
+
+
+class IllPosedMatchWarning(PsfMatchWarning):
+    """Part of the field needs a deconvolution to reach the reference PSF."""
+
+
+class KernelQualityWarning(PsfMatchWarning):
+    """The matching kernel or the matched PSF exceeds a documented quality threshold."""
+
+
+class TruncatedPsfWarning(PsfMatchWarning):
+    """A PSF has significant flux at the edge of its stamp (its wings are cut off)."""

@@ -1,0 +1,336 @@
+"""Images with a mask and a variance, and the exposure that carries a PSF.
+
+Masks are integer bit planes with names, kept in a registry on the mask so that
+files round-trip the names (SPEC section 2).  The default planes and bits are
+LSST's: BAD=0, SAT=1, INTRP=2, CR=3, EDGE=4, DETECTED=5, DETECTED_NEGATIVE=6,
+SUSPECT=7, NO_DATA=8.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .geom import Box2I, Point2I
+
+__all__ = ["DEFAULT_MASK_PLANES", "Mask", "MaskedImage", "Exposure"]
+
+#: The mask planes every :class:`Mask` starts with, and their bit numbers.
+DEFAULT_MASK_PLANES = {
+    "BAD": 0,
+    "SAT": 1,
+    "INTRP": 2,
+    "CR": 3,
+    "EDGE": 4,
+    "DETECTED": 5,
+    "DETECTED_NEGATIVE": 6,
+    "SUSPECT": 7,
+    "NO_DATA": 8,
+}
+
+_MAX_PLANES = 31
+
+
+def _as_2d(array, name, dtype=None):
+    if array is None:
+        return None
+    arr = np.asarray(array)
+    if arr.ndim != 2:
+        raise InvalidInputError(f"{name} must be a 2-d array; got {arr.ndim} dimension(s) with shape {arr.shape}")
+    if arr.size == 0:
+        raise InvalidInputError(f"{name} must not be empty; got shape {arr.shape}")
+    if dtype is not None:
+        return np.array(arr, dtype=dtype, copy=True)
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
+        raise InvalidInputError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    if arr.dtype in (np.float32, np.float64):
+        return np.array(arr, copy=True)
+    return arr.astype(np.float32)
+
+
+class Mask:
+    """An integer mask whose bits are named planes.
+
+    Parameters
+    ----------
+    array : array_like of int, optional
+        The mask bits; copied.  Zeros of ``shape`` when omitted.
+    shape : tuple of int, optional
+        Shape ``(height, width)`` when ``array`` is omitted.
+    planes : mapping of str to int, optional
+        Plane name to bit number; defaults to :data:`DEFAULT_MASK_PLANES`.
+    """
+
+    def __init__(self, array=None, *, shape=None, planes=None):
+        if array is None:
+            if shape is None:
+                raise InvalidInputError("Mask needs an array or a shape")
+            array = np.zeros(shape, dtype=np.int32)
+        arr = np.asarray(array)
+        if arr.ndim != 2:
+            raise InvalidInputError(f"mask must be a 2-d array; got shape {arr.shape}")
+        if arr.dtype == bool:
+            raise InvalidInputError(
+                "mask must be an integer bit-plane array, not boolean; convert a boolean mask with "
+                "Mask.from_bool(array, plane='BAD')")
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise InvalidInputError(f"mask must hold integers; got dtype {arr.dtype}")
+        self.array = np.array(arr, dtype=np.int32, copy=True)
+        self._planes = dict(DEFAULT_MASK_PLANES if planes is None else planes)
+        for name, bit in self._planes.items():
+            if not (0 <= int(bit) <= _MAX_PLANES):
+                raise InvalidInputError(f"mask plane {name!r} has bit {bit}; bits must lie in 0..{_MAX_PLANES}")
+
+    @classmethod
+    def from_bool(cls, array, plane="BAD", planes=None) -> "Mask":
+        """A mask with ``plane`` set where the boolean ``array`` is True (astropy's convention)."""
+        arr = np.asarray(array, dtype=bool)
+        m = cls(shape=arr.shape, planes=planes)
+        m.array[arr] = m.getPlaneBitMask(plane)
+        return m
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+    def getMaskPlaneDict(self) -> dict:
+        """A copy of the plane-name to bit-number registry."""
+        return dict(self._planes)
+
+    def addMaskPlane(self, name: str) -> int:
+        """Register plane ``name`` (if new) and return its bit number."""
+        if name in self._planes:
+            return self._planes[name]
+        used = set(self._planes.values())
+        for bit in range(_MAX_PLANES + 1):
+            if bit not in used:
+                self._planes[name] = bit
+                return bit
+        raise InvalidInputError(f"cannot add mask plane {name!r}: all {_MAX_PLANES + 1} bits are in use")
+
+    def getPlaneBitMask(self, names) -> int:
+        """The integer with the bits of plane ``names`` (a name or a list of names) set.
+
+        Raises
+        ------
+        InvalidInputError
+            If a name is not registered on this mask.
+        """
+        if isinstance(names, str):
+            names = [names]
+        value = 0
+        for name in names:
+            if name not in self._planes:
+                raise InvalidInputError(
+                    f"unknown mask plane {name!r}; this mask has {sorted(self._planes)}")
+            value |= 1 << self._planes[name]
+        return value
+
+    def planes_set(self, names) -> np.ndarray:
+        """Boolean array: True where any of the planes ``names`` is set."""
+        names = [names] if isinstance(names, str) else [n for n in names if n in self._planes]
+        if not names:
+            return np.zeros(self.shape, dtype=bool)
+        return (self.array & self.getPlaneBitMask(names)) != 0
+
+    def copy(self) -> "Mask":
+        return Mask(self.array, planes=self._planes)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __eq__(self, other):
+        return isinstance(other, Mask) and self._planes == other._planes and np.array_equal(self.array, other.array)
+
+    def __repr__(self):
+        return f"Mask(shape={self.shape}, planes={sorted(self._planes, key=self._planes.get)})"
+
+
+class MaskedImage:
+    """An image, its integer mask and its per-pixel variance, sharing one bounding box.
+
+    Parameters
+    ----------
+    image : array_like
+        Pixel values, 2-d; copied (float32 and float64 are kept, other types become float32).
+    mask : array_like of int or `Mask`, optional
+        Bit planes; zeros when omitted.
+    variance : array_like, optional
+        Per-pixel variance in data units squared; zeros when omitted (as in afw).
+    xy0 : (int, int)
+        Parent coordinates of the pixel ``image[0, 0]``.
+    """
+
+    def __init__(self, image, mask=None, variance=None, *, xy0=(0, 0), mask_planes=None):
+        self.image = _as_2d(image, "image")
+        shape = self.image.shape
+        if isinstance(mask, Mask):
+            self._mask = mask.copy()
+        elif mask is None:
+            self._mask = Mask(shape=shape, planes=mask_planes)
+        else:
+            self._mask = Mask(_as_2d(mask, "mask") if np.asarray(mask).dtype == bool else mask, planes=mask_planes)
+        if variance is None:
+            self.variance = np.zeros(shape, dtype=self.image.dtype)
+        else:
+            self.variance = _as_2d(variance, "variance").astype(self.image.dtype, copy=False)
+        for name, arr in (("mask", self._mask.array), ("variance", self.variance)):
+            if arr.shape != shape:
+                raise InvalidInputError(
+                    f"image, mask and variance must have one shape; image is {shape}, {name} is {arr.shape}")
+        try:
+            x0, y0 = xy0
+            self._xy0 = Point2I(int(x0), int(y0))
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"xy0 must be a pair of integers; got {xy0!r}") from None
+        if self._xy0 != tuple(xy0):
+            raise InvalidInputError(f"xy0 must be a pair of integers; got {xy0!r}")
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The mask bits as an int32 numpy array (see :meth:`getMask` for the plane names)."""
+        return self._mask.array
+
+    @mask.setter
+    def mask(self, value):
+        arr = np.asarray(value)
+        if arr.shape != self.image.shape:
+            raise InvalidInputError(f"mask shape {arr.shape} differs from the image's {self.image.shape}")
+        self._mask.array = np.array(arr, dtype=np.int32, copy=True)
+
+    def getMask(self) -> Mask:
+        return self._mask
+
+    def getImage(self) -> np.ndarray:
+        return self.image
+
+    def getVariance(self) -> np.ndarray:
+        return self.variance
+
+    def getXY0(self) -> Point2I:
+        return self._xy0
+
+    def getBBox(self) -> Box2I:
+        h, w = self.image.shape
+        return Box2I(self._xy0, (w, h))
+
+    def getDimensions(self):
+        return self.getBBox().getDimensions()
+
+    def getWidth(self) -> int:
+        return self.image.shape[1]
+
+    def getHeight(self) -> int:
+        return self.image.shape[0]
+
+    @property
+    def dtype(self):
+        return self.image.dtype
+
+    def copy(self) -> "MaskedImage":
+        return MaskedImage(self.image, self._mask, self.variance, xy0=self._xy0)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(bbox={self.getBBox()!r}, dtype={self.image.dtype})"
+
+
+class Exposure(MaskedImage):
+    """A masked image with a PSF model, a WCS and metadata.
+
+    Parameters
+    ----------
+    image, mask, variance, xy0
+        As for :class:`MaskedImage`.
+    psf : PSF model, optional
+        Any object with ``computeKernelImage(position)`` (see :mod:`psfmatch.psf`).
+    wcs : `astropy.wcs.WCS`, optional
+        Carried through unchanged.
+    metadata : mapping, optional
+        Carried through by the task (deep-copied).  The keys ``photoCalib``,
+        ``visitInfo``, ``id`` and ``filter`` have accessors.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from psfmatch import Exposure
+    >>> from psfmatch.psf import GaussianPsf
+    >>> exp = Exposure(np.zeros((64, 64), dtype=np.float32), psf=GaussianPsf(15, 15, 2.0))
+    >>> exp.hasPsf(), exp.getBBox().getDimensions()
+    (True, Extent2I(width=64, height=64))
+    """
+
+    def __init__(self, image, mask=None, variance=None, *, psf=None, wcs=None, xy0=(0, 0),
+                 metadata=None, mask_planes=None):
+        super().__init__(image, mask, variance, xy0=xy0, mask_planes=mask_planes)
+        self._psf = None
+        if psf is not None:
+            self.setPsf(psf)
+        self._wcs = wcs
+        self.metadata = dict(metadata) if metadata is not None else {}
+
+    @classmethod
+    def from_masked_image(cls, mi: MaskedImage, **kwargs) -> "Exposure":
+        return cls(mi.image, mi.getMask(), mi.variance, xy0=mi.getXY0(), **kwargs)
+
+    # PSF
+    @property
+    def psf(self):
+        return self._psf
+
+    @psf.setter
+    def psf(self, value):
+        self.setPsf(value)
+
+    def getPsf(self):
+        return self._psf
+
+    def setPsf(self, psf) -> None:
+        """Attach a PSF model; ``None`` removes it.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``psf`` has no ``computeKernelImage`` method.
+        """
+        if psf is not None and not callable(getattr(psf, "computeKernelImage", None)):
+            raise InvalidInputError(
+                f"a PSF model needs a computeKernelImage(position) method; {type(psf).__name__} has none")
+        self._psf = psf
+
+    def hasPsf(self) -> bool:
+        return self._psf is not None
+
+    # WCS and metadata
+    @property
+    def wcs(self):
+        return self._wcs
+
+    def getWcs(self):
+        return self._wcs
+
+    def setWcs(self, wcs) -> None:
+        self._wcs = wcs
+
+    def getMetadata(self) -> dict:
+        return self.metadata
+
+    def getPhotoCalib(self):
+        return self.metadata.get("photoCalib")
+
+    def getVisitInfo(self):
+        return self.metadata.get("visitInfo")
+
+    def getFilter(self):
+        return self.metadata.get("filter")
+
+    def getId(self):
+        return self.metadata.get("id")
+
+    def getMaskedImage(self) -> MaskedImage:
+        return MaskedImage(self.image, self._mask, self.variance, xy0=self._xy0)
+
+    def copy(self) -> "Exposure":
+        return Exposure(self.image, self._mask, self.variance, psf=self._psf, wcs=self._wcs,
+                        xy0=self._xy0, metadata=copy.deepcopy(self.metadata))

@@ -1,0 +1,341 @@
+"""Kernel bases (Alard-Lupton, delta-function) and the delta-function regularization.
+
+Alard-Lupton basis (Alard & Lupton 1998; Alard 2000), built as LSST's
+``makeAlardLuptonBasisList`` does: for each Gaussian ``g`` of width
+``sigma_g`` and degree ``d_g`` the point-sampled, unit-sum Gaussian
+``G_g(u, v)`` on the ``k x k`` grid ``u, v in [-h, h]`` (``h = k // 2``, ``u`` the
+column offset) is multiplied by the monomials ``(u/h)^p (v/h)^q`` with
+``p + q <= d_g``, in afw order ``1, x, y, x^2, xy, y^2, x^3, ...``.  The list is
+then renormalized (:func:`renormalize_kernel_list`): the first kernel keeps unit
+sum and is the only one with a non-zero sum; every other kernel with a
+non-negligible sum ``s_i`` becomes ``B_i / s_i - B_0``, and all of them are
+scaled to unit L2 norm.  The kernel sum therefore equals the first coefficient.
+
+Delta-function basis: ``k^2`` kernels, kernel ``n`` is 1 at row ``n // k``,
+column ``n % k`` (row-major).  Its solutions are regularized with a
+finite-difference smoothness penalty ``lambda p^T H p`` on the kernel pixels
+``p`` (Becker et al. 2012), ``H = L^T L`` built by
+:func:`make_regularization_matrix`.
+
+References
+----------
+Alard, C. & Lupton, R. H. 1998, ApJ 503, 325.
+Alard, C. 2000, A&AS 144, 363.
+Becker, A. C. et al. 2012, AJ 143, 21 (regularized delta-function kernels).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import InvalidConfigError
+
+__all__ = [
+    "KernelBasis",
+    "alard_lupton_basis",
+    "makeAlardLuptonBasisList",
+    "makeDeltaFunctionBasisList",
+    "renormalize_kernel_list",
+    "renormalizeKernelList",
+    "make_regularization_matrix",
+    "makeRegularizationMatrix",
+    "makeKernelBasisList",
+    "alard_lupton_sigmas",
+]
+
+FLT_EPSILON = float(np.finfo(np.float32).eps)
+
+
+@dataclass
+class KernelBasis:
+    """A list of ``k x k`` basis kernels with a description.
+
+    Attributes
+    ----------
+    images : ndarray, shape (n, k, k)
+        The basis kernels (read-only).
+    kind : str
+        ``"alard-lupton"``, ``"delta-function"`` or ``"pca"``.
+    description : dict
+        How it was built (sigmas, degrees, mode), JSON-serializable.
+    """
+
+    images: np.ndarray
+    kind: str
+    description: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.images = np.array(self.images, dtype=np.float64)
+        if self.images.ndim != 3 or self.images.shape[1] != self.images.shape[2] or self.images.shape[1] % 2 == 0:
+            raise InvalidConfigError(f"basis images must be (n, k, k) with odd k; got shape {self.images.shape}")
+        self.images.setflags(write=False)
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+    def __iter__(self):
+        return iter(self.images)
+
+    @property
+    def kernel_size(self) -> int:
+        return self.images.shape[1]
+
+    def sums(self) -> np.ndarray:
+        return self.images.sum(axis=(1, 2))
+
+
+def _monomials(degree):
+    """Exponents (p, q) of x^p y^q in afw PolynomialFunction2 order."""
+    return [(n - j, j) for n in range(degree + 1) for j in range(n + 1)]
+
+
+def renormalize_kernel_list(images) -> np.ndarray:
+    """LSST's ``renormalizeKernelList``: first kernel unit sum, the others zero sum and unit L2 norm.
+
+    Parameters
+    ----------
+    images : array_like, shape (n, k, k)
+
+    Returns
+    -------
+    ndarray, shape (n, k, k)
+        ``B_0 = K_0 / sum K_0``; for ``i >= 1``, ``K_i / s_i - B_0`` when
+        ``|s_i| > FLT_EPSILON`` (else ``K_i``), then divided by its L2 norm.
+    """
+    k = np.array(images, dtype=np.float64)
+    if k.ndim != 3 or len(k) == 0:
+        raise InvalidConfigError(f"renormalize_kernel_list needs a non-empty (n, k, k) stack; got shape {k.shape}")
+    s0 = k[0].sum()
+    if abs(s0) <= FLT_EPSILON:
+        raise InvalidConfigError("the first kernel of a basis must have a non-zero sum")
+    out = np.empty_like(k)
+    out[0] = k[0] / s0
+    for i in range(1, len(k)):
+        ki = k[i]
+        s = ki.sum()
+        if abs(s) > FLT_EPSILON:
+            ki = ki / s - out[0]
+        norm = np.sqrt(np.sum(ki * ki))
+        out[i] = ki / norm if norm > 0 else ki
+    return out
+
+
+renormalizeKernelList = renormalize_kernel_list
+
+
+def alard_lupton_basis(half_width, sigmas, degrees, renormalize=True) -> np.ndarray:
+    """The Alard-Lupton kernels for Gaussians ``sigmas`` with polynomial ``degrees``; see the module doc."""
+    h = int(half_width)
+    if h < 1:
+        raise InvalidConfigError(f"Alard-Lupton half width must be >= 1; got {half_width}")
+    if len(sigmas) != len(degrees):
+        raise InvalidConfigError(
+            f"alardSigGauss has {len(sigmas)} entries but alardDegGauss has {len(degrees)}; they must match")
+    v, u = np.mgrid[-h:h + 1, -h:h + 1].astype(np.float64)
+    out = []
+    for sigma, deg in zip(sigmas, degrees):
+        if not sigma > 0:
+            raise InvalidConfigError(f"Alard-Lupton sigmas must be positive; got {sigma}")
+        if int(deg) != deg or deg < 0:
+            raise InvalidConfigError(f"Alard-Lupton degrees must be non-negative integers; got {deg}")
+        g = np.exp(-(u * u + v * v) / (2.0 * sigma * sigma))
+        g /= g.sum()
+        for p, q in _monomials(int(deg)):
+            out.append(g * (u / h) ** p * (v / h) ** q)
+    out = np.array(out)
+    return renormalize_kernel_list(out) if renormalize else out
+
+
+def makeAlardLuptonBasisList(halfWidth, nGauss, sigGauss, degGauss) -> KernelBasis:
+    """LSST-named wrapper: ``nGauss`` must equal ``len(sigGauss) == len(degGauss)``."""
+    if not (nGauss == len(sigGauss) == len(degGauss)):
+        raise InvalidConfigError(
+            f"alardNGauss={nGauss} must equal len(alardSigGauss)={len(sigGauss)} "
+            f"and len(alardDegGauss)={len(degGauss)}")
+    images = alard_lupton_basis(halfWidth, sigGauss, degGauss)
+    return KernelBasis(images, "alard-lupton", {
+        "ALBasisNGauss": int(nGauss), "ALBasisDegGauss": [int(d) for d in degGauss],
+        "ALBasisSigGauss": [float(s) for s in sigGauss], "ALKernelSize": 2 * int(halfWidth) + 1})
+
+
+def makeDeltaFunctionBasisList(width, height=None) -> KernelBasis:
+    """``width * height`` delta kernels, row-major: kernel ``n`` is 1 at ``[n // width, n % width]``."""
+    height = width if height is None else height
+    if width != height or width % 2 == 0 or width < 1:
+        raise InvalidConfigError(f"delta-function kernels must be square and odd; got {width}x{height}")
+    n = width * height
+    return KernelBasis(np.eye(n).reshape(n, height, width), "delta-function", {"DFKernelSize": int(width)})
+
+
+def _penalty_rows_central(k, stencil, border_penalty):
+    rows = []
+    if stencil == 5:
+        coeffs = {(0, 0): -4.0, (0, 1): 1.0, (0, -1): 1.0, (1, 0): 1.0, (-1, 0): 1.0}
+    else:
+        coeffs = {(dy, dx): (4.0 if (dx == 0) != (dy == 0) else 1.0) / 6.0
+                  for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dx, dy) != (0, 0)}
+        coeffs[(0, 0)] = -20.0 / 6.0
+    for r in range(k):
+        for c in range(k):
+            row = np.zeros(k * k)
+            if 0 < r < k - 1 and 0 < c < k - 1:
+                for (dy, dx), w in coeffs.items():
+                    row[(r + dy) * k + (c + dx)] = w
+            else:
+                row[r * k + c] = border_penalty
+            rows.append(row)
+    return np.array(rows)
+
+
+def _forward_difference(order):
+    # coefficients of the forward difference of order n: (-1)^(n-i) C(n, i)
+    return np.array([(-1) ** (order - i) * math.comb(order, i) for i in range(order + 1)], dtype=float)
+
+
+def _penalty_rows_forward(k, orders, border_penalty):
+    rows = []
+    for order in orders:
+        for r in range(k):
+            for c in range(k):
+                for axis in (0, 1):
+                    room = (k - 1 - c) if axis == 0 else (k - 1 - r)
+                    o = min(order, room)  # taper the order near the far edge
+                    if o == 0:
+                        continue
+                    coeff = _forward_difference(o)
+                    row = np.zeros(k * k)
+                    for i, w in enumerate(coeff):
+                        rr, cc = (r, c + i) if axis == 0 else (r + i, c)
+                        row[rr * k + cc] = w
+                    rows.append(row)
+    if border_penalty > 0:
+        for r in range(k):
+            for c in range(k):
+                if r in (0, k - 1) or c in (0, k - 1):
+                    row = np.zeros(k * k)
+                    row[r * k + c] = border_penalty
+                    rows.append(row)
+    return np.array(rows)
+
+
+def make_regularization_matrix(kernel_size, regularization_type="centralDifference", stencil=9,
+                               orders=(1, 2), border_penalty=3.0) -> np.ndarray:
+    """The ``k^2 x k^2`` smoothness penalty ``H = L^T L`` for a delta-function kernel.
+
+    Parameters
+    ----------
+    kernel_size : int
+        Odd kernel side ``k``.
+    regularization_type : {"centralDifference", "forwardDifference"}
+        ``centralDifference``: ``L`` applies the 5-point Laplacian
+        ``[[0, 1, 0], [1, -4, 1], [0, 1, 0]]`` or the 9-point one
+        ``[[1, 4, 1], [4, -20, 4], [1, 4, 1]] / 6`` at interior pixels, and
+        ``border_penalty`` times the identity at border pixels.
+        ``forwardDifference``: ``L`` stacks forward differences of each order in
+        ``orders`` along x and y (the order tapered where the kernel edge leaves
+        no room), plus ``border_penalty`` on the border pixels.
+    stencil : {5, 9}
+        Laplacian stencil for ``centralDifference``.
+    orders : sequence of int in 1..3
+        Forward-difference orders.
+    border_penalty : float
+        >= 0.
+
+    Raises
+    ------
+    InvalidConfigError
+        For an unknown type, a stencil other than 5 or 9, orders outside 1..3 or a
+        negative border penalty.
+    """
+    k = int(kernel_size)
+    if k < 3 or k % 2 == 0:
+        raise InvalidConfigError(f"regularization needs an odd kernel size >= 3; got {kernel_size}")
+    if border_penalty < 0:
+        raise InvalidConfigError(f"regularizationBorderPenalty must be >= 0; got {border_penalty}")
+    if regularization_type == "centralDifference":
+        if stencil not in (5, 9):
+            raise InvalidConfigError(f"centralRegularizationStencil must be 5 or 9; got {stencil}")
+        L = _penalty_rows_central(k, stencil, border_penalty)
+    elif regularization_type == "forwardDifference":
+        orders = [orders] if np.isscalar(orders) else list(orders)
+        if not orders or any(int(o) != o or not 1 <= o <= 3 for o in orders):
+            raise InvalidConfigError(f"forwardRegularizationOrders must each be 1, 2 or 3; got {orders}")
+        L = _penalty_rows_forward(k, [int(o) for o in orders], border_penalty)
+    else:
+        raise InvalidConfigError(
+            f"regularizationType must be 'centralDifference' or 'forwardDifference'; got {regularization_type!r}")
+    return L.T @ L
+
+
+def makeRegularizationMatrix(config) -> np.ndarray:
+    """:func:`make_regularization_matrix` from a delta-function config."""
+    return make_regularization_matrix(
+        config.kernelSize, config.regularizationType, config.centralRegularizationStencil,
+        config.forwardRegularizationOrders, config.regularizationBorderPenalty)
+
+
+def alard_lupton_sigmas(config, reference_fwhm=None, science_fwhm=None):
+    """Basis widths and kernel size for the Alard-Lupton basis (LSST's ``scaleByFwhm`` rule).
+
+    With ``scaleByFwhm`` and both FWHMs known: ``sigma_k = sqrt(|sigma_ref^2 -
+    sigma_sci^2|)`` (``sigma = fwhm / 2.355``), floored at ``alardMinSig`` (or
+    ``alardMinSigDeconv`` when the science PSF is the broader); the first width is
+    ``max(minSig, sigma_k / beta)`` and each next one is ``beta`` times larger;
+    the kernel size is ``kernelSizeFwhmScaling * sigma_last`` rounded to an odd
+    integer and clamped to ``[kernelSizeMin, kernelSizeMax]``.  Otherwise the
+    configured ``alardSigGauss`` and ``kernelSize`` are used.
+
+    Returns
+    -------
+    sigmas : list of float
+    kernel_size : int
+    mode : str
+        ``"config"`` or ``"fwhm"`` (recorded as ``ALBasisMode``).
+    """
+    if not (config.scaleByFwhm and reference_fwhm and science_fwhm):
+        return list(config.alardSigGauss), int(config.kernelSize), "config"
+    f2s = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    s_ref, s_sci = reference_fwhm * f2s, science_fwhm * f2s
+    deconv = s_sci > s_ref
+    min_sig = config.alardMinSigDeconv if deconv else config.alardMinSig
+    s_k = math.sqrt(abs(s_ref ** 2 - s_sci ** 2))
+    beta = config.alardGaussBeta
+    sig0 = max(min_sig, s_k / beta)
+    sigmas = [sig0 * beta ** i for i in range(config.alardNGauss)]
+    size = int(config.kernelSizeFwhmScaling * sigmas[-1])
+    size += 1 - size % 2
+    size = min(max(size, config.kernelSizeMin), config.kernelSizeMax)
+    size += 1 - size % 2
+    return sigmas, size, "fwhm"
+
+
+def makeKernelBasisList(config, referenceFwhmPix=None, scienceFwhmPix=None, metadata=None) -> KernelBasis:
+    """The basis the config asks for (``config`` is a kernel sub-config: AL or DF).
+
+    Parameters
+    ----------
+    config : PsfMatchConfigAL or PsfMatchConfigDF
+    referenceFwhmPix, scienceFwhmPix : float, optional
+        FWHMs used by the AL ``scaleByFwhm`` path.
+    metadata : dict, optional
+        Receives the basis description (``ALBasisNGauss``, ``ALBasisDegGauss``,
+        ``ALBasisSigGauss``, ``ALKernelSize``, ``ALBasisMode`` for AL).
+    """
+    kind = config.kernelBasisSet
+    if kind == "alard-lupton":
+        sigmas, size, mode = alard_lupton_sigmas(config, referenceFwhmPix, scienceFwhmPix)
+        basis = makeAlardLuptonBasisList(size // 2, config.alardNGauss, sigmas, config.alardDegGauss)
+        basis.description["ALBasisMode"] = mode
+    elif kind == "delta-function":
+        basis = makeDeltaFunctionBasisList(config.kernelSize)
+    else:
+        raise InvalidConfigError(f"kernelBasisSet must be 'alard-lupton' or 'delta-function'; got {kind!r}")
+    if metadata is not None:
+        metadata.update(basis.description)
+    return basis

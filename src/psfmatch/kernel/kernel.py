@@ -1,0 +1,191 @@
+"""The spatially varying matching kernel: basis kernels times spatial coefficient functions.
+
+``K_x(u) = s * sum_i a_i(x) B_i(u)`` with ``a_i(x) = sum_j theta_ij f_j(x)``,
+where ``B_i`` are the basis kernels, ``f_j`` the spatial functions
+(:class:`~psfmatch.kernel.spatial.SpatialFunction`), ``theta`` the spatial
+coefficients and ``s`` the ``kernelSum``.  The first basis kernel is the only
+one with a non-zero sum (1) and its coefficient is the constant 1, so
+``sum_u K_x(u) = s`` everywhere.
+
+The kernel refactors as ``K_x = sum_j f_j(x) R_j`` with ``R_j = s sum_i
+theta_ij B_i`` (:meth:`LinearCombinationKernel.term_images`), which is how
+:mod:`psfmatch.convolve` applies it exactly with one transform per term.
+
+Convention: the kernel is applied as a convolution, ``matched = science (*) K``
+(``out(x) = sum_u K(u) I(x - u)``).  LSST's afw applies kernel images as a
+correlation; :meth:`LinearCombinationKernel.computeImageLsst` returns the flipped
+image that reproduces our result under afw's convention.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..geom import Box2I, as_point
+from .basis import KernelBasis
+from .spatial import SpatialFunction
+
+__all__ = ["LinearCombinationKernel"]
+
+
+class LinearCombinationKernel:
+    """A (possibly spatially varying) linear combination of basis kernels.
+
+    Parameters
+    ----------
+    basis : KernelBasis
+        ``n_b`` basis kernels of size ``k x k``.
+    coefficients : array_like, shape (n_b, n_s)
+        Spatial coefficients ``theta``; ``n_s = 1`` for a spatially invariant kernel.
+    spatial_function : SpatialFunction or None
+        Required when ``n_s > 1``.
+    kernel_sum : float
+        Overall scale ``s`` (the ``kernelSum`` of the task).
+    bbox : Box2I, optional
+        The region the kernel was fitted for (the exposure's box).
+    """
+
+    def __init__(self, basis: KernelBasis, coefficients, spatial_function=None, kernel_sum=1.0, bbox=None):
+        self.basis = basis
+        coeffs = np.array(coefficients, dtype=np.float64)
+        if coeffs.ndim == 1:
+            coeffs = coeffs[:, None]
+        if coeffs.shape[0] != len(basis):
+            raise InvalidInputError(f"coefficients have {coeffs.shape[0]} rows for {len(basis)} basis kernels")
+        if coeffs.shape[1] > 1 and spatial_function is None:
+            raise InvalidInputError("a spatially varying kernel needs a spatial function")
+        if spatial_function is not None and coeffs.shape[1] != spatial_function.nterms:
+            raise InvalidInputError(
+                f"coefficients have {coeffs.shape[1]} spatial terms; the spatial function has {spatial_function.nterms}")
+        coeffs.setflags(write=False)
+        self.coefficients = coeffs
+        self.spatial_function = spatial_function
+        self.kernel_sum = float(kernel_sum)
+        self.bbox = bbox
+
+    # --- LSST-like accessors -------------------------------------------
+    def getDimensions(self):
+        k = self.basis.kernel_size
+        return (k, k)
+
+    def getWidth(self) -> int:
+        return self.basis.kernel_size
+
+    def getHeight(self) -> int:
+        return self.basis.kernel_size
+
+    def getCtr(self):
+        h = self.basis.kernel_size // 2
+        return (h, h)
+
+    def getNKernelParameters(self) -> int:
+        return len(self.basis)
+
+    def getNSpatialParameters(self) -> int:
+        return self.coefficients.shape[1]
+
+    def isSpatiallyVarying(self) -> bool:
+        return self.coefficients.shape[1] > 1 and bool(np.any(self.coefficients[:, 1:] != 0))
+
+    def getKernelList(self):
+        return list(self.basis.images)
+
+    def getBasis(self) -> KernelBasis:
+        return self.basis
+
+    def getSpatialFunction(self):
+        return self.spatial_function
+
+    def getSpatialParameters(self) -> np.ndarray:
+        """The spatial coefficients ``theta`` (n_b, n_s), scaled by ``kernelSum``."""
+        return self.coefficients * self.kernel_sum
+
+    def getKernelParameters(self, position=None) -> np.ndarray:
+        """The basis coefficients ``s a_i(x)`` at ``position`` (the field centre by default)."""
+        x, y = self._xy(position)
+        return self.kernel_sum * (self.coefficients @ self._f(x, y))
+
+    # --- evaluation ------------------------------------------------------
+    def _xy(self, position):
+        if position is None:
+            if self.bbox is not None:
+                return self.bbox.getCenter()
+            return (0.0, 0.0)
+        return as_point(position)
+
+    def _f(self, x, y):
+        if self.spatial_function is None:
+            return np.ones(1) if np.ndim(x) == 0 else np.ones((1, np.size(x)))
+        return self.spatial_function.evaluate(x, y)
+
+    def computeImage(self, position=None, normalize=False) -> np.ndarray:
+        """The kernel image (``k x k`` float64) at a parent ``position``.
+
+        Parameters
+        ----------
+        position : Point2D or (x, y)
+            Where to evaluate (the centre of the fitted box by default).
+        normalize : bool
+            If True, divide by the image's sum (unit sum); else its sum is ``kernelSum``.
+        """
+        x, y = self._xy(position)
+        a = self.kernel_sum * (self.coefficients @ self._f(x, y))
+        img = np.tensordot(a, self.basis.images, axes=1)
+        if normalize:
+            total = img.sum()
+            if total == 0:
+                raise InvalidInputError("cannot normalize the kernel: its sum is 0 (kernelSum=0)")
+            img = img / total
+        return img
+
+    def computeImages(self, x, y) -> np.ndarray:
+        """Kernel images at many positions: shape (n, k, k)."""
+        x = np.atleast_1d(np.asarray(x, dtype=float))
+        y = np.atleast_1d(np.asarray(y, dtype=float))
+        a = self.kernel_sum * (self.coefficients @ self._f(x, y))  # (n_b, n)
+        return np.tensordot(a.T, self.basis.images, axes=1)
+
+    def computeImageLsst(self, position=None) -> np.ndarray:
+        """The kernel image flipped for LSST's afw, which applies kernels as correlations."""
+        return self.computeImage(position)[::-1, ::-1].copy()
+
+    def getSum(self, position=None) -> float:
+        """Sum of the kernel image at ``position`` (``kernelSum`` by construction)."""
+        return float(self.computeImage(position).sum())
+
+    def term_images(self) -> np.ndarray:
+        """``R_j = s sum_i theta_ij B_i``: the kernel as ``sum_j f_j(x) R_j``; shape (n_s, k, k)."""
+        return self.kernel_sum * np.tensordot(self.coefficients.T, self.basis.images, axes=1)
+
+    def __call__(self, position=None):
+        return self.computeImage(position)
+
+    def __repr__(self):
+        sf = "constant" if self.spatial_function is None else f"{self.spatial_function.kind} order {self.spatial_function.order}"
+        return (f"LinearCombinationKernel({len(self.basis)} {self.basis.kind} kernels of "
+                f"{self.basis.kernel_size}x{self.basis.kernel_size}, {sf}, kernelSum={self.kernel_sum})")
+
+    def with_kernel_sum(self, kernel_sum) -> "LinearCombinationKernel":
+        return LinearCombinationKernel(self.basis, self.coefficients, self.spatial_function, kernel_sum, self.bbox)
+
+    def to_dict(self) -> dict:
+        """A JSON-friendly description (arrays as nested lists)."""
+        return {
+            "basis_kind": self.basis.kind,
+            "basis_description": self.basis.description,
+            "basis": self.basis.images.tolist(),
+            "coefficients": self.coefficients.tolist(),
+            "spatial_function": None if self.spatial_function is None else self.spatial_function.to_dict(),
+            "kernel_sum": self.kernel_sum,
+            "bbox": None if self.bbox is None else self.bbox.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d) -> "LinearCombinationKernel":
+        sf = d.get("spatial_function")
+        bb = d.get("bbox")
+        return cls(KernelBasis(np.array(d["basis"]), d["basis_kind"], dict(d.get("basis_description", {}))),
+                   np.array(d["coefficients"]), None if sf is None else SpatialFunction.from_dict(sf),
+                   d.get("kernel_sum", 1.0),
+                   None if bb is None else Box2I((bb["x0"], bb["y0"]), (bb["width"], bb["height"])))

@@ -1,0 +1,129 @@
+"""Spatial functions of a kernel's coefficients: Chebyshev and plain polynomials over a box.
+
+Terms are ordered as afw orders them: ``1, x, y, x^2, x y, y^2, x^3, ...``, i.e.
+term ``(p, q)`` is ``X_p(x) Y_q(y)`` for ``n = p + q = 0..order`` and ``q = 0..n``.
+
+``chebyshev1``: ``X_p(x) = T_p(x')`` with ``x' = (x - x_c) 2 / (x_max - x_min)``
+on the box's pixel edges (``Box2D``), so ``x'`` spans [-1, 1] over the exposure.
+``polynomial``: ``X_p(x) = x^p`` in raw parent pixel coordinates (LSST's
+``PolynomialFunction2``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.polynomial import chebyshev as npcheb
+
+from ..errors import InvalidConfigError
+from ..geom import Box2D, Box2I
+
+__all__ = ["SpatialFunction", "SPATIAL_MODEL_TYPES"]
+
+SPATIAL_MODEL_TYPES = ("chebyshev1", "polynomial")
+
+
+def _terms(order):
+    return [(n - q, q) for n in range(order + 1) for q in range(n + 1)]
+
+
+class SpatialFunction:
+    """A 2-d polynomial basis of a given order over a box.
+
+    Parameters
+    ----------
+    kind : {"chebyshev1", "polynomial"}
+    order : int
+        Total degree, >= 0.
+    bbox : Box2D or Box2I
+        The domain; a ``Box2I`` is taken to its pixel edges.
+    """
+
+    def __init__(self, kind, order, bbox):
+        if kind not in SPATIAL_MODEL_TYPES:
+            raise InvalidConfigError(f"spatialModelType must be one of {SPATIAL_MODEL_TYPES}; got {kind!r}")
+        if int(order) != order or order < 0:
+            raise InvalidConfigError(f"spatialKernelOrder must be a non-negative integer; got {order!r}")
+        self.kind = kind
+        self.order = int(order)
+        self.bbox = Box2D(bbox) if isinstance(bbox, Box2I) else bbox
+        self.terms = _terms(self.order)
+
+    @property
+    def nterms(self) -> int:
+        return len(self.terms)
+
+    def _scale(self, coords, axis):
+        b = self.bbox
+        lo, hi = (b.minX, b.maxX) if axis == 0 else (b.minY, b.maxY)
+        return (np.asarray(coords, dtype=np.float64) - 0.5 * (lo + hi)) * 2.0 / (hi - lo)
+
+    def evaluate_1d(self, coords, axis) -> np.ndarray:
+        """``X_p`` (axis 0) or ``Y_q`` (axis 1) for ``p = 0..order`` at ``coords``: shape (order + 1, n)."""
+        c = np.atleast_1d(np.asarray(coords, dtype=np.float64))
+        out = np.empty((self.order + 1, c.size))
+        if self.kind == "chebyshev1":
+            t = self._scale(c, axis)
+            out[0] = 1.0
+            if self.order >= 1:
+                out[1] = t
+            for p in range(2, self.order + 1):
+                out[p] = 2 * t * out[p - 1] - out[p - 2]
+        else:
+            out[0] = 1.0
+            for p in range(1, self.order + 1):
+                out[p] = out[p - 1] * c
+        return out
+
+    def evaluate(self, x, y) -> np.ndarray:
+        """All terms at the positions ``(x, y)``: shape (nterms,) for scalars, (nterms, n) for arrays."""
+        scalar = np.ndim(x) == 0 and np.ndim(y) == 0
+        xs = self.evaluate_1d(x, 0)
+        ys = self.evaluate_1d(y, 1)
+        out = np.array([xs[p] * ys[q] for p, q in self.terms])
+        return out[:, 0] if scalar else out
+
+    def __call__(self, x, y):
+        return self.evaluate(x, y)
+
+    def squared(self) -> "SpatialFunction":
+        """The basis of order ``2 * order`` in which products of two terms expand."""
+        return SpatialFunction(self.kind, 2 * self.order, self.bbox)
+
+    def product_tensor(self) -> np.ndarray:
+        """``P`` with ``f_j f_k = sum_p P[j, k, p] g_p``, ``g`` the terms of :meth:`squared`.
+
+        Chebyshev products reduce with ``T_a T_c = (T_{a+c} + T_{|a-c|}) / 2``;
+        monomials simply add their exponents.
+        """
+        sq = self.squared()
+        index = {t: i for i, t in enumerate(sq.terms)}
+        n = self.nterms
+        P = np.zeros((n, n, sq.nterms))
+        for j, (a, b) in enumerate(self.terms):
+            for k, (c, d) in enumerate(self.terms):
+                if self.kind == "polynomial":
+                    P[j, k, index[(a + c, b + d)]] += 1.0
+                else:
+                    for px in (a + c, abs(a - c)):
+                        for qy in (b + d, abs(b - d)):
+                            P[j, k, index[(px, qy)]] += 0.25
+        return P
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "order": self.order, "bbox": self.bbox.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d) -> "SpatialFunction":
+        b = d["bbox"]
+        return cls(d["kind"], d["order"], Box2D((b["minX"], b["minY"]), (b["maxX"], b["maxY"])))
+
+    def __eq__(self, other):
+        return (isinstance(other, SpatialFunction) and self.kind == other.kind and self.order == other.order
+                and self.bbox == other.bbox)
+
+    def __repr__(self):
+        return f"SpatialFunction({self.kind!r}, order={self.order}, bbox={self.bbox!r})"
+
+
+# numpy's Chebyshev module is used by the tests as an independent check of T_p
+_ = npcheb

@@ -1,0 +1,295 @@
+"""Analytic PSF models: Gaussian, double Gaussian, Moffat and a spatially varying Gaussian.
+
+All are point-sampled at pixel centres and normalized to unit sum over their
+stamp, as LSST's ``SingleGaussianPsf`` and ``DoubleGaussianPsf`` are.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..geom import Box2I, Point2D
+from .base import Psf, _check_odd_size
+
+__all__ = ["GaussianPsf", "DoubleGaussianPsf", "MoffatPsf", "VariableGaussianPsf", "elliptical_gaussian"]
+
+
+def _positive(name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a number; got {value!r}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise InvalidInputError(f"{name} must be positive and finite; got {value!r}")
+    return v
+
+
+def _grid(width, height, dx=0.0, dy=0.0):
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    return x - width // 2 - dx, y - height // 2 - dy
+
+
+def elliptical_gaussian(width, height, ixx, iyy, ixy=0.0, dx=0.0, dy=0.0) -> np.ndarray:
+    """A point-sampled elliptical Gaussian of covariance ``[[ixx, ixy], [ixy, iyy]]``, unit sum."""
+    x, y = _grid(width, height, dx, dy)
+    det = ixx * iyy - ixy * ixy
+    if not det > 0:
+        raise InvalidInputError(f"Gaussian covariance must be positive definite; got ixx={ixx}, iyy={iyy}, ixy={ixy}")
+    q = (iyy * x * x - 2 * ixy * x * y + ixx * y * y) / det
+    img = np.exp(-0.5 * q)
+    return img / img.sum()
+
+
+class _AnalyticPsf(Psf):
+    def __init__(self, width, height):
+        _check_odd_size(width, height)
+        self._w, self._h = int(width), int(height)
+
+    def _kernel_image(self, x, y):
+        return self._image_at(x, y, 0.0, 0.0)
+
+    def computeBBox(self, position=None):
+        return Box2I((-(self._w // 2), -(self._h // 2)), (self._w, self._h))
+
+    def getDimensions(self):
+        return (self._w, self._h)
+
+
+class GaussianPsf(_AnalyticPsf):
+    """A round Gaussian PSF, LSST's ``SingleGaussianPsf``.
+
+    Parameters
+    ----------
+    width, height : int
+        Odd stamp size in pixels.
+    sigma : float
+        Gaussian sigma in pixels.
+    """
+
+    name = "GaussianPsf"
+
+    def __init__(self, width, height, sigma):
+        super().__init__(width, height)
+        self._sigma = _positive("sigma", sigma)
+
+    def getSigma(self) -> float:
+        return self._sigma
+
+    def _image_at(self, x, y, dx, dy):
+        s2 = self._sigma ** 2
+        return elliptical_gaussian(self._w, self._h, s2, s2, 0.0, dx, dy)
+
+    def resized(self, width, height):
+        return GaussianPsf(width, height, self._sigma)
+
+    def __eq__(self, other):
+        return type(other) is GaussianPsf and (self._w, self._h, self._sigma) == (other._w, other._h, other._sigma)
+
+    def __hash__(self):
+        return hash((GaussianPsf, self._w, self._h, self._sigma))
+
+    def __repr__(self):
+        return f"GaussianPsf({self._w}, {self._h}, sigma={self._sigma!r})"
+
+
+class DoubleGaussianPsf(_AnalyticPsf):
+    """The sum of two concentric round Gaussians, LSST's ``DoubleGaussianPsf``.
+
+    The image is ``exp(-r^2 / 2 sigma1^2) + b exp(-r^2 / 2 sigma2^2)``, normalized:
+    ``b`` is the ratio of the second component's peak to the first's (LSST's
+    semantics), so the second component holds the flux fraction
+    ``b sigma2^2 / (sigma1^2 + b sigma2^2)``.
+
+    Parameters
+    ----------
+    width, height : int
+        Odd stamp size in pixels.
+    sigma1 : float
+        Core sigma in pixels.
+    sigma2 : float, optional
+        Wing sigma; defaults to ``2 * sigma1`` (it only matters when ``b > 0``).
+    b : float
+        Peak ratio of the wing to the core, >= 0.
+    """
+
+    name = "DoubleGaussianPsf"
+
+    def __init__(self, width, height, sigma1, sigma2=None, b=0.0):
+        super().__init__(width, height)
+        self._sigma1 = _positive("sigma1", sigma1)
+        self._sigma2 = 2.0 * self._sigma1 if sigma2 is None or sigma2 == 0 else _positive("sigma2", sigma2)
+        try:
+            self._b = float(b)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"b must be a number; got {b!r}") from None
+        if not (np.isfinite(self._b) and self._b >= 0):
+            raise InvalidInputError(f"b (the wing-to-core peak ratio) must be >= 0; got {b!r}")
+
+    def getSigma1(self) -> float:
+        return self._sigma1
+
+    def getSigma2(self) -> float:
+        return self._sigma2
+
+    def getB(self) -> float:
+        return self._b
+
+    def _image_at(self, x, y, dx, dy):
+        gx, gy = _grid(self._w, self._h, dx, dy)
+        r2 = gx * gx + gy * gy
+        img = np.exp(-0.5 * r2 / self._sigma1 ** 2)
+        if self._b > 0:
+            img = img + self._b * np.exp(-0.5 * r2 / self._sigma2 ** 2)
+        return img / img.sum()
+
+    def resized(self, width, height):
+        return DoubleGaussianPsf(width, height, self._sigma1, self._sigma2, self._b)
+
+    def __eq__(self, other):
+        return type(other) is DoubleGaussianPsf and (
+            self._w, self._h, self._sigma1, self._sigma2, self._b) == (
+            other._w, other._h, other._sigma1, other._sigma2, other._b)
+
+    def __hash__(self):
+        return hash((DoubleGaussianPsf, self._w, self._h, self._sigma1, self._sigma2, self._b))
+
+    def __repr__(self):
+        return (f"DoubleGaussianPsf({self._w}, {self._h}, sigma1={self._sigma1!r}, "
+                f"sigma2={self._sigma2!r}, b={self._b!r})")
+
+
+class MoffatPsf(_AnalyticPsf):
+    """A round Moffat PSF, ``(1 + r^2 / alpha^2)^-beta`` with ``alpha = fwhm / (2 sqrt(2^(1/beta) - 1))``.
+
+    Parameters
+    ----------
+    width, height : int
+        Odd stamp size in pixels.
+    fwhm : float
+        Full width at half maximum, pixels.
+    beta : float
+        Moffat index, > 1 (finite flux).
+
+    References
+    ----------
+    Moffat, A. F. J. 1969, A&A 3, 455.
+    """
+
+    name = "MoffatPsf"
+
+    def __init__(self, width, height, fwhm, beta):
+        super().__init__(width, height)
+        self._fwhm = _positive("fwhm", fwhm)
+        self._beta = _positive("beta", beta)
+        if self._beta <= 1:
+            raise InvalidInputError(f"Moffat beta must be > 1 for finite flux; got {beta!r}")
+        self._alpha = self._fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / self._beta) - 1.0))
+
+    def getFwhm(self) -> float:
+        return self._fwhm
+
+    def getBeta(self) -> float:
+        return self._beta
+
+    def getAlpha(self) -> float:
+        return self._alpha
+
+    def _image_at(self, x, y, dx, dy):
+        gx, gy = _grid(self._w, self._h, dx, dy)
+        img = (1.0 + (gx * gx + gy * gy) / self._alpha ** 2) ** (-self._beta)
+        return img / img.sum()
+
+    def resized(self, width, height):
+        return MoffatPsf(width, height, self._fwhm, self._beta)
+
+    def __repr__(self):
+        return f"MoffatPsf({self._w}, {self._h}, fwhm={self._fwhm!r}, beta={self._beta!r})"
+
+
+class VariableGaussianPsf(_AnalyticPsf):
+    """An elliptical Gaussian whose size and ellipticity are polynomials in position.
+
+    With ``u, v`` the position scaled to [-1, 1] over ``bbox`` (pixel edges), each
+    of ``sigma``, ``e1`` and ``e2`` is ``sum_k c_k m_k(u, v)`` over the monomials
+    ``1, u, v, u^2, u v, v^2, u^3, ...``.  The covariance at a position is
+    ``sigma^2 [[1 + e1, e2], [e2, 1 - e1]]`` (so ``sigma`` is the trace radius
+    and ``e`` the distortion).
+
+    Parameters
+    ----------
+    width, height : int
+        Odd stamp size.
+    bbox : Box2I
+        The domain over which the polynomials are scaled (usually the exposure's box).
+    sigma, e1, e2 : sequence of float
+        Polynomial coefficients (a scalar means a constant).
+    """
+
+    name = "VariableGaussianPsf"
+
+    def __init__(self, width, height, bbox, sigma, e1=(0.0,), e2=(0.0,)):
+        super().__init__(width, height)
+        if not isinstance(bbox, Box2I):
+            raise InvalidInputError(f"bbox must be a Box2I; got {type(bbox).__name__}")
+        self._bbox = bbox
+        self._coeffs = {}
+        for name, c in (("sigma", sigma), ("e1", e1), ("e2", e2)):
+            arr = np.atleast_1d(np.asarray(c, dtype=float))
+            n = len(arr)
+            order = int(round((np.sqrt(8 * n + 1) - 3) / 2))
+            if (order + 1) * (order + 2) // 2 != n or not np.all(np.isfinite(arr)):
+                raise InvalidInputError(
+                    f"{name} needs (o+1)(o+2)/2 finite coefficients for some order o; got {n}")
+            self._coeffs[name] = arr
+
+    def _uv(self, x, y):
+        b = self._bbox
+        u = (x - (b.getMinX() - 0.5)) / b.getWidth() * 2 - 1
+        v = (y - (b.getMinY() - 0.5)) / b.getHeight() * 2 - 1
+        return u, v
+
+    @staticmethod
+    def _poly(c, u, v):
+        out, k, order = 0.0, 0, 0
+        while k < len(c):
+            for j in range(order + 1):
+                out += c[k] * u ** (order - j) * v ** j
+                k += 1
+            order += 1
+        return out
+
+    def parameters(self, position):
+        """``(sigma, e1, e2)`` at ``position``."""
+        x, y = position
+        u, v = self._uv(x, y)
+        return tuple(float(self._poly(self._coeffs[n], u, v)) for n in ("sigma", "e1", "e2"))
+
+    def _image_at(self, x, y, dx, dy):
+        s, e1, e2 = self.parameters((x, y))
+        if not (s > 0 and e1 * e1 + e2 * e2 < 1):
+            raise InvalidInputError(f"VariableGaussianPsf parameters sigma={s:.4g}, e=({e1:.4g}, {e2:.4g}) "
+                                    "are not a valid Gaussian here")
+        s2 = s * s
+        return elliptical_gaussian(self._w, self._h, s2 * (1 + e1), s2 * (1 - e1), s2 * e2, dx, dy)
+
+    def getAveragePosition(self):
+        return self._bbox.getCenter()
+
+    def getBBox(self) -> Box2I:
+        return self._bbox
+
+    def isSpatiallyVarying(self):
+        return any(len(c) > 1 for c in self._coeffs.values())
+
+    def resized(self, width, height):
+        return VariableGaussianPsf(width, height, self._bbox, self._coeffs["sigma"], self._coeffs["e1"],
+                                   self._coeffs["e2"])
+
+    def __repr__(self):
+        c = {k: v.tolist() for k, v in self._coeffs.items()}
+        return f"VariableGaussianPsf({self._w}, {self._h}, {self._bbox!r}, **{c})"
+
+
+# Point2D is re-exported for convenience of `from psfmatch.psf import Point2D`
+Point2D = Point2D

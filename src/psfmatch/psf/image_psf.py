@@ -1,0 +1,102 @@
+"""A PSF given as a fixed image."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..geom import Box2I
+from ..moments import adaptive_moments
+from .base import Psf, pad_or_crop, shift_image, _check_odd_size
+
+__all__ = ["ImagePsf"]
+
+
+class ImagePsf(Psf):
+    """A spatially constant PSF given as an image.
+
+    Parameters
+    ----------
+    array : array_like, 2-d
+        The PSF image (any positive-sum real array; it is normalized to unit sum).
+    recenter : bool
+        If True, shift the image (Fourier phase ramp, flux conserving) so that its
+        adaptive-moment centroid lies on the centre pixel.  Default False: the
+        centre pixel of an odd array is taken as the PSF centre.
+    pixel_scale : float, optional
+        Pixel scale of the array (arcsec per pixel), recorded for readers and resampling.
+
+    Notes
+    -----
+    Even-sized axes have no centre pixel.  Such an array is shifted by half a
+    pixel along each even axis (Fourier phase ramp) onto a stamp one pixel
+    larger along that axis, so its geometric centre ``(n - 1) / 2`` lands on the
+    new centre pixel ``n // 2``.  Flux and the geometric centre are preserved.
+
+    Raises
+    ------
+    InvalidInputError
+        If the array is not 2-d, is empty, holds NaN/inf, or has a non-positive sum.
+    """
+
+    name = "ImagePsf"
+
+    def __init__(self, array, *, recenter=False, pixel_scale=None):
+        try:
+            arr = np.array(array, dtype=np.float64, copy=True)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"ImagePsf needs a numeric 2-d array; got {type(array).__name__}") from None
+        if arr.ndim != 2:
+            raise InvalidInputError(f"ImagePsf needs a 2-d array; got {arr.ndim} dimension(s), shape {arr.shape}")
+        if arr.size == 0:
+            raise InvalidInputError(f"ImagePsf needs a non-empty array; got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise InvalidInputError(f"ImagePsf array holds {int(np.sum(~np.isfinite(arr)))} NaN or inf values")
+        total = arr.sum()
+        if not total > 0:
+            raise InvalidInputError(f"ImagePsf array has non-positive sum {total:.6g}; a PSF needs positive flux")
+        h, w = arr.shape
+        if h % 2 == 0 or w % 2 == 0:
+            arr = np.pad(arr, ((0, h % 2 == 0), (0, w % 2 == 0)))
+            arr = shift_image(arr, 0.5 if w % 2 == 0 else 0.0, 0.5 if h % 2 == 0 else 0.0)
+        if recenter:
+            _, _, _, xc, yc, ok = adaptive_moments(arr)
+            if not ok:
+                raise InvalidInputError("ImagePsf(recenter=True): could not measure the image's centroid")
+            arr = shift_image(arr, -float(xc), -float(yc))
+        arr /= arr.sum()
+        arr.setflags(write=False)
+        self._array = arr
+        if pixel_scale is not None:
+            pixel_scale = float(pixel_scale)
+            if not (np.isfinite(pixel_scale) and pixel_scale > 0):
+                raise InvalidInputError(f"pixel_scale must be positive; got {pixel_scale!r}")
+        self.pixel_scale = pixel_scale
+
+    @property
+    def array(self) -> np.ndarray:
+        """The (odd, unit-sum, read-only) kernel image."""
+        return self._array
+
+    def _kernel_image(self, x, y):
+        return self._array
+
+    def computeBBox(self, position=None):
+        h, w = self._array.shape
+        return Box2I((-(w // 2), -(h // 2)), (w, h))
+
+    def resized(self, width, height):
+        _check_odd_size(width, height)
+        out = ImagePsf.__new__(ImagePsf)
+        arr = pad_or_crop(self._array, int(width), int(height))
+        if not arr.sum() > 0:
+            raise InvalidInputError(f"resizing ImagePsf to {width}x{height} leaves no flux")
+        arr = arr / arr.sum()
+        arr.setflags(write=False)
+        out._array = arr
+        out.pixel_scale = self.pixel_scale
+        return out
+
+    def __repr__(self):
+        h, w = self._array.shape
+        return f"ImagePsf(<{w}x{h} array>)"

@@ -1,0 +1,383 @@
+"""Least-squares solutions for the matching kernel: per candidate, spatial, and PCA.
+
+The model for one candidate is ``S (*) K ~ R``: the science stamp ``S``
+convolved with the kernel ``K = sum_i a_i B_i`` should equal the reference
+stamp ``R``.  With ``fitRegion = "full"`` (the default) the comparison runs over
+every pixel where either side can be non-zero: ``S`` is zero-padded (a PSF
+model is zero outside its stamp) and so is ``R``.  The normal equations then
+need no basis convolution at all (SPEC section 6):
+
+.. math::
+
+    M_{ij} = \\sum_\\tau A_S(\\tau) X_{ij}(\\tau), \\qquad
+    b_i = \\sum_u B_i(u) C_{SR}(u),
+
+with ``A_S`` the autocorrelation of ``S``, ``X_ij`` the cross-correlation of
+basis kernels ``i`` and ``j`` (computed once) and ``C_SR`` the
+cross-correlation of ``S`` with ``R``.  A thousand candidates cost a few batched
+small FFTs and one matrix product.  ``fitRegion = "stamp"`` or ``"valid"``
+(LSST's central ``(P - k + 1)^2`` pixels) build the design matrix explicitly.
+
+The kernel sum is constrained inside the fit: the basis is brought to a form
+where only the first kernel has a non-zero sum (1) and its coefficient is fixed
+to 1 (SPEC section 4).  Every solve is a least-squares solve on the
+column-scaled design matrix through its singular value decomposition, obtained
+from the eigen-decomposition of the scaled Gram matrix ``D^-1 M D^-1 = V s^2
+V^T``; singular values below ``rcond * s_max`` are dropped (minimum-norm
+solution), so a rank-deficient system never raises.  The rank and the
+condition number ``s_max / s_min`` (of the kept values) are recorded.
+
+Regularized delta-function kernels (Becker et al. 2012) add ``lambda p^T H p``
+(``p`` the kernel pixels) to each candidate's objective.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft as sfft
+
+from .errors import InvalidInputError
+from .kernel.basis import KernelBasis, renormalize_kernel_list
+
+__all__ = [
+    "NormalEquations",
+    "GramBuilder",
+    "constrained_basis",
+    "solve_gram",
+    "solve_candidates",
+    "solve_spatial",
+    "pca_basis",
+    "lambda_for",
+]
+
+
+@dataclass
+class NormalEquations:
+    """Stacked normal equations of many candidates: ``M`` (n, N, N), ``b`` (n, N), ``yy`` (n,)."""
+
+    M: np.ndarray
+    b: np.ndarray
+    yy: np.ndarray
+
+    def __len__(self):
+        return len(self.yy)
+
+    def take(self, index) -> "NormalEquations":
+        return NormalEquations(self.M[index], self.b[index], self.yy[index])
+
+
+def _lag_index(n_fft, max_lag):
+    """Indices, in an n_fft-periodic axis, of lags -max_lag..max_lag."""
+    return np.arange(-max_lag, max_lag + 1) % n_fft
+
+
+class GramBuilder:
+    """Builds the normal equations of candidates for one basis and one fit region.
+
+    Parameters
+    ----------
+    basis : KernelBasis
+        Raw basis (any form; the sum constraint is applied later).
+    region : {"full", "stamp", "valid"}
+        Which pixels constrain the fit (see the module docstring).
+    """
+
+    def __init__(self, basis: KernelBasis, region: str = "full"):
+        if region not in ("full", "stamp", "valid"):
+            raise InvalidInputError(f"fitRegion must be 'full', 'stamp' or 'valid'; got {region!r}")
+        self.basis = basis
+        self.region = region
+        self.k = basis.kernel_size
+        self.h = self.k // 2
+        self.nb = len(basis)
+        self._delta = basis.kind == "delta-function"
+        self._X = None
+        self._df_index = None
+
+    # --- precomputation --------------------------------------------------
+    def _cross_correlations(self):
+        """X[i, j, t] = sum_u B_i(u) B_j(u + t) for lags t in [-(k-1), k-1]^2 (row-major)."""
+        if self._X is None:
+            k = self.k
+            n = sfft.next_fast_len(2 * k - 1, real=True)
+            fb = sfft.rfft2(self.basis.images, s=(n, n))
+            lag = _lag_index(n, k - 1)
+            X = np.empty((self.nb, self.nb, (2 * k - 1) ** 2))
+            for i in range(self.nb):
+                xi = sfft.irfft2(np.conj(fb[i])[None] * fb, s=(n, n))
+                X[i] = xi[:, lag][:, :, lag].reshape(self.nb, -1)
+            self._X = X.reshape(self.nb * self.nb, -1)
+        return self._X
+
+    def _df_lag_index(self):
+        if self._df_index is None:
+            k = self.k
+            r, c = np.divmod(np.arange(k * k), k)
+            dy = r[None, :] - r[:, None] + (k - 1)
+            dx = c[None, :] - c[:, None] + (k - 1)
+            self._df_index = dy * (2 * k - 1) + dx
+        return self._df_index
+
+    # --- normal equations ------------------------------------------------
+    def build(self, science, reference, chunk=256) -> NormalEquations:
+        """Normal equations of the candidates with stamps ``science`` and ``reference`` (n, P, P)."""
+        S = np.asarray(science, dtype=np.float64)
+        R = np.asarray(reference, dtype=np.float64)
+        if S.ndim == 2:
+            S, R = S[None], R[None]
+        if S.shape != R.shape or S.shape[1] != S.shape[2]:
+            raise InvalidInputError(f"science and reference stamps must be equal and square; got {S.shape}, {R.shape}")
+        out = [self._build_full(S[i:i + chunk], R[i:i + chunk]) if self.region == "full"
+               else self._build_design(S[i:i + chunk], R[i:i + chunk]) for i in range(0, len(S), chunk)]
+        return NormalEquations(np.concatenate([o.M for o in out]), np.concatenate([o.b for o in out]),
+                               np.concatenate([o.yy for o in out]))
+
+    def _build_full(self, S, R):
+        k, h = self.k, self.h
+        P = S.shape[1]
+        n = sfft.next_fast_len(P + k - 1, real=True)
+        fs = sfft.rfft2(S, s=(n, n))
+        fr = sfft.rfft2(R, s=(n, n))
+        A = sfft.irfft2(fs * np.conj(fs), s=(n, n))
+        C = sfft.irfft2(np.conj(fs) * fr, s=(n, n))
+        lag = _lag_index(n, k - 1)
+        A_l = A[:, lag][:, :, lag].reshape(len(S), -1)
+        lagh = _lag_index(n, h)
+        C_l = C[:, lagh][:, :, lagh].reshape(len(S), -1)
+        flat = self.basis.images.reshape(self.nb, -1)
+        if self._delta:
+            M = A_l[:, self._df_lag_index()]
+            b = C_l.copy()
+        else:
+            M = (A_l @ self._cross_correlations().T).reshape(len(S), self.nb, self.nb)
+            M = 0.5 * (M + np.swapaxes(M, 1, 2))
+            b = C_l @ flat.T
+        yy = np.einsum("nij,nij->n", R, R)
+        return NormalEquations(M, b, yy)
+
+    def _build_design(self, S, R):
+        k, h = self.k, self.h
+        n_c, P, _ = S.shape
+        n = sfft.next_fast_len(P + k - 1, real=True)
+        fs = sfft.rfft2(S, s=(n, n))
+        fb = sfft.rfft2(self.basis.images, s=(n, n))
+        if self.region == "stamp":
+            sl = slice(h, h + P)
+            target = R
+        else:  # LSST's valid region: pixels of the stamp unaffected by its border
+            if P - k + 1 < 1:
+                raise InvalidInputError(f"fitRegion='valid' needs psfSize >= kernelSize; got {P} < {k}")
+            sl = slice(k - 1, P)
+            target = R[:, h:P - h, h:P - h]
+        M = np.empty((n_c, self.nb, self.nb))
+        b = np.empty((n_c, self.nb))
+        for c in range(n_c):
+            conv = sfft.irfft2(fs[c][None] * fb, s=(n, n))[:, sl, sl].reshape(self.nb, -1)
+            M[c] = conv @ conv.T
+            b[c] = conv @ target[c].ravel()
+        yy = np.einsum("nij,nij->n", target, target)
+        return NormalEquations(M, b, yy)
+
+
+def constrained_basis(basis: KernelBasis):
+    """Bring ``basis`` to the form where only the first kernel has a non-zero sum, equal to 1.
+
+    A pivot kernel ``B_p`` (the first kernel; the centre pixel for a
+    delta-function basis) becomes ``B'_0 = B_p / s_p`` and every other kernel
+    ``B'_i = B_i - (s_i / s_p) B_p``.  Fixing the coefficient of ``B'_0`` to 1
+    then fixes the kernel sum to 1 exactly.
+
+    Returns
+    -------
+    images : ndarray (n, k, k)
+        The transformed basis, pivot first.
+    order : ndarray of int
+        Raw index of each transformed kernel.
+    ratios : ndarray
+        ``s_i / s_p`` for the kernels after the pivot.
+    s_p : float
+        The pivot's sum.
+    """
+    imgs = basis.images
+    sums = imgs.sum(axis=(1, 2))
+    if basis.kind == "delta-function":
+        p = len(basis) // 2
+    else:
+        p = 0
+    s_p = sums[p]
+    if abs(s_p) < 1e-12:
+        raise InvalidInputError("the basis has no kernel with a non-zero sum; the kernel sum cannot be constrained")
+    others = np.array([i for i in range(len(basis)) if i != p], dtype=int)
+    ratios = sums[others] / s_p
+    ratios[np.abs(ratios) < 1e-14] = 0.0
+    out = np.empty_like(imgs)
+    out[0] = imgs[p] / s_p
+    out[1:] = imgs[others] - ratios[:, None, None] * imgs[p][None]
+    return out, np.concatenate([[p], others]), ratios, s_p
+
+
+def transform_equations(eq: NormalEquations, order, ratios, s_p) -> NormalEquations:
+    """Normal equations in the constrained basis of :func:`constrained_basis` (a rank-2 update)."""
+    p, others = order[0], order[1:]
+    M, b = eq.M, eq.b
+    Mpp = M[:, p, p]
+    Mpo = M[:, p][:, others]  # (n, N-1)
+    Moo = M[:, others][:, :, others]
+    r = ratios
+    n, N = len(M), len(order)
+    Mt = np.empty((n, N, N))
+    Mt[:, 0, 0] = Mpp / s_p ** 2
+    row = (Mpo - r[None] * Mpp[:, None]) / s_p
+    Mt[:, 0, 1:] = row
+    Mt[:, 1:, 0] = row
+    Mt[:, 1:, 1:] = (Moo - r[None, :, None] * Mpo[:, None, :] - r[None, None, :] * Mpo[:, :, None]
+                     + r[None, :, None] * r[None, None, :] * Mpp[:, None, None])
+    bt = np.empty((n, N))
+    bt[:, 0] = b[:, p] / s_p
+    bt[:, 1:] = b[:, others] - r[None] * b[:, p][:, None]
+    return NormalEquations(Mt, bt, eq.yy.copy())
+
+
+def reduce_constrained(eq: NormalEquations) -> NormalEquations:
+    """Fix the first coefficient to 1: ``M[1:,1:] a = b[1:] - M[1:,0]``; ``yy`` becomes ``|R - S (*) B_0|^2``."""
+    M, b = eq.M, eq.b
+    return NormalEquations(M[:, 1:, 1:], b[:, 1:] - M[:, 1:, 0], eq.yy - 2 * b[:, 0] + M[:, 0, 0])
+
+
+def lambda_for(config, M, H):
+    """Regularization strength per candidate: absolute ``lambdaValue`` or ``lambdaScaling tr(M)/tr(H)``."""
+    if config.lambdaType == "absolute":
+        return np.full(len(M), float(config.lambdaValue))
+    trH = np.trace(H)
+    return float(config.lambdaScaling) * np.trace(M, axis1=1, axis2=2) / trH
+
+
+def solve_gram(M, b, rcond):
+    """Minimum-norm least squares from normal equations via the SVD of the column-scaled design.
+
+    Parameters
+    ----------
+    M : ndarray (..., N, N)
+        Gram matrices ``C^T C`` (symmetric positive semi-definite).
+    b : ndarray (..., N)
+        ``C^T y``.
+    rcond : float
+        Singular values ``s < rcond * s_max`` of the scaled design are dropped.
+
+    Returns
+    -------
+    x : ndarray (..., N)
+    rank : ndarray of int
+    cond : ndarray
+        ``s_max / s_min`` over the kept singular values.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    d = np.sqrt(np.clip(np.diagonal(M, axis1=-2, axis2=-1), 0, None))
+    d = np.where(d > 0, d, 1.0)
+    Ms = M / (d[..., :, None] * d[..., None, :])
+    bs = b / d
+    w, V = np.linalg.eigh(Ms)
+    s = np.sqrt(np.clip(w, 0, None))
+    smax = s.max(axis=-1, keepdims=True)
+    keep = (s > rcond * smax) & (smax > 0)
+    winv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
+    proj = np.einsum("...ji,...j->...i", V, bs) * winv
+    x = np.einsum("...ij,...j->...i", V, proj) / d
+    rank = keep.sum(axis=-1)
+    smin = np.where(keep, s, np.inf).min(axis=-1)
+    cond = np.where(rank > 0, smax[..., 0] / smin, np.inf)
+    return x, rank, cond
+
+
+def solve_candidates(eq: NormalEquations, rcond, reg=None):
+    """Each candidate's own coefficients (first fixed to 1) from reduced equations.
+
+    Parameters
+    ----------
+    eq : NormalEquations
+        Reduced equations (:func:`reduce_constrained`), possibly including the regularization.
+
+    Returns
+    -------
+    coeffs : ndarray (n, N+1)
+        ``[1, a_1, ..., a_N]``.
+    rank, cond : ndarray
+    chi2 : ndarray
+        ``|S (*) K - R|^2`` (plus the penalty if regularized) at the solution.
+    """
+    x, rank, cond = solve_gram(eq.M, eq.b, rcond)
+    chi2 = eq.yy - 2 * np.einsum("ni,ni->n", x, eq.b) + np.einsum("ni,nij,nj->n", x, eq.M, x)
+    coeffs = np.concatenate([np.ones((len(x), 1)), x], axis=1)
+    return coeffs, rank, cond, chi2
+
+
+def solve_spatial(eq: NormalEquations, f, rcond):
+    """Joint least squares of all candidates for spatially varying coefficients.
+
+    With ``a_m(x) = sum_j theta_mj f_j(x)`` for the free coefficients (the first,
+    constrained coefficient is the constant 1), the stacked problem has normal
+    equations ``G = sum_k kron(M_k, f_k f_k^T)`` and ``g = sum_k kron(b_k, f_k)``
+    (LSST's ``SpatialKernelSolution``, without its assumption being an
+    approximation here: the PSF models are exact at the candidates).
+
+    Parameters
+    ----------
+    eq : NormalEquations
+        Reduced equations of the used candidates.
+    f : ndarray (n, n_s)
+        Spatial functions at the candidates.
+
+    Returns
+    -------
+    theta : ndarray (N, n_s)
+    rank : int
+    cond : float
+    """
+    n, N = eq.b.shape
+    ns = f.shape[1]
+    G = np.einsum("kab,kc,kd->acbd", eq.M, f, f, optimize=True).reshape(N * ns, N * ns)
+    g = np.einsum("ka,kc->ac", eq.b, f).reshape(N * ns)
+    G = 0.5 * (G + G.T)
+    x, rank, cond = solve_gram(G, g, rcond)
+    return x.reshape(N, ns), int(rank), float(cond)
+
+
+def pca_basis(kernel_images, n_components, subtract_mean=True, tol=1e-10) -> KernelBasis:
+    """Principal components of per-candidate kernels, renormalized like LSST's ``KernelPca``.
+
+    Each kernel is scaled to unit sum; with ``subtract_mean`` the mean kernel
+    is removed and becomes the first component.  Components are the
+    eigen-images of the kernels' Gram matrix in decreasing eigenvalue order;
+    those with an eigenvalue below ``tol`` times the largest (or all of them
+    when every kernel is identical) are dropped.  The list then goes through
+    :func:`~psfmatch.kernel.basis.renormalize_kernel_list` (first sums to 1,
+    the others to 0 with unit L2 norm).
+    """
+    K = np.asarray(kernel_images, dtype=np.float64)
+    K = K / K.sum(axis=(1, 2), keepdims=True)
+    n, k, _ = K.shape
+    flat = K.reshape(n, -1)
+    comps = []
+    if subtract_mean:
+        mean = flat.mean(axis=0)
+        comps.append(mean)
+        flat = flat - mean
+    gram = flat @ flat.T / flat.shape[1]
+    w, V = np.linalg.eigh(gram)
+    order = np.argsort(w)[::-1]
+    w, V = w[order], V[:, order]
+    top = w[0] if len(w) else 0.0
+    ref_scale = float(np.mean(comps[0] ** 2)) if subtract_mean else float(top)
+    for j in range(len(w)):
+        if len(comps) >= n_components:
+            break
+        if not (w[j] > tol * ref_scale and w[j] > 0):
+            break
+        img = V[:, j] @ flat
+        img /= np.max(np.abs(img))
+        comps.append(img)
+    images = renormalize_kernel_list(np.array(comps).reshape(-1, k, k))
+    return KernelBasis(images, "pca", {"PcaNumComponents": len(images), "PcaSubtractMean": bool(subtract_mean)})

@@ -1,0 +1,476 @@
+"""``ModelPsfMatchTask``: match an exposure's PSF to a model PSF.
+
+The task realizes the exposure's (science) PSF and the reference PSF at the
+centre of every spatial cell, fits a matching kernel per candidate, fits a
+spatial model of the kernel coefficients over all candidates, and convolves
+the exposure (image, variance, mask) with the spatially varying kernel so that
+its PSF becomes the reference.  See SPEC sections 4 to 7 and the
+``psfmatch`` documentation for where this differs from LSST.
+
+Examples
+--------
+>>> import numpy as np
+>>> from psfmatch import Exposure, ModelPsfMatchTask, ModelPsfMatchConfig
+>>> from psfmatch.psf import GaussianPsf
+>>> exposure = Exposure(np.zeros((256, 256), dtype=np.float32), psf=GaussianPsf(21, 21, 1.8))
+>>> config = ModelPsfMatchConfig()
+>>> config.kernel.active.spatialKernelOrder = 0
+>>> result = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6))
+>>> round(result.psfMatchingKernel.getSum((100, 100)), 7)
+1.0
+>>> result.psfMatchedExposure.getPsf().computeKernelImage((0, 0)).shape
+(31, 31)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .cells import CandidateStatus, KernelCandidate, SpatialCellSet
+from .config import ModelPsfMatchConfig
+from .convolve import convolve_masked_image
+from .errors import (InvalidConfigError, InvalidInputError, KernelTooBigError, MissingPsfError,
+                     NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError)
+from .geom import Box2I, Point2D
+from .image import Exposure
+from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
+from .kernel.kernel import LinearCombinationKernel
+from .kernel.spatial import SpatialFunction
+from .psf.base import as_psf, pad_or_crop
+from .qa import match_quality, summarize
+from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
+                    solve_candidates, solve_spatial, transform_equations)
+
+__all__ = ["ModelPsfMatchTask", "PsfMatchResult", "KernelFit", "nextOddInteger"]
+
+log = logging.getLogger(__name__)
+
+
+def nextOddInteger(x) -> int:
+    """The smallest odd integer >= ``x`` (LSST's rule: ``ceil(x)``, plus 1 if even)."""
+    n = int(math.ceil(x))
+    return n + 1 if n % 2 == 0 else n
+
+
+@dataclass
+class KernelFit:
+    """The fitted kernel and what produced it (the result of :meth:`ModelPsfMatchTask.fitKernel`)."""
+
+    kernel: LinearCombinationKernel
+    cellSet: SpatialCellSet
+    metadata: dict
+    referencePsf: object
+    psfSize: int
+
+
+@dataclass
+class PsfMatchResult:
+    """What :meth:`ModelPsfMatchTask.run` returns (LSST's ``pipe.base.Struct`` fields).
+
+    Attributes
+    ----------
+    psfMatchedExposure : Exposure
+        A new exposure; its PSF is the reference resized to the padded science stamp size.
+    psfMatchingKernel : LinearCombinationKernel
+        The spatially varying kernel; its image sums to ``kernelSum`` everywhere.
+    kernelCellSet : SpatialCellSet
+        The cells with their :class:`~psfmatch.cells.KernelCandidate` (status, solution, QA).
+    metadata : dict
+        JSON-serializable QA and basis description (SPEC section 7).
+    """
+
+    psfMatchedExposure: Exposure
+    psfMatchingKernel: LinearCombinationKernel
+    kernelCellSet: SpatialCellSet
+    metadata: dict = field(default_factory=dict)
+
+    def getDict(self) -> dict:
+        return {"psfMatchedExposure": self.psfMatchedExposure, "psfMatchingKernel": self.psfMatchingKernel,
+                "kernelCellSet": self.kernelCellSet, "metadata": self.metadata}
+
+
+def _json_float(v):
+    v = float(v)
+    return v if math.isfinite(v) else (None if math.isnan(v) else (1e308 if v > 0 else -1e308))
+
+
+class ModelPsfMatchTask:
+    """Match the PSF of an exposure to a model PSF with a spatially varying kernel.
+
+    Parameters
+    ----------
+    config : ModelPsfMatchConfig, optional
+        Validated and copied (then frozen); the caller's object is not modified.
+
+    Notes
+    -----
+    Roles follow the seed: the exposure's PSF (the *science* PSF) is
+    convolved; the *reference* PSF is the target.  The kernel is applied as a
+    convolution, ``matched = science (*) kernel``.
+    """
+
+    ConfigClass = ModelPsfMatchConfig
+    _DefaultName = "psfMatch"
+
+    def __init__(self, config=None, name=None):
+        if config is None:
+            config = ModelPsfMatchConfig()
+        if not isinstance(config, ModelPsfMatchConfig):
+            raise InvalidConfigError(f"config must be a ModelPsfMatchConfig; got {type(config).__name__}")
+        config = config.copy()
+        config.validate()
+        config.freeze()
+        self.config = config
+        self.kConfig = config.kernel.active
+        self.name = name or self._DefaultName
+        self.useRegularization = bool(getattr(self.kConfig, "useRegularization", False))
+        self.hMat = None
+        if self.useRegularization:
+            self.hMat = make_regularization_matrix(
+                self.kConfig.kernelSize, self.kConfig.regularizationType, self.kConfig.centralRegularizationStencil,
+                self.kConfig.forwardRegularizationOrders, self.kConfig.regularizationBorderPenalty)
+
+    # ------------------------------------------------------------------
+    def run(self, exposure, referencePsfModel, kernelSum=1.0) -> PsfMatchResult:
+        """PSF-match ``exposure`` to ``referencePsfModel``.
+
+        Parameters
+        ----------
+        exposure : Exposure
+            The exposure to convolve; it must carry a PSF.  Not modified.
+        referencePsfModel : PSF model
+            The target PSF (any object with ``computeKernelImage(position)``).
+        kernelSum : float
+            Overall scale of the kernel: the returned kernel sums to ``kernelSum``
+            everywhere, the matched image's flux is ``kernelSum`` times the input's and
+            its variance ``kernelSum**2`` times (unlike LSST, where it only reshapes
+            the kernel; see the docs).
+
+        Returns
+        -------
+        PsfMatchResult
+
+        Raises
+        ------
+        MissingPsfError
+            ``exposure does not contain a Psf model``.
+        KernelTooBigError
+            The kernel does not fit the (padded) PSF stamps.
+        NoKernelCandidatesError
+            No candidate could be used.
+        InvalidInputError
+            Bad exposure, variance or ``kernelSum``.
+        """
+        t0 = time.perf_counter()
+        exposure = self._check_exposure(exposure)
+        log.info("compute Psf-matching kernel")
+        fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum)
+        t1 = time.perf_counter()
+        log.info("Psf-match science exposure to reference")
+        mi = convolve_masked_image(exposure, fit.kernel, mask_threshold=self.config.maskDilationThreshold,
+                                   tile=self.config.convolveTileSize,
+                                   max_memory_bytes=int(self.config.maxMemoryGiB * 2 ** 30))
+        out = Exposure(mi.image, mi.getMask(), mi.variance, psf=fit.referencePsf, wcs=exposure.getWcs(),
+                       xy0=exposure.getXY0(), metadata=copy.deepcopy(exposure.metadata))
+        t2 = time.perf_counter()
+        md = fit.metadata
+        md["convolveTime"] = t2 - t1
+        md["runTime"] = t2 - t0
+        log.info("done")
+        return PsfMatchResult(out, fit.kernel, fit.cellSet, md)
+
+    # ------------------------------------------------------------------
+    def _check_exposure(self, exposure):
+        if not isinstance(exposure, Exposure):
+            raise InvalidInputError(
+                f"exposure must be a psfmatch.Exposure; got {type(exposure).__name__} "
+                "(wrap arrays with Exposure(image, mask, variance, psf=...))")
+        if not exposure.hasPsf():
+            raise MissingPsfError("exposure does not contain a Psf model")
+        var = exposure.variance
+        finite = np.isfinite(var)
+        if np.any(var[finite] < 0):
+            neg = int(np.sum(var[finite] < 0))
+            raise InvalidInputError(
+                f"variance has {neg} negative pixel(s) (min {float(var[finite].min()):.4g}); variance must be >= 0 "
+                "(mark unusable pixels NO_DATA or set their variance to NaN)")
+        return exposure
+
+    def _kernel_sum(self, kernelSum):
+        try:
+            ks = float(kernelSum)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"kernelSum must be a number; got {kernelSum!r}") from None
+        if not (math.isfinite(ks) and ks > 0):
+            raise InvalidInputError(f"kernelSum must be positive and finite; got {kernelSum!r}")
+        return ks
+
+    def _estimate_fwhm(self, psf, position, jitter=True):
+        offsets = [(0.0, 0.0)]
+        if jitter:
+            offsets += [tuple(v) for v in np.random.default_rng(40).uniform(-2, 2, (4, 2))]
+        last = None
+        for dx, dy in offsets:
+            try:
+                return psf.computeShape((position[0] + dx, position[1] + dy)).fwhm
+            except (PsfComputeShapeError, PsfEvaluationError) as exc:
+                last = exc
+                log.info("Unable to compute the PSF shape at (%.1f, %.1f); retrying", position[0] + dx, position[1] + dy)
+        raise PsfComputeShapeError(position, f"all {len(offsets)} attempts failed: {last}")
+
+    # ------------------------------------------------------------------
+    def fitKernel(self, sciencePsf, referencePsfModel, bbox: Box2I, kernelSum=1.0) -> KernelFit:
+        """Fit the spatially varying matching kernel over ``bbox`` (no convolution).
+
+        Parameters
+        ----------
+        sciencePsf, referencePsfModel : PSF models
+        bbox : Box2I
+            The exposure's box; cells tile it and the spatial model covers it.
+        kernelSum : float
+
+        Returns
+        -------
+        KernelFit
+        """
+        t0 = time.perf_counter()
+        ks = self._kernel_sum(kernelSum)
+        kc = self.kConfig
+        sci = as_psf(sciencePsf)
+        ref = as_psf(referencePsfModel)
+        md: dict = {"kernelBasisSet": kc.kernelBasisSet, "kernelSum": ks, "notes": []}
+
+        cellSet = SpatialCellSet(bbox, kc.sizeCellX, kc.sizeCellY)
+        positions = cellSet.cell_centers()
+        md["nCells"] = len(positions)
+
+        # realize the science PSF at every cell centre (this is also the size survey)
+        cands, sci_imgs = [], []
+        for i, pos in enumerate(positions):
+            cand = KernelCandidate(i, pos.x, pos.y)
+            try:
+                sci_imgs.append(sci.computeKernelImage(pos))
+            except PsfEvaluationError as exc:
+                cand.setStatus(CandidateStatus.BAD, f"science PSF: {exc}")
+                sci_imgs.append(None)
+                log.warning("Candidate %d at (%.1f, %.1f) rejected: %s", i, pos.x, pos.y, exc)
+            cellSet.insertCandidate(cand)
+            cands.append(cand)
+        good = [i for i, img in enumerate(sci_imgs) if img is not None]
+        if not good:
+            raise NoKernelCandidatesError(
+                f"the science PSF could not be evaluated at any of the {len(positions)} cell centres; "
+                f"first failure: {cands[0].reason}")
+        psfSize = max(max(sci_imgs[i].shape) for i in good)
+
+        # basis (the FWHMs are only needed by the scaleByFwhm path)
+        sci_fwhm = ref_fwhm = None
+        if getattr(kc, "scaleByFwhm", False) and kc.kernelBasisSet == "alard-lupton":
+            sci_fwhm = self._estimate_fwhm(sci, sci.getAveragePosition())
+            ref_fwhm = self._estimate_fwhm(ref, bbox.getCenter(), jitter=False)
+        basis = makeKernelBasisList(kc, ref_fwhm, sci_fwhm, metadata=md)
+        k = basis.kernel_size
+
+        # padding and the kernel-size check (LSST's arithmetic)
+        if self.config.doAutoPadPsf:
+            minPsfSize = nextOddInteger(k * self.config.autoPadPsfTo)
+            padding = max(0, minPsfSize - psfSize)
+        else:
+            if self.config.padPsfBy % 2 != 0:
+                raise InvalidConfigError(f"Config padPsfBy ({self.config.padPsfBy} pixels) must be even number.")
+            padding = self.config.padPsfBy
+        if padding:
+            log.debug("Padding Science PSF from (%d, %d) to (%d, %d) pixels", psfSize, psfSize,
+                      psfSize + padding, psfSize + padding)
+        psfSize += padding
+        maxKernelSize = psfSize - 1
+        if maxKernelSize % 2 == 0:
+            maxKernelSize -= 1
+        if k > maxKernelSize:
+            raise KernelTooBigError(
+                f"Kernel size ({k}) too big to match Psfs of size {psfSize}. Please reconfigure by setting "
+                f"one of the following:\n"
+                f"1) kernel size to <= {maxKernelSize}\n"
+                f"2) doAutoPadPsf=True\n"
+                f"3) padPsfBy to >= {k - maxKernelSize}\n")
+        md["psfSize"] = psfSize
+        md["kernelSize"] = k
+
+        # the reference, resized to the science stamp size
+        refDims = ref.computeKernelImage(bbox.getCenter()).shape
+        if refDims != (psfSize, psfSize):
+            log.info("Adjusted dimensions of reference PSF model from %s to %s", (refDims[1], refDims[0]),
+                     (psfSize, psfSize))
+            try:
+                refResized = ref.resized(psfSize, psfSize)
+            except Exception as exc:  # a user model without a working resize: pad or crop its images
+                log.warning("Zero padding or clipping the reference PSF model (%s)", exc)
+                from .psf.base import _ResizedPsf
+                refResized = _ResizedPsf(ref, psfSize, psfSize)
+        else:
+            refResized = ref
+        md["referencePsfDimensions"] = [psfSize, psfSize]
+
+        S_list, R_list, used = [], [], []
+        for i in good:
+            cand = cands[i]
+            try:
+                R = refResized.computeKernelImage((cand.x, cand.y))
+                if R.shape != (psfSize, psfSize):
+                    R = pad_or_crop(R, psfSize, psfSize)
+                    R /= R.sum()
+            except PsfEvaluationError as exc:
+                cand.setStatus(CandidateStatus.BAD, f"reference PSF: {exc}")
+                continue
+            S = pad_or_crop(sci_imgs[i], psfSize, psfSize)
+            cand.science, cand.reference = S, R
+            S_list.append(S)
+            R_list.append(R)
+            used.append(i)
+        if not used:
+            raise NoKernelCandidatesError("the reference PSF could not be evaluated at any cell centre")
+        S_all = np.array(S_list)
+        R_all = np.array(R_list)
+
+        # identical stamp pairs share one set of normal equations
+        keys = {}
+        inverse = np.empty(len(used), dtype=int)
+        uniq = []
+        for j in range(len(used)):
+            key = (S_all[j].tobytes(), R_all[j].tobytes())
+            if key not in keys:
+                keys[key] = len(uniq)
+                uniq.append(j)
+            inverse[j] = keys[key]
+        md["nUniqueCandidates"] = len(uniq)
+
+        eq_u, cbasis, coeff_u, rank_u, cond_u = self._candidate_solutions(basis, S_all[uniq], R_all[uniq])
+
+        if kc.usePcaForSpatialKernel:
+            ok_u = np.all(np.isfinite(coeff_u), axis=1)
+            kimgs = np.tensordot(coeff_u[ok_u], cbasis.images, axes=1)
+            pbasis = pca_basis(kimgs, kc.numPrincipalComponents, kc.subtractMeanForPca)
+            md["PcaNumComponents"] = len(pbasis)
+            eq_u, cbasis, coeff_u, rank_u, cond_u = self._candidate_solutions(pbasis, S_all[uniq], R_all[uniq],
+                                                                              regularize=False)
+
+        coeff = coeff_u[inverse]
+        for j, i in enumerate(used):
+            cand = cands[i]
+            if np.all(np.isfinite(coeff[j])):
+                cand.coefficients = coeff[j]
+                cand.kernel_image = np.tensordot(coeff[j], cbasis.images, axes=1)
+                cand.rank, cand.condition_number = int(rank_u[inverse[j]]), float(cond_u[inverse[j]])
+                cand.setStatus(CandidateStatus.GOOD)
+            else:
+                cand.setStatus(CandidateStatus.BAD, "non-finite kernel solution")
+        goodj = np.array([j for j, i in enumerate(used) if cands[i].status == CandidateStatus.GOOD], dtype=int)
+        if len(goodj) == 0:
+            raise NoKernelCandidatesError("no kernel candidate has a finite solution")
+
+        # spatial model; lower the order until the candidates constrain it
+        xs = np.array([cands[used[j]].x for j in goodj])
+        ys = np.array([cands[used[j]].y for j in goodj])
+        order = kc.spatialKernelOrder
+        requested = order
+        while True:
+            sf = SpatialFunction(kc.spatialModelType, order, bbox)
+            F = sf.evaluate(xs, ys).T
+            if order == 0 or _full_column_rank(F):
+                break
+            order -= 1
+        if order != requested:
+            note = (f"spatialKernelOrder lowered from {requested} to {order}: {len(goodj)} candidates on a "
+                    f"{cellSet.nx}x{cellSet.ny} grid cannot constrain an order-{requested} model "
+                    "(use smaller cells or a lower order)")
+            log.warning(note)
+            md["notes"].append(note)
+        md["spatialKernelOrderRequested"] = requested
+        md["spatialKernelOrder"] = order
+        md["spatialModelType"] = kc.spatialModelType
+
+        eq_good = eq_u.take(inverse[goodj])
+        theta, srank, scond = solve_spatial(eq_good, F, kc.solveRcond)
+        nb = len(cbasis)
+        coeffs = np.zeros((nb, sf.nterms))
+        coeffs[0, 0] = 1.0
+        coeffs[1:] = theta
+        kernel = LinearCombinationKernel(cbasis, coeffs, sf if sf.nterms > 1 else None, ks, bbox)
+        md["nSpatialUnknowns"] = int(theta.size)
+        md["spatialSolutionRank"] = srank
+        md["spatialConditionNum"] = _json_float(scond)
+        md["nCandidatesBuilt"] = len(positions)
+        md["nCandidatesUsed"] = int(len(goodj))
+        md["nCandidatesRejected"] = int(len(positions) - len(goodj))
+        md["rejectedCandidates"] = [c.to_dict() for c in cands if c.status == CandidateStatus.BAD]
+        md["spatialKernelSum"] = kernel.getSum(bbox.getCenter())
+        log.debug("Spatial kernel built with %d candidates", len(goodj))
+
+        # QA at the candidates and between them
+        qa_c = self._qa(kernel, S_all[goodj], R_all[goodj], xs, ys)
+        for n_, j in enumerate(goodj):
+            cand = cands[used[j]]
+            cand.qa = {name: float(v[n_]) for name, v in qa_c.items()}
+        md["qa"] = {"candidates": summarize(qa_c), "between": self._qa_between(kernel, sci, refResized, cellSet,
+                                                                               psfSize)}
+        md["fitTime"] = time.perf_counter() - t0
+        return KernelFit(kernel, cellSet, md, refResized, psfSize)
+
+    # ------------------------------------------------------------------
+    def _candidate_solutions(self, basis: KernelBasis, S, R, regularize=True):
+        """Normal equations (reduced, in the constrained basis) and each candidate's own solution."""
+        kc = self.kConfig
+        builder = GramBuilder(basis, kc.fitRegion)
+        raw = builder.build(S, R)
+        if regularize and self.useRegularization and basis.kind == "delta-function":
+            lam = lambda_for(kc, raw.M, self.hMat)
+            raw = NormalEquations(raw.M + lam[:, None, None] * self.hMat[None], raw.b, raw.yy)
+        imgs, order, ratios, s_p = constrained_basis(basis)
+        eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
+        coeffs, rank, cond, _ = solve_candidates(eq, kc.solveRcond)
+        cbasis = KernelBasis(imgs, basis.kind, dict(basis.description))
+        return eq, cbasis, coeffs, rank, cond
+
+    def _qa(self, kernel, S, R, xs, ys):
+        kimgs = kernel.computeImages(xs, ys) / kernel.kernel_sum
+        return match_quality(S, R, kimgs)
+
+    def _qa_between(self, kernel, sci, ref, cellSet, psfSize):
+        pts = cellSet.between_positions()
+        nmax = self.config.qaMaxPositions
+        if len(pts) > nmax:
+            idx = np.round(np.linspace(0, len(pts) - 1, nmax)).astype(int)
+            pts = [pts[i] for i in idx]
+        S, R, xs, ys = [], [], [], []
+        for p in pts:
+            try:
+                s = pad_or_crop(sci.computeKernelImage(p), psfSize, psfSize)
+                r = ref.computeKernelImage(p)
+            except PsfEvaluationError:
+                continue
+            if r.shape != (psfSize, psfSize):
+                r = pad_or_crop(r, psfSize, psfSize)
+            S.append(s)
+            R.append(r)
+            xs.append(p.x)
+            ys.append(p.y)
+        if not S:
+            return {"n": 0}
+        return summarize(self._qa(kernel, np.array(S), np.array(R), np.array(xs), np.array(ys)))
+
+
+def _full_column_rank(F) -> bool:
+    Fs = F / np.maximum(np.abs(F).max(axis=0), 1e-300)
+    if Fs.shape[0] < Fs.shape[1]:
+        return False
+    s = np.linalg.svd(Fs, compute_uv=False)
+    return bool(s[-1] > 1e-8 * s[0])
+
+
+_ = Point2D
