@@ -82,3 +82,31 @@ def summarize(q: dict) -> dict:
     out["ellipticityMismatchWorst"] = float(np.nanmax(q["ellipticityMismatch"])) \
         if np.any(np.isfinite(q["ellipticityMismatch"])) else float("nan")
     return out
+
+
+def format_report(metadata: dict) -> str:
+    """A short human-readable QA summary of a task's metadata."""
+    md = metadata
+    lines = [
+        f"kernel: {md.get('kernelBasisSet')} {md.get('kernelSize')}x{md.get('kernelSize')}, "
+        f"spatial {md.get('spatialModelType')} order {md.get('spatialKernelOrder')} "
+        f"(requested {md.get('spatialKernelOrderRequested')}), PSF stamps {md.get('psfSize')} px",
+        f"candidates: {md.get('nCandidatesUsed')} used of {md.get('nCandidatesBuilt')} "
+        f"({md.get('nCandidatesRejected')} rejected, {md.get('nUniqueCandidates')} distinct)",
+        f"spatial solve: rank {md.get('spatialSolutionRank')} of {md.get('nSpatialUnknowns')} unknowns, "
+        f"condition number {md.get('spatialConditionNum'):.3g}",
+        f"kernel sum at field centre: {md.get('spatialKernelSum'):.8f} (kernelSum {md.get('kernelSum')})",
+    ]
+    for where in ("candidates", "between"):
+        q = md.get("qa", {}).get(where, {})
+        if q.get("n"):
+            lines.append(
+                f"QA {where:10s} (n={q['n']:4d}): max|S*K-R|/peak {q['residualMaxWorst']:.2e}, "
+                f"rms {q['residualRmsWorst']:.2e}, size mismatch {q['sizeMismatchWorst']:+.2e}, "
+                f"ellipticity mismatch {q['ellipticityMismatchWorst']:.2e}, "
+                f"kernel negative fraction {q['kernelNegativeFractionWorst']:.2e}")
+    for note in md.get("notes", []):
+        lines.append(f"note: {note}")
+    if "fitTime" in md:
+        lines.append(f"time: fit {md['fitTime']:.2f} s, convolve {md.get('convolveTime', float('nan')):.2f} s")
+    return "\n".join(lines)
