@@ -186,13 +186,21 @@ class SpatialCellSet:
                 pts.append(Point2D(x, float(y)))
         return pts
 
+    def cell_index(self, x, y) -> int:
+        """Index of the cell holding the pixel nearest ``(x, y)``, or -1 outside the box."""
+        xi, yi = np.floor(x + 0.5), np.floor(y + 0.5)
+        if not (self.x_edges[0] <= xi < self.x_edges[-1] and self.y_edges[0] <= yi < self.y_edges[-1]):
+            return -1
+        i = int(np.searchsorted(self.x_edges, xi, side="right")) - 1
+        j = int(np.searchsorted(self.y_edges, yi, side="right")) - 1
+        return j * self.nx + i
+
     def insertCandidate(self, candidate: KernelCandidate) -> None:
         """Put ``candidate`` in the cell containing its position."""
-        for cell in self.cells:
-            if cell.bbox.contains((candidate.x, candidate.y)):
-                cell.candidates.append(candidate)
-                return
-        raise InvalidInputError(f"candidate at ({candidate.x}, {candidate.y}) lies outside {self.bbox!r}")
+        idx = self.cell_index(candidate.x, candidate.y)
+        if idx < 0:
+            raise InvalidInputError(f"candidate at ({candidate.x}, {candidate.y}) lies outside {self.bbox!r}")
+        self.cells[idx].candidates.append(candidate)
 
     def candidates(self, status=None):
         """All candidates (optionally only those with ``status``), in cell order."""

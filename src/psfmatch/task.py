@@ -172,6 +172,7 @@ class ModelPsfMatchTask:
         log.info("compute Psf-matching kernel")
         fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum)
         t1 = time.perf_counter()
+        self._debugDisplays(exposure, fit)
         log.info("Psf-match science exposure to reference")
         mi = convolve_masked_image(exposure, fit.kernel, mask_threshold=self.config.maskDilationThreshold,
                                    tile=self.config.convolveTileSize,
@@ -184,6 +185,12 @@ class ModelPsfMatchTask:
         md["runTime"] = t2 - t0
         log.info("done")
         return PsfMatchResult(out, fit.kernel, fit.cellSet, md)
+
+    # ------------------------------------------------------------------
+    def _debugDisplays(self, exposure, fit):
+        """Show the debug displays switched on in ``debug.py`` (see :mod:`psfmatch.debug`)."""
+        # DEBUG-HOOK: filled in by the debug/display work (issue 5)
+        return None
 
     # ------------------------------------------------------------------
     def _check_exposure(self, exposure):
