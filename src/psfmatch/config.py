@@ -500,7 +500,7 @@ class PsfMatchConfigDF(PsfMatchConfig):
 
     def setDefaults(self):
         self._values["kernelBasisSet"] = "delta-function"
-        self._values["usePcaForSpatialKernel"] = False
+        self._values["usePcaForSpatialKernel"] = True  # LSST's DF default: 440 free pixels x n_s terms otherwise
 
     def validate(self):
         super().validate()

@@ -1,0 +1,119 @@
+"""Configuration: LSST names and defaults, validation at assignment, overrides."""
+
+import pickle
+
+import pytest
+
+from psfmatch import InvalidConfigError, ModelPsfMatchConfig
+from psfmatch.config import apply_overrides, load_overrides
+
+
+def test_lsst_defaults():
+    c = ModelPsfMatchConfig()
+    assert c.kernel.name == "AL"
+    assert (c.doAutoPadPsf, c.autoPadPsfTo, c.padPsfBy) == (True, 1.4, 0)
+    a = c.kernel.active
+    assert a.kernelSize == 21 and a.sizeCellX == a.sizeCellY == 128
+    assert a.spatialKernelOrder == 2 and a.spatialModelType == "chebyshev1"
+    assert a.alardNGauss == 3 and a.alardSigGauss == (0.7, 1.5, 3.0) and a.alardDegGauss == (4, 2, 2)
+    assert a.scaleByFwhm is False and a.usePcaForSpatialKernel is False and a.numPrincipalComponents == 5
+    d = c.kernel["DF"]
+    assert d.kernelBasisSet == "delta-function" and d.useRegularization and d.centralRegularizationStencil == 9
+    assert d.lambdaType == "relative"
+
+
+@pytest.mark.parametrize("path, value, match", [
+    ("kernelSize", 20, "kernelSize: must satisfy an odd integer >= 3; got 20"),
+    ("kernelSize", "big", "expected an int"),
+    ("spatialKernelOrder", -1, "out of range"),
+    ("spatialModelType", "spline", "must be one of 'chebyshev1', 'polynomial'"),
+    ("alardSigGauss", [1.0, -2.0], "every item must satisfy positive sigmas"),
+])
+def test_validation_at_assignment(path, value, match):
+    c = ModelPsfMatchConfig()
+    with pytest.raises(InvalidConfigError, match=match):
+        setattr(c.kernel.active, path, value)
+
+
+def test_range_field():
+    c = ModelPsfMatchConfig()
+    c.autoPadPsfTo = 1.0
+    with pytest.raises(InvalidConfigError, match=r"autoPadPsfTo: out of range \[1.0, 2.0\)"):
+        c.autoPadPsfTo = 2.0
+    with pytest.raises(InvalidConfigError, match="has no field 'kernelSise'"):
+        c.kernel.active.kernelSise = 3
+
+
+def test_choice_and_validate():
+    c = ModelPsfMatchConfig()
+    c.kernel.name = "DF"
+    assert c.kernel.active.kernelBasisSet == "delta-function"
+    with pytest.raises(InvalidConfigError, match=r"kernel.name: must be one of \['AL', 'DF'\]; got 'XX'"):
+        c.kernel.name = "XX"
+    c.kernel.name = "AL"
+    c.kernel.active.alardNGauss = 2
+    with pytest.raises(InvalidConfigError, match=r"alardNGauss \(2\) must equal len\(alardSigGauss\) \(3\)"):
+        c.validate()
+
+
+def test_freeze_copy_equality_pickle():
+    c = ModelPsfMatchConfig()
+    d = c.copy()
+    assert c == d
+    d.kernel.active.kernelSize = 25
+    assert c != d and c.kernel.active.kernelSize == 21
+    d.freeze()
+    with pytest.raises(InvalidConfigError, match="frozen"):
+        d.kernel.active.kernelSize = 27
+    e = pickle.loads(pickle.dumps(d))
+    assert e == d
+    assert c.to_dict()["kernel"]["AL"]["kernelSize"] == 21
+
+
+def test_overrides_strings():
+    c = ModelPsfMatchConfig()
+    apply_overrides(c, ["kernel.active.kernelSize=25", "doAutoPadPsf=false", "kernel.DF.lambdaScaling=1e-3",
+                        "kernel['AL'].alardSigGauss=[1.0, 2.0, 4.5]"])
+    assert c.kernel.active.kernelSize == 25 and c.doAutoPadPsf is False
+    assert c.kernel["DF"].lambdaScaling == 1e-3 and c.kernel["AL"].alardSigGauss == (1.0, 2.0, 4.5)
+    apply_overrides(c, ["kernel.name=DF"])
+    assert c.kernel.name == "DF"
+    with pytest.raises(InvalidConfigError, match="must look like key=value"):
+        apply_overrides(c, ["kernelSize"])
+    with pytest.raises(InvalidConfigError, match="unknown config path 'kernel.active.nope'"):
+        apply_overrides(c, ["kernel.active.nope=3"])
+
+
+def test_override_files(tmp_path):
+    py = tmp_path / "o.py"
+    py.write_text("config.kernel.active.kernelSize = 25\nconfig.kernel.active.sizeCellX = 64\n")
+    toml = tmp_path / "o.toml"
+    toml.write_text('padPsfBy = 2\ndoAutoPadPsf = false\n[kernel]\nname = "DF"\n[kernel.DF]\nkernelSize = 17\n')
+    yml = tmp_path / "o.yaml"
+    yml.write_text("kernel:\n  AL:\n    spatialKernelOrder: 1\n")
+    c = ModelPsfMatchConfig()
+    load_overrides(c, py)
+    load_overrides(c, toml)
+    load_overrides(c, yml)
+    assert c.kernel["AL"].kernelSize == 25 and c.kernel["AL"].sizeCellX == 64
+    assert c.padPsfBy == 2 and c.kernel.name == "DF" and c.kernel.active.kernelSize == 17
+    assert c.kernel["AL"].spatialKernelOrder == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kernel.AL]\nkernelSize = 4\n")
+    with pytest.raises(InvalidConfigError, match="kernelSize: must satisfy an odd integer"):
+        load_overrides(ModelPsfMatchConfig(), bad)
+    with pytest.raises(InvalidConfigError, match="does not exist"):
+        load_overrides(c, tmp_path / "missing.py")
+    with pytest.raises(InvalidConfigError, match="use a .py, .toml, .yaml or .yml file"):
+        (tmp_path / "x.ini").write_text("")
+        load_overrides(c, tmp_path / "x.ini")
+
+
+def test_task_does_not_modify_config():
+    from psfmatch import ModelPsfMatchTask
+    c = ModelPsfMatchConfig()
+    task = ModelPsfMatchTask(config=c)
+    c.kernel.active.kernelSize = 25  # the caller's config stays editable; the task holds a frozen copy
+    assert task.config.kernel.active.kernelSize == 21
+    with pytest.raises(InvalidConfigError, match="frozen"):
+        task.config.kernel.active.kernelSize = 25

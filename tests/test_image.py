@@ -1,0 +1,75 @@
+"""Geometry, masks, masked images and exposures."""
+
+import numpy as np
+import pytest
+
+from psfmatch import Box2D, Box2I, Exposure, InvalidInputError, Mask, MaskedImage, Point2D
+from psfmatch.geom import as_point
+from psfmatch.psf import GaussianPsf
+
+
+def test_point_unpacks_and_converts():
+    p = Point2D(1.5, -2.0)
+    x, y = p
+    assert (x, y) == (1.5, -2.0) and p.getX() == 1.5
+    assert as_point((3, 4)) == Point2D(3.0, 4.0)
+    with pytest.raises(InvalidInputError, match="must be finite"):
+        as_point((np.nan, 1))
+    with pytest.raises(InvalidInputError, match=r"an \(x, y\) pair"):
+        as_point(5)
+
+
+def test_box():
+    b = Box2I((10, 20), (30, 40))
+    assert (b.getMinX(), b.getMaxX(), b.getMinY(), b.getMaxY()) == (10, 39, 20, 59)
+    assert b.getCenter() == Point2D(24.5, 39.5)
+    assert b.contains((39.4, 20)) and not b.contains((39.6, 20))
+    assert Box2D(b).getMinX() == 9.5 and Box2D(b).getMaxY() == 59.5
+    assert b.intersection(Box2I((0, 0), (15, 25))) == Box2I.from_corners(10, 20, 14, 24)
+    assert b.slices(xy0=(10, 20)) == (slice(0, 40), slice(0, 30))
+    with pytest.raises(InvalidInputError, match="non-negative integers"):
+        Box2I((0, 0), (-1, 3))
+
+
+def test_mask_planes():
+    m = Mask(shape=(4, 5))
+    assert m.getPlaneBitMask("BAD") == 1 and m.getPlaneBitMask(["SAT", "NO_DATA"]) == 2 | 256
+    for name in ("BAD", "SAT", "INTRP", "CR", "EDGE", "DETECTED", "SUSPECT", "NO_DATA"):
+        assert name in m.getMaskPlaneDict()
+    bit = m.addMaskPlane("STREAK")
+    assert m.getPlaneBitMask("STREAK") == 1 << bit and bit not in DEFAULT_BITS
+    with pytest.raises(InvalidInputError, match="unknown mask plane 'FOO'"):
+        m.getPlaneBitMask("FOO")
+    b = Mask.from_bool(np.eye(3, dtype=bool), "CR")
+    assert np.array_equal(b.array, np.eye(3, dtype=int) * 8)
+    with pytest.raises(InvalidInputError, match="not boolean"):
+        Mask(np.eye(3, dtype=bool))
+
+
+DEFAULT_BITS = set(range(9))
+
+
+def test_masked_image_shapes_and_copies():
+    img = np.ones((5, 6), np.float32)
+    with pytest.raises(InvalidInputError, match=r"image is \(5, 6\), variance is \(5, 5\)"):
+        MaskedImage(img, variance=np.ones((5, 5)))
+    with pytest.raises(InvalidInputError, match="must be a 2-d array"):
+        MaskedImage(np.ones(5))
+    mi = MaskedImage(img, xy0=(3, 4))
+    mi.image[0, 0] = 7
+    assert img[0, 0] == 1  # the caller's array is copied, never written
+    assert mi.getBBox() == Box2I((3, 4), (6, 5))
+    assert mi.variance.dtype == np.float32 and mi.mask.dtype == np.int32
+    assert MaskedImage(np.ones((2, 2), int)).image.dtype == np.float32
+
+
+def test_exposure_api():
+    psf = GaussianPsf(11, 11, 2.0)
+    e = Exposure(np.zeros((8, 9)), psf=psf, wcs="WCS", xy0=(1, 2), metadata={"filter": "g", "id": 3})
+    assert e.hasPsf() and e.getPsf() is psf and e.psf is psf and e.getWcs() == "WCS"
+    assert e.getFilter() == "g" and e.getId() == 3 and e.getPhotoCalib() is None
+    assert e.getBBox() == Box2I((1, 2), (9, 8))
+    e.setPsf(None)
+    assert not e.hasPsf()
+    with pytest.raises(InvalidInputError, match="needs a computeKernelImage"):
+        e.setPsf("not a psf")

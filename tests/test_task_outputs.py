@@ -1,0 +1,226 @@
+"""Contracts of the task's outputs: variance, mask, borders, inputs untouched, the kernel object, errors."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+from psfmatch import (Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask, NoKernelCandidatesError,
+                      InvalidInputError)
+from psfmatch.convolve import convolve_masked_image, mask_footprint
+from psfmatch.image import MaskedImage
+from psfmatch.psf import GaussianPsf, VariableGaussianPsf
+
+
+def small_task(order=2):
+    config = ModelPsfMatchConfig()
+    config.kernel.active.spatialKernelOrder = order
+    return ModelPsfMatchTask(config=config)
+
+
+@pytest.fixture(scope="module")
+def varying_fit():
+    bbox = Box2I((0, 0), (384, 384))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.2, -0.1], e1=[0.0, 0.05, 0.0])
+    fit = small_task().fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
+    return psf, fit
+
+
+def test_variance_matches_monte_carlo(varying_fit):
+    psf, fit = varying_fit
+    kernel = fit.kernel
+    rng = np.random.default_rng(5)
+    H = W = 80
+    yy, xx = np.mgrid[0:H, 0:W]
+    var = (1.0 + 3.0 * xx / W + 2.0 * (yy / H) ** 2).astype(np.float64)
+    n = 800
+    outs = []
+    for _ in range(n):
+        noise = rng.normal(size=(H, W)) * np.sqrt(var)
+        outs.append(convolve_masked_image(MaskedImage(noise, variance=var, xy0=(150, 140)), kernel, tile=128).image)
+    outs = np.array(outs)
+    pred = convolve_masked_image(MaskedImage(np.zeros((H, W)), variance=var, xy0=(150, 140)), kernel).variance
+    emp = outs.var(axis=0)
+    h = kernel.getWidth() // 2
+    inner = (slice(h, H - h), slice(h, W - h))
+    e, p = emp[inner], pred[inner]
+    assert e.mean() / p.mean() == pytest.approx(1.0, abs=0.015)
+    # quadrant averages: the spatial variation of the variance is right too
+    m = e.shape[0] // 2
+    for blk in [(slice(0, m), slice(0, m)), (slice(0, m), slice(m, None)), (slice(m, None), slice(0, m)),
+                (slice(m, None), slice(m, None))]:
+        assert e[blk].mean() / p[blk].mean() == pytest.approx(1.0, abs=0.03)
+    # the variance of a convolved white noise is sum K^2 V: far below V for a smoothing kernel
+    assert np.all(p < var[inner])
+
+
+def test_mask_footprint_and_borders(varying_fit):
+    psf, fit = varying_fit
+    kernel = fit.kernel
+    H = W = 120
+    x0, y0 = 100, 130
+    img = np.ones((H, W))
+    var = np.ones((H, W))
+    mi = MaskedImage(img, variance=var, xy0=(x0, y0))
+    bad = mi.getMask().getPlaneBitMask("BAD")
+    nodata = mi.getMask().getPlaneBitMask("NO_DATA")
+    mi.mask[60, 50] = bad
+    mi.image[30, 90] = np.nan
+    out = convolve_masked_image(mi, kernel, mask_threshold=1e-3)
+    h = kernel.getWidth() // 2
+    fp = mask_footprint(kernel, 1e-3)
+    # a BAD pixel becomes a BAD footprint of the documented shape
+    got = (out.mask & bad) != 0
+    expect = np.zeros((H, W), bool)
+    ys, xs = np.nonzero(fp)
+    expect[60 + ys - h, 50 + xs - h] = True
+    expect[:h] = expect[-h:] = False
+    expect[:, :h] = expect[:, -h:] = False
+    assert np.array_equal(got, expect)
+    assert 9 < fp.sum() < fp.size  # thresholded: more than a pixel, less than the whole square
+    # the border: NaN, inf, NO_DATA only
+    border = np.zeros((H, W), bool)
+    border[:h] = border[-h:] = border[:, :h] = border[:, -h:] = True
+    assert np.all(np.isnan(out.image[border])) and np.all(np.isinf(out.variance[border]))
+    assert np.all(out.mask[border] == nodata)
+    # NaN input spreads over the full kernel support as NaN / inf / NO_DATA
+    touched = np.zeros((H, W), bool)
+    touched[30 - h:30 + h + 1, 90 - h:90 + h + 1] = True
+    assert np.all(np.isnan(out.image[touched])) and np.all(np.isinf(out.variance[touched]))
+    assert np.all(out.mask[touched] & nodata)
+    rest = ~touched & ~border
+    assert np.all(np.isfinite(out.image[rest])) and np.all(np.isfinite(out.variance[rest]))
+    assert not np.any(out.mask[rest] & nodata)
+    # a unit image stays 1 (kernel sum 1) away from the border and the NaN
+    np.testing.assert_allclose(out.image[rest], 1.0, atol=1e-9)
+
+
+def test_lsst_dilation_with_zero_threshold(varying_fit):
+    _, fit = varying_fit
+    fp = mask_footprint(fit.kernel, 0.0)
+    assert fp.all()  # AL Gaussians are non-zero over the whole square, as in LSST
+
+
+def test_input_untouched_and_output_new():
+    bbox = Box2I((0, 0), (256, 256))
+    psf = GaussianPsf(21, 21, 1.9)
+    rng = np.random.default_rng(2)
+    img = rng.normal(size=(256, 256)).astype(np.float32)
+    img[5, 7] = np.nan
+    mask = np.zeros((256, 256), np.int32)
+    mask[100, 100] = 1
+    var = np.ones((256, 256), np.float32)
+    exposure = Exposure(img, mask, var, psf=psf, metadata={"id": 1})
+    before = [exposure.image.copy(), exposure.mask.copy(), exposure.variance.copy()]
+    result = small_task(0).run(exposure, GaussianPsf(31, 31, 2.6))
+    for a, b in zip(before, [exposure.image, exposure.mask, exposure.variance]):
+        np.testing.assert_array_equal(a, b)
+    out = result.psfMatchedExposure
+    assert out.image.dtype == np.float32 and out.variance.dtype == np.float32
+    assert out.getPsf() is not psf and exposure.getPsf() is psf
+    assert not np.shares_memory(out.image, exposure.image)
+    assert bbox == out.getBBox()
+
+
+def test_kernel_object_contract(varying_fit):
+    _, fit = varying_fit
+    k = fit.kernel
+    assert k.isSpatiallyVarying()
+    assert k.computeImage((10, 20)).shape == (21, 21)
+    k2 = pickle.loads(pickle.dumps(k))
+    np.testing.assert_array_equal(k2.computeImage((77.5, 300)), k.computeImage((77.5, 300)))
+    # refactored term images reproduce the kernel
+    f = k.spatial_function.evaluate(50.0, 60.0)
+    np.testing.assert_allclose(np.tensordot(f, k.term_images(), axes=1), k.computeImage((50, 60)), atol=1e-14)
+    assert k.getSpatialParameters().shape == (len(k.basis), 6)
+    assert np.all(k.getSpatialParameters()[0, 1:] == 0) and k.getSpatialParameters()[0, 0] == 1.0
+    np.testing.assert_array_equal(k.computeImageLsst((5, 5)), k.computeImage((5, 5))[::-1, ::-1])
+    xs = np.linspace(0, 383, 7)
+    sums = k.computeImages(xs, xs[::-1]).sum(axis=(1, 2))
+    np.testing.assert_allclose(sums, 1.0, atol=1e-7)
+
+
+def test_candidates_record_status_and_qa(varying_fit):
+    _, fit = varying_fit
+    cands = list(fit.cellSet.candidates())
+    assert len(cands) == 9
+    for c in cands:
+        assert c.status.value == "GOOD"
+        assert c.kernel_image.sum() == pytest.approx(1.0, abs=1e-10)
+        assert c.rank > 0 and np.isfinite(c.condition_number)
+        assert 0 <= c.qa["residualMax"] < 2e-3
+
+
+def test_spatial_order_lowered_for_small_exposures():
+    bbox = Box2I((0, 0), (384, 384))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.1])
+    fit = small_task(order=3).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
+    assert fit.metadata["spatialKernelOrderRequested"] == 3
+    assert fit.metadata["spatialKernelOrder"] == 2
+    assert any("lowered from 3 to 2" in n for n in fit.metadata["notes"])
+
+
+def test_user_psf_objects_and_positions():
+    class OnlyKernel:
+        def __init__(self, sigma):
+            self.sigma = sigma
+            self.calls = []
+
+        def computeKernelImage(self, position):
+            self.calls.append((position.x, position.y))
+            x, y = position
+            v, u = np.mgrid[-10:11, -10:11]
+            return np.exp(-0.5 * (u * u + v * v) / self.sigma ** 2)
+
+    sci, ref = OnlyKernel(1.7), OnlyKernel(2.5)
+    exposure = Exposure(np.zeros((200, 300), np.float32), psf=sci, xy0=(1000, 2000))
+    result = small_task(1).run(exposure, ref)
+    assert all(1000 <= x < 1300 and 2000 <= y < 2200 for x, y in sci.calls)
+    assert result.metadata["qa"]["candidates"]["residualMaxWorst"] < 2e-3
+    out_psf = result.psfMatchedExposure.getPsf()
+    assert out_psf.computeKernelImage((1100, 2100)).shape == (31, 31)
+    assert out_psf.computeShape((1100, 2100)).sigma == pytest.approx(2.5, rel=1e-3)
+
+
+def test_no_usable_candidates():
+    class Broken:
+        def computeKernelImage(self, position):
+            raise RuntimeError("model undefined here")
+
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=Broken())
+    with pytest.raises(NoKernelCandidatesError, match="could not be evaluated at any of the 4 cell centres"):
+        small_task().run(exposure, GaussianPsf(31, 31, 2.6))
+
+
+def test_some_candidates_fail():
+    class Partial:
+        def computeKernelImage(self, position):
+            if position.x < 100 and position.y < 100:
+                raise ValueError("no stars here")
+            v, u = np.mgrid[-10:11, -10:11]
+            return np.exp(-0.5 * (u * u + v * v) / 1.8 ** 2)
+
+    exposure = Exposure(np.zeros((384, 384), np.float32), psf=Partial())
+    result = small_task(1).run(exposure, GaussianPsf(31, 31, 2.6))
+    md = result.metadata
+    assert md["nCandidatesRejected"] == 1 and md["nCandidatesUsed"] == 8
+    assert "no stars here" in md["rejectedCandidates"][0]["reason"]
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), "x"])
+def test_bad_kernel_sum(bad):
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    with pytest.raises(InvalidInputError, match="kernelSum must be"):
+        small_task(0).run(exposure, GaussianPsf(31, 31, 2.6), kernelSum=bad)
+
+
+def test_negative_variance_rejected():
+    exposure = Exposure(np.zeros((256, 256), np.float32), variance=-np.ones((256, 256)),
+                        psf=GaussianPsf(21, 21, 1.8))
+    with pytest.raises(InvalidInputError, match="variance has 65536 negative pixel"):
+        small_task(0).run(exposure, GaussianPsf(31, 31, 2.6))
+
+
+def test_not_an_exposure():
+    with pytest.raises(InvalidInputError, match="exposure must be a psfmatch.Exposure; got ndarray"):
+        small_task(0).run(np.zeros((10, 10)), GaussianPsf(31, 31, 2.6))
