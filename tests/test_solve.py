@@ -1,0 +1,113 @@
+"""The least-squares machinery: normal equations without basis convolutions, rank handling, spatial fit."""
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from psfmatch import Box2I, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.kernel import makeAlardLuptonBasisList, makeDeltaFunctionBasisList
+from psfmatch.kernel.spatial import SpatialFunction
+from psfmatch.psf import GaussianPsf, VariableGaussianPsf
+from psfmatch.solve import GramBuilder, solve_gram
+
+
+def _stamps(rng, n=3, P=25):
+    v, u = np.mgrid[-(P // 2):P // 2 + 1, -(P // 2):P // 2 + 1]
+    S, R = [], []
+    for _ in range(n):
+        s = np.exp(-0.5 * ((u - rng.normal(0, .3)) ** 2 / 1.7 ** 2 + v ** 2 / 2.0 ** 2))
+        r = np.exp(-0.5 * (u * u + v * v) / 2.8 ** 2) * (1 + 0.05 * rng.normal(size=u.shape))
+        S.append(s / s.sum())
+        R.append(r / r.sum())
+    return np.array(S), np.array(R)
+
+
+@pytest.mark.parametrize("kind", ["AL", "DF"])
+def test_gram_equals_explicit_design_matrix(kind, rng):
+    """M_ij = sum A_S X_ij and b_i = sum B_i C_SR reproduce C^T C and C^T y over the full support."""
+    basis = makeAlardLuptonBasisList(4, 3, (0.7, 1.5, 3.0), (2, 1, 1)) if kind == "AL" else \
+        makeDeltaFunctionBasisList(5)
+    S, R = _stamps(rng)
+    eq = GramBuilder(basis, "full").build(S, R)
+    P, k = S.shape[1], basis.kernel_size
+    h = k // 2
+    for c in range(len(S)):
+        C = np.array([signal.convolve(S[c], B, mode="full").ravel() for B in basis.images]).T
+        y = np.pad(R[c], h).ravel()
+        np.testing.assert_allclose(eq.M[c], C.T @ C, rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(eq.b[c], C.T @ y, rtol=1e-10, atol=1e-15)
+        assert eq.yy[c] == pytest.approx(y @ y)
+    assert P == 25
+
+
+@pytest.mark.parametrize("region", ["stamp", "valid"])
+def test_design_regions(region, rng):
+    basis = makeAlardLuptonBasisList(3, 2, (1.0, 2.0), (1, 1))
+    S, R = _stamps(rng, n=2, P=15)
+    eq = GramBuilder(basis, region).build(S, R)
+    h = 3
+    for c in range(2):
+        full = np.array([signal.convolve(S[c], B, mode="full") for B in basis.images])
+        if region == "stamp":
+            C, y = full[:, h:h + 15, h:h + 15], R[c]
+        else:
+            C, y = full[:, 2 * h:15, 2 * h:15], R[c][h:15 - h, h:15 - h]
+        C = C.reshape(len(basis), -1).T
+        np.testing.assert_allclose(eq.M[c], C.T @ C, rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(eq.b[c], C.T @ y.ravel(), rtol=1e-10, atol=1e-15)
+
+
+def test_solve_gram_rank_deficient_is_min_norm(rng):
+    A = rng.normal(size=(20, 6))
+    A[:, 5] = A[:, 0] + A[:, 1]  # rank 5
+    y = rng.normal(size=20)
+    x, rank, cond = solve_gram(A.T @ A, A.T @ y, 1e-8)
+    assert rank == 5 and np.isfinite(cond)
+    # same residual as numpy's lstsq, and no larger a norm in the scaled space
+    x_ls = np.linalg.lstsq(A, y, rcond=None)[0]
+    assert np.linalg.norm(A @ x - y) == pytest.approx(np.linalg.norm(A @ x_ls - y), rel=1e-8)
+    # exactly singular (all-zero) systems do not raise either
+    x0, r0, c0 = solve_gram(np.zeros((3, 3)), np.zeros(3), 1e-8)
+    assert r0 == 0 and np.all(x0 == 0) and np.isinf(c0)
+
+
+def test_chebyshev_and_polynomial_span_the_same_model():
+    bbox = Box2I((0, 0), (512, 512))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.15, -0.1], e1=[0.0, 0.03, 0.0])
+    fits = {}
+    for kind in ("chebyshev1", "polynomial"):
+        c = ModelPsfMatchConfig()
+        c.kernel.active.spatialModelType = kind
+        fits[kind] = ModelPsfMatchTask(config=c).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox).kernel
+    for pos in [(0, 0), (100.5, 400), (511, 3)]:
+        np.testing.assert_allclose(fits["chebyshev1"].computeImage(pos), fits["polynomial"].computeImage(pos),
+                                   atol=1e-7)
+
+
+def test_recovers_known_spatial_variation():
+    """Second moments add under convolution: Var(K(x)) = sigma_ref^2 - sigma_sci(x)^2 along each axis."""
+    bbox = Box2I((0, 0), (768, 768))
+    psf = VariableGaussianPsf(25, 25, bbox, sigma=[1.8, 0.2, 0.0, 0.0, 0.0, 0.0])
+    fit = ModelPsfMatchTask().fitKernel(psf, GaussianPsf(35, 35, 2.8), bbox)
+    v, u = np.mgrid[-10:11, -10:11]
+    for x in np.linspace(10, 758, 7):
+        K = fit.kernel.computeImage((x, 384.0))
+        var_x = np.sum(K * u * u)
+        var_y = np.sum(K * v * v)
+        s = psf.parameters((x, 384.0))[0]
+        expect = 2.8 ** 2 - s ** 2
+        assert var_x == pytest.approx(expect, rel=0.02)
+        assert var_y == pytest.approx(expect, rel=0.02)
+
+
+def test_spatial_function_terms():
+    sf = SpatialFunction("chebyshev1", 2, Box2I((0, 0), (100, 50)))
+    assert sf.terms == [(0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2)]
+    f = sf.evaluate(99.5, -0.5)  # the box's pixel edges map to +1 and -1
+    np.testing.assert_allclose(f, [1, 1, -1, 1, -1, 1])
+    # products expand exactly on the order-4 basis
+    P = sf.product_tensor()
+    sq = sf.squared()
+    xs, ys = np.array([3.0, 70.0]), np.array([10.0, 44.0])
+    fv, gv = sf.evaluate(xs, ys), sq.evaluate(xs, ys)
+    np.testing.assert_allclose(np.einsum("jkp,pn->jkn", P, gv), fv[:, None] * fv[None], atol=1e-12)
