@@ -264,7 +264,8 @@ def solve_gram(M, b, rcond):
     b : ndarray (..., N)
         ``C^T y``.
     rcond : float
-        Singular values ``s < rcond * s_max`` of the scaled design are dropped.
+        Singular values ``s < rcond * s_max`` of the scaled design are dropped; the cut is never
+        below ``sqrt(N eps) s_max``, the resolution of singular values obtained from a Gram matrix.
 
     Returns
     -------
@@ -282,7 +283,10 @@ def solve_gram(M, b, rcond):
     w, V = np.linalg.eigh(Ms)
     s = np.sqrt(np.clip(w, 0, None))
     smax = s.max(axis=-1, keepdims=True)
-    keep = (s > rcond * smax) & (smax > 0)
+    # the Gram's eigenvalues carry an absolute error of about N eps lambda_max, so singular values
+    # below sqrt(N eps) s_max cannot be told from zero whatever rcond asks
+    cut = max(float(rcond), float(np.sqrt(M.shape[-1] * np.finfo(np.float64).eps)))
+    keep = (s > cut * smax) & (smax > 0)
     winv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
     proj = np.einsum("...ji,...j->...i", V, bs) * winv
     x = np.einsum("...ij,...j->...i", V, proj) / d
