@@ -224,3 +224,28 @@ def test_negative_variance_rejected():
 def test_not_an_exposure():
     with pytest.raises(InvalidInputError, match="exposure must be a psfmatch.Exposure; got ndarray"):
         small_task(0).run(np.zeros((10, 10)), GaussianPsf(31, 31, 2.6))
+
+
+def test_truncated_reference_warns():
+    from psfmatch.errors import TruncatedPsfWarning
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    with pytest.warns(TruncatedPsfWarning, match=r"truncated by its 31x31 stamp: its edge reaches 0.\d+ of its peak"):
+        result = small_task(0).run(exposure, GaussianPsf(31, 31, 6.0))
+    assert result.metadata["referenceEdgeToPeak"] > 1e-3
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedPsfWarning)
+        small_task(0).run(exposure, GaussianPsf(31, 31, 2.6))
+
+
+def test_exposure_smaller_than_kernel():
+    exposure = Exposure(np.zeros((20, 40), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    with pytest.raises(InvalidInputError, match=r"exposure \(40x20 pixels\) is no larger than the kernel's border"):
+        small_task(0).run(exposure, GaussianPsf(31, 31, 2.6))
+
+
+def test_exposure_smaller_than_a_cell():
+    exposure = Exposure(np.ones((60, 50), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    result = small_task(2).run(exposure, GaussianPsf(31, 31, 2.6))
+    assert result.metadata["nCells"] == 1 and result.metadata["spatialKernelOrder"] == 0
+    assert np.allclose(result.psfMatchedExposure.image[10:-10, 10:-10], 1.0)

@@ -28,6 +28,7 @@ import copy
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +37,7 @@ from .cells import CandidateStatus, KernelCandidate, SpatialCellSet
 from .config import ModelPsfMatchConfig
 from .convolve import convolve_masked_image
 from .errors import (InvalidConfigError, InvalidInputError, KernelTooBigError, MissingPsfError,
-                     NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError)
+                     NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError, TruncatedPsfWarning)
 from .geom import Box2I, Point2D
 from .image import Exposure
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
@@ -192,6 +193,25 @@ class ModelPsfMatchTask:
         # DEBUG-HOOK: filled in by the debug/display work (issue 5)
         return None
 
+    #: A reference stamp whose border pixels exceed this fraction of its peak is reported as truncated.
+    TRUNCATION_THRESHOLD = 1e-3
+
+    def _warn_truncated(self, ref, position, psfSize, md):
+        """Warn when the reference PSF still has flux at the edge of its ``psfSize`` stamp."""
+        try:
+            R = ref.computeKernelImage(position)
+        except PsfEvaluationError:
+            return
+        edge = np.concatenate([R[0], R[-1], R[:, 0], R[:, -1]])
+        ratio = float(np.abs(edge).max() / R.max())
+        md["referenceEdgeToPeak"] = ratio
+        if ratio > self.TRUNCATION_THRESHOLD:
+            msg = (f"the reference PSF is truncated by its {psfSize}x{psfSize} stamp: its edge reaches "
+                   f"{ratio:.2g} of its peak (threshold {self.TRUNCATION_THRESHOLD:g}); the matched PSF will "
+                   "miss its wings. Use a larger reference stamp or kernelSize / autoPadPsfTo")
+            md["notes"].append(msg)
+            warnings.warn(msg, TruncatedPsfWarning, stacklevel=3)
+
     # ------------------------------------------------------------------
     def _check_exposure(self, exposure):
         if not isinstance(exposure, Exposure):
@@ -200,6 +220,12 @@ class ModelPsfMatchTask:
                 "(wrap arrays with Exposure(image, mask, variance, psf=...))")
         if not exposure.hasPsf():
             raise MissingPsfError("exposure does not contain a Psf model")
+        k = self.kConfig.kernelSize
+        h, w = exposure.image.shape
+        if min(h, w) <= 2 * (k // 2):
+            raise InvalidInputError(
+                f"exposure ({w}x{h} pixels) is no larger than the kernel's border ({k // 2} pixels on each side of a "
+                f"{k}x{k} kernel): every output pixel would be NO_DATA; use a smaller kernelSize")
         var = exposure.variance
         finite = np.isfinite(var)
         if np.any(var[finite] < 0):
@@ -323,6 +349,7 @@ class ModelPsfMatchTask:
         else:
             refResized = ref
         md["referencePsfDimensions"] = [psfSize, psfSize]
+        self._warn_truncated(refResized, bbox.getCenter(), psfSize, md)
 
         S_list, R_list, used = [], [], []
         for i in good:
