@@ -276,6 +276,8 @@ def solve_gram(M, b, rcond):
     """
     M = np.asarray(M, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
+    if M.shape[-1] == 0:  # nothing free (e.g. a one-kernel PCA basis): the constrained kernel is the answer
+        return np.zeros(b.shape), np.zeros(M.shape[:-2], dtype=int), np.ones(M.shape[:-2])
     d = np.sqrt(np.clip(np.diagonal(M, axis1=-2, axis2=-1), 0, None))
     d = np.where(d > 0, d, 1.0)
     Ms = M / (d[..., :, None] * d[..., None, :])
