@@ -249,3 +249,25 @@ def test_exposure_smaller_than_a_cell():
     result = small_task(2).run(exposure, GaussianPsf(31, 31, 2.6))
     assert result.metadata["nCells"] == 1 and result.metadata["spatialKernelOrder"] == 0
     assert np.allclose(result.psfMatchedExposure.image[10:-10, 10:-10], 1.0)
+
+
+def test_metadata_is_strict_json():
+    import json
+
+    class Partial:
+        def computeKernelImage(self, position):
+            if position.x > 150:
+                raise ValueError("outside the model")
+            v, u = np.mgrid[-10:11, -10:11]
+            return np.exp(-0.5 * (u * u + v * v) / 1.8 ** 2)
+
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=Partial())
+    result = small_task(0).run(exposure, GaussianPsf(31, 31, 2.6))
+    text = json.dumps(result.metadata, allow_nan=False)
+    back = json.loads(text)
+    assert back["nCandidatesRejected"] == 2
+    assert back["rejectedCandidates"][0]["conditionNumber"] is None
+    for key in ("ALBasisNGauss", "ALBasisDegGauss", "ALBasisSigGauss", "ALKernelSize", "ALBasisMode",
+                "nCandidatesBuilt", "nCandidatesUsed", "spatialSolutionRank", "spatialConditionNum",
+                "spatialKernelSum"):
+        assert key in back

@@ -95,9 +95,13 @@ class KernelCandidate:
         return float("nan") if self.kernel_image is None else float(self.kernel_image.sum())
 
     def to_dict(self) -> dict:
+        """A strict-JSON mapping (non-finite numbers become None)."""
+        def num(v):
+            v = float(v)
+            return v if np.isfinite(v) else None
         return {"id": self.id, "x": self.x, "y": self.y, "status": self.status.value, "reason": self.reason,
-                "rank": int(self.rank), "conditionNumber": float(self.condition_number),
-                **{k: float(v) for k, v in self.qa.items()}}
+                "rank": int(self.rank), "conditionNumber": num(self.condition_number),
+                **{k: num(v) for k, v in self.qa.items()}}
 
 
 @dataclass(eq=False)
