@@ -22,6 +22,8 @@ __all__ = [
     "UnsupportedFormatError",
     "CorruptFileError",
     "MemoryLimitError",
+    "OutputExistsError",
+    "MissingDependencyError",
     "PsfMatchWarning",
     "IllPosedMatchWarning",
     "KernelQualityWarning",
@@ -102,6 +104,14 @@ class CorruptFileError(PsfMatchError, OSError):
 
 class MemoryLimitError(PsfMatchError, MemoryError):
     """An operation would allocate more memory than the configured limit allows."""
+
+
+class OutputExistsError(PsfMatchError, FileExistsError):
+    """An output file exists already and overwriting it was not asked for (pass ``overwrite=True``)."""
+
+
+class MissingDependencyError(PsfMatchError, ImportError):
+    """An optional dependency (GalSim, Piff, ...) is needed and not installed; the message says how to install it."""
 
 
 class PsfMatchWarning(UserWarning):

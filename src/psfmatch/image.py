@@ -334,3 +334,33 @@ class Exposure(MaskedImage):
     def copy(self) -> "Exposure":
         return Exposure(self.image, self._mask, self.variance, psf=self._psf, wcs=self._wcs,
                         xy0=self._xy0, metadata=copy.deepcopy(self.metadata))
+
+    # FITS and astropy interop (implemented in psfmatch.io)
+    @classmethod
+    def readFits(cls, path, **kwargs) -> "Exposure":
+        """Read an exposure from a FITS file; see :func:`psfmatch.io.read_exposure`."""
+        from .io.fits import read_exposure
+
+        return read_exposure(path, **kwargs)
+
+    def writeFits(self, path, overwrite=False) -> None:
+        """Write to a multi-extension FITS file, atomically; see :func:`psfmatch.io.write_exposure`."""
+        from .io.fits import write_exposure
+
+        write_exposure(self, path, overwrite=overwrite)
+
+    @classmethod
+    def from_nddata(cls, nd, psf=None, **kwargs) -> "Exposure":
+        """An exposure from astropy ``NDData``/``CCDData``; see :func:`psfmatch.io.exposure_from_nddata`."""
+        from .io.nddata import exposure_from_nddata
+
+        return exposure_from_nddata(nd, psf=psf, **kwargs)
+
+    def to_nddata(self, **kwargs):
+        """This exposure as astropy ``NDData`` (``CCDData`` with ``ccd=True``).
+
+        See :func:`psfmatch.io.exposure_to_nddata`.
+        """
+        from .io.nddata import exposure_to_nddata
+
+        return exposure_to_nddata(self, **kwargs)

@@ -166,6 +166,32 @@ class LinearCombinationKernel:
         return (f"LinearCombinationKernel({len(self.basis)} {self.basis.kind} kernels of "
                 f"{self.basis.kernel_size}x{self.basis.kernel_size}, {sf}, kernelSum={self.kernel_sum})")
 
+    def writeFits(self, path, overwrite=False) -> None:
+        """Save the kernel (basis, spatial function, coefficients, box) to FITS, atomically.
+
+        See :func:`psfmatch.io.write_kernel`.
+        """
+        from ..io.kernel_fits import write_kernel
+
+        write_kernel(self, path, overwrite=overwrite)
+
+    @classmethod
+    def readFits(cls, path) -> "LinearCombinationKernel":
+        """Load a kernel saved by :meth:`writeFits`; see :func:`psfmatch.io.read_kernel`."""
+        from ..io.kernel_fits import read_kernel
+
+        return read_kernel(path)
+
+    def writeImageGridFits(self, path, nx=5, ny=5, *, positions=None, lsst=False, overwrite=False) -> None:
+        """Write the kernel images on an ``nx x ny`` grid (or at ``positions``) to FITS.
+
+        See :func:`psfmatch.io.write_kernel_image_grid`; ``lsst=True`` flips the
+        images for afw's correlation convention.
+        """
+        from ..io.kernel_fits import write_kernel_image_grid
+
+        write_kernel_image_grid(self, path, nx=nx, ny=ny, positions=positions, lsst=lsst, overwrite=overwrite)
+
     def with_kernel_sum(self, kernel_sum) -> "LinearCombinationKernel":
         return LinearCombinationKernel(self.basis, self.coefficients, self.spatial_function, kernel_sum, self.bbox)
 

@@ -73,6 +73,17 @@ class ImagePsf(Psf):
                 raise InvalidInputError(f"pixel_scale must be positive; got {pixel_scale!r}")
         self.pixel_scale = pixel_scale
 
+    @classmethod
+    def readFits(cls, path, **kwargs) -> "ImagePsf":
+        """Read a PSF image from FITS, resampled to ``target_pixel_scale`` when given.
+
+        See :func:`psfmatch.psf.image_io.read_image_psf` for the keywords
+        (``hdu``, ``pixel_scale``, ``target_pixel_scale``, ``recenter``, ``background``, ``size``).
+        """
+        from .image_io import read_image_psf
+
+        return read_image_psf(path, **kwargs)
+
     @property
     def array(self) -> np.ndarray:
         """The (odd, unit-sum, read-only) kernel image."""

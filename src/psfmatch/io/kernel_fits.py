@@ -1,0 +1,227 @@
+"""The matching kernel in FITS: save it, load it, and export its images on a grid.
+
+Kernel file layout (``PMFORMAT = 'psfmatch-kernel'``)
+-----------------------------------------------------
+==========  =====================================================================
+HDU         content
+==========  =====================================================================
+PRIMARY     no data; ``KSUM`` (kernelSum), ``BASKIND`` (basis kind), ``KSIZE``,
+            ``NBASIS``, ``NSPATIAL``, the spatial function (``SPKIND``,
+            ``SPORDER`` and its box ``SPMINX``..``SPMAXY``, pixel edges), the
+            fitted box (``BBX0``, ``BBY0``, ``BBW``, ``BBH``), ``CONVENTN``
+BASIS       float64 cube ``(n_basis, k, k)``; the basis description as JSON in
+            the long-string card ``DESCRIPT``
+COEFFS      float64 ``(n_basis, n_spatial)``: the spatial coefficients theta
+==========  =====================================================================
+
+Loading gives back a :class:`~psfmatch.kernel.kernel.LinearCombinationKernel`
+whose images equal the saved one's bit for bit.
+
+Kernel images are for a *convolution* (``matched = science (*) K``); an
+image-grid export with ``lsst=True`` flips them for LSST's afw, which applies
+kernels as correlations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..errors import CorruptFileError, InvalidInputError, UnsupportedFormatError
+from ..geom import Box2D, Box2I
+from ..kernel.basis import KernelBasis
+from ..kernel.kernel import LinearCombinationKernel
+from ..kernel.spatial import SpatialFunction
+from .fits import atomic_write
+
+__all__ = ["write_kernel", "read_kernel", "kernel_image_grid", "write_kernel_image_grid", "KERNEL_FORMAT"]
+
+KERNEL_FORMAT = "psfmatch-kernel"
+KERNEL_GRID_FORMAT = "psfmatch-kernel-grid"
+
+
+def _check_kernel(kernel):
+    if not isinstance(kernel, LinearCombinationKernel):
+        raise InvalidInputError(f"expected a LinearCombinationKernel; got {type(kernel).__name__}")
+
+
+def write_kernel(kernel, path, *, overwrite=False) -> None:
+    """Save a :class:`~psfmatch.kernel.kernel.LinearCombinationKernel` to FITS.
+
+    Parameters
+    ----------
+    kernel : LinearCombinationKernel
+    path : str or path-like
+    overwrite : bool
+        Replace an existing file (default False: :class:`~psfmatch.errors.OutputExistsError`).
+    """
+    from astropy.io import fits
+
+    _check_kernel(kernel)
+    primary = fits.PrimaryHDU()
+    h = primary.header
+    h["PMFORMAT"] = (KERNEL_FORMAT, "written by psfmatch")
+    h["PMVERS"] = (1, "psfmatch kernel format version")
+    h["KSUM"] = (kernel.kernel_sum, "kernelSum: every kernel image sums to it")
+    h["BASKIND"] = (kernel.basis.kind, "basis kind")
+    h["KSIZE"] = (kernel.basis.kernel_size, "kernel width = height")
+    h["NBASIS"] = (len(kernel.basis), "number of basis kernels")
+    h["NSPATIAL"] = (kernel.coefficients.shape[1], "number of spatial terms")
+    h["CONVENTN"] = ("convolution", "matched = science (*) K (not afw's correlation)")
+    sf = kernel.spatial_function
+    if sf is not None:
+        h["SPKIND"] = (sf.kind, "spatial function kind")
+        h["SPORDER"] = (sf.order, "spatial order")
+        for key, value in (("SPMINX", sf.bbox.minX), ("SPMINY", sf.bbox.minY), ("SPMAXX", sf.bbox.maxX),
+                           ("SPMAXY", sf.bbox.maxY)):
+            h[key] = (float(value), "spatial domain (pixel edges)")
+    if kernel.bbox is not None:
+        b = kernel.bbox
+        h["BBX0"], h["BBY0"], h["BBW"], h["BBH"] = b.getMinX(), b.getMinY(), b.getWidth(), b.getHeight()
+    basis = fits.ImageHDU(np.asarray(kernel.basis.images, dtype=np.float64), name="BASIS")
+    try:
+        basis.header["DESCRIPT"] = json.dumps(kernel.basis.description, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"the basis description is not JSON-serializable: {exc}") from exc
+    coeffs = fits.ImageHDU(np.asarray(kernel.coefficients, dtype=np.float64), name="COEFFS")
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        fits.HDUList([primary, basis, coeffs]).writeto(tmp, output_verify="exception", checksum=True)
+
+
+def _req(header, key, path, what="the kernel file"):
+    if key not in header:
+        raise CorruptFileError(f"{path}: keyword {key} is missing from {what}")
+    return header[key]
+
+
+def read_kernel(path) -> LinearCombinationKernel:
+    """Load a kernel written by :func:`write_kernel`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    UnsupportedFormatError
+        If it is not a psfmatch kernel file.
+    CorruptFileError
+        If a keyword or HDU is missing or inconsistent.
+    """
+    from astropy.io import fits
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"kernel file {path!r} does not exist")
+    try:
+        hdul = fits.open(path, memmap=False)
+    except OSError as exc:
+        raise CorruptFileError(f"{path}: not a readable FITS file ({exc})") from exc
+    with hdul:
+        h = hdul[0].header
+        fmt = str(h.get("PMFORMAT", "")).strip()
+        if fmt != KERNEL_FORMAT:
+            raise UnsupportedFormatError(
+                f"{path}: PMFORMAT = {fmt or None!r}; not a psfmatch kernel file (expected {KERNEL_FORMAT!r}, "
+                "written by LinearCombinationKernel.writeFits)")
+        names = [x.name.upper() for x in hdul]
+        for name in ("BASIS", "COEFFS"):
+            if name not in names:
+                raise CorruptFileError(f"{path}: the {name} HDU is missing (HDUs: {names})")
+        kind = str(_req(h, "BASKIND", path)).strip()
+        ksum = _req(h, "KSUM", path)
+        try:
+            images = np.array(hdul["BASIS"].data, dtype=np.float64)
+            coeffs = np.array(hdul["COEFFS"].data, dtype=np.float64)
+            description = json.loads(hdul["BASIS"].header.get("DESCRIPT", "{}"))
+            ksum = float(ksum)
+        except (TypeError, ValueError) as exc:
+            raise CorruptFileError(f"{path}: cannot decode the kernel ({exc})") from exc
+        if images.ndim != 3 or coeffs.ndim != 2 or coeffs.shape[0] != images.shape[0]:
+            raise CorruptFileError(f"{path}: BASIS has shape {images.shape} and COEFFS {coeffs.shape}; expected "
+                                   "(n, k, k) and (n, n_spatial)")
+        if "NBASIS" in h and int(h["NBASIS"]) != images.shape[0]:
+            raise CorruptFileError(f"{path}: NBASIS = {h['NBASIS']} but BASIS holds {images.shape[0]} kernels")
+        sf = None
+        if "SPKIND" in h:
+            sp = {key: _req(h, key, path, "the spatial function")
+                  for key in ("SPORDER", "SPMINX", "SPMINY", "SPMAXX", "SPMAXY")}
+            try:
+                sf = SpatialFunction(str(h["SPKIND"]).strip(), int(sp["SPORDER"]),
+                                     Box2D((float(sp["SPMINX"]), float(sp["SPMINY"])),
+                                           (float(sp["SPMAXX"]), float(sp["SPMAXY"]))))
+            except (TypeError, ValueError) as exc:
+                raise CorruptFileError(f"{path}: invalid spatial function ({exc})") from exc
+        bbox = None
+        if "BBX0" in h:
+            bb = [int(_req(h, key, path, "the bounding box")) for key in ("BBX0", "BBY0", "BBW", "BBH")]
+            bbox = Box2I((bb[0], bb[1]), (bb[2], bb[3]))
+    try:
+        return LinearCombinationKernel(KernelBasis(images, kind, description), coeffs, sf, ksum, bbox)
+    except ValueError as exc:
+        raise CorruptFileError(f"{path}: inconsistent kernel ({exc})") from exc
+
+
+def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=False):
+    """Kernel images at a grid of positions.
+
+    Parameters
+    ----------
+    kernel : LinearCombinationKernel
+    nx, ny : int
+        Grid size; the positions are the centres of an ``nx x ny`` tiling of ``bbox``.
+    bbox : Box2I, optional
+        The region; default the kernel's fitted box (required if the kernel has none).
+    positions : (array_like, array_like), optional
+        Explicit ``(xs, ys)`` instead of the grid.
+    lsst : bool
+        Flip the images for LSST's afw (correlation convention).
+
+    Returns
+    -------
+    xs, ys : ndarray, shape (n,)
+        Parent positions (row-major over the grid: x fastest).
+    images : ndarray, shape (n, k, k)
+    """
+    _check_kernel(kernel)
+    if positions is not None:
+        xs, ys = (np.atleast_1d(np.asarray(p, dtype=np.float64)) for p in positions)
+        if xs.shape != ys.shape:
+            raise InvalidInputError(f"positions must be two arrays of one length; got {xs.shape} and {ys.shape}")
+    else:
+        box = bbox if bbox is not None else kernel.bbox
+        if box is None:
+            raise InvalidInputError("the kernel has no bounding box; pass bbox= or positions=")
+        if int(nx) != nx or int(ny) != ny or nx < 1 or ny < 1:
+            raise InvalidInputError(f"nx and ny must be positive integers; got {nx!r}, {ny!r}")
+        gx = box.getMinX() - 0.5 + (np.arange(nx) + 0.5) * box.getWidth() / nx
+        gy = box.getMinY() - 0.5 + (np.arange(ny) + 0.5) * box.getHeight() / ny
+        X, Y = np.meshgrid(gx, gy)
+        xs, ys = X.ravel(), Y.ravel()
+    images = kernel.computeImages(xs, ys)
+    if lsst:
+        images = images[:, ::-1, ::-1].copy()
+    return xs, ys, images
+
+
+def write_kernel_image_grid(kernel, path, *, nx=5, ny=5, bbox=None, positions=None, lsst=False,
+                            overwrite=False) -> None:
+    """Write the kernel's images on a grid of positions to FITS.
+
+    The primary HDU holds the cube ``(n, k, k)`` (``CONVENTN`` says
+    ``convolution`` or ``lsst-correlation``); the ``POSITIONS`` table the
+    parent ``x``, ``y`` of each plane and the image ``sum``.  See
+    :func:`kernel_image_grid` for the parameters.
+    """
+    from astropy.io import fits
+
+    xs, ys, images = kernel_image_grid(kernel, nx=nx, ny=ny, bbox=bbox, positions=positions, lsst=lsst)
+    primary = fits.PrimaryHDU(images)
+    primary.header["PMFORMAT"] = (KERNEL_GRID_FORMAT, "written by psfmatch")
+    primary.header["CONVENTN"] = ("lsst-correlation" if lsst else "convolution", "how to apply the images")
+    primary.header["KSUM"] = (kernel.kernel_sum, "kernelSum")
+    table = fits.BinTableHDU.from_columns(
+        [fits.Column(name="x", format="D", array=xs), fits.Column(name="y", format="D", array=ys),
+         fits.Column(name="sum", format="D", array=images.sum(axis=(1, 2)))], name="POSITIONS")
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        fits.HDUList([primary, table]).writeto(tmp, output_verify="exception", checksum=True)

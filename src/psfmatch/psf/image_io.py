@@ -1,0 +1,355 @@
+"""PSF images from FITS files, their pixel scale, and resampling to another pixel scale.
+
+Telescope PSF images (Spitzer IRAC, HST/TinyTim, webbpsf/stpsf, empirical
+stacks, pypher inputs) come as plain FITS images whose pixel scale is given by
+one of several header conventions.  :func:`read_image_psf` reads one, finds
+its pixel scale (:func:`pixel_scale_from_header`), and resamples it onto the
+exposure's pixel grid when the two scales differ (:func:`resample_psf`).
+
+Conventions
+-----------
+Pixel scales are in arcsec per pixel.  The PSF centre of an array is its
+geometric centre ``((nx - 1) / 2, (ny - 1) / 2)`` (the centre pixel of an odd
+array; between two pixels along an even axis), or its adaptive-moment
+centroid with ``recenter=True``.  After resampling the centre lies on the
+centre pixel of an odd stamp and the stamp has unit sum.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+
+import numpy as np
+
+from ..errors import CorruptFileError, InvalidInputError, UnsupportedFormatError
+from ..moments import adaptive_moments
+from .image_psf import ImagePsf
+from .psfex import lanczos_weights
+
+__all__ = ["read_image_psf", "pixel_scale_from_header", "pixel_scale_from_wcs", "resample_psf",
+           "PIXEL_SCALE_KEYS"]
+
+log = logging.getLogger(__name__)
+
+#: Header keywords giving the pixel scale directly in arcsec per pixel, in the order they are tried.
+PIXEL_SCALE_KEYS = ("PIXELSCL", "PIXSCALE", "SECPIX", "PIXSCAL1", "PIXSCALX")
+
+
+def _positive_scale(value, what):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{what} must be a positive number (arcsec per pixel); got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise InvalidInputError(f"{what} must be a positive number (arcsec per pixel); got {value!r}")
+    return v
+
+
+def pixel_scale_from_header(header, where="header"):
+    """The pixel scale (arcsec per pixel) that a FITS header states, or None.
+
+    Tried in order: the arcsec keywords ``PIXELSCL`` (webbpsf/stpsf/poppy,
+    after oversampling), ``PIXSCALE``, ``SECPIX``, ``PIXSCAL1``/``PIXSCAL2``,
+    ``PIXSCALX``/``PIXSCALY`` (their geometric mean when both are given); then
+    a celestial WCS: ``CD1_1..CD2_2`` (``sqrt(|det CD|)``), or ``CDELT1/2`` in
+    degrees (``sqrt(|CDELT1 CDELT2|)``, times the PC matrix determinant).
+
+    Raises
+    ------
+    CorruptFileError
+        If a pixel-scale keyword is present but not a positive number.
+    """
+    def num(key):
+        value = header[key]
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not (math.isfinite(v) and v != 0):
+            raise CorruptFileError(f"{where}: pixel-scale keyword {key} = {value!r} is not a non-zero number; "
+                                   "pass pixel_scale= to override it")
+        return v
+
+    for key in ("PIXELSCL", "PIXSCALE", "SECPIX"):
+        if key in header:
+            return abs(num(key))
+    for kx, ky in (("PIXSCAL1", "PIXSCAL2"), ("PIXSCALX", "PIXSCALY")):
+        if kx in header:
+            sx = abs(num(kx))
+            sy = abs(num(ky)) if ky in header else sx
+            return math.sqrt(sx * sy)
+    if any(k in header for k in ("CD1_1", "CD2_2", "CD1_2", "CD2_1")):
+        cd = np.array([[header.get("CD1_1", 0.0), header.get("CD1_2", 0.0)],
+                       [header.get("CD2_1", 0.0), header.get("CD2_2", 0.0)]], dtype=float)
+        det = abs(np.linalg.det(cd))
+        if not (math.isfinite(det) and det > 0):
+            raise CorruptFileError(f"{where}: the CD matrix {cd.tolist()} is singular; pass pixel_scale=")
+        return math.sqrt(det) * 3600.0
+    if "CDELT1" in header and "CDELT2" in header:
+        unit = str(header.get("CUNIT1", "deg")).strip().lower() or "deg"
+        factor = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0, "mas": 1e-3}.get(unit)
+        if factor is None:
+            return None
+        pc = np.array([[header.get("PC1_1", 1.0), header.get("PC1_2", 0.0)],
+                       [header.get("PC2_1", 0.0), header.get("PC2_2", 1.0)]], dtype=float)
+        det = abs(num("CDELT1") * num("CDELT2") * np.linalg.det(pc))
+        if not det > 0:
+            raise CorruptFileError(f"{where}: CDELT/PC give a singular pixel matrix; pass pixel_scale=")
+        return math.sqrt(det) * factor
+    return None
+
+
+def pixel_scale_from_wcs(wcs):
+    """Pixel scale (arcsec per pixel, geometric mean of the two axes) of an astropy celestial WCS, or None."""
+    if wcs is None:
+        return None
+    try:
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        if not wcs.has_celestial:
+            return None
+        scales = proj_plane_pixel_scales(wcs.celestial)  # degrees
+        units = [str(u) for u in wcs.celestial.wcs.cunit]
+    except Exception:  # not an astropy WCS, or no celestial part
+        return None
+    factor = 3600.0 if all(u in ("deg", "") for u in units) else None
+    if factor is None:
+        return None
+    return float(math.sqrt(abs(scales[0] * scales[1])) * factor)
+
+
+def _target_scale(target):
+    if target is None:
+        return None
+    if hasattr(target, "getWcs"):
+        scale = pixel_scale_from_wcs(target.getWcs())
+        if scale is None:
+            raise InvalidInputError("the exposure given as target_pixel_scale has no celestial WCS; pass the "
+                                    "pixel scale in arcsec per pixel instead")
+        return scale
+    if hasattr(target, "has_celestial"):
+        scale = pixel_scale_from_wcs(target)
+        if scale is None:
+            raise InvalidInputError("the WCS given as target_pixel_scale has no celestial part; pass the pixel "
+                                    "scale in arcsec per pixel instead")
+        return scale
+    return _positive_scale(target, "target_pixel_scale")
+
+
+def _overlap_matrix(n_out, n_in, ratio, c_in):
+    """``W[i, j]``: length of input pixel ``j`` inside output pixel ``i`` (in input pixels).
+
+    Output pixel ``i`` spans input coordinates ``c_in + (i - n_out // 2 -/+ 0.5) * ratio``.
+    """
+    lo = c_in + (np.arange(n_out) - n_out // 2 - 0.5) * ratio
+    hi = lo + ratio
+    j = np.arange(n_in)
+    left = np.maximum(lo[:, None], j[None, :] - 0.5)
+    right = np.minimum(hi[:, None], j[None, :] + 0.5)
+    return np.clip(right - left, 0.0, None)
+
+
+def resample_psf(array, ratio, *, center=None, size=None) -> np.ndarray:
+    """Resample a PSF image onto pixels ``ratio`` times larger, flux-conserving and centre-preserving.
+
+    Parameters
+    ----------
+    array : array_like, 2-d
+        The PSF image (an effective PSF at its own pixel scale).
+    ratio : float
+        Output pixel size in input pixels: ``output_scale / input_scale``.
+    center : (float, float), optional
+        The PSF centre ``(x, y)`` in input array coordinates; default the
+        geometric centre ``((nx - 1) / 2, (ny - 1) / 2)``.
+    size : int or (int, int), optional
+        Odd output ``(width, height)``; default the odd size covering the input,
+        ``odd(ceil(n_in / ratio))``.
+
+    Returns
+    -------
+    ndarray
+        Odd stamp whose centre pixel is the PSF centre, unit sum, float64.
+
+    Notes
+    -----
+    Coarser output pixels (``ratio > 1``): each output pixel is the integral
+    of the input image over its footprint, the input pixels taken as uniform
+    boxes (area-weighted rebinning, separable).  Flux is conserved exactly
+    for the part of the input the stamp covers, and the output is the input
+    PSF convolved with the larger pixel, which is what an effective PSF at
+    the coarser scale is (to within the input pixel's own width).
+
+    Finer output pixels (``ratio < 1``): the input is interpolated with a
+    separable Lanczos-3 kernel at the output pixel centres.  The input
+    pixel's response stays in the result (it cannot be removed); the result
+    is then scaled to unit sum.
+    """
+    arr = np.asarray(array, dtype=np.float64)
+    if arr.ndim != 2:
+        raise InvalidInputError(f"resample_psf needs a 2-d array; got shape {arr.shape}")
+    ratio = float(ratio)
+    if not (math.isfinite(ratio) and ratio > 0):
+        raise InvalidInputError(f"resample_psf ratio must be positive; got {ratio!r}")
+    ny, nx = arr.shape
+    cx, cy = ((nx - 1) / 2.0, (ny - 1) / 2.0) if center is None else (float(center[0]), float(center[1]))
+    if size is None:
+        w = int(math.ceil(nx / ratio - 1e-9))
+        h = int(math.ceil(ny / ratio - 1e-9))
+        w, h = w + (w % 2 == 0), h + (h % 2 == 0)
+    else:
+        w, h = (size, size) if np.ndim(size) == 0 else size
+        if int(w) != w or int(h) != h or w < 1 or h < 1 or w % 2 == 0 or h % 2 == 0:
+            raise InvalidInputError(f"resample_psf size must be odd positive integers; got {size!r}")
+        w, h = int(w), int(h)
+    if ratio >= 1.0:
+        wx = _overlap_matrix(w, nx, ratio, cx)
+        wy = _overlap_matrix(h, ny, ratio, cy)
+    else:
+        wx = lanczos_weights(cx + (np.arange(w) - w // 2) * ratio, nx)
+        wy = lanczos_weights(cy + (np.arange(h) - h // 2) * ratio, ny)
+    out = wy @ arr @ wx.T
+    total = out.sum()
+    if not total > 0:
+        raise InvalidInputError(f"the resampled PSF ({w}x{h}) has non-positive sum {total:.4g}")
+    return out / total
+
+
+def _open_image_hdu(source, hdu, where):
+    from astropy.io import fits
+
+    if isinstance(source, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+        return source.data, source.header, "<HDU>"
+    if isinstance(source, fits.HDUList):
+        hdul, opened = source, False
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"PSF image file {path!r} does not exist")
+        try:
+            hdul, opened = fits.open(path, memmap=False), True
+        except OSError as exc:
+            raise CorruptFileError(f"{path}: not a readable FITS file ({exc})") from exc
+    else:
+        raise InvalidInputError(f"a PSF image source must be a path, an HDUList or an image HDU; "
+                                f"got {type(source).__name__}")
+    try:
+        if hdu is None:
+            chosen = next((h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+                           and h.data is not None and h.data.ndim >= 2), None)
+            if chosen is None:
+                raise UnsupportedFormatError(f"{where}: no image HDU with data (HDUs: {[h.name for h in hdul]}); "
+                                             "pass hdu= to choose one")
+        else:
+            try:
+                chosen = hdul[hdu]
+            except (KeyError, IndexError):
+                raise UnsupportedFormatError(
+                    f"{where}: no HDU {hdu!r}; the file has {len(hdul)} HDUs {[h.name for h in hdul]}") from None
+            if not isinstance(chosen, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) or chosen.data is None:
+                raise UnsupportedFormatError(f"{where}[{hdu}]: not an image HDU with data")
+        data = np.array(chosen.data, dtype=np.float64)
+        header = chosen.header.copy()
+    finally:
+        if opened:
+            hdul.close()
+    return data, header, where
+
+
+def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=None, recenter=False,
+                   background=0.0, size=None, rtol=1e-6) -> ImagePsf:
+    """Read a PSF image from a FITS file as an :class:`~psfmatch.psf.ImagePsf`.
+
+    Parameters
+    ----------
+    source : str, path-like, `~astropy.io.fits.HDUList` or image HDU
+        The file.
+    hdu : int or str, optional
+        The HDU to read; default the first image HDU with data.
+    pixel_scale : float, optional
+        The image's pixel scale in arcsec per pixel; overrides the header
+        (see :func:`pixel_scale_from_header` for the keywords read).
+    target_pixel_scale : float, `~psfmatch.Exposure` or `~astropy.wcs.WCS`, optional
+        The pixel scale to resample to (arcsec per pixel), or an exposure /
+        WCS to take it from.  Default: no resampling.
+    recenter : bool
+        Take the adaptive-moment centroid, not the geometric centre, as the PSF
+        centre.
+    background : float
+        Subtracted from the image first (e.g. 1000 for SDSS PSF images, which
+        carry a soft bias).
+    size : int or (int, int), optional
+        Odd output stamp size when resampling.
+    rtol : float
+        Scales whose relative difference is below ``rtol`` count as equal (no resampling).
+
+    Returns
+    -------
+    ImagePsf
+        Unit sum, odd, centred; ``pixel_scale`` set to the output scale when known.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    UnsupportedFormatError
+        If the HDU is missing or holds no image.
+    CorruptFileError
+        If the data are not a 2-d finite image with positive flux, or a
+        pixel-scale keyword is invalid.
+    InvalidInputError
+        If resampling is asked for and the image's pixel scale is unknown.
+
+    Notes
+    -----
+    Even-sized and off-centre images: the geometric centre of the array is
+    the PSF centre (``recenter=False``); without resampling
+    :class:`~psfmatch.psf.ImagePsf` moves it onto the centre pixel of a stamp one
+    pixel larger along each even axis (half-pixel Fourier shift); with
+    resampling the centre is mapped onto the output centre pixel directly.
+    A 3-d image (a cube of one plane, e.g. webbpsf) is accepted when its
+    leading axes have length 1.
+    """
+    where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
+    data, header, where = _open_image_hdu(source, hdu, where)
+    label = where if hdu is None else f"{where}[{hdu}]"
+    if data.ndim > 2:
+        if all(s == 1 for s in data.shape[:-2]):
+            data = data.reshape(data.shape[-2:])
+        else:
+            raise CorruptFileError(f"{label}: the image has shape {data.shape}; a PSF image is 2-d (choose a "
+                                   "plane and pass it as an array to ImagePsf)")
+    if not np.all(np.isfinite(data)):
+        raise CorruptFileError(f"{label}: the PSF image holds {int(np.sum(~np.isfinite(data)))} NaN or inf pixels")
+    data = data - float(background)
+    if not data.sum() > 0:
+        raise CorruptFileError(f"{label}: the PSF image has non-positive sum {data.sum():.4g} after subtracting "
+                               f"background={background}; check background=")
+    if pixel_scale is not None:
+        scale = _positive_scale(pixel_scale, "pixel_scale")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scale = pixel_scale_from_header(header, label)
+    target = _target_scale(target_pixel_scale)
+    if target is None or (scale is not None and abs(target - scale) <= rtol * target):
+        return ImagePsf(data, recenter=recenter, pixel_scale=scale)
+    if scale is None:
+        raise InvalidInputError(
+            f"{label}: cannot resample to {target} arcsec/pixel: the file states no pixel scale (none of "
+            f"{', '.join(PIXEL_SCALE_KEYS)}, CD, CDELT); pass pixel_scale=")
+    center = None
+    if recenter:
+        ny, nx = data.shape
+        # moments are measured about the array's centre pixel (n // 2)
+        _, _, _, xc, yc, ok = adaptive_moments(data)
+        if not ok:
+            raise InvalidInputError(f"{label}: recenter=True but the image's centroid could not be measured")
+        center = (nx // 2 + float(xc), ny // 2 + float(yc))
+    ratio = target / scale
+    log.info("resampling PSF image %s from %.6g to %.6g arcsec/pixel (%s)", label, scale, target,
+             "area-weighted rebinning" if ratio >= 1 else "Lanczos-3 interpolation")
+    out = resample_psf(data, ratio, center=center, size=size)
+    return ImagePsf(out, pixel_scale=target)

@@ -1,0 +1,197 @@
+"""``read_psf(path, format=None)``: one entry point for PSF files, with a registry of formats.
+
+Built-in formats, tried in this order when ``format`` is not given (each
+identifier reads headers only):
+
+``psfmatch``
+    the PSF stored in an exposure file written by psfmatch (``PMFORMAT`` in the
+    primary header, a ``PSF`` HDU).
+``psfex``
+    a PSFEx model (a ``PSF_DATA`` table / ``PSF_MASK`` column): :func:`~psfmatch.psf.psfex.read_psfex`.
+``piff``
+    a Piff file (a ``psf`` table with a ``type`` column): :class:`~psfmatch.psf.adapters.PiffPsf`
+    (needs Piff; ``piff.read`` unpickles the file's WCS, so read trusted files only).
+``image``
+    any FITS image: :func:`~psfmatch.psf.image_io.read_image_psf`.
+
+Other readers can be added with :func:`register_psf_reader`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import InvalidInputError, UnsupportedFormatError
+
+__all__ = ["read_psf", "register_psf_reader", "identify_psf_format", "psf_formats"]
+
+_REGISTRY = {}
+
+
+def register_psf_reader(name, reader, identifier=None, *, overwrite=False) -> None:
+    """Register a PSF reader under ``format=name``.
+
+    Parameters
+    ----------
+    name : str
+        The format name.
+    reader : callable
+        ``reader(path, **kwargs) -> PSF model``.
+    identifier : callable, optional
+        ``identifier(path) -> bool``, used when no format is given; cheap and
+        never raising.  Readers without one are used only when named.
+    overwrite : bool
+        Replace an existing registration.
+    """
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"a format name must be a non-empty string; got {name!r}")
+    if not callable(reader) or (identifier is not None and not callable(identifier)):
+        raise InvalidInputError("reader and identifier must be callables")
+    if name in _REGISTRY and not overwrite:
+        raise InvalidInputError(f"a PSF reader for format {name!r} is registered already; pass overwrite=True")
+    _REGISTRY[name] = (reader, identifier)
+
+
+def psf_formats() -> list:
+    """The registered format names, in identification order."""
+    return list(_REGISTRY)
+
+
+def identify_psf_format(path) -> list:
+    """The formats whose identifiers accept ``path`` (in registry order)."""
+    out = []
+    for name, (_, ident) in _REGISTRY.items():
+        if ident is None:
+            continue
+        try:
+            if ident(path):
+                out.append(name)
+        except Exception:  # an identifier must not break identification
+            continue
+    return out
+
+
+def read_psf(path, format=None, **kwargs):
+    """Read a PSF model from a file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+    format : str, optional
+        One of :func:`psf_formats` (``"psfex"``, ``"image"``, ``"piff"``,
+        ``"psfmatch"``, or a registered one).  Default: identified from the file.
+    **kwargs
+        Passed to the reader (e.g. ``origin=`` for PSFEx, ``pixel_scale=`` /
+        ``target_pixel_scale=`` / ``hdu=`` for images, ``chipnum=`` for Piff).
+
+    Returns
+    -------
+    PSF model
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    UnsupportedFormatError
+        If ``format`` is unknown or no reader recognizes the file.
+
+    Examples
+    --------
+    >>> from psfmatch.psf import read_psf
+    >>> psf = read_psf("model.psf")                       # doctest: +SKIP
+    >>> psf = read_psf("irac_ch1.fits", format="image")   # doctest: +SKIP
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidInputError(f"read_psf needs a path; got {type(path).__name__}")
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"PSF file {path!r} does not exist")
+    if format is None:
+        found = identify_psf_format(path)
+        if not found:
+            raise UnsupportedFormatError(
+                f"{path}: not recognized as any PSF format ({', '.join(_REGISTRY)}); pass format=")
+        format = found[0]
+    if format not in _REGISTRY:
+        raise UnsupportedFormatError(f"unknown PSF format {format!r}; known: {', '.join(_REGISTRY)}")
+    reader, _ = _REGISTRY[format]
+    return reader(path, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# built-in formats
+
+
+def _headers(path):
+    from astropy.io import fits
+
+    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+        return [(h.name.upper(), type(h).__name__, h.header.copy()) for h in hdul]
+
+
+def _is_psfmatch(path):
+    from ..io.fits import FORMAT_NAME
+
+    heads = _headers(path)
+    return str(heads[0][2].get("PMFORMAT", "")).strip() == FORMAT_NAME and any(n == "PSF" for n, _, _ in heads)
+
+
+def _read_psfmatch(path, **kwargs):
+    from astropy.io import fits
+
+    from ..io.psf_persist import psf_from_hdul
+
+    if kwargs:
+        raise InvalidInputError(f"the psfmatch PSF reader takes no options; got {sorted(kwargs)}")
+    with fits.open(path, memmap=False) as hdul:
+        psf = psf_from_hdul(hdul, path)
+    if psf is None:
+        raise UnsupportedFormatError(f"{path}: the psfmatch file holds no PSF HDU")
+    return psf
+
+
+def _is_psfex(path):
+    from .psfex import is_psfex
+
+    return is_psfex(path)
+
+
+def _read_psfex(path, **kwargs):
+    from .psfex import read_psfex
+
+    return read_psfex(path, **kwargs)
+
+
+def _is_piff(path):
+    for name, kind, header in _headers(path):
+        if name == "PSF" and kind == "BinTableHDU":
+            cols = [str(header.get(f"TTYPE{i}", "")).strip().lower() for i in range(1, header.get("TFIELDS", 0) + 1)]
+            if "type" in cols:
+                return True
+    return False
+
+
+def _read_piff(path, **kwargs):
+    from .adapters import PiffPsf
+
+    return PiffPsf(path, **kwargs)
+
+
+def _is_image(path):
+    for _, kind, header in _headers(path):
+        if kind in ("PrimaryHDU", "ImageHDU", "CompImageHDU") and int(header.get("NAXIS", 0)) >= 2:
+            return True
+    return False
+
+
+def _read_image(path, **kwargs):
+    from .image_io import read_image_psf
+
+    return read_image_psf(path, **kwargs)
+
+
+register_psf_reader("psfmatch", _read_psfmatch, _is_psfmatch)
+register_psf_reader("psfex", _read_psfex, _is_psfex)
+register_psf_reader("piff", _read_piff, _is_piff)
+register_psf_reader("image", _read_image, _is_image)

@@ -1,0 +1,455 @@
+"""Exposure FITS I/O: psfmatch's layout round-trips, LSST-style and plain files, atomic writes, PSF persistence."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+from psfmatch import Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.errors import (CorruptFileError, InvalidInputError, OutputExistsError, PsfMatchError,
+                             UnsupportedFormatError)
+from psfmatch.io import atomic_write, read_exposure, write_exposure
+from psfmatch.io.psf_persist import fit_polynomial_psf
+from psfmatch.psf import (DoubleGaussianPsf, GaussianPsf, ImagePsf, MoffatPsf, PsfexPsf, VariableGaussianPsf,
+                          read_psf)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DECAM_HEADER = DATA / "psfex" / "GalSim-developers__GalSim" / "DECam_00154912_12_header.fits"
+DES = DATA / "psfex" / "GalSim-developers__GalSim" / "DECam_00154912_12_psfcat.psf"
+
+
+def simple_wcs():
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crval = [150.1, 2.2]
+    w.wcs.crpix = [30.5, 20.5]
+    w.wcs.cd = [[-5e-5, 1e-6], [2e-6, 5e-5]]
+    return w
+
+
+def make_exposure(dtype=np.float32, psf=None, wcs=None, xy0=(12, 34), metadata=None):
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(40, 60)).astype(dtype)
+    mask = np.zeros(image.shape, np.int32)
+    mask[3, 4] = 1 << 8
+    mask[5, 6] = 0b101
+    exp = Exposure(image, mask, (rng.uniform(1, 2, image.shape)).astype(dtype), psf=psf, wcs=wcs, xy0=xy0,
+                   metadata=metadata)
+    bit = exp.getMask().addMaskPlane("CROSSTALK_AFFECTED")
+    exp.mask[7, 8] = 1 << bit
+    return exp
+
+
+def assert_same_pixels(a, b):
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.mask, b.mask)
+    np.testing.assert_array_equal(a.variance, b.variance)
+    assert a.image.dtype == b.image.dtype and a.variance.dtype == b.variance.dtype
+    assert a.getXY0() == b.getXY0()
+    assert a.getMask().getMaskPlaneDict() == b.getMask().getMaskPlaneDict()
+
+
+# ---------------------------------------------------------------------------
+# psfmatch's layout
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_round_trip_pixels_planes_origin_wcs_metadata(tmp_path, dtype):
+    header = fits.Header()
+    header["EXPTIME"] = (30.0, "exposure time [s]")
+    header["FILTER"] = "r"
+    header["HISTORY"] = "flat-fielded"
+    meta = {"id": 1234, "filter": "r", "visitInfo": {"exposureTime": 30.0, "airmass": 1.21},
+            "photoCalib": {"calibrationMean": 0.87}, "note": "é ünïcode", "fitsHeader": header}
+    exp = make_exposure(dtype, psf=GaussianPsf(15, 15, 2.1), wcs=simple_wcs(), metadata=meta)
+    path = tmp_path / "exp.fits"
+    exp.writeFits(path)
+    back = Exposure.readFits(path)
+    assert_same_pixels(exp, back)
+    assert back.getPsf() == GaussianPsf(15, 15, 2.1)
+    for key in ("id", "filter", "visitInfo", "photoCalib", "note"):
+        assert back.metadata[key] == meta[key]
+    assert back.getFilter() == "r" and back.getId() == 1234
+    h = back.metadata["fitsHeader"]
+    assert h["EXPTIME"] == 30.0 and h.comments["EXPTIME"] == "exposure time [s]"
+    assert "flat-fielded" in str(h["HISTORY"])
+    x, y = np.array([0.0, 17.5, 59.0]), np.array([0.0, 3.25, 39.0])
+    np.testing.assert_allclose(back.getWcs().pixel_to_world_values(x, y), exp.getWcs().pixel_to_world_values(x, y),
+                               rtol=0, atol=1e-12)
+    # the MASK header names every plane, LSST's way
+    mh = fits.getheader(path, "MASK")
+    assert mh["MP_BAD"] == 0 and mh["MP_NO_DATA"] == 8 and mh["MP_CROSSTALK_AFFECTED"] == 9
+    # the caller's exposure and header were not modified
+    assert "PMFORMAT" not in header
+
+
+def test_round_trip_without_psf_wcs_or_metadata(tmp_path):
+    exp = make_exposure(xy0=(0, 0))
+    write_exposure(exp, tmp_path / "e.fits")
+    back = read_exposure(tmp_path / "e.fits")
+    assert_same_pixels(exp, back)
+    assert back.getPsf() is None and back.getWcs() is None
+
+
+@pytest.mark.skipif(not DECAM_HEADER.is_file(), reason=f"shared DECam header not found at {DECAM_HEADER}")
+def test_real_tpv_wcs_round_trips(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wcs = WCS(fits.getheader(DECAM_HEADER), naxis=2)
+    exp = make_exposure(wcs=wcs)
+    exp.writeFits(tmp_path / "e.fits")
+    back = Exposure.readFits(tmp_path / "e.fits")
+    x, y = np.array([0.0, 30.0, 59.0]), np.array([0.0, 20.0, 39.0])
+    np.testing.assert_allclose(back.getWcs().pixel_to_world_values(x, y), wcs.pixel_to_world_values(x, y),
+                               rtol=0, atol=1e-10)
+    assert "TPV" in fits.getheader(tmp_path / "e.fits", "IMAGE")["CTYPE1"]
+
+
+def test_non_serializable_metadata_is_skipped_with_a_warning(tmp_path, caplog):
+    exp = make_exposure(metadata={"ok": [1, 2], "obj": object(), "np": {"n": np.int64(3), "a": np.arange(3.0)}})
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        exp.writeFits(tmp_path / "e.fits")
+    assert "['obj'] are not JSON-serializable" in caplog.text
+    back = Exposure.readFits(tmp_path / "e.fits")
+    assert back.metadata["ok"] == [1, 2] and "obj" not in back.metadata
+    assert back.metadata["np"] == {"n": 3, "a": [0.0, 1.0, 2.0]}  # numpy values as plain numbers and lists
+
+
+# ---------------------------------------------------------------------------
+# PSF persistence
+
+
+class UserPsf:
+    """A user model with only computeKernelImage: constant."""
+
+    def computeKernelImage(self, position):
+        return GaussianPsf(13, 13, 1.7).computeKernelImage(position)
+
+
+class VaryingUserPsf:
+    """A user model whose width grows linearly across the field."""
+
+    def computeKernelImage(self, position):
+        x, y = position
+        return GaussianPsf(21, 21, 1.6 + 0.4 * x / 100.0 + 0.2 * y / 80.0).computeKernelImage(position)
+
+    def getAveragePosition(self):
+        return (50.0, 40.0)
+
+    def isSpatiallyVarying(self):
+        return True
+
+
+def _psfs():
+    bbox = Box2I((0, 0), (100, 80))
+    out = [GaussianPsf(15, 15, 2.0), DoubleGaussianPsf(21, 21, 1.5, 3.5, 0.1), MoffatPsf(25, 25, 3.0, 3.5),
+           VariableGaussianPsf(17, 17, bbox, sigma=(2.0, 0.1, -0.05), e1=(0.02,), e2=(0.0, 0.01, 0.0)),
+           ImagePsf(GaussianPsf(11, 11, 1.5).computeKernelImage((0, 0)) + 1e-4, pixel_scale=0.2),
+           GaussianPsf(15, 15, 2.0).resized(21, 21)]
+    if DES.is_file():
+        des = read_psf(DES)
+        out += [des, des.resized(31, 31)]
+    return out
+
+
+@pytest.mark.parametrize("psf", _psfs(), ids=lambda p: type(p).__name__)
+def test_psf_models_round_trip_exactly(tmp_path, psf):
+    exp = Exposure(np.zeros((80, 100), np.float32), psf=psf)
+    exp.writeFits(tmp_path / "e.fits")
+    back = Exposure.readFits(tmp_path / "e.fits").getPsf()
+    assert type(back) is type(psf)
+    for pos in [(0.0, 0.0), (37.5, 61.25), (99.0, 79.0), (1500.0, 2500.0)]:
+        np.testing.assert_allclose(back.computeKernelImage(pos), psf.computeKernelImage(pos), rtol=1e-6,
+                                   atol=1e-12)
+    assert back.getAveragePosition() == pytest.approx(psf.getAveragePosition())
+
+
+def test_other_constant_models_are_stored_as_images(tmp_path):
+    from psfmatch.psf import PsfAdapter
+
+    psf = PsfAdapter(UserPsf())
+    psf.isSpatiallyVarying = lambda: False
+    exp = Exposure(np.zeros((30, 30), np.float32), psf=psf)
+    exp.writeFits(tmp_path / "e.fits")
+    back = Exposure.readFits(tmp_path / "e.fits").getPsf()
+    assert isinstance(back, ImagePsf)
+    np.testing.assert_allclose(back.computeKernelImage((3, 3)), psf.computeKernelImage((3, 3)), rtol=1e-12)
+    assert fits.getheader(tmp_path / "e.fits", "PSF")["PMORIGTY"] == "PsfAdapter"
+
+
+def test_other_varying_models_are_approximated_by_a_polynomial(tmp_path, caplog):
+    from psfmatch.psf import PsfAdapter
+
+    psf = PsfAdapter(VaryingUserPsf())
+    exp = Exposure(np.zeros((80, 100), np.float32), psf=psf)
+    with caplog.at_level(logging.WARNING):
+        exp.writeFits(tmp_path / "e.fits")
+    assert "as a degree-2 polynomial" in caplog.text
+    back = Exposure.readFits(tmp_path / "e.fits").getPsf()
+    assert isinstance(back, PsfexPsf)
+    h = fits.getheader(tmp_path / "e.fits", "PSF")
+    assert h["PMAPPROX"] and h["PMFITRES"] < 0.01
+    for pos in [(0.0, 0.0), (50.0, 40.0), (99.0, 79.0), (25.0, 66.0)]:
+        a, b = back.computeKernelImage(pos), psf.computeKernelImage(pos)
+        assert np.abs(a - b).max() < 0.01 * b.max()
+
+
+def test_fit_polynomial_psf_is_exact_for_a_quadratic_model():
+    bbox = Box2I((10, 20), (100, 80))
+    truth = VariableGaussianPsf(15, 15, bbox, sigma=(2.0, 0.2, 0.1))
+    model, residual = fit_polynomial_psf(truth, bbox, degree=2, ngrid=5)
+    assert residual < 0.02
+    with pytest.raises(InvalidInputError, match="non-empty Box2I"):
+        fit_polynomial_psf(truth, Box2I((0, 0), (0, 0)))
+
+
+def test_matched_exposure_round_trips_with_its_reference_psf(tmp_path):
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(200, 200)).astype(np.float32)
+    exp = Exposure(image, variance=np.ones_like(image), psf=GaussianPsf(21, 21, 1.6), wcs=simple_wcs(),
+                   metadata={"filter": "i"})
+    config = ModelPsfMatchConfig()
+    config.kernel.active.spatialKernelOrder = 0
+    result = ModelPsfMatchTask(config).run(exp, GaussianPsf(31, 31, 2.5))
+    matched = result.psfMatchedExposure
+    matched.writeFits(tmp_path / "matched.fits")
+    back = Exposure.readFits(tmp_path / "matched.fits")
+    assert back.getPsf() == matched.getPsf()
+    assert isinstance(back.getPsf(), GaussianPsf) and back.getPsf().getSigma() == 2.5
+    np.testing.assert_array_equal(back.image, matched.image)  # NaN border included
+    assert np.isnan(back.image[0, 0]) and np.isinf(back.variance[0, 0])
+    np.testing.assert_array_equal(back.mask, matched.mask)
+    assert back.getFilter() == "i"
+
+
+# ---------------------------------------------------------------------------
+# atomic writes and overwriting
+
+
+def test_no_overwrite_unless_asked(tmp_path):
+    path = tmp_path / "e.fits"
+    first = make_exposure()
+    first.writeFits(path)
+    before = path.read_bytes()
+    second = Exposure(np.ones((5, 5), np.float32))
+    with pytest.raises(OutputExistsError, match="exists already; pass overwrite=True") as info:
+        second.writeFits(path)
+    assert isinstance(info.value, FileExistsError) and isinstance(info.value, PsfMatchError)
+    assert path.read_bytes() == before
+    second.writeFits(path, overwrite=True)
+    assert Exposure.readFits(path).image.shape == (5, 5)
+    assert sorted(os.listdir(tmp_path)) == ["e.fits"]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "out.fits"
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_write(path) as tmp:
+            Path(tmp).write_bytes(b"partial")
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_write(path, overwrite=True) as tmp:
+            Path(tmp).write_bytes(b"partial")
+            raise RuntimeError("boom")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.fits"]
+    with pytest.raises(OSError, match="nothing was written"):
+        with atomic_write(tmp_path / "never.fits"):
+            pass
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        with atomic_write(tmp_path / "nodir" / "x.fits"):
+            pass
+
+
+def test_atomic_write_refuses_a_file_that_appears_meanwhile(tmp_path):
+    path = tmp_path / "race.fits"
+    with pytest.raises(OutputExistsError):
+        with atomic_write(path) as tmp:
+            Path(tmp).write_bytes(b"mine")
+            path.write_bytes(b"theirs")
+    assert path.read_bytes() == b"theirs"
+    assert os.listdir(tmp_path) == ["race.fits"]
+
+
+def test_write_failure_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "e.fits"
+    make_exposure().writeFits(path)
+    before = path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(fits.HDUList, "writeto", fail)
+    with pytest.raises(OSError, match="disk full"):
+        make_exposure(xy0=(0, 0)).writeFits(path, overwrite=True)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["e.fits"]
+
+
+# ---------------------------------------------------------------------------
+# other layouts
+
+
+def test_plain_image_with_variance_estimated(tmp_path, caplog):
+    rng = np.random.default_rng(1)
+    data = rng.normal(10.0, 2.0, size=(64, 48)).astype(np.float32)
+    hdu = fits.PrimaryHDU(data)
+    hdu.header.update(simple_wcs().to_header())
+    hdu.header["EXPTIME"] = 45.0
+    hdu.header["BUNIT"] = "adu"
+    hdu.writeto(tmp_path / "img.fits")
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        exp = Exposure.readFits(tmp_path / "img.fits", psf=GaussianPsf(11, 11, 2.0))
+    assert "no variance plane given" in caplog.text
+    np.testing.assert_array_equal(exp.image, data)
+    assert np.all(exp.variance == exp.variance[0, 0]) and exp.variance[0, 0] == pytest.approx(4.0, rel=0.1)
+    assert not exp.mask.any()
+    assert exp.metadata["fitsHeader"]["EXPTIME"] == 45.0 and "CTYPE1" not in exp.metadata["fitsHeader"]
+    assert exp.metadata["unit"] == "adu"
+    assert exp.getWcs() is not None and exp.getXY0() == (0, 0)
+
+
+def test_plain_image_with_planes_from_hdus_and_files(tmp_path):
+    data = np.arange(20.0).reshape(4, 5)
+    err = np.full((4, 5), 0.5)
+    dq = np.zeros((4, 5), np.int16)
+    dq[1, 2] = 1
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, name="SCI"), fits.ImageHDU(err, name="ERR"),
+                  fits.ImageHDU(dq, name="DQ")]).writeto(tmp_path / "mef.fits")
+    exp = read_exposure(tmp_path / "mef.fits", hdu="SCI", variance="ERR", variance_kind="stddev", mask="DQ")
+    np.testing.assert_allclose(exp.variance, 0.25)
+    assert exp.mask[1, 2] == 1 and exp.mask.sum() == 1
+    fits.PrimaryHDU(np.full((4, 5), 4.0)).writeto(tmp_path / "wht.fits")
+    exp = read_exposure(tmp_path / "mef.fits", hdu=1, variance=str(tmp_path / "wht.fits"), variance_kind="invvar",
+                        mask=(tmp_path / "mef.fits", "DQ"))
+    np.testing.assert_allclose(exp.variance, 0.25)
+    weights = np.full((4, 5), 4.0)
+    weights[0, 0] = 0.0
+    exp = read_exposure(tmp_path / "mef.fits", variance=weights, variance_kind="invvar",
+                        mask=np.eye(4, 5, dtype=bool), mask_plane="SUSPECT")
+    assert np.isinf(exp.variance[0, 0])
+    assert exp.getMask().planes_set("SUSPECT")[1, 1] and not exp.getMask().planes_set("BAD").any()
+    np.testing.assert_array_equal(exp.image, data)  # the first image HDU with data
+
+
+def test_lsst_style_file(tmp_path):
+    primary = fits.PrimaryHDU()
+    primary.header["EXPTIME"] = 15.0
+    primary.header["FILTER"] = "g"
+    hdus = [primary]
+    image = np.arange(30, dtype=np.float32).reshape(5, 6)
+    for name, data in (("IMAGE", image), ("MASK", np.full((5, 6), 4, np.int32)),
+                       ("VARIANCE", np.full((5, 6), 2.0, np.float32))):
+        h = fits.ImageHDU(data, name=name)
+        h.header["EXTTYPE"] = name
+        h.header["INHERIT"] = True
+        h.header["LTV1"] = -100
+        h.header["LTV2"] = -200
+        h.header["CRVAL1A"] = 100
+        h.header["CRVAL2A"] = 200
+        h.header["CRPIX1A"] = 1
+        h.header["CRPIX2A"] = 1
+        h.header["CTYPE1A"] = "LINEAR"
+        h.header["CTYPE2A"] = "LINEAR"
+        if name == "MASK":
+            for plane, bit in (("BAD", 0), ("SAT", 1), ("INTRP", 2), ("STREAK", 9), ("NOT_DEBLENDED", 10)):
+                h.header[f"HIERARCH MP_{plane}"] = bit
+        hdus.append(h)
+    hdus.append(fits.BinTableHDU.from_columns([fits.Column(name="id", format="K", array=[1])], name="ARCHIVE_INDEX"))
+    fits.HDUList(hdus).writeto(tmp_path / "calexp.fits")
+    exp = Exposure.readFits(tmp_path / "calexp.fits")
+    np.testing.assert_array_equal(exp.image, image)
+    assert exp.getXY0() == (100, 200)
+    planes = exp.getMask().getMaskPlaneDict()
+    assert planes["STREAK"] == 9 and planes["NOT_DEBLENDED"] == 10
+    assert exp.getMask().planes_set("INTRP").all()
+    np.testing.assert_allclose(exp.variance, 2.0)
+    assert exp.metadata["fitsHeader"]["FILTER"] == "g"
+    assert exp.getPsf() is None
+    # only LTV: the IRAF convention
+    with fits.open(tmp_path / "calexp.fits", mode="update") as hdul:
+        for key in ("CRVAL1A", "CRVAL2A", "CTYPE1A", "CTYPE2A"):
+            del hdul["IMAGE"].header[key]
+        hdul["IMAGE"].header["LTV1"] = -7
+    assert Exposure.readFits(tmp_path / "calexp.fits").getXY0() == (7, 200)
+    assert Exposure.readFits(tmp_path / "calexp.fits", xy0=(1, 2)).getXY0() == (1, 2)
+
+
+@pytest.mark.skipif(not DES.is_file(), reason=f"shared PSFEx data not found at {DES}")
+def test_psf_given_as_a_path(tmp_path):
+    fits.PrimaryHDU(np.zeros((8, 8), np.float32)).writeto(tmp_path / "img.fits")
+    exp = Exposure.readFits(tmp_path / "img.fits", psf=str(DES), variance=np.ones((8, 8)))
+    assert isinstance(exp.getPsf(), PsfexPsf)
+
+
+# ---------------------------------------------------------------------------
+# errors
+
+
+def test_read_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_exposure(tmp_path / "missing.fits")
+    (tmp_path / "junk.fits").write_text("junk")
+    with pytest.raises(CorruptFileError, match="junk.fits: not a readable FITS file"):
+        read_exposure(tmp_path / "junk.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="a", format="D", array=[1.0])])]).writeto(tmp_path / "table.fits")
+    with pytest.raises(UnsupportedFormatError, match="no 2-d image HDU .* pass hdu="):
+        read_exposure(tmp_path / "table.fits")
+    with pytest.raises(UnsupportedFormatError, match="no HDU 'SCI'"):
+        read_exposure(tmp_path / "table.fits", hdu="SCI")
+    with pytest.raises(UnsupportedFormatError, match="not a 2-d image HDU"):
+        read_exposure(tmp_path / "table.fits", hdu=1)
+    with pytest.raises(UnsupportedFormatError, match="no IMAGE extension for the 'lsst' layout"):
+        read_exposure(tmp_path / "table.fits", layout="lsst")
+    with pytest.raises(InvalidInputError, match="layout must be"):
+        read_exposure(tmp_path / "table.fits", layout="hst")
+    fits.PrimaryHDU(np.ones((4, 5))).writeto(tmp_path / "img.fits")
+    with pytest.raises(CorruptFileError, match=r"the variance plane has shape \(3, 3\), the image \(4, 5\)"):
+        read_exposure(tmp_path / "img.fits", variance=np.ones((3, 3)))
+    with pytest.raises(UnsupportedFormatError, match="no HDU 'VAR' for the variance"):
+        read_exposure(tmp_path / "img.fits", variance="VAR")
+    with pytest.raises(FileNotFoundError, match="variance file .* does not exist"):
+        read_exposure(tmp_path / "img.fits", variance=str(tmp_path / "v.fits"))
+    with pytest.raises(CorruptFileError, match="the variance has negative values"):
+        read_exposure(tmp_path / "img.fits", variance=-np.ones((4, 5)))
+    with pytest.raises(InvalidInputError, match="variance_kind must be"):
+        read_exposure(tmp_path / "img.fits", variance=np.ones((4, 5)), variance_kind="sigma")
+    with pytest.raises(CorruptFileError, match="the mask must hold integers"):
+        read_exposure(tmp_path / "img.fits", variance=np.ones((4, 5)), mask=np.ones((4, 5)))
+    with pytest.raises(InvalidInputError, match="write_exposure needs an Exposure"):
+        write_exposure(np.ones((3, 3)), tmp_path / "x.fits")
+
+
+def test_damaged_psfmatch_files(tmp_path):
+    path = tmp_path / "e.fits"
+    make_exposure(psf=GaussianPsf(11, 11, 2.0)).writeFits(path)
+    with fits.open(path, mode="update") as hdul:
+        hdul["PSF"].header["PMPSFTYP"] = "FancyPsf"
+    with pytest.raises(CorruptFileError, match=r"\[PSF\]: PMPSFTYP = 'FancyPsf' is not a PSF type"):
+        read_exposure(path)
+    assert read_exposure(path, psf=GaussianPsf(5, 5, 1.0)).getPsf() == GaussianPsf(5, 5, 1.0)
+    with fits.open(path, mode="update") as hdul:
+        hdul["PSF"].header["PMPSFTYP"] = "GaussianPsf"
+        hdul["PSF"].header["PMPARAMS"] = '{"width": 10, "height": 11, "sigma": 2.0}'
+    with pytest.raises(CorruptFileError, match=r"the stored GaussianPsf cannot be decoded .*width must be"):
+        read_exposure(path)
+    path2 = tmp_path / "e2.fits"
+    make_exposure().writeFits(path2)
+    with fits.open(path2, mode="update") as hdul:
+        hdul["METADATA"].data["JSON"][0] = "{not json"
+    with pytest.raises(CorruptFileError, match=r"\[METADATA\]: the JSON column cannot be decoded"):
+        read_exposure(path2)
+    path3 = tmp_path / "e3.fits"
+    make_exposure().writeFits(path3)
+    with fits.open(path3, mode="update") as hdul:
+        hdul["IMAGE"].header["CRVAL1A"] = 3.5
+    with pytest.raises(CorruptFileError, match=r"\[IMAGE\]: the image origin \(3.5, 34.0\)"):
+        read_exposure(path3)

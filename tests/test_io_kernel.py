@@ -1,0 +1,143 @@
+"""The matching kernel saved, loaded and exported on a grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from psfmatch import Box2I, Exposure, LinearCombinationKernel, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.errors import CorruptFileError, InvalidInputError, OutputExistsError, UnsupportedFormatError
+from psfmatch.geom import Box2D
+from psfmatch.io import kernel_image_grid, read_kernel, write_kernel
+from psfmatch.kernel.basis import KernelBasis
+from psfmatch.kernel.spatial import SpatialFunction
+from psfmatch.psf import VariableGaussianPsf
+
+
+def handmade_kernel(kind="chebyshev1", order=2):
+    rng = np.random.default_rng(4)
+    images = rng.normal(size=(4, 7, 7))
+    images[0] = np.pad(np.ones((1, 1)), 3)
+    images[1:] -= images[1:].mean(axis=(1, 2), keepdims=True)
+    basis = KernelBasis(images, "alard-lupton", {"ALBasisSigGauss": [0.7, 1.5], "ALBasisDegGauss": [2, 1]})
+    bbox = Box2I((100, 200), (300, 250))
+    sf = SpatialFunction(kind, order, Box2D(bbox))
+    coeffs = rng.normal(size=(4, sf.nterms))
+    coeffs[0] = 0.0
+    coeffs[0, 0] = 1.0
+    return LinearCombinationKernel(basis, coeffs, sf, kernel_sum=0.93, bbox=bbox)
+
+
+POSITIONS = [(100.0, 200.0), (250.5, 333.25), (399.0, 449.0), (-50.0, 700.0)]
+
+
+@pytest.mark.parametrize("kind", ["chebyshev1", "polynomial"])
+def test_round_trip_is_exact(tmp_path, kind):
+    k = handmade_kernel(kind)
+    k.writeFits(tmp_path / "k.fits")
+    back = LinearCombinationKernel.readFits(tmp_path / "k.fits")
+    np.testing.assert_array_equal(back.basis.images, k.basis.images)
+    assert back.basis.kind == k.basis.kind and back.basis.description == k.basis.description
+    np.testing.assert_array_equal(back.coefficients, k.coefficients)
+    assert back.spatial_function == k.spatial_function
+    assert back.bbox == k.bbox and back.kernel_sum == k.kernel_sum
+    for pos in POSITIONS:
+        np.testing.assert_array_equal(back.computeImage(pos), k.computeImage(pos))
+        assert back.getSum(pos) == pytest.approx(0.93)
+
+
+def test_constant_kernel_without_box(tmp_path):
+    basis = KernelBasis(np.pad(np.ones((1, 1, 1)), ((0, 0), (2, 2), (2, 2))), "delta-function", {})
+    k = LinearCombinationKernel(basis, np.ones((1, 1)))
+    write_kernel(k, tmp_path / "k.fits")
+    back = read_kernel(tmp_path / "k.fits")
+    assert back.spatial_function is None and back.bbox is None
+    np.testing.assert_array_equal(back.computeImage((5, 5)), k.computeImage((5, 5)))
+
+
+def test_kernel_from_the_task_round_trips(tmp_path):
+    bbox = Box2I((0, 0), (384, 384))
+    exposure = Exposure(np.zeros((384, 384), np.float32),
+                        psf=VariableGaussianPsf(21, 21, bbox, sigma=(1.6, 0.15, -0.1)))
+    config = ModelPsfMatchConfig()
+    config.kernel.active.spatialKernelOrder = 1
+    kernel = ModelPsfMatchTask(config).run(exposure, VariableGaussianPsf(31, 31, bbox, sigma=(2.6,))).psfMatchingKernel
+    kernel.writeFits(tmp_path / "k.fits")
+    back = read_kernel(tmp_path / "k.fits")
+    assert back.isSpatiallyVarying()
+    xs, ys = np.array([0.0, 191.5, 383.0, 50.0]), np.array([0.0, 191.5, 383.0, 300.0])
+    np.testing.assert_array_equal(back.computeImages(xs, ys), kernel.computeImages(xs, ys))
+    np.testing.assert_array_equal(back.computeImageLsst((10, 20)), kernel.computeImageLsst((10, 20)))
+
+
+def test_image_grid_export(tmp_path):
+    k = handmade_kernel()
+    xs, ys, images = kernel_image_grid(k, nx=3, ny=2)
+    # cell centres of a 3 x 2 tiling of the fitted box (100..399, 200..449)
+    np.testing.assert_allclose(np.unique(xs), [149.5, 249.5, 349.5])
+    np.testing.assert_allclose(np.unique(ys), [262.0, 387.0])
+    np.testing.assert_array_equal(images, k.computeImages(xs, ys))
+    k.writeImageGridFits(tmp_path / "grid.fits", nx=3, ny=2)
+    with fits.open(tmp_path / "grid.fits") as hdul:
+        np.testing.assert_array_equal(hdul[0].data, images)
+        assert hdul[0].header["CONVENTN"] == "convolution"
+        np.testing.assert_array_equal(hdul["POSITIONS"].data["x"], xs)
+        np.testing.assert_allclose(hdul["POSITIONS"].data["sum"], 0.93)
+    k.writeImageGridFits(tmp_path / "lsst.fits", positions=([120.0], [210.0]), lsst=True)
+    with fits.open(tmp_path / "lsst.fits") as hdul:
+        np.testing.assert_array_equal(hdul[0].data[0], k.computeImage((120.0, 210.0))[::-1, ::-1])
+        assert hdul[0].header["CONVENTN"] == "lsst-correlation"
+    with pytest.raises(OutputExistsError, match="pass overwrite=True"):
+        k.writeImageGridFits(tmp_path / "lsst.fits", positions=([120.0], [210.0]))
+
+
+def test_errors(tmp_path):
+    k = handmade_kernel()
+    path = tmp_path / "k.fits"
+    k.writeFits(path)
+    with pytest.raises(OutputExistsError, match="exists already; pass overwrite=True"):
+        k.writeFits(path)
+    k.writeFits(path, overwrite=True)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_kernel(tmp_path / "missing.fits")
+    fits.PrimaryHDU(np.ones((3, 3))).writeto(tmp_path / "img.fits")
+    with pytest.raises(UnsupportedFormatError, match="PMFORMAT = None; not a psfmatch kernel file"):
+        read_kernel(tmp_path / "img.fits")
+    (tmp_path / "junk.fits").write_text("junk")
+    with pytest.raises(CorruptFileError, match="not a readable FITS file"):
+        read_kernel(tmp_path / "junk.fits")
+    broken = tmp_path / "broken.fits"
+    k.writeFits(broken)
+    with fits.open(broken) as hdul:
+        fits.HDUList([hdul[0].copy(), hdul["BASIS"].copy()]).writeto(tmp_path / "nocoef.fits")
+    with pytest.raises(CorruptFileError, match="the COEFFS HDU is missing"):
+        read_kernel(tmp_path / "nocoef.fits")
+    with fits.open(broken, mode="update") as hdul:
+        del hdul[0].header["KSUM"]
+    with pytest.raises(CorruptFileError, match="keyword KSUM is missing"):
+        read_kernel(broken)
+    with fits.open(broken, mode="update") as hdul:
+        hdul[0].header["KSUM"] = 1.0
+        del hdul[0].header["SPMAXY"]
+    with pytest.raises(CorruptFileError, match="keyword SPMAXY is missing from the spatial function"):
+        read_kernel(broken)
+    with fits.open(broken, mode="update") as hdul:
+        hdul[0].header["SPMAXY"] = 449.5
+        hdul[0].header["NBASIS"] = 5
+    with pytest.raises(CorruptFileError, match="NBASIS = 5 but BASIS holds 4 kernels"):
+        read_kernel(broken)
+    with fits.open(broken, mode="update") as hdul:
+        hdul[0].header["NBASIS"] = 4
+        hdul[0].header["SPORDER"] = 1
+    with pytest.raises(CorruptFileError, match="inconsistent kernel .*6 spatial terms"):
+        read_kernel(broken)
+    with pytest.raises(InvalidInputError, match="expected a LinearCombinationKernel"):
+        write_kernel(np.ones((3, 3)), tmp_path / "x.fits")
+    constant = LinearCombinationKernel(KernelBasis(np.ones((1, 3, 3)), "delta-function", {}), np.ones((1, 1)))
+    with pytest.raises(InvalidInputError, match="no bounding box; pass bbox= or positions="):
+        kernel_image_grid(constant)
+    with pytest.raises(InvalidInputError, match="nx and ny must be positive integers"):
+        kernel_image_grid(k, nx=0)
+    with pytest.raises(InvalidInputError, match="two arrays of one length"):
+        kernel_image_grid(k, positions=([1.0, 2.0], [3.0]))

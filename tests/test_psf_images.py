@@ -1,0 +1,304 @@
+"""PSF images from FITS: pixel scales, resampling, even/off-centre arrays, and the IRAC ch1 -> ch4 match."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+from scipy.signal import fftconvolve
+
+from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.errors import CorruptFileError, InvalidInputError, PsfMatchWarning, UnsupportedFormatError
+from psfmatch.moments import measure_shape
+from psfmatch.psf import ImagePsf, read_image_psf, read_psf, register_psf_reader
+from psfmatch.psf.image_io import pixel_scale_from_header, pixel_scale_from_wcs, resample_psf
+from psfmatch.psf.readers import identify_psf_format, psf_formats
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+IRAC = DATA / "psf_images" / "astropy__photutils-datasets"
+GALSIM_IMAGES = DATA / "psf_images" / "GalSim-developers__GalSim"
+DECAM_HEADER = DATA / "psfex" / "GalSim-developers__GalSim" / "DECam_00154912_12_header.fits"
+
+needs_irac = pytest.mark.skipif(not IRAC.is_dir(), reason=f"shared IRAC PSF images not found at {IRAC}")
+needs_galsim_images = pytest.mark.skipif(not GALSIM_IMAGES.is_dir(),
+                                         reason=f"shared GalSim PSF images not found at {GALSIM_IMAGES}")
+
+
+def gaussian(n, sigma, cx=None, cy=None, m=None):
+    m = n if m is None else m
+    y, x = np.mgrid[0:m, 0:n].astype(float)
+    cx = (n - 1) / 2 if cx is None else cx
+    cy = (m - 1) / 2 if cy is None else cy
+    return np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma ** 2))
+
+
+def write(path, data, **cards):
+    hdu = fits.PrimaryHDU(np.asarray(data))
+    for k, v in cards.items():
+        hdu.header[k] = v
+    hdu.writeto(path)
+    return path
+
+
+# ---------------------------------------------------------------------------
+# pixel scales
+
+
+@pytest.mark.parametrize("cards, scale", [
+    ({"PIXELSCL": 0.0311}, 0.0311),
+    ({"PIXSCALE": 0.2}, 0.2),
+    ({"SECPIX": 0.30525}, 0.30525),
+    ({"PIXSCAL1": 0.25, "PIXSCAL2": 0.36}, 0.3),
+    ({"PIXSCALX": 0.1}, 0.1),
+    ({"CD1_1": -0.1 / 3600, "CD2_2": 0.1 / 3600, "CD1_2": 0.0, "CD2_1": 0.0}, 0.1),
+    ({"CDELT1": -0.5 / 3600, "CDELT2": 0.5 / 3600}, 0.5),
+    ({"CDELT1": -0.5, "CDELT2": 0.5, "CUNIT1": "arcsec"}, 0.5),
+    ({}, None),
+])
+def test_pixel_scale_from_header(cards, scale):
+    h = fits.Header()
+    for k, v in cards.items():
+        h[k] = v
+    got = pixel_scale_from_header(h)
+    assert got == (None if scale is None else pytest.approx(scale, rel=1e-12))
+
+
+@pytest.mark.parametrize("cards, match", [
+    ({"SECPIX": "big"}, "SECPIX = 'big' is not a non-zero number"),
+    ({"PIXSCALE": 0.0}, "PIXSCALE = 0.0"),
+    ({"CD1_1": 1.0, "CD1_2": 1.0, "CD2_1": 1.0, "CD2_2": 1.0}, "CD matrix .* is singular"),
+])
+def test_pixel_scale_errors(cards, match):
+    h = fits.Header()
+    for k, v in cards.items():
+        h[k] = v
+    with pytest.raises(CorruptFileError, match=match):
+        pixel_scale_from_header(h, "f.fits")
+
+
+@pytest.mark.skipif(not DECAM_HEADER.is_file(), reason=f"shared DECam header not found at {DECAM_HEADER}")
+def test_pixel_scale_of_real_decam_header():
+    h = fits.getheader(DECAM_HEADER)
+    # the explicit keywords win: DECam's nominal PIXSCAL1/2 = 0.27; its WCS gives the true 0.263
+    assert pixel_scale_from_header(h) == pytest.approx(0.27)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wcs = WCS(h, naxis=2)
+    assert pixel_scale_from_wcs(wcs) == pytest.approx(0.263, abs=0.002)
+    assert pixel_scale_from_wcs(None) is None
+
+
+# ---------------------------------------------------------------------------
+# resampling
+
+
+def test_downsampling_conserves_flux_centre_and_adds_the_pixel():
+    """A Gaussian of 0.5 arcsec at 0.05 arcsec/px rebinned to 0.2 arcsec/px."""
+    fine = gaussian(161, 10.0)
+    out = resample_psf(fine, 4.0)
+    assert out.shape == (41, 41)
+    assert out.sum() == pytest.approx(1.0, abs=1e-12)
+    q = measure_shape(out)
+    # box rebinning adds the variance of the input and the output pixel: (0.05^2 + 0.2^2) / 12
+    expected = math.sqrt(0.5 ** 2 + (0.05 ** 2 + 0.2 ** 2) / 12) / 0.2
+    assert q.sigma == pytest.approx(expected, rel=2e-3)
+    assert abs(q.x) < 1e-9 and abs(q.y) < 1e-9
+    # flux conservation, before normalization: rebinning covers all of the input
+    from psfmatch.psf.image_io import _overlap_matrix
+
+    w = _overlap_matrix(41, 161, 4.0, 80.0)
+    np.testing.assert_allclose(w.sum(axis=0), 1.0)
+
+
+def test_upsampling_is_lanczos_interpolation():
+    coarse = gaussian(31, 2.0)
+    out = resample_psf(coarse, 0.5)
+    assert out.shape == (63, 63)
+    q = measure_shape(out)
+    assert q.sigma == pytest.approx(4.0, rel=3e-3)
+    assert abs(q.x) < 1e-9 and abs(q.y) < 1e-9
+
+
+def test_even_and_off_centre_images(tmp_path):
+    # even: the geometric centre (n - 1) / 2 becomes the centre pixel
+    even = gaussian(40, 6.0)
+    out = resample_psf(even, 3.0)
+    assert out.shape == (15, 15)
+    q = measure_shape(out)
+    assert abs(q.x) < 1e-9 and abs(q.y) < 1e-9
+    # off-centre with recenter=True: the centroid goes on the centre pixel, with or without resampling
+    off = gaussian(41, 4.0, cx=20.6, cy=19.3)
+    path = write(tmp_path / "off.fits", off, PIXSCALE=0.1)
+    for target in (None, 0.25):
+        psf = read_image_psf(path, recenter=True, target_pixel_scale=target)
+        q = measure_shape(psf.computeKernelImage())
+        assert abs(q.x) < 0.01 and abs(q.y) < 0.01
+    plain = read_image_psf(path)  # geometric centre: the offset stays
+    q = measure_shape(plain.computeKernelImage())
+    assert q.x == pytest.approx(0.6, abs=0.01) and q.y == pytest.approx(-0.7, abs=0.01)
+
+
+def test_read_image_psf_resamples_to_an_exposure_scale(tmp_path):
+    path = write(tmp_path / "psf.fits", gaussian(81, 8.0), PIXELSCL=0.05)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
+    wcs.wcs.cunit = ["deg", "deg"]
+    exposure = Exposure(np.zeros((10, 10), np.float32), wcs=wcs)
+    for target in (0.2, wcs, exposure):
+        psf = read_image_psf(path, target_pixel_scale=target)
+        assert psf.pixel_scale == pytest.approx(0.2)
+        q = measure_shape(psf.computeKernelImage())
+        assert q.sigma == pytest.approx(math.sqrt(0.4 ** 2 + (0.05 ** 2 + 0.2 ** 2) / 12) / 0.2, rel=3e-3)
+    same = read_image_psf(path, target_pixel_scale=0.05)  # equal scales: no resampling
+    assert same.array.shape == (81, 81)
+    given = read_image_psf(path, pixel_scale=0.1, target_pixel_scale=0.2)  # override: ratio 2
+    assert given.array.shape == (41, 41)
+    assert read_image_psf(path, target_pixel_scale=0.2, size=21).array.shape == (21, 21)
+
+
+def test_read_image_psf_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_image_psf(tmp_path / "missing.fits")
+    nan = gaussian(11, 2.0)
+    nan[3, 3] = np.nan
+    with pytest.raises(CorruptFileError, match="1 NaN or inf pixels"):
+        read_image_psf(write(tmp_path / "nan.fits", nan))
+    bias = write(tmp_path / "bias.fits", gaussian(11, 2.0) + 1000.0)
+    with pytest.raises(CorruptFileError, match="non-positive sum .* background=2000"):
+        read_image_psf(bias, background=2000.0)
+    noscale = write(tmp_path / "noscale.fits", gaussian(11, 2.0))
+    with pytest.raises(InvalidInputError, match="states no pixel scale .* pass pixel_scale="):
+        read_image_psf(noscale, target_pixel_scale=0.2)
+    with pytest.raises(InvalidInputError, match="pixel_scale must be a positive number"):
+        read_image_psf(noscale, pixel_scale=-1)
+    with pytest.raises(InvalidInputError, match="has no celestial WCS"):
+        read_image_psf(noscale, pixel_scale=0.1, target_pixel_scale=Exposure(np.zeros((4, 4), np.float32)))
+    with pytest.raises(UnsupportedFormatError, match="no HDU 3"):
+        read_image_psf(noscale, hdu=3)
+    table = tmp_path / "table.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(name="a", format="D", array=[1.0])])]).writeto(table)
+    with pytest.raises(UnsupportedFormatError, match="no image HDU with data"):
+        read_image_psf(table)
+    cube = write(tmp_path / "cube.fits", np.ones((2, 5, 5)))
+    with pytest.raises(CorruptFileError, match=r"shape \(2, 5, 5\); a PSF image is 2-d"):
+        read_image_psf(cube)
+    with pytest.raises(InvalidInputError, match="resample_psf ratio must be positive"):
+        resample_psf(np.ones((5, 5)), 0.0)
+    with pytest.raises(InvalidInputError, match="odd positive integers"):
+        resample_psf(np.ones((5, 5)), 2.0, size=4)
+
+
+def test_single_plane_cube_and_soft_bias(tmp_path):
+    cube = write(tmp_path / "cube.fits", gaussian(21, 2.0)[None] + 1000.0, PIXSCALE=0.4)
+    psf = read_image_psf(cube, background=1000.0)
+    np.testing.assert_allclose(psf.array, gaussian(21, 2.0) / gaussian(21, 2.0).sum(), atol=1e-12)
+    assert psf.pixel_scale == 0.4
+
+
+# ---------------------------------------------------------------------------
+# the registry
+
+
+def test_read_psf_registry(tmp_path):
+    path = write(tmp_path / "psf.fits", gaussian(11, 2.0), PIXSCALE=0.2)
+    assert identify_psf_format(path) == ["image"]
+    assert isinstance(read_psf(path), ImagePsf)
+    assert read_psf(path, format="image", pixel_scale=0.3).pixel_scale == 0.3
+    assert {"psfex", "image", "piff", "psfmatch"} <= set(psf_formats())
+    with pytest.raises(UnsupportedFormatError, match="unknown PSF format 'webbpsf'"):
+        read_psf(path, format="webbpsf")
+    empty = tmp_path / "empty.fits"
+    fits.PrimaryHDU().writeto(empty)
+    with pytest.raises(UnsupportedFormatError, match="not recognized as any PSF format"):
+        read_psf(empty)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_psf(tmp_path / "missing.fits")
+    with pytest.raises(InvalidInputError, match="is registered already"):
+        register_psf_reader("image", lambda p: None)
+    with pytest.raises(InvalidInputError, match="read_psf needs a path"):
+        read_psf(np.ones((3, 3)))
+
+
+# ---------------------------------------------------------------------------
+# real images
+
+
+@needs_irac
+def test_irac_images_read_with_their_scale():
+    for ch, scale in ((1, 0.30525), (4, 0.305)):
+        psf = read_psf(IRAC / f"irac_ch{ch}_flight.fits")
+        assert isinstance(psf, ImagePsf)
+        assert psf.pixel_scale == pytest.approx(scale)
+        assert psf.array.shape == (81, 81)
+        assert psf.array.sum() == pytest.approx(1.0)
+    # ch4's flux centroid is about (0.6, 0.85) px off the central pixel; the reader does not move it
+    a = read_psf(IRAC / "irac_ch4_flight.fits").array
+    y, x = np.mgrid[0:81, 0:81] - 40
+    assert (a * x).sum() == pytest.approx(0.6, abs=0.02) and (a * y).sum() == pytest.approx(0.85, abs=0.02)
+
+
+def _relative_l2(science, kernel, reference):
+    matched = fftconvolve(science, kernel, mode="same")
+    return float(np.linalg.norm(matched - reference) / np.linalg.norm(reference))
+
+
+@needs_irac
+def test_irac_ch1_to_ch4_delta_function_match():
+    """ch1 -> ch4 on one pixel grid with the delta-function basis and every DF default (its regularization).
+
+    Good Fourier kernels reach a relative L2 error of 0.02-0.03; the default Alard-Lupton basis stays near 0.10.
+    """
+    ch1 = read_psf(IRAC / "irac_ch1_flight.fits")
+    ch4 = read_psf(IRAC / "irac_ch4_flight.fits")
+    config = ModelPsfMatchConfig()
+    config.kernel.name = "DF"
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=ch1)
+    import warnings
+
+    with warnings.catch_warnings():
+        # QA warnings about this (legitimately oscillating) kernel and ch4's truncated wings are expected
+        warnings.simplefilter("ignore", PsfMatchWarning)
+        result = ModelPsfMatchTask(config).run(exposure, ch4)
+    kernel = result.psfMatchingKernel.computeImage((128, 128))
+    assert kernel.sum() == pytest.approx(1.0, abs=1e-7)
+    err = _relative_l2(ch1.array, kernel, ch4.array)
+    assert err <= 0.05
+    # the centroid offset of ch4 is reproduced by the kernel
+    matched = fftconvolve(ch1.array, kernel, mode="same")
+    y, x = np.mgrid[0:81, 0:81] - 40
+    for grid in (x, y):
+        assert (matched * grid).sum() == pytest.approx((ch4.array * grid).sum(), abs=0.05)
+
+
+@needs_galsim_images
+def test_space_to_ground_pair_resampled():
+    """The HST COSMOS PSF (0.03 arcsec/px) rebinned to SDSS's 0.396 arcsec/px is narrower than SDSS's PSF."""
+    hst = read_image_psf(GALSIM_IMAGES / "147246.0_150.416558_1.998697.psf.fits", pixel_scale=0.03,
+                         target_pixel_scale=0.396)
+    sdss = read_image_psf(GALSIM_IMAGES / "147246.0_150.416558_1.998697.sdsspsf.fits", pixel_scale=0.396,
+                          background=1000.0)
+    assert hst.array.shape[0] % 2 == 1 and hst.array.sum() == pytest.approx(1.0)
+    assert hst.pixel_scale == pytest.approx(0.396)
+    qh, qs = measure_shape(hst.array), measure_shape(sdss.array)
+    assert qh.sigma < 0.6 * qs.sigma
+    assert abs(qh.x) < 0.1 and abs(qh.y) < 0.1
+
+
+@needs_galsim_images
+def test_even_and_non_square_real_images():
+    even = read_image_psf(GALSIM_IMAGES / "AEGIS_F606w_PSF_images_01.fits", hdu=1)
+    assert even.array.shape == (21, 21)
+    for hdu in range(4):
+        psf = read_image_psf(GALSIM_IMAGES / "real_galaxy_PSF_images.fits", hdu=hdu, recenter=True)
+        h, w = psf.array.shape
+        assert h % 2 == 1 and w % 2 == 1
+        q = measure_shape(psf.array)
+        assert abs(q.x) < 0.02 and abs(q.y) < 0.02
