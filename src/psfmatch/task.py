@@ -36,7 +36,7 @@ import numpy as np
 from .cells import CandidateStatus, KernelCandidate, SpatialCellSet
 from .config import ModelPsfMatchConfig
 from .convolve import convolve_masked_image
-from .errors import (InvalidConfigError, InvalidInputError, KernelTooBigError, MissingPsfError,
+from .errors import (InvalidConfigError, InvalidInputError, KernelTooBigError, MemoryLimitError, MissingPsfError,
                      NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError, TruncatedPsfWarning)
 from .geom import Box2I, Point2D
 from .image import Exposure
@@ -132,10 +132,28 @@ class ModelPsfMatchTask:
         self.name = name or self._DefaultName
         self.useRegularization = bool(getattr(self.kConfig, "useRegularization", False))
         self.hMat = None
+        self._check_fit_memory(1, 1)  # the basis (and a delta-function basis's k^2 x k^2 penalty) alone
         if self.useRegularization:
             self.hMat = make_regularization_matrix(
                 self.kConfig.kernelSize, self.kConfig.regularizationType, self.kConfig.centralRegularizationStencil,
                 self.kConfig.forwardRegularizationOrders, self.kConfig.regularizationBorderPenalty)
+
+    # ------------------------------------------------------------------
+    def _check_fit_memory(self, n_candidates, psf_size, n_unique=None):
+        """Raise :class:`MemoryLimitError` before allocating when the fit would exceed ``config.maxMemoryGiB``.
+
+        See :func:`estimate_fit_memory`; called before the basis is built (``__init__``), before the
+        PSFs are realized at every cell (from one stamp) and once the padded stamp size is known.
+        """
+        need, parts = estimate_fit_memory(self.config, n_candidates, psf_size, n_unique)
+        limit = self.config.maxMemoryGiB * 2 ** 30
+        if need > limit:
+            detail = ", ".join(f"{name} {v / 2 ** 30:.3g} GiB" for name, v in parts.items() if v)
+            raise MemoryLimitError(
+                f"fitting the kernel needs about {need / 2 ** 30:.3g} GiB ({detail}; {n_candidates} candidate(s), "
+                f"{psf_size}x{psf_size}-pixel PSF stamps before padding), more than config.maxMemoryGiB = "
+                f"{self.config.maxMemoryGiB:g} GiB. Raise maxMemoryGiB, or use a smaller kernelSize, larger cells "
+                "(sizeCellX/sizeCellY) or smaller PSF stamps")
 
     # ------------------------------------------------------------------
     def run(self, exposure, referencePsfModel, kernelSum=1.0) -> PsfMatchResult:
@@ -189,8 +207,25 @@ class ModelPsfMatchTask:
 
     # ------------------------------------------------------------------
     def _debugDisplays(self, exposure, fit):
-        """Show the debug displays switched on in ``debug.py`` (see :mod:`psfmatch.debug`)."""
-        # DEBUG-HOOK: filled in by the debug/display work (issue 5)
+        """Show the debug displays switched on in ``debug.py`` (see :mod:`psfmatch.debug`).
+
+        Switches are looked up now, through ``psfmatch.debug.Info`` (which a
+        ``debug.py`` may have replaced): ``Info("psfmatch.task")`` for
+        ``display``, ``maskTransparency`` and ``displaySpatialCells``;
+        ``Info("psfmatch.solve")`` for ``display``, ``displayCandidates``,
+        ``displayKernelBasis``, ``displayKernelMosaic``, ``plotKernelSpatialModel``,
+        ``showBadCandidates`` and ``maskTransparency``.  Unlike LSST, the cells
+        are shown after the fit, so the candidates carry their final status.
+        """
+        from . import debug
+
+        taskInfo = debug.Info(__name__)
+        solveInfo = debug.Info("psfmatch.solve")
+        if not ((taskInfo.display and taskInfo.displaySpatialCells) or solveInfo.display):
+            return None
+        from .display import debug_displays
+
+        debug_displays(exposure, fit)
         return None
 
     #: A reference stamp whose border pixels exceed this fraction of its peak is reported as truncated.
@@ -258,8 +293,71 @@ class ModelPsfMatchTask:
         raise PsfComputeShapeError(position, f"all {len(offsets)} attempts failed: {last}")
 
     # ------------------------------------------------------------------
-    def fitKernel(self, sciencePsf, referencePsfModel, bbox: Box2I, kernelSum=1.0) -> KernelFit:
+    def _fitKernelChecked(self, sciencePsf, referencePsfModel, bbox, kernelSum):
+        """Survey and ill-posed check, automatic kernel choice, the fit, then the quality checks."""
+        from .autokernel import choose_kernel
+        from .diagnostics import (FLAG_ILL_POSED, SurveyCachedPsf, check_ill_posed, check_kernel_quality,
+                                  enforce_ill_posed, survey_psfs)
+
+        t0 = time.perf_counter()
+        self._kernel_sum(kernelSum)
+        sci, ref = as_psf(sciencePsf), as_psf(referencePsfModel)
+        kc = self.kConfig
+        cellSet = SpatialCellSet(bbox, kc.sizeCellX, kc.sizeCellY, kc.candidatePlacement)
+        # one stamp of each PSF tells the memory the survey and the fit will need: refuse absurd
+        # sizes (a 20001x20001 PSF stamp at every cell) before realizing them everywhere
+        self._check_fit_memory(cellSet.nx * cellSet.ny, _stamp_size_hint([sci, ref], cellSet.cell_centers()[0]),
+                               None if _varies(sci) or _varies(ref) else 1)
+        try:
+            survey = survey_psfs(sci, ref, cellSet)
+        except PsfEvaluationError:
+            survey = None  # nothing evaluates: the fit raises NoKernelCandidatesError with its own message
+        report = None if survey is None else check_ill_posed(survey, self.config.illPosedTolerance)
+        if report is not None:
+            enforce_ill_posed(report, self.config.strict, stacklevel=4)  # raises before anything is fitted
+        t1 = time.perf_counter()
+        task, auto_md = self, None
+        if self.config.autoKernel and survey is not None:
+            choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox)
+            task = type(self)(config=choice.config, name=self.name)
+            auto_md = choice.metadata
+        fit = task.fitKernel(sci if survey is None else SurveyCachedPsf(sci, survey), ref, bbox, kernelSum,
+                             _preflight=False)
+        md = fit.metadata
+        qa = md.setdefault("qa", {})
+        flags = []
+        if report is not None:
+            qa["illPosed"] = report.to_metadata()
+            if report.illPosed:
+                flags.append(FLAG_ILL_POSED)
+                md.setdefault("notes", []).append(report.message())
+            by_cell = {c: j for j, c in enumerate(survey.cells)}
+            for cand in fit.cellSet.candidates():
+                j = by_cell.get(cand.id)
+                if j is not None:
+                    cand.qa["illPosedDeficit"] = float(report.deficit[j])
+        flags += check_kernel_quality(qa, self.config.qaMaxResidual, self.config.qaMaxKernelNegativeFraction,
+                                      stacklevel=4)
+        qa["flags"] = flags
+        qa["thresholds"] = {"illPosedTolerance": self.config.illPosedTolerance,
+                            "qaMaxResidual": self.config.qaMaxResidual,
+                            "qaMaxKernelNegativeFraction": self.config.qaMaxKernelNegativeFraction}
+        md["autoKernelUsed"] = auto_md is not None
+        if auto_md is not None:
+            md["autoKernel"] = auto_md
+        md["surveyTime"] = t1 - t0
+        md["fitTime"] = time.perf_counter() - t0
+        return fit
+
+    # ------------------------------------------------------------------
+    def fitKernel(self, sciencePsf, referencePsfModel, bbox: Box2I, kernelSum=1.0, *, _preflight=True) -> KernelFit:
         """Fit the spatially varying matching kernel over ``bbox`` (no convolution).
+
+        Before anything is fitted, both PSFs are surveyed at the cell centres and
+        the match is checked for ill-posedness (:mod:`psfmatch.diagnostics`); with
+        ``config.autoKernel`` the kernel size, basis and spatial order are then
+        chosen (:mod:`psfmatch.autokernel`).  After the fit, the QA is compared
+        with ``qaMaxResidual`` and ``qaMaxKernelNegativeFraction``.
 
         Parameters
         ----------
@@ -271,7 +369,19 @@ class ModelPsfMatchTask:
         Returns
         -------
         KernelFit
+
+        Raises
+        ------
+        IllPosedMatchError
+            With ``config.strict``, when the reference is narrower than the science
+            PSF along some axis in some cell (otherwise an ``IllPosedMatchWarning``).
+
+        Warns
+        -----
+        IllPosedMatchWarning, KernelQualityWarning
         """
+        if _preflight:
+            return self._fitKernelChecked(sciencePsf, referencePsfModel, bbox, kernelSum)
         t0 = time.perf_counter()
         ks = self._kernel_sum(kernelSum)
         kc = self.kConfig
@@ -279,7 +389,7 @@ class ModelPsfMatchTask:
         ref = as_psf(referencePsfModel)
         md: dict = {"kernelBasisSet": kc.kernelBasisSet, "kernelSum": ks, "notes": []}
 
-        cellSet = SpatialCellSet(bbox, kc.sizeCellX, kc.sizeCellY)
+        cellSet = SpatialCellSet(bbox, kc.sizeCellX, kc.sizeCellY, kc.candidatePlacement)
         positions = cellSet.cell_centers()
         md["nCells"] = len(positions)
 
@@ -321,6 +431,7 @@ class ModelPsfMatchTask:
         if padding:
             log.debug("Padding Science PSF from (%d, %d) to (%d, %d) pixels", psfSize, psfSize,
                       psfSize + padding, psfSize + padding)
+        self._check_fit_memory(len(positions), psfSize, None if _varies(sci) or _varies(ref) else 1)
         psfSize += padding
         maxKernelSize = psfSize - 1
         if maxKernelSize % 2 == 0:
@@ -351,14 +462,23 @@ class ModelPsfMatchTask:
         md["referencePsfDimensions"] = [psfSize, psfSize]
         self._warn_truncated(refResized, bbox.getCenter(), psfSize, md)
 
+        # a reference that does not vary is realized once and shared (read-only) by every candidate
+        ref_const = not bool(getattr(refResized, "isSpatiallyVarying", lambda: True)())
+        R_once = None
         S_list, R_list, used = [], [], []
         for i in good:
             cand = cands[i]
             try:
-                R = refResized.computeKernelImage((cand.x, cand.y))
-                if R.shape != (psfSize, psfSize):
-                    R = pad_or_crop(R, psfSize, psfSize)
-                    R /= R.sum()
+                if R_once is not None:
+                    R = R_once
+                else:
+                    R = refResized.computeKernelImage((cand.x, cand.y))
+                    if R.shape != (psfSize, psfSize):
+                        R = pad_or_crop(R, psfSize, psfSize)
+                        R /= R.sum()
+                    if ref_const:
+                        R.setflags(write=False)
+                        R_once = R
             except PsfEvaluationError as exc:
                 cand.setStatus(CandidateStatus.BAD, f"reference PSF: {exc}")
                 continue
@@ -370,14 +490,14 @@ class ModelPsfMatchTask:
         if not used:
             raise NoKernelCandidatesError("the reference PSF could not be evaluated at any cell centre")
         S_all = np.array(S_list)
-        R_all = np.array(R_list)
+        R_all = np.broadcast_to(R_once, (len(used),) + R_once.shape) if R_once is not None else np.array(R_list)
 
         # identical stamp pairs share one set of normal equations
         keys = {}
         inverse = np.empty(len(used), dtype=int)
         uniq = []
         for j in range(len(used)):
-            key = (S_all[j].tobytes(), R_all[j].tobytes())
+            key = S_all[j].tobytes() if R_once is not None else (S_all[j].tobytes(), R_all[j].tobytes())
             if key not in keys:
                 keys[key] = len(uniq)
                 uniq.append(j)
@@ -395,11 +515,13 @@ class ModelPsfMatchTask:
                                                                               regularize=False)
 
         coeff = coeff_u[inverse]
+        finite_u = np.all(np.isfinite(coeff_u), axis=1)
+        kimg_all = np.tensordot(np.where(finite_u[:, None], coeff_u, 0.0), cbasis.images, axes=1)[inverse]
         for j, i in enumerate(used):
             cand = cands[i]
-            if np.all(np.isfinite(coeff[j])):
+            if finite_u[inverse[j]]:
                 cand.coefficients = coeff[j]
-                cand.kernel_image = np.tensordot(coeff[j], cbasis.images, axes=1)
+                cand.kernel_image = kimg_all[j]
                 cand.rank, cand.condition_number = int(rank_u[inverse[j]]), float(cond_u[inverse[j]])
                 cand.setStatus(CandidateStatus.GOOD)
             else:
@@ -472,8 +594,11 @@ class ModelPsfMatchTask:
         return eq, cbasis, coeffs, rank, cond
 
     def _qa(self, kernel, S, R, xs, ys):
-        kimgs = kernel.computeImages(xs, ys) / kernel.kernel_sum
-        return match_quality(S, R, kimgs)
+        from .solve import single_threaded_blas  # small products: one BLAS thread (see its docstring)
+
+        with single_threaded_blas():
+            kimgs = kernel.computeImages(xs, ys) / kernel.kernel_sum
+            return match_quality(S, R, kimgs)
 
     def _qa_between(self, kernel, sci, ref, cellSet, psfSize):
         pts = cellSet.between_positions()
@@ -481,15 +606,19 @@ class ModelPsfMatchTask:
         if len(pts) > nmax:
             idx = np.round(np.linspace(0, len(pts) - 1, nmax)).astype(int)
             pts = [pts[i] for i in idx]
+        ref_const = not bool(getattr(ref, "isSpatiallyVarying", lambda: True)())
+        r_once = None
         S, R, xs, ys = [], [], [], []
         for p in pts:
             try:
                 s = pad_or_crop(sci.computeKernelImage(p), psfSize, psfSize)
-                r = ref.computeKernelImage(p)
+                r = r_once if r_once is not None else ref.computeKernelImage(p)
             except PsfEvaluationError:
                 continue
             if r.shape != (psfSize, psfSize):
                 r = pad_or_crop(r, psfSize, psfSize)
+            if ref_const:
+                r_once = r
             S.append(s)
             R.append(r)
             xs.append(p.x)
@@ -497,6 +626,69 @@ class ModelPsfMatchTask:
         if not S:
             return {"n": 0}
         return summarize(self._qa(kernel, np.array(S), np.array(R), np.array(xs), np.array(ys)))
+
+
+def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None):
+    """Rough bytes the kernel fit needs: its largest arrays, as ``(total, {part: bytes})``.
+
+    The parts: the science and reference stamps (realized for the survey and
+    again, padded, for the fit), the basis images, the per-candidate normal
+    equations, the Fourier products of the Alard-Lupton basis and the
+    regularization matrix of a delta-function basis.  ``psf_size`` is the
+    stamp side before padding; the padding rule of the config is applied.
+    ``n_unique`` candidates have distinct stamps (1 when neither PSF varies:
+    they share one set of normal equations; default all).  This is an estimate for refusing absurd sizes early, not an accounting.
+    """
+    kc = config.kernel.active
+    k = int(kc.kernelSize)
+    if getattr(kc, "scaleByFwhm", False):
+        k = max(k, int(kc.kernelSizeMax))
+    delta = kc.kernelBasisSet == "delta-function"
+    nb = k * k if delta else sum((d + 1) * (d + 2) // 2 for d in kc.alardDegGauss)
+    p = int(psf_size)
+    if config.doAutoPadPsf:
+        p = max(p, nextOddInteger(k * config.autoPadPsfTo))
+    else:
+        p += int(config.padPsfBy)
+    n = max(int(n_candidates), 1)
+    f = p + k - 1  # side of the Fourier grid of a candidate's fit
+    parts = {
+        "stamps": 8 * 4 * n * p * p,
+        "basis": 8 * nb * k * k,
+        "normal equations": 8 * (min(n, int(n_unique or n)) + 2) * nb * nb,
+        "Fourier basis products": 0 if delta else 8 * nb * (nb + 1) * f * (f // 2 + 1),
+        "regularization": 8 * nb * nb if delta and getattr(kc, "useRegularization", False) else 0,
+    }
+    return sum(parts.values()), parts
+
+
+def _varies(psf) -> bool:
+    fn = getattr(psf, "isSpatiallyVarying", None)
+    try:
+        return bool(fn()) if callable(fn) else True
+    except Exception:  # a partial implementation: assume it varies
+        return True
+
+
+def _stamp_size_hint(psfs, position) -> int:
+    """The largest stamp side of ``psfs`` at ``position``: from ``getDimensions()`` when a model has it
+    (nothing is realized), else from one kernel image; 1 for a model that cannot be evaluated there."""
+    size = 1
+    for psf in psfs:
+        dims = None
+        fn = getattr(psf, "getDimensions", None)
+        if callable(fn):
+            try:
+                dims = tuple(int(v) for v in fn())
+            except Exception:  # a partial implementation: realize one stamp instead
+                dims = None
+        if dims is None:
+            try:
+                dims = psf.computeKernelImage(position).shape
+            except PsfEvaluationError:
+                continue
+        size = max(size, max(dims))
+    return size
 
 
 def _full_column_rank(F) -> bool:

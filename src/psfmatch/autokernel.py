@@ -1,0 +1,825 @@
+"""Automatic choice of the kernel size, the basis and the spatial order (``config.autoKernel``).
+
+LSST's users tune ``kernelSize``, ``alardSigGauss`` and the spatial sampling by
+hand: a kernel too small gives "boxy" matched stars, one too large a noisy
+kernel, and the Alard-Lupton default widths (0.7, 1.5, 3.0) px suit neither
+narrow nor broad kernels.  With ``autoKernel = True`` psfmatch chooses them
+from the data, by cross-validation on the PSF models themselves:
+
+1. **Physics first.**  The adaptive second moments of both PSFs at every cell
+   (:func:`psfmatch.diagnostics.survey_psfs`) give the kernel covariance
+   ``C_k = C_ref - C_sci``; for Gaussians this is exact
+   (``sigma_k^2 = sigma_ref^2 - sigma_sci^2`` along every axis).  The
+   Alard-Lupton widths are built around ``sigma_k`` (the determinant radius of
+   ``C_k``, median over the field): ``(sigma_k, sigma_k / 2, 2 sigma_k)``, the
+   first carrying the highest polynomial degree, so that a Gaussian-to-Gaussian
+   match is *in* the basis (Alard & Lupton 1998; Alard 2000; HOTPANTS' rule of
+   widths 0.5, 1, 2 x sigma_match).  Kernel sizes form a ladder starting at
+   ``6 sigma_k`` (major axis, worst cell) and growing by about 1.4 up to
+   ``autoKernelMaxSize`` (the PSF stamps and the exposure permitting).  For a
+   match that is the same everywhere the regularized delta-function basis
+   (Becker et al. 2012) is tried too, up to ``autoKernelMaxDFSize``, with
+   relative strengths ``lambdaScaling`` in 1e-6, 1e-4, 1e-2 (above 31 px only
+   the weakest one that passed the noise guard at the smaller sizes).
+2. **Cross-validation.**  Each trial fits the candidates of a sub-grid of at
+   most ``autoKernelMaxGrid`` x ``autoKernelMaxGrid`` cells (always including
+   the outermost ones) with the task's own solver and spatial model, and is
+   scored by the worst matched-PSF residual ``max |S (*) K_x - R| / max R`` at
+   *held-out* positions: half-way between the sub-grid's cells, the centres
+   of its quads and the corners of the exposure.  A spatial model that is too
+   rigid (order too low) or that overfits shows up there.
+3. **Selection.**  Trials whose kernel amplifies pixel noise more than
+   ``autoKernelMaxNoiseGain`` times a Gaussian kernel of covariance ``C_k``
+   does (``sum K^2 <= gain / (4 pi sqrt(det C_k))``) are inadmissible: a
+   noiseless PSF model cannot reveal a noisy kernel through its residual.
+   Among the admissible trials, ordered from the simplest (lowest spatial
+   order, then smallest kernel, then Alard-Lupton before delta-function, then
+   fewer basis kernels, then the strongest regularization), the first whose
+   score is within a factor ``1 + autoKernelTolerance`` of the best, or below
+   ``autoKernelResidualFloor``, is chosen: a bigger kernel or a higher order
+   must *earn* its place.  The spatial order is chosen first (with a generous
+   kernel), then the kernel size and basis at that order.  Orders above
+   ``spatialKernelOrder`` are tried only up to ``autoKernelMaxSpatialOrder``
+   (default 2, LSST's order): each step multiplies the time to apply the kernel
+   (exact variance), so raising it is the user's call; a match that is the same
+   everywhere gets order 0.
+
+The configured values form one of the trials ("config"), so on the held-out
+positions the choice is never worse than the hand-tuned configuration by more
+than the tolerance, unless that configuration is inadmissible (too noisy).
+
+Explicit choices win
+--------------------
+The automatic mode only chooses what the user left alone.  A field counts as
+the user's choice when it was assigned after the config was built (in code,
+by an override string or file: :meth:`psfmatch.config.Config.isExplicit`),
+even to its default value, or when it differs from its default.  Precisely:
+
+- ``kernelSize`` set: only that size is tried.
+- ``spatialKernelOrder`` set: that order (lowered, as in the task, when the
+  candidates cannot constrain it).
+- ``kernel.name`` set to ``"AL"``, or any of ``alardNGauss``, ``alardSigGauss``,
+  ``alardDegGauss``, ``scaleByFwhm`` set: no delta-function trials; with the
+  widths set, only the configured widths.
+- ``kernel.name = "DF"``: only delta-function trials; the regularization is
+  searched unless ``lambdaType``, ``lambdaScaling`` or ``lambdaValue`` were set.
+
+LSST's padding rules and errors are untouched: each trial's PSF stamp size is
+LSST's (``doAutoPadPsf``, ``autoPadPsfTo``, ``padPsfBy``), sizes those rules
+forbid are skipped, and an explicit ``kernelSize`` that is too big still raises
+:class:`~psfmatch.errors.KernelTooBigError` in the fit.  ``autoKernel = False``
+gives LSST's behaviour with the configured values.
+
+The candidates tried and their scores are recorded in
+``metadata["autoKernel"]``.
+
+Scope and limits
+----------------
+- Delta-function trials are made only for matches that are the same over the
+  field (one distinct candidate); a spatial delta-function model has
+  ``(k^2 - 1) x n_s`` unknowns.  With ``kernel.name = "DF"`` on a spatially
+  varying field the configured delta-function kernel is kept.
+- On a spatially varying field the richer Alard-Lupton basis (degrees 6, 4, 2;
+  about 1.5x the fit time on large fields) is tried only when the standard one
+  leaves a held-out residual above ``100 x autoKernelResidualFloor``.
+- The cell size is not changed: on a small exposure (a few cells per axis) the
+  spatial orders the candidates cannot constrain are skipped.  Use smaller
+  cells there.
+- With ``usePcaForSpatialKernel`` the trials still fit the full basis' spatial
+  model; the principal components are then taken in the fit.
+- With ``scaleByFwhm = True`` LSST's FWHM rule sets the widths and the size in
+  the fit; the automatic mode then changes nothing.
+
+References
+----------
+Alard, C. & Lupton, R. H. 1998, ApJ 503, 325.
+Alard, C. 2000, A&AS 144, 363.
+Becker, A. C. et al. 2012, AJ 143, 21.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .diagnostics import PsfSurvey
+from .errors import PsfEvaluationError
+from .geom import Point2D
+from .kernel.basis import KernelBasis, alard_lupton_basis, makeDeltaFunctionBasisList, make_regularization_matrix
+from .kernel.spatial import SpatialFunction
+from .psf.base import _ResizedPsf, pad_or_crop
+from .qa import matched_stamps
+from .solve import (GramBuilder, NormalEquations, constrained_basis, reduce_constrained, solve_candidates,
+                    solve_spatial, transform_equations)
+
+__all__ = ["KernelTrial", "TrialResult", "AutoKernelChoice", "choose_kernel", "kernel_size_ladder",
+           "alard_lupton_widths", "DF_LAMBDAS"]
+
+log = logging.getLogger(__name__)
+
+#: On a spatially varying field the richer Alard-Lupton basis (degrees 6, 4, 2: 49 kernels instead of 27)
+#: is tried only when the standard one leaves a held-out residual above this multiple of
+#: ``autoKernelResidualFloor``.
+RICH_BASIS_FACTOR = 100.0
+
+#: Relative delta-function regularization strengths tried (``lambdaType = "relative"``).
+DF_LAMBDAS = (1e-6, 1e-4, 1e-2)
+
+#: Delta-function kernels larger than this are tried only with the weakest admissible strength found at smaller
+#: sizes.
+DF_SWEEP_MAX_SIZE = 31
+
+_MIN_SIGMA = 0.5  # px: floor of the kernel width used for sizes and the basis
+_MIN_NARROW = 0.35  # px: floor of the narrow Alard-Lupton width (a near-delta Gaussian)
+
+
+def _odd(n) -> int:
+    n = int(math.ceil(n))
+    return n if n % 2 == 1 else n + 1
+
+
+def _next_odd_integer(x) -> int:
+    n = int(math.ceil(x))
+    return n + 1 if n % 2 == 0 else n
+
+
+@dataclass(frozen=True)
+class KernelTrial:
+    """One configuration tried by the automatic mode.
+
+    Attributes
+    ----------
+    family : {"AL", "DF"}
+        Alard-Lupton or regularized delta-function basis.
+    kernelSize : int
+    spatialOrder : int
+    sigmas, degrees : tuple
+        Alard-Lupton widths (px) and polynomial degrees.
+    lambdaScaling : float
+        Relative delta-function regularization strength.
+    label : str
+        Where the trial comes from (``"config"``, ``"moments"``, ``"df"``).
+    """
+
+    family: str
+    kernelSize: int
+    spatialOrder: int
+    sigmas: tuple = ()
+    degrees: tuple = ()
+    lambdaScaling: float = 0.0
+    label: str = ""
+
+    @property
+    def nBasis(self) -> int:
+        if self.family == "DF":
+            return self.kernelSize ** 2
+        return int(sum((d + 1) * (d + 2) // 2 for d in self.degrees))
+
+    def sort_key(self):
+        """Simplest first: spatial order, kernel size, AL before DF, fewer kernels, stronger regularization."""
+        return (self.spatialOrder, self.kernelSize, 0 if self.family == "AL" else 1, self.nBasis, -self.lambdaScaling)
+
+    def describe(self) -> str:
+        if self.family == "AL":
+            sig = ", ".join(f"{s:.3g}" for s in self.sigmas)
+            deg = ", ".join(str(d) for d in self.degrees)
+            return f"AL k={self.kernelSize} sigmas=({sig}) degrees=({deg}) order={self.spatialOrder} [{self.label}]"
+        return f"DF k={self.kernelSize} lambda={self.lambdaScaling:g} order={self.spatialOrder} [{self.label}]"
+
+    def to_dict(self) -> dict:
+        d = {"family": self.family, "kernelSize": int(self.kernelSize), "spatialOrder": int(self.spatialOrder),
+             "label": self.label, "description": self.describe()}
+        if self.family == "AL":
+            d["sigmas"] = [float(s) for s in self.sigmas]
+            d["degrees"] = [int(v) for v in self.degrees]
+        else:
+            d["lambdaScaling"] = float(self.lambdaScaling)
+        return d
+
+
+@dataclass
+class TrialResult:
+    """The evidence for one :class:`KernelTrial`.
+
+    Attributes
+    ----------
+    score : float
+        Worst ``max |S (*) K - R| / max R`` at the held-out positions (inf if the trial failed).
+    residualMaxFit : float
+        The same at the fitted candidates.
+    residualL2 : float
+        Worst ``||S (*) K - R|| / ||R||`` at the held-out positions.
+    noiseGain : float
+        Worst ``sum K^2`` of the unit-sum kernel (white-noise variance factor).
+    noiseRatio : float
+        ``noiseGain`` relative to the Gaussian kernel of covariance ``C_k``.
+    negativeFraction : float
+        Worst ``sum |min(K, 0)| / sum |K|``.
+    psfSize : int
+        The PSF stamp size the trial used (LSST's padding rule).
+    admissible : bool
+    note : str
+    time : float
+        Seconds.
+    """
+
+    trial: KernelTrial
+    score: float = float("inf")
+    residualMaxFit: float = float("inf")
+    residualL2: float = float("inf")
+    noiseGain: float = float("inf")
+    noiseRatio: float = float("inf")
+    negativeFraction: float = float("nan")
+    psfSize: int = 0
+    admissible: bool = False
+    note: str = ""
+    time: float = 0.0
+
+    def to_dict(self) -> dict:
+        def f(v):
+            v = float(v)
+            return v if math.isfinite(v) else None
+
+        d = self.trial.to_dict()
+        d.update({"score": f(self.score), "residualMaxFit": f(self.residualMaxFit), "residualL2": f(self.residualL2),
+                  "noiseGain": f(self.noiseGain), "noiseRatio": f(self.noiseRatio),
+                  "negativeFraction": f(self.negativeFraction), "psfSize": int(self.psfSize),
+                  "admissible": bool(self.admissible), "time": float(self.time)})
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+@dataclass
+class AutoKernelChoice:
+    """What :func:`choose_kernel` returns.
+
+    Attributes
+    ----------
+    trial : KernelTrial
+        The chosen trial.
+    result : TrialResult
+        Its evidence.
+    config : ModelPsfMatchConfig
+        A copy of the task's config with the choice applied and ``autoKernel = False``.
+    results : list of TrialResult
+        Every trial, in the order tried.
+    metadata : dict
+        JSON-serializable record for ``metadata["autoKernel"]``.
+    """
+
+    trial: KernelTrial
+    result: TrialResult
+    config: object
+    results: list = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# physics: widths and sizes from the second moments
+
+
+def _kernel_widths(survey: PsfSurvey):
+    """(median determinant radius, worst major-axis sigma, Gaussian noise reference) of ``C_ref - C_sci``.
+
+    Negative eigenvalues (deconvolution) are clipped to 0 and the widths floored at 0.5 px.
+    """
+    C = survey.kernel_covariances()[survey.ok] if np.any(survey.ok) else survey.kernel_covariances()
+    w = np.clip(np.linalg.eigvalsh(C), 0.0, None)  # (n, 2) ascending
+    det_r = np.where(w[:, 0] > 0, np.sqrt(np.sqrt(w[:, 0] * w[:, 1])), np.sqrt(0.5 * (w[:, 0] + w[:, 1])))
+    s = max(float(np.median(det_r)), _MIN_SIGMA)
+    s_big = max(float(np.sqrt(w[:, 1].max())), _MIN_SIGMA)
+    # sum K^2 of a unit-sum Gaussian of covariance C: 1 / (4 pi sqrt(det C)); largest over the field
+    dets = np.sqrt(np.clip(w[:, 0], _MIN_SIGMA ** 2, None) * np.clip(w[:, 1], _MIN_SIGMA ** 2, None))
+    g_ref = float(1.0 / (4 * np.pi * dets.min()))
+    return s, s_big, g_ref
+
+
+def alard_lupton_widths(sigma_k, rich=False):
+    """Alard-Lupton widths and degrees around the kernel width ``sigma_k`` (pixels).
+
+    Returns ``((sigma_k, sigma_k / 2, 2 sigma_k), (4, 2, 2))``, or degrees
+    ``(6, 4, 2)`` when ``rich``: the Gaussian of width ``sigma_k`` comes first
+    (it is the basis' only kernel with a non-zero sum, so a Gaussian-to-Gaussian
+    match needs no other term) and carries the highest degree; the narrow and
+    broad ones absorb departures from a Gaussian kernel and its variation across
+    the field.
+    """
+    s = max(float(sigma_k), _MIN_SIGMA)
+    sig = (round(s, 4), round(max(s / 2, _MIN_NARROW), 4), round(2 * s, 4))
+    return sig, ((6, 4, 2) if rich else (4, 2, 2))
+
+
+def kernel_size_ladder(sigma_big, k_max, k_min=5, growth=1.4):
+    """Odd kernel sizes from ``6 sigma_big`` (``2 ceil(3 sigma) + 1``), growing by ``growth``, up to ``k_max``."""
+    k0 = max(k_min, _odd(2 * math.ceil(3 * sigma_big) + 1))
+    if k_max < k0:
+        return [k_max] if k_max >= 3 else []
+    out = [k0]
+    while True:
+        nxt = _odd(out[-1] * growth)
+        if nxt >= k_max:
+            break
+        out.append(nxt)
+    if k_max - out[-1] >= 4:
+        out.append(k_max)
+    elif out[-1] != k_max and k_max > out[-1]:
+        out[-1] = k_max
+    return out
+
+
+# ---------------------------------------------------------------------------
+# the data the trials run on
+
+
+class _TrialData:
+    """Stamps of the fit subset and the held-out positions, at the largest stamp size any trial needs."""
+
+    def __init__(self, science_psf, reference_psf, survey, cell_set, bbox, p_max, max_grid, constant):
+        self.bbox = bbox
+        self.constant = constant
+        self.p_max = p_max
+        try:
+            ref_big = reference_psf.resized(p_max, p_max)
+        except Exception:  # a model without a working resize, as in the task
+            ref_big = _ResizedPsf(reference_psf, p_max, p_max)
+        self.reference_psf = ref_big
+        nx, ny = cell_set.nx, cell_set.ny
+        by_cell = {c: j for j, c in enumerate(survey.cells)}
+        if constant:
+            s = self._science(science_psf, survey, 0, None)
+            r = ref_big.computeKernelImage(Point2D(*survey.positions[0]))
+            self.S_fit, self.R_fit = s[None], r[None]
+            self.xy_fit = survey.positions[:1].copy()
+            self.S_ho, self.R_ho = self.S_fit, self.R_fit
+            self.xy_ho = self.xy_fit
+            return
+        ix = np.unique(np.round(np.linspace(0, nx - 1, min(nx, max_grid))).astype(int))
+        iy = np.unique(np.round(np.linspace(0, ny - 1, min(ny, max_grid))).astype(int))
+        centres = cell_set.cell_centers()
+        S, R, xy = [], [], []
+        grid_x = {}
+        for j in iy:
+            for i in ix:
+                c = int(j) * nx + int(i)
+                if c not in by_cell:
+                    continue
+                p = centres[c]
+                s = self._science(science_psf, survey, by_cell[c], p)
+                try:
+                    r = ref_big.computeKernelImage(p)
+                except PsfEvaluationError:
+                    continue
+                S.append(s)
+                R.append(r)
+                xy.append((p.x, p.y))
+                grid_x[(int(i), int(j))] = (p.x, p.y)
+        self.S_fit, self.R_fit, self.xy_fit = np.array(S), np.array(R), np.array(xy, dtype=float)
+        # held-out: midpoints between neighbouring sub-grid cells, quad centres, exposure corners
+        ho = []
+        for a, j in enumerate(iy):
+            for b, i in enumerate(ix):
+                p = grid_x.get((int(i), int(j)))
+                if p is None:
+                    continue
+                if b + 1 < len(ix) and (int(ix[b + 1]), int(j)) in grid_x:
+                    q = grid_x[(int(ix[b + 1]), int(j))]
+                    ho.append(((p[0] + q[0]) / 2, (p[1] + q[1]) / 2))
+                if a + 1 < len(iy) and (int(i), int(iy[a + 1])) in grid_x:
+                    q = grid_x[(int(i), int(iy[a + 1]))]
+                    ho.append(((p[0] + q[0]) / 2, (p[1] + q[1]) / 2))
+                if (b + 1 < len(ix) and a + 1 < len(iy) and (int(ix[b + 1]), int(iy[a + 1])) in grid_x):
+                    q = grid_x[(int(ix[b + 1]), int(iy[a + 1]))]
+                    ho.append(((p[0] + q[0]) / 2, (p[1] + q[1]) / 2))
+        x0, y0, x1, y1 = bbox.getMinX(), bbox.getMinY(), bbox.getMaxX(), bbox.getMaxY()
+        ho += [(x0, y0), (x1, y0), (x0, y1), (x1, y1)]
+        S, R, xy = [], [], []
+        for x, y in ho:
+            p = Point2D(float(x), float(y))
+            try:
+                s = pad_or_crop(science_psf.computeKernelImage(p), p_max, p_max)
+                r = ref_big.computeKernelImage(p)
+            except PsfEvaluationError:
+                continue
+            S.append(s)
+            R.append(r)
+            xy.append((p.x, p.y))
+        if not S:  # nothing between the cells (a single cell): validate on the fitted candidates
+            self.S_ho, self.R_ho, self.xy_ho = self.S_fit, self.R_fit, self.xy_fit
+        else:
+            self.S_ho, self.R_ho, self.xy_ho = np.array(S), np.array(R), np.array(xy, dtype=float)
+
+    def _science(self, science_psf, survey, j, p):
+        # the survey zero-padded the science stamps to its common size; p_max >= the native science size
+        return pad_or_crop(survey.science[j], self.p_max, self.p_max)
+
+    @staticmethod
+    def crop(stack, P, renormalize):
+        if stack.shape[-1] == P:
+            return stack
+        out = np.array([pad_or_crop(s, P, P) for s in stack])
+        if renormalize:
+            out /= out.sum(axis=(1, 2), keepdims=True)
+        return out
+
+
+# ---------------------------------------------------------------------------
+# one trial
+
+
+def _full_rank(F) -> bool:
+    Fs = F / np.maximum(np.abs(F).max(axis=0), 1e-300)
+    if Fs.shape[0] < Fs.shape[1]:
+        return False
+    s = np.linalg.svd(Fs, compute_uv=False)
+    return bool(s[-1] > 1e-8 * s[0])
+
+
+def _make_basis(trial: KernelTrial) -> KernelBasis:
+    if trial.family == "AL":
+        return KernelBasis(alard_lupton_basis(trial.kernelSize // 2, trial.sigmas, trial.degrees), "alard-lupton")
+    return makeDeltaFunctionBasisList(trial.kernelSize)
+
+
+def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: float, rcond: float,
+              cache: dict) -> TrialResult:
+    t0 = time.perf_counter()
+    res = TrialResult(trial, psfSize=P)
+    try:
+        basis = _make_basis(trial)
+        S = data.crop(data.S_fit, P, renormalize=False)
+        R = data.crop(data.R_fit, P, renormalize=True)
+        key = (trial.family, trial.kernelSize, P, trial.sigmas, trial.degrees)
+        raw = cache.get(key)
+        if raw is None:
+            raw = cache[key] = GramBuilder(basis, kc.fitRegion).build(S, R)
+        if trial.family == "DF" and trial.lambdaScaling > 0:
+            H = cache.get(("H", trial.kernelSize))
+            if H is None:
+                H = cache[("H", trial.kernelSize)] = make_regularization_matrix(
+                    trial.kernelSize, dfc.regularizationType, dfc.centralRegularizationStencil,
+                    dfc.forwardRegularizationOrders, dfc.regularizationBorderPenalty)
+            lam = trial.lambdaScaling * np.trace(raw.M, axis1=1, axis2=2) / np.trace(H)
+            raw = NormalEquations(raw.M + lam[:, None, None] * H[None], raw.b, raw.yy)
+        imgs, order, ratios, s_p = constrained_basis(basis)
+        eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
+        S_ho = data.crop(data.S_ho, P, renormalize=False)
+        R_ho = data.crop(data.R_ho, P, renormalize=True)
+        if data.constant or trial.spatialOrder == 0 and len(S) == 1:
+            coeffs, _, _, _ = solve_candidates(eq, rcond)
+            a_fit = np.repeat(coeffs[:1], len(S), axis=0)
+            a_ho = np.repeat(coeffs[:1], len(S_ho), axis=0)
+        else:
+            sf = SpatialFunction(kc.spatialModelType, trial.spatialOrder, data.bbox)
+            F = sf.evaluate(data.xy_fit[:, 0], data.xy_fit[:, 1]).T
+            if not _full_rank(F):
+                res.note = (f"{len(S)} candidates cannot constrain a spatial model of order {trial.spatialOrder}")
+                res.time = time.perf_counter() - t0
+                return res
+            theta, _, _ = solve_spatial(eq, F, rcond)
+
+            def coeffs_at(xy):
+                f = sf.evaluate(xy[:, 0], xy[:, 1])
+                return np.concatenate([np.ones((len(xy), 1)), (theta @ f).T], axis=1)
+
+            a_fit, a_ho = coeffs_at(data.xy_fit), coeffs_at(data.xy_ho)
+        K_fit = np.tensordot(a_fit, imgs, axes=1)
+        K_ho = np.tensordot(a_ho, imgs, axes=1)
+        rmax_fit, _ = _residuals(S, R, K_fit)
+        rmax, rl2 = _residuals(S_ho, R_ho, K_ho)
+        res.score = float(rmax.max())
+        res.residualMaxFit = float(rmax_fit.max())
+        res.residualL2 = float(rl2.max())
+        Kall = np.concatenate([K_fit, K_ho])
+        res.noiseGain = float(np.max(np.sum(Kall ** 2, axis=(1, 2))))
+        res.noiseRatio = res.noiseGain / g_ref
+        res.negativeFraction = float(np.max(np.clip(-Kall, 0, None).sum(axis=(1, 2)) / np.abs(Kall).sum(axis=(1, 2))))
+        if not np.isfinite(res.score):
+            res.score = float("inf")
+            res.note = "non-finite solution"
+    except Exception as exc:  # a trial that cannot be solved is reported, never fatal
+        res.note = f"{type(exc).__name__}: {exc}"
+        res.score = float("inf")
+    res.time = time.perf_counter() - t0
+    return res
+
+
+def _residuals(S, R, K):
+    """Worst-pixel and L2 residuals of ``S (*) K - R`` (``R`` zero-padded), relative to ``max R`` / ``||R||``."""
+    P, k = S.shape[-1], K.shape[-1]
+    h = k // 2
+    m = matched_stamps(S, K)
+    m[:, h:h + P, h:h + P] -= R
+    peak = R.max(axis=(1, 2))
+    rmax = np.abs(m).max(axis=(1, 2)) / peak
+    rl2 = np.sqrt(np.sum(m * m, axis=(1, 2)) / np.sum(R * R, axis=(1, 2)))
+    return rmax, rl2
+
+
+# ---------------------------------------------------------------------------
+# selection
+
+
+def _same(a: KernelTrial, b: KernelTrial) -> bool:
+    return replace(a, label="") == replace(b, label="")
+
+
+def _select(results, tol, floor):
+    """The simplest admissible result within ``(1 + tol)`` of the best score (or below ``floor``)."""
+    ok = [r for r in results if r.admissible and np.isfinite(r.score)]
+    if not ok:
+        return None
+    best = min(r.score for r in ok)
+    limit = max(best * (1.0 + tol), floor)
+    for r in sorted(ok, key=lambda r: r.trial.sort_key()):
+        if r.score <= limit:
+            return r
+    return min(ok, key=lambda r: r.score)
+
+
+def _mark_admissible(results, max_noise):
+    for r in results:
+        r.admissible = bool(np.isfinite(r.score) and r.noiseRatio <= max_noise)
+        if np.isfinite(r.score) and not r.admissible and not r.note:
+            r.note = (f"noise gain {r.noiseRatio:.2g} x the Gaussian kernel's exceeds "
+                      f"autoKernelMaxNoiseGain={max_noise:g}")
+    if not any(r.admissible for r in results):
+        # nothing passes the noise guard: fall back to the residual alone, and say so
+        for r in results:
+            if np.isfinite(r.score):
+                r.admissible = True
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------------
+# the driver
+
+
+def _user_set(cfg, name) -> bool:
+    """A field is the user's choice when it was assigned explicitly or differs from its class default."""
+    explicit = cfg.isExplicit(name) if hasattr(cfg, "isExplicit") else False
+    return bool(explicit or getattr(cfg, name) != getattr(type(cfg)(), name))
+
+
+def _free_fields(config):
+    """Which choices the automatic mode may make: those the user left alone (see the module docstring)."""
+    kc = config.kernel.active
+    name_set = config.kernel.isExplicit() if hasattr(config.kernel, "isExplicit") else False
+    name_set = name_set or config.kernel.name != "AL"
+    free = {"kernelSize": not _user_set(kc, "kernelSize"),
+            "spatialKernelOrder": not _user_set(kc, "spatialKernelOrder")}
+    if config.kernel.name == "AL":
+        al_set = any(_user_set(kc, f) for f in ("alardNGauss", "alardSigGauss", "alardDegGauss", "scaleByFwhm"))
+        free["alWidths"] = not al_set
+        # an explicit kernel.name = "AL" or explicit widths keep the Alard-Lupton basis
+        free["families"] = ("AL",) if (al_set or name_set) else ("AL", "DF")
+        free["lambda"] = True
+    else:
+        free["alWidths"] = False
+        free["families"] = ("DF",)
+        free["lambda"] = not any(_user_set(kc, f) for f in ("lambdaType", "lambdaScaling", "lambdaValue"))
+    free["usePca"] = not _user_set(kc, "usePcaForSpatialKernel")
+    return free
+
+
+def _psf_size_for(config, p_native, k):
+    """LSST's padded science stamp size for kernel size ``k``, or None if the padding rules forbid ``k``."""
+    if config.doAutoPadPsf:
+        P = max(p_native, _next_odd_integer(k * config.autoPadPsfTo))
+    else:
+        P = p_native + config.padPsfBy
+    kmax = P - 1
+    if kmax % 2 == 0:
+        kmax -= 1
+    return P if k <= kmax else None
+
+
+def _config_trial(config, order) -> KernelTrial | None:
+    kc = config.kernel.active
+    if config.kernel.name == "AL":
+        if kc.scaleByFwhm:
+            return None  # the FWHM-scaled basis is decided in the fit; it is not a fixed trial
+        return KernelTrial("AL", kc.kernelSize, order, tuple(float(s) for s in kc.alardSigGauss),
+                           tuple(int(d) for d in kc.alardDegGauss), label="config")
+    lam = kc.lambdaScaling if kc.lambdaType == "relative" else None
+    if lam is None:
+        return None
+    return KernelTrial("DF", kc.kernelSize, order, lambdaScaling=float(lam), label="config")
+
+
+def _apply(config, trial: KernelTrial, free, constant):
+    cfg = config.copy()
+    cfg.autoKernel = False
+    if trial.family == "DF" and cfg.kernel.name != "DF":
+        cfg.kernel.name = "DF"
+    a = cfg.kernel.active
+    a.kernelSize = trial.kernelSize
+    if free["spatialKernelOrder"]:
+        a.spatialKernelOrder = trial.spatialOrder
+    if trial.family == "AL":
+        if trial.label != "config":
+            a.alardNGauss = len(trial.sigmas)
+            a.alardSigGauss = list(trial.sigmas)
+            a.alardDegGauss = list(trial.degrees)
+    else:
+        if trial.label != "config":
+            a.lambdaType = "relative"
+            a.lambdaScaling = trial.lambdaScaling
+        if constant and free["usePca"]:
+            a.usePcaForSpatialKernel = False  # one distinct candidate: nothing to decompose
+    cfg.validate()
+    return cfg
+
+
+def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_set, bbox) -> AutoKernelChoice:
+    """Choose the kernel size, basis and spatial order for a match (see the module docstring).
+
+    Parameters
+    ----------
+    config : ModelPsfMatchConfig
+        The task's config (its ``autoKernel*`` fields steer the search).
+    survey : PsfSurvey
+        Both PSFs at the cell centres (:func:`psfmatch.diagnostics.survey_psfs`).
+    science_psf, reference_psf : Psf
+    cell_set : SpatialCellSet
+        The task's cells over ``bbox``.
+    bbox : Box2I
+
+    Returns
+    -------
+    AutoKernelChoice
+    """
+    t0 = time.perf_counter()
+    kc = config.kernel.active
+    free = _free_fields(config)
+    constant = survey.constant
+    s_med, s_big, g_ref = _kernel_widths(survey)
+    keep = None
+    if free["families"] == ("DF",) and not constant:
+        # a spatial delta-function model has (k^2 - 1) x n_s unknowns: trials would cost far more than the fit
+        keep = ("kernel.name = 'DF' on a spatially varying field: the configured delta-function kernel is used "
+                "(delta-function trials are made only for matches that are the same over the field)")
+    elif config.kernel.name == "AL" and kc.scaleByFwhm:
+        keep = ("scaleByFwhm = True: LSST's FWHM rule chooses the Alard-Lupton widths and kernel size in the fit; "
+                "the automatic mode leaves them alone")
+    if keep is not None:
+        note = keep
+        log.info("autoKernel: %s", note)
+        trial = _config_trial(config, kc.spatialKernelOrder) or KernelTrial(
+            "DF" if config.kernel.name == "DF" else "AL", kc.kernelSize, kc.spatialKernelOrder,
+            lambdaScaling=float(getattr(kc, "lambdaScaling", 0.0)), label="config")
+        res = TrialResult(trial, note=note)
+        cfg = config.copy()
+        cfg.autoKernel = False
+        md = {"chosen": res.to_dict(), "note": note, "trials": [], "kernelSigma": s_med,
+              "kernelSigmaMajorWorst": s_big, "constantMatch": bool(constant),
+              "free": {k: (list(v) if isinstance(v, tuple) else v) for k, v in free.items()},
+              "time": time.perf_counter() - t0}
+        return AutoKernelChoice(trial, res, cfg, [], md)
+    p_native = survey.scienceSize
+    rcond = kc.solveRcond
+    tol, floor = config.autoKernelTolerance, config.autoKernelResidualFloor
+    max_noise = config.autoKernelMaxNoiseGain
+
+    # kernel sizes: the ladder, limited by the exposure (the output border) and the padding rules
+    w, h = bbox.getWidth(), bbox.getHeight()
+    k_exposure = 2 * ((min(w, h) - 1) // 2) - 1  # 2 * (k // 2) < min(w, h)
+    k_cap = max(3, min(config.autoKernelMaxSize, max(p_native, kc.kernelSize), k_exposure))
+    if free["kernelSize"]:
+        sizes = [k for k in kernel_size_ladder(s_big, k_cap) if _psf_size_for(config, p_native, k)]
+    else:
+        sizes = [kc.kernelSize]
+    if not sizes:
+        sizes = [kc.kernelSize]
+
+    # families and widths
+    sig422 = alard_lupton_widths(s_med, rich=False)
+    sig642 = alard_lupton_widths(s_med, rich=True)
+    cfg_order = kc.spatialKernelOrder
+    max_order = max(cfg_order, config.autoKernelMaxSpatialOrder)
+
+    # delta-function trials: only where affordable (one distinct candidate over the field)
+    df_ok = "DF" in free["families"] and constant
+    lambdas = DF_LAMBDAS if free["lambda"] else ((kc.lambdaScaling,) if kc.lambdaType == "relative" else ())
+    df_sizes = [k for k in sizes if k <= config.autoKernelMaxDFSize] if df_ok else []
+    k_df = config.autoKernelMaxDFSize if config.autoKernelMaxDFSize % 2 else config.autoKernelMaxDFSize - 1
+    if (df_ok and free["kernelSize"] and any(k > k_df for k in sizes) and k_df not in df_sizes
+            and (not df_sizes or k_df - max(df_sizes) >= 4) and _psf_size_for(config, p_native, k_df)):
+        df_sizes.append(k_df)
+
+    psf_sizes = {k: _psf_size_for(config, p_native, k) for k in set(sizes) | set(df_sizes) | {kc.kernelSize}}
+    p_max = max(P for P in psf_sizes.values() if P is not None) if any(psf_sizes.values()) else p_native
+    data = _TrialData(science_psf, reference_psf, survey, cell_set, bbox, p_max, config.autoKernelMaxGrid, constant)
+    n_fit = len(data.S_fit)
+
+    results = []
+    cache = {}
+
+    def run(trial):
+        P = psf_sizes.get(trial.kernelSize) or _psf_size_for(config, p_native, trial.kernelSize)
+        if P is None:
+            r = TrialResult(trial, note="kernel too big for the PSF stamps under the padding rules")
+        else:
+            r = _evaluate(trial, data, P, kc, config.kernel["DF"], g_ref, rcond, cache)
+        results.append(r)
+        log.debug("autoKernel trial %s: score %.3g, noise ratio %.3g (%.2f s)", trial.describe(), r.score,
+                  r.noiseRatio, r.time)
+        return r
+
+    def al_trial(k, order, rich=False):
+        if free["alWidths"]:
+            sig, deg = sig642 if rich else sig422
+            return KernelTrial("AL", k, order, sig, deg, label="moments")
+        return KernelTrial("AL", k, order, tuple(float(s) for s in kc.alardSigGauss),
+                           tuple(int(d) for d in kc.alardDegGauss), label="config-widths")
+
+    # stage 1: the spatial order (a generous kernel; only for fields that vary)
+    if constant:
+        order = 0 if free["spatialKernelOrder"] else cfg_order
+        stage1 = None
+    elif free["spatialKernelOrder"] and "AL" in free["families"] and max_order > cfg_order:
+        k1 = max(sizes)
+        orders = list(range(cfg_order, max_order + 1))
+        stage1 = [run(al_trial(k1, o)) for o in orders]
+        _mark_admissible(stage1, max_noise)
+        pick = _select(stage1, tol, floor)
+        order = pick.trial.spatialOrder if pick is not None else cfg_order
+    else:
+        order = cfg_order
+        stage1 = None
+
+    # stage 2: kernel size and basis at that order
+    n1 = len(results)
+    ct = _config_trial(config, order)
+    if ct is not None:
+        run(ct)
+    for k in sorted(set(sizes) | set(df_sizes)):
+        if "AL" in free["families"] and k in sizes:
+            if not any(_same(r.trial, al_trial(k, order)) for r in results):
+                run(al_trial(k, order))
+            if constant and free["alWidths"]:
+                run(al_trial(k, order, rich=True))
+        if k in df_sizes:
+            lams = lambdas
+            if k > DF_SWEEP_MAX_SIZE and len(lambdas) > 1:
+                # large delta-function kernels cost an O(k^6) solve each: only the weakest regularization that
+                # passed the noise guard at the largest size swept
+                done = [r for r in results if r.trial.family == "DF" and np.isfinite(r.score)
+                        and r.trial.kernelSize <= DF_SWEEP_MAX_SIZE]
+                if done:
+                    k_last = max(r.trial.kernelSize for r in done)
+                    ok = [r.trial.lambdaScaling for r in done
+                          if r.trial.kernelSize == k_last and r.noiseRatio <= max_noise]
+                    lams = (min(ok),) if ok else (max(lambdas),)
+                else:
+                    lams = (max(lambdas),)
+            for lam in lams:
+                t = KernelTrial("DF", k, order, lambdaScaling=float(lam), label="df")
+                if not any(_same(r.trial, t) for r in results):
+                    run(t)
+    if not constant and free["alWidths"] and "AL" in free["families"]:
+        # the richer basis costs about 1.5x the fit time on large fields: try it only where the standard one
+        # leaves a residual that matters
+        std = [r.score for r in results if r.trial.family == "AL" and r.trial.label == "moments"
+               and r.trial.spatialOrder == order and np.isfinite(r.score)]
+        if std and min(std) > RICH_BASIS_FACTOR * floor:
+            for k in sizes:
+                run(al_trial(k, order, rich=True))
+    stage2 = results[n1:]
+    if stage1 is not None:
+        # the stage-1 trial at the chosen order competes too
+        stage2 = stage2 + [r for r in stage1 if r.trial.spatialOrder == order and r not in stage2]
+    guarded = _mark_admissible(stage2, max_noise)
+    pick = _select(stage2, tol, floor)
+    if pick is None:
+        # every trial failed: keep the configuration as it is
+        trial = ct or al_trial(kc.kernelSize, cfg_order)
+        pick = TrialResult(trial, note="every trial failed; the configured kernel is used")
+        log.info("autoKernel: every trial failed; using the configured kernel")
+    chosen = pick.trial
+    cfg = _apply(config, chosen, free, constant)
+
+    md = {
+        "chosen": pick.to_dict(),
+        "rule": ("held-out residual max|S*K-R|/max(R); the simplest admissible trial within "
+                 f"(1 + {tol:g}) x the best or below {floor:g}; admissible: noise gain <= {max_noise:g} x a "
+                 "Gaussian kernel of covariance C_ref - C_sci"),
+        "kernelSigma": s_med, "kernelSigmaMajorWorst": s_big, "gaussianNoiseGain": g_ref,
+        "constantMatch": bool(constant), "nFitCandidates": int(n_fit), "nHeldOut": int(len(data.xy_ho)),
+        "free": {k: (list(v) if isinstance(v, tuple) else v) for k, v in free.items()},
+        "sizes": [int(k) for k in sizes], "spatialOrder": int(order),
+        "noiseGuardApplied": bool(guarded),
+        "trials": [r.to_dict() for r in results],
+        "time": time.perf_counter() - t0,
+    }
+    if stage1 is not None:
+        md["orderTrials"] = [r.to_dict() for r in stage1]
+    log.info("autoKernel: chose %s (held-out residual %.3g; %d trials in %.2f s)", chosen.describe(), pick.score,
+             len(results), md["time"])
+    return AutoKernelChoice(chosen, pick, cfg, results, md)
+

@@ -1,0 +1,469 @@
+"""Pre-flight and post-fit diagnostics: ill-posed (deconvolving) matches and kernel quality.
+
+Ill-posed matches
+-----------------
+Convolution only broadens: if ``R = S (*) K`` with a kernel ``K >= 0`` of
+covariance ``C_K``, the second moments add, ``C_R = C_S + C_K``.  A match is
+therefore a *deconvolution* wherever ``C_ref - C_sci`` has a negative
+eigenvalue: along that eigen-axis the reference is narrower than the science
+PSF, and any kernel that reaches it must have negative lobes that amplify high
+spatial frequencies (ringing; the "brain" pattern of LSST difference images,
+Alard & Lupton 1998 section 2; HOTPANTS' warning about sigma_image <
+sigma_template).  :func:`survey_psfs` measures adaptive second moments
+(:func:`psfmatch.moments.adaptive_moments`) of both PSFs at every cell centre
+and :func:`check_ill_posed` compares them:
+
+.. math::
+
+    D = C_{ref} - C_{sci}, \\qquad D v = \\lambda_{min} v, \\qquad
+    \\Delta = \\sqrt{v^T C_{sci} v} - \\sqrt{v^T C_{ref} v}
+
+``v`` is the worst axis (its angle is reported in degrees from the +x axis,
+counter-clockwise, in ``[0, 180)``) and ``Delta`` the *deficit* in pixels: how
+much narrower the reference is than the science PSF along ``v``.  A cell is
+flagged when ``Delta > illPosedTolerance`` (default 0.01 px; the adaptive
+moments of noiseless model stamps are accurate to about 1e-5 px, so matching a
+PSF to itself is never flagged).  The equivalent Gaussian deconvolution width
+is ``sqrt(-lambda_min)``.
+
+Kernel quality
+--------------
+After the fit, :func:`check_kernel_quality` compares the field-wide worst QA
+numbers (:mod:`psfmatch.qa`, at the candidates and between them) with two
+documented thresholds of :class:`~psfmatch.config.ModelPsfMatchConfig`:
+
+``qaMaxResidual`` (default 1e-2)
+    ``max |S (*) K - R| / max R``: a matched PSF off by more than 1 % of its
+    peak somewhere is not a match for photometry or coaddition.
+``qaMaxKernelNegativeFraction`` (default 0.3)
+    ``sum |min(K, 0)| / sum |K|``.  A smooth broadening kernel has none; 0.3
+    means the negative lobes hold 0.75 of the kernel sum (positive mass 1.75,
+    negative 0.75): the kernel oscillates and rings (LSST's default
+    Alard-Lupton basis gives 0.31 on an elliptical Gaussian -> round Gaussian
+    match, with a checkered kernel).
+
+Exceeding either issues a :class:`~psfmatch.errors.KernelQualityWarning` and
+adds a flag to ``metadata["qa"]["flags"]``.
+
+References
+----------
+Alard, C. & Lupton, R. H. 1998, ApJ 503, 325.
+Becker, A. C. et al. 2012, AJ 143, 21.
+Bernstein, G. M. & Jarvis, M. 2002, AJ 123, 583 (adaptive moments).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import IllPosedMatchError, IllPosedMatchWarning, KernelQualityWarning, PsfEvaluationError
+from .geom import Point2D, as_point
+from .moments import adaptive_moments
+from .psf.base import Psf, pad_or_crop
+
+__all__ = [
+    "PsfSurvey",
+    "SurveyCachedPsf",
+    "IllPosedReport",
+    "survey_psfs",
+    "check_ill_posed",
+    "enforce_ill_posed",
+    "check_kernel_quality",
+    "kernel_covariance",
+    "FLAG_ILL_POSED",
+    "FLAG_RESIDUAL",
+    "FLAG_NEGATIVE",
+]
+
+log = logging.getLogger(__name__)
+
+#: ``metadata["qa"]["flags"]`` entry: part of the field needs a deconvolution.
+FLAG_ILL_POSED = "ILL_POSED"
+#: ``metadata["qa"]["flags"]`` entry: the matched-PSF residual exceeds ``qaMaxResidual``.
+FLAG_RESIDUAL = "RESIDUAL_HIGH"
+#: ``metadata["qa"]["flags"]`` entry: the kernel's negative fraction exceeds ``qaMaxKernelNegativeFraction``.
+FLAG_NEGATIVE = "KERNEL_NEGATIVE"
+
+
+def _unique_stack(stamps):
+    """Unique stamps of a list of equal-shape arrays: ``(unique_stack, inverse_index)``."""
+    keys, inverse, uniq = {}, np.empty(len(stamps), dtype=int), []
+    for i, s in enumerate(stamps):
+        key = s.tobytes()
+        j = keys.get(key)
+        if j is None:
+            j = keys[key] = len(uniq)
+            uniq.append(s)
+        inverse[i] = j
+    return np.array(uniq), inverse
+
+
+def _moments(stamps):
+    """Adaptive moments (n, 3) = (ixx, iyy, ixy) and ok flags of equal-size stamps, computed once per distinct stamp."""
+    uniq, inv = _unique_stack(stamps)
+    ixx, iyy, ixy, _, _, ok = adaptive_moments(uniq)
+    cov = np.stack([ixx, iyy, ixy], axis=1)
+    return cov[inv], ok[inv]
+
+
+@dataclass
+class PsfSurvey:
+    """Both PSFs realized at the cell centres, with their adaptive second moments.
+
+    Attributes
+    ----------
+    positions : ndarray (n, 2)
+        ``(x, y)`` of the cells where both PSFs could be evaluated.
+    cells : list of int
+        Their cell indices (in :class:`~psfmatch.cells.SpatialCellSet` order).
+    labels : list of str
+        Their cell labels (``"Cell 3x5"``).
+    science, reference : ndarray (n, P, P)
+        The stamps, both zero-padded to the common size ``P`` (the reference is
+        *not* resized: these are the models' own stamps).
+    scienceMoments, referenceMoments : ndarray (n, 3)
+        ``(Ixx, Iyy, Ixy)`` in pixels squared.
+    ok : ndarray of bool (n,)
+        Both moment measurements converged.
+    scienceSize, referenceSize : int
+        Largest native stamp size of each model.
+    constant : bool
+        Every science stamp is identical and so is every reference stamp (the
+        match is the same everywhere).
+    failed : list of str
+        Cells skipped because a PSF could not be evaluated there.
+    """
+
+    positions: np.ndarray
+    cells: list
+    labels: list
+    science: np.ndarray
+    reference: np.ndarray
+    scienceMoments: np.ndarray
+    referenceMoments: np.ndarray
+    ok: np.ndarray
+    scienceSize: int
+    referenceSize: int
+    constant: bool
+    failed: list = field(default_factory=list)
+    scienceStamps: dict = field(default_factory=dict, repr=False)
+
+    def __len__(self):
+        return len(self.positions)
+
+    def kernel_covariances(self) -> np.ndarray:
+        """``C_ref - C_sci`` per cell as (n, 2, 2) matrices."""
+        return kernel_covariance(self.scienceMoments, self.referenceMoments)
+
+
+def _covariance(moments) -> np.ndarray:
+    """(n, 2, 2) covariance matrices from (n, 3) rows ``(Ixx, Iyy, Ixy)``."""
+    m = np.atleast_2d(np.asarray(moments, dtype=float))
+    out = np.empty((len(m), 2, 2))
+    out[:, 0, 0] = m[:, 0]
+    out[:, 1, 1] = m[:, 1]
+    out[:, 0, 1] = out[:, 1, 0] = m[:, 2]
+    return out
+
+
+def kernel_covariance(science_moments, reference_moments) -> np.ndarray:
+    """``C_ref - C_sci`` as (n, 2, 2) from (n, 3) arrays of ``(Ixx, Iyy, Ixy)``.
+
+    For Gaussian PSFs this is exactly the covariance of the matching kernel
+    (``sigma_k^2 = sigma_ref^2 - sigma_sci^2`` along every axis).
+    """
+    return _covariance(np.asarray(reference_moments, dtype=float) - np.asarray(science_moments, dtype=float))
+
+
+def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
+    """Realize both PSFs at every cell centre of ``cell_set`` and measure their second moments.
+
+    A cell where either model fails to evaluate is skipped (and listed in
+    ``failed``): the fit rejects that candidate with its own message.  The
+    reference is evaluated once when it is not spatially varying.
+
+    Raises
+    ------
+    PsfEvaluationError
+        If no cell could be evaluated.
+    """
+    centres = cell_set.cell_centers()
+    cells = cell_set.getCellList()
+    ref_const = not bool(getattr(reference_psf, "isSpatiallyVarying", lambda: True)())
+    ref_once = None
+    S, R, pos, idx, labels, failed = [], [], [], [], [], []
+    cache = {}
+    first_error = None
+    for i, p in enumerate(centres):
+        try:
+            s = science_psf.computeKernelImage(p)
+            if ref_const:
+                if ref_once is None:
+                    ref_once = reference_psf.computeKernelImage(p)
+                r = ref_once
+            else:
+                r = reference_psf.computeKernelImage(p)
+        except PsfEvaluationError as exc:
+            failed.append(f"{cells[i].getLabel()} at ({p.x:.1f}, {p.y:.1f}): {exc}")
+            first_error = first_error or exc
+            continue
+        cache[(float(p.x), float(p.y))] = s
+        S.append(s)
+        R.append(r)
+        pos.append((p.x, p.y))
+        idx.append(i)
+        labels.append(cells[i].getLabel())
+    if not S:
+        raise PsfEvaluationError(
+            f"neither PSF could be evaluated at any of the {len(centres)} cell centres; first failure: {first_error}")
+    ssize = max(max(s.shape) for s in S)
+    rsize = max(max(r.shape) for r in R)
+    P = max(ssize, rsize)
+    S = [s if s.shape == (P, P) else pad_or_crop(s, P, P) for s in S]
+    R = [r if r.shape == (P, P) else pad_or_crop(r, P, P) for r in R]
+    s_mom, s_ok = _moments(S)
+    r_mom, r_ok = _moments(R)
+    S_arr, R_arr = np.array(S), np.array(R)
+    constant = bool(np.all(S_arr == S_arr[0]) and np.all(R_arr == R_arr[0]))
+    return PsfSurvey(np.array(pos, dtype=float), idx, labels, S_arr, R_arr, s_mom, r_mom, s_ok & r_ok,
+                     int(ssize), int(rsize), constant, failed, cache)
+
+
+class SurveyCachedPsf(Psf):
+    """A science PSF that serves the survey's stamps at the cell centres instead of re-evaluating them.
+
+    The fit realizes the science PSF at the same cell centres as
+    :func:`survey_psfs`; for expensive models (PSFEx resampling) this halves
+    the PSF evaluation cost.  Every other position, and every other attribute,
+    goes to the wrapped model.
+    """
+
+    def __init__(self, psf, survey: PsfSurvey):
+        self._psf = psf
+        self._stamps = survey.scienceStamps
+        self.name = getattr(psf, "name", type(psf).__name__)
+
+    def computeKernelImage(self, position=None):
+        if position is not None:
+            x, y = as_point(position)
+            s = self._stamps.get((float(x), float(y)))
+            if s is not None:
+                return np.array(s, copy=True)
+        return self._psf.computeKernelImage(position)
+
+    def _kernel_image(self, x, y):
+        return self._psf.computeKernelImage(Point2D(x, y))
+
+    def computeImage(self, position=None):
+        return self._psf.computeImage(position)
+
+    def computeImageBBox(self, position=None):
+        return self._psf.computeImageBBox(position)
+
+    def computeBBox(self, position=None):
+        return self._psf.computeBBox(position)
+
+    def computeShape(self, position=None):
+        return self._psf.computeShape(position)
+
+    def getAveragePosition(self):
+        return self._psf.getAveragePosition()
+
+    def isSpatiallyVarying(self):
+        return self._psf.isSpatiallyVarying()
+
+    def resized(self, width, height):
+        return self._psf.resized(width, height)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._psf, name)
+
+    def __repr__(self):
+        return repr(self._psf)
+
+
+@dataclass
+class IllPosedReport:
+    """Where, along which axis and by how much the reference is narrower than the science PSF.
+
+    Attributes
+    ----------
+    deficit : ndarray (n,)
+        Per surveyed cell, ``sqrt(v^T C_sci v) - sqrt(v^T C_ref v)`` (pixels) along
+        the worst axis ``v``; negative values are margins (well-posed).
+    angle : ndarray (n,)
+        Angle of ``v`` in degrees from +x, counter-clockwise, in [0, 180).
+    scienceSigma, referenceSigma : ndarray (n,)
+        The two PSFs' sigmas along ``v`` (pixels).
+    deconvolutionSigma : ndarray (n,)
+        ``sqrt(max(0, -lambda_min))``: the width of the Gaussian one would have to
+        deconvolve by along ``v`` (0 where well-posed).
+    flagged : ndarray of bool (n,)
+        ``deficit > tolerance`` (and the moments converged).
+    tolerance : float
+    survey : PsfSurvey
+    """
+
+    deficit: np.ndarray
+    angle: np.ndarray
+    scienceSigma: np.ndarray
+    referenceSigma: np.ndarray
+    deconvolutionSigma: np.ndarray
+    flagged: np.ndarray
+    tolerance: float
+    survey: PsfSurvey
+
+    @property
+    def illPosed(self) -> bool:
+        return bool(np.any(self.flagged))
+
+    @property
+    def nFlagged(self) -> int:
+        return int(np.sum(self.flagged))
+
+    def worst(self) -> int:
+        """Index (into the survey) of the cell with the largest deficit."""
+        d = np.where(self.survey.ok, self.deficit, -np.inf)
+        return int(np.argmax(d))
+
+    def cell_entry(self, i) -> dict:
+        x, y = self.survey.positions[i]
+        return {"cell": self.survey.labels[i], "cellIndex": int(self.survey.cells[i]), "x": float(x), "y": float(y),
+                "axisAngleDeg": float(self.angle[i]), "scienceSigma": float(self.scienceSigma[i]),
+                "referenceSigma": float(self.referenceSigma[i]), "deficit": float(self.deficit[i]),
+                "deconvolutionSigma": float(self.deconvolutionSigma[i])}
+
+    def message(self, max_cells=8) -> str:
+        """A human-readable description naming the cells, the worst axis and the deficit, with the remedy."""
+        n_all = len(self.deficit)
+        if not self.illPosed:
+            i = self.worst()
+            return (f"well-posed: the reference PSF is at least as broad as the science PSF along every axis in all "
+                    f"{n_all} cells (smallest margin {max(0.0, -float(self.deficit[i])):.3g} px at "
+                    f"{self.survey.labels[i]})")
+        idx = np.flatnonzero(self.flagged)
+        idx = idx[np.argsort(-self.deficit[idx])]
+        w = idx[0]
+        x, y = self.survey.positions[w]
+        names = ", ".join(self.survey.labels[i] for i in idx[:max_cells])
+        if len(idx) > max_cells:
+            names += f", ... ({len(idx) - max_cells} more)"
+        return (f"ill-posed match: the reference PSF is narrower than the science PSF in {len(idx)} of {n_all} "
+                f"cells ({names}), so matching there is a deconvolution and the kernel will ring. Worst: "
+                f"{self.survey.labels[w]} at ({x:.1f}, {y:.1f}), along the axis at {self.angle[w]:.1f} deg from +x: "
+                f"science sigma {self.scienceSigma[w]:.3f} px vs reference sigma {self.referenceSigma[w]:.3f} px, "
+                f"a deficit of {self.deficit[w]:.3f} px (equivalent to deconvolving a Gaussian of sigma "
+                f"{self.deconvolutionSigma[w]:.3f} px; tolerance {self.tolerance:g} px). Remedy: use a reference "
+                f"PSF broader than sigma {self.scienceSigma[w]:.3f} px along that axis everywhere (e.g. a round "
+                f"Gaussian of sigma >= {self.max_science_sigma():.3f} px), or match the other exposure to this one")
+
+    def max_science_sigma(self) -> float:
+        """The largest science sigma along any axis over the field (major-axis sigma), pixels."""
+        m = self.survey.scienceMoments[self.survey.ok]
+        if len(m) == 0:
+            return float("nan")
+        tr = 0.5 * (m[:, 0] + m[:, 1])
+        dif = np.sqrt(0.25 * (m[:, 0] - m[:, 1]) ** 2 + m[:, 2] ** 2)
+        return float(np.sqrt(np.max(tr + dif)))
+
+    def to_metadata(self, max_cells=64) -> dict:
+        """JSON-serializable summary for ``metadata["qa"]["illPosed"]``."""
+        idx = np.flatnonzero(self.flagged)
+        idx = idx[np.argsort(-self.deficit[idx])]
+        w = self.worst()
+        out = {"flag": self.illPosed, "nCellsChecked": int(len(self.deficit)), "nCellsFlagged": int(len(idx)),
+               "tolerance": float(self.tolerance), "worst": self.cell_entry(w),
+               "cells": [self.cell_entry(i) for i in idx[:max_cells]]}
+        if len(idx) > max_cells:
+            out["cellsTruncated"] = int(len(idx) - max_cells)
+        return out
+
+
+def check_ill_posed(survey: PsfSurvey, tolerance=0.01) -> IllPosedReport:
+    """Compare the two PSFs' second moments per cell (see the module docstring).
+
+    Parameters
+    ----------
+    survey : PsfSurvey
+    tolerance : float
+        Deficit (pixels) above which a cell is flagged.
+
+    Returns
+    -------
+    IllPosedReport
+    """
+    cs = _covariance(survey.scienceMoments)
+    cr = _covariance(survey.referenceMoments)
+    D = cr - cs
+    w, V = np.linalg.eigh(D)
+    v = V[:, :, 0]  # eigenvector of the smallest eigenvalue
+    lam = w[:, 0]
+    s_sci = np.sqrt(np.clip(np.einsum("ni,nij,nj->n", v, cs, v), 0, None))
+    s_ref = np.sqrt(np.clip(np.einsum("ni,nij,nj->n", v, cr, v), 0, None))
+    deficit = s_sci - s_ref
+    angle = np.degrees(np.arctan2(v[:, 1], v[:, 0])) % 180.0
+    angle = np.where(np.isclose(angle, 180.0), 0.0, angle)
+    flagged = survey.ok & (deficit > tolerance)
+    return IllPosedReport(deficit, angle, s_sci, s_ref, np.sqrt(np.clip(-lam, 0, None)), flagged, float(tolerance),
+                          survey)
+
+
+def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> None:
+    """Raise :class:`IllPosedMatchError` (``strict``) or warn :class:`IllPosedMatchWarning` when ill-posed."""
+    if not report.illPosed:
+        return
+    msg = report.message()
+    if strict:
+        raise IllPosedMatchError(msg + " (strict=True: nothing was convolved)")
+    log.warning(msg)
+    warnings.warn(msg, IllPosedMatchWarning, stacklevel=stacklevel)
+
+
+def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: float, stacklevel=3) -> list:
+    """Warn (:class:`KernelQualityWarning`) when the worst QA numbers exceed the thresholds.
+
+    Parameters
+    ----------
+    qa : dict
+        ``metadata["qa"]`` with the ``"candidates"`` and ``"between"`` summaries of
+        :func:`psfmatch.qa.summarize`.
+    max_residual, max_negative_fraction : float
+        ``qaMaxResidual`` and ``qaMaxKernelNegativeFraction``.
+
+    Returns
+    -------
+    list of str
+        The flags raised (:data:`FLAG_RESIDUAL`, :data:`FLAG_NEGATIVE`).
+    """
+    flags = []
+
+    def worst(name):
+        vals = [qa.get(w, {}).get(name) for w in ("candidates", "between")]
+        vals = [v for v in vals if v is not None and math.isfinite(v)]
+        return max(vals) if vals else None
+
+    res = worst("residualMaxWorst")
+    if res is not None and res > max_residual:
+        flags.append(FLAG_RESIDUAL)
+        msg = (f"matched-PSF residual max|S*K - R|/max(R) reaches {res:.3g}, above qaMaxResidual={max_residual:g}: "
+               "the matched PSF differs from the reference. Remedy: a larger kernelSize, autoKernel=True, a "
+               "higher spatialKernelOrder or smaller cells, or a reference closer to the science PSF")
+        log.warning(msg)
+        warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
+    neg = worst("kernelNegativeFractionWorst")
+    if neg is not None and neg > max_negative_fraction:
+        flags.append(FLAG_NEGATIVE)
+        msg = (f"kernel negative flux fraction sum|min(K,0)|/sum|K| reaches {neg:.3g}, above "
+               f"qaMaxKernelNegativeFraction={max_negative_fraction:g}: the kernel oscillates (ringing, amplified "
+               "noise). Remedy: a broader reference PSF, wider Alard-Lupton widths, stronger delta-function "
+               "regularization, or autoKernel=True")
+        log.warning(msg)
+        warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
+    return flags

@@ -1,0 +1,250 @@
+"""The automatic kernel choice (``config.autoKernel``; psfmatch.autokernel)."""
+
+import json
+import math
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+
+from psfmatch import Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.autokernel import alard_lupton_widths, kernel_size_ladder
+from psfmatch.demo import demo_psf, demo_reference_psf
+from psfmatch.errors import KernelTooBigError
+from psfmatch.psf import GaussianPsf, ImagePsf, MoffatPsf
+from psfmatch.psf.analytic import elliptical_gaussian
+
+BBOX = Box2I((0, 0), (256, 256))
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def auto_config(**kw):
+    config = ModelPsfMatchConfig()
+    config.autoKernel = True
+    config.autoKernelMaxDFSize = 21  # keeps the delta-function trials quick; the benchmark uses the default
+    for k, v in kw.items():
+        setattr(config, k, v)
+    return config
+
+
+def fit(config, sci, ref, bbox=BBOX):
+    return ModelPsfMatchTask(config=config).fitKernel(sci, ref, bbox)
+
+
+def worst(md):
+    q = md["qa"]
+    return max(q["candidates"]["residualMaxWorst"], q["between"].get("residualMaxWorst", 0.0))
+
+
+def elliptical_psf(sig_minor, sig_major, theta_deg, size=31):
+    t = np.radians(theta_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    cov = rot @ np.diag([sig_major ** 2, sig_minor ** 2]) @ rot.T
+    return ImagePsf(elliptical_gaussian(size, size, cov[0, 0], cov[1, 1], cov[0, 1]))
+
+
+@pytest.fixture(scope="module")
+def gauss_fit():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fit(auto_config(), GaussianPsf(31, 31, 1.5), GaussianPsf(31, 31, 2.5))
+
+
+# --- physics of the choice -------------------------------------------------------------------------
+
+
+def test_gaussian_widths_follow_the_gaussian_identity(gauss_fit):
+    md = gauss_fit.metadata["autoKernel"]
+    # sigma_k^2 = sigma_ref^2 - sigma_sci^2 = 2.5^2 - 1.5^2 = 2^2
+    assert md["kernelSigma"] == pytest.approx(math.sqrt(2.5 ** 2 - 1.5 ** 2), abs=1e-4)
+    for t in md["trials"]:
+        if t["family"] == "AL" and t["label"] == "moments":
+            assert t["sigmas"][0] ** 2 == pytest.approx(2.5 ** 2 - 1.5 ** 2, rel=1e-4)
+            assert t["sigmas"][1] == pytest.approx(t["sigmas"][0] / 2) and t["sigmas"][2] == pytest.approx(
+                2 * t["sigmas"][0])
+
+
+def test_gaussian_to_gaussian_below_1e_4_and_better_than_lsst(gauss_fit):
+    assert worst(gauss_fit.metadata) < 1e-4
+    lsst = fit(auto_config(autoKernel=False), GaussianPsf(31, 31, 1.5), GaussianPsf(31, 31, 2.5))
+    assert worst(gauss_fit.metadata) < 0.01 * worst(lsst.metadata)
+    # the exact kernel is a Gaussian of sigma 2: the fitted one is too
+    k = gauss_fit.kernel.computeImage((128, 128))
+    h = k.shape[0] // 2
+    v, u = np.mgrid[-h:h + 1, -h:h + 1]
+    g = np.exp(-(u * u + v * v) / (2 * 4.0))
+    np.testing.assert_allclose(k, g / g.sum(), atol=2e-6)
+
+
+def test_elliptical_kernel_width_is_the_determinant_radius():
+    sci = elliptical_psf(1.6, 2.1, 30.0)
+    f = fit(auto_config(), sci, GaussianPsf(31, 31, 3.0))
+    md = f.metadata["autoKernel"]
+    expected = ((9.0 - 1.6 ** 2) * (9.0 - 2.1 ** 2)) ** 0.25
+    assert md["kernelSigma"] == pytest.approx(expected, rel=1e-4)
+    assert worst(f.metadata) < 1e-4
+    # LSST's default basis is rejected as noisy: a checkered kernel, > 4 x the noise of the Gaussian kernel
+    cfg_trial = [t for t in md["trials"] if t["label"] == "config"][0]
+    assert not cfg_trial["admissible"] and cfg_trial["noiseRatio"] > 4
+    assert f.metadata["qa"]["candidates"]["kernelNegativeFractionWorst"] < 0.05
+
+
+def test_spatially_varying_field_below_1e_4():
+    # 8 x 8 cells of 128 px: enough candidates for the spatial orders the field needs
+    bbox = Box2I((0, 0), (1024, 1024))
+    sci, ref = demo_psf(bbox), demo_reference_psf()
+    auto = fit(auto_config(autoKernelMaxSpatialOrder=4), sci, ref, bbox)
+    lsst = fit(auto_config(autoKernel=False), sci, ref, bbox)
+    assert worst(auto.metadata) < 1e-4 < worst(lsst.metadata)
+    md = auto.metadata["autoKernel"]
+    # the spatial order was chosen on held-out positions: each step up had to pay for itself
+    orders = {t["spatialOrder"]: t["score"] for t in md["orderTrials"]}
+    chosen = auto.metadata["spatialKernelOrder"]
+    assert chosen > 2 and orders[chosen] * 1.1 < orders[2]
+    assert md["nHeldOut"] > 0 and not md["constantMatch"]
+
+
+def test_default_keeps_lsst_spatial_order_and_is_no_worse():
+    # raising the order is the user's call (it multiplies the convolution time); by default the automatic
+    # mode keeps order 2 on a varying field and must not be worse than LSST's configuration there
+    bbox = Box2I((0, 0), (1024, 1024))
+    sci, ref = demo_psf(bbox), demo_reference_psf()
+    auto = fit(auto_config(), sci, ref, bbox)
+    lsst = fit(auto_config(autoKernel=False), sci, ref, bbox)
+    assert auto.metadata["spatialKernelOrder"] == 2
+    assert "orderTrials" not in auto.metadata["autoKernel"]
+    assert worst(auto.metadata) <= 1.1 * worst(lsst.metadata)
+
+
+# --- the selection rule and its evidence -----------------------------------------------------------
+
+
+def test_evidence_is_recorded_and_the_rule_holds(gauss_fit):
+    md = gauss_fit.metadata
+    json.dumps(md, allow_nan=False)
+    a = md["autoKernel"]
+    assert md["autoKernelUsed"] is True
+    trials = a["trials"]
+    assert any(t["label"] == "config" for t in trials)
+    labels = {t["family"] for t in trials}
+    assert labels == {"AL", "DF"}
+    chosen = a["chosen"]
+    assert chosen["admissible"]
+    ok = [t for t in trials if t["admissible"] and t["score"] is not None]
+    best = min(t["score"] for t in ok)
+    assert chosen["score"] <= max(best * 1.1, 1e-6)
+    # nothing simpler was good enough
+    key = (chosen["spatialOrder"], chosen["kernelSize"])
+    for t in ok:
+        if (t["spatialOrder"], t["kernelSize"]) < key:
+            assert t["score"] > max(best * 1.1, 1e-6)
+    # the fit used the choice
+    assert md["kernelSize"] == chosen["kernelSize"]
+
+
+def test_prefers_the_smaller_kernel_when_the_gain_is_negligible():
+    sci, ref = GaussianPsf(31, 31, 1.5), GaussianPsf(31, 31, 2.5)
+    config = auto_config(autoKernelResidualFloor=1e-2)
+    config.kernel.name = "AL"  # explicit: no delta-function trials (quicker)
+    f = fit(config, sci, ref)
+    md = f.metadata["autoKernel"]
+    assert md["chosen"]["kernelSize"] == min(md["sizes"])
+    assert f.metadata["kernelSize"] == min(md["sizes"])
+
+
+def test_moffat_chooses_a_larger_kernel_and_beats_lsst():
+    sci, ref = MoffatPsf(41, 41, 3.5, 3.5), MoffatPsf(41, 41, 5.0, 2.5)
+    auto = fit(auto_config(autoKernelMaxDFSize=27), sci, ref)
+    lsst = fit(auto_config(autoKernel=False), sci, ref)
+    assert auto.metadata["kernelSize"] > 21
+    assert worst(auto.metadata) < 0.2 * worst(lsst.metadata)
+
+
+# --- explicit choices are honoured -------------------------------------------------------------------
+
+
+def test_explicit_kernel_size_and_order_are_honoured():
+    config = auto_config()
+    config.kernel.active.kernelSize = 21  # explicit, even though it equals the default
+    config.kernel.active.spatialKernelOrder = 1
+    bbox = Box2I((0, 0), (512, 512))
+    f = fit(config, demo_psf(bbox), demo_reference_psf(), bbox)
+    assert f.metadata["kernelSize"] == 21 and f.metadata["spatialKernelOrder"] == 1
+    md = f.metadata["autoKernel"]
+    assert md["sizes"] == [21] and {t["spatialOrder"] for t in md["trials"]} == {1}
+    assert md["free"]["kernelSize"] is False and md["free"]["spatialKernelOrder"] is False
+
+
+def test_explicit_widths_keep_alard_lupton():
+    config = auto_config()
+    config.kernel.active.alardSigGauss = [1.0, 2.0, 4.5]
+    f = fit(config, GaussianPsf(31, 31, 1.5), GaussianPsf(31, 31, 2.5))
+    assert f.metadata["kernelBasisSet"] == "alard-lupton"
+    assert f.metadata["ALBasisSigGauss"] == [1.0, 2.0, 4.5]
+    assert {t["family"] for t in f.metadata["autoKernel"]["trials"]} == {"AL"}
+
+
+def test_explicit_delta_function_basis():
+    config = auto_config(autoKernelMaxSize=21)
+    config.kernel.name = "DF"
+    f = fit(config, GaussianPsf(31, 31, 1.5), GaussianPsf(31, 31, 2.5))
+    assert f.metadata["kernelBasisSet"] == "delta-function"
+    assert {t["family"] for t in f.metadata["autoKernel"]["trials"]} == {"DF"}
+    assert worst(f.metadata) < 1e-4
+
+
+def test_explicit_choices_survive_copy_and_pickle():
+    config = auto_config()
+    config.kernel.active.spatialKernelOrder = 2
+    for c in (config.copy(), pickle.loads(pickle.dumps(config))):
+        assert c.kernel.active.isExplicit("spatialKernelOrder")
+        assert not c.kernel.active.isExplicit("kernelSize")
+        assert c.isExplicit("autoKernel")
+
+
+def test_explicit_kernel_too_big_still_raises():
+    config = auto_config(doAutoPadPsf=False)
+    config.kernel.active.kernelSize = 31
+    with pytest.raises(KernelTooBigError, match=r"Kernel size \(31\) too big to match Psfs of size 31"):
+        fit(config, GaussianPsf(31, 31, 1.5), GaussianPsf(31, 31, 2.5))
+
+
+def test_auto_off_is_lsst():
+    f = fit(auto_config(autoKernel=False), GaussianPsf(31, 31, 1.5), GaussianPsf(31, 31, 2.5))
+    md = f.metadata
+    assert md["autoKernelUsed"] is False and "autoKernel" not in md
+    assert md["kernelSize"] == 21 and md["ALBasisSigGauss"] == [0.7, 1.5, 3.0]
+
+
+# --- end to end and building blocks ---------------------------------------------------------------------
+
+
+def test_run_end_to_end():
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=GaussianPsf(25, 25, 1.7))
+    exposure.image[128, 128] = 1000.0
+    result = ModelPsfMatchTask(config=auto_config()).run(exposure, GaussianPsf(31, 31, 2.5))
+    k = result.psfMatchingKernel
+    assert k.getSum((10, 10)) == pytest.approx(1.0, abs=1e-7)
+    assert float(np.nansum(result.psfMatchedExposure.image)) == pytest.approx(1000.0, rel=1e-5)
+    assert result.metadata["autoKernelUsed"]
+
+
+def test_kernel_size_ladder():
+    assert kernel_size_ladder(2.0, 31) == [13, 19, 27, 31]
+    assert kernel_size_ladder(2.0, 21) == [13, 21]
+    assert all(k % 2 == 1 for k in kernel_size_ladder(1.37, 41))
+    assert kernel_size_ladder(5.0, 21) == [21]
+
+
+def test_alard_lupton_widths():
+    sig, deg = alard_lupton_widths(2.0)
+    assert sig == (2.0, 1.0, 4.0) and deg == (4, 2, 2)
+    sig, deg = alard_lupton_widths(0.1, rich=True)  # floored: a near-delta kernel
+    assert sig[0] == 0.5 and sig[1] == 0.35 and deg == (6, 4, 2)

@@ -1,0 +1,188 @@
+"""Ill-posed (deconvolving) matches and the kernel-quality thresholds (psfmatch.diagnostics)."""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from psfmatch import Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.cells import SpatialCellSet
+from psfmatch.diagnostics import (FLAG_ILL_POSED, FLAG_NEGATIVE, FLAG_RESIDUAL, check_ill_posed, kernel_covariance,
+                                  survey_psfs)
+from psfmatch.errors import (IllPosedMatchError, IllPosedMatchWarning, KernelQualityWarning, PsfMatchError)
+from psfmatch.psf import GaussianPsf, ImagePsf, VariableGaussianPsf
+from psfmatch.psf.analytic import elliptical_gaussian
+
+BBOX = Box2I((0, 0), (256, 256))
+
+
+def lsst_config(**kw):
+    """LSST's behaviour (no automatic choice), small and quick."""
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialKernelOrder = 0
+    for k, v in kw.items():
+        setattr(config, k, v)
+    return config
+
+
+def elliptical_psf(sig_minor, sig_major, theta_deg, size=31):
+    """A point-sampled elliptical Gaussian whose major axis lies at ``theta_deg`` from +x."""
+    t = np.radians(theta_deg)
+    rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    cov = rot @ np.diag([sig_major ** 2, sig_minor ** 2]) @ rot.T
+    return ImagePsf(elliptical_gaussian(size, size, cov[0, 0], cov[1, 1], cov[0, 1]))
+
+
+def fit_warnings(config, sci, ref, bbox=BBOX):
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        fit = ModelPsfMatchTask(config=config).fitKernel(sci, ref, bbox)
+    return fit, rec
+
+
+# --- the second-moment test itself --------------------------------------------------------------
+
+
+def test_round_gaussians_deficit_is_the_sigma_difference():
+    survey = survey_psfs(GaussianPsf(31, 31, 2.0), GaussianPsf(31, 31, 1.6), SpatialCellSet(BBOX, 128, 128))
+    rep = check_ill_posed(survey, tolerance=0.01)
+    assert rep.illPosed and rep.nFlagged == 4
+    np.testing.assert_allclose(rep.deficit, 0.4, atol=1e-6)
+    np.testing.assert_allclose(rep.scienceSigma, 2.0, atol=1e-6)
+    np.testing.assert_allclose(rep.referenceSigma, 1.6, atol=1e-6)
+    # the Gaussian one would have to deconvolve by: sqrt(2.0^2 - 1.6^2) = 1.2
+    np.testing.assert_allclose(rep.deconvolutionSigma, 1.2, atol=1e-6)
+
+
+def test_elliptical_worst_axis_and_deficit():
+    # science 1.6 x 2.1 px with its major axis at 30 deg; reference round 1.9 px: deconvolution along 30 deg only
+    sci = elliptical_psf(1.6, 2.1, 30.0)
+    survey = survey_psfs(sci, GaussianPsf(31, 31, 1.9), SpatialCellSet(BBOX, 256, 256))
+    rep = check_ill_posed(survey)
+    assert rep.illPosed
+    assert rep.angle[0] == pytest.approx(30.0, abs=1e-4)
+    assert rep.deficit[0] == pytest.approx(0.2, abs=1e-6)
+    assert rep.deconvolutionSigma[0] == pytest.approx(np.sqrt(2.1 ** 2 - 1.9 ** 2), abs=1e-6)
+    # a round reference of 2.2 px is broader along every axis: margin 0.1 px along the major axis
+    rep2 = check_ill_posed(survey_psfs(sci, GaussianPsf(31, 31, 2.2), SpatialCellSet(BBOX, 256, 256)))
+    assert not rep2.illPosed and rep2.deficit[0] == pytest.approx(-0.1, abs=1e-6)
+
+
+def test_kernel_covariance_is_the_gaussian_identity():
+    # sigma_k^2 = sigma_ref^2 - sigma_sci^2 along each axis
+    c = kernel_covariance([[4.0, 2.25, 0.3]], [[9.0, 9.0, 0.0]])
+    np.testing.assert_allclose(c[0], [[5.0, -0.3], [-0.3, 6.75]])
+
+
+def test_identity_match_is_not_ill_posed():
+    psf = elliptical_psf(1.6, 2.1, 30.0)
+    rep = check_ill_posed(survey_psfs(psf, psf, SpatialCellSet(BBOX, 128, 128)))
+    assert not rep.illPosed
+    assert np.all(np.abs(rep.deficit) < 1e-6)
+
+
+# --- in the task: warning by default, error when strict ------------------------------------------
+
+
+def test_warning_names_cells_axis_and_deficit():
+    sci = elliptical_psf(1.6, 2.1, 30.0)
+    with pytest.warns(IllPosedMatchWarning, match=r"4 of 4 cells \(Cell 0x0, Cell 1x0, Cell 0x1, Cell 1x1\).*"
+                                                  r"axis at 30\.0 deg.*science sigma 2\.100 px vs reference sigma "
+                                                  r"1\.900 px, a deficit of 0\.200 px"):
+        fit = ModelPsfMatchTask(config=lsst_config()).fitKernel(sci, GaussianPsf(31, 31, 1.9), BBOX)
+    qa = fit.metadata["qa"]
+    assert FLAG_ILL_POSED in qa["flags"]
+    ip = qa["illPosed"]
+    assert ip["flag"] and ip["nCellsFlagged"] == 4 and ip["nCellsChecked"] == 4
+    assert ip["worst"]["deficit"] == pytest.approx(0.2, abs=1e-6)
+    assert ip["worst"]["axisAngleDeg"] == pytest.approx(30.0, abs=1e-4)
+    assert {c["cell"] for c in ip["cells"]} == {"Cell 0x0", "Cell 1x0", "Cell 0x1", "Cell 1x1"}
+    for cand in fit.cellSet.candidates():
+        assert cand.qa["illPosedDeficit"] == pytest.approx(0.2, abs=1e-6)
+    assert any("ill-posed match" in n for n in fit.metadata["notes"])
+    json.dumps(fit.metadata, allow_nan=False)
+
+
+def test_strict_raises_before_anything_is_fitted_or_convolved(monkeypatch):
+    import psfmatch.solve
+    import psfmatch.task
+
+    def forbidden(*a, **k):
+        raise AssertionError("nothing may be fitted or convolved in strict mode")
+
+    monkeypatch.setattr(psfmatch.task, "convolve_masked_image", forbidden)
+    monkeypatch.setattr(psfmatch.solve.GramBuilder, "build", forbidden)
+    config = lsst_config(strict=True)
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=GaussianPsf(31, 31, 2.0))
+    with pytest.raises(IllPosedMatchError, match=r"narrower than the science PSF in 4 of 4 cells.*Cell 0x0 at "
+                                                 r"\([\d.]+, [\d.]+\).*deficit of 0\.400 px.*strict=True"):
+        ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 1.6))
+    assert issubclass(IllPosedMatchError, ValueError) and issubclass(IllPosedMatchError, PsfMatchError)
+
+
+def test_strict_with_auto_kernel_raises_too():
+    config = lsst_config(strict=True)
+    config.autoKernel = True
+    with pytest.raises(IllPosedMatchError, match="deficit of 0.400 px"):
+        ModelPsfMatchTask(config=config).fitKernel(GaussianPsf(31, 31, 2.0), GaussianPsf(31, 31, 1.6), BBOX)
+
+
+def test_only_the_deconvolving_cells_are_named():
+    # science sigma grows from 1.7 (left) to 2.3 px (right) across a 512 px field; reference 2.0 px:
+    # the right-hand half deconvolves
+    bbox = Box2I((0, 0), (512, 128))
+    sci = VariableGaussianPsf(25, 25, bbox, sigma=[2.0, 0.3, 0.0])
+    config = lsst_config()
+    with pytest.warns(IllPosedMatchWarning) as rec:
+        fit = ModelPsfMatchTask(config=config).fitKernel(sci, GaussianPsf(31, 31, 2.0), bbox)
+    msg = str([w.message for w in rec if issubclass(w.category, IllPosedMatchWarning)][0])
+    flagged = {c["cell"] for c in fit.metadata["qa"]["illPosed"]["cells"]}
+    expected = set()
+    for cand in fit.cellSet.candidates():
+        s = sci.parameters((cand.x, cand.y))[0]
+        if s - 2.0 > 0.01:
+            expected.add(f"Cell {int(cand.x // 128)}x0")
+    assert flagged == expected == {"Cell 2x0", "Cell 3x0"}
+    assert "2 of 4 cells (Cell 3x0, Cell 2x0)" in msg
+    assert "Cell 0x0" not in msg
+
+
+def test_well_posed_match_is_silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IllPosedMatchWarning)
+        warnings.simplefilter("error", KernelQualityWarning)
+        fit = ModelPsfMatchTask(config=lsst_config()).fitKernel(GaussianPsf(31, 31, 1.8), GaussianPsf(31, 31, 2.6),
+                                                                  BBOX)
+    qa = fit.metadata["qa"]
+    assert qa["flags"] == [] and qa["illPosed"]["flag"] is False
+    assert qa["illPosed"]["worst"]["deficit"] == pytest.approx(-0.8, abs=1e-6)
+
+
+# --- kernel quality thresholds -------------------------------------------------------------------
+
+
+def test_negative_fraction_threshold():
+    # LSST's default basis on an elliptical -> round match gives a checkered kernel (negative fraction ~0.3)
+    sci, ref = elliptical_psf(1.6, 2.1, 30.0), GaussianPsf(31, 31, 3.0)
+    fit, rec = fit_warnings(lsst_config(qaMaxKernelNegativeFraction=0.2), sci, ref)
+    neg = fit.metadata["qa"]["candidates"]["kernelNegativeFractionWorst"]
+    assert neg > 0.2
+    msgs = [str(w.message) for w in rec if issubclass(w.category, KernelQualityWarning)]
+    assert any(f"negative flux fraction sum|min(K,0)|/sum|K| reaches {neg:.3g}" in m and
+               "qaMaxKernelNegativeFraction=0.2" in m for m in msgs)
+    assert FLAG_NEGATIVE in fit.metadata["qa"]["flags"]
+    fit, rec = fit_warnings(lsst_config(qaMaxKernelNegativeFraction=0.9), sci, ref)
+    assert not [w for w in rec if issubclass(w.category, KernelQualityWarning)]
+    assert FLAG_NEGATIVE not in fit.metadata["qa"]["flags"]
+
+
+def test_residual_threshold():
+    sci, ref = GaussianPsf(31, 31, 1.8), GaussianPsf(31, 31, 2.6)
+    fit, rec = fit_warnings(lsst_config(qaMaxResidual=1e-9), sci, ref)
+    res = max(fit.metadata["qa"]["candidates"]["residualMaxWorst"], fit.metadata["qa"]["between"]["residualMaxWorst"])
+    msgs = [str(w.message) for w in rec if issubclass(w.category, KernelQualityWarning)]
+    assert any(f"reaches {res:.3g}, above qaMaxResidual=1e-09" in m for m in msgs)
+    assert fit.metadata["qa"]["flags"] == [FLAG_RESIDUAL]
+    assert fit.metadata["qa"]["thresholds"]["qaMaxResidual"] == 1e-9
