@@ -1,56 +1,710 @@
-"""The ``psfmatch`` command line: a thin shell over the library."""
+"""The ``psfmatch`` command line: a thin shell over the library.
+
+Subcommands::
+
+    psfmatch run EXPOSURE.fits --reference-psf SPEC -o OUT.fits [--kernel-out K.fits]
+                 [--qa-plot QA.png] [--qa-json QA.json] [-c key=value ...] [-C overrides.py]
+                 [--psf SPEC] [--kernel-sum S] [--overwrite] [--debug] [--debug-dir DIR]
+    psfmatch demo [--outdir DIR] [--size N] [--seed S] [-c ...] [-C ...] [--debug]
+    psfmatch config [-c ...] [-C ...] [--all]
+    psfmatch inspect-psf FILE|SPEC [--at X,Y] [--plot FIG.png] [--json]
+    psfmatch batch ...   (many exposures on Dask: see :mod:`psfmatch.batch_cli`)
+
+Exit status: 0 on success, 1 on a failure (one line on standard error; the
+traceback too with ``-v``), 2 on a usage error.  Outputs are written
+atomically and only when the whole command succeeded.  A PSF SPEC is one of::
+
+    gaussian:sigma=2.6          gaussian:fwhm=6.1
+    doublegaussian:sigma1=2.0,sigma2=4.5,b=0.1
+    moffat:fwhm=5.0,beta=3.5
+    psfex:FILE  image:FILE  piff:FILE  psfmatch:FILE  or a FILE whose format is recognized
+
+(``size=N`` sets the stamp width of an analytic model; the task resizes the
+reference to the science stamp anyway).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import math
+import os
 import sys
+import textwrap
+import traceback
+import warnings
 
-__all__ = ["main"]
+__all__ = ["main", "parse_psf_spec", "PSF_SPEC_HELP"]
+
+log = logging.getLogger("psfmatch.cli")
+
+PSF_SPEC_HELP = ("gaussian:sigma=S | gaussian:fwhm=F | doublegaussian:sigma1=S1,sigma2=S2,b=B | "
+                 "moffat:fwhm=F,beta=B (each optionally ,size=N odd) | psfex:FILE | image:FILE | piff:FILE | "
+                 "psfmatch:FILE | FILE")
+
+_FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
+_ANALYTIC = {
+    "gaussian": ({"sigma", "fwhm", "size"}, "gaussian:sigma=2.6 or gaussian:fwhm=6.1"),
+    "doublegaussian": ({"sigma1", "sigma2", "b", "fwhm1", "size"}, "doublegaussian:sigma1=2.0,sigma2=4.5,b=0.1"),
+    "moffat": ({"fwhm", "beta", "size"}, "moffat:fwhm=5.0,beta=3.5"),
+}
+_ALIASES = {"gauss": "gaussian", "double-gaussian": "doublegaussian", "doublegauss": "doublegaussian",
+            "dgauss": "doublegaussian"}
+_FILE_KINDS = ("psfex", "image", "piff", "psfmatch", "file")
+
+
+# ---------------------------------------------------------------------------
+# PSF specifications
+
+
+def _odd_size(value, minimum):
+    n = max(int(math.ceil(value)), minimum)
+    return n if n % 2 == 1 else n + 1
+
+
+def _spec_error(spec, why):
+    from .errors import InvalidInputError
+
+    return InvalidInputError(f"reference PSF {spec!r}: {why}; expected {PSF_SPEC_HELP}")
+
+
+def _parse_params(spec, kind, text):
+    allowed, example = _ANALYTIC[kind]
+    params = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        if "=" not in item:
+            raise _spec_error(spec, f"{item!r} is not key=value (e.g. {example})")
+        key, value = (s.strip() for s in item.split("=", 1))
+        key = key.lower()
+        if key not in allowed:
+            raise _spec_error(spec, f"{kind} takes {', '.join(sorted(allowed))}, not {key!r}")
+        if key in params:
+            raise _spec_error(spec, f"{key!r} is given twice")
+        try:
+            v = float(value)
+        except ValueError:
+            raise _spec_error(spec, f"{key}={value!r} is not a number") from None
+        if not (math.isfinite(v) and v > 0) and key != "b":
+            raise _spec_error(spec, f"{key} must be positive; got {value}")
+        params[key] = v
+    if "size" in params:
+        s = params["size"]
+        if s != int(s) or int(s) % 2 == 0 or s < 3:
+            raise _spec_error(spec, f"size must be an odd integer >= 3; got {params['size']:g}")
+        params["size"] = int(s)
+    return params
+
+
+def parse_psf_spec(spec, *, read_files=True):
+    """Build a PSF model from a command-line specification.
+
+    Parameters
+    ----------
+    spec : str
+        ``gaussian:sigma=2.6``, ``gaussian:fwhm=6.1``,
+        ``doublegaussian:sigma1=2,sigma2=4.5,b=0.1`` (``fwhm1`` instead of ``sigma1``;
+        ``sigma2`` defaults to ``2 sigma1``, ``b`` (peak ratio) to 0),
+        ``moffat:fwhm=5,beta=3.5``, each with an optional odd ``size=N`` (stamp
+        width; default about +-4 sigma, or +-4 FWHM for a Moffat); ``psfex:FILE``,
+        ``image:FILE``, ``piff:FILE``, ``psfmatch:FILE``, or a ``FILE`` whose format
+        :func:`psfmatch.psf.read_psf` recognizes.
+    read_files : bool
+        If False, only the syntax is checked and ``None`` is returned for a
+        file (used to validate arguments before any work).
+
+    Returns
+    -------
+    PSF model or None
+
+    Raises
+    ------
+    InvalidInputError
+        For an unknown kind or a malformed, missing or out-of-range parameter.
+    FileNotFoundError
+        For a file that does not exist.
+    UnsupportedFormatError
+        For a file that no PSF reader recognizes.
+
+    Examples
+    --------
+    >>> parse_psf_spec("gaussian:sigma=2.6")
+    GaussianPsf(23, 23, sigma=2.6)
+    >>> parse_psf_spec("moffat:fwhm=5,beta=3.5,size=41")
+    MoffatPsf(41, 41, fwhm=5.0, beta=3.5)
+    """
+    from .psf import DoubleGaussianPsf, GaussianPsf, MoffatPsf
+
+    text = str(spec).strip()
+    if not text:
+        raise _spec_error(spec, "it is empty")
+    kind, sep, rest = text.partition(":")
+    kind_l = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
+    if sep and kind_l in _ANALYTIC:
+        p = _parse_params(spec, kind_l, rest)
+        if kind_l == "gaussian":
+            if ("sigma" in p) == ("fwhm" in p):
+                raise _spec_error(spec, "give exactly one of sigma and fwhm")
+            sigma = p["sigma"] if "sigma" in p else p["fwhm"] / _FWHM_PER_SIGMA
+            size = p.get("size") or _odd_size(8 * sigma + 1, 11)
+            return GaussianPsf(size, size, sigma)
+        if kind_l == "doublegaussian":
+            if ("sigma1" in p) == ("fwhm1" in p):
+                raise _spec_error(spec, "give exactly one of sigma1 and fwhm1")
+            s1 = p["sigma1"] if "sigma1" in p else p["fwhm1"] / _FWHM_PER_SIGMA
+            s2 = p.get("sigma2", 2 * s1)
+            b = p.get("b", 0.0)
+            if b < 0:
+                raise _spec_error(spec, f"b (peak ratio of the wing to the core) must be >= 0; got {b:g}")
+            size = p.get("size") or _odd_size(8 * (max(s1, s2) if b > 0 else s1) + 1, 11)
+            return DoubleGaussianPsf(size, size, s1, s2, b)
+        missing = {"fwhm", "beta"} - set(p)
+        if missing:
+            raise _spec_error(spec, f"moffat needs {' and '.join(sorted(missing))}")
+        if p["beta"] <= 1:
+            raise _spec_error(spec, f"moffat beta must be > 1; got {p['beta']:g}")
+        size = p.get("size") or _odd_size(8 * p["fwhm"] + 1, 11)
+        return MoffatPsf(size, size, p["fwhm"], p["beta"])
+    if sep and kind_l in _FILE_KINDS:
+        if not rest:
+            raise _spec_error(spec, f"{kind_l}: needs a file name")
+        path, fmt = rest, (None if kind_l == "file" else kind_l)
+    elif os.path.exists(text):
+        path, fmt = text, None
+    elif sep and kind.strip().replace("-", "").isalnum() and len(kind.strip()) > 1:
+        raise _spec_error(spec, f"unknown kind {kind.strip()!r}, and no file of that name")
+    else:
+        path, fmt = text, None
+    if not read_files:
+        return None
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"reference PSF file {path!r} does not exist (and {text!r} is not an analytic "
+                                f"model: {PSF_SPEC_HELP})")
+    from .psf import read_psf
+
+    return read_psf(path, format=fmt)
+
+
+def _spec_arg(text):
+    """argparse type: validate a PSF SPEC early (usage error, exit 2), keep the text."""
+    from .errors import PsfMatchError
+
+    try:
+        parse_psf_spec(text, read_files=False)
+    except PsfMatchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _position_arg(text):
+    try:
+        x, y = (float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected X,Y (two numbers separated by a comma); got {text!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise argparse.ArgumentTypeError(f"position must be finite; got {text!r}")
+    return (x, y)
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be positive and finite; got {text!r}")
+    return v
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+
+def _build_config(args):
+    from .config import ModelPsfMatchConfig, apply_overrides, load_overrides
+
+    config = ModelPsfMatchConfig()
+    for path in getattr(args, "config_file", None) or []:
+        load_overrides(config, path)
+    apply_overrides(config, getattr(args, "config", None) or [])
+    config.validate()
+    return config
+
+
+def format_config(config, *, all_choices=False, width=100) -> str:
+    """The configuration as a Python override file, each field preceded by its doc as a comment.
+
+    Values set explicitly (or different from the defaults) are assignments;
+    the others are shown commented out (``#  config.x = default``), so that the
+    text, loaded back with ``psfmatch ... -C FILE.py``, gives the same
+    configuration *and* the same explicit choices (which ``autoKernel`` honours).
+    """
+    from . import __version__
+    from .config import ConfigChoiceField, iter_fields
+
+    lines = [f"# psfmatch {__version__}: configuration of ModelPsfMatchTask; load it back with -C FILE.py",
+             "# Lines starting with '#  config.' are defaults, left commented out so that they stay defaults.", ""]
+    for path, field, value, explicit in iter_fields(config, all_choices=all_choices):
+        doc = field.doc.strip()
+        if isinstance(field, ConfigChoiceField):
+            doc += " Choices: " + ", ".join(f"{k!r}" for k in field.typemap) + "."
+            kind = "choice"
+        else:
+            kind = field.type_name()
+            extra = field.describe()
+            if extra:
+                doc += f" ({extra})"
+            default = list(field.default) if isinstance(field.default, tuple) else field.default
+            if explicit and (list(value) if isinstance(value, tuple) else value) != default:
+                doc += f" [default {default!r}]"
+        for line in textwrap.wrap(f"[{kind}] {doc}", width=width - 2):
+            lines.append("# " + line)
+        shown = list(value) if isinstance(value, tuple) else value
+        lines.append(f"{'' if explicit else '#  '}{path} = {shown!r}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------
+# outputs: staged, then moved into place together
+
+
+class _StagedOutputs:
+    """Write each output to a temporary file beside it; move them all into place only at the end."""
+
+    def __init__(self, overwrite=False):
+        self.overwrite = overwrite
+        self.final = []
+        self.temps = {}
+
+    def add(self, path, what):
+        from .errors import OutputExistsError
+
+        if path is None:
+            return None
+        path = os.fspath(path)
+        full = os.path.abspath(path)
+        if full in (os.path.abspath(p) for p in self.final):
+            raise OutputExistsError(f"{what} {path} is also used for another output; give distinct file names")
+        folder = os.path.dirname(full)
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"cannot write {what} {path}: directory {folder} does not exist")
+        if os.path.lexists(path) and not self.overwrite:
+            raise OutputExistsError(f"{what} {path} exists already; pass --overwrite to replace it")
+        self.final.append(path)
+        return path
+
+    def temp(self, path):
+        import tempfile
+
+        folder = os.path.dirname(os.path.abspath(path))
+        base = os.path.basename(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=".partial" + os.path.splitext(base)[1], dir=folder)
+        os.close(fd)
+        os.unlink(tmp)  # writers refuse to write onto an existing file
+        self.temps[path] = tmp
+        return tmp
+
+    def commit(self):
+        from .errors import OutputExistsError
+
+        for path in self.final:
+            if path in self.temps and os.path.lexists(path) and not self.overwrite:
+                raise OutputExistsError(f"{path} appeared while psfmatch was running; not replaced")
+        for path in self.final:
+            tmp = self.temps.pop(path, None)
+            if tmp is not None:
+                os.replace(tmp, path)
+
+    def discard(self):
+        for tmp in self.temps.values():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        self.temps.clear()
+
+
+def _figure_format(path, what):
+    """The image format of a figure file name (its extension, PNG without one); checked before any work."""
+    from .errors import InvalidInputError, MissingDependencyError
+
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise MissingDependencyError(f"{what} needs matplotlib: pip install 'psfmatch[plot]'") from None
+    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
+    known = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in known:
+        raise InvalidInputError(f"{what} {path}: unknown figure format {fmt!r}; use one of {', '.join(sorted(known))}")
+    return fmt
+
+
+# ---------------------------------------------------------------------------
+# commands
+
+
+def _write_products(outputs, result, exposure, *, matched=None, kernel=None, qa_plot=None, qa_json=None,
+                    qa_format="png"):
+    """Write the requested products to staged temporary files (the caller commits them)."""
+    from . import display
+    from .io import write_exposure, write_kernel
+
+    if matched:
+        write_exposure(result.psfMatchedExposure, outputs.temp(matched), overwrite=True)
+    if kernel:
+        write_kernel(result.psfMatchingKernel, outputs.temp(kernel), overwrite=True)
+    grid = None
+    if qa_plot or qa_json:
+        kern, cells, md, sci, ref, psf_size, bbox = display._products(result, exposure)
+        grid = display.field_qa(kern, sci, ref, psf_size, bbox, cells=cells)
+    if qa_json:
+        report = display.qa_report(result, exposure, grid=grid)
+        display.write_qa_json(report, outputs.temp(qa_json), overwrite=True)
+    if qa_plot:
+        fig = display.plot_qa(result, exposure, grid=grid)
+        display.save_figure(fig, outputs.temp(qa_plot), fmt=qa_format, overwrite=True)
+    return grid
+
+
+def _grid_line(grid):
+    s = (grid or {}).get("summary", {})
+    if not s.get("n"):
+        return None
+    return (f"QA field grid  (n={s['n']:4d}): max|S*K-R|/peak {s['residualMaxWorst']:.2e}, "
+            f"rms {s['residualRmsWorst']:.2e}, size mismatch {s['sizeMismatchWorst']:+.2e}, "
+            f"ellipticity mismatch {s['ellipticityMismatchWorst']:.2e}")
+
+
+def _run_task(args, config, exposure, reference):
+    from .task import ModelPsfMatchTask
+
+    return ModelPsfMatchTask(config=config).run(exposure, reference, kernelSum=args.kernel_sum)
+
+
+def _cmd_run(args) -> int:
+    from .errors import MissingPsfError
+    from .io import read_exposure
+    from .qa import format_report
+
+    config = _build_config(args)
+    outputs = _StagedOutputs(overwrite=args.overwrite)
+    outputs.add(args.output, "output")
+    outputs.add(args.kernel_out, "--kernel-out")
+    outputs.add(args.qa_plot, "--qa-plot")
+    outputs.add(args.qa_json, "--qa-json")
+    if any(os.path.abspath(p) == os.path.abspath(args.exposure) for p in outputs.final):
+        raise FileExistsError(f"an output would overwrite the input {args.exposure}")
+    qa_format = _figure_format(args.qa_plot, "--qa-plot") if args.qa_plot else None
+    reference = parse_psf_spec(args.reference_psf)
+    science = parse_psf_spec(args.psf) if args.psf else None
+    exposure = read_exposure(args.exposure, psf=science) if science is not None else read_exposure(args.exposure)
+    if not exposure.hasPsf():
+        raise MissingPsfError(f"{args.exposure} carries no PSF model; give the exposure's PSF with --psf FILE|SPEC")
+    log.info("read %s: %dx%d, PSF %r", args.exposure, exposure.getWidth(), exposure.getHeight(), exposure.getPsf())
+    _setup_debug(args)
+    result = _run_task(args, config, exposure, reference)
+    try:
+        grid = _write_products(outputs, result, exposure, matched=args.output, kernel=args.kernel_out,
+                               qa_plot=args.qa_plot, qa_json=args.qa_json, qa_format=qa_format)
+        outputs.commit()
+    finally:
+        outputs.discard()
+    if not args.quiet:
+        print(f"psfmatch run: {args.exposure} -> {args.output}")
+        print(format_report(result.metadata))
+        line = _grid_line(grid)
+        if line:
+            print(line)
+        for path in outputs.final[1:]:
+            print(f"wrote {path}")
+    return 0
 
 
 def _cmd_demo(args) -> int:
     from .demo import demo_reference_psf, make_demo_exposure
     from .qa import format_report
-    from .task import ModelPsfMatchTask
 
+    config = _build_config(args)
+    outputs = None
+    names = {}
+    if args.outdir:
+        os.makedirs(args.outdir, exist_ok=True)
+        outputs = _StagedOutputs(overwrite=True)
+        names = {"matched": os.path.join(args.outdir, "demo-matched.fits"),
+                 "kernel": os.path.join(args.outdir, "demo-kernel.fits"),
+                 "qa_json": os.path.join(args.outdir, "demo-qa.json")}
+        try:
+            import matplotlib  # noqa: F401
+            names["qa_plot"] = os.path.join(args.outdir, "demo-qa.png")
+        except ImportError:
+            log.warning("no QA figure: it needs matplotlib (pip install 'psfmatch[plot]')")
+        for what, path in names.items():
+            outputs.add(path, what)
     exposure = make_demo_exposure(args.size, seed=args.seed)
-    result = ModelPsfMatchTask().run(exposure, demo_reference_psf())
-    print(f"psfmatch demo: matched a {args.size}x{args.size} exposure (PSF sigma 1.6-2.0 px, elliptical) "
-          "to a round Gaussian of sigma 2.6 px")
-    print(format_report(result.metadata))
+    _setup_debug(args)
+    result = _run_task(args, config, exposure, demo_reference_psf())
+    grid = None
+    if outputs is not None:
+        try:
+            grid = _write_products(outputs, result, exposure, **names)
+            outputs.commit()
+        finally:
+            outputs.discard()
+    if not args.quiet:
+        print(f"psfmatch demo: matched a {args.size}x{args.size} exposure (PSF sigma 1.6-2.0 px, elliptical) "
+              "to a round Gaussian of sigma 2.6 px")
+        print(format_report(result.metadata))
+        line = _grid_line(grid)
+        if line:
+            print(line)
+        if outputs is not None:
+            for path in outputs.final:
+                print(f"wrote {path}")
+        else:
+            print("(psfmatch demo --outdir DIR also writes the matched exposure, the kernel and a QA figure)")
     return 0
 
 
+def _cmd_config(args) -> int:
+    config = _build_config(args)
+    sys.stdout.write(format_config(config, all_choices=args.all))
+    return 0
+
+
+def _cmd_inspect_psf(args) -> int:
+    import json
+
+    from . import display
+
+    psf = parse_psf_spec(args.psf)
+    outputs = _StagedOutputs(overwrite=args.overwrite)
+    outputs.add(args.plot, "--plot")
+    fmt = _figure_format(args.plot, "--plot") if args.plot else None
+    info = display.psf_summary(psf, args.at)
+    domain = None
+    if callable(getattr(psf, "getBBox", None)):
+        with contextlib.suppress(Exception):
+            domain = psf.getBBox()
+    variation = display.psf_variation(psf, domain) if domain is not None and info["spatiallyVarying"] else None
+    if args.plot:
+        try:
+            fig = display.plot_psf(psf, args.at, bbox=domain, title=f"{args.psf}")
+            display.save_figure(fig, outputs.temp(args.plot), fmt=fmt, overwrite=True)
+            outputs.commit()
+        finally:
+            outputs.discard()
+    if args.json:
+        print(json.dumps(display.json_safe({"psf": repr(psf), "at": info, "variation": variation}), indent=1))
+        return 0
+    print(f"PSF model: {psf!r}")
+    print(f"at ({info['x']:.1f}, {info['y']:.1f}): stamp {info['width']}x{info['height']} px, "
+          f"adaptive-moment sigma {info['sigma']:.3f} px (Gaussian-equivalent FWHM {info['fwhm']:.3f}), "
+          f"e1 {info['e1']:+.4f}, e2 {info['e2']:+.4f} (|e| {info['e']:.4f}), "
+          f"centroid offset ({info['centroidX']:+.3f}, {info['centroidY']:+.3f}) px")
+    print(f"flux in the outermost pixel ring: {info['edgeFluxFraction']:.2e}"
+          + ("  (large: the stamp truncates the PSF)" if info["edgeFluxFraction"] > 1e-3 else ""))
+    if variation:
+        print(f"over {domain.getWidth()}x{domain.getHeight()} px ({variation['n']} positions): "
+              f"Gaussian-equivalent FWHM {variation['fwhmMin']:.3f}-{variation['fwhmMax']:.3f} px, "
+              f"|e| up to {variation['eMax']:.4f}")
+    elif not info["spatiallyVarying"]:
+        print("spatially constant")
+    if args.plot:
+        print(f"wrote {args.plot}")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# plumbing
+
+
+def _setup_debug(args):
+    from . import debug
+
+    if getattr(args, "debug_dir", None):
+        os.makedirs(args.debug_dir, exist_ok=True)
+        debug.set_output_dir(args.debug_dir)
+    if getattr(args, "debug", False):
+        mod = debug.import_debug_module()
+        if mod is not None:
+            log.info("--debug: imported %s", getattr(mod, "__file__", mod))
+
+
+def _add_config_options(p):
+    p.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[],
+                   help="config override with a dotted path, e.g. kernel.active.kernelSize=25 (repeatable)")
+    p.add_argument("-C", "--config-file", action="append", metavar="FILE", default=[],
+                   help="config override file: Python (config.kernel.active.kernelSize = 25), TOML or YAML "
+                        "(repeatable; applied before -c)")
+
+
+def _add_task_options(p):
+    p.add_argument("--debug", action="store_true",
+                   help="import debug.py from the Python path (PYTHONPATH, then the current directory) to switch "
+                        "on debug displays, as pipetask --debug does")
+    p.add_argument("--debug-dir", metavar="DIR",
+                   help="write debug displays as PNG files into DIR (default: on screen if there is one, else "
+                        "the current directory)")
+    p.add_argument("--kernel-sum", type=_positive_float, default=1.0, metavar="S",
+                   help="scale of the kernel: the matched image's flux is S times the input's (default 1)")
+
+
 def _parser():
-    p = argparse.ArgumentParser(prog="psfmatch", description="PSF-match exposures to a model PSF.")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only errors")
-    sub = p.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="match a synthetic exposure and print the QA summary")
-    d.add_argument("--size", type=int, default=512, help="exposure width and height (default 512)")
-    d.add_argument("--seed", type=int, default=0)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="more logging (-v info, -vv debug); show tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="print only errors")
+    common.add_argument("--no-progress", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars (shown by default when standard error is a terminal)")
+
+    p = argparse.ArgumentParser(
+        prog="psfmatch", description="PSF-match astronomical exposures to a model PSF (LSST's ModelPsfMatchTask).",
+        epilog="Exit status: 0 success, 1 failure, 2 usage error. Run 'psfmatch COMMAND -h' for a command's options.")
+    from . import __version__
+    p.add_argument("--version", action="version", version=f"psfmatch {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", parents=[common], help="PSF-match an exposure file to a reference PSF",
+                       description="PSF-match EXPOSURE to the reference PSF and write the matched exposure; "
+                                   "outputs appear only if everything succeeded.")
+    r.add_argument("exposure", metavar="EXPOSURE.fits", help="the exposure (psfmatch, LSST-style or plain FITS image)")
+    r.add_argument("--reference-psf", "-r", required=True, type=_spec_arg, metavar="SPEC",
+                   help=f"the PSF to match to: {PSF_SPEC_HELP}")
+    r.add_argument("-o", "--output", required=True, metavar="OUT.fits", help="the matched exposure")
+    r.add_argument("--psf", type=_spec_arg, metavar="SPEC",
+                   help="the exposure's own PSF, if the file carries none (or to replace it)")
+    r.add_argument("--kernel-out", metavar="K.fits", help="also write the matching kernel (FITS)")
+    r.add_argument("--qa-plot", metavar="QA.png", help="also write the QA figure (needs matplotlib)")
+    r.add_argument("--qa-json", metavar="QA.json", help="also write the QA numbers as JSON")
+    r.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    _add_config_options(r)
+    _add_task_options(r)
+    r.set_defaults(func=_cmd_run)
+
+    d = sub.add_parser("demo", parents=[common], help="match a synthetic exposure and print the QA summary",
+                       description="Match a synthetic exposure (stars, spatially varying elliptical PSF, defects) "
+                                   "to a round Gaussian and print the QA summary; with --outdir also write the "
+                                   "matched exposure, the kernel, the QA figure and the QA JSON.")
+    d.add_argument("--outdir", metavar="DIR", help="write demo-matched.fits, demo-kernel.fits, demo-qa.png and "
+                                                   "demo-qa.json into DIR (replacing earlier ones)")
+    d.add_argument("--size", type=int, default=512, help="exposure width and height in pixels (default 512)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_config_options(d)
+    _add_task_options(d)
     d.set_defaults(func=_cmd_demo)
+
+    c = sub.add_parser("config", parents=[common], help="print the effective configuration with each field's doc",
+                       description="Print the configuration after the overrides, as a Python override file "
+                                   "(loadable with -C) with each field's documentation.")
+    _add_config_options(c)
+    c.add_argument("--all", action="store_true", help="also show the kernel configurations that are not active")
+    c.set_defaults(func=_cmd_config)
+
+    i = sub.add_parser("inspect-psf", parents=[common], help="size, shape and a figure of a PSF model",
+                       description="Print a PSF model's stamp size, FWHM, ellipticity and centroid (and their "
+                                   "range over the field for a spatially varying model); optionally draw it.")
+    i.add_argument("psf", type=_spec_arg, metavar="FILE|SPEC", help=f"the PSF: {PSF_SPEC_HELP}")
+    i.add_argument("--at", type=_position_arg, metavar="X,Y", help="position (default: the model's average position)")
+    i.add_argument("--plot", metavar="FIG.png", help="write a figure (needs matplotlib)")
+    i.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    i.add_argument("--overwrite", action="store_true", help="replace an existing figure")
+    i.set_defaults(func=_cmd_inspect_psf)
+
+    try:  # `psfmatch batch` (many exposures on Dask) lives in its own module
+        from .batch_cli import add_batch_parser
+    except ImportError:  # pragma: no cover - a build without the batch module
+        add_batch_parser = None
+    if add_batch_parser is not None:
+        add_batch_parser(sub, parents=[common])
     return p
 
 
+class _WarningsToLog:
+    """Show warnings raised while a command runs as one log line each."""
+
+    def __enter__(self):
+        self._cm = warnings.catch_warnings()
+        self._cm.__enter__()
+        warnings.showwarning = self._show
+        return self
+
+    @staticmethod
+    def _show(message, category, filename, lineno, file=None, line=None):
+        logging.getLogger("psfmatch").warning("%s: %s", category.__name__, message)
+
+    def __exit__(self, *exc):
+        return self._cm.__exit__(*exc)
+
+
+def _configure_logging(verbose, quiet):
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logger = logging.getLogger("psfmatch")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("psfmatch %(levelname)s %(name)s: %(message)s"))
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+    def restore():
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+    return restore
+
+
+def _one_line(exc) -> str:
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
 def main(argv=None) -> int:
-    """Entry point; returns the exit status (0 success, 1 failure, 2 usage error)."""
+    """Run the ``psfmatch`` command.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 1 on a failure (one line on standard error, with the
+        traceback when ``-v`` is given), 2 on a usage error, 130 when interrupted.
+    """
     parser = _parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
-        return int(exc.code or 0)
-    level = logging.ERROR if args.quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    from .errors import PsfMatchError
+        return 0 if exc.code is None else (exc.code if isinstance(exc.code, int) else 2)
+    args.verbose = getattr(args, "verbose", 0) or 0
+    args.quiet = bool(getattr(args, "quiet", False))
+    from . import debug, progress
+
+    restore_logging = _configure_logging(args.verbose, args.quiet)
+    saved_progress = progress.is_enabled()
+    progress.set_enabled(sys.stderr.isatty() and not args.quiet and not getattr(args, "no_progress", False))
     try:
-        return args.func(args)
-    except PsfMatchError as exc:
+        with _WarningsToLog(), debug.scoped():
+            return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("psfmatch: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # every failure: one clear line, traceback with -v
         if args.verbose:
-            raise
-        print(f"psfmatch: error: {exc}", file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+        from .errors import PsfMatchError
+
+        prefix = "" if isinstance(exc, (PsfMatchError, OSError)) else f"{type(exc).__name__}: "
+        print(f"psfmatch {args.command}: error: {prefix}{_one_line(exc)}", file=sys.stderr)
         return 1
+    finally:
+        progress.set_enabled(saved_progress)
+        restore_logging()
 
 
 if __name__ == "__main__":

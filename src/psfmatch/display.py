@@ -1,0 +1,1368 @@
+"""Pictures and reports of a PSF match: the QA figure, the QA report, and the debug displays.
+
+Two groups of functions live here.
+
+QA a person can look at (SPEC section 7)
+    :func:`field_qa` evaluates the spatial kernel's match quality on a grid over
+    the whole field; :func:`qa_report` gathers it with the task's metadata into
+    a JSON-serializable mapping (:func:`write_qa_json` writes it); :func:`plot_qa`
+    draws one figure: the kernel across the field, residual stamps at a few
+    positions, and maps of the residual, the size mismatch and the ellipticity
+    mismatch.  :func:`psf_summary`, :func:`psf_variation` and :func:`plot_psf`
+    describe one PSF model.
+Debug displays (LSST's, see :mod:`psfmatch.debug`)
+    :func:`show_spatial_cells`, :func:`show_candidates`, :func:`show_kernel_basis`,
+    :func:`show_kernel_mosaic` and :func:`plot_kernel_spatial_model`, called by
+    :func:`debug_displays` from the task when the switches are set.
+
+The numbers need numpy only.  The figures need matplotlib (``pip install
+'psfmatch[plot]'``), imported inside the functions that draw.  They are built as
+:class:`matplotlib.figure.Figure` objects, without pyplot, so they never change
+the caller's backend or global state, and are returned for saving
+(:func:`save_figure`, atomic) or showing.  Debug figures go to the screen when
+one is available (``DISPLAY``, ``WAYLAND_DISPLAY`` or an interactive
+``MPLBACKEND``), else to PNG files (see :func:`debug_displays`).
+
+Conventions: images are drawn with ``origin="lower"`` and parent pixel
+coordinates on the axes; residuals are ``(S (*) K - R) / max R`` with ``S`` the
+science PSF, ``K`` the unit-sum kernel and ``R`` the reference PSF.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+
+import numpy as np
+
+from .cells import CandidateStatus
+from .errors import PsfEvaluationError
+from .geom import Box2I, Point2D
+from .psf.base import as_psf, pad_or_crop
+from .qa import match_quality, matched_stamps, summarize
+
+__all__ = [
+    "QA_FIELDS",
+    "field_qa",
+    "residual_stamps",
+    "qa_report",
+    "write_qa_json",
+    "json_safe",
+    "psf_summary",
+    "psf_variation",
+    "plot_qa",
+    "plot_psf",
+    "show_spatial_cells",
+    "show_candidates",
+    "show_kernel_basis",
+    "show_kernel_mosaic",
+    "plot_kernel_spatial_model",
+    "debug_displays",
+    "save_figure",
+    "has_screen",
+]
+
+log = logging.getLogger(__name__)
+
+#: The per-position QA quantities of :func:`psfmatch.qa.match_quality`.
+QA_FIELDS = ("residualMax", "residualRms", "sizeMismatch", "ellipticityMismatch", "kernelNegativeFraction",
+             "centroidShift")
+
+_INSTALL_HINT = "psfmatch's figures need matplotlib: pip install 'psfmatch[plot]' (or pip install matplotlib)"
+
+# colours of candidates by status (LSST's: cyan GOOD, yellow UNKNOWN, red BAD)
+_STATUS_COLOURS = {CandidateStatus.GOOD: "#00e5ff", CandidateStatus.UNKNOWN: "#ffd700",
+                   CandidateStatus.BAD: "#ff2a2a"}
+
+# mask plane colours (close to afwDisplay's, made distinct)
+_MASK_COLOURS = {"BAD": "#e41a1c", "SAT": "#4daf4a", "INTRP": "#a6d854", "CR": "#ff33cc", "EDGE": "#ffd92f",
+                 "DETECTED": "#377eb8", "DETECTED_NEGATIVE": "#00ced1", "SUSPECT": "#b15928",
+                 "NO_DATA": "#ff7f00"}
+_EXTRA_COLOURS = ["#984ea3", "#66c2a5", "#e78ac3", "#8da0cb", "#fc8d62", "#a65628"]
+
+_DEFAULT_MASK_TRANSPARENCY = 60.0
+
+
+# ---------------------------------------------------------------------------
+# numbers (numpy only)
+
+
+def _products(result, exposure=None, science_psf=None):
+    """Kernel, cell set, metadata, science PSF, reference PSF, stamp size and box of a match.
+
+    ``result`` is a :class:`~psfmatch.task.PsfMatchResult` or a :class:`~psfmatch.task.KernelFit`.
+    """
+    if hasattr(result, "psfMatchingKernel"):
+        kernel, cells, md = result.psfMatchingKernel, result.kernelCellSet, result.metadata
+        ref = result.psfMatchedExposure.getPsf()
+    elif hasattr(result, "kernel") and hasattr(result, "cellSet"):
+        kernel, cells, md, ref = result.kernel, result.cellSet, result.metadata, result.referencePsf
+    else:
+        raise TypeError(f"expected a PsfMatchResult or a KernelFit; got {type(result).__name__}")
+    sci = science_psf if science_psf is not None else (exposure.getPsf() if exposure is not None else None)
+    psf_size = int(md.get("psfSize") or getattr(result, "psfSize", 0) or 0)
+    if not psf_size:
+        psf_size = max(ref.computeKernelImage(kernel.bbox.getCenter()).shape)
+    bbox = kernel.bbox if kernel.bbox is not None else cells.getBBox()
+    return kernel, cells, md, (None if sci is None else as_psf(sci)), as_psf(ref), psf_size, bbox
+
+
+def _stamps(sci, ref, psf_size, xs, ys):
+    """Science and reference stamps (``psf_size`` square, unit sum) at positions; ``ok`` where both worked."""
+    n = len(xs)
+    S = np.zeros((n, psf_size, psf_size))
+    R = np.zeros((n, psf_size, psf_size))
+    ok = np.zeros(n, dtype=bool)
+    from .progress import progress_bar
+    for i in progress_bar(range(n), desc="QA positions", total=n):
+        p = Point2D(float(xs[i]), float(ys[i]))
+        try:
+            s = pad_or_crop(sci.computeKernelImage(p), psf_size, psf_size)
+            r = ref.computeKernelImage(p)
+        except PsfEvaluationError as exc:
+            log.debug("QA: PSF not evaluated at (%.1f, %.1f): %s", p.x, p.y, exc)
+            continue
+        if r.shape != (psf_size, psf_size):
+            r = pad_or_crop(r, psf_size, psf_size)
+        if not (s.sum() > 0 and r.sum() > 0):
+            continue
+        S[i], R[i], ok[i] = s / s.sum(), r / r.sum(), True
+    return S, R, ok
+
+
+def _grid_shape(bbox, cells=None, n=None):
+    """Grid of QA positions: four per cell along the longer side, 16 to 32 per side, square pixels."""
+    w, h = bbox.getWidth(), bbox.getHeight()
+    if n is None:
+        base = 4 * max(getattr(cells, "nx", 4), getattr(cells, "ny", 4))
+        n = int(np.clip(base, 16, 32))
+    if w >= h:
+        return int(n), max(2, int(round(n * h / w)))
+    return max(2, int(round(n * w / h))), int(n)
+
+
+def field_qa(kernel, science_psf, reference_psf, psf_size, bbox=None, *, shape=None, cells=None) -> dict:
+    """Match quality of the spatial kernel on a regular grid of positions over the field.
+
+    At each grid position the science PSF ``S`` and the reference ``R`` are
+    realized on ``psf_size`` stamps and :func:`psfmatch.qa.match_quality` is
+    evaluated with the unit-sum kernel ``K`` there.
+
+    Parameters
+    ----------
+    kernel : LinearCombinationKernel
+    science_psf, reference_psf : PSF models
+    psf_size : int
+        Stamp size (the task's ``metadata["psfSize"]``).
+    bbox : Box2I, optional
+        The field (default: the kernel's box).
+    shape : (int, int), optional
+        Number of positions ``(nx, ny)``; by default four per cell along the longer side, 16 to 32.
+    cells : SpatialCellSet, optional
+        Used only for the default grid density.
+
+    Returns
+    -------
+    dict
+        ``x`` (nx,) and ``y`` (ny,) pixel positions of the grid columns and rows,
+        ``shape`` ``[ny, nx]``, one ``(ny, nx)`` array per :data:`QA_FIELDS`
+        (NaN where a PSF could not be evaluated), and ``summary``
+        (:func:`psfmatch.qa.summarize` of the grid).
+    """
+    bbox = bbox if bbox is not None else kernel.bbox
+    if bbox is None:
+        raise ValueError("field_qa needs the field's box (the kernel has none)")
+    nx, ny = shape if shape is not None else _grid_shape(bbox, cells)
+    w, h = bbox.getWidth(), bbox.getHeight()
+    xs = bbox.getMinX() - 0.5 + (np.arange(nx) + 0.5) * w / nx
+    ys = bbox.getMinY() - 0.5 + (np.arange(ny) + 0.5) * h / ny
+    X, Y = np.meshgrid(xs, ys)
+    S, R, ok = _stamps(as_psf(science_psf), as_psf(reference_psf), psf_size, X.ravel(), Y.ravel())
+    out = {"x": xs, "y": ys, "shape": [int(ny), int(nx)]}
+    for name in QA_FIELDS:
+        out[name] = np.full(nx * ny, np.nan)
+    if np.any(ok):
+        K = kernel.computeImages(X.ravel()[ok], Y.ravel()[ok]) / kernel.kernel_sum
+        q = match_quality(S[ok], R[ok], K)
+        for name in QA_FIELDS:
+            out[name][ok] = q[name]
+        out["summary"] = summarize(q)
+    else:
+        out["summary"] = {"n": 0}
+    for name in QA_FIELDS:
+        out[name] = out[name].reshape(ny, nx)
+    return out
+
+
+def residual_stamps(kernel, science_psf, reference_psf, psf_size, positions) -> list:
+    """``(S (*) K - R) / max R`` on the reference stamp at each position, with its QA numbers.
+
+    Returns
+    -------
+    list of dict
+        One per position where both PSFs could be evaluated: ``x``, ``y``,
+        ``residual`` (``psf_size`` square) and the :data:`QA_FIELDS` values.
+    """
+    xs = np.array([float(p[0]) for p in positions])
+    ys = np.array([float(p[1]) for p in positions])
+    S, R, ok = _stamps(as_psf(science_psf), as_psf(reference_psf), psf_size, xs, ys)
+    if not np.any(ok):
+        return []
+    K = kernel.computeImages(xs[ok], ys[ok]) / kernel.kernel_sum
+    m = matched_stamps(S[ok], K)
+    h = K.shape[-1] // 2
+    D = (m[:, h:h + psf_size, h:h + psf_size] - R[ok]) / R[ok].max(axis=(1, 2))[:, None, None]
+    q = match_quality(S[ok], R[ok], K)
+    out = []
+    for n, i in enumerate(np.flatnonzero(ok)):
+        d = {"x": float(xs[i]), "y": float(ys[i]), "residual": D[n]}
+        d.update({name: float(q[name][n]) for name in QA_FIELDS})
+        out.append(d)
+    return out
+
+
+def json_safe(obj):
+    """``obj`` with numpy scalars and arrays turned into Python numbers and lists, NaN and inf into None."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "to_dict"):
+        return json_safe(obj.to_dict())
+    if hasattr(obj, "value") and hasattr(obj, "name"):  # enums
+        return json_safe(obj.value)
+    return str(obj)
+
+
+def qa_report(result, exposure=None, *, science_psf=None, grid=None, grid_shape=None) -> dict:
+    """Everything needed to judge a match, as a JSON-serializable mapping.
+
+    Parameters
+    ----------
+    result : PsfMatchResult or KernelFit
+    exposure : Exposure, optional
+        The *input* exposure (its PSF is the science PSF); needed for the field grid.
+    science_psf : PSF model, optional
+        Instead of ``exposure``.
+    grid : dict, optional
+        A :func:`field_qa` result to reuse (computed here otherwise, when a science PSF is known).
+    grid_shape : (int, int), optional
+        Passed to :func:`field_qa`.
+
+    Returns
+    -------
+    dict
+        ``qa`` (the metadata's ``qa`` entry: worst and median values at the
+        candidates and between them), ``grid`` (the field grid, if computed),
+        ``candidates`` (each candidate's position, status and QA), ``metadata``
+        (the task's full metadata) and ``psfmatchVersion``.  NaN and inf become null.
+    """
+    from . import __version__
+
+    kernel, cells, md, sci, ref, psf_size, bbox = _products(result, exposure, science_psf)
+    if grid is None and sci is not None:
+        grid = field_qa(kernel, sci, ref, psf_size, bbox, shape=grid_shape, cells=cells)
+    report = {
+        "psfmatchVersion": __version__,
+        "bbox": bbox.to_dict(),
+        "qa": md.get("qa", {}),
+        "candidates": [c.to_dict() for c in cells.candidates()],
+        "metadata": md,
+    }
+    if grid is not None:
+        report["grid"] = {k: v for k, v in grid.items()}
+    return json_safe(report)
+
+
+def write_qa_json(report, path, *, overwrite=False):
+    """Write a :func:`qa_report` mapping to ``path`` as JSON, atomically (temporary file + rename).
+
+    NaN and inf are written as null (strict JSON).
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    from .io.fits import atomic_write
+
+    text = json.dumps(json_safe(report), indent=1, allow_nan=False)
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        with open(tmp, "w") as fh:
+            fh.write(text + "\n")
+    return os.fspath(path)
+
+
+def psf_summary(psf, position=None) -> dict:
+    """Size and shape of a PSF model at ``position`` (its average position by default).
+
+    Returns
+    -------
+    dict
+        ``x``, ``y``, ``width``, ``height`` (stamp), ``fwhm`` and ``sigma``
+        (adaptive-moment determinant radius, pixels), ``ixx``, ``iyy``, ``ixy``,
+        ``e1``, ``e2``, ``e`` (distortion), ``centroidX``/``centroidY`` (offset
+        from the centre pixel), ``edgeFluxFraction`` (flux in the outermost ring
+        of pixels: large values mean a truncated PSF), ``spatiallyVarying``.
+    """
+    p = as_psf(psf)
+    pos = p.getAveragePosition() if position is None else Point2D(float(position[0]), float(position[1]))
+    img = p.computeKernelImage(pos)
+    q = p.computeShape(pos)
+    edge = np.ones(img.shape, dtype=bool)
+    edge[1:-1, 1:-1] = False
+    return {"x": float(pos[0]), "y": float(pos[1]), "width": int(img.shape[1]), "height": int(img.shape[0]),
+            "fwhm": q.fwhm, "sigma": q.sigma, "ixx": q.ixx, "iyy": q.iyy, "ixy": q.ixy, "e1": q.e1, "e2": q.e2,
+            "e": float(np.hypot(q.e1, q.e2)), "centroidX": q.x, "centroidY": q.y,
+            "edgeFluxFraction": float(img[edge].sum() / img.sum()),
+            "spatiallyVarying": bool(p.isSpatiallyVarying())}
+
+
+def psf_variation(psf, bbox, n=5) -> dict:
+    """Range of a PSF model's FWHM and ellipticity over an ``n x n`` grid spanning ``bbox``.
+
+    Returns
+    -------
+    dict
+        ``n`` (positions evaluated), ``fwhmMin``, ``fwhmMax``, ``eMax``.
+    """
+    p = as_psf(psf)
+    xs, ys = _grid_positions(bbox, n, n)
+    fwhm, e = [], []
+    for y in ys:
+        for x in xs:
+            try:
+                q = p.computeShape((x, y))
+            except PsfEvaluationError:
+                continue
+            fwhm.append(q.fwhm)
+            e.append(float(np.hypot(q.e1, q.e2)))
+    if not fwhm:
+        return {"n": 0}
+    return {"n": len(fwhm), "fwhmMin": float(min(fwhm)), "fwhmMax": float(max(fwhm)), "eMax": float(max(e))}
+
+
+# ---------------------------------------------------------------------------
+# matplotlib plumbing
+
+
+def _mpl():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError(_INSTALL_HINT) from None
+    return matplotlib
+
+
+def has_screen() -> bool:
+    """Whether figures can be shown on screen (else they are written to files).
+
+    ``MPLBACKEND`` wins when set (a non-interactive backend such as ``agg``
+    means no screen); otherwise a screen exists on macOS and Windows, and
+    elsewhere when ``DISPLAY`` or ``WAYLAND_DISPLAY`` is set.
+    """
+    backend = os.environ.get("MPLBACKEND", "").strip().lower()
+    if backend:
+        return not _is_file_backend(backend)
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _is_file_backend(name: str) -> bool:
+    name = name.lower()
+    return name in {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"} or name.endswith("backend_agg")
+
+
+def _figure(figsize, fig=None, layout="constrained"):
+    """A new Figure (not registered with pyplot), or ``fig`` cleared and resized."""
+    _mpl()
+    from matplotlib.figure import Figure
+
+    if fig is not None:
+        fig.clf()
+        fig.set_size_inches(*figsize)
+        fig.set_layout_engine(layout)
+        return fig
+    return Figure(figsize=figsize, layout=layout)
+
+
+def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
+    """Save ``fig`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+    path : str or path-like
+    dpi : float
+    fmt : str, optional
+        ``"png"``, ``"pdf"``, ``"svg"``...; by default the file extension (else PNG).
+    overwrite : bool
+        Replace an existing file.
+
+    Raises
+    ------
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    """
+    from .io.fits import atomic_write
+
+    fmt = (fmt or os.path.splitext(os.fspath(path))[1].lstrip(".") or "png").lower()
+    with atomic_write(path, overwrite=overwrite) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=fmt, facecolor="white")
+    return os.fspath(path)
+
+
+def _sym_limit(arrays, floor=1e-12):
+    vals = [np.nanmax(np.abs(a)) for a in arrays if a is not None and np.any(np.isfinite(a))]
+    return max(max(vals) if vals else 0.0, floor)
+
+
+def _mosaic(tiles, ncol, nrow, tile_shape, gap=1):
+    """Place ``tiles[(i, j)]`` (column i, row j from the bottom) on a NaN canvas with ``gap``-pixel gutters."""
+    th, tw = tile_shape
+    M = np.full((nrow * (th + gap) - gap, ncol * (tw + gap) - gap), np.nan)
+    for (i, j), t in tiles.items():
+        if t is None:
+            continue
+        M[j * (th + gap):j * (th + gap) + th, i * (tw + gap):i * (tw + gap) + tw] = t
+    return M
+
+
+def _tile_centre(i, j, tile_shape, gap=1):
+    th, tw = tile_shape
+    return i * (tw + gap) + (tw - 1) / 2.0, j * (th + gap) + (th - 1) / 2.0
+
+
+def _cmap(name, bad="#d9d9d9"):
+    import matplotlib
+
+    return matplotlib.colormaps[name].with_extremes(bad=bad)
+
+
+def _fmt_pos(v):
+    return f"{v:.0f}"
+
+
+def _grid_positions(bbox, ncol, nrow, inset=0.0):
+    """``ncol x nrow`` positions spread over ``bbox`` (pixel centres of the outermost at ``inset`` from the edges)."""
+    x0, x1 = bbox.getMinX() + inset, bbox.getMaxX() - inset
+    y0, y1 = bbox.getMinY() + inset, bbox.getMaxY() - inset
+    xs = np.linspace(x0, x1, ncol) if ncol > 1 else np.array([(x0 + x1) / 2])
+    ys = np.linspace(y0, y1, nrow) if nrow > 1 else np.array([(y0 + y1) / 2])
+    return xs, ys
+
+
+def _kernel_grid(kernel, bbox, ncol, nrow):
+    xs, ys = _grid_positions(bbox, ncol, nrow)
+    X, Y = np.meshgrid(xs, ys)
+    imgs = kernel.computeImages(X.ravel(), Y.ravel()) / kernel.kernel_sum
+    return xs, ys, imgs.reshape(nrow, ncol, *imgs.shape[1:])
+
+
+def _draw_kernel_mosaic(ax, kernel, bbox, ncol, nrow, *, ellipses=False, title=None):
+    """The unit-sum kernel on an ``ncol x nrow`` grid spanning ``bbox``, one tile per position."""
+    from matplotlib.colors import AsinhNorm
+    from matplotlib.patches import Ellipse
+
+    from .moments import adaptive_moments
+
+    xs, ys, imgs = _kernel_grid(kernel, bbox, ncol, nrow)
+    k = imgs.shape[-1]
+    tiles = {(i, j): imgs[j, i] for j in range(nrow) for i in range(ncol)}
+    M = _mosaic(tiles, ncol, nrow, (k, k))
+    vmax = _sym_limit([imgs])
+    im = ax.imshow(M, origin="lower", cmap=_cmap("RdBu_r", "white"),
+                   norm=AsinhNorm(linear_width=vmax * 0.02, vmin=-vmax, vmax=vmax), interpolation="nearest")
+    ax.set_xticks([_tile_centre(i, 0, (k, k))[0] for i in range(ncol)], [_fmt_pos(x) for x in xs])
+    ax.set_yticks([_tile_centre(0, j, (k, k))[1] for j in range(nrow)], [_fmt_pos(y) for y in ys])
+    ax.set_xlabel("x of the kernel position [px]")
+    ax.set_ylabel("y [px]")
+    ax.tick_params(labelsize=7)
+    if ellipses:
+        ixx, iyy, ixy, xc, yc, ok = adaptive_moments(imgs.reshape(-1, k, k))
+        for n in range(nrow * ncol):
+            j, i = divmod(n, ncol)
+            if not ok[n]:
+                continue
+            cx, cy = _tile_centre(i, j, (k, k))
+            cov = np.array([[ixx[n], ixy[n]], [ixy[n], iyy[n]]])
+            evals, evecs = np.linalg.eigh(cov)
+            angle = np.degrees(np.arctan2(evecs[1, 1], evecs[0, 1]))
+            ax.add_patch(Ellipse((cx + xc[n], cy + yc[n]), 2 * 2 * np.sqrt(evals[1]), 2 * 2 * np.sqrt(evals[0]),
+                                 angle=angle, fill=False, ec="black", lw=0.7))
+            ax.plot(cx + xc[n], cy + yc[n], "+", color="black", ms=4, mew=0.7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return im, xs, ys, imgs
+
+
+def _overlay_candidates(ax, cells, show_bad=True, size=30, legend=True, lw=1.2, halo=False):
+    """Circles at the candidates, coloured by status (cyan GOOD, yellow UNKNOWN, red BAD).
+
+    With ``halo`` the markers are black on a white halo (readable on any colour map).
+    """
+    handles = []
+    for status in (CandidateStatus.GOOD, CandidateStatus.UNKNOWN, CandidateStatus.BAD):
+        if status == CandidateStatus.BAD and not show_bad:
+            continue
+        pts = [(c.x, c.y) for c in cells.candidates(status)]
+        if not pts:
+            continue
+        x, y = np.array(pts).T
+        marker = "x" if status == CandidateStatus.BAD else "o"
+        colour = _STATUS_COLOURS[status]
+        if halo:
+            hk = {"facecolors": "none", "edgecolors": "white"} if marker == "o" else {"c": "white"}
+            ax.scatter(x, y, s=size, marker=marker, linewidths=lw + 1.6, **hk)
+            colour = "black" if status != CandidateStatus.BAD else "#d40000"
+        kw = {"facecolors": "none", "edgecolors": colour} if marker == "o" else {"c": colour}
+        h = ax.scatter(x, y, s=size, marker=marker, linewidths=lw, label=f"{status.value} ({len(pts)})", **kw)
+        handles.append(h)
+    if legend and handles:
+        ax.legend(handles=handles, loc="upper right", fontsize=7, framealpha=0.7, title="candidates",
+                  title_fontsize=7)
+    return handles
+
+
+def _draw_cells(ax, cells, colour="white", lw=0.6, alpha=0.6):
+    from matplotlib.patches import Rectangle
+
+    for cell in cells:
+        b = cell.bbox
+        ax.add_patch(Rectangle((b.getMinX() - 0.5, b.getMinY() - 0.5), b.getWidth(), b.getHeight(), fill=False,
+                               ec=colour, lw=lw, alpha=alpha))
+
+
+def _field_extent(bbox):
+    return (bbox.getMinX() - 0.5, bbox.getMaxX() + 0.5, bbox.getMinY() - 0.5, bbox.getMaxY() + 0.5)
+
+
+# ---------------------------------------------------------------------------
+# the QA figure
+
+
+def _qa_map(fig, ax, grid, name, bbox, cells, *, title, cmap, norm, label, fmt=None):
+    wide = bbox.getWidth() > 1.3 * bbox.getHeight()
+    Z = grid[name]
+    im = ax.imshow(Z, origin="lower", extent=_field_extent(bbox), cmap=_cmap(cmap), norm=norm,
+                   interpolation="nearest", aspect="equal")
+    _draw_cells(ax, cells, colour="0.3", lw=0.5, alpha=0.5)
+    _overlay_candidates(ax, cells, size=22, legend=False, lw=0.9, halo=True)
+    ax.set_xlim(bbox.getMinX() - 0.5, bbox.getMaxX() + 0.5)
+    ax.set_ylim(bbox.getMinY() - 0.5, bbox.getMaxY() + 0.5)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("x [px]")
+    ax.set_ylabel("y [px]")
+    ax.tick_params(labelsize=7)
+    if wide:  # a colour bar beside a wide map would be much taller than it
+        from matplotlib.colors import LogNorm
+        from matplotlib.ticker import MaxNLocator
+
+        cb = fig.colorbar(im, ax=ax, location="bottom", shrink=0.9, format=fmt, pad=0.02)
+        if not isinstance(norm, LogNorm):
+            cb.ax.xaxis.set_major_locator(MaxNLocator(4))
+    else:
+        cb = fig.colorbar(im, ax=ax, shrink=0.9, format=fmt)
+    cb.set_label(label, fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    return im
+
+
+
+def _summary_lines(md, grid):
+    def g(d, k, f="{:.2e}"):
+        v = d.get(k)
+        return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f.format(v)
+
+    k = md.get("kernelSize")
+    lines = [
+        f"basis        {md.get('kernelBasisSet')}, {k}x{k} px",
+        f"spatial      {md.get('spatialModelType')} order {md.get('spatialKernelOrder')}"
+        + (f" (asked {md.get('spatialKernelOrderRequested')})"
+           if md.get("spatialKernelOrderRequested") != md.get("spatialKernelOrder") else ""),
+        f"PSF stamps   {md.get('psfSize')} px",
+        f"candidates   {md.get('nCandidatesUsed')} used / {md.get('nCandidatesBuilt')} built,"
+        f" {md.get('nCandidatesRejected')} rejected",
+        f"spatial fit  rank {md.get('spatialSolutionRank')}/{md.get('nSpatialUnknowns')},"
+        f" cond {g(md, 'spatialConditionNum', '{:.2g}')}",
+        f"kernel sum   {g(md, 'spatialKernelSum', '{:.7f}')} at centre",
+        "",
+        "worst over        cand.     between   grid",
+    ]
+    qa = md.get("qa", {})
+    cq, bq = qa.get("candidates", {}), qa.get("between", {})
+    gq = (grid or {}).get("summary", {})
+    rows = [("max|S*K-R|/R", "residualMaxWorst", "{:.1e}"), ("rms /max R", "residualRmsWorst", "{:.1e}"),
+            ("size mismatch", "sizeMismatchWorst", "{:+.1e}"), ("ellip. mism.", "ellipticityMismatchWorst", "{:.1e}"),
+            ("kernel neg.", "kernelNegativeFractionWorst", "{:.1e}"),
+            ("centroid [px]", "centroidShiftWorst", "{:.1e}")]
+    for label, key, f in rows:
+        lines.append(f"{label:<14s} {g(cq, key, f):>9s} {g(bq, key, f):>9s} {g(gq, key, f):>9s}")
+    lines.append(f"{'positions':<14s} {cq.get('n', 0):>9d} {bq.get('n', 0):>9d} {gq.get('n', 0):>9d}")
+    import textwrap
+
+    for note in md.get("notes", []):
+        lines.append("")
+        lines.extend(textwrap.wrap("note: " + note, width=46, subsequent_indent="  "))
+    return lines
+
+
+def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=None, kernel_grid=(5, 5), fig=None,
+            title=None):
+    """One figure to judge a PSF match.
+
+    Top row: the unit-sum kernel across the field, its variation relative to the
+    field centre, and a summary of the numbers.  Middle row: residual stamps
+    ``(S (*) K - R) / max R`` at the four corners and the centre of the field.
+    Bottom row: maps over the field of the residual, the size mismatch and the
+    ellipticity mismatch (:func:`field_qa`), with the candidates marked
+    (circles GOOD, crosses BAD).
+
+    Parameters
+    ----------
+    result : PsfMatchResult or KernelFit
+    exposure : Exposure, optional
+        The *input* exposure (its PSF is the science PSF).
+    science_psf : PSF model, optional
+        Instead of ``exposure``.
+    grid : dict, optional
+        A :func:`field_qa` result to reuse.
+    positions : list of (x, y), optional
+        Where to show residual stamps (default: corners and centre).
+    kernel_grid : (int, int)
+        Columns and rows of the kernel mosaic.
+    fig : matplotlib.figure.Figure, optional
+        Draw into this figure (cleared); a new one otherwise.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _mpl()
+    from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm
+
+    kernel, cells, md, sci, ref, psf_size, bbox = _products(result, exposure, science_psf)
+    if sci is None:
+        raise ValueError("plot_qa needs the science PSF: pass the input exposure or science_psf=")
+    if grid is None:
+        grid = field_qa(kernel, sci, ref, psf_size, bbox, cells=cells)
+    if positions is None:
+        fx = [0.04, 0.96, 0.5, 0.04, 0.96]
+        fy = [0.96, 0.96, 0.5, 0.04, 0.04]
+        positions = [(bbox.getMinX() + a * (bbox.getWidth() - 1), bbox.getMinY() + b * (bbox.getHeight() - 1))
+                     for a, b in zip(fx, fy)]
+    stamps = residual_stamps(kernel, sci, ref, psf_size, positions)
+
+    maps = 0.45 + 0.6 * min(1.0, bbox.getHeight() / bbox.getWidth())  # the maps' row follows the field's shape
+    fig = _figure((15, 13.5 - 4.5 * (1.05 - maps)), fig)
+    k = kernel.getWidth()
+    top, middle, bottom = fig.subfigures(3, 1, height_ratios=[1.25, 0.72, maps], hspace=0.02)
+
+    # --- top: kernel mosaic, variation, summary
+    ax_k, ax_v, ax_t = top.subplots(1, 3, width_ratios=[1, 1, 0.85])
+    ncol, nrow = kernel_grid
+    im, xs, ys, imgs = _draw_kernel_mosaic(ax_k, kernel, bbox, ncol, nrow,
+                                           title=f"matching kernel K across the field ({ncol}x{nrow}, unit sum)")
+    cb = top.colorbar(im, ax=ax_k, shrink=0.85)
+    cb.set_label("K (asinh stretch)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    centre = kernel.computeImage(bbox.getCenter()) / kernel.kernel_sum
+    dev = (imgs - centre) / np.abs(centre).max()
+    tiles = {(i, j): dev[j, i] for j in range(nrow) for i in range(ncol)}
+    vlim = _sym_limit([dev])
+    im2 = ax_v.imshow(_mosaic(tiles, ncol, nrow, (k, k)), origin="lower", cmap=_cmap("PuOr_r", "white"),
+                      norm=TwoSlopeNorm(0.0, -vlim, vlim), interpolation="nearest")
+    ax_v.set_xticks(ax_k.get_xticks(), [_fmt_pos(x) for x in xs])
+    ax_v.set_yticks(ax_k.get_yticks(), [_fmt_pos(y) for y in ys])
+    ax_v.tick_params(labelsize=7)
+    ax_v.set_xlabel("x of the kernel position [px]")
+    ax_v.set_title("spatial variation: [K(x) - K(centre)] / max K(centre)", fontsize=10)
+    cb = top.colorbar(im2, ax=ax_v, shrink=0.85)
+    cb.ax.tick_params(labelsize=7)
+    ax_t.axis("off")
+    ax_t.text(0.0, 1.0, "\n".join(_summary_lines(md, grid)), va="top", ha="left", family="monospace",
+              fontsize=8.3, transform=ax_t.transAxes)
+    ax_t.set_title("summary (worst values)", fontsize=10, loc="left")
+
+    # --- middle: residual stamps
+    n = max(1, len(stamps))
+    axs = np.atleast_1d(middle.subplots(1, n))
+    rl = _sym_limit([s["residual"] for s in stamps])
+    norm = TwoSlopeNorm(0.0, -rl, rl)
+    im3 = None
+    for ax, s in zip(axs, stamps):
+        im3 = ax.imshow(s["residual"], origin="lower", cmap=_cmap("RdBu_r"), norm=norm, interpolation="nearest")
+        ax.set_title(f"at ({s['x']:.0f}, {s['y']:.0f})\nmax {s['residualMax']:.1e}, "
+                     f"size {s['sizeMismatch']:+.1e}", fontsize=8.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if im3 is not None:
+        cb = middle.colorbar(im3, ax=list(axs), shrink=0.9, pad=0.01)
+        cb.set_label("(S*K - R) / max R", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    else:
+        axs[0].axis("off")
+        axs[0].text(0.5, 0.5, "no position where both PSFs could be evaluated", ha="center")
+    middle.suptitle("matched-PSF residual stamps (science PSF convolved with the kernel, minus the reference)",
+                    fontsize=10)
+
+    # --- bottom: maps
+    ax1, ax2, ax3 = bottom.subplots(1, 3)
+    rm = grid["residualMax"]
+    finite = rm[np.isfinite(rm) & (rm > 0)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (1e-6, 1e-5)
+    if hi <= lo * 1.01:
+        lo, hi = lo / 2, hi * 2
+    gs = grid.get("summary", {})
+    _qa_map(bottom, ax1, grid, "residualMax", bbox, cells, cmap="magma", norm=LogNorm(lo, hi),
+            title=f"residual max|S*K - R| / max R\nworst {gs.get('residualMaxWorst', float('nan')):.2e}",
+            label="max |S*K - R| / max R")
+    sl = _sym_limit([grid["sizeMismatch"]])
+    _qa_map(bottom, ax2, grid, "sizeMismatch", bbox, cells, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -sl, sl),
+            title=f"size mismatch sigma(S*K)/sigma(R) - 1\nworst {gs.get('sizeMismatchWorst', float('nan')):+.2e}",
+            label="fractional size mismatch", fmt="%.1e")
+    el = grid["ellipticityMismatch"]
+    emax = float(np.nanmax(el)) if np.any(np.isfinite(el)) else 1.0
+    _qa_map(bottom, ax3, grid, "ellipticityMismatch", bbox, cells, cmap="viridis",
+            norm=Normalize(0.0, max(emax, 1e-12)),
+            title=f"ellipticity mismatch |e(S*K) - e(R)|\nworst {gs.get('ellipticityMismatchWorst', float('nan')):.2e}",
+            label="|delta e|", fmt="%.1e")
+    bottom.suptitle(f"match quality of the spatial kernel over the field ({grid['shape'][1]}x{grid['shape'][0]} "
+                    "positions; circles: candidates, x: rejected; lines: cells)", fontsize=10)
+
+    if title is None:
+        title = (f"psfmatch QA: {bbox.getWidth()}x{bbox.getHeight()} exposure, {md.get('kernelBasisSet')} kernel "
+                 f"{k}x{k}, spatial order {md.get('spatialKernelOrder')}")
+    fig.suptitle(title, fontsize=13, weight="bold")
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# PSF inspection
+
+
+def plot_psf(psf, position=None, *, bbox=None, fig=None, title=None):
+    """The PSF stamp at ``position`` (log stretch, with its adaptive-moment ellipse), its radial
+    profile, and, for a spatially varying model with a known domain, maps of its FWHM and ellipticity.
+
+    Parameters
+    ----------
+    psf : PSF model
+    position : (x, y), optional
+        Default: the model's average position.
+    bbox : Box2I, optional
+        Domain for the maps (default: ``psf.getBBox()`` when the model has one).
+    fig : Figure, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _mpl()
+    from astropy.visualization import simple_norm
+    from matplotlib.patches import Ellipse
+
+    p = as_psf(psf)
+    info = psf_summary(p, position)
+    pos = (info["x"], info["y"])
+    img = p.computeKernelImage(pos)
+    if bbox is None and callable(getattr(psf, "getBBox", None)):
+        try:
+            bbox = psf.getBBox()
+        except Exception:  # a model without a domain: no maps
+            bbox = None
+    varying = info["spatiallyVarying"] and isinstance(bbox, Box2I)
+    ncols = 4 if varying else 2
+    fig = _figure((4.2 * ncols, 4.6), fig)
+    axs = fig.subplots(1, ncols)
+    ax = axs[0]
+    h, w = img.shape
+    ext = (-(w // 2) - 0.5, w // 2 + 0.5, -(h // 2) - 0.5, h // 2 + 0.5)
+    im = ax.imshow(img, origin="lower", extent=ext, cmap=_cmap("viridis"),
+                   norm=simple_norm(img, "log", vmin=max(img.max() * 1e-5, 1e-12), vmax=img.max()),
+                   interpolation="nearest")
+    cov = np.array([[info["ixx"], info["ixy"]], [info["ixy"], info["iyy"]]])
+    evals, evecs = np.linalg.eigh(cov)
+    angle = np.degrees(np.arctan2(evecs[1, 1], evecs[0, 1]))
+    for nsig in (1, 3):
+        ax.add_patch(Ellipse((info["centroidX"], info["centroidY"]), 2 * nsig * np.sqrt(evals[1]),
+                             2 * nsig * np.sqrt(evals[0]), angle=angle, fill=False, ec="white", lw=0.8, ls="--"))
+    ax.set_title(f"stamp {w}x{h} at ({pos[0]:.0f}, {pos[1]:.0f})\n1 and 3 sigma moment ellipses", fontsize=9)
+    ax.set_xlabel("dx [px]")
+    ax.set_ylabel("dy [px]")
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.set_label("flux fraction per pixel (log)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+
+    ax = axs[1]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.hypot(xx - w // 2 - info["centroidX"], yy - h // 2 - info["centroidY"]).ravel()
+    v = img.ravel() / img.max()
+    ax.semilogy(r, np.clip(v, 1e-7, None), ".", ms=3, color="C0", label="pixels")
+    rr = np.linspace(0, r.max(), 200)
+    ax.semilogy(rr, np.exp(-0.5 * rr ** 2 / info["sigma"] ** 2), "-", color="C1", lw=1,
+                label=f"Gaussian sigma={info['sigma']:.2f}")
+    ax.axhline(0.5, color="0.5", lw=0.7, ls=":")
+    ax.axvline(info["fwhm"] / 2, color="0.5", lw=0.7, ls=":")
+    ax.set_ylim(1e-6, 1.5)
+    ax.set_xlabel("radius [px]")
+    ax.set_ylabel("value / peak")
+    ax.legend(fontsize=7)
+    ax.set_title(f"moment FWHM {info['fwhm']:.3f} px (2.355 sigma), |e| {info['e']:.3f}\n"
+                 f"flux in the outermost pixel ring {info['edgeFluxFraction']:.1e}", fontsize=9)
+
+    if varying:
+        nx, ny = _grid_shape(bbox, n=12)
+        xs = bbox.getMinX() - 0.5 + (np.arange(nx) + 0.5) * bbox.getWidth() / nx
+        ys = bbox.getMinY() - 0.5 + (np.arange(ny) + 0.5) * bbox.getHeight() / ny
+        F = np.full((ny, nx), np.nan)
+        E1, E2 = np.full_like(F, np.nan), np.full_like(F, np.nan)
+        for j, y in enumerate(ys):
+            for i, x in enumerate(xs):
+                try:
+                    q = p.computeShape((x, y))
+                except PsfEvaluationError:
+                    continue
+                F[j, i], E1[j, i], E2[j, i] = q.fwhm, q.e1, q.e2
+        im = axs[2].imshow(F, origin="lower", extent=_field_extent(bbox), cmap=_cmap("viridis"),
+                           interpolation="nearest")
+        axs[2].set_title("moment FWHM over the field [px]\n(star: the stamp's position)", fontsize=9)
+        fig.colorbar(im, ax=axs[2], shrink=0.8)
+        E = np.hypot(E1, E2)
+        im = axs[3].imshow(E, origin="lower", extent=_field_extent(bbox), cmap=_cmap("magma"),
+                           interpolation="nearest")
+        X, Y = np.meshgrid(xs, ys)
+        ang = 0.5 * np.arctan2(E2, E1)
+        axs[3].quiver(X, Y, E * np.cos(ang), E * np.sin(ang), headwidth=0, headlength=0, headaxislength=0,
+                      pivot="middle", color="white", scale=np.nanmax(E) * max(nx, ny) * 1.2 if np.nanmax(E) > 0 else 1)
+        axs[3].set_title("distortion |e| and orientation (whiskers)", fontsize=9)
+        fig.colorbar(im, ax=axs[3], shrink=0.8)
+        for ax in axs[2:]:
+            ax.plot(pos[0], pos[1], "*", color="red", ms=11, mec="white", mew=0.8)
+            ax.set_xlabel("x [px]")
+            ax.set_ylabel("y [px]")
+            ax.tick_params(labelsize=7)
+    fig.suptitle(title or f"PSF model {getattr(p, 'name', type(psf).__name__)}", fontsize=11, weight="bold")
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# debug displays (LSST's lsstDebug displays, working)
+
+
+def _bin_image(image, mask, max_side=2048):
+    """Block-average the image and OR the mask so that neither side exceeds ``max_side``."""
+    h, w = image.shape
+    f = int(math.ceil(max(h, w) / max_side))
+    if f <= 1:
+        return image, mask, 1
+    H, W = (h // f) * f, (w // f) * f
+    img = np.nanmean(image[:H, :W].reshape(H // f, f, W // f, f), axis=(1, 3)) if np.any(np.isfinite(image)) \
+        else image[:H:f, :W:f]
+    m = np.bitwise_or.reduce(np.bitwise_or.reduce(mask[:H, :W].reshape(H // f, f, W // f, f), axis=3), axis=1)
+    return img, m, f
+
+
+def _transparency(value):
+    """LSST's maskTransparency (percent, 0 opaque .. 100 invisible); unset (False) means the default 60."""
+    if value is False or value is None:
+        return _DEFAULT_MASK_TRANSPARENCY
+    return float(np.clip(float(value), 0.0, 100.0))
+
+
+def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANSPARENCY, show_bad=True, ax=None,
+                       title="Image to be convolved"):
+    """The exposure with its mask planes, the spatial cells and the kernel candidates.
+
+    The image is shown with an asinh stretch between its 0.5 and 99.8
+    percentiles; each mask plane that is set somewhere is overlaid in its own
+    colour with ``mask_transparency`` percent transparency (LSST's convention:
+    0 opaque, 100 invisible); cells are outlined; candidates are circles,
+    cyan GOOD, yellow UNKNOWN, and red crosses for BAD (LSST's colours).
+
+    Parameters
+    ----------
+    exposure : Exposure
+    cells : SpatialCellSet
+    mask_transparency : float
+    show_bad : bool
+    ax : matplotlib Axes, optional
+    title : str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _mpl()
+    from astropy.visualization import AsinhStretch, ImageNormalize
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Patch
+
+    if ax is None:
+        bb = exposure.getBBox()
+        fig = _figure((11.0, float(np.clip(9.4 * bb.getHeight() / bb.getWidth() + 1.2, 4.5, 12.0))))
+        ax = fig.add_subplot()
+    else:
+        fig = ax.figure
+    img, mbits, f = _bin_image(np.asarray(exposure.image, dtype=np.float64), exposure.mask)
+    finite = img[np.isfinite(img)]
+    lo, hi = (np.percentile(finite, [0.5, 99.8]) if finite.size else (0.0, 1.0))
+    if hi <= lo:
+        hi = lo + 1.0
+    bbox = exposure.getBBox()
+    ext = _field_extent(bbox)
+    im = ax.imshow(img, origin="lower", extent=ext, cmap=_cmap("gray", "#3a3a3a"),
+                   norm=ImageNormalize(vmin=lo, vmax=hi, stretch=AsinhStretch(0.05)), interpolation="nearest")
+    alpha = 1.0 - mask_transparency / 100.0
+    planes = exposure.getMask().getMaskPlaneDict()
+    rgba = np.zeros(mbits.shape + (4,), dtype=np.float32)
+    legend = []
+    extra = iter(_EXTRA_COLOURS * 4)
+    for name, bit in sorted(planes.items(), key=lambda kv: kv[1]):
+        sel = (mbits & (1 << bit)) != 0
+        if not np.any(sel):
+            continue
+        colour = _MASK_COLOURS.get(name) or next(extra)
+        rgba[sel] = to_rgba(colour, alpha)
+        npix = int(np.count_nonzero((exposure.mask & (1 << bit)) != 0))
+        legend.append(Patch(facecolor=to_rgba(colour, max(alpha, 0.35)), edgecolor=colour,
+                            label=f"{name}: {npix} px ({npix / exposure.mask.size:.2%})"))
+    if alpha > 0 and legend:
+        ax.imshow(rgba, origin="lower", extent=ext, interpolation="nearest")
+    _draw_cells(ax, cells, colour="#7fff7f", lw=0.8, alpha=0.8)
+    handles = _overlay_candidates(ax, cells, show_bad=show_bad, size=60, legend=False, lw=1.5)
+    leg1 = ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.75, title="candidates",
+                     title_fontsize=8)
+    if legend:
+        ax.add_artist(leg1)
+        ax.legend(handles=legend, loc="lower right", fontsize=8, framealpha=0.75,
+                  title=f"mask planes ({mask_transparency:.0f}% transparent)", title_fontsize=8)
+    ax.set_xlim(ext[0], ext[1])
+    ax.set_ylim(ext[2], ext[3])
+    ax.set_xlabel("x [px]")
+    ax.set_ylabel("y [px]")
+    sub = f"{len(cells)} cells of {cells.sizeCellX}x{cells.sizeCellY} px" + (f", shown binned {f}x{f}" if f > 1 else "")
+    ax.set_title(f"{title}\n{sub}", fontsize=11)
+    cb = fig.colorbar(im, ax=ax, shrink=0.7, pad=0.02)
+    cb.set_label("pixel value (asinh stretch, 0.5-99.8 percentiles)", fontsize=8)
+    return fig
+
+
+def _candidate_grid(cells, show_bad):
+    """Map each candidate to (column, row) of its cell; drop BAD ones unless ``show_bad``."""
+    out = []
+    for idx, cell in enumerate(cells.cells):
+        j, i = divmod(idx, cells.nx)
+        for cand in cell.candidates:
+            if cand.status == CandidateStatus.BAD and not show_bad:
+                continue
+            out.append((i, j, cand))
+    return out
+
+
+def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
+    """Candidate stamps, their kernels and their residuals, laid out as the cells are.
+
+    Four mosaics with one tile per candidate (placed at its cell's column and
+    row): the science PSF ``S`` (log stretch), the candidate's own kernel, the
+    residual of its own kernel ``(S (*) K_own - R) / max R`` and the residual of
+    the spatial kernel at its position.  Tile outlines show the status (cyan
+    GOOD, red BAD).  Large grids are subsampled to ``max_side`` tiles per side.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _mpl()
+    from astropy.visualization import simple_norm
+    from matplotlib.colors import AsinhNorm, TwoSlopeNorm
+    from matplotlib.patches import Rectangle
+
+    entries = _candidate_grid(cells, show_bad)
+    si = max(1, int(math.ceil(cells.nx / max_side)))
+    sj = max(1, int(math.ceil(cells.ny / max_side)))
+    entries = [(i // si, j // sj, c) for i, j, c in entries if i % si == 0 and j % sj == 0]
+    ncol = (cells.nx + si - 1) // si
+    nrow = (cells.ny + sj - 1) // sj
+    with_stamps = [(i, j, c) for i, j, c in entries if c.science is not None and c.reference is not None]
+    fig = _figure((13, float(np.clip(2 * 5.4 * nrow / ncol + 2.2, 5.0, 13.0))), fig)
+    axs = fig.subplots(2, 2).ravel()
+    if not with_stamps:
+        for ax in axs:
+            ax.axis("off")
+        axs[0].text(0.5, 0.5, "no candidate has stamps", ha="center")
+        return fig
+    P = with_stamps[0][2].science.shape[0]
+    k = kernel.getWidth()
+    sci = {(i, j): c.science for i, j, c in with_stamps}
+    S = np.array([c.science for _, _, c in with_stamps])
+    R = np.array([c.reference for _, _, c in with_stamps])
+    xs = np.array([c.x for _, _, c in with_stamps])
+    ys = np.array([c.y for _, _, c in with_stamps])
+    Ksp = kernel.computeImages(xs, ys) / kernel.kernel_sum
+    h = k // 2
+    peak = R.max(axis=(1, 2))[:, None, None]
+    res_sp = (matched_stamps(S, Ksp)[:, h:h + P, h:h + P] - R) / peak
+    own, res_own = {}, {}
+    for n, (i, j, c) in enumerate(with_stamps):
+        res_own[(i, j)] = None
+        if c.kernel_image is not None:
+            Ko = np.asarray(c.kernel_image, dtype=float)
+            own[(i, j)] = Ko / Ko.sum()
+            ko = Ko.shape[0] // 2
+            res_own[(i, j)] = (matched_stamps(S[n:n + 1], own[(i, j)][None])[0, ko:ko + P, ko:ko + P] - R[n]) / peak[n]
+    res_sp_t = {(i, j): res_sp[n] for n, (i, j, _) in enumerate(with_stamps)}
+
+    fs = float(np.clip(60.0 / max(ncol, nrow), 4.0, 8.0))
+
+    def draw(ax, tiles, shape, norm, cmap, title, label, annotate=False):
+        M = _mosaic(tiles, ncol, nrow, shape, gap=2)
+        im = ax.imshow(M, origin="lower", cmap=_cmap(cmap, "white"), norm=norm, interpolation="nearest")
+        for i, j, c in entries:
+            x0, y0 = i * (shape[1] + 2) - 0.5, j * (shape[0] + 2) - 0.5
+            colour = "#00b8cc" if c.status == CandidateStatus.GOOD else _STATUS_COLOURS[c.status]
+            ax.add_patch(Rectangle((x0, y0), shape[1], shape[0], fill=False, lw=0.6, ec=colour))
+            t = tiles.get((i, j))
+            if t is None:
+                ax.text(x0 + shape[1] / 2, y0 + shape[0] / 2, c.status.value, ha="center", va="center",
+                        color=colour, fontsize=fs)
+            elif annotate:
+                ax.text(x0 + 1, y0 + shape[0] - 1, f"{np.abs(t).max():.1e}", ha="left", va="top",
+                        color="0.25", fontsize=fs)
+        ax.set_xticks([_tile_centre(i, 0, shape, gap=2)[0] for i in range(ncol)],
+                      [str(i * si) for i in range(ncol)], fontsize=6)
+        ax.set_yticks([_tile_centre(0, j, shape, gap=2)[1] for j in range(nrow)],
+                      [str(j * sj) for j in range(nrow)], fontsize=6)
+        ax.set_xlabel("cell column")
+        ax.set_ylabel("cell row")
+        ax.set_title(title, fontsize=10)
+        cb = fig.colorbar(im, ax=ax, shrink=0.85)
+        cb.set_label(label, fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+
+    smax = S.max()
+    draw(axs[0], sci, (P, P), simple_norm(S, "log", vmin=smax * 1e-5, vmax=smax), "viridis",
+         f"science PSF stamps S ({P}x{P})", "S (log stretch)")
+    kl = _sym_limit(list(own.values()))
+    draw(axs[1], own, (k, k), AsinhNorm(linear_width=kl * 0.02, vmin=-kl, vmax=kl), "RdBu_r",
+         "each candidate's own kernel (unit sum)", "K (asinh stretch)")
+    rl = _sym_limit([v for v in res_own.values() if v is not None] + [res_sp])
+    draw(axs[2], res_own, (P, P), TwoSlopeNorm(0.0, -rl, rl), "RdBu_r",
+         "residual of its own kernel (S*K_own - R) / max R\n(number: max |residual|)", "residual / max R",
+         annotate=True)
+    draw(axs[3], res_sp_t, (P, P), TwoSlopeNorm(0.0, -rl, rl), "RdBu_r",
+         "residual of the spatial kernel (S*K(x) - R) / max R\n(number: max |residual|)", "residual / max R",
+         annotate=True)
+    n_bad = sum(1 for c in cells.candidates(CandidateStatus.BAD))
+    sub = "" if si == sj == 1 else f", every {si}x{sj} cell shown"
+    fig.suptitle(f"kernel candidates: {len(with_stamps)} shown"
+                 + (f", {n_bad} BAD {'shown' if show_bad else 'hidden (showBadCandidates)'}" if n_bad else "")
+                 + sub + "; outline cyan GOOD, red BAD", fontsize=12, weight="bold")
+    return fig
+
+
+def show_kernel_basis(basis, *, max_kernels=100, fig=None):
+    """Mosaic of the basis kernels, each scaled to its own maximum |value|, labelled by index.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _mpl()
+    from matplotlib.colors import TwoSlopeNorm
+
+    images = np.asarray(getattr(basis, "images", basis))
+    n_all = len(images)
+    images = images[:max_kernels]
+    n = len(images)
+    k = images.shape[-1]
+    ncol = int(math.ceil(math.sqrt(n)))
+    nrow = int(math.ceil(n / ncol))
+    scaled = images / np.maximum(np.abs(images).max(axis=(1, 2)), 1e-300)[:, None, None]
+    tiles = {}
+    for m in range(n):
+        r, c = divmod(m, ncol)
+        tiles[(c, nrow - 1 - r)] = scaled[m]
+    side = max(6.0, min(13.0, 1.1 * ncol + 2))
+    fig = _figure((side + 1.2, side * nrow / ncol + 0.9), fig)
+    ax = fig.add_subplot()
+    im = ax.imshow(_mosaic(tiles, ncol, nrow, (k, k), gap=2), origin="lower", cmap=_cmap("RdBu_r", "white"),
+                   norm=TwoSlopeNorm(0.0, -1.0, 1.0), interpolation="nearest")
+    sums = images.sum(axis=(1, 2))
+    for m in range(n):
+        r, c = divmod(m, ncol)
+        x0, y0 = c * (k + 2) - 0.5, (nrow - 1 - r) * (k + 2) - 0.5
+        ax.text(x0 + 0.8, y0 + k - 0.8, f"{m}", color="black", fontsize=7, va="top", ha="left")
+        if abs(sums[m]) > 1e-6:
+            ax.text(x0 + k - 0.8, y0 + 0.8, f"sum {sums[m]:.2g}", color="black", fontsize=6, va="bottom", ha="right")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    desc = getattr(basis, "description", {}) or {}
+    kind = getattr(basis, "kind", "")
+    import textwrap
+
+    extra = ", ".join(f"{key}={val}" for key, val in desc.items() if len(str(val)) < 60)
+    extra = "\n".join(textwrap.wrap(extra, width=int(12 * side)))
+    ax.set_title(f"{kind} basis: {n_all} kernels of {k}x{k}" + (f" (first {n} shown)" if n < n_all else "")
+                 + "; each scaled to its max |value|; 'sum': non-zero sums"
+                 + (f"\n{extra}" if extra else ""), fontsize=9)
+    cb = fig.colorbar(im, ax=ax, shrink=0.8)
+    cb.set_label("each kernel / its max |value|", fontsize=8)
+    return fig
+
+
+def show_kernel_mosaic(kernel, bbox=None, *, ncol=7, nrow=None, fig=None):
+    """The spatial kernel realized on an ``ncol x nrow`` grid across the field (LSST: 7 x N).
+
+    Each tile is the unit-sum kernel at the labelled position, with its
+    adaptive-moment centroid (+) and 2-sigma ellipse; a second panel shows the
+    deviation from the kernel at the field centre, which makes the spatial
+    variation visible.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _mpl()
+    from matplotlib.colors import TwoSlopeNorm
+
+    bbox = bbox if bbox is not None else kernel.bbox
+    if nrow is None:
+        nrow = max(1, int(round(ncol * bbox.getHeight() / bbox.getWidth())))
+    fig = _figure((15, 7.4 * nrow / ncol + 1.2), fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    im, xs, ys, imgs = _draw_kernel_mosaic(ax1, kernel, bbox, ncol, nrow, ellipses=True,
+                                           title="K(x), unit sum, with centroid (+) and 2-sigma moment ellipse")
+    fig.colorbar(im, ax=ax1, shrink=0.8).set_label("K (asinh stretch)", fontsize=8)
+    k = imgs.shape[-1]
+    centre = kernel.computeImage(bbox.getCenter()) / kernel.kernel_sum
+    dev = (imgs - centre) / np.abs(centre).max()
+    tiles = {(i, j): dev[j, i] for j in range(nrow) for i in range(ncol)}
+    vl = _sym_limit([dev])
+    im2 = ax2.imshow(_mosaic(tiles, ncol, nrow, (k, k)), origin="lower", cmap=_cmap("PuOr_r", "white"),
+                     norm=TwoSlopeNorm(0.0, -vl, vl), interpolation="nearest")
+    ax2.set_xticks(ax1.get_xticks(), [_fmt_pos(x) for x in xs])
+    ax2.set_yticks(ax1.get_yticks(), [_fmt_pos(y) for y in ys])
+    ax2.tick_params(labelsize=7)
+    ax2.set_xlabel("x of the kernel position [px]")
+    ax2.set_title("[K(x) - K(centre)] / max K(centre)", fontsize=10)
+    fig.colorbar(im2, ax=ax2, shrink=0.8)
+    fig.suptitle(f"spatial kernel across the field: {kernel!r}", fontsize=10, weight="bold")
+    return fig
+
+
+def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fig=None):
+    """The spatial model of each kernel coefficient against the candidates' own solutions.
+
+    One map per basis coefficient ``a_i(x, y)`` (the first is fixed to 1 and
+    not shown), with each candidate drawn as a disc coloured by its own
+    solution on the same colour scale: a disc that stands out from the map
+    is a candidate the spatial model does not follow.  The last panel plots the
+    own solutions against the model at the candidates for all coefficients.
+    With more than ``max_terms`` coefficients, those varying most are shown.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    _mpl()
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+
+    bbox = kernel.bbox if kernel.bbox is not None else cells.getBBox()
+    coeffs = np.asarray(kernel.coefficients)
+    nb = coeffs.shape[0]
+    statuses = (CandidateStatus.GOOD, CandidateStatus.BAD) if show_bad else (CandidateStatus.GOOD,)
+    cands = [c for c in cells.candidates() if c.status in statuses and c.coefficients is not None
+             and len(c.coefficients) == nb]
+
+    def model_at(x, y):
+        x = np.atleast_1d(np.asarray(x, float))
+        y = np.atleast_1d(np.asarray(y, float))
+        F = np.ones((1, x.size)) if kernel.spatial_function is None else kernel.spatial_function.evaluate(x, y)
+        return coeffs @ F  # (nb, n)
+
+    gx = np.linspace(bbox.getMinX(), bbox.getMaxX(), 48)
+    gy = np.linspace(bbox.getMinY(), bbox.getMaxY(), max(2, int(48 * bbox.getHeight() / bbox.getWidth())))
+    GX, GY = np.meshgrid(gx, gy)
+    G = model_at(GX.ravel(), GY.ravel()).reshape(nb, *GX.shape)
+    cx = np.array([c.x for c in cands])
+    cy = np.array([c.y for c in cands])
+    own = np.array([c.coefficients for c in cands]).T if cands else np.zeros((nb, 0))  # (nb, n)
+    mod = model_at(cx, cy) if cands else np.zeros((nb, 0))
+    idx = np.arange(1, nb)
+    size = np.abs(G[idx]).reshape(len(idx), -1).max(axis=1)
+    if own.shape[1]:
+        size = np.maximum(size, np.abs(own[idx]).max(axis=1))
+    negligible = idx[size <= 1e-6 * max(float(size.max(initial=0.0)), 1e-300)]
+    idx = idx[size > 1e-6 * max(float(size.max(initial=0.0)), 1e-300)]
+    if len(idx) > max_terms:
+        spread = np.ptp(G[idx].reshape(len(idx), -1), axis=1) + (np.ptp(own[idx], axis=1) if own.shape[1] else 0)
+        idx = np.sort(idx[np.argsort(spread)[::-1][:max_terms]])
+    npanel = len(idx) + 1
+    ncol = min(6, max(2, int(math.ceil(math.sqrt(npanel * 1.3)))))
+    nrow = int(math.ceil(npanel / ncol))
+    # a fixed grid (no layout engine): constrained layout is slow with dozens of colour bars
+    fig = _figure((3.1 * ncol + 0.3, 2.7 * nrow + 0.9), fig, layout=None)
+    axs = np.atleast_1d(fig.subplots(nrow, ncol)).ravel()
+    top = 1.0 - 0.55 / fig.get_figheight()
+    fig.subplots_adjust(left=0.05, right=0.97, bottom=0.55 / fig.get_figheight(), top=top - 0.35 / fig.get_figheight(),
+                        wspace=0.55, hspace=0.45)
+    ext = _field_extent(bbox)
+    for ax, i in zip(axs, idx):
+        vals = [G[i].ravel()] + ([own[i]] if own.shape[1] else [])
+        lo = min(float(np.min(v)) for v in vals)
+        hi = max(float(np.max(v)) for v in vals)
+        if hi - lo < 1e-12 * max(1.0, abs(hi)):
+            lo, hi = lo - 1e-12, hi + 1e-12
+        norm = Normalize(lo, hi)
+        im = ax.imshow(G[i], origin="lower", extent=ext, cmap=_cmap("viridis"), norm=norm,
+                       interpolation="bilinear", aspect="auto")
+        if own.shape[1]:
+            ec = ["red" if c.status == CandidateStatus.BAD else "white" for c in cands]
+            ax.scatter(cx, cy, c=own[i], cmap=_cmap("viridis"), norm=norm, s=40, edgecolors=ec, linewidths=1.0)
+            rms = float(np.sqrt(np.mean((own[i] - mod[i]) ** 2)))
+            ax.set_title(f"a{i}: rms(own - model) {rms:.1e}", fontsize=8)
+        else:
+            ax.set_title(f"a{i}", fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.xaxis.set_major_locator(MaxNLocator(3))
+        ax.yaxis.set_major_locator(MaxNLocator(3))
+        cb = fig.colorbar(im, ax=ax, fraction=0.06, pad=0.03, format="%.2g")
+        cb.ax.yaxis.set_major_locator(MaxNLocator(4))
+        cb.ax.tick_params(labelsize=6)
+    ax = axs[len(idx)]
+    if own.shape[1]:
+        for i in idx:
+            ax.plot(mod[i], own[i], ".", ms=4)
+        lim = [min(mod[idx].min(), own[idx].min()), max(mod[idx].max(), own[idx].max())]
+        ax.plot(lim, lim, "k-", lw=0.7)
+        ax.set_xlabel("spatial model at the candidate", fontsize=8)
+        ax.set_ylabel("candidate's own solution", fontsize=8)
+        ax.set_title("all shown coefficients (one colour each)", fontsize=8)
+        ax.tick_params(labelsize=6)
+    else:
+        ax.axis("off")
+    for ax in axs[len(idx) + 1:]:
+        ax.axis("off")
+    sf = kernel.spatial_function
+    spatial = "constant" if sf is None else f"{sf.kind} order {sf.order}"
+    more = f"; the {len(idx)} most varying of {nb - 1} shown" if len(idx) + len(negligible) < nb - 1 else ""
+    if len(negligible):
+        more += f"; {len(negligible)} negligible (|a| < 1e-6 max) not shown"
+    fig.suptitle(f"spatial model of the kernel coefficients ({spatial}) vs the {len(cands)} candidates' own "
+                 f"solutions (discs){more}", fontsize=10, weight="bold")
+    return fig
+
+
+# --- the hook ------------------------------------------------------------
+
+
+def _output_folder():
+    from . import debug
+
+    return debug.get_output_dir()
+
+
+def debug_displays(exposure, fit) -> list:
+    """Draw the displays switched on in :mod:`psfmatch.debug` for a fitted kernel.
+
+    Called by :meth:`ModelPsfMatchTask.run <psfmatch.task.ModelPsfMatchTask.run>`
+    after the kernel fit, before the convolution.  Switches are looked up now,
+    with ``psfmatch.debug.Info("psfmatch.task")`` and
+    ``psfmatch.debug.Info("psfmatch.solve")``.  Figures go to the screen when
+    there is one (:func:`has_screen`) and no output folder was set with
+    :func:`psfmatch.debug.set_output_dir`; otherwise each is written as
+    ``psfmatch-debug-NNN-<display>.png`` in that folder (default: the current
+    directory), ``NNN`` being :data:`psfmatch.debug.frame`.  Without matplotlib a
+    warning is logged and nothing is drawn.
+
+    Returns
+    -------
+    list of str
+        The files written (empty when shown on screen or when nothing is switched on).
+    """
+    from . import debug
+
+    task = debug.Info("psfmatch.task")
+    solve = debug.Info("psfmatch.solve")
+    wanted = []
+    if task.display and task.displaySpatialCells:
+        wanted.append("spatial-cells")
+    if solve.display:
+        for switch, name in (("displayCandidates", "candidates"), ("displayKernelBasis", "kernel-basis"),
+                             ("displayKernelMosaic", "kernel-mosaic"),
+                             ("plotKernelSpatialModel", "kernel-spatial-model")):
+            if getattr(solve, switch):
+                wanted.append(name)
+    if not wanted:
+        return []
+    try:
+        _mpl()
+    except ImportError as exc:
+        log.warning("debug displays skipped: %s", exc)
+        return []
+    folder = _output_folder()
+    screen = folder is None and has_screen()
+    show_bad = bool(solve.showBadCandidates)
+    figs = []
+    for name in wanted:
+        fig = None
+        if screen:
+            import matplotlib.pyplot as plt
+            fig = plt.figure()
+        if name == "spatial-cells":
+            if fig is not None:
+                ax = fig.add_subplot()
+                fig.set_size_inches(10, 9.2)
+                fig.set_layout_engine("constrained")
+            else:
+                ax = None
+            fig = show_spatial_cells(exposure, fit.cellSet, mask_transparency=_transparency(task.maskTransparency),
+                                     ax=ax)
+        elif name == "candidates":
+            fig = show_candidates(fit.cellSet, fit.kernel, show_bad=show_bad, fig=fig)
+        elif name == "kernel-basis":
+            fig = show_kernel_basis(fit.kernel.basis, fig=fig)
+        elif name == "kernel-mosaic":
+            fig = show_kernel_mosaic(fit.kernel, fig=fig)
+        else:
+            fig = plot_kernel_spatial_model(fit.kernel, fit.cellSet, show_bad=show_bad, fig=fig)
+        figs.append((name, fig))
+    if screen:
+        import matplotlib.pyplot as plt
+        for name, fig in figs:
+            manager = getattr(fig.canvas, "manager", None)
+            if manager is not None:
+                manager.set_window_title(f"psfmatch debug: {name}")
+        plt.show()
+        for _, fig in figs:
+            plt.close(fig)
+        return []
+    folder = folder or os.getcwd()
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, fig in figs:
+        path = os.path.join(folder, f"psfmatch-debug-{debug.next_frame():03d}-{name}.png")
+        save_figure(fig, path, overwrite=True)
+        log.info("debug display %s written to %s", name, path)
+        written.append(path)
+    return written

@@ -1,0 +1,376 @@
+"""The ``psfmatch`` command line (issue 5): exit codes, atomic outputs, overrides, PSF specs."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.cli import format_config, main, parse_psf_spec
+from psfmatch.config import apply_overrides, load_overrides
+from psfmatch.demo import make_demo_exposure
+from psfmatch.errors import InvalidInputError
+from psfmatch.psf import DoubleGaussianPsf, GaussianPsf, MoffatPsf
+
+# 16 cells on a 256 x 256 exposure: enough candidates for the default spatial order
+SMALL_CELLS = ["-c", "kernel.active.sizeCellX=64", "-c", "kernel.active.sizeCellY=64"]
+
+
+@pytest.fixture(scope="module")
+def exposure_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("input") / "exposure.fits"
+    make_demo_exposure(256, seed=3).writeFits(str(path))
+    return str(path)
+
+
+def _files(folder):
+    return sorted(os.listdir(folder))
+
+
+def _run(args, capsys):
+    rc = main(args)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+# ---------------------------------------------------------------------------
+# run
+
+
+def test_run_writes_every_output_and_json_matches_the_task(exposure_file, tmp_path, capsys):
+    out = tmp_path / "matched.fits"
+    kern = tmp_path / "kernel.fits"
+    plot = tmp_path / "qa.png"
+    qa = tmp_path / "qa.json"
+    rc, stdout, err = _run(["run", exposure_file, "--reference-psf", "gaussian:sigma=2.6", "-o", str(out),
+                            "--kernel-out", str(kern), "--qa-plot", str(plot), "--qa-json", str(qa), *SMALL_CELLS],
+                           capsys)
+    assert rc == 0, err
+    assert _files(tmp_path) == ["kernel.fits", "matched.fits", "qa.json", "qa.png"]  # no temporary leftovers
+    assert "QA candidates" in stdout and "QA field grid" in stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    matched = Exposure.readFits(str(out))
+    assert matched.getPsf().computeKernelImage((10, 10)).shape[0] % 2 == 1
+    report = json.loads(qa.read_text())
+
+    # the same task, in process, gives the numbers the JSON holds
+    config = ModelPsfMatchConfig()
+    apply_overrides(config, ["kernel.active.sizeCellX=64", "kernel.active.sizeCellY=64"])
+    exposure = Exposure.readFits(exposure_file)
+    result = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(23, 23, 2.6))
+    md = result.metadata
+    for where in ("candidates", "between"):
+        for key, value in md["qa"][where].items():
+            assert report["qa"][where][key] == pytest.approx(value, rel=1e-9, abs=1e-15), (where, key)
+    assert report["metadata"]["nCandidatesUsed"] == md["nCandidatesUsed"] == 16
+    assert report["metadata"]["kernelSize"] == md["kernelSize"]
+    assert np.allclose(matched.image[np.isfinite(matched.image)],
+                       result.psfMatchedExposure.image[np.isfinite(result.psfMatchedExposure.image)])
+
+    from psfmatch.kernel import LinearCombinationKernel
+    k = LinearCombinationKernel.readFits(str(kern))
+    assert np.allclose(k.computeImage((40, 200)), result.psfMatchingKernel.computeImage((40, 200)))
+
+
+def test_run_applies_config_overrides(exposure_file, tmp_path, capsys):
+    py = tmp_path / "over.py"
+    py.write_text("config.kernel.active.kernelSize = 17\n")
+    qa = tmp_path / "qa.json"
+    rc, _, err = _run(["run", exposure_file, "-r", "gaussian:fwhm=6.1", "-o", str(tmp_path / "m.fits"),
+                       "-C", str(py), "-c", "kernel.active.spatialKernelOrder=1", "--qa-json", str(qa), "-q",
+                       *SMALL_CELLS], capsys)
+    assert rc == 0, err
+    md = json.loads(qa.read_text())["metadata"]
+    assert md["kernelSize"] == 17
+    assert md["spatialKernelOrder"] == md["spatialKernelOrderRequested"] == 1
+
+
+def test_run_refuses_to_overwrite_and_leaves_the_file_alone(exposure_file, tmp_path, capsys):
+    out = tmp_path / "m.fits"
+    out.write_bytes(b"precious")
+    rc, stdout, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(out)], capsys)
+    assert rc == 1
+    assert "exists" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == b"precious"
+    rc, _, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(out), "--overwrite", "-q",
+                       *SMALL_CELLS], capsys)
+    assert rc == 0, err
+    assert Exposure.readFits(str(out)).getWidth() == 256
+
+
+def test_failure_in_the_task_writes_nothing(exposure_file, tmp_path, capsys):
+    rc, stdout, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "m.fits"),
+                            "--kernel-out", str(tmp_path / "k.fits"), "--qa-json", str(tmp_path / "q.json"),
+                            "-c", "doAutoPadPsf=False", "-c", "kernel.active.kernelSize=35"], capsys)
+    assert rc == 1
+    assert "too big" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _files(tmp_path) == []
+
+
+def test_failure_while_writing_leaves_no_partial_output(exposure_file, tmp_path, capsys, monkeypatch):
+    # writing the QA JSON fails after the exposure and the kernel were written: none of them may appear
+    import psfmatch.display
+
+    def disk_full(report, path, **kwargs):
+        with open(path, "w") as fh:
+            fh.write("{partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(psfmatch.display, "write_qa_json", disk_full)
+    rc, _, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "m.fits"),
+                       "--kernel-out", str(tmp_path / "k.fits"), "--qa-json", str(tmp_path / "qa.json"),
+                       *SMALL_CELLS], capsys)
+    assert rc == 1
+    assert "No space left" in err and len(err.strip().splitlines()) == 1
+    assert _files(tmp_path) == []
+
+
+def test_unknown_figure_format_fails_before_any_work(exposure_file, tmp_path, capsys):
+    rc, _, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "m.fits"),
+                       "--qa-plot", str(tmp_path / "qa.notaformat")], capsys)
+    assert rc == 1
+    assert "notaformat" in err and len(err.strip().splitlines()) == 1
+    assert _files(tmp_path) == []
+
+
+def test_verbose_failure_shows_the_traceback(tmp_path, capsys):
+    rc, _, err = _run(["run", str(tmp_path / "missing.fits"), "-r", "gaussian:sigma=2", "-o",
+                       str(tmp_path / "m.fits"), "-v"], capsys)
+    assert rc == 1
+    assert "Traceback" in err and "missing.fits" in err
+    assert _files(tmp_path) == []
+
+
+def test_missing_input_is_one_line(tmp_path, capsys):
+    rc, stdout, err = _run(["run", str(tmp_path / "missing.fits"), "-r", "gaussian:sigma=2", "-o",
+                            str(tmp_path / "m.fits")], capsys)
+    assert rc == 1
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("psfmatch run: error:")
+    assert "missing.fits" in err
+    assert stdout == ""
+
+
+@pytest.mark.parametrize("args", [
+    [],                                                                  # no command
+    ["run"],                                                             # missing arguments
+    ["run", "x.fits", "-o", "o.fits"],                                   # no reference PSF
+    ["run", "x.fits", "-o", "o.fits", "-r", "gausian:sigma=2"],          # unknown kind
+    ["run", "x.fits", "-o", "o.fits", "-r", "gaussian:sigma=two"],       # not a number
+    ["run", "x.fits", "-o", "o.fits", "-r", "moffat:fwhm=3"],            # missing beta
+    ["run", "x.fits", "-o", "o.fits", "-r", "gaussian:sigma=2", "--kernel-sum", "-1"],
+    ["inspect-psf", "gaussian:sigma=2", "--at", "12"],                   # bad position
+    ["frobnicate"],
+])
+def test_usage_errors_exit_2(args, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, err = _run(args, capsys)
+    assert rc == 2
+    assert "usage:" in err
+    assert _files(tmp_path) == []
+
+
+def test_help_and_version_exit_0(capsys):
+    assert main(["--help"]) == 0
+    assert "run" in capsys.readouterr().out
+    assert main(["--version"]) == 0
+    assert "psfmatch" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------
+# demo
+
+
+def test_demo_without_arguments_prints_the_summary_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, err = _run(["demo", "--size", "256"], capsys)
+    assert rc == 0, err
+    assert "QA candidates" in stdout and "kernel sum at field centre" in stdout
+    assert _files(tmp_path) == []
+
+
+def test_demo_outdir_writes_its_products(tmp_path, capsys):
+    outdir = tmp_path / "demo"
+    outdir.mkdir()
+    (outdir / "demo-qa.json").write_text("stale")   # the demo replaces its earlier products
+    rc, stdout, err = _run(["demo", "--size", "256", "--outdir", str(outdir), *SMALL_CELLS], capsys)
+    assert rc == 0, err
+    assert _files(outdir) == ["demo-kernel.fits", "demo-matched.fits", "demo-qa.json", "demo-qa.png"]
+    report = json.loads((outdir / "demo-qa.json").read_text())
+    assert report["qa"] == report["metadata"]["qa"]
+    assert report["grid"]["shape"] == [16, 16]
+    for name in _files(outdir):
+        assert f"wrote {outdir / name}" in stdout
+
+
+def test_quiet_prints_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, stdout, err = _run(["demo", "--size", "256", "-q"], capsys)
+    assert rc == 0
+    assert stdout == "" and err == ""
+
+
+def test_warnings_and_logs_go_to_stderr(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # 4 cells cannot constrain an order-2 model: the task logs a warning
+    rc, stdout, err = _run(["demo", "--size", "256"], capsys)
+    assert rc == 0
+    assert "spatialKernelOrder lowered" in err
+    rc, stdout, err = _run(["demo", "--size", "256", "-v"], capsys)
+    assert "INFO" in err and "compute Psf-matching kernel" in err
+
+
+# ---------------------------------------------------------------------------
+# config
+
+
+def test_config_prints_every_field_with_its_doc(capsys):
+    rc, out, _ = _run(["config"], capsys)
+    assert rc == 0
+    # defaults are shown commented out, so that loading the output keeps them defaults
+    assert "#  config.kernel.name = 'AL'" in out
+    assert "#  config.kernel['AL'].kernelSize = 21" in out
+    assert "# [int] Number of rows and columns of the PSF-matching kernel" in out
+    assert "#  config.doAutoPadPsf = True" in out
+    assert not [line for line in out.splitlines() if line.startswith("config.")]
+    assert "lambdaScaling" not in out           # the DF choice is not active
+    rc, out, _ = _run(["config", "--all"], capsys)
+    assert "#  config.kernel['DF'].lambdaScaling = " in out
+
+
+def test_config_shows_overrides_from_every_source(tmp_path, capsys):
+    py = tmp_path / "a.py"
+    py.write_text("config.kernel.name = 'DF'\nconfig.kernel.active.kernelSize = 15\n")
+    toml = tmp_path / "b.toml"
+    toml.write_text("autoPadPsfTo = 1.6\n[kernel.DF]\nlambdaScaling = 0.002\n")
+    yaml = tmp_path / "c.yaml"
+    yaml.write_text("padPsfBy: 4\n")
+    rc, out, err = _run(["config", "-C", str(py), "-C", str(toml), "-C", str(yaml),
+                         "-c", "kernel.active.spatialKernelOrder=1"], capsys)
+    assert rc == 0, err
+    set_lines = [line for line in out.splitlines() if line.startswith("config.")]
+    assert set_lines == ["config.kernel.name = 'DF'", "config.kernel['DF'].kernelSize = 15",
+                         "config.kernel['DF'].spatialKernelOrder = 1", "config.kernel['DF'].lambdaScaling = 0.002",
+                         "config.autoPadPsfTo = 1.6", "config.padPsfBy = 4"]
+    assert "[default 21]" in out  # changed values say what the default was
+
+
+def test_config_output_loads_back(tmp_path, capsys):
+    rc, out, _ = _run(["config", "--all", "-c", "kernel.active.kernelSize=25", "-c", "kernel.AL.alardSigGauss=[1,2,4]",
+                       "-c", "kernel.name=DF"], capsys)
+    assert rc == 0
+    saved = tmp_path / "saved.py"
+    saved.write_text(out)
+    expected = ModelPsfMatchConfig()
+    apply_overrides(expected, ["kernel.active.kernelSize=25", "kernel.AL.alardSigGauss=[1,2,4]", "kernel.name=DF"])
+    loaded = load_overrides(ModelPsfMatchConfig(), str(saved))
+    assert loaded == expected
+    assert format_config(loaded, all_choices=True) == out
+    if hasattr(loaded, "isExplicit"):  # explicit choices survive the round trip, defaults stay defaults
+        assert loaded.kernel["AL"].isExplicit("kernelSize") and loaded.kernel.isExplicit()
+        assert not loaded.isExplicit("doAutoPadPsf") and not loaded.kernel["DF"].isExplicit("kernelSize")
+
+
+def test_bad_override_is_one_line_exit_1(capsys):
+    rc, out, err = _run(["config", "-c", "kernel.active.kernelSize=20"], capsys)
+    assert rc == 1
+    assert "kernelSize" in err and len(err.strip().splitlines()) == 1
+    rc, out, err = _run(["config", "-c", "no.such.field=1"], capsys)
+    assert rc == 1 and "no.such.field" in err
+    rc, out, err = _run(["config", "-C", "/nonexistent/over.py"], capsys)
+    assert rc == 1 and "does not exist" in err
+
+
+# ---------------------------------------------------------------------------
+# inspect-psf
+
+
+def test_inspect_psf_spec_and_file(exposure_file, tmp_path, capsys):
+    rc, out, err = _run(["inspect-psf", "gaussian:sigma=2"], capsys)
+    assert rc == 0, err
+    assert "sigma 2.000" in out and "spatially constant" in out
+    fig = tmp_path / "psf.png"
+    rc, out, err = _run(["inspect-psf", exposure_file, "--at", "30,200", "--plot", str(fig)], capsys)
+    assert rc == 0, err
+    assert "at (30.0, 200.0)" in out and "over 256x256 px" in out
+    assert fig.read_bytes()[:4] == b"\x89PNG"
+    rc, out, err = _run(["inspect-psf", "moffat:fwhm=4,beta=3", "--json"], capsys)
+    data = json.loads(out)
+    assert data["at"]["width"] == data["at"]["height"] and data["at"]["e"] < 1e-6
+
+
+def test_inspect_psf_missing_file_is_exit_1(tmp_path, capsys):
+    rc, out, err = _run(["inspect-psf", str(tmp_path / "none.psf")], capsys)
+    assert rc == 1 and "does not exist" in err
+
+
+# ---------------------------------------------------------------------------
+# PSF specifications
+
+
+def test_parse_psf_spec_models():
+    g = parse_psf_spec("gaussian:sigma=2.6")
+    assert isinstance(g, GaussianPsf) and g.getSigma() == 2.6
+    g = parse_psf_spec("gaussian:fwhm=6.1,size=41")
+    assert g.getSigma() == pytest.approx(6.1 / 2.3548200450309493)
+    assert g.computeKernelImage((0, 0)).shape == (41, 41)
+    d = parse_psf_spec("doublegaussian:sigma1=2,sigma2=4.5,b=0.1")
+    assert isinstance(d, DoubleGaussianPsf) and (d.getSigma1(), d.getSigma2(), d.getB()) == (2.0, 4.5, 0.1)
+    assert parse_psf_spec("dgauss:fwhm1=4.7").getSigma2() == pytest.approx(2 * 4.7 / 2.3548200450309493)
+    m = parse_psf_spec("Moffat: fwhm=5, beta=3.5")
+    assert isinstance(m, MoffatPsf) and (m.getFwhm(), m.getBeta()) == (5.0, 3.5)
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("", "empty"),
+    ("gaussian:", "exactly one of sigma and fwhm"),
+    ("gaussian:sigma=2,fwhm=3", "exactly one of sigma and fwhm"),
+    ("gaussian:sigma=2,sigma=3", "twice"),
+    ("gaussian:width=2", "takes fwhm, sigma, size"),
+    ("gaussian:sigma=-1", "positive"),
+    ("gaussian:sigma=2,size=20", "odd integer"),
+    ("gaussian:sigma", "key=value"),
+    ("moffat:fwhm=3,beta=1", "beta must be > 1"),
+    ("airy:radius=3", "unknown kind 'airy'"),
+    ("psfex:", "needs a file name"),
+])
+def test_parse_psf_spec_errors(spec, match):
+    with pytest.raises(InvalidInputError, match=match):
+        parse_psf_spec(spec)
+
+
+def test_parse_psf_spec_files(exposure_file, tmp_path):
+    psf = parse_psf_spec(exposure_file)
+    assert psf.computeKernelImage((10, 10)).shape == (21, 21)
+    assert parse_psf_spec(f"psfmatch:{exposure_file}").computeKernelImage((10, 10)).shape == (21, 21)
+    assert parse_psf_spec(str(tmp_path / "nofile.fits"), read_files=False) is None
+    with pytest.raises(FileNotFoundError, match="nofile"):
+        parse_psf_spec(str(tmp_path / "nofile.fits"))
+
+
+# ---------------------------------------------------------------------------
+# progress bars
+
+
+def test_progress_bar_is_optional_and_off_by_default(monkeypatch):
+    from psfmatch import progress
+
+    items = [1, 2, 3]
+    assert progress.progress_bar(items) is items                 # off unless enabled
+    assert progress.progress_bar(items, enabled=False) is items
+    monkeypatch.setitem(sys.modules, "tqdm", None)                # tqdm missing: the plain iterable
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    assert progress.progress_bar(items, enabled=True) is items
+
+
+def test_main_restores_the_progress_setting(tmp_path, monkeypatch):
+    from psfmatch import progress
+
+    monkeypatch.chdir(tmp_path)
+    progress.set_enabled(False)
+    assert main(["config", "-q"]) == 0
+    assert progress.is_enabled() is False

@@ -1,0 +1,240 @@
+"""LSST-style debug switches (issue 5): psfmatch.debug, debug.py, and each switch producing its display."""
+
+import glob
+import logging
+import os
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import psfmatch.debug as debug
+from psfmatch import Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.cli import main
+from psfmatch.demo import demo_reference_psf, make_demo_exposure
+from psfmatch.errors import PsfEvaluationError
+from psfmatch.psf import VariableGaussianPsf
+
+pytest.importorskip("matplotlib")
+
+SWITCHES = {
+    # file-name tag: (module, switch)
+    "spatial-cells": ("psfmatch.task", "displaySpatialCells"),
+    "candidates": ("psfmatch.solve", "displayCandidates"),
+    "kernel-basis": ("psfmatch.solve", "displayKernelBasis"),
+    "kernel-mosaic": ("psfmatch.solve", "displayKernelMosaic"),
+    "kernel-spatial-model": ("psfmatch.solve", "plotKernelSpatialModel"),
+}
+
+DEBUG_PY = textwrap.dedent("""
+    import psfmatch.debug
+
+    def DebugInfo(name):
+        info = psfmatch.debug.getInfo(name)
+        if name == "psfmatch.task":
+            info.display = True
+            info.displaySpatialCells = True
+            info.maskTransparency = 30
+        if name == "psfmatch.solve":
+            info.display = True
+            info.displayKernelBasis = True
+        return info
+
+    psfmatch.debug.Info = DebugInfo
+""")
+
+
+@pytest.fixture(autouse=True)
+def clean_debug(monkeypatch):
+    debug.reset()
+    monkeypatch.delitem(sys.modules, "debug", raising=False)
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    yield
+    debug.reset()
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    exposure = make_demo_exposure(256, seed=5)
+    config = ModelPsfMatchConfig()
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 64
+    task = ModelPsfMatchTask(config=config)
+    return task, exposure
+
+
+def _pngs(folder):
+    return sorted(os.path.basename(p) for p in glob.glob(os.path.join(folder, "*.png")))
+
+
+# ---------------------------------------------------------------------------
+# the switch objects
+
+
+def test_unset_switches_are_false():
+    info = debug.Info("psfmatch.task")
+    assert info.display is False and info.anything is False
+    assert not info.maskTransparency
+
+
+def test_switches_persist_per_module_name():
+    debug.Info("psfmatch.solve").display = True
+    assert debug.Info("psfmatch.solve").display is True
+    assert debug.Info("psfmatch.task").display is False
+    assert debug.Info("psfmatch.solve").to_dict() == {"display": True}
+    del debug.Info("psfmatch.solve").display
+    assert debug.Info("psfmatch.solve").display is False
+
+
+def test_reset_restores_the_original_lookup():
+    debug.Info = lambda name: None
+    debug.Info("x")
+    debug.reset()
+    assert debug.Info is debug.getInfo
+
+
+def test_scoped_restores_info_switches_and_folder(tmp_path):
+    debug.Info("psfmatch.task").display = True
+    with debug.scoped():
+        debug.Info("psfmatch.task").display = False
+        debug.Info("psfmatch.task").displaySpatialCells = True
+        debug.Info = lambda name: "replaced"
+        debug.set_output_dir(tmp_path)
+    assert debug.Info is debug.getInfo
+    assert debug.Info("psfmatch.task").to_dict() == {"display": True}
+    assert debug.get_output_dir() is None
+
+
+# ---------------------------------------------------------------------------
+# importing debug.py
+
+
+def test_import_debug_module_from_the_current_directory(tmp_path, monkeypatch):
+    (tmp_path / "debug.py").write_text(DEBUG_PY)
+    monkeypatch.chdir(tmp_path)
+    mod = debug.import_debug_module()
+    assert mod is not None and os.path.dirname(mod.__file__) == str(tmp_path)
+    assert debug.Info is not debug.getInfo
+    assert debug.Info("psfmatch.task").displaySpatialCells is True
+    assert debug.Info("psfmatch.task").maskTransparency == 30
+    assert debug.Info("psfmatch.solve").displayKernelBasis is True
+    assert debug.Info("psfmatch.solve").displayCandidates is False
+
+
+def test_missing_debug_module_warns(tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="psfmatch.debug"):
+        assert debug.import_debug_module("psfmatch_no_such_debug_module") is None
+    assert "no module" in caplog.text
+    assert debug.Info is debug.getInfo
+
+
+def test_the_task_looks_switches_up_at_run_time(fitted):
+    task, exposure = fitted
+    asked = []
+
+    def spy(name):
+        asked.append(name)
+        return debug.getInfo(name)
+
+    debug.Info = spy   # replaced after the task was built: it must still be used
+    task.run(exposure, demo_reference_psf())
+    assert "psfmatch.task" in asked and "psfmatch.solve" in asked
+
+
+# ---------------------------------------------------------------------------
+# each switch produces its display
+
+
+@pytest.mark.parametrize("tag", list(SWITCHES))
+def test_each_switch_writes_its_png(tag, fitted, tmp_path):
+    task, exposure = fitted
+    module, switch = SWITCHES[tag]
+    info = debug.Info(module)
+    info.display = True
+    setattr(info, switch, True)
+    debug.set_output_dir(tmp_path)
+    fit = task.fitKernel(exposure.getPsf(), demo_reference_psf(), exposure.getBBox())
+    from psfmatch.display import debug_displays
+
+    written = debug_displays(exposure, fit)
+    names = _pngs(tmp_path)
+    assert len(names) == 1 and names[0].endswith(f"-{tag}.png")
+    assert written == [str(tmp_path / names[0])]
+    with open(written[0], "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_master_switch_no_display(fitted, tmp_path):
+    task, exposure = fitted
+    for module, switch in SWITCHES.values():
+        setattr(debug.Info(module), switch, True)      # sub-switches without `display`
+    debug.set_output_dir(tmp_path)
+    task.run(exposure, demo_reference_psf())
+    assert _pngs(tmp_path) == []
+
+
+def test_run_hook_shows_bad_candidates(tmp_path):
+    class HolePsf(VariableGaussianPsf):
+        """Fails in the upper right corner, so that some candidates are BAD."""
+
+        def _kernel_image(self, x, y):
+            if x > 192 and y > 192:
+                raise PsfEvaluationError(f"no PSF at ({x}, {y})")
+            return super()._kernel_image(x, y)
+
+    bbox = Box2I((0, 0), (256, 256))
+    psf = HolePsf(21, 21, bbox, sigma=[1.8, 0.1, 0.05], e1=[0.02], e2=[0.0])
+    rng = np.random.default_rng(1)
+    exposure = Exposure(rng.normal(size=(256, 256)).astype(np.float32),
+                        variance=np.ones((256, 256), np.float32), psf=psf)
+    for tag in ("spatial-cells", "candidates"):
+        module, switch = SWITCHES[tag]
+        info = debug.Info(module)
+        info.display = True
+        setattr(info, switch, True)
+    debug.Info("psfmatch.solve").showBadCandidates = True
+    debug.set_output_dir(tmp_path)
+    config = ModelPsfMatchConfig()
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 64
+    config.kernel.active.spatialKernelOrder = 1
+    result = ModelPsfMatchTask(config=config).run(exposure, demo_reference_psf())
+    assert result.metadata["nCandidatesRejected"] > 0
+    names = _pngs(tmp_path)
+    assert [n.split("-", 3)[-1] for n in names] == ["spatial-cells.png", "candidates.png"]
+    frames = [int(n.split("-")[2]) for n in names]
+    assert frames == sorted(frames) and len(set(frames)) == len(frames)
+
+
+def test_cli_debug_imports_debug_py_and_writes_pngs_in_the_current_directory(tmp_path, monkeypatch, capsys):
+    (tmp_path / "debug.py").write_text(DEBUG_PY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert main(["demo", "--size", "256", "--debug", "-q"]) == 0
+    names = _pngs(tmp_path)
+    assert len(names) == 2
+    assert names[0].endswith("-spatial-cells.png") and names[1].endswith("-kernel-basis.png")
+    # the command restored the switches: a later library call shows nothing
+    assert debug.Info is debug.getInfo
+    assert debug.Info("psfmatch.task").display is False
+
+
+def test_cli_debug_dir(tmp_path, monkeypatch):
+    (tmp_path / "debug.py").write_text(DEBUG_PY)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "figs"
+    assert main(["demo", "--size", "256", "--debug", "--debug-dir", str(out), "-q"]) == 0
+    assert len(_pngs(out)) == 2
+    assert _pngs(tmp_path) == []
+
+
+def test_cli_debug_without_debug_py_still_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
+    assert main(["demo", "--size", "256", "--debug"]) == 0
+    err = capsys.readouterr().err
+    if "debug" not in sys.modules:  # some other 'debug' module may exist on the path of this machine
+        assert "no module 'debug'" in err
+    assert _pngs(tmp_path) == []
