@@ -1,60 +1,208 @@
-"""Applying a spatially varying kernel to a masked image (SPEC section 6).
+"""Applying a spatially varying kernel to a masked image, exactly and fast (SPEC section 6).
 
-Image: ``out(x) = sum_u K_x(u) I(x - u)`` with the exact spatial variation:
-the kernel refactors as ``K_x = sum_j f_j(x) R_j``
-(:meth:`~psfmatch.kernel.LinearCombinationKernel.term_images`), so
-``out = sum_j f_j (I (*) R_j)``: one forward transform of each tile and one
-inverse per spatial term, whatever the number of basis kernels.
+Image
+    ``out(x) = sum_u K_x(u) I(x - u)`` with the kernel's exact spatial
+    variation (no interpolation grid).  The kernel refactors as
+    ``K_x = sum_j f_j(x) R_j``
+    (:meth:`~psfmatch.kernel.LinearCombinationKernel.term_images`), one image
+    per spatial term, so ``out = sum_j f_j (I (*) R_j)`` whatever the number of
+    basis kernels.  The spatial terms are first re-expressed as products of
+    Chebyshev polynomials over the *image's* box, ``f = T_p(x') T_q(y')``
+    with ``x', y'`` in [-1, 1] (an exact change of basis of the same total
+    degree, done in float64): every weight is then bounded by 1, which keeps
+    single-precision arithmetic accurate even for the ``polynomial`` spatial
+    model whose raw terms grow like ``x^p``.
 
-Variance: ``sum_u K_x(u)^2 V(x - u)``, exactly: ``K_x^2 = sum_{j,k} f_j f_k R_j R_k``
-and the products ``f_j f_k`` expand on the spatial basis of twice the order
-(:meth:`~psfmatch.kernel.SpatialFunction.product_tensor`), so the variance
-costs one inverse transform per term of that basis (15 for order 2).
+Variance
+    ``sum_u K_x(u)^2 V(x - u)``, *exactly*: ``K_x^2 = sum_{j,k} f_j f_k R_j R_k``
+    and products of Chebyshev polynomials reduce,
+    ``T_a T_c = (T_{a+c} + T_{|a-c|}) / 2``, so the squared kernel is again a
+    sum of images times Chebyshev products, of twice the order (15 images for
+    order 2).  No approximation is made: the only errors are floating-point
+    rounding.
 
-Mask: every output pixel ORs the bits of the input pixels under the kernel
-footprint, the set of kernel pixels with ``|K| >= threshold * max|K|``
-anywhere in the field (``maskDilationThreshold``; 0 reproduces LSST, which
-uses every non-zero pixel).
+Mask
+    Every output pixel ORs the bits of the input pixels under the kernel
+    footprint: the kernel pixels with ``|K| >= threshold * max|K|`` anywhere in
+    the field (:func:`mask_footprint`, ``maskDilationThreshold``; 0 selects
+    every non-zero pixel, as LSST).  The dilation (:func:`dilate_mask`) is
+    exact binary morphology, bit plane by bit plane, with no per-pixel loop:
+    sparse planes scatter the footprint from their few set pixels; dense ones
+    are packed 64 pixels to a machine word and dilated by the footprint's
+    rectangles (:func:`footprint_rectangles`) with shifted ORs, ``O(log k)``
+    passes per rectangle, inside boxes around the clusters of set pixels.
 
-Border and missing data: the outer ``kernelSize // 2`` pixels, and every output
-pixel whose full kernel support covers a non-finite image or variance pixel or
-a NO_DATA pixel, get image NaN, variance +inf and the NO_DATA bit (the border's
-mask is NO_DATA only, as afw's ``doCopyEdge=False``).  Nothing is filled silently.
+Border and missing data
+    The outer ``kernelSize // 2`` pixels, and every output pixel whose full
+    kernel support covers a non-finite image or variance pixel or a NO_DATA
+    pixel, get image NaN, variance +inf and the NO_DATA bit (the border's mask
+    is NO_DATA only, as afw's ``doCopyEdge=False``).  Nothing is filled
+    silently.  Missing input pixels are replaced by 0 before the transforms, so
+    they cannot leak into the pixels that are kept.
 
-The work is tiled (overlap-save), so memory is bounded by the tile size for
-any exposure size.
+How it is fast
+    The output is cut into tiles of nearly equal size whose FFT side is at
+    most ``tile`` (overlap-save: each tile reads ``kernelSize // 2`` extra
+    pixels on each side), processed a few tiles at a time, so memory is
+    bounded by the output planes plus one batch of tiles per thread, for any
+    exposure size.  Per tile and plane there is one
+    forward real 2-d transform; then for each spatial term ``(p, q)`` the
+    product with the term's spectrum is transformed back along ``y`` only
+    (complex, half spectrum), weighted by ``T_q(y')`` row by row (a weight
+    that depends on ``y`` only commutes with the transform along ``x``) and
+    summed into one array per ``p``; only those ``order + 1`` arrays are
+    transformed back along ``x`` and weighted by ``T_p(x')``.  For order 2 the
+    image costs 6 column and 3 row inverse passes (instead of 6 full inverse
+    transforms), the variance 15 and 5.  Transforms are done in the input's
+    precision (float32 images use complex64 transforms, whose rounding error
+    is about 1e-7 of the plane's maximum; float64 images use complex128), with
+    :mod:`scipy.fft`; rows of tiles are spread over ``workers`` threads (numpy
+    and pocketfft release the GIL).
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from scipy import fft as sfft
-from scipy import ndimage
 
 from .errors import MemoryLimitError
+from .geom import Box2D
 from .image import MaskedImage
 from .kernel.kernel import LinearCombinationKernel
+from .kernel.spatial import SpatialFunction
 
-__all__ = ["convolve_masked_image", "mask_footprint", "estimate_memory"]
+__all__ = ["convolve_masked_image", "mask_footprint", "estimate_memory", "footprint_rectangles",
+           "dilate_mask", "spatial_term_images", "direct_convolve", "default_workers"]
+
+#: Terms whose image's L1 norm is below this fraction of the largest term's are dropped.
+#: With Chebyshev weights bounded by 1, the neglected part of any output pixel is at most
+#: this fraction of ``max|I| * sum|R|``: far below the float32 rounding of the transforms.
+TERM_DROP_TOLERANCE = 1e-13
+
+#: Upper bound on the number of pixels (``ntiles * Ly * Lx``) transformed in one batch.
+_BATCH_PIXELS = 1 << 20
 
 
-def _spatial_parts(kernel: LinearCombinationKernel):
-    """Term images for the image and the variance, and their (p, q) separable exponents."""
-    R = kernel.term_images()  # (ns, k, k)
+def default_workers() -> int:
+    """Threads used when ``workers`` is None: ``$PSFMATCH_NUM_THREADS`` if set, else the usable cores.
+
+    Set ``PSFMATCH_NUM_THREADS=1`` when many exposures are processed in parallel processes.
+    """
+    env = os.environ.get("PSFMATCH_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------
+# the kernel as term images times Chebyshev products over the image's box
+
+
+def _terms(order):
+    return [(n - q, q) for n in range(order + 1) for q in range(n + 1)]
+
+
+def _chebyshev(coords, lo, hi, order, dtype=np.float64):
+    """``T_r(t)`` for ``r = 0..order`` with ``t = (c - (lo + hi)/2) 2 / (hi - lo)``: shape (order + 1, n)."""
+    t = (np.asarray(coords, dtype=np.float64) - 0.5 * (lo + hi)) * 2.0 / (hi - lo)
+    out = np.empty((order + 1, t.size))
+    out[0] = 1.0
+    if order >= 1:
+        out[1] = t
+    for p in range(2, order + 1):
+        out[p] = 2.0 * t * out[p - 1] - out[p - 2]
+    return out.astype(dtype, copy=False)
+
+
+def _axis_change(sf: SpatialFunction, axis, lo, hi):
+    """``A`` with ``X_p(c) = sum_r A[p, r] T_r(t(c))`` over ``[lo, hi]`` (exact for polynomials of degree <= order)."""
+    n = sf.order + 1
+    nodes = np.cos(np.pi * (np.arange(n) + 0.5) / n)  # Chebyshev nodes in t
+    coords = 0.5 * (lo + hi) + 0.5 * (hi - lo) * nodes
+    Xv = sf.evaluate_1d(coords, axis)  # (n, n): X_p at the nodes
+    V = _chebyshev(coords, lo, hi, sf.order).T  # V[i, r] = T_r(t_i)
+    A = np.linalg.solve(V, Xv.T).T
+    A[np.abs(A) < 1e-15 * np.abs(A).max()] = 0.0
+    return A
+
+
+def spatial_term_images(kernel: LinearCombinationKernel, bbox):
+    """The kernel as ``sum_{(p, q)} T_p(x') T_q(y') R_pq`` over ``bbox``, and its square likewise.
+
+    Parameters
+    ----------
+    kernel : LinearCombinationKernel
+    bbox : Box2I
+        The image's box; ``x'``, ``y'`` run over [-1, 1] on its pixel edges.
+
+    Returns
+    -------
+    order : int
+        Spatial order of the image terms (0 for a spatially invariant kernel).
+    img_terms : list of ((p, q), ndarray (k, k))
+        Non-negligible term images of the kernel (float64).
+    var_terms : list of ((p, q), ndarray (k, k))
+        Term images of the squared kernel, over Chebyshev products of order ``2 * order``.
+
+    Notes
+    -----
+    The change from the kernel's own spatial basis (Chebyshev over the kernel's
+    box, or monomials in parent pixels) to Chebyshev polynomials over the image
+    is exact: ``X_p`` is a polynomial of degree ``p``, so it is a combination of
+    ``T_0..T_p`` and the set of terms (total degree <= order) is preserved.
+    Terms whose image's L1 norm is below :data:`TERM_DROP_TOLERANCE` of the
+    largest are dropped (for a chebyshev1 kernel fitted on the same box the
+    change of basis is the identity and nothing but exact zeros is dropped).
+    """
+    R = kernel.term_images()  # (ns, k, k), includes kernelSum
     sf = kernel.spatial_function
-    if sf is None:
-        return R, [(0, 0)], R * R, [(0, 0)], None, None
-    P = sf.product_tensor()  # (ns, ns, ns2)
-    W = np.einsum("jkp,jab,kab->pab", P, R, R)
-    sq = sf.squared()
-    return R, sf.terms, W, sq.terms, sf, sq
+    k = R.shape[-1]
+    if sf is None or not kernel.isSpatiallyVarying():
+        R0 = R[0]
+        return 0, [((0, 0), R0)], [((0, 0), R0 * R0)]
+    order = sf.order
+    box = Box2D(bbox)
+    Ax = _axis_change(sf, 0, box.getMinX(), box.getMaxX())
+    Ay = _axis_change(sf, 1, box.getMinY(), box.getMaxY())
+    terms = _terms(order)
+    index = {t: i for i, t in enumerate(terms)}
+    Rn = np.zeros((len(terms), k, k))
+    for j, (p, q) in enumerate(sf.terms):
+        for r in range(p + 1):
+            for s in range(q + 1):
+                c = Ax[p, r] * Ay[q, s]
+                if c != 0.0:
+                    Rn[index[(r, s)]] += c * R[j]
+    norms = np.abs(Rn).sum(axis=(1, 2))
+    keep = norms > TERM_DROP_TOLERANCE * norms.max()
+    cheb = SpatialFunction("chebyshev1", order, box)
+    P = cheb.product_tensor()  # (ns, ns, ns2)
+    sq_terms = cheb.squared().terms
+    kept = np.flatnonzero(keep)
+    W = np.einsum("jkg,jab,kab->gab", P[np.ix_(kept, kept)], Rn[kept], Rn[kept])
+    wn = np.abs(W).sum(axis=(1, 2))
+    wkeep = wn > TERM_DROP_TOLERANCE * wn.max()
+    img_terms = [(terms[j], Rn[j]) for j in kept]
+    var_terms = [(sq_terms[g], W[g]) for g in np.flatnonzero(wkeep)]
+    eff = max(p + q for (p, q), _ in img_terms)
+    return eff, img_terms, var_terms
+
+
+# ---------------------------------------------------------------------------
+# mask footprint and dilation
 
 
 def mask_footprint(kernel: LinearCombinationKernel, threshold: float, bbox=None, n_grid=5) -> np.ndarray:
     """Boolean ``k x k`` footprint: pixels where ``max_x |K_x| >= threshold * max_{x,u} |K_x(u)|``.
 
     The maximum over the field is taken on an ``n_grid x n_grid`` grid of
-    positions over ``bbox`` (the kernel's box by default) plus its corners.
+    positions over ``bbox`` (the kernel's box by default), corners included.
     ``threshold = 0`` selects every pixel that is non-zero somewhere.
     """
     box = bbox if bbox is not None else kernel.bbox
@@ -75,40 +223,353 @@ def mask_footprint(kernel: LinearCombinationKernel, threshold: float, bbox=None,
     return amax >= threshold * top
 
 
-def estimate_memory(shape, kernel_size, n_terms, n_var_terms, tile) -> int:
-    """Bytes needed to convolve an image of ``shape``: the full-size planes plus one tile's transforms."""
-    h, w = shape
-    full = h * w * (8 + 8 + 4 + 4 + 4 + 4 + 1 + 1)  # work image/variance, outputs, masks, flags
-    t = tile + kernel_size
-    per_tile = t * t * 8 * (2 + 2 * (1 + n_terms + n_var_terms))
-    return int(full + per_tile)
+def footprint_rectangles(footprint) -> list:
+    """Split a boolean footprint into rectangles whose union is exactly the footprint.
 
+    Each run of set pixels in a row is extended up and down over the rows that
+    contain the whole run; duplicates are removed.  A convex footprint of
+    side ``k`` gives at most ``k // 2 + 1`` rectangles.
 
-def _or_dilate(mask, footprint):
-    """``out(x) = OR_{u in footprint} mask(x - u)`` for an int32 bit array (centre of footprint = u = 0)."""
-    if not mask.any():
-        return mask.copy()
-    kh, kw = footprint.shape
+    Returns
+    -------
+    list of (dy0, dy1, dx0, dx1)
+        Inclusive offset ranges from the footprint's centre pixel.
+    """
+    fp = np.asarray(footprint, dtype=bool)
+    kh, kw = fp.shape
     cy, cx = kh // 2, kw // 2
-    offs = np.argwhere(footprint) - [cy, cx]  # (dy, dx)
-    H, W = mask.shape
-    out = np.zeros_like(mask)
-    nz = np.count_nonzero(mask)
-    if nz * len(offs) < mask.size:
-        ys, xs = np.nonzero(mask)
-        vals = mask[ys, xs]
-        for dy, dx in offs:
-            yy, xx = ys + dy, xs + dx
-            ok = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            np.bitwise_or.at(out, (yy[ok], xx[ok]), vals[ok])
+    rects = set()
+    for a in range(kh):
+        row = fp[a]
+        if not row.any():
+            continue
+        edges = np.diff(np.concatenate([[0], row.astype(np.int8), [0]]))
+        starts = np.flatnonzero(edges == 1)
+        stops = np.flatnonzero(edges == -1) - 1
+        for c0, c1 in zip(starts, stops):
+            a0 = a
+            while a0 > 0 and fp[a0 - 1, c0:c1 + 1].all():
+                a0 -= 1
+            a1 = a
+            while a1 < kh - 1 and fp[a1 + 1, c0:c1 + 1].all():
+                a1 += 1
+            rects.add((a0 - cy, a1 - cy, int(c0) - cx, int(c1) - cx))
+    return sorted(rects)
+
+
+# Binary morphology on bit-packed rows: 64 pixels per uint64 word, so a shift along x is two word
+# shifts and an OR, and a run of ORs over a window of L pixels takes log2(L) doublings.
+
+_U64 = np.dtype("<u8")
+
+#: A bit plane is dilated by scattering its footprint when that writes fewer than this fraction of
+#: the image's pixels; otherwise by the packed morphology below.
+_SPARSE_FRACTION = 0.01
+
+
+def _shift_x(a, s):
+    """``out(x) = a(x - s)`` for bit-packed rows ``a`` (rows, words) of little-endian uint64; zero fill."""
+    if s == 0:
+        return a
+    nw = a.shape[1]
+    q, r = divmod(abs(s), 64)
+    out = np.zeros_like(a)
+    if q >= nw:
         return out
-    for dy, dx in offs:
-        ys_out = slice(max(0, dy), H + min(0, dy))
-        xs_out = slice(max(0, dx), W + min(0, dx))
-        ys_in = slice(max(0, -dy), H + min(0, -dy))
-        xs_in = slice(max(0, -dx), W + min(0, -dx))
-        out[ys_out, xs_out] |= mask[ys_in, xs_in]
+    if s > 0:
+        if r == 0:
+            out[:, q:] = a[:, :nw - q]
+        else:
+            out[:, q:] = a[:, :nw - q] << np.uint64(r)
+            out[:, q + 1:] |= a[:, :nw - q - 1] >> np.uint64(64 - r)
+    else:
+        if r == 0:
+            out[:, :nw - q] = a[:, q:]
+        else:
+            out[:, :nw - q] = a[:, q:] >> np.uint64(r)
+            out[:, :nw - q - 1] |= a[:, q + 1:] << np.uint64(64 - r)
     return out
+
+
+def _shift_y(a, s):
+    """``out(y) = a(y - s)``, zero fill."""
+    if s == 0:
+        return a
+    out = np.zeros_like(a)
+    n = a.shape[0]
+    if abs(s) < n:
+        if s > 0:
+            out[s:] = a[:n - s]
+        else:
+            out[:n + s] = a[-s:]
+    return out
+
+
+def _or_runs(a, lengths, shift):
+    """``{L: OR_{t=0}^{L-1} shift(a, t)}`` for every ``L`` in ``lengths``, sharing the doublings."""
+    pw = {1: a}
+    width = 1
+    top = max(lengths)
+    while 2 * width <= top:
+        pw[2 * width] = pw[width] | shift(pw[width], width)
+        width *= 2
+    out = {}
+    for L in lengths:
+        p = 1 << (int(L).bit_length() - 1)
+        out[L] = pw[p] if p == L else pw[p] | shift(pw[p], L - p)
+    return out
+
+
+def _dilate_packed(a, rects):
+    """``OR_{(dy, dx) in rects} a(y - dy, x - dx)`` on a padded bit-packed array."""
+    xr = sorted({(dx0, dx1) for _, _, dx0, dx1 in rects})
+    runs_x = _or_runs(a, {dx1 - dx0 + 1 for dx0, dx1 in xr}, _shift_x)
+    hx = {(dx0, dx1): _shift_x(runs_x[dx1 - dx0 + 1], dx0) for dx0, dx1 in xr}
+    out = None
+    for (dx0, dx1), h in hx.items():
+        ys = [(dy0, dy1) for dy0, dy1, ex0, ex1 in rects if (ex0, ex1) == (dx0, dx1)]
+        runs_y = _or_runs(h, {dy1 - dy0 + 1 for dy0, dy1 in ys}, _shift_y)
+        for dy0, dy1 in ys:
+            v = _shift_y(runs_y[dy1 - dy0 + 1], dy0)
+            out = v if out is None else out | v
+    return out
+
+
+def _dilate_bool(b, rects):
+    """``out(y, x) = OR_{(dy, dx) in rects} b(y - dy, x - dx)`` for a boolean array (zero outside).
+
+    The plane is packed 64 pixels to a word, padded by the largest offset,
+    dilated rectangle by rectangle (nested rectangles share their work) and unpacked.
+    """
+    b = np.asarray(b)
+    H, W = b.shape
+    if not rects:
+        return np.zeros((H, W), dtype=bool)
+    m = max(abs(v) for r in rects for v in r)
+    wpad = 64 * (-(-m // 64))  # whole words on each side
+    nbits = W + 2 * wpad
+    nbits += (-nbits) % 64
+    padded = np.zeros((H + 2 * m, nbits // 8), dtype=np.uint8)
+    padded[m:m + H, wpad // 8:wpad // 8 + (W + 7) // 8] = np.packbits(b, axis=1, bitorder="little")
+    res = _dilate_packed(padded.view(_U64), rects)
+    bits = np.unpackbits(res.view(np.uint8)[m:m + H], axis=1, count=wpad + W, bitorder="little")
+    return bits[:, wpad:].view(bool)
+
+
+def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
+    """``out(x) |= OR_{u in footprint} mask(x - u)``, bit by bit, for an integer bit array.
+
+    Parameters
+    ----------
+    mask : ndarray of int32
+    footprint : ndarray of bool, odd shape
+        Its centre pixel is the offset ``u = 0``.
+    exclude : int
+        Bits that are not propagated.
+    out : ndarray of int32, optional
+        Where to OR the result (a new zero array by default).
+
+    Notes
+    -----
+    Exact binary morphology, one bit plane at a time, without per-pixel loops.
+    A plane with few set pixels (cosmic rays, saturated cores) scatters the
+    footprint's offsets from each of them.  Otherwise its set pixels are grouped
+    into boxes (:func:`_clusters`: a bad column and a distant cosmic ray do not
+    make one image-sized box); in each box the footprint is split into
+    rectangles (:func:`footprint_rectangles`), the plane is packed 64 pixels to
+    a machine word and each rectangle is a run of ORs along ``x`` (word shifts)
+    and along ``y`` (row shifts) computed by doubling: ``O(log k)`` passes over
+    one bit per pixel.
+    """
+    mask = np.asarray(mask)
+    if out is None:
+        out = np.zeros(mask.shape, dtype=np.int32)
+    present = (int(np.bitwise_or.reduce(mask, axis=None)) if mask.size else 0) & ~int(exclude) & 0xFFFFFFFF
+    if present == 0:
+        return out
+    rects = footprint_rectangles(footprint)
+    if not rects:
+        return out
+    margin = max(abs(v) for r in rects for v in r)
+    fp = np.asarray(footprint, dtype=bool)
+    offsets = np.argwhere(fp) - np.array(fp.shape) // 2  # (dy, dx) of every footprint pixel
+    H, W = mask.shape
+    mbytes = np.ascontiguousarray(mask, dtype="<i4").view(np.uint8).reshape(H, W, 4)
+    for bitno in range(32):
+        if not (present >> bitno) & 1:
+            continue
+        value = np.int32(np.uint32(1 << bitno).view(np.int32))
+        b = np.bitwise_and(mbytes[:, :, bitno // 8], np.uint8(1 << (bitno % 8))) != 0
+        idx = np.flatnonzero(b)
+        if idx.size * len(offsets) <= _SPARSE_FRACTION * H * W:
+            ys, xs = np.divmod(idx, W)
+            yy = (ys[:, None] + offsets[None, :, 0]).ravel()
+            xx = (xs[:, None] + offsets[None, :, 1]).ravel()
+            keep = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            yy, xx = yy[keep], xx[keep]
+            out[yy, xx] = out[yy, xx] | value  # duplicates write the same value
+            continue
+        for box in _clusters(idx, W, H, margin):
+            d = _dilate_bool(b[box], rects)
+            sub = out[box]
+            np.bitwise_or(sub, value, out=sub, where=d)
+    return out
+
+
+def _groups(idx, gap):
+    """Split sorted indices into runs whose consecutive members are at most ``gap`` apart."""
+    if idx.size == 0:
+        return []
+    cut = np.flatnonzero(np.diff(idx) > gap)
+    starts = np.concatenate([[idx[0]], idx[cut + 1]])
+    stops = np.concatenate([idx[cut], [idx[-1]]])
+    return list(zip(starts.tolist(), stops.tolist()))
+
+
+def _clusters(idx, W, H, margin, max_points=1 << 16):
+    """Boxes, grown by ``margin``, around the clusters of the set pixels at flat indices ``idx``.
+
+    Columns holding set pixels are grouped where they are at most ``2 margin + 1``
+    apart, then the rows within each column group likewise, so that isolated
+    defects get their own small boxes.  Every set pixel lies in exactly one box
+    with its whole footprint.  Very many points give one bounding box.
+    """
+    ys, xs = np.divmod(idx, W)
+    if idx.size > max_points:
+        return [(slice(max(0, int(ys.min()) - margin), min(H, int(ys.max()) + margin + 1)),
+                 slice(max(0, int(xs.min()) - margin), min(W, int(xs.max()) + margin + 1)))]
+    order = np.argsort(xs, kind="stable")
+    xs, ys = xs[order], ys[order]
+    boxes = []
+    for c0, c1 in _groups(np.unique(xs), 2 * margin + 1):
+        lo, hi = np.searchsorted(xs, [c0, c1 + 1])
+        for r0, r1 in _groups(np.unique(ys[lo:hi]), 2 * margin + 1):
+            boxes.append((slice(max(0, r0 - margin), min(H, r1 + margin + 1)),
+                          slice(max(0, c0 - margin), min(W, c1 + margin + 1))))
+    return boxes
+
+
+def _support_box(b, margin):
+    """Slices of the bounding box of the non-zero pixels of ``b`` grown by ``margin`` (None if empty)."""
+    rows = np.flatnonzero(b.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(b[rows[0]:rows[-1] + 1].any(axis=0))
+    H, W = b.shape
+    return (slice(max(0, rows[0] - margin), min(H, rows[-1] + margin + 1)),
+            slice(max(0, cols[0] - margin), min(W, cols[-1] + margin + 1)))
+
+
+def _dilate_square(bad, h):
+    """Pixels whose ``(2h+1)^2`` neighbourhood holds a set pixel of ``bad``."""
+    out = np.zeros(bad.shape, dtype=bool)
+    box = _support_box(bad, h)
+    if box is None:
+        return out
+    out[box] = _dilate_bool(bad[box], [(-h, h, -h, h)])
+    return out
+
+
+# ---------------------------------------------------------------------------
+# memory
+
+
+def _geometry(H, W, k, tile):
+    """FFT sizes ``(Ly, Lx)`` and cores ``(Cy, Cx)`` of the tiles for an ``H x W`` image.
+
+    Along each axis the ``n - 2h`` output pixels are split into the fewest tiles
+    whose FFT side stays within ``tile``, of nearly equal cores, and each FFT side
+    is the next fast length (no nearly empty last tile).
+    """
+    h = k // 2
+    tile = max(int(tile), 2 * h + 16)
+    sizes = []
+    for n in (H, W):
+        inner = max(1, n - 2 * h)
+        cmax = tile - 2 * h
+        while cmax > 8 and sfft.next_fast_len(cmax + 2 * h, real=True) > tile:
+            cmax -= 1
+        ntiles = -(-inner // cmax)
+        core = -(-inner // ntiles)
+        L = sfft.next_fast_len(core + 2 * h, real=True)
+        sizes.append((L, L - 2 * h))
+    (Ly, Cy), (Lx, Cx) = sizes
+    return Ly, Lx, Cy, Cx
+
+
+def estimate_memory(shape, kernel_size, n_terms, n_var_terms, tile, itemsize=4, workers=1) -> int:
+    """Bytes needed to convolve an image of ``shape``: the full-size planes plus the tile batches in flight.
+
+    Full-size: the output image and variance (``itemsize`` each), the output
+    mask (4), the missing-data flags and their dilation (2), and the
+    per-plane dilation work (at most 3 bytes a pixel).  Per thread: one batch
+    of tiles with its spectra and the per-term work arrays.
+    """
+    h, w = shape
+    full = h * w * (2 * itemsize + 4 + 2 + 3)
+    Ly, Lx, Cy, Cx = _geometry(h, w, kernel_size, tile)
+    ntx = max(1, -(-max(1, w - (kernel_size // 2) * 2) // Cx))
+    per_batch_tiles = max(1, min(ntx, _BATCH_PIXELS // (Ly * Lx)))
+    spec = per_batch_tiles * Ly * (Lx // 2 + 1) * 2 * itemsize
+    order_img = max(0, int(round((np.sqrt(8 * max(1, n_terms) + 1) - 3) / 2)))
+    n_groups = 2 * order_img + 1
+    per_thread = per_batch_tiles * Ly * Lx * itemsize * 4 + spec * (3 + n_groups)
+    kernels = (n_terms + n_var_terms) * Ly * (Lx // 2 + 1) * 2 * itemsize
+    return int(full + kernels + max(1, int(workers)) * per_thread)
+
+
+# ---------------------------------------------------------------------------
+# the tiled transforms
+
+
+class _PlaneTransform:
+    """One plane's term spectra and the per-row-of-tiles convolution (see the module docstring)."""
+
+    def __init__(self, terms, Ly, Lx, h, cdtype):
+        k = terms[0][1].shape[-1]
+        rdtype = np.float32 if cdtype == np.complex64 else np.float64
+        # the k x k images, centred on index (0, 0) of the Ly x Lx tile: transform the k non-zero rows
+        # along x, then the columns along y
+        rows = np.zeros((len(terms), k, Lx), dtype=rdtype)
+        rows[:, :, (np.arange(k) - h) % Lx] = np.array([img for _, img in terms])
+        fx = sfft.rfft(rows, axis=2)
+        full = np.zeros((len(terms), Ly, Lx // 2 + 1), dtype=cdtype)
+        full[:, (np.arange(k) - h) % Ly, :] = fx
+        self.spectra = sfft.fft(full, axis=1, overwrite_x=True)
+        groups = {}
+        for j, ((p, q), _) in enumerate(terms):
+            groups.setdefault(p, []).append((j, q))
+        self.groups = sorted(groups.items())
+        self.Ly, self.Lx, self.h = Ly, Lx, h
+
+    def apply(self, block, ny, Yw, Xw):
+        """Convolve a batch of tiles ``block`` (n, Ly, Lx); return the ``ny`` valid rows (n, ny, Cx).
+
+        ``Yw[q]`` (ny, 1) and ``Xw[p]`` (n, 1, Cx) are the Chebyshev weights of the valid pixels.
+        """
+        h, Lx = self.h, self.Lx
+        Cx = Lx - 2 * h
+        F = sfft.rfft2(block, axes=(1, 2))
+        acc = None
+        for p, lst in self.groups:
+            Hp = None
+            for j, q in lst:
+                G = sfft.ifft(F * self.spectra[j], axis=1, overwrite_x=True)[:, h:h + ny]
+                if q:  # a real weight per row: multiply the (re, im) pairs as reals
+                    Gr = G.view(Yw.dtype)
+                    np.multiply(Gr, Yw[q], out=Gr)
+                if Hp is None:
+                    Hp = G
+                else:
+                    Hp += G
+            r = sfft.irfft(Hp, n=Lx, axis=2)[:, :, h:h + Cx]
+            if p:
+                r *= Xw[p]
+            if acc is None:
+                acc = r
+            else:
+                acc += r
+        return acc
 
 
 def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKernel, *,
@@ -119,22 +580,24 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     Parameters
     ----------
     masked_image : MaskedImage
-        Input (not modified).
+        Input (not modified).  float32 planes are transformed in single
+        precision, anything else in double precision.
     kernel : LinearCombinationKernel
         Evaluated at parent pixel coordinates (the image's ``xy0`` is honoured).
     mask_threshold : float
         Footprint threshold for mask propagation (``maskDilationThreshold``).
     tile : int
-        Side of the FFT tiles (overlap-save).
+        Largest FFT side of the tiles (overlap-save); memory grows with ``tile``
+        times the image width.
     max_memory_bytes : int, optional
-        Raise :class:`MemoryLimitError` before allocating if the estimate exceeds it.
+        Raise :class:`MemoryLimitError` before allocating if :func:`estimate_memory` exceeds it.
     workers : int, optional
-        Threads for ``scipy.fft``.
+        Threads working on rows of tiles (default: :func:`default_workers`).
 
     Returns
     -------
     MaskedImage
-        Same box and dtype as the input.
+        Same box and dtypes as the input.
     """
     img = masked_image.image
     var = masked_image.variance
@@ -143,84 +606,113 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     H, W = img.shape
     k = kernel.getWidth()
     h = k // 2
-    R, terms, Wimg, var_terms, sf, sq = _spatial_parts(kernel)
+    nworkers = default_workers() if workers is None else max(1, int(workers))
+    single = img.dtype == np.float32 and var.dtype == np.float32
+    rdtype = np.float32 if single else np.float64
+    cdtype = np.complex64 if single else np.complex128
+    isz = np.dtype(rdtype).itemsize
+    bbox = masked_image.getBBox()
+    order, img_terms, var_terms = spatial_term_images(kernel, bbox)
     if max_memory_bytes is not None:
-        need = estimate_memory(img.shape, k, len(terms), len(var_terms), tile)
+        need = estimate_memory(img.shape, k, len(img_terms), len(var_terms), tile, isz, nworkers)
         if need > max_memory_bytes:
             raise MemoryLimitError(
                 f"convolving a {W}x{H} image needs about {need / 2**30:.2f} GiB, more than the limit of "
                 f"{max_memory_bytes / 2**30:.2f} GiB; raise config.maxMemoryGiB or lower config.convolveTileSize")
+
     no_data_bit = mask_obj.getPlaneBitMask("NO_DATA") if "NO_DATA" in mask_obj.getMaskPlaneDict() else 0
-    bad = ~np.isfinite(img) | ~np.isfinite(var)
+    bad = ~np.isfinite(img)
+    bad |= ~np.isfinite(var)
     if no_data_bit:
         bad |= (mask & no_data_bit) != 0
-    work_img = np.where(bad, 0.0, img).astype(np.float64)
-    work_var = np.where(bad, 0.0, var).astype(np.float64)
+    any_bad = bool(bad.any())
+    bad_rows = bad.any(axis=1) if any_bad else None
 
     out_img = np.empty((H, W), dtype=img.dtype)
     out_var = np.empty((H, W), dtype=var.dtype)
-    x0, y0 = masked_image.getXY0()
-    core = max(1, tile - 2 * h)
-    L_y = sfft.next_fast_len(min(core, H) + 2 * h, real=True)
-    L_x = sfft.next_fast_len(min(core, W) + 2 * h, real=True)
-    core_y, core_x = L_y - 2 * h, L_x - 2 * h
+    out_mask = np.zeros((H, W), dtype=np.int32)
 
-    def kernel_ffts(stack):
-        pad = np.zeros((len(stack), L_y, L_x))
-        pad[:, :k, :k] = stack
-        pad = np.roll(pad, (-h, -h), axis=(1, 2))  # kernel centre at index (0, 0)
-        return sfft.rfft2(pad, axes=(1, 2), workers=workers)
+    if H > 2 * h and W > 2 * h:
+        Ly, Lx, Cy, Cx = _geometry(H, W, k, tile)
+        x0, y0 = masked_image.getXY0()
+        box = Box2D(bbox)
+        order_v = max(p + q for (p, q), _ in var_terms)
+        planes = []
+        for terms, src, dst, o in ((img_terms, img, out_img, order), (var_terms, var, out_var, order_v)):
+            tr = _PlaneTransform(terms, Ly, Lx, h, cdtype)
+            Ty = _chebyshev(y0 + np.arange(H), box.getMinY(), box.getMaxY(), o, rdtype)
+            Tx = _chebyshev(x0 + np.arange(W), box.getMinX(), box.getMaxX(), o, rdtype)
+            planes.append((tr, src, dst, Ty, Tx))
+        ny_out, nx_out = H - 2 * h, W - 2 * h
+        ntx = -(-nx_out // Cx)
+        nty = -(-ny_out // Cy)
+        per_batch = max(1, min(ntx, _BATCH_PIXELS // (Ly * Lx)))
+        jobs = [(ity, bx0, min(ntx, bx0 + per_batch)) for ity in range(nty) for bx0 in range(0, ntx, per_batch)]
 
-    f_img = kernel_ffts(R)
-    f_var = kernel_ffts(Wimg)
-    padded_img = np.pad(work_img, h)
-    padded_var = np.pad(work_var, h)
-    for ty in range(0, H, core_y):
-        ny = min(core_y, H - ty)
-        for tx in range(0, W, core_x):
-            nx = min(core_x, W - tx)
-            ycoords = y0 + ty + np.arange(ny)
-            xcoords = x0 + tx + np.arange(nx)
-            for src, kf, tlist, basis, dst in ((padded_img, f_img, terms, sf, out_img),
-                                               (padded_var, f_var, var_terms, sq, out_var)):
-                block = np.zeros((L_y, L_x))
-                block[:ny + 2 * h, :nx + 2 * h] = src[ty:ty + ny + 2 * h, tx:tx + nx + 2 * h]
-                fb = sfft.rfft2(block, workers=workers)
-                conv = sfft.irfft2(fb[None] * kf, s=(L_y, L_x), axes=(1, 2), workers=workers)
-                conv = conv[:, h:h + ny, h:h + nx]
-                if basis is None:
-                    acc = conv[0]
-                else:
-                    X = basis.evaluate_1d(xcoords, 0)
-                    Y = basis.evaluate_1d(ycoords, 1)
-                    acc = np.zeros((ny, nx))
-                    for j, (p, q) in enumerate(tlist):
-                        acc += conv[j] * Y[q][:, None] * X[p][None, :]
-                dst[ty:ty + ny, tx:tx + nx] = acc
+        def run(job):
+            ity, t0, t1 = job
+            ys = h + ity * Cy
+            ny = min(Cy, H - h - ys)
+            n = t1 - t0
+            rows_bad = any_bad and bool(bad_rows[ys - h:ys + ny + h].any())
+            for tr, src, dst, Ty, Tx in planes:
+                block = np.zeros((n, Ly, Lx), dtype=rdtype)
+                for i in range(n):
+                    xs = h + (t0 + i) * Cx
+                    nx = min(Cx, W - h - xs)
+                    view = block[i, :ny + 2 * h, :nx + 2 * h]
+                    view[...] = src[ys - h:ys + ny + h, xs - h:xs + nx + h]
+                    if rows_bad:
+                        view[bad[ys - h:ys + ny + h, xs - h:xs + nx + h]] = 0
+                Yw = Ty[:, ys:ys + ny, None]
+                Xw = np.zeros((Tx.shape[0], n, 1, Cx), dtype=rdtype)
+                for i in range(n):
+                    xs = h + (t0 + i) * Cx
+                    nx = min(Cx, W - h - xs)
+                    Xw[:, i, 0, :nx] = Tx[:, xs:xs + nx]
+                acc = tr.apply(block, ny, Yw, Xw)
+                for i in range(n):
+                    xs = h + (t0 + i) * Cx
+                    nx = min(Cx, W - h - xs)
+                    dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
+
+        if nworkers > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(max_workers=min(nworkers, len(jobs))) as pool:
+                for _ in pool.map(run, jobs):
+                    pass
+        else:
+            for job in jobs:
+                run(job)
 
     # mask propagation
     footprint = mask_footprint(kernel, mask_threshold)
-    prop = _or_dilate(mask & ~no_data_bit if no_data_bit else mask, footprint)
-    bad_out = ndimage.maximum_filter(bad.view(np.uint8), size=k, mode="constant", cval=0).astype(bool) if bad.any() \
-        else np.zeros_like(bad)
-    out_mask = prop
-    border = np.zeros((H, W), dtype=bool)
+    dilate_mask(mask, footprint, exclude=no_data_bit, out=out_mask)
+    if any_bad:
+        bad_out = _dilate_square(bad, h)
+        out_img[bad_out] = np.nan
+        out_var[bad_out] = np.inf
+        if no_data_bit:
+            np.bitwise_or(out_mask, np.int32(no_data_bit), out=out_mask, where=bad_out)
     if h > 0:
-        border[:h, :] = border[-h:, :] = border[:, :h] = border[:, -h:] = True
-    out_mask[bad_out] |= no_data_bit
-    out_mask[border] = no_data_bit
-    dead = bad_out | border
-    out_img[dead] = np.nan
-    out_var[dead] = np.inf
-    return MaskedImage(out_img, type(mask_obj)(out_mask, planes=mask_obj.getMaskPlaneDict()), out_var,
-                       xy0=masked_image.getXY0())
+        for sl in ((slice(0, h), slice(None)), (slice(H - h, H), slice(None)),
+                   (slice(None), slice(0, h)), (slice(None), slice(W - h, W))):
+            out_img[sl] = np.nan
+            out_var[sl] = np.inf
+            out_mask[sl] = no_data_bit
+    # hand the planes to the result without copying them (MaskedImage copies what its constructor gets)
+    result = MaskedImage(np.zeros((1, 1), dtype=img.dtype), xy0=masked_image.getXY0(),
+                         mask_planes=mask_obj.getMaskPlaneDict())
+    result.image, result.variance = out_img, out_var
+    result.getMask().array = out_mask
+    return result
 
 
 def direct_convolve(masked_image: MaskedImage, kernel: LinearCombinationKernel):
-    """Slow reference: evaluate the kernel at every output pixel and sum directly.
+    """Slow, obviously correct reference: evaluate the kernel at every output pixel and sum directly.
 
     For tests only (it loops over pixels in Python); returns image and variance
-    arrays with the border left at NaN / inf.
+    arrays (float64) with the border left at NaN / inf.  Missing input pixels are
+    not treated specially (they propagate as NaN through the sums).
     """
     img = np.asarray(masked_image.image, dtype=np.float64)
     var = np.asarray(masked_image.variance, dtype=np.float64)
@@ -239,4 +731,3 @@ def direct_convolve(masked_image: MaskedImage, kernel: LinearCombinationKernel):
             out_i[y, x] = np.sum(K * win_i)
             out_v[y, x] = np.sum(K * K * win_v)
     return out_i, out_v
-

@@ -33,9 +33,13 @@ Regularized delta-function kernels (Becker et al. 2012) add ``lambda p^T H p``
 
 from __future__ import annotations
 
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 from scipy import fft as sfft
 
 from .errors import InvalidInputError
@@ -66,6 +70,61 @@ class NormalEquations:
 
     def take(self, index) -> "NormalEquations":
         return NormalEquations(self.M[index], self.b[index], self.yy[index])
+
+
+def available_cores() -> int:
+    """Threads the fit may use: ``$PSFMATCH_NUM_THREADS`` if set, else the cores this process may run on."""
+    env = os.environ.get("PSFMATCH_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+#: The BLAS libraries that :func:`single_threaded_blas` drives (filled on first use).
+_BLAS_CONTROLLER: list = []
+
+#: Spectral products of recently used bases (:meth:`GramBuilder._spectral_basis`), shared by the fits
+#: of a process: the default basis is the same for every exposure.
+_SPECTRAL_CACHE: dict = {}
+
+
+@contextlib.contextmanager
+def _blas_threads(libs, n):
+    before = [lc.get_num_threads() for lc in libs]
+    for lc in libs:
+        lc.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lc, b in zip(libs, before):
+            lc.set_num_threads(b)
+
+
+def single_threaded_blas():
+    """A context in which BLAS runs on one thread, when ``threadpoolctl`` is installed (else a no-op).
+
+    The fit's dense problems (a thousand 26 x 26 systems, a 156 x 156 spatial
+    system, matrix products of a few hundred columns) are far too small to
+    share between BLAS threads: on a machine whose cores are busy, OpenBLAS's
+    threads wait for each other and such calls become ten to a hundred times
+    slower.  ``threadpoolctl`` is optional; without it nothing changes.
+    """
+    if not _BLAS_CONTROLLER:
+        libs = []
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            libs = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "blas"]
+        except Exception:  # not installed, or no BLAS it knows
+            libs = []
+        _BLAS_CONTROLLER.append(libs)
+    libs = _BLAS_CONTROLLER[0]
+    if not libs:
+        return contextlib.nullcontext()
+    return _blas_threads(libs, 1)
 
 
 def _lag_index(n_fft, max_lag):
@@ -129,32 +188,111 @@ class GramBuilder:
             S, R = S[None], R[None]
         if S.shape != R.shape or S.shape[1] != S.shape[2]:
             raise InvalidInputError(f"science and reference stamps must be equal and square; got {S.shape}, {R.shape}")
-        out = [self._build_full(S[i:i + chunk], R[i:i + chunk]) if self.region == "full"
-               else self._build_design(S[i:i + chunk], R[i:i + chunk]) for i in range(0, len(S), chunk)]
+        starts = list(range(0, len(S), chunk))
+
+        def one(i):
+            if self.region == "full":
+                return self._build_full(S[i:i + chunk], R[i:i + chunk])
+            return self._build_design(S[i:i + chunk], R[i:i + chunk])
+
+        with single_threaded_blas():
+            # chunks of the spectral (AL, PCA) path run on the cores in parallel (numpy, pocketfft and a
+            # one-thread BLAS release the GIL); the delta-function path keeps its large chunks sequential
+            nthreads = min(available_cores(), len(starts)) if self.region == "full" and not self._delta else 1
+            if nthreads > 1:
+                self._spectral_basis(sfft.next_fast_len(S.shape[1] + self.k - 1, real=True))
+                with ThreadPoolExecutor(max_workers=nthreads) as pool:
+                    out = list(pool.map(one, starts))
+            else:
+                out = [one(i) for i in starts]
         return NormalEquations(np.concatenate([o.M for o in out]), np.concatenate([o.b for o in out]),
                                np.concatenate([o.yy for o in out]))
 
+    def _spectral_basis(self, n):
+        """Precomputed half-spectrum products for :meth:`_build_full` on an ``n x n`` grid.
+
+        With ``w`` the Hermitian weights of the half spectrum (1 on the ``k_x = 0``
+        and Nyquist columns, 2 elsewhere) and ``N = n^2``, Parseval's identity gives
+        ``M_ij = sum_f w |S^(f)|^2 Re(B^_i conj B^_j)(f) / N`` and
+        ``b_i = sum_f w Re(conj(B~^_i) C^_SR)(f) / N`` (``B~`` centred on lag 0).
+        Returns the upper-triangle pair indices and the two real matrices.
+        """
+        cache = getattr(self, "_spec_cache", None)
+        if cache is not None and cache[0] == n:
+            return cache[1:]
+        key = (n, self.basis.images.shape, hash(self.basis.images.tobytes()))
+        hit = _SPECTRAL_CACHE.get(key)
+        if hit is not None and np.array_equal(hit[0], self.basis.images):
+            self._spec_cache = (n,) + hit[1:]
+            return hit[1:]
+        k, h, nb = self.k, self.h, self.nb
+        nc = n // 2 + 1
+        w = np.full(nc, 2.0)
+        w[0] = 1.0
+        if n % 2 == 0:
+            w[-1] = 1.0
+        w = np.broadcast_to(w, (n, nc)).ravel() / (n * n)
+        pad = np.zeros((nb, n, n))
+        pad[:, :k, :k] = self.basis.images
+        fb = sfft.rfft2(pad).reshape(nb, -1)
+        iu = np.triu_indices(nb)
+        Y = (fb[iu[0]].real * fb[iu[1]].real + fb[iu[0]].imag * fb[iu[1]].imag) * w  # (npairs, n*nc)
+        fbc = sfft.rfft2(np.roll(pad, (-h, -h), axis=(1, 2))).reshape(nb, -1)
+        Bre = np.ascontiguousarray((fbc.real * w).T)
+        Bim = np.ascontiguousarray((fbc.imag * w).T)
+        Yt = np.ascontiguousarray(Y.T)
+        self._spec_cache = (n, iu, Yt, Bre, Bim)
+        if len(_SPECTRAL_CACHE) >= 8:
+            _SPECTRAL_CACHE.pop(next(iter(_SPECTRAL_CACHE)))
+        _SPECTRAL_CACHE[key] = (self.basis.images.copy(), iu, Yt, Bre, Bim)
+        return iu, Yt, Bre, Bim
+
+    @staticmethod
+    def _shared(stack):
+        """The single stamp of ``stack`` if all are identical (e.g. a constant reference PSF), else None."""
+        if len(stack) > 1 and np.array_equal(stack, np.broadcast_to(stack[0], stack.shape)):
+            return stack[0]
+        return None
+
     def _build_full(self, S, R):
+        """Normal equations over the full (zero-padded) stamps, without any basis convolution.
+
+        For the AL and PCA bases the sums over lags are done in the Fourier
+        domain (:meth:`_spectral_basis`): one batched transform of the science
+        stamps and two matrix products, exact up to rounding because ``n >=
+        P + k - 1`` leaves the lags that matter free of aliasing.  A reference
+        stamp shared by all candidates is transformed once.
+        """
         k, h = self.k, self.h
         P = S.shape[1]
         n = sfft.next_fast_len(P + k - 1, real=True)
+        R0 = self._shared(R)
         fs = sfft.rfft2(S, s=(n, n))
-        fr = sfft.rfft2(R, s=(n, n))
-        A = sfft.irfft2(fs * np.conj(fs), s=(n, n))
-        C = sfft.irfft2(np.conj(fs) * fr, s=(n, n))
-        lag = _lag_index(n, k - 1)
-        A_l = A[:, lag][:, :, lag].reshape(len(S), -1)
-        lagh = _lag_index(n, h)
-        C_l = C[:, lagh][:, :, lagh].reshape(len(S), -1)
-        flat = self.basis.images.reshape(self.nb, -1)
+        fr = sfft.rfft2(R0 if R0 is not None else R, s=(n, n))
+        if R0 is None:
+            yy = np.einsum("nij,nij->n", R, R)
+        else:
+            yy = np.full(len(S), float(np.sum(R0 * R0)))
         if self._delta:
+            A = sfft.irfft2(fs * np.conj(fs), s=(n, n))
+            C = sfft.irfft2(np.conj(fs) * fr, s=(n, n))
+            lag = _lag_index(n, k - 1)
+            A_l = A[:, lag][:, :, lag].reshape(len(S), -1)
+            lagh = _lag_index(n, h)
+            C_l = C[:, lagh][:, :, lagh].reshape(len(S), -1)
             M = A_l[:, self._df_lag_index()]
             b = C_l.copy()
-        else:
-            M = (A_l @ self._cross_correlations().T).reshape(len(S), self.nb, self.nb)
-            M = 0.5 * (M + np.swapaxes(M, 1, 2))
-            b = C_l @ flat.T
-        yy = np.einsum("nij,nij->n", R, R)
+            return NormalEquations(M, b, yy)
+        iu, Yt, Bre, Bim = self._spectral_basis(n)
+        c = len(S)
+        fs = fs.reshape(c, -1)
+        power = fs.real * fs.real + fs.imag * fs.imag
+        Mu = power @ Yt
+        M = np.empty((c, self.nb, self.nb))
+        M[:, iu[0], iu[1]] = Mu
+        M[:, iu[1], iu[0]] = Mu
+        cs = np.conj(fs) * fr.reshape(-1 if R0 is not None else c, fs.shape[1])
+        b = cs.real @ Bre + cs.imag @ Bim
         return NormalEquations(M, b, yy)
 
     def _build_design(self, S, R):
@@ -282,12 +420,15 @@ def solve_gram(M, b, rcond):
     d = np.where(d > 0, d, 1.0)
     Ms = M / (d[..., :, None] * d[..., None, :])
     bs = b / d
-    w, V = np.linalg.eigh(Ms)
-    s = np.sqrt(np.clip(w, 0, None))
-    smax = s.max(axis=-1, keepdims=True)
     # the Gram's eigenvalues carry an absolute error of about N eps lambda_max, so singular values
     # below sqrt(N eps) s_max cannot be told from zero whatever rcond asks
     cut = max(float(rcond), float(np.sqrt(M.shape[-1] * np.finfo(np.float64).eps)))
+    with single_threaded_blas():
+        if M.ndim > 2 and M.shape[0] > 8:
+            return _solve_gram_batched(Ms, bs, d, cut)
+        w, V = _eigh(Ms)
+    s = np.sqrt(np.clip(w, 0, None))
+    smax = s.max(axis=-1, keepdims=True)
     keep = (s > cut * smax) & (smax > 0)
     winv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
     proj = np.einsum("...ji,...j->...i", V, bs) * winv
@@ -296,6 +437,66 @@ def solve_gram(M, b, rcond):
     smin = np.where(keep, s, np.inf).min(axis=-1)
     cond = np.where(rank > 0, smax[..., 0] / smin, np.inf)
     return x, rank, cond
+
+
+def _eigh(A):
+    """Eigen-decomposition of a symmetric matrix or stack, via LAPACK's ``syevr`` one matrix at a time.
+
+    Same results as :func:`numpy.linalg.eigh` to rounding; numpy's divide-and-conquer
+    ``syevd`` spends most of its time in threaded BLAS calls that are far too small to
+    share between threads, and becomes an order of magnitude slower on a busy machine.
+    """
+    if A.ndim == 2:
+        return scipy.linalg.eigh(A, driver="evr", check_finite=False)
+    w = np.empty(A.shape[:-1])
+    V = np.empty(A.shape)
+    for i in np.ndindex(A.shape[:-2]):
+        w[i], V[i] = scipy.linalg.eigh(A[i], driver="evr", check_finite=False)
+    return w, V
+
+
+#: In :func:`solve_gram`, full-rank systems whose scaled Gram matrix has a condition number below
+#: this are solved by LU instead of the eigen-decomposition: the two agree to about
+#: ``cond * eps`` (1e-6 at worst), i.e. to rounding.
+_LU_MAX_COND = 1e10
+
+
+def _solve_gram_batched(Ms, bs, d, cut):
+    """:func:`solve_gram` for a stack of scaled systems, with the same results to rounding.
+
+    The eigenvalues alone (``eigvalsh``) give the rank and condition number.
+    Full-rank, well-conditioned systems (the usual case) are solved by batched
+    LU, whose solution equals the pseudo-inverse one to about ``cond * eps``;
+    only the others go through the eigen-decomposition and its truncation.
+    (Batched ``eigh`` with eigenvectors is an order of magnitude slower than
+    ``eigvalsh`` plus LU for small matrices, and far slower again when the BLAS
+    runs several threads on such tiny problems.)
+    """
+    batch = Ms.shape[:-2]
+    N = Ms.shape[-1]
+    Ms = Ms.reshape(-1, N, N)
+    bs = bs.reshape(-1, N)
+    d = d.reshape(-1, N)
+    w = np.linalg.eigvalsh(Ms)
+    s = np.sqrt(np.clip(w, 0, None))
+    smax = s.max(axis=-1, keepdims=True)
+    keep = (s > cut * smax) & (smax > 0)
+    rank = keep.sum(axis=-1)
+    smin = np.where(keep, s, np.inf).min(axis=-1)
+    cond = np.where(rank > 0, smax[:, 0] / smin, np.inf)
+    x = np.empty_like(bs)
+    fast = (rank == N) & (cond * cond < _LU_MAX_COND)
+    if fast.any():
+        x[fast] = np.linalg.solve(Ms[fast], bs[fast][..., None])[..., 0]
+    slow = ~fast
+    if slow.any():
+        wv, V = _eigh(Ms[slow])
+        kp = keep[slow]
+        winv = np.where(kp, 1.0 / np.where(kp, wv, 1.0), 0.0)
+        proj = np.einsum("nji,nj->ni", V, bs[slow]) * winv
+        x[slow] = np.einsum("nij,nj->ni", V, proj)
+    x /= d
+    return x.reshape(batch + (N,)), rank.reshape(batch), cond.reshape(batch)
 
 
 def solve_candidates(eq: NormalEquations, rcond, reg=None):
@@ -344,7 +545,11 @@ def solve_spatial(eq: NormalEquations, f, rcond):
     """
     n, N = eq.b.shape
     ns = f.shape[1]
-    G = np.einsum("kab,kc,kd->acbd", eq.M, f, f, optimize=True).reshape(N * ns, N * ns)
+    with single_threaded_blas():
+        # G[a, c, b, d] = sum_k M_k[a, b] f_k[c] f_k[d], as one matrix product (einsum's path search
+        # alone costs tens of milliseconds)
+        ff = (f[:, :, None] * f[:, None, :]).reshape(n, ns * ns)
+        G = (eq.M.reshape(n, N * N).T @ ff).reshape(N, N, ns, ns).transpose(0, 2, 1, 3).reshape(N * ns, N * ns)
     g = np.einsum("ka,kc->ac", eq.b, f).reshape(N * ns)
     G = 0.5 * (G + G.T)
     x, rank, cond = solve_gram(G, g, rcond)

@@ -6,6 +6,8 @@ stamp, as LSST's ``SingleGaussianPsf`` and ``DoubleGaussianPsf`` are.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -30,14 +32,40 @@ def _grid(width, height, dx=0.0, dy=0.0):
     return x - width // 2 - dx, y - height // 2 - dy
 
 
+@functools.lru_cache(maxsize=32)
+def _axes(width, height):
+    """Read-only pixel offsets from the stamp centre: ``x`` (width,), ``y`` (height,) and ``y x`` (height, width)."""
+    x = np.arange(width, dtype=np.float64) - width // 2
+    y = np.arange(height, dtype=np.float64) - height // 2
+    xy = y[:, None] * x[None, :]
+    for a in (x, y, xy):
+        a.setflags(write=False)
+    return x, y, xy
+
+
 def elliptical_gaussian(width, height, ixx, iyy, ixy=0.0, dx=0.0, dy=0.0) -> np.ndarray:
-    """A point-sampled elliptical Gaussian of covariance ``[[ixx, ixy], [ixy, iyy]]``, unit sum."""
-    x, y = _grid(width, height, dx, dy)
+    """A point-sampled elliptical Gaussian of covariance ``[[ixx, ixy], [ixy, iyy]]``, unit sum.
+
+    ``exp(-q/2)`` with ``q = (iyy x^2 - 2 ixy x y + ixx y^2) / det`` is evaluated
+    as the outer product of the two 1-d factors times ``exp(ixy x y / det)``
+    (skipped for a round or axis-aligned Gaussian): the same values to rounding
+    as the direct 2-d evaluation, several times faster on small stamps.
+    """
     det = ixx * iyy - ixy * ixy
     if not det > 0:
         raise InvalidInputError(f"Gaussian covariance must be positive definite; got ixx={ixx}, iyy={iyy}, ixy={ixy}")
-    q = (iyy * x * x - 2 * ixy * x * y + ixx * y * y) / det
-    img = np.exp(-0.5 * q)
+    x, y, xy = _axes(width, height)
+    if dx or dy:
+        x, y = x - dx, y - dy
+        xy = y[:, None] * x[None, :]
+    cross = ixy / det
+    if cross and abs(cross) * float(np.abs(xy).max()) > 300.0:  # factors could overflow: direct form
+        q = (iyy * x[None, :] ** 2 - 2 * ixy * xy + ixx * y[:, None] ** 2) / det
+        img = np.exp(-0.5 * q)
+        return img / img.sum()
+    img = np.exp((-0.5 * ixx / det) * (y * y))[:, None] * np.exp((-0.5 * iyy / det) * (x * x))[None, :]
+    if cross:
+        img *= np.exp(cross * xy)
     return img / img.sum()
 
 
@@ -262,8 +290,16 @@ class VariableGaussianPsf(_AnalyticPsf):
     def parameters(self, position):
         """``(sigma, e1, e2)`` at ``position``."""
         x, y = position
-        u, v = self._uv(x, y)
-        return tuple(float(self._poly(self._coeffs[n], u, v)) for n in ("sigma", "e1", "e2"))
+        fast = self.__dict__.get("_fast")
+        if fast is None:  # plain floats: the same IEEE arithmetic as on numpy scalars, without their overhead
+            b = self._bbox
+            fast = self._fast = (float(b.getMinX() - 0.5), float(b.getWidth()), float(b.getMinY() - 0.5),
+                                 float(b.getHeight()), tuple([float(v) for v in self._coeffs[n]]
+                                                             for n in ("sigma", "e1", "e2")))
+        x0, w, y0, h, coeffs = fast
+        u = (x - x0) / w * 2 - 1
+        v = (y - y0) / h * 2 - 1
+        return tuple(float(self._poly(c, u, v)) for c in coeffs)
 
     def _image_at(self, x, y, dx, dy):
         s, e1, e2 = self.parameters((x, y))

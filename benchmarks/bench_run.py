@@ -1,0 +1,233 @@
+#!/usr/bin/env python3
+"""Benchmark of ``ModelPsfMatchTask.run`` against one FFT convolution of the image plane.
+
+For each size (1024, 2048, 4096 by default; 8192 with ``--with-8192``) the script
+builds a synthetic exposure -- a float32 image of stars drawn with a PSF that
+varies across the field, sky noise, a variance plane, and a mask with BAD
+columns, cosmic rays, saturated cores, DETECTED footprints and a NO_DATA
+(NaN) strip -- and then, in the same process and interleaved:
+
+* the baseline: ``scipy.signal.fftconvolve`` of the image plane with one
+  fixed 21x21 kernel (``mode="same"``);
+* the full ``run()`` with the default configuration (Alard-Lupton basis,
+  kernel 21, spatial order 2, 128 px cells): fit (PSF stamps, per-candidate
+  and spatial solutions, QA) and apply (image, exact variance, mask).
+
+It prints the medians of fit, apply and run wall times, the ratios
+run/baseline and fit/baseline, the ratio of CPU times (all threads of the run
+against the single-threaded baseline: the work ratio, which a busy machine
+distorts less than wall time), the peak memory of one ``run()``
+(``tracemalloc``, which sees numpy's buffers, in a separate untimed call) and
+the run time per megapixel.  The machine and its load are printed too.
+
+``PSFMATCH_NUM_THREADS=1 python benchmarks/bench_run.py`` runs the library on
+one thread (by default it uses every core the process may run on).
+
+Usage::
+
+    python benchmarks/bench_run.py                 # 1024, 2048, 4096
+    python benchmarks/bench_run.py --size 4096     # one size
+    python benchmarks/bench_run.py --with-8192     # also 8192 (needs ~6 GiB)
+    python benchmarks/bench_run.py --repeat 7 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import scipy
+import scipy.signal
+
+from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.demo import demo_psf, demo_reference_psf
+from psfmatch.geom import Box2I
+
+
+def make_exposure(size, seed=0):
+    """A ``size x size`` float32 exposure with a spatially varying PSF and a realistic mask."""
+    rng = np.random.default_rng(seed)
+    H = W = int(size)
+    bbox = Box2I((0, 0), (W, H))
+    psf = demo_psf(bbox)
+    sky, sky_sigma = 1000.0, 10.0
+    n_stars = max(8, H * W // 4000)
+    xs = rng.integers(12, W - 12, n_stars)
+    ys = rng.integers(12, H - 12, n_stars)
+    flux = 10 ** rng.uniform(3.0, 6.0, n_stars)
+    truth = np.zeros((H, W), dtype=np.float32)
+    # the PSF is drawn once per 256-px block (it varies smoothly): stars at integer positions
+    stamps = {}
+    for x, y, f in zip(xs, ys, flux):
+        key = (x // 256, y // 256)
+        if key not in stamps:
+            stamps[key] = psf.computeKernelImage((key[0] * 256 + 128, key[1] * 256 + 128)).astype(np.float32)
+        st = stamps[key]
+        h = st.shape[0] // 2
+        truth[y - h:y + h + 1, x - h:x + h + 1] += np.float32(f) * st
+    variance = (sky + truth) / 1.0  # gain 1: Poisson variance of sky + source
+    image = truth + sky + rng.standard_normal((H, W), dtype=np.float32) * np.sqrt(variance)
+    exp = Exposure(image, variance=variance, psf=psf)
+    m = exp.getMask()
+    bit = {name: np.int32(m.getPlaneBitMask(name)) for name in ("BAD", "SAT", "CR", "DETECTED", "NO_DATA")}
+    mask = exp.mask
+    mask[truth > 5 * sky_sigma] |= bit["DETECTED"]
+    mask[truth > 20000.0] |= bit["SAT"]  # the cores of the brightest stars
+    for c in rng.integers(0, W, max(1, W // 1024)):
+        mask[:, c] |= bit["BAD"]
+    for _ in range(max(4, H * W // 200000)):  # short cosmic-ray tracks
+        y, x = rng.integers(2, H - 8), rng.integers(2, W - 8)
+        length = rng.integers(2, 7)
+        mask[y, x:x + length] |= bit["CR"]
+        exp.image[y, x:x + length] += np.float32(5000.0)
+    nd = max(16, W // 64)  # a NO_DATA strip along the left edge
+    exp.image[:, :nd] = np.nan
+    mask[:, :nd] |= bit["NO_DATA"]
+    return exp
+
+
+def baseline(image, kernel):
+    """Wall and CPU seconds of ``fftconvolve(image, kernel, mode='same')``."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    scipy.signal.fftconvolve(image, kernel, mode="same")
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def timed_run(task, exposure, reference):
+    """Wall seconds of the whole run, of the fit and of the apply; CPU seconds of the run (all threads)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    result = task.run(exposure, reference)
+    total = time.perf_counter() - t0
+    cpu = time.process_time() - c0
+    md = result.metadata
+    return total, float(md["fitTime"]), float(md["convolveTime"]), cpu, result
+
+
+def peak_memory(task, exposure, reference):
+    """Peak bytes traced during one ``run()`` (the exposure itself is allocated before)."""
+    gc.collect()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    result = task.run(exposure, reference)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del result
+    return peak
+
+
+def describe_machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except AttributeError:
+        ncpu = os.cpu_count()
+    mem = ""
+    try:
+        mem = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        pass
+    return (f"{cpu}, {ncpu} cores{mem}; Python {platform.python_version()}, numpy {np.__version__}, "
+            f"scipy {scipy.__version__}; load average {os.getloadavg()[0]:.2f} at start")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, nargs="*", default=None,
+                    help="exposure sizes (default: 1024 2048 4096, plus 8192 with --with-8192)")
+    ap.add_argument("--with-8192", action="store_true", help="also run 8192 x 8192")
+    ap.add_argument("--repeat", type=int, default=5, help="timed repetitions per size (medians are quoted)")
+    ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc peak-memory run")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--auto-kernel", action="store_true",
+                    help="leave config.autoKernel at its default (True): the kernel size, basis and spatial "
+                         "order are then chosen per exposure, so the work differs from the issue's configuration")
+    args = ap.parse_args(argv)
+    sizes = args.size or [1024, 2048, 4096]
+    if args.with_8192 and 8192 not in sizes:
+        sizes = sizes + [8192]
+
+    print(f"machine: {describe_machine()}")
+    print("config: default ModelPsfMatchConfig (AL, kernel 21, spatial order 2, 128 px cells)"
+          + (", autoKernel on" if args.auto_kernel else ", autoKernel=False")
+          + "; baseline: scipy.signal.fftconvolve(image, 21x21, mode='same')")
+    kernel = np.random.default_rng(1).random((21, 21)).astype(np.float32)
+    kernel /= kernel.sum()
+    reference = demo_reference_psf()
+    config = ModelPsfMatchConfig()
+    if hasattr(config, "autoKernel") and not args.auto_kernel:
+        config.autoKernel = False  # the issue's configuration: AL, kernel 21, order 2, 128 px cells
+    task = ModelPsfMatchTask(config=config)
+    rows = []
+    header = (f"{'size':>6} {'cands':>6} {'base s':>8} {'fit s':>8} {'apply s':>8} {'run s':>8} "
+              f"{'run/base':>9} {'fit/base':>9} {'cpu r/b':>9} {'peak MiB':>9} {'s/MP':>7}")
+    print(header, flush=True)
+    for size in sizes:
+        exposure = make_exposure(size, args.seed)
+        plane = np.nan_to_num(exposure.image, nan=0.0)
+        # warm-up (imports, caches, FFT plans)
+        timed_run(task, exposure, reference)
+        baseline(plane, kernel)
+        base, base_cpu, fit, apply, run, run_cpu = [], [], [], [], [], []
+        ncand = 0
+        for _ in range(max(1, args.repeat)):
+            gc.collect()
+            tb, cb = baseline(plane, kernel)
+            base.append(tb)
+            base_cpu.append(cb)
+            gc.collect()
+            total, tf, tc, cpu, result = timed_run(task, exposure, reference)
+            ncand = result.metadata.get("nCandidatesUsed", 0)
+            del result
+            run.append(total)
+            fit.append(tf)
+            apply.append(tc)
+            run_cpu.append(cpu)
+        peak = float("nan") if args.no_memory else peak_memory(task, exposure, reference)
+        med = {name: float(np.median(v)) for name, v in
+               (("baseline", base), ("fit", fit), ("apply", apply), ("run", run), ("baseline_cpu", base_cpu),
+                ("run_cpu", run_cpu))}
+        row = {"size": size, "candidates": ncand, **med,
+               "run_over_baseline": med["run"] / med["baseline"],
+               "fit_over_baseline": med["fit"] / med["baseline"],
+               "cpu_run_over_baseline": med["run_cpu"] / med["baseline_cpu"],
+               "peak_memory_MiB": peak / 2**20, "seconds_per_megapixel": med["run"] / (size * size / 1e6),
+               "samples": {"baseline": base, "fit": fit, "apply": apply, "run": run, "baseline_cpu": base_cpu,
+                           "run_cpu": run_cpu}}
+        rows.append(row)
+        print(f"{size:>6} {ncand:>6} {med['baseline']:>8.3f} {med['fit']:>8.3f} {med['apply']:>8.3f} "
+              f"{med['run']:>8.3f} {row['run_over_baseline']:>9.2f} {row['fit_over_baseline']:>9.2f} "
+              f"{row['cpu_run_over_baseline']:>9.2f} {row['peak_memory_MiB']:>9.0f} "
+              f"{row['seconds_per_megapixel']:>7.4f}", flush=True)
+        del exposure, plane
+        gc.collect()
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    spm = [r["seconds_per_megapixel"] for r in rows]
+    if len(spm) > 1:
+        print(f"time per megapixel: min {min(spm):.4f} s, max {max(spm):.4f} s "
+              f"(spread {max(spm) / min(spm) - 1:.0%})")
+    print(f"process max RSS: {maxrss:.0f} MiB; load average {os.getloadavg()[0]:.2f} at end")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": describe_machine(), "rows": rows}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Applying a kernel to a masked image (psfmatch.convolve): the image, variance and mask contracts."""
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from psfmatch import Box2I, MemoryLimitError, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.convolve import (convolve_masked_image, dilate_mask, estimate_memory, footprint_rectangles,
+                               mask_footprint, spatial_term_images)
+from psfmatch.image import MaskedImage
+from psfmatch.kernel import makeAlardLuptonBasisList
+from psfmatch.kernel.kernel import LinearCombinationKernel
+from psfmatch.kernel.spatial import SpatialFunction
+from psfmatch.psf import GaussianPsf, VariableGaussianPsf
+
+
+def _constant_kernel(sigma=1.5, k=15, kernel_sum=1.0):
+    basis = makeAlardLuptonBasisList(k // 2, 1, (sigma,), (0,))
+    return LinearCombinationKernel(basis, [1.0], kernel_sum=kernel_sum)
+
+
+def _varying_kernel(kind="chebyshev1", bbox=Box2I((0, 0), (200, 160)), k=13, seed=3):
+    """An AL kernel whose coefficients vary strongly (order 2) over ``bbox``."""
+    basis = makeAlardLuptonBasisList(k // 2, 2, (1.0, 2.0), (2, 1))
+    rng = np.random.default_rng(seed)
+    sf = SpatialFunction(kind, 2, bbox)
+    coeffs = np.zeros((len(basis), sf.nterms))
+    coeffs[0, 0] = 1.0
+    coeffs[1:] = rng.normal(0, 0.05, (len(basis) - 1, sf.nterms))
+    if kind == "polynomial":  # raw pixel monomials: scale the terms to the box
+        c = bbox.getCenter()
+        scale = np.array([1.0 / (max(abs(c.x), 1) ** p * max(abs(c.y), 1) ** q) for p, q in sf.terms])
+        coeffs[1:] *= scale
+    return LinearCombinationKernel(basis, coeffs, sf, 1.0, bbox)
+
+
+def test_constant_kernel_matches_scipy():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(90, 110))
+    var = rng.uniform(1, 3, size=(90, 110))
+    K = _constant_kernel()
+    out = convolve_masked_image(MaskedImage(img, variance=var), K, tile=48)
+    ref_i = ndimage.convolve(img, K.computeImage(), mode="constant")
+    ref_v = ndimage.convolve(var, K.computeImage() ** 2, mode="constant")
+    h = K.getWidth() // 2
+    inner = (slice(h, -h), slice(h, -h))
+    np.testing.assert_allclose(out.image[inner], ref_i[inner], atol=1e-12)
+    np.testing.assert_allclose(out.variance[inner], ref_v[inner], rtol=1e-12)
+
+
+def test_convolution_not_correlation():
+    """A kernel with a single off-centre pixel moves the image by +offset (convolution convention)."""
+    basis_img = np.zeros((1, 5, 5))
+    basis_img[0, 2, 3] = 1.0  # u = (dy, dx) = (0, +1)
+    from psfmatch.kernel.basis import KernelBasis
+    K = LinearCombinationKernel(KernelBasis(basis_img, "delta-function", {}), [1.0])
+    img = np.zeros((20, 20))
+    img[10, 10] = 1.0
+    out = convolve_masked_image(MaskedImage(img, variance=np.ones((20, 20))), K)
+    assert out.image[10, 11] == pytest.approx(1.0)
+    assert abs(out.image[10, 10]) < 1e-12
+
+
+def test_kernel_sum_scales_flux_and_variance():
+    rng = np.random.default_rng(1)
+    img = rng.normal(size=(64, 64))
+    var = np.full((64, 64), 2.0)
+    one = convolve_masked_image(MaskedImage(img, variance=var), _constant_kernel())
+    two = convolve_masked_image(MaskedImage(img, variance=var), _constant_kernel(kernel_sum=2.0))
+    inner = (slice(8, -8), slice(8, -8))
+    np.testing.assert_allclose(two.image[inner], 2 * one.image[inner], rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(two.variance[inner], 4 * one.variance[inner], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["chebyshev1", "polynomial"])
+def test_term_images_reproduce_the_kernel(kind):
+    """The kernel re-expressed on Chebyshev products over the image box equals the kernel everywhere."""
+    bbox = Box2I((30, 20), (200, 160))
+    K = _varying_kernel(kind, bbox)
+    sub = Box2I((60, 50), (120, 90))  # an image box inside the kernel's box
+    order, img_terms, var_terms = spatial_term_images(K, sub)
+    assert order == 2 and len(img_terms) == 6 and len(var_terms) == 15
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        x = rng.uniform(sub.getMinX(), sub.getMaxX())
+        y = rng.uniform(sub.getMinY(), sub.getMaxY())
+        tx = (x - (sub.getMinX() - 0.5 + sub.getWidth() / 2)) * 2 / sub.getWidth()
+        ty = (y - (sub.getMinY() - 0.5 + sub.getHeight() / 2)) * 2 / sub.getHeight()
+        T = np.polynomial.chebyshev.chebvander(np.array([tx, ty]), 4)
+        img = sum(T[0, p] * T[1, q] * R for (p, q), R in img_terms)
+        sq = sum(T[0, p] * T[1, q] * W for (p, q), W in var_terms)
+        truth = K.computeImage((x, y))
+        np.testing.assert_allclose(img, truth, atol=1e-13 * np.abs(truth).max())
+        np.testing.assert_allclose(sq, truth ** 2, atol=1e-13 * (truth ** 2).max())
+
+
+def test_invariant_kernel_uses_one_term():
+    K = _constant_kernel()
+    order, img_terms, var_terms = spatial_term_images(K, Box2I((0, 0), (50, 50)))
+    assert order == 0 and len(img_terms) == 1 and len(var_terms) == 1
+
+
+@pytest.mark.parametrize("shape", [(5, 40), (40, 5), (14, 14), (15, 15), (16, 30)])
+def test_small_images_are_border(shape):
+    """Images no larger than the kernel: everything is border (NaN, inf, NO_DATA); no crash."""
+    K = _constant_kernel(k=15)
+    mi = MaskedImage(np.ones(shape), variance=np.ones(shape))
+    out = convolve_masked_image(mi, K)
+    h = 7
+    H, W = shape
+    interior = np.zeros(shape, bool)
+    interior[h:H - h, h:W - h] = True
+    nodata = mi.getMask().getPlaneBitMask("NO_DATA")
+    assert np.all(np.isnan(out.image[~interior])) and np.all(out.mask[~interior] == nodata)
+    np.testing.assert_allclose(out.image[interior], 1.0)
+
+
+def test_dtype_follows_input():
+    K = _constant_kernel()
+    for dt in (np.float32, np.float64):
+        mi = MaskedImage(np.ones((40, 40), dt), variance=np.ones((40, 40), dt))
+        out = convolve_masked_image(mi, K)
+        assert out.image.dtype == dt and out.variance.dtype == dt and out.mask.dtype == np.int32
+
+
+def test_tiles_and_threads_do_not_change_the_result():
+    bbox = Box2I((7, -3), (173, 151))
+    K = _varying_kernel(bbox=bbox)
+    rng = np.random.default_rng(4)
+    img = rng.normal(size=(151, 173)) * 10
+    var = rng.uniform(1, 2, size=(151, 173))
+    mi = MaskedImage(img, variance=var, xy0=(7, -3))
+    ref = convolve_masked_image(mi, K, tile=1024, workers=1)
+    for tile, workers in ((40, 1), (64, 2), (100, 3)):
+        out = convolve_masked_image(mi, K, tile=tile, workers=workers)
+        np.testing.assert_allclose(out.image, ref.image, atol=1e-11, equal_nan=True)
+        np.testing.assert_allclose(out.variance, ref.variance, rtol=1e-11)
+        np.testing.assert_array_equal(out.mask, ref.mask)
+
+
+def test_memory_limit_is_enforced():
+    K = _constant_kernel()
+    mi = MaskedImage(np.ones((64, 64), np.float32), variance=np.ones((64, 64), np.float32))
+    with pytest.raises(MemoryLimitError, match="maxMemoryGiB"):
+        convolve_masked_image(mi, K, max_memory_bytes=1000)
+    need = estimate_memory((4096, 4096), 21, 6, 15, 512)
+    assert need < 1.0 * 2 ** 30  # the default run fits the issue's 1 GiB budget
+    # the tile batches do not grow with the image height: memory is the planes plus a constant
+    a = estimate_memory((4096, 4096), 21, 6, 15, 512)
+    b = estimate_memory((8192, 4096), 21, 6, 15, 512)
+    per_pixel = (b - a) / (4096 * 4096)
+    assert per_pixel < 20
+
+
+def _brute_dilate(mask, fp, exclude=0):
+    out = np.zeros_like(mask)
+    H, W = mask.shape
+    c = np.array(fp.shape) // 2
+    m = mask & ~exclude
+    for dy, dx in np.argwhere(fp) - c:
+        ys = slice(max(0, dy), min(H, H + dy))
+        xs = slice(max(0, dx), min(W, W + dx))
+        out[ys, xs] |= m[max(0, -dy):H - max(0, dy), max(0, -dx):W - max(0, dx)]
+    return out
+
+
+def test_dilate_mask_matches_brute_force():
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        k = int(rng.integers(0, 9)) * 2 + 1
+        if trial % 3 == 0:
+            yy, xx = np.mgrid[:k, :k] - k // 2
+            fp = yy ** 2 + xx ** 2 <= rng.uniform(0, k * k / 4)
+        else:
+            fp = rng.random((k, k)) < rng.uniform(0.1, 1.0)  # holes, asymmetric, centre may be missing
+        H, W = int(rng.integers(1, 150)), int(rng.integers(1, 200))
+        mask = np.where(rng.random((H, W)) < rng.uniform(0, 0.1),
+                        rng.integers(0, 2 ** 31 - 1, (H, W)), 0).astype(np.int32)
+        exclude = int(rng.choice([0, 256, 1 << 30]))
+        got = dilate_mask(mask, fp, exclude=exclude)
+        np.testing.assert_array_equal(got, _brute_dilate(mask, fp, exclude))
+        rects = footprint_rectangles(fp)
+        union = np.zeros_like(fp)
+        for dy0, dy1, dx0, dx1 in rects:
+            union[dy0 + k // 2:dy1 + k // 2 + 1, dx0 + k // 2:dx1 + k // 2 + 1] = True
+        np.testing.assert_array_equal(union, fp)
+
+
+def test_mask_footprint_threshold():
+    bbox = Box2I((0, 0), (256, 256))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.2, 0.0])
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    fit = ModelPsfMatchTask(config=config).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
+    loose, tight = mask_footprint(fit.kernel, 1e-4), mask_footprint(fit.kernel, 1e-2)
+    assert tight.sum() < loose.sum() <= mask_footprint(fit.kernel, 0.0).sum()
+    assert np.all(loose[tight])
+    assert tight[10, 10]
