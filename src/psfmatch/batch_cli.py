@@ -1,0 +1,228 @@
+"""The ``psfmatch batch`` subcommand: many exposures on Dask, optionally coadded.
+
+::
+
+    psfmatch batch INPUTS... --reference-psf SPEC|auto --outdir DIR [--coadd OUT.fits]
+                   [--scheduler ADDRESS] [--workers N] [--memory-limit 4GiB] [--force]
+                   [--input-list FILE] [--report REPORT.json] [--coadd-exclude PLANE,...]
+                   [--reference-kind gaussian|doublegaussian] [--reference-margin M]
+                   [--reference-floor F] [-c KEY=VALUE ...] [-C FILE ...] [--kernel-sum S]
+
+Each input is matched on a Dask worker (a ``LocalCluster`` of ``--workers``
+processes, default one per core, unless ``--scheduler`` names a running
+scheduler) and written as ``DIR/<input file name>``.  Inputs whose outputs are
+complete and valid from an earlier run are skipped, so re-running the same
+command resumes an interrupted batch.  Exit status: 0 when every input is
+matched, 1 when any failed (the others are still written, and a summary lists
+the failures), 2 on a usage error.  The parser is registered on the main
+``psfmatch`` command by :func:`add_batch_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["add_batch_parser", "run_batch_command"]
+
+DEFAULT_REPORT_NAME = "psfmatch-batch-report.json"
+
+
+def _reference_arg(text):
+    """argparse type: ``auto`` or a PSF SPEC whose syntax is checked now (usage error, exit 2)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        from .cli import parse_psf_spec
+    except ImportError:  # pragma: no cover - the CLI module always ships with the package
+        raise argparse.ArgumentTypeError("only 'auto' is available: this psfmatch has no PSF SPEC parser") from None
+    from .errors import PsfMatchError
+
+    try:
+        parse_psf_spec(text, read_files=False)
+    except PsfMatchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _positive_int(text):
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return v
+
+
+def _nonnegative_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not (v >= 0 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0; got {text!r}")
+    return v
+
+
+def _positive_float(text):
+    v = _nonnegative_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number; got {text!r}")
+    return v
+
+
+def add_batch_parser(subparsers, parents=()):
+    """Register the ``batch`` subcommand on an argparse ``subparsers`` object.
+
+    Parameters
+    ----------
+    subparsers
+        The object returned by ``ArgumentParser.add_subparsers()``.
+    parents : sequence of ArgumentParser
+        Parent parsers whose options the subcommand shares (the main command's
+        ``-v``/``-q``/``--no-progress``).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``batch`` parser; its ``func`` default is :func:`run_batch_command`.
+    """
+    b = subparsers.add_parser(
+        "batch", parents=list(parents), help="PSF-match many exposures on Dask (and coadd them)",
+        description="PSF-match many exposures to one reference PSF on a Dask cluster (a local one by default) "
+                    "and write DIR/<input name> for each; failures are isolated and reported, and a re-run "
+                    "skips the inputs whose outputs are complete, so an interrupted batch resumes. Optionally "
+                    "coadd the matched exposures (inverse-variance weighted; they must share one pixel grid).",
+        epilog="Exit status: 0 when every input matched, 1 when any failed (the others are written), 2 on a "
+               "usage error.")
+    b.add_argument("inputs", nargs="*", metavar="INPUT", help="exposure files (psfmatch or LSST-style FITS with a PSF)")
+    b.add_argument("--input-list", metavar="FILE", help="a text file with more input paths, one per line")
+    b.add_argument("--reference-psf", "-r", required=True, type=_reference_arg, metavar="SPEC|auto",
+                   help="the PSF to match to (gaussian:sigma=2.6, doublegaussian:..., moffat:..., a file), or "
+                        "'auto': a round Gaussian a margin broader than the broadest science PSF axis over all "
+                        "inputs (sigma^2 = (1+margin)^2 lambda_max + floor^2)")
+    b.add_argument("--reference-kind", choices=("gaussian", "doublegaussian"), default="gaussian",
+                   help="shape of an 'auto' reference (default gaussian; doublegaussian: core as the rule, wing "
+                        "twice as broad, peak ratio 0.1)")
+    b.add_argument("--reference-margin", type=_nonnegative_float, default=None, metavar="M",
+                   help="fractional margin of an 'auto' reference (default 0.1)")
+    b.add_argument("--reference-floor", type=_nonnegative_float, default=None, metavar="F",
+                   help="pixels added in quadrature to an 'auto' reference sigma (default 0.7)")
+    b.add_argument("--outdir", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
+    b.add_argument("--coadd", metavar="OUT.fits", help="also coadd the matched exposures into OUT.fits")
+    b.add_argument("--coadd-exclude", metavar="PLANE,...", default="",
+                   help="mask planes left out of the coadd besides NO_DATA (e.g. BAD,SAT,CR)")
+    b.add_argument("--coadd-tile", type=_positive_int, default=1024, metavar="N",
+                   help="coadd tile size in pixels (default 1024; memory scales with its square)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing coadd file")
+    b.add_argument("--scheduler", metavar="ADDRESS",
+                   help="address of a running Dask scheduler (e.g. tcp://host:8786); default: start a local cluster")
+    b.add_argument("--workers", type=_positive_int, metavar="N",
+                   help="worker processes of the local cluster (default: one per core)")
+    b.add_argument("--memory-limit", metavar="BYTES",
+                   help="memory limit per local worker, e.g. 4GiB (default: 85%% of the memory / workers)")
+    b.add_argument("--force", action="store_true", help="redo every input, even those already complete")
+    b.add_argument("--fingerprint", choices=("stat", "sha256"), default="stat",
+                   help="how inputs are recognised as unchanged on a re-run: size and mtime (default) or a "
+                        "SHA-256 of the bytes")
+    b.add_argument("--report", metavar="REPORT.json",
+                   help=f"where to write the JSON report (default DIR/{DEFAULT_REPORT_NAME})")
+    b.add_argument("--kernel-sum", type=_positive_float, default=1.0, metavar="S",
+                   help="scale of the kernel: the matched image's flux is S times the input's (default 1)")
+    b.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[],
+                   help="config override with a dotted path, e.g. kernel.active.kernelSize=25 (repeatable)")
+    b.add_argument("-C", "--config-file", action="append", metavar="FILE", default=[],
+                   help="config override file: Python, TOML or YAML (repeatable; applied before -c)")
+    b.set_defaults(func=run_batch_command)
+    return b
+
+
+def _inputs(args):
+    paths = list(args.inputs or [])
+    if args.input_list:
+        if not os.path.exists(args.input_list):
+            raise FileNotFoundError(f"input list {args.input_list!r} does not exist")
+        with open(args.input_list) as fh:
+            paths.extend(line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#"))
+    return paths
+
+
+def _config(args):
+    from .config import ModelPsfMatchConfig, apply_overrides, load_overrides
+
+    config = ModelPsfMatchConfig()
+    for path in args.config_file or []:
+        load_overrides(config, path)
+    apply_overrides(config, args.config or [])
+    config.validate()
+    return config
+
+
+def run_batch_command(args) -> int:
+    """Run ``psfmatch batch`` from parsed arguments.
+
+    Returns
+    -------
+    int
+        0 when every input matched (and the coadd, if asked for, was written),
+        1 when any input failed or the coadd could not be made, 2 on a usage
+        error found after parsing (no inputs).
+    """
+    from . import progress as progress_mod
+    from .batch import coadd, match_many
+    from .errors import OutputExistsError, PsfMatchError
+
+    quiet = bool(getattr(args, "quiet", False))
+    paths = _inputs(args)
+    if not paths:
+        print("psfmatch batch: error: no inputs (give INPUT files or --input-list FILE)", file=sys.stderr)
+        return 2
+    if args.coadd and os.path.exists(args.coadd) and not args.overwrite:
+        raise OutputExistsError(f"{args.coadd} exists already; pass --overwrite to replace the coadd")
+    config = _config(args)
+    if args.reference_psf == "auto":
+        reference = "auto"
+    else:
+        from .cli import parse_psf_spec
+
+        reference = parse_psf_spec(args.reference_psf)
+    ref_opts = {"kind": args.reference_kind}
+    if args.reference_margin is not None:
+        ref_opts["margin"] = args.reference_margin
+    if args.reference_floor is not None:
+        ref_opts["floor"] = args.reference_floor
+
+    if progress_mod.is_enabled():
+        progress = True
+    elif quiet:
+        progress = False
+    else:
+        def progress(report, done, total):
+            print(f"psfmatch batch: [{done}/{total}] {report.line()}", file=sys.stderr, flush=True)
+
+    report_path = args.report or os.path.join(args.outdir, DEFAULT_REPORT_NAME)
+    reports = match_many(paths, reference, args.outdir, config=config, client=args.scheduler,
+                         kernelSum=args.kernel_sum, n_workers=args.workers, memory_limit=args.memory_limit,
+                         force=args.force, fingerprint=args.fingerprint, progress=progress,
+                         report_path=report_path, reference_options=ref_opts)
+    status = 0 if reports.ok else 1
+    lines = [reports.summary(), f"report: {os.path.abspath(report_path)}"]
+    if args.coadd:
+        outputs = reports.output_paths()
+        if not outputs:
+            lines.append("coadd: not written (no input was matched)")
+            status = 1
+        else:
+            try:
+                c = coadd(outputs, args.coadd, exclude_planes=args.coadd_exclude, tile_size=args.coadd_tile,
+                          overwrite=args.overwrite)
+                part = "" if len(outputs) == len(reports) else f" ({len(outputs)} of {len(reports)} inputs)"
+                lines.append(f"coadd: {c.output}{part}: {c.shape[1]}x{c.shape[0]} px, coverage {c.coverage:.3f}, "
+                             f"{c.time:.1f} s")
+            except (PsfMatchError, OSError) as exc:
+                lines.append(f"coadd: FAILED: {type(exc).__name__}: {exc}")
+                status = 1
+    print("\n".join(lines))
+    return status

@@ -1,0 +1,479 @@
+"""Batch matching on Dask, the automatic reference PSF, the tiled coadd and ``psfmatch batch``.
+
+The Dask tests run a real ``LocalCluster`` (2 worker processes, 1 thread each)
+shared by the module; one test starts the embedded cluster of ``match_many``
+itself.  Exposures are small (160 x 160) so the whole file stays well under a
+minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed", reason="the batch tests need dask[distributed]")
+
+from astropy.io import fits  # noqa: E402
+
+from psfmatch import Exposure, ModelPsfMatchConfig  # noqa: E402
+from psfmatch.batch import (FAILED, MATCHED, SKIPPED, GridMismatchError, check_matched_output,  # noqa: E402
+                            choose_reference_psf, coadd, match_many, match_one)
+from psfmatch.batch_cli import add_batch_parser, run_batch_command  # noqa: E402
+from psfmatch.demo import make_demo_exposure  # noqa: E402
+from psfmatch.errors import InvalidInputError, OutputExistsError  # noqa: E402
+from psfmatch.geom import Box2I  # noqa: E402
+from psfmatch.image import Mask  # noqa: E402
+from psfmatch.io.fits import read_exposure, write_exposure  # noqa: E402
+from psfmatch.psf import DoubleGaussianPsf, GaussianPsf, VariableGaussianPsf  # noqa: E402
+
+SIZE = 160
+REFERENCE = GaussianPsf(31, 31, 2.6)
+
+
+def _config():
+    config = ModelPsfMatchConfig()
+    config.kernel.active.sizeCellX = 80
+    config.kernel.active.sizeCellY = 80
+    config.kernel.active.spatialKernelOrder = 1
+    return config
+
+
+@pytest.fixture(scope="module")
+def client():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="2GiB",
+                                       dashboard_address=":0", silence_logs=40)
+    c = distributed.Client(cluster)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Three exposure files and a corrupt one (its header overwritten with junk)."""
+    d = tmp_path_factory.mktemp("inputs")
+    paths = []
+    for i in range(3):
+        p = str(d / f"exp{i}.fits")
+        write_exposure(make_demo_exposure(SIZE, seed=i, n_stars=8), p)
+        paths.append(p)
+    bad = str(d / "corrupt.fits")
+    with open(paths[0], "rb") as fh:
+        data = fh.read()
+    with open(bad, "wb") as fh:
+        fh.write(np.random.default_rng(0).bytes(2880) + data[2880:])
+    return paths, bad
+
+
+def _mtimes(paths):
+    return {p: os.stat(p).st_mtime_ns for p in paths}
+
+
+# ---------------------------------------------------------------------------
+# match_many
+
+
+def test_batch_isolates_a_corrupt_input_and_reruns_do_no_work(client, inputs, tmp_path):
+    paths, bad = inputs
+    outdir = tmp_path / "out"
+    seen = []
+    reports = match_many(paths + [bad], REFERENCE, outdir, config=_config(), client=client,
+                         progress=lambda r, done, total: seen.append((r.path, done, total)),
+                         report_path=tmp_path / "report.json")
+    assert [r.path for r in reports] == [os.path.abspath(p) for p in paths + [bad]]
+    assert [r.status for r in reports] == [MATCHED, MATCHED, MATCHED, FAILED]
+    assert not reports.ok and len(reports.failed) == 1
+    failed = reports[-1]
+    assert failed.error_type == "CorruptFileError" and "corrupt.fits" in failed.error_message
+    assert failed.output is None and failed.traceback
+    assert not (outdir / "corrupt.fits").exists()
+    assert len(seen) == 4 and seen[-1][1:] == (4, 4)
+    for p, r in zip(paths, reports):
+        assert r.output == str(outdir / os.path.basename(p))
+        assert r.worker is not None and r.worker.startswith("tcp://")
+        assert 0 < r.qa["qa"]["between"]["residualMaxWorst"] < 0.05  # the QA summary came back
+        assert {"read", "match", "write", "total"} <= set(r.timings)
+        assert "kernel:" in r.qa_text()
+        matched = read_exposure(r.output)
+        psf = matched.getPsf()
+        assert isinstance(psf, GaussianPsf) and psf.getSigma() == pytest.approx(2.6)
+        assert matched.metadata["psfmatchBatch"]["input"] == os.path.abspath(p)
+        assert check_matched_output(r.output)[0]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["counts"] == {"matched": 3, "skipped": 0, "failed": 1}
+    assert saved["exposures"][-1]["error_type"] == "CorruptFileError"
+    assert "FAILED" in reports.summary() and "corrupt.fits" in reports.summary()
+
+    # a re-run does no work: nothing is read, matched or written
+    before = _mtimes([r.output for r in reports if r.ok])
+    again = match_many(paths + [bad], REFERENCE, outdir, config=_config(), client=client, progress=False)
+    assert [r.status for r in again] == [SKIPPED, SKIPPED, SKIPPED, FAILED]
+    for r, first in zip(again[:3], reports):
+        assert r.reason == "complete" and "match" not in r.timings and "read" not in r.timings
+        assert r.qa["qa"]["between"] == first.qa["qa"]["between"]  # QA read back from the file
+    assert _mtimes(before) == before
+
+
+def test_incomplete_foreign_and_stale_outputs_are_redone(client, inputs, tmp_path):
+    paths, _ = inputs
+    outdir = tmp_path / "out"
+    first = match_many(paths, REFERENCE, outdir, config=_config(), client=client, progress=False)
+    assert first.ok
+    out0, out1, out2 = (r.output for r in first)
+    with open(out0, "r+b") as fh:  # truncated, as by a crash of something else than our atomic write
+        fh.truncate(os.path.getsize(out0) // 2)
+    fits.PrimaryHDU(np.zeros((4, 4), dtype=np.float32)).writeto(out1, overwrite=True)  # a foreign file
+    with fits.open(out2) as hdul:
+        offset = hdul["IMAGE"].fileinfo()["datLoc"]
+    with open(out2, "r+b") as fh:  # flipped bits in the image data
+        fh.seek(offset + 1000)
+        fh.write(b"\x7f\x7f\x7f")
+    for out in (out0, out1, out2):
+        assert not check_matched_output(out)[0]
+    again = match_many(paths, REFERENCE, outdir, config=_config(), client=client, progress=False)
+    assert [r.status for r in again] == [MATCHED, MATCHED, MATCHED]
+    assert "output" in again[0].reason or "corrupt" in again[0].reason
+    assert "foreign" in again[1].reason
+    assert "checksum" in again[2].reason
+    assert all(check_matched_output(r.output)[0] for r in again)
+
+    # another configuration, kernelSum or reference makes every output stale
+    config = _config()
+    config.kernel.active.spatialKernelOrder = 0
+    stale = match_many(paths, REFERENCE, outdir, config=config, client=client.scheduler.address, progress=False)
+    assert [r.status for r in stale] == [MATCHED] * 3
+    assert all("configuration" in r.reason for r in stale)
+    ref2 = match_many(paths[:1], GaussianPsf(31, 31, 2.7), outdir, config=config, client=client.cluster,
+                      progress=False)
+    assert ref2[0].status == MATCHED and "reference" in ref2[0].reason
+    forced = match_many(paths[:1], GaussianPsf(31, 31, 2.7), outdir, config=config, client=client, force=True,
+                        progress=False)
+    assert forced[0].status == MATCHED and forced[0].reason == "forced"
+
+
+@pytest.mark.filterwarnings("ignore::psfmatch.errors.KernelQualityWarning")
+def test_threaded_workers_leave_the_warnings_machinery_alone(inputs, tmp_path):
+    import warnings
+
+    filters, show = list(warnings.filters), warnings.showwarning
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as c:
+        reports = match_many(inputs[0][:2], REFERENCE, tmp_path / "out", config=_config(), client=c, progress=False)
+        assert [r.status for r in reports] == [MATCHED, MATCHED]
+        again = match_many(inputs[0][:2], REFERENCE, tmp_path / "out", config=_config(), client=c, progress=False)
+        assert [r.status for r in again] == [SKIPPED, SKIPPED]
+    assert warnings.filters == filters and warnings.showwarning is show
+
+
+def test_match_one_fingerprints_without_dask(inputs, tmp_path):
+    src = tmp_path / "in.fits"
+    shutil.copy(inputs[0][0], src)
+    out = tmp_path / "out.fits"
+    r = match_one(src, REFERENCE, out, _config())
+    assert r.status == MATCHED and r.worker is None
+    assert match_one(src, REFERENCE, out, _config()).status == SKIPPED
+    os.utime(src, ns=(os.stat(src).st_atime_ns, os.stat(src).st_mtime_ns + 10**9))  # touched
+    r = match_one(src, REFERENCE, out, _config())
+    assert r.status == MATCHED and r.reason == "stale output: input changed"
+    r = match_one(src, REFERENCE, out, _config(), fingerprint="sha256")
+    assert r.status == MATCHED  # the marker changed kind
+    os.utime(src, ns=(os.stat(src).st_atime_ns, os.stat(src).st_mtime_ns + 10**9))
+    assert match_one(src, REFERENCE, out, _config(), fingerprint="sha256").status == SKIPPED
+    header = fits.getheader(out)
+    assert header["BATCHOK"] is True and header["BATCHFPR"].startswith("sha256:")
+    missing = match_one(tmp_path / "nope.fits", REFERENCE, tmp_path / "nope-out.fits", _config())
+    assert missing.status == FAILED and missing.error_type == "FileNotFoundError"
+
+
+def test_duplicate_names_and_in_place_outputs_are_refused(inputs, tmp_path):
+    paths, _ = inputs
+    other = tmp_path / "b"
+    other.mkdir()
+    shutil.copy(paths[0], other / os.path.basename(paths[0]))
+    with pytest.raises(InvalidInputError, match="same file name"):
+        match_many([paths[0], str(other / os.path.basename(paths[0]))], REFERENCE, tmp_path / "o", client=False)
+    with pytest.raises(InvalidInputError, match="overwrite the input"):
+        match_many([paths[0]], REFERENCE, os.path.dirname(paths[0]), client=False)
+    with pytest.raises(InvalidInputError, match="no input"):
+        match_many([], REFERENCE, tmp_path / "o")
+
+
+def test_embedded_local_cluster_and_auto_reference(inputs, tmp_path):
+    paths, bad = inputs
+    reports = match_many(paths[:2] + [bad], "auto", tmp_path / "out", config=_config(), n_workers=2,
+                         memory_limit="1GiB", progress=False)
+    eng = reports.engine
+    assert eng["started_cluster"] and eng["n_workers"] == 2 and eng["threads_per_worker"] == 1
+    assert eng["memory_limit_per_worker"] == 2 ** 30
+    assert [r.status for r in reports] == [MATCHED, MATCHED, FAILED]
+    choice = reports.reference["choice"]
+    assert choice["n_exposures"] == 2 and choice["failures"][0]["path"] == os.path.abspath(bad)
+    expected = np.sqrt(1.1 ** 2 * choice["lambda_max"] + 0.7 ** 2)
+    assert choice["sigma"] == pytest.approx(expected)
+    psf = read_exposure(reports[0].output).getPsf()
+    assert psf.getSigma() == pytest.approx(choice["sigma"])
+    assert read_exposure(reports[0].output).metadata["psfmatchBatch"]["reference"]["choice"]["rule"]
+
+
+# ---------------------------------------------------------------------------
+# the automatic reference
+
+
+def test_auto_reference_uses_the_broadest_axis_not_the_determinant_radius():
+    bbox = Box2I((0, 0), (300, 200))
+    round_ = Exposure(np.zeros((200, 300), np.float32), psf=GaussianPsf(25, 25, 1.5))
+    # sigma 2 with e1 = 0.3: variances 4 * 1.3 = 5.2 along x, 2.8 along y (determinant radius^2 = 3.82)
+    elongated = (VariableGaussianPsf(31, 31, bbox, sigma=[2.0], e1=[0.3], e2=[0.0]), bbox)
+    choice = choose_reference_psf([round_, elongated])
+    assert choice.lambda_max == pytest.approx(5.2, rel=2e-3)
+    assert choice.sigma == pytest.approx(np.sqrt(1.21 * choice.lambda_max + 0.49))
+    assert choice.sigma ** 2 > 5.2 > choice.max_determinant_radius ** 2
+    assert choice.broadest["path"] == "tuple" and isinstance(choice.psf, GaussianPsf)
+    assert choice.stamp % 2 == 1 and choice.psf.getSigma() == choice.sigma
+    d = choice.to_dict()
+    assert json.dumps(d) and "lambda_max" in d["rule"]
+
+    dg = choose_reference_psf([elongated], kind="doublegaussian", margin=0.0, floor=0.0)
+    assert isinstance(dg.psf, DoubleGaussianPsf)
+    assert dg.psf.getSigma1() == pytest.approx(np.sqrt(dg.lambda_max))
+    assert dg.psf.getSigma2() == pytest.approx(2 * dg.psf.getSigma1()) and dg.psf.getB() == 0.1
+    with pytest.raises(InvalidInputError):
+        choose_reference_psf([elongated], margin=-1)
+    with pytest.raises(InvalidInputError, match="no exposure"):
+        choose_reference_psf([Exposure(np.zeros((50, 50), np.float32))])
+
+
+@pytest.mark.filterwarnings("ignore::psfmatch.errors.KernelQualityWarning")
+def test_auto_reference_match_is_not_a_deconvolution():
+    from psfmatch import ModelPsfMatchTask
+
+    exposure = make_demo_exposure(SIZE, seed=3, n_stars=4)
+    choice = choose_reference_psf([exposure])
+    config = _config()
+    if "strict" in config.to_dict():
+        config.strict = True  # ill-posed cells would raise
+    result = ModelPsfMatchTask(config).run(exposure, choice.psf)
+    ill = result.metadata["qa"].get("illPosed")
+    if ill is not None:
+        assert ill["flag"] is False and ill["worst"]["deficit"] < 0  # the reference is broader on every axis
+    assert result.metadata["qa"]["between"]["residualMaxWorst"] < 0.05
+
+
+# ---------------------------------------------------------------------------
+# the coadd
+
+
+def _write(path, image, variance, mask=None, psf=REFERENCE, xy0=(0, 0), wcs=None, planes=None):
+    exp = Exposure(np.asarray(image, np.float32), mask if mask is not None else None,
+                   np.asarray(variance, np.float32), psf=psf, xy0=xy0, wcs=wcs, mask_planes=planes)
+    write_exposure(exp, path, overwrite=True)
+    return str(path)
+
+
+def test_coadd_of_n_matched_copies_has_variance_over_n_and_the_reference(client, inputs, tmp_path):
+    src = inputs[0][0]
+    n = 4
+    copies = []
+    for i in range(n):
+        p = tmp_path / f"copy{i}.fits"
+        shutil.copy(src, p)
+        copies.append(str(p))
+    reports = match_many(copies, REFERENCE, tmp_path / "out", config=_config(), client=client, progress=False)
+    assert reports.ok
+    out = tmp_path / "coadd.fits"
+    rep = coadd(reports.output_paths(), out, tile_size=48)
+    assert rep.n_tiles == 16 and rep.shape == (SIZE, SIZE)
+    matched = read_exposure(reports[0].output)
+    co = read_exposure(out)
+    ok = np.isfinite(matched.image) & ((matched.mask & matched.getMask().getPlaneBitMask("NO_DATA")) == 0)
+    np.testing.assert_allclose(co.variance[ok], matched.variance[ok] / n, rtol=1e-6)
+    np.testing.assert_allclose(co.image[ok], matched.image[ok], rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(co.mask[ok], matched.mask[ok])
+    nodata = co.getMask().getPlaneBitMask("NO_DATA")
+    assert np.all(co.mask[~ok] == nodata) and np.all(np.isnan(co.image[~ok])) and np.all(np.isinf(co.variance[~ok]))
+    assert rep.coverage == pytest.approx(ok.mean())
+    assert isinstance(co.getPsf(), GaussianPsf) and co.getPsf().getSigma() == pytest.approx(2.6)
+    assert co.metadata["coadd"]["nInputs"] == n
+    with pytest.raises(OutputExistsError):
+        coadd(reports.output_paths(), out)
+
+
+def test_coadd_noise_scales_as_one_over_n(tmp_path):
+    rng = np.random.default_rng(7)
+    n, var = 5, 4.0
+    paths = [_write(tmp_path / f"n{i}.fits", rng.normal(10.0, np.sqrt(var), (120, 100)), np.full((120, 100), var))
+             for i in range(n)]
+    coadd(paths, tmp_path / "c.fits", tile_size=32)
+    co = read_exposure(tmp_path / "c.fits")
+    np.testing.assert_allclose(co.variance, var / n, rtol=1e-6)
+    assert np.var(co.image) == pytest.approx(var / n, rel=0.08)  # 12000 pixels: ~1.3% scatter on a variance
+
+
+def test_coadd_weights_and_mask_rules(tmp_path):
+    shape = (40, 50)
+    xy0 = (10, 20)
+    m = Mask(shape=shape)
+    BAD, SAT, ND = (m.getPlaneBitMask(p) for p in ("BAD", "SAT", "NO_DATA"))
+    imgs = [np.full(shape, v) for v in (1.0, 2.0, 4.0)]
+    vars_ = [np.full(shape, v) for v in (1.0, 2.0, 4.0)]
+    masks = [np.zeros(shape, np.int32) for _ in range(3)]
+    masks[0][5, 5] = ND                             # (5, 5): excluded from input 0
+    for k in range(3):
+        masks[k][6, 6] = SAT                        # (6, 6): SAT everywhere -> SAT in the coadd
+    masks[1][7, 7] = SAT                            # (7, 7): SAT in one input only -> not set
+    masks[2][8, 8] = BAD                            # (8, 8): BAD excluded when asked
+    for k in range(3):
+        masks[k][9, 9] = ND                         # (9, 9): no input -> NO_DATA
+    imgs[1][10, 10] = np.nan                        # (10, 10): non-finite pixel excluded
+    vars_[2][11, 11] = 0.0                          # (11, 11): zero variance excluded
+    paths = [_write(tmp_path / f"m{k}.fits", imgs[k], vars_[k], masks[k], xy0=xy0) for k in range(3)]
+    rep = coadd(paths, tmp_path / "c.fits", exclude_planes=["BAD"], tile_size=16)
+    assert rep.n_tiles == 12 and rep.excluded_planes == ["NO_DATA", "BAD"] and rep.xy0 == xy0
+    co = read_exposure(tmp_path / "c.fits")
+    assert tuple(co.getXY0()) == xy0
+
+    def mean(ks):
+        w = [1.0 / vars_[k][0, 0] for k in ks]
+        return sum(wi * imgs[k][0, 0] for wi, k in zip(w, ks)) / sum(w), 1.0 / sum(w)
+
+    img, var = mean([0, 1, 2])
+    assert co.image[0, 0] == pytest.approx(img) and co.variance[0, 0] == pytest.approx(var)
+    assert co.image[0, 0] == pytest.approx((1 + 1 + 1) / (1 + 0.5 + 0.25))
+    for (y, x), ks in (((5, 5), [1, 2]), ((8, 8), [0, 1]), ((10, 10), [0, 2]), ((11, 11), [0, 1])):
+        img, var = mean(ks)
+        assert co.image[y, x] == pytest.approx(img), (y, x)
+        assert co.variance[y, x] == pytest.approx(var), (y, x)
+    assert co.mask[6, 6] == SAT and co.mask[7, 7] == 0 and co.mask[8, 8] == 0 and co.mask[0, 0] == 0
+    assert co.mask[9, 9] == ND and np.isnan(co.image[9, 9]) and np.isinf(co.variance[9, 9])
+    assert rep.coverage == pytest.approx(1 - 1 / (40 * 50))
+
+
+def test_coadd_maps_mask_planes_by_name(tmp_path):
+    shape = (20, 20)
+    planes = {"NO_DATA": 8, "SAT": 12, "BAD": 0}
+    m = np.zeros(shape, np.int32)
+    m[3, 3] = 1 << 12  # SAT in the second registry
+    a = np.zeros(shape, np.int32)
+    a[3, 3] = Mask(shape=(1, 1)).getPlaneBitMask("SAT")
+    paths = [_write(tmp_path / "a.fits", np.ones(shape), np.ones(shape), a),
+             _write(tmp_path / "b.fits", np.ones(shape), np.ones(shape), m, planes=planes)]
+    coadd(paths, tmp_path / "c.fits")
+    co = read_exposure(tmp_path / "c.fits")
+    assert co.mask[3, 3] == co.getMask().getPlaneBitMask("SAT")
+
+
+def test_coadd_refuses_inputs_off_the_grid(tmp_path):
+    from astropy.wcs import WCS
+
+    def wcs(crval):
+        w = WCS(naxis=2)
+        w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+        w.wcs.crval = crval
+        w.wcs.crpix = [10, 10]
+        w.wcs.cdelt = [-5e-5, 5e-5]
+        return w
+
+    one = np.ones((20, 30))
+    a = _write(tmp_path / "a.fits", one, one, wcs=wcs([10.0, 20.0]))
+    b_shape = _write(tmp_path / "b.fits", np.ones((20, 31)), np.ones((20, 31)), wcs=wcs([10.0, 20.0]))
+    b_xy0 = _write(tmp_path / "c.fits", one, one, xy0=(1, 0), wcs=wcs([10.0, 20.0]))
+    b_wcs = _write(tmp_path / "d.fits", one, one, wcs=wcs([10.0, 20.001]))
+    b_nowcs = _write(tmp_path / "e.fits", one, one)
+    b_psf = _write(tmp_path / "f.fits", one, one, wcs=wcs([10.0, 20.0]), psf=GaussianPsf(31, 31, 2.0))
+    with pytest.raises(GridMismatchError, match=r"b\.fits has shape 31x20"):
+        coadd([a, b_shape], tmp_path / "o.fits")
+    with pytest.raises(GridMismatchError, match=r"c\.fits has origin xy0 = \(1, 0\)"):
+        coadd([a, b_xy0], tmp_path / "o.fits")
+    with pytest.raises(GridMismatchError, match=r"d\.fits has a WCS different"):
+        coadd([a, b_wcs], tmp_path / "o.fits")
+    with pytest.raises(GridMismatchError, match=r"e\.fits has no WCS"):
+        coadd([a, b_nowcs], tmp_path / "o.fits")
+    with pytest.raises(InvalidInputError, match="same PSF"):
+        coadd([a, b_psf], tmp_path / "o.fits")
+    with pytest.raises(InvalidInputError, match="not mask planes"):
+        coadd([a], tmp_path / "o.fits", exclude_planes=["BADD"])
+    with pytest.raises(InvalidInputError):
+        coadd([], tmp_path / "o.fits")
+    assert isinstance(GridMismatchError("x"), ValueError)
+    assert not (tmp_path / "o.fits").exists()
+    coadd([a, b_psf], tmp_path / "o.fits", require_same_psf=False)  # allowed when asked
+    assert read_exposure(tmp_path / "o.fits").getWcs() is not None
+
+
+# ---------------------------------------------------------------------------
+# the command line
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="psfmatch")
+    sub = parser.add_subparsers(dest="command")
+    add_batch_parser(sub)
+    return parser.parse_args(argv)
+
+
+def test_cli_batch_exit_status_outputs_and_coadd(client, inputs, tmp_path, capsys):
+    paths, bad = inputs
+    cfg = ["-c", "kernel.active.sizeCellX=80", "-c", "kernel.active.sizeCellY=80"]
+    outdir = tmp_path / "out"
+    args = _parse(["batch", *paths, bad, "--reference-psf", "gaussian:sigma=2.6", "--outdir", str(outdir),
+                   "--coadd", str(tmp_path / "co.fits"), "--scheduler", client.scheduler.address, *cfg])
+    assert args.func is run_batch_command
+    assert run_batch_command(args) == 1
+    out, err = capsys.readouterr()
+    assert "3 matched" in out and "1 failed" in out and "FAILED" in out and "corrupt.fits" in out
+    assert "(3 of 4 inputs)" in out
+    assert err.count("psfmatch batch: [") == 4  # one line per exposure (stderr is not a terminal)
+    for p in paths:
+        assert (outdir / os.path.basename(p)).exists()
+    assert (outdir / "psfmatch-batch-report.json").exists()
+    assert read_exposure(tmp_path / "co.fits").getPsf().getSigma() == pytest.approx(2.6)
+
+    args = _parse(["batch", *paths, "-r", "gaussian:sigma=2.6", "-o", str(outdir), "--coadd",
+                   str(tmp_path / "co.fits"), "--overwrite", "--scheduler", client.scheduler.address, *cfg])
+    assert run_batch_command(args) == 0
+    out, _ = capsys.readouterr()
+    assert "0 matched, 3 skipped" in out
+
+    args = _parse(["batch", *paths, "-r", "gaussian:sigma=2.6", "-o", str(outdir), "--coadd",
+                   str(tmp_path / "co.fits"), "--scheduler", client.scheduler.address])
+    with pytest.raises(OutputExistsError):
+        run_batch_command(args)
+
+
+def test_cli_batch_usage_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parse(["batch", "a.fits", "--reference-psf", "auto"])  # no --outdir
+    assert exc.value.code == 2
+    with pytest.raises(SystemExit) as exc:
+        _parse(["batch", "a.fits", "-o", "d", "--reference-psf", "nonsense:sigma=2"])
+    assert exc.value.code == 2
+    assert _parse(["batch", "a.fits", "-o", "d", "-r", "AUTO"]).reference_psf == "auto"
+    args = _parse(["batch", "-o", str(tmp_path), "-r", "auto"])
+    assert run_batch_command(args) == 2
+    assert "no inputs" in capsys.readouterr().err
+
+
+def test_cli_main_runs_batch(client, inputs, tmp_path, capsys):
+    from psfmatch import cli
+
+    try:
+        code = cli.main(["batch", "--help"])
+    except SystemExit as exc:  # pragma: no cover - depends on cli.main
+        code = exc.code
+    if code != 0:
+        pytest.skip("'batch' is not registered on the psfmatch command yet (cli.py: add_batch_parser)")
+    capsys.readouterr()
+    paths, bad = inputs
+    opts = ["-r", "auto", "-o", str(tmp_path / "out"), "--scheduler", client.scheduler.address,
+            "-c", "kernel.active.sizeCellX=80", "-c", "kernel.active.sizeCellY=80"]
+    assert cli.main(["batch", *paths, bad, *opts]) == 1
+    out = capsys.readouterr().out
+    assert "3 matched" in out and "1 failed" in out and "chosen automatically" in out
+    assert cli.main(["batch", *paths, *opts]) == 0
+    assert cli.main(["batch", "-r", "auto", "-o", str(tmp_path / "out")]) == 2
