@@ -71,6 +71,7 @@ from scipy import fft as sfft
 from .errors import MemoryLimitError
 from .geom import Box2D
 from .image import MaskedImage
+from .progress import progress_bar
 from .kernel.kernel import LinearCombinationKernel
 from .kernel.spatial import SpatialFunction
 
@@ -676,12 +677,13 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
                     nx = min(Cx, W - h - xs)
                     dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
 
+        label = "convolve image and variance"
         if nworkers > 1 and len(jobs) > 1:
             with ThreadPoolExecutor(max_workers=min(nworkers, len(jobs))) as pool:
-                for _ in pool.map(run, jobs):
+                for _ in progress_bar(pool.map(run, jobs), desc=label, total=len(jobs)):
                     pass
         else:
-            for job in jobs:
+            for job in progress_bar(jobs, desc=label):
                 run(job)
 
     # mask propagation
