@@ -21,6 +21,7 @@ extensions = [
     "sphinx.ext.doctest",
     "numpydoc",
     "psfmatch_configdoc",
+    "psfmatch_docgen",
 ]
 
 autosummary_generate = True
@@ -29,6 +30,6 @@ numpydoc_class_members_toctree = False
 autodoc_member_order = "bysource"
 html_theme = "furo"
 html_title = "psfmatch"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_generated", "generated"]
 nitpicky = False
 suppress_warnings = []

@@ -1,6 +1,6 @@
 """Spatial cells tiling the exposure and the kernel candidates they hold.
 
-psfmatch differs from LSST here (SPEC section 4): the cells tile the exposure
+psfmatch differs from LSST here: the cells tile the exposure
 itself (LSST grows the box by one cell on every side and evaluates the PSF
 outside the exposure).  The exposure's box is split into
 ``nx = max(1, width // sizeCellX)`` by ``ny = max(1, height // sizeCellY)``

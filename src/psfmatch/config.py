@@ -555,7 +555,24 @@ class PsfMatchConfigDF(PsfMatchConfig):
 
 
 class ModelPsfMatchConfig(Config):
-    """Configuration of :class:`psfmatch.ModelPsfMatchTask` (LSST's field names and defaults)."""
+    """Configuration of :class:`psfmatch.ModelPsfMatchTask` (LSST's field names and defaults).
+
+    Examples
+    --------
+    Fields are checked when they are set; ``kernel`` selects the basis and
+    ``kernel.active`` is the selected basis' configuration:
+
+    >>> config = ModelPsfMatchConfig()
+    >>> config.kernel.name, config.kernel.active.kernelSize, config.doAutoPadPsf
+    ('AL', 21, True)
+    >>> config.kernel.active.kernelSize = 25
+    >>> config.autoPadPsfTo = 2.5
+    Traceback (most recent call last):
+    ...
+    psfmatch.errors.InvalidConfigError: ModelPsfMatchConfig.autoPadPsfTo: out of range [1.0, 2.0); got 2.5
+    >>> config.kernel.active.isExplicit("kernelSize"), config.kernel.active.isExplicit("spatialKernelOrder")
+    (True, False)
+    """
 
     kernel = ConfigChoiceField("Kernel basis: 'AL' (Alard-Lupton) or 'DF' (regularized delta function).",
                                {"AL": PsfMatchConfigAL, "DF": PsfMatchConfigDF}, "AL")
@@ -698,6 +715,17 @@ def apply_overrides(config, overrides):
     ------
     InvalidConfigError
         For a malformed override, an unknown path or a bad value.
+
+    Examples
+    --------
+    >>> config = apply_overrides(ModelPsfMatchConfig(), ["kernel['AL'].alardSigGauss=[1.0, 2.0, 4.5]",
+    ...                                                  "doAutoPadPsf=false", "padPsfBy=4"])
+    >>> config.kernel["AL"].alardSigGauss, config.doAutoPadPsf, config.padPsfBy
+    ((1.0, 2.0, 4.5), False, 4)
+    >>> apply_overrides(config, ["kernel.active.kernelSise=25"])
+    Traceback (most recent call last):
+    ...
+    psfmatch.errors.InvalidConfigError: unknown config path 'kernel.active.kernelSise': no field 'kernelSise'
     """
     for text in overrides:
         if "=" not in text:

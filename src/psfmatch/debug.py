@@ -42,8 +42,9 @@ Switches read by psfmatch
     kernels and residuals), ``displayKernelBasis`` (mosaic of the basis),
     ``displayKernelMosaic`` (the spatial kernel on a grid across the field),
     ``plotKernelSpatialModel`` (the spatial coefficient model against the
-    per-candidate solutions), ``showBadCandidates`` (include BAD candidates),
-    ``maskTransparency``.
+    per-candidate solutions), ``showBadCandidates`` (include BAD candidates in
+    the candidate and spatial-model displays).  LSST's ``maskTransparency`` of
+    this module has no use here: only ``psfmatch.task``'s display shows masks.
 
 Unlike ``lsstDebug``, switches are stored here (one namespace per module name)
 rather than in the modules' own globals.
@@ -80,6 +81,16 @@ class DebugInfo:
     name : str
         The module name (``"psfmatch.task"``, ``"psfmatch.solve"``).  All
         ``DebugInfo`` objects of one name share their values.
+
+    Examples
+    --------
+    >>> from psfmatch import debug
+    >>> with debug.scoped():  # restores every switch on leaving the block
+    ...     debug.Info("psfmatch.solve").displayKernelBasis = True
+    ...     debug.Info("psfmatch.solve").displayKernelBasis, debug.Info("psfmatch.solve").displayCandidates
+    (True, False)
+    >>> debug.Info("psfmatch.solve").displayKernelBasis
+    False
     """
 
     __slots__ = ("_name",)

@@ -398,6 +398,17 @@ def check_ill_posed(survey: PsfSurvey, tolerance=0.01) -> IllPosedReport:
     Returns
     -------
     IllPosedReport
+
+    Examples
+    --------
+    >>> from psfmatch import Box2I, SpatialCellSet
+    >>> from psfmatch.psf import GaussianPsf
+    >>> cells = SpatialCellSet(Box2I((0, 0), (256, 256)), 128, 128)
+    >>> report = check_ill_posed(survey_psfs(GaussianPsf(21, 21, 2.0), GaussianPsf(21, 21, 1.8), cells))
+    >>> report.illPosed, report.nFlagged, round(float(report.deficit[0]), 3)
+    (True, 4, 0.2)
+    >>> check_ill_posed(survey_psfs(GaussianPsf(21, 21, 2.0), GaussianPsf(31, 31, 2.6), cells)).illPosed
+    False
     """
     cs = _covariance(survey.scienceMoments)
     cr = _covariance(survey.referenceMoments)

@@ -2,7 +2,7 @@
 
 Two groups of functions live here.
 
-QA a person can look at (SPEC section 7)
+QA a person can look at
     :func:`field_qa` evaluates the spatial kernel's match quality on a grid over
     the whole field; :func:`qa_report` gathers it with the task's metadata into
     a JSON-serializable mapping (:func:`write_qa_json` writes it); :func:`plot_qa`
@@ -1080,7 +1080,7 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
 
 
 def show_kernel_basis(basis, *, max_kernels=100, fig=None):
-    """Mosaic of the basis kernels, each scaled to its own maximum |value|, labelled by index.
+    """Mosaic of the basis kernels, each scaled to its own maximum absolute value, labelled by index.
 
     Returns
     -------

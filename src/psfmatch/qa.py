@@ -3,7 +3,7 @@
 For a position ``x`` with science stamp ``S``, reference stamp ``R`` and kernel
 image ``K_x`` (unit sum), the matched PSF is ``S (*) K_x`` on the full
 ``(P + k - 1)^2`` support and the residual is ``D = S (*) K_x - R`` (``R``
-zero-padded).  Recorded per position (SPEC section 7):
+zero-padded).  Recorded per position:
 
 ``residualMax``
     ``max |D| / max R``.
@@ -62,6 +62,21 @@ def match_quality(science, reference, kernels) -> dict:
     Long stacks are cut in two halves measured concurrently (numpy and
     pocketfft release the GIL); each position's numbers do not depend on the
     others', so the result is the same.
+
+    Examples
+    --------
+    A Gaussian of sigma 1.5 px convolved with the exact kernel, a Gaussian of
+    sigma ``sqrt(2.5**2 - 1.5**2) = 2`` px, reproduces a Gaussian of sigma 2.5 px:
+
+    >>> from psfmatch.psf import GaussianPsf
+    >>> S = GaussianPsf(31, 31, 1.5).computeKernelImage((0, 0))
+    >>> R = GaussianPsf(31, 31, 2.5).computeKernelImage((0, 0))
+    >>> K = GaussianPsf(21, 21, 2.0).computeKernelImage((0, 0))
+    >>> q = match_quality(S[None], R[None], K[None])
+    >>> sorted(q)
+    ['centroidShift', 'ellipticityMismatch', 'kernelNegativeFraction', 'residualMax', 'residualRms', 'sizeMismatch']
+    >>> bool(q["residualMax"][0] < 1e-3), bool(abs(q["sizeMismatch"][0]) < 1e-3)
+    (True, True)
     """
     S = np.asarray(science, dtype=np.float64)
     R = np.asarray(reference, dtype=np.float64)
