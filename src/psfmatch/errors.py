@@ -21,6 +21,7 @@ __all__ = [
     "IllPosedMatchError",
     "UnsupportedFormatError",
     "CorruptFileError",
+    "MissingFileError",
     "MemoryLimitError",
     "OutputExistsError",
     "MissingDependencyError",
@@ -100,6 +101,13 @@ class UnsupportedFormatError(PsfMatchError, ValueError):
 
 class CorruptFileError(PsfMatchError, OSError):
     """A file could not be read because its content is damaged or inconsistent."""
+
+
+class MissingFileError(PsfMatchError, FileNotFoundError):
+    """An input file (or the folder of an output file) does not exist; the message names the path.
+
+    Also a `FileNotFoundError`, so ``except FileNotFoundError`` and ``except OSError`` keep working.
+    """
 
 
 class MemoryLimitError(PsfMatchError, MemoryError):

@@ -4,8 +4,8 @@ The task realizes the exposure's (science) PSF and the reference PSF at the
 centre of every spatial cell, fits a matching kernel per candidate, fits a
 spatial model of the kernel coefficients over all candidates, and convolves
 the exposure (image, variance, mask) with the spatially varying kernel so that
-its PSF becomes the reference.  See SPEC sections 4 to 7 and the
-``psfmatch`` documentation for where this differs from LSST.
+its PSF becomes the reference.  The ``psfmatch`` documentation (user guide,
+"Differences from LSST") says where this differs from LSST.
 
 Examples
 --------
@@ -83,7 +83,7 @@ class PsfMatchResult:
     kernelCellSet : SpatialCellSet
         The cells with their :class:`~psfmatch.cells.KernelCandidate` (status, solution, QA).
     metadata : dict
-        JSON-serializable QA and basis description (SPEC section 7).
+        JSON-serializable QA and basis description.
     """
 
     psfMatchedExposure: Exposure
@@ -182,9 +182,19 @@ class ModelPsfMatchTask:
         KernelTooBigError
             The kernel does not fit the (padded) PSF stamps.
         NoKernelCandidatesError
-            No candidate could be used.
+            No candidate could be used.  A candidate whose PSFs cannot be
+            evaluated (the model raises or returns a bad stamp) or whose solution
+            is not finite is rejected and recorded (``metadata["rejectedCandidates"]``,
+            the cell's candidate status); when too few remain to constrain
+            ``spatialKernelOrder`` the order is lowered, down to 0 (a constant
+            kernel, which one candidate constrains), with a note in
+            ``metadata["notes"]``.  The error is raised only when none remains; its
+            message says how many failed, where the first did and why.
         InvalidInputError
             Bad exposure, variance or ``kernelSum``.
+        MemoryLimitError
+            The fit or the convolution would need more than ``config.maxMemoryGiB``
+            (checked before the memory is allocated; see :func:`estimate_fit_memory`).
         """
         t0 = time.perf_counter()
         exposure = self._check_exposure(exposure)
@@ -213,8 +223,8 @@ class ModelPsfMatchTask:
         ``debug.py`` may have replaced): ``Info("psfmatch.task")`` for
         ``display``, ``maskTransparency`` and ``displaySpatialCells``;
         ``Info("psfmatch.solve")`` for ``display``, ``displayCandidates``,
-        ``displayKernelBasis``, ``displayKernelMosaic``, ``plotKernelSpatialModel``,
-        ``showBadCandidates`` and ``maskTransparency``.  Unlike LSST, the cells
+        ``displayKernelBasis``, ``displayKernelMosaic``, ``plotKernelSpatialModel``
+        and ``showBadCandidates``.  Unlike LSST, the cells
         are shown after the fit, so the candidates carry their final status.
         """
         from . import debug
@@ -408,8 +418,9 @@ class ModelPsfMatchTask:
         good = [i for i, img in enumerate(sci_imgs) if img is not None]
         if not good:
             raise NoKernelCandidatesError(
-                f"the science PSF could not be evaluated at any of the {len(positions)} cell centres; "
-                f"first failure: {cands[0].reason}")
+                f"the science PSF could not be evaluated at any of the {len(positions)} cell centres, so no "
+                f"candidate constrains the kernel ({_rejections(cands)}); check that the PSF model covers the "
+                f"exposure's box {bbox}")
         psfSize = max(max(sci_imgs[i].shape) for i in good)
 
         # basis (the FWHMs are only needed by the scaleByFwhm path)
@@ -488,7 +499,9 @@ class ModelPsfMatchTask:
             R_list.append(R)
             used.append(i)
         if not used:
-            raise NoKernelCandidatesError("the reference PSF could not be evaluated at any cell centre")
+            raise NoKernelCandidatesError(
+                f"the reference PSF could not be evaluated at any of the {len(good)} cell centres where the science "
+                f"PSF could, so no candidate constrains the kernel ({_rejections(cands)})")
         S_all = np.array(S_list)
         R_all = np.broadcast_to(R_once, (len(used),) + R_once.shape) if R_once is not None else np.array(R_list)
 
@@ -528,7 +541,9 @@ class ModelPsfMatchTask:
                 cand.setStatus(CandidateStatus.BAD, "non-finite kernel solution")
         goodj = np.array([j for j, i in enumerate(used) if cands[i].status == CandidateStatus.GOOD], dtype=int)
         if len(goodj) == 0:
-            raise NoKernelCandidatesError("no kernel candidate has a finite solution")
+            raise NoKernelCandidatesError(
+                f"none of the {len(used)} kernel candidates has a finite solution ({_rejections(cands)}); check the "
+                "PSF stamps for extreme values")
 
         # spatial model; lower the order until the candidates constrain it
         xs = np.array([cands[used[j]].x for j in goodj])
@@ -545,6 +560,8 @@ class ModelPsfMatchTask:
             note = (f"spatialKernelOrder lowered from {requested} to {order}: {len(goodj)} candidates on a "
                     f"{cellSet.nx}x{cellSet.ny} grid cannot constrain an order-{requested} model "
                     "(use smaller cells or a lower order)")
+            if len(goodj) < len(positions):
+                note += f"; {_rejections(cands)}"
             log.warning(note)
             md["notes"].append(note)
         md["spatialKernelOrderRequested"] = requested
@@ -660,6 +677,15 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None):
         "regularization": 8 * nb * nb if delta and getattr(kc, "useRegularization", False) else 0,
     }
     return sum(parts.values()), parts
+
+
+def _rejections(cands) -> str:
+    """``"k of n candidates rejected; first: candidate i at (x, y): reason"`` for the messages."""
+    bad = [c for c in cands if c.status == CandidateStatus.BAD]
+    if not bad:
+        return f"none of {len(cands)} candidates rejected"
+    c = bad[0]
+    return f"{len(bad)} of {len(cands)} candidates rejected; first: candidate {c.id} at ({c.x:.1f}, {c.y:.1f}): {c.reason}"
 
 
 def _varies(psf) -> bool:

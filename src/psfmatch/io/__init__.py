@@ -1,7 +1,7 @@
 """Files in and out: exposures (FITS), astropy NDData/CCDData, kernels (FITS).
 
-Algorithms never touch files; these readers and writers sit at the edge
-(SPEC section 11).  Every writer is atomic and refuses to overwrite an
+Algorithms never touch files; these readers and writers sit at the edge.
+Every writer is atomic and refuses to overwrite an
 existing file unless ``overwrite=True``.
 
 - :func:`read_exposure`, :func:`write_exposure`: :mod:`psfmatch.io.fits`

@@ -48,11 +48,13 @@ import warnings
 
 import numpy as np
 
-from ..errors import CorruptFileError, InvalidInputError, OutputExistsError, UnsupportedFormatError
+from ..errors import (CorruptFileError, InvalidInputError, MissingFileError, OutputExistsError, PsfMatchError,
+                      UnsupportedFormatError)
 from ..image import Exposure, Mask
 
-__all__ = ["atomic_write", "write_exposure", "read_exposure", "FORMAT_NAME", "FORMAT_VERSION",
-           "METADATA_HEADER_KEY"]
+__all__ = ["atomic_write", "write_exposure", "read_exposure", "check_input_file", "open_fits", "read_guard",
+           "prescan_fits",
+           "FORMAT_NAME", "FORMAT_VERSION", "METADATA_HEADER_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,8 @@ def atomic_write(path, overwrite=False):
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False (a `FileExistsError`).
-    FileNotFoundError
-        If the directory of ``path`` does not exist.
+    MissingFileError
+        If the directory of ``path`` does not exist (a `FileNotFoundError`).
 
     Notes
     -----
@@ -116,7 +118,7 @@ def atomic_write(path, overwrite=False):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
+        raise MissingFileError(f"cannot write {path!r}: directory {directory!r} does not exist")
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(f"{path} exists already; pass overwrite=True to replace it")
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
@@ -142,6 +144,239 @@ def atomic_write(path, overwrite=False):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+# ---------------------------------------------------------------------------
+# reading files: one policy for missing, foreign and damaged files
+#
+# A missing input file raises MissingFileError (a FileNotFoundError) naming the path; a directory or
+# other non-regular file raises UnsupportedFormatError; anything astropy or numpy raise while decoding
+# a damaged, truncated or foreign file (OSError, ValueError, KeyError, TypeError, IndexError, astropy's
+# VerifyError, and warnings that the caller's filters turned into errors) becomes CorruptFileError
+# naming the file and, where known, the HDU.  psfmatch's own typed errors pass through unchanged.
+
+
+def check_input_file(path, what) -> str:
+    """``path`` as a string, once it is known to name an existing regular file.
+
+    Raises
+    ------
+    MissingFileError
+        If nothing exists at ``path`` (a `FileNotFoundError`).
+    UnsupportedFormatError
+        If ``path`` is a directory or another non-regular file.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MissingFileError(f"{what} file {path!r} does not exist")
+    if os.path.isdir(path):
+        raise UnsupportedFormatError(f"{what} file {path!r} is a directory, not a FITS file")
+    if not os.path.isfile(path):
+        raise UnsupportedFormatError(f"{what} file {path!r} is not a regular file")
+    return path
+
+
+def _damage_types():
+    from astropy.io.fits.verify import VerifyError
+
+    # astropy validates some cards with ``assert`` (column names, for one)
+    return (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, ArithmeticError, EOFError,
+            MemoryError, AssertionError, Warning, VerifyError)
+
+
+def _short(exc, limit=300) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+class ReadGuard:
+    """What :func:`read_guard` reports: the file, what it should hold, and the HDU being read (``hdu``)."""
+
+    def __init__(self, path, what):
+        self.path = path
+        self.what = what
+        self.hdu = None
+
+    def where(self) -> str:
+        return self.path if self.hdu in (None, "") else f"{self.path}[{self.hdu}]"
+
+
+@contextlib.contextmanager
+def read_guard(path, what):
+    """Turn what a damaged file makes astropy or numpy raise into :class:`~psfmatch.errors.CorruptFileError`.
+
+    Set ``guard.hdu`` inside the block to name the HDU being read in the message.
+    psfmatch's typed errors pass through; programming errors (``NameError``...) are not masked.
+
+    Examples
+    --------
+    >>> with read_guard("x.fits", "exposure") as guard:  # doctest: +SKIP
+    ...     guard.hdu = "IMAGE"
+    ...     data = hdul["IMAGE"].data
+    """
+    guard = ReadGuard(os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path), what)
+    try:
+        yield guard
+    except PsfMatchError:
+        raise
+    except Exception as exc:
+        if not isinstance(exc, _damage_types()):
+            raise
+        raise CorruptFileError(f"{guard.where()}: cannot read the {what}: the file is damaged, truncated or not "
+                               f"what it claims to be ({_short(exc)})") from exc
+
+
+_BLOCK = 2880
+_BITPIX = (8, 16, 32, 64, -32, -64)
+#: Header cards checked by :func:`prescan_fits` before astropy sees the file.
+_STRUCTURE_KEYS = re.compile(rb"^(SIMPLE|XTENSION|EXTNAME|BITPIX|NAXIS\d{0,3}|PCOUNT|GCOUNT|GROUPS|TFIELDS|"
+                             rb"TFORM\d{1,3}|ZIMAGE|ZNAXIS\d{0,3}) *$")
+
+
+def _card_value(raw):
+    """The value of a FITS card's value field (bytes after ``= ``): int, float, bool, str or None."""
+    text = raw.decode("ascii", "replace")
+    if text.lstrip().startswith("'"):
+        body = text.lstrip()[1:]
+        return body.split("'", 1)[0].strip()
+    text = text.split("/", 1)[0].strip()
+    if text in ("T", "F"):
+        return text == "T"
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text.replace("D", "E"))
+    except ValueError:
+        return None
+
+
+def prescan_fits(fh, path):
+    """Check the structure of a FITS file before astropy parses it.
+
+    astropy trusts the structural cards: ``NAXIS = 99999999999`` makes it
+    loop for hours, and ``NAXISn`` values promising gigabytes make it allocate
+    them before finding the file short.  This walks the headers (reading only
+    their blocks) and raises :class:`~psfmatch.errors.CorruptFileError`,
+    naming the file and the HDU, when an HDU (or what astropy would parse as
+    one: it reads any bytes up to an ``END`` card as a header, junk included,
+    and a negative ``NAXISn`` there sends it round in circles) has ``NAXIS``/``TFIELDS``/
+    ``ZNAXIS`` outside 0..999, a ``BITPIX`` that is not a FITS type, negative
+    sizes, or promises more data than the file holds, or when the file ends
+    inside a header (a truncated file: astropy would drop the last HDUs with
+    a warning, and a reader would silently miss them).
+    Files that do not start with ``SIMPLE`` (compressed, text...) are left
+    to astropy.  The file position is restored.
+    """
+    start = fh.tell()
+    try:
+        size = os.fstat(fh.fileno()).st_size
+    except (AttributeError, OSError):  # not a real file: nothing to check cheaply
+        return
+    try:
+        if fh.read(10) != b"SIMPLE  = ":
+            return  # not FITS (text, compressed...): astropy says why
+        pos, index = 0, 0
+        while pos < size:
+            fh.seek(pos)
+            extension = fh.read(8) == b"XTENSION"
+            fh.seek(pos)
+            cards, end, nread = {}, False, 0
+            while not end:
+                block = fh.read(_BLOCK)
+                for i in range(0, len(block) - 79, 80):
+                    key = block[i:i + 8].rstrip()
+                    if key == b"END":
+                        end = True
+                        break
+                    if block[i + 8:i + 10] == b"= " and _STRUCTURE_KEYS.match(key) and key not in cards:
+                        cards[key] = _card_value(block[i + 10:i + 80])
+                nread += len(block)
+                name = cards.get(b"EXTNAME")
+                label = f"{path}[HDU {index}{f' {name}' if isinstance(name, str) and name else ''}]"
+                if not end and len(block) < _BLOCK:
+                    if index > 0 and not extension:
+                        return  # bytes after the last HDU (padding, junk) with no header in them: astropy warns
+                    # astropy would drop this HDU (and any after it) with a warning: data would be lost silently
+                    raise CorruptFileError(f"{label}: the file ends inside this HDU's header (no END card): it is "
+                                           "truncated")
+            if index == 0 and cards.get(b"SIMPLE") is None:
+                return
+            header_end = pos + nread
+
+            def integer(key, lo, hi=None, default=None):
+                v = cards.get(key, default)
+                if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                    allowed = f"an integer in {lo}..{hi}" if hi is not None else "a non-negative integer"
+                    raise CorruptFileError(f"{label}: {key.decode()} = {v!r} is not {allowed}: the header is damaged")
+                return v
+
+            bitpix = cards.get(b"BITPIX")
+            if bitpix not in _BITPIX or isinstance(bitpix, bool):
+                raise CorruptFileError(f"{label}: BITPIX = {bitpix!r} is not a FITS data type {_BITPIX}: "
+                                       "the header is damaged")
+            naxis = integer(b"NAXIS", 0, 999)
+            axes = [integer(b"NAXIS%d" % (i + 1), 0) for i in range(naxis)]
+            pcount = integer(b"PCOUNT", 0, default=0)
+            gcount = integer(b"GCOUNT", 0, default=1)
+            if b"TFIELDS" in cards or str(cards.get(b"XTENSION", "")).strip() in ("BINTABLE", "TABLE"):
+                tfields = integer(b"TFIELDS", 0, 999)
+                missing = [f"TFORM{i}" for i in range(1, tfields + 1) if b"TFORM%d" % i not in cards]
+                if missing:  # astropy fails with an internal error (UnboundLocalError) on these
+                    raise CorruptFileError(f"{label}: the table header lacks {', '.join(missing[:5])}: the header is "
+                                           "damaged")
+            if cards.get(b"ZIMAGE") is True:
+                znaxis = integer(b"ZNAXIS", 0, 999)
+                for i in range(znaxis):
+                    integer(b"ZNAXIS%d" % (i + 1), 0)
+            if cards.get(b"GROUPS") is True and axes and axes[0] == 0:
+                axes = axes[1:]
+            nbytes = 0
+            if naxis > 0:
+                n = 1
+                for a in axes:
+                    n *= a
+                nbytes = abs(bitpix) // 8 * gcount * (pcount + n)
+            left = max(size - header_end, 0)
+            if nbytes > left:
+                raise CorruptFileError(
+                    f"{label}: the header promises {nbytes} bytes of data (BITPIX = {bitpix}, NAXISn = {axes}) but "
+                    f"only {left} follow: the file is truncated or its header damaged")
+            pos = header_end + -(-nbytes // _BLOCK) * _BLOCK
+            index += 1
+    finally:
+        fh.seek(start)
+
+
+@contextlib.contextmanager
+def open_fits(path, what, hint=""):
+    """Open a FITS file for reading under :func:`read_guard`; yields ``(hdul, guard)``.
+
+    The file handle is opened here and closed on every path out (astropy may
+    leave it open when it fails half-way through ``fits.open``).
+
+    Raises
+    ------
+    MissingFileError, UnsupportedFormatError
+        See :func:`check_input_file`.
+    CorruptFileError
+        ``not a readable FITS file`` when astropy cannot open it (empty, text, garbage),
+        or a damaged HDU later on.
+    """
+    from astropy.io import fits
+
+    path = check_input_file(path, what)
+    with read_guard(path, what) as guard, open(path, "rb") as fh:
+        prescan_fits(fh, path)
+        try:
+            hdul = fits.open(fh, memmap=False)
+        except Exception as exc:
+            if not isinstance(exc, _damage_types()):
+                raise
+            raise CorruptFileError(f"{path}: not a readable FITS file ({_short(exc)}){hint}") from exc
+        with hdul:
+            yield hdul, guard
 
 
 # ---------------------------------------------------------------------------
@@ -306,6 +541,27 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     approximated).  Metadata entries that are not JSON-serializable are
     skipped with a logged warning, except ``metadata["fitsHeader"]`` whose
     cards go into the primary header.
+
+    Examples
+    --------
+    A round trip through a file: image, mask planes, variance, origin, PSF and
+    metadata come back as written.
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from psfmatch import Exposure
+    >>> from psfmatch.io import read_exposure, write_exposure
+    >>> from psfmatch.psf import GaussianPsf
+    >>> exposure = Exposure(np.ones((40, 50), dtype=np.float32), variance=np.full((40, 50), 4.0),
+    ...                     psf=GaussianPsf(15, 15, 2.0), xy0=(100, 200), metadata={"filter": "r"})
+    >>> exposure.mask[5, 7] |= exposure.getMask().getPlaneBitMask("SAT")
+    >>> path = os.path.join(tempfile.mkdtemp(), "exposure.fits")
+    >>> write_exposure(exposure, path)
+    >>> back = read_exposure(path)
+    >>> back.getBBox(), back.getPsf(), back.metadata["filter"]
+    (Box2I(minimum=(100, 200), dimensions=(50, 40)), GaussianPsf(15, 15, sigma=2.0), 'r')
+    >>> bool(np.array_equal(back.image, exposure.image)), int(back.mask[5, 7]) == back.getMask().getPlaneBitMask("SAT")
+    (True, True)
     """
     from astropy.io import fits
 
@@ -367,8 +623,6 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
 
 def _load_plane(spec, hdul, path, what):
     """An array from ``spec``: an array, an HDU index/name in ``hdul``, a path, or ``(path, hdu)``."""
-    from astropy.io import fits
-
     if isinstance(spec, np.ndarray):
         return np.array(spec), f"<{what} array>"
     if isinstance(spec, (int, np.integer)) or (isinstance(spec, str) and not os.path.exists(spec)
@@ -382,10 +636,8 @@ def _load_plane(spec, hdul, path, what):
             raise UnsupportedFormatError(f"{path}[{spec}]: the {what} HDU holds no data")
         return np.array(hdu.data), f"{path}[{spec}]"
     other, ext = (spec if isinstance(spec, tuple) else (spec, None))
-    other = os.fspath(other)
-    if not os.path.exists(other):
-        raise FileNotFoundError(f"{what} file {other!r} does not exist")
-    with fits.open(other, memmap=False) as h2:
+    with open_fits(other, what) as (h2, _):
+        other = os.fspath(other)
         if ext is None:
             hdu = next((h for h in h2 if getattr(h, "data", None) is not None and getattr(h.data, "ndim", 0) == 2),
                        None)
@@ -403,12 +655,17 @@ def _estimate_variance(image, where):
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         raise CorruptFileError(f"{where}: the image has no finite pixel; cannot estimate a variance")
-    mad = np.median(np.abs(finite - np.median(finite)))
-    sigma = 1.4826 * mad
+    with np.errstate(over="ignore", invalid="ignore"):
+        mad = np.median(np.abs(finite - np.median(finite)))
+        sigma = 1.4826 * mad
+        var = sigma ** 2
+    if not (np.isfinite(var) and var <= np.finfo(image.dtype).max):
+        raise CorruptFileError(f"{where}: the pixels' scatter overflows {image.dtype} (values up to "
+                               f"{np.abs(finite).max():.3g}); cannot estimate a variance: pass variance=")
     log.warning("%s: no variance plane given; using a constant variance %.6g estimated from the robust scatter "
                 "(1.4826 MAD) of the pixels. Pass variance= (an HDU, a file or an array) for a real one.",
-                where, sigma ** 2)
-    return np.full(image.shape, sigma ** 2, dtype=image.dtype)
+                where, var)
+    return np.full(image.shape, var, dtype=image.dtype)
 
 
 def _as_variance(arr, kind, where):
@@ -479,24 +736,20 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
 
     Raises
     ------
-    FileNotFoundError
-        If a file does not exist.
+    MissingFileError
+        If a file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
-        If no image can be found, or a named HDU is missing.
+        If no image can be found, a named HDU is missing, or the path is a directory.
     CorruptFileError
-        If the planes disagree in shape, the image is not 2-d, or a stored
-        structure cannot be decoded.
+        If the file is not readable FITS, is truncated (or lacks an HDU every
+        psfmatch exposure file has) or damaged, the planes disagree in shape,
+        the image is not 2-d, or a stored structure cannot be decoded.  The
+        message names the file and, where known, the HDU.
     """
     from astropy.io import fits
 
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"exposure file {path!r} does not exist")
-    try:
-        hdul = fits.open(path, memmap=False)
-    except OSError as exc:
-        raise CorruptFileError(f"{path}: not a readable FITS file ({exc})") from exc
-    with hdul:
+    with open_fits(path, "exposure") as (hdul, guard):
         layout = layout or _layout(hdul)
         if layout not in ("psfmatch", "lsst", "image"):
             raise InvalidInputError(f"layout must be 'psfmatch', 'lsst' or 'image'; got {layout!r}")
@@ -508,6 +761,13 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             if "IMAGE" not in names:
                 raise UnsupportedFormatError(f"{path}: no IMAGE extension for the {layout!r} layout "
                                              f"(HDUs: {names})")
+            if layout == "psfmatch":  # write_exposure writes all of them: a missing one means a truncated file
+                lost = [n for n, given in (("MASK", mask), ("VARIANCE", variance), ("METADATA", None))
+                        if given is None and n not in names]
+                if lost:
+                    raise CorruptFileError(f"{path}: the {', '.join(lost)} HDU(s) of a psfmatch exposure file are "
+                                           f"missing (HDUs: {names}); the file is truncated or damaged")
+            guard.hdu = "IMAGE"
             img_hdu = hdul["IMAGE"]
             if img_hdu.data is None or img_hdu.data.ndim != 2:
                 raise CorruptFileError(f"{path}[IMAGE]: the image must be 2-d; got "
@@ -516,18 +776,23 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             header = img_hdu.header
             where = f"{path}[IMAGE]"
             mask_arr = variance_arr = None
+            guard.hdu = "MASK"
             if mask is None and "MASK" in names and hdul["MASK"].data is not None:
                 mask_arr = np.array(hdul["MASK"].data)
                 mask_planes = _mask_planes_from_header(hdul["MASK"].header)
+            guard.hdu = "VARIANCE"
             if variance is None and "VARIANCE" in names and hdul["VARIANCE"].data is not None:
                 variance_arr = np.array(hdul["VARIANCE"].data, dtype=np.float64)
+            guard.hdu = "PRIMARY"
             metadata[METADATA_HEADER_KEY] = _primary_cards(hdul[0].header)
             if layout == "psfmatch":
+                guard.hdu = "METADATA"
                 if "METADATA" in names:
                     metadata.update(_metadata_from_hdu(hdul["METADATA"], path))
                 if psf is None:
                     from .psf_persist import psf_from_hdul
 
+                    guard.hdu = "PSF"
                     stored_psf = psf_from_hdul(hdul, path)
             elif psf is None:
                 log.info("%s: LSST-style file; its PSF (in the archive tables) is not read: pass psf=", path)
@@ -547,6 +812,7 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
                                                  f"{[h.name for h in hdul]}") from None
                 if img_hdu.data is None or getattr(img_hdu.data, "ndim", 0) != 2:
                     raise UnsupportedFormatError(f"{path}[{hdu}]: not a 2-d image HDU")
+            guard.hdu = img_hdu.name or 0
             image = _image_dtype(np.array(img_hdu.data))
             header = img_hdu.header
             where = f"{path}[{img_hdu.name or 0}]"
@@ -557,6 +823,7 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
                     if card.keyword not in cards or card.keyword in ("COMMENT", "HISTORY", ""):
                         cards.append(card, end=True)
             metadata[METADATA_HEADER_KEY] = cards
+        guard.hdu = None
         if mask is not None:
             mask_arr, mwhere = _load_plane(mask, hdul, path, "mask")
         if variance is not None:

@@ -34,7 +34,7 @@ from ..geom import Box2D, Box2I
 from ..kernel.basis import KernelBasis
 from ..kernel.kernel import LinearCombinationKernel
 from ..kernel.spatial import SpatialFunction
-from .fits import atomic_write
+from .fits import atomic_write, open_fits
 
 __all__ = ["write_kernel", "read_kernel", "kernel_image_grid", "write_kernel_image_grid", "KERNEL_FORMAT"]
 
@@ -101,23 +101,33 @@ def read_kernel(path) -> LinearCombinationKernel:
 
     Raises
     ------
-    FileNotFoundError
-        If the file does not exist.
+    MissingFileError
+        If the file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
         If it is not a psfmatch kernel file.
     CorruptFileError
-        If a keyword or HDU is missing or inconsistent.
-    """
-    from astropy.io import fits
+        If a keyword or HDU is missing or inconsistent, or the file is damaged.
 
+    Examples
+    --------
+    Fit a kernel (no convolution), save it, load it back and evaluate it:
+
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from psfmatch import Box2I, ModelPsfMatchTask
+    >>> from psfmatch.io import read_kernel, write_kernel
+    >>> from psfmatch.psf import GaussianPsf
+    >>> fit = ModelPsfMatchTask().fitKernel(GaussianPsf(21, 21, 1.8), GaussianPsf(31, 31, 2.6),
+    ...                                     Box2I((0, 0), (256, 256)))
+    >>> path = os.path.join(tempfile.mkdtemp(), "kernel.fits")
+    >>> write_kernel(fit.kernel, path)
+    >>> kernel = read_kernel(path)
+    >>> image = kernel.computeImage((100.0, 30.0))
+    >>> bool(np.array_equal(image, fit.kernel.computeImage((100.0, 30.0)))), round(float(image.sum()), 7)
+    (True, 1.0)
+    """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"kernel file {path!r} does not exist")
-    try:
-        hdul = fits.open(path, memmap=False)
-    except OSError as exc:
-        raise CorruptFileError(f"{path}: not a readable FITS file ({exc})") from exc
-    with hdul:
+    with open_fits(path, "kernel") as (hdul, guard):
         h = hdul[0].header
         fmt = str(h.get("PMFORMAT", "")).strip()
         if fmt != KERNEL_FORMAT:
@@ -130,6 +140,7 @@ def read_kernel(path) -> LinearCombinationKernel:
                 raise CorruptFileError(f"{path}: the {name} HDU is missing (HDUs: {names})")
         kind = str(_req(h, "BASKIND", path)).strip()
         ksum = _req(h, "KSUM", path)
+        guard.hdu = "BASIS"
         try:
             images = np.array(hdul["BASIS"].data, dtype=np.float64)
             coeffs = np.array(hdul["COEFFS"].data, dtype=np.float64)
@@ -140,12 +151,25 @@ def read_kernel(path) -> LinearCombinationKernel:
         if images.ndim != 3 or coeffs.ndim != 2 or coeffs.shape[0] != images.shape[0]:
             raise CorruptFileError(f"{path}: BASIS has shape {images.shape} and COEFFS {coeffs.shape}; expected "
                                    "(n, k, k) and (n, n_spatial)")
+        if not (np.all(np.isfinite(images)) and np.all(np.isfinite(coeffs)) and np.isfinite(ksum)):
+            raise CorruptFileError(f"{path}: BASIS, COEFFS or KSUM hold NaN or inf values")
+        if not isinstance(description, dict):
+            raise CorruptFileError(f"{path}[BASIS]: DESCRIPT is not a JSON mapping")
         if "NBASIS" in h and int(h["NBASIS"]) != images.shape[0]:
             raise CorruptFileError(f"{path}: NBASIS = {h['NBASIS']} but BASIS holds {images.shape[0]} kernels")
+        guard.hdu = None
         sf = None
         if "SPKIND" in h:
             sp = {key: _req(h, key, path, "the spatial function")
                   for key in ("SPORDER", "SPMINX", "SPMINY", "SPMAXX", "SPMAXY")}
+            try:
+                order = int(sp["SPORDER"])
+            except (TypeError, ValueError):
+                raise CorruptFileError(f"{path}: SPORDER = {sp['SPORDER']!r} is not an integer") from None
+            if order < 0 or (order + 1) * (order + 2) // 2 != coeffs.shape[1]:  # checked before building it
+                raise CorruptFileError(f"{path}: inconsistent kernel (SPORDER = {order} needs "
+                                       f"{(order + 1) * (order + 2) // 2 if order >= 0 else 'no'} spatial terms; "
+                                       f"COEFFS has {coeffs.shape[1]} spatial terms)")
             try:
                 sf = SpatialFunction(str(h["SPKIND"]).strip(), int(sp["SPORDER"]),
                                      Box2D((float(sp["SPMINX"]), float(sp["SPMINY"])),

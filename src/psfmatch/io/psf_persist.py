@@ -35,7 +35,7 @@ from ..geom import Box2I, Point2D
 from ..psf.analytic import DoubleGaussianPsf, GaussianPsf, MoffatPsf, VariableGaussianPsf
 from ..psf.base import _ResizedPsf, pad_or_crop
 from ..psf.image_psf import ImagePsf
-from ..psf.psfex import PsfexPsf, psfex_terms, read_psfex
+from ..psf.psfex import MAX_STAMP_SIZE, PsfexPsf, psfex_terms, read_psfex
 
 __all__ = ["psf_to_hdus", "psf_from_hdul", "fit_polynomial_psf"]
 
@@ -194,6 +194,15 @@ def psf_to_hdus(psf, *, bbox=None, degree=2, ngrid=5) -> list:
     return [hdu]
 
 
+def _check_stamp(label, keys, values):
+    """A stored stamp size must be a positive integer up to MAX_STAMP_SIZE: a bigger one is a damaged card,
+    and evaluating the model would allocate gigabytes."""
+    for key, v in zip(keys, values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or not 1 <= v <= MAX_STAMP_SIZE:
+            raise CorruptFileError(f"{label}: stamp size {key} = {v!r} is not an integer in 1..{MAX_STAMP_SIZE}; "
+                                   "the card is damaged (pass psf= to read_exposure to give the PSF instead)")
+
+
 def psf_from_hdul(hdul, where="<file>"):
     """The PSF stored in an exposure file's ``PSF`` HDU, or None when there is none.
 
@@ -212,11 +221,15 @@ def psf_from_hdul(hdul, where="<file>"):
     try:
         if kind in ("GaussianPsf", "DoubleGaussianPsf", "MoffatPsf", "VariableGaussianPsf"):
             params = json.loads(h["PMPARAMS"])
+            _check_stamp(label, ("width", "height"), (params["width"], params["height"]))
             psf = _build_analytic(kind, params)
         elif kind == "ImagePsf":
             psf = ImagePsf(np.asarray(hdu.data, dtype=np.float64), pixel_scale=h.get("PIXSCALE"))
         elif kind == "PsfexPsf":
-            stamp = (int(h["PMSTAMPW"]), int(h["PMSTAMPH"])) if "PMSTAMPW" in h else None
+            stamp = None
+            if "PMSTAMPW" in h:
+                _check_stamp(label, ("PMSTAMPW", "PMSTAMPH"), (h["PMSTAMPW"], h["PMSTAMPH"]))
+                stamp = (int(h["PMSTAMPW"]), int(h["PMSTAMPH"]))
             psf = read_psfex(hdu, stamp_size=stamp)
             psf.source = f"{label}"
         else:
@@ -229,5 +242,10 @@ def psf_from_hdul(hdul, where="<file>"):
         raise CorruptFileError(f"{label}: the stored {kind or 'PSF'} cannot be decoded ({type(exc).__name__}: "
                                f"{exc})") from exc
     if "PMRESIZW" in h:
-        psf = psf.resized(int(h["PMRESIZW"]), int(h["PMRESIZH"]))
+        try:
+            size = (h["PMRESIZW"], h["PMRESIZH"])
+        except KeyError as exc:
+            raise CorruptFileError(f"{label}: PMRESIZW is given without PMRESIZH") from exc
+        _check_stamp(label, ("PMRESIZW", "PMRESIZH"), size)
+        psf = psf.resized(int(size[0]), int(size[1]))
     return psf

@@ -1,4 +1,4 @@
-"""PSF models sharing one protocol (SPEC section 3); see :mod:`psfmatch.psf.base`."""
+"""PSF models sharing one protocol; see :mod:`psfmatch.psf.base`."""
 
 from ..geom import Point2D
 from ..moments import Quadrupole

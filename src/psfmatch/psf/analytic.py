@@ -93,6 +93,17 @@ class GaussianPsf(_AnalyticPsf):
         Odd stamp size in pixels.
     sigma : float
         Gaussian sigma in pixels.
+
+    Examples
+    --------
+    >>> psf = GaussianPsf(25, 25, 2.0)
+    >>> image = psf.computeKernelImage((100.0, 200.0))   # centred, odd, unit sum
+    >>> image.shape, round(float(image.sum()), 12)
+    ((25, 25), 1.0)
+    >>> round(psf.computeShape((100.0, 200.0)).sigma, 4)   # adaptive moments
+    2.0
+    >>> psf.resized(31, 31)
+    GaussianPsf(31, 31, sigma=2.0)
     """
 
     name = "GaussianPsf"

@@ -62,7 +62,11 @@ def validate_kernel_image(image, who="PSF", position=None, normalize=True) -> np
             "on their centre pixel (wrap an even image in ImagePsf, which re-centres it)")
     if not np.all(np.isfinite(arr)):
         raise PsfEvaluationError(f"{who} kernel image{where} contains NaN or inf values")
-    total = arr.sum()
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = arr.sum()
+    if not np.isfinite(total):
+        raise PsfEvaluationError(f"{who} kernel image{where} has a sum that overflows (values up to "
+                                 f"{np.abs(arr).max():.3g}); a PSF stamp should hold modest values")
     if not total > 0:
         raise PsfEvaluationError(f"{who} kernel image{where} has non-positive sum {total:.6g}; a PSF needs positive flux")
     if normalize:
@@ -158,8 +162,9 @@ class Psf:
         x, y = self.getAveragePosition() if position is None else as_point(position)
         xi, yi = math.floor(x + 0.5), math.floor(y + 0.5)
         img = np.asarray(self._image_at(x, y, x - xi, y - yi), dtype=np.float64)
-        total = img.sum()
-        if not (np.all(np.isfinite(img)) and total > 0):
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = img.sum()
+        if not (np.all(np.isfinite(img)) and np.isfinite(total) and total > 0):
             raise PsfEvaluationError(f"{self.name} image at ({x:.6g}, {y:.6g}) is not finite or has no flux")
         return img / total
 

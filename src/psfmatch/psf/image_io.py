@@ -73,6 +73,13 @@ def pixel_scale_from_header(header, where="header"):
                                    "pass pixel_scale= to override it")
         return v
 
+    def matrix(keys, default):
+        try:
+            return np.array([[header.get(k, d) for k, d in zip(row, drow)] for row, drow in zip(keys, default)],
+                            dtype=float)
+        except (TypeError, ValueError):
+            raise CorruptFileError(f"{where}: the WCS matrix cards {keys} are not all numbers; pass pixel_scale=")
+
     for key in ("PIXELSCL", "PIXSCALE", "SECPIX"):
         if key in header:
             return abs(num(key))
@@ -82,8 +89,7 @@ def pixel_scale_from_header(header, where="header"):
             sy = abs(num(ky)) if ky in header else sx
             return math.sqrt(sx * sy)
     if any(k in header for k in ("CD1_1", "CD2_2", "CD1_2", "CD2_1")):
-        cd = np.array([[header.get("CD1_1", 0.0), header.get("CD1_2", 0.0)],
-                       [header.get("CD2_1", 0.0), header.get("CD2_2", 0.0)]], dtype=float)
+        cd = matrix((("CD1_1", "CD1_2"), ("CD2_1", "CD2_2")), ((0.0, 0.0), (0.0, 0.0)))
         det = abs(np.linalg.det(cd))
         if not (math.isfinite(det) and det > 0):
             raise CorruptFileError(f"{where}: the CD matrix {cd.tolist()} is singular; pass pixel_scale=")
@@ -93,8 +99,7 @@ def pixel_scale_from_header(header, where="header"):
         factor = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0, "mas": 1e-3}.get(unit)
         if factor is None:
             return None
-        pc = np.array([[header.get("PC1_1", 1.0), header.get("PC1_2", 0.0)],
-                       [header.get("PC2_1", 0.0), header.get("PC2_2", 1.0)]], dtype=float)
+        pc = matrix((("PC1_1", "PC1_2"), ("PC2_1", "PC2_2")), ((1.0, 0.0), (0.0, 1.0)))
         det = abs(num("CDELT1") * num("CDELT2") * np.linalg.det(pc))
         if not det > 0:
             raise CorruptFileError(f"{where}: CDELT/PC give a singular pixel matrix; pass pixel_scale=")
@@ -220,41 +225,41 @@ def resample_psf(array, ratio, *, center=None, size=None) -> np.ndarray:
 def _open_image_hdu(source, hdu, where):
     from astropy.io import fits
 
+    from ..io.fits import open_fits, read_guard
+
     if isinstance(source, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-        return source.data, source.header, "<HDU>"
+        with read_guard("<HDU>", "PSF image"):
+            return np.array(source.data, dtype=np.float64), source.header.copy(), "<HDU>"
     if isinstance(source, fits.HDUList):
-        hdul, opened = source, False
-    elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"PSF image file {path!r} does not exist")
-        try:
-            hdul, opened = fits.open(path, memmap=False), True
-        except OSError as exc:
-            raise CorruptFileError(f"{path}: not a readable FITS file ({exc})") from exc
+        with read_guard(where, "PSF image") as guard:
+            return _image_from_hdul(source, hdu, where, guard)
+    if isinstance(source, (str, os.PathLike)):
+        with open_fits(source, "PSF image") as (hdul, guard):
+            return _image_from_hdul(hdul, hdu, where, guard)
+    raise InvalidInputError(f"a PSF image source must be a path, an HDUList or an image HDU; "
+                            f"got {type(source).__name__}")
+
+
+def _image_from_hdul(hdul, hdu, where, guard):
+    from astropy.io import fits
+
+    if hdu is None:
+        chosen = next((h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+                       and h.data is not None and h.data.ndim >= 2), None)
+        if chosen is None:
+            raise UnsupportedFormatError(f"{where}: no image HDU with data (HDUs: {[h.name for h in hdul]}); "
+                                         "pass hdu= to choose one")
     else:
-        raise InvalidInputError(f"a PSF image source must be a path, an HDUList or an image HDU; "
-                                f"got {type(source).__name__}")
-    try:
-        if hdu is None:
-            chosen = next((h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
-                           and h.data is not None and h.data.ndim >= 2), None)
-            if chosen is None:
-                raise UnsupportedFormatError(f"{where}: no image HDU with data (HDUs: {[h.name for h in hdul]}); "
-                                             "pass hdu= to choose one")
-        else:
-            try:
-                chosen = hdul[hdu]
-            except (KeyError, IndexError):
-                raise UnsupportedFormatError(
-                    f"{where}: no HDU {hdu!r}; the file has {len(hdul)} HDUs {[h.name for h in hdul]}") from None
-            if not isinstance(chosen, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) or chosen.data is None:
-                raise UnsupportedFormatError(f"{where}[{hdu}]: not an image HDU with data")
-        data = np.array(chosen.data, dtype=np.float64)
-        header = chosen.header.copy()
-    finally:
-        if opened:
-            hdul.close()
+        try:
+            chosen = hdul[hdu]
+        except (KeyError, IndexError):
+            raise UnsupportedFormatError(
+                f"{where}: no HDU {hdu!r}; the file has {len(hdul)} HDUs {[h.name for h in hdul]}") from None
+        if not isinstance(chosen, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) or chosen.data is None:
+            raise UnsupportedFormatError(f"{where}[{hdu}]: not an image HDU with data")
+    guard.hdu = chosen.name or hdul.index_of(chosen)
+    data = np.array(chosen.data, dtype=np.float64)
+    header = chosen.header.copy()
     return data, header, where
 
 
@@ -292,10 +297,10 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
 
     Raises
     ------
-    FileNotFoundError
-        If the file does not exist.
+    MissingFileError
+        If the file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
-        If the HDU is missing or holds no image.
+        If the HDU is missing or holds no image, or the path is a directory.
     CorruptFileError
         If the data are not a 2-d finite image with positive flux, or a
         pixel-scale keyword is invalid.
@@ -324,13 +329,20 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     if not np.all(np.isfinite(data)):
         raise CorruptFileError(f"{label}: the PSF image holds {int(np.sum(~np.isfinite(data)))} NaN or inf pixels")
     data = data - float(background)
-    if not data.sum() > 0:
-        raise CorruptFileError(f"{label}: the PSF image has non-positive sum {data.sum():.4g} after subtracting "
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = data.sum()
+    if not np.isfinite(total):
+        raise CorruptFileError(f"{label}: the PSF image's sum overflows (values up to {np.abs(data).max():.3g}); "
+                               "the pixels are damaged or need rescaling")
+    if not total > 0:
+        raise CorruptFileError(f"{label}: the PSF image has non-positive sum {total:.4g} after subtracting "
                                f"background={background}; check background=")
     if pixel_scale is not None:
         scale = _positive_scale(pixel_scale, "pixel_scale")
     else:
-        with warnings.catch_warnings():
+        from ..io.fits import read_guard
+
+        with warnings.catch_warnings(), read_guard(label, "PSF image's pixel scale"):
             warnings.simplefilter("ignore")
             scale = pixel_scale_from_header(header, label)
     target = _target_scale(target_pixel_scale)

@@ -52,19 +52,29 @@ class ImagePsf(Psf):
             raise InvalidInputError(f"ImagePsf needs a non-empty array; got shape {arr.shape}")
         if not np.all(np.isfinite(arr)):
             raise InvalidInputError(f"ImagePsf array holds {int(np.sum(~np.isfinite(arr)))} NaN or inf values")
-        total = arr.sum()
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = arr.sum()
+        if not np.isfinite(total):
+            raise InvalidInputError(f"ImagePsf array's sum overflows (values up to {np.abs(arr).max():.3g}); "
+                                    "rescale the array")
         if not total > 0:
             raise InvalidInputError(f"ImagePsf array has non-positive sum {total:.6g}; a PSF needs positive flux")
         h, w = arr.shape
-        if h % 2 == 0 or w % 2 == 0:
-            arr = np.pad(arr, ((0, h % 2 == 0), (0, w % 2 == 0)))
-            arr = shift_image(arr, 0.5 if w % 2 == 0 else 0.0, 0.5 if h % 2 == 0 else 0.0)
-        if recenter:
-            _, _, _, xc, yc, ok = adaptive_moments(arr)
-            if not ok:
-                raise InvalidInputError("ImagePsf(recenter=True): could not measure the image's centroid")
-            arr = shift_image(arr, -float(xc), -float(yc))
-        arr /= arr.sum()
+        arr /= total  # unit sum first, so that the Fourier shifts below work on modest numbers
+        with np.errstate(over="ignore", invalid="ignore"):
+            if h % 2 == 0 or w % 2 == 0:
+                arr = np.pad(arr, ((0, h % 2 == 0), (0, w % 2 == 0)))
+                arr = shift_image(arr, 0.5 if w % 2 == 0 else 0.0, 0.5 if h % 2 == 0 else 0.0)
+            if recenter:
+                _, _, _, xc, yc, ok = adaptive_moments(arr)
+                if not ok:
+                    raise InvalidInputError("ImagePsf(recenter=True): could not measure the image's centroid")
+                arr = shift_image(arr, -float(xc), -float(yc))
+            total = arr.sum()
+        if not (np.all(np.isfinite(arr)) and np.isfinite(total) and total > 0):
+            raise InvalidInputError("ImagePsf: re-centring the array overflowed or left no flux (its values are "
+                                    "extreme: positive and negative ones cancel in the sum); rescale the array")
+        arr /= total
         arr.setflags(write=False)
         self._array = arr
         if pixel_scale is not None:

@@ -45,6 +45,7 @@ Bertin, E. 2011, ASP Conf. Ser. 442, 435 (PSFEx).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -58,6 +59,11 @@ __all__ = ["PsfexPsf", "read_psfex", "is_psfex", "psfex_terms", "lanczos_weights
 
 #: Order of the Lanczos interpolant used to resample PSF_SAMP grids.
 LANCZOS_ORDER = 3
+
+#: Largest kernel-image side a PSFEx model may have unless ``stamp_size`` is given explicitly: a
+#: ``PSF_SAMP`` or ``PSFAXIS`` that asks for more comes from a damaged header (real models need a few
+#: hundred pixels at most), and evaluating it would allocate gigabytes.
+MAX_STAMP_SIZE = 4095
 
 
 def psfex_terms(v1, v2, degree) -> np.ndarray:
@@ -197,6 +203,11 @@ class PsfexPsf(Psf):
         ny, nx = b.shape[1:]
         if stamp_size is None:
             w, h = _odd_cover(nx * psf_samp), _odd_cover(ny * psf_samp)
+            if max(w, h) > MAX_STAMP_SIZE:
+                raise InvalidInputError(
+                    f"PsfexPsf: psf_samp = {psf_samp:.6g} with a {nx}x{ny} sample grid gives {w}x{h}-pixel kernel "
+                    f"images, more than MAX_STAMP_SIZE = {MAX_STAMP_SIZE} per side; pass stamp_size= to choose "
+                    "the stamp size")
         else:
             w, h = (stamp_size, stamp_size) if np.ndim(stamp_size) == 0 else stamp_size
             _check_odd_size(w, h)
@@ -271,7 +282,10 @@ class PsfexPsf(Psf):
         return wy @ model @ wx.T
 
     def _kernel_image(self, x, y):
-        return self._resample(self.computeSampledImage((x, y)), 0.0, 0.0)
+        # far outside the model's domain the polynomial may overflow: the stamp is then checked (and
+        # rejected with a PsfEvaluationError naming the position) instead of warning on the way
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._resample(self.computeSampledImage((x, y)), 0.0, 0.0)
 
     def resized(self, width, height) -> "PsfexPsf":
         _check_odd_size(width, height)
@@ -328,26 +342,34 @@ class PsfexPsf(Psf):
 # reading
 
 
+@contextlib.contextmanager
 def _open(source):
-    """(HDUList, display name, whether we opened it) for a path, an HDUList or an HDU."""
+    """``(HDUList, display name, guard)`` for a path, an HDUList or an HDU.
+
+    Everything is read under :func:`psfmatch.io.fits.read_guard`: what a damaged
+    file makes astropy or numpy raise comes out as ``CorruptFileError`` naming
+    the file and the HDU.  A file opened here is closed on the way out.
+    """
     from astropy.io import fits
 
-    if isinstance(source, fits.HDUList):
-        return source, getattr(source, "filename", lambda: None)() or "<HDUList>", False
-    if isinstance(source, (fits.BinTableHDU, fits.TableHDU)):
-        return fits.HDUList([fits.PrimaryHDU(), source]), "<HDU>", False
+    from ..io.fits import open_fits, read_guard
+
+    what = "PSFEx model"
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"PSFEx file {path!r} does not exist")
-        try:
-            hdul = fits.open(path, memmap=False)
-        except OSError as exc:
-            raise CorruptFileError(f"{path}: not a readable FITS file ({exc}); a PSFEx model is a FITS file "
-                                   "with a PSF_DATA binary table") from exc
-        return hdul, path, True
-    raise InvalidInputError(
-        f"a PSFEx source must be a path, an astropy HDUList or a binary-table HDU; got {type(source).__name__}")
+        with open_fits(source, "PSFEx", hint="; a PSFEx model is a FITS file with a PSF_DATA binary table") as (
+                hdul, guard):
+            guard.what = what
+            yield hdul, os.fspath(source), guard
+        return
+    if isinstance(source, fits.HDUList):
+        hdul, name = source, getattr(source, "filename", lambda: None)() or "<HDUList>"
+    elif isinstance(source, (fits.BinTableHDU, fits.TableHDU)):
+        hdul, name = fits.HDUList([fits.PrimaryHDU(), source]), "<HDU>"
+    else:
+        raise InvalidInputError(
+            f"a PSFEx source must be a path, an astropy HDUList or a binary-table HDU; got {type(source).__name__}")
+    with read_guard(name, what) as guard:
+        yield hdul, name, guard
 
 
 def _find_table(hdul, ext, where):
@@ -383,19 +405,15 @@ def is_psfex(source) -> bool:
     from astropy.io import fits
 
     try:
-        hdul, _, opened = _open(source)
-    except Exception:
+        with _open(source) as (hdul, _, _):
+            for h in hdul:
+                if isinstance(h, fits.BinTableHDU) and (
+                        h.name == "PSF_DATA" or "PSF_MASK" in [str(h.header.get(f"TTYPE{i}", "")).strip().upper()
+                                                               for i in range(1, int(h.header.get("TFIELDS", 0)) + 1)]):
+                    return True
+            return False
+    except Exception:  # an identifier never raises: anything unreadable is not (recognizably) PSFEx
         return False
-    try:
-        for h in hdul:
-            if isinstance(h, fits.BinTableHDU) and (
-                    h.name == "PSF_DATA" or "PSF_MASK" in [str(h.header.get(f"TTYPE{i}", "")).strip().upper()
-                                                           for i in range(1, int(h.header.get("TFIELDS", 0)) + 1)]):
-                return True
-        return False
-    finally:
-        if opened:
-            hdul.close()
 
 
 def _key(h, key, where, kind=float, required=True, default=None):
@@ -443,8 +461,8 @@ def read_psfex(source, *, ext=None, origin=1, stamp_size=None) -> PsfexPsf:
 
     Raises
     ------
-    FileNotFoundError
-        If the path does not exist.
+    MissingFileError
+        If the path does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
         If there is no PSF_DATA table, or the model depends on contexts other
         than the image position (``POLNGRP > 1``, ``MAG_AUTO``, header keys...).
@@ -462,9 +480,9 @@ def read_psfex(source, *, ext=None, origin=1, stamp_size=None) -> PsfexPsf:
     """
     if origin not in (0, 1):
         raise InvalidInputError(f"origin must be 0 or 1 (the coordinate of the first pixel's centre); got {origin!r}")
-    hdul, name, opened = _open(source)
-    try:
+    with _open(source) as (hdul, name, guard):
         hdu = _find_table(hdul, ext, name)
+        guard.hdu = hdu.name or ext
         where = f"{name}[{hdu.name or ext}]"
         h = hdu.header
         polnaxis = _key(h, "POLNAXIS", where, int)
@@ -540,8 +558,12 @@ def read_psfex(source, *, ext=None, origin=1, stamp_size=None) -> PsfexPsf:
                 zero, scal, raw_names = zero[::-1], scal[::-1], raw_names[::-1]
             polzero, polscal, names = tuple(zero), tuple(scal), tuple(raw_names)
             header["POLNAME_X"], header["POLNAME_Y"] = names
+        if stamp_size is None:
+            w, h = _odd_cover(nx * psf_samp), _odd_cover(ny * psf_samp)
+            if max(w, h) > MAX_STAMP_SIZE:
+                raise CorruptFileError(
+                    f"{where}: PSF_SAMP = {psf_samp:.6g} with PSFAXIS1 x PSFAXIS2 = {nx} x {ny} gives {w}x{h}-pixel "
+                    f"kernel images, more than MAX_STAMP_SIZE = {MAX_STAMP_SIZE} per side; the header is probably "
+                    "damaged (pass stamp_size= to choose the stamp size)")
         return PsfexPsf(basis, degree=degree, polzero=polzero, polscal=polscal, psf_samp=psf_samp, origin=origin,
                         stamp_size=stamp_size, header=header, source=name)
-    finally:
-        if opened:
-            hdul.close()

@@ -91,10 +91,12 @@ def read_psf(path, format=None, **kwargs):
 
     Raises
     ------
-    FileNotFoundError
-        If the file does not exist.
+    MissingFileError
+        If the file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
-        If ``format`` is unknown or no reader recognizes the file.
+        If ``format`` is unknown, no reader recognizes the file, or the path is a directory.
+    CorruptFileError
+        If the file is not readable FITS, or is damaged (from the format's reader).
 
     Examples
     --------
@@ -104,12 +106,13 @@ def read_psf(path, format=None, **kwargs):
     """
     if not isinstance(path, (str, os.PathLike)):
         raise InvalidInputError(f"read_psf needs a path; got {type(path).__name__}")
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"PSF file {path!r} does not exist")
+    from ..io.fits import check_input_file
+
+    path = check_input_file(path, "PSF")
     if format is None:
         found = identify_psf_format(path)
         if not found:
+            _headers(path)  # CorruptFileError when it is not FITS at all (empty, text, damaged): say so
             raise UnsupportedFormatError(
                 f"{path}: not recognized as any PSF format ({', '.join(_REGISTRY)}); pass format=")
         format = found[0]
@@ -124,9 +127,9 @@ def read_psf(path, format=None, **kwargs):
 
 
 def _headers(path):
-    from astropy.io import fits
+    from ..io.fits import open_fits
 
-    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+    with open_fits(path, "PSF") as (hdul, _):
         return [(h.name.upper(), type(h).__name__, h.header.copy()) for h in hdul]
 
 
@@ -138,13 +141,13 @@ def _is_psfmatch(path):
 
 
 def _read_psfmatch(path, **kwargs):
-    from astropy.io import fits
-
+    from ..io.fits import open_fits
     from ..io.psf_persist import psf_from_hdul
 
     if kwargs:
         raise InvalidInputError(f"the psfmatch PSF reader takes no options; got {sorted(kwargs)}")
-    with fits.open(path, memmap=False) as hdul:
+    with open_fits(path, "PSF") as (hdul, guard):
+        guard.hdu = "PSF"
         psf = psf_from_hdul(hdul, path)
     if psf is None:
         raise UnsupportedFormatError(f"{path}: the psfmatch file holds no PSF HDU")

@@ -1,0 +1,664 @@
+"""The catalogue of bad inputs (issue 8): every one gets a specific, typed, actionable error.
+
+Each test asserts the exception type and its message.  Every typed error is a
+:class:`psfmatch.PsfMatchError` and also the builtin a generic ``except``
+expects (``ValueError``, ``RuntimeError``, ``OSError``, ``FileNotFoundError``,
+``MemoryError``); :func:`raises` checks both.
+
+Sections (the issue's list, in order):
+
+1. PSF stamps: NaN/inf, zero or negative sum, even or non-square sizes, empty
+   arrays, wrong dimensionality (and a sum that overflows).
+2. A PSF model that raises at some positions: candidates skipped and recorded,
+   ``NoKernelCandidatesError`` only when none remains.
+3. Exposures: smaller than a cell or than the kernel, planes of different
+   shapes, negative or NaN variance, non-finite pixels (NO_DATA, never spread
+   silently), not an exposure, no PSF.
+4. Configuration values out of range or of the wrong type (the field is named).
+5. A reference broader than its stamp (a warning).
+6. Corrupt, truncated or wrong-type FITS files, for exposures, PSFEx models,
+   PSF images and kernel files (the file and the HDU are named).
+7. Huge sizes: a memory estimate and a clear error before allocating, naming
+   the setting that raises the limit.
+
+Policy on missing files: :class:`~psfmatch.errors.MissingFileError`, which is
+both a PsfMatchError and a ``FileNotFoundError``, with the path in the message.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from psfmatch import (Box2I, Exposure, LinearCombinationKernel, MaskedImage, ModelPsfMatchConfig, ModelPsfMatchTask,
+                      PsfMatchError)
+from psfmatch.convolve import convolve_masked_image
+from psfmatch.errors import (CorruptFileError, InvalidConfigError, InvalidInputError, KernelQualityWarning,
+                             MemoryLimitError, MissingFileError, MissingPsfError, NoKernelCandidatesError,
+                             PsfEvaluationError, TruncatedPsfWarning, UnsupportedFormatError)
+from psfmatch.psf import GaussianPsf, ImagePsf, VariableGaussianPsf, as_psf, read_image_psf, read_psf, read_psfex
+from psfmatch.psf.psfex import MAX_STAMP_SIZE
+
+
+def raises(error, match):
+    """``pytest.raises`` that also checks the error is a PsfMatchError."""
+    assert issubclass(error, PsfMatchError)
+    return pytest.raises(error, match=match)
+
+
+def small_config(order=0, cell=64, kernel_size=11, **top):
+    config = ModelPsfMatchConfig()
+    config.kernel.active.kernelSize = kernel_size
+    config.kernel.active.spatialKernelOrder = order
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = cell
+    for key, value in top.items():
+        setattr(config, key, value)
+    return config
+
+
+def run_quietly(task, exposure, reference, **kwargs):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        return task.run(exposure, reference, **kwargs)
+
+
+def gauss_stamp(n=15, sigma=1.6, m=None):
+    m = n if m is None else m
+    y, x = np.mgrid[0:n, 0:m].astype(float)
+    return np.exp(-((x - m // 2) ** 2 + (y - n // 2) ** 2) / (2 * sigma ** 2))
+
+
+class StampPsf:
+    """A user PSF (only ``computeKernelImage``) returning ``stamp(position)``."""
+
+    def __init__(self, stamp):
+        self.stamp = stamp
+        self.calls = 0
+
+    def computeKernelImage(self, position):
+        self.calls += 1
+        return self.stamp(position) if callable(self.stamp) else self.stamp
+
+
+# ---------------------------------------------------------------------------
+# 1. PSF stamps
+
+
+@pytest.mark.parametrize("stamp, match", [
+    (np.where(gauss_stamp() > 0.5, np.nan, gauss_stamp()), r"kernel image at \(3, 4\) contains NaN or inf values"),
+    (np.where(gauss_stamp() > 0.5, np.inf, gauss_stamp()), "contains NaN or inf values"),
+    (np.zeros((15, 15)), "has non-positive sum 0; a PSF needs positive flux"),
+    (-gauss_stamp(), "has non-positive sum -"),
+    (gauss_stamp(20), "has even size 20x20; kernel images must be odd-sized"),
+    (gauss_stamp(21, m=20), "has even size 20x21"),
+    (np.zeros((0, 0)), r"is empty \(shape \(0, 0\)\)"),
+    (np.zeros((0, 15)), "is empty"),
+    (gauss_stamp()[7], r"must be 2-d; got shape \(15,\)"),
+    (gauss_stamp()[None], r"must be 2-d; got shape \(1, 15, 15\)"),
+    (np.array([["a", "b"], ["c", "d"]]), "is not a numeric array"),
+    (np.full((3, 3), 1e308), "has a sum that overflows"),
+])
+def test_bad_psf_stamps_are_refused_with_the_position(stamp, match):
+    with raises(PsfEvaluationError, match):
+        as_psf(StampPsf(stamp)).computeKernelImage((3, 4))
+    assert issubclass(PsfEvaluationError, RuntimeError)
+
+
+def test_odd_non_square_stamps_are_valid():
+    # SPEC 2: odd width and height, not necessarily equal; the task pads them to a square
+    psf = StampPsf(gauss_stamp(15, m=11))
+    exposure = Exposure(np.ones((128, 128), np.float32), psf=psf)
+    result = run_quietly(ModelPsfMatchTask(config=small_config()), exposure, GaussianPsf(21, 21, 2.4))
+    assert np.isfinite(result.psfMatchingKernel.computeImage((64, 64))).all()
+
+
+@pytest.mark.parametrize("array, match", [
+    (np.full((5, 5), np.nan), "ImagePsf array holds 25 NaN or inf values"),
+    (np.zeros((5, 5)), "ImagePsf array has non-positive sum 0"),
+    (np.zeros((0, 5)), r"ImagePsf needs a non-empty array; got shape \(0, 5\)"),
+    (np.ones((2, 3, 3)), "ImagePsf needs a 2-d array; got 3 dimension"),
+    (np.ones(5), "ImagePsf needs a 2-d array; got 1 dimension"),
+    (np.full((3, 3), 1e308), "ImagePsf array's sum overflows"),
+])
+def test_bad_psf_image_arrays(array, match):
+    with raises(InvalidInputError, match):
+        ImagePsf(array)
+
+
+def test_bad_science_stamps_everywhere_leave_no_candidate():
+    psf = StampPsf(np.full((15, 15), np.nan))
+    exposure = Exposure(np.ones((128, 128), np.float32), psf=psf)
+    with raises(NoKernelCandidatesError, r"the science PSF could not be evaluated at any of the 4 cell centres, so "
+                                         r"no candidate constrains the kernel \(4 of 4 candidates rejected; first: "
+                                         r"candidate 0 at \(\d+\.?\d*, \d+\.?\d*\): science PSF: .*contains NaN or inf"):
+        run_quietly(ModelPsfMatchTask(config=small_config()), exposure, GaussianPsf(21, 21, 2.4))
+
+
+def test_bad_reference_stamp_is_named():
+    exposure = Exposure(np.ones((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    with raises(PsfEvaluationError, r"StampPsf kernel image at \(63.5, 63.5\) has even size 20x20"):
+        run_quietly(ModelPsfMatchTask(config=small_config()), exposure, StampPsf(gauss_stamp(20, 2.4)))
+
+
+# ---------------------------------------------------------------------------
+# 2. a PSF model that raises at some positions
+
+
+def partial_psf(fails):
+    def stamp(position):
+        if fails(position.x, position.y):
+            raise ValueError(f"no stars near ({position.x:.0f}, {position.y:.0f})")
+        return gauss_stamp()
+    return StampPsf(stamp)
+
+
+def test_failing_candidates_are_skipped_recorded_and_the_order_lowered():
+    # 3 x 3 cells; the model fails right of x = 50: one column of candidates remains, which
+    # constrains only a constant kernel (the rule: lower the order, down to 0, rather than fail)
+    exposure = Exposure(np.ones((192, 192), np.float32), psf=partial_psf(lambda x, y: x > 50))
+    result = run_quietly(ModelPsfMatchTask(config=small_config(order=2)), exposure, GaussianPsf(21, 21, 2.4))
+    md = result.metadata
+    assert md["nCandidatesRejected"] == 6 and md["nCandidatesUsed"] == 3
+    assert md["spatialKernelOrderRequested"] == 2 and md["spatialKernelOrder"] == 0
+    rejected = md["rejectedCandidates"]
+    assert [c["id"] for c in rejected] == [1, 2, 4, 5, 7, 8]
+    assert all(c["status"] == "BAD" and "science PSF" in c["reason"] and "no stars near" in c["reason"]
+               for c in rejected)
+    note = next(n for n in md["notes"] if "lowered" in n)
+    assert re.search(r"spatialKernelOrder lowered from 2 to 0: 3 candidates on a 3x3 grid cannot constrain an "
+                     r"order-2 model .*; 6 of 9 candidates rejected; first: candidate 1 at \(95.5, \d+\.?\d*\): "
+                     r"science PSF: .*ValueError: no stars near \(96, \d+\)", note)
+    bad = [c for c in result.kernelCellSet.candidates() if c.status.value == "BAD"]
+    assert len(bad) == 6
+
+
+def test_reference_failing_at_some_candidates():
+    reference = partial_psf(lambda x, y: x < 60)
+    exposure = Exposure(np.ones((192, 192), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    result = run_quietly(ModelPsfMatchTask(config=small_config(order=1)), exposure, reference)
+    reasons = [c["reason"] for c in result.metadata["rejectedCandidates"]]
+    assert len(reasons) == 3 and all(r.startswith("reference PSF: ") for r in reasons)
+    assert result.metadata["spatialKernelOrder"] == 1  # six candidates in two columns still constrain order 1
+
+
+def test_model_failing_everywhere_raises_with_count_position_and_reason():
+    exposure = Exposure(np.ones((192, 192), np.float32), psf=partial_psf(lambda x, y: True))
+    with raises(NoKernelCandidatesError, r"could not be evaluated at any of the 9 cell centres.*9 of 9 candidates "
+                                         r"rejected; first: candidate 0 at \(\d+\.?\d*, \d+\.?\d*\): science PSF: .*no "
+                                         r"stars near \(\d+, \d+\)\); check that the PSF model covers the exposure's "
+                                         r"box"):
+        run_quietly(ModelPsfMatchTask(config=small_config(order=2)), exposure, GaussianPsf(21, 21, 2.4))
+    assert issubclass(NoKernelCandidatesError, RuntimeError)
+
+
+def test_reference_failing_at_every_candidate_raises():
+    # the reference works only at the box centre (where its size is read), not at any cell centre
+    reference = partial_psf(lambda x, y: abs(x - 63.5) > 1 or abs(y - 63.5) > 1)
+    exposure = Exposure(np.ones((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    with raises(NoKernelCandidatesError, r"the reference PSF could not be evaluated at any of the 4 cell centres "
+                                         r"where the science PSF could.*4 of 4 candidates rejected; first: "
+                                         r"candidate 0 at \(\d+\.?\d*, \d+\.?\d*\): reference PSF: "):
+        run_quietly(ModelPsfMatchTask(config=small_config()), exposure, reference)
+
+
+# ---------------------------------------------------------------------------
+# 3. exposures
+
+
+def test_exposure_smaller_than_the_kernel():
+    exposure = Exposure(np.ones((10, 40), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    with raises(InvalidInputError, r"exposure \(40x10 pixels\) is no larger than the kernel's border \(5 pixels on "
+                                   r"each side of a 11x11 kernel\).*use a smaller kernelSize"):
+        ModelPsfMatchTask(config=small_config()).run(exposure, GaussianPsf(21, 21, 2.4))
+
+
+def test_exposure_smaller_than_a_cell_uses_one_constant_candidate():
+    exposure = Exposure(np.ones((40, 50), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    result = run_quietly(ModelPsfMatchTask(config=small_config(order=2)), exposure, GaussianPsf(21, 21, 2.4))
+    md = result.metadata
+    assert md["nCells"] == 1 and md["spatialKernelOrder"] == 0
+    assert any("lowered from 2 to 0: 1 candidates on a 1x1 grid" in n for n in md["notes"])
+
+
+def test_planes_of_different_shapes():
+    with raises(InvalidInputError, r"image, mask and variance must have one shape; image is \(10, 12\), mask is "
+                                   r"\(10, 10\)"):
+        Exposure(np.zeros((10, 12)), np.zeros((10, 10), np.int32))
+    with raises(InvalidInputError, r"image is \(10, 12\), variance is \(12, 10\)"):
+        MaskedImage(np.zeros((10, 12)), variance=np.ones((12, 10)))
+    exposure = Exposure(np.zeros((10, 12)))
+    with raises(InvalidInputError, r"mask shape \(3, 3\) differs from the image's \(10, 12\)"):
+        exposure.mask = np.zeros((3, 3), np.int32)
+
+
+@pytest.mark.parametrize("image, match", [
+    (np.zeros(5), "image must be a 2-d array; got 1 dimension"),
+    (np.zeros((2, 3, 3)), "image must be a 2-d array; got 3 dimension"),
+    (np.zeros((0, 4)), r"image must not be empty; got shape \(0, 4\)"),
+    (np.zeros((3, 3), complex), "image must hold real numbers; got dtype complex128"),
+    (np.array([["a"]]), "image must hold real numbers"),
+])
+def test_bad_image_arrays(image, match):
+    with raises(InvalidInputError, match):
+        Exposure(image)
+
+
+def test_negative_variance():
+    var = np.ones((128, 128), np.float32)
+    var[3, 4] = -2.0
+    exposure = Exposure(np.ones((128, 128), np.float32), variance=var, psf=GaussianPsf(15, 15, 1.6))
+    with raises(InvalidInputError, r"variance has 1 negative pixel\(s\) \(min -2\); variance must be >= 0 \(mark "
+                                   r"unusable pixels NO_DATA or set their variance to NaN\)"):
+        ModelPsfMatchTask(config=small_config()).run(exposure, GaussianPsf(21, 21, 2.4))
+
+
+def test_non_finite_pixels_and_nan_variance_become_no_data_and_never_spread_silently():
+    """NaN/inf image pixels, NaN/inf variance pixels and NO_DATA pixels: every output pixel whose kernel
+    footprint covers one is NaN, has infinite variance and the NO_DATA bit; every other one is finite."""
+    n, k = 128, 11
+    h = k // 2
+    rng = np.random.default_rng(8)
+    img = rng.normal(size=(n, n)).astype(np.float32)
+    var = np.ones((n, n), np.float32)
+    mask = np.zeros((n, n), np.int32)
+    img[30, 40], img[60, 70], img[90, 20] = np.nan, np.inf, -np.inf
+    var[50, 100], var[100, 50] = np.nan, np.inf
+    exposure = Exposure(img, mask, var, psf=GaussianPsf(15, 15, 1.6))
+    no_data = exposure.getMask().getPlaneBitMask("NO_DATA")
+    exposure.mask[20, 100] = no_data
+    before = [exposure.image.copy(), exposure.mask.copy(), exposure.variance.copy()]
+    out = run_quietly(ModelPsfMatchTask(config=small_config(kernel_size=k)), exposure,
+                      GaussianPsf(21, 21, 2.4)).psfMatchedExposure
+
+    expected = np.zeros((n, n), bool)
+    expected[:h], expected[-h:], expected[:, :h], expected[:, -h:] = True, True, True, True
+    for y, x in [(30, 40), (60, 70), (90, 20), (50, 100), (100, 50), (20, 100)]:
+        expected[max(y - h, 0):y + h + 1, max(x - h, 0):x + h + 1] = True
+    flagged = (out.mask & no_data) != 0
+    np.testing.assert_array_equal(flagged, expected)
+    assert np.all(np.isnan(out.image[expected])) and np.all(np.isposinf(out.variance[expected]))
+    assert np.all(np.isfinite(out.image[~expected])) and np.all(np.isfinite(out.variance[~expected]))
+    for a, b in zip(before, [exposure.image, exposure.mask, exposure.variance]):  # the input is not modified
+        np.testing.assert_array_equal(a, b)
+
+
+def test_not_an_exposure_and_no_psf():
+    task = ModelPsfMatchTask(config=small_config())
+    with raises(InvalidInputError, r"exposure must be a psfmatch.Exposure; got ndarray \(wrap arrays with "
+                                   r"Exposure\(image, mask, variance, psf=...\)\)"):
+        task.run(np.zeros((128, 128)), GaussianPsf(21, 21, 2.4))
+    with raises(MissingPsfError, "exposure does not contain a Psf model"):
+        task.run(Exposure(np.zeros((128, 128), np.float32)), GaussianPsf(21, 21, 2.4))
+    with raises(InvalidInputError, "a PSF model needs a computeKernelImage"):
+        Exposure(np.zeros((8, 8)), psf=np.ones((3, 3)))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "x", None])
+def test_bad_kernel_sum(bad):
+    exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    with raises(InvalidInputError, "kernelSum must be"):
+        ModelPsfMatchTask(config=small_config()).run(exposure, GaussianPsf(21, 21, 2.4), kernelSum=bad)
+
+
+# ---------------------------------------------------------------------------
+# 4. configuration
+
+
+@pytest.mark.parametrize("where, field, value, match", [
+    ("kernel.active", "kernelSize", 12, r"kernel\['AL'\].kernelSize: must satisfy an odd integer >= 3; got 12"),
+    ("kernel.active", "kernelSize", "abc", r"kernel\['AL'\].kernelSize: expected an int; got 'abc'"),
+    ("kernel.active", "kernelSize", 21.5, r"kernelSize: expected an int; got 21.5"),
+    ("kernel.active", "spatialKernelOrder", -1, r"spatialKernelOrder: out of range \[0, inf\); got -1"),
+    ("kernel.active", "sizeCellX", 8, r"sizeCellX: out of range \[16, inf\); got 8"),
+    ("kernel.active", "alardSigGauss", [-1.0], "alardSigGauss: every item must satisfy positive sigmas"),
+    ("kernel.active", "alardDegGauss", [1.5], r"alardDegGauss\[0\]: expected an int; got 1.5"),
+    ("kernel.active", "spatialModelType", "spline", "spatialModelType: must be one of 'chebyshev1', 'polynomial'"),
+    ("kernel.active", "solveRcond", 2.0, r"solveRcond: out of range \(0.0, 1.0\); got 2.0"),
+    ("", "maxMemoryGiB", 0, r"ModelPsfMatchConfig.maxMemoryGiB: out of range \(0.0, inf\); got 0"),
+    ("", "maxMemoryGiB", float("nan"), "maxMemoryGiB: NaN is not allowed"),
+    ("", "autoPadPsfTo", 5, r"autoPadPsfTo: out of range \[1.0, 2.0\); got 5"),
+    ("", "maskDilationThreshold", "x", "maskDilationThreshold: expected a float; got 'x'"),
+    ("", "doAutoPadPsf", "maybe", r"doAutoPadPsf: expected a bool \(True or False\); got 'maybe'"),
+    ("", "padPsfBy", -2, "padPsfBy: must satisfy a non-negative integer; got -2"),
+    ("", "convolveTileSize", 8, r"convolveTileSize: out of range \[64, inf\); got 8"),
+])
+def test_config_values_are_validated_and_the_field_named(where, field, value, match):
+    config = ModelPsfMatchConfig()
+    target = config.kernel.active if where else config
+    before = config.to_dict()
+    with raises(InvalidConfigError, match):
+        setattr(target, field, value)
+    assert config.to_dict() == before  # a refused value leaves the config as it was
+    assert issubclass(InvalidConfigError, ValueError)
+
+
+def test_config_cross_checks_and_type():
+    config = ModelPsfMatchConfig()
+    with raises(InvalidConfigError, r"kernel.name: must be one of \['AL', 'DF'\]; got 'XX'"):
+        config.kernel.name = "XX"
+    with raises(InvalidConfigError, "has no field 'kernelSise'"):
+        config.kernelSise = 3
+    config.doAutoPadPsf = False
+    config.padPsfBy = 3
+    with raises(InvalidConfigError, r"padPsfBy \(3 pixels\) must be even number"):
+        ModelPsfMatchTask(config=config)
+    config = ModelPsfMatchConfig()
+    config.kernel.active.alardNGauss = 2
+    with raises(InvalidConfigError, r"alardNGauss \(2\) must equal len\(alardSigGauss\) \(3\)"):
+        ModelPsfMatchTask(config=config)
+    with raises(InvalidConfigError, "config must be a ModelPsfMatchConfig; got dict"):
+        ModelPsfMatchTask(config={"kernelSize": 21})
+
+
+# ---------------------------------------------------------------------------
+# 5. a reference broader than its stamp
+
+
+def test_reference_with_truncated_wings_warns():
+    exposure = Exposure(np.ones((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    warnings.simplefilter("ignore", KernelQualityWarning)  # (pytest restores the filters after the test)
+    with pytest.warns(TruncatedPsfWarning, match=r"the reference PSF is truncated by its 17x17 stamp: its edge "
+                                                  r"reaches 0.\d+ of its peak .*Use a larger reference stamp"):
+        result = ModelPsfMatchTask(config=small_config()).run(exposure, GaussianPsf(17, 17, 5.0))
+    assert any("truncated" in n for n in result.metadata["notes"])
+
+
+# ---------------------------------------------------------------------------
+# 6. files
+
+
+def write_psfex(path, *, samp=1.0, extra=None, drop=(), basis=None):
+    y, x = np.mgrid[-7:8, -7:8].astype(float)
+    g = np.exp(-(x * x + y * y) / (2 * 1.6 ** 2))
+    basis = np.array([g] + [0.01 * g] * 5, np.float32) if basis is None else np.asarray(basis, np.float32)
+    col = fits.Column(name="PSF_MASK", format=f"{basis.size}E", dim="(15, 15, 6)", array=basis[None])
+    hdu = fits.BinTableHDU.from_columns([col], name="PSF_DATA")
+    cards = {"POLNAXIS": 2, "POLGRP1": 1, "POLNAME1": "X_IMAGE", "POLZERO1": 64.5, "POLSCAL1": 128.0, "POLGRP2": 1,
+             "POLNAME2": "Y_IMAGE", "POLZERO2": 64.5, "POLSCAL2": 128.0, "POLNGRP": 1, "POLDEG1": 2, "PSF_SAMP": samp,
+             "PSFNAXIS": 3, "PSFAXIS1": 15, "PSFAXIS2": 15, "PSFAXIS3": 6}
+    cards.update(extra or {})
+    for key, value in cards.items():
+        if key not in drop:
+            hdu.header[key] = value
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(path)
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    """One good file of each kind, plus the bad ones every reader is tried on."""
+    bbox = Box2I((0, 0), (64, 64))
+    exposure = Exposure(np.ones((64, 64), np.float32), psf=VariableGaussianPsf(15, 15, bbox, sigma=[1.6, 0.1, 0.0]),
+                        metadata={"id": 1})
+    out = {"exposure": tmp_path / "exposure.fits", "psfex": write_psfex(tmp_path / "model.psf"),
+           "image": tmp_path / "psf_image.fits", "kernel": tmp_path / "kernel.fits"}
+    exposure.writeFits(out["exposure"])
+    fits.PrimaryHDU(gauss_stamp(15, 1.6)).writeto(out["image"])
+    config = small_config(order=1, cell=32)
+    kernel = run_quietly(ModelPsfMatchTask(config=config), Exposure(np.ones((64, 64), np.float32),
+                                                                     psf=GaussianPsf(15, 15, 1.6)),
+                         GaussianPsf(21, 21, 2.4)).psfMatchingKernel
+    kernel.writeFits(out["kernel"])
+    (tmp_path / "empty.fits").write_bytes(b"")
+    (tmp_path / "notes.fits").write_text("SIMPLE? no: this is a text file with a .fits name\n" * 20)
+    (tmp_path / "folder.fits").mkdir()
+    return out
+
+
+READERS = {
+    "exposure": Exposure.readFits,
+    "PSFEx": read_psfex,
+    "PSF image": read_image_psf,
+    "kernel": LinearCombinationKernel.readFits,
+    "PSF": read_psf,
+}
+OWN_READER = {"exposure": Exposure.readFits, "psfex": read_psfex, "image": read_image_psf,
+              "kernel": LinearCombinationKernel.readFits}
+
+
+@pytest.mark.parametrize("what", READERS)
+def test_missing_file(tmp_path, what):
+    path = tmp_path / "nowhere.fits"
+    with raises(MissingFileError, f"{what} file {re.escape(repr(str(path)))} does not exist") as info:
+        READERS[what](path)
+    assert isinstance(info.value, FileNotFoundError)
+
+
+@pytest.mark.parametrize("what", READERS)
+def test_directory_instead_of_a_file(files, tmp_path, what):
+    with raises(UnsupportedFormatError, f"{what} file .*folder.fits' is a directory, not a FITS file"):
+        READERS[what](tmp_path / "folder.fits")
+
+
+@pytest.mark.parametrize("what", READERS)
+@pytest.mark.parametrize("name, why", [("empty.fits", "Empty or corrupt FITS file"),
+                                       ("notes.fits", "No SIMPLE card found")])
+def test_empty_and_text_files(files, tmp_path, what, name, why):
+    with raises(CorruptFileError, f"{re.escape(str(tmp_path / name))}: not a readable FITS file "
+                                  f"\\(OSError: {why}"):
+        READERS[what](tmp_path / name)
+
+
+def _cut_points(path):
+    """Byte offsets that cut a file inside each HDU's header and inside each HDU's data."""
+    with fits.open(path) as hdul:
+        infos = [(h.fileinfo(), h.size) for h in hdul]
+    points = []
+    for i, (info, size) in enumerate(infos):
+        points.append((f"header of HDU {i}", info["hdrLoc"] + 100))
+        if size > 1:  # (a cut in the padding after the data loses nothing)
+            points.append((f"data of HDU {i}", info["datLoc"] + size // 2))
+    return points
+
+
+@pytest.mark.parametrize("kind", OWN_READER)
+def test_truncated_files(files, tmp_path, kind):
+    data = files[kind].read_bytes()
+    cut = tmp_path / f"cut-{kind}.fits"
+    for where, n in _cut_points(files[kind]):
+        cut.write_bytes(data[:n])
+        for mode in ("default", "error"):  # warnings turned into errors must not leak astropy's
+            with warnings.catch_warnings():
+                warnings.simplefilter(mode)
+                with pytest.raises(CorruptFileError) as info:
+                    OWN_READER[kind](cut)
+            assert re.match(f"{re.escape(str(cut))}.*(truncated|not a readable FITS file)", str(info.value)), \
+                f"cut in the {where} at byte {n}: {info.value}"
+
+
+def test_truncation_names_the_hdu(files, tmp_path):
+    data = files["exposure"].read_bytes()
+    with fits.open(files["exposure"]) as hdul:
+        variance = hdul["VARIANCE"].fileinfo()
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(data[:variance["datLoc"] + 100])
+    with raises(CorruptFileError, r"cut.fits\[HDU 3 VARIANCE\]: the header promises 16384 bytes of data \(BITPIX = "
+                                  r"-32, NAXISn = \[64, 64\]\) but only 100 follow: the file is truncated"):
+        Exposure.readFits(cut)
+    cut.write_bytes(data[:variance["hdrLoc"] + 800])  # past its EXTNAME card
+    with raises(CorruptFileError, r"cut.fits\[HDU 3 VARIANCE\]: the file ends inside this HDU's header"):
+        Exposure.readFits(cut)
+    # cut exactly between two HDUs: the file looks complete to astropy, but the HDUs a psfmatch file
+    # always has are missing
+    cut.write_bytes(data[:variance["hdrLoc"]])
+    with raises(CorruptFileError, r"the VARIANCE, METADATA HDU\(s\) of a psfmatch exposure file are missing"):
+        Exposure.readFits(cut)
+
+
+def test_wrong_kind_of_file(files):
+    with raises(UnsupportedFormatError, r"model.psf: no 2-d image HDU \(HDUs: \['PRIMARY', 'PSF_DATA'\]\); pass hdu="):
+        Exposure.readFits(files["psfex"])
+    with raises(UnsupportedFormatError, r"model.psf\[1\]: not a 2-d image HDU"):
+        Exposure.readFits(files["psfex"], hdu=1)
+    with raises(UnsupportedFormatError, "model.psf: no image HDU with data"):
+        read_image_psf(files["psfex"])
+    with raises(UnsupportedFormatError, r"model.psf\[1\]: not an image HDU with data"):
+        read_image_psf(files["psfex"], hdu=1)
+    with raises(UnsupportedFormatError, "psf_image.fits: not a PSFEx model: no PSF_DATA binary table"):
+        read_psfex(files["image"])
+    with raises(UnsupportedFormatError, "PMFORMAT = None; not a psfmatch kernel file"):
+        LinearCombinationKernel.readFits(files["image"])
+    with raises(UnsupportedFormatError, "PMFORMAT = 'psfmatch-exposure'; not a psfmatch kernel file"):
+        LinearCombinationKernel.readFits(files["exposure"])
+    with raises(UnsupportedFormatError, "no IMAGE extension for the 'lsst' layout"):
+        Exposure.readFits(files["psfex"], layout="lsst")
+
+
+def test_missing_hdus_and_keywords(files, tmp_path):
+    with raises(CorruptFileError, r"nodeg.psf\[PSF_DATA\]: the PSFEx header lacks keyword POLDEG1"):
+        read_psfex(write_psfex(tmp_path / "nodeg.psf", drop=("POLDEG1",)))
+    with raises(CorruptFileError, "PSF_SAMP = 'abc' is not a valid number"):
+        read_psfex(write_psfex(tmp_path / "samp.psf", extra={"PSF_SAMP": "abc"}))
+    with raises(CorruptFileError, "POLDEG1 = -1; the degree must be >= 0"):
+        read_psfex(write_psfex(tmp_path / "deg.psf", extra={"POLDEG1": -1}))
+    with raises(CorruptFileError, "PSFAXIS3 = 3 contradicts POLDEG1 = 2"):
+        read_psfex(write_psfex(tmp_path / "axis3.psf", extra={"PSFAXIS3": 3}))
+    with fits.open(files["exposure"]) as hdul:
+        fits.HDUList([h.copy() for h in hdul if h.name != "VARIANCE"]).writeto(tmp_path / "novar.fits")
+    with raises(CorruptFileError, r"novar.fits: the VARIANCE HDU\(s\) of a psfmatch exposure file are missing"):
+        Exposure.readFits(tmp_path / "novar.fits")
+    with fits.open(files["kernel"]) as hdul:
+        primary = hdul[0].copy()
+        del primary.header["KSUM"]
+        fits.HDUList([primary, hdul[1].copy(), hdul[2].copy()]).writeto(tmp_path / "noksum.fits")
+    with raises(CorruptFileError, "keyword KSUM is missing from the kernel file"):
+        LinearCombinationKernel.readFits(tmp_path / "noksum.fits")
+
+
+def test_nan_filled_psf_images(tmp_path):
+    fits.PrimaryHDU(np.full((11, 11), np.nan)).writeto(tmp_path / "nan.fits")
+    with raises(CorruptFileError, r"nan.fits: the PSF image holds 121 NaN or inf pixels"):
+        read_image_psf(tmp_path / "nan.fits")
+    with raises(CorruptFileError, "the PSF image holds 121 NaN or inf pixels"):
+        read_psf(tmp_path / "nan.fits")
+    with raises(CorruptFileError, r"nan.psf\[PSF_DATA\]: PSF_MASK contains NaN or inf values"):
+        read_psfex(write_psfex(tmp_path / "nan.psf", basis=np.full((6, 15, 15), np.nan)))
+    with raises(CorruptFileError, r"nan.fits\[PRIMARY\]: the image has no finite pixel; cannot estimate a variance"):
+        Exposure.readFits(tmp_path / "nan.fits")
+
+
+def _set_card(data, key, value):
+    """``data`` with the value of header card ``key`` (first occurrence) replaced."""
+    i = next(i for i in range(0, len(data), 80) if data[i:i + 8] == key.encode().ljust(8))
+    return data[:i + 10] + value.encode().rjust(20).ljust(70) + data[i + 80:]
+
+
+@pytest.mark.parametrize("kind, key, value, match", [
+    # astropy loops over range(NAXIS) reading keywords: 99999999999 used to hang for hours
+    ("image", "NAXIS", "99999999999", r"\[HDU 0\]: NAXIS = 99999999999 is not an integer in 0..999"),
+    ("image", "BITPIX", "7", r"\[HDU 0\]: BITPIX = 7 is not a FITS data type"),
+    ("image", "NAXIS1", "100000", r"\[HDU 0\]: the header promises 12000000 bytes of data \(BITPIX = -64, "
+                                  r"NAXISn = \[100000, 15\]\) but only 2880 follow: the file is truncated"),
+    ("psfex", "TFIELDS", "99999999", r"\[HDU 1 PSF_DATA\]: TFIELDS = 99999999 is not an integer in 0..999"),
+    ("psfex", "NAXIS2", "-3", r"\[HDU 1 PSF_DATA\]: NAXIS2 = -3 is not a non-negative integer"),
+    ("psfex", "TFORM1", "'1E'", r"PSF_MASK holds 1 values but PSFAXIS1 x PSFAXIS2 x PSFAXIS3 = 15 x 15 x 6"),
+    ("kernel", "NAXIS", "'two'", r"\[HDU 0\]: NAXIS = 'two' is not an integer in 0..999"),
+])
+def test_damaged_structural_cards(files, tmp_path, kind, key, value, match):
+    path = tmp_path / f"damaged-{kind}.fits"
+    path.write_bytes(_set_card(files[kind].read_bytes(), key, value))
+    t0 = time.perf_counter()
+    with raises(CorruptFileError, match), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # astropy's notes on the damaged card
+        OWN_READER[kind](path)
+    assert time.perf_counter() - t0 < 5
+
+
+def test_table_without_tform_is_corrupt_not_an_internal_error(files, tmp_path):
+    data = files["psfex"].read_bytes()
+    i = data.index(b"TFORM1  =")
+    path = tmp_path / "notform.psf"
+    path.write_bytes(data[:i] + b" " * 80 + data[i + 80:])  # astropy: UnboundLocalError
+    with raises(CorruptFileError, r"notform.psf\[HDU 1 PSF_DATA\]: the table header lacks TFORM1"):
+        read_psfex(path)
+
+
+# ---------------------------------------------------------------------------
+# 7. huge sizes
+
+
+def test_convolution_memory_limit_is_checked_before_allocating():
+    exposure = Exposure(np.ones((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    fit = run_quietly(ModelPsfMatchTask(config=small_config()), exposure, GaussianPsf(21, 21, 2.4))
+    kernel = fit.psfMatchingKernel
+    tracemalloc.start()
+    try:
+        with raises(MemoryLimitError, r"convolving a 128x128 image needs about \d+\.\d+ GiB, more than the limit of "
+                                      r"0\.00 GiB; raise config.maxMemoryGiB or lower config.convolveTileSize"):
+            convolve_masked_image(exposure, kernel, max_memory_bytes=1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 ** 20  # nothing image-sized was allocated
+    assert issubclass(MemoryLimitError, MemoryError)
+
+
+def test_memory_limit_through_the_task_names_the_setting():
+    exposure = Exposure(np.ones((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    with raises(MemoryLimitError, r"fitting the kernel needs about .* GiB \(.*\), more than config.maxMemoryGiB = "
+                                  r"1e-06 GiB. Raise maxMemoryGiB"):
+        ModelPsfMatchTask(config=small_config(maxMemoryGiB=1e-6)).run(exposure, GaussianPsf(21, 21, 2.4))
+
+
+@pytest.mark.parametrize("basis, need", [("AL", r"2\d\d GiB"), ("DF", r"[\d.]+e\+06 GiB")])
+def test_absurd_kernel_size_fails_at_construction(basis, need):
+    config = ModelPsfMatchConfig()
+    config.kernel.name = basis
+    config.kernel.active.kernelSize = 4001
+    tracemalloc.start()
+    try:
+        with raises(MemoryLimitError, f"fitting the kernel needs about {need} .*more than config.maxMemoryGiB = 8 "
+                                      "GiB. Raise maxMemoryGiB, or use a smaller kernelSize"):
+            ModelPsfMatchTask(config=config)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 ** 20
+
+
+def test_huge_psf_stamps_fail_after_one_evaluation():
+    psf = StampPsf(gauss_stamp(1001, 1.6))  # 8 MB per stamp; 4 cells, padded, science and reference
+    exposure = Exposure(np.ones((128, 128), np.float32), psf=psf)
+    with raises(MemoryLimitError, r"fitting the kernel needs about [\d.]+ GiB \(stamps 0.1\d+ GiB, .*; 4 candidate\(s\), "
+                                  r"1001x1001-pixel PSF stamps before padding\), more than config.maxMemoryGiB = "
+                                  r"0.05 GiB"):
+        ModelPsfMatchTask(config=small_config(maxMemoryGiB=0.05)).run(exposure, GaussianPsf(21, 21, 2.4))
+    assert psf.calls == 1
+
+
+def test_absurd_analytic_stamp_is_refused_without_realizing_it():
+    exposure = Exposure(np.ones((128, 128), np.float32), psf=GaussianPsf(20001, 20001, 2.0))
+    tracemalloc.start()
+    try:
+        with raises(MemoryLimitError, r"20001x20001-pixel PSF stamps"):
+            ModelPsfMatchTask(config=small_config()).run(exposure, GaussianPsf(21, 21, 2.4))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2 ** 20  # a single 20001^2 stamp would be 3.2 GB
+
+
+def test_psfex_header_asking_for_a_huge_stamp(tmp_path):
+    with raises(CorruptFileError, rf"PSF_SAMP = 1e\+06 with PSFAXIS1 x PSFAXIS2 = 15 x 15 gives 15000001x15000001-"
+                                  rf"pixel kernel images, more than MAX_STAMP_SIZE = {MAX_STAMP_SIZE} per side; the "
+                                  r"header is probably damaged \(pass stamp_size= to choose the stamp size\)"):
+        read_psfex(write_psfex(tmp_path / "big.psf", samp=1e6))
+    psf = read_psfex(tmp_path / "big.psf", stamp_size=31)  # the documented way out
+    assert psf.computeKernelImage((10, 10)).shape == (31, 31)
+
+
+def test_stored_psf_asking_for_a_huge_stamp(tmp_path):
+    path = tmp_path / "e.fits"
+    Exposure(np.ones((16, 16), np.float32), psf=GaussianPsf(15, 15, 1.6)).writeFits(path)
+    with fits.open(path, mode="update") as hdul:
+        hdul["PSF"].header["PMPARAMS"] = '{"height": 99999, "sigma": 1.6, "width": 99999}'
+    with raises(CorruptFileError, r"e.fits\[PSF\]: stamp size width = 99999 is not an integer in 1..4095; the card is "
+                                  r"damaged \(pass psf= to read_exposure to give the PSF instead\)"):
+        Exposure.readFits(path)
+    assert Exposure.readFits(path, psf=GaussianPsf(15, 15, 1.6)).getPsf().getSigma() == 1.6
