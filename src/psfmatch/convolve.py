@@ -62,7 +62,6 @@ How it is fast
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -71,6 +70,7 @@ from scipy import fft as sfft
 from .errors import MemoryLimitError
 from .geom import Box2D
 from .image import MaskedImage
+from .parallel import available_cores
 from .progress import progress_bar
 from .kernel.kernel import LinearCombinationKernel
 from .kernel.spatial import SpatialFunction
@@ -88,17 +88,8 @@ _BATCH_PIXELS = 1 << 20
 
 
 def default_workers() -> int:
-    """Threads used when ``workers`` is None: ``$PSFMATCH_NUM_THREADS`` if set, else the usable cores.
-
-    Set ``PSFMATCH_NUM_THREADS=1`` when many exposures are processed in parallel processes.
-    """
-    env = os.environ.get("PSFMATCH_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+    """Threads used when ``workers`` is None: :func:`psfmatch.parallel.available_cores`."""
+    return available_cores()
 
 
 # ---------------------------------------------------------------------------

@@ -34,7 +34,6 @@ Regularized delta-function kernels (Becker et al. 2012) add ``lambda p^T H p``
 from __future__ import annotations
 
 import contextlib
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -42,6 +41,7 @@ import numpy as np
 import scipy.linalg
 from scipy import fft as sfft
 
+from .parallel import available_cores
 from .errors import InvalidInputError
 from .kernel.basis import KernelBasis, renormalize_kernel_list
 
@@ -72,15 +72,6 @@ class NormalEquations:
         return NormalEquations(self.M[index], self.b[index], self.yy[index])
 
 
-def available_cores() -> int:
-    """Threads the fit may use: ``$PSFMATCH_NUM_THREADS`` if set, else the cores this process may run on."""
-    env = os.environ.get("PSFMATCH_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 #: The BLAS libraries that :func:`single_threaded_blas` drives (filled on first use).
