@@ -11,7 +11,8 @@ from .cells import CandidateStatus, KernelCandidate, SpatialCell, SpatialCellSet
 from .config import ModelPsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF
 from .errors import (CorruptFileError, IllPosedMatchError, InvalidConfigError, InvalidInputError, KernelTooBigError,
                      MemoryLimitError, MissingPsfError, NoKernelCandidatesError, PsfComputeShapeError,
-                     PsfEvaluationError, PsfMatchError, PsfMatchWarning, UnsupportedFormatError)
+                     PsfEvaluationError, PsfMatchError, PsfMatchWarning, UnsupportedFormatError, MissingFileError,
+                     OutputExistsError, IllPosedMatchWarning, KernelQualityWarning, TruncatedPsfWarning)
 from .geom import Box2D, Box2I, Point2D, Point2I
 from .image import Exposure, Mask, MaskedImage
 from .kernel import LinearCombinationKernel
@@ -49,6 +50,11 @@ __all__ = [
     "UnsupportedFormatError",
     "CorruptFileError",
     "MemoryLimitError",
+    "MissingFileError",
+    "OutputExistsError",
     "PsfMatchWarning",
+    "IllPosedMatchWarning",
+    "KernelQualityWarning",
+    "TruncatedPsfWarning",
     "__version__",
 ]

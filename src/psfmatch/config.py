@@ -591,7 +591,8 @@ class ModelPsfMatchConfig(Config):
                                   int, 512, min=64)
     qaMaxPositions = RangeField("At most this many positions between the candidates are checked by the QA.",
                                 int, 256, min=0)
-    maxMemoryGiB = RangeField("Refuse exposures whose convolution would need more memory than this (GiB).",
+    maxMemoryGiB = RangeField("Refuse, before allocating, a kernel fit or a convolution that would need more memory "
+                              "than this (GiB); the error gives the estimate.",
                               float, 8.0, min=0.0, inclusiveMin=False)
 
     # --- automatic kernel choice (psfmatch; see psfmatch.autokernel) -----
