@@ -386,15 +386,11 @@ class _TrialData:
                 p = grid_x.get((int(i), int(j)))
                 if p is None:
                     continue
-                if b + 1 < len(ix) and (int(ix[b + 1]), int(j)) in grid_x:
-                    q = grid_x[(int(ix[b + 1]), int(j))]
-                    ho.append(((p[0] + q[0]) / 2, (p[1] + q[1]) / 2))
-                if a + 1 < len(iy) and (int(i), int(iy[a + 1])) in grid_x:
-                    q = grid_x[(int(i), int(iy[a + 1]))]
-                    ho.append(((p[0] + q[0]) / 2, (p[1] + q[1]) / 2))
-                if (b + 1 < len(ix) and a + 1 < len(iy) and (int(ix[b + 1]), int(iy[a + 1])) in grid_x):
-                    q = grid_x[(int(ix[b + 1]), int(iy[a + 1]))]
-                    ho.append(((p[0] + q[0]) / 2, (p[1] + q[1]) / 2))
+                for db, da in ((1, 0), (0, 1), (1, 1)):  # right, up and diagonal neighbours
+                    if b + db < len(ix) and a + da < len(iy):
+                        q = grid_x.get((int(ix[b + db]), int(iy[a + da])))
+                        if q is not None:
+                            ho.append(((p[0] + q[0]) / 2, (p[1] + q[1]) / 2))
         x0, y0, x1, y1 = bbox.getMinX(), bbox.getMinY(), bbox.getMaxX(), bbox.getMaxY()
         ho += [(x0, y0), (x1, y0), (x0, y1), (x1, y1)]
         S, R, xy = [], [], []
