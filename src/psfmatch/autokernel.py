@@ -110,7 +110,7 @@ from .diagnostics import PsfSurvey
 from .errors import PsfEvaluationError
 from .geom import Point2D
 from .kernel.basis import KernelBasis, alard_lupton_basis, makeDeltaFunctionBasisList, make_regularization_matrix
-from .kernel.spatial import SpatialFunction
+from .kernel.spatial import SpatialFunction, full_column_rank
 from .psf.base import _ResizedPsf, pad_or_crop
 from .qa import matched_stamps
 from .solve import (GramBuilder, NormalEquations, constrained_basis, reduce_constrained, solve_candidates,
@@ -427,13 +427,6 @@ class _TrialData:
 # one trial
 
 
-def _full_rank(F) -> bool:
-    Fs = F / np.maximum(np.abs(F).max(axis=0), 1e-300)
-    if Fs.shape[0] < Fs.shape[1]:
-        return False
-    s = np.linalg.svd(Fs, compute_uv=False)
-    return bool(s[-1] > 1e-8 * s[0])
-
 
 def _make_basis(trial: KernelTrial) -> KernelBasis:
     if trial.family == "AL":
@@ -472,7 +465,7 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
         else:
             sf = SpatialFunction(kc.spatialModelType, trial.spatialOrder, data.bbox)
             F = sf.evaluate(data.xy_fit[:, 0], data.xy_fit[:, 1]).T
-            if not _full_rank(F):
+            if not full_column_rank(F):
                 res.note = (f"{len(S)} candidates cannot constrain a spatial model of order {trial.spatialOrder}")
                 res.time = time.perf_counter() - t0
                 return res

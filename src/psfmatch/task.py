@@ -42,7 +42,7 @@ from .geom import Box2I, Point2D
 from .image import Exposure
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel
-from .kernel.spatial import SpatialFunction
+from .kernel.spatial import SpatialFunction, full_column_rank
 from .psf.base import as_psf, pad_or_crop
 from .qa import match_quality, summarize
 from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
@@ -553,7 +553,7 @@ class ModelPsfMatchTask:
         while True:
             sf = SpatialFunction(kc.spatialModelType, order, bbox)
             F = sf.evaluate(xs, ys).T
-            if order == 0 or _full_column_rank(F):
+            if order == 0 or full_column_rank(F):
                 break
             order -= 1
         if order != requested:
@@ -716,13 +716,6 @@ def _stamp_size_hint(psfs, position) -> int:
         size = max(size, max(dims))
     return size
 
-
-def _full_column_rank(F) -> bool:
-    Fs = F / np.maximum(np.abs(F).max(axis=0), 1e-300)
-    if Fs.shape[0] < Fs.shape[1]:
-        return False
-    s = np.linalg.svd(Fs, compute_uv=False)
-    return bool(s[-1] > 1e-8 * s[0])
 
 
 _ = Point2D

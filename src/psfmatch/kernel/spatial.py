@@ -17,9 +17,22 @@ from numpy.polynomial import chebyshev as npcheb
 from ..errors import InvalidConfigError
 from ..geom import Box2D, Box2I
 
-__all__ = ["SpatialFunction", "SPATIAL_MODEL_TYPES"]
+__all__ = ["SpatialFunction", "SPATIAL_MODEL_TYPES", "full_column_rank"]
 
 SPATIAL_MODEL_TYPES = ("chebyshev1", "polynomial")
+
+
+def full_column_rank(F) -> bool:
+    """Whether the spatial design ``F`` (n positions x n terms) determines every term.
+
+    Columns are scaled to unit maximum first (raw-pixel polynomials span many decades); the
+    rank is full when the smallest singular value exceeds ``1e-8`` times the largest.
+    """
+    Fs = F / np.maximum(np.abs(F).max(axis=0), 1e-300)
+    if Fs.shape[0] < Fs.shape[1]:
+        return False
+    s = np.linalg.svd(Fs, compute_uv=False)
+    return bool(s[-1] > 1e-8 * s[0])
 
 
 def _terms(order):
