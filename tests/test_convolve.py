@@ -175,7 +175,7 @@ def test_dilate_mask_matches_brute_force():
             fp = rng.random((k, k)) < rng.uniform(0.1, 1.0)  # holes, asymmetric, centre may be missing
         H, W = int(rng.integers(1, 150)), int(rng.integers(1, 200))
         mask = np.where(rng.random((H, W)) < rng.uniform(0, 0.1),
-                        rng.integers(0, 2 ** 31 - 1, (H, W)), 0).astype(np.int32)
+                        rng.integers(-2 ** 31, 2 ** 31, (H, W)), 0).astype(np.int32)  # the sign bit too
         exclude = int(rng.choice([0, 256, 1 << 30]))
         got = dilate_mask(mask, fp, exclude=exclude)
         np.testing.assert_array_equal(got, _brute_dilate(mask, fp, exclude))

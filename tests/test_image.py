@@ -73,3 +73,19 @@ def test_exposure_api():
     assert not e.hasPsf()
     with pytest.raises(InvalidInputError, match="needs a computeKernelImage"):
         e.setPsf("not a psf")
+
+
+def test_exposure_from_masked_image_copies_unless_told_not_to():
+    mi = MaskedImage(np.arange(12.0).reshape(3, 4), variance=np.ones((3, 4)), xy0=(5, 6))
+    mi.getMask().addMaskPlane("EXTRA")
+    mi.mask[1, 1] = mi.getMask().getPlaneBitMask("EXTRA")
+    psf = GaussianPsf(11, 11, 2.0)
+    copied = Exposure.from_masked_image(mi, psf=psf, metadata={"id": 1})
+    shared = Exposure.from_masked_image(mi, copy=False, psf=psf, metadata={"id": 1})
+    for e in (copied, shared):
+        assert e.getXY0() == (5, 6) and e.getPsf() is psf and e.getId() == 1
+        np.testing.assert_array_equal(e.image, mi.image)
+        np.testing.assert_array_equal(e.mask, mi.mask)
+        assert e.getMask().getPlaneBitMask("EXTRA") == mi.getMask().getPlaneBitMask("EXTRA")
+    assert not np.shares_memory(copied.image, mi.image) and not np.shares_memory(copied.variance, mi.variance)
+    assert shared.image is mi.image and shared.variance is mi.variance and shared.mask is mi.mask

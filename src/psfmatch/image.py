@@ -271,8 +271,18 @@ class Exposure(MaskedImage):
         self.metadata = dict(metadata) if metadata is not None else {}
 
     @classmethod
-    def from_masked_image(cls, mi: MaskedImage, **kwargs) -> "Exposure":
-        return cls(mi.image, mi.getMask(), mi.variance, xy0=mi.getXY0(), **kwargs)
+    def from_masked_image(cls, mi: MaskedImage, *, copy=True, **kwargs) -> "Exposure":
+        """An exposure with the planes of ``mi`` and the other attributes in ``kwargs``.
+
+        With ``copy=False`` the exposure takes ``mi``'s arrays and mask as they are
+        (no copy: ``mi`` should not be used afterwards); the task hands its freshly
+        convolved planes over this way.
+        """
+        if copy:
+            return cls(mi.image, mi.getMask(), mi.variance, xy0=mi.getXY0(), **kwargs)
+        out = cls(np.zeros((1, 1), dtype=mi.image.dtype), xy0=mi.getXY0(), **kwargs)
+        out.image, out.variance, out._mask = mi.image, mi.variance, mi.getMask()
+        return out
 
     # PSF
     @property

@@ -206,8 +206,8 @@ class ModelPsfMatchTask:
         mi = convolve_masked_image(exposure, fit.kernel, mask_threshold=self.config.maskDilationThreshold,
                                    tile=self.config.convolveTileSize,
                                    max_memory_bytes=int(self.config.maxMemoryGiB * 2 ** 30))
-        out = Exposure(mi.image, mi.getMask(), mi.variance, psf=fit.referencePsf, wcs=exposure.getWcs(),
-                       xy0=exposure.getXY0(), metadata=copy.deepcopy(exposure.metadata))
+        out = Exposure.from_masked_image(mi, copy=False, psf=fit.referencePsf, wcs=exposure.getWcs(),
+                                         metadata=copy.deepcopy(exposure.metadata))
         t2 = time.perf_counter()
         md = fit.metadata
         md["convolveTime"] = t2 - t1
@@ -272,12 +272,13 @@ class ModelPsfMatchTask:
                 f"exposure ({w}x{h} pixels) is no larger than the kernel's border ({k // 2} pixels on each side of a "
                 f"{k}x{k} kernel): every output pixel would be NO_DATA; use a smaller kernelSize")
         var = exposure.variance
-        finite = np.isfinite(var)
-        if np.any(var[finite] < 0):
+        if np.any(var < 0):  # one pass in the usual case; NaN compares False, -inf is counted below
+            finite = np.isfinite(var)
             neg = int(np.sum(var[finite] < 0))
-            raise InvalidInputError(
-                f"variance has {neg} negative pixel(s) (min {float(var[finite].min()):.4g}); variance must be >= 0 "
-                "(mark unusable pixels NO_DATA or set their variance to NaN)")
+            if neg:
+                raise InvalidInputError(
+                    f"variance has {neg} negative pixel(s) (min {float(var[finite].min()):.4g}); variance must be "
+                    ">= 0 (mark unusable pixels NO_DATA or set their variance to NaN)")
         return exposure
 
     def _kernel_sum(self, kernelSum):
