@@ -275,3 +275,103 @@ def test_match_quality_with_a_shared_reference_equals_per_position(varying_kerne
         alone = match_quality(S[i:i + 1], np.array(R[i:i + 1]), K[i:i + 1])
         for name, v in together.items():
             assert v[i] == pytest.approx(alone[name][0], rel=1e-9, abs=1e-15)
+
+
+def test_vectorized_psf_realization_equals_one_by_one(rng):
+    bbox = Box2I((0, 0), (2048, 1024))
+    psf = VariableGaussianPsf(25, 25, bbox, sigma=[1.8, 0.2, -0.1, 0.05, 0.0, 0.03], e1=[0.02, 0.03, 0.0],
+                              e2=[0.0, -0.02, 0.04])
+    pos = [(float(x), float(y)) for x, y in zip(rng.uniform(0, 2047, 300), rng.uniform(0, 1023, 300))]
+    stack = psf.computeKernelImages(pos)
+    assert stack.shape == (300, 25, 25)
+    one = np.array([psf.computeKernelImage(p) for p in pos])
+    np.testing.assert_allclose(stack, one, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(stack.sum(axis=(1, 2)), 1.0, rtol=0, atol=1e-14)
+    # a constant model is realized once and copied
+    const = GaussianPsf(21, 21, 2.0).computeKernelImages(pos[:5])
+    assert const.flags.writeable and np.array_equal(const[4], GaussianPsf(21, 21, 2.0).computeKernelImage(pos[4]))
+
+
+def test_batched_realization_keeps_the_failures_and_subclass_overrides():
+    from psfmatch.errors import PsfEvaluationError
+    from psfmatch.psf.base import compute_kernel_images
+
+    bbox = Box2I((0, 0), (256, 256))
+
+    class Hole(VariableGaussianPsf):  # overrides the one-position evaluation only
+        def _kernel_image(self, x, y):
+            if x > 192:
+                raise PsfEvaluationError(f"no PSF at ({x}, {y})")
+            return 2.0 * super()._kernel_image(x, y)
+
+    psf = Hole(21, 21, bbox, sigma=[1.8, 0.1, 0.05])
+    pos = [(10.0, 10.0), (200.0, 50.0), (100.0, 240.0), (250.0, 250.0)]
+    with pytest.raises(PsfEvaluationError, match=r"no PSF at \(200"):
+        psf.computeKernelImages(pos)
+    images, errors = compute_kernel_images(psf, pos)
+    assert sorted(errors) == [1, 3] and images[1] is None and images[3] is None
+    plain = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.05])
+    np.testing.assert_allclose(images[2], plain.computeKernelImage(pos[2]), atol=1e-15)
+    # a user object with computeKernelImage only goes one position at a time
+    class User:
+        def computeKernelImage(self, position):
+            if position[0] > 150:
+                raise ValueError("off the chip")
+            return plain.computeKernelImage(position)
+
+    from psfmatch.psf import as_psf
+
+    images, errors = compute_kernel_images(as_psf(User()), pos)  # wrapped, its exceptions are kept per position
+    assert sorted(errors) == [1, 3] and "off the chip" in str(errors[1])
+    np.testing.assert_array_equal(images[0], plain.computeKernelImage(pos[0]))
+
+
+def test_stack_padding_equals_pad_or_crop(rng):
+    from psfmatch.psf.base import pad_or_crop, pad_or_crop_stack
+
+    for shape, size in (((21, 21), 43), ((31, 25), 21), ((9, 9), 9), ((15, 41), 31)):
+        imgs = rng.random((7,) + shape)
+        got = pad_or_crop_stack(list(imgs), size, size)
+        np.testing.assert_array_equal(got, np.array([pad_or_crop(im, size, size) for im in imgs]))
+    mixed = [rng.random((11, 11)), rng.random((13, 9))]
+    np.testing.assert_array_equal(pad_or_crop_stack(mixed, 15, 15), np.array([pad_or_crop(m, 15, 15) for m in mixed]))
+    assert pad_or_crop_stack([], 5, 5).shape == (0, 5, 5)
+
+
+def test_chunked_moments_and_qa_equal_whole_stacks(varying_kernel, monkeypatch):
+    import psfmatch.moments as moments_mod
+    import psfmatch.qa as qa_mod
+
+    psf, kernel = varying_kernel
+    xs, ys = np.linspace(20, 480, 40), np.linspace(480, 20, 40)
+    S = np.array([np.pad(psf.computeKernelImage((x, y)), 5) for x, y in zip(xs, ys)])
+    R = np.broadcast_to(GaussianPsf(31, 31, 2.6).computeKernelImage((0, 0)), S.shape)
+    K = kernel.computeImages(xs, ys)
+    whole_m = adaptive_moments(S)
+    whole_q = match_quality(S, R, K)
+    monkeypatch.setattr(moments_mod, "_CHUNK", 7)
+    monkeypatch.setattr(qa_mod, "_CHUNK", 9)
+    chunked_m = adaptive_moments(S, guess=(np.full(40, 3.0), np.full(40, 3.0), np.zeros(40)))
+    for a, b in zip(whole_m, chunked_m):
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12)
+    chunked_q = match_quality(S, R, K)
+    for name, v in whole_q.items():
+        np.testing.assert_allclose(chunked_q[name], v, rtol=1e-9, atol=1e-15)
+
+
+def test_single_precision_qa_is_within_its_documented_rounding(varying_kernel):
+    from psfmatch.qa import matched_stamps
+
+    psf, kernel = varying_kernel
+    S = np.array([np.pad(psf.computeKernelImage((250.0, 250.0)), 5)])
+    K = kernel.computeImages([250.0], [250.0])
+    exact = matched_stamps(S, K)
+    single = matched_stamps(S, K, np.float32)
+    assert single.dtype == np.float64
+    assert np.abs(single - exact).max() <= 5e-7 * exact.max()
+    # the Gaussian identity survives: sigma_k^2 = sigma_ref^2 - sigma_sci^2 gives a residual at the rounding floor
+    s_img = GaussianPsf(31, 31, 1.5).computeKernelImage((0, 0))
+    r_img = GaussianPsf(31, 31, 2.5).computeKernelImage((0, 0))
+    k_img = GaussianPsf(21, 21, 2.0).computeKernelImage((0, 0))
+    q = match_quality(s_img[None], r_img[None], k_img[None])
+    assert q["residualMax"][0] < 2e-4 and abs(q["sizeMismatch"][0]) < 1e-4

@@ -23,7 +23,9 @@ Where the candidate sits in its cell (``placement``):
 
 from __future__ import annotations
 
+import bisect
 import enum
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,6 +174,7 @@ class SpatialCellSet:
         xe = bbox.getMinX() + np.round(np.linspace(0, bbox.getWidth(), self.nx + 1)).astype(int)
         ye = bbox.getMinY() + np.round(np.linspace(0, bbox.getHeight(), self.ny + 1)).astype(int)
         self.x_edges, self.y_edges = xe, ye
+        self._edge_lists = (xe.tolist(), ye.tolist())  # plain ints: bisect on them is cheap per candidate
         self.cells = []
         for j in range(self.ny):
             for i in range(self.nx):
@@ -222,12 +225,13 @@ class SpatialCellSet:
 
     def cell_index(self, x, y) -> int:
         """Index of the cell holding the pixel nearest ``(x, y)``, or -1 outside the box."""
-        xi, yi = np.floor(x + 0.5), np.floor(y + 0.5)
-        if not (self.x_edges[0] <= xi < self.x_edges[-1] and self.y_edges[0] <= yi < self.y_edges[-1]):
+        if not (math.isfinite(x) and math.isfinite(y)):
             return -1
-        i = int(np.searchsorted(self.x_edges, xi, side="right")) - 1
-        j = int(np.searchsorted(self.y_edges, yi, side="right")) - 1
-        return j * self.nx + i
+        xi, yi = math.floor(x + 0.5), math.floor(y + 0.5)
+        xe, ye = self._edge_lists
+        if not (xe[0] <= xi < xe[-1] and ye[0] <= yi < ye[-1]):
+            return -1
+        return (bisect.bisect_right(ye, yi) - 1) * self.nx + bisect.bisect_right(xe, xi) - 1
 
     def insertCandidate(self, candidate: KernelCandidate) -> None:
         """Put ``candidate`` in the cell containing its position."""

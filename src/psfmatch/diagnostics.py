@@ -64,7 +64,7 @@ import numpy as np
 from .errors import IllPosedMatchError, IllPosedMatchWarning, KernelQualityWarning, PsfEvaluationError
 from .geom import Point2D, as_point
 from .moments import adaptive_moments
-from .psf.base import Psf, pad_or_crop
+from .psf.base import Psf, compute_kernel_images, pad_or_crop
 
 __all__ = [
     "PsfSurvey",
@@ -195,26 +195,27 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     centres = cell_set.cell_centers()
     cells = cell_set.getCellList()
     ref_const = not bool(getattr(reference_psf, "isSpatiallyVarying", lambda: True)())
-    ref_once = None
+    sci_imgs, sci_err = compute_kernel_images(science_psf, centres)
+    if ref_const:  # evaluated once, at the first centre where the science PSF could be
+        first = next((i for i, im in enumerate(sci_imgs) if im is not None), 0)
+        one, ref_err = compute_kernel_images(reference_psf, [centres[first]])
+        ref_err = {i: ref_err[0] for i in range(len(centres))} if ref_err else {}
+        ref_imgs = [one[0]] * len(centres)
+    else:
+        ref_imgs, ref_err = compute_kernel_images(reference_psf, centres)
     S, R, pos, idx, labels, failed = [], [], [], [], [], []
     cache = {}
     first_error = None
     for i, p in enumerate(centres):
-        try:
-            s = science_psf.computeKernelImage(p)
-            if ref_const:
-                if ref_once is None:
-                    ref_once = reference_psf.computeKernelImage(p)
-                r = ref_once
-            else:
-                r = reference_psf.computeKernelImage(p)
-        except PsfEvaluationError as exc:
+        exc = sci_err.get(i) or ref_err.get(i)
+        if exc is not None:
             failed.append(f"{cells[i].getLabel()} at ({p.x:.1f}, {p.y:.1f}): {exc}")
             first_error = first_error or exc
             continue
+        s = sci_imgs[i]
         cache[(float(p.x), float(p.y))] = s
         S.append(s)
-        R.append(r)
+        R.append(ref_imgs[i])
         pos.append((p.x, p.y))
         idx.append(i)
         labels.append(cells[i].getLabel())
@@ -258,6 +259,13 @@ class SurveyCachedPsf(Psf):
 
     def _kernel_image(self, x, y):
         return self._psf.computeKernelImage(Point2D(x, y))
+
+    def computeKernelImages(self, positions):
+        pts = [as_point(p) for p in positions]
+        stamps = [self._stamps.get((float(x), float(y))) for x, y in pts]
+        if all(s is not None for s in stamps) and len({s.shape for s in stamps}) <= 1:
+            return np.array(stamps) if stamps else np.empty((0, 1, 1))
+        return self._psf.computeKernelImages(pts)
 
     def computeImage(self, position=None):
         return self._psf.computeImage(position)

@@ -42,7 +42,7 @@ from .cells import CandidateStatus
 from .errors import PsfEvaluationError
 from .geom import Box2I, Point2D
 from .psf.base import as_psf, pad_or_crop
-from .qa import match_quality, matched_stamps, summarize
+from .qa import QA_DTYPE, match_quality, matched_stamps, summarize
 
 __all__ = [
     "QA_FIELDS",
@@ -212,7 +212,7 @@ def residual_stamps(kernel, science_psf, reference_psf, psf_size, positions) -> 
     if not np.any(ok):
         return []
     K = kernel.computeImages(xs[ok], ys[ok]) / kernel.kernel_sum
-    m = matched_stamps(S[ok], K)
+    m = matched_stamps(S[ok], K, QA_DTYPE)  # the precision of match_quality, so the numbers agree
     h = K.shape[-1] // 2
     D = (m[:, h:h + psf_size, h:h + psf_size] - R[ok]) / R[ok].max(axis=(1, 2))[:, None, None]
     q = match_quality(S[ok], R[ok], K)

@@ -92,6 +92,10 @@ def _separable_ok(ic, xc, yc, xmax, ymax):
     return (np.abs(ic) * xmax * ymax <= 60.0) & (np.abs(ic) * (np.abs(xc) * ymax + np.abs(yc) * xmax) <= 60.0)
 
 
+#: Stacks longer than this are measured in chunks of this many stamps (see :func:`adaptive_moments`).
+_CHUNK = 256
+
+
 def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=None):
     """Adaptive second moments of a stack of centred stamps.
 
@@ -133,6 +137,16 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     if single:
         s = s[None]
     n, ny, nx = s.shape
+    if n > _CHUNK:  # chunks whose work arrays stay in the cache; every stamp is independent
+        parts = []
+        for i in range(0, n, _CHUNK):
+            sl = slice(i, i + _CHUNK)
+            g = None if guess is None else tuple(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))[sl]
+                                                  for v in guess)
+            gs = guess_sigma if guess_sigma is None or np.ndim(guess_sigma) == 0 else \
+                np.broadcast_to(np.asarray(guess_sigma, dtype=float), (n,))[sl]
+            parts.append(adaptive_moments(s[sl], gs, max_iter, tol, guess=g))
+        return tuple(np.concatenate([p[j] for p in parts]) for j in range(6))
     x = np.arange(nx, dtype=np.float64) - nx // 2
     y = np.arange(ny, dtype=np.float64) - ny // 2
     xmax, ymax = float(np.abs(x).max()), float(np.abs(y).max())

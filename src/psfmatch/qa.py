@@ -10,7 +10,8 @@ zero-padded).  Recorded per position:
 ``residualRms``
     RMS of ``D`` over the reference stamp's ``P^2`` pixels, divided by ``max R``.
 ``sizeMismatch``
-    ``sigma(S (*) K) / sigma(R) - 1`` with adaptive-moment determinant radii.
+    ``sigma(S (*) K) / sigma(R) - 1`` with adaptive-moment determinant radii,
+    both measured on the reference stamp's ``P^2`` pixels.
 ``ellipticityMismatch``
     ``|e(S (*) K) - e(R)|`` with distortions ``e = (Ixx - Iyy, 2 Ixy) / (Ixx + Iyy)``.
 ``kernelNegativeFraction``
@@ -19,49 +20,67 @@ zero-padded).  Recorded per position:
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from scipy import fft as sfft
 
 from .moments import adaptive_moments
+from .parallel import available_cores
 
-__all__ = ["matched_stamps", "match_quality", "summarize"]
+__all__ = ["matched_stamps", "match_quality", "summarize", "QA_DTYPE"]
 
 
-def matched_stamps(science, kernels):
-    """``S (*) K`` for stacks ``science`` (n, P, P) and ``kernels`` (n, k, k): shape (n, P+k-1, P+k-1)."""
-    S = np.asarray(science, dtype=np.float64)
-    K = np.asarray(kernels, dtype=np.float64)
+#: Precision of the transforms behind :func:`match_quality` (see its Notes).
+QA_DTYPE = np.float32
+
+
+def matched_stamps(science, kernels, dtype=np.float64):
+    """``S (*) K`` for stacks ``science`` (n, P, P) and ``kernels`` (n, k, k): shape (n, P+k-1, P+k-1).
+
+    ``dtype`` is the precision of the transforms (float64, or float32 for about
+    2.5 times less work with a rounding error of about 2e-7 of the peak); the
+    result is float64 either way.
+    """
+    S = np.asarray(science, dtype=dtype)
+    K = np.asarray(kernels, dtype=dtype)
     P, k = S.shape[-1], K.shape[-1]
     n = P + k - 1
     L = sfft.next_fast_len(n, real=True)
     out = sfft.irfft2(sfft.rfft2(S, s=(L, L)) * sfft.rfft2(K, s=(L, L)), s=(L, L))
-    return out[..., :n, :n]
+    return np.asarray(out[..., :n, :n], dtype=np.float64)
 
 
-def _reference_moments(R, Rp):
-    """Adaptive moments of the padded reference stamps, measured once when they are all identical.
+def _reference_moments(R):
+    """Adaptive moments of the reference stamps, measured once when they are all identical.
 
     A constant reference PSF (the usual case) gives the same stamp at every
     position; the moments of one stamp are then broadcast to all.
     """
     if len(R) > 1 and np.array_equal(R, np.broadcast_to(R[0], R.shape)):
-        one = adaptive_moments(Rp[:1])
+        one = adaptive_moments(R[:1])
         return tuple(np.repeat(v, len(R)) for v in one)
-    return adaptive_moments(Rp)
+    return adaptive_moments(R)
 
 
-#: Stacks longer than this are split in halves measured on two threads (every position is independent).
-_PARALLEL_MIN = 256
+#: Stacks are measured in chunks of this many positions: each chunk's arrays stay in the cache
+#: (1.5 times faster than whole-stack arrays of a thousand stamps), and chunks run on the cores in parallel.
+_CHUNK = 256
 
 
 def match_quality(science, reference, kernels) -> dict:
     """Per-position QA arrays (see the module docstring) for stacks of stamps and unit-sum kernels.
 
-    Long stacks are cut in two halves measured concurrently (numpy and
-    pocketfft release the GIL); each position's numbers do not depend on the
-    others', so the result is the same.
+    Long stacks are cut in chunks (:data:`_CHUNK`) measured concurrently
+    (numpy and pocketfft release the GIL); each position's numbers do not
+    depend on the others', so the result is the same.
+
+    Notes
+    -----
+    The matched stamps ``S (*) K`` are computed with single-precision
+    transforms (:data:`QA_DTYPE`): a rounding error of about 2e-7 of the
+    peak, far below any QA threshold (``qaMaxResidual`` is 1e-2), for 2.5 times
+    less work; everything after the transforms is done in double precision.
+    ``residualMax`` values below about 1e-6 therefore only say that the match
+    is at the rounding floor.
 
     Examples
     --------
@@ -82,38 +101,33 @@ def match_quality(science, reference, kernels) -> dict:
     R = np.asarray(reference, dtype=np.float64)
     K = np.asarray(kernels, dtype=np.float64)
     n = len(S)
-    if n > _PARALLEL_MIN and _cores() > 1:
+    if n <= _CHUNK:
+        return _match_quality(S, R, K)
+    chunks = [slice(i, min(n, i + _CHUNK)) for i in range(0, n, _CHUNK)]
+    nthreads = min(available_cores(), len(chunks))
+    if nthreads > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        m = (n + 1) // 2
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            parts = list(pool.map(lambda sl: _match_quality(S[sl], R[sl], K[sl]), (slice(0, m), slice(m, n))))
-        return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
-    return _match_quality(S, R, K)
-
-
-def _cores():
-    env = os.environ.get("PSFMATCH_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=nthreads) as pool:
+            parts = list(pool.map(lambda sl: _match_quality(S[sl], R[sl], K[sl]), chunks))
+    else:
+        parts = [_match_quality(S[sl], R[sl], K[sl]) for sl in chunks]
+    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 
 def _match_quality(S, R, K):
     P, k = S.shape[-1], K.shape[-1]
     h = k // 2
-    m = matched_stamps(S, K)
-    Rp = np.zeros_like(m)
-    Rp[:, h:h + P, h:h + P] = R
-    D = m - Rp
+    m = matched_stamps(S, K, QA_DTYPE)
+    D = m.copy()
+    D[:, h:h + P, h:h + P] -= R
     peak = R.max(axis=(1, 2))
     res_max = np.abs(D).max(axis=(1, 2)) / peak
     res_rms = np.sqrt(np.mean(D[:, h:h + P, h:h + P] ** 2, axis=(1, 2))) / peak
-    mi = adaptive_moments(m)
-    ri = _reference_moments(R, Rp)
+    # both shapes on the reference stamp's pixels (the matched stamp's centre is the same pixel); the
+    # adaptive weight of a PSF that fits its stamp is below 1e-13 of its peak outside
+    mi = adaptive_moments(m[:, h:h + P, h:h + P])
+    ri = _reference_moments(R)
     det_m = np.clip(mi[0] * mi[1] - mi[2] ** 2, 1e-300, None) ** 0.25
     det_r = np.clip(ri[0] * ri[1] - ri[2] ** 2, 1e-300, None) ** 0.25
     size = det_m / det_r - 1.0

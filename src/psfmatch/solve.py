@@ -95,13 +95,15 @@ def _blas_threads(libs, n):
 
 
 def single_threaded_blas():
-    """A context in which BLAS runs on one thread, when ``threadpoolctl`` is installed (else a no-op).
+    """A context in which BLAS runs on one thread (through ``threadpoolctl``; a no-op without it).
 
     The fit's dense problems (a thousand 26 x 26 systems, a 156 x 156 spatial
     system, matrix products of a few hundred columns) are far too small to
     share between BLAS threads: on a machine whose cores are busy, OpenBLAS's
     threads wait for each other and such calls become ten to a hundred times
-    slower.  ``threadpoolctl`` is optional; without it nothing changes.
+    slower; even on an idle 2-core machine the normal equations of a thousand
+    candidates take twice as long.  ``threadpoolctl`` is a dependency of
+    psfmatch; should it be missing, nothing changes but the speed.
     """
     if not _BLAS_CONTROLLER:
         libs = []
@@ -452,6 +454,20 @@ def _eigh(A):
 _LU_MAX_COND = 1e10
 
 
+#: Stacks of at least this many systems have their eigenvalues computed on several threads.
+_PARALLEL_EIG_MIN = 256
+
+
+def _eigvalsh_parallel(Ms):
+    """``numpy.linalg.eigvalsh`` of a stack, split between the cores for long stacks (LAPACK releases the GIL)."""
+    nthreads = min(available_cores(), len(Ms) // (_PARALLEL_EIG_MIN // 2))
+    if nthreads < 2:
+        return np.linalg.eigvalsh(Ms)
+    parts = np.array_split(np.arange(len(Ms)), nthreads)
+    with ThreadPoolExecutor(max_workers=nthreads) as pool:
+        return np.concatenate(list(pool.map(lambda ix: np.linalg.eigvalsh(Ms[ix[0]:ix[-1] + 1]), parts)))
+
+
 def _solve_gram_batched(Ms, bs, d, cut):
     """:func:`solve_gram` for a stack of scaled systems, with the same results to rounding.
 
@@ -468,7 +484,7 @@ def _solve_gram_batched(Ms, bs, d, cut):
     Ms = Ms.reshape(-1, N, N)
     bs = bs.reshape(-1, N)
     d = d.reshape(-1, N)
-    w = np.linalg.eigvalsh(Ms)
+    w = _eigvalsh_parallel(Ms)
     s = np.sqrt(np.clip(w, 0, None))
     smax = s.max(axis=-1, keepdims=True)
     keep = (s > cut * smax) & (smax > 0)
@@ -507,7 +523,7 @@ def solve_candidates(eq: NormalEquations, rcond, reg=None):
         ``|S (*) K - R|^2`` (plus the penalty if regularized) at the solution.
     """
     x, rank, cond = solve_gram(eq.M, eq.b, rcond)
-    chi2 = eq.yy - 2 * np.einsum("ni,ni->n", x, eq.b) + np.einsum("ni,nij,nj->n", x, eq.M, x)
+    chi2 = eq.yy - 2 * np.einsum("ni,ni->n", x, eq.b) + (x[:, None, :] @ eq.M @ x[:, :, None])[:, 0, 0]
     coeffs = np.concatenate([np.ones((len(x), 1)), x], axis=1)
     return coeffs, rank, cond, chi2
 

@@ -43,7 +43,7 @@ from .image import Exposure
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel
 from .kernel.spatial import SpatialFunction, full_column_rank
-from .psf.base import as_psf, pad_or_crop
+from .psf.base import as_psf, compute_kernel_images, pad_or_crop, pad_or_crop_stack
 from .qa import match_quality, summarize
 from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
                     solve_candidates, solve_spatial, transform_equations)
@@ -333,7 +333,7 @@ class ModelPsfMatchTask:
             task = type(self)(config=choice.config, name=self.name)
             auto_md = choice.metadata
         fit = task.fitKernel(sci if survey is None else SurveyCachedPsf(sci, survey), ref, bbox, kernelSum,
-                             _preflight=False)
+                             _preflight=False, _cellSet=cellSet)
         md = fit.metadata
         qa = md.setdefault("qa", {})
         flags = []
@@ -361,7 +361,8 @@ class ModelPsfMatchTask:
         return fit
 
     # ------------------------------------------------------------------
-    def fitKernel(self, sciencePsf, referencePsfModel, bbox: Box2I, kernelSum=1.0, *, _preflight=True) -> KernelFit:
+    def fitKernel(self, sciencePsf, referencePsfModel, bbox: Box2I, kernelSum=1.0, *, _preflight=True,
+                  _cellSet=None) -> KernelFit:
         """Fit the spatially varying matching kernel over ``bbox`` (no convolution).
 
         Before anything is fitted, both PSFs are surveyed at the cell centres and
@@ -400,19 +401,21 @@ class ModelPsfMatchTask:
         ref = as_psf(referencePsfModel)
         md: dict = {"kernelBasisSet": kc.kernelBasisSet, "kernelSum": ks, "notes": []}
 
-        cellSet = SpatialCellSet(bbox, kc.sizeCellX, kc.sizeCellY, kc.candidatePlacement)
+        cellSet = _cellSet  # the survey's (still empty) cell set, when it has this fit's geometry
+        if cellSet is None or (cellSet.bbox, cellSet.sizeCellX, cellSet.sizeCellY, cellSet.placement) != (
+                bbox, kc.sizeCellX, kc.sizeCellY, kc.candidatePlacement) or any(c.candidates for c in cellSet.cells):
+            cellSet = SpatialCellSet(bbox, kc.sizeCellX, kc.sizeCellY, kc.candidatePlacement)
         positions = cellSet.cell_centers()
         md["nCells"] = len(positions)
 
         # realize the science PSF at every cell centre (this is also the size survey)
-        cands, sci_imgs = [], []
+        cands = []
+        sci_imgs, sci_errors = compute_kernel_images(sci, positions)  # vectorized where the model allows
         for i, pos in enumerate(positions):
             cand = KernelCandidate(i, pos.x, pos.y)
-            try:
-                sci_imgs.append(sci.computeKernelImage(pos))
-            except PsfEvaluationError as exc:
+            exc = sci_errors.get(i)
+            if exc is not None:
                 cand.setStatus(CandidateStatus.BAD, f"science PSF: {exc}")
-                sci_imgs.append(None)
                 log.warning("Candidate %d at (%.1f, %.1f) rejected: %s", i, pos.x, pos.y, exc)
             cellSet.insertCandidate(cand)
             cands.append(cand)
@@ -477,7 +480,7 @@ class ModelPsfMatchTask:
         # a reference that does not vary is realized once and shared (read-only) by every candidate
         ref_const = not bool(getattr(refResized, "isSpatiallyVarying", lambda: True)())
         R_once = None
-        S_list, R_list, used = [], [], []
+        R_list, used = [], []
         for i in good:
             cand = cands[i]
             try:
@@ -494,17 +497,16 @@ class ModelPsfMatchTask:
             except PsfEvaluationError as exc:
                 cand.setStatus(CandidateStatus.BAD, f"reference PSF: {exc}")
                 continue
-            S = pad_or_crop(sci_imgs[i], psfSize, psfSize)
-            cand.science, cand.reference = S, R
-            S_list.append(S)
             R_list.append(R)
             used.append(i)
         if not used:
             raise NoKernelCandidatesError(
                 f"the reference PSF could not be evaluated at any of the {len(good)} cell centres where the science "
                 f"PSF could, so no candidate constrains the kernel ({_rejections(cands)})")
-        S_all = np.array(S_list)
+        S_all = pad_or_crop_stack([sci_imgs[i] for i in used], psfSize, psfSize)
         R_all = np.broadcast_to(R_once, (len(used),) + R_once.shape) if R_once is not None else np.array(R_list)
+        for j, i in enumerate(used):
+            cands[i].science, cands[i].reference = S_all[j], R_once if R_once is not None else R_all[j]
 
         # identical stamp pairs share one set of normal equations
         keys = {}
@@ -586,13 +588,17 @@ class ModelPsfMatchTask:
         md["spatialKernelSum"] = kernel.getSum(bbox.getCenter())
         log.debug("Spatial kernel built with %d candidates", len(goodj))
 
-        # QA at the candidates and between them
-        qa_c = self._qa(kernel, S_all[goodj], R_all[goodj], xs, ys)
+        # QA at the candidates and between them, in one batch
+        Sb, Rb, xb, yb = self._between_stamps(sci, refResized, cellSet, psfSize)
+        nc = len(goodj)
+        q = self._qa(kernel, np.concatenate([S_all[goodj], Sb]), np.concatenate([R_all[goodj], Rb]),
+                     np.concatenate([xs, xb]), np.concatenate([ys, yb]))
+        qa_c = {name: v[:nc] for name, v in q.items()}
         for n_, j in enumerate(goodj):
             cand = cands[used[j]]
             cand.qa = {name: float(v[n_]) for name, v in qa_c.items()}
-        md["qa"] = {"candidates": summarize(qa_c), "between": self._qa_between(kernel, sci, refResized, cellSet,
-                                                                               psfSize)}
+        md["qa"] = {"candidates": summarize(qa_c),
+                    "between": summarize({name: v[nc:] for name, v in q.items()}) if len(xb) else {"n": 0}}
         md["fitTime"] = time.perf_counter() - t0
         return KernelFit(kernel, cellSet, md, refResized, psfSize)
 
@@ -600,15 +606,21 @@ class ModelPsfMatchTask:
     def _candidate_solutions(self, basis: KernelBasis, S, R, regularize=True):
         """Normal equations (reduced, in the constrained basis) and each candidate's own solution."""
         kc = self.kConfig
-        builder = GramBuilder(basis, kc.fitRegion)
-        raw = builder.build(S, R)
-        if regularize and self.useRegularization and basis.kind == "delta-function":
-            lam = lambda_for(kc, raw.M, self.hMat)
-            raw = NormalEquations(raw.M + lam[:, None, None] * self.hMat[None], raw.b, raw.yy)
         imgs, order, ratios, s_p = constrained_basis(basis)
-        eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
-        coeffs, rank, cond, _ = solve_candidates(eq, kc.solveRcond)
         cbasis = KernelBasis(imgs, basis.kind, dict(basis.description))
+        if basis.kind == "delta-function":
+            # the Gram of a delta-function basis is a gather of autocorrelation lags (and the regularization
+            # is defined on its pixels): build it in the raw basis and transform the equations
+            raw = GramBuilder(basis, kc.fitRegion).build(S, R)
+            if regularize and self.useRegularization:
+                lam = lambda_for(kc, raw.M, self.hMat)
+                raw = NormalEquations(raw.M + lam[:, None, None] * self.hMat[None], raw.b, raw.yy)
+            eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
+        else:
+            # the constraint is a fixed linear change of basis: build the equations in the constrained
+            # basis directly instead of transforming a thousand Gram matrices afterwards
+            eq = reduce_constrained(GramBuilder(cbasis, kc.fitRegion).build(S, R))
+        coeffs, rank, cond, _ = solve_candidates(eq, kc.solveRcond)
         return eq, cbasis, coeffs, rank, cond
 
     def _qa(self, kernel, S, R, xs, ys):
@@ -618,32 +630,29 @@ class ModelPsfMatchTask:
             kimgs = kernel.computeImages(xs, ys) / kernel.kernel_sum
             return match_quality(S, R, kimgs)
 
-    def _qa_between(self, kernel, sci, ref, cellSet, psfSize):
+    def _between_stamps(self, sci, ref, cellSet, psfSize):
+        """Science and reference stamps at the held-out QA positions (at most ``qaMaxPositions``).
+
+        Returns ``(S, R, xs, ys)``; positions where either PSF fails are left out.
+        """
         pts = cellSet.between_positions()
         nmax = self.config.qaMaxPositions
         if len(pts) > nmax:
             idx = np.round(np.linspace(0, len(pts) - 1, nmax)).astype(int)
             pts = [pts[i] for i in idx]
         ref_const = not bool(getattr(ref, "isSpatiallyVarying", lambda: True)())
-        r_once = None
-        S, R, xs, ys = [], [], [], []
-        for p in pts:
-            try:
-                s = pad_or_crop(sci.computeKernelImage(p), psfSize, psfSize)
-                r = r_once if r_once is not None else ref.computeKernelImage(p)
-            except PsfEvaluationError:
-                continue
-            if r.shape != (psfSize, psfSize):
-                r = pad_or_crop(r, psfSize, psfSize)
-            if ref_const:
-                r_once = r
-            S.append(s)
-            R.append(r)
-            xs.append(p.x)
-            ys.append(p.y)
-        if not S:
-            return {"n": 0}
-        return summarize(self._qa(kernel, np.array(S), np.array(R), np.array(xs), np.array(ys)))
+        sci_imgs, sci_err = compute_kernel_images(sci, pts)
+        ok = [i for i in range(len(pts)) if i not in sci_err]
+        if ref_const:
+            one, ref_err = compute_kernel_images(ref, [pts[ok[0]]] if ok else [])
+            ref_imgs = {i: one[0] for i in ok} if ok and not ref_err else {}
+        else:
+            imgs, ref_err = compute_kernel_images(ref, [pts[i] for i in ok])
+            ref_imgs = {i: im for i, im in zip(ok, imgs) if im is not None}
+        keep = [i for i in ok if i in ref_imgs]
+        S = pad_or_crop_stack([sci_imgs[i] for i in keep], psfSize, psfSize)
+        R = pad_or_crop_stack([ref_imgs[i] for i in keep], psfSize, psfSize)
+        return S, R, np.array([pts[i].x for i in keep]), np.array([pts[i].y for i in keep])
 
 
 def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None):

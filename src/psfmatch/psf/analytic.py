@@ -14,7 +14,8 @@ from ..errors import InvalidInputError
 from ..geom import Box2I, Point2D
 from .base import Psf, _check_odd_size
 
-__all__ = ["GaussianPsf", "DoubleGaussianPsf", "MoffatPsf", "VariableGaussianPsf", "elliptical_gaussian"]
+__all__ = ["GaussianPsf", "DoubleGaussianPsf", "MoffatPsf", "VariableGaussianPsf", "elliptical_gaussian",
+           "elliptical_gaussian_stack"]
 
 
 def _positive(name, value):
@@ -67,6 +68,28 @@ def elliptical_gaussian(width, height, ixx, iyy, ixy=0.0, dx=0.0, dy=0.0) -> np.
     if cross:
         img *= np.exp(cross * xy)
     return img / img.sum()
+
+
+def elliptical_gaussian_stack(width, height, ixx, iyy, ixy):
+    """:func:`elliptical_gaussian` (centred) for arrays of covariances: a stack (n, height, width).
+
+    The same separable evaluation, vectorized over the stamps; returns None when
+    some stamp would need the direct form (its factors could overflow), for the
+    caller to evaluate one by one.
+    """
+    ixx, iyy, ixy = (np.asarray(v, dtype=np.float64) for v in (ixx, iyy, ixy))
+    det = ixx * iyy - ixy * ixy
+    if not np.all(det > 0):
+        return None
+    x, y, xy = _axes(width, height)
+    cross = ixy / det
+    if np.any(np.abs(cross) * float(np.abs(xy).max()) > 300.0):
+        return None
+    img = (np.exp((-0.5 * ixx / det)[:, None] * (y * y)[None, :])[:, :, None]
+           * np.exp((-0.5 * iyy / det)[:, None] * (x * x)[None, :])[:, None, :])
+    if np.any(cross):
+        img *= np.exp(cross[:, None, None] * xy[None])
+    return img / img.sum(axis=(1, 2), keepdims=True)
 
 
 class _AnalyticPsf(Psf):
@@ -298,8 +321,8 @@ class VariableGaussianPsf(_AnalyticPsf):
             order += 1
         return out
 
-    def parameters(self, position):
-        """``(sigma, e1, e2)`` at ``position``."""
+    def parameters(self, position, _arrays=False):
+        """``(sigma, e1, e2)`` at ``position`` (with ``_arrays``, ``position`` is a pair of coordinate arrays)."""
         x, y = position
         fast = self.__dict__.get("_fast")
         if fast is None:  # plain floats: the same IEEE arithmetic as on numpy scalars, without their overhead
@@ -310,6 +333,8 @@ class VariableGaussianPsf(_AnalyticPsf):
         x0, w, y0, h, coeffs = fast
         u = (x - x0) / w * 2 - 1
         v = (y - y0) / h * 2 - 1
+        if _arrays:
+            return tuple(np.broadcast_to(self._poly(c, u, v), np.shape(u)).astype(np.float64) for c in coeffs)
         return tuple(float(self._poly(c, u, v)) for c in coeffs)
 
     def _image_at(self, x, y, dx, dy):
@@ -319,6 +344,14 @@ class VariableGaussianPsf(_AnalyticPsf):
                                     "are not a valid Gaussian here")
         s2 = s * s
         return elliptical_gaussian(self._w, self._h, s2 * (1 + e1), s2 * (1 - e1), s2 * e2, dx, dy)
+
+    def _kernel_images(self, xs, ys):
+        s, e1, e2 = self.parameters((np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)),
+                                    _arrays=True)
+        if not np.all((s > 0) & (e1 * e1 + e2 * e2 < 1)):
+            return None  # the one-by-one path names the first bad position
+        s2 = s * s
+        return elliptical_gaussian_stack(self._w, self._h, s2 * (1 + e1), s2 * (1 - e1), s2 * e2)
 
     def getAveragePosition(self):
         return self._bbox.getCenter()

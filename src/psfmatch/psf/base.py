@@ -25,6 +25,7 @@ supports the whole protocol.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -34,7 +35,8 @@ from ..errors import InvalidInputError, PsfComputeShapeError, PsfEvaluationError
 from ..geom import Box2I, Point2D, as_point
 from ..moments import Quadrupole, adaptive_moments
 
-__all__ = ["Psf", "PsfAdapter", "as_psf", "validate_kernel_image", "pad_or_crop", "shift_image"]
+__all__ = ["Psf", "PsfAdapter", "as_psf", "validate_kernel_image", "pad_or_crop", "shift_image",
+           "compute_kernel_images", "pad_or_crop_stack"]
 
 
 def validate_kernel_image(image, who="PSF", position=None, normalize=True) -> np.ndarray:
@@ -74,22 +76,111 @@ def validate_kernel_image(image, who="PSF", position=None, normalize=True) -> np
     return arr
 
 
+def _defining_depth(cls, name):
+    """Index in ``cls.__mro__`` of the class that defines ``name``."""
+    return next(i for i, c in enumerate(cls.__mro__) if name in c.__dict__)
+
+
+@functools.lru_cache(maxsize=None)
+def _vectorized_is_current(cls) -> bool:
+    """True when ``cls``'s ``_kernel_images`` is at least as derived as its ``_kernel_image`` and ``_image_at``.
+
+    A subclass that overrides the one-position evaluation (to change the model,
+    or to fail in some region) but inherits a parent's vectorized evaluation
+    must not be served by the parent's: it is then evaluated position by position.
+    """
+    depth = _defining_depth(cls, "_kernel_images")
+    return all(depth <= _defining_depth(cls, name) for name in ("_kernel_image", "_image_at"))
+
+
+def _validate_stack(stack, psf, xs, ys) -> np.ndarray:
+    """:func:`validate_kernel_image` for a vectorized stack: unit-sum float64, or the first bad stamp's error."""
+    arr = np.array(stack, dtype=np.float64, copy=True)
+    if arr.ndim != 3 or arr.shape[0] != len(xs):
+        raise PsfEvaluationError(f"{psf.name} vectorized kernel images have shape {arr.shape}; expected "
+                                 f"({len(xs)}, height, width)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = arr.sum(axis=(1, 2))
+    ok = np.isfinite(total) & (total > 0) & np.isfinite(arr).all(axis=(1, 2))
+    if arr.shape[1] % 2 == 0 or arr.shape[2] % 2 == 0 or arr.shape[1] * arr.shape[2] == 0 or not ok.all():
+        i = int(np.flatnonzero(~ok)[0]) if not ok.all() else 0
+        validate_kernel_image(arr[i], psf.name, (xs[i], ys[i]))  # raises with the specific message
+    arr /= total[:, None, None]
+    return arr
+
+
+def compute_kernel_images(psf, positions):
+    """Kernel images of ``psf`` at ``positions``, with the positions where it fails.
+
+    Uses the model's vectorized :meth:`Psf.computeKernelImages` when it has one
+    (any :class:`Psf`); when that fails, or for other objects, every position is
+    evaluated on its own so that only the failing ones are lost.
+
+    Returns
+    -------
+    images : list
+        ``images[i]`` is the stamp at ``positions[i]`` (a 2-d array), or None where it failed.
+    errors : dict
+        ``{i: PsfEvaluationError}`` for the failures.
+    """
+    positions = list(positions)
+    if not positions:
+        return [], {}
+    batch = getattr(psf, "computeKernelImages", None)
+    if callable(batch):
+        try:
+            return list(batch(positions)), {}
+        except PsfEvaluationError:
+            pass  # find which positions fail, one by one
+    images, errors = [], {}
+    for i, p in enumerate(positions):
+        try:
+            images.append(psf.computeKernelImage(p))
+        except PsfEvaluationError as exc:
+            images.append(None)
+            errors[i] = exc
+    return images, errors
+
+
 def pad_or_crop(image, width, height) -> np.ndarray:
     """Centre ``image`` on a ``height x width`` canvas, zero-padding or cropping symmetrically.
 
     The centre pixel stays the centre pixel; sizes must be odd.
     """
     image = np.asarray(image)
-    h, w = image.shape
+    src, dst = _centring_slices(image.shape, width, height)
+    out = np.zeros((height, width), dtype=image.dtype)
+    out[dst] = image[src]
+    return out
+
+
+def _centring_slices(shape, width, height):
+    """Slices ``(source, destination)`` that centre a stamp of ``shape`` on a ``height x width`` canvas."""
+    h, w = shape
     if width % 2 == 0 or height % 2 == 0:
         raise InvalidInputError(f"stamp sizes must be odd; got {width}x{height}")
-    out = np.zeros((height, width), dtype=image.dtype)
     # offsets of the source in the destination (negative: crop)
     oy, ox = height // 2 - h // 2, width // 2 - w // 2
     sy0, sx0 = max(0, -oy), max(0, -ox)
     dy0, dx0 = max(0, oy), max(0, ox)
     ny, nx = min(h - sy0, height - dy0), min(w - sx0, width - dx0)
-    out[dy0:dy0 + ny, dx0:dx0 + nx] = image[sy0:sy0 + ny, sx0:sx0 + nx]
+    return ((slice(sy0, sy0 + ny), slice(sx0, sx0 + nx)), (slice(dy0, dy0 + ny), slice(dx0, dx0 + nx)))
+
+
+def pad_or_crop_stack(images, width, height) -> np.ndarray:
+    """:func:`pad_or_crop` of every stamp of ``images`` (a stack or a list of 2-d arrays): a new (n, height, width) array.
+
+    Stamps of one shape (the usual case) are placed in one operation.
+    """
+    if len(images) == 0:
+        return np.zeros((0, height, width))
+    shapes = {np.shape(im) for im in images}
+    if len(shapes) > 1:
+        return np.array([pad_or_crop(im, width, height) for im in images])
+    arr = np.asarray(images)
+    src, dst = _centring_slices(arr.shape[1:], width, height)
+    out = np.zeros((len(arr), height, width), dtype=arr.dtype)
+    out[(slice(None),) + dst] = arr[(slice(None),) + src]
     return out
 
 
@@ -141,6 +232,48 @@ class Psf:
             raise PsfEvaluationError(
                 f"{self.name} could not be evaluated at ({x:.6g}, {y:.6g}): {type(exc).__name__}: {exc}") from exc
         return validate_kernel_image(img, self.name, (x, y))
+
+    def _kernel_images(self, xs, ys):
+        """Vectorized :meth:`_kernel_image`: an (n, h, w) stack, or None where the model has none."""
+        return None
+
+    def computeKernelImages(self, positions) -> np.ndarray:
+        """:meth:`computeKernelImage` at many positions at once: a stack (n, h, w).
+
+        A model that does not vary is evaluated once; models with a vectorized
+        evaluation (``_kernel_images``, e.g. :class:`VariableGaussianPsf`)
+        realize every stamp in a few array operations; the others are evaluated
+        one position at a time.  Every stamp is validated as by
+        :meth:`computeKernelImage`.
+
+        Raises
+        ------
+        PsfEvaluationError
+            If the model fails at one of the positions (the message names the first),
+            or its stamps do not all have one shape.
+        """
+        pts = [as_point(p) for p in positions]
+        if not pts:
+            return np.empty((0, 1, 1))
+        xs = np.array([p[0] for p in pts], dtype=np.float64)
+        ys = np.array([p[1] for p in pts], dtype=np.float64)
+        if not self.isSpatiallyVarying():  # a constant model: one stamp serves every position
+            one = self._checked_kernel(xs[0], ys[0])
+            return np.array(np.broadcast_to(one, (len(pts),) + one.shape))
+        try:
+            stack = self._kernel_images(xs, ys) if _vectorized_is_current(type(self)) else None
+        except PsfEvaluationError:
+            raise
+        except Exception:  # a vectorized failure: the one-by-one path names the position and the cause
+            stack = None
+        if stack is None:
+            imgs = [self._checked_kernel(x, y) for x, y in zip(xs, ys)]
+            shapes = {im.shape for im in imgs}
+            if len(shapes) > 1:
+                raise PsfEvaluationError(f"{self.name} kernel images differ in shape between positions "
+                                         f"({sorted(shapes)}); computeKernelImages needs one shape")
+            return np.array(imgs)
+        return _validate_stack(stack, self, xs, ys)
 
     def computeKernelImage(self, position=None) -> np.ndarray:
         """The PSF at ``position``, centred on the centre pixel of an odd stamp, unit sum, float64.
