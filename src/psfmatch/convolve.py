@@ -62,7 +62,7 @@ How it is fast
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
 
 import numpy as np
 from scipy import fft as sfft
@@ -70,7 +70,7 @@ from scipy import fft as sfft
 from .errors import MemoryLimitError
 from .geom import Box2D
 from .image import MaskedImage
-from .parallel import available_cores
+from .parallel import available_cores, shared_pool
 from .progress import progress_bar
 from .kernel.kernel import LinearCombinationKernel
 from .kernel.spatial import SpatialFunction
@@ -573,6 +573,74 @@ class _PlaneTransform:
         return acc
 
 
+def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, bad, bad_rows, any_bad, k, tile, rdtype,
+                    cdtype, pool, nworkers):
+    """The image and variance planes, tile by tile (see the module docstring).
+
+    ``pool`` (None: this thread) runs the batches of tiles on ``nworkers`` threads.
+    """
+    H, W = srcs[0].shape
+    h = k // 2
+    bbox = masked_image.getBBox()
+    Ly, Lx, Cy, Cx = _geometry(H, W, k, tile)
+    x0, y0 = masked_image.getXY0()
+    box = Box2D(bbox)
+    order_v = max(p + q for (p, q), _ in var_terms)
+    # the variance's term spectra (15 transforms for order 2) are prepared on another thread meanwhile
+    var_tr = pool.submit(_PlaneTransform, var_terms, Ly, Lx, h, cdtype) if pool is not None else None
+    planes = []
+    for terms, src, dst, o in ((img_terms, srcs[0], dsts[0], order), (var_terms, srcs[1], dsts[1], order_v)):
+        if var_tr is not None and terms is var_terms:
+            tr = var_tr.result()
+        else:
+            tr = _PlaneTransform(terms, Ly, Lx, h, cdtype)
+        Ty = _chebyshev(y0 + np.arange(H), box.getMinY(), box.getMaxY(), o, rdtype)
+        Tx = _chebyshev(x0 + np.arange(W), box.getMinX(), box.getMaxX(), o, rdtype)
+        planes.append((tr, src, dst, Ty, Tx))
+    ny_out, nx_out = H - 2 * h, W - 2 * h
+    ntx = -(-nx_out // Cx)
+    nty = -(-ny_out // Cy)
+    per_batch = max(1, min(ntx, _BATCH_PIXELS // (Ly * Lx)))
+    if pool is not None:  # enough jobs to keep every thread busy to the end (a 3x3 grid is 9 jobs, not 3)
+        per_batch = max(1, min(per_batch, (nty * ntx) // (4 * nworkers)))
+    jobs = [(ity, bx0, min(ntx, bx0 + per_batch)) for ity in range(nty) for bx0 in range(0, ntx, per_batch)]
+
+    def run(job):
+        ity, t0, t1 = job
+        ys = h + ity * Cy
+        ny = min(Cy, H - h - ys)
+        n = t1 - t0
+        rows_bad = any_bad and bool(bad_rows[ys - h:ys + ny + h].any())
+        for tr, src, dst, Ty, Tx in planes:
+            block = np.zeros((n, Ly, Lx), dtype=rdtype)
+            for i in range(n):
+                xs = h + (t0 + i) * Cx
+                nx = min(Cx, W - h - xs)
+                view = block[i, :ny + 2 * h, :nx + 2 * h]
+                view[...] = src[ys - h:ys + ny + h, xs - h:xs + nx + h]
+                if rows_bad:
+                    view[bad[ys - h:ys + ny + h, xs - h:xs + nx + h]] = 0
+            Yw = Ty[:, ys:ys + ny, None]
+            Xw = np.zeros((Tx.shape[0], n, 1, Cx), dtype=rdtype)
+            for i in range(n):
+                xs = h + (t0 + i) * Cx
+                nx = min(Cx, W - h - xs)
+                Xw[:, i, 0, :nx] = Tx[:, xs:xs + nx]
+            acc = tr.apply(block, ny, Yw, Xw)
+            for i in range(n):
+                xs = h + (t0 + i) * Cx
+                nx = min(Cx, W - h - xs)
+                dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
+
+    label = "convolve image and variance"
+    if pool is not None and len(jobs) > 1:
+        for _ in progress_bar(pool.map(run, jobs), desc=label, total=len(jobs)):
+            pass
+    else:
+        for job in progress_bar(jobs, desc=label):
+            run(job)
+
+
 def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKernel, *,
                           mask_threshold: float = 1e-3, tile: int = 512, max_memory_bytes=None,
                           workers=None) -> MaskedImage:
@@ -622,13 +690,6 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
                 f"{max_memory_bytes / 2**30:.2f} GiB; raise config.maxMemoryGiB or lower config.convolveTileSize")
 
     no_data_bit = mask_obj.getPlaneBitMask("NO_DATA") if "NO_DATA" in mask_obj.getMaskPlaneDict() else 0
-    bad = ~np.isfinite(img)
-    bad |= ~np.isfinite(var)
-    if no_data_bit:
-        bad |= (mask & no_data_bit) != 0
-    any_bad = bool(bad.any())
-    bad_rows = bad.any(axis=1) if any_bad else None
-
     out_img = np.empty((H, W), dtype=img.dtype)
     out_var = np.empty((H, W), dtype=var.dtype)
     out_mask = np.zeros((H, W), dtype=np.int32)
@@ -637,63 +698,28 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
         """OR the bits under the kernel footprint into ``out_mask`` (the border and missing data come after)."""
         dilate_mask(mask, mask_footprint(kernel, mask_threshold), exclude=no_data_bit, out=out_mask)
 
-    if H > 2 * h and W > 2 * h:
-        Ly, Lx, Cy, Cx = _geometry(H, W, k, tile)
-        x0, y0 = masked_image.getXY0()
-        box = Box2D(bbox)
-        order_v = max(p + q for (p, q), _ in var_terms)
-        planes = []
-        for terms, src, dst, o in ((img_terms, img, out_img, order), (var_terms, var, out_var, order_v)):
-            tr = _PlaneTransform(terms, Ly, Lx, h, cdtype)
-            Ty = _chebyshev(y0 + np.arange(H), box.getMinY(), box.getMaxY(), o, rdtype)
-            Tx = _chebyshev(x0 + np.arange(W), box.getMinX(), box.getMaxX(), o, rdtype)
-            planes.append((tr, src, dst, Ty, Tx))
-        ny_out, nx_out = H - 2 * h, W - 2 * h
-        ntx = -(-nx_out // Cx)
-        nty = -(-ny_out // Cy)
-        per_batch = max(1, min(ntx, _BATCH_PIXELS // (Ly * Lx)))
-        jobs = [(ity, bx0, min(ntx, bx0 + per_batch)) for ity in range(nty) for bx0 in range(0, ntx, per_batch)]
-
-        def run(job):
-            ity, t0, t1 = job
-            ys = h + ity * Cy
-            ny = min(Cy, H - h - ys)
-            n = t1 - t0
-            rows_bad = any_bad and bool(bad_rows[ys - h:ys + ny + h].any())
-            for tr, src, dst, Ty, Tx in planes:
-                block = np.zeros((n, Ly, Lx), dtype=rdtype)
-                for i in range(n):
-                    xs = h + (t0 + i) * Cx
-                    nx = min(Cx, W - h - xs)
-                    view = block[i, :ny + 2 * h, :nx + 2 * h]
-                    view[...] = src[ys - h:ys + ny + h, xs - h:xs + nx + h]
-                    if rows_bad:
-                        view[bad[ys - h:ys + ny + h, xs - h:xs + nx + h]] = 0
-                Yw = Ty[:, ys:ys + ny, None]
-                Xw = np.zeros((Tx.shape[0], n, 1, Cx), dtype=rdtype)
-                for i in range(n):
-                    xs = h + (t0 + i) * Cx
-                    nx = min(Cx, W - h - xs)
-                    Xw[:, i, 0, :nx] = Tx[:, xs:xs + nx]
-                acc = tr.apply(block, ny, Yw, Xw)
-                for i in range(n):
-                    xs = h + (t0 + i) * Cx
-                    nx = min(Cx, W - h - xs)
-                    dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
-
-        label = "convolve image and variance"
-        if nworkers > 1 and len(jobs) > 1:
-            # the mask's dilation (one thread, mostly outside the GIL) runs beside the tiles instead of
-            # after them: it writes only out_mask, which no tile touches
-            with ThreadPoolExecutor(max_workers=min(nworkers, len(jobs))) as pool:
-                mask_job = pool.submit(propagate_mask)
-                for _ in progress_bar(pool.map(run, jobs), desc=label, total=len(jobs)):
-                    pass
-                mask_job.result()
-        else:
-            for job in progress_bar(jobs, desc=label):
-                run(job)
-            propagate_mask()
+    tiled = H > 2 * h and W > 2 * h
+    pool = shared_pool(nworkers) if tiled else None
+    if pool is not None:
+        # the mask's dilation (mostly outside the GIL) runs beside the set-up and the tiles: it writes
+        # only out_mask, which no tile touches
+        mask_job = pool.submit(propagate_mask)
+    bad = ~np.isfinite(img)
+    bad |= ~np.isfinite(var)
+    if no_data_bit:
+        bad |= (mask & no_data_bit) != 0
+    any_bad = bool(bad.any())
+    bad_rows = bad.any(axis=1) if any_bad else None
+    if tiled:
+        try:
+            _convolve_tiles(masked_image, img_terms, var_terms, order, (img, var), (out_img, out_var), bad,
+                            bad_rows, any_bad, k, tile, rdtype, cdtype, pool, nworkers)
+        except BaseException:
+            if pool is not None:  # leave nothing running behind the error
+                futures.wait([mask_job])
+            raise
+    if pool is not None:
+        mask_job.result()
     else:
         propagate_mask()
 

@@ -1,10 +1,18 @@
-"""How many threads psfmatch's own loops may use."""
+"""How many threads psfmatch's own loops may use, and the threads they run on."""
 
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["available_cores"]
+__all__ = ["available_cores", "shared_pool"]
+
+#: Name prefix of the threads of :func:`shared_pool`.
+_PREFIX = "psfmatch-worker"
+
+_POOLS: dict = {}
+_LOCK = threading.Lock()
 
 
 def available_cores() -> int:
@@ -19,3 +27,34 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def shared_pool(nthreads: int):
+    """A persistent pool of ``nthreads`` threads shared by psfmatch's loops, or None to run serially.
+
+    Starting threads costs several milliseconds each, a large part of the
+    fit and of the convolution of a small exposure when every loop starts its
+    own pool; the pool is therefore started once per process (and per size)
+    and kept.  Returns None when ``nthreads < 2`` or when called from one of
+    the pool's own threads (a task that waited on tasks of the same pool
+    could deadlock it).  Tasks must not submit work to the pool themselves.
+    """
+    if nthreads < 2 or threading.current_thread().name.startswith(_PREFIX):
+        return None
+    with _LOCK:
+        pool = _POOLS.get(nthreads)
+        if pool is None:
+            pool = _POOLS[nthreads] = ThreadPoolExecutor(max_workers=nthreads,
+                                                         thread_name_prefix=f"{_PREFIX}-{nthreads}")
+    return pool
+
+
+def _forget_pools():
+    """In a forked child the parent's threads do not exist: start new pools there."""
+    global _LOCK
+    _POOLS.clear()
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import fft as sfft
 
 from .moments import adaptive_moments
-from .parallel import available_cores
+from .parallel import available_cores, shared_pool
 
 __all__ = ["matched_stamps", "match_quality", "summarize", "QA_DTYPE"]
 
@@ -104,12 +104,9 @@ def match_quality(science, reference, kernels) -> dict:
     if n <= _CHUNK:
         return _match_quality(S, R, K)
     chunks = [slice(i, min(n, i + _CHUNK)) for i in range(0, n, _CHUNK)]
-    nthreads = min(available_cores(), len(chunks))
-    if nthreads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=nthreads) as pool:
-            parts = list(pool.map(lambda sl: _match_quality(S[sl], R[sl], K[sl]), chunks))
+    pool = shared_pool(available_cores())
+    if pool is not None:
+        parts = list(pool.map(lambda sl: _match_quality(S[sl], R[sl], K[sl]), chunks))
     else:
         parts = [_match_quality(S[sl], R[sl], K[sl]) for sl in chunks]
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}

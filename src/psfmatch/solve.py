@@ -34,14 +34,13 @@ Regularized delta-function kernels (Becker et al. 2012) add ``lambda p^T H p``
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 from scipy import fft as sfft
 
-from .parallel import available_cores
+from .parallel import available_cores, shared_pool
 from .errors import InvalidInputError
 from .kernel.basis import KernelBasis, renormalize_kernel_list
 
@@ -191,11 +190,11 @@ class GramBuilder:
         with single_threaded_blas():
             # chunks of the spectral (AL, PCA) path run on the cores in parallel (numpy, pocketfft and a
             # one-thread BLAS release the GIL); the delta-function path keeps its large chunks sequential
-            nthreads = min(available_cores(), len(starts)) if self.region == "full" and not self._delta else 1
-            if nthreads > 1:
+            parallel = self.region == "full" and not self._delta and len(starts) > 1
+            pool = shared_pool(available_cores()) if parallel else None
+            if pool is not None:
                 self._spectral_basis(sfft.next_fast_len(S.shape[1] + self.k - 1, real=True))
-                with ThreadPoolExecutor(max_workers=nthreads) as pool:
-                    out = list(pool.map(one, starts))
+                out = list(pool.map(one, starts))
             else:
                 out = [one(i) for i in starts]
         return NormalEquations(np.concatenate([o.M for o in out]), np.concatenate([o.b for o in out]),
@@ -461,11 +460,11 @@ _PARALLEL_EIG_MIN = 256
 def _eigvalsh_parallel(Ms):
     """``numpy.linalg.eigvalsh`` of a stack, split between the cores for long stacks (LAPACK releases the GIL)."""
     nthreads = min(available_cores(), len(Ms) // (_PARALLEL_EIG_MIN // 2))
-    if nthreads < 2:
+    pool = shared_pool(available_cores()) if nthreads > 1 else None
+    if pool is None:
         return np.linalg.eigvalsh(Ms)
     parts = np.array_split(np.arange(len(Ms)), nthreads)
-    with ThreadPoolExecutor(max_workers=nthreads) as pool:
-        return np.concatenate(list(pool.map(lambda ix: np.linalg.eigvalsh(Ms[ix[0]:ix[-1] + 1]), parts)))
+    return np.concatenate(list(pool.map(lambda ix: np.linalg.eigvalsh(Ms[ix[0]:ix[-1] + 1]), parts)))
 
 
 def _solve_gram_batched(Ms, bs, d, cut):
