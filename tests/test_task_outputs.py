@@ -290,5 +290,16 @@ def test_candidate_placement(placement):
     between = cs.between_positions()
     assert (10.0, 20.0) in {(p.x, p.y) for p in between} or placement == "spread"
     assert not {(p.x, p.y) for p in between} & {(p.x, p.y) for p in pos}
+    # the whole grid of candidate coordinates, midpoints and edges is there, less the candidates
+    ax = sorted({p.x for p in between} | set(xs))
+    ay = sorted({p.y for p in between} | {p.y for p in pos})
+    assert len(between) == len(ax) * len(ay) - len(pos)
+    assert [(p.x, p.y) for p in between] == sorted(((p.x, p.y) for p in between), key=lambda t: (t[1], t[0]))
+    # a capped list is an even subsample of the full one, ends included
+    capped = cs.between_positions(10)
+    full = [(p.x, p.y) for p in between]
+    assert len(capped) == 10 and capped[0] == between[0] and capped[-1] == between[-1]
+    assert all((p.x, p.y) in full for p in capped)
+    assert len(cs.between_positions(10 ** 6)) == len(between)
     with pytest.raises(InvalidInputError, match="candidate placement must be one of"):
         SpatialCellSet(Box2I((0, 0), (10, 10)), 128, 128, "random")

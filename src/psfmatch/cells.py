@@ -207,21 +207,30 @@ class SpatialCellSet:
     #: LSST-style name of :meth:`candidate_positions`.
     cell_centers = candidate_positions
 
-    def between_positions(self) -> list:
+    def between_positions(self, max_positions=None) -> list:
         """Held-out QA positions: every point of the grid of candidate coordinates, their midpoints
-        and the exposure's edges (so corners and edges are checked too), except the candidates."""
+        and the exposure's edges (so corners and edges are checked too), except the candidates.
+
+        With ``max_positions``, at most that many, evenly spaced through the list (row by row).
+        """
         xs, ys = self._candidate_axes()
         b = self.bbox
 
         def axis(v, lo, hi):
             pts = sorted(set([float(lo)] + list(v) + [float(hi)]))
             mids = [(a + c) / 2.0 for a, c in zip(pts[:-1], pts[1:])]
-            return sorted(set(pts + mids))
+            return np.array(sorted(set(pts + mids)))
 
         ax = axis(xs, b.getMinX(), b.getMaxX())
         ay = axis(ys, b.getMinY(), b.getMaxY())
-        cands = {(x, y) for x in xs for y in ys}
-        return [Point2D(x, y) for y in ay for x in ax if (x, y) not in cands]
+        gx, gy = np.meshgrid(ax, ay)  # row by row: y outer, x inner
+        gx, gy = gx.ravel(), gy.ravel()
+        keep = ~(np.isin(gx, np.asarray(xs, dtype=float)) & np.isin(gy, np.asarray(ys, dtype=float)))
+        gx, gy = gx[keep], gy[keep]
+        if max_positions is not None and len(gx) > max_positions:
+            idx = np.round(np.linspace(0, len(gx) - 1, max(0, int(max_positions)))).astype(int)
+            gx, gy = gx[idx], gy[idx]
+        return [Point2D(float(x), float(y)) for x, y in zip(gx, gy)]
 
     def cell_index(self, x, y) -> int:
         """Index of the cell holding the pixel nearest ``(x, y)``, or -1 outside the box."""

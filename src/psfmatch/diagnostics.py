@@ -64,7 +64,7 @@ import numpy as np
 from .errors import IllPosedMatchError, IllPosedMatchWarning, KernelQualityWarning, PsfEvaluationError
 from .geom import Point2D, as_point
 from .moments import adaptive_moments
-from .psf.base import Psf, compute_kernel_images, pad_or_crop
+from .psf.base import Psf, compute_kernel_images, pad_or_crop_stack
 
 __all__ = [
     "PsfSurvey",
@@ -225,11 +225,9 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     ssize = max(max(s.shape) for s in S)
     rsize = max(max(r.shape) for r in R)
     P = max(ssize, rsize)
-    S = [s if s.shape == (P, P) else pad_or_crop(s, P, P) for s in S]
-    R = [r if r.shape == (P, P) else pad_or_crop(r, P, P) for r in R]
-    s_mom, s_ok = _moments(S)
-    r_mom, r_ok = _moments(R)
-    S_arr, R_arr = np.array(S), np.array(R)
+    S_arr, R_arr = pad_or_crop_stack(S, P, P), pad_or_crop_stack(R, P, P)
+    s_mom, s_ok = _moments(S_arr)
+    r_mom, r_ok = _moments(R_arr)
     constant = bool(np.all(S_arr == S_arr[0]) and np.all(R_arr == R_arr[0]))
     return PsfSurvey(np.array(pos, dtype=float), idx, labels, S_arr, R_arr, s_mom, r_mom, s_ok & r_ok,
                      int(ssize), int(rsize), constant, failed, cache)

@@ -635,11 +635,7 @@ class ModelPsfMatchTask:
 
         Returns ``(S, R, xs, ys)``; positions where either PSF fails are left out.
         """
-        pts = cellSet.between_positions()
-        nmax = self.config.qaMaxPositions
-        if len(pts) > nmax:
-            idx = np.round(np.linspace(0, len(pts) - 1, nmax)).astype(int)
-            pts = [pts[i] for i in idx]
+        pts = cellSet.between_positions(self.config.qaMaxPositions)
         ref_const = not bool(getattr(ref, "isSpatiallyVarying", lambda: True)())
         sci_imgs, sci_err = compute_kernel_images(sci, pts)
         ok = [i for i in range(len(pts)) if i not in sci_err]
