@@ -101,10 +101,14 @@ def match_quality(science, reference, kernels) -> dict:
     R = np.asarray(reference, dtype=np.float64)
     K = np.asarray(kernels, dtype=np.float64)
     n = len(S)
-    if n <= _CHUNK:
+    cores = available_cores()
+    # near-equal chunks of at most _CHUNK positions, at least one per core when each gets 64 or more
+    nparts = max(-(-n // _CHUNK), min(cores, n // 64))
+    if nparts <= 1:
         return _match_quality(S, R, K)
-    chunks = [slice(i, min(n, i + _CHUNK)) for i in range(0, n, _CHUNK)]
-    pool = shared_pool(available_cores())
+    edges = np.linspace(0, n, nparts + 1).round().astype(int)
+    chunks = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    pool = shared_pool(cores)
     if pool is not None:
         parts = list(pool.map(lambda sl: _match_quality(S[sl], R[sl], K[sl]), chunks))
     else:
