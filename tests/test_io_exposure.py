@@ -444,7 +444,8 @@ def test_damaged_psfmatch_files(tmp_path):
     path2 = tmp_path / "e2.fits"
     make_exposure().writeFits(path2)
     with fits.open(path2, mode="update") as hdul:
-        hdul["METADATA"].data["JSON"][0] = "{not json"
+        cell = hdul["METADATA"].data["JSON"][0]
+        cell[:] = np.frombuffer(b"{not json"[:cell.size].ljust(cell.size, b"x"), dtype=np.uint8)
     with pytest.raises(CorruptFileError, match=r"\[METADATA\]: the JSON column cannot be decoded"):
         read_exposure(path2)
     path3 = tmp_path / "e3.fits"
@@ -453,3 +454,26 @@ def test_damaged_psfmatch_files(tmp_path):
         hdul["IMAGE"].header["CRVAL1A"] = 3.5
     with pytest.raises(CorruptFileError, match=r"\[IMAGE\]: the image origin \(3.5, 34.0\)"):
         read_exposure(path3)
+
+
+def test_metadata_of_format_1_files_is_still_read(tmp_path):
+    """Format 1 stored the metadata JSON as a string column; format 2 stores its bytes (fast to write)."""
+    import json
+
+    exp = make_exposure()
+    exp.metadata["note"] = "x" * 5000
+    path = tmp_path / "v2.fits"
+    exp.writeFits(path)
+    with fits.open(path) as hdul:
+        assert hdul[0].header["PMVERS"] == 2 and hdul["METADATA"].columns["JSON"].format.endswith("B")
+        text = hdul["METADATA"].data["JSON"][0].tobytes().decode("ascii")
+        hdus = [h.copy() for h in hdul]
+    old = fits.BinTableHDU.from_columns([fits.Column(name="JSON", format=f"{len(text)}A", array=np.array([text]))],
+                                        name="METADATA")
+    v1 = tmp_path / "v1.fits"
+    fits.HDUList([h if h.name != "METADATA" else old for h in hdus]).writeto(v1)
+    got = read_exposure(v1)
+    assert got.metadata["note"] == "x" * 5000
+    assert {k: v for k, v in got.metadata.items() if k != "fitsHeader"} == \
+        {k: v for k, v in read_exposure(path).metadata.items() if k != "fitsHeader"} == \
+        {k: v for k, v in json.loads(text).items()}

@@ -479,9 +479,9 @@ def check_matched_output(out_path, marker=None):
                         return False, f"corrupt output (checksum of HDU {i} {h.name!r} fails)", None
                 if "METADATA" in names:
                     try:
-                        text = hdul["METADATA"].data["JSON"][0]
-                        md = json.loads(text.decode() if isinstance(text, bytes) else text)
-                        record = md.get(_METADATA_KEY)
+                        from .io.fits import _metadata_from_hdu
+
+                        record = _metadata_from_hdu(hdul["METADATA"], out_path).get(_METADATA_KEY)
                     except Exception:
                         record = None
                 stored = {k: primary.get(k) for k in _MARKER_KEYS}

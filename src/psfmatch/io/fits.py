@@ -13,7 +13,8 @@ MASK        int32 bit planes; one card ``MP_<NAME> = bit`` per plane (LSST's con
             ``HIERARCH`` for long names)
 VARIANCE    the variance, same dtype as the image
 PSF         the PSF (see :mod:`psfmatch.io.psf_persist`); absent when there is none
-METADATA    one-row table, column ``JSON``: the JSON-serializable ``metadata`` entries
+METADATA    one-row table, column ``JSON``: the JSON text of the serializable ``metadata``
+            entries, as ASCII bytes (``nB``; format 1 wrote an ``nA`` string, still read)
 ==========  ==========================================================================
 
 WCS convention: ``Exposure.wcs`` is an `astropy.wcs.WCS` of the *array*
@@ -59,7 +60,7 @@ __all__ = ["atomic_write", "write_exposure", "read_exposure", "check_input_file"
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "psfmatch-exposure"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the METADATA JSON as bytes (1: as a string)
 #: ``metadata`` key holding the primary header cards (an `astropy.io.fits.Header`).
 METADATA_HEADER_KEY = "fitsHeader"
 
@@ -496,14 +497,19 @@ def _metadata_to_hdu(metadata):
     if dropped:
         log.warning("metadata entries %s are not JSON-serializable and are not written", sorted(dropped))
     text = json.dumps(kept, ensure_ascii=True, allow_nan=True, sort_keys=True, default=_json_default)
-    col = fits.Column(name="JSON", format=f"{max(len(text), 1)}A", array=np.array([text]))
+    # the text's bytes (uint8), not a string column: astropy strips a string cell of trailing blanks
+    # character by character on writing, a second for 300 kB of QA metadata
+    raw = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
+    col = fits.Column(name="JSON", format=f"{max(raw.size, 1)}B", array=raw[None, :])
     return fits.BinTableHDU.from_columns([col], name="METADATA")
 
 
 def _metadata_from_hdu(hdu, where):
     try:
         text = hdu.data["JSON"][0]
-        if isinstance(text, bytes):
+        if isinstance(text, np.ndarray):  # format 2: the text's bytes
+            text = text.astype(np.uint8).tobytes()
+        if isinstance(text, bytes):  # (format 1 wrote a string column)
             text = text.decode("ascii")
         value = json.loads(text)
     except Exception as exc:
