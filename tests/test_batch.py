@@ -204,12 +204,18 @@ def test_duplicate_names_and_in_place_outputs_are_refused(inputs, tmp_path):
         match_many([], REFERENCE, tmp_path / "o")
 
 
-def test_embedded_local_cluster_and_auto_reference(inputs, tmp_path):
+def test_embedded_local_cluster_and_auto_reference(inputs, tmp_path, monkeypatch):
+    from psfmatch.parallel import available_cores
+
     paths, bad = inputs
+    monkeypatch.delenv("PSFMATCH_NUM_THREADS", raising=False)
     reports = match_many(paths[:2] + [bad], "auto", tmp_path / "out", config=_config(), n_workers=2,
                          memory_limit="1GiB", progress=False)
     eng = reports.engine
     assert eng["started_cluster"] and eng["n_workers"] == 2 and eng["threads_per_worker"] == 1
+    # the two workers share the cores: psfmatch runs one thread (at least) per task inside them
+    assert eng["psfmatch_threads"] == [max(1, available_cores() // 2)]
+    assert "PSFMATCH_NUM_THREADS" not in os.environ  # the spawn environment was restored
     assert eng["memory_limit_per_worker"] == 2 ** 30
     assert [r.status for r in reports] == [MATCHED, MATCHED, FAILED]
     choice = reports.reference["choice"]
