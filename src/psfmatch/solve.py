@@ -124,6 +124,35 @@ def _lag_index(n_fft, max_lag):
     return np.arange(-max_lag, max_lag + 1) % n_fft
 
 
+def _parities(images, tol=1e-13):
+    """+1 / -1 for images even / odd under inversion about the centre pixel, 0 for the others."""
+    imgs = np.asarray(images, dtype=np.float64)
+    flip = imgs[:, ::-1, ::-1]
+    scale = tol * np.abs(imgs).max(axis=(1, 2), keepdims=True)
+    even = np.all(np.abs(imgs - flip) <= scale, axis=(1, 2))
+    odd = np.all(np.abs(imgs + flip) <= scale, axis=(1, 2))
+    return np.where(even, 1, np.where(odd, -1, 0))
+
+
+def _pairs(images):
+    """Index pairs ``(i <= j)`` of the Gram matrix that can be non-zero for *any* science stamp.
+
+    ``M_ij = sum_tau A_S(tau) X_ij(tau)``: the autocorrelation ``A_S`` of a real
+    stamp is even, and the cross-correlation ``X_ij`` of an even and an odd
+    kernel is odd, so their sum vanishes identically.  The Alard-Lupton and
+    most PCA kernels have a definite parity (a Gaussian times ``x^p y^q``), so
+    about half of the pairs need not be computed.  With any kernel of no
+    definite parity, every pair is kept.
+    """
+    nb = len(images)
+    iu = np.triu_indices(nb)
+    par = _parities(images)
+    if np.all(par != 0):
+        same = par[iu[0]] == par[iu[1]]
+        iu = (iu[0][same], iu[1][same])
+    return iu
+
+
 class GramBuilder:
     """Builds the normal equations of candidates for one basis and one fit region.
 
@@ -227,7 +256,7 @@ class GramBuilder:
         pad = np.zeros((nb, n, n))
         pad[:, :k, :k] = self.basis.images
         fb = sfft.rfft2(pad).reshape(nb, -1)
-        iu = np.triu_indices(nb)
+        iu = _pairs(self.basis.images)
         Y = (fb[iu[0]].real * fb[iu[1]].real + fb[iu[0]].imag * fb[iu[1]].imag) * w  # (npairs, n*nc)
         fbc = sfft.rfft2(np.roll(pad, (-h, -h), axis=(1, 2))).reshape(nb, -1)
         Bre = np.ascontiguousarray((fbc.real * w).T)
@@ -280,7 +309,7 @@ class GramBuilder:
         fs = fs.reshape(c, -1)
         power = fs.real * fs.real + fs.imag * fs.imag
         Mu = power @ Yt
-        M = np.empty((c, self.nb, self.nb))
+        M = np.zeros((c, self.nb, self.nb))  # pairs of opposite parity are exactly 0 (see _pairs)
         M[:, iu[0], iu[1]] = Mu
         M[:, iu[1], iu[0]] = Mu
         cs = np.conj(fs) * fr.reshape(-1 if R0 is not None else c, fs.shape[1])
