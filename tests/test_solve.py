@@ -128,3 +128,31 @@ def test_spatial_function_terms():
     xs, ys = np.array([3.0, 70.0]), np.array([10.0, 44.0])
     fv, gv = sf.evaluate(xs, ys), sq.evaluate(xs, ys)
     np.testing.assert_allclose(np.einsum("jkp,pn->jkn", P, gv), fv[:, None] * fv[None], atol=1e-12)
+
+
+@pytest.mark.parametrize("shared_reference", [False, True])
+def test_gram_of_zero_padded_stamps_uses_their_support(shared_reference, rng):
+    """Science stamps zero-padded to psfSize (the task's autoPad) are transformed on their support only:
+    the equations are those of the explicit design over the full support, whatever the placement."""
+    from psfmatch.solve import _half_support
+
+    for basis in (makeAlardLuptonBasisList(5, 3, (0.8, 1.6, 3.0), (2, 1, 1)), makeDeltaFunctionBasisList(5)):
+        _check_padded(basis, shared_reference, rng, _half_support)
+
+
+def _check_padded(basis, shared_reference, rng, _half_support):
+    S0, R0 = _stamps(rng, n=4, P=15)
+    S = np.pad(S0, ((0, 0), (8, 8), (8, 8)))  # 15 -> 31: zeros around, as the task pads
+    S[1, 11, 14] += 1e-3  # one lopsided stamp
+    _, Rbig = _stamps(rng, n=4, P=31)
+    R = np.broadcast_to(Rbig[0], Rbig.shape) if shared_reference else Rbig
+    builder = GramBuilder(basis, "full")
+    assert _half_support(S) == 7 and builder._full_geometry(S, R)[0] < 31 + basis.kernel_size - 1
+    eq = builder.build(S, R)
+    h = basis.kernel_size // 2
+    for c in range(len(S)):
+        C = np.array([signal.convolve(S[c], B, mode="full").ravel() for B in basis.images]).T
+        y = np.pad(R[c], h).ravel()
+        np.testing.assert_allclose(eq.M[c], C.T @ C, rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(eq.b[c], C.T @ y, rtol=1e-10, atol=1e-15)
+        assert eq.yy[c] == pytest.approx(y @ y)

@@ -119,6 +119,18 @@ def single_threaded_blas():
     return _blas_threads(libs, 1)
 
 
+def _half_support(stack) -> int:
+    """Largest (Chebyshev) distance from the centre pixel of a non-zero pixel in a stack of square stamps."""
+    P = stack.shape[-1]
+    c = P // 2
+    nz = np.any(stack != 0, axis=tuple(range(stack.ndim - 2)))
+    rows = np.flatnonzero(nz.any(axis=1))
+    cols = np.flatnonzero(nz.any(axis=0))
+    if rows.size == 0:
+        return 0
+    return int(max(c - rows[0], rows[-1] - c, c - cols[0], cols[-1] - c))
+
+
 def _lag_index(n_fft, max_lag):
     """Indices, in an n_fft-periodic axis, of lags -max_lag..max_lag."""
     return np.arange(-max_lag, max_lag + 1) % n_fft
@@ -210,10 +222,12 @@ class GramBuilder:
         if S.shape != R.shape or S.shape[1] != S.shape[2]:
             raise InvalidInputError(f"science and reference stamps must be equal and square; got {S.shape}, {R.shape}")
         starts = list(range(0, len(S), chunk))
+        if self.region == "full":
+            geom = self._full_geometry(S, R)
 
         def one(i):
             if self.region == "full":
-                return self._build_full(S[i:i + chunk], R[i:i + chunk])
+                return self._build_full(S[i:i + chunk], R[i:i + chunk], geom)
             return self._build_design(S[i:i + chunk], R[i:i + chunk])
 
         with single_threaded_blas():
@@ -222,7 +236,7 @@ class GramBuilder:
             parallel = self.region == "full" and not self._delta and len(starts) > 1
             pool = shared_pool(available_cores()) if parallel else None
             if pool is not None:
-                self._spectral_basis(sfft.next_fast_len(S.shape[1] + self.k - 1, real=True))
+                self._spectral_basis(geom[0])
                 out = list(pool.map(one, starts))
             else:
                 out = [one(i) for i in starts]
@@ -275,21 +289,49 @@ class GramBuilder:
             return stack[0]
         return None
 
-    def _build_full(self, S, R):
+    def _full_geometry(self, S, R):
+        """Transform size and placement for :meth:`_build_full`: ``(n, a, offset_S, r, offset_R)``.
+
+        Only the stamps' non-zero pixels matter: ``a`` and ``r`` are the largest
+        distances from the centre pixel of a non-zero science and reference
+        pixel (science PSFs zero-padded to ``psfSize`` have ``a < P // 2``).
+        ``M`` needs the science autocorrelation (lags up to ``2a``) at lags up to
+        ``2h``, ``b`` the cross-correlation (lags up to ``a + r``) at lags up to
+        ``h``: a transform of side ``n >= max(2a + 2h + 1, a + r + h + 1)`` keeps
+        those lags free of aliasing.  Both stamps are cropped to their supports
+        and placed with their centres on the same pixel.
+        """
+        h = self.h
+        R0 = self._shared(R)
+        a = _half_support(S)
+        r = _half_support(R0[None] if R0 is not None else R)
+        c0 = max(a, r)
+        n = sfft.next_fast_len(max(2 * a + 2 * h + 1, a + r + h + 1, 2 * c0 + 1), real=True)
+        return n, a, c0 - a, r, c0 - r
+
+    def _build_full(self, S, R, geom=None):
         """Normal equations over the full (zero-padded) stamps, without any basis convolution.
 
         For the AL and PCA bases the sums over lags are done in the Fourier
         domain (:meth:`_spectral_basis`): one batched transform of the science
-        stamps and two matrix products, exact up to rounding because ``n >=
-        P + k - 1`` leaves the lags that matter free of aliasing.  A reference
-        stamp shared by all candidates is transformed once.
+        stamps and two matrix products, exact up to rounding because the
+        transform size (:meth:`_full_geometry`) leaves the lags that matter free
+        of aliasing.  A reference stamp shared by all candidates is transformed once.
         """
         k, h = self.k, self.h
         P = S.shape[1]
-        n = sfft.next_fast_len(P + k - 1, real=True)
+        n, a, oS, r, oR = geom if geom is not None else self._full_geometry(S, R)
         R0 = self._shared(R)
-        fs = sfft.rfft2(S, s=(n, n))
-        fr = sfft.rfft2(R0 if R0 is not None else R, s=(n, n))
+        c = P // 2
+
+        def placed(x, half, off):
+            buf = np.zeros(x.shape[:-2] + (n, n))
+            buf[..., off:off + 2 * half + 1, off:off + 2 * half + 1] = x[..., c - half:c + half + 1,
+                                                                         c - half:c + half + 1]
+            return buf
+
+        fs = sfft.rfft2(placed(S, a, oS))
+        fr = sfft.rfft2(placed(R0 if R0 is not None else R, r, oR))
         if R0 is None:
             yy = np.einsum("nij,nij->n", R, R)
         else:
