@@ -375,3 +375,17 @@ def test_single_precision_qa_is_within_its_documented_rounding(varying_kernel):
     k_img = GaussianPsf(21, 21, 2.0).computeKernelImage((0, 0))
     q = match_quality(s_img[None], r_img[None], k_img[None])
     assert q["residualMax"][0] < 2e-4 and abs(q["sizeMismatch"][0]) < 1e-4
+
+
+def test_matched_stamps_of_zero_padded_science_equal_the_full_convolution(rng):
+    from scipy import signal
+
+    from psfmatch.qa import matched_stamps
+
+    S = np.pad(rng.random((3, 11, 11)), ((0, 0), (10, 10), (10, 10)))  # 11 px supports in 31 px stamps
+    S[2, 3, 29] = 0.5  # one reaching the stamp's corner
+    K = rng.random((3, 9, 9)) - 0.2
+    got = matched_stamps(S, K)
+    assert got.shape == (3, 39, 39)
+    for i in range(3):
+        np.testing.assert_allclose(got[i], signal.convolve(S[i], K[i], mode="full"), rtol=0, atol=1e-13)

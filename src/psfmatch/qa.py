@@ -24,6 +24,7 @@ import numpy as np
 from scipy import fft as sfft
 
 from .moments import adaptive_moments
+from .solve import _half_support
 from .parallel import available_cores, shared_pool
 
 __all__ = ["matched_stamps", "match_quality", "summarize", "QA_DTYPE"]
@@ -44,9 +45,17 @@ def matched_stamps(science, kernels, dtype=np.float64):
     K = np.asarray(kernels, dtype=dtype)
     P, k = S.shape[-1], K.shape[-1]
     n = P + k - 1
-    L = sfft.next_fast_len(n, real=True)
-    out = sfft.irfft2(sfft.rfft2(S, s=(L, L)) * sfft.rfft2(K, s=(L, L)), s=(L, L))
-    return np.asarray(out[..., :n, :n], dtype=np.float64)
+    # only the science stamps' non-zero pixels are transformed (a PSF zero-padded to psfSize has a
+    # smaller support): the product is exactly zero outside the support's full convolution
+    a = _half_support(S)
+    c = P // 2
+    nc = 2 * a + k
+    L = sfft.next_fast_len(nc, real=True)
+    Sc = S[..., c - a:c + a + 1, c - a:c + a + 1]
+    part = sfft.irfft2(sfft.rfft2(Sc, s=(L, L)) * sfft.rfft2(K, s=(L, L)), s=(L, L))[..., :nc, :nc]
+    out = np.zeros(S.shape[:-2] + (n, n))
+    out[..., c - a:c - a + nc, c - a:c - a + nc] = part
+    return out
 
 
 def _reference_moments(R):
