@@ -392,8 +392,17 @@ class ModelPsfMatchTask:
         -----
         IllPosedMatchWarning, KernelQualityWarning
         """
-        if _preflight:
-            return self._fitKernelChecked(sciencePsf, referencePsfModel, bbox, kernelSum)
+        from .solve import single_threaded_blas
+
+        # every dense problem of the fit is small (26 x 26 systems, products of a few hundred columns):
+        # OpenBLAS's threads would only spin against psfmatch's own (see single_threaded_blas)
+        with single_threaded_blas():
+            if _preflight:
+                return self._fitKernelChecked(sciencePsf, referencePsfModel, bbox, kernelSum)
+            return self._fitKernel(sciencePsf, referencePsfModel, bbox, kernelSum, _cellSet)
+
+    def _fitKernel(self, sciencePsf, referencePsfModel, bbox, kernelSum, _cellSet):
+        """:meth:`fitKernel` without the survey and the quality checks."""
         t0 = time.perf_counter()
         ks = self._kernel_sum(kernelSum)
         kc = self.kConfig
