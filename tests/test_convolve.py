@@ -164,7 +164,12 @@ def _brute_dilate(mask, fp, exclude=0):
     return out
 
 
-def test_dilate_mask_matches_brute_force():
+@pytest.mark.parametrize("box_overhead", [0, None])
+def test_dilate_mask_matches_brute_force(box_overhead, monkeypatch):
+    import psfmatch.convolve as convolve_mod
+
+    if box_overhead is not None:  # 0: dilate box by box (the default merges many boxes into one pass)
+        monkeypatch.setattr(convolve_mod, "_BOX_OVERHEAD_PIXELS", box_overhead)
     rng = np.random.default_rng(7)
     for trial in range(60):
         k = int(rng.integers(0, 9)) * 2 + 1

@@ -254,6 +254,10 @@ def footprint_rectangles(footprint) -> list:
 
 _U64 = np.dtype("<u8")
 
+#: The fixed cost of dilating one box, in pixels of packed dilation (measured: ~0.4 ms a box, the
+#: time of a 1024 x 1024 plane's whole dilation is ~3 ms).
+_BOX_OVERHEAD_PIXELS = 1 << 17
+
 #: A bit plane is dilated by scattering its footprint when that writes fewer than this fraction of
 #: the image's pixels; otherwise by the packed morphology below.
 _SPARSE_FRACTION = 0.05
@@ -410,7 +414,13 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
         b = np.zeros(H * W, dtype=bool)
         b[idx] = True
         b = b.reshape(H, W)
-        for box in _clusters(idx, W, H, margin):
+        boxes = _clusters(idx, W, H, margin)
+        area = sum((bx[0].stop - bx[0].start) * (bx[1].stop - bx[1].start) for bx in boxes)
+        if len(boxes) > 1 and len(boxes) * _BOX_OVERHEAD_PIXELS + area > H * W:
+            # many small boxes (the footprints of scattered stars): one pass over the whole
+            # plane costs less than their per-box overhead
+            boxes = [(slice(0, H), slice(0, W))]
+        for box in boxes:
             d = _dilate_bool(b[box], rects)
             sub = out[box]
             np.bitwise_or(sub, value, out=sub, where=d)
