@@ -584,10 +584,14 @@ class _PlaneTransform:
 
 
 def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, bad, bad_rows, any_bad, k, tile, rdtype,
-                    cdtype, pool, nworkers):
+                    cdtype, pool, nworkers, beside=None):
     """The image and variance planes, tile by tile (see the module docstring).
 
     ``pool`` (None: this thread) runs the batches of tiles on ``nworkers`` threads.
+    ``beside = (fn, futures)``: with a pool, ``fn`` (the mask's dilation, which
+    writes nothing the tiles touch) is submitted once the set-up is done, ahead
+    of the tiles, and its future appended to ``futures`` (submitted earlier, its
+    Python-heavy loops would slow the set-up through the GIL).
     """
     H, W = srcs[0].shape
     h = k // 2
@@ -643,6 +647,8 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, bad, 
                 dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
 
     label = "convolve image and variance"
+    if pool is not None and beside is not None:
+        beside[1].append(pool.submit(beside[0]))
     if pool is not None and len(jobs) > 1:
         for _ in progress_bar(pool.map(run, jobs), desc=label, total=len(jobs)):
             pass
@@ -710,10 +716,7 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
 
     tiled = H > 2 * h and W > 2 * h
     pool = shared_pool(nworkers) if tiled else None
-    if pool is not None:
-        # the mask's dilation (mostly outside the GIL) runs beside the set-up and the tiles: it writes
-        # only out_mask, which no tile touches
-        mask_job = pool.submit(propagate_mask)
+    mask_job = []  # the mask's dilation runs in the pool beside the tiles (see _convolve_tiles)
     bad = ~np.isfinite(img)
     bad |= ~np.isfinite(var)
     if no_data_bit:
@@ -723,13 +726,13 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     if tiled:
         try:
             _convolve_tiles(masked_image, img_terms, var_terms, order, (img, var), (out_img, out_var), bad,
-                            bad_rows, any_bad, k, tile, rdtype, cdtype, pool, nworkers)
+                            bad_rows, any_bad, k, tile, rdtype, cdtype, pool, nworkers,
+                            beside=(propagate_mask, mask_job))
         except BaseException:
-            if pool is not None:  # leave nothing running behind the error
-                futures.wait([mask_job])
+            futures.wait(mask_job)  # leave nothing running behind the error
             raise
-    if pool is not None:
-        mask_job.result()
+    if mask_job:
+        mask_job[0].result()
     else:
         propagate_mask()
 
