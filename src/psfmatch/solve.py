@@ -489,6 +489,9 @@ def solve_gram(M, b, rcond):
     with single_threaded_blas():
         if M.ndim > 2 and M.shape[0] > 8:
             return _solve_gram_batched(Ms, bs, d, cut)
+        if M.ndim == 2 and M.shape[-1] > 32:  # one large system (the spatial one): eigenvalues, then LU
+            x, rank, cond = _solve_gram_batched(Ms[None], bs[None], d[None], cut)
+            return x[0], rank[0], cond[0]
         w, V = _eigh(Ms)
     s = np.sqrt(np.clip(w, 0, None))
     smax = s.max(axis=-1, keepdims=True)
