@@ -1,4 +1,4 @@
-"""Applying a spatially varying kernel to a masked image, exactly and fast (SPEC section 6).
+"""Applying a spatially varying kernel to a masked image, exactly and fast.
 
 Image
     ``out(x) = sum_u K_x(u) I(x - u)`` with the kernel's exact spatial

@@ -1,6 +1,6 @@
 """Points and boxes in parent pixel coordinates.
 
-Conventions (SPEC section 2): positions are (x, y) = (column, row), 0-based,
+Conventions: positions are (x, y) = (column, row), 0-based,
 with pixel centres at integer values.  An image carries its origin ``xy0``, so
 its bounding box may start anywhere; numpy arrays are indexed ``[y, x]``.
 :class:`Box2I` is an inclusive integer box, as in LSST's afw.

@@ -1,7 +1,7 @@
 """Images with a mask and a variance, and the exposure that carries a PSF.
 
 Masks are integer bit planes with names, kept in a registry on the mask so that
-files round-trip the names (SPEC section 2).  The default planes and bits are
+files round-trip the names.  The default planes and bits are
 LSST's: BAD=0, SAT=1, INTRP=2, CR=3, EDGE=4, DETECTED=5, DETECTED_NEGATIVE=6,
 SUSPECT=7, NO_DATA=8.
 """

@@ -5,7 +5,7 @@ convolved with the kernel ``K = sum_i a_i B_i`` should equal the reference
 stamp ``R``.  With ``fitRegion = "full"`` (the default) the comparison runs over
 every pixel where either side can be non-zero: ``S`` is zero-padded (a PSF
 model is zero outside its stamp) and so is ``R``.  The normal equations then
-need no basis convolution at all (SPEC section 6):
+need no basis convolution at all:
 
 .. math::
 
@@ -20,7 +20,7 @@ small FFTs and one matrix product.  ``fitRegion = "stamp"`` or ``"valid"``
 
 The kernel sum is constrained inside the fit: the basis is brought to a form
 where only the first kernel has a non-zero sum (1) and its coefficient is fixed
-to 1 (SPEC section 4).  Every solve is a least-squares solve on the
+to 1.  Every solve is a least-squares solve on the
 column-scaled design matrix through its singular value decomposition, obtained
 from the eigen-decomposition of the scaled Gram matrix ``D^-1 M D^-1 = V s^2
 V^T``; singular values below ``rcond * s_max`` are dropped (minimum-norm
