@@ -483,3 +483,10 @@ def test_cli_main_runs_batch(client, inputs, tmp_path, capsys):
     assert "3 matched" in out and "1 failed" in out and "chosen automatically" in out
     assert cli.main(["batch", *paths, *opts]) == 0
     assert cli.main(["batch", "-r", "auto", "-o", str(tmp_path / "out")]) == 2
+
+
+def test_grid_mismatch_error_is_one_class_in_errors_and_batch():
+    import psfmatch.errors
+
+    assert psfmatch.batch.GridMismatchError is psfmatch.errors.GridMismatchError
+    assert issubclass(psfmatch.errors.GridMismatchError, psfmatch.errors.InvalidInputError)

@@ -111,7 +111,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import ModelPsfMatchConfig
-from .errors import CorruptFileError, InvalidInputError, MissingDependencyError, PsfMatchError
+from .errors import CorruptFileError, GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError
 from .geom import Box2I
 from .image import Exposure
 
@@ -152,10 +152,6 @@ DEFAULT_FLOOR = 0.7
 MARKER_VERSION = 1
 _MARKER_KEYS = ("BATCHVER", "BATCHFPR", "BATCHCFG", "BATCHREF", "BATCHOK")
 _METADATA_KEY = "psfmatchBatch"
-
-
-class GridMismatchError(InvalidInputError):
-    """Exposures to be coadded are not on one pixel grid (shape, origin ``xy0`` or WCS differ)."""
 
 
 # ---------------------------------------------------------------------------

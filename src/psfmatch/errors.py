@@ -13,6 +13,7 @@ __all__ = [
     "PsfMatchError",
     "InvalidConfigError",
     "InvalidInputError",
+    "GridMismatchError",
     "MissingPsfError",
     "KernelTooBigError",
     "PsfComputeShapeError",
@@ -42,6 +43,10 @@ class InvalidConfigError(PsfMatchError, ValueError):
 
 class InvalidInputError(PsfMatchError, ValueError):
     """An array, exposure or PSF handed to psfmatch breaks a documented contract."""
+
+
+class GridMismatchError(InvalidInputError):
+    """Exposures to be coadded are not on one pixel grid (shape, origin ``xy0`` or WCS differ)."""
 
 
 class MissingPsfError(PsfMatchError, RuntimeError):
