@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from psfmatch.errors import InvalidInputError, MissingDependencyError
+from psfmatch.errors import InvalidInputError, MissingDependencyError, MissingFileError
 from psfmatch.moments import measure_shape
 from psfmatch.psf import GalSimPsf, PiffPsf, read_psfex
 from psfmatch.psf.readers import identify_psf_format
@@ -191,5 +191,5 @@ def test_piff_argument_checks(piff_model, tmp_path):
         PiffPsf(model, stamp_size=(21, 23))
     with pytest.raises(InvalidInputError, match="origin must be 0 or 1"):
         PiffPsf(model, origin=3)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(MissingFileError, match="does not exist"):
         PiffPsf(tmp_path / "missing.piff")

@@ -348,7 +348,9 @@ def test_parse_psf_spec_files(exposure_file, tmp_path):
     assert psf.computeKernelImage((10, 10)).shape == (21, 21)
     assert parse_psf_spec(f"psfmatch:{exposure_file}").computeKernelImage((10, 10)).shape == (21, 21)
     assert parse_psf_spec(str(tmp_path / "nofile.fits"), read_files=False) is None
-    with pytest.raises(FileNotFoundError, match="nofile"):
+    from psfmatch.errors import MissingFileError
+
+    with pytest.raises(MissingFileError, match="nofile"):  # (a FileNotFoundError too)
         parse_psf_spec(str(tmp_path / "nofile.fits"))
 
 

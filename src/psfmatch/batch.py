@@ -111,7 +111,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import ModelPsfMatchConfig
-from .errors import CorruptFileError, GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError
+from .errors import (CorruptFileError, GridMismatchError, InvalidInputError, MissingDependencyError, MissingFileError,
+                     PsfMatchError)
 from .geom import Box2I
 from .image import Exposure
 
@@ -1385,7 +1386,7 @@ def _inspect_input(path) -> _Input:
     from .io.fits import _mask_planes_from_header, _wcs_from_header, _xy0_from_header
 
     if not os.path.exists(path):
-        raise FileNotFoundError(f"coadd input {path!r} does not exist")
+        raise MissingFileError(f"coadd input {path!r} does not exist")
     try:
         hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
     except OSError as exc:

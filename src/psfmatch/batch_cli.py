@@ -143,7 +143,9 @@ def _inputs(args):
     paths = list(args.inputs or [])
     if args.input_list:
         if not os.path.exists(args.input_list):
-            raise FileNotFoundError(f"input list {args.input_list!r} does not exist")
+            from .errors import MissingFileError
+
+            raise MissingFileError(f"input list {args.input_list!r} does not exist")
         with open(args.input_list) as fh:
             paths.extend(line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#"))
     return paths

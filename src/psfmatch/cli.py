@@ -178,8 +178,10 @@ def parse_psf_spec(spec, *, read_files=True):
     if not read_files:
         return None
     if not os.path.exists(path):
-        raise FileNotFoundError(f"reference PSF file {path!r} does not exist (and {text!r} is not an analytic "
-                                f"model: {PSF_SPEC_HELP})")
+        from .errors import MissingFileError
+
+        raise MissingFileError(f"reference PSF file {path!r} does not exist (and {text!r} is not an analytic "
+                               f"model: {PSF_SPEC_HELP})")
     from .psf import read_psf
 
     return read_psf(path, format=fmt)
@@ -278,7 +280,7 @@ class _StagedOutputs:
         self.temps = {}
 
     def add(self, path, what):
-        from .errors import OutputExistsError
+        from .errors import MissingFileError, OutputExistsError
 
         if path is None:
             return None
@@ -288,7 +290,7 @@ class _StagedOutputs:
             raise OutputExistsError(f"{what} {path} is also used for another output; give distinct file names")
         folder = os.path.dirname(full)
         if not os.path.isdir(folder):
-            raise FileNotFoundError(f"cannot write {what} {path}: directory {folder} does not exist")
+            raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist")
         if os.path.lexists(path) and not self.overwrite:
             raise OutputExistsError(f"{what} {path} exists already; pass --overwrite to replace it")
         self.final.append(path)

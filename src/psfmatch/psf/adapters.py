@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from ..errors import InvalidInputError, MissingDependencyError
+from ..errors import InvalidInputError, MissingDependencyError, MissingFileError
 from ..geom import as_point
 from .base import Psf, _check_odd_size
 
@@ -196,7 +196,7 @@ class PiffPsf(Psf):
             piff = _import("piff", "piff")
             path = os.fspath(path_or_object)
             if not os.path.exists(path):
-                raise FileNotFoundError(f"Piff file {path!r} does not exist")
+                raise MissingFileError(f"Piff file {path!r} does not exist")
             self._psf = piff.read(path)
             self.source = path
         else:
