@@ -583,10 +583,12 @@ class _PlaneTransform:
         return acc
 
 
-def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, bad, bad_rows, any_bad, k, tile, rdtype,
-                    cdtype, pool, nworkers, beside=None):
+def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missing, k, tile, rdtype, cdtype, pool,
+                    nworkers, beside=None):
     """The image and variance planes, tile by tile (see the module docstring).
 
+    ``missing()`` returns ``(bad, bad_rows, any_bad)``: the input pixels to
+    replace by 0, the rows holding any, and whether there are any.
     ``pool`` (None: this thread) runs the batches of tiles on ``nworkers`` threads.
     ``beside = (fn, futures)``: with a pool, ``fn`` (the mask's dilation, which
     writes nothing the tiles touch) is submitted once the set-up is done, ahead
@@ -618,6 +620,7 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, bad, 
     if pool is not None:  # enough jobs to keep every thread busy to the end (a 3x3 grid is 9 jobs, not 3)
         per_batch = max(1, min(per_batch, (nty * ntx) // (4 * nworkers)))
     jobs = [(ity, bx0, min(ntx, bx0 + per_batch)) for ity in range(nty) for bx0 in range(0, ntx, per_batch)]
+    bad, bad_rows, any_bad = missing()
 
     def run(job):
         ity, t0, t1 = job
@@ -717,20 +720,33 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     tiled = H > 2 * h and W > 2 * h
     pool = shared_pool(nworkers) if tiled else None
     mask_job = []  # the mask's dilation runs in the pool beside the tiles (see _convolve_tiles)
-    bad = ~np.isfinite(img)
-    bad |= ~np.isfinite(var)
-    if no_data_bit:
-        bad |= (mask & no_data_bit) != 0
-    any_bad = bool(bad.any())
-    bad_rows = bad.any(axis=1) if any_bad else None
+
+    def find_missing():
+        """Input pixels that must not be used: non-finite image or variance, NO_DATA."""
+        bad = ~np.isfinite(img)
+        bad |= ~np.isfinite(var)
+        if no_data_bit:
+            bad |= (mask & no_data_bit) != 0
+        any_bad = bool(bad.any())
+        return bad, (bad.any(axis=1) if any_bad else None), any_bad
+
+    # with a pool, the missing pixels are found while this thread prepares the term spectra
+    missing_job = pool.submit(find_missing) if pool is not None else None
+    if missing_job is not None:
+        missing = missing_job.result
+    else:
+        found = find_missing()
+
+        def missing():
+            return found
     if tiled:
         try:
-            _convolve_tiles(masked_image, img_terms, var_terms, order, (img, var), (out_img, out_var), bad,
-                            bad_rows, any_bad, k, tile, rdtype, cdtype, pool, nworkers,
-                            beside=(propagate_mask, mask_job))
+            _convolve_tiles(masked_image, img_terms, var_terms, order, (img, var), (out_img, out_var), missing,
+                            k, tile, rdtype, cdtype, pool, nworkers, beside=(propagate_mask, mask_job))
         except BaseException:
-            futures.wait(mask_job)  # leave nothing running behind the error
+            futures.wait(mask_job + ([missing_job] if missing_job is not None else []))  # nothing left running
             raise
+    bad, bad_rows, any_bad = missing()
     if mask_job:
         mask_job[0].result()
     else:
