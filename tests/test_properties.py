@@ -13,10 +13,9 @@ kernel, or a hang (an alarm stops an example after 60 s).
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
+import importlib.util
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,26 +29,17 @@ SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
-class Hang(BaseException):
-    """An example ran too long (a BaseException, so that no ``except Exception`` swallows it)."""
+# the alarm-based time limit of the fuzz script (one implementation for both)
+_spec = importlib.util.spec_from_file_location("psfmatch_fuzz_readers_props",
+                                               Path(__file__).resolve().parents[1] / "benchmarks" / "fuzz_readers.py")
+_fuzz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fuzz)
+Hang = _fuzz.Hang
 
 
-@contextlib.contextmanager
 def time_limit(seconds=60):
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGALRM"):
-        yield
-        return
-
-    def alarm(signum, frame):
-        raise Hang(f"the example ran for more than {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    """Raise :class:`Hang` after ``seconds`` (Unix, main thread)."""
+    return _fuzz.time_limit(seconds)
 
 
 def run_or_typed_error(config, exposure, reference, kernel_sum=1.0):
