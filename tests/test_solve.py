@@ -22,6 +22,17 @@ def _stamps(rng, n=3, P=25):
     return np.array(S), np.array(R)
 
 
+def _assert_equals_explicit_design(eq, basis, S, R):
+    """The equations are C^T C, C^T y and y^T y of the explicit design over the full support."""
+    h = basis.kernel_size // 2
+    for c in range(len(S)):
+        C = np.array([signal.convolve(S[c], B, mode="full").ravel() for B in basis.images]).T
+        y = np.pad(R[c], h).ravel()
+        np.testing.assert_allclose(eq.M[c], C.T @ C, rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(eq.b[c], C.T @ y, rtol=1e-10, atol=1e-15)
+        assert eq.yy[c] == pytest.approx(y @ y)
+
+
 @pytest.mark.parametrize("kind", ["AL", "DF", "no-parity"])
 def test_gram_equals_explicit_design_matrix(kind, rng):
     """M_ij = sum A_S X_ij and b_i = sum B_i C_SR reproduce C^T C and C^T y over the full support.
@@ -45,15 +56,8 @@ def test_gram_equals_explicit_design_matrix(kind, rng):
         assert len(_pairs(basis.images)[0]) == len(basis) * (len(basis) + 1) // 2
     S, R = _stamps(rng)
     eq = GramBuilder(basis, "full").build(S, R)
-    P, k = S.shape[1], basis.kernel_size
-    h = k // 2
-    for c in range(len(S)):
-        C = np.array([signal.convolve(S[c], B, mode="full").ravel() for B in basis.images]).T
-        y = np.pad(R[c], h).ravel()
-        np.testing.assert_allclose(eq.M[c], C.T @ C, rtol=1e-10, atol=1e-15)
-        np.testing.assert_allclose(eq.b[c], C.T @ y, rtol=1e-10, atol=1e-15)
-        assert eq.yy[c] == pytest.approx(y @ y)
-    assert P == 25
+    _assert_equals_explicit_design(eq, basis, S, R)
+    assert S.shape[1] == 25
 
 
 @pytest.mark.parametrize("region", ["stamp", "valid"])
@@ -148,11 +152,4 @@ def _check_padded(basis, shared_reference, rng, _half_support):
     R = np.broadcast_to(Rbig[0], Rbig.shape) if shared_reference else Rbig
     builder = GramBuilder(basis, "full")
     assert _half_support(S) == 7 and builder._full_geometry(S, R)[0] < 31 + basis.kernel_size - 1
-    eq = builder.build(S, R)
-    h = basis.kernel_size // 2
-    for c in range(len(S)):
-        C = np.array([signal.convolve(S[c], B, mode="full").ravel() for B in basis.images]).T
-        y = np.pad(R[c], h).ravel()
-        np.testing.assert_allclose(eq.M[c], C.T @ C, rtol=1e-10, atol=1e-15)
-        np.testing.assert_allclose(eq.b[c], C.T @ y, rtol=1e-10, atol=1e-15)
-        assert eq.yy[c] == pytest.approx(y @ y)
+    _assert_equals_explicit_design(builder.build(S, R), basis, S, R)
