@@ -389,3 +389,16 @@ def test_matched_stamps_of_zero_padded_science_equal_the_full_convolution(rng):
     assert got.shape == (3, 39, 39)
     for i in range(3):
         np.testing.assert_allclose(got[i], signal.convolve(S[i], K[i], mode="full"), rtol=0, atol=1e-13)
+
+
+def test_vectorized_realization_names_the_first_invalid_position():
+    from psfmatch.errors import PsfEvaluationError
+    from psfmatch.psf.base import compute_kernel_images
+
+    bbox = Box2I((0, 0), (100, 100))
+    psf = VariableGaussianPsf(15, 15, bbox, sigma=[0.5, 1.0, 0.0])  # sigma < 0 on the left third
+    pos = [(90.0, 50.0), (10.0, 50.0), (60.0, 50.0), (5.0, 5.0)]
+    with pytest.raises(PsfEvaluationError, match=r"at \(10, 50\).*sigma=-0\.29"):
+        psf.computeKernelImages(pos)
+    images, errors = compute_kernel_images(psf, pos)
+    assert sorted(errors) == [1, 3] and images[0].shape == (15, 15) and images[2].sum() == pytest.approx(1.0)
