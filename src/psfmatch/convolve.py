@@ -56,8 +56,10 @@ How it is fast
     transforms), the variance 15 and 5.  Transforms are done in the input's
     precision (float32 images use complex64 transforms, whose rounding error
     is about 1e-7 of the plane's maximum; float64 images use complex128), with
-    :mod:`scipy.fft`; rows of tiles are spread over ``workers`` threads (numpy
-    and pocketfft release the GIL).
+    :mod:`scipy.fft`; batches of tiles are spread over ``workers`` threads of
+    psfmatch's shared pool (numpy and pocketfft release the GIL), and the scan
+    for missing pixels, the variance's term spectra and the mask's dilation
+    run on the same threads beside them.
 """
 
 from __future__ import annotations
