@@ -42,3 +42,23 @@ def test_a_forked_child_gets_its_own_pool():
     got = os.read(r, 1)
     os.waitpid(pid, 0)
     assert got == b"1"
+
+
+def test_single_threaded_blas_restores_the_count_whatever_order_contexts_close():
+    from threadpoolctl import threadpool_info
+
+    from psfmatch.solve import single_threaded_blas
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "numpy's BLAS is not visible to threadpoolctl"
+    a, b = single_threaded_blas(), single_threaded_blas()
+    a.__enter__()
+    b.__enter__()  # as two fits running in two threads
+    assert all(n == 1 for n in blas_threads())
+    a.__exit__(None, None, None)  # the first to open closes first: the other is still running
+    assert all(n == 1 for n in blas_threads())
+    b.__exit__(None, None, None)
+    assert blas_threads() == before

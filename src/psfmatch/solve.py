@@ -34,6 +34,7 @@ Regularized delta-function kernels (Becker et al. 2012) add ``lambda p^T H p``
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,16 +82,33 @@ _BLAS_CONTROLLER: list = []
 _SPECTRAL_CACHE: dict = {}
 
 
+#: Open :func:`single_threaded_blas` contexts, in any thread, and the BLAS thread counts saved by the first.
+_BLAS_STATE = {"depth": 0, "saved": None}
+_BLAS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _blas_threads(libs, n):
-    before = [lc.get_num_threads() for lc in libs]
-    for lc in libs:
-        lc.set_num_threads(n)
+    """BLAS on ``n`` threads while any such context is open (the count is process-wide, not per thread).
+
+    The first context to open saves the counts and the last to close restores
+    them, so fits running in several threads at once leave the process's BLAS
+    as they found it whatever order they finish in.
+    """
+    with _BLAS_LOCK:
+        if _BLAS_STATE["depth"] == 0:
+            _BLAS_STATE["saved"] = [lc.get_num_threads() for lc in libs]
+            for lc in libs:
+                lc.set_num_threads(n)
+        _BLAS_STATE["depth"] += 1
     try:
         yield
     finally:
-        for lc, b in zip(libs, before):
-            lc.set_num_threads(b)
+        with _BLAS_LOCK:
+            _BLAS_STATE["depth"] -= 1
+            if _BLAS_STATE["depth"] == 0:
+                for lc, b in zip(libs, _BLAS_STATE["saved"]):
+                    lc.set_num_threads(b)
 
 
 def single_threaded_blas():
