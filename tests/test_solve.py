@@ -142,6 +142,15 @@ def test_gram_of_zero_padded_stamps_uses_their_support(shared_reference, rng):
 
     for basis in (makeAlardLuptonBasisList(5, 3, (0.8, 1.6, 3.0), (2, 1, 1)), makeDeltaFunctionBasisList(5)):
         _check_padded(basis, shared_reference, rng, _half_support)
+    # and the other way round: a reference padded to a larger stamp than its support (r < a)
+    basis = makeAlardLuptonBasisList(5, 3, (0.8, 1.6, 3.0), (2, 1, 1))
+    S, _ = _stamps(rng, n=3, P=31)
+    _, Rs = _stamps(rng, n=3, P=11)
+    R = np.pad(Rs, ((0, 0), (10, 10), (10, 10)))
+    if shared_reference:
+        R = np.broadcast_to(R[0], R.shape)
+    assert _half_support(R) == 5 < _half_support(S) == 15
+    _assert_equals_explicit_design(GramBuilder(basis, "full").build(S, R), basis, S, R)
 
 
 def _check_padded(basis, shared_reference, rng, _half_support):
