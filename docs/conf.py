@@ -18,7 +18,6 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
-    "sphinx.ext.doctest",
     "numpydoc",
     "psfmatch_configdoc",
     "psfmatch_docgen",
