@@ -477,3 +477,20 @@ def test_metadata_of_format_1_files_is_still_read(tmp_path):
     assert {k: v for k, v in got.metadata.items() if k != "fitsHeader"} == \
         {k: v for k, v in read_exposure(path).metadata.items() if k != "fitsHeader"} == \
         {k: v for k, v in json.loads(text).items()}
+
+
+def test_a_compressed_image_promising_terabytes_is_refused_before_decompression(tmp_path):
+    from psfmatch.io.fits import MAX_DECOMPRESSED_BYTES
+
+    path = tmp_path / "bomb.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(np.zeros((32, 32), np.float32), name="IMAGE")]).writeto(path)
+    ok = read_exposure(path)  # the honest file reads
+    assert ok.image.shape == (32, 32)
+    raw = path.read_bytes()
+    for key in (b"ZNAXIS1 =", b"ZNAXIS2 ="):
+        i = raw.find(key)
+        raw = raw[:i] + key + b"%21d" % 1_000_000 + raw[i + 30:]
+    path.write_bytes(raw)
+    assert 4 * 10 ** 12 > MAX_DECOMPRESSED_BYTES
+    with pytest.raises(CorruptFileError, match=r"IMAGE\]: the compressed image would decompress to 4000000000000 bytes"):
+        read_exposure(path)

@@ -231,7 +231,12 @@ _BLOCK = 2880
 _BITPIX = (8, 16, 32, 64, -32, -64)
 #: Header cards checked by :func:`prescan_fits` before astropy sees the file.
 _STRUCTURE_KEYS = re.compile(rb"^(SIMPLE|XTENSION|EXTNAME|BITPIX|NAXIS\d{0,3}|PCOUNT|GCOUNT|GROUPS|TFIELDS|"
-                             rb"TFORM\d{1,3}|ZIMAGE|ZNAXIS\d{0,3}) *$")
+                             rb"TFORM\d{1,3}|ZIMAGE|ZBITPIX|ZNAXIS\d{0,3}) *$")
+
+#: Largest image a tile-compressed HDU may decompress to (bytes).  The compressed data can be
+#: tiny (a constant plane compresses a thousandfold), so the decompressed size is checked on its
+#: own: 64 GiB, beyond any exposure this package handles, refuses "decompression bombs".
+MAX_DECOMPRESSED_BYTES = 64 * 2 ** 30
 
 
 def _card_value(raw):
@@ -263,8 +268,10 @@ def prescan_fits(fh, path):
     naming the file and the HDU, when an HDU (or what astropy would parse as
     one: it reads any bytes up to an ``END`` card as a header, junk included,
     and a negative ``NAXISn`` there sends it round in circles) has ``NAXIS``/``TFIELDS``/
-    ``ZNAXIS`` outside 0..999, a ``BITPIX`` that is not a FITS type, negative
-    sizes, or promises more data than the file holds, or when the file ends
+    ``ZNAXIS`` outside 0..999, a ``BITPIX`` (or ``ZBITPIX``) that is not a FITS
+    type, negative sizes, promises more data than the file holds, or a
+    tile-compressed image larger than :data:`MAX_DECOMPRESSED_BYTES` once
+    decompressed, or when the file ends
     inside a header (a truncated file: astropy would drop the last HDUs with
     a warning, and a reader would silently miss them).
     Files that do not start with ``SIMPLE`` (compressed, text...) are left
@@ -329,8 +336,19 @@ def prescan_fits(fh, path):
                                            "damaged")
             if cards.get(b"ZIMAGE") is True:
                 znaxis = integer(b"ZNAXIS", 0, 999)
-                for i in range(znaxis):
-                    integer(b"ZNAXIS%d" % (i + 1), 0)
+                zaxes = [integer(b"ZNAXIS%d" % (i + 1), 0) for i in range(znaxis)]
+                zbitpix = cards.get(b"ZBITPIX")
+                if zbitpix not in _BITPIX or isinstance(zbitpix, bool):
+                    raise CorruptFileError(f"{label}: ZBITPIX = {zbitpix!r} is not a FITS data type {_BITPIX}: "
+                                           "the compressed image's header is damaged")
+                zbytes = abs(zbitpix) // 8
+                for a in zaxes:
+                    zbytes *= a
+                if znaxis and zbytes > MAX_DECOMPRESSED_BYTES:
+                    raise CorruptFileError(
+                        f"{label}: the compressed image would decompress to {zbytes} bytes (ZBITPIX = {zbitpix}, "
+                        f"ZNAXISn = {zaxes}), more than the {MAX_DECOMPRESSED_BYTES} this reader accepts: the "
+                        "header is damaged or the file is not an image psfmatch can handle")
             if cards.get(b"GROUPS") is True and axes and axes[0] == 0:
                 axes = axes[1:]
             nbytes = 0
