@@ -402,3 +402,13 @@ def test_vectorized_realization_names_the_first_invalid_position():
         psf.computeKernelImages(pos)
     images, errors = compute_kernel_images(psf, pos)
     assert sorted(errors) == [1, 3] and images[0].shape == (15, 15) and images[2].sum() == pytest.approx(1.0)
+
+
+def test_qa_between_can_be_switched_off():
+    config = _config(cell=128)
+    config.qaMaxPositions = 0
+    bbox = Box2I((0, 0), (512, 512))
+    fit = ModelPsfMatchTask(config=config).fitKernel(VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.0]),
+                                                     GaussianPsf(31, 31, 2.6), bbox)
+    assert fit.metadata["qa"]["between"] == {"n": 0}
+    assert fit.metadata["qa"]["candidates"]["n"] == 16
