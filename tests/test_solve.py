@@ -141,7 +141,7 @@ def test_gram_of_zero_padded_stamps_uses_their_support(shared_reference, rng):
     from psfmatch.solve import _half_support
 
     for basis in (makeAlardLuptonBasisList(5, 3, (0.8, 1.6, 3.0), (2, 1, 1)), makeDeltaFunctionBasisList(5)):
-        _check_padded(basis, shared_reference, rng, _half_support)
+        _check_padded(basis, shared_reference, rng)
     # and the other way round: a reference padded to a larger stamp than its support (r < a)
     basis = makeAlardLuptonBasisList(5, 3, (0.8, 1.6, 3.0), (2, 1, 1))
     S, _ = _stamps(rng, n=3, P=31)
@@ -153,7 +153,9 @@ def test_gram_of_zero_padded_stamps_uses_their_support(shared_reference, rng):
     _assert_equals_explicit_design(GramBuilder(basis, "full").build(S, R), basis, S, R)
 
 
-def _check_padded(basis, shared_reference, rng, _half_support):
+def _check_padded(basis, shared_reference, rng):
+    from psfmatch.solve import _half_support
+
     S0, R0 = _stamps(rng, n=4, P=15)
     S = np.pad(S0, ((0, 0), (8, 8), (8, 8)))  # 15 -> 31: zeros around, as the task pads
     S[1, 11, 14] += 1e-3  # one lopsided stamp

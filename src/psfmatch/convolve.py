@@ -734,13 +734,10 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
 
     # with a pool, the missing pixels are found while this thread prepares the term spectra
     missing_job = pool.submit(find_missing) if pool is not None else None
-    if missing_job is not None:
-        missing = missing_job.result
-    else:
-        found = find_missing()
+    found = find_missing() if missing_job is None else None
 
-        def missing():
-            return found
+    def missing():
+        return missing_job.result() if missing_job is not None else found
     if tiled:
         try:
             _convolve_tiles(masked_image, img_terms, var_terms, order, (img, var), (out_img, out_var), missing,

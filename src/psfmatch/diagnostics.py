@@ -64,7 +64,7 @@ import numpy as np
 from .errors import IllPosedMatchError, IllPosedMatchWarning, KernelQualityWarning, PsfEvaluationError
 from .geom import Point2D, as_point
 from .moments import adaptive_moments
-from .psf.base import Psf, compute_kernel_images, pad_or_crop_stack
+from .psf.base import Psf, compute_kernel_image_pairs, pad_or_crop_stack
 
 __all__ = [
     "PsfSurvey",
@@ -195,19 +195,12 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     centres = cell_set.cell_centers()
     cells = cell_set.getCellList()
     ref_const = not bool(getattr(reference_psf, "isSpatiallyVarying", lambda: True)())
-    sci_imgs, sci_err = compute_kernel_images(science_psf, centres)
-    if ref_const:  # evaluated once, at the first centre where the science PSF could be
-        first = next((i for i, im in enumerate(sci_imgs) if im is not None), 0)
-        one, ref_err = compute_kernel_images(reference_psf, [centres[first]])
-        ref_err = {i: ref_err[0] for i in range(len(centres))} if ref_err else {}
-        ref_imgs = [one[0]] * len(centres)
-    else:
-        ref_imgs, ref_err = compute_kernel_images(reference_psf, centres)
+    sci_imgs, ref_imgs, errors = compute_kernel_image_pairs(science_psf, reference_psf, centres)
     S, R, pos, idx, labels, failed = [], [], [], [], [], []
     cache = {}
     first_error = None
     for i, p in enumerate(centres):
-        exc = sci_err.get(i) or ref_err.get(i)
+        exc = errors.get(i)
         if exc is not None:
             failed.append(f"{cells[i].getLabel()} at ({p.x:.1f}, {p.y:.1f}): {exc}")
             first_error = first_error or exc

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import fft as sfft
 
 from .moments import adaptive_moments
-from .solve import _half_support
+from .psf.base import stamp_half_support
 from .parallel import available_cores, shared_pool
 
 __all__ = ["matched_stamps", "match_quality", "summarize", "QA_DTYPE"]
@@ -47,7 +47,7 @@ def matched_stamps(science, kernels, dtype=np.float64):
     n = P + k - 1
     # only the science stamps' non-zero pixels are transformed (a PSF zero-padded to psfSize has a
     # smaller support): the product is exactly zero outside the support's full convolution
-    a = _half_support(S)
+    a = stamp_half_support(S)
     c = P // 2
     nc = 2 * a + k
     L = sfft.next_fast_len(nc, real=True)

@@ -44,6 +44,7 @@ from scipy import fft as sfft
 from .parallel import available_cores, shared_pool
 from .errors import InvalidInputError
 from .kernel.basis import KernelBasis, renormalize_kernel_list
+from .psf.base import stamp_half_support as _half_support
 
 __all__ = [
     "NormalEquations",
@@ -135,18 +136,6 @@ def single_threaded_blas():
     if not libs:
         return contextlib.nullcontext()
     return _blas_threads(libs, 1)
-
-
-def _half_support(stack) -> int:
-    """Largest (Chebyshev) distance from the centre pixel of a non-zero pixel in a stack of square stamps."""
-    P = stack.shape[-1]
-    c = P // 2
-    nz = np.any(stack != 0, axis=tuple(range(stack.ndim - 2)))
-    rows = np.flatnonzero(nz.any(axis=1))
-    cols = np.flatnonzero(nz.any(axis=0))
-    if rows.size == 0:
-        return 0
-    return int(max(c - rows[0], rows[-1] - c, c - cols[0], cols[-1] - c))
 
 
 def _lag_index(n_fft, max_lag):

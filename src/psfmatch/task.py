@@ -43,7 +43,7 @@ from .image import Exposure
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel
 from .kernel.spatial import SpatialFunction, full_column_rank
-from .psf.base import as_psf, compute_kernel_images, pad_or_crop, pad_or_crop_stack
+from .psf.base import as_psf, compute_kernel_image_pairs, compute_kernel_images, pad_or_crop, pad_or_crop_stack
 from .qa import match_quality, summarize
 from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
                     solve_candidates, solve_spatial, transform_equations)
@@ -645,16 +645,8 @@ class ModelPsfMatchTask:
         Returns ``(S, R, xs, ys)``; positions where either PSF fails are left out.
         """
         pts = cellSet.between_positions(self.config.qaMaxPositions)
-        ref_const = not bool(getattr(ref, "isSpatiallyVarying", lambda: True)())
-        sci_imgs, sci_err = compute_kernel_images(sci, pts)
-        ok = [i for i in range(len(pts)) if i not in sci_err]
-        if ref_const:
-            one, ref_err = compute_kernel_images(ref, [pts[ok[0]]] if ok else [])
-            ref_imgs = {i: one[0] for i in ok} if ok and not ref_err else {}
-        else:
-            imgs, ref_err = compute_kernel_images(ref, [pts[i] for i in ok])
-            ref_imgs = {i: im for i, im in zip(ok, imgs) if im is not None}
-        keep = [i for i in ok if i in ref_imgs]
+        sci_imgs, ref_imgs, errors = compute_kernel_image_pairs(sci, ref, pts)
+        keep = [i for i in range(len(pts)) if i not in errors]
         S = pad_or_crop_stack([sci_imgs[i] for i in keep], psfSize, psfSize)
         R = pad_or_crop_stack([ref_imgs[i] for i in keep], psfSize, psfSize)
         return S, R, np.array([pts[i].x for i in keep]), np.array([pts[i].y for i in keep])

@@ -36,7 +36,7 @@ from ..geom import Box2I, Point2D, as_point
 from ..moments import Quadrupole, adaptive_moments
 
 __all__ = ["Psf", "PsfAdapter", "as_psf", "validate_kernel_image", "pad_or_crop", "shift_image",
-           "compute_kernel_images", "pad_or_crop_stack"]
+           "compute_kernel_images", "compute_kernel_image_pairs", "pad_or_crop_stack", "stamp_half_support"]
 
 
 def validate_kernel_image(image, who="PSF", position=None, normalize=True) -> np.ndarray:
@@ -140,6 +140,51 @@ def compute_kernel_images(psf, positions):
             images.append(None)
             errors[i] = exc
     return images, errors
+
+
+def compute_kernel_image_pairs(science, reference, positions):
+    """Science and reference kernel images at ``positions``, with the positions where either fails.
+
+    The reference is evaluated only where the science PSF could be, and once
+    (at the first such position) when it is not spatially varying; then every
+    position shares that stamp, or its error.
+
+    Returns
+    -------
+    science_images, reference_images : list
+        2-d arrays, or None at the failed positions.
+    errors : dict
+        ``{i: PsfEvaluationError}``; the science PSF's error where both fail.
+    """
+    positions = list(positions)
+    sci, errors = compute_kernel_images(science, positions)
+    ok = [i for i in range(len(positions)) if i not in errors]
+    ref = [None] * len(positions)
+    if not ok:
+        return sci, ref, errors
+    if not bool(getattr(reference, "isSpatiallyVarying", lambda: True)()):
+        one, err = compute_kernel_images(reference, [positions[ok[0]]])
+        imgs, ref_err = [one[0]] * len(ok), ({j: err[0] for j in range(len(ok))} if err else {})
+    else:
+        imgs, ref_err = compute_kernel_images(reference, [positions[i] for i in ok])
+    for j, i in enumerate(ok):
+        if j in ref_err:
+            errors[i] = ref_err[j]
+        else:
+            ref[i] = imgs[j]
+    return sci, ref, errors
+
+
+def stamp_half_support(stack) -> int:
+    """Largest (Chebyshev) distance from the centre pixel of a non-zero pixel in a stack of square stamps."""
+    P = stack.shape[-1]
+    c = P // 2
+    nz = np.any(stack != 0, axis=tuple(range(stack.ndim - 2)))
+    rows = np.flatnonzero(nz.any(axis=1))
+    cols = np.flatnonzero(nz.any(axis=0))
+    if rows.size == 0:
+        return 0
+    return int(max(c - rows[0], rows[-1] - c, c - cols[0], cols[-1] - c))
 
 
 def pad_or_crop(image, width, height) -> np.ndarray:
