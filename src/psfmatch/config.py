@@ -587,10 +587,16 @@ class ModelPsfMatchConfig(Config):
         "kernel pixels with |K| >= maskDilationThreshold * max|K| anywhere in the field (0: every non-zero "
         "pixel, as LSST). NO_DATA and non-finite pixels always spread over the whole kernel.",
         float, 1e-3, min=0.0, max=1.0)
-    convolveTileSize = RangeField("Side of the FFT tiles used to apply the kernel (memory scales with its square).",
-                                  int, 512, min=64)
+    convolveTileSize = RangeField("Largest side of the FFT tiles used to apply the kernel (memory scales with its "
+                                  "square; the default gives 360 px transforms whose work arrays stay in a core's "
+                                  "cache, measured fastest).", int, 384, min=64)
     qaMaxPositions = RangeField("At most this many positions between the candidates are checked by the QA.",
                                 int, 256, min=0)
+    qaPositionsPerCandidate = RangeField(
+        "Positions between the candidates checked by the QA, per cell: the held-out sample is as dense as the "
+        "fit's (64 positions for 64 cells with the default 1), the exposure's corners always among them, and "
+        "at most qaMaxPositions. Raise it for a denser check of small exposures.",
+        float, 1.0, min=0.0)
     maxMemoryGiB = RangeField("Refuse, before allocating, a kernel fit or a convolution that would need more memory "
                               "than this (GiB); the error gives the estimate.",
                               float, 8.0, min=0.0, inclusiveMin=False)

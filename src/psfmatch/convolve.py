@@ -85,8 +85,11 @@ __all__ = ["convolve_masked_image", "mask_footprint", "estimate_memory", "footpr
 #: this fraction of ``max|I| * sum|R|``: far below the float32 rounding of the transforms.
 TERM_DROP_TOLERANCE = 1e-13
 
-#: Upper bound on the number of pixels (``ntiles * Ly * Lx``) transformed in one batch.
-_BATCH_PIXELS = 1 << 20
+#: Upper bound on the number of pixels (``ntiles * Ly * Lx``) transformed in one batch: one tile of the
+#: default size.  A tile's spectra and work arrays then stay in a core's cache; batches of several
+#: large tiles (``1 << 20`` pixels) were 5-20% slower on one thread and 20-30% slower with two
+#: processes running at once (measured at 2048 and 4096 px, ``benchmarks/README.md``).
+_BATCH_PIXELS = 1 << 18
 
 
 def default_workers() -> int:
@@ -663,7 +666,7 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
 
 
 def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKernel, *,
-                          mask_threshold: float = 1e-3, tile: int = 512, max_memory_bytes=None,
+                          mask_threshold: float = 1e-3, tile: int = 384, max_memory_bytes=None,
                           workers=None) -> MaskedImage:
     """Convolve image, variance and mask with a (spatially varying) kernel; see the module docstring.
 
