@@ -146,7 +146,9 @@ def test_constant_psfs_are_realized_and_fitted_once():
     ref_fit = ModelPsfMatchTask(config=_config()).fitKernel(GaussianPsf(21, 21, 1.8), varying_ref, bbox)
     np.testing.assert_allclose(fit.kernel.computeImage((100, 300)), ref_fit.kernel.computeImage((100, 300)),
                                atol=1e-12)
-    assert md["qa"]["between"]["n"] == min(len(fit.cellSet.between_positions()), task.config.qaMaxPositions)
+    n_cells = len(fit.cellSet.cells)
+    assert md["qa"]["between"]["n"] == min(len(fit.cellSet.between_positions()), task.config.qaMaxPositions,
+                                           n_cells)
 
 
 class _Varying:
@@ -412,3 +414,20 @@ def test_qa_between_can_be_switched_off():
                                                      GaussianPsf(31, 31, 2.6), bbox)
     assert fit.metadata["qa"]["between"] == {"n": 0}
     assert fit.metadata["qa"]["candidates"]["n"] == 16
+
+
+@pytest.mark.parametrize("per_candidate,expected", [(1.0, 16), (0.5, 8), (2.0, 32), (100.0, 33), (0.0, 0)])
+def test_qa_between_is_as_dense_as_the_fit(per_candidate, expected):
+    # 4x4 cells of 128 px, candidates spread edge to edge: a lattice of 7x7 candidate coordinates and
+    # midpoints, less the 16 candidates
+    config = _config(cell=128)
+    config.qaPositionsPerCandidate = per_candidate
+    bbox = Box2I((0, 0), (512, 512))
+    fit = ModelPsfMatchTask(config=config).fitKernel(VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.0]),
+                                                     GaussianPsf(31, 31, 2.6), bbox)
+    assert len(fit.cellSet.between_positions()) == 33
+    assert fit.metadata["qa"]["between"]["n"] == expected
+    config.qaMaxPositions = 10  # the cap still holds
+    fit = ModelPsfMatchTask(config=config).fitKernel(VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.0]),
+                                                     GaussianPsf(31, 31, 2.6), bbox)
+    assert fit.metadata["qa"]["between"].get("n") == min(10, expected)

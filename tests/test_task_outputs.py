@@ -295,11 +295,21 @@ def test_candidate_placement(placement):
     ay = sorted({p.y for p in between} | {p.y for p in pos})
     assert len(between) == len(ax) * len(ay) - len(pos)
     assert [(p.x, p.y) for p in between] == sorted(((p.x, p.y) for p in between), key=lambda t: (t[1], t[0]))
-    # a capped list is an even subsample of the full one, ends included
-    capped = cs.between_positions(10)
+    # a capped list is an even subsample of the full one, in the same order, the box's corners included
     full = [(p.x, p.y) for p in between]
-    assert len(capped) == 10 and capped[0] == between[0] and capped[-1] == between[-1]
-    assert all((p.x, p.y) in full for p in capped)
+    corners = {(x, y) for x in (ax[0], ax[-1]) for y in (ay[0], ay[-1])} & set(full)
+    if placement != "spread":  # (spread candidates sit on the corners: none is held out)
+        assert len(corners) == 4
+    for m in (10, 5, 4, 3):
+        capped = [(p.x, p.y) for p in cs.between_positions(m)]
+        assert len(capped) == m and len(set(capped)) == m and set(capped) <= set(full)
+        assert capped == sorted(capped, key=full.index)
+        assert len(set(capped) & corners) == min(m, len(corners))
+    capped = [(p.x, p.y) for p in cs.between_positions(40)]
+    rest = [c for c in full if c not in corners]
+    gaps = np.diff([rest.index(c) for c in capped if c not in corners])
+    assert gaps.max() - gaps.min() <= 1  # the rest evenly spaced
+    assert cs.between_positions(0) == []
     assert len(cs.between_positions(10 ** 6)) == len(between)
     with pytest.raises(InvalidInputError, match="candidate placement must be one of"):
         SpatialCellSet(Box2I((0, 0), (10, 10)), 128, 128, "random")

@@ -211,7 +211,8 @@ class SpatialCellSet:
         """Held-out QA positions: every point of the grid of candidate coordinates, their midpoints
         and the exposure's edges (so corners and edges are checked too), except the candidates.
 
-        With ``max_positions``, at most that many, evenly spaced through the list (row by row).
+        With ``max_positions``, at most that many: the exposure's corners (where the spatial model is
+        least constrained) and the others evenly spaced through the list (row by row).
         """
         xs, ys = self._candidate_axes()
         b = self.bbox
@@ -228,7 +229,11 @@ class SpatialCellSet:
         keep = ~(np.isin(gx, np.asarray(xs, dtype=float)) & np.isin(gy, np.asarray(ys, dtype=float)))
         gx, gy = gx[keep], gy[keep]
         if max_positions is not None and len(gx) > max_positions:
-            idx = np.round(np.linspace(0, len(gx) - 1, max(0, int(max_positions)))).astype(int)
+            m = max(0, int(max_positions))
+            corner = np.flatnonzero(np.isin(gx, (ax[0], ax[-1])) & np.isin(gy, (ay[0], ay[-1])))[:m]
+            rest = np.setdiff1d(np.arange(len(gx)), corner)
+            take = np.round(np.linspace(0, len(rest) - 1, m - len(corner))).astype(int) if m > len(corner) else []
+            idx = np.union1d(corner, rest[take]).astype(int)  # sorted: still row by row
             gx, gy = gx[idx], gy[idx]
         return [Point2D(float(x), float(y)) for x, y in zip(gx, gy)]
 

@@ -640,11 +640,15 @@ class ModelPsfMatchTask:
             return match_quality(S, R, kimgs)
 
     def _between_stamps(self, sci, ref, cellSet, psfSize):
-        """Science and reference stamps at the held-out QA positions (at most ``qaMaxPositions``).
+        """Science and reference stamps at the held-out QA positions.
 
-        Returns ``(S, R, xs, ys)``; positions where either PSF fails are left out.
+        ``qaPositionsPerCandidate`` per cell, at most ``qaMaxPositions``
+        (:meth:`SpatialCellSet.between_positions` chooses them).  Returns
+        ``(S, R, xs, ys)``; positions where either PSF fails are left out.
         """
-        pts = cellSet.between_positions(self.config.qaMaxPositions)
+        cfg = self.config
+        n_cells = len(cellSet.cells)
+        pts = cellSet.between_positions(min(cfg.qaMaxPositions, math.ceil(cfg.qaPositionsPerCandidate * n_cells)))
         sci_imgs, ref_imgs, errors = compute_kernel_image_pairs(sci, ref, pts)
         keep = [i for i in range(len(pts)) if i not in errors]
         S = pad_or_crop_stack([sci_imgs[i] for i in keep], psfSize, psfSize)
