@@ -58,14 +58,27 @@ def matched_stamps(science, kernels, dtype=np.float64):
     return out
 
 
+#: Adaptive moments of recent constant reference stamps, by the stamp's bytes (see :func:`_reference_moments`).
+_REFERENCE_MOMENTS: dict = {}
+_REFERENCE_MOMENTS_SIZE = 8
+
+
 def _reference_moments(R):
     """Adaptive moments of the reference stamps, measured once when they are all identical.
 
     A constant reference PSF (the usual case) gives the same stamp at every
-    position; the moments of one stamp are then broadcast to all.
+    position; the moments of one stamp are then broadcast to all.  They are
+    also remembered for the next fits (a batch matches every exposure to the
+    same reference), keyed by the stamp's exact bytes.
     """
-    if len(R) > 1 and np.array_equal(R, np.broadcast_to(R[0], R.shape)):
-        one = adaptive_moments(R[:1])
+    if len(R) and np.array_equal(R, np.broadcast_to(R[0], R.shape)):
+        key = (R.shape[1:], R[0].tobytes())
+        one = _REFERENCE_MOMENTS.get(key)
+        if one is None:
+            one = adaptive_moments(R[:1])
+            if len(_REFERENCE_MOMENTS) >= _REFERENCE_MOMENTS_SIZE:
+                _REFERENCE_MOMENTS.pop(next(iter(_REFERENCE_MOMENTS)))
+            _REFERENCE_MOMENTS[key] = one
         return tuple(np.repeat(v, len(R)) for v in one)
     return adaptive_moments(R)
 
@@ -78,9 +91,11 @@ _CHUNK = 256
 def match_quality(science, reference, kernels) -> dict:
     """Per-position QA arrays (see the module docstring) for stacks of stamps and unit-sum kernels.
 
-    Long stacks are cut in chunks (:data:`_CHUNK`) measured concurrently
-    (numpy and pocketfft release the GIL); each position's numbers do not
-    depend on the others', so the result is the same.
+    Stacks longer than :data:`_CHUNK` are cut in near-equal chunks measured
+    concurrently (numpy and pocketfft release the GIL); each position's
+    numbers do not depend on the others', so the result is the same.  Shorter
+    stacks are measured in this thread: their many small array operations
+    would spend more time contending for the GIL than they gain.
 
     Notes
     -----
@@ -111,8 +126,7 @@ def match_quality(science, reference, kernels) -> dict:
     K = np.asarray(kernels, dtype=np.float64)
     n = len(S)
     cores = available_cores()
-    # near-equal chunks of at most _CHUNK positions, at least one per core when each gets 64 or more
-    nparts = max(-(-n // _CHUNK), min(cores, n // 64))
+    nparts = -(-n // _CHUNK)  # near-equal chunks of at most _CHUNK positions
     if nparts <= 1:
         return _match_quality(S, R, K)
     edges = np.linspace(0, n, nparts + 1).round().astype(int)
