@@ -13,7 +13,11 @@ columns, cosmic rays, saturated cores, DETECTED footprints and a NO_DATA
   kernel 21, spatial order 2, 128 px cells): fit (PSF stamps, per-candidate
   and spatial solutions, QA) and apply (image, exact variance, mask).
 
-It prints the medians of fit, apply and run wall times, the ratios
+All sizes are built first and timed round-robin (each round times every size,
+a small size several times, after one untimed run of that size), so that the
+time per megapixel compares sizes measured under the same machine conditions
+(its speed drifts by tens of percent over minutes).  It prints the medians of fit,
+apply and run wall times, the ratios
 run/baseline and fit/baseline, the ratio of CPU times (all threads of the run
 against the single-threaded baseline: the work ratio, which a busy machine
 distorts less than wall time), the peak memory of one ``run()``
@@ -123,6 +127,11 @@ def peak_memory(task, exposure, reference):
     return peak
 
 
+def inner_repeats(size, largest):
+    """Timed runs of ``size`` per round: about a quarter of the pixels of the largest size, 1 to 8 runs."""
+    return max(1, min(8, (largest // size) ** 2 // 4))
+
+
 def describe_machine():
     cpu = platform.processor() or platform.machine()
     try:
@@ -151,7 +160,7 @@ def main(argv=None):
     ap.add_argument("--size", type=int, nargs="*", default=None,
                     help="exposure sizes (default: 1024 2048 4096, plus 8192 with --with-8192)")
     ap.add_argument("--with-8192", action="store_true", help="also run 8192 x 8192")
-    ap.add_argument("--repeat", type=int, default=5, help="timed repetitions per size (medians are quoted)")
+    ap.add_argument("--repeat", type=int, default=5, help="rounds of timing; each times every size, small sizes several times (medians are quoted)")
     ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc peak-memory run")
     ap.add_argument("--json", help="also write the results to this JSON file")
     ap.add_argument("--seed", type=int, default=0)
@@ -178,45 +187,53 @@ def main(argv=None):
     header = (f"{'size':>6} {'cands':>6} {'base s':>8} {'fit s':>8} {'apply s':>8} {'run s':>8} "
               f"{'run/base':>9} {'fit/base':>9} {'cpu r/b':>9} {'peak MiB':>9} {'s/MP':>7}")
     print(header, flush=True)
+    # every size is built first and the sizes are timed round-robin: the time per megapixel compares
+    # sizes measured under the same conditions (this machine's speed drifts over minutes); small sizes
+    # are timed several times per round so that each size's median rests on a similar span of time
+    exposures = {size: make_exposure(size, args.seed) for size in sizes}
+    planes = {size: np.nan_to_num(exposures[size].image, nan=0.0) for size in sizes}
+    samples = {size: {k: [] for k in ("baseline", "baseline_cpu", "fit", "apply", "run", "run_cpu")}
+               for size in sizes}
+    ncand = {}
+    for size in sizes:  # warm-up (imports, caches, FFT plans)
+        timed_run(task, exposures[size], reference)
+        baseline(planes[size], kernel)
+    largest = max(sizes)
+    for _ in range(max(1, args.repeat)):
+        for size in sizes:
+            smp = samples[size]
+            # an untimed run first: the previous size's arrays have left the caches and the allocator
+            # in a state that a stream of same-size exposures (the real use) never sees
+            timed_run(task, exposures[size], reference)
+            for _ in range(inner_repeats(size, largest)):
+                gc.collect()
+                tb, cb = baseline(planes[size], kernel)
+                smp["baseline"].append(tb)
+                smp["baseline_cpu"].append(cb)
+                gc.collect()
+                total, tf, tc, cpu, result = timed_run(task, exposures[size], reference)
+                ncand[size] = result.metadata.get("nCandidatesUsed", 0)
+                del result
+                smp["run"].append(total)
+                smp["fit"].append(tf)
+                smp["apply"].append(tc)
+                smp["run_cpu"].append(cpu)
     for size in sizes:
-        exposure = make_exposure(size, args.seed)
-        plane = np.nan_to_num(exposure.image, nan=0.0)
-        # warm-up (imports, caches, FFT plans)
-        timed_run(task, exposure, reference)
-        baseline(plane, kernel)
-        base, base_cpu, fit, apply, run, run_cpu = [], [], [], [], [], []
-        ncand = 0
-        for _ in range(max(1, args.repeat)):
-            gc.collect()
-            tb, cb = baseline(plane, kernel)
-            base.append(tb)
-            base_cpu.append(cb)
-            gc.collect()
-            total, tf, tc, cpu, result = timed_run(task, exposure, reference)
-            ncand = result.metadata.get("nCandidatesUsed", 0)
-            del result
-            run.append(total)
-            fit.append(tf)
-            apply.append(tc)
-            run_cpu.append(cpu)
-        peak = float("nan") if args.no_memory else peak_memory(task, exposure, reference)
-        med = {name: float(np.median(v)) for name, v in
-               (("baseline", base), ("fit", fit), ("apply", apply), ("run", run), ("baseline_cpu", base_cpu),
-                ("run_cpu", run_cpu))}
-        row = {"size": size, "candidates": ncand, **med,
+        peak = float("nan") if args.no_memory else peak_memory(task, exposures[size], reference)
+        med = {name: float(np.median(v)) for name, v in samples[size].items()}
+        row = {"size": size, "candidates": ncand[size], **med,
                "run_over_baseline": med["run"] / med["baseline"],
                "fit_over_baseline": med["fit"] / med["baseline"],
                "cpu_run_over_baseline": med["run_cpu"] / med["baseline_cpu"],
                "peak_memory_MiB": peak / 2**20, "seconds_per_megapixel": med["run"] / (size * size / 1e6),
-               "samples": {"baseline": base, "fit": fit, "apply": apply, "run": run, "baseline_cpu": base_cpu,
-                           "run_cpu": run_cpu}}
+               "samples": samples[size]}
         rows.append(row)
-        print(f"{size:>6} {ncand:>6} {med['baseline']:>8.3f} {med['fit']:>8.3f} {med['apply']:>8.3f} "
+        print(f"{size:>6} {ncand[size]:>6} {med['baseline']:>8.3f} {med['fit']:>8.3f} {med['apply']:>8.3f} "
               f"{med['run']:>8.3f} {row['run_over_baseline']:>9.2f} {row['fit_over_baseline']:>9.2f} "
               f"{row['cpu_run_over_baseline']:>9.2f} {row['peak_memory_MiB']:>9.0f} "
               f"{row['seconds_per_megapixel']:>7.4f}", flush=True)
-        del exposure, plane
-        gc.collect()
+    del exposures, planes
+    gc.collect()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     spm = [r["seconds_per_megapixel"] for r in rows]
     if len(spm) > 1:
