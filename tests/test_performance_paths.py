@@ -279,6 +279,29 @@ def test_match_quality_with_a_shared_reference_equals_per_position(varying_kerne
             assert v[i] == pytest.approx(alone[name][0], rel=1e-9, abs=1e-15)
 
 
+def test_reference_moments_are_remembered_by_the_stamp_bytes(monkeypatch):
+    import psfmatch.qa as qa_mod
+
+    monkeypatch.setattr(qa_mod, "_REFERENCE_MOMENTS", {})
+    calls = []
+    real = qa_mod.adaptive_moments
+    monkeypatch.setattr(qa_mod, "adaptive_moments", lambda s, *a, **k: calls.append(len(s)) or real(s, *a, **k))
+    stamps = {w: GaussianPsf(31, 31, w).computeKernelImage((0, 0)) for w in (2.0, 2.6, 3.0)}
+    first = qa_mod._reference_moments(np.broadcast_to(stamps[2.6], (5, 31, 31)))
+    again = qa_mod._reference_moments(np.array([stamps[2.6]] * 3))  # same bytes: not measured again
+    assert calls == [1]
+    assert first[0][0] == again[0][0] and len(again[0]) == 3
+    assert np.sqrt(first[0][0]) == pytest.approx(2.6, rel=1e-6)  # a Gaussian's adaptive sigma is its own
+    other = qa_mod._reference_moments(np.array([stamps[3.0]] * 2))  # a different stamp is measured
+    assert calls == [1, 1] and np.sqrt(other[0][0]) == pytest.approx(3.0, rel=1e-6)
+    monkeypatch.setattr(qa_mod, "_REFERENCE_MOMENTS_SIZE", 2)
+    qa_mod._reference_moments(stamps[2.0][None])
+    assert len(qa_mod._REFERENCE_MOMENTS) == 2  # bounded: the oldest is dropped
+    varying = np.array([stamps[2.0], stamps[3.0]])  # not constant: every stamp measured, nothing cached
+    assert np.sqrt(qa_mod._reference_moments(varying)[0]) == pytest.approx([2.0, 3.0], rel=1e-6)
+    assert calls[-1] == 2
+
+
 def test_vectorized_psf_realization_equals_one_by_one(rng):
     bbox = Box2I((0, 0), (2048, 1024))
     psf = VariableGaussianPsf(25, 25, bbox, sigma=[1.8, 0.2, -0.1, 0.05, 0.0, 0.03], e1=[0.02, 0.03, 0.0],
