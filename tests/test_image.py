@@ -89,3 +89,34 @@ def test_exposure_from_masked_image_copies_unless_told_not_to():
         assert e.getMask().getPlaneBitMask("EXTRA") == mi.getMask().getPlaneBitMask("EXTRA")
     assert not np.shares_memory(copied.image, mi.image) and not np.shares_memory(copied.variance, mi.variance)
     assert shared.image is mi.image and shared.variance is mi.variance and shared.mask is mi.mask
+
+
+def test_constructors_adopt_planes_of_the_right_type_with_copy_false():
+    img32 = np.ones((4, 5), dtype=np.float32)
+    var32 = np.full((4, 5), 2.0, dtype=np.float32)
+    msk = np.zeros((4, 5), dtype=np.int32)
+    adopted = Exposure(img32, msk, var32, copy=False)
+    assert adopted.image is img32 and adopted.variance is var32 and adopted.mask is msk
+    copied = Exposure(img32, msk, var32)  # the default copies
+    assert not any(np.shares_memory(a, b) for a, b in
+                   ((copied.image, img32), (copied.variance, var32), (copied.mask, msk)))
+    # other types are converted (so copied) even with copy=False: nothing aliases a differently typed input
+    big = np.arange(20, dtype=">f4").reshape(4, 5)
+    ints = np.arange(20, dtype=np.int16).reshape(4, 5)
+    var64 = np.full((4, 5), 3.0)
+    mask64 = np.ones((4, 5), dtype=np.int64)
+    mi = MaskedImage(big, mask64, var64, copy=False)
+    assert mi.image.dtype == np.float32 and mi.image.dtype.isnative and not np.shares_memory(mi.image, big)
+    assert mi.variance.dtype == np.float32 and not np.shares_memory(mi.variance, var64)  # the image's type
+    assert mi.mask.dtype == np.int32 and not np.shares_memory(mi.mask, mask64)
+    np.testing.assert_array_equal(mi.image, np.arange(20.0).reshape(4, 5))
+    assert MaskedImage(ints, copy=False).image.dtype == np.float32
+    # a Mask object is taken as it is, or copied
+    m = Mask(msk, copy=False)
+    assert m.array is msk and MaskedImage(img32, m, copy=False).getMask() is m
+    assert MaskedImage(img32, m).getMask() is not m
+    # the checks still run
+    with pytest.raises(InvalidInputError, match="must have one shape; image is \\(4, 5\\), variance is \\(5, 4\\)"):
+        MaskedImage(img32, variance=np.ones((5, 4), dtype=np.float32), copy=False)
+    with pytest.raises(InvalidInputError, match="image must be a 2-d array; got 1 dimension"):
+        MaskedImage(np.ones(5, dtype=np.float32), copy=False)

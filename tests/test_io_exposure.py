@@ -96,6 +96,10 @@ def test_round_trip_without_psf_wcs_or_metadata(tmp_path):
     back = read_exposure(tmp_path / "e.fits")
     assert_same_pixels(exp, back)
     assert back.getPsf() is None and back.getWcs() is None
+    # the planes come back native, writable and separate (read once, converted once, not copied again)
+    planes = (back.image, back.mask, back.variance)
+    assert all(p.dtype.isnative and p.flags.writeable for p in planes)
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(planes) for b in planes[i + 1:])
 
 
 @pytest.mark.skipif(not DECAM_HEADER.is_file(), reason=f"shared DECam header not found at {DECAM_HEADER}")
@@ -337,6 +341,15 @@ def test_plain_image_with_planes_from_hdus_and_files(tmp_path):
     assert np.isinf(exp.variance[0, 0])
     assert exp.getMask().planes_set("SUSPECT")[1, 1] and not exp.getMask().planes_set("BAD").any()
     np.testing.assert_array_equal(exp.image, data)  # the first image HDU with data
+    # arrays given by the caller are never adopted, even when their type is already the planes'
+    var = np.full((4, 5), 2.0)
+    msk = np.zeros((4, 5), dtype=np.int32)
+    exp = read_exposure(tmp_path / "mef.fits", variance=var, mask=msk)
+    assert exp.image.dtype == np.float64 and exp.variance.dtype == np.float64 and exp.mask.dtype == np.int32
+    assert not np.shares_memory(exp.variance, var) and not np.shares_memory(exp.mask, msk)
+    exp.variance[0, 0] = -1.0
+    exp.mask[0, 0] = 4
+    assert var[0, 0] == 2.0 and msk[0, 0] == 0
 
 
 def test_lsst_style_file(tmp_path):

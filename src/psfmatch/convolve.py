@@ -766,12 +766,9 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
             out_img[sl] = np.nan
             out_var[sl] = np.inf
             out_mask[sl] = no_data_bit
-    # hand the planes to the result without copying them (MaskedImage copies what its constructor gets)
-    result = MaskedImage(np.zeros((1, 1), dtype=img.dtype), xy0=masked_image.getXY0(),
-                         mask_planes=mask_obj.getMaskPlaneDict())
-    result.image, result.variance = out_img, out_var
-    result.getMask().array = out_mask
-    return result
+    # the fresh planes are handed to the result, not copied
+    return MaskedImage(out_img, out_mask, out_var, xy0=masked_image.getXY0(), mask_planes=mask_obj.getMaskPlaneDict(),
+                       copy=False)
 
 
 def direct_convolve(masked_image: MaskedImage, kernel: LinearCombinationKernel):

@@ -33,7 +33,12 @@ DEFAULT_MASK_PLANES = {
 _MAX_PLANES = 31
 
 
-def _as_2d(array, name, dtype=None):
+def _as_2d(array, name, dtype=None, copy=True):
+    """``array`` checked to be 2-d and non-empty, as float32/float64 (or ``dtype``); a copy unless ``copy=False``.
+
+    With ``copy=False`` an array that already has the wanted type (native byte
+    order) is returned as it is; any other is converted, which copies.
+    """
     if array is None:
         return None
     arr = np.asarray(array)
@@ -42,11 +47,11 @@ def _as_2d(array, name, dtype=None):
     if arr.size == 0:
         raise InvalidInputError(f"{name} must not be empty; got shape {arr.shape}")
     if dtype is not None:
-        return np.array(arr, dtype=dtype, copy=True)
+        return np.array(arr, dtype=dtype, copy=True) if copy else np.asarray(arr, dtype=dtype)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise InvalidInputError(f"{name} must hold real numbers; got dtype {arr.dtype}")
     if arr.dtype in (np.float32, np.float64):
-        return np.array(arr, copy=True)
+        return np.array(arr, copy=True) if copy else arr
     return arr.astype(np.float32)
 
 
@@ -61,9 +66,12 @@ class Mask:
         Shape ``(height, width)`` when ``array`` is omitted.
     planes : mapping of str to int, optional
         Plane name to bit number; defaults to :data:`DEFAULT_MASK_PLANES`.
+    copy : bool
+        With False, an int32 ``array`` is used as it is (not copied): the caller
+        hands it over and must not use it afterwards.
     """
 
-    def __init__(self, array=None, *, shape=None, planes=None):
+    def __init__(self, array=None, *, shape=None, planes=None, copy=True):
         if array is None:
             if shape is None:
                 raise InvalidInputError("Mask needs an array or a shape")
@@ -77,7 +85,7 @@ class Mask:
                 "Mask.from_bool(array, plane='BAD')")
         if not np.issubdtype(arr.dtype, np.integer):
             raise InvalidInputError(f"mask must hold integers; got dtype {arr.dtype}")
-        self.array = np.array(arr, dtype=np.int32, copy=True)
+        self.array = np.array(arr, dtype=np.int32, copy=True) if copy else np.asarray(arr, dtype=np.int32)
         self._planes = dict(DEFAULT_MASK_PLANES if planes is None else planes)
         for name, bit in self._planes.items():
             if not (0 <= int(bit) <= _MAX_PLANES):
@@ -161,21 +169,30 @@ class MaskedImage:
         Per-pixel variance in data units squared; zeros when omitted (as in afw).
     xy0 : (int, int)
         Parent coordinates of the pixel ``image[0, 0]``.
+    mask_planes : mapping of str to int, optional
+        Plane names of an array ``mask`` (default :data:`DEFAULT_MASK_PLANES`).
+    copy : bool
+        With False, planes that already have the right types (a float32 or
+        float64 image, a variance of the image's type, an int32 mask array or a
+        `Mask`) are used as they are instead of copied: the caller hands them
+        over (a reader or the convolution with freshly made arrays) and must not
+        use them afterwards.  Others are converted, which copies.
     """
 
-    def __init__(self, image, mask=None, variance=None, *, xy0=(0, 0), mask_planes=None):
-        self.image = _as_2d(image, "image")
+    def __init__(self, image, mask=None, variance=None, *, xy0=(0, 0), mask_planes=None, copy=True):
+        self.image = _as_2d(image, "image", copy=copy)
         shape = self.image.shape
         if isinstance(mask, Mask):
-            self._mask = mask.copy()
+            self._mask = mask.copy() if copy else mask
         elif mask is None:
             self._mask = Mask(shape=shape, planes=mask_planes)
         else:
-            self._mask = Mask(_as_2d(mask, "mask") if np.asarray(mask).dtype == bool else mask, planes=mask_planes)
+            self._mask = Mask(_as_2d(mask, "mask") if np.asarray(mask).dtype == bool else mask, planes=mask_planes,
+                              copy=copy)
         if variance is None:
             self.variance = np.zeros(shape, dtype=self.image.dtype)
         else:
-            self.variance = _as_2d(variance, "variance").astype(self.image.dtype, copy=False)
+            self.variance = _as_2d(variance, "variance", copy=copy).astype(self.image.dtype, copy=False)
         for name, arr in (("mask", self._mask.array), ("variance", self.variance)):
             if arr.shape != shape:
                 raise InvalidInputError(
@@ -262,8 +279,8 @@ class Exposure(MaskedImage):
     """
 
     def __init__(self, image, mask=None, variance=None, *, psf=None, wcs=None, xy0=(0, 0),
-                 metadata=None, mask_planes=None):
-        super().__init__(image, mask, variance, xy0=xy0, mask_planes=mask_planes)
+                 metadata=None, mask_planes=None, copy=True):
+        super().__init__(image, mask, variance, xy0=xy0, mask_planes=mask_planes, copy=copy)
         self._psf = None
         if psf is not None:
             self.setPsf(psf)
@@ -278,11 +295,7 @@ class Exposure(MaskedImage):
         (no copy: ``mi`` should not be used afterwards); the task hands its freshly
         convolved planes over this way.
         """
-        if copy:
-            return cls(mi.image, mi.getMask(), mi.variance, xy0=mi.getXY0(), **kwargs)
-        out = cls(np.zeros((1, 1), dtype=mi.image.dtype), xy0=mi.getXY0(), **kwargs)
-        out.image, out.variance, out._mask = mi.image, mi.variance, mi.getMask()
-        return out
+        return cls(mi.image, mi.getMask(), mi.variance, xy0=mi.getXY0(), copy=copy, **kwargs)
 
     # PSF
     @property

@@ -709,9 +709,9 @@ def _as_variance(arr, kind, where):
 
 
 def _image_dtype(arr):
-    """Native byte order; float32 and float64 kept, anything else float32."""
-    arr = arr.astype(arr.dtype.newbyteorder("="), copy=False)
-    return arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float32)
+    """A new array in native byte order: float32 and float64 kept, anything else float32 (one conversion)."""
+    native = arr.dtype.newbyteorder("=")
+    return arr.astype(native if native in (np.float32, np.float64) else np.float32, copy=True)
 
 
 def _layout(hdul):
@@ -796,17 +796,17 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             if img_hdu.data is None or img_hdu.data.ndim != 2:
                 raise CorruptFileError(f"{path}[IMAGE]: the image must be 2-d; got "
                                        f"{None if img_hdu.data is None else img_hdu.data.shape}")
-            image = _image_dtype(np.array(img_hdu.data))
+            image = _image_dtype(img_hdu.data)
             header = img_hdu.header
             where = f"{path}[IMAGE]"
             mask_arr = variance_arr = None
             guard.hdu = "MASK"
             if mask is None and "MASK" in names and hdul["MASK"].data is not None:
-                mask_arr = np.array(hdul["MASK"].data)
+                mask_arr = np.asarray(hdul["MASK"].data)  # converted (copied) to native int32 below
                 mask_planes = _mask_planes_from_header(hdul["MASK"].header)
             guard.hdu = "VARIANCE"
             if variance is None and "VARIANCE" in names and hdul["VARIANCE"].data is not None:
-                variance_arr = np.array(hdul["VARIANCE"].data, dtype=np.float64)
+                variance_arr = _image_dtype(hdul["VARIANCE"].data)
             guard.hdu = "PRIMARY"
             metadata[METADATA_HEADER_KEY] = _primary_cards(hdul[0].header)
             if layout == "psfmatch":
@@ -837,7 +837,7 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
                 if img_hdu.data is None or getattr(img_hdu.data, "ndim", 0) != 2:
                     raise UnsupportedFormatError(f"{path}[{hdu}]: not a 2-d image HDU")
             guard.hdu = img_hdu.name or 0
-            image = _image_dtype(np.array(img_hdu.data))
+            image = _image_dtype(img_hdu.data)
             header = img_hdu.header
             where = f"{path}[{img_hdu.name or 0}]"
             mask_arr = variance_arr = None
@@ -862,7 +862,7 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             if mask_arr.dtype == bool:
                 m = Mask.from_bool(mask_arr, mask_plane, planes=mask_planes)
             elif np.issubdtype(mask_arr.dtype, np.integer):
-                m = Mask(mask_arr.astype(np.int32), planes=mask_planes)
+                m = Mask(mask_arr.astype(np.int32), planes=mask_planes, copy=False)  # astype: a new native array
             else:
                 raise CorruptFileError(f"{path}: the mask must hold integers; got dtype {mask_arr.dtype}")
         else:
@@ -875,7 +875,8 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         from ..psf.readers import read_psf
 
         psf = read_psf(psf)
-    exp = Exposure(image, m, variance_arr.astype(image.dtype), psf=psf if psf is not None else stored_psf,
-                   wcs=wcs, xy0=origin, metadata=metadata, mask_planes=mask_planes)
+    # every plane is a new array by now (read, converted or estimated): handed over, not copied again
+    exp = Exposure(image, m, variance_arr.astype(image.dtype, copy=False), psf=psf if psf is not None else stored_psf,
+                   wcs=wcs, xy0=origin, metadata=metadata, mask_planes=mask_planes, copy=False)
     return exp
 
