@@ -138,6 +138,46 @@ def test_tiles_and_threads_do_not_change_the_result():
         np.testing.assert_array_equal(out.mask, ref.mask)
 
 
+def test_a_failing_tile_propagates_and_leaves_nothing_running(monkeypatch):
+    import threading
+
+    import psfmatch.convolve as conv
+
+    bbox = Box2I((0, 0), (200, 160))
+    K = _varying_kernel(bbox=bbox)
+    mi = MaskedImage(np.ones((160, 200)), variance=np.ones((160, 200)))
+    mi.mask[50, 60] = mi.getMask().getPlaneBitMask("SAT")  # the dilation runs beside the tiles
+    real = conv._PlaneTransform.apply
+    calls, active = [], []
+    lock = threading.Lock()
+
+    def flaky(self, block, ny, Yw, Xw):
+        with lock:
+            calls.append(len(self.groups))
+            active.append(1)
+            n = len(calls)
+        try:
+            if n == 3:  # an image tile, while others are queued
+                raise FloatingPointError("tile 3 failed")
+            return real(self, block, ny, Yw, Xw)
+        finally:
+            with lock:
+                active.pop()
+
+    monkeypatch.setattr(conv._PlaneTransform, "apply", flaky)
+    with pytest.raises(FloatingPointError, match="tile 3 failed"):
+        convolve_masked_image(mi, K, tile=48, workers=2)
+    assert not active  # every started tile had finished when the error came out
+    done = len(calls)
+    threading.Event().wait(0.2)
+    assert len(calls) == done  # and none started afterwards
+    # the failure did not poison the shared pool
+    monkeypatch.setattr(conv._PlaneTransform, "apply", real)
+    out = convolve_masked_image(mi, K, tile=48, workers=2)
+    np.testing.assert_allclose(out.image, convolve_masked_image(mi, K, workers=1).image, atol=1e-12,
+                               equal_nan=True)
+
+
 def test_memory_limit_is_enforced():
     K = _constant_kernel()
     mi = MaskedImage(np.ones((64, 64), np.float32), variance=np.ones((64, 64), np.float32))

@@ -594,11 +594,13 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
 
     ``missing()`` returns ``(bad, bad_rows, any_bad)``: the input pixels to
     replace by 0, the rows holding any, and whether there are any.
-    ``pool`` (None: this thread) runs the batches of tiles on ``nworkers`` threads.
-    ``beside = (fn, futures)``: with a pool, ``fn`` (the mask's dilation, which
-    writes nothing the tiles touch) is submitted once the set-up is done, ahead
-    of the tiles, and its future appended to ``futures`` (submitted earlier, its
-    Python-heavy loops would slow the set-up through the GIL).
+    ``pool`` (None: this thread) runs the batches of tiles on ``nworkers`` threads:
+    the image's as soon as its term spectra are ready, while this thread
+    prepares the variance's.  ``beside = (fn, futures)``: with a pool, ``fn``
+    (the mask's dilation, which writes nothing the tiles touch) is submitted
+    then, ahead of the variance's tiles, and its future appended to
+    ``futures`` (submitted earlier, its Python-heavy loops would slow the
+    set-up through the GIL).
     """
     H, W = srcs[0].shape
     h = k // 2
@@ -607,62 +609,74 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     x0, y0 = masked_image.getXY0()
     box = Box2D(bbox)
     order_v = max(p + q for (p, q), _ in var_terms)
-    # the variance's term spectra (15 transforms for order 2) are prepared on another thread meanwhile
-    var_tr = pool.submit(_PlaneTransform, var_terms, Ly, Lx, h, cdtype) if pool is not None else None
-    planes = []
-    for terms, src, dst, o in ((img_terms, srcs[0], dsts[0], order), (var_terms, srcs[1], dsts[1], order_v)):
-        if var_tr is not None and terms is var_terms:
-            tr = var_tr.result()
-        else:
-            tr = _PlaneTransform(terms, Ly, Lx, h, cdtype)
+
+    def plane(terms, src, dst, o):
+        tr = _PlaneTransform(terms, Ly, Lx, h, cdtype)
         Ty = _chebyshev(y0 + np.arange(H), box.getMinY(), box.getMaxY(), o, rdtype)
         Tx = _chebyshev(x0 + np.arange(W), box.getMinX(), box.getMaxX(), o, rdtype)
-        planes.append((tr, src, dst, Ty, Tx))
+        return tr, src, dst, Ty, Tx
+
     ny_out, nx_out = H - 2 * h, W - 2 * h
     ntx = -(-nx_out // Cx)
     nty = -(-ny_out // Cy)
     per_batch = max(1, min(ntx, _BATCH_PIXELS // (Ly * Lx)))
     if pool is not None:  # enough jobs to keep every thread busy to the end (a 3x3 grid is 9 jobs, not 3)
         per_batch = max(1, min(per_batch, (nty * ntx) // (4 * nworkers)))
-    jobs = [(ity, bx0, min(ntx, bx0 + per_batch)) for ity in range(nty) for bx0 in range(0, ntx, per_batch)]
-    bad, bad_rows, any_bad = missing()
+    batches = [(ity, bx0, min(ntx, bx0 + per_batch)) for ity in range(nty) for bx0 in range(0, ntx, per_batch)]
 
-    def run(job):
-        ity, t0, t1 = job
+    def run(pl, batch):
+        tr, src, dst, Ty, Tx = pl
+        ity, t0, t1 = batch
         ys = h + ity * Cy
         ny = min(Cy, H - h - ys)
         n = t1 - t0
         rows_bad = any_bad and bool(bad_rows[ys - h:ys + ny + h].any())
-        for tr, src, dst, Ty, Tx in planes:
-            block = np.zeros((n, Ly, Lx), dtype=rdtype)
-            for i in range(n):
-                xs = h + (t0 + i) * Cx
-                nx = min(Cx, W - h - xs)
-                view = block[i, :ny + 2 * h, :nx + 2 * h]
-                view[...] = src[ys - h:ys + ny + h, xs - h:xs + nx + h]
-                if rows_bad:
-                    view[bad[ys - h:ys + ny + h, xs - h:xs + nx + h]] = 0
-            Yw = Ty[:, ys:ys + ny, None]
-            Xw = np.zeros((Tx.shape[0], n, 1, Cx), dtype=rdtype)
-            for i in range(n):
-                xs = h + (t0 + i) * Cx
-                nx = min(Cx, W - h - xs)
-                Xw[:, i, 0, :nx] = Tx[:, xs:xs + nx]
-            acc = tr.apply(block, ny, Yw, Xw)
-            for i in range(n):
-                xs = h + (t0 + i) * Cx
-                nx = min(Cx, W - h - xs)
-                dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
+        block = np.zeros((n, Ly, Lx), dtype=rdtype)
+        for i in range(n):
+            xs = h + (t0 + i) * Cx
+            nx = min(Cx, W - h - xs)
+            view = block[i, :ny + 2 * h, :nx + 2 * h]
+            view[...] = src[ys - h:ys + ny + h, xs - h:xs + nx + h]
+            if rows_bad:
+                view[bad[ys - h:ys + ny + h, xs - h:xs + nx + h]] = 0
+        Yw = Ty[:, ys:ys + ny, None]
+        Xw = np.zeros((Tx.shape[0], n, 1, Cx), dtype=rdtype)
+        for i in range(n):
+            xs = h + (t0 + i) * Cx
+            nx = min(Cx, W - h - xs)
+            Xw[:, i, 0, :nx] = Tx[:, xs:xs + nx]
+        acc = tr.apply(block, ny, Yw, Xw)
+        for i in range(n):
+            xs = h + (t0 + i) * Cx
+            nx = min(Cx, W - h - xs)
+            dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
 
     label = "convolve image and variance"
-    if pool is not None and beside is not None:
-        beside[1].append(pool.submit(beside[0]))
-    if pool is not None and len(jobs) > 1:
-        for _ in progress_bar(pool.map(run, jobs), desc=label, total=len(jobs)):
+    if pool is None:
+        bad, bad_rows, any_bad = missing()
+        planes = [plane(img_terms, srcs[0], dsts[0], order), plane(var_terms, srcs[1], dsts[1], order_v)]
+        for pl, batch in progress_bar([(pl, b) for pl in planes for b in batches], desc=label):
+            run(pl, batch)
+        return
+    # the image's tiles start as soon as its term spectra are ready; this thread prepares the
+    # variance's (15 transforms for order 2) meanwhile, then queues the mask's dilation and the
+    # variance's tiles behind them
+    img_plane = plane(img_terms, srcs[0], dsts[0], order)
+    bad, bad_rows, any_bad = missing()
+    jobs = []
+    try:
+        jobs += [pool.submit(run, img_plane, b) for b in batches]
+        var_plane = plane(var_terms, srcs[1], dsts[1], order_v)
+        if beside is not None:
+            beside[1].append(pool.submit(beside[0]))
+        jobs += [pool.submit(run, var_plane, b) for b in batches]
+        for _ in progress_bar((f.result() for f in jobs), desc=label, total=2 * len(batches)):
             pass
-    else:
-        for job in progress_bar(jobs, desc=label):
-            run(job)
+    except BaseException:
+        for f in jobs:
+            f.cancel()
+        futures.wait(jobs)  # nothing of this call left running
+        raise
 
 
 def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKernel, *,
