@@ -37,7 +37,21 @@ __all__ = [
 _MISSING = object()
 
 
-class Field:
+class _Descriptor:
+    """What every field shares: it knows its attribute name and reads its value from the config."""
+
+    name = None
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, inst, owner=None):
+        if inst is None:
+            return self
+        return inst._values[self.name]
+
+
+class Field(_Descriptor):
     """A typed configuration field.
 
     Parameters
@@ -63,15 +77,6 @@ class Field:
         self.check = check
         self.check_doc = check_doc
         self.optional = optional
-        self.name = None
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, inst, owner=None):
-        if inst is None:
-            return self
-        return inst._values[self.name]
 
     def __set__(self, inst, value):
         inst._set(self.name, value)
@@ -279,22 +284,13 @@ class ConfigChoice:
         return f"ConfigChoice(name={self._name!r}, active={self.active!r})"
 
 
-class ConfigChoiceField:
+class ConfigChoiceField(_Descriptor):
     """A field holding several named sub-configs, one of which is active (``pex_config``'s ConfigChoiceField)."""
 
     def __init__(self, doc, typemap, default):
         self.doc = doc
         self.typemap = dict(typemap)
         self.default = default
-        self.name = None
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, inst, owner=None):
-        if inst is None:
-            return self
-        return inst._values[self.name]
 
     def __set__(self, inst, value):
         raise InvalidConfigError(f"{inst._path}.{self.name}: set .name or the fields of .active, not the choice itself")
