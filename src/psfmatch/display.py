@@ -474,6 +474,26 @@ def _kernel_grid(kernel, bbox, ncol, nrow):
     return xs, ys, imgs.reshape(nrow, ncol, *imgs.shape[1:])
 
 
+def _draw_kernel_variation(ax, mosaic_ax, kernel, bbox, imgs, xs, ys, title):
+    """``[K(x) - K(centre)] / max K(centre)`` for the mosaic's kernels ``imgs`` (nrow, ncol, k, k), on
+    ``ax`` with the ticks of ``mosaic_ax`` (drawn by :func:`_draw_kernel_mosaic`); returns the image."""
+    from matplotlib.colors import TwoSlopeNorm
+
+    nrow, ncol, k = imgs.shape[0], imgs.shape[1], imgs.shape[-1]
+    centre = kernel.computeImage(bbox.getCenter()) / kernel.kernel_sum
+    dev = (imgs - centre) / np.abs(centre).max()
+    tiles = {(i, j): dev[j, i] for j in range(nrow) for i in range(ncol)}
+    vlim = _sym_limit([dev])
+    im = ax.imshow(_mosaic(tiles, ncol, nrow, (k, k)), origin="lower", cmap=_cmap("PuOr_r", "white"),
+                   norm=TwoSlopeNorm(0.0, -vlim, vlim), interpolation="nearest")
+    ax.set_xticks(mosaic_ax.get_xticks(), [_fmt_pos(x) for x in xs])
+    ax.set_yticks(mosaic_ax.get_yticks(), [_fmt_pos(y) for y in ys])
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("x of the kernel position [px]")
+    ax.set_title(title, fontsize=10)
+    return im
+
+
 def _draw_kernel_mosaic(ax, kernel, bbox, ncol, nrow, *, ellipses=False, title=None):
     """The unit-sum kernel on an ``ncol x nrow`` grid spanning ``bbox``, one tile per position."""
     from matplotlib.colors import AsinhNorm
@@ -683,17 +703,8 @@ def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=Non
     cb = top.colorbar(im, ax=ax_k, shrink=0.85)
     cb.set_label("K (asinh stretch)", fontsize=8)
     cb.ax.tick_params(labelsize=7)
-    centre = kernel.computeImage(bbox.getCenter()) / kernel.kernel_sum
-    dev = (imgs - centre) / np.abs(centre).max()
-    tiles = {(i, j): dev[j, i] for j in range(nrow) for i in range(ncol)}
-    vlim = _sym_limit([dev])
-    im2 = ax_v.imshow(_mosaic(tiles, ncol, nrow, (k, k)), origin="lower", cmap=_cmap("PuOr_r", "white"),
-                      norm=TwoSlopeNorm(0.0, -vlim, vlim), interpolation="nearest")
-    ax_v.set_xticks(ax_k.get_xticks(), [_fmt_pos(x) for x in xs])
-    ax_v.set_yticks(ax_k.get_yticks(), [_fmt_pos(y) for y in ys])
-    ax_v.tick_params(labelsize=7)
-    ax_v.set_xlabel("x of the kernel position [px]")
-    ax_v.set_title("spatial variation: [K(x) - K(centre)] / max K(centre)", fontsize=10)
+    im2 = _draw_kernel_variation(ax_v, ax_k, kernel, bbox, imgs, xs, ys,
+                                 "spatial variation: [K(x) - K(centre)] / max K(centre)")
     cb = top.colorbar(im2, ax=ax_v, shrink=0.85)
     cb.ax.tick_params(labelsize=7)
     ax_t.axis("off")
@@ -1142,8 +1153,6 @@ def show_kernel_mosaic(kernel, bbox=None, *, ncol=7, nrow=None, fig=None):
     matplotlib.figure.Figure
     """
     _mpl()
-    from matplotlib.colors import TwoSlopeNorm
-
     bbox = bbox if bbox is not None else kernel.bbox
     if nrow is None:
         nrow = max(1, int(round(ncol * bbox.getHeight() / bbox.getWidth())))
@@ -1152,18 +1161,7 @@ def show_kernel_mosaic(kernel, bbox=None, *, ncol=7, nrow=None, fig=None):
     im, xs, ys, imgs = _draw_kernel_mosaic(ax1, kernel, bbox, ncol, nrow, ellipses=True,
                                            title="K(x), unit sum, with centroid (+) and 2-sigma moment ellipse")
     fig.colorbar(im, ax=ax1, shrink=0.8).set_label("K (asinh stretch)", fontsize=8)
-    k = imgs.shape[-1]
-    centre = kernel.computeImage(bbox.getCenter()) / kernel.kernel_sum
-    dev = (imgs - centre) / np.abs(centre).max()
-    tiles = {(i, j): dev[j, i] for j in range(nrow) for i in range(ncol)}
-    vl = _sym_limit([dev])
-    im2 = ax2.imshow(_mosaic(tiles, ncol, nrow, (k, k)), origin="lower", cmap=_cmap("PuOr_r", "white"),
-                     norm=TwoSlopeNorm(0.0, -vl, vl), interpolation="nearest")
-    ax2.set_xticks(ax1.get_xticks(), [_fmt_pos(x) for x in xs])
-    ax2.set_yticks(ax1.get_yticks(), [_fmt_pos(y) for y in ys])
-    ax2.tick_params(labelsize=7)
-    ax2.set_xlabel("x of the kernel position [px]")
-    ax2.set_title("[K(x) - K(centre)] / max K(centre)", fontsize=10)
+    im2 = _draw_kernel_variation(ax2, ax1, kernel, bbox, imgs, xs, ys, "[K(x) - K(centre)] / max K(centre)")
     fig.colorbar(im2, ax=ax2, shrink=0.8)
     fig.suptitle(f"spatial kernel across the field: {kernel!r}", fontsize=10, weight="bold")
     return fig
