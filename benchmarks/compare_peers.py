@@ -118,6 +118,22 @@ def best_time(fn, repeat):
     return out, best
 
 
+def run_peer(label, fn, S, R, repeat, rows):
+    """``(kernel as float64, best time)`` of peer ``fn`` on ``(S, R)``, or None after recording in
+    ``rows`` why it did not run (``fn`` is a string: not installed) or failed (a result too)."""
+    if isinstance(fn, str):
+        rows.append({"method": label, "skipped": fn})
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Kp, t = best_time(lambda: fn(S, R), repeat)
+    except Exception as exc:  # a peer failing on a case is a result too
+        rows.append({"method": label, "skipped": f"failed: {type(exc).__name__}: {exc}"})
+        return None
+    return np.asarray(Kp, dtype=np.float64), t
+
+
 # ---------------------------------------------------------------------------
 # inputs
 
@@ -242,17 +258,10 @@ def run_constant(name, desc, S, R, cov, repeat, peers):
         except ImportError as exc:
             rows.append({"method": "GalSim exact analytic kernel", "skipped": f"GalSim is not installed ({exc})"})
     for label, fn in peers.items():
-        if isinstance(fn, str):
-            rows.append({"method": label, "skipped": fn})
+        got = run_peer(label, fn, S, R, repeat, rows)
+        if got is None:
             continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                Kp, t = best_time(lambda: fn(S, R), repeat)
-        except Exception as exc:  # a peer failing on a case is a result too
-            rows.append({"method": label, "skipped": f"failed: {type(exc).__name__}: {exc}"})
-            continue
-        Kp = np.asarray(Kp, dtype=np.float64)
+        Kp, t = got
         if not np.all(np.isfinite(Kp)):
             rows.append({"method": label, "skipped": "non-finite kernel"})
             continue
@@ -311,17 +320,10 @@ def run_des(repeat, peers, max_positions=160):
         m = worst_over_field(lambda i: kern.computeImage(pts[i]))
         rows.append({"method": label, "k": kern.getWidth(), **m, "time": times[auto]})
     for label, fn in peers.items():
-        if isinstance(fn, str):
-            rows.append({"method": label, "skipped": fn})
+        got = run_peer(label, fn, S_c, R_c, repeat, rows)
+        if got is None:
             continue
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                Kp, t = best_time(lambda: fn(S_c, R_c), repeat)
-        except Exception as exc:
-            rows.append({"method": label, "skipped": f"failed: {type(exc).__name__}: {exc}"})
-            continue
-        Kp = np.asarray(Kp, dtype=np.float64)
+        Kp, t = got
         rows.append({"method": f"{label} (centre kernel everywhere)", "k": Kp.shape[0],
                      **worst_over_field(lambda i: Kp), "time": t})
         if Kp.shape[0] != k:
