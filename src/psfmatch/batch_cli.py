@@ -33,17 +33,9 @@ def _reference_arg(text):
     """argparse type: ``auto`` or a PSF SPEC whose syntax is checked now (usage error, exit 2)."""
     if text.strip().lower() == "auto":
         return "auto"
-    try:
-        from .cli import parse_psf_spec
-    except ImportError:  # pragma: no cover - the CLI module always ships with the package
-        raise argparse.ArgumentTypeError("only 'auto' is available: this psfmatch has no PSF SPEC parser") from None
-    from .errors import PsfMatchError
+    from .cli import _spec_arg
 
-    try:
-        parse_psf_spec(text, read_files=False)
-    except PsfMatchError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+    return _spec_arg(text)
 
 
 def _positive_int(text):
