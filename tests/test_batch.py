@@ -25,7 +25,7 @@ from psfmatch.batch import (FAILED, MATCHED, SKIPPED, GridMismatchError, check_m
                             choose_reference_psf, coadd, match_many, match_one)
 from psfmatch.batch_cli import add_batch_parser, run_batch_command  # noqa: E402
 from psfmatch.demo import make_demo_exposure  # noqa: E402
-from psfmatch.errors import InvalidInputError, OutputExistsError  # noqa: E402
+from psfmatch.errors import InvalidInputError, MissingFileError, OutputExistsError  # noqa: E402
 from psfmatch.geom import Box2I  # noqa: E402
 from psfmatch.image import Mask  # noqa: E402
 from psfmatch.io.fits import read_exposure, write_exposure  # noqa: E402
@@ -406,6 +406,12 @@ def test_coadd_refuses_inputs_off_the_grid(tmp_path):
         coadd([a], tmp_path / "o.fits", exclude_planes=["BADD"])
     with pytest.raises(InvalidInputError):
         coadd([], tmp_path / "o.fits")
+    fits.PrimaryHDU(np.ones((20, 30), np.float32)).writeto(tmp_path / "plain.fits")
+    with pytest.raises(InvalidInputError, match=r"coadd input: .*plain\.fits: no IMAGE, MASK, VARIANCE HDU.*coadd "
+                                                r"reads psfmatch or LSST-style exposure files"):
+        coadd([a, tmp_path / "plain.fits"], tmp_path / "o.fits")
+    with pytest.raises(MissingFileError, match=r"absent\.fits.*does not exist"):
+        coadd([a, tmp_path / "absent.fits"], tmp_path / "o.fits")
     assert isinstance(GridMismatchError("x"), ValueError)
     assert not (tmp_path / "o.fits").exists()
     coadd([a, b_psf], tmp_path / "o.fits", require_same_psf=False)  # allowed when asked

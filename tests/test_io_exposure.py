@@ -13,9 +13,9 @@ from astropy.io import fits
 from astropy.wcs import WCS
 
 from psfmatch import Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
-from psfmatch.errors import (CorruptFileError, InvalidInputError, OutputExistsError, PsfMatchError,
+from psfmatch.errors import (CorruptFileError, InvalidInputError, MissingFileError, OutputExistsError, PsfMatchError,
                              UnsupportedFormatError)
-from psfmatch.io import atomic_write, read_exposure, write_exposure
+from psfmatch.io import atomic_write, read_exposure, read_exposure_info, write_exposure
 from psfmatch.io.psf_persist import fit_polynomial_psf
 from psfmatch.psf import (DoubleGaussianPsf, GaussianPsf, ImagePsf, MoffatPsf, PsfexPsf, VariableGaussianPsf,
                           read_psf)
@@ -393,6 +393,40 @@ def test_lsst_style_file(tmp_path):
         hdul["IMAGE"].header["LTV1"] = -7
     assert Exposure.readFits(tmp_path / "calexp.fits").getXY0() == (7, 200)
     assert Exposure.readFits(tmp_path / "calexp.fits", xy0=(1, 2)).getXY0() == (1, 2)
+    info = read_exposure_info(tmp_path / "calexp.fits")
+    assert info.layout == "lsst" and info.shape == (5, 6) and info.xy0 == (7, 200) and info.psf is None
+    assert info.mask_planes["STREAK"] == 9 and info.dtype == np.float32
+
+
+def test_exposure_info_without_the_pixels(tmp_path):
+    path = tmp_path / "e.fits"
+    exp = make_exposure(dtype=np.float64, psf=GaussianPsf(15, 15, 2.0), wcs=simple_wcs(), xy0=(12, 34),
+                        metadata={"filter": "r", "unit": "nJy"})
+    write_exposure(exp, path)
+    info = read_exposure_info(path)
+    assert info.layout == "psfmatch" and info.shape == (40, 60) and info.xy0 == (12, 34)
+    assert info.getBBox() == exp.getBBox() and info.dtype == np.float64 and info.unit == "nJy"
+    assert info.mask_planes == exp.getMask().getMaskPlaneDict()  # CROSSTALK_AFFECTED included
+    assert info.psf == GaussianPsf(15, 15, 2.0) and info.metadata == {}
+    np.testing.assert_allclose(info.wcs.pixel_to_world_values(3.0, 4.0), exp.getWcs().pixel_to_world_values(3.0, 4.0))
+    both = read_exposure_info(path, psf=False, metadata=True)
+    assert both.psf is None and both.metadata["filter"] == "r"
+    # what it refuses, and why
+    fits.PrimaryHDU(np.zeros((8, 8), np.float32)).writeto(tmp_path / "plain.fits")
+    with pytest.raises(UnsupportedFormatError, match=r"plain\.fits: no IMAGE, MASK, VARIANCE HDU\(s\).*read_exposure"):
+        read_exposure_info(tmp_path / "plain.fits")
+    with pytest.raises(MissingFileError, match="does not exist"):
+        read_exposure_info(tmp_path / "absent.fits")
+    with fits.open(path) as hdul:
+        hdul["VARIANCE"].data = np.ones((40, 61), np.float32)
+        hdul.writeto(tmp_path / "shapes.fits")
+    with pytest.raises(CorruptFileError, match=r"shapes\.fits: the planes differ in shape: .*'VARIANCE': \(40, 61\)"):
+        read_exposure_info(tmp_path / "shapes.fits")
+    with fits.open(path) as hdul:
+        hdul["MASK"].data = np.zeros((2, 40, 60), np.int32)
+        hdul.writeto(tmp_path / "cube.fits")
+    with pytest.raises(CorruptFileError, match=r"cube\.fits\[MASK\]: not a 2-d image \(NAXIS = 3\)"):
+        read_exposure_info(tmp_path / "cube.fits")
 
 
 @pytest.mark.skipif(not DES.is_file(), reason=f"shared PSFEx data not found at {DES}")

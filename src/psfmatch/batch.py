@@ -111,8 +111,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import ModelPsfMatchConfig
-from .errors import (CorruptFileError, GridMismatchError, InvalidInputError, MissingDependencyError, MissingFileError,
-                     PsfMatchError)
+from .errors import (GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError,
+                     UnsupportedFormatError)
 from .geom import Box2I
 from .image import Exposure
 
@@ -1150,25 +1150,14 @@ def _grid_positions(bbox: Box2I, grid: int):
 
 def _psf_and_bbox(path):
     """The PSF and the bounding box of an exposure file, reading the pixels only when needed."""
-    from astropy.io import fits
+    from .io import read_exposure_info
 
     try:
-        from .io import psf_from_hdul
-        from .io.fits import FORMAT_NAME, _xy0_from_header
-
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            if str(hdul[0].header.get("PMFORMAT", "")).strip() == FORMAT_NAME:
-                h = hdul["IMAGE"].header
-                w, hh = int(h["NAXIS1"]), int(h["NAXIS2"])
-                x0, y0 = _xy0_from_header(h, f"{path}[IMAGE]")
-                psf = psf_from_hdul(hdul, path)
-                return psf, Box2I((x0, y0), (w, hh))
-    except (ImportError, KeyError):
-        pass
-    except OSError as exc:
-        if not isinstance(exc, CorruptFileError):
-            raise CorruptFileError(f"{path}: not a readable FITS file ({exc})") from exc
-        raise
+        info = read_exposure_info(path)
+        if info.layout == "psfmatch":
+            return info.psf, info.getBBox()
+    except UnsupportedFormatError:
+        pass  # a plain image: read_exposure finds its PSF (or says why not)
     exp = _read_exposure(path)
     return exp.getPsf(), exp.getBBox()
 
@@ -1380,46 +1369,14 @@ class _Input:
 
 
 def _inspect_input(path) -> _Input:
-    from astropy.io import fits
+    from .io import read_exposure_info
 
-    from .io import psf_from_hdul
-    from .io.fits import _mask_planes_from_header, _wcs_from_header, _xy0_from_header
-
-    if not os.path.exists(path):
-        raise MissingFileError(f"coadd input {path!r} does not exist")
     try:
-        hdul = fits.open(path, memmap=False, lazy_load_hdus=True)
-    except OSError as exc:
-        raise CorruptFileError(f"{path}: not a readable FITS file ({exc})") from exc
-    with hdul:
-        try:
-            names = [h.name.upper() for h in hdul]
-        except Exception as exc:
-            raise CorruptFileError(f"{path}: cannot list the HDUs ({type(exc).__name__}: {exc})") from exc
-        missing = [n for n in ("IMAGE", "MASK", "VARIANCE") if n not in names]
-        if missing:
-            raise InvalidInputError(f"coadd input {path} has no {', '.join(missing)} HDU(s) (HDUs: {names}); "
-                                    "coadd reads psfmatch or LSST-style exposure files")
-        shapes = {}
-        for n in ("IMAGE", "MASK", "VARIANCE"):
-            h = hdul[n].header
-            if int(h.get("NAXIS", 0)) != 2:
-                raise CorruptFileError(f"{path}[{n}]: not a 2-d image (NAXIS = {h.get('NAXIS')})")
-            shapes[n] = (int(h["NAXIS2"]), int(h["NAXIS1"]))
-        if len(set(shapes.values())) != 1:
-            raise CorruptFileError(f"{path}: the planes differ in shape: {shapes}")
-        himg = hdul["IMAGE"].header
-        bitpix = int(himg["BITPIX"])
-        dtype = np.dtype(np.float64 if bitpix == -64 else np.float32)
-        planes = _mask_planes_from_header(hdul["MASK"].header)
-        if planes is None:
-            from .image import DEFAULT_MASK_PLANES
-
-            planes = dict(DEFAULT_MASK_PLANES)
-        psf = psf_from_hdul(hdul, path) if "PSF" in names else None
-        unit = str(himg["BUNIT"]).strip() if "BUNIT" in himg else None
-        return _Input(path=path, shape=shapes["IMAGE"], xy0=_xy0_from_header(himg, f"{path}[IMAGE]"),
-                      wcs=_wcs_from_header(himg), planes=planes, dtype=dtype, psf=psf, unit=unit)
+        info = read_exposure_info(path)
+    except UnsupportedFormatError as exc:
+        raise InvalidInputError(f"coadd input: {exc}; coadd reads psfmatch or LSST-style exposure files") from None
+    return _Input(path=path, shape=info.shape, xy0=info.xy0, wcs=info.wcs, planes=info.mask_planes,
+                  dtype=info.dtype, psf=info.psf, unit=info.unit)
 
 
 def _same_wcs(a, b) -> bool:

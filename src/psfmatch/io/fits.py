@@ -46,6 +46,7 @@ import os
 import re
 import tempfile
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,8 +54,8 @@ from ..errors import (CorruptFileError, InvalidInputError, MissingFileError, Out
                       UnsupportedFormatError)
 from ..image import Exposure, Mask
 
-__all__ = ["atomic_write", "write_exposure", "read_exposure", "check_input_file", "open_fits", "read_guard",
-           "prescan_fits",
+__all__ = ["atomic_write", "write_exposure", "read_exposure", "read_exposure_info", "ExposureFileInfo",
+           "check_input_file", "open_fits", "read_guard", "prescan_fits",
            "FORMAT_NAME", "FORMAT_VERSION", "METADATA_HEADER_KEY"]
 
 log = logging.getLogger(__name__)
@@ -721,6 +722,125 @@ def _layout(hdul):
     if "IMAGE" in names:
         return "lsst"
     return "image"
+
+
+@dataclass(frozen=True)
+class ExposureFileInfo:
+    """What an exposure file holds besides its pixels (:func:`read_exposure_info`).
+
+    Attributes
+    ----------
+    path : str
+    layout : {"psfmatch", "lsst"}
+    shape : (int, int)
+        ``(height, width)`` of the image, mask and variance planes.
+    xy0 : (int, int)
+        Parent coordinates of the first pixel.
+    dtype : numpy.dtype
+        The image's pixel type once read (float32 or float64).
+    wcs : astropy.wcs.WCS or None
+    mask_planes : dict
+        Plane name to bit number (the default planes when the file names none).
+    psf : PSF model or None
+        The stored PSF (psfmatch layout; None when not read or not stored).
+    unit : str or None
+        ``BUNIT`` of the image.
+    metadata : dict
+        The stored metadata (psfmatch layout, when asked for), else empty.
+    """
+
+    path: str
+    layout: str
+    shape: tuple
+    xy0: tuple
+    dtype: np.dtype
+    wcs: object
+    mask_planes: dict
+    psf: object = None
+    unit: str | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def getBBox(self):
+        """The exposure's box in parent coordinates."""
+        from ..geom import Box2I
+
+        return Box2I(self.xy0, (self.shape[1], self.shape[0]))
+
+
+def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
+    """The geometry, WCS, mask planes, PSF and metadata of an exposure file, without reading its pixels.
+
+    For the files :func:`write_exposure` writes and LSST-style ones (``IMAGE``,
+    ``MASK`` and ``VARIANCE`` extensions): only the headers are read, plus the
+    PSF's extensions when ``psf`` is True and the ``METADATA`` table when
+    ``metadata`` is True.  A coadd checks its inputs' grids this way before
+    reading any pixel.
+
+    Raises
+    ------
+    MissingFileError
+        If the file does not exist.
+    UnsupportedFormatError
+        If it lacks an ``IMAGE``, ``MASK`` or ``VARIANCE`` extension (a plain
+        image: read it with :func:`read_exposure`).
+    CorruptFileError
+        If it is not readable FITS, a plane is not 2-d, the planes differ in
+        shape, or a stored structure cannot be decoded.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from psfmatch import Exposure
+    >>> from psfmatch.psf import GaussianPsf
+    >>> path = os.path.join(tempfile.mkdtemp(), "e.fits")
+    >>> Exposure(np.zeros((40, 50), np.float32), psf=GaussianPsf(15, 15, 2.0), xy0=(100, 200)).writeFits(path)
+    >>> info = read_exposure_info(path)
+    >>> info.shape, info.getBBox().getMin(), info.psf
+    ((40, 50), Point2I(x=100, y=200), GaussianPsf(15, 15, sigma=2.0))
+    """
+    path = os.fspath(path)
+    with open_fits(path, "exposure") as (hdul, guard):
+        names = [h.name.upper() for h in hdul]
+        missing = [n for n in ("IMAGE", "MASK", "VARIANCE") if n not in names]
+        if missing:
+            raise UnsupportedFormatError(
+                f"{path}: no {', '.join(missing)} HDU(s) (HDUs: {names}); not a psfmatch or LSST-style exposure "
+                "file (read a plain image with read_exposure)")
+        layout = _layout(hdul)
+        shapes = {}
+        for n in ("IMAGE", "MASK", "VARIANCE"):
+            guard.hdu = n
+            h = hdul[n].header
+            if int(h.get("NAXIS", 0)) != 2:
+                raise CorruptFileError(f"{path}[{n}]: not a 2-d image (NAXIS = {h.get('NAXIS')})")
+            shapes[n] = (int(h["NAXIS2"]), int(h["NAXIS1"]))
+        if len(set(shapes.values())) != 1:
+            raise CorruptFileError(f"{path}: the planes differ in shape: {shapes}")
+        guard.hdu = "IMAGE"
+        himg = hdul["IMAGE"].header
+        bitpix = int(himg.get("ZBITPIX", himg["BITPIX"]))
+        planes = _mask_planes_from_header(hdul["MASK"].header)
+        if planes is None:
+            from ..image import DEFAULT_MASK_PLANES
+
+            planes = dict(DEFAULT_MASK_PLANES)
+        stored_psf, md = None, {}
+        if psf and "PSF" in names:
+            from .psf_persist import psf_from_hdul
+
+            guard.hdu = "PSF"
+            stored_psf = psf_from_hdul(hdul, path)
+        if metadata and layout == "psfmatch" and "METADATA" in names:
+            guard.hdu = "METADATA"
+            md = _metadata_from_hdu(hdul["METADATA"], path)
+        guard.hdu = "IMAGE"
+        return ExposureFileInfo(
+            path=path, layout=layout, shape=shapes["IMAGE"], xy0=tuple(_xy0_from_header(himg, f"{path}[IMAGE]")),
+            dtype=np.dtype(np.float64 if bitpix == -64 else np.float32), wcs=_wcs_from_header(himg),
+            mask_planes=planes, psf=stored_psf,
+            unit=str(himg["BUNIT"]).strip() if "BUNIT" in himg and str(himg["BUNIT"]).strip() else None,
+            metadata=md)
 
 
 def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, variance_kind="variance",
