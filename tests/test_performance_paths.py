@@ -280,12 +280,13 @@ def test_match_quality_with_a_shared_reference_equals_per_position(varying_kerne
 
 
 def test_reference_moments_are_remembered_by_the_stamp_bytes(monkeypatch):
+    import psfmatch.moments as moments_mod
     import psfmatch.qa as qa_mod
 
-    monkeypatch.setattr(qa_mod, "_REFERENCE_MOMENTS", {})
+    monkeypatch.setattr(moments_mod, "_STAMP_MOMENTS", {})
     calls = []
-    real = qa_mod.adaptive_moments
-    monkeypatch.setattr(qa_mod, "adaptive_moments", lambda s, *a, **k: calls.append(len(s)) or real(s, *a, **k))
+    real = moments_mod.adaptive_moments
+    monkeypatch.setattr(moments_mod, "adaptive_moments", lambda s, *a, **k: calls.append(len(s)) or real(s, *a, **k))
     stamps = {w: GaussianPsf(31, 31, w).computeKernelImage((0, 0)) for w in (2.0, 2.6, 3.0)}
     first = qa_mod._reference_moments(np.broadcast_to(stamps[2.6], (5, 31, 31)))
     again = qa_mod._reference_moments(np.array([stamps[2.6]] * 3))  # same bytes: not measured again
@@ -294,12 +295,28 @@ def test_reference_moments_are_remembered_by_the_stamp_bytes(monkeypatch):
     assert np.sqrt(first[0][0]) == pytest.approx(2.6, rel=1e-6)  # a Gaussian's adaptive sigma is its own
     other = qa_mod._reference_moments(np.array([stamps[3.0]] * 2))  # a different stamp is measured
     assert calls == [1, 1] and np.sqrt(other[0][0]) == pytest.approx(3.0, rel=1e-6)
-    monkeypatch.setattr(qa_mod, "_REFERENCE_MOMENTS_SIZE", 2)
-    qa_mod._reference_moments(stamps[2.0][None])
-    assert len(qa_mod._REFERENCE_MOMENTS) == 2  # bounded: the oldest is dropped
-    varying = np.array([stamps[2.0], stamps[3.0]])  # not constant: every stamp measured, nothing cached
+    other[0][0] = -1.0  # the caller's arrays are its own: the remembered values do not change
+    assert np.sqrt(qa_mod._reference_moments(np.array([stamps[3.0]] * 2))[0][0]) == pytest.approx(3.0, rel=1e-6)
+    monkeypatch.setattr(moments_mod, "_STAMP_MOMENTS_SIZE", 2)
+    moments_mod.stamp_moments(stamps[2.0])
+    assert len(moments_mod._STAMP_MOMENTS) == 2  # bounded: the oldest is dropped
+    n = len(calls)
+    varying = np.array([stamps[2.0], stamps[3.0]])  # not constant: every stamp measured together
     assert np.sqrt(qa_mod._reference_moments(varying)[0]) == pytest.approx([2.0, 3.0], rel=1e-6)
-    assert calls[-1] == 2
+    assert len(calls) == n  # (qa's own adaptive_moments, not the cache's)
+
+
+def test_basis_is_built_once_per_configuration():
+    from psfmatch.kernel.basis import _alard_lupton_images, alard_lupton_basis
+
+    _alard_lupton_images.cache_clear()
+    a = alard_lupton_basis(10, [0.7, 1.5, 3.0], [4, 2, 2])
+    b = alard_lupton_basis(10, (0.7, 1.5, 3.0), (4, 2, 2))
+    assert _alard_lupton_images.cache_info().hits == 1 and a.shape == (27, 21, 21)
+    np.testing.assert_array_equal(a, b)
+    a[0, 0, 0] = 99.0  # a copy each time: the cached images are untouched
+    assert alard_lupton_basis(10, [0.7, 1.5, 3.0], [4, 2, 2])[0, 0, 0] != 99.0
+    assert a.flags.writeable and abs(b[0].sum() - 1.0) < 1e-12
 
 
 def test_vectorized_psf_realization_equals_one_by_one(rng):

@@ -63,7 +63,7 @@ import numpy as np
 
 from .errors import IllPosedMatchError, IllPosedMatchWarning, KernelQualityWarning, PsfEvaluationError
 from .geom import Point2D, as_point
-from .moments import adaptive_moments
+from .moments import adaptive_moments, stamp_moments
 from .psf.base import Psf, compute_kernel_image_pairs, pad_or_crop_stack
 
 __all__ = [
@@ -222,8 +222,9 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     # moments on the models' own stamps when they share a shape: the zeros of the padding add nothing
     # to the weighted sums, and a 21 px stamp costs a quarter of a 43 px one
     s_mom, s_ok = _moments(np.asarray(S) if len({x.shape for x in S}) == 1 else S_arr)
-    if ref_const:  # one stamp, shared by every cell
-        r_mom, r_ok = (np.repeat(v, len(R), axis=0) for v in _moments(R[:1]))
+    if ref_const:  # one stamp, shared by every cell (and measured once for a whole batch)
+        ixx, iyy, ixy, _, _, ok = stamp_moments(R[0])
+        r_mom, r_ok = np.repeat(np.stack([ixx, iyy, ixy], axis=1), len(R), axis=0), np.repeat(ok, len(R))
     else:
         r_mom, r_ok = _moments(np.asarray(R) if len({x.shape for x in R}) == 1 else R_arr)
     constant = bool(np.all(S_arr == S_arr[0]) and np.all(R_arr == R_arr[0]))

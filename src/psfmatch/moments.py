@@ -286,6 +286,30 @@ def _weighted_sums(s, x, y, xy, powx, ia, ib, ic, xc, yc, xmax, ymax):
     return out
 
 
+#: Adaptive moments of recently measured single stamps, by the stamp's exact bytes (see :func:`stamp_moments`).
+_STAMP_MOMENTS: dict = {}
+_STAMP_MOMENTS_SIZE = 8
+
+
+def stamp_moments(stamp):
+    """:func:`adaptive_moments` of one 2-d stamp as a tuple of 1-element arrays, remembered by its bytes.
+
+    For the stamp that recurs in every fit of a batch (a constant reference
+    PSF): measured once, then looked up (the last few stamps are kept).
+    """
+    s = np.ascontiguousarray(stamp, dtype=np.float64)
+    key = (s.shape, s.tobytes())
+    out = _STAMP_MOMENTS.get(key)
+    if out is None:
+        out = adaptive_moments(s[None])
+        for v in out:
+            v.setflags(write=False)
+        if len(_STAMP_MOMENTS) >= _STAMP_MOMENTS_SIZE:
+            _STAMP_MOMENTS.pop(next(iter(_STAMP_MOMENTS)))
+        _STAMP_MOMENTS[key] = out
+    return out
+
+
 def measure_shape(stamp, position=(0.0, 0.0)) -> Quadrupole:
     """Adaptive moments of one stamp as a :class:`Quadrupole`.
 

@@ -26,6 +26,7 @@ Becker, A. C. et al. 2012, AJ 143, 21 (regularized delta-function kernels).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -137,19 +138,29 @@ def alard_lupton_basis(half_width, sigmas, degrees, renormalize=True) -> np.ndar
     if len(sigmas) != len(degrees):
         raise InvalidConfigError(
             f"alardSigGauss has {len(sigmas)} entries but alardDegGauss has {len(degrees)}; they must match")
-    v, u = np.mgrid[-h:h + 1, -h:h + 1].astype(np.float64)
-    out = []
     for sigma, deg in zip(sigmas, degrees):
         if not sigma > 0:
             raise InvalidConfigError(f"Alard-Lupton sigmas must be positive; got {sigma}")
         if int(deg) != deg or deg < 0:
             raise InvalidConfigError(f"Alard-Lupton degrees must be non-negative integers; got {deg}")
+    # every fit with the same configuration builds the same basis: it is made once (a copy is returned)
+    return _alard_lupton_images(h, tuple(float(s) for s in sigmas), tuple(int(d) for d in degrees),
+                                bool(renormalize)).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _alard_lupton_images(h, sigmas, degrees, renormalize):
+    v, u = np.mgrid[-h:h + 1, -h:h + 1].astype(np.float64)
+    out = []
+    for sigma, deg in zip(sigmas, degrees):
         g = np.exp(-(u * u + v * v) / (2.0 * sigma * sigma))
         g /= g.sum()
-        for p, q in _monomials(int(deg)):
+        for p, q in _monomials(deg):
             out.append(g * (u / h) ** p * (v / h) ** q)
     out = np.array(out)
-    return renormalize_kernel_list(out) if renormalize else out
+    out = renormalize_kernel_list(out) if renormalize else out
+    out.setflags(write=False)
+    return out
 
 
 def makeAlardLuptonBasisList(halfWidth, nGauss, sigGauss, degGauss) -> KernelBasis:
