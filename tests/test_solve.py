@@ -138,7 +138,7 @@ def test_spatial_function_terms():
 def test_gram_of_zero_padded_stamps_uses_their_support(shared_reference, rng):
     """Science stamps zero-padded to psfSize (the task's autoPad) are transformed on their support only:
     the equations are those of the explicit design over the full support, whatever the placement."""
-    from psfmatch.solve import _half_support
+    from psfmatch.psf.base import stamp_half_support as _half_support
 
     for basis in (makeAlardLuptonBasisList(5, 3, (0.8, 1.6, 3.0), (2, 1, 1)), makeDeltaFunctionBasisList(5)):
         _check_padded(basis, shared_reference, rng)
@@ -154,7 +154,7 @@ def test_gram_of_zero_padded_stamps_uses_their_support(shared_reference, rng):
 
 
 def _check_padded(basis, shared_reference, rng):
-    from psfmatch.solve import _half_support
+    from psfmatch.psf.base import stamp_half_support as _half_support
 
     S0, R0 = _stamps(rng, n=4, P=15)
     S = np.pad(S0, ((0, 0), (8, 8), (8, 8)))  # 15 -> 31: zeros around, as the task pads

@@ -111,7 +111,7 @@ from .errors import PsfEvaluationError
 from .geom import Point2D
 from .kernel.basis import KernelBasis, alard_lupton_basis, makeDeltaFunctionBasisList, make_regularization_matrix
 from .kernel.spatial import SpatialFunction, full_column_rank
-from .psf.base import _ResizedPsf, compute_kernel_image_pairs, pad_or_crop, pad_or_crop_stack
+from .psf.base import _ResizedPsf, kernel_image_pair_stacks, pad_or_crop
 from .qa import matched_stamps
 from .solve import (GramBuilder, NormalEquations, constrained_basis, reduce_constrained, solve_candidates,
                     solve_spatial, transform_equations)
@@ -394,14 +394,12 @@ class _TrialData:
         x0, y0, x1, y1 = bbox.getMinX(), bbox.getMinY(), bbox.getMaxX(), bbox.getMaxY()
         ho += [(x0, y0), (x1, y0), (x0, y1), (x1, y1)]
         pts = [Point2D(float(x), float(y)) for x, y in ho]
-        sci_imgs, ref_imgs, errors = compute_kernel_image_pairs(science_psf, ref_big, pts)
-        keep = [i for i in range(len(pts)) if i not in errors]
-        if not keep:  # nothing between the cells (a single cell): validate on the fitted candidates
+        S_ho, R_ho, kept = kernel_image_pair_stacks(science_psf, ref_big, pts, p_max)
+        if not kept:  # nothing between the cells (a single cell): validate on the fitted candidates
             self.S_ho, self.R_ho, self.xy_ho = self.S_fit, self.R_fit, self.xy_fit
         else:
-            self.S_ho = pad_or_crop_stack([sci_imgs[i] for i in keep], p_max, p_max)
-            self.R_ho = np.array([ref_imgs[i] for i in keep])
-            self.xy_ho = np.array([(pts[i].x, pts[i].y) for i in keep], dtype=float)
+            self.S_ho, self.R_ho = S_ho, R_ho
+            self.xy_ho = np.array([(pts[i].x, pts[i].y) for i in kept], dtype=float)
 
     def _science(self, science_psf, survey, j, p):
         # the survey zero-padded the science stamps to its common size; p_max >= the native science size

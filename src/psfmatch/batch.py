@@ -1356,27 +1356,14 @@ class CoaddReport:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
 
-@dataclass
-class _Input:
-    path: str
-    shape: tuple
-    xy0: tuple
-    wcs: object
-    planes: dict
-    dtype: np.dtype
-    psf: object
-    unit: str | None
-
-
-def _inspect_input(path) -> _Input:
+def _inspect_input(path):
+    """The coadd input's :class:`~psfmatch.io.ExposureFileInfo` (no pixels read)."""
     from .io import read_exposure_info
 
     try:
-        info = read_exposure_info(path)
+        return read_exposure_info(path)
     except UnsupportedFormatError as exc:
         raise InvalidInputError(f"coadd input: {exc}; coadd reads psfmatch or LSST-style exposure files") from None
-    return _Input(path=path, shape=info.shape, xy0=info.xy0, wcs=info.wcs, planes=info.mask_planes,
-                  dtype=info.dtype, psf=info.psf, unit=info.unit)
 
 
 def _same_wcs(a, b) -> bool:
@@ -1584,7 +1571,7 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
             if require_same_psf:
                 raise InvalidInputError(msg)
             log.warning(msg)
-    known = set().union(*(inp.planes for inp in inputs))
+    known = set().union(*(inp.mask_planes for inp in inputs))
     unknown = [p for p in exclude_planes if p != "NO_DATA" and p not in known]
     if unknown:
         raise InvalidInputError(f"exclude_planes {unknown} are not mask planes of any input; known planes: "
@@ -1593,9 +1580,9 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     # the output's mask planes: the first input's registry, extended by name
     from .image import Mask
 
-    out_mask = Mask(shape=(1, 1), planes=first.planes)
+    out_mask = Mask(shape=(1, 1), planes=first.mask_planes)
     for inp in inputs:
-        for name in inp.planes:
+        for name in inp.mask_planes:
             out_mask.addMaskPlane(name)
     nodata_out = out_mask.getPlaneBitMask("NO_DATA") if "NO_DATA" in out_mask.getMaskPlaneDict() \
         else 1 << out_mask.addMaskPlane("NO_DATA")
@@ -1604,9 +1591,9 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     for inp in inputs:
         bits = 0
         for name in exclude_planes:
-            if name in inp.planes:
-                bits |= 1 << int(inp.planes[name])
-        specs.append((inp.path, bits, _remap_table(inp.planes, out_planes)))
+            if name in inp.mask_planes:
+                bits |= 1 << int(inp.mask_planes[name])
+        specs.append((inp.path, bits, _remap_table(inp.mask_planes, out_planes)))
 
     dtype = np.dtype(np.float64) if any(inp.dtype == np.float64 for inp in inputs) else np.dtype(np.float32)
     bitpix = -64 if dtype == np.float64 else -32

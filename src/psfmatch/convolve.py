@@ -596,11 +596,10 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     replace by 0, the rows holding any, and whether there are any.
     ``pool`` (None: this thread) runs the batches of tiles on ``nworkers`` threads:
     the image's as soon as its term spectra are ready, while this thread
-    prepares the variance's.  ``beside = (fn, futures)``: with a pool, ``fn``
-    (the mask's dilation, which writes nothing the tiles touch) is submitted
-    then, ahead of the variance's tiles, and its future appended to
-    ``futures`` (submitted earlier, its Python-heavy loops would slow the
-    set-up through the GIL).
+    prepares the variance's.  With a pool, ``beside`` (the mask's dilation,
+    which writes nothing the tiles touch) is submitted then, ahead of the
+    variance's tiles (submitted earlier, its Python-heavy loops would slow the
+    set-up through the GIL), and its future is returned; otherwise None.
     """
     H, W = srcs[0].shape
     h = k // 2
@@ -629,26 +628,18 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
         ity, t0, t1 = batch
         ys = h + ity * Cy
         ny = min(Cy, H - h - ys)
-        n = t1 - t0
+        cols = [(h + t * Cx, min(Cx, W - h - (h + t * Cx))) for t in range(t0, t1)]  # (first x, width) of each tile
         rows_bad = any_bad and bool(bad_rows[ys - h:ys + ny + h].any())
-        block = np.zeros((n, Ly, Lx), dtype=rdtype)
-        for i in range(n):
-            xs = h + (t0 + i) * Cx
-            nx = min(Cx, W - h - xs)
+        block = np.zeros((len(cols), Ly, Lx), dtype=rdtype)
+        Xw = np.zeros((Tx.shape[0], len(cols), 1, Cx), dtype=rdtype)
+        for i, (xs, nx) in enumerate(cols):
             view = block[i, :ny + 2 * h, :nx + 2 * h]
             view[...] = src[ys - h:ys + ny + h, xs - h:xs + nx + h]
             if rows_bad:
                 view[bad[ys - h:ys + ny + h, xs - h:xs + nx + h]] = 0
-        Yw = Ty[:, ys:ys + ny, None]
-        Xw = np.zeros((Tx.shape[0], n, 1, Cx), dtype=rdtype)
-        for i in range(n):
-            xs = h + (t0 + i) * Cx
-            nx = min(Cx, W - h - xs)
             Xw[:, i, 0, :nx] = Tx[:, xs:xs + nx]
-        acc = tr.apply(block, ny, Yw, Xw)
-        for i in range(n):
-            xs = h + (t0 + i) * Cx
-            nx = min(Cx, W - h - xs)
+        acc = tr.apply(block, ny, Ty[:, ys:ys + ny, None], Xw)
+        for i, (xs, nx) in enumerate(cols):
             dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
 
     label = "convolve image and variance"
@@ -657,26 +648,26 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
         planes = [plane(img_terms, srcs[0], dsts[0], order), plane(var_terms, srcs[1], dsts[1], order_v)]
         for pl, batch in progress_bar([(pl, b) for pl in planes for b in batches], desc=label):
             run(pl, batch)
-        return
+        return None
     # the image's tiles start as soon as its term spectra are ready; this thread prepares the
     # variance's (15 transforms for order 2) meanwhile, then queues the mask's dilation and the
     # variance's tiles behind them
     img_plane = plane(img_terms, srcs[0], dsts[0], order)
     bad, bad_rows, any_bad = missing()
-    jobs = []
+    jobs, side = [], None
     try:
         jobs += [pool.submit(run, img_plane, b) for b in batches]
         var_plane = plane(var_terms, srcs[1], dsts[1], order_v)
-        if beside is not None:
-            beside[1].append(pool.submit(beside[0]))
+        side = pool.submit(beside) if beside is not None else None
         jobs += [pool.submit(run, var_plane, b) for b in batches]
         for _ in progress_bar((f.result() for f in jobs), desc=label, total=2 * len(batches)):
             pass
     except BaseException:
         for f in jobs:
             f.cancel()
-        futures.wait(jobs)  # nothing of this call left running
+        futures.wait(jobs + ([side] if side is not None else []))  # nothing of this call left running
         raise
+    return side
 
 
 def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKernel, *,
@@ -738,7 +729,6 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
 
     tiled = H > 2 * h and W > 2 * h
     pool = shared_pool(nworkers) if tiled else None
-    mask_job = []  # the mask's dilation runs in the pool beside the tiles (see _convolve_tiles)
 
     def find_missing():
         """Input pixels that must not be used: non-finite image or variance, NO_DATA."""
@@ -750,21 +740,22 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
         return bad, (bad.any(axis=1) if any_bad else None), any_bad
 
     # with a pool, the missing pixels are found while this thread prepares the term spectra
-    missing_job = pool.submit(find_missing) if pool is not None else None
-    found = find_missing() if missing_job is None else None
-
-    def missing():
-        return missing_job.result() if missing_job is not None else found
+    if pool is not None:
+        missing = pool.submit(find_missing)
+    else:
+        missing = futures.Future()
+        missing.set_result(find_missing())
+    mask_done = None  # the mask's dilation, when it runs in the pool beside the tiles
     if tiled:
         try:
-            _convolve_tiles(masked_image, img_terms, var_terms, order, (img, var), (out_img, out_var), missing,
-                            k, tile, rdtype, cdtype, pool, nworkers, beside=(propagate_mask, mask_job))
+            mask_done = _convolve_tiles(masked_image, img_terms, var_terms, order, (img, var), (out_img, out_var),
+                                        missing.result, k, tile, rdtype, cdtype, pool, nworkers, beside=propagate_mask)
         except BaseException:
-            futures.wait(mask_job + ([missing_job] if missing_job is not None else []))  # nothing left running
+            futures.wait([missing])  # nothing left running
             raise
-    bad, bad_rows, any_bad = missing()
-    if mask_job:
-        mask_job[0].result()
+    bad, bad_rows, any_bad = missing.result()
+    if mask_done is not None:
+        mask_done.result()
     else:
         propagate_mask()
 

@@ -6,7 +6,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["available_cores", "shared_pool"]
+__all__ = ["available_cores", "shared_pool", "map_shared"]
 
 #: Name prefix of the threads of :func:`shared_pool`.
 _PREFIX = "psfmatch-worker"
@@ -47,6 +47,18 @@ def shared_pool(nthreads: int):
             pool = _POOLS[nthreads] = ThreadPoolExecutor(max_workers=nthreads,
                                                          thread_name_prefix=f"{_PREFIX}-{nthreads}")
     return pool
+
+
+def map_shared(fn, items, nthreads=None) -> list:
+    """``[fn(x) for x in items]``, on :func:`shared_pool` threads when one is available (else in this thread).
+
+    ``nthreads`` defaults to :func:`available_cores`; results keep the order of ``items``.
+    """
+    items = list(items)
+    pool = shared_pool(available_cores() if nthreads is None else nthreads) if len(items) > 1 else None
+    if pool is None:
+        return [fn(x) for x in items]
+    return list(pool.map(fn, items))
 
 
 def _forget_pools():

@@ -25,7 +25,7 @@ from scipy import fft as sfft
 
 from .moments import adaptive_moments, stamp_moments
 from .psf.base import stamp_half_support
-from .parallel import available_cores, shared_pool
+from .parallel import map_shared
 
 __all__ = ["matched_stamps", "match_quality", "summarize", "QA_DTYPE"]
 
@@ -112,17 +112,12 @@ def match_quality(science, reference, kernels) -> dict:
     R = np.asarray(reference, dtype=np.float64)
     K = np.asarray(kernels, dtype=np.float64)
     n = len(S)
-    cores = available_cores()
     nparts = -(-n // _CHUNK)  # near-equal chunks of at most _CHUNK positions
     if nparts <= 1:
         return _match_quality(S, R, K)
     edges = np.linspace(0, n, nparts + 1).round().astype(int)
     chunks = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-    pool = shared_pool(cores)
-    if pool is not None:
-        parts = list(pool.map(lambda sl: _match_quality(S[sl], R[sl], K[sl]), chunks))
-    else:
-        parts = [_match_quality(S[sl], R[sl], K[sl]) for sl in chunks]
+    parts = map_shared(lambda sl: _match_quality(S[sl], R[sl], K[sl]), chunks)
     return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
 
 

@@ -41,10 +41,10 @@ import numpy as np
 import scipy.linalg
 from scipy import fft as sfft
 
-from .parallel import available_cores, shared_pool
+from .parallel import available_cores, map_shared
 from .errors import InvalidInputError
 from .kernel.basis import KernelBasis, renormalize_kernel_list
-from .psf.base import stamp_half_support as _half_support
+from .psf.base import stamp_half_support
 
 __all__ = [
     "NormalEquations",
@@ -240,11 +240,9 @@ class GramBuilder:
         with single_threaded_blas():
             # chunks of the spectral (AL, PCA) path run on the cores in parallel (numpy, pocketfft and a
             # one-thread BLAS release the GIL); the delta-function path keeps its large chunks sequential
-            parallel = self.region == "full" and not self._delta and len(starts) > 1
-            pool = shared_pool(available_cores()) if parallel else None
-            if pool is not None:
-                self._spectral_basis(geom[0])
-                out = list(pool.map(one, starts))
+            if self.region == "full" and not self._delta and len(starts) > 1:
+                self._spectral_basis(geom[0])  # made once here, not raced for by the threads
+                out = map_shared(one, starts)
             else:
                 out = [one(i) for i in starts]
         return NormalEquations(np.concatenate([o.M for o in out]), np.concatenate([o.b for o in out]),
@@ -310,8 +308,8 @@ class GramBuilder:
         """
         h = self.h
         R0 = self._shared(R)
-        a = _half_support(S)
-        r = _half_support(R0[None] if R0 is not None else R)
+        a = stamp_half_support(S)
+        r = stamp_half_support(R0[None] if R0 is not None else R)
         c0 = max(a, r)
         n = sfft.next_fast_len(max(2 * a + 2 * h + 1, a + r + h + 1, 2 * c0 + 1), real=True)
         return n, a, c0 - a, r, c0 - r
@@ -536,11 +534,10 @@ _PARALLEL_EIG_MIN = 256
 def _eigvalsh_parallel(Ms):
     """``numpy.linalg.eigvalsh`` of a stack, split between the cores for long stacks (LAPACK releases the GIL)."""
     nthreads = min(available_cores(), len(Ms) // (_PARALLEL_EIG_MIN // 2))
-    pool = shared_pool(available_cores()) if nthreads > 1 else None
-    if pool is None:
+    if nthreads < 2:
         return np.linalg.eigvalsh(Ms)
     parts = np.array_split(np.arange(len(Ms)), nthreads)
-    return np.concatenate(list(pool.map(lambda ix: np.linalg.eigvalsh(Ms[ix[0]:ix[-1] + 1]), parts)))
+    return np.concatenate(map_shared(lambda ix: np.linalg.eigvalsh(Ms[ix[0]:ix[-1] + 1]), parts))
 
 
 def _solve_gram_batched(Ms, bs, d, cut):

@@ -43,7 +43,7 @@ from .image import Exposure
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel
 from .kernel.spatial import SpatialFunction, full_column_rank
-from .psf.base import as_psf, compute_kernel_image_pairs, compute_kernel_images, pad_or_crop, pad_or_crop_stack
+from .psf.base import as_psf, compute_kernel_images, kernel_image_pair_stacks, pad_or_crop, pad_or_crop_stack
 from .qa import match_quality, summarize
 from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
                     solve_candidates, solve_spatial, transform_equations)
@@ -649,11 +649,8 @@ class ModelPsfMatchTask:
         cfg = self.config
         n_cells = len(cellSet.cells)
         pts = cellSet.between_positions(min(cfg.qaMaxPositions, math.ceil(cfg.qaPositionsPerCandidate * n_cells)))
-        sci_imgs, ref_imgs, errors = compute_kernel_image_pairs(sci, ref, pts)
-        keep = [i for i in range(len(pts)) if i not in errors]
-        S = pad_or_crop_stack([sci_imgs[i] for i in keep], psfSize, psfSize)
-        R = pad_or_crop_stack([ref_imgs[i] for i in keep], psfSize, psfSize)
-        return S, R, np.array([pts[i].x for i in keep]), np.array([pts[i].y for i in keep])
+        S, R, kept = kernel_image_pair_stacks(sci, ref, pts, psfSize)
+        return S, R, np.array([pts[i].x for i in kept]), np.array([pts[i].y for i in kept])
 
 
 def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None):

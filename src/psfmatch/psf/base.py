@@ -36,7 +36,8 @@ from ..geom import Box2I, Point2D, as_point
 from ..moments import Quadrupole, adaptive_moments
 
 __all__ = ["Psf", "PsfAdapter", "as_psf", "validate_kernel_image", "pad_or_crop", "shift_image",
-           "compute_kernel_images", "compute_kernel_image_pairs", "pad_or_crop_stack", "stamp_half_support"]
+           "compute_kernel_images", "compute_kernel_image_pairs", "kernel_image_pair_stacks", "pad_or_crop_stack",
+           "stamp_half_support"]
 
 
 def validate_kernel_image(image, who="PSF", position=None, normalize=True) -> np.ndarray:
@@ -173,6 +174,18 @@ def compute_kernel_image_pairs(science, reference, positions):
         else:
             ref[i] = imgs[j]
     return sci, ref, errors
+
+
+def kernel_image_pair_stacks(science, reference, positions, size):
+    """Science and reference stamps, both padded or cropped to ``size``, where both PSFs evaluate.
+
+    Returns ``(S, R, kept)``: (m, size, size) stacks and the indices of
+    ``positions`` they belong to (:func:`compute_kernel_image_pairs` drops the others).
+    """
+    sci, ref, errors = compute_kernel_image_pairs(science, reference, positions)
+    kept = [i for i in range(len(sci)) if i not in errors]
+    return (pad_or_crop_stack([sci[i] for i in kept], size, size),
+            pad_or_crop_stack([ref[i] for i in kept], size, size), kept)
 
 
 def stamp_half_support(stack) -> int:
