@@ -239,6 +239,38 @@ def test_truncated_reference_warns():
         small_task(0).run(exposure, GaussianPsf(31, 31, 2.6))
 
 
+@pytest.mark.parametrize("entry", ["run", "fitKernel"])
+@pytest.mark.parametrize("case", ["truncated", "ill-posed"])
+def test_warnings_point_to_the_callers_line(entry, case):
+    """The fit's warnings name the line of user code that called run() or fitKernel(), not psfmatch's own.
+
+    (Python shows a warning once per location: a warning attributed to a line of
+    psfmatch would be shown once for a whole loop over exposures, and could not
+    be filtered by the user's module.)
+    """
+    import warnings
+
+    from psfmatch.errors import IllPosedMatchWarning, KernelQualityWarning, TruncatedPsfWarning
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialKernelOrder = 0
+    task = ModelPsfMatchTask(config=config)
+    sigma_sci, sigma_ref = (1.8, 6.0) if case == "truncated" else (3.0, 2.0)
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=GaussianPsf(21, 21, sigma_sci))
+    reference = GaussianPsf(31, 31, sigma_ref)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if entry == "run":
+            task.run(exposure, reference)
+        else:
+            task.fitKernel(exposure.getPsf(), reference, exposure.getBBox())
+    expected = {TruncatedPsfWarning, KernelQualityWarning} if case == "truncated" else \
+        {IllPosedMatchWarning, KernelQualityWarning}
+    ours = [w for w in caught if w.category in expected]
+    assert {w.category for w in ours} == expected
+    assert {w.filename for w in ours} == {__file__}
+
+
 def test_exposure_smaller_than_kernel():
     exposure = Exposure(np.zeros((20, 40), np.float32), psf=GaussianPsf(21, 21, 1.8))
     with pytest.raises(InvalidInputError, match=r"exposure \(40x20 pixels\) is no larger than the kernel's border"):

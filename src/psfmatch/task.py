@@ -199,7 +199,8 @@ class ModelPsfMatchTask:
         t0 = time.perf_counter()
         exposure = self._check_exposure(exposure)
         log.info("compute Psf-matching kernel")
-        fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum)
+        fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum,
+                             _warn_skip=1)  # the fit's warnings point to the line that called run()
         t1 = time.perf_counter()
         self._debugDisplays(exposure, fit)
         log.info("Psf-match science exposure to reference")
@@ -241,7 +242,7 @@ class ModelPsfMatchTask:
     #: A reference stamp whose border pixels exceed this fraction of its peak is reported as truncated.
     TRUNCATION_THRESHOLD = 1e-3
 
-    def _warn_truncated(self, ref, position, psfSize, md):
+    def _warn_truncated(self, ref, position, psfSize, md, stacklevel=3):
         """Warn when the reference PSF still has flux at the edge of its ``psfSize`` stamp."""
         try:
             R = ref.computeKernelImage(position)
@@ -255,7 +256,7 @@ class ModelPsfMatchTask:
                    f"{ratio:.2g} of its peak (threshold {self.TRUNCATION_THRESHOLD:g}); the matched PSF will "
                    "miss its wings. Use a larger reference stamp or kernelSize / autoPadPsfTo")
             md["notes"].append(msg)
-            warnings.warn(msg, TruncatedPsfWarning, stacklevel=3)
+            warnings.warn(msg, TruncatedPsfWarning, stacklevel=stacklevel)
 
     # ------------------------------------------------------------------
     def _check_exposure(self, exposure):
@@ -304,8 +305,12 @@ class ModelPsfMatchTask:
         raise PsfComputeShapeError(position, f"all {len(offsets)} attempts failed: {last}")
 
     # ------------------------------------------------------------------
-    def _fitKernelChecked(self, sciencePsf, referencePsfModel, bbox, kernelSum):
-        """Survey and ill-posed check, automatic kernel choice, the fit, then the quality checks."""
+    def _fitKernelChecked(self, sciencePsf, referencePsfModel, bbox, kernelSum, warn_skip=0):
+        """Survey and ill-posed check, automatic kernel choice, the fit, then the quality checks.
+
+        Warnings are attributed to the caller of :meth:`fitKernel`, ``warn_skip``
+        frames further up (1 when :meth:`run` called it).
+        """
         from .autokernel import choose_kernel
         from .diagnostics import (FLAG_ILL_POSED, SurveyCachedPsf, check_ill_posed, check_kernel_quality,
                                   enforce_ill_posed, survey_psfs)
@@ -325,7 +330,8 @@ class ModelPsfMatchTask:
             survey = None  # nothing evaluates: the fit raises NoKernelCandidatesError with its own message
         report = None if survey is None else check_ill_posed(survey, self.config.illPosedTolerance)
         if report is not None:
-            enforce_ill_posed(report, self.config.strict, stacklevel=4)  # raises before anything is fitted
+            # raises before anything is fitted; warns from enforce <- here <- fitKernel <- its caller
+            enforce_ill_posed(report, self.config.strict, stacklevel=4 + warn_skip)
         t1 = time.perf_counter()
         task, auto_md = self, None
         if self.config.autoKernel and survey is not None:
@@ -333,7 +339,7 @@ class ModelPsfMatchTask:
             task = type(self)(config=choice.config, name=self.name)
             auto_md = choice.metadata
         fit = task.fitKernel(sci if survey is None else SurveyCachedPsf(sci, survey), ref, bbox, kernelSum,
-                             _preflight=False, _cellSet=cellSet)
+                             _preflight=False, _cellSet=cellSet, _warn_skip=warn_skip + 2)
         md = fit.metadata
         qa = md.setdefault("qa", {})
         flags = []
@@ -348,7 +354,7 @@ class ModelPsfMatchTask:
                 if j is not None:
                     cand.qa["illPosedDeficit"] = float(report.deficit[j])
         flags += check_kernel_quality(qa, self.config.qaMaxResidual, self.config.qaMaxKernelNegativeFraction,
-                                      stacklevel=4)
+                                      stacklevel=4 + warn_skip)
         qa["flags"] = flags
         qa["thresholds"] = {"illPosedTolerance": self.config.illPosedTolerance,
                             "qaMaxResidual": self.config.qaMaxResidual,
@@ -362,7 +368,7 @@ class ModelPsfMatchTask:
 
     # ------------------------------------------------------------------
     def fitKernel(self, sciencePsf, referencePsfModel, bbox: Box2I, kernelSum=1.0, *, _preflight=True,
-                  _cellSet=None) -> KernelFit:
+                  _cellSet=None, _warn_skip=0) -> KernelFit:
         """Fit the spatially varying matching kernel over ``bbox`` (no convolution).
 
         Before anything is fitted, both PSFs are surveyed at the cell centres and
@@ -398,11 +404,11 @@ class ModelPsfMatchTask:
         # OpenBLAS's threads would only spin against psfmatch's own (see single_threaded_blas)
         with single_threaded_blas():
             if _preflight:
-                return self._fitKernelChecked(sciencePsf, referencePsfModel, bbox, kernelSum)
-            return self._fitKernel(sciencePsf, referencePsfModel, bbox, kernelSum, _cellSet)
+                return self._fitKernelChecked(sciencePsf, referencePsfModel, bbox, kernelSum, _warn_skip)
+            return self._fitKernel(sciencePsf, referencePsfModel, bbox, kernelSum, _cellSet, _warn_skip)
 
-    def _fitKernel(self, sciencePsf, referencePsfModel, bbox, kernelSum, _cellSet):
-        """:meth:`fitKernel` without the survey and the quality checks."""
+    def _fitKernel(self, sciencePsf, referencePsfModel, bbox, kernelSum, _cellSet, warn_skip=0):
+        """:meth:`fitKernel` without the survey and the quality checks (``warn_skip``: see :meth:`_fitKernelChecked`)."""
         t0 = time.perf_counter()
         ks = self._kernel_sum(kernelSum)
         kc = self.kConfig
@@ -484,7 +490,8 @@ class ModelPsfMatchTask:
         else:
             refResized = ref
         md["referencePsfDimensions"] = [psfSize, psfSize]
-        self._warn_truncated(refResized, bbox.getCenter(), psfSize, md)
+        # _warn_truncated <- here <- fitKernel <- its caller
+        self._warn_truncated(refResized, bbox.getCenter(), psfSize, md, stacklevel=4 + warn_skip)
 
         # a reference that does not vary is realized once and shared (read-only) by every candidate
         ref_const = not bool(getattr(refResized, "isSpatiallyVarying", lambda: True)())
