@@ -138,6 +138,39 @@ def test_tiles_and_threads_do_not_change_the_result():
         np.testing.assert_array_equal(out.mask, ref.mask)
 
 
+def test_a_failure_preparing_the_variance_spectra_in_the_pool_propagates(monkeypatch):
+    # the variance's term spectra are prepared by a pool thread while the image's tiles are queued
+    import psfmatch.convolve as conv
+
+    bbox = Box2I((0, 0), (200, 160))
+    K = _varying_kernel(bbox=bbox)
+    mi = MaskedImage(np.ones((160, 200)), variance=np.ones((160, 200)))
+    real_init, real_apply = conv._PlaneTransform.__init__, conv._PlaneTransform.apply
+    n_img_terms = len(conv.spatial_term_images(K, bbox)[1])
+    applied = []
+
+    def init(self, terms, *args):
+        if len(terms) != n_img_terms:  # the variance's (its square has more terms)
+            raise MemoryError("variance spectra failed")
+        real_init(self, terms, *args)
+
+    def apply(self, *args):
+        applied.append(1)
+        return real_apply(self, *args)
+
+    monkeypatch.setattr(conv._PlaneTransform, "__init__", init)
+    monkeypatch.setattr(conv._PlaneTransform, "apply", apply)
+    with pytest.raises(MemoryError, match="variance spectra failed"):
+        convolve_masked_image(mi, K, tile=48, workers=2)
+    done = len(applied)
+    import threading
+    threading.Event().wait(0.2)
+    assert len(applied) == done  # no image tile still running or started afterwards
+    monkeypatch.setattr(conv._PlaneTransform, "__init__", real_init)
+    out = convolve_masked_image(mi, K, tile=48, workers=2)  # the pool is not poisoned
+    np.testing.assert_allclose(out.variance, convolve_masked_image(mi, K, workers=1).variance, rtol=1e-12)
+
+
 def test_a_failing_tile_propagates_and_leaves_nothing_running(monkeypatch):
     import threading
 
