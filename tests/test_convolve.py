@@ -140,6 +140,8 @@ def test_tiles_and_threads_do_not_change_the_result():
 
 def test_a_failure_preparing_the_variance_spectra_in_the_pool_propagates(monkeypatch):
     # the variance's term spectra are prepared by a pool thread while the image's tiles are queued
+    import threading
+
     import psfmatch.convolve as conv
 
     bbox = Box2I((0, 0), (200, 160))
@@ -163,7 +165,6 @@ def test_a_failure_preparing_the_variance_spectra_in_the_pool_propagates(monkeyp
     with pytest.raises(MemoryError, match="variance spectra failed"):
         convolve_masked_image(mi, K, tile=48, workers=2)
     done = len(applied)
-    import threading
     threading.Event().wait(0.2)
     assert len(applied) == done  # no image tile still running or started afterwards
     monkeypatch.setattr(conv._PlaneTransform, "__init__", real_init)

@@ -654,22 +654,21 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     # are queued behind them.  This thread only waits meanwhile: preparing the variance's spectra
     # here, a third thread on two cores, took 15 ms instead of 4 at 1024 x 1024 and slowed the
     # tiles beside it (convolution 57 -> 51 ms, medians of blocks of runs)
+    var_job = pool.submit(plane, var_terms, srcs[1], dsts[1], order_v)
     jobs, side = [], None
     try:
-        var_job = pool.submit(plane, var_terms, srcs[1], dsts[1], order_v)
-        jobs.append(var_job)
         img_plane = plane(img_terms, srcs[0], dsts[0], order)
         bad, bad_rows, any_bad = missing()
         jobs += [pool.submit(run, img_plane, b) for b in batches]
         var_plane = var_job.result()
         side = pool.submit(beside) if beside is not None else None
         jobs += [pool.submit(run, var_plane, b) for b in batches]
-        for _ in progress_bar((f.result() for f in jobs[1:]), desc=label, total=2 * len(batches)):
+        for _ in progress_bar((f.result() for f in jobs), desc=label, total=2 * len(batches)):
             pass
     except BaseException:
         for f in jobs:
             f.cancel()
-        futures.wait(jobs + ([side] if side is not None else []))  # nothing of this call left running
+        futures.wait(jobs + [var_job] + ([side] if side is not None else []))  # nothing of this call left running
         raise
     return side
 
