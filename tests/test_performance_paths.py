@@ -442,6 +442,39 @@ def test_matched_stamps_of_zero_padded_science_equal_the_full_convolution(rng):
         np.testing.assert_allclose(got[i], signal.convolve(S[i], K[i], mode="full"), rtol=0, atol=1e-13)
 
 
+def test_qa_residuals_follow_their_definition_including_the_frame_outside_the_reference(rng):
+    # residualMax is max|S (*) K - R| over the whole (P + k - 1)^2 support (R zero-padded), residualRms
+    # the RMS over the reference stamp's P^2 pixels.  Position 0 is the Gaussian match, position 1
+    # puts its worst residual in the frame outside the reference stamp (a science PSF near its stamp's
+    # corner moved further by a one-pixel kernel at the kernel's corner), position 2 is a noisy kernel.
+    from scipy import signal
+
+    P, k = 21, 9
+    h = k // 2
+    gauss = GaussianPsf(P, P, 1.5).computeKernelImage((0, 0))
+    S = np.array([gauss, np.roll(gauss, (-8, -8), axis=(0, 1)), gauss])
+    S_before = S.copy()
+    R = np.array([GaussianPsf(P, P, 2.2).computeKernelImage((0, 0))] * 3)
+    K = np.array([GaussianPsf(k, k, np.sqrt(2.2**2 - 1.5**2)).computeKernelImage((0, 0))] * 3)
+    K[1] = 0.0
+    K[1, 0, 0] = 1.0
+    K[2] += 0.01 * rng.standard_normal((k, k))
+    K[2] /= K[2].sum()
+    q = match_quality(S, R, K)
+    on_stamp = []
+    for i in range(3):
+        D = signal.convolve(S[i], K[i], mode="full")
+        D[h:h + P, h:h + P] -= R[i]
+        # to the single-precision rounding of the QA's transforms (about 2e-7 of the peak)
+        assert q["residualMax"][i] == pytest.approx(np.abs(D).max() / R[i].max(), rel=1e-6, abs=5e-7)
+        assert q["residualRms"][i] == pytest.approx(np.sqrt(np.mean(D[h:h + P, h:h + P] ** 2)) / R[i].max(),
+                                                    rel=1e-6, abs=5e-7)
+        on_stamp.append(np.abs(D[h:h + P, h:h + P]).max() / R[i].max())
+    assert q["residualMax"][0] < 0.02 < q["residualMax"][2] < q["residualMax"][1]  # 0: the Gaussian identity, sampled
+    assert on_stamp[1] < 0.8 * q["residualMax"][1]  # the frame holds position 1's worst residual
+    assert np.array_equal(S, S_before)  # the caller's stamps are left alone
+
+
 def test_vectorized_realization_names_the_first_invalid_position():
     from psfmatch.errors import PsfEvaluationError
     from psfmatch.psf.base import compute_kernel_images

@@ -124,15 +124,16 @@ def match_quality(science, reference, kernels) -> dict:
 def _match_quality(S, R, K):
     P, k = S.shape[-1], K.shape[-1]
     h = k // 2
-    m = matched_stamps(S, K, QA_DTYPE)
-    D = m.copy()
-    D[:, h:h + P, h:h + P] -= R
-    peak = R.max(axis=(1, 2))
-    res_max = np.abs(D).max(axis=(1, 2)) / peak
-    res_rms = np.sqrt(np.mean(D[:, h:h + P, h:h + P] ** 2, axis=(1, 2))) / peak
+    m = matched_stamps(S, K, QA_DTYPE)  # a fresh array: it becomes the residual in place
     # both shapes on the reference stamp's pixels (the matched stamp's centre is the same pixel); the
     # adaptive weight of a PSF that fits its stamp is below 1e-13 of its peak outside
     mi = adaptive_moments(m[:, h:h + P, h:h + P])
+    D = m
+    Dc = D[:, h:h + P, h:h + P]
+    Dc -= R
+    peak = R.max(axis=(1, 2))
+    res_rms = np.sqrt(np.einsum("nij,nij->n", Dc, Dc) / (P * P)) / peak
+    res_max = np.abs(D, out=D).max(axis=(1, 2)) / peak
     ri = _reference_moments(R)
     det_m = np.clip(mi[0] * mi[1] - mi[2] ** 2, 1e-300, None) ** 0.25
     det_r = np.clip(ri[0] * ri[1] - ri[2] ** 2, 1e-300, None) ** 0.25
