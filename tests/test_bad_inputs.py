@@ -662,3 +662,20 @@ def test_stored_psf_asking_for_a_huge_stamp(tmp_path):
                                   r"damaged \(pass psf= to read_exposure to give the PSF instead\)"):
         Exposure.readFits(path)
     assert Exposure.readFits(path, psf=GaussianPsf(15, 15, 1.6)).getPsf().getSigma() == 1.6
+
+
+def test_every_error_and_warning_is_public_at_the_top_level_with_its_builtin_base():
+    """A caller catches any psfmatch error as ``psfmatch.X`` and as the builtin it names in its docstring."""
+    import psfmatch
+    from psfmatch import errors
+
+    for name in errors.__all__:
+        assert name in psfmatch.__all__, f"psfmatch.__all__ misses {name}"
+        assert getattr(psfmatch, name) is getattr(errors, name)
+        cls = getattr(errors, name)
+        if issubclass(cls, Warning):
+            assert issubclass(cls, psfmatch.PsfMatchWarning)
+        else:
+            assert issubclass(cls, PsfMatchError)
+            assert cls is PsfMatchError or any(issubclass(cls, b) for b in (ValueError, RuntimeError, OSError,
+                                                                            MemoryError, ImportError)), name

@@ -9,10 +9,8 @@ A standalone implementation of LSST's ``ModelPsfMatchTask``::
 
 from .cells import CandidateStatus, KernelCandidate, SpatialCell, SpatialCellSet
 from .config import ModelPsfMatchConfig, PsfMatchConfigAL, PsfMatchConfigDF
-from .errors import (CorruptFileError, IllPosedMatchError, InvalidConfigError, InvalidInputError, KernelTooBigError,
-                     MemoryLimitError, MissingPsfError, NoKernelCandidatesError, PsfComputeShapeError,
-                     PsfEvaluationError, PsfMatchError, PsfMatchWarning, UnsupportedFormatError, MissingFileError,
-                     OutputExistsError, IllPosedMatchWarning, KernelQualityWarning, TruncatedPsfWarning)
+from . import errors as _errors
+from .errors import *  # noqa: F401,F403  (every error and warning, listed once in errors.__all__)
 from .geom import Box2D, Box2I, Point2D, Point2I
 from .image import Exposure, Mask, MaskedImage
 from .kernel import LinearCombinationKernel
@@ -38,23 +36,5 @@ __all__ = [
     "SpatialCell",
     "KernelCandidate",
     "CandidateStatus",
-    "PsfMatchError",
-    "InvalidConfigError",
-    "InvalidInputError",
-    "MissingPsfError",
-    "KernelTooBigError",
-    "PsfComputeShapeError",
-    "PsfEvaluationError",
-    "NoKernelCandidatesError",
-    "IllPosedMatchError",
-    "UnsupportedFormatError",
-    "CorruptFileError",
-    "MemoryLimitError",
-    "MissingFileError",
-    "OutputExistsError",
-    "PsfMatchWarning",
-    "IllPosedMatchWarning",
-    "KernelQualityWarning",
-    "TruncatedPsfWarning",
     "__version__",
-]
+] + _errors.__all__
