@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -155,6 +156,16 @@ def test_missing_input_is_one_line(tmp_path, capsys):
     assert stdout == ""
 
 
+@pytest.mark.parametrize("option, role", [(["-r", "{missing}"], "reference PSF"),
+                                          (["-r", "gaussian:sigma=2", "--psf", "{missing}"], r"science PSF \(--psf\)")])
+def test_missing_psf_file_names_its_role(exposure_file, tmp_path, capsys, option, role):
+    missing = str(tmp_path / "gone.psf")
+    rc, stdout, err = _run(["run", exposure_file, "-o", str(tmp_path / "m.fits"),
+                            *[o.format(missing=missing) for o in option]], capsys)
+    assert rc == 1 and re.search(rf"error: {role} file '.*gone\.psf' does not exist", err), err
+    assert _files(tmp_path) == []
+
+
 @pytest.mark.parametrize("args", [
     [],                                                                  # no command
     ["run"],                                                             # missing arguments
@@ -305,7 +316,7 @@ def test_inspect_psf_spec_and_file(exposure_file, tmp_path, capsys):
 
 def test_inspect_psf_missing_file_is_exit_1(tmp_path, capsys):
     rc, out, err = _run(["inspect-psf", str(tmp_path / "none.psf")], capsys)
-    assert rc == 1 and "does not exist" in err
+    assert rc == 1 and re.search(r"error: PSF file '.*none\.psf' does not exist \(and .* is not an analytic model", err)
 
 
 # ---------------------------------------------------------------------------

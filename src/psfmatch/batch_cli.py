@@ -181,7 +181,7 @@ def run_batch_command(args) -> int:
     else:
         from .cli import parse_psf_spec
 
-        reference = parse_psf_spec(args.reference_psf)
+        reference = parse_psf_spec(args.reference_psf, role="reference PSF")
     ref_opts = {"kind": args.reference_kind}
     if args.reference_margin is not None:
         ref_opts["margin"] = args.reference_margin

@@ -96,7 +96,7 @@ def _parse_params(spec, kind, text):
     return params
 
 
-def parse_psf_spec(spec, *, read_files=True):
+def parse_psf_spec(spec, *, read_files=True, role="PSF"):
     """Build a PSF model from a command-line specification.
 
     Parameters
@@ -112,6 +112,9 @@ def parse_psf_spec(spec, *, read_files=True):
     read_files : bool
         If False, only the syntax is checked and ``None`` is returned for a
         file (used to validate arguments before any work).
+    role : str
+        What the PSF is for, named in the error for a missing file
+        (``"reference PSF"``, ``"science PSF (--psf)"``).
 
     Returns
     -------
@@ -180,7 +183,7 @@ def parse_psf_spec(spec, *, read_files=True):
     if not os.path.exists(path):
         from .errors import MissingFileError
 
-        raise MissingFileError(f"reference PSF file {path!r} does not exist (and {text!r} is not an analytic "
+        raise MissingFileError(f"{role} file {path!r} does not exist (and {text!r} is not an analytic "
                                f"model: {PSF_SPEC_HELP})")
     from .psf import read_psf
 
@@ -396,8 +399,8 @@ def _cmd_run(args) -> int:
     if any(os.path.abspath(p) == os.path.abspath(args.exposure) for p in outputs.final):
         raise FileExistsError(f"an output would overwrite the input {args.exposure}")
     qa_format = _figure_format(args.qa_plot, "--qa-plot") if args.qa_plot else None
-    reference = parse_psf_spec(args.reference_psf)
-    science = parse_psf_spec(args.psf) if args.psf else None
+    reference = parse_psf_spec(args.reference_psf, role="reference PSF")
+    science = parse_psf_spec(args.psf, role="science PSF (--psf)") if args.psf else None
     exposure = read_exposure(args.exposure, psf=science) if science is not None else read_exposure(args.exposure)
     if not exposure.hasPsf():
         raise MissingPsfError(f"{args.exposure} carries no PSF model; give the exposure's PSF with --psf FILE|SPEC")
