@@ -154,6 +154,38 @@ def test_psf_samp_resampling_of_a_gaussian(tmp_path, samp):
     assert psf.model_flux() == pytest.approx(b.sum() * samp ** 2, rel=1e-6)
 
 
+def test_vectorized_stamps_equal_the_definition_and_fail_by_position(tmp_path, basis6):
+    """Every stamp is W_y (sum_k c_k B_k) W_x^T normalized, whether realized alone or in a batch."""
+    from psfmatch.errors import PsfEvaluationError
+    from psfmatch.psf.base import compute_kernel_images
+
+    psf = read_psfex(make_psfex(tmp_path / "m.psf", basis6, samp=0.8))
+    rng = np.random.default_rng(5)
+    pos = [(float(x), float(y)) for x, y in zip(rng.uniform(0, 300, 40), rng.uniform(0, 400, 40))]
+    ny, nx = psf.sample_shape
+    w, h = psf.getDimensions()
+    wx = lanczos_weights((np.arange(w) - w // 2) / 0.8 + nx // 2, nx)
+    wy = lanczos_weights((np.arange(h) - h // 2) / 0.8 + ny // 2, ny)
+    b = basis6.astype(np.float32).astype(np.float64)
+    expected = []
+    for x, y in pos:
+        m = wy @ np.tensordot(psfex_terms((x + 1 - 100.0) / 50.0, (y + 1 - 200.0) / 80.0, 2), b, axes=1) @ wx.T
+        expected.append(m / m.sum())
+    stack = psf.computeKernelImages(pos)
+    np.testing.assert_allclose(stack, expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose([psf.computeKernelImage(p) for p in pos], stack, rtol=0, atol=1e-15)
+    # a resized model resamples onto its own grid (no stale cache)
+    small = psf.resized(11, 11)
+    assert small.computeKernelImages(pos[:3]).shape == (3, 11, 11)
+    assert psf.computeKernelImages(pos[:3]).shape == (3, h, w)
+    # far outside the model's domain the polynomial overflows: that position alone fails, by name
+    far = pos[:2] + [(1e200, 5.0)]
+    with pytest.raises(PsfEvaluationError, match=r"PsfexPsf.*\(1e\+200, 5\)"):
+        psf.computeKernelImages(far)
+    images, errors = compute_kernel_images(psf, far)
+    assert list(errors) == [2] and np.allclose(images[1], stack[1], rtol=0, atol=1e-15)
+
+
 def test_compute_image_places_star_at_subpixel_position(tmp_path):
     psf = read_psfex(make_psfex(tmp_path / "g.psf", gaussian(41, 3.4)[None], degree=0, samp=0.5))
     img = psf.computeImage((10.3, 20.8))
