@@ -276,11 +276,20 @@ class GramBuilder:
         pad[:, :k, :k] = self.basis.images
         fb = sfft.rfft2(pad).reshape(nb, -1)
         iu = _pairs(self.basis.images)
-        Y = (fb[iu[0]].real * fb[iu[1]].real + fb[iu[0]].imag * fb[iu[1]].imag) * w  # (npairs, n*nc)
+        # Yt[f, p] = w(f) Re(B^_i conj B^_j)(f) for the pairs p = (i, j), built directly in the
+        # (frequency, pair) layout the products need from the transposed real and imaginary parts:
+        # column gathers of a small (n*nc, nb) array instead of complex (npairs, n*nc) temporaries
+        # and a transpose (same operations per element, so the same values)
+        re, im = np.ascontiguousarray(fb.real.T), np.ascontiguousarray(fb.imag.T)
+        Yt = np.take(re, iu[0], axis=1)
+        Yt *= np.take(re, iu[1], axis=1)
+        tmp = np.take(im, iu[0], axis=1)
+        tmp *= np.take(im, iu[1], axis=1)
+        Yt += tmp
+        Yt *= w[:, None]
         fbc = sfft.rfft2(np.roll(pad, (-h, -h), axis=(1, 2))).reshape(nb, -1)
         Bre = np.ascontiguousarray((fbc.real * w).T)
         Bim = np.ascontiguousarray((fbc.imag * w).T)
-        Yt = np.ascontiguousarray(Y.T)
         self._spec_cache = (n, iu, Yt, Bre, Bim)
         if len(_SPECTRAL_CACHE) >= 8:
             _SPECTRAL_CACHE.pop(next(iter(_SPECTRAL_CACHE)))
