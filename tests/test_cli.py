@@ -387,3 +387,38 @@ def test_main_restores_the_progress_setting(tmp_path, monkeypatch):
     progress.set_enabled(False)
     assert main(["config", "-q"]) == 0
     assert progress.is_enabled() is False
+
+
+def test_a_library_warning_is_shown_once(exposure_file, tmp_path, capsys):
+    """psfmatch logs its warnings and also raises them: the command line shows each one once."""
+    rc, stdout, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "m.fits"),
+                            "-c", "qaMaxResidual=1e-12", *SMALL_CELLS], capsys)
+    assert rc == 0, err
+    lines = [line for line in err.splitlines() if "above qaMaxResidual=1e-12" in line]
+    assert len(lines) == 1, err
+
+    # in the filter itself: a warning the library did not log (numpy's, say) still gets its line
+    import logging
+    import warnings
+
+    from psfmatch.cli import _WarningsToLog
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger("psfmatch")
+    keep, level = Keep(logging.WARNING), logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.WARNING)
+    try:
+        with _WarningsToLog():
+            logging.getLogger("psfmatch.diagnostics").warning("logged first")
+            warnings.warn("logged first", UserWarning)
+            warnings.warn("only warned", RuntimeWarning)
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    assert seen == ["logged first", "RuntimeWarning: only warned"]

@@ -182,7 +182,22 @@ def test_residual_threshold():
     sci, ref = GaussianPsf(31, 31, 1.8), GaussianPsf(31, 31, 2.6)
     fit, rec = fit_warnings(lsst_config(qaMaxResidual=1e-9), sci, ref)
     res = max(fit.metadata["qa"]["candidates"]["residualMaxWorst"], fit.metadata["qa"]["between"]["residualMaxWorst"])
+    at, between = (fit.metadata["qa"][w]["residualMaxWorst"] for w in ("candidates", "between"))
     msgs = [str(w.message) for w in rec if issubclass(w.category, KernelQualityWarning)]
-    assert any(f"reaches {res:.3g}, above qaMaxResidual=1e-09" in m for m in msgs)
+    assert any(f"reaches {res:.3g} ({at:.3g} at the candidates, {between:.3g} between them), above "
+               "qaMaxResidual=1e-09: the matched PSF differs from the reference. Remedy: a larger kernelSize or "
+               "autoKernel=True, a higher spatialKernelOrder, smaller cells, or a broader reference PSF" in m
+               for m in msgs)
     assert fit.metadata["qa"]["flags"] == [FLAG_RESIDUAL]
     assert fit.metadata["qa"]["thresholds"]["qaMaxResidual"] == 1e-9
+
+
+def test_residual_remedy_with_autokernel_names_its_limits():
+    """A kernel chosen by autoKernel: the remedy names the search's limits, never "autoKernel=True"."""
+    config = ModelPsfMatchConfig()
+    config.qaMaxResidual = 1e-12
+    fit, rec = fit_warnings(config, GaussianPsf(31, 31, 1.8), GaussianPsf(31, 31, 2.8))
+    assert fit.metadata["autoKernelUsed"] and fit.metadata["autoKernel"]["trials"]
+    msgs = [str(w.message) for w in rec if issubclass(w.category, KernelQualityWarning)]
+    assert msgs and all("autoKernel=True" not in m for m in msgs)
+    assert any("Remedy: a larger autoKernelMaxSize or autoKernelMaxSpatialOrder, smaller cells" in m for m in msgs)

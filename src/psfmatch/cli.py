@@ -628,19 +628,36 @@ def _parser():
 
 
 class _WarningsToLog:
-    """Show warnings raised while a command runs as one log line each."""
+    """Show warnings raised while a command runs as one log line each.
+
+    psfmatch both logs its own warnings (for pipelines) and raises them as
+    Python warnings (for interactive use); a warning whose text the library has
+    just logged is not shown a second time.
+    """
+
+    class _Recorder(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = set()
+
+        def emit(self, record):
+            self.messages.add(record.getMessage())
 
     def __enter__(self):
         self._cm = warnings.catch_warnings()
         self._cm.__enter__()
         warnings.showwarning = self._show
+        self._logged = self._Recorder()
+        logging.getLogger("psfmatch").addHandler(self._logged)
         return self
 
-    @staticmethod
-    def _show(message, category, filename, lineno, file=None, line=None):
+    def _show(self, message, category, filename, lineno, file=None, line=None):
+        if str(message) in self._logged.messages:
+            return
         logging.getLogger("psfmatch").warning("%s: %s", category.__name__, message)
 
     def __exit__(self, *exc):
+        logging.getLogger("psfmatch").removeHandler(self._logged)
         return self._cm.__exit__(*exc)
 
 

@@ -442,7 +442,8 @@ def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> Non
     warnings.warn(msg, IllPosedMatchWarning, stacklevel=stacklevel)
 
 
-def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: float, stacklevel=3) -> list:
+def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: float, stacklevel=3, *,
+                         auto_kernel=False) -> list:
     """Warn (:class:`KernelQualityWarning`) when the worst QA numbers exceed the thresholds.
 
     Parameters
@@ -452,6 +453,9 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         :func:`psfmatch.qa.summarize`.
     max_residual, max_negative_fraction : float
         ``qaMaxResidual`` and ``qaMaxKernelNegativeFraction``.
+    auto_kernel : bool
+        Whether the kernel was chosen by ``autoKernel``: the remedies then name
+        the limits of its search instead of asking for it.
 
     Returns
     -------
@@ -468,9 +472,17 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
     res = worst("residualMaxWorst")
     if res is not None and res > max_residual:
         flags.append(FLAG_RESIDUAL)
-        msg = (f"matched-PSF residual max|S*K - R|/max(R) reaches {res:.3g}, above qaMaxResidual={max_residual:g}: "
-               "the matched PSF differs from the reference. Remedy: a larger kernelSize, autoKernel=True, a "
-               "higher spatialKernelOrder or smaller cells, or a reference closer to the science PSF")
+        at = qa.get("candidates", {}).get("residualMaxWorst")
+        between = qa.get("between", {}).get("residualMaxWorst")
+        where = ""
+        if at is not None and between is not None and math.isfinite(at) and math.isfinite(between):
+            where = f" ({at:.3g} at the candidates, {between:.3g} between them)"
+        tuning = ("a larger autoKernelMaxSize or autoKernelMaxSpatialOrder" if auto_kernel
+                  else "a larger kernelSize or autoKernel=True, a higher spatialKernelOrder")
+        remedy = (f"the matched PSF differs from the reference. Remedy: {tuning}, smaller cells, or a broader "
+                  "reference PSF (wider than the science PSF everywhere, wings included)")
+        msg = (f"matched-PSF residual max|S*K - R|/max(R) reaches {res:.3g}{where}, above "
+               f"qaMaxResidual={max_residual:g}: {remedy}")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     neg = worst("kernelNegativeFractionWorst")
@@ -479,7 +491,7 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         msg = (f"kernel negative flux fraction sum|min(K,0)|/sum|K| reaches {neg:.3g}, above "
                f"qaMaxKernelNegativeFraction={max_negative_fraction:g}: the kernel oscillates (ringing, amplified "
                "noise). Remedy: a broader reference PSF, wider Alard-Lupton widths, stronger delta-function "
-               "regularization, or autoKernel=True")
+               f"regularization{'' if auto_kernel else ', or autoKernel=True'}")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     return flags

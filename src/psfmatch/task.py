@@ -354,7 +354,7 @@ class ModelPsfMatchTask:
                 if j is not None:
                     cand.qa["illPosedDeficit"] = float(report.deficit[j])
         flags += check_kernel_quality(qa, self.config.qaMaxResidual, self.config.qaMaxKernelNegativeFraction,
-                                      stacklevel=4 + warn_skip)
+                                      stacklevel=4 + warn_skip, auto_kernel=bool(auto_md and auto_md.get("trials")))
         qa["flags"] = flags
         qa["thresholds"] = {"illPosedTolerance": self.config.illPosedTolerance,
                             "qaMaxResidual": self.config.qaMaxResidual,
