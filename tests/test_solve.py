@@ -164,3 +164,14 @@ def _check_padded(basis, shared_reference, rng):
     builder = GramBuilder(basis, "full")
     assert _half_support(S) == 7 and builder._full_geometry(S, R)[0] < 31 + basis.kernel_size - 1
     _assert_equals_explicit_design(builder.build(S, R), basis, S, R)
+
+
+def test_chunked_normal_equations_equal_one_chunk(rng):
+    """The chunk size changes how the candidates are grouped (and run on the cores), never their equations."""
+    basis = makeAlardLuptonBasisList(5, 3, (0.8, 1.6, 3.0), (2, 1, 1))
+    S, R = _stamps(rng, n=37, P=31)
+    whole = GramBuilder(basis, "full").build(S, R, chunk=37)
+    for chunk in (5, 16, 256):
+        part = GramBuilder(basis, "full").build(S, R, chunk=chunk)
+        for a, b in ((part.M, whole.M), (part.b, whole.b), (part.yy, whole.yy)):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14 * np.abs(b).max())  # rounding of the products
