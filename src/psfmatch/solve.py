@@ -153,7 +153,7 @@ def _parities(images, tol=1e-13):
     return np.where(even, 1, np.where(odd, -1, 0))
 
 
-def _pairs(images):
+def _pairs(images, parities=None):
     """Index pairs ``(i <= j)`` of the Gram matrix that can be non-zero for *any* science stamp.
 
     ``M_ij = sum_tau A_S(tau) X_ij(tau)``: the autocorrelation ``A_S`` of a real
@@ -165,7 +165,7 @@ def _pairs(images):
     """
     nb = len(images)
     iu = np.triu_indices(nb)
-    par = _parities(images)
+    par = _parities(images) if parities is None else parities
     if np.all(par != 0):
         same = par[iu[0]] == par[iu[1]]
         iu = (iu[0][same], iu[1][same])
@@ -274,20 +274,27 @@ class GramBuilder:
         w = np.broadcast_to(w, (n, nc)).ravel() / (n * n)
         pad = np.zeros((nb, n, n))
         pad[:, :k, :k] = self.basis.images
-        fb = sfft.rfft2(pad).reshape(nb, -1)
-        iu = _pairs(self.basis.images)
-        # Yt[f, p] = w(f) Re(B^_i conj B^_j)(f) for the pairs p = (i, j), built directly in the
-        # (frequency, pair) layout the products need from the transposed real and imaginary parts:
-        # column gathers of a small (n*nc, nb) array instead of complex (npairs, n*nc) temporaries
-        # and a transpose (same operations per element, so the same values)
-        re, im = np.ascontiguousarray(fb.real.T), np.ascontiguousarray(fb.imag.T)
-        Yt = np.take(re, iu[0], axis=1)
-        Yt *= np.take(re, iu[1], axis=1)
-        tmp = np.take(im, iu[0], axis=1)
-        tmp *= np.take(im, iu[1], axis=1)
-        Yt += tmp
-        Yt *= w[:, None]
+        # the kernels' spectra centred on lag 0; Re(B^_i conj B^_j) does not depend on where the kernels
+        # sit (a common shift's phase cancels), so the same transforms serve M and b
         fbc = sfft.rfft2(np.roll(pad, (-h, -h), axis=(1, 2))).reshape(nb, -1)
+        par = _parities(self.basis.images)
+        iu = _pairs(self.basis.images, par)
+        # Yt[f, p] = w(f) Re(B^_i conj B^_j)(f) for the pairs p = (i, j), built directly in the
+        # (frequency, pair) layout the products need, by column gathers of a small (n*nc, nb) array
+        if np.all(par != 0):
+            # every kernel even or odd about its centre: its centred spectrum is real or imaginary, and a
+            # pair of one parity (the only pairs kept) gives Re_i Re_j or Im_i Im_j
+            v = np.ascontiguousarray(np.where(par[:, None] > 0, fbc.real, fbc.imag).T)
+            Yt = np.take(v, iu[0], axis=1)
+            Yt *= np.take(v, iu[1], axis=1)
+        else:
+            re, im = np.ascontiguousarray(fbc.real.T), np.ascontiguousarray(fbc.imag.T)
+            Yt = np.take(re, iu[0], axis=1)
+            Yt *= np.take(re, iu[1], axis=1)
+            tmp = np.take(im, iu[0], axis=1)
+            tmp *= np.take(im, iu[1], axis=1)
+            Yt += tmp
+        Yt *= w[:, None]
         Bre = np.ascontiguousarray((fbc.real * w).T)
         Bim = np.ascontiguousarray((fbc.imag * w).T)
         self._spec_cache = (n, iu, Yt, Bre, Bim)
