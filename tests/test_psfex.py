@@ -186,6 +186,21 @@ def test_vectorized_stamps_equal_the_definition_and_fail_by_position(tmp_path, b
     assert list(errors) == [2] and np.allclose(images[1], stack[1], rtol=0, atol=1e-15)
 
 
+def test_fitted_region_and_its_variation_on_the_command_line(tmp_path, basis6, capsys):
+    """getBBox is POLZERO +- POLSCAL / 2 in 0-based pixels; inspect-psf reports the variation over it."""
+    from psfmatch.cli import main
+
+    path = make_psfex(tmp_path / "m.psf", basis6)  # POLZERO (100, 200), POLSCAL (50, 80), 1-based contexts
+    box = read_psfex(path).getBBox()
+    assert (box.getMinX(), box.getMinY(), box.getMaxX(), box.getMaxY()) == (74, 159, 124, 239)
+    assert read_psfex(path, origin=0).getBBox().getMinX() == 75
+    with pytest.raises(InvalidInputError, match="degree 0 is the same everywhere: it has no fitted region"):
+        read_psfex(make_psfex(tmp_path / "c.psf", basis6[:1], degree=0)).getBBox()
+    assert main(["inspect-psf", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "over 51x81 px (25 positions): Gaussian-equivalent FWHM" in out
+
+
 def test_compute_image_places_star_at_subpixel_position(tmp_path):
     psf = read_psfex(make_psfex(tmp_path / "g.psf", gaussian(41, 3.4)[None], degree=0, samp=0.5))
     img = psf.computeImage((10.3, 20.8))

@@ -788,7 +788,7 @@ def plot_psf(psf, position=None, *, bbox=None, fig=None, title=None):
     matplotlib.figure.Figure
     """
     _mpl()
-    from astropy.visualization import simple_norm
+    from matplotlib.colors import LogNorm
     from matplotlib.patches import Ellipse
 
     p = as_psf(psf)
@@ -807,9 +807,10 @@ def plot_psf(psf, position=None, *, bbox=None, fig=None, title=None):
     ax = axs[0]
     h, w = img.shape
     ext = (-(w // 2) - 0.5, w // 2 + 0.5, -(h // 2) - 0.5, h // 2 + 0.5)
-    im = ax.imshow(img, origin="lower", extent=ext, cmap=_cmap("viridis"),
-                   norm=simple_norm(img, "log", vmin=max(img.max() * 1e-5, 1e-12), vmax=img.max()),
-                   interpolation="nearest")
+    vmin = max(img.max() * 1e-5, 1e-12)
+    # a true logarithmic norm (not a log stretch of a linear one): the colour bar then gets decade ticks
+    im = ax.imshow(np.clip(img, vmin, None), origin="lower", extent=ext, cmap=_cmap("viridis"),
+                   norm=LogNorm(vmin=vmin, vmax=img.max()), interpolation="nearest")
     cov = np.array([[info["ixx"], info["ixy"]], [info["ixy"], info["iyy"]]])
     evals, evecs = np.linalg.eigh(cov)
     angle = np.degrees(np.arctan2(evecs[1, 1], evecs[0, 1]))
@@ -1003,8 +1004,7 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
     matplotlib.figure.Figure
     """
     _mpl()
-    from astropy.visualization import simple_norm
-    from matplotlib.colors import AsinhNorm, TwoSlopeNorm
+    from matplotlib.colors import AsinhNorm, LogNorm, TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
     entries = _candidate_grid(cells, show_bad)
@@ -1070,8 +1070,9 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
         cb.ax.tick_params(labelsize=7)
 
     smax = S.max()
-    draw(axs[0], sci, (P, P), simple_norm(S, "log", vmin=smax * 1e-5, vmax=smax), "viridis",
-         f"science PSF stamps S ({P}x{P})", "S (log stretch)")
+    # a true logarithmic norm (decade ticks on the colour bar); the zero padding drawn at its floor
+    draw(axs[0], {key: np.clip(v, smax * 1e-5, None) for key, v in sci.items()}, (P, P),
+         LogNorm(vmin=smax * 1e-5, vmax=smax), "viridis", f"science PSF stamps S ({P}x{P})", "S (log)")
     kl = _sym_limit(list(own.values()))
     draw(axs[1], own, (k, k), AsinhNorm(linear_width=kl * 0.02, vmin=-kl, vmax=kl), "RdBu_r",
          "each candidate's own kernel (unit sum)", "K (asinh stretch)")

@@ -52,7 +52,7 @@ import os
 import numpy as np
 
 from ..errors import CorruptFileError, InvalidInputError, UnsupportedFormatError
-from ..geom import Point2D
+from ..geom import Box2I, Point2D
 from .base import Psf, _check_odd_size
 
 __all__ = ["PsfexPsf", "read_psfex", "is_psfex", "psfex_terms", "lanczos_weights", "LANCZOS_ORDER"]
@@ -241,6 +241,26 @@ class PsfexPsf(Psf):
 
     def isSpatiallyVarying(self) -> bool:
         return self.degree > 0
+
+    def getBBox(self) -> Box2I:
+        """The region the model was fitted on, in psfmatch's 0-based pixels.
+
+        PSFEx sets ``POLZERO`` and ``POLSCAL`` to the centre and the extent of
+        its stars' positions, so the model is an interpolation inside
+        ``POLZERO +- POLSCAL / 2`` and an extrapolation outside.
+
+        Raises
+        ------
+        InvalidInputError
+            For a constant model (degree 0), which has no such region.
+        """
+        if self.degree == 0:
+            raise InvalidInputError(f"{self.name} of degree 0 is the same everywhere: it has no fitted region")
+        lo = [z - self.origin - sc / 2 for z, sc in zip(self.polzero, self.polscal)]
+        hi = [z - self.origin + sc / 2 for z, sc in zip(self.polzero, self.polscal)]
+        xmin, ymin = (math.floor(min(a, b)) for a, b in zip(lo, hi))
+        xmax, ymax = (math.ceil(max(a, b)) for a, b in zip(lo, hi))
+        return Box2I.from_corners(xmin, ymin, xmax, ymax)
 
     # --- evaluation ------------------------------------------------------
     def to_context(self, x, y):
