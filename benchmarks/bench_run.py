@@ -264,7 +264,6 @@ def main(argv=None):
     rows = []
     header = (f"{'size':>6} {'cands':>6} {'base s':>8} {'fit s':>8} {'apply s':>8} {'run s':>8} "
               f"{'run/base':>9} {'fit/base':>9} {'cpu r/b':>9} {'peak MiB':>9} {'s/MP':>7}")
-    print(header, flush=True)
     # every size is built first and the sizes are timed round-robin: the time per megapixel compares
     # sizes measured under the same conditions (this machine's speed drifts over minutes); small sizes
     # are timed several times per round so that each size's median rests on a similar span of time
@@ -275,6 +274,7 @@ def main(argv=None):
             psf, references[size] = real_psf(args.psf, exposures[size])
             exposures[size].setPsf(psf)
         print(f"PSF: {args.psf} ({read_psf(args.psf)!r}); reference {references[sizes[0]]!r}", flush=True)
+    print(header, flush=True)
     planes = {size: np.nan_to_num(exposures[size].image, nan=0.0) for size in sizes}
     samples = {size: {k: [] for k in ("baseline", "baseline_cpu", "fit", "apply", "run", "run_cpu")}
                for size in sizes}
