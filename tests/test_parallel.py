@@ -62,3 +62,40 @@ def test_single_threaded_blas_restores_the_count_whatever_order_contexts_close()
     assert all(n == 1 for n in blas_threads())
     b.__exit__(None, None, None)
     assert blas_threads() == before
+
+
+def test_a_large_system_uses_every_core_inside_a_one_thread_fit_and_gives_the_count_back(monkeypatch):
+    """solve_gram decomposes a large system with all cores' BLAS, then returns to the fit's one thread."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    import psfmatch.solve as solve_mod
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "2")
+    seen = []
+    real_eigh = solve_mod._eigh
+    monkeypatch.setattr(solve_mod, "_eigh", lambda A, **kw: seen.append(blas_threads()) or real_eigh(A, **kw))
+    rng = np.random.default_rng(3)
+    N = solve_mod._LARGE_SYSTEM + 20
+    Q, _ = np.linalg.qr(rng.standard_normal((N, N)))
+    w = np.concatenate([np.geomspace(1.0, 1e-4, N - 30), np.full(30, 1e-20)])  # a null space of 30: the
+    # pseudo-inverse is needed, and the kept part is well determined (condition 1e4)
+    M = (Q * w) @ Q.T
+    b = M @ rng.standard_normal(N)
+    before = blas_threads()
+    with solve_mod.single_threaded_blas():
+        x, rank, cond = solve_mod.solve_gram(M, b, 1e-6)
+        assert all(n == 1 for n in blas_threads())  # back to the fit's one thread
+    assert blas_threads() == before
+    assert seen and all(n == 2 for n in seen[0])
+    # the same minimum-norm solution as the small-system path gives (eigen-decomposition of the scaled Gram)
+    d = np.sqrt(np.diagonal(M))
+    ws, V = np.linalg.eigh(M / np.outer(d, d))
+    s = np.sqrt(np.clip(ws, 0, None))
+    keep = s > max(1e-6, np.sqrt(N * np.finfo(float).eps)) * s.max()
+    x_ref = V[:, keep] @ ((V[:, keep].T @ (b / d)) / ws[keep]) / d
+    assert rank == keep.sum() < N
+    np.testing.assert_allclose(x, x_ref, rtol=1e-8, atol=1e-10 * np.abs(x_ref).max())

@@ -112,6 +112,44 @@ def _blas_threads(libs, n):
                     lc.set_num_threads(b)
 
 
+def _blas_libs():
+    """threadpoolctl's controllers of the process's BLAS libraries (empty without threadpoolctl)."""
+    if not _BLAS_CONTROLLER:
+        libs = []
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            libs = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "blas"]
+        except Exception:  # not installed, or no BLAS it knows
+            libs = []
+        _BLAS_CONTROLLER.append(libs)
+    return _BLAS_CONTROLLER[0]
+
+
+@contextlib.contextmanager
+def _all_cores_blas():
+    """BLAS on every core psfmatch may use for one large dense problem, then back to the count it had.
+
+    Inside a fit BLAS runs on one thread (:func:`single_threaded_blas`); an
+    eigen-decomposition of a 1680 x 1680 delta-function system is large enough
+    to share: 0.66 s on one thread (``syevr``), 0.37 s on two (``syevd``).
+    """
+    libs, n = _blas_libs(), available_cores()
+    if not libs or n < 2:
+        yield
+        return
+    with _BLAS_LOCK:
+        saved = [lc.get_num_threads() for lc in libs]
+        for lc in libs:
+            lc.set_num_threads(n)
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            for lc, b in zip(libs, saved):
+                lc.set_num_threads(b)
+
+
 def single_threaded_blas():
     """A context in which BLAS runs on one thread (through ``threadpoolctl``; a no-op without it).
 
@@ -123,16 +161,7 @@ def single_threaded_blas():
     candidates take twice as long.  ``threadpoolctl`` is a dependency of
     psfmatch; should it be missing, nothing changes but the speed.
     """
-    if not _BLAS_CONTROLLER:
-        libs = []
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            libs = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "blas"]
-        except Exception:  # not installed, or no BLAS it knows
-            libs = []
-        _BLAS_CONTROLLER.append(libs)
-    libs = _BLAS_CONTROLLER[0]
+    libs = _blas_libs()
     if not libs:
         return contextlib.nullcontext()
     return _blas_threads(libs, 1)
@@ -508,12 +537,17 @@ def solve_gram(M, b, rcond):
     # below sqrt(N eps) s_max cannot be told from zero whatever rcond asks
     cut = max(float(rcond), float(np.sqrt(M.shape[-1] * np.finfo(np.float64).eps)))
     with single_threaded_blas():
-        if M.ndim > 2 and M.shape[0] > 8:
+        if M.shape[-1] >= _LARGE_SYSTEM and (M.ndim == 2 or M.shape[0] <= 8):
+            # a few large systems (delta-function kernels): one eigen-decomposition each, on every core
+            with _all_cores_blas():
+                w, V = _eigh(Ms, driver="evd")
+        elif M.ndim > 2 and M.shape[0] > 8:
             return _solve_gram_batched(Ms, bs, d, cut)
-        if M.ndim == 2 and M.shape[-1] > 32:  # one large system (the spatial one): eigenvalues, then LU
+        elif M.ndim == 2 and M.shape[-1] > 32:  # one large system (the spatial one): eigenvalues, then LU
             x, rank, cond = _solve_gram_batched(Ms[None], bs[None], d[None], cut)
             return x[0], rank[0], cond[0]
-        w, V = _eigh(Ms)
+        else:
+            w, V = _eigh(Ms)
     s = np.sqrt(np.clip(w, 0, None))
     smax = s.max(axis=-1, keepdims=True)
     keep = (s > cut * smax) & (smax > 0)
@@ -526,19 +560,25 @@ def solve_gram(M, b, rcond):
     return x, rank, cond
 
 
-def _eigh(A):
-    """Eigen-decomposition of a symmetric matrix or stack, via LAPACK's ``syevr`` one matrix at a time.
+#: Systems of at least this many unknowns are decomposed with every core's BLAS (:func:`_all_cores_blas`).
+_LARGE_SYSTEM = 400
+
+
+def _eigh(A, driver="evr"):
+    """Eigen-decomposition of a symmetric matrix or stack, via LAPACK (``syevr``) one matrix at a time.
 
     Same results as :func:`numpy.linalg.eigh` to rounding; numpy's divide-and-conquer
     ``syevd`` spends most of its time in threaded BLAS calls that are far too small to
     share between threads, and becomes an order of magnitude slower on a busy machine.
+    For large matrices (``driver="evd"``, with several BLAS threads) the divide and
+    conquer is the faster one.
     """
     if A.ndim == 2:
-        return scipy.linalg.eigh(A, driver="evr", check_finite=False)
+        return scipy.linalg.eigh(A, driver=driver, check_finite=False)
     w = np.empty(A.shape[:-1])
     V = np.empty(A.shape)
     for i in np.ndindex(A.shape[:-2]):
-        w[i], V[i] = scipy.linalg.eigh(A[i], driver="evr", check_finite=False)
+        w[i], V[i] = scipy.linalg.eigh(A[i], driver=driver, check_finite=False)
     return w, V
 
 
