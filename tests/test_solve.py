@@ -175,3 +175,43 @@ def test_chunked_normal_equations_equal_one_chunk(rng):
         part = GramBuilder(basis, "full").build(S, R, chunk=chunk)
         for a, b in ((part.M, whole.M), (part.b, whole.b), (part.yy, whole.yy)):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14 * np.abs(b).max())  # rounding of the products
+
+
+@pytest.mark.filterwarnings("ignore::psfmatch.errors.KernelQualityWarning")
+@pytest.mark.parametrize("name", ["AL", "DF"])
+def test_constant_match_at_order_0_reuses_the_candidate_solution(name, rng):
+    """One distinct candidate and a constant spatial model: the joint system is n f^2 times the candidate's."""
+    from psfmatch.solve import (NormalEquations, constrained_basis, reduce_constrained, solve_candidates,
+                                solve_spatial, transform_equations)
+
+    basis = makeAlardLuptonBasisList(5, 3, (0.8, 1.6, 3.0), (2, 1, 1)) if name == "AL" else \
+        makeDeltaFunctionBasisList(7)
+    S, R = _stamps(rng, n=1, P=25)
+    imgs, order, ratios, s_p = constrained_basis(basis)
+    raw = GramBuilder(basis, "full").build(S, R)
+    if name == "DF":  # a weakly regularized, ill-conditioned system: the truncation must agree too
+        raw = NormalEquations(raw.M + 1e-9 * np.eye(raw.M.shape[-1])[None], raw.b, raw.yy)
+    eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
+    coeffs, rank, cond, _ = solve_candidates(eq, 1e-7)
+    n, f0 = 7, 1.0  # Chebyshev T_0 = 1 at every candidate
+    rep = NormalEquations(np.repeat(eq.M, n, axis=0), np.repeat(eq.b, n, axis=0), np.repeat(eq.yy, n))
+    theta, srank, scond = solve_spatial(rep, np.full((n, 1), f0), 1e-7)
+    assert srank == rank[0]
+    assert scond == pytest.approx(cond[0], rel=1e-6)
+    np.testing.assert_allclose(theta[:, 0], coeffs[0, 1:] / f0, rtol=1e-6, atol=1e-9 * np.abs(theta).max())
+    # and the task gives the spatial kernel that candidate's own solution, with its rank and condition
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.name = name
+    config.kernel.active.kernelSize = 11
+    config.kernel.active.spatialKernelOrder = 0
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 64
+    fit = ModelPsfMatchTask(config=config).fitKernel(GaussianPsf(25, 25, 1.8), GaussianPsf(25, 25, 2.6),
+                                                      Box2I((0, 0), (256, 256)))
+    md = fit.metadata
+    cand = next(iter(fit.cellSet.candidates()))
+    assert md["nUniqueCandidates"] == 1 and md["nCandidatesUsed"] == 16
+    assert md["spatialSolutionRank"] == cand.rank and md["spatialConditionNum"] == pytest.approx(cand.condition_number)
+    own = cand.kernel_image / cand.kernel_image.sum()
+    np.testing.assert_allclose(fit.kernel.computeImage((100, 40)) / fit.kernel.getSum((100, 40)), own, rtol=0,
+                               atol=1e-12)

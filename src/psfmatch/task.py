@@ -587,8 +587,16 @@ class ModelPsfMatchTask:
         md["spatialKernelOrder"] = order
         md["spatialModelType"] = kc.spatialModelType
 
-        eq_good = eq_u.take(inverse[goodj])
-        theta, srank, scond = solve_spatial(eq_good, F, kc.solveRcond)
+        u_good = np.unique(inverse[goodj])
+        if F.shape[1] == 1 and len(u_good) == 1 and F[0, 0] != 0 and np.all(F == F[0, 0]):
+            # one distinct candidate and a constant spatial model: the joint system is that candidate's own
+            # equations times n f^2 (right side n f), whose scaled Gram, rank and solution it has already
+            # given (a 1680 x 1680 decomposition saved for a 41 px delta-function kernel)
+            u = int(u_good[0])
+            theta = coeff_u[u, 1:, None] / F[0, 0]
+            srank, scond = int(rank_u[u]), float(cond_u[u])
+        else:
+            theta, srank, scond = solve_spatial(eq_u.take(inverse[goodj]), F, kc.solveRcond)
         nb = len(cbasis)
         coeffs = np.zeros((nb, sf.nterms))
         coeffs[0, 0] = 1.0
