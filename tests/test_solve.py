@@ -215,3 +215,29 @@ def test_constant_match_at_order_0_reuses_the_candidate_solution(name, rng):
     own = cand.kernel_image / cand.kernel_image.sum()
     np.testing.assert_allclose(fit.kernel.computeImage((100, 40)) / fit.kernel.getSum((100, 40)), own, rtol=0,
                                atol=1e-12)
+
+
+def test_a_large_system_solved_again_is_looked_up_not_decomposed(monkeypatch, rng):
+    """The automatic kernel's chosen delta-function trial and the fit after it solve the same system once."""
+    import psfmatch.solve as solve_mod
+
+    calls = []
+    real_eigh = solve_mod._eigh
+    monkeypatch.setattr(solve_mod, "_eigh", lambda A, **kw: calls.append(A.shape) or real_eigh(A, **kw))
+    monkeypatch.setattr(solve_mod, "_LARGE_SOLVED", {})
+    N = solve_mod._LARGE_SYSTEM + 10
+    A = rng.standard_normal((N + 5, N))
+    M, b = A.T @ A, A.T @ rng.standard_normal(N + 5)
+    x1, r1, c1 = solve_gram(M, b, 1e-7)
+    x1_copy = x1.copy()
+    x1[:] = 0.0  # the caller's array is its own: the remembered solution is not touched
+    x2, r2, c2 = solve_gram(M.copy(), b.copy(), 1e-7)
+    assert len(calls) == 1 and np.array_equal(x2, x1_copy) and r2 == r1 and c2 == c1
+    np.testing.assert_allclose(M @ x2, b, rtol=0, atol=1e-8 * np.abs(b).max())
+    # another right side, another rcond or a changed matrix is a new system
+    solve_gram(M, 2 * b, 1e-7)
+    solve_gram(M, b, 1e-5)
+    M2 = M.copy()
+    M2[0, 0] *= 1 + 1e-15
+    solve_gram(M2, b, 1e-7)
+    assert len(calls) == 4
