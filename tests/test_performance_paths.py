@@ -264,6 +264,12 @@ def test_accelerated_adaptive_moments_reach_the_plain_fixed_point_in_fewer_itera
     for j in range(5):
         np.testing.assert_allclose(fast[j], plain[j], rtol=0, atol=1e-9 * (1 + np.abs(plain[j]).max()))
     assert n_plain >= 12 and n_fast <= 0.7 * n_plain, (n_fast, n_plain)
+    # past _ANDERSON_STEPS iterations a stamp continues with the plain map: at 0 it is the plain iteration
+    monkeypatch.undo()
+    monkeypatch.setattr(moments_mod, "_ANDERSON_STEPS", 0)
+    capped = adaptive_moments(stamps, tol=1e-12)
+    for a, b in zip(capped, plain):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_separable_adaptive_moments_match_direct_iteration(rng):

@@ -182,7 +182,7 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     prev_f = np.zeros((n, 5))
     prev_g = np.zeros((n, 5))
     has_prev = np.zeros(n, dtype=bool)
-    for _ in range(max_iter):
+    for it in range(max_iter):
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
@@ -223,7 +223,7 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
         f = np.stack([np.where(good, na, aa), np.where(good, nb, bb), np.where(good, nc, cc),
                       xci + np.where(good, mx, 0.0), yci + np.where(good, my, 0.0)], axis=1)
         nxt = _anderson_step(f, np.stack([aa, bb, cc, xci, yci], axis=1), prev_f[idx], prev_g[idx],
-                             has_prev[idx] & good & ~conv, scale, lim, nx / 4, ny / 4)
+                             has_prev[idx] & good & ~conv & (it < _ANDERSON_STEPS), scale, lim, nx / 4, ny / 4)
         prev_f[idx] = f
         prev_g[idx] = f - np.stack([aa, bb, cc, xci, yci], axis=1)
         has_prev[idx] = good
@@ -236,6 +236,11 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     if single:
         return tuple(v[0] for v in out)
     return out
+
+
+#: Iterations after which a stamp that has not converged continues with the plain map alone (which
+#: converges wherever it did before): insurance against an extrapolation that keeps overshooting.
+_ANDERSON_STEPS = 40
 
 
 def _anderson_step(f, theta, prev_f, prev_g, use, scale, lim, xlim, ylim):
