@@ -222,10 +222,11 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
         # F(theta): the plain update of (Ixx, Iyy, Ixy, xc, yc); a converged stamp keeps it
         f = np.stack([np.where(good, na, aa), np.where(good, nb, bb), np.where(good, nc, cc),
                       xci + np.where(good, mx, 0.0), yci + np.where(good, my, 0.0)], axis=1)
-        nxt = _anderson_step(f, np.stack([aa, bb, cc, xci, yci], axis=1), prev_f[idx], prev_g[idx],
+        theta = np.stack([aa, bb, cc, xci, yci], axis=1)
+        nxt = _anderson_step(f, theta, prev_f[idx], prev_g[idx],
                              has_prev[idx] & good & ~conv & (it < _ANDERSON_STEPS), scale, lim, nx / 4, ny / 4)
         prev_f[idx] = f
-        prev_g[idx] = f - np.stack([aa, bb, cc, xci, yci], axis=1)
+        prev_g[idx] = f - theta
         has_prev[idx] = good
         a[idx], b[idx], c[idx], xc[idx], yc[idx] = nxt.T
         ok[idx] &= good

@@ -274,12 +274,15 @@ class PsfexPsf(Psf):
     def coefficients(self, position) -> np.ndarray:
         """The basis coefficients ``c_k`` at a 0-based parent ``position``, in PSFEx order."""
         x, y = position
+        return self._coefficient_matrix([x], [y])[0]
+
+    def _coefficient_matrix(self, xs, ys) -> np.ndarray:
+        """:meth:`coefficients` at many positions: an (n, n_terms) array."""
+        cx, cy = self.to_context(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
         if self.degree == 0:
-            return np.ones(1)
-        cx, cy = self.to_context(float(x), float(y))
-        xs = (cx - self.polzero[0]) / self.polscal[0]
-        ys = (cy - self.polzero[1]) / self.polscal[1]
-        return psfex_terms(xs, ys, self.degree)
+            return np.ones((len(cx), 1))
+        return psfex_terms((cx - self.polzero[0]) / self.polscal[0], (cy - self.polzero[1]) / self.polscal[1],
+                           self.degree).T
 
     def computeSampledImage(self, position=None) -> np.ndarray:
         """The raw model ``M = sum_k c_k B_k`` on the sample grid, before resampling or normalization.
@@ -329,14 +332,9 @@ class PsfexPsf(Psf):
     def _kernel_images(self, xs, ys):
         """Every stamp at once: the coefficient matrix (n, n_terms) times the resampled basis."""
         basis = self._stamp_basis()
-        cx, cy = self.to_context(np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64))
         with np.errstate(over="ignore", invalid="ignore"):
-            if self.degree == 0:
-                coeffs = np.ones((len(cx), 1))
-            else:
-                coeffs = psfex_terms((cx - self.polzero[0]) / self.polscal[0],
-                                     (cy - self.polzero[1]) / self.polscal[1], self.degree).T
-            return (coeffs @ basis.reshape(len(basis), -1)).reshape((len(cx),) + basis.shape[1:])
+            coeffs = self._coefficient_matrix(xs, ys)
+            return (coeffs @ basis.reshape(len(basis), -1)).reshape((len(coeffs),) + basis.shape[1:])
 
     def resized(self, width, height) -> "PsfexPsf":
         _check_odd_size(width, height)
