@@ -343,6 +343,7 @@ class _TrialData:
         self.bbox = bbox
         self.constant = constant
         self.p_max = p_max
+        self._sized = {}
         try:
             ref_big = reference_psf.resized(p_max, p_max)
         except Exception:  # a model without a working resize, as in the task
@@ -405,8 +406,24 @@ class _TrialData:
         # the survey zero-padded the science stamps to its common size; p_max >= the native science size
         return pad_or_crop(survey.science[j], self.p_max, self.p_max)
 
+    def at_size(self, P):
+        """``(S_fit, R_fit, S_ho, R_ho)`` on ``P x P`` stamps (references renormalized), made once per size.
+
+        Also returns one dict per science stack for :func:`~psfmatch.qa.matched_stamps`'s
+        ``spectra``, shared by the trials of this stamp size.
+        """
+        hit = self._sized.get(P)
+        if hit is None:
+            S_fit, R_fit = self._crop(self.S_fit, P, False), self._crop(self.R_fit, P, True)
+            if self.S_ho is self.S_fit:
+                S_ho, R_ho = S_fit, R_fit
+            else:
+                S_ho, R_ho = self._crop(self.S_ho, P, False), self._crop(self.R_ho, P, True)
+            hit = self._sized[P] = (S_fit, R_fit, S_ho, R_ho, {}, {})
+        return hit
+
     @staticmethod
-    def crop(stack, P, renormalize):
+    def _crop(stack, P, renormalize):
         if stack.shape[-1] == P:
             return stack
         out = np.array([pad_or_crop(s, P, P) for s in stack])
@@ -432,8 +449,7 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
     res = TrialResult(trial, psfSize=P)
     try:
         basis = _make_basis(trial)
-        S = data.crop(data.S_fit, P, renormalize=False)
-        R = data.crop(data.R_fit, P, renormalize=True)
+        S, R, S_ho, R_ho, spectra_fit, spectra_ho = data.at_size(P)
         key = (trial.family, trial.kernelSize, P, trial.sigmas, trial.degrees)
         raw = cache.get(key)
         if raw is None:
@@ -448,8 +464,6 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
             raw = NormalEquations(raw.M + lam[:, None, None] * H[None], raw.b, raw.yy)
         imgs, order, ratios, s_p = constrained_basis(basis)
         eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
-        S_ho = data.crop(data.S_ho, P, renormalize=False)
-        R_ho = data.crop(data.R_ho, P, renormalize=True)
         if data.constant or trial.spatialOrder == 0 and len(S) == 1:
             coeffs, _, _, _ = solve_candidates(eq, rcond)
             a_fit = np.repeat(coeffs[:1], len(S), axis=0)
@@ -470,8 +484,8 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
             a_fit, a_ho = coeffs_at(data.xy_fit), coeffs_at(data.xy_ho)
         K_fit = np.tensordot(a_fit, imgs, axes=1)
         K_ho = np.tensordot(a_ho, imgs, axes=1)
-        rmax_fit, _ = _residuals(S, R, K_fit)
-        rmax, rl2 = _residuals(S_ho, R_ho, K_ho)
+        rmax_fit, _ = _residuals(S, R, K_fit, spectra_fit)
+        rmax, rl2 = _residuals(S_ho, R_ho, K_ho, spectra_ho)
         res.score = float(rmax.max())
         res.residualMaxFit = float(rmax_fit.max())
         res.residualL2 = float(rl2.max())
@@ -489,11 +503,14 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
     return res
 
 
-def _residuals(S, R, K):
-    """Worst-pixel and L2 residuals of ``S (*) K - R`` (``R`` zero-padded), relative to ``max R`` / ``||R||``."""
+def _residuals(S, R, K, spectra=None):
+    """Worst-pixel and L2 residuals of ``S (*) K - R`` (``R`` zero-padded), relative to ``max R`` / ``||R||``.
+
+    ``spectra``: the transforms of ``S`` kept between trials (:func:`~psfmatch.qa.matched_stamps`).
+    """
     P, k = S.shape[-1], K.shape[-1]
     h = k // 2
-    m = matched_stamps(S, K)
+    m = matched_stamps(S, K, spectra=spectra)
     m[:, h:h + P, h:h + P] -= R
     peak = R.max(axis=(1, 2))
     rmax = np.abs(m).max(axis=(1, 2)) / peak

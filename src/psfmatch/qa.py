@@ -34,12 +34,16 @@ __all__ = ["matched_stamps", "match_quality", "summarize", "QA_DTYPE"]
 QA_DTYPE = np.float32
 
 
-def matched_stamps(science, kernels, dtype=np.float64):
+def matched_stamps(science, kernels, dtype=np.float64, *, spectra=None):
     """``S (*) K`` for stacks ``science`` (n, P, P) and ``kernels`` (n, k, k): shape (n, P+k-1, P+k-1).
 
     ``dtype`` is the precision of the transforms (float64, or float32 for about
     2.5 times less work with a rounding error of about 2e-7 of the peak); the
-    result is float64 either way.
+    result is float64 either way.  ``spectra`` (a dict, optional) keeps the
+    transforms of this ``science`` stack by transform size: calls that pass
+    the same stack and dict with kernels of several sizes (the automatic
+    kernel's trials) transform the stamps once per size, with the same result
+    bit for bit.
     """
     S = np.asarray(science, dtype=dtype)
     K = np.asarray(kernels, dtype=dtype)
@@ -47,12 +51,24 @@ def matched_stamps(science, kernels, dtype=np.float64):
     n = P + k - 1
     # only the science stamps' non-zero pixels are transformed (a PSF zero-padded to psfSize has a
     # smaller support): the product is exactly zero outside the support's full convolution
-    a = stamp_half_support(S)
+    key = ("support", S.dtype)
+    a = None if spectra is None else spectra.get(key)
+    if a is None:
+        a = stamp_half_support(S)
+        if spectra is not None:
+            spectra[key] = a
     c = P // 2
     nc = 2 * a + k
     L = sfft.next_fast_len(nc, real=True)
-    Sc = S[..., c - a:c + a + 1, c - a:c + a + 1]
-    part = sfft.irfft2(sfft.rfft2(Sc, s=(L, L)) * sfft.rfft2(K, s=(L, L)), s=(L, L))[..., :nc, :nc]
+    FS = None if spectra is None else spectra.get((L, S.dtype))
+    if FS is None:
+        FS = sfft.rfft2(S[..., c - a:c + a + 1, c - a:c + a + 1], s=(L, L))
+        if spectra is not None:
+            spectra[(L, S.dtype)] = FS
+    FK = sfft.rfft2(K, s=(L, L))
+    # into the kernels' spectra: the same operation, and so the same bits, as the product of two
+    # fresh transforms (an expression such as FS * rfft2(K) rounds differently in the last bit)
+    part = sfft.irfft2(np.multiply(FS, FK, out=FK), s=(L, L))[..., :nc, :nc]
     out = np.zeros(S.shape[:-2] + (n, n))
     out[..., c - a:c - a + nc, c - a:c - a + nc] = part
     return out
