@@ -477,6 +477,72 @@ def test_matched_stamps_of_zero_padded_science_equal_the_full_convolution(rng):
         np.testing.assert_allclose(got[i], signal.convolve(S[i], K[i], mode="full"), rtol=0, atol=1e-13)
 
 
+def test_matched_stamps_transform_the_science_stamps_once_per_size(rng, monkeypatch):
+    # the automatic kernel's trials convolve the same science stamps with kernels of several sizes:
+    # with a shared ``spectra`` dict the stamps are transformed once per transform size, bit for bit
+    # the same results as without it
+    from scipy import signal
+
+    import psfmatch.qa as qa
+
+    S = np.pad(rng.random((4, 15, 15)), ((0, 0), (8, 8), (8, 8)))
+    kernels = [rng.random((4, k, k)) - 0.2 for k in (9, 13, 9, 13)]
+    plain = [qa.matched_stamps(S, K) for K in kernels]
+    calls = []
+    real = qa.sfft.rfft2
+    monkeypatch.setattr(qa.sfft, "rfft2", lambda x, *a, **kw: calls.append(x.shape[-1]) or real(x, *a, **kw))
+    spectra = {}
+    shared = [qa.matched_stamps(S, K, spectra=spectra) for K in kernels]
+    for got, want in zip(shared, plain):
+        np.testing.assert_array_equal(got, want)
+    # the science stamps (15 px supports) transformed for the first 9 px and 13 px kernels only
+    assert calls == [15, 9, 15, 13, 9, 13]
+    assert sum(isinstance(key[0], int) for key in spectra) == 2  # one transform per size
+    np.testing.assert_allclose(shared[1][2], signal.convolve(S[2], kernels[1][2], mode="full"), rtol=0, atol=1e-13)
+
+
+def test_spectral_cache_keeps_every_basis_of_an_automatic_fit(monkeypatch):
+    # ten bases used in turn, as the automatic kernel's nine trials with a real PSF model use theirs,
+    # are all computed once: a limit of eight entries made every fit recompute them all
+    import psfmatch.solve as solve
+    from psfmatch.kernel.basis import KernelBasis, alard_lupton_basis
+
+    monkeypatch.setattr(solve, "_SPECTRAL_CACHE", {})
+    computed = []
+    real_put = solve._spectral_cache_put
+    monkeypatch.setattr(solve, "_spectral_cache_put", lambda key, e: computed.append(key[1]) or real_put(key, e))
+    S = np.array([GaussianPsf(31, 31, s).computeKernelImage((0, 0)) for s in (1.4, 1.6)])
+    R = np.array([GaussianPsf(31, 31, 2.4).computeKernelImage((0, 0))] * 2)
+    bases = [KernelBasis(alard_lupton_basis(h, (1.0, 0.5, 2.0), deg), "alard-lupton")
+             for h in (4, 5, 6, 7, 8) for deg in ((4, 2, 2), (6, 4, 2))]
+    first = [solve.GramBuilder(b).build(S, R) for b in bases]
+    assert len(computed) == 10
+    again = [solve.GramBuilder(b).build(S, R) for b in bases]
+    assert len(computed) == 10  # all ten kept
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a.M, b.M)
+        np.testing.assert_array_equal(a.b, b.b)
+
+
+def test_spectral_cache_drops_the_least_recently_used_beyond_its_byte_limit(monkeypatch):
+    import psfmatch.solve as solve
+
+    monkeypatch.setattr(solve, "_SPECTRAL_CACHE", {})
+    entry = lambda v: (np.full(4, v), (np.arange(2), np.arange(2)), np.zeros(100), np.zeros(10), np.zeros(10))
+    size = 4 * 8 + 2 * 2 * 8 + 120 * 8
+    monkeypatch.setattr(solve, "_SPECTRAL_CACHE_BYTES", 2 * size)
+    solve._spectral_cache_put("a", entry(1.0))
+    solve._spectral_cache_put("b", entry(2.0))
+    assert solve._spectral_cache_get("a", np.full(4, 1.0)) is not None  # "a" is now the most recent
+    assert solve._spectral_cache_get("b", np.full(4, 9.0)) is None  # another basis under the same key: a miss
+    solve._spectral_cache_put("b", entry(2.0))
+    solve._spectral_cache_put("c", entry(3.0))
+    assert list(solve._SPECTRAL_CACHE) == ["b", "c"]  # "a" (least recently used) dropped for "c"
+    big = (np.zeros(1000),)
+    solve._spectral_cache_put("d", big)  # larger than the limit alone: kept, everything else dropped
+    assert list(solve._SPECTRAL_CACHE) == ["d"]
+
+
 def test_qa_residuals_follow_their_definition_including_the_frame_outside_the_reference(rng):
     # residualMax is max|S (*) K - R| over the whole (P + k - 1)^2 support (R zero-padded), residualRms
     # the RMS over the reference stamp's P^2 pixels.  Position 0 is the Gaussian match, position 1

@@ -80,8 +80,39 @@ class NormalEquations:
 _BLAS_CONTROLLER: list = []
 
 #: Spectral products of recently used bases (:meth:`GramBuilder._spectral_basis`), shared by the fits
-#: of a process: the default basis is the same for every exposure.
+#: of a process: the default basis is the same for every exposure, and the automatic kernel tries the
+#: same bases on every exposure of a survey.  The least recently used are dropped beyond
+#: :data:`_SPECTRAL_CACHE_BYTES`.  (A limit of eight entries, used until 2026-12, was fewer than the nine
+#: bases an automatic fit tries with a real PSF model, used in turn, so that every fit recomputed all of
+#: them: about 50 ms of a 63 px DECam PSFEx model's 0.44 s fit.)
 _SPECTRAL_CACHE: dict = {}
+#: Bytes the entries of :data:`_SPECTRAL_CACHE` may hold together (the nine bases of an automatic
+#: fit with a 63 px DECam PSFEx model take 103 MiB; the demo's four, 13 MiB).
+_SPECTRAL_CACHE_BYTES = 160 * 2**20
+_SPECTRAL_LOCK = threading.Lock()
+
+
+def _spectral_cache_get(key, images):
+    """The cached products for ``key`` (marked as the most recently used), or None."""
+    with _SPECTRAL_LOCK:
+        hit = _SPECTRAL_CACHE.pop(key, None)
+        if hit is None or not np.array_equal(hit[0], images):
+            return None
+        _SPECTRAL_CACHE[key] = hit
+        return hit
+
+
+def _spectral_cache_put(key, entry):
+    """Keep ``entry`` (arrays, or tuples of arrays), dropping the least recently used beyond the byte limit."""
+    def nbytes(e):
+        return sum(nbytes(x) if isinstance(x, tuple) else x.nbytes for x in e)
+
+    with _SPECTRAL_LOCK:
+        _SPECTRAL_CACHE.pop(key, None)
+        _SPECTRAL_CACHE[key] = entry
+        total = sum(nbytes(e) for e in _SPECTRAL_CACHE.values())
+        while total > _SPECTRAL_CACHE_BYTES and len(_SPECTRAL_CACHE) > 1:
+            total -= nbytes(_SPECTRAL_CACHE.pop(next(iter(_SPECTRAL_CACHE))))
 
 
 #: Open :func:`single_threaded_blas` contexts, in any thread, and the BLAS thread counts saved by the first.
@@ -291,8 +322,8 @@ class GramBuilder:
         if cache is not None and cache[0] == n:
             return cache[1:]
         key = (n, self.basis.images.shape, hash(self.basis.images.tobytes()))
-        hit = _SPECTRAL_CACHE.get(key)
-        if hit is not None and np.array_equal(hit[0], self.basis.images):
+        hit = _spectral_cache_get(key, self.basis.images)
+        if hit is not None:
             self._spec_cache = (n,) + hit[1:]
             return hit[1:]
         k, h, nb = self.k, self.h, self.nb
@@ -328,9 +359,7 @@ class GramBuilder:
         Bre = np.ascontiguousarray((fbc.real * w).T)
         Bim = np.ascontiguousarray((fbc.imag * w).T)
         self._spec_cache = (n, iu, Yt, Bre, Bim)
-        if len(_SPECTRAL_CACHE) >= 8:
-            _SPECTRAL_CACHE.pop(next(iter(_SPECTRAL_CACHE)))
-        _SPECTRAL_CACHE[key] = (self.basis.images.copy(), iu, Yt, Bre, Bim)
+        _spectral_cache_put(key, (self.basis.images.copy(), iu, Yt, Bre, Bim))
         return iu, Yt, Bre, Bim
 
     @staticmethod
