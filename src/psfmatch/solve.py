@@ -82,13 +82,15 @@ _BLAS_CONTROLLER: list = []
 #: Spectral products of recently used bases (:meth:`GramBuilder._spectral_basis`), shared by the fits
 #: of a process: the default basis is the same for every exposure, and the automatic kernel tries the
 #: same bases on every exposure of a survey.  The least recently used are dropped beyond
-#: :data:`_SPECTRAL_CACHE_BYTES`.  (A limit of eight entries, used until 2026-12, was fewer than the nine
-#: bases an automatic fit tries with a real PSF model, used in turn, so that every fit recomputed all of
-#: them: about 50 ms of a 63 px DECam PSFEx model's 0.44 s fit.)
+#: :data:`_SPECTRAL_CACHE_BYTES`.  (A limit of eight entries, used until 2026-12, was fewer than the
+#: nine to eleven bases an automatic fit tries with a real PSF model, used in turn, so that every fit
+#: recomputed all of them: 50-60 ms of a 63 px DECam PSFEx model's 0.4-0.8 s fit.)
 _SPECTRAL_CACHE: dict = {}
-#: Bytes the entries of :data:`_SPECTRAL_CACHE` may hold together (the nine bases of an automatic
-#: fit with a 63 px DECam PSFEx model take 103 MiB; the demo's four, 13 MiB).
-_SPECTRAL_CACHE_BYTES = 160 * 2**20
+#: Bytes the entries of :data:`_SPECTRAL_CACHE` may hold together: the bases an automatic fit tries
+#: with a 63 px DECam PSFEx model take 103 MiB (nine bases, up to 96-point transforms) to 174 MiB
+#: (eleven, up to 108-point); the demo's four, 13 MiB.  Too small a limit makes every fit
+#: recompute every basis (each one evicts the next one needed).
+_SPECTRAL_CACHE_BYTES = 256 * 2**20
 _SPECTRAL_LOCK = threading.Lock()
 
 
