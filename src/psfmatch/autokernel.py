@@ -73,6 +73,13 @@ gives LSST's behaviour with the configured values.
 The candidates tried and their scores are recorded in
 ``metadata["autoKernel"]``.
 
+On a spatially varying field the configuration's trial and the standard
+basis at every size are independent of each other, and so are the richer
+basis' trials: each group is evaluated on the cores together
+(:func:`psfmatch.parallel.map_shared`; ``PSFMATCH_NUM_THREADS=1`` keeps it on
+one).  A trial's arithmetic does not depend on the others', so the scores and
+the choice are bit for bit those of one thread.
+
 Scope and limits
 ----------------
 - Delta-function trials are made only for matches that are the same over the
@@ -111,6 +118,7 @@ from .errors import PsfEvaluationError
 from .geom import Point2D
 from .kernel.basis import KernelBasis, alard_lupton_basis, makeDeltaFunctionBasisList, make_regularization_matrix
 from .kernel.spatial import SpatialFunction, full_column_rank
+from .parallel import map_shared
 from .psf.base import _ResizedPsf, kernel_image_pair_stacks, pad_or_crop
 from .qa import matched_stamps
 from .solve import (GramBuilder, NormalEquations, constrained_basis, reduce_constrained, solve_candidates,
@@ -224,7 +232,8 @@ class TrialResult:
     admissible : bool
     note : str
     time : float
-        Seconds.
+        Wall-clock seconds of this trial's evaluation.  Independent trials run on the
+        cores together, so these overlap: their sum can exceed the whole choice's time.
     """
 
     trial: KernelTrial
@@ -718,16 +727,32 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     results = []
     cache = {}
 
-    def run(trial):
+    def evaluate(trial):
         P = psf_sizes.get(trial.kernelSize) or _psf_size_for(config, p_native, trial.kernelSize)
         if P is None:
-            r = TrialResult(trial, note="kernel too big for the PSF stamps under the padding rules")
-        else:
-            r = _evaluate(trial, data, P, kc, config.kernel["DF"], g_ref, rcond, cache)
+            return TrialResult(trial, note="kernel too big for the PSF stamps under the padding rules")
+        return _evaluate(trial, data, P, kc, config.kernel["DF"], g_ref, rcond, cache)
+
+    def record(r):
         results.append(r)
-        log.debug("autoKernel trial %s: score %.3g, noise ratio %.3g (%.2f s)", trial.describe(), r.score,
+        log.debug("autoKernel trial %s: score %.3g, noise ratio %.3g (%.2f s)", r.trial.describe(), r.score,
                   r.noiseRatio, r.time)
         return r
+
+    def run(trial):
+        return record(evaluate(trial))
+
+    def run_all(trials):
+        """Independent trials on the cores together (:func:`~psfmatch.parallel.map_shared`), recorded in order.
+
+        Each trial's arithmetic is the same as alone (one-thread BLAS, its own arrays), so the
+        scores are bit for bit the same; the fit subset's and held-out stamps of each size are made
+        here first, so that the threads share them instead of racing to make them.
+        """
+        trials = [t for t in trials if t is not None]
+        for P in {psf_sizes.get(t.kernelSize) for t in trials} - {None}:
+            data.at_size(P)
+        return [record(r) for r in map_shared(evaluate, trials)]
 
     def al_trial(k, order, rich=False):
         if free["alWidths"]:
@@ -754,7 +779,12 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     # stage 2: kernel size and basis at that order
     n1 = len(results)
     ct = _config_trial(config, order)
-    if ct is not None:
+    if not constant:
+        # the configuration's trial and the standard basis at every size: independent of each other
+        std = [al_trial(k, order) for k in sorted(sizes)] if "AL" in free["families"] else []
+        run_all([ct] + [t for t in std if not any(_same(r.trial, t) for r in results)
+                        and not (ct is not None and _same(ct, t))])
+    elif ct is not None:
         run(ct)
     for k in sorted(set(sizes) | set(df_sizes)):
         if "AL" in free["families"] and k in sizes:
@@ -786,8 +816,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         std = [r.score for r in results if r.trial.family == "AL" and r.trial.label == "moments"
                and r.trial.spatialOrder == order and np.isfinite(r.score)]
         if std and min(std) > RICH_BASIS_FACTOR * floor:
-            for k in sizes:
-                run(al_trial(k, order, rich=True))
+            run_all([al_trial(k, order, rich=True) for k in sizes])
     stage2 = results[n1:]
     if stage1 is not None:
         # the stage-1 trial at the chosen order competes too
