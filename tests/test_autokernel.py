@@ -124,9 +124,9 @@ def test_default_keeps_lsst_spatial_order_and_is_no_worse():
 
 
 def test_independent_trials_on_two_threads_score_bit_for_bit_as_on_one(monkeypatch):
-    # the configuration's and the standard basis' trials, then the richer basis', run on the pool's
-    # threads together; every score, residual and noise gain, their order and the choice are those of
-    # one thread
+    # the spatial orders' trials, then the configuration's and the standard basis' trials, then the
+    # richer basis', run on the pool's threads together; every score, residual and noise gain, their
+    # order and the choice are those of one thread
     import threading
 
     import psfmatch.autokernel as ak
@@ -138,13 +138,14 @@ def test_independent_trials_on_two_threads_score_bit_for_bit_as_on_one(monkeypat
     real = ak._evaluate
     monkeypatch.setattr(ak, "_evaluate", lambda *a: threads.add(threading.current_thread().name) or real(*a))
     monkeypatch.setattr(parallel, "available_cores", lambda: 2)
-    two = fit(auto_config(), sci, ref, bbox).metadata["autoKernel"]
+    two = fit(auto_config(autoKernelMaxSpatialOrder=3), sci, ref, bbox).metadata["autoKernel"]
     assert len(two["trials"]) >= 4 and all(name.startswith("psfmatch-worker") for name in threads)
     threads.clear()
     monkeypatch.setattr(parallel, "available_cores", lambda: 1)
-    one = fit(auto_config(), sci, ref, bbox).metadata["autoKernel"]
+    one = fit(auto_config(autoKernelMaxSpatialOrder=3), sci, ref, bbox).metadata["autoKernel"]
     assert threads == {threading.current_thread().name}
     drop_time = lambda trials: [{k: v for k, v in t.items() if k != "time"} for t in trials]
+    assert len(two["orderTrials"]) == 2 and drop_time(two["orderTrials"]) == drop_time(one["orderTrials"])
     assert drop_time(two["trials"]) == drop_time(one["trials"])
     assert two["chosen"]["description"] == one["chosen"]["description"]
 

@@ -73,9 +73,10 @@ gives LSST's behaviour with the configured values.
 The candidates tried and their scores are recorded in
 ``metadata["autoKernel"]``.
 
-On a spatially varying field the configuration's trial and the standard
-basis at every size are independent of each other, and so are the richer
-basis' trials: each group is evaluated on the cores together
+On a spatially varying field the spatial orders' trials are independent of
+each other, and so are the configuration's trial and the standard basis at
+every size, and the richer basis' trials: each group is evaluated on the
+cores together
 (:func:`psfmatch.parallel.map_shared`; ``PSFMATCH_NUM_THREADS=1`` keeps it on
 one).  A trial's arithmetic does not depend on the others', so the scores and
 the choice are bit for bit those of one thread.
@@ -768,7 +769,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     elif free["spatialKernelOrder"] and "AL" in free["families"] and max_order > cfg_order:
         k1 = max(sizes)
         orders = list(range(cfg_order, max_order + 1))
-        stage1 = [run(al_trial(k1, o)) for o in orders]
+        stage1 = run_all([al_trial(k1, o) for o in orders])
         _mark_admissible(stage1, max_noise)
         pick = _select(stage1, tol, floor)
         order = pick.trial.spatialOrder if pick is not None else cfg_order
