@@ -217,13 +217,57 @@ def test_constant_match_at_order_0_reuses_the_candidate_solution(name, rng):
                                atol=1e-12)
 
 
+def test_large_systems_solved_by_cholesky_agree_with_the_eigen_decomposition(monkeypatch, rng):
+    """Large full-rank systems: eigenvalues for the rank, then Cholesky; truncated ones: the pseudo-inverse."""
+    import scipy.linalg
+
+    import psfmatch.solve as solve_mod
+
+    monkeypatch.setattr(solve_mod, "_LARGE_SOLVED", {})
+    N = solve_mod._LARGE_SYSTEM + 20
+    A = rng.standard_normal((N + 40, N)) * np.logspace(0, 3, N)  # columns of very different scales
+    M, b = A.T @ A, A.T @ rng.standard_normal(N + 40)
+
+    def eigen_reference(M, b, cut):
+        d = np.sqrt(np.diag(M))
+        w, V = scipy.linalg.eigh(M / np.outer(d, d))
+        s = np.sqrt(np.clip(w, 0, None))
+        keep = s > cut * s.max()
+        x = V @ (np.where(keep, 1 / np.where(keep, w, 1), 0) * (V.T @ (b / d))) / d
+        return x, int(keep.sum()), s.max() / s[keep].min()
+
+    decompositions = []
+    real_eigh = solve_mod._eigh
+    monkeypatch.setattr(solve_mod, "_eigh", lambda A, **kw: decompositions.append(A.shape) or real_eigh(A, **kw))
+    x, rank, cond = solve_gram(M, b, 1e-7)
+    want, want_rank, want_cond = eigen_reference(M, b, np.sqrt(N * np.finfo(float).eps))
+    assert rank == want_rank == N and not decompositions  # full rank: no eigenvectors needed
+    np.testing.assert_allclose(x, want, rtol=0, atol=1e-9 * np.abs(want).max())
+    np.testing.assert_allclose(M @ x, b, rtol=0, atol=1e-9 * np.abs(b).max())
+    np.testing.assert_allclose(cond, want_cond, rtol=1e-8)  # s_max / s_min of the column-scaled design
+    # a rank-deficient system (a repeated column) keeps the minimum-norm pseudo-inverse solution
+    A2 = np.concatenate([A, A[:, :1]], axis=1)
+    M2, b2 = A2.T @ A2, A2.T @ rng.standard_normal(N + 40)
+    x2, rank2, _ = solve_gram(M2, b2, 1e-7)
+    want2, want_rank2, _ = eigen_reference(M2, b2, np.sqrt((N + 1) * np.finfo(float).eps))
+    assert rank2 == want_rank2 == N and decompositions == [(N + 1, N + 1)]
+    np.testing.assert_allclose(x2, want2, rtol=0, atol=1e-9 * np.abs(want2).max())
+    assert abs(x2[0] - x2[-1]) < 1e-9 * np.abs(want2).max()  # the repeated column's weight split evenly
+    # a Cholesky that fails after all falls back to the decomposition
+    monkeypatch.setattr(solve_mod, "_LARGE_SOLVED", {})
+    monkeypatch.setattr(scipy.linalg, "solve", lambda *a, **kw: (_ for _ in ()).throw(np.linalg.LinAlgError("no")))
+    x3, rank3, _ = solve_gram(M, b, 1e-7)
+    assert rank3 == N and len(decompositions) == 2
+    np.testing.assert_allclose(x3, want, rtol=0, atol=1e-9 * np.abs(want).max())
+
+
 def test_a_large_system_solved_again_is_looked_up_not_decomposed(monkeypatch, rng):
     """The automatic kernel's chosen delta-function trial and the fit after it solve the same system once."""
     import psfmatch.solve as solve_mod
 
     calls = []
-    real_eigh = solve_mod._eigh
-    monkeypatch.setattr(solve_mod, "_eigh", lambda A, **kw: calls.append(A.shape) or real_eigh(A, **kw))
+    real_solve = solve_mod._solve_large
+    monkeypatch.setattr(solve_mod, "_solve_large", lambda *a: calls.append(a[0].shape) or real_solve(*a))
     monkeypatch.setattr(solve_mod, "_LARGE_SOLVED", {})
     N = solve_mod._LARGE_SYSTEM + 10
     A = rng.standard_normal((N + 5, N))

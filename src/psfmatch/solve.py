@@ -577,31 +577,69 @@ def solve_gram(M, b, rcond):
             return tuple(np.copy(v) for v in hit)
     with single_threaded_blas():
         if large:
-            # a few large systems (delta-function kernels): one eigen-decomposition each, on every core
+            # a few large systems (delta-function kernels), on every core
             with _all_cores_blas():
-                w, V = _eigh(Ms, driver="evd")
-        elif M.ndim > 2 and M.shape[0] > 8:
+                x, rank, cond = _solve_large(Ms, bs, d, cut)
+            with _LARGE_LOCK:
+                _LARGE_SOLVED[key] = tuple(np.copy(v) for v in (x, rank, cond))
+                while len(_LARGE_SOLVED) > 2:
+                    _LARGE_SOLVED.pop(next(iter(_LARGE_SOLVED)))
+            return x, rank, cond
+        if M.ndim > 2 and M.shape[0] > 8:
             return _solve_gram_batched(Ms, bs, d, cut)
         elif M.ndim == 2 and M.shape[-1] > 32:  # one large system (the spatial one): eigenvalues, then LU
             x, rank, cond = _solve_gram_batched(Ms[None], bs[None], d[None], cut)
             return x[0], rank[0], cond[0]
         else:
             w, V = _eigh(Ms)
+    return _truncated_solution(w, V, bs, d, cut)
+
+
+def _cut(w, cut):
+    """Kept singular values ``s = sqrt(w) > cut * s_max`` of Gram eigenvalues ``w``, with rank and condition number."""
     s = np.sqrt(np.clip(w, 0, None))
     smax = s.max(axis=-1, keepdims=True)
     keep = (s > cut * smax) & (smax > 0)
-    winv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
-    proj = np.einsum("...ji,...j->...i", V, bs) * winv
-    x = np.einsum("...ij,...j->...i", V, proj) / d
     rank = keep.sum(axis=-1)
     smin = np.where(keep, s, np.inf).min(axis=-1)
-    cond = np.where(rank > 0, smax[..., 0] / smin, np.inf)
-    if large:
-        with _LARGE_LOCK:
-            _LARGE_SOLVED[key] = tuple(np.copy(v) for v in (x, rank, cond))
-            while len(_LARGE_SOLVED) > 2:
-                _LARGE_SOLVED.pop(next(iter(_LARGE_SOLVED)))
-    return x, rank, cond
+    return keep, rank, np.where(rank > 0, smax[..., 0] / smin, np.inf)
+
+
+def _truncated_solution(w, V, bs, d, cut):
+    """The pseudo-inverse solution from an eigen-decomposition ``(w, V)`` of scaled systems, and rank and condition."""
+    keep, rank, cond = _cut(w, cut)
+    winv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
+    proj = np.einsum("...ji,...j->...i", V, bs) * winv
+    return np.einsum("...ij,...j->...i", V, proj) / d, rank, cond
+
+
+def _solve_large(Ms, bs, d, cut):
+    """:func:`solve_gram` for one or a few large scaled systems, as :func:`_solve_gram_batched` does for many small.
+
+    The eigenvalues alone (``syevd``) give the rank and condition number; a
+    full-rank system is then solved by Cholesky, and only a truncated one
+    needs the eigenvectors.  For the 1680 unknowns of a 41 px delta-function
+    kernel the eigenvalues and the Cholesky solve take 0.16 + 0.04 s on two
+    cores against 0.34 s for the full decomposition, and the kernel agrees to
+    5e-9 of its peak (the systems' scaled condition numbers reach 1e9:
+    ``K eps``, as for the batched systems).
+    """
+    batch = Ms.shape[:-2]
+    N = Ms.shape[-1]
+    Ms, bs, d = Ms.reshape(-1, N, N), bs.reshape(-1, N), d.reshape(-1, N)
+    x, rank, cond = np.empty_like(bs), np.empty(len(Ms), dtype=int), np.empty(len(Ms))
+    for i in range(len(Ms)):
+        w = scipy.linalg.eigh(Ms[i], eigvals_only=True, driver="evd", check_finite=False)
+        _, rank[i], cond[i] = _cut(w, cut)
+        if rank[i] == N:
+            try:
+                x[i] = scipy.linalg.solve(Ms[i], bs[i], assume_a="pos", check_finite=False) / d[i]
+                continue
+            except np.linalg.LinAlgError:  # not positive definite to working precision after all
+                pass
+        w, V = _eigh(Ms[i], driver="evd")
+        x[i], rank[i], cond[i] = _truncated_solution(w, V, bs[i], d[i], cut)
+    return x.reshape(batch + (N,)), rank.reshape(batch), cond.reshape(batch)
 
 
 #: The last large systems solved, by a digest of their exact bytes: the automatic kernel's chosen
@@ -677,13 +715,7 @@ def _solve_gram_batched(Ms, bs, d, cut):
     Ms = Ms.reshape(-1, N, N)
     bs = bs.reshape(-1, N)
     d = d.reshape(-1, N)
-    w = _eigvalsh_parallel(Ms)
-    s = np.sqrt(np.clip(w, 0, None))
-    smax = s.max(axis=-1, keepdims=True)
-    keep = (s > cut * smax) & (smax > 0)
-    rank = keep.sum(axis=-1)
-    smin = np.where(keep, s, np.inf).min(axis=-1)
-    cond = np.where(rank > 0, smax[:, 0] / smin, np.inf)
+    keep, rank, cond = _cut(_eigvalsh_parallel(Ms), cut)
     x = np.empty_like(bs)
     fast = rank == N
     if fast.any():
