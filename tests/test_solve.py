@@ -285,3 +285,33 @@ def test_a_large_system_solved_again_is_looked_up_not_decomposed(monkeypatch, rn
     M2[0, 0] *= 1 + 1e-15
     solve_gram(M2, b, 1e-7)
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize("pivot_first", [False, True])
+def test_constrained_equations_are_the_gram_of_the_constrained_basis(rng, pivot_first):
+    """``transform_equations`` gives ``T^T M T`` and ``T^T b`` for the basis change of ``constrained_basis``.
+
+    The delta-function basis puts its pivot (the centre pixel) in the middle of the raw order, which
+    the block copy handles; an order that is not the raw one takes the general gather.
+    """
+    from psfmatch.kernel.basis import makeDeltaFunctionBasisList
+    from psfmatch.solve import NormalEquations, constrained_basis, transform_equations
+
+    basis = makeDeltaFunctionBasisList(5)
+    imgs, order, ratios, s_p = constrained_basis(basis)
+    N = len(order)
+    if pivot_first:  # the same basis change with the other kernels listed in reverse
+        order = np.concatenate([order[:1], order[1:][::-1]])
+        ratios = ratios[::-1]
+    # T maps constrained coefficients to raw ones: B'_0 = B_p / s_p, B'_i = B_o(i) - r_i B_p
+    T = np.zeros((N, N))
+    T[order[0], 0] = 1 / s_p
+    for i, (o, r) in enumerate(zip(order[1:], ratios), start=1):
+        T[o, i] = 1.0
+        T[order[0], i] = -r
+    C = rng.standard_normal((3, 40, N))
+    y = rng.standard_normal((3, 40))
+    M, b = np.einsum("nki,nkj->nij", C, C), np.einsum("nki,nk->ni", C, y)
+    got = transform_equations(NormalEquations(M, b, np.einsum("nk,nk->n", y, y)), order, ratios, s_p)
+    np.testing.assert_allclose(got.M, T.T @ M @ T, rtol=0, atol=1e-12 * np.abs(M).max())
+    np.testing.assert_allclose(got.b, b @ T, rtol=0, atol=1e-12 * np.abs(b).max())
