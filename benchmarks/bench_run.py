@@ -333,6 +333,11 @@ def main(argv=None):
         best = [min(r["samples"]["run"]) / (r["size"] ** 2 / 1e6) for r in rows]
         print(f"time per megapixel of each size's fastest run: min {min(best):.4f} s, max {max(best):.4f} s "
               f"(spread {max(best) / min(best) - 1:.0%}; the medians above are the figures to quote)")
+        # CPU seconds of all the run's threads: the work per megapixel, whatever the cores did meanwhile
+        # (wall time adds how well the threads overlap, and the host's noise)
+        cpm = [r["run_cpu"] / (r["size"] ** 2 / 1e6) for r in rows]
+        print(f"CPU time per megapixel (medians): min {min(cpm):.4f} s, max {max(cpm):.4f} s "
+              f"(spread {max(cpm) / min(cpm) - 1:.0%})")
     print(f"process max RSS: {maxrss:.0f} MiB; load average {os.getloadavg()[0]:.2f} at end")
     if args.json:
         with open(args.json, "w") as fh:
