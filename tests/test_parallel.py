@@ -64,6 +64,45 @@ def test_single_threaded_blas_restores_the_count_whatever_order_contexts_close()
     assert blas_threads() == before
 
 
+def test_one_thread_blas_holds_in_a_thread_other_than_the_main_one():
+    """OpenBLAS ignores ``openblas_set_num_threads`` from a thread other than the main one once the main one has
+    called it; a fit in a user's thread must still run its BLAS on one thread, and sum as on the main thread."""
+    import numpy as np
+    from threadpoolctl import threadpool_info
+
+    from psfmatch import Box2I, ModelPsfMatchConfig, ModelPsfMatchTask
+    from psfmatch.demo import demo_psf, demo_reference_psf
+    from psfmatch.solve import single_threaded_blas
+
+    def counts():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    with single_threaded_blas():  # the main thread sets (and restores) the count first
+        pass
+    before, seen = counts(), {}
+
+    def work():
+        with single_threaded_blas():
+            seen["inside"] = counts()
+        seen["after"] = counts()
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert all(n == 1 for n in seen["inside"]) and seen["after"] == before == counts()
+    # a fit whose products are large enough for OpenBLAS to use its threads: the same coefficients
+    bbox = Box2I((0, 0), (1024, 1024))
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    fit = lambda: ModelPsfMatchTask(config=config).fitKernel(demo_psf(bbox), demo_reference_psf(), bbox)
+    on_main = fit().kernel.coefficients
+    out = []
+    t = threading.Thread(target=lambda: out.append(fit().kernel.coefficients))
+    t.start()
+    t.join()
+    np.testing.assert_array_equal(out[0], on_main)
+
+
 def test_a_large_system_uses_every_core_inside_a_one_thread_fit_and_gives_the_count_back(monkeypatch):
     """solve_gram decomposes a large system with all cores' BLAS, then returns to the fit's one thread."""
     import numpy as np

@@ -134,7 +134,7 @@ def _blas_threads(libs, n):
         if _BLAS_STATE["depth"] == 0:
             _BLAS_STATE["saved"] = [lc.get_num_threads() for lc in libs]
             for lc in libs:
-                lc.set_num_threads(n)
+                _set_blas_threads(lc, n)
         _BLAS_STATE["depth"] += 1
     try:
         yield
@@ -143,7 +143,42 @@ def _blas_threads(libs, n):
             _BLAS_STATE["depth"] -= 1
             if _BLAS_STATE["depth"] == 0:
                 for lc, b in zip(libs, _BLAS_STATE["saved"]):
-                    lc.set_num_threads(b)
+                    _set_blas_threads(lc, b)
+
+
+#: OpenBLAS's ``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27) under the names its builds export.
+_SETTER_NAMES = ("openblas_set_num_threads_local", "openblas_set_num_threads_local64_",
+                 "scipy_openblas_set_num_threads_local64_", "scipy_openblas_set_num_threads_local")
+
+
+def _set_blas_threads(lc, n):
+    """Set the thread count of the BLAS behind threadpoolctl's controller ``lc``, from any thread.
+
+    OpenBLAS ignores ``openblas_set_num_threads`` (what threadpoolctl calls)
+    from any thread but the main one once the main one has called it: a fit
+    run in a user's thread pool after one on the main thread kept every core
+    for its small dense problems, slower, and summed in another order than
+    the same fit on the main thread.  ``openblas_set_num_threads_local`` sets
+    the same process-wide count from any thread; other libraries go through
+    threadpoolctl.
+    """
+    setter = _BLAS_SETTERS.get(id(lc), False)
+    if setter is False:
+        import ctypes
+
+        dynlib = getattr(lc, "dynlib", None)
+        setter = next((getattr(dynlib, name) for name in _SETTER_NAMES if hasattr(dynlib, name)), None)
+        if setter is not None:
+            setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+        _BLAS_SETTERS[id(lc)] = setter
+    if setter is None:
+        lc.set_num_threads(n)
+    else:
+        setter(int(n))
+
+
+#: ``id(controller) -> openblas_set_num_threads_local`` or None (filled by :func:`_set_blas_threads`).
+_BLAS_SETTERS: dict = {}
 
 
 def _blas_libs():
@@ -167,6 +202,10 @@ def _all_cores_blas():
     Inside a fit BLAS runs on one thread (:func:`single_threaded_blas`); an
     eigen-decomposition of a 1680 x 1680 delta-function system is large enough
     to share: 0.66 s on one thread (``syevr``), 0.37 s on two (``syevd``).
+    The count is the process's: fits running meanwhile in other threads get
+    the cores for their products too, which changes their sums by rounding
+    only (the one case in which concurrent fits are not bit for bit the
+    serial ones).
     """
     libs, n = _blas_libs(), available_cores()
     if not libs or n < 2:
@@ -175,13 +214,13 @@ def _all_cores_blas():
     with _BLAS_LOCK:
         saved = [lc.get_num_threads() for lc in libs]
         for lc in libs:
-            lc.set_num_threads(n)
+            _set_blas_threads(lc, n)
     try:
         yield
     finally:
         with _BLAS_LOCK:
             for lc, b in zip(libs, saved):
-                lc.set_num_threads(b)
+                _set_blas_threads(lc, b)
 
 
 def single_threaded_blas():
