@@ -34,6 +34,7 @@ Regularized delta-function kernels (Becker et al. 2012) add ``lambda p^T H p``
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import threading
 from dataclasses import dataclass
@@ -162,23 +163,23 @@ def _set_blas_threads(lc, n):
     the same process-wide count from any thread; other libraries go through
     threadpoolctl.
     """
-    setter = _BLAS_SETTERS.get(id(lc), False)
-    if setter is False:
-        import ctypes
-
-        dynlib = getattr(lc, "dynlib", None)
-        setter = next((getattr(dynlib, name) for name in _SETTER_NAMES if hasattr(dynlib, name)), None)
-        if setter is not None:
-            setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
-        _BLAS_SETTERS[id(lc)] = setter
+    setter = _local_setter(lc)
     if setter is None:
         lc.set_num_threads(n)
     else:
         setter(int(n))
 
 
-#: ``id(controller) -> openblas_set_num_threads_local`` or None (filled by :func:`_set_blas_threads`).
-_BLAS_SETTERS: dict = {}
+@functools.lru_cache(maxsize=None)
+def _local_setter(lc):
+    """The ``openblas_set_num_threads_local`` of controller ``lc``'s library, or None."""
+    import ctypes
+
+    dynlib = getattr(lc, "dynlib", None)
+    setter = next((getattr(dynlib, name) for name in _SETTER_NAMES if hasattr(dynlib, name)), None)
+    if setter is not None:
+        setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
+    return setter
 
 
 def _blas_libs():
@@ -647,11 +648,10 @@ def solve_gram(M, b, rcond):
             return x, rank, cond
         if M.ndim > 2 and M.shape[0] > 8:
             return _solve_gram_batched(Ms, bs, d, cut)
-        elif M.ndim == 2 and M.shape[-1] > 32:  # one large system (the spatial one): eigenvalues, then LU
+        if M.ndim == 2 and M.shape[-1] > 32:  # one large system (the spatial one): eigenvalues, then LU
             x, rank, cond = _solve_gram_batched(Ms[None], bs[None], d[None], cut)
             return x[0], rank[0], cond[0]
-        else:
-            w, V = _eigh(Ms)
+        w, V = _eigh(Ms)
     return _truncated_solution(w, V, bs, d, cut)
 
 
@@ -665,12 +665,17 @@ def _cut(w, cut):
     return keep, rank, np.where(rank > 0, smax[..., 0] / smin, np.inf)
 
 
+def _pseudo_inverse(w, V, bs, keep):
+    """``V diag(1/w) V^T bs`` over the kept eigenvalues of an eigen-decomposition ``(w, V)`` (stacks allowed)."""
+    winv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
+    proj = np.einsum("...ji,...j->...i", V, bs) * winv
+    return np.einsum("...ij,...j->...i", V, proj)
+
+
 def _truncated_solution(w, V, bs, d, cut):
     """The pseudo-inverse solution from an eigen-decomposition ``(w, V)`` of scaled systems, and rank and condition."""
     keep, rank, cond = _cut(w, cut)
-    winv = np.where(keep, 1.0 / np.where(keep, w, 1.0), 0.0)
-    proj = np.einsum("...ji,...j->...i", V, bs) * winv
-    return np.einsum("...ij,...j->...i", V, proj) / d, rank, cond
+    return _pseudo_inverse(w, V, bs, keep) / d, rank, cond
 
 
 def _solve_large(Ms, bs, d, cut):
@@ -783,10 +788,7 @@ def _solve_gram_batched(Ms, bs, d, cut):
     slow = ~fast
     if slow.any():
         wv, V = _eigh(Ms[slow])
-        kp = keep[slow]
-        winv = np.where(kp, 1.0 / np.where(kp, wv, 1.0), 0.0)
-        proj = np.einsum("nji,nj->ni", V, bs[slow]) * winv
-        x[slow] = np.einsum("nij,nj->ni", V, proj)
+        x[slow] = _pseudo_inverse(wv, V, bs[slow], keep[slow])
     x /= d
     return x.reshape(batch + (N,)), rank.reshape(batch), cond.reshape(batch)
 
