@@ -153,7 +153,6 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     x = np.arange(nx, dtype=np.float64) - nx // 2
     y = np.arange(ny, dtype=np.float64) - ny // 2
     xmax, ymax = float(np.abs(x).max()), float(np.abs(y).max())
-    xy = y[:, None] * x[None, :]
     sx = s.sum(axis=1)  # (n, nx)
     sy = s.sum(axis=2)  # (n, ny)
     flux = sx.sum(axis=1)
@@ -175,7 +174,8 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     xc = np.clip(np.where(ok, xc, 0.0), -nx / 4, nx / 4)
     yc = np.clip(np.where(ok, yc, 0.0), -ny / 4, ny / 4)
     converged = np.zeros(n, dtype=bool)
-    powx = np.stack([np.ones(nx), x, x * x], axis=-1)  # (nx, 3)
+    powx_t = np.stack([np.ones(nx), x, x * x])  # (3, nx)
+    st = np.ascontiguousarray(s.transpose(1, 0, 2))  # (ny, n, nx): see _weighted_sums
     lim = (max(nx, ny) / 2.0) ** 2
     active = np.ones(n, dtype=bool)
     # Anderson acceleration (depth 1): the previous iterate's image under the map and its residual
@@ -191,7 +191,7 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
         det = aa * bb - cc * cc
         det = np.where(det > 0, det, np.nan)
         ia, ib, ic = bb / det, aa / det, -cc / det
-        S = _weighted_sums(s if idx.size == n else s[idx], x, y, xy, powx, ia, ib, ic, xci, yci, xmax, ymax)
+        S = _weighted_sums(st if idx.size == n else st[:, idx], x, y, powx_t, ia, ib, ic, xci, yci, xmax, ymax)
         m0 = S[:, 0, 0]
         good = np.isfinite(m0) & (m0 > 0)
         m0 = np.where(good, m0, 1.0)
@@ -276,54 +276,57 @@ def _anderson_step(f, theta, prev_f, prev_g, use, scale, lim, xlim, ylim):
     return nxt
 
 
-def _cross_weight(ic, x, y):
-    """``exp(-ic x y)`` on the integer pixel grid, as powers ``z^y`` of ``z = exp(-ic x)`` (n, ny, nx).
+def _weighted_sums(st, x, y, powx_t, ia, ib, ic, xc, yc, xmax, ymax):
+    """``S[n, i, j] = sum w I x^i y^j`` (``i + j <= 2``) for the weights of one iteration.
 
-    Rows are built by cumulative products from the ``y = 0`` row outwards (one
-    exponential per column instead of one per pixel); the relative rounding
-    error grows by about ``|y| eps``, below 1e-14 for any stamp size used here.
+    The stamps come as ``st`` of shape (ny, n, nx), row ``y`` of every stamp
+    together, so that each step below is a pass over long contiguous rows
+    rather than over rows of ``nx`` values (the adaptive moments of 128 stamps
+    of 63 px: 14.6 -> 12.3 ms against the (n, ny, nx) layout; the same for
+    small stamps).  For a
+    factored weight ``w = e_x(x) e_y(y) exp(-M^-1_xy x y)``, the cross term is
+    ``z^y`` with ``z = exp(-M^-1_xy x)`` (one exponential per column instead of
+    one per pixel): the rows of ``e_x z^y I`` are built outwards from ``y = 0``
+    by products with ``z`` or ``1 / z`` (the relative rounding error grows by
+    about ``|y| eps``, below 1e-14 for any stamp size used here), one matrix
+    product sums them over ``x`` against ``(1, x, x^2)`` and a small one over
+    ``y`` against ``e_y (1, y, y^2)``.
     """
-    n, nx, ny = len(ic), len(x), len(y)
-    out = np.empty((n, ny, nx))
-    c = int(np.flatnonzero(y == 0)[0])
-    z = np.exp(-ic[:, None] * x[None, :])  # (n, nx)
-    zi = 1.0 / z
-    out[:, c, :] = 1.0
-    for r in range(c + 1, ny):
-        np.multiply(out[:, r - 1, :], z, out=out[:, r, :])
-    for r in range(c - 1, -1, -1):
-        np.multiply(out[:, r + 1, :], zi, out=out[:, r, :])
-    return out
-
-
-def _weighted_sums(s, x, y, xy, powx, ia, ib, ic, xc, yc, xmax, ymax):
-    """``S[n, i, j] = sum w I x^i y^j`` (``i + j <= 2``) for the weights of one iteration."""
-    n = len(s)
+    ny, n, nx = st.shape
     out = np.zeros((n, 3, 3))
     sep = _separable_ok(np.nan_to_num(ic, nan=np.inf), xc, yc, xmax, ymax)
     powy = np.stack([np.ones_like(y), y, y * y], axis=-1)  # (ny, 3)
     if sep.any():
         j = np.flatnonzero(sep)
+        m = j.size
         icj, xcj, ycj = ic[j], xc[j], yc[j]
         ax = -0.5 * ia[j, None] * (x[None] - xcj[:, None]) ** 2 + (icj * ycj)[:, None] * x[None]
         ay = -0.5 * ib[j, None] * (y[None] - ycj[:, None]) ** 2 + (icj * xcj)[:, None] * y[None]
-        ex = np.exp(ax - ax.max(axis=1, keepdims=True))
-        ey = np.exp(ay - ay.max(axis=1, keepdims=True))
-        sj = s[j] if j.size < n else s
+        ex = np.exp(ax - ax.max(axis=1, keepdims=True))  # (m, nx)
+        ey = np.exp(ay - ay.max(axis=1, keepdims=True))  # (m, ny)
+        G = np.empty((ny, m, nx))
+        c = int(np.flatnonzero(y == 0)[0])
+        G[c] = ex
         if np.any(icj != 0):
-            G = _cross_weight(icj, x, y)
-            G *= sj
+            z = np.exp(-icj[:, None] * x[None, :])  # (m, nx)
+            zi = 1.0 / z
+            for r in range(c + 1, ny):
+                np.multiply(G[r - 1], z, out=G[r])
+            for r in range(c - 1, -1, -1):
+                np.multiply(G[r + 1], zi, out=G[r])
         else:
-            G = sj
-        B = G @ (ex[:, :, None] * powx[None])  # (m, ny, 3): sum_x G e_x x^i
-        B *= ey[:, :, None]
-        out[j] = np.swapaxes(B, 1, 2) @ powy  # (m, 3, 3): sum_y (.) e_y y^j
+            G[:] = ex
+        G *= st if m == n else st[:, j]
+        B = (powx_t @ G.reshape(ny * m, nx).T).reshape(3, ny, m)  # sum_x e_x z^y I x^i
+        B *= ey.T
+        out[j] = np.tensordot(B, powy, axes=([1], [0])).transpose(1, 0, 2)  # sum_y (.) e_y y^k
     if not sep.all():
         j = np.flatnonzero(~sep)
+        s = st[:, j].transpose(1, 0, 2)  # (m, ny, nx)
         dx = x[None, None, :] - xc[j, None, None]
         dy = y[None, :, None] - yc[j, None, None]
         q = ia[j, None, None] * dx * dx + ib[j, None, None] * dy * dy + 2 * ic[j, None, None] * dx * dy
-        w = np.exp(-0.5 * np.minimum(q, 700.0)) * s[j]
+        w = np.exp(-0.5 * np.minimum(q, 700.0)) * s
         wx = w.sum(axis=1)  # (m, nx)
         wy = w.sum(axis=2)
         out[j, 0, 0] = wx.sum(axis=1)
