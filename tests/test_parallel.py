@@ -1,19 +1,33 @@
 """psfmatch.parallel: the thread count and the shared pool its loops run on."""
 
 import os
+import re
 import threading
+import warnings
 
 import pytest
 
+from psfmatch import parallel
 from psfmatch.parallel import available_cores, shared_pool
 
 
 def test_available_cores_honours_the_environment(monkeypatch):
-    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "3")
+    monkeypatch.setattr(parallel, "_BAD_ENV_SEEN", set())
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", " 3 ")
     assert available_cores() == 3
-    for bad in ("0", "-2", "many", ""):
+    ncores = len(os.sched_getaffinity(0))
+    for bad in ("0", "-2", "many", "2.5"):
         monkeypatch.setenv("PSFMATCH_NUM_THREADS", bad)
-        assert available_cores() == len(os.sched_getaffinity(0))
+        with pytest.warns(RuntimeWarning, match=rf"PSFMATCH_NUM_THREADS='{re.escape(bad)}' is not a positive "
+                                                rf"integer, so psfmatch uses all {ncores} cores.*or unset it"):
+            assert available_cores() == ncores
+        with warnings.catch_warnings():  # once per value: the loops ask for the count on every call
+            warnings.simplefilter("error")
+            assert available_cores() == ncores
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "")  # empty is unset
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert available_cores() == ncores
 
 
 def test_shared_pool_is_started_once_and_never_nested():

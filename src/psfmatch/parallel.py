@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 __all__ = ["available_cores", "shared_pool", "map_shared"]
@@ -13,20 +14,29 @@ _PREFIX = "psfmatch-worker"
 
 _POOLS: dict = {}
 _LOCK = threading.Lock()
+#: Values of ``$PSFMATCH_NUM_THREADS`` already warned about (once per value and process).
+_BAD_ENV_SEEN: set = set()
 
 
 def available_cores() -> int:
     """``$PSFMATCH_NUM_THREADS`` if set to a positive integer, else the cores this process may run on.
 
     Set ``PSFMATCH_NUM_THREADS=1`` when many exposures are processed in parallel processes.
+    Any other non-empty value is ignored with a :class:`RuntimeWarning` (once per value).
     """
     env = os.environ.get("PSFMATCH_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not on Linux
-        return max(1, os.cpu_count() or 1)
+        n = max(1, os.cpu_count() or 1)
+    if env and env not in _BAD_ENV_SEEN:
+        _BAD_ENV_SEEN.add(env)
+        warnings.warn(f"PSFMATCH_NUM_THREADS={env!r} is not a positive integer, so psfmatch uses all {n} cores "
+                      "this process may run on; set it to a positive integer (1 when exposures are matched in "
+                      "parallel processes) or unset it", RuntimeWarning, stacklevel=2)
+    return n
 
 
 def shared_pool(nthreads: int):
