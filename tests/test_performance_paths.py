@@ -272,6 +272,43 @@ def test_accelerated_adaptive_moments_reach_the_plain_fixed_point_in_fewer_itera
         np.testing.assert_array_equal(a, b)
 
 
+def test_adaptive_moments_sum_only_where_the_weight_can_matter(monkeypatch, rng):
+    """Once the weight has shrunk to a PSF's core, the sums skip the pixels where it is below 1e-16 of its peak.
+
+    A 63 px stamp of a 2.3 px core with wings (a PSFEx model's shape) is summed over about 41 x 41
+    pixels after the first steps; the moments equal those summed over the whole stamp to rounding.
+    """
+    from psfmatch import moments as moments_mod
+
+    yy, xx = np.mgrid[0:63, 0:63] - 31
+    stamps = []
+    for _ in range(16):
+        a, b = rng.uniform(4.5, 6.0, 2)
+        c = rng.uniform(-0.2, 0.2) * np.sqrt(a * b)
+        det = a * b - c * c
+        x0, y0 = rng.uniform(-0.5, 0.5, 2)
+        dx, dy = xx - x0, yy - y0
+        core = np.exp(-0.5 * (b * dx * dx - 2 * c * dx * dy + a * dy * dy) / det)
+        stamps.append(core + 0.02 * np.exp(-0.5 * (dx * dx + dy * dy) / 60.0))  # wings to the stamp's edge
+    stamps = np.array(stamps)
+    shapes = []
+    real_sums = moments_mod._weighted_sums
+    monkeypatch.setattr(moments_mod, "_weighted_sums", lambda st, *a: shapes.append(st.shape) or real_sums(st, *a))
+    windowed = adaptive_moments(stamps, tol=1e-12)
+    assert shapes[0][0] == shapes[0][2] == 63  # the first, broad guess: the whole stamp
+    assert max(shp[0] for shp in shapes[3:]) <= 45 and max(shp[2] for shp in shapes[3:]) <= 45, shapes
+    monkeypatch.setattr(moments_mod, "_WINDOW_Q", np.inf)  # every pixel, every step
+    shapes.clear()
+    whole = adaptive_moments(stamps, tol=1e-12)
+    assert all(shp[0] == shp[2] == 63 for shp in shapes)
+    assert windowed[5].all() and whole[5].all()
+    scale = whole[0] + whole[1]
+    for j in range(3):
+        np.testing.assert_allclose(windowed[j], whole[j], rtol=0, atol=1e-13 * scale.max())
+    for j in (3, 4):
+        np.testing.assert_allclose(windowed[j], whole[j], rtol=0, atol=1e-12)
+
+
 def test_separable_adaptive_moments_match_direct_iteration(rng):
     yy, xx = np.mgrid[0:31, 0:35]
     stamps, truth = [], []

@@ -21,6 +21,7 @@ Hirata, C. & Seljak, U. 2003, MNRAS 343, 459.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +134,12 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     off the centre) use the direct 2-d evaluation.  The iteration is
     accelerated by Anderson mixing (:func:`_anderson_step`): on PSFs with wings,
     where the plain map converges linearly, it needs about half the steps, to
-    the same fixed point.
+    the same fixed point.  On stamps of 41 px or more, each step sums only over
+    the rows and columns where some stamp's weight can exceed 1e-16 of its
+    peak (:func:`_window`): once the weight has shrunk to the PSF's core, a
+    63 px stamp of a PSFEx model is summed over about 41 x 39 pixels, which
+    halves the cost of the moments of such stamps and changes them by
+    rounding only.
     """
     s = np.asarray(stamps, dtype=np.float64)
     single = s.ndim == 2
@@ -176,6 +182,8 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     converged = np.zeros(n, dtype=bool)
     powx_t = np.stack([np.ones(nx), x, x * x])  # (3, nx)
     st = np.ascontiguousarray(s.transpose(1, 0, 2))  # (ny, n, nx): see _weighted_sums
+    # a window (_window) pays for its arithmetic on stamps with pixels beyond ~8.6 sigma of a PSF's core
+    windowed = max(nx, ny) >= _WINDOW_MIN_SIZE
     lim = (max(nx, ny) / 2.0) ** 2
     active = np.ones(n, dtype=bool)
     # Anderson acceleration (depth 1): the previous iterate's image under the map and its residual
@@ -191,7 +199,14 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
         det = aa * bb - cc * cc
         det = np.where(det > 0, det, np.nan)
         ia, ib, ic = bb / det, aa / det, -cc / det
-        S = _weighted_sums(st if idx.size == n else st[:, idx], x, y, powx_t, ia, ib, ic, xci, yci, xmax, ymax)
+        if windowed:  # only the pixels where some active stamp's weight can exceed 1e-16 of its peak
+            i0, i1 = _window(float(aa.max()), float(np.abs(xci).max()), nx)
+            j0, j1 = _window(float(bb.max()), float(np.abs(yci).max()), ny)
+            sw = st[j0:j1, :, i0:i1]
+            S = _weighted_sums(sw if idx.size == n else sw[:, idx], x[i0:i1], y[j0:j1], powx_t[:, i0:i1], ia, ib,
+                               ic, xci, yci, float(max(-x[i0], x[i1 - 1])), float(max(-y[j0], y[j1 - 1])))
+        else:
+            S = _weighted_sums(st if idx.size == n else st[:, idx], x, y, powx_t, ia, ib, ic, xci, yci, xmax, ymax)
         m0 = S[:, 0, 0]
         good = np.isfinite(m0) & (m0 > 0)
         m0 = np.where(good, m0, 1.0)
@@ -237,6 +252,34 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     if single:
         return tuple(v[0] for v in out)
     return out
+
+
+#: ``-2 ln`` of the weight, relative to its peak, below which pixels are left out of the sums (1e-16).
+_WINDOW_Q = 2.0 * np.log(1e16)
+#: Stamps smaller than this (along both axes) are always summed whole: 8.6 sigma of a 2 px core is
+#: 35 px across, so a window would rarely leave out a pixel and would still cost its arithmetic.
+_WINDOW_MIN_SIZE = 41
+
+
+def _window(var, centre, n):
+    """Index range ``(lo, hi)`` of the ``n`` pixel offsets ``i - n // 2`` where a weight can exceed 1e-16 of its peak.
+
+    ``var`` and ``centre`` are the largest moment ``M_aa`` and the largest
+    centroid offset ``|c_a|`` along the axis over the stack.  An elliptical
+    Gaussian weight of moment matrix ``M`` is below ``exp(-q / 2)`` of its
+    peak wherever ``d^T M^-1 d > q``, and that region contains every pixel
+    whose offset along an axis exceeds ``sqrt(q M_aa)`` from the centroid.
+    With ``q = 2 ln 1e16`` the pixels left out change the weighted sums by
+    less than their rounding (the adaptive weight shrinks from its first,
+    broad guess to the PSF's core within a few steps, after which a 63 px
+    stamp of a 2.3 px PSF is summed over about 41 x 39 pixels).
+    """
+    half = centre + math.sqrt(_WINDOW_Q * var) if var >= 0 else math.nan
+    c = n // 2
+    if not half < c:  # the whole axis (or NaN moments: no window)
+        return 0, n
+    k = int(half)
+    return c - k, c + k + 1
 
 
 #: Iterations after which a stamp that has not converged continues with the plain map alone (which
