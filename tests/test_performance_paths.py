@@ -164,6 +164,73 @@ class _Varying:
         return True
 
 
+def test_unique_stamps_compares_bit_for_bit_in_order_of_appearance(rng):
+    from psfmatch.psf.base import unique_stamps
+
+    base = rng.random((4, 15, 15))
+    twin = base[1].copy()
+    twin[0, 0] += 1e-12  # the same central values, a different corner: a different stamp
+    signed = base[2].copy()
+    signed[14, 14] = 0.0
+    neg = signed.copy()
+    neg[14, 14] = -0.0  # equal as numbers, not as bits
+    stack = np.array([base[0], base[1], base[0], twin, base[1], signed, neg, base[3], base[0]])
+    first, inverse = unique_stamps(stack)
+    np.testing.assert_array_equal(first, [0, 1, 3, 5, 6, 7])
+    np.testing.assert_array_equal(inverse, [0, 1, 0, 2, 1, 3, 4, 5, 0])
+    np.testing.assert_array_equal(stack[first][inverse], stack)
+    # a constant stack (one pass) and an empty one
+    const = np.broadcast_to(base[0], (50, 15, 15))
+    first, inverse = unique_stamps(const)
+    assert first.tolist() == [0] and not inverse.any()
+    assert unique_stamps(np.zeros((0, 15, 15)))[0].size == 0
+    # against hashing every stamp whole
+    many = rng.integers(0, 3, (300, 1, 5)).astype(float) * np.ones((1, 5, 1))
+    keys = {}
+    expect = [keys.setdefault(m.tobytes(), len(keys)) for m in many]
+    first, inverse = unique_stamps(many)
+    np.testing.assert_array_equal(inverse, expect)
+
+
+def test_identical_stamp_pairs_share_equations_when_the_reference_varies():
+    """Pairs are distinct when either stamp differs: a constant science PSF against a reference that varies."""
+
+    class TwoRefs:
+        def computeKernelImage(self, position):
+            return GaussianPsf(31, 31, 2.6 if position[0] < 256 else 2.8).computeKernelImage(position)
+
+        def isSpatiallyVarying(self):
+            return True
+
+    bbox = Box2I((0, 0), (512, 512))
+    fit = ModelPsfMatchTask(config=_config(order=1)).fitKernel(GaussianPsf(21, 21, 1.8), TwoRefs(), bbox)
+    assert fit.metadata["nUniqueCandidates"] == 2 and fit.metadata["nCandidatesUsed"] == 64
+    cands = list(fit.cellSet.candidates())
+    left = [c for c in cands if c.x < 256]
+    right = [c for c in cands if c.x >= 256]
+    for group in (left, right):
+        for c in group[1:]:
+            np.testing.assert_array_equal(c.coefficients, group[0].coefficients)
+    assert not np.array_equal(left[0].coefficients, right[0].coefficients)
+
+
+def test_survey_flags_constant_psfs_and_shares_a_constant_reference():
+    from psfmatch.cells import SpatialCellSet
+    from psfmatch.diagnostics import survey_psfs
+
+    cells = SpatialCellSet(Box2I((0, 0), (256, 256)), 64, 64)
+    ref = GaussianPsf(31, 31, 2.6)
+    survey = survey_psfs(GaussianPsf(21, 21, 1.8), ref, cells)
+    assert survey.constant and survey.science.shape == survey.reference.shape == (16, 31, 31)
+    assert not survey.reference.flags.writeable
+    np.testing.assert_array_equal(survey.reference[7], ref.computeKernelImage((0, 0)))
+    varying = survey_psfs(VariableGaussianPsf(21, 21, Box2I((0, 0), (256, 256)), (1.8, 0.2, 0.0)), ref, cells)
+    assert not varying.constant and len({s.tobytes() for s in varying.science}) == 4  # one per column of cells
+    # a reference that claims to vary is realized everywhere; its stamps are identical, so the match is constant
+    claims = survey_psfs(GaussianPsf(21, 21, 1.8), _Varying(GaussianPsf(31, 31, 2.6)), cells)
+    assert claims.constant and claims.reference.flags.writeable
+
+
 def test_convolution_memory_is_bounded_by_the_tiles(varying_kernel):
     _, kernel = varying_kernel
     n = 768

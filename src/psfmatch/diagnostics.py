@@ -64,7 +64,7 @@ import numpy as np
 from .errors import IllPosedMatchError, IllPosedMatchWarning, KernelQualityWarning, PsfEvaluationError
 from .geom import Point2D, as_point
 from .moments import adaptive_moments, stamp_moments
-from .psf.base import Psf, compute_kernel_image_pairs, pad_or_crop_stack
+from .psf.base import Psf, compute_kernel_image_pairs, pad_or_crop, pad_or_crop_stack, unique_stamps
 
 __all__ = [
     "PsfSurvey",
@@ -92,23 +92,18 @@ FLAG_NEGATIVE = "KERNEL_NEGATIVE"
 
 def _unique_stack(stamps):
     """Unique stamps of a list of equal-shape arrays: ``(unique_stack, inverse_index)``."""
-    keys, inverse, uniq = {}, np.empty(len(stamps), dtype=int), []
-    for i, s in enumerate(stamps):
-        key = s.tobytes()
-        j = keys.get(key)
-        if j is None:
-            j = keys[key] = len(uniq)
-            uniq.append(s)
-        inverse[i] = j
-    return np.array(uniq), inverse
+    arr = np.asarray(stamps)
+    first, inverse = unique_stamps(arr)
+    return arr[first], inverse
 
 
 def _moments(stamps):
-    """Adaptive moments (n, 3) = (ixx, iyy, ixy) and ok flags of equal-size stamps, computed once per distinct stamp."""
+    """Adaptive moments (n, 3) = (ixx, iyy, ixy), ok flags and the number of distinct stamps of a stack of
+    equal-size stamps, measured once per distinct stamp."""
     uniq, inv = _unique_stack(stamps)
     ixx, iyy, ixy, _, _, ok = adaptive_moments(uniq)
     cov = np.stack([ixx, iyy, ixy], axis=1)
-    return cov[inv], ok[inv]
+    return cov[inv], ok[inv], len(uniq)
 
 
 @dataclass
@@ -125,7 +120,8 @@ class PsfSurvey:
         Their cell labels (``"Cell 3x5"``).
     science, reference : ndarray (n, P, P)
         The stamps, both zero-padded to the common size ``P`` (the reference is
-        *not* resized: these are the models' own stamps).
+        *not* resized: these are the models' own stamps).  A reference that
+        does not vary is one read-only stamp broadcast to every cell.
     scienceMoments, referenceMoments : ndarray (n, 3)
         ``(Ixx, Iyy, Ixy)`` in pixels squared.
     ok : ndarray of bool (n,)
@@ -218,16 +214,20 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     ssize = max(max(s.shape) for s in S)
     rsize = max(max(r.shape) for r in R)
     P = max(ssize, rsize)
-    S_arr, R_arr = pad_or_crop_stack(S, P, P), pad_or_crop_stack(R, P, P)
     # moments on the models' own stamps when they share a shape: the zeros of the padding add nothing
     # to the weighted sums, and a 21 px stamp costs a quarter of a 43 px one
-    s_mom, s_ok = _moments(np.asarray(S) if len({x.shape for x in S}) == 1 else S_arr)
+    S_own = np.asarray(S) if len({x.shape for x in S}) == 1 else None
+    S_arr = S_own if S_own is not None and S_own.shape[1:] == (P, P) else pad_or_crop_stack(S, P, P)
+    s_mom, s_ok, s_distinct = _moments(S_own if S_own is not None else S_arr)
     if ref_const:  # one stamp, shared by every cell (and measured once for a whole batch)
         ixx, iyy, ixy, _, _, ok = stamp_moments(R[0])
         r_mom, r_ok = np.repeat(np.stack([ixx, iyy, ixy], axis=1), len(R), axis=0), np.repeat(ok, len(R))
+        R_arr = np.broadcast_to(pad_or_crop(R[0], P, P), (len(R), P, P))  # read-only, like the shared stamp
+        r_distinct = 1
     else:
-        r_mom, r_ok = _moments(np.asarray(R) if len({x.shape for x in R}) == 1 else R_arr)
-    constant = bool(np.all(S_arr == S_arr[0]) and np.all(R_arr == R_arr[0]))
+        R_arr = pad_or_crop_stack(R, P, P)
+        r_mom, r_ok, r_distinct = _moments(np.asarray(R) if len({x.shape for x in R}) == 1 else R_arr)
+    constant = s_distinct == 1 and r_distinct == 1
     return PsfSurvey(np.array(pos, dtype=float), idx, labels, S_arr, R_arr, s_mom, r_mom, s_ok & r_ok,
                      int(ssize), int(rsize), constant, failed, cache)
 

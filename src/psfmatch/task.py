@@ -43,7 +43,8 @@ from .image import Exposure
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel
 from .kernel.spatial import SpatialFunction, full_column_rank
-from .psf.base import as_psf, compute_kernel_images, kernel_image_pair_stacks, pad_or_crop, pad_or_crop_stack
+from .psf.base import (as_psf, compute_kernel_images, kernel_image_pair_stacks, pad_or_crop, pad_or_crop_stack,
+                       unique_stamps)
 from .qa import match_quality, summarize
 from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
                     solve_candidates, solve_spatial, transform_equations)
@@ -525,15 +526,15 @@ class ModelPsfMatchTask:
             cands[i].science, cands[i].reference = S_all[j], R_once if R_once is not None else R_all[j]
 
         # identical stamp pairs share one set of normal equations
-        keys = {}
-        inverse = np.empty(len(used), dtype=int)
-        uniq = []
-        for j in range(len(used)):
-            key = S_all[j].tobytes() if R_once is not None else (S_all[j].tobytes(), R_all[j].tobytes())
-            if key not in keys:
-                keys[key] = len(uniq)
-                uniq.append(j)
-            inverse[j] = keys[key]
+        uniq, inverse = unique_stamps(S_all)
+        if R_once is None:  # pairs: distinct (science, reference) index pairs, in order of appearance
+            _, r_inverse = unique_stamps(R_all)
+            _, first, pair_inverse = np.unique(inverse * len(R_all) + r_inverse, return_index=True,
+                                               return_inverse=True)
+            order = np.argsort(first)
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            uniq, inverse = first[order], rank[pair_inverse.ravel()]
         md["nUniqueCandidates"] = len(uniq)
 
         eq_u, cbasis, coeff_u, rank_u, cond_u = self._candidate_solutions(basis, S_all[uniq], R_all[uniq])

