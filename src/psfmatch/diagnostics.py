@@ -98,8 +98,10 @@ def _unique_stack(stamps):
 
 
 def _moments(stamps):
-    """Adaptive moments (n, 3) = (ixx, iyy, ixy), ok flags and the number of distinct stamps of a stack of
-    equal-size stamps, measured once per distinct stamp."""
+    """Adaptive moments of a stack of equal-size stamps, measured once per distinct stamp.
+
+    Returns the moments (n, 3) = (ixx, iyy, ixy), their ok flags (n,) and the number of distinct stamps.
+    """
     uniq, inv = _unique_stack(stamps)
     ixx, iyy, ixy, _, _, ok = adaptive_moments(uniq)
     cov = np.stack([ixx, iyy, ixy], axis=1)

@@ -326,14 +326,13 @@ def _weighted_sums(st, x, y, powx_t, ia, ib, ic, xc, yc, xmax, ymax):
     together, so that each step below is a pass over long contiguous rows
     rather than over rows of ``nx`` values (the adaptive moments of 128 stamps
     of 63 px: 14.6 -> 12.3 ms against the (n, ny, nx) layout; the same for
-    small stamps).  For a
-    factored weight ``w = e_x(x) e_y(y) exp(-M^-1_xy x y)``, the cross term is
-    ``z^y`` with ``z = exp(-M^-1_xy x)`` (one exponential per column instead of
-    one per pixel): the rows of ``e_x z^y I`` are built outwards from ``y = 0``
-    by products with ``z`` or ``1 / z`` (the relative rounding error grows by
-    about ``|y| eps``, below 1e-14 for any stamp size used here), one matrix
-    product sums them over ``x`` against ``(1, x, x^2)`` and a small one over
-    ``y`` against ``e_y (1, y, y^2)``.
+    small stamps).  For a factored weight ``w = e_x(x) e_y(y) exp(-M^-1_xy x y)``,
+    the cross term is ``z^y`` with ``z = exp(-M^-1_xy x)`` (one exponential per
+    column instead of one per pixel): the rows of ``e_x z^y I`` are built
+    outwards from ``y = 0`` by products with ``z`` or ``1 / z`` (the relative
+    rounding error grows by about ``|y| eps``, below 1e-14 for any stamp size
+    used here), one matrix product sums them over ``x`` against
+    ``(1, x, x^2)`` and a small one over ``y`` against ``e_y (1, y, y^2)``.
     """
     ny, n, nx = st.shape
     out = np.zeros((n, 3, 3))

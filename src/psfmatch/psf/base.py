@@ -217,7 +217,8 @@ def unique_stamps(stack):
         if len(members) < 2:
             continue
         idx = np.array(members)
-        bits = flat[idx].view(np.uint8)  # bit for bit, as bytes compare (0.0 and -0.0 differ)
+        bits = flat[idx]  # compared bit for bit, as bytes are (0.0 and -0.0 differ)
+        bits = bits.view(np.uint64 if bits.shape[1] * bits.itemsize % 8 == 0 else np.uint8)
         if (bits == bits[0]).all():
             first[idx] = idx[0]
             continue
