@@ -150,6 +150,30 @@ def test_independent_trials_on_two_threads_score_bit_for_bit_as_on_one(monkeypat
     assert two["chosen"]["description"] == one["chosen"]["description"]
 
 
+def test_trial_residuals_from_kernel_terms_equal_those_of_every_kernel(monkeypatch):
+    # the trials' residuals convolve with the spatial model's few term images (transformed once)
+    # instead of each position's kernel: the same scores to rounding, and the same choice
+    import psfmatch.autokernel as ak
+
+    bbox = Box2I((0, 0), (768, 768))
+    sci, ref = demo_psf(bbox), demo_reference_psf()
+    seen = []
+    real = ak._residuals
+    monkeypatch.setattr(ak, "_residuals", lambda S, R, K, spectra=None, terms=None:
+                        seen.append(terms is not None) or real(S, R, K, spectra, terms))
+    with_terms = fit(auto_config(autoKernelMaxSpatialOrder=3), sci, ref, bbox).metadata["autoKernel"]
+    assert seen and all(seen)
+    monkeypatch.setattr(ak, "_residuals", lambda S, R, K, spectra=None, terms=None: real(S, R, K, spectra))
+    per_kernel = fit(auto_config(autoKernelMaxSpatialOrder=3), sci, ref, bbox).metadata["autoKernel"]
+    for group in ("orderTrials", "trials"):
+        assert len(with_terms[group]) == len(per_kernel[group]) >= 2
+        for a, b in zip(with_terms[group], per_kernel[group]):
+            assert a["description"] == b["description"]
+            for key in ("score", "residualMaxFit", "residualL2"):
+                assert a[key] == pytest.approx(b[key], rel=1e-11, abs=1e-15), (a["description"], key)
+    assert with_terms["chosen"]["description"] == per_kernel["chosen"]["description"]
+
+
 # --- the selection rule and its evidence -----------------------------------------------------------
 
 

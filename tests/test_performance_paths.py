@@ -605,6 +605,29 @@ def test_matched_stamps_transform_the_science_stamps_once_per_size(rng, monkeypa
     np.testing.assert_allclose(shared[1][2], signal.convolve(S[2], kernels[1][2], mode="full"), rtol=0, atol=1e-13)
 
 
+def test_matched_stamps_from_kernel_terms_transform_the_terms_only(rng, monkeypatch):
+    # a spatially varying kernel is a few term images times spatial weights: its spectra at many
+    # positions are the same combinations of the terms' spectra (the automatic kernel's trials)
+    from scipy import signal
+
+    import psfmatch.qa as qa
+
+    S = np.pad(rng.random((40, 15, 15)), ((0, 0), (8, 8), (8, 8)))
+    terms = rng.random((4, 11, 11)) - 0.3
+    weights = np.concatenate([np.ones((40, 1)), rng.uniform(-1, 1, (40, 3))], axis=1)
+    K = np.tensordot(weights, terms, axes=1)
+    plain = qa.matched_stamps(S, K)
+    calls = []
+    real = qa.sfft.rfft2
+    monkeypatch.setattr(qa.sfft, "rfft2", lambda x, *a, **kw: calls.append(len(x)) or real(x, *a, **kw))
+    got = qa.matched_stamps(S, K, terms=(weights, terms))
+    assert calls == [40, 4]  # the 40 science stamps, then the 4 terms instead of 40 kernels
+    np.testing.assert_allclose(got, plain, rtol=0, atol=1e-14 * np.abs(plain).max())
+    np.testing.assert_allclose(got[7], signal.convolve(S[7], K[7], mode="full"), rtol=0, atol=1e-13)
+    single = qa.matched_stamps(S, K, np.float32, terms=(weights, terms))
+    np.testing.assert_allclose(single, plain, rtol=0, atol=2e-6 * np.abs(plain).max())
+
+
 def test_spectral_cache_keeps_every_basis_of_an_automatic_fit(monkeypatch):
     # ten bases used in turn, as the automatic kernel's nine trials with a real PSF model use theirs,
     # are all computed once: a limit of eight entries made every fit recompute them all

@@ -478,6 +478,9 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
             coeffs, _, _, _ = solve_candidates(eq, rcond)
             a_fit = np.repeat(coeffs[:1], len(S), axis=0)
             a_ho = np.repeat(coeffs[:1], len(S_ho), axis=0)
+            # one kernel everywhere: a single term of weight 1
+            term_images = np.tensordot(coeffs[0], imgs, axes=1)[None]
+            w_fit, w_ho = np.ones((len(S), 1)), np.ones((len(S_ho), 1))
         else:
             sf = SpatialFunction(kc.spatialModelType, trial.spatialOrder, data.bbox)
             F = sf.evaluate(data.xy_fit[:, 0], data.xy_fit[:, 1]).T
@@ -492,10 +495,18 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
                 return np.concatenate([np.ones((len(xy), 1)), (theta @ f).T], axis=1)
 
             a_fit, a_ho = coeffs_at(data.xy_fit), coeffs_at(data.xy_ho)
+            # K(x) = B_0 + sum_p f_p(x) sum_i theta_ip B_(i+1): the residuals transform these 1 + nterms
+            # term images instead of every position's kernel
+            term_images = np.concatenate([imgs[:1], np.tensordot(theta.T, imgs[1:], axes=1)])
+
+            def term_weights(xy):
+                return np.concatenate([np.ones((len(xy), 1)), sf.evaluate(xy[:, 0], xy[:, 1]).T], axis=1)
+
+            w_fit, w_ho = term_weights(data.xy_fit), term_weights(data.xy_ho)
         K_fit = np.tensordot(a_fit, imgs, axes=1)
         K_ho = np.tensordot(a_ho, imgs, axes=1)
-        rmax_fit, _ = _residuals(S, R, K_fit, spectra_fit)
-        rmax, rl2 = _residuals(S_ho, R_ho, K_ho, spectra_ho)
+        rmax_fit, _ = _residuals(S, R, K_fit, spectra_fit, (w_fit, term_images))
+        rmax, rl2 = _residuals(S_ho, R_ho, K_ho, spectra_ho, (w_ho, term_images))
         res.score = float(rmax.max())
         res.residualMaxFit = float(rmax_fit.max())
         res.residualL2 = float(rl2.max())
@@ -513,14 +524,15 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
     return res
 
 
-def _residuals(S, R, K, spectra=None):
+def _residuals(S, R, K, spectra=None, terms=None):
     """Worst-pixel and L2 residuals of ``S (*) K - R`` (``R`` zero-padded), relative to ``max R`` / ``||R||``.
 
-    ``spectra``: the transforms of ``S`` kept between trials (:func:`~psfmatch.qa.matched_stamps`).
+    ``spectra``: the transforms of ``S`` kept between trials; ``terms``: the kernels as combinations of
+    a few term images (both passed to :func:`~psfmatch.qa.matched_stamps`).
     """
     P, k = S.shape[-1], K.shape[-1]
     h = k // 2
-    m = matched_stamps(S, K, spectra=spectra)
+    m = matched_stamps(S, K, spectra=spectra, terms=terms)
     m[:, h:h + P, h:h + P] -= R
     peak = R.max(axis=(1, 2))
     rmax = np.abs(m).max(axis=(1, 2)) / peak
