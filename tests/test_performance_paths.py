@@ -15,7 +15,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from psfmatch import Box2I, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch import Box2I, InvalidInputError, ModelPsfMatchConfig, ModelPsfMatchTask
 from psfmatch.convolve import convolve_masked_image, direct_convolve, mask_footprint
 from psfmatch.demo import render_stars
 from psfmatch.image import MaskedImage
@@ -626,6 +626,9 @@ def test_matched_stamps_from_kernel_terms_transform_the_terms_only(rng, monkeypa
     np.testing.assert_allclose(got[7], signal.convolve(S[7], K[7], mode="full"), rtol=0, atol=1e-13)
     single = qa.matched_stamps(S, K, np.float32, terms=(weights, terms))
     np.testing.assert_allclose(single, plain, rtol=0, atol=2e-6 * np.abs(plain).max())
+    with pytest.raises(InvalidInputError, match=r"terms must be weights \(40, t\) and images \(t, 11, 11\) for 40 "
+                                                r"kernels of 11x11; got \(40, 3\) and \(4, 11, 11\)"):
+        qa.matched_stamps(S, K, terms=(weights[:, :3], terms))
 
 
 def test_spectral_cache_keeps_every_basis_of_an_automatic_fit(monkeypatch):

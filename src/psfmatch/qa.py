@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import fft as sfft
 
+from .errors import InvalidInputError
 from .moments import adaptive_moments, stamp_moments
 from .psf.base import stamp_half_support
 from .parallel import map_shared
@@ -72,12 +73,16 @@ def matched_stamps(science, kernels, dtype=np.float64, *, spectra=None, terms=No
     if terms is None:
         FK = sfft.rfft2(K, s=(L, L))
     else:
-        weights, images = terms
-        FT = sfft.rfft2(np.asarray(images, dtype=dtype), s=(L, L))
+        weights, images = np.asarray(terms[0], dtype=dtype), np.asarray(terms[1], dtype=dtype)
+        if weights.shape != (len(K), len(images)) or images.shape[1:] != K.shape[1:]:
+            raise InvalidInputError(
+                f"terms must be weights ({len(K)}, t) and images (t, {k}, {k}) for {len(K)} kernels of {k}x{k}; "
+                f"got {weights.shape} and {images.shape}")
+        FT = sfft.rfft2(images, s=(L, L))
         # real weights: one real product over the (re, im) pairs of the terms' spectra (twice as fast as
         # a complex one, the same sums)
         pairs = np.ascontiguousarray(FT).reshape(len(FT), -1).view(dtype)
-        FK = (np.asarray(weights, dtype=dtype) @ pairs).view(FT.dtype).reshape((-1,) + FT.shape[1:])
+        FK = (weights @ pairs).view(FT.dtype).reshape((-1,) + FT.shape[1:])
     # into the kernels' spectra: the same operation, and so the same bits, as the product of two
     # fresh transforms (an expression such as FS * rfft2(K) rounds differently in the last bit)
     part = sfft.irfft2(np.multiply(FS, FK, out=FK), s=(L, L))[..., :nc, :nc]
