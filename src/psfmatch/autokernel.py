@@ -474,10 +474,10 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
             raw = NormalEquations(raw.M + lam[:, None, None] * H[None], raw.b, raw.yy)
         imgs, order, ratios, s_p = constrained_basis(basis)
         eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
+        # the kernels as term images and each position's weights: the residuals transform the terms
+        # instead of every position's kernel
         if data.constant or trial.spatialOrder == 0 and len(S) == 1:
             coeffs, _, _, _ = solve_candidates(eq, rcond)
-            a_fit = np.repeat(coeffs[:1], len(S), axis=0)
-            a_ho = np.repeat(coeffs[:1], len(S_ho), axis=0)
             # one kernel everywhere: a single term of weight 1
             term_images = np.tensordot(coeffs[0], imgs, axes=1)[None]
             w_fit, w_ho = np.ones((len(S), 1)), np.ones((len(S_ho), 1))
@@ -489,22 +489,12 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
                 res.time = time.perf_counter() - t0
                 return res
             theta, _, _ = solve_spatial(eq, F, rcond)
-
-            def coeffs_at(xy):
-                f = sf.evaluate(xy[:, 0], xy[:, 1])
-                return np.concatenate([np.ones((len(xy), 1)), (theta @ f).T], axis=1)
-
-            a_fit, a_ho = coeffs_at(data.xy_fit), coeffs_at(data.xy_ho)
-            # K(x) = B_0 + sum_p f_p(x) sum_i theta_ip B_(i+1): the residuals transform these 1 + nterms
-            # term images instead of every position's kernel
+            # K(x) = B_0 + sum_p f_p(x) sum_i theta_ip B_(i+1): 1 + nterms term images, weights (1, f(x))
             term_images = np.concatenate([imgs[:1], np.tensordot(theta.T, imgs[1:], axes=1)])
-
-            def term_weights(xy):
-                return np.concatenate([np.ones((len(xy), 1)), sf.evaluate(xy[:, 0], xy[:, 1]).T], axis=1)
-
-            w_fit, w_ho = term_weights(data.xy_fit), term_weights(data.xy_ho)
-        K_fit = np.tensordot(a_fit, imgs, axes=1)
-        K_ho = np.tensordot(a_ho, imgs, axes=1)
+            w_fit, w_ho = (np.concatenate([np.ones((len(f), 1)), f], axis=1)
+                           for f in (F, sf.evaluate(data.xy_ho[:, 0], data.xy_ho[:, 1]).T))
+        K_fit = np.tensordot(w_fit, term_images, axes=1)
+        K_ho = np.tensordot(w_ho, term_images, axes=1)
         rmax_fit, _ = _residuals(S, R, K_fit, spectra_fit, (w_fit, term_images))
         rmax, rl2 = _residuals(S_ho, R_ho, K_ho, spectra_ho, (w_ho, term_images))
         res.score = float(rmax.max())

@@ -90,22 +90,16 @@ FLAG_RESIDUAL = "RESIDUAL_HIGH"
 FLAG_NEGATIVE = "KERNEL_NEGATIVE"
 
 
-def _unique_stack(stamps):
-    """Unique stamps of a list of equal-shape arrays: ``(unique_stack, inverse_index)``."""
-    arr = np.asarray(stamps)
-    first, inverse = unique_stamps(arr)
-    return arr[first], inverse
-
-
 def _moments(stamps):
     """Adaptive moments of a stack of equal-size stamps, measured once per distinct stamp.
 
     Returns the moments (n, 3) = (ixx, iyy, ixy), their ok flags (n,) and the number of distinct stamps.
     """
-    uniq, inv = _unique_stack(stamps)
-    ixx, iyy, ixy, _, _, ok = adaptive_moments(uniq)
+    arr = np.asarray(stamps)
+    first, inv = unique_stamps(arr)
+    ixx, iyy, ixy, _, _, ok = adaptive_moments(arr[first])
     cov = np.stack([ixx, iyy, ixy], axis=1)
-    return cov[inv], ok[inv], len(uniq)
+    return cov[inv], ok[inv], len(first)
 
 
 @dataclass

@@ -199,14 +199,13 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
         det = aa * bb - cc * cc
         det = np.where(det > 0, det, np.nan)
         ia, ib, ic = bb / det, aa / det, -cc / det
+        sw, xw, yw, pw, xm, ym = st, x, y, powx_t, xmax, ymax
         if windowed:  # only the pixels where some active stamp's weight can exceed 1e-16 of its peak
             i0, i1 = _window(float(aa.max()), float(np.abs(xci).max()), nx)
             j0, j1 = _window(float(bb.max()), float(np.abs(yci).max()), ny)
-            sw = st[j0:j1, :, i0:i1]
-            S = _weighted_sums(sw if idx.size == n else sw[:, idx], x[i0:i1], y[j0:j1], powx_t[:, i0:i1], ia, ib,
-                               ic, xci, yci, float(max(-x[i0], x[i1 - 1])), float(max(-y[j0], y[j1 - 1])))
-        else:
-            S = _weighted_sums(st if idx.size == n else st[:, idx], x, y, powx_t, ia, ib, ic, xci, yci, xmax, ymax)
+            sw, xw, yw, pw = st[j0:j1, :, i0:i1], x[i0:i1], y[j0:j1], powx_t[:, i0:i1]
+            xm, ym = float(max(-xw[0], xw[-1])), float(max(-yw[0], yw[-1]))
+        S = _weighted_sums(sw if idx.size == n else sw[:, idx], xw, yw, pw, ia, ib, ic, xci, yci, xm, ym)
         m0 = S[:, 0, 0]
         good = np.isfinite(m0) & (m0 > 0)
         m0 = np.where(good, m0, 1.0)

@@ -134,8 +134,7 @@ def _blas_threads(libs, n):
     with _BLAS_LOCK:
         if _BLAS_STATE["depth"] == 0:
             _BLAS_STATE["saved"] = [lc.get_num_threads() for lc in libs]
-            for lc in libs:
-                _set_blas_threads(lc, n)
+            _set_counts(libs, [n] * len(libs))
         _BLAS_STATE["depth"] += 1
     try:
         yield
@@ -143,8 +142,7 @@ def _blas_threads(libs, n):
         with _BLAS_LOCK:
             _BLAS_STATE["depth"] -= 1
             if _BLAS_STATE["depth"] == 0:
-                for lc, b in zip(libs, _BLAS_STATE["saved"]):
-                    _set_blas_threads(lc, b)
+                _set_counts(libs, _BLAS_STATE["saved"])
 
 
 #: OpenBLAS's ``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27) under the names its builds export.
@@ -168,6 +166,12 @@ def _set_blas_threads(lc, n):
         lc.set_num_threads(n)
     else:
         setter(int(n))
+
+
+def _set_counts(libs, counts):
+    """:func:`_set_blas_threads` for every controller of ``libs``, ``counts`` in the same order."""
+    for lc, n in zip(libs, counts):
+        _set_blas_threads(lc, n)
 
 
 @functools.lru_cache(maxsize=None)
@@ -214,14 +218,12 @@ def _all_cores_blas():
         return
     with _BLAS_LOCK:
         saved = [lc.get_num_threads() for lc in libs]
-        for lc in libs:
-            _set_blas_threads(lc, n)
+        _set_counts(libs, [n] * len(libs))
     try:
         yield
     finally:
         with _BLAS_LOCK:
-            for lc, b in zip(libs, saved):
-                _set_blas_threads(lc, b)
+            _set_counts(libs, saved)
 
 
 def single_threaded_blas():
