@@ -117,6 +117,39 @@ def test_fast_convolution_matches_direct_evaluation(varying_kernel, dtype, tile,
     assert out.image.dtype == dtype and out.getXY0() == mi.getXY0()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_missing_pixel_scan_in_blocks_and_jobs_equals_the_whole_plane(varying_kernel, monkeypatch, workers):
+    """Missing pixels in every block of rows, scanned in 8-row blocks by several jobs: same output, bit for bit."""
+    import psfmatch.convolve as conv
+
+    psf, kernel = varying_kernel
+    mi = _exposure(psf, np.float32)
+    nodata = mi.getMask().getPlaneBitMask("NO_DATA")
+    mi.image[0, 5] = np.nan  # first block
+    mi.variance[57, 90] = -np.inf  # a block in the middle, not on a block boundary
+    mi.mask[109, 60] |= nodata  # the last, partial block (110 rows)
+    whole = convolve_masked_image(mi, kernel, tile=48, workers=workers)
+    jobs = []
+    monkeypatch.setattr(conv, "_SCAN_ROWS", 8)
+    scan = conv._MissingScan
+    monkeypatch.setattr(conv, "_MissingScan", lambda *a: jobs.append(scan(*a)) or jobs[-1])
+    blocks = convolve_masked_image(mi, kernel, tile=48, workers=workers)
+    assert len(jobs[0]._jobs) == (3 if workers == 2 else 0)  # 110 // (4 * 8) jobs on a pool, else this thread
+    bad, rows, any_bad = jobs[0].result()
+    expect = ~np.isfinite(mi.image) | ~np.isfinite(mi.variance) | ((mi.mask & nodata) != 0)
+    np.testing.assert_array_equal(bad, expect)
+    np.testing.assert_array_equal(rows, expect.any(axis=1))
+    assert any_bad
+    np.testing.assert_array_equal(blocks.mask, whole.mask)
+    np.testing.assert_array_equal(blocks.image, whole.image)
+    np.testing.assert_array_equal(blocks.variance, whole.variance)
+    expect_mask, _ = _brute_mask(mi, mask_footprint(kernel, 1e-3), kernel.getWidth() // 2)
+    np.testing.assert_array_equal(blocks.mask, expect_mask)
+    # nothing missing: no rows to check
+    clean = MaskedImage(np.ones((40, 40), np.float32), variance=np.ones((40, 40), np.float32))
+    assert conv._MissingScan(clean.image, clean.variance, clean.mask, nodata, None, 1).result()[1:] == (None, False)
+
+
 def test_constant_psfs_are_realized_and_fitted_once():
     calls = {"sci": 0, "ref": 0}
 
