@@ -13,14 +13,18 @@ columns, cosmic rays, saturated cores, DETECTED footprints and a NO_DATA
   kernel 21, spatial order 2, 128 px cells): fit (PSF stamps, per-candidate
   and spatial solutions, QA) and apply (image, exact variance, mask).
 
-All sizes are built first and timed round-robin (each round times every size,
-a small size several times, after one untimed run of that size, and then the
-same number of baselines), so that the time per megapixel compares sizes
-measured under the same machine conditions (its speed drifts by tens of percent
-over minutes).  Within a round the runs of a size follow each other, as a
-survey's exposures do: a baseline timed between two runs leaves the caches and
-the allocator in a state no stream of exposures sees, and made the next
-1024 x 1024 run 11% slower.  It prints the medians of fit,
+All sizes are built first and timed round-robin, so that the time per
+megapixel compares sizes measured under the same machine conditions (its speed
+drifts by tens of percent over minutes).  Each round times every size, a small
+size several times in groups of two spread over the round (``round_schedule``:
+the host runs two threads at the speed of one in episodes of seconds, and a
+small size's runs in one block sampled one moment per round); each group
+follows one untimed run of its size and is followed by the same number of
+baselines.  Within a group the runs follow each other, as a survey's exposures
+do: a baseline timed between two runs leaves the caches and the allocator in a
+state no stream of exposures sees, and made the next 1024 x 1024 run 11%
+slower.  After each round a short probe measures the host's two-thread
+speedup (``host_probe``), printed at the end.  It prints the medians of fit,
 apply and run wall times, the ratios
 run/baseline and fit/baseline, the ratio of CPU times (all threads of the run
 against the single-threaded baseline: the work ratio, which a busy machine
@@ -66,6 +70,7 @@ import warnings
 
 import numpy as np
 import scipy
+import scipy.fft
 import scipy.signal
 
 from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
@@ -202,6 +207,59 @@ def inner_repeats(size, largest):
     return max(1, min(8, (largest // size) ** 2 // 4))
 
 
+#: Timed runs of one size that follow each other within a round (see :func:`round_schedule`).
+GROUP = 2
+
+
+def round_schedule(sizes, largest):
+    """One round: ``[(size, runs), ...]``, each size's :func:`inner_repeats` runs in groups of :data:`GROUP`.
+
+    The groups of a size are spread evenly over the round (a group at
+    ``(i + 1/2) / n_groups`` of the sequence), so that the runs of a small size
+    sample several moments of the round instead of one: this host runs two
+    threads at the speed of one in episodes of 0.5-5 s (``host_probe``), and
+    eight 1024 px runs in a row (0.6 s) fell into one episode or none, which
+    made the median of five rounds a sample of five moments.
+    """
+    groups = []
+    for size in sizes:
+        n = inner_repeats(size, largest)
+        counts = [GROUP] * (n // GROUP) + ([n % GROUP] if n % GROUP else [])
+        groups += [((i + 0.5) / len(counts), size, c) for i, c in enumerate(counts)]
+    return [(size, count) for _, size, count in sorted(groups)]
+
+
+def host_probe(n=8):
+    """The host's two-thread speedup now: ``2 t1 / t2`` for ``n`` pairs of 360 px FFTs per thread.
+
+    About 1.8-1.95 when the machine's two cores run two threads at once; near
+    1.0 in the episodes when the host gives them the speed of one.
+    """
+    import threading
+
+    block = np.random.default_rng(0).normal(size=(360, 360)).astype(np.float32)
+
+    def work():
+        for _ in range(n):
+            scipy.fft.irfft2(scipy.fft.rfft2(block))
+
+    def two():
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+    def one():
+        t0 = time.perf_counter()
+        work()
+        return time.perf_counter() - t0
+
+    return 2 * min(one() for _ in range(2)) / min(two() for _ in range(2))
+
+
 def describe_machine():
     cpu = platform.processor() or platform.machine()
     try:
@@ -283,17 +341,18 @@ def main(argv=None):
         timed_run(task, exposures[size], references[size])
         baseline(planes[size], kernel)
     largest = max(sizes)
+    schedule = round_schedule(sizes, largest)
+    probes = []
     for _ in range(max(1, args.repeat)):
-        for size in sizes:
+        for size, count in schedule:
             smp = samples[size]
             # an untimed run first: the previous size's arrays have left the caches and the allocator
             # in a state that a stream of same-size exposures (the real use) never sees.  For the same
-            # reason the runs of a round follow each other and the baselines come after them: a
+            # reason the runs of a group follow each other and the baselines come after them: a
             # baseline between two runs (its 10-20 MB of transforms) made the next 1024 px run 11%
             # slower, a state a survey's stream of exposures does not see either
             timed_run(task, exposures[size], references[size])
-            nrep = inner_repeats(size, largest)
-            for _ in range(nrep):
+            for _ in range(count):
                 gc.collect()
                 total, tf, tc, cpu, result = timed_run(task, exposures[size], references[size])
                 ncand[size] = result.metadata.get("nCandidatesUsed", 0)
@@ -303,11 +362,12 @@ def main(argv=None):
                 smp["apply"].append(tc)
                 smp["run_cpu"].append(cpu)
             baseline(planes[size], kernel)  # untimed, like the first run
-            for _ in range(nrep):
+            for _ in range(count):
                 gc.collect()
                 tb, cb = baseline(planes[size], kernel)
                 smp["baseline"].append(tb)
                 smp["baseline_cpu"].append(cb)
+        probes.append(host_probe())
     for size in sizes:
         peak = float("nan") if args.no_memory else peak_memory(task, exposures[size], references[size])
         med = {name: float(np.median(v)) for name, v in samples[size].items()}
@@ -338,10 +398,13 @@ def main(argv=None):
         cpm = [r["run_cpu"] / (r["size"] ** 2 / 1e6) for r in rows]
         print(f"CPU time per megapixel (medians): min {min(cpm):.4f} s, max {max(cpm):.4f} s "
               f"(spread {max(cpm) / min(cpm) - 1:.0%})")
+    print(f"host two-thread speedup after each round: {' '.join(f'{p:.2f}' for p in probes)} "
+          "(about 1.9 when both cores run; near 1 in the host's one-core episodes)")
     print(f"process max RSS: {maxrss:.0f} MiB; load average {os.getloadavg()[0]:.2f} at end")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": describe_machine(), "rows": rows}, fh, indent=1)
+            json.dump({"machine": describe_machine(), "rows": rows, "schedule": schedule,
+                       "host_two_thread_speedup": probes}, fh, indent=1)
     return 0
 
 
