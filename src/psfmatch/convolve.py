@@ -482,9 +482,10 @@ class _MissingScan:
     :meth:`result` returns ``(bad, bad_rows, any_bad)``: the pixels, the rows
     holding any, and whether there are any.  The rows are scanned in blocks of
     :data:`_SCAN_ROWS` (the work arrays stay in the cache: 2.4 times faster than
-    whole-plane operations at 4096 x 4096 px), and with a pool in
-    ``2 * nworkers`` jobs of contiguous blocks, so that the tiles, which wait
-    for the scan, start after a fraction of it.
+    whole-plane operations at 4096 x 4096 px) and, with a pool, in up to
+    ``2 * nworkers`` jobs of contiguous blocks that its threads share (the
+    tiles, which wait for the whole scan, then start after about
+    ``1 / nworkers`` of it).  Without a pool the scan is done at once.
     """
 
     def __init__(self, img, var, mask, no_data_bit, pool, nworkers):
@@ -810,7 +811,7 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     dead = _dilate_square(bad, h) if any_bad else None
     if dead is not None:
         box, bad_out = dead
-        out_img[box][bad_out] = np.nan  # (views of the output planes)
+        out_img[box][bad_out] = np.nan  # box is a pair of slices: out_img[box] is a view
         out_var[box][bad_out] = np.inf
         if no_data_bit:
             sub = out_mask[box]
