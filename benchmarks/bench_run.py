@@ -64,6 +64,7 @@ import os
 import platform
 import resource
 import sys
+import threading
 import time
 import tracemalloc
 import warnings
@@ -235,8 +236,6 @@ def host_probe(n=8):
     About 1.8-1.95 when the machine's two cores run two threads at once; near
     1.0 in the episodes when the host gives them the speed of one.
     """
-    import threading
-
     block = np.random.default_rng(0).normal(size=(360, 360)).astype(np.float32)
 
     def work():
