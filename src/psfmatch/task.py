@@ -527,14 +527,8 @@ class ModelPsfMatchTask:
 
         # identical stamp pairs share one set of normal equations
         uniq, inverse = unique_stamps(S_all)
-        if R_once is None:  # pairs: distinct (science, reference) index pairs, in order of appearance
-            _, r_inverse = unique_stamps(R_all)
-            _, first, pair_inverse = np.unique(inverse * len(R_all) + r_inverse, return_index=True,
-                                               return_inverse=True)
-            order = np.argsort(first)
-            rank = np.empty_like(order)
-            rank[order] = np.arange(len(order))
-            uniq, inverse = first[order], rank[pair_inverse.ravel()]
+        if R_once is None:  # pairs: the distinct (science, reference) label pairs, as two-value stamps
+            uniq, inverse = unique_stamps(np.stack([inverse, unique_stamps(R_all)[1]], axis=1))
         md["nUniqueCandidates"] = len(uniq)
 
         eq_u, cbasis, coeff_u, rank_u, cond_u = self._candidate_solutions(basis, S_all[uniq], R_all[uniq])
