@@ -141,3 +141,55 @@ def test_errors(tmp_path):
         kernel_image_grid(k, nx=0)
     with pytest.raises(InvalidInputError, match="two arrays of one length"):
         kernel_image_grid(k, positions=([1.0, 2.0], [3.0]))
+
+
+def _overwrite_data(path, hdu_name, value):
+    """Overwrite the first value of an HDU's data in the file's bytes, leaving its DATASUM as written."""
+    with fits.open(path) as hdul:
+        offset = hdul.fileinfo(hdul.index_of(hdu_name))["datLoc"]
+    raw = bytearray(path.read_bytes())
+    raw[offset:offset + 8] = np.array([value], dtype=">f8").tobytes()
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("hdu_name", ["BASIS", "COEFFS"])
+def test_data_damaged_after_writing_are_rejected(tmp_path, hdu_name):
+    # bytes changed in the data (a finite value, as an inserted or overwritten block gives) no longer
+    # match the DATASUM that write_kernel stored
+    path = tmp_path / "k.fits"
+    handmade_kernel().writeFits(path)
+    _overwrite_data(path, hdu_name, 12345.0)
+    with pytest.raises(CorruptFileError, match=rf"\[{hdu_name}\]: the data do not match their DATASUM checksum"
+                                               ".*write the kernel again"):
+        read_kernel(path)
+
+
+def test_file_without_checksums_and_edited_headers_still_read(tmp_path):
+    k = handmade_kernel()
+    path = tmp_path / "k.fits"
+    k.writeFits(path)
+    with fits.open(path, mode="update") as hdul:  # a header edited with another tool
+        hdul[0].header["OBSERVER"] = "someone"
+    np.testing.assert_array_equal(read_kernel(path).computeImage(POSITIONS[1]), k.computeImage(POSITIONS[1]))
+    with fits.open(path) as hdul:  # written again by a tool that stores no checksums
+        plain = fits.HDUList([h.copy() for h in hdul])
+        for h in plain:
+            for key in ("CHECKSUM", "DATASUM"):
+                h.header.remove(key, ignore_missing=True)
+        plain.writeto(tmp_path / "plain.fits")
+    np.testing.assert_array_equal(read_kernel(tmp_path / "plain.fits").computeImage(POSITIONS[1]),
+                                  k.computeImage(POSITIONS[1]))
+
+
+def test_coefficients_that_overflow_are_rejected(tmp_path):
+    # finite coefficients whose images overflow to inf over the fitted box: a damaged file even
+    # when its checksums agree (written again with fresh ones)
+    path = tmp_path / "k.fits"
+    handmade_kernel().writeFits(path)
+    with fits.open(path) as hdul:
+        hdus = fits.HDUList([h.copy() for h in hdul])
+    hdus["COEFFS"].data[1, 0] = 1.5e308
+    hdus.writeto(tmp_path / "huge.fits", checksum=True)
+    with pytest.raises(CorruptFileError, match=r"the kernel image at \(.*\) is not finite \(coefficients up to "
+                                               r"1\.5e\+308 in size\): the file is damaged"):
+        read_kernel(tmp_path / "huge.fits")

@@ -106,7 +106,9 @@ def read_kernel(path) -> LinearCombinationKernel:
     UnsupportedFormatError
         If it is not a psfmatch kernel file.
     CorruptFileError
-        If a keyword or HDU is missing or inconsistent, or the file is damaged.
+        If a keyword or HDU is missing or inconsistent, or the file is damaged:
+        its data no longer match the ``DATASUM`` written with them (headers
+        may be edited), or its images are not finite over the kernel's box.
 
     Examples
     --------
@@ -153,6 +155,15 @@ def read_kernel(path) -> LinearCombinationKernel:
                                    "(n, k, k) and (n, n_spatial)")
         if not (np.all(np.isfinite(images)) and np.all(np.isfinite(coeffs)) and np.isfinite(ksum)):
             raise CorruptFileError(f"{path}: BASIS, COEFFS or KSUM hold NaN or inf values")
+        for name in ("BASIS", "COEFFS"):
+            # write_kernel stores each HDU's DATASUM: data changed after writing are damage (bytes
+            # inserted or overwritten), even when every value is still a finite number.  Only the data
+            # are checked, so that a header edited with another tool still reads
+            guard.hdu = name
+            if hdul[name].verify_datasum() == 0:
+                raise CorruptFileError(
+                    f"{path}[{name}]: the data do not match their DATASUM checksum: the file was damaged or "
+                    "changed after it was written; write the kernel again")
         if not isinstance(description, dict):
             raise CorruptFileError(f"{path}[BASIS]: DESCRIPT is not a JSON mapping")
         if "NBASIS" in h and int(h["NBASIS"]) != images.shape[0]:
@@ -181,9 +192,37 @@ def read_kernel(path) -> LinearCombinationKernel:
             bb = [int(_req(h, key, path, "the bounding box")) for key in ("BBX0", "BBY0", "BBW", "BBH")]
             bbox = Box2I((bb[0], bb[1]), (bb[2], bb[3]))
     try:
-        return LinearCombinationKernel(KernelBasis(images, kind, description), coeffs, sf, ksum, bbox)
+        kernel = LinearCombinationKernel(KernelBasis(images, kind, description), coeffs, sf, ksum, bbox)
     except ValueError as exc:
         raise CorruptFileError(f"{path}: inconsistent kernel ({exc})") from exc
+    _check_finite_images(kernel, path)
+    return kernel
+
+
+def _check_finite_images(kernel, path):
+    """Raise CorruptFileError unless the kernel's images are finite over the box it was fitted on.
+
+    Finite but absurd coefficients (``1e307``) pass the file's checks and
+    overflow when the kernel is evaluated; the corners and centre of the box
+    (of the spatial function's domain when there is no box) show it.
+    """
+    box = kernel.bbox if kernel.bbox is not None else (
+        kernel.spatial_function.bbox if kernel.spatial_function is not None else None)
+    if box is None:
+        xs, ys = np.zeros(1), np.zeros(1)
+    else:
+        b = Box2D(box) if isinstance(box, Box2I) else box
+        gx = [b.getMinX(), 0.5 * (b.getMinX() + b.getMaxX()), b.getMaxX()]
+        gy = [b.getMinY(), 0.5 * (b.getMinY() + b.getMaxY()), b.getMaxY()]
+        xs, ys = (v.ravel() for v in np.meshgrid(gx, gy))
+    with np.errstate(over="ignore", invalid="ignore"):
+        images = kernel.computeImages(xs, ys)
+    bad = ~np.isfinite(images).all(axis=(1, 2))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CorruptFileError(
+            f"{path}: the kernel image at ({xs[i]:g}, {ys[i]:g}) is not finite (coefficients up to "
+            f"{np.abs(kernel.coefficients).max():.3g} in size): the file is damaged; write the kernel again")
 
 
 def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=False):
