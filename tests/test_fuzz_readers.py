@@ -240,3 +240,21 @@ def test_found_even_psf_image_with_cancelling_extreme_values(workdir):
     fits.PrimaryHDU(image).writeto(path, overwrite=True)
     stamp = read_image_psf(path).computeKernelImage((0, 0))
     assert stamp.shape == (21, 21) and np.all(np.isfinite(stamp)) and abs(stamp.sum() - 1) < 1e-9
+
+
+def test_found_kernel_data_shifted_into_huge_finite_coefficients(seeds, workdir):
+    # kernel file: 45 bytes inserted in the padding of the COEFFS header shift its data by 45 bytes.  Every
+    # value stayed finite (up to 1e307) and the kernel read, but its images at (1000, 2000) overflowed to inf
+    # (the standalone fuzzer's input #14120, --seed 77); the data no longer match their DATASUM
+    data = seeds["kernel.fits"]
+    end = data.index(b"END" + b" " * 77, data.index(b"EXTNAME = 'COEFFS"))
+    path = workdir / "shifted.fits"
+    path.write_bytes(data[:end + 1394] + b" " * 45 + data[end + 1394:])
+    # (astropy warns of the padding the insertion leaves at the end of the file: with warnings as errors,
+    # that warning is the typed error)
+    for mode, match in [("ignore", r"shifted.fits\[COEFFS\]: the data do not match their DATASUM checksum"),
+                        ("error", r"shifted.fits: cannot read the kernel: the file is damaged.*extra padding")]:
+        with warnings.catch_warnings():
+            warnings.simplefilter(mode)
+            with pytest.raises(CorruptFileError, match=match):
+                LinearCombinationKernel.readFits(path)
