@@ -111,6 +111,15 @@ def test_constructors_adopt_planes_of_the_right_type_with_copy_false():
     assert mi.mask.dtype == np.int32 and not np.shares_memory(mi.mask, mask64)
     np.testing.assert_array_equal(mi.image, np.arange(20.0).reshape(4, 5))
     assert MaskedImage(ints, copy=False).image.dtype == np.float32
+    # float64 in FITS byte order (astropy's data are ">f8") stays float64, brought to the native order; it
+    # used to fall through to the "other types" and lose its precision to float32
+    fine = np.full((4, 5), 1.0 + 1e-12, dtype=">f8")
+    for copy in (True, False):
+        mi = MaskedImage(fine, variance=fine, copy=copy)
+        assert mi.image.dtype == np.float64 and mi.image.dtype.isnative and not np.shares_memory(mi.image, fine)
+        assert mi.variance.dtype == np.float64 and mi.variance.dtype.isnative
+        np.testing.assert_array_equal(mi.image, fine)  # every bit (in float32 the 1e-12 would be lost)
+        assert mi.image[0, 0] - 1.0 > 5e-13
     # a Mask object is taken as it is, or copied
     m = Mask(msk, copy=False)
     assert m.array is msk and MaskedImage(img32, m, copy=False).getMask() is m

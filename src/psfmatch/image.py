@@ -50,8 +50,11 @@ def _as_2d(array, name, dtype=None, copy=True):
         return np.array(arr, dtype=dtype, copy=True) if copy else np.asarray(arr, dtype=dtype)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise InvalidInputError(f"{name} must hold real numbers; got dtype {arr.dtype}")
-    if arr.dtype in (np.float32, np.float64):
-        return np.array(arr, copy=True) if copy else arr
+    if arr.dtype.kind == "f" and arr.dtype.itemsize in (4, 8):
+        # float32 and float64 are kept in either byte order (astropy's FITS data are big-endian,
+        # ">f8"), brought to the native one
+        native = arr.dtype.newbyteorder("=")
+        return arr.astype(native) if copy or arr.dtype != native else arr
     return arr.astype(np.float32)
 
 
@@ -162,7 +165,8 @@ class MaskedImage:
     Parameters
     ----------
     image : array_like
-        Pixel values, 2-d; copied (float32 and float64 are kept, other types become float32).
+        Pixel values, 2-d; copied (float32 and float64 are kept, in the native byte order; other
+        types become float32).
     mask : array_like of int or `Mask`, optional
         Bit planes; zeros when omitted.
     variance : array_like, optional
