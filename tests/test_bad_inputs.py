@@ -235,6 +235,15 @@ def test_planes_of_different_shapes():
     exposure = Exposure(np.zeros((10, 12)))
     with raises(InvalidInputError, r"mask shape \(3, 3\) differs from the image's \(10, 12\)"):
         exposure.mask = np.zeros((3, 3), np.int32)
+    # the setter checks what the constructor checks (it used to cast anything to int32)
+    with raises(InvalidInputError, "not boolean; convert a boolean mask with Mask.from_bool"):
+        exposure.mask = np.ones((10, 12), bool)
+    with raises(InvalidInputError, "mask must hold integers; got dtype float64"):
+        exposure.mask = np.ones((10, 12))
+    with raises(InvalidInputError, "mask values span 0..1099511627776: bits above 31 are set"):
+        exposure.mask = np.full((10, 12), 1 << 40, np.int64) * np.eye(10, 12, dtype=np.int64)
+    exposure.mask = np.full((10, 12), 1 << 31, np.int64)
+    assert exposure.mask.dtype == np.int32 and np.all(exposure.mask == -(1 << 31))
 
 
 @pytest.mark.parametrize("image, match", [

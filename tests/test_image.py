@@ -46,6 +46,24 @@ def test_mask_planes():
         Mask(np.eye(3, dtype=bool))
 
 
+def test_wide_integer_masks_keep_every_bit_or_are_refused():
+    # values of wider types become int32 by their low 32 bits: bit 31 as a positive int64, a sign-extended
+    # negative and a uint32 keep every bit
+    wide = np.array([[1 << 31, -1], [5, 0]], dtype=np.int64)
+    np.testing.assert_array_equal(Mask(wide).array, np.array([[-(1 << 31), -1], [5, 0]], dtype=np.int32))
+    assert Mask(np.array([[1 << 31]], dtype=np.uint32)).array[0, 0] == -(1 << 31)
+    assert Mask(np.array([[3]], dtype=np.uint64)).array[0, 0] == 3
+    # a bit above 31 used to be dropped without a word
+    for bad, span in [(np.array([[1 << 40, 1]], dtype=np.int64), "1..1099511627776"),
+                      (np.array([[-(1 << 40), 1]], dtype=np.int64), "-1099511627776..1"),
+                      (np.array([[1 << 32, 0]], dtype=np.uint64), "0..4294967296")]:
+        with pytest.raises(InvalidInputError, match=rf"mask values span {span}: bits above 31 are set.*move those "
+                                                    "planes to free bits below 32"):
+            Mask(bad)
+        with pytest.raises(InvalidInputError, match=rf"mask values span {span}"):
+            Exposure(np.zeros(bad.shape, np.float32), mask=bad)
+
+
 DEFAULT_BITS = set(range(9))
 
 

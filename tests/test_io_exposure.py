@@ -341,6 +341,17 @@ def test_plain_image_with_planes_from_hdus_and_files(tmp_path):
     assert np.isinf(exp.variance[0, 0])
     assert exp.getMask().planes_set("SUSPECT")[1, 1] and not exp.getMask().planes_set("BAD").any()
     np.testing.assert_array_equal(exp.image, data)  # the first image HDU with data
+    # a 64-bit mask HDU with a bit above 31: refused, not dropped
+    dq64 = dq.astype(np.int64)
+    dq64[3, 4] = 1 << 33
+    fits.HDUList([fits.PrimaryHDU(data), fits.ImageHDU(dq64, name="DQ")]).writeto(tmp_path / "dq64.fits")
+    with pytest.raises(UnsupportedFormatError, match=r"dq64.fits: mask values span 0..8589934592: bits above 31 are "
+                                                     "set"):
+        read_exposure(tmp_path / "dq64.fits", mask="DQ")
+    dq64[3, 4] = 1 << 31  # bit 31 of a wider type is kept
+    fits.HDUList([fits.PrimaryHDU(data), fits.ImageHDU(dq64, name="DQ")]).writeto(tmp_path / "dq64.fits",
+                                                                                 overwrite=True)
+    assert read_exposure(tmp_path / "dq64.fits", mask="DQ").mask[3, 4] == -(1 << 31)
     # arrays given by the caller are never adopted, even when their type is already the planes'
     var = np.full((4, 5), 2.0)
     msk = np.zeros((4, 5), dtype=np.int32)

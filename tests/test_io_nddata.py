@@ -105,6 +105,10 @@ def test_integer_mask_and_bad_planes():
     assert not exp.to_nddata(bad_planes=[]).mask.any()
     m = Exposure.from_nddata(NDData(np.zeros((4, 4)), mask=np.eye(4, dtype=bool)), mask_plane="NO_DATA")
     assert m.getMask().planes_set("NO_DATA").sum() == 4
+    wide = bits.astype(np.int64)
+    wide[2, 2] = 1 << 40  # a bit an int32 mask cannot hold: refused, not dropped
+    with pytest.raises(InvalidInputError, match="mask values span 0..1099511627776: bits above 31 are set"):
+        Exposure.from_nddata(NDData(np.zeros((4, 4)), mask=wide))
 
 
 def test_ccddata_both_ways(tmp_path):

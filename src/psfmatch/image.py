@@ -58,13 +58,41 @@ def _as_2d(array, name, dtype=None, copy=True):
     return arr.astype(np.float32)
 
 
+def _mask_array(array, copy=True):
+    """``array`` checked to be 2-d integer bit planes, as native int32; a copy unless ``copy=False``.
+
+    Values become int32 by their low 32 bits: a value of a wider type survives
+    when it lies in ``[-2**31, 2**32)`` (bit 31 set as a positive value, or a
+    sign-extended negative int32); anything else has a bit above 31 set, which
+    the conversion would silently drop, and is refused.
+    """
+    arr = np.asarray(array)
+    if arr.ndim != 2:
+        raise InvalidInputError(f"mask must be a 2-d array; got shape {arr.shape}")
+    if arr.dtype == bool:
+        raise InvalidInputError(
+            "mask must be an integer bit-plane array, not boolean; convert a boolean mask with "
+            "Mask.from_bool(array, plane='BAD')")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InvalidInputError(f"mask must hold integers; got dtype {arr.dtype}")
+    if arr.dtype.itemsize > 4 and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < -(1 << 31) or hi >= 1 << 32:
+            raise InvalidInputError(
+                f"mask values span {lo}..{hi}: bits above 31 are set, and a mask holds 32 bit planes "
+                "(bits 0..31); move those planes to free bits below 32 first")
+    return np.array(arr, dtype=np.int32, copy=True) if copy else np.asarray(arr, dtype=np.int32)
+
+
 class Mask:
     """An integer mask whose bits are named planes.
 
     Parameters
     ----------
     array : array_like of int, optional
-        The mask bits; copied.  Zeros of ``shape`` when omitted.
+        The mask bits; copied to int32.  Zeros of ``shape`` when omitted.  A
+        wider integer type is taken by its low 32 bits, and refused
+        (:class:`~psfmatch.errors.InvalidInputError`) when a bit above 31 is set.
     shape : tuple of int, optional
         Shape ``(height, width)`` when ``array`` is omitted.
     planes : mapping of str to int, optional
@@ -79,16 +107,7 @@ class Mask:
             if shape is None:
                 raise InvalidInputError("Mask needs an array or a shape")
             array = np.zeros(shape, dtype=np.int32)
-        arr = np.asarray(array)
-        if arr.ndim != 2:
-            raise InvalidInputError(f"mask must be a 2-d array; got shape {arr.shape}")
-        if arr.dtype == bool:
-            raise InvalidInputError(
-                "mask must be an integer bit-plane array, not boolean; convert a boolean mask with "
-                "Mask.from_bool(array, plane='BAD')")
-        if not np.issubdtype(arr.dtype, np.integer):
-            raise InvalidInputError(f"mask must hold integers; got dtype {arr.dtype}")
-        self.array = np.array(arr, dtype=np.int32, copy=True) if copy else np.asarray(arr, dtype=np.int32)
+        self.array = _mask_array(array, copy)
         self._planes = dict(DEFAULT_MASK_PLANES if planes is None else planes)
         for name, bit in self._planes.items():
             if not (0 <= int(bit) <= _MAX_PLANES):
@@ -216,10 +235,10 @@ class MaskedImage:
 
     @mask.setter
     def mask(self, value):
-        arr = np.asarray(value)
+        arr = _mask_array(value)
         if arr.shape != self.image.shape:
             raise InvalidInputError(f"mask shape {arr.shape} differs from the image's {self.image.shape}")
-        self._mask.array = np.array(arr, dtype=np.int32, copy=True)
+        self._mask.array = arr
 
     def getMask(self) -> Mask:
         return self._mask

@@ -982,7 +982,10 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             if mask_arr.dtype == bool:
                 m = Mask.from_bool(mask_arr, mask_plane, planes=mask_planes)
             elif np.issubdtype(mask_arr.dtype, np.integer):
-                m = Mask(mask_arr.astype(np.int32), planes=mask_planes, copy=False)  # astype: a new native array
+                try:  # copied into a new native int32 array (the caller's, when mask= is an array)
+                    m = Mask(mask_arr, planes=mask_planes)
+                except InvalidInputError as exc:
+                    raise UnsupportedFormatError(f"{path}: {exc}") from None
             else:
                 raise CorruptFileError(f"{path}: the mask must hold integers; got dtype {mask_arr.dtype}")
         else:

@@ -117,7 +117,7 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
         if m.dtype == bool:
             mask = Mask.from_bool(m, mask_plane, planes=mask_planes)
         elif np.issubdtype(m.dtype, np.integer):
-            mask = Mask(m.astype(np.int32), planes=mask_planes)
+            mask = Mask(m, planes=mask_planes)
         else:
             raise InvalidInputError(f"NDData mask must be boolean or integer bits; got dtype {m.dtype}")
     metadata = {}
