@@ -308,11 +308,50 @@ def test_not_an_exposure_and_no_psf():
         Exposure(np.zeros((8, 8)), psf=np.ones((3, 3)))
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), "x", None])
-def test_bad_kernel_sum(bad):
+@pytest.mark.parametrize("bad, match", [(0.0, "positive and finite; got 0.0"), (-1.0, "positive and finite"),
+                                        (float("nan"), "positive and finite; got nan"), (float("inf"), "positive"),
+                                        ("x", "a number; got 'x'"), ("1", "a number; got '1'"),
+                                        (None, "a number; got None")])
+def test_bad_kernel_sum(bad, match):
     exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6))
-    with raises(InvalidInputError, "kernelSum must be"):
+    with raises(InvalidInputError, f"kernelSum must be {match}"):
         ModelPsfMatchTask(config=small_config()).run(exposure, GaussianPsf(21, 21, 2.4), kernelSum=bad)
+
+
+def test_values_that_overflow_the_transforms_are_refused_not_turned_into_nan():
+    # finite inputs whose convolution cannot be held by the planes' type used to give tiles of inf and NaN
+    # that no mask flagged; the pixel of 3e38 (a float32 garbage value) and kernelSum = 1e300 are refused
+    rng = np.random.default_rng(3)
+    image = (rng.normal(size=(128, 128)) + 100).astype(np.float32)
+    image[70, 60] = 3e38
+    exposure = Exposure(image, variance=np.ones((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6))
+    task = ModelPsfMatchTask(config=small_config())
+    with raises(InvalidInputError, r"convolving the image plane overflowed float32 in rows \d+\.\.\d+: its values "
+                                   r"\(up to 3e\+38 in magnitude there\) .* give the exposure float64 planes, use a "
+                                   "smaller kernelSum, or flag the absurd pixels NO_DATA"):
+        task.run(exposure, GaussianPsf(21, 21, 2.4))
+    # in float64 the same pixel is matched like any other: finite, and NaN exactly where NO_DATA
+    wide = Exposure(image.astype(np.float64), variance=np.ones((128, 128)), psf=GaussianPsf(15, 15, 1.6))
+    out = task.run(wide, GaussianPsf(21, 21, 2.4)).psfMatchedExposure
+    no_data = (out.mask & out.getMask().getPlaneBitMask("NO_DATA")) != 0
+    np.testing.assert_array_equal(np.isnan(out.image), no_data)
+    assert np.isfinite(out.image[~no_data]).all() and np.nansum(out.image) == pytest.approx(np.sum(
+        image[5:-5, 5:-5].astype(np.float64)), rel=1e-3)
+    # kernelSum = 1e300: the kernel fits float64 but not float32, and its square (for the variance) fits neither
+    with raises(InvalidInputError, r"the kernel's images \(kernelSum = 1e\+300 included\) or their squares \(for the "
+                                   r"variance plane\) overflow float64; use a smaller kernelSum"):
+        task.run(wide, GaussianPsf(21, 21, 2.4), kernelSum=1e300)
+    # kernelSum = 1e36: the kernel and its square fit float64, the float32 transforms overflow (the image's tiles
+    # first, or the variance's)
+    image[70, 60] = 100.0
+    with raises(InvalidInputError, r"convolving the (image|variance) plane overflowed float32 .* give the exposure "
+                                   "float64 planes"):
+        task.run(Exposure(image, variance=np.ones((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6)),
+                 GaussianPsf(21, 21, 2.4), kernelSum=1e36)
+    # and float64 planes hold it
+    out = task.run(Exposure(image.astype(np.float64), variance=np.ones((128, 128)), psf=GaussianPsf(15, 15, 1.6)),
+                   GaussianPsf(21, 21, 2.4), kernelSum=1e36).psfMatchedExposure
+    assert np.nanmedian(out.image) == pytest.approx(1e38, rel=1e-2)
 
 
 # ---------------------------------------------------------------------------

@@ -69,7 +69,7 @@ from concurrent import futures
 import numpy as np
 from scipy import fft as sfft
 
-from .errors import MemoryLimitError
+from .errors import InvalidInputError, MemoryLimitError
 from .geom import Box2D
 from .image import MaskedImage
 from .parallel import available_cores, shared_pool
@@ -147,6 +147,11 @@ def spatial_term_images(kernel: LinearCombinationKernel, bbox):
     var_terms : list of ((p, q), ndarray (k, k))
         Term images of the squared kernel, over Chebyshev products of order ``2 * order``.
 
+    Raises
+    ------
+    InvalidInputError
+        If the term images or those of the square overflow float64 (an absurd ``kernelSum``).
+
     Notes
     -----
     The change from the kernel's own spatial basis (Chebyshev over the kernel's
@@ -157,11 +162,25 @@ def spatial_term_images(kernel: LinearCombinationKernel, bbox):
     largest are dropped (for a chebyshev1 kernel fitted on the same box the
     change of basis is the identity and nothing but exact zeros is dropped).
     """
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported by _check_range
+        return _term_images(kernel, bbox)
+
+
+def _check_range(terms, kernel):
+    """Raise InvalidInputError unless the term images (the kernel's or its square's) and their sums are finite."""
+    if not np.isfinite(np.abs(terms).sum()):  # inf or NaN anywhere, or sums beyond float64
+        raise InvalidInputError(
+            f"the kernel's images (kernelSum = {kernel.kernel_sum:g} included) or their squares (for the variance "
+            "plane) overflow float64; use a smaller kernelSum")
+
+
+def _term_images(kernel, bbox):
     R = kernel.term_images()  # (ns, k, k), includes kernelSum
     sf = kernel.spatial_function
     k = R.shape[-1]
     if sf is None or not kernel.isSpatiallyVarying():
         R0 = R[0]
+        _check_range(R0 * R0, kernel)
         return 0, [((0, 0), R0)], [((0, 0), R0 * R0)]
     order = sf.order
     box = Box2D(bbox)
@@ -176,6 +195,7 @@ def spatial_term_images(kernel: LinearCombinationKernel, bbox):
                 c = Ax[p, r] * Ay[q, s]
                 if c != 0.0:
                     Rn[index[(r, s)]] += c * R[j]
+    _check_range(Rn, kernel)
     norms = np.abs(Rn).sum(axis=(1, 2))
     keep = norms > TERM_DROP_TOLERANCE * norms.max()
     cheb = SpatialFunction("chebyshev1", order, box)
@@ -183,6 +203,7 @@ def spatial_term_images(kernel: LinearCombinationKernel, bbox):
     sq_terms = cheb.squared().terms
     kept = np.flatnonzero(keep)
     W = np.einsum("jkg,jab,kab->gab", P[np.ix_(kept, kept)], Rn[kept], Rn[kept])
+    _check_range(W, kernel)
     wn = np.abs(W).sum(axis=(1, 2))
     wkeep = wn > TERM_DROP_TOLERANCE * wn.max()
     img_terms = [(terms[j], Rn[j]) for j in kept]
@@ -668,7 +689,8 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     order_v = max(p + q for (p, q), _ in var_terms)
 
     def plane(terms, src, dst, o):
-        tr = _PlaneTransform(terms, Ly, Lx, h, cdtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # a kernel beyond the type's range: see run()
+            tr = _PlaneTransform(terms, Ly, Lx, h, cdtype)
         Ty = _chebyshev(y0 + np.arange(H), box.getMinY(), box.getMaxY(), o, rdtype)
         Tx = _chebyshev(x0 + np.arange(W), box.getMinX(), box.getMaxX(), o, rdtype)
         return tr, src, dst, Ty, Tx
@@ -696,7 +718,10 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
             if rows_bad:
                 view[bad[ys - h:ys + ny + h, xs - h:xs + nx + h]] = 0
             Xw[:, i, 0, :nx] = Tx[:, xs:xs + nx]
-        acc = tr.apply(block, ny, Ty[:, ys:ys + ny, None], Xw)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, with its remedy
+            acc = tr.apply(block, ny, Ty[:, ys:ys + ny, None], Xw)
+        if not np.isfinite(acc).all():  # the missing pixels are 0 here: only an overflow makes inf or NaN
+            raise _overflow_error("variance" if src is srcs[1] else "image", ys, ny, block)
         for i, (xs, nx) in enumerate(cols):
             dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
 
@@ -731,6 +756,19 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     return side
 
 
+def _overflow_error(name, ys, ny, block):
+    """The error for a batch of tiles whose convolution overflowed (inf or NaN from finite inputs).
+
+    ``block`` holds the tiles' input, missing pixels set to 0 (all finite).
+    """
+    top = float(np.abs(block).max())
+    wider = "give the exposure float64 planes, " if block.dtype == np.float32 else ""
+    return InvalidInputError(
+        f"convolving the {name} plane overflowed {block.dtype} in rows {ys}..{ys + ny - 1}: its values (up to "
+        f"{top:.3g} in magnitude there) times the kernel (kernelSum included) exceed what {block.dtype} "
+        f"transforms can hold; {wider}use a smaller kernelSum, or flag the absurd pixels NO_DATA")
+
+
 def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKernel, *,
                           mask_threshold: float = 1e-3, tile: int = 384, max_memory_bytes=None,
                           workers=None) -> MaskedImage:
@@ -757,6 +795,16 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     -------
     MaskedImage
         Same box and dtypes as the input.
+
+    Raises
+    ------
+    InvalidInputError
+        If the convolution overflows the planes' type: finite pixel values (a
+        float32 garbage value of 1e38) or a ``kernelSum`` too large for the
+        transforms, which would otherwise leave unflagged tiles of inf and NaN.
+        Each batch of tiles is checked (about 10 us per 360 px tile).
+    MemoryLimitError
+        If ``max_memory_bytes`` is given and :func:`estimate_memory` exceeds it.
     """
     img = masked_image.image
     var = masked_image.variance

@@ -285,6 +285,8 @@ class ModelPsfMatchTask:
 
     def _kernel_sum(self, kernelSum):
         try:
+            if isinstance(kernelSum, (str, bytes)):  # float("1") would pass
+                raise TypeError
             ks = float(kernelSum)
         except (TypeError, ValueError):
             raise InvalidInputError(f"kernelSum must be a number; got {kernelSum!r}") from None
