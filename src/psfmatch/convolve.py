@@ -180,8 +180,9 @@ def _term_images(kernel, bbox):
     k = R.shape[-1]
     if sf is None or not kernel.isSpatiallyVarying():
         R0 = R[0]
-        _check_range(R0 * R0, kernel)
-        return 0, [((0, 0), R0)], [((0, 0), R0 * R0)]
+        sq = R0 * R0
+        _check_range(sq, kernel)
+        return 0, [((0, 0), R0)], [((0, 0), sq)]
     order = sf.order
     box = Box2D(bbox)
     Ax = _axis_change(sf, 0, box.getMinX(), box.getMaxX())

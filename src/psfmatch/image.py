@@ -33,6 +33,13 @@ DEFAULT_MASK_PLANES = {
 _MAX_PLANES = 31
 
 
+def plane_dtype(dtype) -> np.dtype:
+    """The type a pixel plane of ``dtype`` is held in: float32 and float64 kept (in the native byte
+    order: astropy's FITS data are big-endian, ``>f8``), anything else float32."""
+    native = np.dtype(dtype).newbyteorder("=")
+    return native if native in (np.float32, np.float64) else np.dtype(np.float32)
+
+
 def _as_2d(array, name, dtype=None, copy=True):
     """``array`` checked to be 2-d and non-empty, as float32/float64 (or ``dtype``); a copy unless ``copy=False``.
 
@@ -50,12 +57,8 @@ def _as_2d(array, name, dtype=None, copy=True):
         return np.array(arr, dtype=dtype, copy=True) if copy else np.asarray(arr, dtype=dtype)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise InvalidInputError(f"{name} must hold real numbers; got dtype {arr.dtype}")
-    if arr.dtype.kind == "f" and arr.dtype.itemsize in (4, 8):
-        # float32 and float64 are kept in either byte order (astropy's FITS data are big-endian,
-        # ">f8"), brought to the native one
-        native = arr.dtype.newbyteorder("=")
-        return arr.astype(native) if copy or arr.dtype != native else arr
-    return arr.astype(np.float32)
+    target = plane_dtype(arr.dtype)
+    return arr.astype(target) if copy or arr.dtype != target else arr
 
 
 def _mask_array(array, copy=True):

@@ -52,7 +52,7 @@ import numpy as np
 
 from ..errors import (CorruptFileError, InvalidInputError, MissingFileError, OutputExistsError, PsfMatchError,
                       UnsupportedFormatError)
-from ..image import Exposure, Mask
+from ..image import Exposure, Mask, plane_dtype
 
 __all__ = ["atomic_write", "write_exposure", "read_exposure", "read_exposure_info", "ExposureFileInfo",
            "check_input_file", "open_fits", "read_guard", "prescan_fits",
@@ -710,9 +710,8 @@ def _as_variance(arr, kind, where):
 
 
 def _image_dtype(arr):
-    """A new array in native byte order: float32 and float64 kept, anything else float32 (one conversion)."""
-    native = arr.dtype.newbyteorder("=")
-    return arr.astype(native if native in (np.float32, np.float64) else np.float32, copy=True)
+    """A new array of the plane type :func:`~psfmatch.image.plane_dtype` gives (one conversion)."""
+    return arr.astype(plane_dtype(arr.dtype), copy=True)
 
 
 def _layout(hdul):

@@ -200,21 +200,20 @@ def read_kernel(path) -> LinearCombinationKernel:
 
 
 def _check_finite_images(kernel, path):
-    """Raise CorruptFileError unless the kernel's images are finite over the box it was fitted on.
+    """Raise CorruptFileError unless the kernel's images are finite over its spatial domain.
 
     Finite but absurd coefficients (``1e307``) pass the file's checks and
-    overflow when the kernel is evaluated; the corners and centre of the box
-    (of the spatial function's domain when there is no box) show it.
+    overflow when the kernel is evaluated; the corners and centre of the
+    spatial function's domain (the box it was fitted on) show it.  A constant
+    kernel is the same everywhere.
     """
-    box = kernel.bbox if kernel.bbox is not None else (
-        kernel.spatial_function.bbox if kernel.spatial_function is not None else None)
-    if box is None:
+    sf = kernel.spatial_function
+    if sf is None:
         xs, ys = np.zeros(1), np.zeros(1)
     else:
-        b = Box2D(box) if isinstance(box, Box2I) else box
-        gx = [b.getMinX(), 0.5 * (b.getMinX() + b.getMaxX()), b.getMaxX()]
-        gy = [b.getMinY(), 0.5 * (b.getMinY() + b.getMaxY()), b.getMaxY()]
-        xs, ys = (v.ravel() for v in np.meshgrid(gx, gy))
+        b = sf.bbox
+        xs, ys = (v.ravel() for v in np.meshgrid(np.linspace(b.getMinX(), b.getMaxX(), 3),
+                                                 np.linspace(b.getMinY(), b.getMaxY(), 3)))
     with np.errstate(over="ignore", invalid="ignore"):
         images = kernel.computeImages(xs, ys)
     bad = ~np.isfinite(images).all(axis=(1, 2))

@@ -132,9 +132,7 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
         metadata["unit"] = unit.to_string()
     if psf is None and getattr(nd, "psf", None) is not None:
         psf = ImagePsf(np.asarray(nd.psf))
-    data = data.astype(data.dtype.newbyteorder("="), copy=False)
-    image = data if data.dtype in (np.float32, np.float64) else data.astype(np.float32)
-    return Exposure(image, mask, None if variance is None else variance.astype(image.dtype), psf=psf,
+    return Exposure(data, mask, variance, psf=psf,  # planes converted by Exposure (see plane_dtype)
                     wcs=getattr(nd, "wcs", None), xy0=xy0, metadata=metadata, mask_planes=mask_planes)
 
 
