@@ -117,3 +117,82 @@ def test_task_does_not_modify_config():
     assert task.config.kernel.active.kernelSize == 21
     with pytest.raises(InvalidConfigError, match="frozen"):
         task.config.kernel.active.kernelSize = 25
+
+
+@pytest.mark.parametrize("set_, match", [
+    (lambda c: setattr(c.kernel.active, "kernelSize", float("inf")), r"kernelSize: expected an int; got inf"),
+    (lambda c: apply_overrides(c, ["kernel.active.kernelSize=1e400"]), r"kernelSize: expected an int; got inf"),
+    (lambda c: setattr(c.kernel["DF"], "lambdaScaling", float("inf")), r"lambdaScaling: must be finite; got inf"),
+    (lambda c: setattr(c.kernel["DF"], "regularizationBorderPenalty", float("-inf")), r"must be finite; got -inf"),
+    (lambda c: setattr(c.kernel.active, "kernelSizeFwhmScaling", float("inf")), r"must be finite; got inf"),
+])
+def test_non_finite_values_are_refused(set_, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        set_(ModelPsfMatchConfig())
+
+
+def test_thresholds_take_inf_to_switch_their_check_off():
+    c = ModelPsfMatchConfig()
+    for name in ("qaMaxResidual", "illPosedTolerance", "autoKernelMaxNoiseGain", "maxMemoryGiB"):
+        setattr(c, name, float("inf"))
+        assert getattr(c, name) == float("inf")
+
+
+def test_numpy_scalars_and_arrays_are_taken_like_python_values():
+    import numpy as np
+    c = ModelPsfMatchConfig()
+    a = c.kernel.active
+    a.kernelSize = np.int64(25)
+    a.alardSigGauss = np.array([1.0, 2.0, 4.0])
+    a.alardDegGauss = [np.int64(4), 2, 2]
+    a.scaleByFwhm = np.bool_(True)
+    a.kernelSizeFwhmScaling = np.float32(5.5)
+    assert (a.kernelSize, a.alardSigGauss, a.alardDegGauss, a.scaleByFwhm) == (25, (1.0, 2.0, 4.0), (4, 2, 2), True)
+    assert type(a.kernelSize) is int and type(a.scaleByFwhm) is bool and type(a.alardSigGauss[0]) is float
+    with pytest.raises(InvalidConfigError, match=r"kernelSize: expected an int; got np.float64\(25.5\)"):
+        a.kernelSize = np.float64(25.5)
+    with pytest.raises(InvalidConfigError, match="kernelSize: expected an int"):
+        a.kernelSize = np.bool_(True)
+
+
+@pytest.mark.parametrize("override, match", [
+    ("kernel[AL].kernelSize=25", r"the key in 'kernel\[AL\]' must be quoted, as in kernel\['AL'\]"),
+    ("kernelSize[0].x=3", r"'kernelSize' is not a field with choices"),
+    ("kernel.name=[1]", r"kernel.name: must be one of \['AL', 'DF'\]; got \[1\]"),
+    ("kernel[1].kernelSize=25", r"no choice 1; choices are \['AL', 'DF'\]"),
+])
+def test_malformed_overrides_raise_typed_errors(override, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        apply_overrides(ModelPsfMatchConfig(), [override])
+
+
+@pytest.mark.parametrize("name, text, match", [
+    ("syntax.py", "config.kernel.active.kernelSize = \n", r"syntax.py' is not valid Python: invalid syntax"),
+    ("choice.toml", "[kernel]\nAL = 3\n", r"config override ModelPsfMatchConfig.kernel.AL must be a table of "
+                                          r"fields; got 3"),
+    ("nested.yaml", "config: 3\n", r"config override ModelPsfMatchConfig must be a table of fields; got 3"),
+])
+def test_malformed_override_files_raise_typed_errors(tmp_path, name, text, match):
+    if name.endswith(".yaml"):
+        pytest.importorskip("yaml")
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(InvalidConfigError, match=match):
+        load_overrides(ModelPsfMatchConfig(), path)
+
+
+def test_python_override_file_knows_inf(tmp_path):
+    path = tmp_path / "o.py"
+    path.write_text("config.maxMemoryGiB = inf\nconfig.qaMaxResidual = float('inf')\n")
+    c = load_overrides(ModelPsfMatchConfig(), path)
+    assert c.maxMemoryGiB == c.qaMaxResidual == float("inf")
+
+
+def test_overflowing_fwhm_basis_ratio_is_a_config_error():
+    from psfmatch.kernel.basis import alard_lupton_sigmas
+    c = ModelPsfMatchConfig().kernel.active
+    c.scaleByFwhm = True
+    c.alardGaussBeta = 1e300
+    with pytest.raises(InvalidConfigError, match=r"alardGaussBeta \(1e\+300\) to the power alardNGauss - 1 \(2\) "
+                                                 r"overflows the basis widths: use a ratio .* of about 2"):
+        alard_lupton_sigmas(c, 6.0, 4.0)

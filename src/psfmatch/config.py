@@ -14,7 +14,10 @@ from __future__ import annotations
 import ast
 import copy
 import math
+import numbers
 import os
+
+import numpy as np
 
 from .errors import InvalidConfigError
 
@@ -68,15 +71,24 @@ class Field(_Descriptor):
         Human description of the check, used in error messages and docs.
     optional : bool
         Whether ``None`` is allowed.
+    allowInf : bool
+        Whether a float field takes ``inf`` (thresholds, where it switches the
+        check off); otherwise only finite values are taken.
+
+    Notes
+    -----
+    numpy scalars are taken like Python's (``np.int64(25)`` for an int field,
+    ``np.bool_(True)`` for a bool field).
     """
 
-    def __init__(self, doc, dtype, default, check=None, check_doc=None, optional=False):
+    def __init__(self, doc, dtype, default, check=None, check_doc=None, optional=False, allowInf=False):
         self.doc = doc
         self.dtype = dtype
         self.default = default
         self.check = check
         self.check_doc = check_doc
         self.optional = optional
+        self.allowInf = allowInf
 
     def __set__(self, inst, value):
         inst._set(self.name, value)
@@ -90,34 +102,45 @@ class Field(_Descriptor):
                 return None
             self._fail(path, value, "a value is required (None is not allowed)")
         t = self.dtype
+        is_bool = isinstance(value, (bool, np.bool_))
         if t is bool:
-            if isinstance(value, bool):
-                v = value
+            if is_bool:
+                v = bool(value)
             elif isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
                 v = value.lower() in ("true", "yes", "1")
-            elif isinstance(value, int) and value in (0, 1):
+            elif isinstance(value, numbers.Integral) and value in (0, 1):
                 v = bool(value)
             else:
                 self._fail(path, value, "expected a bool (True or False)")
         elif t is int:
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            if is_bool or not isinstance(value, (numbers.Real, str)):
                 self._fail(path, value, "expected an int")
-            try:
-                fv = float(value)
-                v = int(fv)
-            except (TypeError, ValueError):
-                self._fail(path, value, "expected an int")
-            if fv != v:
-                self._fail(path, value, "expected an int")
+            if isinstance(value, numbers.Integral):
+                v = int(value)
+            else:
+                try:
+                    v = int(value) if isinstance(value, str) else None
+                except ValueError:
+                    v = None
+                if v is None:
+                    try:
+                        fv = float(value)
+                    except (TypeError, ValueError):
+                        self._fail(path, value, "expected an int")
+                    if not math.isfinite(fv) or fv != int(fv):
+                        self._fail(path, value, "expected an int")
+                    v = int(fv)
         elif t is float:
-            if isinstance(value, bool):
+            if is_bool:
                 self._fail(path, value, "expected a float")
             try:
                 v = float(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 self._fail(path, value, "expected a float")
             if math.isnan(v):
                 self._fail(path, value, "NaN is not allowed")
+            if math.isinf(v) and not self.allowInf:
+                self._fail(path, value, "must be finite")
         elif t is str:
             if not isinstance(value, str):
                 self._fail(path, value, "expected a str")
@@ -187,7 +210,9 @@ class ListField(Field):
                 value = ast.literal_eval(value)
             except (ValueError, SyntaxError):
                 value = [s.strip() for s in value.split(",") if s.strip()]
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            value = value.tolist()
+        if isinstance(value, (numbers.Real, str)) and not isinstance(value, (bool, np.bool_)):
             value = [value]
         if not isinstance(value, (list, tuple)):
             self._fail(path, value, f"expected a list of {self.itemtype.__name__}")
@@ -226,7 +251,7 @@ class ConfigChoice:
     def name(self, value):
         if self._frozen:
             raise InvalidConfigError(f"{self._path}.name: the config is frozen")
-        if value not in self._configs:
+        if not isinstance(value, str) or value not in self._configs:
             raise InvalidConfigError(
                 f"{self._path}.name: must be one of {sorted(self._configs)}; got {value!r}")
         self._name = value
@@ -243,7 +268,7 @@ class ConfigChoice:
     def __getitem__(self, name):
         try:
             return self._configs[name]
-        except KeyError:
+        except (KeyError, TypeError):
             raise InvalidConfigError(f"{self._path}: no choice {name!r}; choices are {sorted(self._configs)}") from None
 
     def __getattr__(self, name):
@@ -595,7 +620,7 @@ class ModelPsfMatchConfig(Config):
         float, 1.0, min=0.0)
     maxMemoryGiB = RangeField("Refuse, before allocating, a kernel fit or a convolution that would need more memory "
                               "than this (GiB); the error gives the estimate.",
-                              float, 8.0, min=0.0, inclusiveMin=False)
+                              float, 8.0, min=0.0, inclusiveMin=False, allowInf=True)
 
     # --- automatic kernel choice (psfmatch; see psfmatch.autokernel) -----
     autoKernel = Field(
@@ -613,7 +638,8 @@ class ModelPsfMatchConfig(Config):
         "such trial wins.", float, 1e-6, min=0.0)
     autoKernelMaxNoiseGain = RangeField(
         "autoKernel: trials whose unit-sum kernel has sum(K^2) above this multiple of a Gaussian kernel of "
-        "covariance C_ref - C_sci (1 / (4 pi sqrt(det C))) are rejected as noisy.", float, 4.0, min=1.0)
+        "covariance C_ref - C_sci (1 / (4 pi sqrt(det C))) are rejected as noisy.", float, 4.0, min=1.0,
+        allowInf=True)
     autoKernelMaxSize = RangeField("autoKernel: largest kernel size tried (also limited by the PSF stamps).",
                                    int, 41, min=3)
     autoKernelMaxDFSize = RangeField(
@@ -636,10 +662,11 @@ class ModelPsfMatchConfig(Config):
         "False: an IllPosedMatchWarning naming the cells, and a flag in metadata['qa'].", bool, False)
     illPosedTolerance = RangeField(
         "A cell is ill-posed when, along the eigen-axis of C_ref - C_sci with the smallest eigenvalue, the "
-        "science sigma exceeds the reference sigma by more than this many pixels.", float, 0.01, min=0.0)
+        "science sigma exceeds the reference sigma by more than this many pixels.", float, 0.01, min=0.0,
+        allowInf=True)
     qaMaxResidual = RangeField(
         "Warn (KernelQualityWarning) when max|S*K-R|/max(R) at or between the candidates exceeds this.",
-        float, 1e-2, min=0.0, inclusiveMin=False)
+        float, 1e-2, min=0.0, inclusiveMin=False, allowInf=True)
     qaMaxKernelNegativeFraction = RangeField(
         "Warn (KernelQualityWarning) when the kernel's negative flux fraction sum|min(K,0)|/sum|K| exceeds "
         "this (the kernel oscillates: ringing and amplified noise).", float, 0.3, min=0.0, max=1.0,
@@ -676,7 +703,15 @@ def _resolve(config, dotted):
             continue
         if part.endswith("]") and "[" in part:  # kernel['AL']
             name, key = part[:-1].split("[", 1)
-            obj = getattr(obj, name)[ast.literal_eval(key)]
+            try:
+                key = ast.literal_eval(key)
+            except (ValueError, SyntaxError):
+                raise InvalidConfigError(f"config path {dotted!r}: the key in {part!r} must be quoted, as in "
+                                         f"{name}['{key}']") from None
+            parent = getattr(obj, name, None) if isinstance(obj, Config) and name in obj._fields() else None
+            if not isinstance(parent, ConfigChoice):
+                raise InvalidConfigError(f"unknown config path {dotted!r}: {name!r} is not a field with choices")
+            obj = parent[key]
             continue
         if not isinstance(obj, Config) or part not in obj._fields():
             where = ".".join(parts[:i]) or type(config).__name__
@@ -686,6 +721,8 @@ def _resolve(config, dotted):
 
 
 def _apply_mapping(config, mapping, where):
+    if not isinstance(mapping, dict):
+        raise InvalidConfigError(f"config override {where} must be a table of fields; got {mapping!r}")
     for key, value in mapping.items():
         if isinstance(config, ConfigChoice):
             if key == "name":
@@ -764,10 +801,14 @@ def load_overrides(config, path):
         raise InvalidConfigError(f"config override file {path!r} does not exist")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".py":
-        with open(path) as fh:
-            code = compile(fh.read(), path, "exec")
         try:
-            exec(code, {"config": config, "__file__": path})
+            with open(path) as fh:
+                code = compile(fh.read(), path, "exec")
+        except (SyntaxError, ValueError, UnicodeDecodeError) as exc:
+            raise InvalidConfigError(f"config override file {path!r} is not valid Python: {exc}") from None
+        try:
+            # inf and nan as names too, so that a dump of an infinite threshold loads back
+            exec(code, {"config": config, "__file__": path, "inf": math.inf, "nan": math.nan})
         except InvalidConfigError:
             raise
         except Exception as exc:

@@ -323,8 +323,13 @@ def alard_lupton_sigmas(config, reference_fwhm=None, science_fwhm=None):
     s_k = math.sqrt(abs(s_ref ** 2 - s_sci ** 2))
     beta = config.alardGaussBeta
     sig0 = max(min_sig, s_k / beta)
-    sigmas = [sig0 * beta ** i for i in range(config.alardNGauss)]
-    size = int(config.kernelSizeFwhmScaling * sigmas[-1])
+    try:
+        sigmas = [sig0 * beta ** i for i in range(config.alardNGauss)]
+        size = int(config.kernelSizeFwhmScaling * sigmas[-1])
+    except OverflowError:
+        raise InvalidConfigError(
+            f"alardGaussBeta ({beta:g}) to the power alardNGauss - 1 ({config.alardNGauss - 1}) overflows the basis "
+            "widths: use a ratio between successive widths of about 2 (LSST's default)") from None
     size += 1 - size % 2
     size = min(max(size, config.kernelSizeMin), config.kernelSizeMax)
     size += 1 - size % 2
