@@ -275,3 +275,29 @@ def test_mask_footprint_threshold():
     assert tight.sum() < loose.sum() <= mask_footprint(fit.kernel, 0.0).sum()
     assert np.all(loose[tight])
     assert tight[10, 10]
+
+
+def test_output_registers_no_data_when_the_input_mask_lacks_it():
+    """The border and the pixels touched by missing data carry a NO_DATA bit even if the input had no such plane."""
+    img = np.ones((60, 70), np.float32)
+    img[30, 35] = np.nan
+    mask = np.zeros(img.shape, np.int32)
+    mask[5, 5] = 1 << 2  # an unnamed bit in use: not taken for NO_DATA
+    mi = MaskedImage(img, mask, np.ones_like(img), mask_planes={"BAD": 0, "SAT": 1, "CR": 3})
+    out = convolve_masked_image(mi, _constant_kernel(k=7))
+    planes = out.getMask().getMaskPlaneDict()
+    assert planes == {"BAD": 0, "SAT": 1, "CR": 3, "NO_DATA": 4}
+    bad = ~np.isfinite(out.image)
+    assert bad.sum() == 60 * 70 - 54 * 64 + 49  # the 3 px border and the NaN's 7x7 footprint
+    assert np.all(out.mask[bad] & (1 << 4)) and not np.any(out.mask[~bad] & (1 << 4))
+    assert mi.getMask().getMaskPlaneDict() == {"BAD": 0, "SAT": 1, "CR": 3}  # the input is untouched
+
+
+def test_no_free_bit_for_no_data_is_logged(caplog):
+    img = np.ones((40, 40), np.float32)
+    mi = MaskedImage(img, np.zeros(img.shape, np.int32), np.ones_like(img),
+                     mask_planes={f"P{b}": b for b in range(32)})
+    with caplog.at_level("WARNING", logger="psfmatch.convolve"):
+        out = convolve_masked_image(mi, _constant_kernel(k=7))
+    assert "no NO_DATA plane and no free bit for one" in caplog.text
+    assert np.all(out.mask[:3] == 0) and np.all(np.isnan(out.image[:3]))

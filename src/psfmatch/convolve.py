@@ -64,6 +64,7 @@ How it is fast
 
 from __future__ import annotations
 
+import logging
 from concurrent import futures
 
 import numpy as np
@@ -79,6 +80,8 @@ from .kernel.spatial import SpatialFunction
 
 __all__ = ["convolve_masked_image", "mask_footprint", "estimate_memory", "footprint_rectangles",
            "dilate_mask", "spatial_term_images", "direct_convolve", "default_workers"]
+
+log = logging.getLogger(__name__)
 
 #: Terms whose image's L1 norm is below this fraction of the largest term's are dropped.
 #: With Chebyshev weights bounded by 1, the neglected part of any output pixel is at most
@@ -828,7 +831,9 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
                 f"convolving a {W}x{H} image needs about {need / 2**30:.2f} GiB, more than the limit of "
                 f"{max_memory_bytes / 2**30:.2f} GiB; raise config.maxMemoryGiB or lower config.convolveTileSize")
 
-    no_data_bit = mask_obj.getPlaneBitMask("NO_DATA") if "NO_DATA" in mask_obj.getMaskPlaneDict() else 0
+    planes = dict(mask_obj.getMaskPlaneDict())
+    no_data_bit = mask_obj.getPlaneBitMask("NO_DATA") if "NO_DATA" in planes else 0
+    out_no_data = no_data_bit or _new_no_data_bit(mask, planes)  # registers NO_DATA in ``planes`` if it can
     out_img = np.empty((H, W), dtype=img.dtype)
     out_var = np.empty((H, W), dtype=var.dtype)
     out_mask = np.zeros((H, W), dtype=np.int32)
@@ -862,18 +867,34 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
         box, bad_out = dead
         out_img[box][bad_out] = np.nan  # box is a pair of slices: out_img[box] is a view
         out_var[box][bad_out] = np.inf
-        if no_data_bit:
+        if out_no_data:
             sub = out_mask[box]
-            np.bitwise_or(sub, np.int32(no_data_bit), out=sub, where=bad_out)
+            np.bitwise_or(sub, np.int32(out_no_data), out=sub, where=bad_out)
     if h > 0:
         for sl in ((slice(0, h), slice(None)), (slice(H - h, H), slice(None)),
                    (slice(None), slice(0, h)), (slice(None), slice(W - h, W))):
             out_img[sl] = np.nan
             out_var[sl] = np.inf
-            out_mask[sl] = no_data_bit
+            out_mask[sl] = out_no_data
     # the fresh planes are handed to the result, not copied
-    return MaskedImage(out_img, out_mask, out_var, xy0=masked_image.getXY0(), mask_planes=mask_obj.getMaskPlaneDict(),
-                       copy=False)
+    return MaskedImage(out_img, out_mask, out_var, xy0=masked_image.getXY0(), mask_planes=planes, copy=False)
+
+
+def _new_no_data_bit(mask, planes) -> int:
+    """Register ``NO_DATA`` in ``planes`` (a copy of a mask's planes that lack it); return its bit value.
+
+    The lowest bit that no plane names and no pixel of ``mask`` sets is taken, so
+    that the output can flag its border and the pixels touched by missing data.
+    Returns 0 (and logs a warning) when every bit is in use.
+    """
+    used = int(np.bitwise_or.reduce(mask, axis=None)) & 0xFFFFFFFF if mask.size else 0
+    for bit in range(32):
+        if bit not in planes.values() and not used >> bit & 1:
+            planes["NO_DATA"] = bit
+            return int(np.int32(np.uint32(1 << bit)))  # bit 31 as the int32 the mask holds
+    log.warning("the mask has no NO_DATA plane and no free bit for one: the output's border and the pixels touched "
+                "by missing data are NaN (variance inf) but carry no mask bit")
+    return 0
 
 
 def direct_convolve(masked_image: MaskedImage, kernel: LinearCombinationKernel):
