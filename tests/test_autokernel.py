@@ -251,6 +251,77 @@ def test_explicit_delta_function_basis():
     assert worst(f.metadata) < 1e-4
 
 
+def test_switch_to_delta_function_keeps_the_users_shared_fields():
+    """Fields set on the Alard-Lupton config (cells, spatial model, solve) hold for a delta-function choice too."""
+    config = auto_config(autoKernelMaxSize=21)
+    a = config.kernel.active
+    a.spatialKernelOrder = 0
+    a.sizeCellX = a.sizeCellY = 32
+    a.spatialModelType = "polynomial"
+    a.solveRcond = 1e-9
+    f = fit(config, GaussianPsf(25, 25, 1.8), MoffatPsf(41, 41, 6.0, 2.5))
+    md = f.metadata
+    assert md["kernelBasisSet"] == "delta-function"  # the constant Moffat match picks a delta-function trial
+    assert md["nCells"] == 64  # 32 px cells on 256 px, not the DF config's default 128 px (4 cells)
+    assert md["spatialKernelOrderRequested"] == md["spatialKernelOrder"] == 0
+    assert md["spatialModelType"] == "polynomial"
+    assert not any("lowered" in n for n in md["notes"])
+
+
+def test_reference_is_not_cropped_by_a_smaller_automatic_kernel():
+    """A smaller kernel must not shrink the PSF stamps below what the reference needs (edge < 1e-3 of peak)."""
+    from psfmatch.errors import TruncatedPsfWarning
+    from psfmatch.psf import VariableGaussianPsf
+    bbox = Box2I((0, 0), (1024, 1024))
+    sci = VariableGaussianPsf(21, 21, bbox, sigma=[1.9, 0.2, 0.0])  # 1.7 to 2.1 px
+    ref = GaussianPsf(31, 31, 2.7)  # untruncated from 23 px on: exp(-11^2 / (2 * 2.7^2)) = 2.5e-4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedPsfWarning)
+        f = fit(auto_config(), sci, ref, bbox)
+    md = f.metadata
+    assert md["kernelSize"] < 21  # the automatic choice (15 px, whose LSST stamp would be 21 px)
+    assert md["autoKernel"]["minPsfSize"] == 23
+    assert md["psfSize"] >= 23 and md["referenceEdgeToPeak"] < 1e-3
+    assert f.referencePsf.computeKernelImage((512, 512)).shape == (md["psfSize"],) * 2
+    # the user's own padding rules stay theirs
+    config = auto_config()
+    config.autoPadPsfTo = 1.0
+    with pytest.warns(TruncatedPsfWarning, match=r"cropped to the fit's 21x21 PSF stamps.*padPsfBy = 2 with "
+                                                  r"doAutoPadPsf = False \(23 px stamps\)"):
+        f = fit(config, sci, ref, bbox)
+    assert f.metadata["autoKernel"]["minPsfSize"] == 0
+
+
+def test_kept_configuration_is_not_told_to_turn_autokernel_on():
+    """A delta-function kernel on a varying field is kept by the automatic mode: its remedy names no autoKernel."""
+    from psfmatch.errors import KernelQualityWarning
+    config = auto_config()
+    config.kernel.name = "DF"
+    bbox = Box2I((0, 0), (256, 256))
+    with pytest.warns(KernelQualityWarning) as caught:
+        f = fit(config, demo_psf(bbox), GaussianPsf(31, 31, 2.0), bbox)
+    assert f.metadata["autoKernel"]["trials"] == []
+    assert all("autoKernel" not in str(w.message) for w in caught)
+    assert any("Remedy: a larger kernelSize, a higher spatialKernelOrder" in str(w.message) for w in caught)
+
+
+def test_few_cells_lower_the_trials_order_instead_of_failing_every_trial():
+    """On a 2x2 grid of cells order 2 is out of reach: the trials use order 1 and say so."""
+    bbox = Box2I((0, 0), (256, 256))
+    f = fit(ModelPsfMatchConfig(), demo_psf(bbox), demo_reference_psf(), bbox)
+    md = f.metadata
+    trials = md["autoKernel"]["trials"]
+    assert trials and all(t["score"] is not None for t in trials)
+    assert {t["spatialOrder"] for t in trials} == {1} and md["spatialKernelOrder"] == 1
+    assert "spatialKernelOrder 2 lowered to 1: the 2x2 grid of cells cannot constrain a higher order" in md["notes"][0]
+    # an explicit order is the fit's to lower, with its own note
+    config = ModelPsfMatchConfig()
+    config.kernel.active.spatialKernelOrder = 2
+    md = fit(config, demo_psf(bbox), demo_reference_psf(), bbox).metadata
+    assert md["spatialKernelOrderRequested"] == 2 and md["spatialKernelOrder"] == 1
+    assert any("lowered from 2 to 1: 4 candidates on a 2x2 grid" in n for n in md["notes"])
+
+
 def test_explicit_choices_survive_copy_and_pickle():
     config = auto_config()
     config.kernel.active.spatialKernelOrder = 2

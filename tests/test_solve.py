@@ -104,6 +104,39 @@ def test_chebyshev_and_polynomial_span_the_same_model():
                                    atol=1e-7)
 
 
+@pytest.mark.parametrize("xy0", [(0, 0), (20000, 20000), (100000, 100000)])
+def test_polynomial_model_far_from_the_origin_keeps_its_order_and_accuracy(xy0):
+    """Raw-pixel monomials over a box far from 0 are solved for in their Chebyshev form: same order, same kernel."""
+    bbox = Box2I(xy0, (512, 512))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.15, -0.1, 0.05, 0.0, 0.05])
+    fits = {}
+    for kind in ("chebyshev1", "polynomial"):
+        c = ModelPsfMatchConfig()
+        c.autoKernel = False
+        c.kernel.active.spatialModelType = kind
+        c.kernel.active.spatialKernelOrder = 3
+        c.kernel.active.sizeCellX = c.kernel.active.sizeCellY = 64
+        fits[kind] = ModelPsfMatchTask(config=c).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
+    assert fits["polynomial"].metadata["spatialKernelOrder"] == 3 and not fits["polynomial"].metadata["notes"]
+    for dx, dy in [(0, 0), (100.5, 400), (511, 3), (256, 256)]:
+        pos = (xy0[0] + dx, xy0[1] + dy)
+        np.testing.assert_allclose(fits["polynomial"].kernel.computeImage(pos),
+                                   fits["chebyshev1"].kernel.computeImage(pos), atol=2e-6)
+
+
+def test_conditioned_basis_spans_the_same_polynomials():
+    sf = SpatialFunction("polynomial", 4, Box2I((100000, 50000), (1024, 2048)))
+    cheb, B = sf.conditioned()
+    assert cheb.kind == "chebyshev1" and cheb.order == 4 and cheb.bbox == sf.bbox
+    rng = np.random.default_rng(1)
+    c = rng.normal(size=sf.nterms)
+    x, y = rng.uniform(100000, 101024, 50), rng.uniform(50000, 52048, 50)
+    # sum_t c_t C_t = sum_u (c @ B)_u x^p y^q, to the precision raw monomials allow this far out
+    np.testing.assert_allclose((c @ B) @ sf.evaluate(x, y), c @ cheb.evaluate(x, y), atol=1e-5)
+    same, identity = cheb.conditioned()
+    assert same is cheb and np.array_equal(identity, np.eye(cheb.nterms))
+
+
 def test_recovers_known_spatial_variation():
     """Second moments add under convolution: Var(K(x)) = sigma_ref^2 - sigma_sci(x)^2 along each axis."""
     bbox = Box2I((0, 0), (768, 768))

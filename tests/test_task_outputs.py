@@ -284,6 +284,79 @@ def test_exposure_smaller_than_a_cell():
     assert np.allclose(result.psfMatchedExposure.image[10:-10, 10:-10], 1.0)
 
 
+def test_exposure_smaller_than_a_cell_notes_a_varying_psf_in_every_mode():
+    bbox = Box2I((100, 100), (60, 60))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.1])
+    exposure = Exposure(np.ones((60, 60), np.float32), psf=psf, xy0=(100, 100))
+    for auto in (True, False):
+        config = ModelPsfMatchConfig()
+        config.autoKernel = auto
+        md = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6)).metadata
+        assert md["nCandidatesUsed"] == 1 and md["spatialKernelOrder"] == 0
+        note = "one 128x128 cell covers the 60x60 exposure" if auto else "lowered from 2 to 0"
+        assert any(note in n for n in md["notes"]), md["notes"]
+
+
+def test_one_row_of_cells_names_the_cell_size_that_constrains_the_order():
+    bbox = Box2I((0, 0), (1024, 200))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.2, 0.0])
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    md = ModelPsfMatchTask(config=config).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox).metadata
+    assert md["spatialKernelOrder"] == 0
+    assert any("8x1 grid cannot constrain an order-2 model (use smaller cells (sizeCellY <= 66: 3 cells along "
+               "each axis)" in n for n in md["notes"]), md["notes"]
+
+
+def test_output_wcs_is_a_copy():
+    from astropy.wcs import WCS
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crpix = [10.0, 10.0]
+    exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(21, 21, 1.8), wcs=w)
+    out = small_task(0).run(exposure, GaussianPsf(31, 31, 2.6)).psfMatchedExposure
+    out.getWcs().wcs.crpix = [1.0, 1.0]
+    assert list(exposure.getWcs().wcs.crpix) == [10.0, 10.0]
+
+
+def test_infinite_memory_limit_turns_the_check_off():
+    config = ModelPsfMatchConfig()
+    config.maxMemoryGiB = float("inf")
+    exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    exposure.image[64, 64] = 100.0
+    out = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6)).psfMatchedExposure
+    assert float(np.nansum(out.image)) == pytest.approx(100.0, rel=1e-5)
+
+
+def test_truncated_reference_remedy_depends_on_who_crops_it():
+    """Cropped by the fit's stamps: pad them (the padding that works is named); by its own stamp: a larger one."""
+    import warnings
+
+    from psfmatch.errors import TruncatedPsfWarning
+    from psfmatch.psf import MoffatPsf
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=GaussianPsf(25, 25, 1.8))
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialKernelOrder = 0
+    reference = MoffatPsf(81, 81, 6.0, 2.5)
+    with pytest.warns(TruncatedPsfWarning, match=r"the reference PSF \(81x81 stamp\) is cropped to the fit's 31x31 "
+                                                  r"PSF stamps: its edge reaches .* padPsfBy = 18 with doAutoPadPsf = "
+                                                  r"False \(43 px stamps\)"):
+        ModelPsfMatchTask(config=config).run(exposure, reference)
+    config.doAutoPadPsf = False
+    config.padPsfBy = 18  # the remedy: no warning left
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedPsfWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        result = ModelPsfMatchTask(config=config).run(exposure, reference)
+    assert result.metadata["psfSize"] == 43 and result.metadata["referenceEdgeToPeak"] < 1e-3
+    # a 41 px Moffat stamp is truncated by itself: a larger reference stamp is named too
+    config.doAutoPadPsf = True
+    with pytest.warns(TruncatedPsfWarning, match=r"padPsfBy = 16 .*its own 41x41 stamp is truncated too \(use a "
+                                                  r"larger reference stamp"):
+        ModelPsfMatchTask(config=config).run(exposure, MoffatPsf(41, 41, 6.0, 2.5))
+
+
 def test_metadata_is_strict_json():
     import json
 

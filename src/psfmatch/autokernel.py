@@ -64,11 +64,22 @@ even to its default value, or when it differs from its default.  Precisely:
 - ``kernel.name = "DF"``: only delta-function trials; the regularization is
   searched unless ``lambdaType``, ``lambdaScaling`` or ``lambdaValue`` were set.
 
-LSST's padding rules and errors are untouched: each trial's PSF stamp size is
+LSST's padding rules and errors are kept: each trial's PSF stamp size is
 LSST's (``doAutoPadPsf``, ``autoPadPsfTo``, ``padPsfBy``), sizes those rules
 forbid are skipped, and an explicit ``kernelSize`` that is too big still raises
 :class:`~psfmatch.errors.KernelTooBigError` in the fit.  ``autoKernel = False``
-gives LSST's behaviour with the configured values.
+gives LSST's behaviour with the configured values.  One addition: unless
+``doAutoPadPsf = False`` or ``autoPadPsfTo`` was set, the stamps are at least as
+large as the reference needs to keep its edge below 1e-3 of its peak
+(``metadata["autoKernel"]["minPsfSize"]``), so that choosing a smaller kernel
+never crops the reference's wings; the chosen stamp size is then handed to the
+fit as ``padPsfBy``.
+
+When the fit's candidates cannot constrain the configured spatial order (a few
+cells per axis), the trials use the highest order they can constrain, with a
+note, as the fit itself lowers an order it cannot constrain.  A switch to the
+delta-function family keeps what the user set on the Alard-Lupton config that
+both share (cells, spatial model and order, ``fitRegion``, ``solveRcond``, PCA).
 
 The candidates tried and their scores are recorded in
 ``metadata["autoKernel"]``.
@@ -114,7 +125,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .diagnostics import PsfSurvey
+from .diagnostics import PsfSurvey, untruncated_size
 from .errors import PsfEvaluationError
 from .geom import Point2D
 from .kernel.basis import KernelBasis, alard_lupton_basis, makeDeltaFunctionBasisList, make_regularization_matrix
@@ -482,7 +493,8 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
             term_images = np.tensordot(coeffs[0], imgs, axes=1)[None]
             w_fit, w_ho = np.ones((len(S), 1)), np.ones((len(S_ho), 1))
         else:
-            sf = SpatialFunction(kc.spatialModelType, trial.spatialOrder, data.bbox)
+            # the same functions as the fit's; raw-pixel monomials in their well-conditioned (Chebyshev) form
+            sf, _ = SpatialFunction(kc.spatialModelType, trial.spatialOrder, data.bbox).conditioned()
             F = sf.evaluate(data.xy_fit[:, 0], data.xy_fit[:, 1]).T
             if not full_column_rank(F):
                 res.note = (f"{len(S)} candidates cannot constrain a spatial model of order {trial.spatialOrder}")
@@ -597,10 +609,23 @@ def _free_fields(config):
     return free
 
 
-def _psf_size_for(config, p_native, k):
-    """LSST's padded science stamp size for kernel size ``k``, or None if the padding rules forbid ``k``."""
+def _constrained_order(xy, kind, order, bbox) -> int:
+    """The highest spatial order up to ``order`` whose terms the positions ``xy`` (n, 2) determine."""
+    for o in range(order, 0, -1):
+        sf, _ = SpatialFunction(kind, o, bbox).conditioned()
+        if full_column_rank(sf.evaluate(xy[:, 0], xy[:, 1]).T):
+            return o
+    return 0
+
+
+def _psf_size_for(config, p_native, k, p_min=0):
+    """LSST's padded science stamp size for kernel size ``k``, or None if the padding rules forbid ``k``.
+
+    ``p_min`` (odd): with ``doAutoPadPsf`` the stamps are padded to at least that size too (see
+    :func:`choose_kernel`: the reference is not cropped).
+    """
     if config.doAutoPadPsf:
-        P = max(p_native, _next_odd_integer(k * config.autoPadPsfTo))
+        P = max(p_native, _next_odd_integer(k * config.autoPadPsfTo), p_min)
     else:
         P = p_native + config.padPsfBy
     kmax = P - 1
@@ -622,15 +647,34 @@ def _config_trial(config, order) -> KernelTrial | None:
     return KernelTrial("DF", kc.kernelSize, order, lambdaScaling=float(lam), label="config")
 
 
-def _apply(config, trial: KernelTrial, free, constant):
+#: Fields of :class:`~psfmatch.config.PsfMatchConfig` that the fit shares between the two families and that the
+#: trials were evaluated with: a switch to the delta-function family carries the user's values over.
+_SHARED_FIELDS = ("spatialModelType", "sizeCellX", "sizeCellY", "candidatePlacement", "usePcaForSpatialKernel",
+                  "subtractMeanForPca", "numPrincipalComponents", "fitRegion", "solveRcond")
+
+
+def _apply(config, trial: KernelTrial, free, constant, p_native=None, p_min=0):
     cfg = config.copy()
     cfg.autoKernel = False
+    if p_min and p_native is not None:
+        P = _psf_size_for(config, p_native, trial.kernelSize, p_min)
+        if P is not None and P > (_psf_size_for(config, p_native, trial.kernelSize) or 0):
+            # the stamp size the trials used, so that the reference is not cropped: padPsfBy gives it exactly
+            cfg.doAutoPadPsf = False
+            cfg.padPsfBy = P - p_native
     if trial.family == "DF" and cfg.kernel.name != "DF":
+        # the trials ran on the Alard-Lupton config's cells, spatial functions and solve: what the user set
+        # there holds for the delta-function fit too (a value set on kernel['DF'] itself wins)
+        al, df = cfg.kernel["AL"], cfg.kernel["DF"]
+        for name in _SHARED_FIELDS:
+            if _user_set(al, name) and not df.isExplicit(name):
+                setattr(df, name, getattr(al, name))
         cfg.kernel.name = "DF"
     a = cfg.kernel.active
     a.kernelSize = trial.kernelSize
-    if free["spatialKernelOrder"]:
-        a.spatialKernelOrder = trial.spatialOrder
+    # the configured order when it was set (the fit lowers it, with its note, where the candidates cannot
+    # constrain it): also on the delta-function config when the family switched
+    a.spatialKernelOrder = trial.spatialOrder if free["spatialKernelOrder"] else config.kernel.active.spatialKernelOrder
     if trial.family == "AL":
         if trial.label != "config":
             a.alardNGauss = len(trial.sigmas)
@@ -646,7 +690,8 @@ def _apply(config, trial: KernelTrial, free, constant):
     return cfg
 
 
-def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_set, bbox) -> AutoKernelChoice:
+def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_set, bbox,
+                  truncation=1e-3) -> AutoKernelChoice:
     """Choose the kernel size, basis and spatial order for a match (see the module docstring).
 
     Parameters
@@ -659,6 +704,13 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     cell_set : SpatialCellSet
         The task's cells over ``bbox``.
     bbox : Box2I
+    truncation : float
+        The task's ``TRUNCATION_THRESHOLD``: unless the padding was configured
+        (``doAutoPadPsf = False`` or ``autoPadPsfTo`` set), the PSF stamps are
+        at least as large as the reference's own stamp needs to keep its edge
+        below this fraction of its peak
+        (:func:`~psfmatch.diagnostics.untruncated_size`), so that a smaller
+        kernel does not crop the reference's wings.
 
     Returns
     -------
@@ -692,6 +744,12 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
               "time": time.perf_counter() - t0}
         return AutoKernelChoice(trial, res, cfg, [], md)
     p_native = survey.scienceSize
+    p_min = 0
+    if config.doAutoPadPsf and not _user_set(config, "autoPadPsfTo"):
+        try:
+            p_min = untruncated_size(reference_psf.computeKernelImage(bbox.getCenter()), truncation)
+        except PsfEvaluationError:
+            p_min = 0
     rcond = kc.solveRcond
     tol, floor = config.autoKernelTolerance, config.autoKernelResidualFloor
     max_noise = config.autoKernelMaxNoiseGain
@@ -701,7 +759,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     k_exposure = 2 * ((min(w, h) - 1) // 2) - 1  # 2 * (k // 2) < min(w, h)
     k_cap = max(3, min(config.autoKernelMaxSize, max(p_native, kc.kernelSize), k_exposure))
     if free["kernelSize"]:
-        sizes = [k for k in kernel_size_ladder(s_big, k_cap) if _psf_size_for(config, p_native, k)]
+        sizes = [k for k in kernel_size_ladder(s_big, k_cap) if _psf_size_for(config, p_native, k, p_min)]
     else:
         sizes = [kc.kernelSize]
     if not sizes:
@@ -719,19 +777,20 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     df_sizes = [k for k in sizes if k <= config.autoKernelMaxDFSize] if df_ok else []
     k_df = config.autoKernelMaxDFSize if config.autoKernelMaxDFSize % 2 else config.autoKernelMaxDFSize - 1
     if (df_ok and free["kernelSize"] and any(k > k_df for k in sizes) and k_df not in df_sizes
-            and (not df_sizes or k_df - max(df_sizes) >= 4) and _psf_size_for(config, p_native, k_df)):
+            and (not df_sizes or k_df - max(df_sizes) >= 4) and _psf_size_for(config, p_native, k_df, p_min)):
         df_sizes.append(k_df)
 
-    psf_sizes = {k: _psf_size_for(config, p_native, k) for k in set(sizes) | set(df_sizes) | {kc.kernelSize}}
+    psf_sizes = {k: _psf_size_for(config, p_native, k, p_min) for k in set(sizes) | set(df_sizes) | {kc.kernelSize}}
     p_max = max(P for P in psf_sizes.values() if P is not None) if any(psf_sizes.values()) else p_native
     data = _TrialData(science_psf, reference_psf, survey, cell_set, bbox, p_max, config.autoKernelMaxGrid, constant)
     n_fit = len(data.S_fit)
 
     results = []
     cache = {}
+    notes = []
 
     def evaluate(trial):
-        P = psf_sizes.get(trial.kernelSize) or _psf_size_for(config, p_native, trial.kernelSize)
+        P = psf_sizes.get(trial.kernelSize) or _psf_size_for(config, p_native, trial.kernelSize, p_min)
         if P is None:
             return TrialResult(trial, note="kernel too big for the PSF stamps under the padding rules")
         return _evaluate(trial, data, P, kc, config.kernel["DF"], g_ref, rcond, cache)
@@ -764,19 +823,27 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         return KernelTrial("AL", k, order, tuple(float(s) for s in kc.alardSigGauss),
                            tuple(int(d) for d in kc.alardDegGauss), label="config-widths")
 
-    # stage 1: the spatial order (a generous kernel; only for fields that vary)
+    # stage 1: the spatial order (a generous kernel; only for fields that vary), up to the highest order
+    # the trials' candidates constrain (as the fit lowers an order its candidates cannot constrain)
+    if not constant:
+        cap = _constrained_order(data.xy_fit, kc.spatialModelType, max_order, bbox)
+        lo, hi = min(cfg_order, cap), min(max_order, cap)
+        if cap < cfg_order:
+            notes.append(f"spatialKernelOrder {cfg_order} lowered to {cap}: the {cell_set.nx}x{cell_set.ny} grid of "
+                         f"cells cannot constrain a higher order (use smaller cells)")
+            log.warning("autoKernel: %s", notes[-1])
     if constant:
         order = 0 if free["spatialKernelOrder"] else cfg_order
         stage1 = None
-    elif free["spatialKernelOrder"] and "AL" in free["families"] and max_order > cfg_order:
+    elif free["spatialKernelOrder"] and "AL" in free["families"] and hi > lo:
         k1 = max(sizes)
-        orders = list(range(cfg_order, max_order + 1))
+        orders = list(range(lo, hi + 1))
         stage1 = run_all([al_trial(k1, o) for o in orders])
         _mark_admissible(stage1, max_noise)
         pick = _select(stage1, tol, floor)
-        order = pick.trial.spatialOrder if pick is not None else cfg_order
+        order = pick.trial.spatialOrder if pick is not None else lo
     else:
-        order = cfg_order
+        order = lo
         stage1 = None
 
     # stage 2: kernel size and basis at that order
@@ -832,7 +899,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         pick = TrialResult(trial, note="every trial failed; the configured kernel is used")
         log.info("autoKernel: every trial failed; using the configured kernel")
     chosen = pick.trial
-    cfg = _apply(config, chosen, free, constant)
+    cfg = _apply(config, chosen, free, constant, p_native, p_min)
 
     md = {
         "chosen": pick.to_dict(),
@@ -842,9 +909,10 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         "kernelSigma": s_med, "kernelSigmaMajorWorst": s_big, "gaussianNoiseGain": g_ref,
         "constantMatch": bool(constant), "nFitCandidates": int(n_fit), "nHeldOut": int(len(data.xy_ho)),
         "free": {k: (list(v) if isinstance(v, tuple) else v) for k, v in free.items()},
-        "sizes": [int(k) for k in sizes], "spatialOrder": int(order),
+        "sizes": [int(k) for k in sizes], "spatialOrder": int(order), "minPsfSize": int(p_min),
         "noiseGuardApplied": bool(guarded),
         "trials": [r.to_dict() for r in results],
+        "notes": notes,
         "time": time.perf_counter() - t0,
     }
     if stage1 is not None:

@@ -67,9 +67,11 @@ class KernelCandidate:
     rank, condition_number : int, float
         Of its least-squares solve.
     qa : dict
-        ``residualMax``, ``residualRms`` (of science (*) spatial kernel - reference,
-        relative to the reference peak), ``sizeMismatch``, ``ellipticityMismatch``,
-        and the same for its own solution under ``ownResidualMax`` etc.
+        The spatial kernel's quality at this candidate (:func:`psfmatch.qa.match_quality`):
+        ``residualMax``, ``residualRms`` (of science (*) kernel - reference, relative
+        to the reference peak), ``sizeMismatch``, ``ellipticityMismatch``,
+        ``kernelNegativeFraction``, ``centroidShift``, and ``illPosedDeficit``
+        (:func:`psfmatch.diagnostics.check_ill_posed`) when the fit surveyed the PSFs.
     """
 
     id: int

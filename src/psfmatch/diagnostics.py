@@ -75,6 +75,7 @@ __all__ = [
     "enforce_ill_posed",
     "check_kernel_quality",
     "kernel_covariance",
+    "untruncated_size",
     "FLAG_ILL_POSED",
     "FLAG_RESIDUAL",
     "FLAG_NEGATIVE",
@@ -387,6 +388,38 @@ class IllPosedReport:
         return out
 
 
+def untruncated_size(stamp, threshold) -> int:
+    """Smallest odd side ``P`` at which ``stamp``, cropped to ``P x P`` about its centre, is not truncated.
+
+    The crop is not truncated when no pixel on its edge or outside it exceeds
+    ``threshold`` times the stamp's peak in absolute value (the test of
+    :class:`~psfmatch.errors.TruncatedPsfWarning`).  A stamp whose own edge
+    exceeds that gives its own (largest) side.
+
+    Parameters
+    ----------
+    stamp : ndarray (h, w)
+        A centred PSF stamp (odd sides).
+    threshold : float
+        Largest allowed ``|edge| / peak``.
+
+    Returns
+    -------
+    int
+        ``P``, odd, at most ``max(h, w)``.
+    """
+    a = np.abs(np.asarray(stamp, dtype=float))
+    h, w = a.shape
+    yy, xx = np.indices(a.shape)
+    ring = np.maximum(np.abs(yy - h // 2), np.abs(xx - w // 2))  # Chebyshev distance from the centre
+    outer = np.zeros(ring.max() + 2)
+    np.maximum.at(outer, ring.ravel(), a.ravel())
+    outer = np.maximum.accumulate(outer[::-1])[::-1]  # max over every ring from d outwards
+    peak = float(a.max())
+    ok = np.flatnonzero(outer[:-1] <= threshold * peak) if peak > 0 else np.array([0])
+    return 2 * int(ok[0]) + 1 if len(ok) else max(h, w)
+
+
 def check_ill_posed(survey: PsfSurvey, tolerance=0.01) -> IllPosedReport:
     """Compare the two PSFs' second moments per cell (see the module docstring).
 
@@ -449,9 +482,12 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         :func:`psfmatch.qa.summarize`.
     max_residual, max_negative_fraction : float
         ``qaMaxResidual`` and ``qaMaxKernelNegativeFraction``.
-    auto_kernel : bool
-        Whether the kernel was chosen by ``autoKernel``: the remedies then name
-        the limits of its search instead of asking for it.
+    auto_kernel : bool or "kept"
+        True when the kernel was chosen by ``autoKernel``: the remedies then name
+        the limits of its search instead of asking for it.  ``"kept"`` when
+        ``autoKernel`` is on but left the configured kernel alone (a
+        delta-function kernel on a varying field, ``scaleByFwhm``): the remedies
+        name the configured fields only.
 
     Returns
     -------
@@ -473,7 +509,8 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         where = ""
         if at is not None and between is not None and math.isfinite(at) and math.isfinite(between):
             where = f" ({at:.3g} at the candidates, {between:.3g} between them)"
-        tuning = ("a larger autoKernelMaxSize or autoKernelMaxSpatialOrder" if auto_kernel
+        tuning = ("a larger autoKernelMaxSize or autoKernelMaxSpatialOrder" if auto_kernel is True
+                  else "a larger kernelSize, a higher spatialKernelOrder" if auto_kernel == "kept"
                   else "a larger kernelSize or autoKernel=True, a higher spatialKernelOrder")
         remedy = (f"the matched PSF differs from the reference. Remedy: {tuning}, smaller cells, or a broader "
                   "reference PSF (wider than the science PSF everywhere, wings included)")

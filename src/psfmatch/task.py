@@ -207,8 +207,10 @@ class ModelPsfMatchTask:
         log.info("Psf-match science exposure to reference")
         mi = convolve_masked_image(exposure, fit.kernel, mask_threshold=self.config.maskDilationThreshold,
                                    tile=self.config.convolveTileSize,
-                                   max_memory_bytes=int(self.config.maxMemoryGiB * 2 ** 30))
-        out = Exposure.from_masked_image(mi, copy=False, psf=fit.referencePsf, wcs=exposure.getWcs(),
+                                   max_memory_bytes=(int(self.config.maxMemoryGiB * 2 ** 30)
+                                                     if math.isfinite(self.config.maxMemoryGiB) else None))
+        # the output's WCS is its own (a caller editing it must not move the input's)
+        out = Exposure.from_masked_image(mi, copy=False, psf=fit.referencePsf, wcs=copy.deepcopy(exposure.getWcs()),
                                          metadata=copy.deepcopy(exposure.metadata))
         t2 = time.perf_counter()
         md = fit.metadata
@@ -243,8 +245,14 @@ class ModelPsfMatchTask:
     #: A reference stamp whose border pixels exceed this fraction of its peak is reported as truncated.
     TRUNCATION_THRESHOLD = 1e-3
 
-    def _warn_truncated(self, ref, position, psfSize, md, stacklevel=3):
-        """Warn when the reference PSF still has flux at the edge of its ``psfSize`` stamp."""
+    def _warn_truncated(self, ref, position, psfSize, md, stacklevel=3, *, original=None, nativeSize=None):
+        """Warn when the reference PSF still has flux at the edge of its ``psfSize`` stamp.
+
+        ``original`` is the reference model before it was resized to ``psfSize``
+        and ``nativeSize`` the science stamp size before padding: when the fit's
+        stamps crop the reference's own stamp, the remedy is to pad them (the
+        padding that would do is computed), not a larger reference stamp.
+        """
         try:
             R = ref.computeKernelImage(position)
         except PsfEvaluationError:
@@ -252,12 +260,34 @@ class ModelPsfMatchTask:
         edge = np.concatenate([R[0], R[-1], R[:, 0], R[:, -1]])
         ratio = float(np.abs(edge).max() / R.max())
         md["referenceEdgeToPeak"] = ratio
-        if ratio > self.TRUNCATION_THRESHOLD:
-            msg = (f"the reference PSF is truncated by its {psfSize}x{psfSize} stamp: its edge reaches "
-                   f"{ratio:.2g} of its peak (threshold {self.TRUNCATION_THRESHOLD:g}); the matched PSF will "
-                   "miss its wings. Use a larger reference stamp or kernelSize / autoPadPsfTo")
-            md["notes"].append(msg)
-            warnings.warn(msg, TruncatedPsfWarning, stacklevel=stacklevel)
+        if ratio <= self.TRUNCATION_THRESHOLD:
+            return
+        found = (f"its edge reaches {ratio:.2g} of its peak (threshold {self.TRUNCATION_THRESHOLD:g}); the matched "
+                 "PSF will miss its wings")
+        own = None
+        if original is not None and nativeSize is not None:
+            try:
+                own = original.computeKernelImage(position)
+            except PsfEvaluationError:
+                pass
+        if own is not None and max(own.shape) > psfSize:
+            from .diagnostics import untruncated_size
+            refDims = own.shape
+            need = untruncated_size(own, self.TRUNCATION_THRESHOLD)
+            pad = max(2, need - nativeSize + (need - nativeSize) % 2)
+            msg = (f"the reference PSF ({refDims[1]}x{refDims[0]} stamp) is cropped to the fit's {psfSize}x{psfSize} "
+                   f"PSF stamps: {found}. Remedy: larger stamps for the fit, e.g. padPsfBy = {pad} with "
+                   f"doAutoPadPsf = False ({nativeSize + pad} px stamps), or a larger autoPadPsfTo or kernelSize")
+            own_edge = np.concatenate([own[0], own[-1], own[:, 0], own[:, -1]])
+            if np.abs(own_edge).max() > self.TRUNCATION_THRESHOLD * own.max():
+                msg += (f"; its own {refDims[1]}x{refDims[0]} stamp is truncated too (use a larger reference stamp, "
+                        "or more padding for a model that draws itself at any size)")
+        else:
+            msg = (f"the reference PSF is truncated by its {psfSize}x{psfSize} stamp: {found}. Use a larger "
+                   "reference stamp (a model that draws itself at any size, such as an analytic one, also gets "
+                   "larger stamps from padPsfBy, autoPadPsfTo or kernelSize)")
+        md["notes"].append(msg)
+        warnings.warn(msg, TruncatedPsfWarning, stacklevel=stacklevel)
 
     # ------------------------------------------------------------------
     def _check_exposure(self, exposure):
@@ -338,12 +368,14 @@ class ModelPsfMatchTask:
         t1 = time.perf_counter()
         task, auto_md = self, None
         if self.config.autoKernel and survey is not None:
-            choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox)
+            choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox, self.TRUNCATION_THRESHOLD)
             task = type(self)(config=choice.config, name=self.name)
             auto_md = choice.metadata
         fit = task.fitKernel(sci if survey is None else SurveyCachedPsf(sci, survey), ref, bbox, kernelSum,
                              _preflight=False, _cellSet=cellSet, _warn_skip=warn_skip + 2)
         md = fit.metadata
+        if auto_md is not None:
+            md.setdefault("notes", []).extend(auto_md.get("notes", []))
         qa = md.setdefault("qa", {})
         flags = []
         if report is not None:
@@ -357,7 +389,8 @@ class ModelPsfMatchTask:
                 if j is not None:
                     cand.qa["illPosedDeficit"] = float(report.deficit[j])
         flags += check_kernel_quality(qa, self.config.qaMaxResidual, self.config.qaMaxKernelNegativeFraction,
-                                      stacklevel=4 + warn_skip, auto_kernel=bool(auto_md and auto_md.get("trials")))
+                                      stacklevel=4 + warn_skip,
+                                      auto_kernel=(auto_md is not None) and (bool(auto_md.get("trials")) or "kept"))
         qa["flags"] = flags
         qa["thresholds"] = {"illPosedTolerance": self.config.illPosedTolerance,
                             "qaMaxResidual": self.config.qaMaxResidual,
@@ -494,7 +527,8 @@ class ModelPsfMatchTask:
             refResized = ref
         md["referencePsfDimensions"] = [psfSize, psfSize]
         # _warn_truncated <- here <- fitKernel <- its caller
-        self._warn_truncated(refResized, bbox.getCenter(), psfSize, md, stacklevel=4 + warn_skip)
+        self._warn_truncated(refResized, bbox.getCenter(), psfSize, md, stacklevel=4 + warn_skip, original=ref,
+                             nativeSize=psfSize - padding)
 
         # a reference that does not vary is realized once and shared (read-only) by every candidate
         ref_const = not bool(getattr(refResized, "isSpatiallyVarying", lambda: True)())
@@ -568,16 +602,29 @@ class ModelPsfMatchTask:
         requested = order
         while True:
             sf = SpatialFunction(kc.spatialModelType, order, bbox)
-            F = sf.evaluate(xs, ys).T
+            sf_solve, to_sf = sf.conditioned()  # raw-pixel monomials are solved for as Chebyshev terms
+            F = sf_solve.evaluate(xs, ys).T
             if order == 0 or full_column_rank(F):
                 break
             order -= 1
         if order != requested:
+            short = [f"{name} <= {extent // (requested + 1)}" for name, n, extent in
+                     (("sizeCellX", cellSet.nx, bbox.getWidth()), ("sizeCellY", cellSet.ny, bbox.getHeight()))
+                     if n < requested + 1 and extent // (requested + 1) >= 16]
+            remedy = (f"smaller cells ({', '.join(short)}: {requested + 1} cells along each axis)" if short
+                      else "smaller cells")
             note = (f"spatialKernelOrder lowered from {requested} to {order}: {len(goodj)} candidates on a "
-                    f"{cellSet.nx}x{cellSet.ny} grid cannot constrain an order-{requested} model "
-                    "(use smaller cells or a lower order)")
+                    f"{cellSet.nx}x{cellSet.ny} grid cannot constrain an order-{requested} model (use {remedy}, "
+                    "or set the order you want)")
             if len(goodj) < len(positions):
                 note += f"; {_rejections(cands)}"
+            log.warning(note)
+            md["notes"].append(note)
+        elif order == 0 and len(positions) == 1 and (_varies(sci) or _varies(ref)):
+            # (autoKernel asks for order 0 here: one candidate looks like a constant match)
+            note = (f"one {kc.sizeCellX}x{kc.sizeCellY} cell covers the {bbox.getWidth()}x{bbox.getHeight()} "
+                    "exposure: its one candidate constrains only a constant kernel, though the PSF model varies "
+                    "(use smaller cells for a spatially varying kernel)")
             log.warning(note)
             md["notes"].append(note)
         md["spatialKernelOrderRequested"] = requested
@@ -594,6 +641,7 @@ class ModelPsfMatchTask:
             srank, scond = int(rank_u[u]), float(cond_u[u])
         else:
             theta, srank, scond = solve_spatial(eq_u.take(inverse[goodj]), F, kc.solveRcond)
+            theta = theta @ to_sf
         nb = len(cbasis)
         coeffs = np.zeros((nb, sf.nterms))
         coeffs[0, 0] = 1.0
