@@ -118,6 +118,21 @@ def test_galsim_des_psfex_through_the_adapter_equals_psfex_reader():
 
 
 @needs_galsim
+def test_galsim_subclass_is_resized_with_its_own_images():
+    class Sheared(GalSimPsf):
+        def _draw(self, x, y, dx, dy):
+            return super()._draw(x, y, dx, dy) ** 2  # a narrower profile than the wrapped one
+
+    psf = Sheared(galsim.Gaussian(sigma=0.4), 0.2, stamp_size=25)
+    small = psf.resized(15, 15)
+    from psfmatch.psf.base import pad_or_crop
+
+    want = pad_or_crop(psf.computeKernelImage((0, 0)), 15, 15)
+    np.testing.assert_allclose(small.computeKernelImage((0, 0)), want / want.sum(), rtol=1e-12, atol=1e-15)
+    assert small.computeShape((0, 0)).sigma == pytest.approx(2.0 / math.sqrt(2), rel=0.02)  # not 2 px
+
+
+@needs_galsim
 def test_galsim_argument_checks():
     with pytest.raises(InvalidInputError, match="pixel_scale must be a positive number"):
         GalSimPsf(galsim.Gaussian(sigma=1.0), 0.0)
@@ -127,6 +142,11 @@ def test_galsim_argument_checks():
         GalSimPsf(3.0, 0.2)
     with pytest.raises(InvalidInputError, match="stamp width must be a positive odd integer"):
         GalSimPsf(galsim.Gaussian(sigma=1.0), 0.2, stamp_size=20)
+    with pytest.raises(InvalidInputError, match=r"stamp_size must be an odd integer or a \(width, height\) pair "
+                                                r"of odd integers; got \(25,\)"):
+        GalSimPsf(galsim.Gaussian(sigma=1.0), 0.2, stamp_size=(25,))
+    with pytest.raises(InvalidInputError, match="stamp height must be a positive odd integer; got nan"):
+        GalSimPsf(galsim.Gaussian(sigma=1.0), 0.2, stamp_size=(25, float("nan")))
     bad = GalSimPsf(lambda x, y: "not a profile", 0.2, stamp_size=11)
     from psfmatch.errors import PsfEvaluationError
 

@@ -1,10 +1,14 @@
 """PSF models and the PSF protocol."""
 
+import warnings
+
 import numpy as np
 import pytest
 
-from psfmatch import Box2I, InvalidInputError, Point2D, PsfEvaluationError
-from psfmatch.psf import DoubleGaussianPsf, GaussianPsf, ImagePsf, MoffatPsf, VariableGaussianPsf, as_psf
+from psfmatch import Box2I, Exposure, InvalidInputError, ModelPsfMatchTask, Point2D, PsfEvaluationError
+from psfmatch.psf import DoubleGaussianPsf, GaussianPsf, ImagePsf, MoffatPsf, Psf, VariableGaussianPsf, as_psf
+from psfmatch.psf.analytic import elliptical_gaussian
+from psfmatch.psf.base import _ResizedPsf, pad_or_crop
 from psfmatch.moments import measure_shape
 
 
@@ -141,3 +145,149 @@ def test_odd_size_required():
         GaussianPsf(10, 11, 2.0)
     with pytest.raises(InvalidInputError, match="sigma must be positive"):
         GaussianPsf(11, 11, -2.0)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GaussianPsf(float("nan"), 25, 2.0),
+    lambda: GaussianPsf(float("inf"), 25, 2.0),
+    lambda: GaussianPsf(None, 25, 2.0),
+    lambda: GaussianPsf(True, 25, 2.0),
+], ids=["nan", "inf", "None", "bool"])
+def test_stamp_size_must_be_an_odd_integer(make):
+    with pytest.raises(InvalidInputError, match="PSF stamp width must be a positive odd integer; got"):
+        make()
+
+
+def test_constructor_arguments_are_checked():
+    with pytest.raises(InvalidInputError, match="ImagePsf pixel_scale must be a positive number .*; got '0.2as'"):
+        ImagePsf(np.ones((3, 3)), pixel_scale="0.2as")
+    with pytest.raises(InvalidInputError, match="pixel_scale must be a positive number .*; got nan"):
+        ImagePsf(np.ones((3, 3)), pixel_scale=float("nan"))
+    assert ImagePsf(np.ones((3, 3)), pixel_scale=np.float32(0.25)).pixel_scale == 0.25
+    bbox = Box2I((0, 0), (10, 10))
+    # no coefficient at all used to be accepted, and failed at every evaluation
+    with pytest.raises(InvalidInputError, match=r"sigma needs \(o\+1\)\(o\+2\)/2 finite coefficients .*got 0"):
+        VariableGaussianPsf(5, 5, bbox, [])
+    with pytest.raises(InvalidInputError, match="e1 must be a number or a sequence of polynomial coefficients; "
+                                                "got 'x'"):
+        VariableGaussianPsf(5, 5, bbox, 1.5, e1="x")
+    with pytest.raises(InvalidInputError, match=r"e2 must be a number or a 1-d sequence .* got shape \(2, 2\)"):
+        VariableGaussianPsf(5, 5, bbox, 1.5, e2=np.zeros((2, 2)))
+
+
+class EllipticalGaussian(GaussianPsf):
+    """A Gaussian twice as broad in x**2 as in y**2: a subclass overriding the evaluation."""
+
+    def _image_at(self, x, y, dx, dy):
+        s2 = self.getSigma() ** 2
+        return elliptical_gaussian(*self.getDimensions(), 2.0 * s2, s2, 0.0, dx, dy)
+
+
+class TiltedDoubleGaussian(DoubleGaussianPsf):
+    def _image_at(self, x, y, dx, dy):
+        return elliptical_gaussian(*self.getDimensions(), 9.0, 2.0, 0.5, dx, dy)
+
+
+class StretchedMoffat(MoffatPsf):
+    def _image_at(self, x, y, dx, dy):
+        return super()._image_at(x, y, dx, dy)[:, ::-1] + 0.1 * super()._image_at(x, y, dx, dy)[::-1, :]
+
+
+class ConstantEllipticity(VariableGaussianPsf):
+    """Overrides the public parameters(): e1 = 0.3 everywhere, whatever the coefficients say."""
+
+    def parameters(self, position, _arrays=False):
+        s, _, e2 = super().parameters(position, _arrays)
+        return s, (np.full(np.shape(s), 0.3) if _arrays else 0.3), e2
+
+
+class FlippedImage(ImagePsf):
+    def _kernel_image(self, x, y):
+        return self.array[::-1]
+
+
+class Renamed(GaussianPsf):
+    """A subclass that only changes the construction: the same model."""
+
+    def __init__(self, sigma):
+        super().__init__(25, 25, sigma)
+
+
+@pytest.mark.parametrize("psf", [
+    EllipticalGaussian(25, 25, 2.0),
+    TiltedDoubleGaussian(25, 25, 1.5, 3.0, 0.1),
+    StretchedMoffat(25, 25, 4.0, 2.5),
+    ConstantEllipticity(25, 25, Box2I((0, 0), (100, 100)), [2.0, 0.2, 0.1]),
+    FlippedImage(np.arange(1.0, 26.0).reshape(5, 5)),
+], ids=["gaussian", "doublegaussian", "moffat", "variablegaussian", "image"])
+def test_resized_keeps_a_subclass_model(psf):
+    for size in (5, 21, 31):
+        resized = psf.resized(size, size)
+        # the subclass's own image, padded or cropped (not the parent model rebuilt from its parameters)
+        want = pad_or_crop(psf.computeKernelImage((30.0, 40.0)), size, size)
+        np.testing.assert_allclose(resized.computeKernelImage((30.0, 40.0)), want / want.sum(), rtol=1e-12,
+                                   atol=1e-15)
+        assert resized.isSpatiallyVarying() == psf.isSpatiallyVarying()
+
+
+def test_resized_keeps_an_elliptical_reference_through_the_task():
+    ref = EllipticalGaussian(41, 41, 2.0)
+    assert ref.resized(21, 21).computeShape((0, 0)).ixx == pytest.approx(8.0, rel=0.01)  # was 4: round
+    # a subclass that changes only the construction still gets the model's own (exact) resize
+    assert type(Renamed(2.0).resized(31, 31)) is GaussianPsf
+    assert Renamed(2.0).resized(31, 31) == GaussianPsf(31, 31, 2.0)
+    rng = np.random.default_rng(1)
+    exposure = Exposure(rng.normal(size=(128, 128)).astype(np.float32), variance=np.ones((128, 128), np.float32),
+                        psf=GaussianPsf(31, 31, 1.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = ModelPsfMatchTask().run(exposure, ref)  # the reference is resized to the 31 px science stamp
+    q = result.psfMatchedExposure.getPsf().computeShape((64, 64))
+    assert (q.ixx, q.iyy) == (pytest.approx(8.0, rel=0.01), pytest.approx(4.0, rel=0.01))
+    k = result.psfMatchingKernel.computeImage((64, 64))
+    km = measure_shape(k / k.sum())
+    # the kernel is what turns sigma 1.5 into the elliptical reference: variances 8 - 2.25 and 4 - 2.25
+    assert km.ixx == pytest.approx(5.75, rel=0.05) and km.iyy == pytest.approx(1.75, rel=0.05)
+
+
+class GrowingPsf(Psf):
+    """Implements only _kernel_image, as the Psf docstring says: sigma 1.5 px at x = 0, 2.0 px at x = 1000."""
+
+    name = "GrowingPsf"
+
+    def _kernel_image(self, x, y):
+        s = 1.5 + x / 2000
+        yy, xx = np.mgrid[-10:11, -10:11]
+        return np.exp(-(xx ** 2 + yy ** 2) / (2 * s ** 2))
+
+
+def test_a_psf_subclass_varies_unless_it_says_otherwise():
+    psf = GrowingPsf()
+    assert psf.isSpatiallyVarying()
+    positions = [(0.0, 0.0), (1000.0, 0.0), (500.0, 7.0)]
+    stack = psf.computeKernelImages(positions)  # used to repeat the first stamp
+    for img, pos in zip(stack, positions):
+        np.testing.assert_array_equal(img, psf.computeKernelImage(pos))
+    assert [round(measure_shape(s).sigma, 3) for s in stack] == [1.5, 2.0, 1.75]
+    # the constant models say so (and are realized once); a subclass redefining their evaluation may vary
+    bbox = Box2I((0, 0), (100, 100))
+    for constant in (GaussianPsf(11, 11, 2.0), DoubleGaussianPsf(11, 11, 1.0, 2.0, 0.1), MoffatPsf(11, 11, 3.0, 2.5),
+                     ImagePsf(np.ones((3, 3))), VariableGaussianPsf(11, 11, bbox, [1.5]), Renamed(2.0),
+                     GaussianPsf(11, 11, 2.0).resized(9, 9), _ResizedPsf(MoffatPsf(11, 11, 3.0, 2.5), 9, 9)):
+        assert not constant.isSpatiallyVarying(), constant
+    assert EllipticalGaussian(11, 11, 2.0).isSpatiallyVarying()
+    assert VariableGaussianPsf(11, 11, bbox, [1.5, 0.1, 0.0]).isSpatiallyVarying()
+
+
+def test_a_psf_subclass_gets_a_spatially_varying_kernel():
+    exposure = Exposure(np.zeros((1024, 1024), dtype=np.float32), psf=GrowingPsf())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kernel = ModelPsfMatchTask().run(exposure, GaussianPsf(31, 31, 2.6)).psfMatchingKernel
+
+    def width(x):
+        k = kernel.computeImage((x, 512))
+        return measure_shape(k / k.sum()).sigma
+
+    # sqrt(2.6^2 - sigma^2): 2.106 at x = 50 (sigma 1.525), 1.661 at x = 1000 (sigma 2.0); it was 2.124 at both
+    assert width(50) == pytest.approx(2.106, abs=0.02) and width(1000) == pytest.approx(1.661, abs=0.02)

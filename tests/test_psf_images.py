@@ -57,6 +57,10 @@ def write(path, data, **cards):
     ({"CD1_1": -0.1 / 3600, "CD2_2": 0.1 / 3600, "CD1_2": 0.0, "CD2_1": 0.0}, 0.1),
     ({"CDELT1": -0.5 / 3600, "CDELT2": 0.5 / 3600}, 0.5),
     ({"CDELT1": -0.5, "CDELT2": 0.5, "CUNIT1": "arcsec"}, 0.5),
+    # a CD matrix is in CUNIT too (degrees by default), as CDELT is
+    ({"CD1_1": -0.03, "CD2_2": 0.03, "CD1_2": 0.0, "CD2_1": 0.0, "CUNIT1": "arcsec", "CUNIT2": "arcsec"}, 0.03),
+    ({"CD1_1": -0.005, "CD2_2": 0.005, "CUNIT1": "arcmin"}, 0.3),
+    ({"CD1_1": -0.1, "CD2_2": 0.1, "CUNIT1": "m"}, None),  # not an angle: unknown, not taken as degrees
     ({}, None),
 ])
 def test_pixel_scale_from_header(cards, scale):
@@ -190,6 +194,10 @@ def test_read_image_psf_errors(tmp_path):
     cube = write(tmp_path / "cube.fits", np.ones((2, 5, 5)))
     with pytest.raises(CorruptFileError, match=r"shape \(2, 5, 5\); a PSF image is 2-d"):
         read_image_psf(cube)
+    for background in ("x", float("nan"), float("inf"), None, True):
+        # an invalid argument is the caller's error, not the file's (NaN used to blame the file)
+        with pytest.raises(InvalidInputError, match=r"background must be a finite number .*; got"):
+            read_image_psf(bias, background=background)
     with pytest.raises(InvalidInputError, match="resample_psf ratio must be positive"):
         resample_psf(np.ones((5, 5)), 0.0)
     with pytest.raises(InvalidInputError, match="odd positive integers"):
@@ -225,6 +233,47 @@ def test_read_psf_registry(tmp_path):
         register_psf_reader("image", lambda p: None)
     with pytest.raises(InvalidInputError, match="read_psf needs a path"):
         read_psf(np.ones((3, 3)))
+
+
+def test_read_psf_refuses_psfmatch_files_that_hold_no_psf(tmp_path, capsys):
+    import warnings
+
+    from psfmatch.cli import main
+    from psfmatch.io.fits import write_exposure
+    from psfmatch.psf import GaussianPsf
+
+    rng = np.random.default_rng(0)
+    science = rng.normal(100.0, 10.0, (64, 96)).astype(np.float32)  # sky: never a PSF
+    bare = tmp_path / "bare.fits"
+    write_exposure(Exposure(science), bare)
+    assert identify_psf_format(bare) == []  # its science image is not taken for a PSF image
+    for fmt in (None, "psfmatch"):
+        with pytest.raises(UnsupportedFormatError, match="psfmatch exposure file written without a PSF .* holds "
+                                                         "no PSF to read; give the PSF as its own file"):
+            read_psf(bare, format=fmt)
+    assert main(["inspect-psf", str(bare)]) == 1
+    assert "holds no PSF" in capsys.readouterr().err
+    # with its PSF, the same file reads as that PSF
+    with_psf = tmp_path / "with_psf.fits"
+    write_exposure(Exposure(science, psf=GaussianPsf(21, 21, 1.7)), with_psf)
+    assert identify_psf_format(with_psf) == ["psfmatch"]
+    assert read_psf(with_psf) == GaussianPsf(21, 21, 1.7)
+
+    # a matching-kernel file (and a grid of kernel images) is not a PSF either
+    exposure = Exposure(np.zeros((64, 64), np.float32), psf=GaussianPsf(21, 21, 1.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kernel = ModelPsfMatchTask().run(exposure, GaussianPsf(21, 21, 2.6)).psfMatchingKernel
+    from psfmatch.io import write_kernel, write_kernel_image_grid
+
+    write_kernel(kernel, tmp_path / "kernel.fits")
+    write_kernel_image_grid(kernel, tmp_path / "grid.fits", nx=1, ny=1)  # one 2-d plane: looked like an image
+    for name, fmt in (("kernel.fits", "psfmatch-kernel"), ("grid.fits", "psfmatch-kernel-grid")):
+        assert identify_psf_format(tmp_path / name) == []
+        for given in (None, "psfmatch"):
+            with pytest.raises(UnsupportedFormatError, match=f"a psfmatch matching-kernel file \\(PMFORMAT = "
+                                                             f"'{fmt}'\\), not a PSF: .* psfmatch.io.read_kernel"):
+                read_psf(tmp_path / name, format=given)
 
 
 # ---------------------------------------------------------------------------

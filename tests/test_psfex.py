@@ -250,6 +250,64 @@ def test_to_hdu_round_trip(tmp_path, basis6):
         np.testing.assert_allclose(back.computeKernelImage(pos), psf.computeKernelImage(pos), rtol=1e-6, atol=1e-9)
 
 
+def test_to_hdu_keeps_a_float64_basis_exactly(tmp_path, basis6):
+    """A model computed in float64 round-trips bit for bit; one read from a file stays float32 on disk."""
+    import io
+
+    from psfmatch.io.psf_persist import psf_from_hdul, psf_to_hdus
+
+    computed = PsfexPsf(basis6, degree=2, polzero=(100.0, 200.0), polscal=(50.0, 80.0), psf_samp=0.5)
+    read = read_psfex(make_psfex(tmp_path / "m.psf", basis6, samp=0.5))  # float32 in the file
+    for psf, tform in ((computed, "D"), (read, "E")):
+        hdu = psf.to_hdu()
+        assert hdu.header["TFORM1"].endswith(tform)
+        buf = io.BytesIO()
+        fits.HDUList([fits.PrimaryHDU()] + psf_to_hdus(psf)).writeto(buf)
+        buf.seek(0)
+        with fits.open(buf) as hdul:
+            back = psf_from_hdul(hdul)
+        assert back.basis.dtype == np.float64 and np.array_equal(back.basis, psf.basis)
+        np.testing.assert_array_equal(back.computeKernelImage((10.0, 10.0)), psf.computeKernelImage((10.0, 10.0)))
+        out = tmp_path / f"{tform}.psf"
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(out)
+        assert np.array_equal(read_psfex(out).basis, psf.basis)  # the plain reader takes both
+    assert (tmp_path / "E.psf").stat().st_size < (tmp_path / "D.psf").stat().st_size
+
+
+class ClampedPsfex(PsfexPsf):
+    """Holds the model at the edge of its fitted region outside it (overrides the public coefficients)."""
+
+    def coefficients(self, position):
+        b = self.getBBox()
+        x = min(max(position[0], b.getMinX()), b.getMaxX())
+        y = min(max(position[1], b.getMinY()), b.getMaxY())
+        return super().coefficients((x, y))
+
+
+def test_a_subclass_coefficients_serve_every_evaluation(tmp_path, basis6):
+    base = read_psfex(make_psfex(tmp_path / "m.psf", basis6))
+    psf = ClampedPsfex(base.basis, degree=2, polzero=base.polzero, polscal=base.polscal)
+    box = psf.getBBox()
+    corner = (float(box.getMinX()), float(box.getMinY()))
+    pos = [(-600.0, -900.0), (100.0, 200.0), (5000.0, 210.0)]
+    stack = psf.computeKernelImages(pos)  # used to evaluate the unclamped polynomial
+    for img, p in zip(stack, pos):
+        np.testing.assert_array_equal(img, psf.computeKernelImage(p))
+    np.testing.assert_array_equal(stack[0], base.computeKernelImage(corner))
+    assert not np.allclose(stack[0], base.computeKernelImage(pos[0]))
+    # resized keeps the clamping (it used to rebuild a plain PsfexPsf) ...
+    from psfmatch.psf.base import pad_or_crop
+
+    want = pad_or_crop(base.computeKernelImage(corner), 11, 11)
+    np.testing.assert_allclose(psf.resized(11, 11).computeKernelImages(pos[:1])[0], want / want.sum(), atol=1e-15)
+    # ... and so does persistence: stored as the images it gives, not as the plain model's table
+    from psfmatch.geom import Box2I
+    from psfmatch.io.psf_persist import psf_to_hdus
+
+    hdu, = psf_to_hdus(psf, bbox=Box2I((-100, -100), (400, 500)))
+    assert hdu.header["PMAPPROX"] and hdu.header["PMORIGTY"] == "ClampedPsfex"
+
+
 # ---------------------------------------------------------------------------
 # error paths
 
@@ -314,6 +372,25 @@ def test_constructor_checks():
         PsfexPsf(np.ones((1, 5, 5)), degree=0, psf_samp=-1)
     with pytest.raises(InvalidInputError, match="stamp width must be a positive odd integer"):
         PsfexPsf(np.ones((1, 5, 5)), degree=0, stamp_size=10)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(psf_samp="abc"), r"psf_samp must be positive \(a number: the sample step in image pixels\); got 'abc'"),
+    (dict(psf_samp=None), "psf_samp must be positive .*; got None"),
+    (dict(polzero=None), r"polzero must be a pair of numbers \(the \(x, y\) context offsets POLZERO1/2\); got None"),
+    (dict(polzero=(1.0,)), r"polzero must be a pair of numbers .*; got \(1.0,\)"),
+    (dict(polscal="ab"), "polscal must be a pair of numbers .*; got 'ab'"),
+    (dict(stamp_size=(25,)), r"stamp_size must be an odd integer or a \(width, height\) pair of odd integers; "
+                             r"got \(25,\)"),
+    (dict(degree=None), "degree must be a non-negative integer; got None"),
+    (dict(basis="abc"), r"basis must be a numeric array \(n_terms, ny, nx\); got str"),
+], ids=["psf_samp-str", "psf_samp-None", "polzero-None", "polzero-short", "polscal-str", "stamp_size-short",
+        "degree-None", "basis-str"])
+def test_constructor_rejects_invalid_arguments(kwargs, match):
+    args = dict(basis=np.ones((3, 5, 5)), degree=1)
+    args.update(kwargs)
+    with pytest.raises(InvalidInputError, match=match):
+        PsfexPsf(args.pop("basis"), **args)
 
 
 # ---------------------------------------------------------------------------

@@ -9,13 +9,15 @@ how to read it back:
 - ``ImagePsf``: an image HDU with the (odd, unit-sum) array and ``PIXSCALE``.
   Round-trip: exact.
 - ``PsfexPsf``: the PSFEx ``PSF_DATA`` table (1-based contexts) plus the stamp
-  size (``PMSTAMPW``/``PMSTAMPH``).  Round-trip: exact.
+  size (``PMSTAMPW``/``PMSTAMPH``); the basis as float32 when float32 holds it
+  exactly (a model read from a PSFEx file), else as float64.  Round-trip: exact.
 - A resized model (``psf.resized(w, h)`` of a model without its own
   ``resized``): the inner model plus ``PMRESIZW``/``PMRESIZH``.  Round-trip: as
   the inner model.
-- Any other spatially constant model: an ``ImagePsf`` of its kernel image at its
-  average position (``PMORIGTY`` records the original type).  Round-trip: the
-  same images; the class becomes ``ImagePsf``.
+- Any other spatially constant model (a subclass of the models above that
+  redefines their methods counts as another model): an ``ImagePsf`` of its
+  kernel image at its average position (``PMORIGTY`` records the original
+  type).  Round-trip: the same images; the class becomes ``ImagePsf``.
 - Any other spatially varying model (GalSim factories, Piff, user objects): a
   degree-``d`` PSFEx-style polynomial fitted by least squares to its kernel
   images on an ``n x n`` grid over the exposure box (``PMAPPROX = T``, a logged
@@ -33,7 +35,7 @@ import numpy as np
 from ..errors import CorruptFileError, InvalidInputError
 from ..geom import Box2I, Point2D
 from ..psf.analytic import DoubleGaussianPsf, GaussianPsf, MoffatPsf, VariableGaussianPsf
-from ..psf.base import _ResizedPsf, pad_or_crop
+from ..psf.base import _ResizedPsf, _overrides_model, pad_or_crop
 from ..psf.image_psf import ImagePsf
 from ..psf.psfex import MAX_STAMP_SIZE, PsfexPsf, psfex_terms, read_psfex
 
@@ -147,12 +149,12 @@ def psf_to_hdus(psf, *, bbox=None, degree=2, ngrid=5) -> list:
     analytic = _analytic_params(inner)
     if analytic is not None:
         hdu = _params_hdu(*analytic)
-    elif isinstance(inner, ImagePsf):
+    elif isinstance(inner, ImagePsf) and not _overrides_model(type(inner)):
         hdu = fits.ImageHDU(np.asarray(inner.array, dtype=np.float64), name=EXTNAME)
         hdu.header["PMPSFTYP"] = ("ImagePsf", "psfmatch PSF model")
         if inner.pixel_scale is not None:
             hdu.header["PIXSCALE"] = (inner.pixel_scale, "arcsec per pixel")
-    elif isinstance(inner, PsfexPsf):
+    elif isinstance(inner, PsfexPsf) and not _overrides_model(type(inner)):
         hdu = inner.to_hdu()
         hdu.name = EXTNAME
         hdu.header["PMPSFTYP"] = ("PsfexPsf", "psfmatch PSF model")

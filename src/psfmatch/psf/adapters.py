@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError, MissingFileError
 from ..geom import as_point
-from .base import Psf, _check_odd_size
+from .base import Psf, _overrides_model, _stamp_size
 
 __all__ = ["GalSimPsf", "PiffPsf", "has_galsim", "has_piff"]
 
@@ -49,9 +49,7 @@ def has_piff() -> bool:
 
 
 def _odd_size(stamp_size, name="stamp_size"):
-    w, h = (stamp_size, stamp_size) if np.ndim(stamp_size) == 0 else stamp_size
-    _check_odd_size(w, h)
-    return int(w), int(h)
+    return _stamp_size(stamp_size, name)
 
 
 class GalSimPsf(Psf):
@@ -146,6 +144,8 @@ class GalSimPsf(Psf):
 
     def resized(self, width, height):
         w, h = _odd_size((width, height))
+        if _overrides_model(type(self)):  # a subclass's own images, padded or cropped
+            return super().resized(w, h)
         return GalSimPsf(self._obj, self.pixel_scale, stamp_size=(w, h), method=self.method,
                          average_position=self._average)
 
@@ -251,7 +251,7 @@ class PiffPsf(Psf):
 
     def resized(self, width, height):
         w, h = _odd_size((width, height))
-        if w != h:
+        if w != h or _overrides_model(type(self)):  # padded or cropped: Piff draws square stamps of its own model
             return super().resized(w, h)
         out = PiffPsf(self._psf, chipnum=self.chipnum, stamp_size=w, origin=self.origin,
                       average_position=self._average, **self.properties)

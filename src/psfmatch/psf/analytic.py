@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..geom import Box2I, Point2D
-from .base import Psf, _check_odd_size
+from .base import Psf, _check_odd_size, _overrides_model
 
 __all__ = ["GaussianPsf", "DoubleGaussianPsf", "MoffatPsf", "VariableGaussianPsf", "elliptical_gaussian",
            "elliptical_gaussian_stack"]
@@ -106,6 +106,10 @@ class _AnalyticPsf(Psf):
     def getDimensions(self):
         return (self._w, self._h)
 
+    def isSpatiallyVarying(self):
+        """False: the same image everywhere (True for a subclass that redefines the model's methods)."""
+        return _overrides_model(type(self))
+
 
 class GaussianPsf(_AnalyticPsf):
     """A round Gaussian PSF, LSST's ``SingleGaussianPsf``.
@@ -143,6 +147,8 @@ class GaussianPsf(_AnalyticPsf):
         return elliptical_gaussian(self._w, self._h, s2, s2, 0.0, dx, dy)
 
     def resized(self, width, height):
+        if _overrides_model(type(self)):  # a subclass's own images, padded or cropped
+            return super().resized(width, height)
         return GaussianPsf(width, height, self._sigma)
 
     def __eq__(self, other):
@@ -206,6 +212,8 @@ class DoubleGaussianPsf(_AnalyticPsf):
         return img / img.sum()
 
     def resized(self, width, height):
+        if _overrides_model(type(self)):  # a subclass's own images, padded or cropped
+            return super().resized(width, height)
         return DoubleGaussianPsf(width, height, self._sigma1, self._sigma2, self._b)
 
     def __eq__(self, other):
@@ -263,6 +271,8 @@ class MoffatPsf(_AnalyticPsf):
         return img / img.sum()
 
     def resized(self, width, height):
+        if _overrides_model(type(self)):  # a subclass's own images, padded or cropped
+            return super().resized(width, height)
         return MoffatPsf(width, height, self._fwhm, self._beta)
 
     def __repr__(self):
@@ -297,12 +307,20 @@ class VariableGaussianPsf(_AnalyticPsf):
         self._bbox = bbox
         self._coeffs = {}
         for name, c in (("sigma", sigma), ("e1", e1), ("e2", e2)):
-            arr = np.atleast_1d(np.asarray(c, dtype=float))
+            try:
+                arr = np.atleast_1d(np.array(c, dtype=float))
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"{name} must be a number or a sequence of polynomial coefficients; "
+                                        f"got {c!r}") from None
+            if arr.ndim != 1:
+                raise InvalidInputError(f"{name} must be a number or a 1-d sequence of polynomial coefficients; "
+                                        f"got shape {arr.shape}")
             n = len(arr)
             order = int(round((np.sqrt(8 * n + 1) - 3) / 2))
-            if (order + 1) * (order + 2) // 2 != n or not np.all(np.isfinite(arr)):
+            if n == 0 or (order + 1) * (order + 2) // 2 != n or not np.all(np.isfinite(arr)):
                 raise InvalidInputError(
-                    f"{name} needs (o+1)(o+2)/2 finite coefficients for some order o; got {n}")
+                    f"{name} needs (o+1)(o+2)/2 finite coefficients (1, 3, 6, ...) for some order o >= 0; "
+                    f"got {n}: {arr.tolist()}")
             self._coeffs[name] = arr
 
     def _uv(self, x, y):
@@ -360,9 +378,11 @@ class VariableGaussianPsf(_AnalyticPsf):
         return self._bbox
 
     def isSpatiallyVarying(self):
-        return any(len(c) > 1 for c in self._coeffs.values())
+        return any(len(c) > 1 for c in self._coeffs.values()) or _overrides_model(type(self))
 
     def resized(self, width, height):
+        if _overrides_model(type(self)):  # a subclass's own images, padded or cropped
+            return super().resized(width, height)
         return VariableGaussianPsf(width, height, self._bbox, self._coeffs["sigma"], self._coeffs["e1"],
                                    self._coeffs["e2"])
 

@@ -16,6 +16,9 @@ the protocol is derived here from those images:
     adaptive second moments (:class:`psfmatch.moments.Quadrupole`).
 ``getAveragePosition()``
     a representative position (the centre of a spatially varying model's domain).
+``isSpatiallyVarying()``
+    whether the images depend on the position; True unless the model says
+    otherwise, since a constant model's stamp is realized once and shared.
 ``resized(width, height)``
     the same model on a stamp of another (odd) size.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 
 import numpy as np
 from scipy import ndimage
@@ -80,6 +84,29 @@ def validate_kernel_image(image, who="PSF", position=None, normalize=True) -> np
 def _defining_depth(cls, name):
     """Index in ``cls.__mro__`` of the class that defines ``name``."""
     return next(i for i, c in enumerate(cls.__mro__) if name in c.__dict__)
+
+
+@functools.lru_cache(maxsize=None)
+def _overrides_model(cls) -> bool:
+    """True when ``cls`` extends a psfmatch PSF model and redefines one of that model's methods.
+
+    Such a subclass may compute other images than the model it extends (an
+    elliptical ``GaussianPsf``, a ``PsfexPsf`` whose ``coefficients`` clamp the
+    position, a model that fails in some region), so the model's shortcuts --
+    ``resized`` rebuilding it from its parameters, ``isSpatiallyVarying``
+    declaring it constant, persistence storing its parameters -- must not
+    serve it.  Special methods (``__init__``, ``__repr__``...) and plain class
+    attributes (``name``) do not count.
+    """
+    mro = cls.__mro__
+    model = next(c for c in mro if c.__module__.startswith(__package__ + "."))
+    for c in mro[:mro.index(model)]:
+        for key, value in vars(c).items():
+            if key.startswith("__") or not hasattr(model, key):
+                continue
+            if callable(value) or isinstance(value, (property, staticmethod, classmethod, functools.cached_property)):
+                return True
+    return False
 
 
 @functools.lru_cache(maxsize=None)
@@ -306,8 +333,10 @@ class Psf:
     """Base class of psfmatch's PSF models.
 
     Subclasses implement :meth:`_kernel_image` (and may override
-    :meth:`_image_at`, :meth:`getAveragePosition` and :meth:`resized`); the
-    base class validates the stamps and derives the rest of the protocol.
+    :meth:`_image_at`, :meth:`getAveragePosition`, :meth:`isSpatiallyVarying`
+    and :meth:`resized`); the base class validates the stamps and derives the
+    rest of the protocol.  A model is taken to vary across the field unless
+    its :meth:`isSpatiallyVarying` returns False.
     """
 
     #: Name used in error messages.
@@ -435,7 +464,13 @@ class Psf:
         return Point2D(0.0, 0.0)
 
     def isSpatiallyVarying(self) -> bool:
-        return False
+        """Whether the kernel images depend on the position.
+
+        True here, so that a subclass implementing only :meth:`_kernel_image`
+        is evaluated at every position; a constant model returns False, and
+        :meth:`computeKernelImages` then realizes one stamp for all positions.
+        """
+        return True
 
     def resized(self, width: int, height: int) -> "Psf":
         """This model on a ``width x height`` stamp (odd sizes), zero-padded or cropped about the centre."""
@@ -447,9 +482,25 @@ class Psf:
 
 
 def _check_odd_size(width, height):
+    """Raise InvalidInputError unless ``width`` and ``height`` are positive odd integers (of any numeric type)."""
     for name, v in (("width", width), ("height", height)):
-        if int(v) != v or v < 1 or int(v) % 2 == 0:
+        ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+        if not (ok and int(v) == v and v >= 1 and int(v) % 2 == 1):
             raise InvalidInputError(f"PSF stamp {name} must be a positive odd integer; got {v!r}")
+
+
+def _stamp_size(stamp_size, who="stamp_size") -> tuple:
+    """``(width, height)`` of a stamp size given as one odd integer or a pair of them."""
+    if np.ndim(stamp_size) == 0:
+        w = h = stamp_size
+    else:
+        try:
+            w, h = stamp_size
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{who} must be an odd integer or a (width, height) pair of odd integers; "
+                                    f"got {stamp_size!r}") from None
+    _check_odd_size(w, h)
+    return int(w), int(h)
 
 
 class _ResizedPsf(Psf):

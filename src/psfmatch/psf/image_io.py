@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import os
 import warnings
 
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 #: Header keywords giving the pixel scale directly in arcsec per pixel, in the order they are tried.
 PIXEL_SCALE_KEYS = ("PIXELSCL", "PIXSCALE", "SECPIX", "PIXSCAL1", "PIXSCALX")
 
+#: Arcsec per unit of the WCS angle units (``CUNIT1``) that the CD and CDELT cards may be in.
+_ARCSEC_PER_UNIT = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0, "mas": 1e-3}
+
 
 def _positive_scale(value, what):
     try:
@@ -54,8 +58,10 @@ def pixel_scale_from_header(header, where="header"):
     Tried in order: the arcsec keywords ``PIXELSCL`` (webbpsf/stpsf/poppy,
     after oversampling), ``PIXSCALE``, ``SECPIX``, ``PIXSCAL1``/``PIXSCAL2``,
     ``PIXSCALX``/``PIXSCALY`` (their geometric mean when both are given); then
-    a celestial WCS: ``CD1_1..CD2_2`` (``sqrt(|det CD|)``), or ``CDELT1/2`` in
-    degrees (``sqrt(|CDELT1 CDELT2|)``, times the PC matrix determinant).
+    a celestial WCS: ``CD1_1..CD2_2`` (``sqrt(|det CD|)``), or ``CDELT1/2``
+    (``sqrt(|CDELT1 CDELT2|)``, times the PC matrix determinant), either in the
+    unit ``CUNIT1`` gives (``deg`` by default; ``arcmin``, ``arcsec``, ``mas``;
+    None for another unit).
 
     Raises
     ------
@@ -88,15 +94,17 @@ def pixel_scale_from_header(header, where="header"):
             sx = abs(num(kx))
             sy = abs(num(ky)) if ky in header else sx
             return math.sqrt(sx * sy)
+    unit = str(header.get("CUNIT1", "deg")).strip().lower() or "deg"
+    factor = _ARCSEC_PER_UNIT.get(unit)  # None: an angle unit psfmatch does not know (or not an angle)
     if any(k in header for k in ("CD1_1", "CD2_2", "CD1_2", "CD2_1")):
+        if factor is None:
+            return None
         cd = matrix((("CD1_1", "CD1_2"), ("CD2_1", "CD2_2")), ((0.0, 0.0), (0.0, 0.0)))
         det = abs(np.linalg.det(cd))
         if not (math.isfinite(det) and det > 0):
             raise CorruptFileError(f"{where}: the CD matrix {cd.tolist()} is singular; pass pixel_scale=")
-        return math.sqrt(det) * 3600.0
+        return math.sqrt(det) * factor
     if "CDELT1" in header and "CDELT2" in header:
-        unit = str(header.get("CUNIT1", "deg")).strip().lower() or "deg"
-        factor = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0, "mas": 1e-3}.get(unit)
         if factor is None:
             return None
         pc = matrix((("PC1_1", "PC1_2"), ("PC2_1", "PC2_2")), ((1.0, 0.0), (0.0, 1.0)))
@@ -284,7 +292,7 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         centre.
     background : float
         Subtracted from the image first (e.g. 1000 for SDSS PSF images, which
-        carry a soft bias).
+        carry a soft bias); a finite number.
     size : int or (int, int), optional
         Odd output stamp size when resampling.
     rtol : float
@@ -305,7 +313,8 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         If the data are not a 2-d finite image with positive flux, or a
         pixel-scale keyword is invalid.
     InvalidInputError
-        If resampling is asked for and the image's pixel scale is unknown.
+        If ``background`` is not a finite number, or resampling is asked for
+        and the image's pixel scale is unknown.
 
     Notes
     -----
@@ -317,6 +326,10 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     A 3-d image (a cube of one plane, e.g. webbpsf) is accepted when its
     leading axes have length 1.
     """
+    if isinstance(background, (bool, np.bool_)) or not isinstance(background, numbers.Real) \
+            or not math.isfinite(background):
+        raise InvalidInputError(f"background must be a finite number (the level subtracted from the PSF image, "
+                                f"e.g. 1000 for SDSS); got {background!r}")
     where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
     data, header, where = _open_image_hdu(source, hdu, where)
     label = where if hdu is None else f"{where}[{hdu}]"

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..geom import Box2I
 from ..moments import adaptive_moments
-from .base import Psf, pad_or_crop, shift_image, _check_odd_size
+from .base import Psf, pad_or_crop, shift_image, _check_odd_size, _overrides_model
 
 __all__ = ["ImagePsf"]
 
@@ -36,7 +36,8 @@ class ImagePsf(Psf):
     Raises
     ------
     InvalidInputError
-        If the array is not 2-d, is empty, holds NaN/inf, or has a non-positive sum.
+        If the array is not 2-d, is empty, holds NaN/inf, or has a non-positive sum, or
+        ``pixel_scale`` is not a positive number.
     """
 
     name = "ImagePsf"
@@ -78,9 +79,14 @@ class ImagePsf(Psf):
         arr.setflags(write=False)
         self._array = arr
         if pixel_scale is not None:
-            pixel_scale = float(pixel_scale)
-            if not (np.isfinite(pixel_scale) and pixel_scale > 0):
-                raise InvalidInputError(f"pixel_scale must be positive; got {pixel_scale!r}")
+            try:
+                scale = float(pixel_scale)
+            except (TypeError, ValueError):
+                scale = float("nan")
+            if isinstance(pixel_scale, (bool, np.bool_)) or not (np.isfinite(scale) and scale > 0):
+                raise InvalidInputError(f"ImagePsf pixel_scale must be a positive number (arcsec per pixel); "
+                                        f"got {pixel_scale!r}")
+            pixel_scale = scale
         self.pixel_scale = pixel_scale
 
     @classmethod
@@ -106,8 +112,14 @@ class ImagePsf(Psf):
         h, w = self._array.shape
         return Box2I((-(w // 2), -(h // 2)), (w, h))
 
+    def isSpatiallyVarying(self):
+        """False: one image everywhere (True for a subclass that redefines the model's methods)."""
+        return _overrides_model(type(self))
+
     def resized(self, width, height):
         _check_odd_size(width, height)
+        if _overrides_model(type(self)):  # a subclass's own images, padded or cropped
+            return super().resized(width, height)
         out = ImagePsf.__new__(ImagePsf)
         arr = pad_or_crop(self._array, int(width), int(height))
         if not arr.sum() > 0:

@@ -47,13 +47,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 
 import numpy as np
 
 from ..errors import CorruptFileError, InvalidInputError, UnsupportedFormatError
 from ..geom import Box2I, Point2D
-from .base import Psf, _check_odd_size
+from .base import Psf, _check_odd_size, _defining_depth, _overrides_model, _stamp_size
 
 __all__ = ["PsfexPsf", "read_psfex", "is_psfex", "psfex_terms", "lanczos_weights", "LANCZOS_ORDER"]
 
@@ -118,6 +119,26 @@ def lanczos_weights(coords, n, order=LANCZOS_ORDER) -> np.ndarray:
     return w / norm
 
 
+def _real(value) -> float:
+    """``float(value)`` for a real number (a bool or a string is none); NaN for anything else."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return float("nan")
+    return float(value)
+
+
+def _real_pair(value, name, what) -> tuple:
+    """``value`` as a pair of floats, or InvalidInputError naming ``name``."""
+    try:
+        pair = tuple(_real(v) for v in value)
+    except TypeError:
+        pair = ()
+    if len(pair) != 2 or any(math.isnan(v) for v in pair):
+        raise InvalidInputError(f"PsfexPsf {name} must be a pair of numbers ({what}); got {value!r}")
+    return pair
+
+
 def _odd_cover(n):
     m = int(math.ceil(n - 1e-9))
     return m if m % 2 == 1 else m + 1
@@ -152,7 +173,8 @@ class PsfexPsf(Psf):
     Raises
     ------
     InvalidInputError
-        If the arrays or parameters are inconsistent.
+        If the arrays or parameters are invalid or inconsistent (the message
+        names the value and what is expected).
 
     Examples
     --------
@@ -169,28 +191,37 @@ class PsfexPsf(Psf):
 
     def __init__(self, basis, *, degree, polzero=(0.0, 0.0), polscal=(1.0, 1.0), psf_samp=1.0, origin=1,
                  stamp_size=None, header=None, source=None):
-        b = np.array(basis, dtype=np.float64)
+        try:
+            b = np.array(basis, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"PsfexPsf basis must be a numeric array (n_terms, ny, nx); got "
+                                    f"{type(basis).__name__}") from None
         if b.ndim == 2:
             b = b[None]
         if b.ndim != 3 or b.shape[0] == 0 or min(b.shape[1:]) < 1:
             raise InvalidInputError(f"PsfexPsf basis must have shape (n_terms, ny, nx); got {b.shape}")
-        if int(degree) != degree or degree < 0:
+        d = _real(degree)
+        if not (math.isfinite(d) and d == int(d) and d >= 0):
             raise InvalidInputError(f"PsfexPsf degree must be a non-negative integer; got {degree!r}")
-        degree = int(degree)
+        degree = int(d)
         nterms = (degree + 1) * (degree + 2) // 2
         if b.shape[0] != nterms:
             raise InvalidInputError(
                 f"PsfexPsf: degree {degree} needs {nterms} basis images; got {b.shape[0]}")
         if not np.all(np.isfinite(b)):
             raise InvalidInputError("PsfexPsf basis images contain NaN or inf values")
-        psf_samp = float(psf_samp)
-        if not (math.isfinite(psf_samp) and psf_samp > 0):
-            raise InvalidInputError(f"PsfexPsf psf_samp must be positive; got {psf_samp!r}")
-        polzero = tuple(float(v) for v in polzero)
-        polscal = tuple(float(v) for v in polscal)
+        samp = _real(psf_samp)
+        if not (math.isfinite(samp) and samp > 0):
+            raise InvalidInputError(f"PsfexPsf psf_samp must be positive (a number: the sample step in image "
+                                    f"pixels); got {psf_samp!r}")
+        psf_samp = samp
+        polzero = _real_pair(polzero, "polzero", "the (x, y) context offsets POLZERO1/2")
+        polscal = _real_pair(polscal, "polscal", "the (x, y) context scales POLSCAL1/2")
+        if not all(math.isfinite(v) for v in polzero):
+            raise InvalidInputError(f"PsfexPsf polzero must be finite; got {polzero}")
         if degree > 0 and not all(math.isfinite(v) and v != 0 for v in polscal):
             raise InvalidInputError(f"PsfexPsf polscal must be finite and non-zero; got {polscal}")
-        if origin not in (0, 1):
+        if _real(origin) not in (0.0, 1.0):
             raise InvalidInputError(f"PsfexPsf origin must be 0 or 1; got {origin!r}")
         b.setflags(write=False)
         self._basis = b
@@ -210,8 +241,7 @@ class PsfexPsf(Psf):
                     f"images, more than MAX_STAMP_SIZE = {MAX_STAMP_SIZE} per side; pass stamp_size= to choose "
                     "the stamp size")
         else:
-            w, h = (stamp_size, stamp_size) if np.ndim(stamp_size) == 0 else stamp_size
-            _check_odd_size(w, h)
+            w, h = _stamp_size(stamp_size)
         self._w, self._h = int(w), int(h)
 
     # --- reading ---------------------------------------------------------
@@ -240,7 +270,8 @@ class PsfexPsf(Psf):
         return Point2D(self.polzero[0] - self.origin, self.polzero[1] - self.origin)
 
     def isSpatiallyVarying(self) -> bool:
-        return self.degree > 0
+        """True for degree > 0 (and for a subclass that redefines the model's methods)."""
+        return self.degree > 0 or _overrides_model(type(self))
 
     def getBBox(self) -> Box2I:
         """The region the model was fitted on, in psfmatch's 0-based pixels.
@@ -330,7 +361,15 @@ class PsfexPsf(Psf):
             return np.tensordot(self.coefficients((x, y)), self._stamp_basis(), axes=1)
 
     def _kernel_images(self, xs, ys):
-        """Every stamp at once: the coefficient matrix (n, n_terms) times the resampled basis."""
+        """Every stamp at once: the coefficient matrix (n, n_terms) times the resampled basis.
+
+        None (every position evaluated on its own, through :meth:`coefficients`)
+        when a subclass overrides :meth:`coefficients` but not
+        :meth:`_coefficient_matrix`, which would bypass the override.
+        """
+        cls = type(self)
+        if _defining_depth(cls, "_coefficient_matrix") > _defining_depth(cls, "coefficients"):
+            return None
         basis = self._stamp_basis()
         with np.errstate(over="ignore", invalid="ignore"):
             coeffs = self._coefficient_matrix(xs, ys)
@@ -338,6 +377,8 @@ class PsfexPsf(Psf):
 
     def resized(self, width, height) -> "PsfexPsf":
         _check_odd_size(width, height)
+        if _overrides_model(type(self)):  # a subclass's own images, padded or cropped
+            return super().resized(width, height)
         return PsfexPsf(self._basis, degree=self.degree, polzero=self.polzero, polscal=self.polscal,
                         psf_samp=self.psf_samp, origin=self.origin, stamp_size=(int(width), int(height)),
                         header=self.header, source=self.source)
@@ -348,13 +389,18 @@ class PsfexPsf(Psf):
 
         A model read with ``origin=0`` is written with its POLZERO shifted by
         +1, so that reading the table back with the default ``origin=1`` gives
-        the same model.
+        the same model.  The basis is stored as float32 (``E``), as PSFEx
+        writes it, when float32 holds it exactly (a model read from a file);
+        otherwise (a basis computed in float64) as float64 (``D``), so that
+        it reads back bit for bit.
         """
         from astropy.io import fits
 
         n, ny, nx = self._basis.shape
-        col = fits.Column(name="PSF_MASK", format=f"{n * ny * nx}E", dim=f"({nx}, {ny}, {n})",
-                          array=self._basis.astype(np.float32)[None])
+        single = self._basis.astype(np.float32)
+        exact = np.array_equal(single, self._basis)
+        col = fits.Column(name="PSF_MASK", format=f"{n * ny * nx}{'E' if exact else 'D'}", dim=f"({nx}, {ny}, {n})",
+                          array=(single if exact else self._basis)[None])
         hdu = fits.BinTableHDU.from_columns([col], name="PSF_DATA")
         h = hdu.header
         for key in ("LOADED", "ACCEPTED", "CHI2", "PSF_FWHM"):
@@ -525,7 +571,7 @@ def read_psfex(source, *, ext=None, origin=1, stamp_size=None) -> PsfexPsf:
     context names ``X*_IMAGE``/``Y*_IMAGE`` (in either order); ``POLSCAL`` non-zero;
     ``PSFNAXIS`` in {2, 3}; ``PSFAXIS3 == (d + 1)(d + 2) / 2`` for ``d = POLDEG1``;
     ``PSF_SAMP > 0``; the ``PSF_MASK`` cell holds ``PSFAXIS1 * PSFAXIS2 * PSFAXIS3``
-    finite values.  The data are converted from big-endian float32 to float64.
+    finite values.  The data (float32 as PSFEx writes them, or float64) are converted to float64.
     """
     if origin not in (0, 1):
         raise InvalidInputError(f"origin must be 0 or 1 (the coordinate of the first pixel's centre); got {origin!r}")

@@ -5,7 +5,10 @@ identifier reads headers only):
 
 ``psfmatch``
     the PSF stored in an exposure file written by psfmatch (``PMFORMAT`` in the
-    primary header, a ``PSF`` HDU).
+    primary header, a ``PSF`` HDU).  Other files psfmatch writes (an exposure
+    without a PSF, a matching kernel, a grid of kernel images) hold no PSF:
+    :func:`read_psf` refuses them, saying so, instead of reading their first
+    image as one.
 ``psfex``
     a PSFEx model (a ``PSF_DATA`` table / ``PSF_MASK`` column): :func:`~psfmatch.psf.psfex.read_psfex`.
 ``piff``
@@ -94,7 +97,9 @@ def read_psf(path, format=None, **kwargs):
     MissingFileError
         If the file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
-        If ``format`` is unknown, no reader recognizes the file, or the path is a directory.
+        If ``format`` is unknown, no reader recognizes the file, the path is a
+        directory, or the file is one psfmatch wrote that holds no PSF (an
+        exposure without one, a matching-kernel file).
     CorruptFileError
         If the file is not readable FITS, or is damaged (from the format's reader).
 
@@ -112,7 +117,8 @@ def read_psf(path, format=None, **kwargs):
     if format is None:
         found = identify_psf_format(path)
         if not found:
-            _headers(path)  # CorruptFileError when it is not FITS at all (empty, text, damaged): say so
+            # CorruptFileError when it is not FITS at all (empty, text, damaged): say so
+            _refuse_psfmatch_product(path, _headers(path)[0][2])
             raise UnsupportedFormatError(
                 f"{path}: not recognized as any PSF format ({', '.join(_REGISTRY)}); pass format=")
         format = found[0]
@@ -133,11 +139,35 @@ def _headers(path):
         return [(h.name.upper(), type(h).__name__, h.header.copy()) for h in hdul]
 
 
+def _pmformat(header) -> str:
+    """The ``PMFORMAT`` card of a primary header ('' when there is none)."""
+    return str(header.get("PMFORMAT", "")).strip()
+
+
+def _refuse_psfmatch_product(path, primary_header) -> None:
+    """Raise UnsupportedFormatError for a file psfmatch wrote that holds no PSF (an exposure without
+    one, a matching kernel, a kernel-image grid); do nothing for any other file."""
+    from ..io.fits import FORMAT_NAME
+    from ..io.kernel_fits import KERNEL_FORMAT, KERNEL_GRID_FORMAT
+
+    fmt = _pmformat(primary_header)
+    if fmt == FORMAT_NAME:
+        raise UnsupportedFormatError(
+            f"{path}: a psfmatch exposure file written without a PSF (no PSF HDU): it holds no PSF to read; "
+            "give the PSF as its own file (PSFEx, image, Piff) or as a SPEC such as gaussian:fwhm=F")
+    if fmt in (KERNEL_FORMAT, KERNEL_GRID_FORMAT):
+        raise UnsupportedFormatError(
+            f"{path}: a psfmatch matching-kernel file (PMFORMAT = {fmt!r}), not a PSF: it maps one PSF onto "
+            "another; read it with psfmatch.io.read_kernel, and give the PSF itself (PSFEx, image, Piff or a SPEC)")
+    if fmt.startswith("psfmatch"):
+        raise UnsupportedFormatError(f"{path}: a file psfmatch wrote as {fmt!r}, which holds no PSF")
+
+
 def _is_psfmatch(path):
     from ..io.fits import FORMAT_NAME
 
     heads = _headers(path)
-    return str(heads[0][2].get("PMFORMAT", "")).strip() == FORMAT_NAME and any(n == "PSF" for n, _, _ in heads)
+    return _pmformat(heads[0][2]) == FORMAT_NAME and any(n == "PSF" for n, _, _ in heads)
 
 
 def _read_psfmatch(path, **kwargs):
@@ -147,9 +177,11 @@ def _read_psfmatch(path, **kwargs):
     if kwargs:
         raise InvalidInputError(f"the psfmatch PSF reader takes no options; got {sorted(kwargs)}")
     with open_fits(path, "PSF") as (hdul, guard):
+        primary = hdul[0].header.copy()
         guard.hdu = "PSF"
         psf = psf_from_hdul(hdul, path)
     if psf is None:
+        _refuse_psfmatch_product(path, primary)
         raise UnsupportedFormatError(f"{path}: the psfmatch file holds no PSF HDU")
     return psf
 
@@ -182,7 +214,10 @@ def _read_piff(path, **kwargs):
 
 
 def _is_image(path):
-    for _, kind, header in _headers(path):
+    heads = _headers(path)
+    if _pmformat(heads[0][2]).startswith("psfmatch"):
+        return False  # an exposure's science image or a kernel cube is not a PSF image
+    for _, kind, header in heads:
         if kind in ("PrimaryHDU", "ImageHDU", "CompImageHDU") and int(header.get("NAXIS", 0)) >= 2:
             return True
     return False
