@@ -28,7 +28,7 @@ import pytest
 from astropy.io import fits
 
 from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
-from psfmatch.errors import OutputExistsError
+from psfmatch.errors import InvalidInputError, OutputExistsError
 from psfmatch.io import atomic_write, read_exposure, read_kernel, write_exposure, write_kernel, write_kernel_image_grid
 from psfmatch.psf import GaussianPsf
 
@@ -269,3 +269,41 @@ def test_cli_run_failing_in_the_task_writes_nothing(tmp_path, cli_input, capsys)
     assert code == 1
     assert "is no larger than the kernel's border" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["in.fits"]
+
+
+@pytest.mark.parametrize("suffix, opener", [(".fits.gz", "gzip"), (".fits.bz2", "bz2"), (".FITS.GZ", "gzip")])
+def test_compressed_output_names_give_compressed_files(tmp_path, objects, suffix, opener):
+    """A ``.gz`` name used to get an uncompressed file: the temporary name hid the extension from astropy."""
+    import bz2
+    import gzip
+
+    out = tmp_path / f"out{suffix}"
+    write_exposure(objects["exposure"], out)
+    with (gzip.open if opener == "gzip" else bz2.open)(out) as fh:
+        assert fh.read(9) == b"SIMPLE  ="
+    back = read_exposure(out)
+    np.testing.assert_array_equal(back.image, objects["exposure"].image)
+    assert back.metadata["value"] == 2.0 and os.listdir(tmp_path) == [out.name]
+    # the kernel writers too
+    write_kernel(objects["kernel"], tmp_path / "k.fits.gz")
+    with gzip.open(tmp_path / "k.fits.gz") as fh:
+        assert fh.read(9) == b"SIMPLE  ="
+    np.testing.assert_array_equal(read_kernel(tmp_path / "k.fits.gz").computeImage((10.0, 20.0)),
+                                  objects["kernel"].computeImage((10.0, 20.0)))
+
+
+def test_bad_output_paths_are_refused_before_anything_is_written(tmp_path, monkeypatch, objects):
+    (tmp_path / "dir.fits").mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for overwrite in (False, True):
+        with pytest.raises(InvalidInputError, match="cannot write '.*dir.fits': it is a directory; give a file name"):
+            write_exposure(objects["exposure"], tmp_path / "dir.fits", overwrite=overwrite)
+        with pytest.raises(InvalidInputError, match="the output path is empty; give a file name"):
+            write_exposure(objects["exposure"], "", overwrite=overwrite)
+    with pytest.raises(InvalidInputError, match="it is a directory"):
+        write_exposure(objects["exposure"], str(tmp_path / "new") + os.sep)
+    # nothing was written: no temporary file beside the directory, in the working directory or its parent
+    assert sorted(os.listdir(tmp_path)) == ["dir.fits", "work"] and os.listdir(work) == []
+    assert os.listdir(tmp_path / "dir.fits") == []

@@ -147,3 +147,54 @@ def test_constructors_adopt_planes_of_the_right_type_with_copy_false():
         MaskedImage(img32, variance=np.ones((5, 4), dtype=np.float32), copy=False)
     with pytest.raises(InvalidInputError, match="image must be a 2-d array; got 1 dimension"):
         MaskedImage(np.ones(5, dtype=np.float32), copy=False)
+
+
+def test_narrow_signed_masks_keep_their_bits():
+    """An int16 plane with bit 15 set (-32768) is 0x8000: sign extension used to set bits 16..31 as well."""
+    planes = {"BAD": 0, "SAT": 1, "FLAG15": 15, "STREAK": 20}
+    dq = np.zeros((3, 4), np.int16)
+    dq[1, 2] = np.int16(-32768)
+    dq[0, 0] = 3
+    m = Mask(dq, planes=planes)
+    assert int(m.array[1, 2]) == 0x8000 and int(m.array[0, 0]) == 3 and m.array.dtype == np.int32
+    assert m.planes_set("FLAG15")[1, 2] and not m.planes_set("STREAK").any()
+    assert int(Mask(np.array([[-128, 1]], np.int8)).array[0, 0]) == 0x80
+    big_endian = np.array([[-32768, 5]], ">i2")
+    np.testing.assert_array_equal(Mask(big_endian).array, [[0x8000, 5]])
+    exp = Exposure(np.ones((3, 4), np.float32), mask=dq, mask_planes=planes)
+    assert not exp.getMask().planes_set("STREAK").any()
+    assert dq[1, 2] == -32768  # the caller's array is untouched
+    # int32 keeps bit 31 as the sign bit, as before
+    assert int(Mask(np.array([[-(1 << 31)]], np.int32)).array[0, 0]) == -(1 << 31)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("\u00c5\u00c4", r"holds the characters \['\u00c4', '\u00c5'\]; use printable ASCII"),
+    ("Y" * 64, "has 64 characters; give 1 to 63"),
+    ("", "has 0 characters; give 1 to 63"),
+    ("A=B", r"holds the characters \['='\]"),
+    ("WILD?", r"holds the characters \['\?'\]"),
+    (" LEAD", "holds leading or trailing blanks"),
+    ("bad", "differs from the plane 'BAD' only in case, which FITS keywords ignore"),
+    (5, "must be a string; got int 5"),
+])
+def test_plane_names_a_fits_file_cannot_hold_are_refused(name, message):
+    m = Mask(shape=(2, 2))
+    with pytest.raises(InvalidInputError, match=message):
+        m.addMaskPlane(name)
+    assert m.getMaskPlaneDict() == Mask(shape=(2, 2)).getMaskPlaneDict()
+    assert m.addMaskPlane("Y" * 63) == 9 and m.addMaskPlane("Streak 2") == 10
+
+
+def test_exposure_copy_has_its_own_wcs():
+    from astropy.wcs import WCS
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crpix = [5.0, 5.0]
+    e = Exposure(np.zeros((4, 4), np.float32), wcs=w, metadata={"id": 1})
+    c = e.copy()
+    assert c.getWcs() is not w and list(c.getWcs().wcs.crpix) == [5.0, 5.0]
+    c.getWcs().wcs.crpix = [100.0, 100.0]  # e.g. re-registering the copy
+    assert list(e.getWcs().wcs.crpix) == [5.0, 5.0]
+    assert Exposure(np.zeros((2, 2), np.float32)).copy().getWcs() is None

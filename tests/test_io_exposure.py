@@ -552,3 +552,200 @@ def test_a_compressed_image_promising_terabytes_is_refused_before_decompression(
     assert 4 * 10 ** 12 > MAX_DECOMPRESSED_BYTES
     with pytest.raises(CorruptFileError, match=r"IMAGE\]: the compressed image would decompress to 4000000000000 bytes"):
         read_exposure(path)
+
+
+# ---------------------------------------------------------------------------
+# header cards, WCS, origin and pixel types of foreign files
+
+
+def test_user_cards_named_like_psfmatch_bookkeeping_survive_reading_and_writing(tmp_path):
+    """DECam's PMOSTEMP and PMN-TEMP, proper motions PMRA/PMDEC and a user's MP_ card are not psfmatch's own."""
+    hdu = fits.PrimaryHDU(np.ones((20, 30), np.float32))
+    cards = {"PMOSTEMP": 14.1, "PMN-TEMP": 13.0, "PMRA": 12.5, "PMDEC": -3.0, "MP_EPOCH": 2000.0, "OBJECT": "M31"}
+    for key, value in cards.items():
+        hdu.header[key] = value
+    hdu.writeto(tmp_path / "in.fits")
+    exp = read_exposure(tmp_path / "in.fits", variance=np.ones((20, 30)))
+    assert {k: exp.metadata["fitsHeader"].get(k) for k in cards} == cards
+    exp.writeFits(tmp_path / "out.fits")
+    primary = fits.getheader(tmp_path / "out.fits", 0)
+    assert {k: primary.get(k) for k in cards} == cards
+    assert primary["PMFORMAT"] == "psfmatch-exposure"  # the writer's own, once
+    back = read_exposure(tmp_path / "out.fits").metadata["fitsHeader"]
+    assert {k: back.get(k) for k in cards} == cards and "PMFORMAT" not in back and "PMVERS" not in back
+    assert "MP_BAD" not in back  # the MASK extension's plane cards stay there
+
+
+def test_wcs_names_are_removed_only_from_the_header_the_wcs_comes_from(tmp_path):
+    # HST-style: EQUINOX of RA_TARG and a time series' MJDREF in a primary header without a WCS
+    primary = fits.Header([("RA_TARG", 10.0), ("EQUINOX", 2000.0), ("MJDREF", 51544.0), ("EPOCH", 2000.0)])
+    sci = fits.ImageHDU(np.ones((20, 30), np.float32), name="SCI")
+    sci.header.update(simple_wcs().to_header())
+    fits.HDUList([fits.PrimaryHDU(header=primary), sci]).writeto(tmp_path / "hst.fits")
+    exp = read_exposure(tmp_path / "hst.fits", hdu="SCI", variance=np.ones((20, 30)))
+    kept = exp.metadata["fitsHeader"]
+    assert (kept["EQUINOX"], kept["MJDREF"], kept["EPOCH"], kept["RA_TARG"]) == (2000.0, 51544.0, 2000.0, 10.0)
+    assert exp.getWcs() is not None and "CRVAL1" not in kept and "CTYPE1" not in kept  # the SCI header's WCS
+    # an image in the primary header: its WCS cards are the WCS, and are not kept twice
+    hdu = fits.PrimaryHDU(np.ones((20, 30), np.float32), header=simple_wcs().to_header())
+    hdu.header["OBJECT"] = "x"
+    hdu.writeto(tmp_path / "plain.fits")
+    exp = read_exposure(tmp_path / "plain.fits", variance=np.ones((20, 30)))
+    assert exp.getWcs() is not None and "CRVAL1" not in exp.metadata["fitsHeader"]
+    assert "EQUINOX" not in exp.metadata["fitsHeader"] and exp.metadata["fitsHeader"]["OBJECT"] == "x"
+
+
+@pytest.mark.parametrize("inherit", [True, None])
+def test_a_wcs_in_the_primary_header_is_inherited_by_the_image_extension(tmp_path, caplog, inherit):
+    primary = simple_wcs().to_header()
+    primary["OBJECT"] = "field"
+    sci = fits.ImageHDU(np.ones((30, 40), np.float32), name="SCI")
+    if inherit is not None:
+        sci.header["INHERIT"] = inherit
+    fits.HDUList([fits.PrimaryHDU(header=primary), sci]).writeto(tmp_path / "inherit.fits")
+    with caplog.at_level(logging.INFO, logger="psfmatch.io.fits"):
+        exp = read_exposure(tmp_path / "inherit.fits", variance=np.ones((30, 40)))
+    assert exp.getWcs() is not None and exp.getWcs().wcs.compare(WCS(primary).wcs)
+    np.testing.assert_allclose(exp.getWcs().pixel_to_world_values(3.0, 4.0), WCS(primary).pixel_to_world_values(3, 4))
+    assert "using the primary header's (FITS INHERIT convention)" in caplog.text
+    # the WCS cards it came from are the exposure's WCS now, not kept as header cards; the others are
+    assert "CRVAL1" not in exp.metadata["fitsHeader"] and exp.metadata["fitsHeader"]["OBJECT"] == "field"
+    # and it is written out with the exposure (in the IMAGE header)
+    exp.writeFits(tmp_path / "out.fits")
+    assert read_exposure(tmp_path / "out.fits").getWcs().wcs.compare(exp.getWcs().wcs)
+    # INHERIT = F: the extension wants none of the primary header's cards
+    with fits.open(tmp_path / "inherit.fits", mode="update") as hdul:
+        hdul["SCI"].header["INHERIT"] = False
+    assert read_exposure(tmp_path / "inherit.fits", variance=np.ones((30, 40))).getWcs() is None
+
+
+def test_an_image_extension_named_image_keeps_its_own_cards(tmp_path):
+    """An ``IMAGE`` extension alone is a plain image, not an LSST-style file: its GAIN, EXPTIME and HISTORY stay."""
+    ext = fits.ImageHDU(np.ones((10, 12), np.float32), name="IMAGE")
+    ext.header["GAIN"] = 1.7
+    ext.header["EXPTIME"] = 90.0
+    ext.header["HISTORY"] = "flat-fielded"
+    fits.HDUList([fits.PrimaryHDU(), ext]).writeto(tmp_path / "image.fits")
+    exp = read_exposure(tmp_path / "image.fits", variance=np.ones((10, 12)))
+    header = exp.metadata["fitsHeader"]
+    assert header["GAIN"] == 1.7 and header["EXPTIME"] == 90.0 and list(header["HISTORY"]) == ["flat-fielded"]
+    exp.writeFits(tmp_path / "out.fits")
+    assert fits.getheader(tmp_path / "out.fits", 0)["GAIN"] == 1.7
+    # an LSST-style file's IMAGE header cards are kept too (not its WCS, origin or bookkeeping)
+    mask = fits.ImageHDU(np.zeros((10, 12), np.int32), name="MASK")
+    fits.HDUList([fits.PrimaryHDU(), ext.copy(), mask]).writeto(tmp_path / "lsst.fits")
+    exp = read_exposure(tmp_path / "lsst.fits", variance=np.ones((10, 12)))
+    assert exp.metadata["fitsHeader"]["GAIN"] == 1.7 and "EXTNAME" not in exp.metadata["fitsHeader"]
+
+
+def test_non_standard_header_cards_are_repaired_on_writing(tmp_path, caplog):
+    """A lower-case keyword or an unquoted string reads fine; writing it back repairs it instead of failing."""
+    cards = ["SIMPLE  =                    T", "BITPIX  =                  -32", "NAXIS   =                    2",
+             "NAXIS1  =                    8", "NAXIS2  =                    6",
+             "exptime =                 30.0 / lowercase keyword", "RA      = 12:30:00.0 / unquoted sexagesimal",
+             "END"]
+    header = "".join(c.ljust(80) for c in cards).encode("ascii")
+    data = np.ones((6, 8), ">f4").tobytes()
+    (tmp_path / "odd.fits").write_bytes(header + b" " * (-len(header) % 2880) + data + b"\0" * (-len(data) % 2880))
+    exp = read_exposure(tmp_path / "odd.fits", variance=np.ones((6, 8)))
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        exp.writeFits(tmp_path / "out.fits")
+    assert "header cards ['EXPTIME', 'RA'] are not standard FITS and were repaired on writing" in caplog.text
+    primary = fits.getheader(tmp_path / "out.fits", 0)
+    assert primary["EXPTIME"] == 30.0 and primary["RA"] == "12:30:00.0"
+    # the exposure's own cards were repaired on copies: astropy still finds them to fix
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exp.metadata["fitsHeader"].tostring()
+    assert any("Fixed 'EXPTIME' card" in str(w.message) for w in caught)
+    # a card nothing can mend (not ASCII) is left out, with a warning; the rest is written
+    exp.metadata["fitsHeader"] = fits.Header([fits.Card.fromstring("OBSERVER= 'J\u00f6rg'"), ("OBJECT", "M31")])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        exp.writeFits(tmp_path / "out2.fits")
+    assert "header cards ['OBSERVER" in caplog.text and "cannot be repaired: they are not written" in caplog.text
+    primary = fits.getheader(tmp_path / "out2.fits", 0)
+    assert "OBSERVER" not in primary and primary["OBJECT"] == "M31"
+
+
+@pytest.mark.parametrize("bitpix, scale, expected", [
+    (32, {"BSCALE": 0.001, "BZERO": 5.0}, np.float64),   # scaled 32-bit integers: float64, as astropy gives them
+    (16, {"BSCALE": 0.5, "BZERO": 3.0}, np.float32),
+    (16, {"BZERO": 32768}, np.float32),                  # the unsigned convention: uint16
+    (32, {"BLANK": -1}, np.float64),                     # BLANK alone: astropy scales too
+    (32, {}, np.float32),
+    (-64, {}, np.float64),
+    (-32, {"BSCALE": 2.0}, np.float32),
+])
+def test_exposure_info_gives_the_pixel_type_read_exposure_gives(tmp_path, bitpix, scale, expected):
+    dtype = {32: ">i4", 16: ">i2", -64: ">f8", -32: ">f4"}[bitpix]
+    img = fits.ImageHDU(name="IMAGE")
+    img.header["BITPIX"] = bitpix  # raw stored values, scaled by the cards on reading
+    img.header["NAXIS"] = 2
+    img.header["NAXIS1"] = 12
+    img.header["NAXIS2"] = 10
+    for key, value in scale.items():
+        img.header[key] = value
+    raw = np.arange(120).reshape(10, 12).astype(dtype)
+    hdul = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(raw, name="IMAGE"),
+                         fits.ImageHDU(np.zeros((10, 12), np.int32), name="MASK"),
+                         fits.ImageHDU(np.ones((10, 12), np.float32), name="VARIANCE")])
+    for key, value in scale.items():
+        hdul["IMAGE"].header[key] = value
+    hdul.writeto(tmp_path / "scaled.fits", output_verify="ignore")
+    with fits.open(tmp_path / "scaled.fits") as check:  # the file stores what the case says
+        assert check["IMAGE"].header["BITPIX"] == bitpix
+    read = read_exposure(tmp_path / "scaled.fits").image.dtype
+    assert read == expected and read_exposure_info(tmp_path / "scaled.fits").dtype == read
+
+
+def test_origin_of_a_binned_iraf_section(tmp_path, caplog):
+    """LTV gives the origin only with an identity (or no) LTM: a binned section's physical grid is not the parent's."""
+    def origin(**cards):
+        hdu = fits.PrimaryHDU(np.ones((20, 30), np.float32))
+        for key, value in cards.items():
+            hdu.header[key] = value
+        hdu.writeto(tmp_path / "x.fits", overwrite=True)
+        return read_exposure(tmp_path / "x.fits", variance=np.ones((20, 30))).getXY0()
+
+    with caplog.at_level(logging.INFO, logger="psfmatch.io.fits"):
+        # CCDSUM = '2 2': LTM = 0.5, LTV = 0.25 (was refused as a damaged, non-integral origin)
+        assert origin(LTM1_1=0.5, LTM2_2=0.5, LTV1=0.25, LTV2=0.25) == (0, 0)
+    assert "LTV1/LTV2 are not taken as the image origin" in caplog.text and "pass xy0=" in caplog.text
+    assert origin(LTM1_1=0.5, LTM2_2=0.5, LTV1=-50.0, LTV2=0.0) == (0, 0)  # was (50, 0)
+    assert origin(LTM1_1=1.0, LTM2_2=1.0, LTV1=-50.0, LTV2=-7.0) == (50, 7)
+    assert origin(LTV1=-50.0) == (50, 0)
+    with pytest.raises(CorruptFileError, match=r"origin \(0.5, -?0.0\) from LTV1/LTV2 is not integral; pass xy0="):
+        origin(LTV1=-0.5)
+    hdu = fits.PrimaryHDU(np.ones((20, 30), np.float32))
+    hdu.header["LTV1"] = -0.5
+    hdu.writeto(tmp_path / "y.fits")
+    assert read_exposure(tmp_path / "y.fits", variance=np.ones((20, 30)), xy0=(3, 4)).getXY0() == (3, 4)
+
+
+def test_signed_16_bit_mask_from_a_file_is_not_sign_extended(tmp_path):
+    dq = np.zeros((10, 12), np.int16)
+    dq[2, 3] = np.int16(-32768)  # bit 15 only, as a signed BITPIX = 16 plane stores it
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((10, 12), np.float32), name="SCI"),
+                  fits.ImageHDU(dq, name="DQ")]).writeto(tmp_path / "dq.fits")
+    exp = read_exposure(tmp_path / "dq.fits", hdu="SCI", mask="DQ", variance=np.ones((10, 12)))
+    assert int(exp.mask[2, 3]) == 0x8000 and exp.mask.sum() == 0x8000
+
+
+def test_plane_names_are_checked_before_anything_is_written(tmp_path):
+    exp = Exposure(np.ones((5, 5), np.float32), mask_planes={"BAD": 0, "bad": 1})
+    with pytest.raises(InvalidInputError, match="mask plane name '(bad|BAD)' differs from the plane '(BAD|bad)' "
+                                                "only in case, which FITS keywords ignore"):
+        exp.writeFits(tmp_path / "m.fits")
+    exp = Exposure(np.ones((5, 5), np.float32), mask_planes={"BAD": 0, "A*B": 1})
+    with pytest.raises(InvalidInputError, match=r"mask plane name 'A\*B' holds the characters \['\*'\]"):
+        exp.writeFits(tmp_path / "m.fits")
+    assert os.listdir(tmp_path) == []
+    # the longest name the header can store, and short lower-case ones, come back as written
+    exp = Exposure(np.ones((5, 5), np.float32))
+    for name in ("Y" * 63, "streak", "SAT CORE"):
+        exp.getMask().addMaskPlane(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no truncated-comment warning from astropy
+        exp.writeFits(tmp_path / "m.fits")
+    assert read_exposure(tmp_path / "m.fits").getMask().getMaskPlaneDict() == exp.getMask().getMaskPlaneDict()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from astropy import units as u
@@ -25,6 +27,11 @@ def wcs():
     return w
 
 
+def same_wcs(a, b):
+    """Whether two WCSs are equal once astropy has normalized them (a copy fills in CUNIT 'deg')."""
+    return copy.deepcopy(a).wcs.compare(copy.deepcopy(b).wcs)
+
+
 @pytest.fixture
 def nd():
     rng = np.random.default_rng(0)
@@ -46,7 +53,10 @@ def test_from_nddata_carries_everything(nd):
     assert exp.mask[bad].tolist() == [1, 1]
     np.testing.assert_allclose(exp.variance, 0.25)
     assert exp.metadata["unit"] == "adu" and exp.metadata["OBJECT"] == "field" and exp.getId() == 7
-    assert exp.getWcs() is nd.wcs
+    # a copy of the WCS: editing the exposure's must not move the NDData's
+    assert exp.getWcs() is not nd.wcs and same_wcs(exp.getWcs(), nd.wcs)
+    exp.getWcs().wcs.crpix = [100.0, 100.0]
+    assert list(nd.wcs.wcs.crpix) == [8.0, 6.0]
     assert isinstance(exp.getPsf(), ImagePsf)
     np.testing.assert_allclose(exp.getPsf().computeKernelImage((0, 0)), nd.psf / nd.psf.sum())
     # the NDData was not modified and shares no array with the exposure
@@ -63,7 +73,7 @@ def test_round_trip_through_exposure(nd):
     assert isinstance(back.uncertainty, VarianceUncertainty)
     np.testing.assert_array_equal(back.uncertainty.array, nd.uncertainty.array)
     assert back.unit == u.adu and back.uncertainty.unit == u.adu ** 2
-    assert back.wcs.wcs.compare(nd.wcs.wcs)
+    assert back.wcs is not nd.wcs and same_wcs(back.wcs, nd.wcs)
     assert back.meta["OBJECT"] == "field" and "unit" not in back.meta
     np.testing.assert_allclose(back.psf, nd.psf / nd.psf.sum(), rtol=1e-12)
 
@@ -146,3 +156,93 @@ def test_errors():
         Exposure(np.ones((3, 3), np.float32)).to_nddata(ccd=True)
     with pytest.raises(InvalidInputError, match="to_nddata needs an Exposure"):
         exposure_to_nddata(np.ones((3, 3)))
+
+
+def test_exposure_from_fits_goes_to_ccddata_and_back(tmp_path):
+    """``meta`` is a FITS Header again (as ``from_nddata`` took it), so ``CCDData.write`` keeps the cards."""
+    hdu = fits.PrimaryHDU(np.ones((20, 30), np.float32))
+    hdu.header["BUNIT"] = "adu"
+    hdu.header["OBJECT"] = ("M31", "target")
+    hdu.writeto(tmp_path / "in.fits")
+    exp = Exposure.readFits(tmp_path / "in.fits", variance=np.ones((20, 30)))
+    exp.metadata["filter"] = "r"       # a scalar entry: a card
+    exp.metadata["qa"] = {"a": 1}      # not a card value: left out, with a warning
+    ccd = exp.to_nddata(ccd=True)
+    assert isinstance(ccd.meta, fits.Header) and ccd.meta["OBJECT"] == "M31" and ccd.meta["FILTER"] == "r"
+    assert "qa" not in ccd.meta and "fitsHeader" not in ccd.meta
+    assert exp.metadata["fitsHeader"].get("FILTER") is None  # the exposure's header is not changed
+    ccd.write(tmp_path / "ccd.fits")
+    back = CCDData.read(tmp_path / "ccd.fits")
+    assert back.header["OBJECT"] == "M31" and back.unit == u.adu
+    # NDData with a Header -> Exposure -> NDData: the same cards at the top level of meta
+    ccd2 = CCDData(np.ones((20, 30)), unit="adu", meta=fits.Header({"OBJECT": "M31", "EXPTIME": 30.0}))
+    again = Exposure.from_nddata(ccd2).to_nddata(ccd=True)
+    assert again.meta["OBJECT"] == "M31" and again.meta["EXPTIME"] == 30.0
+
+
+@pytest.mark.parametrize("text, unit", [
+    ("ELECTRONS/S", u.electron / u.s), ("ELECTRONS", u.electron), ("COUNTS/S", u.count / u.s),
+    ("counts", u.count), ("ADU", u.adu), ("e-/s", u.electron / u.s), ("adu", u.adu), ("MJy/sr", u.MJy / u.sr),
+    ("nanomaggy", u.nanomaggy), ("DN", u.dn),
+])
+def test_fits_bunit_strings(text, unit):
+    nd = Exposure(np.ones((4, 4), np.float32), variance=np.full((4, 4), 4.0), metadata={"unit": text}).to_nddata()
+    assert nd.unit == unit and nd.uncertainty.unit == unit ** 2
+    np.testing.assert_allclose(nd.uncertainty.array, 4.0)
+
+
+def test_a_unit_astropy_does_not_know_keeps_its_text():
+    nd = Exposure(np.ones((4, 4), np.float32), variance=np.full((4, 4), 4.0),
+                  metadata={"unit": "MAGGIES/PIXEL"}).to_nddata()
+    assert isinstance(nd.unit, u.UnrecognizedUnit) and nd.unit.to_string() == "MAGGIES/PIXEL"
+    # astropy cannot square such a unit: the uncertainty is a standard deviation in it
+    assert isinstance(nd.uncertainty, StdDevUncertainty) and nd.uncertainty.unit == nd.unit
+    back = Exposure.from_nddata(nd)
+    assert back.metadata["unit"] == "MAGGIES/PIXEL"
+    np.testing.assert_allclose(back.variance, 4.0)
+    # an astropy UnrecognizedUnit on NDData with a standard deviation, with or without its unit
+    odd = u.Unit("FLUX/S", parse_strict="silent")
+    for unc in (StdDevUncertainty(np.full((4, 4), 2.0), unit=odd), StdDevUncertainty(np.full((4, 4), 2.0))):
+        exp = Exposure.from_nddata(NDData(np.ones((4, 4)), unit=odd, uncertainty=unc))
+        np.testing.assert_allclose(exp.variance, 4.0)
+        assert exp.metadata["unit"] == "FLUX/S"
+    # astropy refuses such an NDData itself; the converter checks too (a bare uncertainty object)
+    from psfmatch.io.nddata import _variance_from_uncertainty
+
+    other = u.Unit("OTHER", parse_strict="silent")
+    with pytest.raises(InvalidInputError, match="unit OTHER cannot be related to the data unit FLUX/S"):
+        _variance_from_uncertainty(StdDevUncertainty(np.ones((4, 4)), unit=other), odd, (4, 4))
+    with pytest.raises(InvalidInputError, match="unit FLUX/S cannot be related to the data unit FLUX/S .*without a "
+                                                "unit"):
+        _variance_from_uncertainty(VarianceUncertainty(np.ones((4, 4)), unit=odd), odd, (4, 4))
+
+
+def test_the_origin_round_trips_through_nddata_and_ccddata_files(tmp_path):
+    exp = Exposure(np.ones((5, 6), np.float32), psf=GaussianPsf(9, 9, 1.5), xy0=(1000, 3000),
+                   metadata={"unit": "adu", "id": 4})
+    nd = exp.to_nddata()
+    assert nd.meta["LTV1"] == -1000 and nd.meta["LTV2"] == -3000 and nd.meta["id"] == 4
+    back = Exposure.from_nddata(nd)
+    assert back.getXY0() == (1000, 3000) and "LTV1" not in back.metadata and back.getId() == 4
+    assert Exposure.from_nddata(nd, xy0=(1, 2)).getXY0() == (1, 2)
+    # CCDData.write keeps the cards, CCDData.read gives them back
+    exp.to_nddata(ccd=True).write(tmp_path / "ccd.fits")
+    assert Exposure.from_nddata(CCDData.read(tmp_path / "ccd.fits")).getXY0() == (1000, 3000)
+    assert "LTV1" not in Exposure(np.ones((2, 2), np.float32)).to_nddata().meta
+    with pytest.raises(InvalidInputError, match=r"NDData meta: the image origin \(0.5, -?0.0\) from LTV1/LTV2 is not "
+                                                r"integral; pass xy0="):
+        Exposure.from_nddata(NDData(np.ones((2, 2)), meta={"ltv1": -0.5, "LTV2": 0}))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"uncertainty": StdDevUncertainty(np.ones((5, 5)))}, r"uncertainty has shape \(5, 5\), which does not match "
+                                                          r"the data's shape \(10, 12\)"),
+    ({"mask": np.zeros((5, 5), bool)}, r"mask has shape \(5, 5\), which does not match the data's shape \(10, 12\)"),
+    ({"mask": np.zeros((2, 10, 12), bool)}, r"mask has shape \(2, 10, 12\), which does not match"),
+])
+def test_uncertainty_and_mask_of_another_shape_are_refused(kwargs, message):
+    with pytest.raises(InvalidInputError, match=message):
+        Exposure.from_nddata(NDData(np.ones((10, 12)), **kwargs))
+    # a mask that broadcasts (one row for every row) is still taken
+    exp = Exposure.from_nddata(NDData(np.ones((3, 4)), mask=np.array([True, False, False, False])))
+    assert exp.getMask().planes_set("BAD")[:, 0].all() and exp.getMask().planes_set("BAD").sum() == 3

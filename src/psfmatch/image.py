@@ -31,6 +31,8 @@ DEFAULT_MASK_PLANES = {
 }
 
 _MAX_PLANES = 31
+#: Longest plane name the FITS writer can store: ``HIERARCH MP_<name> = <bit>`` must fit one 80-character card.
+MAX_PLANE_NAME_LENGTH = 63
 
 
 def plane_dtype(dtype) -> np.dtype:
@@ -67,7 +69,9 @@ def _mask_array(array, copy=True):
     Values become int32 by their low 32 bits: a value of a wider type survives
     when it lies in ``[-2**31, 2**32)`` (bit 31 set as a positive value, or a
     sign-extended negative int32); anything else has a bit above 31 set, which
-    the conversion would silently drop, and is refused.
+    the conversion would silently drop, and is refused.  Narrower signed types
+    (int8, int16) are taken as the bits they hold: an int16 with bit 15 set
+    (-32768) is 0x8000, not sign-extended into bits 16..31.
     """
     arr = np.asarray(array)
     if arr.ndim != 2:
@@ -78,6 +82,9 @@ def _mask_array(array, copy=True):
             "Mask.from_bool(array, plane='BAD')")
     if not np.issubdtype(arr.dtype, np.integer):
         raise InvalidInputError(f"mask must hold integers; got dtype {arr.dtype}")
+    if arr.dtype.kind == "i" and arr.dtype.itemsize < 4:
+        # the bits as they are: a view as the unsigned type of the same width (and byte order), no copy
+        arr = arr.view(arr.dtype.str.replace("i", "u"))
     if arr.dtype.itemsize > 4 and arr.size:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < -(1 << 31) or hi >= 1 << 32:
@@ -85,6 +92,41 @@ def _mask_array(array, copy=True):
                 f"mask values span {lo}..{hi}: bits above 31 are set, and a mask holds 32 bit planes "
                 "(bits 0..31); move those planes to free bits below 32 first")
     return np.array(arr, dtype=np.int32, copy=True) if copy else np.asarray(arr, dtype=np.int32)
+
+
+def check_plane_name(name, planes=()) -> None:
+    """Check that ``name`` can name a mask plane that FITS files store and read back.
+
+    Parameters
+    ----------
+    name : str
+        The plane name.
+    planes : iterable of str
+        The other plane names of the mask; FITS keywords ignore case, so
+        ``name`` must differ from each of them in more than case.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``name`` is not a string of 1 to :data:`MAX_PLANE_NAME_LENGTH`
+        printable ASCII characters, starts or ends with a blank, holds ``=``,
+        ``*`` or ``?`` (FITS keyword syntax and astropy's wildcards), or
+        differs from another plane only in case.
+    """
+    if not isinstance(name, str):
+        raise InvalidInputError(f"a mask plane name must be a string; got {type(name).__name__} {name!r}")
+    if not name or len(name) > MAX_PLANE_NAME_LENGTH:
+        raise InvalidInputError(f"mask plane name {name!r} has {len(name)} characters; give 1 to "
+                                f"{MAX_PLANE_NAME_LENGTH} (the longest a FITS header card can store)")
+    bad = sorted({c for c in name if not " " <= c <= "~"} | ({"=", "*", "?"} & set(name)))
+    if bad or name != name.strip():
+        what = f"the characters {bad}" if bad else "leading or trailing blanks"
+        raise InvalidInputError(f"mask plane name {name!r} holds {what}; use printable ASCII letters, digits and "
+                                "punctuation other than '=', '*' and '?' (as in 'STREAK' or 'SAT_CORE')")
+    clash = [p for p in planes if p != name and p.upper() == name.upper()]
+    if clash:
+        raise InvalidInputError(f"mask plane name {name!r} differs from the plane {clash[0]!r} only in case, which "
+                                "FITS keywords ignore; choose another name")
 
 
 class Mask:
@@ -133,9 +175,18 @@ class Mask:
         return dict(self._planes)
 
     def addMaskPlane(self, name: str) -> int:
-        """Register plane ``name`` (if new) and return its bit number."""
-        if name in self._planes:
+        """Register plane ``name`` (if new) and return its bit number.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``name`` cannot be stored in a FITS file (see :func:`check_plane_name`:
+            1 to 63 printable ASCII characters, no ``=``, ``*`` or ``?``, not an
+            existing name in another case), or all 32 bits are in use.
+        """
+        if isinstance(name, str) and name in self._planes:
             return self._planes[name]
+        check_plane_name(name, self._planes)
         used = set(self._planes.values())
         for bit in range(_MAX_PLANES + 1):
             if bit not in used:
@@ -381,7 +432,9 @@ class Exposure(MaskedImage):
         return MaskedImage(self.image, self._mask, self.variance, xy0=self._xy0)
 
     def copy(self) -> "Exposure":
-        return Exposure(self.image, self._mask, self.variance, psf=self._psf, wcs=self._wcs,
+        """A deep copy: planes, WCS and metadata are new objects (the PSF model is shared: models are
+        not modified in place)."""
+        return Exposure(self.image, self._mask, self.variance, psf=self._psf, wcs=copy.deepcopy(self._wcs),
                         xy0=self._xy0, metadata=copy.deepcopy(self.metadata))
 
     # FITS and astropy interop (implemented in psfmatch.io)

@@ -40,6 +40,7 @@ all, and an existing file is never overwritten unless ``overwrite=True``
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -52,9 +53,9 @@ import numpy as np
 
 from ..errors import (CorruptFileError, InvalidInputError, MissingFileError, OutputExistsError, PsfMatchError,
                       UnsupportedFormatError)
-from ..image import Exposure, Mask, plane_dtype
+from ..image import Exposure, Mask, check_plane_name, plane_dtype
 
-__all__ = ["atomic_write", "write_exposure", "read_exposure", "read_exposure_info", "ExposureFileInfo",
+__all__ = ["atomic_write", "same_file", "write_exposure", "read_exposure", "read_exposure_info", "ExposureFileInfo",
            "check_input_file", "open_fits", "read_guard", "prescan_fits",
            "FORMAT_NAME", "FORMAT_VERSION", "METADATA_HEADER_KEY"]
 
@@ -68,6 +69,8 @@ METADATA_HEADER_KEY = "fitsHeader"
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "XTENSION", "EXTNAME", "EXTVER",
                "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM", "INHERIT", "PMFORMAT", "PMVERS", "EXTTYPE",
                "ZIMAGE", "ZSIMPLE", "TFIELDS"}
+#: File-name extensions by which astropy compresses what it writes (``.zip`` it cannot write).
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
 _WCS_KEY = re.compile(r"^(WCSAXES|CRPIX\d|CRVAL\d|CDELT\d|CTYPE\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d|PV\d_\d+|PS\d_\d+|"
                       r"LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|WCSNAME|MJDREF|"
                       r"[AB]P?_\d+_\d+|[AB]P?_ORDER|[AB]_DMAX|LTV\d|LTM\d_\d)[A-Z]?$")
@@ -75,6 +78,18 @@ _WCS_KEY = re.compile(r"^(WCSAXES|CRPIX\d|CRVAL\d|CDELT\d|CTYPE\d|CUNIT\d|CROTA\
 
 # ---------------------------------------------------------------------------
 # atomic writes
+
+
+def same_file(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file: the same path once symbolic links are
+    resolved (also when neither exists yet), or the same file on disk (a hard link)."""
+    a, b = os.fspath(a), os.fspath(b)
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (or cannot be read): not the same file
+        return False
 
 
 @contextlib.contextmanager
@@ -102,11 +117,16 @@ def atomic_write(path, overwrite=False):
         If ``path`` exists and ``overwrite`` is False (a `FileExistsError`).
     MissingFileError
         If the directory of ``path`` does not exist (a `FileNotFoundError`).
+    InvalidInputError
+        If ``path`` is empty or names a directory.
 
     Notes
     -----
     On any exception inside the ``with`` block the temporary file is removed and
-    ``path`` is untouched.
+    ``path`` is untouched.  The temporary name is ``.<name>.<random>.tmp``; for
+    a compressed name (``.gz``, ``.bz2``, ``.xz``) the compression suffix is
+    repeated at its end (``.<name>.<random>.tmp.gz``), so that writers choosing
+    the compression by the extension (astropy) compress the file.
 
     Examples
     --------
@@ -118,12 +138,21 @@ def atomic_write(path, overwrite=False):
     'done'
     """
     path = os.fspath(path)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if not path:
+        raise InvalidInputError("the output path is empty; give a file name")
+    if os.path.isdir(path) or path.endswith((os.sep, "/")):
+        raise InvalidInputError(f"cannot write {path!r}: it is a directory; give a file name (e.g. inside it)")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise MissingFileError(f"cannot write {path!r}: directory {directory!r} does not exist")
     if not overwrite and os.path.lexists(path):
         raise OutputExistsError(f"{path} exists already; pass overwrite=True to replace it")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    # keep a compression suffix last: writers (astropy) compress by the file name's extension
+    ext = os.path.splitext(path)[1]
+    suffix = ".tmp" + (ext.lower() if ext.lower() in _COMPRESSED_SUFFIXES else "")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=directory)
     os.close(fd)
     os.unlink(tmp)  # writers (astropy) refuse to write onto an existing file
     try:
@@ -409,8 +438,19 @@ def _header_key(name):
 
 
 def _mask_planes_to_header(header, planes):
+    from astropy.io import fits
+
+    for name in planes:  # names the header cannot store are refused before anything is written
+        check_plane_name(name, planes)
     for name, bit in sorted(planes.items(), key=lambda kv: kv[1]):
-        header[_header_key(name)] = (int(bit), "mask plane bit")
+        key = _header_key(name)
+        card = fits.Card(key, int(bit), "mask plane bit")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            str(card)
+        if caught:  # a long HIERARCH name: astropy would truncate the comment, with a warning
+            card = fits.Card(key, int(bit))
+        header.append(card, end=True)
 
 
 def _mask_planes_from_header(header):
@@ -440,20 +480,41 @@ def _xy0_to_header(header, xy0):
     header["WCSNAMEA"] = ("PARENT", "0-based parent pixel coordinates")
 
 
-def _xy0_from_header(header, where):
+#: IRAF's physical-to-image transformation matrix and its identity value.
+_LTM_IDENTITY = {"LTM1_1": 1.0, "LTM2_2": 1.0, "LTM1_2": 0.0, "LTM2_1": 0.0}
+
+
+def _xy0_from_header(header, where, error=CorruptFileError):
+    """The image origin ``(x0, y0)`` a header records, or ``(0, 0)``.
+
+    psfmatch's and LSST's alternate linear WCS ``A`` (``CRVAL1A``...) first, else
+    IRAF's ``LTV1``/``LTV2`` (``x0 = -LTV1``), which give the origin only when the
+    ``LTMi_j`` matrix is absent or the identity: a binned or rotated section's
+    physical pixels are not the parent pixel grid of the exposure, so its origin
+    is ``(0, 0)`` (logged).  ``header`` is a FITS header or a mapping with
+    upper-case keys; ``error`` is the exception raised for unusable cards.
+    """
+    remedy = "; pass xy0= to give the origin"
     try:
         if "CRVAL1A" in header and "CRVAL2A" in header and str(header.get("CTYPE1A", "")).strip() == "LINEAR":
             x = float(header["CRVAL1A"]) - (float(header.get("CRPIX1A", 1.0)) - 1.0)
             y = float(header["CRVAL2A"]) - (float(header.get("CRPIX2A", 1.0)) - 1.0)
+            source = "CRVAL1A/CRVAL2A"
         elif "LTV1" in header or "LTV2" in header:
+            ltm = {k: float(header[k]) for k in _LTM_IDENTITY if k in header}
+            if any(v != _LTM_IDENTITY[k] for k, v in ltm.items()):
+                log.info("%s: LTV1/LTV2 are not taken as the image origin: the LTM matrix %s is not the identity "
+                         "(a binned or transformed section); xy0 = (0, 0)%s", where, ltm, remedy)
+                return (0, 0)
             x, y = -float(header.get("LTV1", 0.0)), -float(header.get("LTV2", 0.0))
+            source = "LTV1/LTV2"
         else:
             return (0, 0)
     except (TypeError, ValueError):
-        raise CorruptFileError(f"{where}: the origin cards (CRVAL1A/CRVAL2A or LTV1/LTV2) are not numbers") from None
-    if x != int(x) or y != int(y):
-        raise CorruptFileError(f"{where}: the image origin ({x}, {y}) from CRVAL1A/CRVAL2A or LTV1/LTV2 is not "
-                               "integral")
+        raise error(f"{where}: the origin cards (CRVAL1A/CRVAL2A, LTV1/LTV2 or LTMi_j) are not numbers{remedy}") \
+            from None
+    if not (np.isfinite(x) and np.isfinite(y)) or x != int(x) or y != int(y):
+        raise error(f"{where}: the image origin ({x}, {y}) from {source} is not integral{remedy}")
     return (int(x), int(y))
 
 
@@ -478,18 +539,144 @@ def _wcs_from_header(header):
     return wcs
 
 
-def _primary_cards(header):
-    """A copy of ``header`` without structural, WCS and psfmatch bookkeeping cards."""
+def _defines_wcs(header) -> bool:
+    """Whether ``header`` has a (primary) celestial or linear WCS: a non-blank ``CTYPEn`` card."""
+    return any(re.fullmatch(r"CTYPE\d", k) and str(header[k]).strip() for k in header.keys())
+
+
+def _image_wcs(hdul, img_hdu, where):
+    """The WCS of ``img_hdu`` and whether the primary header's cards were needed for it.
+
+    An image extension without a WCS of its own takes the primary header's
+    (the FITS ``INHERIT`` convention) unless it says ``INHERIT = F``; its own
+    WCS cards take precedence over the primary's.
+    """
+    from astropy.io import fits
+
+    header = img_hdu.header
+    wcs = _wcs_from_header(header)
+    primary = hdul[0]
+    if wcs is not None or img_hdu is primary or header.get("INHERIT") is False or not _defines_wcs(primary.header):
+        return wcs, False
+    try:
+        merged = fits.Header([copy.copy(card) for card in primary.header.cards if _WCS_KEY.match(card.keyword)])
+        for card in header.cards:
+            if _WCS_KEY.match(card.keyword):
+                merged[card.keyword] = (card.value, card.comment)
+    except Exception as exc:  # a broken WCS should not stop the pixels from being read
+        log.warning("%s: ignoring the primary header's unreadable WCS (%s)", where, _short(exc))
+        return None, False
+    wcs = _wcs_from_header(merged)
+    if wcs is not None:
+        log.info("%s: no WCS in the image's header; using the primary header's (FITS INHERIT convention)", where)
+    return wcs, wcs is not None
+
+
+def _primary_cards(header, *, wcs=False, origin=False):
+    """A copy of ``header`` without structural cards and psfmatch's own (``PMFORMAT``, ``PMVERS``).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+    wcs : bool
+        Also leave out the WCS cards: ``header`` is the one the WCS was read from
+        (or will be written to).  Elsewhere ``EQUINOX``, ``EPOCH`` or ``MJDREF``
+        may describe something else (a target's coordinates, a time series).
+    origin : bool
+        Also leave out the image origin and ``BUNIT`` (``header`` is the image's):
+        IRAF's ``LTVn``/``LTMi_j`` and the alternate ``A`` WCS.
+    """
     from astropy.io import fits
 
     out = fits.Header()
     for card in header.cards:
         key = card.keyword
-        if key in _STRUCTURAL or key.startswith("NAXIS") or _WCS_KEY.match(key) or key == "BUNIT":
+        if key in _STRUCTURAL or key.startswith("NAXIS"):
             continue
-        if key.startswith("MP_") or key.startswith("PM"):
+        if _WCS_KEY.match(key):
+            is_origin = _is_origin_key(key)
+            if (origin and is_origin) or (wcs and not is_origin):
+                continue
+        if origin and key == "BUNIT":
             continue
-        out.append(card, end=True)
+        out.append(copy.copy(card), end=True)  # a card of its own: setting a value changes the card in place
+    return out
+
+
+def _is_origin_key(key) -> bool:
+    """Whether ``key`` records the image origin: IRAF's ``LTVn``/``LTMi_j`` or the alternate ``A`` WCS."""
+    key = key.upper()
+    return bool(_WCS_KEY.match(key)) and (key.startswith(("LTV", "LTM")) or key.endswith("A"))
+
+
+def _exposure_cards(hdul, img_hdu, has_wcs, inherited):
+    """The header cards an exposure read from ``img_hdu`` of ``hdul`` keeps (``metadata["fitsHeader"]``).
+
+    The primary header's cards, then those of the image's own header that the
+    primary lacks (and its ``COMMENT`` and ``HISTORY``), without structural
+    cards, psfmatch's own, and the image's origin, ``BUNIT`` and WCS (from the
+    headers the WCS was read from: the image's, and the primary's when
+    ``inherited``).
+    """
+    primary = hdul[0]
+    if img_hdu is primary:
+        return _primary_cards(primary.header, wcs=has_wcs, origin=True)
+    cards = _primary_cards(primary.header, wcs=inherited)
+    for card in _primary_cards(img_hdu.header, wcs=has_wcs, origin=True).cards:
+        if card.keyword not in cards or card.keyword in ("COMMENT", "HISTORY", ""):
+            cards.append(card, end=True)
+    return cards
+
+
+def _stored_dtype(header) -> np.dtype:
+    """The dtype astropy gives the data of an image HDU with ``header`` (before psfmatch converts it).
+
+    astropy scales integers with ``BSCALE``/``BZERO`` (or ``BLANK``) to float32 (8 and 16 bits) or
+    float64 (32 and 64 bits), except the unsigned-integer convention (``BSCALE = 1`` and ``BZERO =
+    2**(bits-1)``, or -128 for signed bytes), which stays an integer.
+    """
+    bitpix = int(header.get("ZBITPIX", header.get("BITPIX")))
+    if bitpix < 0:
+        return np.dtype(np.float64 if bitpix == -64 else np.float32)
+    bscale, bzero = header.get("BSCALE", 1), header.get("BZERO", 0)
+    raw = np.dtype(f">i{bitpix // 8}") if bitpix > 8 else np.dtype(np.uint8)
+    if bscale == 1 and bzero == 0:
+        if "BLANK" not in header:
+            return raw
+    elif bscale == 1 and ((bitpix == 8 and bzero == -128) or (bitpix > 8 and bzero == 1 << (bitpix - 1))):
+        return np.dtype(np.int8) if bitpix == 8 else np.dtype(f"u{bitpix // 8}")
+    return np.dtype(np.float64 if bitpix > 16 else np.float32)
+
+
+def _user_cards_for_writing(user, where):
+    """The cards of the caller's header ``user`` as new cards the FITS writer accepts.
+
+    Non-standard cards (a lower-case keyword, an unquoted string) are repaired as
+    astropy's ``verify("fix")`` does, and logged; a card that cannot be repaired
+    is left out with a warning.  ``user`` is not modified.
+    """
+    from astropy.io import fits
+    from astropy.io.fits.verify import VerifyError
+
+    out, fixed, dropped = [], [], []
+    for card in user.cards:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                # formatting repairs a non-standard card in place (astropy's "fix+warn"): on a copy
+                new = fits.Card.fromstring(copy.deepcopy(card).image)
+                new.verify("exception")  # what the repair could not mend
+            if caught:
+                fixed.append(new.keyword)
+            out.append(new)
+        except (VerifyError, ValueError, TypeError) as exc:
+            dropped.append(f"{card.keyword} ({_short(exc, 80)})")
+    if fixed:
+        log.warning("%s: header cards %s are not standard FITS and were repaired on writing (e.g. keyword upper-cased, "
+                    "value quoted)", where, fixed)
+    if dropped:
+        log.warning("%s: header cards %s are not valid FITS and cannot be repaired: they are not written", where,
+                    dropped)
     return out
 
 
@@ -558,6 +745,9 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False.
+    InvalidInputError
+        If ``path`` is empty or a directory, or a mask plane name cannot be
+        stored in a FITS header (see :func:`psfmatch.image.check_plane_name`).
 
     Notes
     -----
@@ -565,7 +755,11 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     models by their parameters, images and PSFEx models exactly, other models
     approximated).  Metadata entries that are not JSON-serializable are
     skipped with a logged warning, except ``metadata["fitsHeader"]`` whose
-    cards go into the primary header.
+    cards go into the primary header: non-standard cards (a lower-case
+    keyword, an unquoted string) are repaired as astropy's ``verify("fix")``
+    does and those that cannot be are left out, each with a logged warning;
+    a WCS there is left out (the IMAGE extension carries the exposure's).
+    A name ending in ``.gz``, ``.bz2`` or ``.xz`` gives a compressed file.
 
     Examples
     --------
@@ -603,7 +797,8 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
             except Exception:
                 raise InvalidInputError(f"metadata[{METADATA_HEADER_KEY!r}] must be an astropy Header or a "
                                         f"mapping of FITS cards; got {type(user).__name__}") from None
-        for card in _primary_cards(user).cards:
+        # a WCS there would be inherited by the extensions (INHERIT = T): the IMAGE header carries the exposure's
+        for card in _user_cards_for_writing(_primary_cards(user, wcs=_defines_wcs(user)), path):
             primary.header.append(card, end=True)
     primary.header["PMFORMAT"] = (FORMAT_NAME, "written by psfmatch")
     primary.header["PMVERS"] = (FORMAT_VERSION, "psfmatch exposure format version")
@@ -718,7 +913,7 @@ def _layout(hdul):
     names = [h.name.upper() for h in hdul]
     if str(hdul[0].header.get("PMFORMAT", "")).strip() == FORMAT_NAME:
         return "psfmatch"
-    if "IMAGE" in names:
+    if "IMAGE" in names and ("MASK" in names or "VARIANCE" in names):
         return "lsst"
     return "image"
 
@@ -818,7 +1013,6 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
             raise CorruptFileError(f"{path}: the planes differ in shape: {shapes}")
         guard.hdu = "IMAGE"
         himg = hdul["IMAGE"].header
-        bitpix = int(himg.get("ZBITPIX", himg["BITPIX"]))
         planes = _mask_planes_from_header(hdul["MASK"].header)
         if planes is None:
             from ..image import DEFAULT_MASK_PLANES
@@ -836,7 +1030,7 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
         guard.hdu = "IMAGE"
         return ExposureFileInfo(
             path=path, layout=layout, shape=shapes["IMAGE"], xy0=tuple(_xy0_from_header(himg, f"{path}[IMAGE]")),
-            dtype=np.dtype(np.float64 if bitpix == -64 else np.float32), wcs=_wcs_from_header(himg),
+            dtype=plane_dtype(_stored_dtype(himg)), wcs=_image_wcs(hdul, hdul["IMAGE"], f"{path}[IMAGE]")[0],
             mask_planes=planes, psf=stored_psf,
             unit=str(himg["BUNIT"]).strip() if "BUNIT" in himg and str(himg["BUNIT"]).strip() else None,
             metadata=md)
@@ -852,7 +1046,8 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         The file.
     layout : {"psfmatch", "lsst", "image"}, optional
         Force a layout; by default it is sniffed: psfmatch's (``PMFORMAT`` in
-        the primary header), LSST-style (an ``IMAGE`` extension), else a plain image.
+        the primary header), LSST-style (an ``IMAGE`` extension with a ``MASK``
+        or ``VARIANCE`` one), else a plain image.
     hdu : int or str, optional
         For the plain-image layout: the HDU holding the image (default the
         first image HDU with 2-d data).
@@ -869,13 +1064,19 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         The exposure's PSF; a path is read with :func:`psfmatch.psf.read_psf`.
         Overrides a PSF stored in a psfmatch file.
     xy0 : (int, int), optional
-        The image origin; overrides the file's.
+        The image origin; overrides the file's (psfmatch's and LSST's ``CRVAL1A``/
+        ``CRVAL2A``, else IRAF's ``-LTV1``/``-LTV2`` when ``LTMi_j`` is absent or
+        the identity; a binned section's origin is ``(0, 0)``).
     mask_plane : str
         Plane set by a boolean ``mask`` array.
 
     Returns
     -------
     Exposure
+        ``metadata["fitsHeader"]`` holds the primary header's cards and those
+        the image's own header adds, less the structural ones and those
+        describing the image's WCS, origin and unit (``metadata["unit"]``).  An
+        image extension without a WCS takes the primary header's (``INHERIT``).
 
     Raises
     ------
@@ -926,8 +1127,6 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             guard.hdu = "VARIANCE"
             if variance is None and "VARIANCE" in names and hdul["VARIANCE"].data is not None:
                 variance_arr = _image_dtype(hdul["VARIANCE"].data)
-            guard.hdu = "PRIMARY"
-            metadata[METADATA_HEADER_KEY] = _primary_cards(hdul[0].header)
             if layout == "psfmatch":
                 guard.hdu = "METADATA"
                 if "METADATA" in names:
@@ -960,12 +1159,10 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             header = img_hdu.header
             where = f"{path}[{img_hdu.name or 0}]"
             mask_arr = variance_arr = None
-            cards = _primary_cards(hdul[0].header)
-            if img_hdu is not hdul[0]:
-                for card in _primary_cards(header).cards:
-                    if card.keyword not in cards or card.keyword in ("COMMENT", "HISTORY", ""):
-                        cards.append(card, end=True)
-            metadata[METADATA_HEADER_KEY] = cards
+        guard.hdu = img_hdu.name or 0
+        wcs, inherited = _image_wcs(hdul, img_hdu, where)
+        guard.hdu = "PRIMARY"
+        metadata[METADATA_HEADER_KEY] = _exposure_cards(hdul, img_hdu, wcs is not None, inherited)
         guard.hdu = None
         if mask is not None:
             mask_arr, mwhere = _load_plane(mask, hdul, path, "mask")
@@ -991,7 +1188,6 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             m = Mask(shape=image.shape, planes=mask_planes)
         if "BUNIT" in header and str(header["BUNIT"]).strip():
             metadata.setdefault("unit", str(header["BUNIT"]).strip())
-        wcs = _wcs_from_header(header)
         origin = _xy0_from_header(header, where) if xy0 is None else xy0
     if psf is not None and isinstance(psf, (str, os.PathLike)):
         from ..psf.readers import read_psf
