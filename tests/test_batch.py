@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -188,7 +189,34 @@ def test_match_one_fingerprints_without_dask(inputs, tmp_path):
     header = fits.getheader(out)
     assert header["BATCHOK"] is True and header["BATCHFPR"].startswith("sha256:")
     missing = match_one(tmp_path / "nope.fits", REFERENCE, tmp_path / "nope-out.fits", _config())
-    assert missing.status == FAILED and missing.error_type == "FileNotFoundError"
+    assert missing.status == FAILED and missing.error_type == "MissingFileError"
+    assert re.search(r"exposure file '.*nope\.fits' does not exist", missing.error_message)
+    folder = match_one(tmp_path, REFERENCE, tmp_path / "folder-out.fits", _config())
+    assert folder.status == FAILED and folder.error_type == "UnsupportedFormatError"
+    assert "is a directory" in folder.error_message
+
+
+def test_a_field_set_explicitly_to_its_default_makes_the_output_stale(inputs, tmp_path):
+    """autoKernel honours explicit settings, so the completion marker must tell them apart from defaults."""
+    from psfmatch.batch import _config_hash
+
+    src = tmp_path / "in.fits"
+    shutil.copy(inputs[0][0], src)
+    out = tmp_path / "out.fits"
+    assert match_one(src, REFERENCE, out, _config()).status == MATCHED
+    explicit = _config()
+    explicit.kernel.active.kernelSize = ModelPsfMatchConfig().kernel.active.kernelSize  # the default value
+    assert explicit.to_dict() == _config().to_dict()
+    r = match_one(src, REFERENCE, out, explicit)
+    assert r.status == MATCHED and r.reason == "stale output: configuration or kernelSum changed"
+    assert read_exposure(out).metadata["psfmatchBatch"]["explicitFields"] == sorted(
+        f"config.kernel['AL'].{name}" for name in ("kernelSize", "sizeCellX", "sizeCellY", "spatialKernelOrder"))
+    assert match_one(src, REFERENCE, out, explicit).status == SKIPPED
+    # a default configuration keeps the hash of earlier versions (their outputs are not redone)
+    import hashlib
+
+    old = json.dumps({"config": ModelPsfMatchConfig().to_dict(), "kernelSum": 1.0}, sort_keys=True, default=str)
+    assert _config_hash(ModelPsfMatchConfig(), 1.0) == hashlib.sha256(old.encode()).hexdigest()[:40]
 
 
 def test_duplicate_names_and_in_place_outputs_are_refused(inputs, tmp_path):
@@ -202,6 +230,30 @@ def test_duplicate_names_and_in_place_outputs_are_refused(inputs, tmp_path):
         match_many([paths[0]], REFERENCE, os.path.dirname(paths[0]), client=False)
     with pytest.raises(InvalidInputError, match="no input"):
         match_many([], REFERENCE, tmp_path / "o")
+
+
+def test_outputs_never_replace_an_input_through_a_symbolic_link(inputs, tmp_path):
+    paths, _ = inputs
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    a = raw / "a.fits"
+    shutil.copy(paths[0], a)
+    before = a.read_bytes()
+    (tmp_path / "matched").symlink_to("raw")  # outdir reaches the inputs' folder through a link
+    with pytest.raises(InvalidInputError, match=r"output .*matched/a\.fits of .*raw/a\.fits would overwrite the input"):
+        match_many([str(a)], REFERENCE, tmp_path / "matched", client=False)
+    with pytest.raises(InvalidInputError, match=r"report_path .*a\.fits would overwrite the input"):
+        match_many([str(a)], REFERENCE, tmp_path / "out", report_path=tmp_path / "matched" / "a.fits", client=False)
+    with pytest.raises(InvalidInputError, match="would overwrite the matched file of"):
+        match_many([str(a)], REFERENCE, tmp_path / "out", report_path=tmp_path / "out" / "a.fits", client=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InvalidInputError, match=r"outdir .*file exists and is not a directory"):
+        match_many([str(a)], REFERENCE, tmp_path / "file", client=False)
+    # the coadd refuses to write over one of its inputs, even with overwrite=True
+    with pytest.raises(InvalidInputError, match=r"coadd output .*a\.fits would overwrite the input"):
+        coadd([str(a)], tmp_path / "matched" / "a.fits", overwrite=True)
+    assert a.read_bytes() == before
+    assert sorted(os.listdir(raw)) == ["a.fits"]
 
 
 def test_embedded_local_cluster_and_auto_reference(inputs, tmp_path, monkeypatch):
@@ -374,6 +426,15 @@ def test_coadd_maps_mask_planes_by_name(tmp_path):
     assert co.mask[3, 3] == co.getMask().getPlaneBitMask("SAT")
 
 
+def test_coadd_refuses_a_compressed_output_name(tmp_path):
+    one = np.ones((20, 30))
+    a = _write(tmp_path / "a.fits", one, one)
+    with pytest.raises(InvalidInputError, match=r"coadd\.fits\.gz: the coadd writes its planes in place through a "
+                                                r"memory map and cannot compress them"):
+        coadd([a], tmp_path / "coadd.fits.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fits"]
+
+
 def test_coadd_refuses_inputs_off_the_grid(tmp_path):
     from astropy.wcs import WCS
 
@@ -469,6 +530,92 @@ def test_cli_batch_usage_errors(tmp_path, capsys):
     args = _parse(["batch", "-o", str(tmp_path), "-r", "auto"])
     assert run_batch_command(args) == 2
     assert "no inputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, match", [
+    (["--coadd-tile", "8"], "at least 16 pixels"),
+    (["--memory-limit", "lots"], "memory size per worker such as 4GiB"),
+    (["--memory-limit", "0"], "memory size per worker"),
+    (["--scheduler", "head-node"], "Dask scheduler with its port, e.g. tcp://head:8786; got 'head-node'"),
+])
+def test_cli_batch_bad_option_values_are_usage_errors(option, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parse(["batch", "a.fits", "-o", "d", "-r", "auto", *option])
+    assert exc.value.code == 2
+    assert match in capsys.readouterr().err
+    assert _parse(["batch", "a.fits", "-o", "d", "-r", "auto", "--memory-limit", "4GiB", "--scheduler",
+                   "tcp://127.0.0.1:8786", "--coadd-tile", "16"]).coadd_tile == 16
+
+
+def test_cli_batch_checks_every_destination_before_any_work(inputs, tmp_path, monkeypatch):
+    import psfmatch.batch
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("matched before the destinations were checked")
+
+    monkeypatch.setattr(psfmatch.batch, "match_many", must_not_run)
+    paths, _ = inputs
+    a, b = (str(tmp_path / n) for n in ("a.fits", "b.fits"))
+    shutil.copy(paths[0], a)
+    shutil.copy(paths[1], b)
+    before = open(b, "rb").read()
+    out = str(tmp_path / "out")
+    (tmp_path / "notes.json").write_text('{"mine": 1}')
+
+    def run(*extra):
+        return run_batch_command(_parse(["batch", a, b, "-r", "gaussian:sigma=2.6", "-o", out, *extra]))
+
+    with pytest.raises(MissingFileError, match=r"cannot write --report nodir/r\.json: directory .*nodir does not"):
+        run("--report", "nodir/r.json")
+    with pytest.raises(MissingFileError, match=r"cannot write --coadd .*c\.fits: directory .*nodir does not"):
+        run("--coadd", str(tmp_path / "nodir" / "c.fits"))
+    with pytest.raises(InvalidInputError, match=r"--report .*b\.fits would overwrite the input"):
+        run("--report", b)
+    with pytest.raises(InvalidInputError, match=r"--coadd .*a\.fits would overwrite the matched file of"):
+        run("--coadd", os.path.join(out, "a.fits"))
+    with pytest.raises(InvalidInputError, match="are the same file"):
+        run("--coadd", str(tmp_path / "x.fits"), "--report", str(tmp_path / "x.fits"))
+    with pytest.raises(OutputExistsError, match=r"--report .*notes\.json is not a psfmatch batch report; pass "
+                                                 "--overwrite"):
+        run("--report", str(tmp_path / "notes.json"))
+    with pytest.raises(InvalidInputError, match="is a directory"):
+        run("--report", str(tmp_path))
+    with pytest.raises(InvalidInputError, match="exists and is not a directory"):
+        run_batch_command(_parse(["batch", a, "-r", "gaussian:sigma=2.6", "-o", b]))
+    with pytest.raises(AssertionError, match="matched before"):  # --overwrite lets the batch start
+        run("--report", str(tmp_path / "notes.json"), "--overwrite")
+    assert open(b, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["a.fits", "b.fits", "notes.json"]
+
+
+def test_cli_batch_prints_the_summary_before_writing_the_report(client, inputs, tmp_path, capsys, monkeypatch):
+    from psfmatch.batch import BatchReport
+
+    def disk_full(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(BatchReport, "write_json", disk_full)
+    paths, _ = inputs
+    args = _parse(["batch", paths[0], "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "out"), "--scheduler",
+                   client.scheduler.address, "-c", "kernel.active.sizeCellX=80", "-c", "kernel.active.sizeCellY=80"])
+    with pytest.raises(OSError, match="No space left"):
+        run_batch_command(args)
+    out = capsys.readouterr().out
+    assert "1 exposure(s): 1 matched" in out and "report:" not in out
+
+
+def test_cli_batch_quiet_shows_only_the_failures(client, inputs, tmp_path, capsys):
+    paths, bad = inputs
+    args = _parse(["batch", paths[0], bad, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "out"), "--scheduler",
+                   client.scheduler.address, "--coadd", str(tmp_path / "co.fits"),
+                   "-c", "kernel.active.sizeCellX=80", "-c", "kernel.active.sizeCellY=80"])
+    args.quiet = True  # as `psfmatch -q batch` / `psfmatch batch -q` set it
+    assert run_batch_command(args) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"psfmatch batch: FAILED {os.path.abspath(bad)}: CorruptFileError: ")
+    assert (tmp_path / "co.fits").exists() and (tmp_path / "out" / "psfmatch-batch-report.json").exists()
 
 
 def test_cli_main_runs_batch(client, inputs, tmp_path, capsys):

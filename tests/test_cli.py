@@ -103,13 +103,79 @@ def test_run_refuses_to_overwrite_and_leaves_the_file_alone(exposure_file, tmp_p
     assert Exposure.readFits(str(out)).getWidth() == 256
 
 
+def test_run_refuses_to_replace_its_input_through_a_symbolic_link(exposure_file, tmp_path, capsys):
+    orig = tmp_path / "orig.fits"
+    orig.write_bytes(open(exposure_file, "rb").read())
+    (tmp_path / "link.fits").symlink_to("orig.fits")
+    before = orig.read_bytes()
+    rc, _, err = _run(["run", str(tmp_path / "link.fits"), "-r", "gaussian:sigma=2.6", "-o", str(orig),
+                       "--overwrite", *SMALL_CELLS], capsys)
+    assert rc == 1
+    assert re.search(r"output .*orig\.fits would overwrite the input .*link\.fits", err), err
+    assert orig.read_bytes() == before
+    assert _files(tmp_path) == ["link.fits", "orig.fits"]
+
+
+def test_an_output_that_is_a_directory_is_refused_before_the_match(exposure_file, tmp_path, capsys, monkeypatch):
+    import psfmatch.cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the task ran although an output cannot be written")
+
+    monkeypatch.setattr(psfmatch.cli, "_run_task", must_not_run)
+    (tmp_path / "qa").mkdir()
+    rc, _, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "m.fits"),
+                       "--qa-json", str(tmp_path / "qa"), "--overwrite"], capsys)
+    assert rc == 1
+    assert re.search(r"--qa-json .*qa is a directory; give the name of a file", err), err
+    assert len(err.strip().splitlines()) == 1
+    assert _files(tmp_path) == ["qa"]  # no matched exposure, no temporary file
+
+
+def test_commit_checks_every_destination_first_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from psfmatch.cli import _StagedOutputs
+
+    def stage(names):
+        outputs = _StagedOutputs(overwrite=True)
+        for name in names:
+            outputs.add(str(tmp_path / name), name)
+            with open(outputs.temp(str(tmp_path / name)), "w") as fh:
+                fh.write("new " + name)
+        return outputs
+
+    # a destination that became a directory while the command ran: nothing is moved
+    (tmp_path / "a.txt").write_text("old a")
+    outputs = stage(["a.txt", "b.txt"])
+    (tmp_path / "b.txt").mkdir()
+    with pytest.raises(InvalidInputError, match=r"b\.txt is a directory"):
+        outputs.commit()
+    outputs.discard()
+    assert _files(tmp_path) == ["a.txt", "b.txt"] and (tmp_path / "a.txt").read_text() == "old a"
+
+    # a rename that fails: its temporary file is still removed by discard()
+    (tmp_path / "b.txt").rmdir()
+    outputs = stage(["a.txt", "b.txt"])
+
+    def failing_replace(src, dst):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="cross-device"):
+        outputs.commit()
+    monkeypatch.undo()
+    outputs.discard()
+    assert _files(tmp_path) == ["a.txt"] and (tmp_path / "a.txt").read_text() == "old a"
+
+
 def test_failure_in_the_task_writes_nothing(exposure_file, tmp_path, capsys):
     rc, stdout, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "m.fits"),
                             "--kernel-out", str(tmp_path / "k.fits"), "--qa-json", str(tmp_path / "q.json"),
                             "-c", "doAutoPadPsf=False", "-c", "kernel.active.kernelSize=35"], capsys)
     assert rc == 1
     assert "too big" in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # one error line (after autoKernel's warning that it lowered the spatial order), no traceback
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("psfmatch run: error:")
     assert _files(tmp_path) == []
 
 
@@ -176,6 +242,11 @@ def test_missing_psf_file_names_its_role(exposure_file, tmp_path, capsys, option
     ["run", "x.fits", "-o", "o.fits", "-r", "gaussian:sigma=2", "--kernel-sum", "-1"],
     ["inspect-psf", "gaussian:sigma=2", "--at", "12"],                   # bad position
     ["frobnicate"],
+    ["run", "x.fits", "-o", "o.fits", "-r", "gaussian:sigma=1e308"],     # a stamp too big (was an OverflowError)
+    ["inspect-psf", "moffat:fwhm=1e308,beta=2"],
+    ["demo", "--size", "0"],                                             # the demo needs 32 x 32 px
+    ["demo", "--size", "10"],
+    ["demo", "--seed", "-1"],
 ])
 def test_usage_errors_exit_2(args, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -183,6 +254,18 @@ def test_usage_errors_exit_2(args, tmp_path, capsys, monkeypatch):
     assert rc == 2
     assert "usage:" in err
     assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("args, match", [
+    (["run", "x.fits", "-o", "o.fits", "-r", "gaussian:sigma=1e308"], "too broad: its stamp .* would be infinite"),
+    (["demo", "--size", "10"], "at least 32 x 32 pixels; got '10'"),
+    (["demo", "--seed", "-1"], "seed must be >= 0; got '-1'"),
+])
+def test_usage_errors_name_the_value_and_the_limit(args, match, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(args, capsys)
+    assert rc == 2 and re.search(match, err), err
+    assert "Traceback" not in err
 
 
 def test_help_and_version_exit_0(capsys):
@@ -218,6 +301,14 @@ def test_demo_outdir_writes_its_products(tmp_path, capsys):
         assert f"wrote {outdir / name}" in stdout
 
 
+def test_demo_outdir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "demo").write_text("not a folder")
+    rc, _, err = _run(["demo", "--size", "64", "--outdir", str(tmp_path / "demo")], capsys)
+    assert rc == 1
+    assert re.search(r"--outdir .*demo exists and is not a directory", err), err
+    assert (tmp_path / "demo").read_text() == "not a folder"
+
+
 def test_quiet_prints_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rc, stdout, err = _run(["demo", "--size", "256", "-q"], capsys)
@@ -230,7 +321,7 @@ def test_warnings_and_logs_go_to_stderr(tmp_path, capsys, monkeypatch):
     # 4 cells cannot constrain an order-2 model: the task logs a warning
     rc, stdout, err = _run(["demo", "--size", "256"], capsys)
     assert rc == 0
-    assert "spatialKernelOrder lowered" in err
+    assert re.search(r"spatialKernelOrder (\d+ )?lowered", err), err
     rc, stdout, err = _run(["demo", "--size", "256", "-v"], capsys)
     assert "INFO" in err and "compute Psf-matching kernel" in err
 
@@ -284,6 +375,20 @@ def test_config_output_loads_back(tmp_path, capsys):
     if hasattr(loaded, "isExplicit"):  # explicit choices survive the round trip, defaults stay defaults
         assert loaded.kernel["AL"].isExplicit("kernelSize") and loaded.kernel.isExplicit()
         assert not loaded.isExplicit("doAutoPadPsf") and not loaded.kernel["DF"].isExplicit("kernelSize")
+
+
+def test_config_output_with_an_infinite_value_is_plain_python_and_loads_back(tmp_path, capsys):
+    rc, out, err = _run(["config", "-c", "maxMemoryGiB=inf"], capsys)
+    assert rc == 0, err
+    assert "config.maxMemoryGiB = float('inf')" in out.splitlines()
+    plain = ModelPsfMatchConfig()
+    exec(compile(out, "dump.py", "exec"), {"config": plain})  # no special names needed
+    assert plain.maxMemoryGiB == float("inf") and plain.isExplicit("maxMemoryGiB")
+    dump = tmp_path / "dump.py"
+    dump.write_text(out)
+    rc, again, err = _run(["config", "-C", str(dump)], capsys)
+    assert rc == 0, err
+    assert again == out
 
 
 def test_bad_override_is_one_line_exit_1(capsys):
@@ -348,6 +453,10 @@ def test_parse_psf_spec_models():
     ("moffat:fwhm=3,beta=1", "beta must be > 1"),
     ("airy:radius=3", "unknown kind 'airy'"),
     ("psfex:", "needs a file name"),
+    ("gaussian:sigma=1e308", "too broad: its stamp .* would be infinite, beyond the 4095 px limit"),
+    ("moffat:fwhm=1e308,beta=2", "too broad"),
+    ("doublegaussian:sigma1=1,sigma2=1e6,b=0.1", "would be about 8000001 px, beyond the 4095 px limit"),
+    ("gaussian:sigma=2,size=5001", "size=5001 is larger than the 4095 px limit"),
 ])
 def test_parse_psf_spec_errors(spec, match):
     with pytest.raises(InvalidInputError, match=match):

@@ -24,7 +24,8 @@ card          value
 ``BATCHVER``  version of the marker (currently 1)
 ``BATCHFPR``  fingerprint of the input: ``stat:<size>:<mtime_ns>`` (default)
               or ``sha256:<first 48 hex digits of the SHA-256 of its bytes>``
-``BATCHCFG``  SHA-256 (40 hex digits) of the configuration and ``kernelSum``
+``BATCHCFG``  SHA-256 (40 hex digits) of the configuration (its values and
+              which fields were set explicitly) and ``kernelSum``
 ``BATCHREF``  SHA-256 (40 hex digits) of the reference PSF (type, repr and
               kernel image)
 ``BATCHOK``   ``T``: the output is complete
@@ -392,8 +393,21 @@ def input_fingerprint(path, mode="stat") -> str:
     raise InvalidInputError(f"fingerprint must be 'stat' or 'sha256'; got {mode!r}")
 
 
+def _explicit_fields(config) -> list:
+    """The paths of the fields set explicitly (or different from their defaults), as in a ``-C`` file."""
+    from .config import iter_fields
+
+    return sorted(path for path, _, _, explicit in iter_fields(config, all_choices=True) if explicit)
+
+
 def _config_hash(config, kernel_sum) -> str:
-    text = json.dumps({"config": config.to_dict(), "kernelSum": float(kernel_sum)}, sort_keys=True, default=str)
+    """A hash of everything in the configuration that can change a result: the values, ``kernelSum``
+    and which fields were set explicitly (``autoKernel`` honours a field set to its default value)."""
+    state = {"config": config.to_dict(), "kernelSum": float(kernel_sum)}
+    explicit = _explicit_fields(config)
+    if explicit:  # (absent for a default configuration: the hash of earlier versions)
+        state["explicit"] = explicit
+    text = json.dumps(state, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
@@ -598,8 +612,11 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
     try:
         from .task import ModelPsfMatchTask
 
+        from .io.fits import check_input_file
+
         config = ModelPsfMatchConfig() if config is None else config
         t = time.perf_counter()
+        check_input_file(path, "exposure")  # MissingFileError / UnsupportedFormatError, before os.stat
         marker = _marker(input_fingerprint(path, fingerprint), _config_hash(config, kernelSum),
                          _psf_hash(referencePsfModel))
         reason = "forced"
@@ -629,7 +646,8 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         out.metadata[_METADATA_KEY] = {
             "input": path, "inputFingerprint": marker["BATCHFPR"], "configHash": marker["BATCHCFG"],
             "referenceHash": marker["BATCHREF"], "reference": reference_record or {"repr": repr(referencePsfModel)},
-            "config": config.to_dict(), "kernelSum": float(kernelSum), "qa": qa,
+            "config": config.to_dict(), "explicitFields": _explicit_fields(config), "kernelSum": float(kernelSum),
+            "qa": qa,
         }
         from astropy.io import fits
 
@@ -914,17 +932,24 @@ def _isatty(stream) -> bool:
 
 
 def _check_paths(paths, outdir):
+    """The inputs as absolute paths, once none of their outputs would replace one of them (through
+    symbolic links too) or another's output, and ``outdir`` is not a file."""
+    from .io.fits import same_file
+
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [os.path.abspath(os.fspath(p)) for p in paths]
     if not paths:
         raise InvalidInputError("no input exposures were given")
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise InvalidInputError(f"outdir {outdir} exists and is not a directory; give a directory for the matched "
+                                "files (it is created if needed)")
     seen = {}
     for p in paths:
         out = output_path_for(p, outdir)
-        if out == p:
-            raise InvalidInputError(f"the output of {p} would overwrite the input: choose an outdir other than "
-                                    f"{os.path.dirname(p)}")
+        if out == p or same_file(out, p):
+            raise InvalidInputError(f"the output {out} of {p} would overwrite the input (the same file, also "
+                                    f"through a symbolic link): choose an outdir other than {os.path.dirname(p)}")
         if out in seen:
             if seen[out] == p:
                 raise InvalidInputError(f"input {p} is given twice")
@@ -932,6 +957,38 @@ def _check_paths(paths, outdir):
                                     f"both be {out} (rename one, or run them into different outdirs)")
         seen[out] = p
     return paths
+
+
+def _check_extra_output(path, what, inputs, outdir=None):
+    """Refuse a file to write (a report, a coadd) that is one of ``inputs`` or of their outputs in ``outdir``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to be written.
+    what : str
+        What it is, for the message (``"report_path"``, ``"--coadd"``).
+    inputs : sequence of str or path-like
+        The input exposures.
+    outdir : str or path-like, optional
+        The output directory of :func:`match_many` (``outdir/<input file name>``).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``path`` names (also through a symbolic or hard link) an input, an
+        output, or a directory.
+    """
+    from .io.fits import same_file
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InvalidInputError(f"{what} {path} is a directory; give the name of a file to write")
+    for p in inputs:
+        if same_file(path, p):
+            raise InvalidInputError(f"{what} {path} would overwrite the input {p}; give another file name")
+        if outdir is not None and same_file(path, output_path_for(p, outdir)):
+            raise InvalidInputError(f"{what} {path} would overwrite the matched file of {p}; give another file name")
 
 
 def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, kernelSum=1.0, n_workers=None,
@@ -984,7 +1041,9 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     Raises
     ------
     InvalidInputError
-        No inputs, duplicate file names, or an output that would overwrite its input.
+        No inputs, duplicate file names, an output (or ``report_path``) that
+        would overwrite an input (also through a symbolic link), or an
+        ``outdir`` that is a file.
     MissingDependencyError
         If ``dask[distributed]`` is not installed.
 
@@ -1002,6 +1061,8 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     t0 = time.perf_counter()
     outdir = os.path.abspath(os.fspath(outdir))
     paths = _check_paths(paths, outdir)
+    if report_path is not None:
+        _check_extra_output(report_path, "report_path", paths, outdir)
     config = ModelPsfMatchConfig() if config is None else config
     if not isinstance(config, ModelPsfMatchConfig):
         raise InvalidInputError(f"config must be a ModelPsfMatchConfig; got {type(config).__name__}")
@@ -1505,7 +1566,8 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         (the message names the file and the mismatch).
     InvalidInputError
         No inputs, an unknown plane in ``exclude_planes``, differing PSFs,
-        or an input without IMAGE/MASK/VARIANCE.
+        an input without IMAGE/MASK/VARIANCE, or an ``out_path`` that is one of
+        the inputs or a directory, or that asks for compression (``.gz``...).
     CorruptFileError, FileNotFoundError
         For an unreadable or missing input.
     OutputExistsError
@@ -1536,6 +1598,12 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     tile_size = int(tile_size)
     if tile_size < 16:
         raise InvalidInputError(f"tile_size must be >= 16; got {tile_size}")
+    _check_extra_output(out_path, "coadd output", paths)
+    if os.fspath(out_path).lower().endswith((".gz", ".bz2", ".xz", ".zip")):
+        raise InvalidInputError(
+            f"coadd output {out_path}: the coadd writes its planes in place through a memory map and cannot "
+            "compress them; give a name without the compression suffix (and compress the file afterwards, e.g. "
+            "with fpack)")
     if isinstance(exclude_planes, str):
         exclude_planes = [p.strip() for p in exclude_planes.split(",") if p.strip()]
     exclude_planes = list(dict.fromkeys(["NO_DATA", *exclude_planes]))

@@ -21,7 +21,9 @@ the failures), 2 on a usage error.  The parser is registered on the main
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 
 __all__ = ["add_batch_parser", "run_batch_command"]
@@ -65,6 +67,50 @@ def _positive_float(text):
     return v
 
 
+#: The smallest ``--coadd-tile`` (as :func:`psfmatch.batch.coadd` requires).
+MIN_COADD_TILE = 16
+
+
+def _tile_size(text):
+    """argparse type of ``--coadd-tile``: an integer >= :data:`MIN_COADD_TILE`."""
+    v = _positive_int(text)
+    if v < MIN_COADD_TILE:
+        raise argparse.ArgumentTypeError(f"coadd tiles must be at least {MIN_COADD_TILE} pixels wide; got {text!r}")
+    return v
+
+
+def _memory_limit(text):
+    """argparse type of ``--memory-limit``: a positive size Dask reads (``4GiB``, ``500MB``, ``2e9``); kept as text."""
+    value = text.strip()
+    if value.lower() == "auto":  # Dask's own choice
+        return "auto"
+    try:
+        from dask.utils import parse_bytes
+    except ImportError:  # the batch fails later with a clear MissingDependencyError
+        return value
+    try:
+        n = parse_bytes(value)
+    except (ValueError, TypeError, OverflowError):
+        n = None
+    if not n or n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a memory size per worker such as 4GiB, 500MB or 2e9 (bytes); "
+                                         f"got {text!r}")
+    return value
+
+
+_ADDRESS = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):(\d+)/?$")
+
+
+def _scheduler_address(text):
+    """argparse type of ``--scheduler``: ``[PROTOCOL://]HOST:PORT``."""
+    value = text.strip()
+    m = _ADDRESS.match(value)
+    if m is None or not 0 < int(m.group(1)) < 65536:
+        raise argparse.ArgumentTypeError(f"expected the address of a running Dask scheduler with its port, e.g. "
+                                         f"tcp://head:8786; got {text!r}")
+    return value
+
+
 def add_batch_parser(subparsers, parents=()):
     """Register the ``batch`` subcommand on an argparse ``subparsers`` object.
 
@@ -106,21 +152,24 @@ def add_batch_parser(subparsers, parents=()):
     b.add_argument("--coadd", metavar="OUT.fits", help="also coadd the matched exposures into OUT.fits")
     b.add_argument("--coadd-exclude", metavar="PLANE,...", default="",
                    help="mask planes left out of the coadd besides NO_DATA (e.g. BAD,SAT,CR)")
-    b.add_argument("--coadd-tile", type=_positive_int, default=1024, metavar="N",
-                   help="coadd tile size in pixels (default 1024; memory scales with its square)")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing coadd file")
-    b.add_argument("--scheduler", metavar="ADDRESS",
+    b.add_argument("--coadd-tile", type=_tile_size, default=1024, metavar="N",
+                   help=f"coadd tile size in pixels (default 1024, at least {MIN_COADD_TILE}; memory scales with its "
+                        "square)")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace an existing coadd file (and a --report file that is not a psfmatch batch report)")
+    b.add_argument("--scheduler", type=_scheduler_address, metavar="ADDRESS",
                    help="address of a running Dask scheduler (e.g. tcp://host:8786); default: start a local cluster")
     b.add_argument("--workers", type=_positive_int, metavar="N",
                    help="worker processes of the local cluster (default: one per core)")
-    b.add_argument("--memory-limit", metavar="BYTES",
+    b.add_argument("--memory-limit", type=_memory_limit, metavar="BYTES",
                    help="memory limit per local worker, e.g. 4GiB (default: 85%% of the memory / workers)")
     b.add_argument("--force", action="store_true", help="redo every input, even those already complete")
     b.add_argument("--fingerprint", choices=("stat", "sha256"), default="stat",
                    help="how inputs are recognised as unchanged on a re-run: size and mtime (default) or a "
                         "SHA-256 of the bytes")
     b.add_argument("--report", metavar="REPORT.json",
-                   help=f"where to write the JSON report (default DIR/{DEFAULT_REPORT_NAME})")
+                   help=f"where to write the JSON report (default DIR/{DEFAULT_REPORT_NAME}); an earlier report is "
+                        "replaced, any other existing file only with --overwrite")
     b.add_argument("--kernel-sum", type=_positive_float, default=1.0, metavar="S",
                    help="scale of the kernel: the matched image's flux is S times the input's (default 1)")
     b.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[],
@@ -154,8 +203,46 @@ def _config(args):
     return config
 
 
+def _is_batch_report(path) -> bool:
+    """Whether ``path`` holds a JSON report written by ``psfmatch batch`` (which a re-run may replace)."""
+    try:
+        with open(path) as fh:
+            if fh.read(1) != "{":
+                return False
+            fh.seek(0)
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"outdir", "counts", "exposures"} <= data.keys()
+
+
+def _check_destination(path, what, paths, outdir, *, overwrite, replaceable=None):
+    """Check a file that the batch writes at the end (``--report``, ``--coadd``) before any work.
+
+    Refuses an input, a matched file, a directory, a missing folder (other than
+    ``outdir``, which is created), and an existing file without ``--overwrite``
+    unless ``replaceable(path)`` says it may be replaced anyway.
+    """
+    from .batch import _check_extra_output
+    from .io.fits import same_file
+    from .errors import MissingFileError, OutputExistsError
+
+    _check_extra_output(path, what, paths, outdir)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder) and not same_file(folder, outdir):
+        raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist")
+    if os.path.lexists(path) and not overwrite and not (replaceable is not None and replaceable(path)):
+        kind = "is not a psfmatch batch report" if replaceable is not None else "exists already"
+        raise OutputExistsError(f"{what} {path} {kind}; pass --overwrite to replace it, or choose another name")
+
+
 def run_batch_command(args) -> int:
     """Run ``psfmatch batch`` from parsed arguments.
+
+    Every argument is checked before any exposure is matched.  The summary is
+    printed (with ``-q``: only the failures, on standard error) before the
+    report and the coadd are written, so it is shown even when one of those
+    writes fails.
 
     Returns
     -------
@@ -165,16 +252,25 @@ def run_batch_command(args) -> int:
         error found after parsing (no inputs).
     """
     from . import progress as progress_mod
-    from .batch import coadd, match_many
-    from .errors import OutputExistsError, PsfMatchError
+    from .batch import _check_paths, _one_line, coadd, match_many
+    from .io.fits import same_file
+    from .errors import InvalidInputError, PsfMatchError
 
     quiet = bool(getattr(args, "quiet", False))
     paths = _inputs(args)
     if not paths:
         print("psfmatch batch: error: no inputs (give INPUT files or --input-list FILE)", file=sys.stderr)
         return 2
-    if args.coadd and os.path.exists(args.coadd) and not args.overwrite:
-        raise OutputExistsError(f"{args.coadd} exists already; pass --overwrite to replace the coadd")
+    outdir = os.path.abspath(args.outdir)
+    paths = _check_paths(paths, outdir)
+    report_path = args.report or os.path.join(outdir, DEFAULT_REPORT_NAME)
+    _check_destination(report_path, "--report", paths, outdir, overwrite=args.overwrite,
+                       replaceable=_is_batch_report)
+    if args.coadd:
+        _check_destination(args.coadd, "--coadd", paths, outdir, overwrite=args.overwrite)
+        if same_file(args.coadd, report_path):
+            raise InvalidInputError(f"--coadd {args.coadd} and the report {report_path} are the same file; give "
+                                    "distinct names")
     config = _config(args)
     if args.reference_psf == "auto":
         reference = "auto"
@@ -196,27 +292,38 @@ def run_batch_command(args) -> int:
         def progress(report, done, total):
             print(f"psfmatch batch: [{done}/{total}] {report.line()}", file=sys.stderr, flush=True)
 
-    report_path = args.report or os.path.join(args.outdir, DEFAULT_REPORT_NAME)
-    reports = match_many(paths, reference, args.outdir, config=config, client=args.scheduler,
+    reports = match_many(paths, reference, outdir, config=config, client=args.scheduler,
                          kernelSum=args.kernel_sum, n_workers=args.workers, memory_limit=args.memory_limit,
                          force=args.force, fingerprint=args.fingerprint, progress=progress,
-                         report_path=report_path, reference_options=ref_opts)
+                         reference_options=ref_opts)
     status = 0 if reports.ok else 1
-    lines = [reports.summary(), f"report: {os.path.abspath(report_path)}"]
+
+    def say(line, failure=False):  # -q: only the failures, on standard error
+        if not quiet:
+            print(line, flush=True)
+        elif failure:
+            print(line, file=sys.stderr, flush=True)
+
+    if quiet:
+        for r in reports.failed:
+            say(f"psfmatch batch: FAILED {r.path}: {r.error_type}: {_one_line(r.error_message)}", failure=True)
+    else:
+        say(reports.summary())
+    reports.write_json(report_path)  # a failure here (disk full ...) is one error line after the summary
+    say(f"report: {os.path.abspath(report_path)}")
     if args.coadd:
         outputs = reports.output_paths()
         if not outputs:
-            lines.append("coadd: not written (no input was matched)")
+            say("coadd: not written (no input was matched)", failure=True)
             status = 1
         else:
             try:
                 c = coadd(outputs, args.coadd, exclude_planes=args.coadd_exclude, tile_size=args.coadd_tile,
                           overwrite=args.overwrite)
                 part = "" if len(outputs) == len(reports) else f" ({len(outputs)} of {len(reports)} inputs)"
-                lines.append(f"coadd: {c.output}{part}: {c.shape[1]}x{c.shape[0]} px, coverage {c.coverage:.3f}, "
-                             f"{c.time:.1f} s")
+                say(f"coadd: {c.output}{part}: {c.shape[1]}x{c.shape[0]} px, coverage {c.coverage:.3f}, "
+                    f"{c.time:.1f} s")
             except (PsfMatchError, OSError) as exc:
-                lines.append(f"coadd: FAILED: {type(exc).__name__}: {exc}")
+                say(f"coadd: FAILED: {type(exc).__name__}: {exc}", failure=True)
                 status = 1
-    print("\n".join(lines))
     return status

@@ -63,6 +63,26 @@ def _odd_size(value, minimum):
     return n if n % 2 == 1 else n + 1
 
 
+def _stamp_size(spec, params, width):
+    """The odd stamp width of an analytic model: ``size=N`` or about ``width`` (at least 11), checked.
+
+    Raises the usual spec error (not an OverflowError) for a stamp beyond
+    :data:`psfmatch.psf.psfex.MAX_STAMP_SIZE` pixels, e.g. ``sigma=1e308``.
+    """
+    from .psf.psfex import MAX_STAMP_SIZE
+
+    if "size" in params:
+        size = params["size"]
+        if size > MAX_STAMP_SIZE:
+            raise _spec_error(spec, f"size={size} is larger than the {MAX_STAMP_SIZE} px limit of a PSF stamp")
+        return size
+    if not (math.isfinite(width) and width <= MAX_STAMP_SIZE):
+        size = f"about {width:.0f} px" if math.isfinite(width) else "infinite"
+        raise _spec_error(spec, f"the model is too broad: its stamp (8 sigma or 8 FWHM wide) would be {size}, "
+                                f"beyond the {MAX_STAMP_SIZE} px limit of a PSF stamp; give a smaller width")
+    return _odd_size(width, 11)
+
+
 def _spec_error(spec, why):
     from .errors import InvalidInputError
 
@@ -123,7 +143,8 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
     Raises
     ------
     InvalidInputError
-        For an unknown kind or a malformed, missing or out-of-range parameter.
+        For an unknown kind, a malformed, missing or out-of-range parameter, or
+        a stamp wider than 4095 pixels (``size=N``, or implied by the width).
     FileNotFoundError
         For a file that does not exist.
     UnsupportedFormatError
@@ -149,7 +170,7 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
             if ("sigma" in p) == ("fwhm" in p):
                 raise _spec_error(spec, "give exactly one of sigma and fwhm")
             sigma = p["sigma"] if "sigma" in p else p["fwhm"] / _FWHM_PER_SIGMA
-            size = p.get("size") or _odd_size(8 * sigma + 1, 11)
+            size = _stamp_size(spec, p, 8 * sigma + 1)
             return GaussianPsf(size, size, sigma)
         if kind_l == "doublegaussian":
             if ("sigma1" in p) == ("fwhm1" in p):
@@ -159,14 +180,14 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
             b = p.get("b", 0.0)
             if b < 0:
                 raise _spec_error(spec, f"b (peak ratio of the wing to the core) must be >= 0; got {b:g}")
-            size = p.get("size") or _odd_size(8 * (max(s1, s2) if b > 0 else s1) + 1, 11)
+            size = _stamp_size(spec, p, 8 * (max(s1, s2) if b > 0 else s1) + 1)
             return DoubleGaussianPsf(size, size, s1, s2, b)
         missing = {"fwhm", "beta"} - set(p)
         if missing:
             raise _spec_error(spec, f"moffat needs {' and '.join(sorted(missing))}")
         if p["beta"] <= 1:
             raise _spec_error(spec, f"moffat beta must be > 1; got {p['beta']:g}")
-        size = p.get("size") or _odd_size(8 * p["fwhm"] + 1, 11)
+        size = _stamp_size(spec, p, 8 * p["fwhm"] + 1)
         return MoffatPsf(size, size, p["fwhm"], p["beta"])
     if sep and kind_l in _FILE_KINDS:
         if not rest:
@@ -221,6 +242,33 @@ def _positive_float(text):
     return v
 
 
+#: The smallest ``psfmatch demo --size``: the demo places its stars 15 px from the edges.
+DEMO_MIN_SIZE = 32
+
+
+def _demo_size(text):
+    """argparse type of ``demo --size``: an integer >= :data:`DEMO_MIN_SIZE`."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer number of pixels; got {text!r}") from None
+    if v < DEMO_MIN_SIZE:
+        raise argparse.ArgumentTypeError(f"the demo exposure needs at least {DEMO_MIN_SIZE} x {DEMO_MIN_SIZE} "
+                                         f"pixels; got {text!r} (e.g. --size 512)")
+    return v
+
+
+def _seed(text):
+    """argparse type of a random seed: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"a random seed must be >= 0; got {text!r}")
+    return v
+
+
 # ---------------------------------------------------------------------------
 # configuration
 
@@ -236,6 +284,15 @@ def _build_config(args):
     return config
 
 
+def _py_literal(value) -> str:
+    """``repr`` of a config value as Python that evaluates back to it (``float('inf')``, not ``inf``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float('{value!r}')"  # 'inf', '-inf' or 'nan'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_py_literal(v) for v in value) + "]"
+    return repr(value)
+
+
 def format_config(config, *, all_choices=False, width=100) -> str:
     """The configuration as a Python override file, each field preceded by its doc as a comment.
 
@@ -243,6 +300,8 @@ def format_config(config, *, all_choices=False, width=100) -> str:
     the others are shown commented out (``#  config.x = default``), so that the
     text, loaded back with ``psfmatch ... -C FILE.py``, gives the same
     configuration *and* the same explicit choices (which ``autoKernel`` honours).
+    Values are written as Python literals (an infinite float as ``float('inf')``,
+    a tuple as a list), so the file runs with plain Python.
     """
     from . import __version__
     from .config import ConfigChoiceField, iter_fields
@@ -264,14 +323,23 @@ def format_config(config, *, all_choices=False, width=100) -> str:
                 doc += f" [default {default!r}]"
         for line in textwrap.wrap(f"[{kind}] {doc}", width=width - 2):
             lines.append("# " + line)
-        shown = list(value) if isinstance(value, tuple) else value
-        lines.append(f"{'' if explicit else '#  '}{path} = {shown!r}")
+        lines.append(f"{'' if explicit else '#  '}{path} = {_py_literal(value)}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 
 # ---------------------------------------------------------------------------
 # outputs: staged, then moved into place together
+
+
+def _check_not_a_directory(path, what):
+    """Refuse an output path that exists and is not a regular file (a directory, a FIFO ...): no
+    ``--overwrite`` can replace it by a file."""
+    from .errors import InvalidInputError
+
+    if os.path.exists(path) and not os.path.isfile(path):
+        kind = "a directory" if os.path.isdir(path) else "not a regular file"
+        raise InvalidInputError(f"{what} {path} is {kind}; give the name of a file to write")
 
 
 class _StagedOutputs:
@@ -284,16 +352,18 @@ class _StagedOutputs:
 
     def add(self, path, what):
         from .errors import MissingFileError, OutputExistsError
+        from .io.fits import same_file
 
         if path is None:
             return None
         path = os.fspath(path)
         full = os.path.abspath(path)
-        if full in (os.path.abspath(p) for p in self.final):
+        if any(same_file(path, p) for p in self.final):
             raise OutputExistsError(f"{what} {path} is also used for another output; give distinct file names")
         folder = os.path.dirname(full)
         if not os.path.isdir(folder):
             raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist")
+        _check_not_a_directory(path, what)
         if os.path.lexists(path) and not self.overwrite:
             raise OutputExistsError(f"{what} {path} exists already; pass --overwrite to replace it")
         self.final.append(path)
@@ -311,15 +381,22 @@ class _StagedOutputs:
         return tmp
 
     def commit(self):
+        """Move every staged file into place, after checking all the destinations (nothing is moved
+        when one of them cannot be replaced); a temporary file stays known until it is moved, so that
+        :meth:`discard` removes it if a move fails."""
         from .errors import OutputExistsError
 
         for path in self.final:
-            if path in self.temps and os.path.lexists(path) and not self.overwrite:
+            if path not in self.temps:
+                continue
+            _check_not_a_directory(path, "output")
+            if os.path.lexists(path) and not self.overwrite:
                 raise OutputExistsError(f"{path} appeared while psfmatch was running; not replaced")
         for path in self.final:
-            tmp = self.temps.pop(path, None)
+            tmp = self.temps.get(path)
             if tmp is not None:
                 os.replace(tmp, path)
+                del self.temps[path]
 
     def discard(self):
         for tmp in self.temps.values():
@@ -386,18 +463,19 @@ def _run_task(args, config, exposure, reference):
 
 
 def _cmd_run(args) -> int:
-    from .errors import MissingPsfError
+    from .errors import InvalidInputError, MissingPsfError
     from .io import read_exposure
+    from .io.fits import same_file
     from .qa import format_report
 
     config = _build_config(args)
     outputs = _StagedOutputs(overwrite=args.overwrite)
-    outputs.add(args.output, "output")
-    outputs.add(args.kernel_out, "--kernel-out")
-    outputs.add(args.qa_plot, "--qa-plot")
-    outputs.add(args.qa_json, "--qa-json")
-    if any(os.path.abspath(p) == os.path.abspath(args.exposure) for p in outputs.final):
-        raise FileExistsError(f"an output would overwrite the input {args.exposure}")
+    for path, what in ((args.output, "output"), (args.kernel_out, "--kernel-out"), (args.qa_plot, "--qa-plot"),
+                       (args.qa_json, "--qa-json")):
+        if path is not None and same_file(path, args.exposure):
+            raise InvalidInputError(f"{what} {path} would overwrite the input {args.exposure} (the same file, "
+                                    "also through a symbolic link); give another output name")
+        outputs.add(path, what)
     qa_format = _figure_format(args.qa_plot, "--qa-plot") if args.qa_plot else None
     reference = parse_psf_spec(args.reference_psf, role="reference PSF")
     science = parse_psf_spec(args.psf, role="science PSF (--psf)") if args.psf else None
@@ -432,6 +510,11 @@ def _cmd_demo(args) -> int:
     outputs = None
     names = {}
     if args.outdir:
+        if os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(f"--outdir {args.outdir} exists and is not a directory; give a directory for the "
+                                    "demo's products (it is created if needed)")
         os.makedirs(args.outdir, exist_ok=True)
         outputs = _StagedOutputs(overwrite=True)
         names = {"matched": os.path.join(args.outdir, "demo-matched.fits"),
@@ -595,8 +678,9 @@ def _parser():
                                    "matched exposure, the kernel, the QA figure and the QA JSON.")
     d.add_argument("--outdir", metavar="DIR", help="write demo-matched.fits, demo-kernel.fits, demo-qa.png and "
                                                    "demo-qa.json into DIR (replacing earlier ones)")
-    d.add_argument("--size", type=int, default=512, help="exposure width and height in pixels (default 512)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--size", type=_demo_size, default=512,
+                   help=f"exposure width and height in pixels (default 512, at least {DEMO_MIN_SIZE})")
+    d.add_argument("--seed", type=_seed, default=0, help="random seed, an integer >= 0 (default 0)")
     _add_config_options(d)
     _add_task_options(d)
     d.set_defaults(func=_cmd_demo)
