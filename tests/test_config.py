@@ -196,3 +196,21 @@ def test_overflowing_fwhm_basis_ratio_is_a_config_error():
     with pytest.raises(InvalidConfigError, match=r"alardGaussBeta \(1e\+300\) to the power alardNGauss - 1 \(2\) "
                                                  r"overflows the basis widths: use a ratio .* of about 2"):
         alard_lupton_sigmas(c, 6.0, 4.0)
+
+
+@pytest.mark.parametrize("how", ["-c", "python", "toml"])
+def test_an_lsst_field_psfmatch_omits_is_named_as_such(how, tmp_path):
+    hint = (r"maxSpatialConditionNumber is an LSST field that psfmatch omits \(it means nothing for matching PSF "
+            r"models: see the ModelPsfMatchTask page of the docs\), so leave it out of the override")
+    c = ModelPsfMatchConfig()
+    with pytest.raises(InvalidConfigError, match=hint):
+        if how == "-c":
+            apply_overrides(c, ["kernel.active.maxSpatialConditionNumber=1e10"])
+        elif how == "python":
+            (tmp_path / "o.py").write_text("config.kernel.active.maxSpatialConditionNumber = 1e10\n")
+            load_overrides(c, tmp_path / "o.py")
+        else:
+            (tmp_path / "o.toml").write_text("[kernel.AL]\nmaxSpatialConditionNumber = 1e10\n")
+            load_overrides(c, tmp_path / "o.toml")
+    with pytest.raises(InvalidConfigError, match=r"no field 'kernelSise'$"):
+        apply_overrides(c, ["kernel.active.kernelSise=25"])

@@ -238,3 +238,40 @@ def test_cli_debug_without_debug_py_still_runs(tmp_path, monkeypatch, capsys):
     if "debug" not in sys.modules:  # some other 'debug' module may exist on the path of this machine
         assert "no module 'debug'" in err
     assert _pngs(tmp_path) == []
+
+
+def test_spatial_model_display_of_a_one_kernel_basis(tmp_path):
+    """A constant delta-function match keeps one principal component: the display says so, the run goes on."""
+    from psfmatch.psf import GaussianPsf
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.name = "DF"
+    exposure = Exposure(np.zeros((256, 256), np.float32), psf=GaussianPsf(25, 25, 1.8))
+    info = debug.Info("psfmatch.solve")
+    info.display = True
+    info.plotKernelSpatialModel = True
+    debug.set_output_dir(tmp_path)
+    result = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6))
+    assert len(result.psfMatchingKernel.basis) == 1
+    names = _pngs(tmp_path)
+    assert len(names) == 1 and names[0].endswith("-kernel-spatial-model.png")
+
+
+def test_a_failing_display_is_logged_and_does_not_abort_the_run(fitted, tmp_path, monkeypatch, caplog):
+    import psfmatch.display as display
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no figure today")
+
+    monkeypatch.setattr(display, "show_kernel_basis", broken)
+    task, exposure = fitted
+    info = debug.Info("psfmatch.solve")
+    info.display = True
+    info.displayKernelBasis = True
+    info.displayKernelMosaic = True
+    debug.set_output_dir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="psfmatch.display"):
+        result = task.run(exposure, demo_reference_psf())
+    assert result.psfMatchedExposure is not None
+    assert "debug display 'kernel-basis' skipped: RuntimeError: no figure today" in caplog.text
+    assert [n.split("-", 3)[-1] for n in _pngs(tmp_path)] == ["kernel-mosaic.png"]

@@ -192,3 +192,28 @@ def test_missing_matplotlib_gives_an_install_hint(matched, monkeypatch, caplog):
         assert display.debug_displays(exposure, fit) == []
     assert "matplotlib" in caplog.text
     assert math.isfinite(result.metadata["spatialKernelSum"])
+
+
+def test_bad_arguments_raise_typed_errors(matched):
+    from psfmatch.errors import InvalidInputError
+    exposure, result, _ = matched
+    kernel = result.psfMatchingKernel
+    with pytest.raises(InvalidInputError, match=r"expected a PsfMatchResult or a KernelFit .*; got Exposure"):
+        display.qa_report(exposure)
+    bare = type(kernel)(kernel.basis, kernel.coefficients, kernel.spatial_function, 1.0, None)
+    with pytest.raises(InvalidInputError, match=r"field_qa needs the field's box: the kernel has none \(pass bbox=\)"):
+        display.field_qa(bare, exposure.getPsf(), demo_reference_psf(), 21)
+    with pytest.raises(InvalidInputError, match=r"computeImages needs finite positions; position 1 is \(nan, 2.0\)"):
+        kernel.computeImages([1.0, np.nan], [1.0, 2.0])
+    with pytest.raises(InvalidInputError, match=r"computeImages needs x and y of the same length \(1-d\); got shapes "
+                                                r"\(3,\) and \(2,\)"):
+        kernel.computeImages([1, 2, 3], [1, 2])
+    np.testing.assert_array_equal(kernel.computeImages([10.0], [20.0])[0], kernel.computeImage((10.0, 20.0)))
+
+
+def test_plot_qa_without_the_science_psf_is_a_typed_error(mpl, matched):
+    from psfmatch.errors import InvalidInputError
+    _, result, _ = matched
+    with pytest.raises(InvalidInputError, match="plot_qa needs the science PSF: pass the input exposure or "
+                                                "science_psf="):
+        display.plot_qa(result)

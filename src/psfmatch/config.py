@@ -54,6 +54,27 @@ class _Descriptor:
         return inst._values[self.name]
 
 
+#: LSST fields that psfmatch omits (the ModelPsfMatchTask page of the docs says why): an override that sets
+#: one is told so instead of only "no field".
+LSST_OMITTED_FIELDS = frozenset({
+    "singleKernelClipping", "kernelSumClipping", "spatialKernelClipping", "candidateResidualMeanMax",
+    "candidateResidualStdMax", "maxKsumSigma", "maxSpatialIterations", "nStarPerCell", "iterateSingleKernel",
+    "checkConditionNumber", "maxConditionNumber", "conditionNumberType", "maxSpatialConditionNumber",
+    "constantVarianceWeighting", "fitForBackground", "spatialBgOrder", "useAfwBackground", "afwBackgroundConfig",
+    "warpingConfig", "badMaskPlanes", "useCoreStats", "candidateCoreRadius", "calculateKernelUncertainty",
+    "useBicForKernelBasis", "alardNGaussDeconv", "alardDegGaussDeconv", "lambdaStepType", "lambdaMin", "lambdaMax",
+    "lambdaStep",
+})
+
+
+def _omitted_hint(name) -> str:
+    """The end of an unknown-field message: why an LSST field is missing, and what to do."""
+    if name in LSST_OMITTED_FIELDS:
+        return (f"; {name} is an LSST field that psfmatch omits (it means nothing for matching PSF models: see the "
+                "ModelPsfMatchTask page of the docs), so leave it out of the override")
+    return ""
+
+
 class Field(_Descriptor):
     """A typed configuration field.
 
@@ -394,7 +415,7 @@ class Config:
             return
         if name not in self._fields():
             raise InvalidConfigError(
-                f"{self._path} has no field {name!r}; its fields are {sorted(self._fields())}")
+                f"{self._path} has no field {name!r}; its fields are {sorted(self._fields())}{_omitted_hint(name)}")
         self._fields()[name].__set__(self, value)
 
     # --- the pex_config API -------------------------------------------
@@ -615,8 +636,8 @@ class ModelPsfMatchConfig(Config):
                                 int, 256, min=0)
     qaPositionsPerCandidate = RangeField(
         "Positions between the candidates checked by the QA, per cell: the held-out sample is as dense as the "
-        "fit's (64 positions for 64 cells with the default 1), the exposure's corners always among them, and "
-        "at most qaMaxPositions. Raise it for a denser check of small exposures.",
+        "fit's (64 positions for 64 cells with the default 1), the exposure's corners among them unless "
+        "candidates sit there, and at most qaMaxPositions. Raise it for a denser check of small exposures.",
         float, 1.0, min=0.0)
     maxMemoryGiB = RangeField("Refuse, before allocating, a kernel fit or a convolution that would need more memory "
                               "than this (GiB); the error gives the estimate.",
@@ -715,7 +736,8 @@ def _resolve(config, dotted):
             continue
         if not isinstance(obj, Config) or part not in obj._fields():
             where = ".".join(parts[:i]) or type(config).__name__
-            raise InvalidConfigError(f"unknown config path {dotted!r}: {where} has no field {part!r}")
+            raise InvalidConfigError(f"unknown config path {dotted!r}: {where} has no field {part!r}"
+                                     f"{_omitted_hint(part)}")
         obj = getattr(obj, part)
     return obj, parts[-1]
 
@@ -733,7 +755,8 @@ def _apply_mapping(config, mapping, where):
                 _apply_mapping(config[key], value, f"{where}.{key}")
             continue
         if key not in config._fields():
-            raise InvalidConfigError(f"unknown config field {where}.{key}; fields are {sorted(config._fields())}")
+            raise InvalidConfigError(f"unknown config field {where}.{key}; fields are {sorted(config._fields())}"
+                                     f"{_omitted_hint(key)}")
         target = getattr(config, key)
         if isinstance(target, ConfigChoice):
             if not isinstance(value, dict):
@@ -778,7 +801,7 @@ def apply_overrides(config, overrides):
             parent.name = _parse_value(value)
         elif isinstance(parent, Config):
             if attr not in parent._fields():
-                raise InvalidConfigError(f"unknown config path {key!r}: no field {attr!r}")
+                raise InvalidConfigError(f"unknown config path {key!r}: no field {attr!r}{_omitted_hint(attr)}")
             if isinstance(getattr(parent, attr), ConfigChoice):
                 getattr(parent, attr).name = _parse_value(value)
             else:

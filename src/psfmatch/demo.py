@@ -12,7 +12,7 @@ __all__ = ["make_demo_exposure", "demo_reference_psf", "render_stars"]
 
 
 def demo_psf(bbox: Box2I, stamp=21) -> VariableGaussianPsf:
-    """Gaussian PSF with sigma 1.6-2.0 px and |e| up to about 0.06 across ``bbox``."""
+    """Gaussian PSF with sigma 1.6-2.0 px and |e| up to about 0.08 across ``bbox`` (e1, e2 each within 0.06)."""
     return VariableGaussianPsf(stamp, stamp, bbox,
                                sigma=[1.8, 0.15, 0.05, 0.0, 0.0, 0.0],
                                e1=[0.0, 0.04, -0.02], e2=[0.02, 0.0, 0.03])

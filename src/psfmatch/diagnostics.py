@@ -10,7 +10,7 @@ PSF, and any kernel that reaches it must have negative lobes that amplify high
 spatial frequencies (ringing; the "brain" pattern of LSST difference images,
 Alard & Lupton 1998 section 2; HOTPANTS' warning about sigma_image <
 sigma_template).  :func:`survey_psfs` measures adaptive second moments
-(:func:`psfmatch.moments.adaptive_moments`) of both PSFs at every cell centre
+(:func:`psfmatch.moments.adaptive_moments`) of both PSFs at every cell's candidate position
 and :func:`check_ill_posed` compares them:
 
 .. math::
@@ -105,7 +105,7 @@ def _moments(stamps):
 
 @dataclass
 class PsfSurvey:
-    """Both PSFs realized at the cell centres, with their adaptive second moments.
+    """Both PSFs realized at the cells' candidate positions, with their adaptive second moments.
 
     Attributes
     ----------
@@ -174,7 +174,10 @@ def kernel_covariance(science_moments, reference_moments) -> np.ndarray:
 
 
 def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
-    """Realize both PSFs at every cell centre of ``cell_set`` and measure their second moments.
+    """Realize both PSFs at the candidate position of every cell of ``cell_set`` and measure their second moments.
+
+    The positions are :meth:`~psfmatch.cells.SpatialCellSet.cell_centers` (LSST's name): an
+    edge-to-edge grid with the default ``candidatePlacement = "spread"``, the centres with ``"centers"``.
 
     A cell where either model fails to evaluate is skipped (and listed in
     ``failed``): the fit rejects that candidate with its own message.  The
@@ -230,9 +233,9 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
 
 
 class SurveyCachedPsf(Psf):
-    """A science PSF that serves the survey's stamps at the cell centres instead of re-evaluating them.
+    """A science PSF that serves the survey's stamps at the candidate positions instead of re-evaluating them.
 
-    The fit realizes the science PSF at the same cell centres as
+    The fit realizes the science PSF at the same positions as
     :func:`survey_psfs`; for expensive models (PSFEx resampling) this halves
     the PSF evaluation cost.  Every other position, and every other attribute,
     goes to the wrapped model.

@@ -39,7 +39,7 @@ import sys
 import numpy as np
 
 from .cells import CandidateStatus
-from .errors import PsfEvaluationError
+from .errors import InvalidInputError, PsfEvaluationError
 from .geom import Box2I, Point2D
 from .psf.base import as_psf, pad_or_crop
 from .qa import QA_DTYPE, match_quality, matched_stamps, summarize
@@ -101,7 +101,8 @@ def _products(result, exposure=None, science_psf=None):
     elif hasattr(result, "kernel") and hasattr(result, "cellSet"):
         kernel, cells, md, ref = result.kernel, result.cellSet, result.metadata, result.referencePsf
     else:
-        raise TypeError(f"expected a PsfMatchResult or a KernelFit; got {type(result).__name__}")
+        raise InvalidInputError(f"expected a PsfMatchResult or a KernelFit (what ModelPsfMatchTask.run or fitKernel "
+                                f"return); got {type(result).__name__}")
     sci = science_psf if science_psf is not None else (exposure.getPsf() if exposure is not None else None)
     psf_size = int(md.get("psfSize") or getattr(result, "psfSize", 0) or 0)
     if not psf_size:
@@ -174,7 +175,7 @@ def field_qa(kernel, science_psf, reference_psf, psf_size, bbox=None, *, shape=N
     """
     bbox = bbox if bbox is not None else kernel.bbox
     if bbox is None:
-        raise ValueError("field_qa needs the field's box (the kernel has none)")
+        raise InvalidInputError("field_qa needs the field's box: the kernel has none (pass bbox=)")
     nx, ny = shape if shape is not None else _grid_shape(bbox, cells)
     w, h = bbox.getWidth(), bbox.getHeight()
     xs = bbox.getMinX() - 0.5 + (np.arange(nx) + 0.5) * w / nx
@@ -680,7 +681,7 @@ def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=Non
 
     kernel, cells, md, sci, ref, psf_size, bbox = _products(result, exposure, science_psf)
     if sci is None:
-        raise ValueError("plot_qa needs the science PSF: pass the input exposure or science_psf=")
+        raise InvalidInputError("plot_qa needs the science PSF: pass the input exposure or science_psf=")
     if grid is None:
         grid = field_qa(kernel, sci, ref, psf_size, bbox, cells=cells)
     if positions is None:
@@ -1208,7 +1209,7 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
     own = np.array([c.coefficients for c in cands]).T if cands else np.zeros((nb, 0))  # (nb, n)
     mod = model_at(cx, cy) if cands else np.zeros((nb, 0))
     idx = np.arange(1, nb)
-    size = np.abs(G[idx]).reshape(len(idx), -1).max(axis=1)
+    size = np.abs(G[idx]).reshape(len(idx), G[0].size).max(axis=1, initial=0.0)
     if own.shape[1]:
         size = np.maximum(size, np.abs(own[idx]).max(axis=1))
     negligible = idx[size <= 1e-6 * max(float(size.max(initial=0.0)), 1e-300)]
@@ -1249,7 +1250,12 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
         cb.ax.yaxis.set_major_locator(MaxNLocator(4))
         cb.ax.tick_params(labelsize=6)
     ax = axs[len(idx)]
-    if own.shape[1]:
+    if not len(idx):
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no coefficient to show: the kernel is its first\nbasis kernel alone (fixed by the sum)"
+                if nb == 1 else "every coefficient beyond the first is negligible", ha="center", va="center",
+                fontsize=9, transform=ax.transAxes)
+    elif own.shape[1]:
         for i in idx:
             ax.plot(mod[i], own[i], ".", ms=4)
         lim = [min(mod[idx].min(), own[idx].min()), max(mod[idx].max(), own[idx].max())]
@@ -1279,6 +1285,32 @@ def _output_folder():
     from . import debug
 
     return debug.get_output_dir()
+
+
+def _debug_display(name, exposure, fit, screen, task, show_bad):
+    """One display of :func:`debug_displays` (on a new figure when there is a screen)."""
+    fig = None
+    if screen:
+        import matplotlib.pyplot as plt
+        fig = plt.figure()
+    if name == "spatial-cells":
+        if fig is not None:
+            ax = fig.add_subplot()
+            fig.set_size_inches(10, 9.2)
+            fig.set_layout_engine("constrained")
+        else:
+            ax = None
+        fig = show_spatial_cells(exposure, fit.cellSet, mask_transparency=_transparency(task.maskTransparency),
+                                 ax=ax)
+    elif name == "candidates":
+        fig = show_candidates(fit.cellSet, fit.kernel, show_bad=show_bad, fig=fig)
+    elif name == "kernel-basis":
+        fig = show_kernel_basis(fit.kernel.basis, fig=fig)
+    elif name == "kernel-mosaic":
+        fig = show_kernel_mosaic(fit.kernel, fig=fig)
+    else:
+        fig = plot_kernel_spatial_model(fit.kernel, fit.cellSet, show_bad=show_bad, fig=fig)
+    return fig
 
 
 def debug_displays(exposure, fit) -> list:
@@ -1324,28 +1356,10 @@ def debug_displays(exposure, fit) -> list:
     show_bad = bool(solve.showBadCandidates)
     figs = []
     for name in wanted:
-        fig = None
-        if screen:
-            import matplotlib.pyplot as plt
-            fig = plt.figure()
-        if name == "spatial-cells":
-            if fig is not None:
-                ax = fig.add_subplot()
-                fig.set_size_inches(10, 9.2)
-                fig.set_layout_engine("constrained")
-            else:
-                ax = None
-            fig = show_spatial_cells(exposure, fit.cellSet, mask_transparency=_transparency(task.maskTransparency),
-                                     ax=ax)
-        elif name == "candidates":
-            fig = show_candidates(fit.cellSet, fit.kernel, show_bad=show_bad, fig=fig)
-        elif name == "kernel-basis":
-            fig = show_kernel_basis(fit.kernel.basis, fig=fig)
-        elif name == "kernel-mosaic":
-            fig = show_kernel_mosaic(fit.kernel, fig=fig)
-        else:
-            fig = plot_kernel_spatial_model(fit.kernel, fit.cellSet, show_bad=show_bad, fig=fig)
-        figs.append((name, fig))
+        try:
+            figs.append((name, _debug_display(name, exposure, fit, screen, task, show_bad)))
+        except Exception as exc:  # a figure must never abort the match it illustrates
+            log.warning("debug display %r skipped: %s: %s", name, type(exc).__name__, exc)
     if screen:
         import matplotlib.pyplot as plt
         for name, fig in figs:

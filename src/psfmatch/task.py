@@ -1,7 +1,8 @@
 """``ModelPsfMatchTask``: match an exposure's PSF to a model PSF.
 
-The task realizes the exposure's (science) PSF and the reference PSF at the
-centre of every spatial cell, fits a matching kernel per candidate, fits a
+The task realizes the exposure's (science) PSF and the reference PSF at each
+spatial cell's candidate position (a grid from edge to edge of the exposure by
+default, the cell centres with ``candidatePlacement = "centers"``), fits a matching kernel per candidate, fits a
 spatial model of the kernel coefficients over all candidates, and convolves
 the exposure (image, variance, mask) with the spatially varying kernel so that
 its PSF becomes the reference.  The ``psfmatch`` documentation (user guide,
@@ -407,7 +408,7 @@ class ModelPsfMatchTask:
                   _cellSet=None, _warn_skip=0) -> KernelFit:
         """Fit the spatially varying matching kernel over ``bbox`` (no convolution).
 
-        Before anything is fitted, both PSFs are surveyed at the cell centres and
+        Before anything is fitted, both PSFs are surveyed at the candidate positions and
         the match is checked for ill-posedness (:mod:`psfmatch.diagnostics`); with
         ``config.autoKernel`` the kernel size, basis and spatial order are then
         chosen (:mod:`psfmatch.autokernel`).  After the fit, the QA is compared
@@ -459,7 +460,7 @@ class ModelPsfMatchTask:
         positions = cellSet.cell_centers()
         md["nCells"] = len(positions)
 
-        # realize the science PSF at every cell centre (this is also the size survey)
+        # realize the science PSF at every candidate position (this is also the size survey)
         cands = []
         sci_imgs, sci_errors = compute_kernel_images(sci, positions)  # vectorized where the model allows
         for i, pos in enumerate(positions):
@@ -623,7 +624,7 @@ class ModelPsfMatchTask:
         elif order == 0 and len(positions) == 1 and (_varies(sci) or _varies(ref)):
             # (autoKernel asks for order 0 here: one candidate looks like a constant match)
             note = (f"one {kc.sizeCellX}x{kc.sizeCellY} cell covers the {bbox.getWidth()}x{bbox.getHeight()} "
-                    "exposure: its one candidate constrains only a constant kernel, though the PSF model varies "
+                    "exposure: its one candidate constrains only a constant kernel, though the PSF models may vary "
                     "(use smaller cells for a spatially varying kernel)")
             log.warning(note)
             md["notes"].append(note)

@@ -140,9 +140,25 @@ class LinearCombinationKernel:
         return img
 
     def computeImages(self, x, y) -> np.ndarray:
-        """Kernel images at many positions: shape (n, k, k)."""
-        x = np.atleast_1d(np.asarray(x, dtype=float))
-        y = np.atleast_1d(np.asarray(y, dtype=float))
+        """Kernel images at many positions: shape (n, k, k).
+
+        Raises
+        ------
+        InvalidInputError
+            If ``x`` and ``y`` are not 1-d sequences of the same length of finite
+            numbers (as :meth:`computeImage` refuses a non-finite position).
+        """
+        try:
+            x = np.atleast_1d(np.asarray(x, dtype=float))
+            y = np.atleast_1d(np.asarray(y, dtype=float))
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"computeImages needs numeric x and y; got {x!r} and {y!r}") from None
+        if x.ndim != 1 or x.shape != y.shape:
+            raise InvalidInputError(f"computeImages needs x and y of the same length (1-d); got shapes {x.shape} "
+                                    f"and {y.shape}")
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            bad = int(np.flatnonzero(~(np.isfinite(x) & np.isfinite(y)))[0])
+            raise InvalidInputError(f"computeImages needs finite positions; position {bad} is ({x[bad]}, {y[bad]})")
         a = self.kernel_sum * (self.coefficients @ self._f(x, y))  # (n_b, n)
         return np.tensordot(a.T, self.basis.images, axes=1)
 
