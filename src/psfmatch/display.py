@@ -1287,7 +1287,7 @@ def _output_folder():
     return debug.get_output_dir()
 
 
-def _debug_display(name, exposure, fit, screen, task, show_bad):
+def _debug_display(name, exposure, fit, screen, transparency, show_bad):
     """One display of :func:`debug_displays` (on a new figure when there is a screen)."""
     fig = None
     if screen:
@@ -1300,8 +1300,7 @@ def _debug_display(name, exposure, fit, screen, task, show_bad):
             fig.set_layout_engine("constrained")
         else:
             ax = None
-        fig = show_spatial_cells(exposure, fit.cellSet, mask_transparency=_transparency(task.maskTransparency),
-                                 ax=ax)
+        fig = show_spatial_cells(exposure, fit.cellSet, mask_transparency=transparency, ax=ax)
     elif name == "candidates":
         fig = show_candidates(fit.cellSet, fit.kernel, show_bad=show_bad, fig=fig)
     elif name == "kernel-basis":
@@ -1354,10 +1353,11 @@ def debug_displays(exposure, fit) -> list:
     folder = _output_folder()
     screen = folder is None and has_screen()
     show_bad = bool(solve.showBadCandidates)
+    transparency = _transparency(task.maskTransparency)
     figs = []
     for name in wanted:
         try:
-            figs.append((name, _debug_display(name, exposure, fit, screen, task, show_bad)))
+            figs.append((name, _debug_display(name, exposure, fit, screen, transparency, show_bad)))
         except Exception as exc:  # a figure must never abort the match it illustrates
             log.warning("debug display %r skipped: %s: %s", name, type(exc).__name__, exc)
     if screen:
