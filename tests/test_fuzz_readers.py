@@ -258,3 +258,19 @@ def test_found_kernel_data_shifted_into_huge_finite_coefficients(seeds, workdir)
             warnings.simplefilter(mode)
             with pytest.raises(CorruptFileError, match=match):
                 LinearCombinationKernel.readFits(path)
+
+
+def test_found_unparsable_pmformat_card(seeds, workdir):
+    # kernel file with a control byte after the PMFORMAT value: read_psf's check for psfmatch's own files
+    # (which hold no PSF) parsed the card and let astropy's VerifyError out (the standalone fuzzer's
+    # input #19672, --seed 3001)
+    data = _need(seeds, "kernel.fits")
+    i = data.index(b"PMFORMAT= 'psfmatch-kernel'") + len(b"PMFORMAT= 'psfmatch-kernel'")
+    path = workdir / "pmformat.fits"
+    path.write_bytes(data[:i] + b" \x08" + data[i + 2:])
+    for mode in ("ignore", "error"):
+        _assert_typed(path, mode, "an unparsable PMFORMAT card")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(PsfMatchError):
+            read_psf(path)

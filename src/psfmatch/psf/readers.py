@@ -140,8 +140,13 @@ def _headers(path):
 
 
 def _pmformat(header) -> str:
-    """The ``PMFORMAT`` card of a primary header ('' when there is none)."""
-    return str(header.get("PMFORMAT", "")).strip()
+    """The ``PMFORMAT`` card of a primary header ('' when there is none or it cannot be parsed)."""
+    from astropy.io.fits.verify import VerifyError
+
+    try:
+        return str(header.get("PMFORMAT", "")).strip()
+    except (VerifyError, ValueError):  # a damaged card: the file is not recognized as psfmatch's
+        return ""
 
 
 def _refuse_psfmatch_product(path, primary_header) -> None:
