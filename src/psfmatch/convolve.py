@@ -68,6 +68,7 @@ import logging
 from concurrent import futures
 
 import numpy as np
+from numpy.polynomial import chebyshev as npcheb
 from scipy import fft as sfft
 
 from .errors import InvalidInputError, MemoryLimitError
@@ -121,14 +122,31 @@ def _chebyshev(coords, lo, hi, order, dtype=np.float64):
 
 
 def _axis_change(sf: SpatialFunction, axis, lo, hi):
-    """``A`` with ``X_p(c) = sum_r A[p, r] T_r(t(c))`` over ``[lo, hi]`` (exact for polynomials of degree <= order)."""
+    """``A`` with ``X_p(c) = sum_r A[p, r] T_r(t(c))`` over ``[lo, hi]``, ``t = (c - mid) / half``.
+
+    Exact algebra, row by row: ``c = mid + half t`` is substituted into ``X_p``
+    (``c^p`` for raw-pixel monomials; ``T_p(s(c))`` for Chebyshev terms over the
+    kernel's own box, ``s`` affine, so ``T_p`` of an affine function of ``t``) and
+    the polynomial in ``t`` is re-expanded on ``T_r``.  Each entry has its own
+    relative precision: a raw monomial far from the origin (``x0 = 1e5``,
+    ``c^4 ~ 1e20``) keeps its small terms, which a threshold over the whole
+    matrix would drop.
+    """
     n = sf.order + 1
-    nodes = np.cos(np.pi * (np.arange(n) + 0.5) / n)  # Chebyshev nodes in t
-    coords = 0.5 * (lo + hi) + 0.5 * (hi - lo) * nodes
-    Xv = sf.evaluate_1d(coords, axis)  # (n, n): X_p at the nodes
-    V = _chebyshev(coords, lo, hi, sf.order).T  # V[i, r] = T_r(t_i)
-    A = np.linalg.solve(V, Xv.T).T
-    A[np.abs(A) < 1e-15 * np.abs(A).max()] = 0.0
+    mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
+    if sf.kind == "polynomial":
+        c_of_t = np.polynomial.Polynomial([mid, half])
+        rows = [c_of_t ** p for p in range(n)]
+    else:
+        b = sf.bbox
+        slo, shi = (b.minX, b.maxX) if axis == 0 else (b.minY, b.maxY)
+        smid, shalf = 0.5 * (slo + shi), 0.5 * (shi - slo)
+        s_of_t = np.polynomial.Polynomial([(mid - smid) / shalf, half / shalf])  # the kernel's variable
+        rows = [np.polynomial.Chebyshev.basis(p)(s_of_t) for p in range(n)]
+    A = np.zeros((n, n))
+    for p, row in enumerate(rows):
+        ch = npcheb.poly2cheb(row.coef)
+        A[p, :len(ch)] = ch
     return A
 
 
