@@ -201,3 +201,46 @@ def test_residual_remedy_with_autokernel_names_its_limits():
     msgs = [str(w.message) for w in rec if issubclass(w.category, KernelQualityWarning)]
     assert msgs and all("autoKernel=True" not in m for m in msgs)
     assert any("Remedy: a larger autoKernelMaxSize or autoKernelMaxSpatialOrder, smaller cells" in m for m in msgs)
+
+
+def test_undersampled_psfs_are_not_measured_as_points():
+    """Below a sigma of about 0.8 px adaptive moments have no fixed point: ok is False, not a sigma of 0.01 px."""
+    from psfmatch.moments import adaptive_moments
+    from psfmatch.psf.analytic import elliptical_gaussian
+    for sigma, ok_expected in [(0.5, False), (0.7, False), (0.9, True), (1.5, True)]:
+        ixx, iyy, ixy, xc, yc, ok = adaptive_moments(GaussianPsf(21, 21, sigma).computeKernelImage((0, 0)))
+        assert bool(ok) is ok_expected, sigma
+        if ok:
+            assert ixx == pytest.approx(sigma ** 2, rel=0.06)
+    *_, ok = adaptive_moments(elliptical_gaussian(41, 41, 9.0, 0.49, 0.0))  # 3 px by 0.7 px
+    assert not ok
+
+
+def test_cells_the_check_cannot_measure_are_reported_and_refused_when_strict():
+    """A deconvolution between two undersampled PSFs (0.65 -> 0.45 px) was reported well-posed."""
+    import warnings
+
+    from psfmatch.errors import IllPosedMatchError, IllPosedMatchWarning
+    exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(21, 21, 0.65))
+    config = ModelPsfMatchConfig()
+    config.strict = True
+    msg = (r"the ill-posed check could not be made in 1 of 1 cells \(Cell 0x0\): the adaptive moments of the science "
+           r"or reference PSF did not converge there \(a PSF narrower than about 0.8 px sigma is too undersampled")
+    with pytest.raises(IllPosedMatchError, match=msg + r".*strict=True: nothing was convolved"):
+        ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(21, 21, 0.45))
+    config.strict = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.warns(IllPosedMatchWarning, match=msg):
+            result = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(21, 21, 0.45))
+    md = result.metadata
+    assert md["qa"]["illPosed"]["nCellsUnmeasured"] == 1 and any("could not be made" in n for n in md["notes"])
+
+
+def test_reference_chooser_refuses_an_unmeasurable_psf():
+    from psfmatch.batch import choose_reference_psf
+    from psfmatch.errors import InvalidInputError
+    exposure = Exposure(np.zeros((64, 64), np.float32), psf=GaussianPsf(21, 21, 0.75))
+    with pytest.raises(InvalidInputError, match=r"could not be measured at any of the 25 survey positions \(last: "
+                                                r".*too undersampled"):
+        choose_reference_psf([exposure])

@@ -1260,11 +1260,13 @@ def survey_psf(source, grid=5) -> dict:
         best = None
         dmax = 0.0
         n_ok = n_failed = 0
+        last = None
         for x, y in _grid_positions(bbox, grid):
             try:
                 q = psf.computeShape((x, y))
-            except PsfMatchError:
+            except PsfMatchError as exc:
                 n_failed += 1
+                last = exc
                 continue
             n_ok += 1
             lam = float(np.linalg.eigvalsh(np.array([[q.ixx, q.ixy], [q.ixy, q.iyy]]))[-1])
@@ -1276,7 +1278,7 @@ def survey_psf(source, grid=5) -> dict:
             from .errors import PsfComputeShapeError
 
             raise PsfComputeShapeError(bbox.getCenter(), f"the PSF shape could not be measured at any of the "
-                                                         f"{n_failed} survey positions")
+                                                         f"{n_failed} survey positions (last: {last})")
         out.update(best, ok=True, max_determinant_radius=float(dmax), n_positions=n_ok, n_failed=n_failed)
     except Exception as exc:
         out.update(error_type=type(exc).__name__, error_message=str(exc))

@@ -333,6 +333,23 @@ class IllPosedReport:
     def nFlagged(self) -> int:
         return int(np.sum(self.flagged))
 
+    @property
+    def nUnmeasured(self) -> int:
+        """Cells where either PSF's adaptive moments failed (``survey.ok`` False): not checked."""
+        return int(np.sum(~self.survey.ok))
+
+    def unmeasured_message(self) -> str:
+        """What the check could not see, and why that may matter ('' when every cell was measured)."""
+        bad = np.flatnonzero(~self.survey.ok)
+        if not len(bad):
+            return ""
+        names = ", ".join(self.survey.labels[i] for i in bad[:8]) + (f", ... ({len(bad) - 8} more)"
+                                                                      if len(bad) > 8 else "")
+        return (f"the ill-posed check could not be made in {len(bad)} of {len(self.deficit)} cells ({names}): the "
+                "adaptive moments of the science or reference PSF did not converge there (a PSF narrower than "
+                "about 0.8 px sigma is too undersampled for them; so is a stamp without a clear core). Make sure "
+                "the reference is broader than the science PSF there, or use better-sampled PSF models")
+
     def worst(self) -> int:
         """Index (into the survey) of the cell with the largest deficit."""
         d = np.where(self.survey.ok, self.deficit, -np.inf)
@@ -384,7 +401,7 @@ class IllPosedReport:
         idx = idx[np.argsort(-self.deficit[idx])]
         w = self.worst()
         out = {"flag": self.illPosed, "nCellsChecked": int(len(self.deficit)), "nCellsFlagged": int(len(idx)),
-               "tolerance": float(self.tolerance), "worst": self.cell_entry(w),
+               "nCellsUnmeasured": self.nUnmeasured, "tolerance": float(self.tolerance), "worst": self.cell_entry(w),
                "cells": [self.cell_entry(i) for i in idx[:max_cells]]}
         if len(idx) > max_cells:
             out["cellsTruncated"] = int(len(idx) - max_cells)
@@ -464,10 +481,14 @@ def check_ill_posed(survey: PsfSurvey, tolerance=0.01) -> IllPosedReport:
 
 
 def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> None:
-    """Raise :class:`IllPosedMatchError` (``strict``) or warn :class:`IllPosedMatchWarning` when ill-posed."""
-    if not report.illPosed:
+    """Raise :class:`IllPosedMatchError` (``strict``) or warn :class:`IllPosedMatchWarning` when ill-posed.
+
+    Cells the check could not measure (:meth:`IllPosedReport.unmeasured_message`) are treated the same
+    way: ``strict`` refuses a match it cannot verify.
+    """
+    msg = report.message() if report.illPosed else report.unmeasured_message()
+    if not msg:
         return
-    msg = report.message()
     if strict:
         raise IllPosedMatchError(msg + " (strict=True: nothing was convolved)")
     log.warning(msg)

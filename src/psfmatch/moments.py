@@ -93,6 +93,9 @@ def _separable_ok(ic, xc, yc, xmax, ymax):
     return (np.abs(ic) * xmax * ymax <= 60.0) & (np.abs(ic) * (np.abs(xc) * ymax + np.abs(yc) * xmax) <= 60.0)
 
 
+#: Smallest weight moment (px^2) the iteration keeps; a result on it is reported as not converged (``ok`` False).
+_FLOOR = 1e-4
+
 #: Stacks longer than this are measured in chunks of this many stamps (see :func:`adaptive_moments`).
 _CHUNK = 256
 
@@ -119,7 +122,10 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     ixx, iyy, ixy, xc, yc : ndarray
         Moments (pixels squared) and centroid offsets from the centre pixel.
     ok : ndarray of bool
-        False where the iteration did not converge or the image has no positive flux.
+        False where the iteration did not converge, the image has no positive flux, or
+        the PSF is too narrow for adaptive moments: below a sigma of about 0.8 px a
+        pixel-sampled profile has no fixed point and the weight collapses onto the
+        iteration's floor (1e-4 px^2).
 
     Notes
     -----
@@ -228,7 +234,7 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
             nb = np.where(pd, na_i / ndet_i, 2 * qb)
             nc = np.where(pd, -nc_i / ndet_i, 2 * qc)
         # keep the weight inside the stamp
-        na, nb = np.clip(na, 1e-4, lim), np.clip(nb, 1e-4, lim)
+        na, nb = np.clip(na, _FLOOR, lim), np.clip(nb, _FLOOR, lim)
         nc = np.clip(nc, -0.999 * np.sqrt(na * nb), 0.999 * np.sqrt(na * nb))
         change = np.abs(na - aa) + np.abs(nb - bb) + np.abs(nc - cc)
         scale = np.abs(aa) + np.abs(bb)
@@ -247,6 +253,9 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
         converged[idx] = conv
         active[idx] = ~(conv | ~ok[idx])
     ok &= converged & np.isfinite(a) & np.isfinite(b) & np.isfinite(c)
+    # a PSF narrower than about 0.8 px (sigma) has no fixed point: the weight shrinks onto the floor that
+    # keeps it inside the stamp's pixel grid, where the iteration stops changing -- not a measurement
+    ok &= (a > _FLOOR * (1 + 1e-6)) & (b > _FLOOR * (1 + 1e-6))
     out = (a, b, c, xc, yc, ok)
     if single:
         return tuple(v[0] for v in out)
@@ -415,5 +424,7 @@ def measure_shape(stamp, position=(0.0, 0.0)) -> Quadrupole:
 
     ixx, iyy, ixy, xc, yc, ok = adaptive_moments(stamp)
     if not ok:
-        raise PsfComputeShapeError(position, "adaptive moments did not converge")
+        raise PsfComputeShapeError(position, "adaptive moments did not converge (a PSF narrower than about 0.8 px "
+                                             "sigma is too undersampled for them, as is a stamp without a clear "
+                                             "core)")
     return Quadrupole(float(ixx), float(iyy), float(ixy), float(xc), float(yc))

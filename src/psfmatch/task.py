@@ -384,6 +384,8 @@ class ModelPsfMatchTask:
             if report.illPosed:
                 flags.append(FLAG_ILL_POSED)
                 md.setdefault("notes", []).append(report.message())
+            elif report.nUnmeasured:
+                md.setdefault("notes", []).append(report.unmeasured_message())
             by_cell = {c: j for j, c in enumerate(survey.cells)}
             for cand in fit.cellSet.candidates():
                 j = by_cell.get(cand.id)

@@ -456,7 +456,8 @@ class Psf:
             raise PsfComputeShapeError(pos, str(exc)) from exc
         ixx, iyy, ixy, xc, yc, ok = adaptive_moments(img)
         if not ok:
-            raise PsfComputeShapeError(pos, "adaptive moments did not converge")
+            raise PsfComputeShapeError(pos, "adaptive moments did not converge (a PSF narrower than about 0.8 px "
+                                            "sigma is too undersampled for them, as is a stamp without a clear core)")
         return Quadrupole(float(ixx), float(iyy), float(ixy), float(xc), float(yc))
 
     def getAveragePosition(self) -> Point2D:
