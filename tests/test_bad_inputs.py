@@ -654,7 +654,7 @@ def test_memory_limit_through_the_task_names_the_setting():
         ModelPsfMatchTask(config=small_config(maxMemoryGiB=1e-6)).run(exposure, GaussianPsf(21, 21, 2.4))
 
 
-@pytest.mark.parametrize("basis, need", [("AL", r"2\d\d GiB"), ("DF", r"[\d.]+e\+06 GiB")])
+@pytest.mark.parametrize("basis, need", [("AL", r"2\d\d GiB"), ("DF", r"[\d.]+e\+0[67] GiB")])
 def test_absurd_kernel_size_fails_at_construction(basis, need):
     config = ModelPsfMatchConfig()
     config.kernel.name = basis

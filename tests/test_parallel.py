@@ -152,3 +152,78 @@ def test_a_large_system_uses_every_core_inside_a_one_thread_fit_and_gives_the_co
     x_ref = V[:, keep] @ ((V[:, keep].T @ (b / d)) / ws[keep]) / d
     assert rank == keep.sum() < N
     np.testing.assert_allclose(x, x_ref, rtol=1e-8, atol=1e-10 * np.abs(x_ref).max())
+
+
+def test_a_callers_blas_limit_holds_for_the_large_solve(monkeypatch):
+    """Inside threadpool_limits(1) the large solve stays on one thread, so its result does not depend on the
+    core count (the README's recipe for reproducible delta-function fits)."""
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import psfmatch.solve as solve_mod
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "2")
+    seen = []
+    real_eigh = solve_mod._eigh
+    monkeypatch.setattr(solve_mod, "_eigh", lambda A, **kw: seen.append(blas_threads()) or real_eigh(A, **kw))
+    rng = np.random.default_rng(5)
+    N = solve_mod._LARGE_SYSTEM + 20
+    Q, _ = np.linalg.qr(rng.standard_normal((N, N)))
+    M = (Q * np.concatenate([np.geomspace(1.0, 1e-4, N - 30), np.full(30, 1e-20)])) @ Q.T  # (the eigen path)
+    with threadpool_limits(1, user_api="blas"):
+        with solve_mod.single_threaded_blas():
+            solve_mod.solve_gram(M, M @ rng.standard_normal(N), 1e-6)
+    assert seen and all(n == 1 for n in seen[0])
+
+
+def test_non_ascii_digits_in_the_thread_count_are_refused_like_other_bad_values(monkeypatch):
+    monkeypatch.setattr(parallel, "_BAD_ENV_SEEN", set())
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "\u00b2")  # '²'.isdigit() is True, int('²') raises
+    with pytest.warns(RuntimeWarning, match="is not a positive integer"):
+        assert available_cores() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_inside_a_fit_starts_with_the_parents_blas_count():
+    from threadpoolctl import threadpool_info
+
+    import psfmatch.solve as solve_mod
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    r, w = os.pipe()
+    with solve_mod.single_threaded_blas():  # as another thread's fit would be at the moment of the fork
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ok = solve_mod._BLAS_STATE["depth"] == 0 and blas_threads() == before
+                os.write(w, b"1" if ok else b"0")
+            finally:
+                os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.waitpid(pid, 0)
+    assert got == b"1"
+
+
+def test_psfmatchs_warning_sections_leave_the_filters_as_they_were_across_threads():
+    """catch_warnings restores the list it saw on entry: overlapping sections in two threads left an 'ignore'
+    behind for good. psfmatch's sections take turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = list(warnings.filters)
+
+    def section(i):
+        for _ in range(300):
+            with parallel.catch_warnings("ignore" if i % 2 else "always", record=not i % 2):
+                warnings.warn("inside", UserWarning)
+        return True
+
+    with ThreadPoolExecutor(8) as ex:
+        assert all(ex.map(section, range(16)))
+    assert warnings.filters == before

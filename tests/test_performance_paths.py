@@ -286,6 +286,37 @@ def test_convolution_memory_is_bounded_by_the_tiles(varying_kernel):
     assert peaks[256] < 6 * n * n + 32 * 2 ** 20
 
 
+@pytest.mark.parametrize("density", [0.3, 1.0])
+def test_dense_mask_planes_stay_within_the_estimate(varying_kernel, density):
+    """A plane set over much of the exposure (DETECTED in a crowded field) was dilated through index lists of
+    every set pixel (~40 bytes a pixel): 2 to 2.7 times maxMemoryGiB. Booleans now, and the same result."""
+    from psfmatch.convolve import dilate_mask, estimate_memory, mask_footprint, spatial_term_images
+    import psfmatch.convolve as cv
+    _, kernel = varying_kernel
+    n = 1024
+    rng = np.random.default_rng(1)
+    mi = MaskedImage(np.ones((n, n), np.float32), variance=np.ones((n, n), np.float32))
+    mi.mask[rng.random((n, n)) < density] |= 32
+    mi.mask[rng.random((n, n)) < 0.001] |= 4
+    _, it, vt = spatial_term_images(kernel, mi.getBBox())
+    need = estimate_memory((n, n), kernel.getWidth(), len(it), len(vt), 384, 4, 1)
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    out = convolve_masked_image(mi, kernel, workers=1, max_memory_bytes=need)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < need
+    fp = mask_footprint(kernel, 1e-3)
+    old = cv._DENSE_FRACTION
+    try:
+        cv._DENSE_FRACTION = 2.0  # the index-list path, for comparison
+        expected = dilate_mask(mi.mask, fp)
+    finally:
+        cv._DENSE_FRACTION = old
+    inner = (slice(kernel.getWidth() // 2, -(kernel.getWidth() // 2)),) * 2
+    np.testing.assert_array_equal(out.mask[inner], expected[inner])
+
+
 def test_batched_solver_matches_the_eigen_decomposition(rng):
     N = 12
     A = rng.normal(size=(40, N, 30))

@@ -273,8 +273,10 @@ def test_warnings_point_to_the_callers_line(entry, case):
 
 def test_exposure_smaller_than_kernel():
     exposure = Exposure(np.zeros((20, 40), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    config = ModelPsfMatchConfig()
+    config.kernel.active.kernelSize = 21  # explicit (the automatic kernel would choose one that fits)
     with pytest.raises(InvalidInputError, match=r"exposure \(40x20 pixels\) is no larger than the kernel's border"):
-        small_task(0).run(exposure, GaussianPsf(31, 31, 2.6))
+        ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6))
 
 
 def test_exposure_smaller_than_a_cell():
@@ -418,3 +420,75 @@ def test_candidate_placement(placement):
     assert len(cs.between_positions(10 ** 6)) == len(between)
     with pytest.raises(InvalidInputError, match="candidate placement must be one of"):
         SpatialCellSet(Box2I((0, 0), (10, 10)), 128, 128, "random")
+
+
+def test_kernel_chosen_by_scale_by_fwhm_is_checked_against_the_exposure():
+    """scaleByFwhm can choose a kernel larger than the configured one: larger than the exposure, the output was
+    silently all border."""
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.kernelSize = 11
+    config.kernel.active.scaleByFwhm = True
+    exposure = Exposure(np.ones((30, 30), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    with pytest.raises(InvalidInputError, match=r"exposure \(30x30 pixels\) is no larger than the kernel's border "
+                                                r"\(17 pixels on each side of a 35x35 kernel, the size the fit chose"):
+        ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 6.0))
+
+
+@pytest.mark.parametrize("n", [19, 15])
+def test_automatic_kernel_fits_small_exposures(n):
+    """The automatic kernel keeps its sizes within the exposure: the default 21 px it would not use must not
+    refuse a 15 px exposure."""
+    exposure = Exposure(np.ones((n, n), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    exposure.image[n // 2, n // 2] = 101.0
+    result = ModelPsfMatchTask().run(exposure, GaussianPsf(31, 31, 2.6))
+    k = result.psfMatchingKernel.getWidth()
+    assert 2 * (k // 2) < n
+    assert np.isfinite(result.psfMatchedExposure.image[n // 2, n // 2])
+    explicit = ModelPsfMatchConfig()
+    explicit.kernel.active.kernelSize = 21  # an explicit size is the user's: refused as before
+    with pytest.raises(InvalidInputError, match=r"use a smaller kernelSize"):
+        ModelPsfMatchTask(config=explicit).run(exposure, GaussianPsf(31, 31, 2.6))
+
+
+def test_polynomial_model_far_from_the_origin_warns_of_its_precision():
+    from psfmatch.errors import KernelQualityWarning
+    bbox = Box2I((100000, 0), (512, 512))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.05])
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialModelType = "polynomial"
+    config.kernel.active.spatialKernelOrder = 4
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 64
+    with pytest.warns(KernelQualityWarning, match=r"spatialModelType='polynomial' over the box at \(100000, 0\): "
+                                                  r"raw-pixel monomials of order 4 .* hold the kernel to only about "
+                                                  r"[\d.e-]+ of its values; use spatialModelType='chebyshev1'"):
+        fit = ModelPsfMatchTask(config=config).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
+    assert any("raw-pixel monomials" in n for n in fit.metadata["notes"])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KernelQualityWarning)
+        config.kernel.active.spatialModelType = "chebyshev1"
+        ModelPsfMatchTask(config=config).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
+
+
+def test_fit_memory_estimate_bounds_a_delta_function_fit():
+    """The estimate counted one copy of the normal equations; a delta-function fit holds four at once."""
+    import tracemalloc
+
+    from psfmatch.task import estimate_fit_memory
+    bbox = Box2I((0, 0), (384, 384))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.05])
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.name = "DF"
+    config.kernel.active.kernelSize = 15
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 64  # 36 candidates
+    need, parts = estimate_fit_memory(config, 36, 21)
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    ModelPsfMatchTask(config=config).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < need
+    assert peak > 0.5 * (need - parts["work arrays"])  # and not absurdly above it either

@@ -849,6 +849,8 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     # stage 2: kernel size and basis at that order
     n1 = len(results)
     ct = _config_trial(config, order)
+    if ct is not None and free["kernelSize"] and ct.kernelSize > k_exposure:
+        ct = None  # the configured size does not fit the exposure (its output would be all border)
     if not constant:
         # the configuration's trial and the standard basis at every size: independent of each other
         std = [al_trial(k, order) for k in sorted(sizes)] if "AL" in free["families"] else []

@@ -116,6 +116,7 @@ from .errors import (GridMismatchError, InvalidInputError, MissingDependencyErro
                      UnsupportedFormatError)
 from .geom import Box2I
 from .image import Exposure
+from .parallel import catch_warnings
 
 __all__ = [
     "match_many",
@@ -1669,8 +1670,7 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     bitpix = -64 if dtype == np.float64 else -32
     wcs_header = None
     if first.wcs is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with catch_warnings("ignore"):
             wcs_header = first.wcs.to_header(relax=True)
 
     primary = fits.Header()

@@ -309,6 +309,12 @@ _BOX_OVERHEAD_PIXELS = 1 << 17
 #: A bit plane is dilated by scattering its footprint when that writes fewer than this fraction of
 #: the image's pixels; otherwise by the packed morphology below.
 _SPARSE_FRACTION = 0.05
+#: Masks with more set pixels than this fraction are dilated plane by plane from booleans
+#: (:func:`_dilate_dense_plane`): the index lists of the sparse path would cost more memory than
+#: :func:`estimate_memory` allows.
+_DENSE_FRACTION = 1.0 / 16
+#: More set pixels than this in a plane give one bounding box instead of clusters (:func:`_clusters`).
+_CLUSTER_POINTS = 1 << 16
 
 
 def _shift_x(a, s):
@@ -440,6 +446,13 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
     offsets = np.argwhere(fp) - np.array(fp.shape) // 2  # (dy, dx) of every footprint pixel
     H, W = mask.shape
     flat = np.ascontiguousarray(mask, dtype=np.int32).ravel()
+    if np.count_nonzero(flat) > _DENSE_FRACTION * H * W:
+        # many set pixels: index lists would cost 8 to 16 bytes each; work on each plane's pixels as booleans
+        for bitno in range(32):
+            if (present >> bitno) & 1:
+                _dilate_dense_plane(mask, np.int32(np.uint32(1 << bitno).view(np.int32)), rects, offsets, margin,
+                                    out)
+        return out
     # the set pixels of all the planes at once (one pass), then each plane's among them
     if allbits != present:  # excluded bits are set somewhere
         nz = np.flatnonzero(np.bitwise_and(flat, np.int32(np.uint32(present).view(np.int32))) != 0)
@@ -475,6 +488,41 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
     return out
 
 
+def _dilate_dense_plane(mask, value, rects, offsets, margin, out):
+    """One bit plane of :func:`dilate_mask` for a mask with many set pixels, without index arrays.
+
+    The plane is made as booleans a block of rows at a time (one byte a pixel in
+    all); its set pixels are scattered (few of them), grouped into boxes
+    (:func:`_clusters`, up to its point limit) or bounded by one box.
+    """
+    H, W = mask.shape
+    b = np.empty((H, W), dtype=bool)
+    for r0 in range(0, H, _SCAN_ROWS):
+        np.not_equal(np.bitwise_and(mask[r0:r0 + _SCAN_ROWS], value), 0, out=b[r0:r0 + _SCAN_ROWS])
+    count = int(np.count_nonzero(b))
+    if count == 0:
+        return
+    if count * len(offsets) <= _SPARSE_FRACTION * H * W or count <= _CLUSTER_POINTS:
+        idx = np.flatnonzero(b)
+        if count * len(offsets) <= _SPARSE_FRACTION * H * W:
+            ys, xs = np.divmod(idx, W)
+            yy = (ys[:, None] + offsets[None, :, 0]).ravel()
+            xx = (xs[:, None] + offsets[None, :, 1]).ravel()
+            keep = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+            out[yy[keep], xx[keep]] |= value
+            return
+        boxes = _clusters(idx, W, H, margin)
+        area = sum((bx[0].stop - bx[0].start) * (bx[1].stop - bx[1].start) for bx in boxes)
+        if len(boxes) > 1 and len(boxes) * _BOX_OVERHEAD_PIXELS + area > H * W:
+            boxes = [(slice(0, H), slice(0, W))]  # (as in dilate_mask)
+    else:
+        boxes = [_support_box(b, margin)]
+    for box in boxes:
+        d = _dilate_bool(b[box], rects)
+        sub = out[box]
+        np.bitwise_or(sub, value, out=sub, where=d)
+
+
 def _groups(idx, gap):
     """Split sorted indices into runs whose consecutive members are at most ``gap`` apart."""
     if idx.size == 0:
@@ -485,7 +533,7 @@ def _groups(idx, gap):
     return list(zip(starts.tolist(), stops.tolist()))
 
 
-def _clusters(idx, W, H, margin, max_points=1 << 16):
+def _clusters(idx, W, H, margin, max_points=None):
     """Boxes, grown by ``margin``, around the clusters of the set pixels at flat indices ``idx``.
 
     Columns holding set pixels are grouped where they are at most ``2 margin + 1``
@@ -493,6 +541,7 @@ def _clusters(idx, W, H, margin, max_points=1 << 16):
     defects get their own small boxes.  Every set pixel lies in exactly one box
     with its whole footprint.  Very many points give one bounding box.
     """
+    max_points = _CLUSTER_POINTS if max_points is None else max_points
     ys, xs = np.divmod(idx, W)
     if idx.size > max_points:
         return [(slice(max(0, int(ys.min()) - margin), min(H, int(ys.max()) + margin + 1)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -25,7 +26,7 @@ def available_cores() -> int:
     Any other non-empty value is ignored with a :class:`RuntimeWarning` (once per value).
     """
     env = os.environ.get("PSFMATCH_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
+    if env.isascii() and env.isdigit() and int(env) > 0:  # ('²'.isdigit() is True, int('²') fails)
         return int(env)
     try:
         n = max(1, len(os.sched_getaffinity(0)))
@@ -71,11 +72,34 @@ def map_shared(fn, items, nthreads=None) -> list:
     return list(pool.map(fn, items))
 
 
+#: Held while psfmatch has the warning filters changed (see :func:`catch_warnings`).
+_WARNINGS_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def catch_warnings(action=None, *, record=False):
+    """``warnings.catch_warnings`` (with ``simplefilter(action)``) that psfmatch's threads take in turn.
+
+    The warning filters are one process-wide list, and ``catch_warnings``
+    restores on exit the list it saw on entry: two threads whose contexts
+    overlap can leave the process with the other's temporary ``"ignore"``
+    for good, silencing every warning after (readers run in threads by a
+    user's pool or by dask).  psfmatch's own short sections (a card, a WCS, a
+    unit) therefore hold one lock; a caller's own ``catch_warnings`` in another
+    thread is beyond its reach (Python 3.14's context-local filters fix that).
+    """
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=record) as caught:
+        if action is not None:
+            warnings.simplefilter(action)
+        yield caught
+
+
 def _forget_pools():
-    """In a forked child the parent's threads do not exist: start new pools there."""
-    global _LOCK
+    """In a forked child the parent's threads do not exist: start new pools (and locks) there."""
+    global _LOCK, _WARNINGS_LOCK
     _POOLS.clear()
     _LOCK = threading.Lock()
+    _WARNINGS_LOCK = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import os
 import threading
 from dataclasses import dataclass
 
@@ -210,7 +211,9 @@ def _all_cores_blas():
     The count is the process's: fits running meanwhile in other threads get
     the cores for their products too, which changes their sums by rounding
     only (the one case in which concurrent fits are not bit for bit the
-    serial ones).
+    serial ones).  It never exceeds the count in force when the fit began, so
+    a caller's ``threadpool_limits(1)`` (or ``OPENBLAS_NUM_THREADS=1``) keeps
+    the solve on one thread and its result independent of the core count.
     """
     libs, n = _blas_libs(), available_cores()
     if not libs or n < 2:
@@ -218,7 +221,10 @@ def _all_cores_blas():
         return
     with _BLAS_LOCK:
         saved = [lc.get_num_threads() for lc in libs]
-        _set_counts(libs, [n] * len(libs))
+        # never more than the caller allowed: the counts in force when the fit began (a threadpool_limits(1)
+        # or OPENBLAS_NUM_THREADS=1 of the user's), which single_threaded_blas saved
+        allowed = _BLAS_STATE["saved"] if _BLAS_STATE["depth"] > 0 and _BLAS_STATE.get("saved") else saved
+        _set_counts(libs, [max(1, min(n, int(a))) for a in allowed])
     try:
         yield
     finally:
@@ -888,3 +894,26 @@ def pca_basis(kernel_images, n_components, subtract_mean=True, tol=1e-10) -> Ker
         comps.append(img)
     images = renormalize_kernel_list(np.array(comps).reshape(-1, k, k))
     return KernelBasis(images, "pca", {"PcaNumComponents": len(images), "PcaSubtractMean": bool(subtract_mean)})
+
+
+def _reset_after_fork():
+    """In a forked child no fit is running: forget the parent's open BLAS contexts and locks.
+
+    A fork taken while another thread was inside a fit copied its state (a
+    context depth of 1, BLAS on one thread, perhaps a held lock): the child
+    would have kept BLAS on one thread for good, or waited on a lock no thread
+    of its own will release.
+    """
+    global _BLAS_LOCK, _SPECTRAL_LOCK, _LARGE_LOCK
+    _BLAS_LOCK, _SPECTRAL_LOCK, _LARGE_LOCK = threading.Lock(), threading.Lock(), threading.Lock()
+    depth, saved = _BLAS_STATE["depth"], _BLAS_STATE["saved"]
+    _BLAS_STATE["depth"], _BLAS_STATE["saved"] = 0, None
+    if depth > 0 and saved and _BLAS_CONTROLLER:
+        try:
+            _set_counts(_BLAS_CONTROLLER[0], saved)
+        except Exception:  # a library that cannot be told in the child: only the speed is at stake
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

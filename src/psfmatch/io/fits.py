@@ -46,7 +46,6 @@ import logging
 import os
 import re
 import tempfile
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,6 +53,7 @@ import numpy as np
 from ..errors import (CorruptFileError, InvalidInputError, MissingFileError, OutputExistsError, PsfMatchError,
                       UnsupportedFormatError)
 from ..image import Exposure, Mask, check_plane_name, plane_dtype
+from ..parallel import catch_warnings
 
 __all__ = ["atomic_write", "same_file", "write_exposure", "read_exposure", "read_exposure_info", "ExposureFileInfo",
            "check_input_file", "open_fits", "read_guard", "prescan_fits",
@@ -445,8 +445,7 @@ def _mask_planes_to_header(header, planes):
     for name, bit in sorted(planes.items(), key=lambda kv: kv[1]):
         key = _header_key(name)
         card = fits.Card(key, int(bit), "mask plane bit")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with catch_warnings("always", record=True) as caught:
             str(card)
         if caught:  # a long HIERARCH name: astropy would truncate the comment, with a warning
             card = fits.Card(key, int(bit))
@@ -524,8 +523,7 @@ def _wcs_from_header(header):
     if not any(_WCS_KEY.match(k) and not k.startswith(("LTV", "LTM")) and not k.endswith("A")
                for k in header.keys()):
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with catch_warnings("ignore"):
         try:
             hdr = header.copy()
             for k in ("NAXIS1", "NAXIS2"):
@@ -661,8 +659,7 @@ def _user_cards_for_writing(user, where):
     out, fixed, dropped = [], [], []
     for card in user.cards:
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
+            with catch_warnings("always", record=True) as caught:
                 # formatting repairs a non-standard card in place (astropy's "fix+warn"): on a copy
                 new = fits.Card.fromstring(copy.deepcopy(card).image)
                 new.verify("exception")  # what the repair could not mend
@@ -807,8 +804,7 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     wcs = exposure.getWcs()
     if wcs is not None:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with catch_warnings("ignore"):
                 wcs_header = wcs.to_header(relax=True)
         except Exception as exc:
             raise InvalidInputError(f"the exposure's WCS cannot be written to FITS: {exc}") from exc

@@ -37,12 +37,12 @@ from __future__ import annotations
 import copy
 import logging
 import re
-import warnings
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from ..image import Exposure, Mask
+from ..parallel import catch_warnings
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ def _parse_unit(text):
         candidates.append((_BUNIT_NAMES[match["what"].upper()] + ("/s" if match["rate"] else ""), None))
     for candidate, fmt in candidates:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with catch_warnings("ignore"):
                 return u.Unit(candidate, format=fmt)
         except (ValueError, TypeError):
             continue
@@ -241,8 +240,7 @@ def _meta_header(metadata, header):
         if key in out:
             continue  # the header's own card wins
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a long key becomes a HIERARCH card
+            with catch_warnings("ignore"):  # a long key becomes a HIERARCH card
                 card = fits.Card(key, value.item() if isinstance(value, np.generic) else value)
                 card.verify("exception")
                 str(card)

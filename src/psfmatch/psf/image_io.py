@@ -21,12 +21,12 @@ import logging
 import math
 import numbers
 import os
-import warnings
 
 import numpy as np
 
 from ..errors import CorruptFileError, InvalidInputError, UnsupportedFormatError
 from ..moments import adaptive_moments
+from ..parallel import catch_warnings
 from .image_psf import ImagePsf
 from .psfex import lanczos_weights
 
@@ -355,8 +355,7 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     else:
         from ..io.fits import read_guard
 
-        with warnings.catch_warnings(), read_guard(label, "PSF image's pixel scale"):
-            warnings.simplefilter("ignore")
+        with catch_warnings("ignore"), read_guard(label, "PSF image's pixel scale"):
             scale = pixel_scale_from_header(header, label)
     target = _target_scale(target_pixel_scale)
     if target is None or (scale is not None and abs(target - scale) <= rtol * target):
