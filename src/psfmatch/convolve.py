@@ -64,6 +64,7 @@ How it is fast
 
 from __future__ import annotations
 
+import functools
 import logging
 from concurrent import futures
 
@@ -126,28 +127,41 @@ def _axis_change(sf: SpatialFunction, axis, lo, hi):
 
     Exact algebra, row by row: ``c = mid + half t`` is substituted into ``X_p``
     (``c^p`` for raw-pixel monomials; ``T_p(s(c))`` for Chebyshev terms over the
-    kernel's own box, ``s`` affine, so ``T_p`` of an affine function of ``t``) and
-    the polynomial in ``t`` is re-expanded on ``T_r``.  Each entry has its own
-    relative precision: a raw monomial far from the origin (``x0 = 1e5``,
+    kernel's own box, ``s`` affine, so ``T_p`` of an affine function of ``t``),
+    and the polynomial in ``t`` is re-expanded on ``T_r``.  Each entry has its
+    own relative precision: a raw monomial far from the origin (``x0 = 1e5``,
     ``c^4 ~ 1e20``) keeps its small terms, which a threshold over the whole
-    matrix would drop.
+    matrix would drop.  Chebyshev terms over the image's own box give the
+    identity.
     """
     n = sf.order + 1
     mid, half = 0.5 * (lo + hi), 0.5 * (hi - lo)
     if sf.kind == "polynomial":
-        c_of_t = np.polynomial.Polynomial([mid, half])
-        rows = [c_of_t ** p for p in range(n)]
+        alpha, beta = mid, half  # X_p = (alpha + beta t)^p
     else:
         b = sf.bbox
         slo, shi = (b.minX, b.maxX) if axis == 0 else (b.minY, b.maxY)
-        smid, shalf = 0.5 * (slo + shi), 0.5 * (shi - slo)
-        s_of_t = np.polynomial.Polynomial([(mid - smid) / shalf, half / shalf])  # the kernel's variable
-        rows = [np.polynomial.Chebyshev.basis(p)(s_of_t) for p in range(n)]
-    A = np.zeros((n, n))
-    for p, row in enumerate(rows):
-        ch = npcheb.poly2cheb(row.coef)
-        A[p, :len(ch)] = ch
-    return A
+        alpha, beta = (mid - 0.5 * (slo + shi)) / (0.5 * (shi - slo)), half / (0.5 * (shi - slo))
+        if alpha == 0.0 and beta == 1.0:
+            return np.eye(n)
+    # P[p, r]: coefficient of t^r in X_p, by the recurrence of the powers or of the Chebyshev polynomials
+    P = np.zeros((n, n))
+    P[0, 0] = 1.0
+    for p in range(1, n):
+        step = alpha * P[p - 1]
+        step[1:] += beta * P[p - 1, :-1]
+        P[p] = step if sf.kind == "polynomial" or p == 1 else 2.0 * step - P[p - 2]
+    return P @ _power_to_chebyshev(n)
+
+
+@functools.lru_cache(maxsize=None)
+def _power_to_chebyshev(n) -> np.ndarray:
+    """``M`` with ``t^r = sum_q M[r, q] T_q(t)`` for ``r, q < n`` (dyadic rationals: exact in float64)."""
+    M = np.zeros((n, n))
+    for r in range(n):
+        c = npcheb.poly2cheb(np.eye(n)[r])
+        M[r, :len(c)] = c
+    return M
 
 
 def spatial_term_images(kernel: LinearCombinationKernel, bbox):
