@@ -727,3 +727,13 @@ def test_every_error_and_warning_is_public_at_the_top_level_with_its_builtin_bas
             assert issubclass(cls, PsfMatchError)
             assert cls is PsfMatchError or any(issubclass(cls, b) for b in (ValueError, RuntimeError, OSError,
                                                                             MemoryError, ImportError)), name
+
+
+def test_shape_error_names_the_position_exactly():
+    import pickle
+
+    from psfmatch.errors import PsfComputeShapeError
+    e = PsfComputeShapeError((2047.5, 4095.5), "no core")
+    assert str(e) == "Unable to evaluate Psf at (2047.5, 4095.5): no core"  # (was rounded to (2048, 4096))
+    assert str(PsfComputeShapeError((12345.25, 0))) == "Unable to evaluate Psf at (12345.25, 0)"
+    assert str(pickle.loads(pickle.dumps(e))) == str(e) and e.metadata == {"position": {"x": 2047.5, "y": 4095.5}}

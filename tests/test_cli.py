@@ -531,3 +531,18 @@ def test_a_library_warning_is_shown_once(exposure_file, tmp_path, capsys):
         logger.removeHandler(keep)
         logger.setLevel(level)
     assert seen == ["logged first", "RuntimeWarning: only warned"]
+
+
+def test_config_output_keeps_the_settings_of_the_choice_not_selected(tmp_path, capsys):
+    """Without --all the printed file dropped kernel['AL'] fields once kernel.name was DF."""
+    from psfmatch import ModelPsfMatchConfig
+    from psfmatch.config import apply_overrides, load_overrides
+    overrides = ["kernel['AL'].alardSigGauss=[1, 2, 4.5]", "kernel.name=DF"]
+    assert main(["config"] + [a for o in overrides for a in ("-c", o)]) == 0
+    path = tmp_path / "c.py"
+    path.write_text(capsys.readouterr().out)
+    expected = apply_overrides(ModelPsfMatchConfig(), overrides)
+    back = load_overrides(ModelPsfMatchConfig(), path)
+    assert back == expected and back.kernel["AL"].alardSigGauss == (1.0, 2.0, 4.5)
+    assert "config.kernel['DF'].lambdaValue" in path.read_text()  # the active choice in full
+    assert "config.kernel['AL'].alardMinSig" not in path.read_text()  # the other: only what was set

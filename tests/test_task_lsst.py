@@ -7,9 +7,9 @@ DoubleGaussianPsf(11, 11, 2.0), references DoubleGaussianPsf(n, n, 3.7), kernelS
 import numpy as np
 import pytest
 
-from psfmatch import (Exposure, InvalidConfigError, KernelTooBigError, MissingPsfError, ModelPsfMatchConfig,
+from psfmatch import (Box2I, Exposure, InvalidConfigError, KernelTooBigError, MissingPsfError, ModelPsfMatchConfig,
                       ModelPsfMatchTask)
-from psfmatch.psf import DoubleGaussianPsf
+from psfmatch.psf import DoubleGaussianPsf, GaussianPsf
 
 
 def make_exposure(metadata=None):
@@ -121,3 +121,64 @@ def test_rank_deficient_setup_does_not_raise():
     cands = list(result.kernelCellSet.candidates())
     assert all(c.rank < 26 for c in cands)  # rank deficient, recorded
     assert abs(result.psfMatchingKernel.getSum((5, 5)) - 1) < 1e-7
+
+
+def test_lsst_habits_on_the_kernel_and_the_config(tmp_path):
+    from psfmatch.geom import Extent2I, Point2I
+    exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialKernelOrder = 0
+    kernel = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6)).psfMatchingKernel
+    assert isinstance(kernel.getDimensions(), Extent2I) and kernel.getDimensions().getX() == 21
+    assert isinstance(kernel.getCtr(), Point2I) and kernel.getCtr().getY() == 10
+    assert kernel.getDimensions() == (21, 21)  # still a pair
+    np.testing.assert_array_equal(kernel.computeImage(doNormalize=True), kernel.computeImage(normalize=True))
+    assert isinstance(GaussianPsf(21, 21, 1.8).getDimensions(), Extent2I)
+    # pex_config-style load and save, round trip
+    config.kernel["DF"].lambdaScaling = 1e-3
+    config.maxMemoryGiB = float("inf")
+    config.save(tmp_path / "c.py")
+    back = ModelPsfMatchConfig()
+    back.load(tmp_path / "c.py")
+    assert back == config and back.kernel["DF"].lambdaScaling == 1e-3
+
+
+def test_config_equality_includes_the_explicit_fields():
+    a, b = ModelPsfMatchConfig(), ModelPsfMatchConfig()
+    b.kernel.active.kernelSize = 21  # the default value, set explicitly: autoKernel keeps it
+    assert a.to_dict() == b.to_dict() and a != b
+    a.kernel.active.kernelSize = 21
+    assert a == b and a.copy() == b
+
+
+def test_albasismode_says_when_the_automatic_kernel_chose_the_widths():
+    from psfmatch.demo import demo_psf, demo_reference_psf
+    bbox = Box2I((0, 0), (512, 512))
+    md = ModelPsfMatchTask().fitKernel(demo_psf(bbox), demo_reference_psf(), bbox).metadata
+    assert md["autoKernel"]["chosen"]["label"] == "moments" and md["ALBasisMode"] == "auto"
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    md = ModelPsfMatchTask(config=config).fitKernel(demo_psf(bbox), demo_reference_psf(), bbox).metadata
+    assert md["ALBasisMode"] == "config"
+
+
+def test_a_reference_objects_own_resized_is_used():
+    """LSST resizes the reference with its own resized(); padding an analytic model's small stamp cut its wings."""
+    class Wide:
+        def __init__(self, size):
+            self.size = size
+
+        def computeKernelImage(self, position):
+            return GaussianPsf(self.size, self.size, 2.6).computeKernelImage(position)
+
+        def resized(self, w, h):
+            return Wide(w)
+
+    exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialKernelOrder = 0
+    result = ModelPsfMatchTask(config=config).run(exposure, Wide(15))
+    out = result.psfMatchedExposure.getPsf().computeKernelImage((64, 64))
+    np.testing.assert_allclose(out, GaussianPsf(31, 31, 2.6).computeKernelImage((64, 64)), atol=1e-15)

@@ -492,3 +492,27 @@ def test_fit_memory_estimate_bounds_a_delta_function_fit():
     tracemalloc.stop()
     assert peak < need
     assert peak > 0.5 * (need - parts["work arrays"])  # and not absurdly above it either
+
+
+def test_a_reference_image_truncated_by_its_own_smaller_stamp_warns():
+    """An image reference padded with zeros to the fit's stamps showed no edge at all: no warning."""
+    from psfmatch.errors import TruncatedPsfWarning
+    from psfmatch.psf import ImagePsf
+    exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    small = ImagePsf(GaussianPsf(15, 15, 2.6).computeKernelImage((0, 0)))  # edge at 0.027 of the peak
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialKernelOrder = 0
+    with pytest.warns(TruncatedPsfWarning, match=r"truncated by its own 15x15 stamp, padded with zeros to the "
+                                                  r"fit's 31x31: its edge reaches 0.027 of its peak"):
+        result = ModelPsfMatchTask(config=config).run(exposure, small)
+    assert result.metadata["referenceEdgeToPeak"] == pytest.approx(0.0267, abs=1e-3)
+
+
+def test_metadata_that_cannot_be_copied_is_refused_before_any_work():
+    import threading
+    exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    exposure.metadata["lock"] = threading.Lock()
+    with pytest.raises(InvalidInputError, match=r"the exposure's metadata cannot be copied to the matched exposure "
+                                                r"\(TypeError: .*\): remove or convert the entries \['lock'\]"):
+        small_task(0).run(exposure, GaussianPsf(31, 31, 2.6))

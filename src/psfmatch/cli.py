@@ -31,9 +31,10 @@ import logging
 import math
 import os
 import sys
-import textwrap
 import traceback
 import warnings
+
+from .config import format_config  # (re-exported: psfmatch.cli.format_config)
 
 __all__ = ["main", "parse_psf_spec", "PSF_SPEC_HELP"]
 
@@ -282,50 +283,6 @@ def _build_config(args):
     apply_overrides(config, getattr(args, "config", None) or [])
     config.validate()
     return config
-
-
-def _py_literal(value) -> str:
-    """``repr`` of a config value as Python that evaluates back to it (``float('inf')``, not ``inf``)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"float('{value!r}')"  # 'inf', '-inf' or 'nan'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_py_literal(v) for v in value) + "]"
-    return repr(value)
-
-
-def format_config(config, *, all_choices=False, width=100) -> str:
-    """The configuration as a Python override file, each field preceded by its doc as a comment.
-
-    Values set explicitly (or different from the defaults) are assignments;
-    the others are shown commented out (``#  config.x = default``), so that the
-    text, loaded back with ``psfmatch ... -C FILE.py``, gives the same
-    configuration *and* the same explicit choices (which ``autoKernel`` honours).
-    Values are written as Python literals (an infinite float as ``float('inf')``,
-    a tuple as a list), so the file runs with plain Python.
-    """
-    from . import __version__
-    from .config import ConfigChoiceField, iter_fields
-
-    lines = [f"# psfmatch {__version__}: configuration of ModelPsfMatchTask; load it back with -C FILE.py",
-             "# Lines starting with '#  config.' are defaults, left commented out so that they stay defaults.", ""]
-    for path, field, value, explicit in iter_fields(config, all_choices=all_choices):
-        doc = field.doc.strip()
-        if isinstance(field, ConfigChoiceField):
-            doc += " Choices: " + ", ".join(f"{k!r}" for k in field.typemap) + "."
-            kind = "choice"
-        else:
-            kind = field.type_name()
-            extra = field.describe()
-            if extra:
-                doc += f" ({extra})"
-            default = list(field.default) if isinstance(field.default, tuple) else field.default
-            if explicit and (list(value) if isinstance(value, tuple) else value) != default:
-                doc += f" [default {default!r}]"
-        for line in textwrap.wrap(f"[{kind}] {doc}", width=width - 2):
-            lines.append("# " + line)
-        lines.append(f"{'' if explicit else '#  '}{path} = {_py_literal(value)}")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
 
 
 # ---------------------------------------------------------------------------

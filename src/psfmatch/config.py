@@ -16,12 +16,14 @@ import copy
 import math
 import numbers
 import os
+import textwrap
 
 import numpy as np
 
 from .errors import InvalidConfigError
 
 __all__ = [
+    "format_config",
     "Field",
     "RangeField",
     "ChoiceField",
@@ -446,7 +448,10 @@ class Config:
         return new
 
     def __eq__(self, other):
-        return type(self) is type(other) and self._values == other._values
+        """Equal values and the same fields set explicitly: ``autoKernel`` honours an explicit field even at
+        its default value, so two configs that differ only there can give different results."""
+        return (type(self) is type(other) and self._values == other._values
+                and self._explicit_state() == other._explicit_state())
 
     def to_dict(self) -> dict:
         out = {}
@@ -460,6 +465,22 @@ class Config:
         return out
 
     toDict = to_dict
+
+    def load(self, filename):
+        """Apply an override file to this config, as pex_config's ``Config.load`` (see :func:`load_overrides`)."""
+        load_overrides(self, filename)
+
+    def save(self, filename):
+        """Write this config as a Python override file that :meth:`load` (``-C``) reads back, atomically.
+
+        The file is :func:`format_config`'s text with every choice's fields, so
+        that loading it into a new config gives an equal one (the same values
+        and the same explicit fields).
+        """
+        from .io.fits import atomic_write
+
+        with atomic_write(os.fspath(filename), overwrite=True) as tmp, open(tmp, "w") as fh:
+            fh.write(format_config(self, all_choices=True))
 
     def items(self):
         return self._values.items()
@@ -886,3 +907,53 @@ def iter_fields(config, prefix="config", all_choices=True):
         else:
             explicit = config.isExplicit(name) if hasattr(config, "isExplicit") else False
             yield path, field, value, bool(explicit or value != fresh._values[name])
+
+
+def _py_literal(value) -> str:
+    """``repr`` of a config value as Python that evaluates back to it (``float('inf')``, not ``inf``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float('{value!r}')"  # 'inf', '-inf' or 'nan'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_py_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def format_config(config, *, all_choices=False, width=100) -> str:
+    """The configuration as a Python override file, each field preceded by its doc as a comment.
+
+    Values set explicitly (or different from the defaults) are assignments;
+    the others are shown commented out (``#  config.x = default``), so that the
+    text, loaded back with ``psfmatch ... -C FILE.py``, gives the same
+    configuration *and* the same explicit choices (which ``autoKernel`` honours).
+    Without ``all_choices`` the choices not selected (``kernel['DF']`` when
+    ``kernel.name`` is ``"AL"``) show only the fields set on them.
+    Values are written as Python literals (an infinite float as ``float('inf')``,
+    a tuple as a list), so the file runs with plain Python.
+    """
+    from . import __version__
+
+    lines = [f"# psfmatch {__version__}: configuration of ModelPsfMatchTask; load it back with -C FILE.py",
+             "# Lines starting with '#  config.' are defaults, left commented out so that they stay defaults.", ""]
+    inactive = ()  # path prefixes of the choices not selected: without all_choices only their set fields
+    for path, field, value, explicit in iter_fields(config, all_choices=True):
+        if not all_choices and path.startswith(inactive) and not explicit:
+            continue
+        doc = field.doc.strip()
+        if isinstance(field, ConfigChoiceField):
+            base = path[:-len(".name")]
+            inactive += tuple(f"{base}[{k!r}]" for k in field.typemap if k != value)
+            doc += " Choices: " + ", ".join(f"{k!r}" for k in field.typemap) + "."
+            kind = "choice"
+        else:
+            kind = field.type_name()
+            extra = field.describe()
+            if extra:
+                doc += f" ({extra})"
+            default = list(field.default) if isinstance(field.default, tuple) else field.default
+            if explicit and (list(value) if isinstance(value, tuple) else value) != default:
+                doc += f" [default {default!r}]"
+        for line in textwrap.wrap(f"[{kind}] {doc}", width=width - 2):
+            lines.append("# " + line)
+        lines.append(f"{'' if explicit else '#  '}{path} = {_py_literal(value)}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"

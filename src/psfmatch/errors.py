@@ -9,6 +9,8 @@ the offending value and the remedy.
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "PsfMatchError",
     "InvalidConfigError",
@@ -61,6 +63,12 @@ class PsfEvaluationError(PsfMatchError, RuntimeError):
     """A PSF model could not be evaluated (it raised, or returned a bad stamp)."""
 
 
+def _where(x, y) -> str:
+    """``(x, y)`` exactly, as short as it reads (``(2047.5, 4095.5)``, ``(0, 0)``)."""
+    return "({}, {})".format(*(f"{v:.0f}" if math.isfinite(v) and v == int(v) and abs(v) < 1e15 else repr(v)
+                               for v in (x, y)))
+
+
 class PsfComputeShapeError(PsfEvaluationError):
     """The adaptive second moments of a PSF could not be measured.
 
@@ -75,14 +83,14 @@ class PsfComputeShapeError(PsfEvaluationError):
     def __init__(self, position, message=None):
         x, y = (float(position[0]), float(position[1]))
         self.position = (x, y)
-        text = f"Unable to evaluate Psf at ({x:.4g}, {y:.4g})"
+        text = f"Unable to evaluate Psf at {_where(x, y)}"
         if message:
             text += f": {message}"
         super().__init__(text)
 
     def __reduce__(self):
         text = str(self)
-        prefix = f"Unable to evaluate Psf at ({self.position[0]:.4g}, {self.position[1]:.4g})"
+        prefix = f"Unable to evaluate Psf at {_where(*self.position)}"
         message = text[len(prefix) + 2:] if text.startswith(prefix + ": ") else None
         return (type(self), (self.position, message))
 

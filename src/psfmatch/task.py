@@ -201,6 +201,7 @@ class ModelPsfMatchTask:
         """
         t0 = time.perf_counter()
         exposure = self._check_exposure(exposure)
+        metadata = _metadata_copy(exposure.metadata)  # before any work: a value that cannot be copied fails now
         log.info("compute Psf-matching kernel")
         fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum,
                              _warn_skip=1)  # the fit's warnings point to the line that called run()
@@ -217,7 +218,7 @@ class ModelPsfMatchTask:
                                                      if math.isfinite(self.config.maxMemoryGiB) else None))
         # the output's WCS is its own (a caller editing it must not move the input's)
         out = Exposure.from_masked_image(mi, copy=False, psf=fit.referencePsf, wcs=copy.deepcopy(exposure.getWcs()),
-                                         metadata=copy.deepcopy(exposure.metadata))
+                                         metadata=metadata)
         t2 = time.perf_counter()
         md = fit.metadata
         md["convolveTime"] = t2 - t1
@@ -254,30 +255,34 @@ class ModelPsfMatchTask:
     POLYNOMIAL_PRECISION = 1e-7
 
     def _warn_truncated(self, ref, position, psfSize, md, stacklevel=3, *, original=None, nativeSize=None):
-        """Warn when the reference PSF still has flux at the edge of its ``psfSize`` stamp.
+        """Warn when the reference PSF still has flux at the edge of its ``psfSize`` stamp, or of its own.
 
         ``original`` is the reference model before it was resized to ``psfSize``
-        and ``nativeSize`` the science stamp size before padding: when the fit's
+        and ``nativeSize`` the science stamp size before padding.  When the fit's
         stamps crop the reference's own stamp, the remedy is to pad them (the
-        padding that would do is computed), not a larger reference stamp.
+        padding that would do is computed), not a larger reference stamp.  When
+        the reference's own stamp is smaller than ``psfSize`` and was padded with
+        zeros (an image), the edge of its own stamp is what tells.
         """
         try:
             R = ref.computeKernelImage(position)
         except PsfEvaluationError:
             return
-        edge = np.concatenate([R[0], R[-1], R[:, 0], R[:, -1]])
-        ratio = float(np.abs(edge).max() / R.max())
-        md["referenceEdgeToPeak"] = ratio
-        if ratio <= self.TRUNCATION_THRESHOLD:
-            return
-        found = (f"its edge reaches {ratio:.2g} of its peak (threshold {self.TRUNCATION_THRESHOLD:g}); the matched "
-                 "PSF will miss its wings")
+        ratio = _edge_to_peak(R)
         own = None
         if original is not None and nativeSize is not None:
             try:
                 own = original.computeKernelImage(position)
             except PsfEvaluationError:
                 pass
+        padded = own is not None and max(own.shape) < psfSize and _zero_outside(R, own.shape)
+        if padded:
+            ratio = max(ratio, _edge_to_peak(own))  # the zeros added around it hide the edge it had
+        md["referenceEdgeToPeak"] = ratio
+        if ratio <= self.TRUNCATION_THRESHOLD:
+            return
+        found = (f"its edge reaches {ratio:.2g} of its peak (threshold {self.TRUNCATION_THRESHOLD:g}); the matched "
+                 "PSF will miss its wings")
         if own is not None and max(own.shape) > psfSize:
             from .diagnostics import untruncated_size
             refDims = own.shape
@@ -286,10 +291,12 @@ class ModelPsfMatchTask:
             msg = (f"the reference PSF ({refDims[1]}x{refDims[0]} stamp) is cropped to the fit's {psfSize}x{psfSize} "
                    f"PSF stamps: {found}. Remedy: larger stamps for the fit, e.g. padPsfBy = {pad} with "
                    f"doAutoPadPsf = False ({nativeSize + pad} px stamps), or a larger autoPadPsfTo or kernelSize")
-            own_edge = np.concatenate([own[0], own[-1], own[:, 0], own[:, -1]])
-            if np.abs(own_edge).max() > self.TRUNCATION_THRESHOLD * own.max():
+            if _edge_to_peak(own) > self.TRUNCATION_THRESHOLD:
                 msg += (f"; its own {refDims[1]}x{refDims[0]} stamp is truncated too (use a larger reference stamp, "
                         "or more padding for a model that draws itself at any size)")
+        elif padded:
+            msg = (f"the reference PSF is truncated by its own {own.shape[1]}x{own.shape[0]} stamp, padded with zeros "
+                   f"to the fit's {psfSize}x{psfSize}: {found}. Use a larger reference stamp")
         else:
             msg = (f"the reference PSF is truncated by its {psfSize}x{psfSize} stamp: {found}. Use a larger "
                    "reference stamp (a model that draws itself at any size, such as an analytic one, also gets "
@@ -390,6 +397,8 @@ class ModelPsfMatchTask:
         md = fit.metadata
         if auto_md is not None:
             md.setdefault("notes", []).extend(auto_md.get("notes", []))
+            if md.get("ALBasisMode") == "config" and auto_md["chosen"].get("label") == "moments":
+                md["ALBasisMode"] = "auto"  # the widths came from the PSFs' moments, not from the config
         qa = md.setdefault("qa", {})
         flags = []
         if report is not None:
@@ -786,6 +795,38 @@ def _rejections(cands) -> str:
         return f"none of {len(cands)} candidates rejected"
     c = bad[0]
     return f"{len(bad)} of {len(cands)} candidates rejected; first: candidate {c.id} at ({c.x:.1f}, {c.y:.1f}): {c.reason}"
+
+
+def _metadata_copy(metadata) -> dict:
+    """A deep copy of an exposure's metadata for the output, or InvalidInputError naming what cannot be copied."""
+    try:
+        return copy.deepcopy(metadata)
+    except Exception as exc:
+        bad = []
+        for key, value in (metadata.items() if isinstance(metadata, dict) else ()):
+            try:
+                copy.deepcopy(value)
+            except Exception:
+                bad.append(key)
+        where = f"the entries {bad}" if bad else "it"
+        raise InvalidInputError(
+            f"the exposure's metadata cannot be copied to the matched exposure ({type(exc).__name__}: {exc}): remove "
+            f"or convert {where} (locks, open files and the like cannot be copied)") from None
+
+
+def _edge_to_peak(stamp) -> float:
+    """Largest ``|pixel|`` on the stamp's edge over its peak."""
+    edge = np.concatenate([stamp[0], stamp[-1], stamp[:, 0], stamp[:, -1]])
+    return float(np.abs(edge).max() / stamp.max())
+
+
+def _zero_outside(stamp, shape) -> bool:
+    """Whether ``stamp`` is zero outside its central box of ``shape`` (a smaller stamp padded with zeros)."""
+    h, w = stamp.shape
+    y0, x0 = (h - shape[0]) // 2, (w - shape[1]) // 2
+    inner = np.zeros(stamp.shape, dtype=bool)
+    inner[y0:y0 + shape[0], x0:x0 + shape[1]] = True
+    return not np.any(stamp[~inner])
 
 
 def _varies(psf) -> bool:

@@ -312,7 +312,8 @@ def alard_lupton_sigmas(config, reference_fwhm=None, science_fwhm=None):
     sigmas : list of float
     kernel_size : int
     mode : str
-        ``"config"`` or ``"fwhm"`` (recorded as ``ALBasisMode``).
+        ``"config"`` or ``"fwhm"`` (recorded as ``ALBasisMode``; the task records ``"auto"`` when
+        ``autoKernel`` chose the widths).
     """
     if not (config.scaleByFwhm and reference_fwhm and science_fwhm):
         return list(config.alardSigGauss), int(config.kernelSize), "config"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..geom import Box2I, as_point
+from ..geom import Box2I, Extent2I, Point2I, as_point
 from .basis import KernelBasis
 from .spatial import SpatialFunction
 
@@ -65,9 +65,9 @@ class LinearCombinationKernel:
         self.bbox = bbox
 
     # --- LSST-like accessors -------------------------------------------
-    def getDimensions(self):
+    def getDimensions(self) -> Extent2I:
         k = self.basis.kernel_size
-        return (k, k)
+        return Extent2I(k, k)
 
     def getWidth(self) -> int:
         return self.basis.kernel_size
@@ -75,9 +75,9 @@ class LinearCombinationKernel:
     def getHeight(self) -> int:
         return self.basis.kernel_size
 
-    def getCtr(self):
+    def getCtr(self) -> Point2I:
         h = self.basis.kernel_size // 2
-        return (h, h)
+        return Point2I(h, h)
 
     def getNKernelParameters(self) -> int:
         return len(self.basis)
@@ -119,7 +119,7 @@ class LinearCombinationKernel:
             return np.ones(1) if np.ndim(x) == 0 else np.ones((1, np.size(x)))
         return self.spatial_function.evaluate(x, y)
 
-    def computeImage(self, position=None, normalize=False) -> np.ndarray:
+    def computeImage(self, position=None, normalize=False, *, doNormalize=None) -> np.ndarray:
         """The kernel image (``k x k`` float64) at a parent ``position``.
 
         Parameters
@@ -128,7 +128,11 @@ class LinearCombinationKernel:
             Where to evaluate (the centre of the fitted box by default).
         normalize : bool
             If True, divide by the image's sum (unit sum); else its sum is ``kernelSum``.
+        doNormalize : bool, optional
+            afw's name for ``normalize``.
         """
+        if doNormalize is not None:
+            normalize = doNormalize
         x, y = self._xy(position)
         a = self.kernel_sum * (self.coefficients @ self._f(x, y))
         img = np.tensordot(a, self.basis.images, axes=1)

@@ -11,7 +11,7 @@ import functools
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..geom import Box2I, Point2D
+from ..geom import Box2I, Extent2I, Point2D
 from .base import Psf, _check_odd_size, _overrides_model
 
 __all__ = ["GaussianPsf", "DoubleGaussianPsf", "MoffatPsf", "VariableGaussianPsf", "elliptical_gaussian",
@@ -103,8 +103,8 @@ class _AnalyticPsf(Psf):
     def computeBBox(self, position=None):
         return Box2I((-(self._w // 2), -(self._h // 2)), (self._w, self._h))
 
-    def getDimensions(self):
-        return (self._w, self._h)
+    def getDimensions(self) -> Extent2I:
+        return Extent2I(self._w, self._h)
 
     def isSpatiallyVarying(self):
         """False: the same image everywhere (True for a subclass that redefines the model's methods)."""

@@ -29,6 +29,7 @@ supports the whole protocol.
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import numbers
 
@@ -42,6 +43,8 @@ from ..moments import Quadrupole, adaptive_moments
 __all__ = ["Psf", "PsfAdapter", "as_psf", "validate_kernel_image", "pad_or_crop", "shift_image",
            "compute_kernel_images", "compute_kernel_image_pairs", "kernel_image_pair_stacks", "pad_or_crop_stack",
            "stamp_half_support", "unique_stamps"]
+
+log = logging.getLogger(__name__)
 
 
 def validate_kernel_image(image, who="PSF", position=None, normalize=True) -> np.ndarray:
@@ -558,6 +561,24 @@ class PsfAdapter(Psf):
     def isSpatiallyVarying(self):
         fn = getattr(self.obj, "isSpatiallyVarying", None)
         return bool(fn()) if callable(fn) else True
+
+    def resized(self, width, height):
+        """The object's own ``resized(width, height)`` when it has one (as LSST's task calls it), else padding.
+
+        A model that draws itself at any size (an analytic one) keeps its wings
+        on a larger stamp, where zero-padding its image would cut them.  Should
+        the object's ``resized`` fail, its images are padded or cropped instead,
+        with a logged warning.
+        """
+        _check_odd_size(width, height)
+        fn = getattr(self.obj, "resized", None)
+        if callable(fn):
+            try:
+                return as_psf(fn(int(width), int(height)))
+            except Exception as exc:  # a partial implementation: pad or crop its images
+                log.warning("%s.resized(%d, %d) failed (%s: %s); padding or cropping its images instead",
+                            self.name, width, height, type(exc).__name__, exc)
+        return super().resized(width, height)
 
     def __repr__(self):
         return f"PsfAdapter({self.obj!r})"
