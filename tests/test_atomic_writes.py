@@ -302,7 +302,7 @@ def test_bad_output_paths_are_refused_before_anything_is_written(tmp_path, monke
             write_exposure(objects["exposure"], tmp_path / "dir.fits", overwrite=overwrite)
         with pytest.raises(InvalidInputError, match="the output path is empty; give a file name"):
             write_exposure(objects["exposure"], "", overwrite=overwrite)
-    with pytest.raises(InvalidInputError, match="it is a directory"):
+    with pytest.raises(InvalidInputError, match=r"it names a directory \(it ends in '/'\)"):
         write_exposure(objects["exposure"], str(tmp_path / "new") + os.sep)
     # nothing was written: no temporary file beside the directory, in the working directory or its parent
     assert sorted(os.listdir(tmp_path)) == ["dir.fits", "work"] and os.listdir(work) == []

@@ -165,15 +165,21 @@ def test_exposure_from_fits_goes_to_ccddata_and_back(tmp_path):
     hdu.header["OBJECT"] = ("M31", "target")
     hdu.writeto(tmp_path / "in.fits")
     exp = Exposure.readFits(tmp_path / "in.fits", variance=np.ones((20, 30)))
-    exp.metadata["filter"] = "r"       # a scalar entry: a card
+    exp.metadata["fitsHeader"]["FILTER"] = "i DECam"
+    exp.metadata["filter"] = "r"       # a scalar entry: a card of its own, beside the header's FILTER
     exp.metadata["qa"] = {"a": 1}      # not a card value: left out, with a warning
     ccd = exp.to_nddata(ccd=True)
-    assert isinstance(ccd.meta, fits.Header) and ccd.meta["OBJECT"] == "M31" and ccd.meta["FILTER"] == "r"
+    assert isinstance(ccd.meta, fits.Header) and ccd.meta["OBJECT"] == "M31"
+    assert ccd.meta["FILTER"] == "i DECam" and ccd.meta["PMMETA filter"] == "r"
     assert "qa" not in ccd.meta and "fitsHeader" not in ccd.meta
-    assert exp.metadata["fitsHeader"].get("FILTER") is None  # the exposure's header is not changed
+    assert "PMMETA filter" not in exp.metadata["fitsHeader"]  # the exposure's header is not changed
     ccd.write(tmp_path / "ccd.fits")
     back = CCDData.read(tmp_path / "ccd.fits")
     assert back.header["OBJECT"] == "M31" and back.unit == u.adu
+    # and back to an exposure, through the file: the entry and the card both as they were
+    round_trip = Exposure.from_nddata(back)
+    assert round_trip.metadata["filter"] == "r" and round_trip.metadata["fitsHeader"]["FILTER"] == "i DECam"
+    assert not any(k.startswith("PMMETA") for k in round_trip.metadata["fitsHeader"])
     # NDData with a Header -> Exposure -> NDData: the same cards at the top level of meta
     ccd2 = CCDData(np.ones((20, 30)), unit="adu", meta=fits.Header({"OBJECT": "M31", "EXPTIME": 30.0}))
     again = Exposure.from_nddata(ccd2).to_nddata(ccd=True)

@@ -27,8 +27,8 @@ Other layouts read by :func:`read_exposure`
 LSST-style exposure files (``IMAGE``/``MASK``/``VARIANCE`` extensions, mask
 plane names in ``MP_*`` cards, metadata in the primary header): image, mask,
 variance, WCS, origin and primary header are read; LSST's PSF and other
-archive tables are not (pass ``psf=``).  Plain single-image files: the first
-image HDU (or ``hdu=``); mask and variance come from other HDUs of the file,
+archive tables are not (pass ``psf=``).  Plain single-image files: the 2-d
+image HDU named ``IMAGE`` or ``SCI``, else the first (or ``hdu=``); mask and variance come from other HDUs of the file,
 other files or arrays, or the variance is estimated (a constant from the
 robust scatter of the pixels, logged as a warning).
 
@@ -143,7 +143,8 @@ def atomic_write(path, overwrite=False):
     if not path:
         raise InvalidInputError("the output path is empty; give a file name")
     if os.path.isdir(path) or path.endswith((os.sep, "/")):
-        raise InvalidInputError(f"cannot write {path!r}: it is a directory; give a file name (e.g. inside it)")
+        what = "is a directory" if os.path.isdir(path) else "names a directory (it ends in '/')"
+        raise InvalidInputError(f"cannot write {path!r}: it {what}; give a file name (e.g. inside it)")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise MissingFileError(f"cannot write {path!r}: directory {directory!r} does not exist")
@@ -444,12 +445,11 @@ def _mask_planes_to_header(header, planes):
         check_plane_name(name, planes)
     for name, bit in sorted(planes.items(), key=lambda kv: kv[1]):
         key = _header_key(name)
-        card = fits.Card(key, int(bit), "mask plane bit")
-        with catch_warnings("always", record=True) as caught:
-            str(card)
-        if caught:  # a long HIERARCH name: astropy would truncate the comment, with a warning
-            card = fits.Card(key, int(bit))
-        header.append(card, end=True)
+        comment = "mask plane bit"
+        # a long HIERARCH name leaves no room for the comment (astropy would truncate it, with a warning)
+        if key.startswith("HIERARCH ") and len(f"{key} = {int(bit)} / {comment}") > 80:
+            comment = ""
+        header.append(fits.Card(key, int(bit), comment), end=True)
 
 
 def _mask_planes_from_header(header):
@@ -546,15 +546,16 @@ def _image_wcs(hdul, img_hdu, where):
     """The WCS of ``img_hdu`` and whether the primary header's cards were needed for it.
 
     An image extension without a WCS of its own takes the primary header's
-    (the FITS ``INHERIT`` convention) unless it says ``INHERIT = F``; its own
-    WCS cards take precedence over the primary's.
+    when it says ``INHERIT = T`` (the FITS inheritance convention: without the
+    card nothing is inherited, as a binned thumbnail's extension must not take
+    the full image's WCS); its own WCS cards take precedence over the primary's.
     """
     from astropy.io import fits
 
     header = img_hdu.header
     wcs = _wcs_from_header(header)
     primary = hdul[0]
-    if wcs is not None or img_hdu is primary or header.get("INHERIT") is False or not _defines_wcs(primary.header):
+    if wcs is not None or img_hdu is primary or header.get("INHERIT") is not True or not _defines_wcs(primary.header):
         return wcs, False
     try:
         merged = fits.Header([copy.copy(card) for card in primary.header.cards if _WCS_KEY.match(card.keyword)])
@@ -658,12 +659,19 @@ def _user_cards_for_writing(user, where):
 
     out, fixed, dropped = [], [], []
     for card in user.cards:
+        # on copies; repairs are told by verify's outcome, not by warnings (the process-wide filters would
+        # also catch, and hide, other threads' warnings)
+        # the card's text as read (``card.image`` would repair it in place, with a warning)
+        raw = getattr(card, "_image", None) or card.image
         try:
-            with catch_warnings("always", record=True) as caught:
-                # formatting repairs a non-standard card in place (astropy's "fix+warn"): on a copy
-                new = fits.Card.fromstring(copy.deepcopy(card).image)
+            new = fits.Card.fromstring(raw)
+            try:
+                new.verify("exception")
+            except VerifyError:
+                new = fits.Card.fromstring(raw)
+                new.verify("silentfix")  # astropy's repair: keyword upper-cased, value quoted...
+                new = fits.Card.fromstring(new.image)
                 new.verify("exception")  # what the repair could not mend
-            if caught:
                 fixed.append(new.keyword)
             out.append(new)
         except (VerifyError, ValueError, TypeError) as exc:
@@ -1046,7 +1054,7 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         or ``VARIANCE`` one), else a plain image.
     hdu : int or str, optional
         For the plain-image layout: the HDU holding the image (default the
-        first image HDU with 2-d data).
+        2-d image HDU named ``IMAGE`` or ``SCI``, else the first with 2-d data).
     mask, variance : int, str, path, (path, hdu) or ndarray, optional
         For the plain-image layout (and to replace a missing plane in the
         others): an HDU of the same file, another file, or an array.  An
@@ -1136,9 +1144,11 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
                 log.info("%s: LSST-style file; its PSF (in the archive tables) is not read: pass psf=", path)
         else:
             if hdu is None:
-                img_hdu = next((h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU,
-                                                                   fits.CompImageHDU))
-                                and h.data is not None and h.data.ndim == 2), None)
+                images = [h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+                          and h.data is not None and h.data.ndim == 2]
+                # the HDU named for the science image (IMAGE, SCI) before any other 2-d HDU (a WEIGHT map)
+                img_hdu = next((h for h in images if h.name.upper() in ("IMAGE", "SCI")), None) or next(
+                    iter(images), None)
                 if img_hdu is None:
                     raise UnsupportedFormatError(f"{path}: no 2-d image HDU (HDUs: {[h.name for h in hdul]}); "
                                                  "pass hdu=")

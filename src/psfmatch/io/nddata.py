@@ -24,8 +24,11 @@ as a `VarianceUncertainty`, ``psf`` to the kernel image at the PSF's average
 position, and ``meta`` to the inverse of the above: the ``metadata`` entries,
 or, for an exposure with ``metadata["fitsHeader"]`` (read from a FITS file or
 made from a ``CCDData``), a FITS ``Header`` of those cards and the scalar
-entries (which ``CCDData.write`` can store); ``LTV1``/``LTV2`` record a
-non-zero origin.  Units are parsed as FITS ``BUNIT`` strings (``"adu"``,
+entries as ``HIERARCH PMMETA <key>`` cards (which ``CCDData.write`` can
+store, and which ``from_nddata`` lifts back to ``metadata[key]``; a header
+card of the same name stays as it was); ``LTV1``/``LTV2`` record a non-zero
+origin (they describe the array as given: slicing an NDData leaves ``meta``
+as it was, so give ``xy0=`` for a cut-out).  Units are parsed as FITS ``BUNIT`` strings (``"adu"``,
 ``"electron/s"``), else as astropy's, else as common spellings of counts
 (``"ELECTRONS/S"``, ``"COUNTS"``, ``"ADU"``, ``"e-/s"``); any other becomes an
 `~astropy.units.UnrecognizedUnit` that keeps the text, and since astropy
@@ -198,7 +201,11 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
                                                                  if isinstance(k, str) and _is_origin_key(k)}
             xy0 = _xy0_from_header(cards, "NDData meta", error=InvalidInputError)
         if isinstance(meta, fits.Header):
-            metadata["fitsHeader"] = _primary_cards(meta, origin=True)  # a copy, less structure and origin
+            header = _primary_cards(meta, origin=True)  # a copy, less structure and origin
+            for key in [k for k in header.keys() if k.startswith(_META_PREFIX)]:
+                metadata[key[len(_META_PREFIX):]] = header[key]  # an entry to_nddata stored as a card
+                del header[key]
+            metadata["fitsHeader"] = header
         else:
             for key, value in meta.items():
                 if not (isinstance(key, str) and _is_origin_key(key)):
@@ -216,8 +223,19 @@ def _is_card_value(value) -> bool:
     return isinstance(value, (str, bool, int, float, np.bool_, np.integer, np.floating))
 
 
+#: Cards ``HIERARCH PMMETA <key>`` hold the exposure's own scalar metadata entries in an NDData's FITS
+#: header (:func:`_meta_header`): beside the header's cards, never in place of one.
+_META_PREFIX = "PMMETA "
+
+
 def _meta_header(metadata, header):
-    """``metadata["fitsHeader"]`` as a new FITS header, with the scalar entries of ``metadata`` it lacks."""
+    """``metadata["fitsHeader"]`` as a new FITS header, with the scalar entries of ``metadata`` as cards.
+
+    Each entry ``key`` becomes ``HIERARCH PMMETA key`` (the case of ``key``
+    kept): a header card of the same name (``FILTER`` beside an entry
+    ``"filter"``) is neither replaced nor hides the entry, and
+    :func:`exposure_from_nddata` lifts the entries back out.
+    """
     from astropy.io import fits
     from astropy.io.fits.verify import VerifyError
 
@@ -237,11 +255,10 @@ def _meta_header(metadata, header):
         if not (isinstance(key, str) and _is_card_value(value)):
             dropped.append(str(key))
             continue
-        if key in out:
-            continue  # the header's own card wins
         try:
-            with catch_warnings("ignore"):  # a long key becomes a HIERARCH card
-                card = fits.Card(key, value.item() if isinstance(value, np.generic) else value)
+            with catch_warnings("ignore"):
+                card = fits.Card(f"HIERARCH {_META_PREFIX}{key}", value.item() if isinstance(value, np.generic)
+                                 else value)
                 card.verify("exception")
                 str(card)
         except (ValueError, TypeError, VerifyError):
