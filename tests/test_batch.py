@@ -209,8 +209,8 @@ def test_a_field_set_explicitly_to_its_default_makes_the_output_stale(inputs, tm
     assert explicit.to_dict() == _config().to_dict()
     r = match_one(src, REFERENCE, out, explicit)
     assert r.status == MATCHED and r.reason == "stale output: configuration or kernelSum changed"
-    assert read_exposure(out).metadata["psfmatchBatch"]["explicitFields"] == sorted(
-        f"config.kernel['AL'].{name}" for name in ("kernelSize", "sizeCellX", "sizeCellY", "spatialKernelOrder"))
+    # (the fields set to other values show in the values; only the one set to its default is listed)
+    assert read_exposure(out).metadata["psfmatchBatch"]["explicitFields"] == ["config.kernel['AL'].kernelSize"]
     assert match_one(src, REFERENCE, out, explicit).status == SKIPPED
     # a default configuration keeps the hash of earlier versions (their outputs are not redone)
     import hashlib
@@ -535,7 +535,8 @@ def test_cli_batch_usage_errors(tmp_path, capsys):
 @pytest.mark.parametrize("option, match", [
     (["--coadd-tile", "8"], "at least 16 pixels"),
     (["--memory-limit", "lots"], "memory size per worker such as 4GiB"),
-    (["--memory-limit", "0"], "memory size per worker"),
+    (["--memory-limit", "-1"], "memory size per worker"),
+    (["--memory-limit", "0B"], "memory size per worker"),
     (["--scheduler", "head-node"], "Dask scheduler with its port, e.g. tcp://head:8786; got 'head-node'"),
 ])
 def test_cli_batch_bad_option_values_are_usage_errors(option, match, capsys):
@@ -545,6 +546,8 @@ def test_cli_batch_bad_option_values_are_usage_errors(option, match, capsys):
     assert match in capsys.readouterr().err
     assert _parse(["batch", "a.fits", "-o", "d", "-r", "auto", "--memory-limit", "4GiB", "--scheduler",
                    "tcp://127.0.0.1:8786", "--coadd-tile", "16"]).coadd_tile == 16
+    for fraction in ("0.5", "0", "1"):  # Dask's fractions of the machine's memory (0: no limit)
+        assert _parse(["batch", "a.fits", "-o", "d", "-r", "auto", "--memory-limit", fraction]).memory_limit == fraction
 
 
 def test_cli_batch_checks_every_destination_before_any_work(inputs, tmp_path, monkeypatch):
@@ -643,3 +646,43 @@ def test_grid_mismatch_error_is_one_class_in_errors_and_batch():
 
     assert psfmatch.batch.GridMismatchError is psfmatch.errors.GridMismatchError
     assert issubclass(psfmatch.errors.GridMismatchError, psfmatch.errors.InvalidInputError)
+
+
+def test_config_hash_of_earlier_versions_is_kept_unless_a_field_is_set_to_its_default():
+    """Recording the explicit fields redid every output made with any -c after an upgrade; only a field set
+    explicitly to its default (which the values do not show) changes the hash now."""
+    import hashlib
+    import json
+
+    from psfmatch.batch import _config_hash
+    from psfmatch.config import apply_overrides
+
+    def earlier(config, ks):  # the hash as the previous version computed it
+        text = json.dumps({"config": config.to_dict(), "kernelSum": float(ks)}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+    for overrides in ([], ["kernel.active.kernelSize=25"], ["kernel.name=DF"], ["maxMemoryGiB=16"]):
+        config = apply_overrides(ModelPsfMatchConfig(), overrides)
+        assert _config_hash(config, 1.0) == earlier(config, 1.0), overrides
+    config = apply_overrides(ModelPsfMatchConfig(), ["kernel.active.kernelSize=21"])  # the default, explicit
+    assert _config_hash(config, 1.0) != earlier(config, 1.0)
+
+
+def test_path_checks_cost_a_stat_per_file(tmp_path, monkeypatch):
+    """The symlink-proof checks resolved every path component of every pair: 92 system calls an input."""
+    from psfmatch.batch import _check_extra_output, _check_paths
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    paths = []
+    for i in range(50):
+        (raw / f"e{i}.fits").write_bytes(b"")
+        paths.append(str(raw / f"e{i}.fits"))
+    out = tmp_path / "out"
+    out.mkdir()
+    calls = []
+    real_stat, real_lstat = os.stat, os.lstat
+    monkeypatch.setattr(os, "stat", lambda *a, **k: calls.append(1) or real_stat(*a, **k))
+    monkeypatch.setattr(os, "lstat", lambda *a, **k: calls.append(1) or real_lstat(*a, **k))
+    _check_paths(paths, str(out))
+    _check_extra_output(str(tmp_path / "report.json"), "--report", paths, str(out))
+    assert len(calls) <= 2 * len(paths) + 20

@@ -133,7 +133,8 @@ def test_non_finite_values_are_refused(set_, match):
 
 def test_thresholds_take_inf_to_switch_their_check_off():
     c = ModelPsfMatchConfig()
-    for name in ("qaMaxResidual", "illPosedTolerance", "autoKernelMaxNoiseGain", "maxMemoryGiB"):
+    for name in ("qaMaxResidual", "illPosedTolerance", "autoKernelMaxNoiseGain", "maxMemoryGiB", "autoKernelTolerance",
+                 "autoKernelResidualFloor"):
         setattr(c, name, float("inf"))
         assert getattr(c, name) == float("inf")
 

@@ -291,3 +291,32 @@ def test_a_psf_subclass_gets_a_spatially_varying_kernel():
 
     # sqrt(2.6^2 - sigma^2): 2.106 at x = 50 (sigma 1.525), 1.661 at x = 1000 (sigma 2.0); it was 2.124 at both
     assert width(50) == pytest.approx(2.106, abs=0.02) and width(1000) == pytest.approx(1.661, abs=0.02)
+
+
+def test_zero_dimensional_arrays_are_stamp_sizes_too():
+    import numpy as np
+
+    from psfmatch.psf import GaussianPsf
+    psf = GaussianPsf(np.array(21), np.array(21), 2.0)
+    assert psf.computeKernelImage((0, 0)).shape == (21, 21)
+    assert psf.resized(np.array(31), np.array(31)).computeKernelImage((0, 0)).shape == (31, 31)
+
+
+def test_a_user_resized_that_ignores_the_size_is_padded_instead(caplog):
+    import numpy as np
+
+    from psfmatch.psf import GaussianPsf, as_psf
+
+    class Stubborn:
+        def computeKernelImage(self, position):
+            return GaussianPsf(31, 31, 2.0).computeKernelImage(position)
+
+        def resized(self, w, h):
+            return self  # ignores the size
+
+    with caplog.at_level("WARNING", logger="psfmatch.psf.base"):
+        out = as_psf(Stubborn()).resized(21, 21)
+    assert out.computeKernelImage((0, 0)).shape == (21, 21)
+    assert "Stubborn.resized(21, 21) gave 31x31 stamps; padding or cropping its images instead" in caplog.text
+    np.testing.assert_allclose(out.computeKernelImage((0, 0)), GaussianPsf(31, 31, 2.0).computeKernelImage((0, 0))
+                               [5:-5, 5:-5] / GaussianPsf(31, 31, 2.0).computeKernelImage((0, 0))[5:-5, 5:-5].sum())

@@ -80,10 +80,19 @@ def _tile_size(text):
 
 
 def _memory_limit(text):
-    """argparse type of ``--memory-limit``: a positive size Dask reads (``4GiB``, ``500MB``, ``2e9``); kept as text."""
+    """argparse type of ``--memory-limit``, as Dask reads it; kept as text.
+
+    ``auto``; a number from 0 to 1, the fraction of the machine's memory (0: no limit); or a size
+    (``4GiB``, ``500MB``, ``2e9`` bytes).
+    """
     value = text.strip()
     if value.lower() == "auto":  # Dask's own choice
         return "auto"
+    try:
+        if 0.0 <= float(value) <= 1.0:
+            return value  # a fraction of the memory (Dask's reading of a number <= 1), 0 for no limit
+    except ValueError:
+        pass
     try:
         from dask.utils import parse_bytes
     except ImportError:  # the batch fails later with a clear MissingDependencyError
@@ -93,8 +102,8 @@ def _memory_limit(text):
     except (ValueError, TypeError, OverflowError):
         n = None
     if not n or n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a memory size per worker such as 4GiB, 500MB or 2e9 (bytes); "
-                                         f"got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a memory size per worker such as 4GiB, 500MB or 2e9 (bytes), a "
+                                         f"fraction of the machine's memory (0.5; 0 for no limit) or auto; got {text!r}")
     return value
 
 

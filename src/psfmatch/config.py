@@ -674,10 +674,11 @@ class ModelPsfMatchConfig(Config):
         "with the configured values.", bool, True)
     autoKernelTolerance = RangeField(
         "autoKernel: a bigger kernel, richer basis or higher spatial order is chosen only if it lowers the "
-        "held-out residual by more than this fraction (smaller gains are negligible).", float, 0.1, min=0.0)
+        "held-out residual by more than this fraction (smaller gains are negligible).", float, 0.1, min=0.0,
+        allowInf=True)
     autoKernelResidualFloor = RangeField(
         "autoKernel: held-out residuals (max|S*K-R|/max R) below this are all equally good; the simplest "
-        "such trial wins.", float, 1e-6, min=0.0)
+        "such trial wins.", float, 1e-6, min=0.0, allowInf=True)
     autoKernelMaxNoiseGain = RangeField(
         "autoKernel: trials whose unit-sum kernel has sum(K^2) above this multiple of a Gaussian kernel of "
         "covariance C_ref - C_sci (1 / (4 pi sqrt(det C))) are rejected as noisy.", float, 4.0, min=1.0,

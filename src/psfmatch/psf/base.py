@@ -488,6 +488,8 @@ class Psf:
 def _check_odd_size(width, height):
     """Raise InvalidInputError unless ``width`` and ``height`` are positive odd integers (of any numeric type)."""
     for name, v in (("width", width), ("height", height)):
+        if isinstance(v, np.ndarray) and v.ndim == 0 and v.dtype.kind in "iuf":
+            v = v[()]  # a 0-d numeric array, as numpy hands out
         ok = isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
         if not (ok and int(v) == v and v >= 1 and int(v) % 2 == 1):
             raise InvalidInputError(f"PSF stamp {name} must be a positive odd integer; got {v!r}")
@@ -574,7 +576,12 @@ class PsfAdapter(Psf):
         fn = getattr(self.obj, "resized", None)
         if callable(fn):
             try:
-                return as_psf(fn(int(width), int(height)))
+                out = as_psf(fn(int(width), int(height)))
+                shape = out.computeKernelImage(out.getAveragePosition()).shape
+                if shape == (int(height), int(width)):
+                    return out
+                log.warning("%s.resized(%d, %d) gave %dx%d stamps; padding or cropping its images instead",
+                            self.name, width, height, shape[1], shape[0])
             except Exception as exc:  # a partial implementation: pad or crop its images
                 log.warning("%s.resized(%d, %d) failed (%s: %s); padding or cropping its images instead",
                             self.name, width, height, type(exc).__name__, exc)
