@@ -370,3 +370,23 @@ def test_alard_lupton_widths():
     assert sig == (2.0, 1.0, 4.0) and deg == (4, 2, 2)
     sig, deg = alard_lupton_widths(0.1, rich=True)  # floored: a near-delta kernel
     assert sig[0] == 0.5 and sig[1] == 0.35 and deg == (6, 4, 2)
+
+
+def test_a_noisy_reference_image_does_not_blow_up_the_stamps():
+    """A reference image with a noise floor is 'truncated' at any size: the stamps grew to its full 151 px
+    (a fit 20 times slower). They stop at what the matched PSF can reach, science stamp + kernel - 1."""
+    bbox = Box2I((0, 0), (512, 512))
+    ref = GaussianPsf(151, 151, 2.7).computeKernelImage((0, 0))
+    ref = ref + 2e-3 * ref.max() * np.random.default_rng(0).uniform(0.75, 1.0, ref.shape)
+    f = fit(auto_config(), demo_psf(bbox), ImagePsf(ref), bbox)
+    md = f.metadata
+    assert md["autoKernel"]["minPsfSize"] == 151
+    assert md["psfSize"] <= 21 + md["kernelSize"] - 1
+
+
+def test_a_coarse_trial_grid_does_not_claim_the_fit_lowers_the_order():
+    config = auto_config(autoKernelMaxGrid=3)
+    config.kernel.active.spatialKernelOrder = 3
+    bbox = Box2I((0, 0), (1024, 1024))
+    md = fit(config, demo_psf(bbox), demo_reference_psf(), bbox).metadata
+    assert md["spatialKernelOrder"] == 3 and not any("lowered" in n for n in md["notes"])

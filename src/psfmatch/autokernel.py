@@ -71,9 +71,10 @@ forbid are skipped, and an explicit ``kernelSize`` that is too big still raises
 gives LSST's behaviour with the configured values.  One addition: unless
 ``doAutoPadPsf = False`` or ``autoPadPsfTo`` was set, the stamps are at least as
 large as the reference needs to keep its edge below 1e-3 of its peak
-(``metadata["autoKernel"]["minPsfSize"]``), so that choosing a smaller kernel
-never crops the reference's wings; the chosen stamp size is then handed to the
-fit as ``padPsfBy``.
+(``metadata["autoKernel"]["minPsfSize"]``), up to the ``science stamp + kernel
+- 1`` pixels the matched PSF can reach, so that choosing a smaller kernel never
+crops the reference's wings; the chosen stamp size is then handed to the fit
+as ``padPsfBy``.
 
 When the fit's candidates cannot constrain the configured spatial order (a few
 cells per axis), the trials use the highest order they can constrain, with a
@@ -621,11 +622,13 @@ def _constrained_order(xy, kind, order, bbox) -> int:
 def _psf_size_for(config, p_native, k, p_min=0):
     """LSST's padded science stamp size for kernel size ``k``, or None if the padding rules forbid ``k``.
 
-    ``p_min`` (odd): with ``doAutoPadPsf`` the stamps are padded to at least that size too (see
-    :func:`choose_kernel`: the reference is not cropped).
+    ``p_min`` (odd): with ``doAutoPadPsf`` the stamps are padded to at least that size too, up to
+    ``p_native + k - 1`` (see :func:`choose_kernel`: the reference is not cropped).
     """
     if config.doAutoPadPsf:
-        P = max(p_native, _next_odd_integer(k * config.autoPadPsfTo), p_min)
+        # the matched PSF S (*) K reaches p_native + k - 1 pixels at most: larger stamps would only fit the
+        # reference's noise floor, or the edge of a stamp that truncates it anyway
+        P = max(p_native, _next_odd_integer(k * config.autoPadPsfTo), min(p_min, p_native + k - 1))
     else:
         P = p_native + config.padPsfBy
     kmax = P - 1
@@ -829,9 +832,14 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         cap = _constrained_order(data.xy_fit, kc.spatialModelType, max_order, bbox)
         lo, hi = min(cfg_order, cap), min(max_order, cap)
         if cap < cfg_order:
-            notes.append(f"spatialKernelOrder {cfg_order} lowered to {cap}: the {cell_set.nx}x{cell_set.ny} grid of "
-                         f"cells cannot constrain a higher order (use smaller cells)")
-            log.warning("autoKernel: %s", notes[-1])
+            xy_all = np.array([(p.x, p.y) for p in cell_set.cell_centers()])
+            if _constrained_order(xy_all, kc.spatialModelType, cfg_order, bbox) < cfg_order:
+                notes.append(f"spatialKernelOrder {cfg_order} lowered to {cap}: the {cell_set.nx}x{cell_set.ny} grid "
+                             f"of cells cannot constrain a higher order (use smaller cells)")
+                log.warning("autoKernel: %s", notes[-1])
+            else:  # only the trials' sub-grid is too coarse; the fit itself keeps what it was given
+                log.info("autoKernel: trials scored at spatial order %d at most (their sub-grid of at most %d cells "
+                         "per axis: autoKernelMaxGrid)", cap, config.autoKernelMaxGrid)
     if constant:
         order = 0 if free["spatialKernelOrder"] else cfg_order
         stage1 = None
