@@ -546,3 +546,42 @@ def test_config_output_keeps_the_settings_of_the_choice_not_selected(tmp_path, c
     assert back == expected and back.kernel["AL"].alardSigGauss == (1.0, 2.0, 4.5)
     assert "config.kernel['DF'].lambdaValue" in path.read_text()  # the active choice in full
     assert "config.kernel['AL'].alardMinSig" not in path.read_text()  # the other: only what was set
+
+
+def test_inspect_psf_guards_its_input_and_says_when_it_extrapolates(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    import json
+
+    import numpy as np
+    from astropy.io import fits
+
+    from psfmatch.psf import PsfexPsf
+    y, x = np.mgrid[-7:8, -7:8]
+    g = np.exp(-(x * x + y * y) / 8.0)
+    basis = np.stack([g / g.sum(), 0.01 * x * g, 0.01 * y * g])
+    model = PsfexPsf(basis, degree=1, polzero=(500.0, 500.0), polscal=(1000.0, 1000.0))
+    path = tmp_path / "model.pdf"  # a PSF file whose name is also a figure format
+    fits.HDUList([fits.PrimaryHDU(), model.to_hdu()]).writeto(path)
+    before = path.read_bytes()
+    assert main(["inspect-psf", f"psfex:{path}", "--plot", str(path), "--overwrite"]) == 1
+    assert "would overwrite the PSF file" in capsys.readouterr().err and path.read_bytes() == before
+    # a position outside the model's fitted region: a warning, and a flag in the JSON
+    assert main(["inspect-psf", f"psfex:{path}", "--at=20000,-9000", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["at"]["outsideDomain"] is True
+    assert "is outside the model's domain" in captured.err
+    assert main(["-q", "inspect-psf", f"psfex:{path}"]) == 0 and capsys.readouterr().out == ""
+
+
+def test_figure_formats_are_checked_before_any_work(tmp_path):
+    pytest.importorskip("matplotlib")
+    import shutil
+
+    from psfmatch import display
+    from psfmatch.errors import InvalidInputError
+    with pytest.raises(InvalidInputError, match=r"f.xyz: unknown figure format 'xyz'; use one of .*png"):
+        display.figure_format(tmp_path / "f.xyz")
+    if shutil.which("xelatex") is None:
+        with pytest.raises(InvalidInputError, match=r"the pgf format runs xelatex, which is not installed; use pdf"):
+            display.figure_format(tmp_path / "f.pgf")
+    assert display.figure_format(tmp_path / "f.PNG") == "png" and display.figure_format(tmp_path / "f") == "png"

@@ -295,7 +295,7 @@ def test_exposure_smaller_than_a_cell_notes_a_varying_psf_in_every_mode():
         config.autoKernel = auto
         md = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6)).metadata
         assert md["nCandidatesUsed"] == 1 and md["spatialKernelOrder"] == 0
-        note = "one 128x128 cell covers the 60x60 exposure" if auto else "lowered from 2 to 0"
+        note = "the 60x60 exposure is a single cell (sizeCellX x sizeCellY = 128x128)" if auto else "lowered from 2 to 0"
         assert any(note in n for n in md["notes"]), md["notes"]
 
 

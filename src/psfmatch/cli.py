@@ -364,17 +364,9 @@ class _StagedOutputs:
 
 def _figure_format(path, what):
     """The image format of a figure file name (its extension, PNG without one); checked before any work."""
-    from .errors import InvalidInputError, MissingDependencyError
+    from .display import figure_format
 
-    try:
-        from matplotlib.backend_bases import FigureCanvasBase
-    except ImportError:
-        raise MissingDependencyError(f"{what} needs matplotlib: pip install 'psfmatch[plot]'") from None
-    fmt = os.path.splitext(path)[1].lstrip(".").lower() or "png"
-    known = FigureCanvasBase.get_supported_filetypes()
-    if fmt not in known:
-        raise InvalidInputError(f"{what} {path}: unknown figure format {fmt!r}; use one of {', '.join(sorted(known))}")
-    return fmt
+    return figure_format(path, what)
 
 
 # ---------------------------------------------------------------------------
@@ -520,7 +512,14 @@ def _cmd_inspect_psf(args) -> int:
 
     from . import display
 
+    from .errors import InvalidInputError
+    from .io.fits import same_file
+
     psf = parse_psf_spec(args.psf)
+    source = args.psf.split(":", 1)[1] if args.psf.split(":", 1)[0] in ("psfex", "image", "piff", "psfmatch") \
+        else args.psf
+    if args.plot and os.path.exists(source) and same_file(args.plot, source):
+        raise InvalidInputError(f"--plot {args.plot} would overwrite the PSF file {source}; give another name")
     outputs = _StagedOutputs(overwrite=args.overwrite)
     outputs.add(args.plot, "--plot")
     fmt = _figure_format(args.plot, "--plot") if args.plot else None
@@ -529,6 +528,10 @@ def _cmd_inspect_psf(args) -> int:
     if callable(getattr(psf, "getBBox", None)):
         with contextlib.suppress(Exception):
             domain = psf.getBBox()
+    if domain is not None and hasattr(domain, "contains") and not domain.contains((info["x"], info["y"])):
+        info["outsideDomain"] = True
+        log.warning("(%.1f, %.1f) is outside the model's domain %s: the numbers there are an extrapolation",
+                    info["x"], info["y"], domain)
     variation = display.psf_variation(psf, domain) if domain is not None and info["spatiallyVarying"] else None
     if args.plot:
         try:
@@ -539,6 +542,8 @@ def _cmd_inspect_psf(args) -> int:
             outputs.discard()
     if args.json:
         print(json.dumps(display.json_safe({"psf": repr(psf), "at": info, "variation": variation}), indent=1))
+        return 0
+    if args.quiet:
         return 0
     print(f"PSF model: {psf!r}")
     print(f"at ({info['x']:.1f}, {info['y']:.1f}): stamp {info['width']}x{info['height']} px, "
@@ -653,7 +658,8 @@ def _parser():
                        description="Print a PSF model's stamp size, FWHM, ellipticity and centroid (and their "
                                    "range over the field for a spatially varying model); optionally draw it.")
     i.add_argument("psf", type=_spec_arg, metavar="FILE|SPEC", help=f"the PSF: {PSF_SPEC_HELP}")
-    i.add_argument("--at", type=_position_arg, metavar="X,Y", help="position (default: the model's average position)")
+    i.add_argument("--at", type=_position_arg, metavar="X,Y",
+                   help="position (default: the model's average position); write --at=-5,-20 for a negative x")
     i.add_argument("--plot", metavar="FIG.png", help="write a figure (needs matplotlib)")
     i.add_argument("--json", action="store_true", help="print the numbers as JSON")
     i.add_argument("--overwrite", action="store_true", help="replace an existing figure")

@@ -402,6 +402,38 @@ def _figure(figsize, fig=None, layout="constrained"):
     return Figure(figsize=figsize, layout=layout)
 
 
+def figure_format(path, what="figure", fmt=None) -> str:
+    """The image format of a figure file (``fmt``, else its extension, else PNG), checked before any work.
+
+    Raises
+    ------
+    MissingDependencyError
+        Without matplotlib.
+    InvalidInputError
+        For a format matplotlib does not write, or ``pgf`` without the TeX engine it runs.
+    """
+    import shutil
+
+    from .errors import InvalidInputError, MissingDependencyError
+
+    try:
+        import matplotlib
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise MissingDependencyError(f"{what} needs matplotlib: pip install 'psfmatch[plot]'") from None
+    fmt = (fmt or os.path.splitext(os.fspath(path))[1].lstrip(".") or "png").lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in known:
+        raise InvalidInputError(f"{what} {os.fspath(path)}: unknown figure format {fmt!r}; use one of "
+                                f"{', '.join(sorted(known))}")
+    if fmt == "pgf":
+        tex = matplotlib.rcParams.get("pgf.texsystem", "xelatex")
+        if shutil.which(tex) is None:
+            raise InvalidInputError(f"{what} {os.fspath(path)}: the pgf format runs {tex}, which is not installed; "
+                                    "use pdf or svg")
+    return fmt
+
+
 def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
     """Save ``fig`` to ``path`` atomically (temporary file in the same folder, then rename).
 
@@ -419,10 +451,12 @@ def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False.
+    InvalidInputError
+        If the format is not one matplotlib writes here (see :func:`figure_format`).
     """
     from .io.fits import atomic_write
 
-    fmt = (fmt or os.path.splitext(os.fspath(path))[1].lstrip(".") or "png").lower()
+    fmt = figure_format(path, "figure", fmt)
     with atomic_write(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=dpi, format=fmt, facecolor="white")
     return os.fspath(path)

@@ -647,9 +647,9 @@ class ModelPsfMatchTask:
             md["notes"].append(note)
         elif order == 0 and len(positions) == 1 and (_varies(sci) or _varies(ref)):
             # (autoKernel asks for order 0 here: one candidate looks like a constant match)
-            note = (f"one {kc.sizeCellX}x{kc.sizeCellY} cell covers the {bbox.getWidth()}x{bbox.getHeight()} "
-                    "exposure: its one candidate constrains only a constant kernel, though the PSF models may vary "
-                    "(use smaller cells for a spatially varying kernel)")
+            note = (f"the {bbox.getWidth()}x{bbox.getHeight()} exposure is a single cell (sizeCellX x sizeCellY = "
+                    f"{kc.sizeCellX}x{kc.sizeCellY}): its one candidate constrains only a constant kernel, though the "
+                    "PSF models may vary (use smaller cells for a spatially varying kernel)")
             log.warning(note)
             md["notes"].append(note)
         md["spatialKernelOrderRequested"] = requested
