@@ -274,3 +274,17 @@ def test_found_unparsable_pmformat_card(seeds, workdir):
         warnings.simplefilter("ignore")
         with pytest.raises(PsfMatchError):
             read_psf(path)
+
+
+def test_found_kernel_box_at_infinity(seeds, workdir):
+    # kernel file with SPMAXY = 1E400 (inf): the finiteness check sampled the box with linspace, whose
+    # RuntimeWarning came out untyped with warnings as errors (the standalone fuzzer's input #12117, --seed 3006)
+    data = _need(seeds, "kernel.fits")
+    path = workdir / "spmaxy.fits"
+    path.write_bytes(_with_card(data, "SPMAXY", "1E400"))
+    for mode in ("ignore", "error"):
+        _assert_typed(path, mode, "an infinite spatial box")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CorruptFileError, match=r"spatial function's box .* is not a finite, non-empty box"):
+            LinearCombinationKernel.readFits(path)

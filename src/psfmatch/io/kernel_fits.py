@@ -25,6 +25,7 @@ kernels as correlations.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -182,9 +183,14 @@ def read_kernel(path) -> LinearCombinationKernel:
                                        f"{(order + 1) * (order + 2) // 2 if order >= 0 else 'no'} spatial terms; "
                                        f"COEFFS has {coeffs.shape[1]} spatial terms)")
             try:
-                sf = SpatialFunction(str(h["SPKIND"]).strip(), int(sp["SPORDER"]),
-                                     Box2D((float(sp["SPMINX"]), float(sp["SPMINY"])),
-                                           (float(sp["SPMAXX"]), float(sp["SPMAXY"]))))
+                x0, y0, x1, y1 = (float(sp[k]) for k in ("SPMINX", "SPMINY", "SPMAXX", "SPMAXY"))
+            except (TypeError, ValueError) as exc:
+                raise CorruptFileError(f"{path}: invalid spatial function ({exc})") from exc
+            if not (all(math.isfinite(v) for v in (x0, y0, x1, y1)) and x0 < x1 and y0 < y1):
+                raise CorruptFileError(f"{path}: the spatial function's box SPMINX..SPMAXY = ({x0:g}, {y0:g}) .. "
+                                       f"({x1:g}, {y1:g}) is not a finite, non-empty box: the file is damaged")
+            try:
+                sf = SpatialFunction(str(h["SPKIND"]).strip(), int(sp["SPORDER"]), Box2D((x0, y0), (x1, y1)))
             except (TypeError, ValueError) as exc:
                 raise CorruptFileError(f"{path}: invalid spatial function ({exc})") from exc
         bbox = None
