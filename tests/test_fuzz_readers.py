@@ -288,3 +288,21 @@ def test_found_kernel_box_at_infinity(seeds, workdir):
         warnings.simplefilter("error")
         with pytest.raises(CorruptFileError, match=r"spatial function's box .* is not a finite, non-empty box"):
             LinearCombinationKernel.readFits(path)
+
+
+def test_found_bytes_that_look_lzw_compressed(workdir):
+    # 2880 random bytes over a file whose first two happened to be LZW's signature (0x1f 0x9d): astropy asked
+    # for its optional decompressor and a bare ModuleNotFoundError came out (the standalone fuzzer's input
+    # #11172, --seed 3007)
+    pytest.importorskip("astropy")
+    path = workdir / "lzw.fits"
+    path.write_bytes(b"\x1f\x9d" + bytes(random.Random(1).randrange(256) for _ in range(2878)))
+    for mode in ("ignore", "error"):
+        _assert_typed(path, mode, "LZW-looking bytes")
+    try:
+        import uncompresspy  # noqa: F401
+    except ImportError:
+        from psfmatch.errors import MissingDependencyError
+        with pytest.raises(MissingDependencyError, match=r"lzw.fits: cannot read the PSF: .*uncompresspy.*its first "
+                                                         r"bytes say it is compressed; if it is not, the file is damaged"):
+            read_psf(path)

@@ -50,8 +50,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import (CorruptFileError, InvalidInputError, MissingFileError, OutputExistsError, PsfMatchError,
-                      UnsupportedFormatError)
+from ..errors import (CorruptFileError, InvalidInputError, MissingDependencyError, MissingFileError,
+                      OutputExistsError, PsfMatchError, UnsupportedFormatError)
 from ..image import Exposure, Mask, check_plane_name, plane_dtype
 from ..parallel import catch_warnings
 
@@ -251,6 +251,12 @@ def read_guard(path, what):
         yield guard
     except PsfMatchError:
         raise
+    except ImportError as exc:
+        # astropy decompresses by the file's first bytes: LZW ('.Z') needs an optional package -- or the bytes
+        # of a damaged file happen to look like its signature
+        raise MissingDependencyError(
+            f"{guard.where()}: cannot read the {what}: {exc} (its first bytes say it is compressed; if it is not, "
+            "the file is damaged)") from exc
     except Exception as exc:
         if not isinstance(exc, _damage_types()):
             raise
