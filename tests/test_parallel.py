@@ -11,6 +11,13 @@ from psfmatch import parallel
 from psfmatch.parallel import available_cores, shared_pool
 
 
+def blas_threads():
+    """The BLAS libraries' thread counts (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
 def test_available_cores_honours_the_environment(monkeypatch):
     monkeypatch.setattr(parallel, "_BAD_ENV_SEEN", set())
     monkeypatch.setenv("PSFMATCH_NUM_THREADS", " 3 ")
@@ -59,12 +66,7 @@ def test_a_forked_child_gets_its_own_pool():
 
 
 def test_single_threaded_blas_restores_the_count_whatever_order_contexts_close():
-    from threadpoolctl import threadpool_info
-
     from psfmatch.solve import single_threaded_blas
-
-    def blas_threads():
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     before = blas_threads()
     assert before, "numpy's BLAS is not visible to threadpoolctl"
@@ -82,28 +84,24 @@ def test_one_thread_blas_holds_in_a_thread_other_than_the_main_one():
     """OpenBLAS ignores ``openblas_set_num_threads`` from a thread other than the main one once the main one has
     called it; a fit in a user's thread must still run its BLAS on one thread, and sum as on the main thread."""
     import numpy as np
-    from threadpoolctl import threadpool_info
 
     from psfmatch import Box2I, ModelPsfMatchConfig, ModelPsfMatchTask
     from psfmatch.demo import demo_psf, demo_reference_psf
     from psfmatch.solve import single_threaded_blas
 
-    def counts():
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
-
     with single_threaded_blas():  # the main thread sets (and restores) the count first
         pass
-    before, seen = counts(), {}
+    before, seen = blas_threads(), {}
 
     def work():
         with single_threaded_blas():
-            seen["inside"] = counts()
-        seen["after"] = counts()
+            seen["inside"] = blas_threads()
+        seen["after"] = blas_threads()
 
     t = threading.Thread(target=work)
     t.start()
     t.join()
-    assert all(n == 1 for n in seen["inside"]) and seen["after"] == before == counts()
+    assert all(n == 1 for n in seen["inside"]) and seen["after"] == before == blas_threads()
     # a fit whose products are large enough for OpenBLAS to use its threads: the same coefficients
     bbox = Box2I((0, 0), (1024, 1024))
     config = ModelPsfMatchConfig()
@@ -120,12 +118,8 @@ def test_one_thread_blas_holds_in_a_thread_other_than_the_main_one():
 def test_a_large_system_uses_every_core_inside_a_one_thread_fit_and_gives_the_count_back(monkeypatch):
     """solve_gram decomposes a large system with all cores' BLAS, then returns to the fit's one thread."""
     import numpy as np
-    from threadpoolctl import threadpool_info
 
     import psfmatch.solve as solve_mod
-
-    def blas_threads():
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     monkeypatch.setenv("PSFMATCH_NUM_THREADS", "2")
     seen = []
@@ -158,12 +152,9 @@ def test_a_callers_blas_limit_holds_for_the_large_solve(monkeypatch):
     """Inside threadpool_limits(1) the large solve stays on one thread, so its result does not depend on the
     core count (the README's recipe for reproducible delta-function fits)."""
     import numpy as np
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_limits
 
     import psfmatch.solve as solve_mod
-
-    def blas_threads():
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     monkeypatch.setenv("PSFMATCH_NUM_THREADS", "2")
     seen = []
@@ -188,12 +179,7 @@ def test_non_ascii_digits_in_the_thread_count_are_refused_like_other_bad_values(
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_child_forked_inside_a_fit_starts_with_the_parents_blas_count():
-    from threadpoolctl import threadpool_info
-
     import psfmatch.solve as solve_mod
-
-    def blas_threads():
-        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
 
     before = blas_threads()
     r, w = os.pipe()

@@ -41,13 +41,9 @@ def _reference_arg(text):
 
 
 def _positive_int(text):
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return v
+    from .cli import _int_type
+
+    return _int_type(1, "expected a positive integer", "expected a positive integer; got {text}")(text)
 
 
 def _nonnegative_float(text):

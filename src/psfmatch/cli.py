@@ -247,27 +247,30 @@ def _positive_float(text):
 DEMO_MIN_SIZE = 32
 
 
-def _demo_size(text):
-    """argparse type of ``demo --size``: an integer >= :data:`DEMO_MIN_SIZE`."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer number of pixels; got {text!r}") from None
-    if v < DEMO_MIN_SIZE:
-        raise argparse.ArgumentTypeError(f"the demo exposure needs at least {DEMO_MIN_SIZE} x {DEMO_MIN_SIZE} "
-                                         f"pixels; got {text!r} (e.g. --size 512)")
-    return v
+def _int_type(minimum, not_an_int, too_small):
+    """An argparse type: an integer ``>= minimum``.
+
+    ``not_an_int`` is the message for text that is no integer (``"; got 'x'"`` is added),
+    ``too_small`` the one for a smaller integer, a format with ``{text}`` (the text as given).
+    """
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{not_an_int}; got {text!r}") from None
+        if v < minimum:
+            raise argparse.ArgumentTypeError(too_small.format(text=repr(text)))
+        return v
+
+    return parse
 
 
-def _seed(text):
-    """argparse type of a random seed: an integer >= 0."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"a random seed must be >= 0; got {text!r}")
-    return v
+#: argparse type of ``demo --size``: an integer >= :data:`DEMO_MIN_SIZE`.
+_demo_size = _int_type(DEMO_MIN_SIZE, "expected an integer number of pixels",
+                       f"the demo exposure needs at least {DEMO_MIN_SIZE} x {DEMO_MIN_SIZE} pixels; got {{text}} "
+                       "(e.g. --size 512)")
+#: argparse type of a random seed: an integer >= 0.
+_seed = _int_type(0, "expected an integer >= 0", "a random seed must be >= 0; got {text}")
 
 
 # ---------------------------------------------------------------------------

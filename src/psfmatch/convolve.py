@@ -479,27 +479,43 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
         value = np.int32(np.uint32(1 << bitno).view(np.int32))
         idx = nz[(nz_vals & value) != 0]
         if idx.size * len(offsets) <= _SPARSE_FRACTION * H * W:
-            ys, xs = np.divmod(idx, W)
-            yy = (ys[:, None] + offsets[None, :, 0]).ravel()
-            xx = (xs[:, None] + offsets[None, :, 1]).ravel()
-            keep = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            yy, xx = yy[keep], xx[keep]
-            out[yy, xx] = out[yy, xx] | value  # duplicates write the same value
+            _scatter(idx, offsets, value, out)
             continue
         b = np.zeros(H * W, dtype=bool)
         b[idx] = True
-        b = b.reshape(H, W)
-        boxes = _clusters(idx, W, H, margin)
-        area = sum((bx[0].stop - bx[0].start) * (bx[1].stop - bx[1].start) for bx in boxes)
-        if len(boxes) > 1 and len(boxes) * _BOX_OVERHEAD_PIXELS + area > H * W:
-            # many small boxes (the footprints of scattered stars): one pass over the whole
-            # plane costs less than their per-box overhead
-            boxes = [(slice(0, H), slice(0, W))]
-        for box in boxes:
-            d = _dilate_bool(b[box], rects)
-            sub = out[box]
-            np.bitwise_or(sub, value, out=sub, where=d)
+        _or_dilated(b.reshape(H, W), _cluster_boxes(idx, (H, W), margin), rects, value, out)
     return out
+
+
+def _scatter(idx, offsets, value, out):
+    """OR ``value`` into ``out`` at the footprint ``offsets`` around each flat index ``idx`` (few pixels)."""
+    H, W = out.shape
+    ys, xs = np.divmod(idx, W)
+    yy = (ys[:, None] + offsets[None, :, 0]).ravel()
+    xx = (xs[:, None] + offsets[None, :, 1]).ravel()
+    keep = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+    yy, xx = yy[keep], xx[keep]
+    out[yy, xx] = out[yy, xx] | value  # duplicates write the same value
+
+
+def _cluster_boxes(idx, shape, margin):
+    """:func:`_clusters` of the set pixels ``idx``, or the whole plane when many small boxes would cost more."""
+    H, W = shape
+    boxes = _clusters(idx, W, H, margin)
+    area = sum((bx[0].stop - bx[0].start) * (bx[1].stop - bx[1].start) for bx in boxes)
+    if len(boxes) > 1 and len(boxes) * _BOX_OVERHEAD_PIXELS + area > H * W:
+        # many small boxes (the footprints of scattered stars): one pass over the whole
+        # plane costs less than their per-box overhead
+        boxes = [(slice(0, H), slice(0, W))]
+    return boxes
+
+
+def _or_dilated(b, boxes, rects, value, out):
+    """OR ``value`` into ``out`` wherever the boolean plane ``b``, dilated by ``rects``, is set in ``boxes``."""
+    for box in boxes:
+        d = _dilate_bool(b[box], rects)
+        sub = out[box]
+        np.bitwise_or(sub, value, out=sub, where=d)
 
 
 def _dilate_dense_plane(mask, value, rects, offsets, margin, out):
@@ -516,25 +532,12 @@ def _dilate_dense_plane(mask, value, rects, offsets, margin, out):
     count = int(np.count_nonzero(b))
     if count == 0:
         return
-    if count * len(offsets) <= _SPARSE_FRACTION * H * W or count <= _CLUSTER_POINTS:
-        idx = np.flatnonzero(b)
-        if count * len(offsets) <= _SPARSE_FRACTION * H * W:
-            ys, xs = np.divmod(idx, W)
-            yy = (ys[:, None] + offsets[None, :, 0]).ravel()
-            xx = (xs[:, None] + offsets[None, :, 1]).ravel()
-            keep = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-            out[yy[keep], xx[keep]] |= value
-            return
-        boxes = _clusters(idx, W, H, margin)
-        area = sum((bx[0].stop - bx[0].start) * (bx[1].stop - bx[1].start) for bx in boxes)
-        if len(boxes) > 1 and len(boxes) * _BOX_OVERHEAD_PIXELS + area > H * W:
-            boxes = [(slice(0, H), slice(0, W))]  # (as in dilate_mask)
-    else:
-        boxes = [_support_box(b, margin)]
-    for box in boxes:
-        d = _dilate_bool(b[box], rects)
-        sub = out[box]
-        np.bitwise_or(sub, value, out=sub, where=d)
+    if count * len(offsets) <= _SPARSE_FRACTION * H * W:
+        _scatter(np.flatnonzero(b), offsets, value, out)
+        return
+    boxes = (_cluster_boxes(np.flatnonzero(b), (H, W), margin) if count <= _CLUSTER_POINTS
+             else [_support_box(b, margin)])
+    _or_dilated(b, boxes, rects, value, out)
 
 
 def _groups(idx, gap):
@@ -912,7 +915,7 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
                 f"convolving a {W}x{H} image needs about {need / 2**30:.2f} GiB, more than the limit of "
                 f"{max_memory_bytes / 2**30:.2f} GiB; raise config.maxMemoryGiB or lower config.convolveTileSize")
 
-    planes = dict(mask_obj.getMaskPlaneDict())
+    planes = mask_obj.getMaskPlaneDict()  # (a copy)
     no_data_bit = mask_obj.getPlaneBitMask("NO_DATA") if "NO_DATA" in planes else 0
     out_no_data = no_data_bit or _new_no_data_bit(mask, planes)  # registers NO_DATA in ``planes`` if it can
     out_img = np.empty((H, W), dtype=img.dtype)
