@@ -350,3 +350,84 @@ def test_constrained_equations_are_the_gram_of_the_constrained_basis(rng, pivot_
     got = transform_equations(NormalEquations(M, b, np.einsum("nk,nk->n", y, y)), order, ratios, s_p)
     np.testing.assert_allclose(got.M, T.T @ M @ T, rtol=0, atol=1e-12 * np.abs(M).max())
     np.testing.assert_allclose(got.b, b @ T, rtol=0, atol=1e-12 * np.abs(b).max())
+
+
+# ---------------------------------------------------------------------------
+# PCA of the candidates' kernels: every candidate counts once
+
+
+def _gaussian_kernels(params, k=15):
+    from psfmatch.psf.analytic import elliptical_gaussian
+    return np.array([elliptical_gaussian(k, k, ixx, iyy, ixy) for ixx, iyy, ixy in params])
+
+
+def _same_up_to_sign(a, b, atol):
+    """Components agree up to the sign of each (an eigenvector's sign is arbitrary)."""
+    assert a.shape == b.shape
+    for x, y in zip(a, b):
+        assert min(np.abs(x - y).max(), np.abs(x + y).max()) < atol
+
+
+@pytest.mark.parametrize("subtract_mean", [True, False])
+def test_pca_weights_equal_repeating_the_kernels(subtract_mean):
+    from psfmatch.solve import pca_basis
+    K = _gaussian_kernels([(2.0, 2.0, 0.0), (2.6, 1.8, 0.3), (1.5, 2.4, -0.2), (3.0, 3.0, 0.0)])
+    counts = np.array([5, 1, 2, 7])
+    repeated = pca_basis(np.repeat(K, counts, axis=0), 3, subtract_mean)
+    weighted = pca_basis(K, 3, subtract_mean, weights=counts)
+    _same_up_to_sign(weighted.images, repeated.images, 1e-10)
+    # and the weights matter: equal weights give another basis
+    plain = pca_basis(K, 3, subtract_mean)
+    assert np.abs(plain.images[1:] - weighted.images[1:]).max() > 1e-3
+
+
+@pytest.mark.parametrize("weights", [[1, 2], [1, 2, -1], [0, 0, 0], [1, np.nan, 1]])
+def test_pca_bad_weights(weights):
+    from psfmatch.errors import InvalidInputError
+    from psfmatch.solve import pca_basis
+    K = _gaussian_kernels([(2.0, 2.0, 0.0), (2.6, 1.8, 0.3), (1.5, 2.4, -0.2)])
+    with pytest.raises(InvalidInputError, match=r"weights must be 3 finite non-negative numbers"):
+        pca_basis(K, 2, weights=weights)
+
+
+class _ZonePsf:
+    """Three zones of different elliptical Gaussians, of unequal areas; ``jitter`` makes every stamp distinct."""
+
+    def __init__(self, jitter=0.0):
+        self.jitter = jitter
+
+    def computeKernelImage(self, position):
+        from psfmatch.psf.analytic import elliptical_gaussian
+        x, y = position
+        ixx, iyy = (4.8, 3.2) if x < 256 else (2.9, 4.3) if y < 256 else (2.56, 2.56)
+        img = elliptical_gaussian(31, 31, ixx, iyy, 0.0)
+        if self.jitter:
+            rng = np.random.default_rng(int(x * 1009 + y * 7))
+            img = img * (1 + self.jitter * rng.random(img.shape))
+        return img / img.sum()
+
+    def isSpatiallyVarying(self):
+        return True
+
+    def getAveragePosition(self):
+        return (512.0, 512.0)
+
+
+@pytest.mark.filterwarnings("ignore::psfmatch.errors.KernelQualityWarning")  # order 0 on a varying field
+def test_pca_kernel_does_not_depend_on_identical_stamps():
+    """A model returning identical stamps in many cells (3 distinct of 64) fits the kernel that the same model
+    with every stamp distinct (1e-10 jitter) fits: the PCA weighs candidates, not distinct stamps."""
+    bbox = Box2I((0, 0), (1024, 1024))
+    images, unique = {}, {}
+    for jitter in (0.0, 1e-10):
+        c = ModelPsfMatchConfig()
+        c.autoKernel = False
+        a = c.kernel.active
+        a.usePcaForSpatialKernel, a.numPrincipalComponents, a.spatialKernelOrder = True, 2, 0
+        fit = ModelPsfMatchTask(config=c).fitKernel(_ZonePsf(jitter), GaussianPsf(31, 31, 2.8), bbox)
+        images[jitter] = fit.kernel.computeImage((700, 700))
+        unique[jitter] = fit.metadata["nUniqueCandidates"]
+    assert unique == {0.0: 3, 1e-10: 64}
+    peak = np.abs(images[0.0]).max()
+    # 0.21 of the peak when each distinct stamp pair weighed once
+    assert np.abs(images[0.0] - images[1e-10]).max() < 1e-6 * peak

@@ -858,7 +858,7 @@ def solve_spatial(eq: NormalEquations, f, rcond):
     return x.reshape(N, ns), int(rank), float(cond)
 
 
-def pca_basis(kernel_images, n_components, subtract_mean=True, tol=1e-10) -> KernelBasis:
+def pca_basis(kernel_images, n_components, subtract_mean=True, tol=1e-10, weights=None) -> KernelBasis:
     """Principal components of per-candidate kernels, renormalized like LSST's ``KernelPca``.
 
     Each kernel is scaled to unit sum; with ``subtract_mean`` the mean kernel
@@ -868,16 +868,31 @@ def pca_basis(kernel_images, n_components, subtract_mean=True, tol=1e-10) -> Ker
     when every kernel is identical) are dropped.  The list then goes through
     :func:`~psfmatch.kernel.basis.renormalize_kernel_list` (first sums to 1,
     the others to 0 with unit L2 norm).
+
+    ``weights`` (optional, one non-negative number per kernel): how many
+    candidates each kernel stands for.  The result is then that of the list
+    with kernel ``i`` repeated ``weights[i]`` times: the mean is the weighted
+    mean ``sum_i w_i K_i / sum_i w_i`` and the Gram matrix is that of the
+    rows ``sqrt(w_i) (K_i - mean)``, whose non-zero eigenvalues and
+    eigen-images are those of the repeated list's.  The task passes the
+    multiplicities of its distinct stamp pairs, so that every candidate
+    counts once, as in LSST, whether or not a PSF model returns identical
+    stamps at several cells.
     """
     K = np.asarray(kernel_images, dtype=np.float64)
     K = K / K.sum(axis=(1, 2), keepdims=True)
     n, k, _ = K.shape
+    w8 = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w8.shape != (n,) or not np.all(np.isfinite(w8) & (w8 >= 0)) or not w8.sum() > 0:
+        raise InvalidInputError(f"weights must be {n} finite non-negative numbers, not all zero (one per kernel); "
+                                f"got {np.asarray(weights)!r}")
     flat = K.reshape(n, -1)
     comps = []
     if subtract_mean:
-        mean = flat.mean(axis=0)
+        mean = w8 @ flat / w8.sum()
         comps.append(mean)
         flat = flat - mean
+    flat = flat * np.sqrt(w8)[:, None]
     gram = flat @ flat.T / flat.shape[1]
     w, V = np.linalg.eigh(gram)
     order = np.argsort(w)[::-1]

@@ -597,7 +597,9 @@ class ModelPsfMatchTask:
         if kc.usePcaForSpatialKernel:
             ok_u = np.all(np.isfinite(coeff_u), axis=1)
             kimgs = np.tensordot(coeff_u[ok_u], cbasis.images, axes=1)
-            pbasis = pca_basis(kimgs, kc.numPrincipalComponents, kc.subtractMeanForPca)
+            # each candidate counts once, as in LSST: a distinct stamp pair weighs as many as it stands for
+            counts = np.bincount(inverse, minlength=len(uniq))[ok_u]
+            pbasis = pca_basis(kimgs, kc.numPrincipalComponents, kc.subtractMeanForPca, weights=counts)
             md["PcaNumComponents"] = len(pbasis)
             eq_u, cbasis, coeff_u, rank_u, cond_u = self._candidate_solutions(pbasis, S_all[uniq], R_all[uniq],
                                                                               regularize=False)
