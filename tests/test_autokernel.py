@@ -12,7 +12,7 @@ from psfmatch import Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
 from psfmatch.autokernel import alard_lupton_widths, kernel_size_ladder
 from psfmatch.demo import demo_psf, demo_reference_psf
 from psfmatch.errors import KernelTooBigError
-from psfmatch.psf import GaussianPsf, ImagePsf, MoffatPsf
+from psfmatch.psf import GaussianPsf, ImagePsf, MoffatPsf, VariableGaussianPsf
 from psfmatch.psf.analytic import elliptical_gaussian
 
 BBOX = Box2I((0, 0), (256, 256))
@@ -249,6 +249,62 @@ def test_explicit_delta_function_basis():
     assert f.metadata["kernelBasisSet"] == "delta-function"
     assert {t["family"] for t in f.metadata["autoKernel"]["trials"]} == {"DF"}
     assert worst(f.metadata) < 1e-4
+
+
+@pytest.mark.parametrize("spatially_varying", [False, True])
+def test_delta_function_with_absolute_lambda(spatially_varying):
+    """LSST's regularization (lambdaType = "absolute", the LSST guide's recipe) is the one every delta-function
+    trial uses and the one fitted; it crashed (AttributeError) on a constant match."""
+    config = auto_config(autoKernelMaxSize=21)
+    config.kernel.name = "DF"
+    config.kernel.active.lambdaType = "absolute"
+    sci = VariableGaussianPsf(31, 31, BBOX, (1.5, 0.1, 0.0)) if spatially_varying else GaussianPsf(31, 31, 1.5)
+    f = fit(config, sci, GaussianPsf(31, 31, 2.5))
+    md = f.metadata["autoKernel"]
+    assert f.metadata["kernelBasisSet"] == "delta-function"
+    assert md["free"]["lambda"] is False
+    described = [md["chosen"]] + md["trials"]
+    assert all(t["lambdaType"] == "absolute" and t["lambdaValue"] == 0.2 for t in described)
+    assert "lambda=0.2 (absolute)" in md["chosen"]["description"]
+    if not spatially_varying:
+        assert len(md["trials"]) >= 2  # the sizes were tried
+        # the chosen trial is the fitted kernel: the same noise gain
+        K = f.kernel.computeImage(BBOX.getCenter())
+        assert md["chosen"]["noiseGain"] == pytest.approx(float(np.sum(K ** 2)), rel=1e-9)
+
+
+def test_delta_function_without_regularization_is_scored_unregularized():
+    """useRegularization = False: the trials are unregularized too, so the chosen trial's evidence (its noise
+    gain) describes the kernel that is fitted (the trials were regularized, and judged another kernel)."""
+    config = auto_config(autoKernelMaxSize=21)
+    config.kernel.name = "DF"
+    config.kernel.active.useRegularization = False
+    f = fit(config, GaussianPsf(31, 31, 2.0), GaussianPsf(31, 31, 2.1))
+    md = f.metadata["autoKernel"]
+    assert md["free"]["lambda"] is False
+    assert all(t["lambdaScaling"] == 0 for t in md["trials"])
+    assert "unregularized" in md["chosen"]["description"]
+    K = f.kernel.computeImage(BBOX.getCenter())
+    assert md["chosen"]["noiseGain"] == pytest.approx(float(np.sum(K ** 2)), rel=1e-9)
+
+
+def test_regularization_set_on_the_delta_function_config_holds_after_a_switch():
+    """With the family left to the automatic mode, a regularization set on kernel['DF'] is the delta-function
+    trials' and survives the switch (it was replaced by the relative sweep)."""
+    config = auto_config(autoKernelMaxSize=21)
+    config.kernel.active.spatialKernelOrder = 0
+    config.kernel["DF"].lambdaType = "absolute"
+    config.kernel["DF"].lambdaValue = 1e-5
+    f = fit(config, GaussianPsf(25, 25, 1.8), MoffatPsf(41, 41, 6.0, 2.5))
+    md = f.metadata["autoKernel"]
+    assert all(t["lambdaType"] == "absolute" and t["lambdaValue"] == 1e-5
+               for t in md["trials"] if t["family"] == "DF")
+    assert f.metadata["kernelBasisSet"] == "delta-function"  # the constant Moffat match picks a delta-function trial
+    choice = md["chosen"]
+    assert (choice["lambdaType"], choice["lambdaValue"]) == ("absolute", 1e-5)
+    # the fit used it: the chosen trial's noise gain is the fitted kernel's
+    K = f.kernel.computeImage(BBOX.getCenter())
+    assert choice["noiseGain"] == pytest.approx(float(np.sum(K ** 2)), rel=1e-9)
 
 
 def test_switch_to_delta_function_keeps_the_users_shared_fields():

@@ -61,8 +61,12 @@ even to its default value, or when it differs from its default.  Precisely:
 - ``kernel.name`` set to ``"AL"``, or any of ``alardNGauss``, ``alardSigGauss``,
   ``alardDegGauss``, ``scaleByFwhm`` set: no delta-function trials; with the
   widths set, only the configured widths.
-- ``kernel.name = "DF"``: only delta-function trials; the regularization is
-  searched unless ``lambdaType``, ``lambdaScaling`` or ``lambdaValue`` were set.
+- ``kernel.name = "DF"``: only delta-function trials.
+- The delta-function regularization is searched unless ``useRegularization``,
+  ``lambdaType``, ``lambdaScaling`` or ``lambdaValue`` were set on
+  ``kernel['DF']``; then every delta-function trial uses the configured one
+  (none with ``useRegularization = False``, ``lambdaValue`` with
+  ``lambdaType = "absolute"``).
 
 LSST's padding rules and errors are kept: each trial's PSF stamp size is
 LSST's (``doAutoPadPsf``, ``autoPadPsfTo``, ``padPsfBy``), sizes those rules
@@ -181,7 +185,12 @@ class KernelTrial:
     sigmas, degrees : tuple
         Alard-Lupton widths (px) and polynomial degrees.
     lambdaScaling : float
-        Relative delta-function regularization strength.
+        Relative delta-function regularization strength (``lambdaType = "relative"``; 0: none).
+    lambdaType : {"relative", "absolute"}
+        How the delta-function regularization strength is set (see
+        :class:`~psfmatch.config.PsfMatchConfigDF`).
+    lambdaValue : float
+        Absolute delta-function regularization strength (``lambdaType = "absolute"``; 0: none).
     label : str
         Where the trial comes from (``"config"``, ``"moments"``, ``"df"``).
     """
@@ -192,6 +201,8 @@ class KernelTrial:
     sigmas: tuple = ()
     degrees: tuple = ()
     lambdaScaling: float = 0.0
+    lambdaType: str = "relative"
+    lambdaValue: float = 0.0
     label: str = ""
 
     @property
@@ -209,7 +220,11 @@ class KernelTrial:
             sig = ", ".join(f"{s:.3g}" for s in self.sigmas)
             deg = ", ".join(str(d) for d in self.degrees)
             return f"AL k={self.kernelSize} sigmas=({sig}) degrees=({deg}) order={self.spatialOrder} [{self.label}]"
-        return f"DF k={self.kernelSize} lambda={self.lambdaScaling:g} order={self.spatialOrder} [{self.label}]"
+        if self.lambdaType == "absolute":
+            lam = f"lambda={self.lambdaValue:g} (absolute)" if self.lambdaValue > 0 else "unregularized"
+        else:
+            lam = f"lambda={self.lambdaScaling:g}" if self.lambdaScaling > 0 else "unregularized"
+        return f"DF k={self.kernelSize} {lam} order={self.spatialOrder} [{self.label}]"
 
     def to_dict(self) -> dict:
         d = {"family": self.family, "kernelSize": int(self.kernelSize), "spatialOrder": int(self.spatialOrder),
@@ -218,7 +233,9 @@ class KernelTrial:
             d["sigmas"] = [float(s) for s in self.sigmas]
             d["degrees"] = [int(v) for v in self.degrees]
         else:
-            d["lambdaScaling"] = float(self.lambdaScaling)
+            d["lambdaType"] = self.lambdaType
+            d["lambdaScaling" if self.lambdaType == "relative" else "lambdaValue"] = float(
+                self.lambdaScaling if self.lambdaType == "relative" else self.lambdaValue)
         return d
 
 
@@ -476,13 +493,16 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
         raw = cache.get(key)
         if raw is None:
             raw = cache[key] = GramBuilder(basis, kc.fitRegion).build(S, R)
-        if trial.family == "DF" and trial.lambdaScaling > 0:
+        strength = trial.lambdaValue if trial.lambdaType == "absolute" else trial.lambdaScaling
+        if trial.family == "DF" and strength > 0:
             H = cache.get(("H", trial.kernelSize))
             if H is None:
                 H = cache[("H", trial.kernelSize)] = make_regularization_matrix(
                     trial.kernelSize, dfc.regularizationType, dfc.centralRegularizationStencil,
                     dfc.forwardRegularizationOrders, dfc.regularizationBorderPenalty)
-            lam = trial.lambdaScaling * np.trace(raw.M, axis1=1, axis2=2) / np.trace(H)
+            # the fit's rule (solve.lambda_for): absolute, or relative to tr(M) / tr(H)
+            lam = (np.full(len(raw.M), float(strength)) if trial.lambdaType == "absolute"
+                   else strength * np.trace(raw.M, axis1=1, axis2=2) / np.trace(H))
             raw = NormalEquations(raw.M + lam[:, None, None] * H[None], raw.b, raw.yy)
         imgs, order, ratios, s_p = constrained_basis(basis)
         eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
@@ -601,11 +621,12 @@ def _free_fields(config):
         free["alWidths"] = not al_set
         # an explicit kernel.name = "AL" or explicit widths keep the Alard-Lupton basis
         free["families"] = ("AL",) if (al_set or name_set) else ("AL", "DF")
-        free["lambda"] = True
     else:
         free["alWidths"] = False
         free["families"] = ("DF",)
-        free["lambda"] = not any(_user_set(kc, f) for f in ("lambdaType", "lambdaScaling", "lambdaValue"))
+    # the delta-function config holds the regularization, also when the family may switch to it
+    free["lambda"] = not any(_user_set(config.kernel["DF"], f)
+                             for f in ("useRegularization", "lambdaType", "lambdaScaling", "lambdaValue"))
     free["usePca"] = not _user_set(kc, "usePcaForSpatialKernel")
     return free
 
@@ -637,17 +658,31 @@ def _psf_size_for(config, p_native, k, p_min=0):
     return P if k <= kmax else None
 
 
+def _df_regularizations(dfc, free_lambda) -> list:
+    """The delta-function trials' regularizations, as :class:`KernelTrial` fields.
+
+    The sweep :data:`DF_LAMBDAS` (relative) when the user left the regularization
+    alone; otherwise the one configured on ``dfc`` (``kernel['DF']``): none with
+    ``useRegularization = False``, else absolute or relative as its ``lambdaType`` says.
+    """
+    if free_lambda:
+        return [{"lambdaScaling": float(v)} for v in DF_LAMBDAS]
+    if not dfc.useRegularization:
+        return [{"lambdaScaling": 0.0}]
+    if dfc.lambdaType == "absolute":
+        return [{"lambdaType": "absolute", "lambdaValue": float(dfc.lambdaValue)}]
+    return [{"lambdaScaling": float(dfc.lambdaScaling)}]
+
+
 def _config_trial(config, order) -> KernelTrial | None:
+    """The configuration's own trial (None for ``scaleByFwhm``, whose basis the fit decides)."""
     kc = config.kernel.active
     if config.kernel.name == "AL":
         if kc.scaleByFwhm:
             return None  # the FWHM-scaled basis is decided in the fit; it is not a fixed trial
         return KernelTrial("AL", kc.kernelSize, order, tuple(float(s) for s in kc.alardSigGauss),
                            tuple(int(d) for d in kc.alardDegGauss), label="config")
-    lam = kc.lambdaScaling if kc.lambdaType == "relative" else None
-    if lam is None:
-        return None
-    return KernelTrial("DF", kc.kernelSize, order, lambdaScaling=float(lam), label="config")
+    return KernelTrial("DF", kc.kernelSize, order, label="config", **_df_regularizations(kc, False)[0])
 
 
 #: Fields of :class:`~psfmatch.config.PsfMatchConfig` that the fit shares between the two families and that the
@@ -684,7 +719,7 @@ def _apply(config, trial: KernelTrial, free, constant, p_native=None, p_min=0):
             a.alardSigGauss = list(trial.sigmas)
             a.alardDegGauss = list(trial.degrees)
     else:
-        if trial.label != "config":
+        if trial.label != "config" and free["lambda"]:
             a.lambdaType = "relative"
             a.lambdaScaling = trial.lambdaScaling
         if constant and free["usePca"]:
@@ -736,8 +771,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         note = keep
         log.info("autoKernel: %s", note)
         trial = _config_trial(config, kc.spatialKernelOrder) or KernelTrial(
-            "DF" if config.kernel.name == "DF" else "AL", kc.kernelSize, kc.spatialKernelOrder,
-            lambdaScaling=float(getattr(kc, "lambdaScaling", 0.0)), label="config")
+            "AL", kc.kernelSize, kc.spatialKernelOrder, label="config")
         res = TrialResult(trial, note=note)
         cfg = config.copy()
         cfg.autoKernel = False
@@ -776,7 +810,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
 
     # delta-function trials: only where affordable (one distinct candidate over the field)
     df_ok = "DF" in free["families"] and constant
-    lambdas = DF_LAMBDAS if free["lambda"] else ((kc.lambdaScaling,) if kc.lambdaType == "relative" else ())
+    lambdas = _df_regularizations(config.kernel["DF"], free["lambda"])
     df_sizes = [k for k in sizes if k <= config.autoKernelMaxDFSize] if df_ok else []
     k_df = config.autoKernelMaxDFSize if config.autoKernelMaxDFSize % 2 else config.autoKernelMaxDFSize - 1
     if (df_ok and free["kernelSize"] and any(k > k_df for k in sizes) and k_df not in df_sizes
@@ -883,11 +917,11 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
                     k_last = max(r.trial.kernelSize for r in done)
                     ok = [r.trial.lambdaScaling for r in done
                           if r.trial.kernelSize == k_last and r.noiseRatio <= max_noise]
-                    lams = (min(ok),) if ok else (max(lambdas),)
+                    lams = [{"lambdaScaling": min(ok) if ok else max(DF_LAMBDAS)}]
                 else:
-                    lams = (max(lambdas),)
+                    lams = [{"lambdaScaling": max(DF_LAMBDAS)}]
             for lam in lams:
-                t = KernelTrial("DF", k, order, lambdaScaling=float(lam), label="df")
+                t = KernelTrial("DF", k, order, label="df", **lam)
                 if not any(_same(r.trial, t) for r in results):
                     run(t)
     if not constant and free["alWidths"] and "AL" in free["families"]:
@@ -905,7 +939,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     pick = _select(stage2, tol, floor)
     if pick is None:
         # every trial failed: keep the configuration as it is
-        trial = ct or al_trial(kc.kernelSize, cfg_order)
+        trial = ct or _config_trial(config, cfg_order) or al_trial(kc.kernelSize, cfg_order)
         pick = TrialResult(trial, note="every trial failed; the configured kernel is used")
         log.info("autoKernel: every trial failed; using the configured kernel")
     chosen = pick.trial
