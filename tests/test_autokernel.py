@@ -369,13 +369,17 @@ def test_few_cells_lower_the_trials_order_instead_of_failing_every_trial():
     trials = md["autoKernel"]["trials"]
     assert trials and all(t["score"] is not None for t in trials)
     assert {t["spatialOrder"] for t in trials} == {1} and md["spatialKernelOrder"] == 1
-    assert "spatialKernelOrder 2 lowered to 1: the 2x2 grid of cells cannot constrain a higher order" in md["notes"][0]
-    # an explicit order is the fit's to lower, with its own note
+    assert md["notes"] == ["spatialKernelOrder 2 lowered to 1: the 2x2 grid of cells cannot constrain a higher order "
+                           "(use smaller cells (sizeCellX <= 85, sizeCellY <= 85: 3 cells along each axis), or set the "
+                           "order you want)"]
+    # an explicit order is the fit's to lower, with its own note (and only that one)
     config = ModelPsfMatchConfig()
     config.kernel.active.spatialKernelOrder = 2
     md = fit(config, demo_psf(bbox), demo_reference_psf(), bbox).metadata
     assert md["spatialKernelOrderRequested"] == 2 and md["spatialKernelOrder"] == 1
-    assert any("lowered from 2 to 1: 4 candidates on a 2x2 grid" in n for n in md["notes"])
+    lowered = [n for n in md["notes"] if "lowered" in n]
+    assert len(lowered) == 1 and "lowered from 2 to 1: 4 candidates on a 2x2 grid" in lowered[0]
+    assert "sizeCellX <= 85, sizeCellY <= 85: 3 cells along each axis" in lowered[0]
 
 
 def test_explicit_choices_survive_copy_and_pickle():

@@ -867,9 +867,12 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         lo, hi = min(cfg_order, cap), min(max_order, cap)
         if cap < cfg_order:
             xy_all = np.array([(p.x, p.y) for p in cell_set.cell_centers()])
-            if _constrained_order(xy_all, kc.spatialModelType, cfg_order, bbox) < cfg_order:
+            if not free["spatialKernelOrder"]:
+                pass  # the fit lowers the configured order itself, with its note
+            elif _constrained_order(xy_all, kc.spatialModelType, cfg_order, bbox) < cfg_order:
                 notes.append(f"spatialKernelOrder {cfg_order} lowered to {cap}: the {cell_set.nx}x{cell_set.ny} grid "
-                             f"of cells cannot constrain a higher order (use smaller cells)")
+                             f"of cells cannot constrain a higher order (use {cell_set.smaller_cells_remedy(cfg_order)}, "
+                             "or set the order you want)")
                 log.warning("autoKernel: %s", notes[-1])
             else:  # only the trials' sub-grid is too coarse; the fit itself keeps what it was given
                 log.info("autoKernel: trials scored at spatial order %d at most (their sub-grid of at most %d cells "

@@ -239,6 +239,17 @@ class SpatialCellSet:
             gx, gy = gx[idx], gy[idx]
         return [Point2D(float(x), float(y)) for x, y in zip(gx, gy)]
 
+    def smaller_cells_remedy(self, order) -> str:
+        """The advice for a grid too coarse for a spatial model of ``order``: the cell sizes that give it
+        ``order + 1`` cells along each axis that lacks them (cells of 16 px at least), e.g.
+        ``"smaller cells (sizeCellX <= 85, sizeCellY <= 85: 3 cells along each axis)"``."""
+        b = self.bbox
+        short = [f"{name} <= {extent // (order + 1)}" for name, n, extent in
+                 (("sizeCellX", self.nx, b.getWidth()), ("sizeCellY", self.ny, b.getHeight()))
+                 if n < order + 1 and extent // (order + 1) >= 16]
+        return (f"smaller cells ({', '.join(short)}: {order + 1} cells along each axis)" if short
+                else "smaller cells")
+
     def cell_index(self, x, y) -> int:
         """Index of the cell holding the pixel nearest ``(x, y)``, or -1 outside the box."""
         if not (math.isfinite(x) and math.isfinite(y)):

@@ -635,11 +635,7 @@ class ModelPsfMatchTask:
                 break
             order -= 1
         if order != requested:
-            short = [f"{name} <= {extent // (requested + 1)}" for name, n, extent in
-                     (("sizeCellX", cellSet.nx, bbox.getWidth()), ("sizeCellY", cellSet.ny, bbox.getHeight()))
-                     if n < requested + 1 and extent // (requested + 1) >= 16]
-            remedy = (f"smaller cells ({', '.join(short)}: {requested + 1} cells along each axis)" if short
-                      else "smaller cells")
+            remedy = cellSet.smaller_cells_remedy(requested)
             note = (f"spatialKernelOrder lowered from {requested} to {order}: {len(goodj)} candidates on a "
                     f"{cellSet.nx}x{cellSet.ny} grid cannot constrain an order-{requested} model (use {remedy}, "
                     "or set the order you want)")
