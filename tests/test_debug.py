@@ -275,3 +275,24 @@ def test_a_failing_display_is_logged_and_does_not_abort_the_run(fitted, tmp_path
     assert result.psfMatchedExposure is not None
     assert "debug display 'kernel-basis' skipped: RuntimeError: no figure today" in caplog.text
     assert [n.split("-", 3)[-1] for n in _pngs(tmp_path)] == ["kernel-mosaic.png"]
+
+
+def test_a_screen_without_an_interactive_backend_writes_the_files(fitted, tmp_path, monkeypatch, caplog):
+    """DISPLAY set (an inherited ssh or container variable) but matplotlib fell back to Agg: plt.show() would
+    show nothing, so the displays are written to the current directory instead of being lost."""
+    import psfmatch.display as display
+
+    monkeypatch.setattr(display, "has_screen", lambda: True)
+    monkeypatch.chdir(tmp_path)
+    task, exposure = fitted
+    info = debug.Info("psfmatch.solve")
+    info.display = True
+    info.displayKernelBasis = True
+    fit = task.fitKernel(exposure.getPsf(), demo_reference_psf(), exposure.getBBox())
+    import matplotlib
+    assert matplotlib.get_backend().lower() == "agg"
+    with caplog.at_level(logging.WARNING, logger="psfmatch.display"):
+        written = display.debug_displays(exposure, fit)
+    assert [os.path.basename(p).split("-", 3)[-1] for p in written] == ["kernel-basis.png"]
+    assert _pngs(tmp_path) == [os.path.basename(written[0])]
+    assert "debug displays: no window can open (matplotlib's backend is 'agg'): writing them to files" in caplog.text

@@ -1353,7 +1353,8 @@ def debug_displays(exposure, fit) -> list:
     after the kernel fit, before the convolution.  Switches are looked up now,
     with ``psfmatch.debug.Info("psfmatch.task")`` and
     ``psfmatch.debug.Info("psfmatch.solve")``.  Figures go to the screen when
-    there is one (:func:`has_screen`) and no output folder was set with
+    there is one (:func:`has_screen`, and matplotlib could start an interactive
+    backend) and no output folder was set with
     :func:`psfmatch.debug.set_output_dir`; otherwise each is written as
     ``psfmatch-debug-NNN-<display>.png`` in that folder (default: the current
     directory), ``NNN`` being :data:`psfmatch.debug.frame`.  Without matplotlib a
@@ -1386,6 +1387,16 @@ def debug_displays(exposure, fit) -> list:
         return []
     folder = _output_folder()
     screen = folder is None and has_screen()
+    if screen:
+        import matplotlib
+        import matplotlib.pyplot  # noqa: F401  (resolves the backend: Agg when no window can open)
+
+        backend = matplotlib.get_backend()
+        if _is_file_backend(backend):
+            # e.g. a DISPLAY inherited from an ssh session or a container, with no server or toolkit behind it
+            log.warning("debug displays: no window can open (matplotlib's backend is %r): writing them to files "
+                        "instead", backend)
+            screen = False
     show_bad = bool(solve.showBadCandidates)
     transparency = _transparency(task.maskTransparency)
     figs = []
