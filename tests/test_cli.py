@@ -585,3 +585,95 @@ def test_figure_formats_are_checked_before_any_work(tmp_path):
         with pytest.raises(InvalidInputError, match=r"the pgf format runs xelatex, which is not installed; use pdf"):
             display.figure_format(tmp_path / "f.pgf")
     assert display.figure_format(tmp_path / "f.PNG") == "png" and display.figure_format(tmp_path / "f") == "png"
+
+
+def _must_not_run(monkeypatch):
+    import psfmatch.cli
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the task ran although an output would replace an input")
+
+    monkeypatch.setattr(psfmatch.cli, "_run_task", must_not_run)
+
+
+def test_run_refuses_outputs_that_would_replace_its_psf_or_config_files(exposure_file, tmp_path, capsys,
+                                                                         monkeypatch):
+    from astropy.io import fits
+
+    _must_not_run(monkeypatch)
+    psf = tmp_path / "image_psf.fits"
+    fits.PrimaryHDU(GaussianPsf(21, 21, 1.8).computeKernelImage((0, 0))).writeto(psf)
+    ref = tmp_path / "ref_psf.fits"
+    fits.PrimaryHDU(GaussianPsf(31, 31, 2.6).computeKernelImage((0, 0))).writeto(ref)
+    (tmp_path / "ref_link.fits").symlink_to("ref_psf.fits")
+    overrides = tmp_path / "overrides.py"
+    overrides.write_text("config.kernel.active.sizeCellX = 64\n")
+    before = {p: p.read_bytes() for p in (psf, ref, overrides)}
+    out = str(tmp_path / "out.fits")
+    cases = [
+        (["--psf", f"image:{psf}", "--kernel-out", str(psf)],
+         r"--kernel-out .*image_psf\.fits would overwrite the input .*image_psf\.fits \(the science PSF, --psf"),
+        (["--psf", f" IMAGE:{psf}", "--qa-json", str(psf)], r"--qa-json .*image_psf\.fits would overwrite the input"),
+        (["-r", f"file:{ref}", "--qa-json", str(tmp_path / "ref_link.fits")],
+         r"--qa-json .*ref_link\.fits would overwrite the input .*ref_psf\.fits \(the reference PSF"),
+        (["-r", str(tmp_path / "ref_link.fits"), "--qa-plot", str(ref)], r"--qa-plot .*ref_psf\.fits would overwrite"),
+        (["-C", str(overrides), "--kernel-out", str(overrides)],
+         r"--kernel-out .*overrides\.py would overwrite the input .*overrides\.py \(config file -C"),
+    ]
+    for extra, message in cases:
+        argv = ["run", exposure_file, "-o", out, "--overwrite", *extra]
+        if "-r" not in extra:
+            argv += ["-r", f"image:{ref}"]
+        rc, _, err = _run(argv, capsys)
+        assert rc == 1 and re.search(message, err) and len(err.strip().splitlines()) == 1, (extra, err)
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert _files(tmp_path) == ["image_psf.fits", "overrides.py", "ref_link.fits", "ref_psf.fits"]
+
+
+def test_inspect_psf_guards_its_input_whatever_the_prefix(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    from astropy.io import fits
+
+    path = tmp_path / "psf.png"  # a PSF file whose name is also a figure format
+    fits.PrimaryHDU(GaussianPsf(21, 21, 1.8).computeKernelImage((0, 0))).writeto(path)
+    before = path.read_bytes()
+    for spec in (f"file:{path}", f"IMAGE:{path}", f" image:{path}"):
+        assert main(["inspect-psf", spec, "--plot", str(path), "--overwrite"]) == 1
+        assert "would overwrite the PSF file" in capsys.readouterr().err and path.read_bytes() == before
+
+
+def test_demo_refuses_to_replace_a_config_file(tmp_path, capsys, monkeypatch):
+    _must_not_run(monkeypatch)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    overrides = outdir / "demo-kernel.fits"  # a Python override file linked to under a .py name
+    overrides.write_text("config.kernel.active.sizeCellX = 64\n")
+    (tmp_path / "overrides.py").symlink_to(overrides)
+    rc, _, err = _run(["demo", "--outdir", str(outdir), "--size", "64", "-C", str(tmp_path / "overrides.py")],
+                      capsys)
+    assert rc == 1
+    assert re.search(r"kernel .*demo-kernel\.fits would overwrite the input .*overrides\.py \(config file -C", err), err
+    assert overrides.read_text() == "config.kernel.active.sizeCellX = 64\n" and _files(outdir) == ["demo-kernel.fits"]
+
+
+def test_an_unwritable_output_directory_is_refused_before_the_match(exposure_file, tmp_path, capsys, monkeypatch):
+    _must_not_run(monkeypatch)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root: os.access calls it writable; pretend it is not
+            real_access = os.access
+            monkeypatch.setattr(os, "access", lambda path, mode, **kw: (False if os.fspath(path) == str(locked)
+                                                                        else real_access(path, mode, **kw)))
+        for option, what in (("-o", "output"), ("--kernel-out", "--kernel-out"), ("--qa-json", "--qa-json")):
+            argv = ["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "m.fits"),
+                    option, str(locked / "x.fits")]
+            rc, _, err = _run(argv, capsys)
+            assert rc == 1
+            assert re.search(rf"error: cannot write {what} .*locked/x\.fits: directory .*locked is not writable "
+                             r"\(.*\); make it writable \(chmod u\+wx\) or write the output into another directory",
+                             err), err
+        assert _files(locked) == [] and _files(tmp_path) == ["locked"]
+    finally:
+        locked.chmod(0o700)

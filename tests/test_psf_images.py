@@ -359,3 +359,52 @@ def test_even_and_non_square_real_images():
         assert h % 2 == 1 and w % 2 == 1
         q = measure_shape(psf.array)
         assert abs(q.x) < 0.02 and abs(q.y) < 0.02
+
+
+def test_a_named_format_does_not_read_psfmatch_products_as_psfs(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    from psfmatch.cli import main
+    from psfmatch.io import write_kernel, write_kernel_image_grid
+    from psfmatch.io.fits import write_exposure
+    from psfmatch.psf import GaussianPsf
+    from psfmatch.psf import readers
+
+    exposure = Exposure(np.zeros((64, 64), np.float32), psf=GaussianPsf(21, 21, 1.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kernel = ModelPsfMatchTask().run(exposure, GaussianPsf(21, 21, 2.6)).psfMatchingKernel
+    write_kernel(kernel, tmp_path / "kernel.fits")
+    write_kernel_image_grid(kernel, tmp_path / "grid.fits", nx=1, ny=1)  # one 2-d plane, odd-sized
+    stamp = np.zeros((65, 65), np.float32)
+    stamp[32, 32] = 1.0  # an odd image with one bright pixel: it would make a fine-looking PSF
+    write_exposure(Exposure(stamp), tmp_path / "bare.fits")
+    write_exposure(Exposure(stamp, psf=GaussianPsf(21, 21, 1.7)), tmp_path / "with_psf.fits")
+    for fmt in ("image", "psfex", "piff"):
+        for name, kind in (("kernel.fits", "psfmatch-kernel"), ("grid.fits", "psfmatch-kernel-grid")):
+            with pytest.raises(UnsupportedFormatError, match=f"{name}: a psfmatch matching-kernel file "
+                                                             f"\\(PMFORMAT = '{kind}'\\), not a PSF"):
+                read_psf(tmp_path / name, format=fmt)
+        with pytest.raises(UnsupportedFormatError, match=r"bare\.fits: a psfmatch exposure file written without a "
+                                                         "PSF .* holds no PSF to read"):
+            read_psf(tmp_path / "bare.fits", format=fmt)
+        with pytest.raises(UnsupportedFormatError, match=r"with_psf\.fits: a psfmatch exposure file; read its PSF as "
+                                                         f"format 'psfmatch' .*, not as '{fmt}', which would take the "
+                                                         "exposure's image for a PSF"):
+            read_psf(tmp_path / "with_psf.fits", format=fmt)
+    # the exposure's own PSF still reads, and so does a PSF image that psfmatch did not write
+    assert read_psf(tmp_path / "with_psf.fits") == read_psf(tmp_path / "with_psf.fits", format="psfmatch") \
+        == GaussianPsf(21, 21, 1.7)
+    write(tmp_path / "psf.fits", gaussian(21, 1.7))
+    assert read_psf(tmp_path / "psf.fits", format="image").array.shape == (21, 21)
+    # a registered reader of a file that is not FITS is still handed its file
+    (tmp_path / "model.txt").write_text("sigma 1.7\n")
+    monkeypatch.setitem(readers._REGISTRY, "text", (lambda p: GaussianPsf(21, 21, 1.7), None))
+    assert read_psf(tmp_path / "model.txt", format="text") == GaussianPsf(21, 21, 1.7)
+    # on the command line: image:FILE, as --psf and for inspect-psf
+    rc = main(["run", str(tmp_path / "bare.fits"), "--psf", f"image:{tmp_path / 'grid.fits'}", "-r",
+               "gaussian:sigma=3", "-o", str(tmp_path / "out.fits")])
+    assert rc == 1 and "a psfmatch matching-kernel file (PMFORMAT = 'psfmatch-kernel-grid'), not a PSF" \
+        in capsys.readouterr().err
+    assert main(["inspect-psf", f"image:{tmp_path / 'bare.fits'}"]) == 1
+    assert "written without a PSF" in capsys.readouterr().err and not (tmp_path / "out.fits").exists()

@@ -160,12 +160,11 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
     """
     from .psf import DoubleGaussianPsf, GaussianPsf, MoffatPsf
 
+    path, fmt = _spec_file(spec)
     text = str(spec).strip()
-    if not text:
-        raise _spec_error(spec, "it is empty")
-    kind, sep, rest = text.partition(":")
-    kind_l = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
-    if sep and kind_l in _ANALYTIC:
+    if path is None:
+        kind, _, rest = text.partition(":")
+        kind_l = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
         p = _parse_params(spec, kind_l, rest)
         if kind_l == "gaussian":
             if ("sigma" in p) == ("fwhm" in p):
@@ -190,16 +189,6 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
             raise _spec_error(spec, f"moffat beta must be > 1; got {p['beta']:g}")
         size = _stamp_size(spec, p, 8 * p["fwhm"] + 1)
         return MoffatPsf(size, size, p["fwhm"], p["beta"])
-    if sep and kind_l in _FILE_KINDS:
-        if not rest:
-            raise _spec_error(spec, f"{kind_l}: needs a file name")
-        path, fmt = rest, (None if kind_l == "file" else kind_l)
-    elif os.path.exists(text):
-        path, fmt = text, None
-    elif sep and kind.strip().replace("-", "").isalnum() and len(kind.strip()) > 1:
-        raise _spec_error(spec, f"unknown kind {kind.strip()!r}, and no file of that name")
-    else:
-        path, fmt = text, None
     if not read_files:
         return None
     if not os.path.exists(path):
@@ -210,6 +199,33 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
     from .psf import read_psf
 
     return read_psf(path, format=fmt)
+
+
+def _spec_file(spec):
+    """The file behind a PSF SPEC and its format, ``(path, format)``; ``(None, None)`` for an analytic model.
+
+    ``format`` is None when the reader is to identify the file (``file:FILE`` or a bare ``FILE``).
+    Only the syntax is checked: the file need not exist.
+
+    Raises
+    ------
+    InvalidInputError
+        For an empty SPEC, a file kind without a file name, or an unknown kind naming no file.
+    """
+    text = str(spec).strip()
+    if not text:
+        raise _spec_error(spec, "it is empty")
+    kind, sep, rest = text.partition(":")
+    kind_l = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
+    if sep and kind_l in _ANALYTIC:
+        return None, None
+    if sep and kind_l in _FILE_KINDS:
+        if not rest:
+            raise _spec_error(spec, f"{kind_l}: needs a file name")
+        return rest, (None if kind_l == "file" else kind_l)
+    if not os.path.exists(text) and sep and kind.strip().replace("-", "").isalnum() and len(kind.strip()) > 1:
+        raise _spec_error(spec, f"unknown kind {kind.strip()!r}, and no file of that name")
+    return text, None
 
 
 def _spec_arg(text):
@@ -302,6 +318,26 @@ def _check_not_a_directory(path, what):
         raise InvalidInputError(f"{what} {path} is {kind}; give the name of a file to write")
 
 
+def _unwritable(folder):
+    """Why no file can be created in the existing directory ``folder`` ('' when one can).
+
+    Asks :func:`os.access` first, then creates and removes an empty temporary file there, which
+    also catches what ``os.access`` cannot see as root (a read-only or special file system).
+    """
+    import tempfile
+
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "no write permission"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".psfmatch-probe.", dir=folder)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return ""
+
+
 class _StagedOutputs:
     """Write each output to a temporary file beside it; move them all into place only at the end."""
 
@@ -323,6 +359,10 @@ class _StagedOutputs:
         folder = os.path.dirname(full)
         if not os.path.isdir(folder):
             raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist")
+        why = _unwritable(folder)
+        if why:
+            raise MissingFileError(f"cannot write {what} {path}: directory {folder} is not writable ({why}); make "
+                                   "it writable (chmod u+wx) or write the output into another directory")
         _check_not_a_directory(path, what)
         if os.path.lexists(path) and not self.overwrite:
             raise OutputExistsError(f"{what} {path} exists already; pass --overwrite to replace it")
@@ -372,6 +412,31 @@ def _figure_format(path, what):
     return figure_format(path, what)
 
 
+def _check_outputs_spare_inputs(outputs, inputs):
+    """Refuse an output that would replace an input file (the same file, also through a symbolic link).
+
+    ``outputs`` and ``inputs`` are ``(path, what)`` pairs; a path of None is skipped.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the output, the input and what the input is, before anything is written.
+    """
+    from .errors import InvalidInputError
+    from .io.fits import same_file
+
+    for path, what in outputs:
+        for source, role in inputs:
+            if path is not None and source is not None and same_file(path, source):
+                raise InvalidInputError(f"{what} {path} would overwrite the input {source} ({role}: the same file, "
+                                        "also through a symbolic link); give another output name")
+
+
+def _config_inputs(args):
+    """The ``-C`` override files of a command, as ``(path, what)`` pairs."""
+    return [(path, "config file -C") for path in getattr(args, "config_file", None) or []]
+
+
 # ---------------------------------------------------------------------------
 # commands
 
@@ -415,18 +480,18 @@ def _run_task(args, config, exposure, reference):
 
 
 def _cmd_run(args) -> int:
-    from .errors import InvalidInputError, MissingPsfError
+    from .errors import MissingPsfError
     from .io import read_exposure
-    from .io.fits import same_file
     from .qa import format_report
 
     config = _build_config(args)
     outputs = _StagedOutputs(overwrite=args.overwrite)
-    for path, what in ((args.output, "output"), (args.kernel_out, "--kernel-out"), (args.qa_plot, "--qa-plot"),
-                       (args.qa_json, "--qa-json")):
-        if path is not None and same_file(path, args.exposure):
-            raise InvalidInputError(f"{what} {path} would overwrite the input {args.exposure} (the same file, "
-                                    "also through a symbolic link); give another output name")
+    products = ((args.output, "output"), (args.kernel_out, "--kernel-out"), (args.qa_plot, "--qa-plot"),
+                (args.qa_json, "--qa-json"))
+    inputs = [(args.exposure, "the exposure"), (_spec_file(args.reference_psf)[0], "the reference PSF"),
+              (_spec_file(args.psf)[0] if args.psf else None, "the science PSF, --psf"), *_config_inputs(args)]
+    _check_outputs_spare_inputs(products, inputs)
+    for path, what in products:
         outputs.add(path, what)
     qa_format = _figure_format(args.qa_plot, "--qa-plot") if args.qa_plot else None
     reference = parse_psf_spec(args.reference_psf, role="reference PSF")
@@ -477,6 +542,7 @@ def _cmd_demo(args) -> int:
             names["qa_plot"] = os.path.join(args.outdir, "demo-qa.png")
         except ImportError:
             log.warning("no QA figure: it needs matplotlib (pip install 'psfmatch[plot]')")
+        _check_outputs_spare_inputs([(path, what) for what, path in names.items()], _config_inputs(args))
         for what, path in names.items():
             outputs.add(path, what)
     exposure = make_demo_exposure(args.size, seed=args.seed)
@@ -519,9 +585,8 @@ def _cmd_inspect_psf(args) -> int:
     from .io.fits import same_file
 
     psf = parse_psf_spec(args.psf)
-    source = args.psf.split(":", 1)[1] if args.psf.split(":", 1)[0] in ("psfex", "image", "piff", "psfmatch") \
-        else args.psf
-    if args.plot and os.path.exists(source) and same_file(args.plot, source):
+    source = _spec_file(args.psf)[0]
+    if args.plot and source is not None and same_file(args.plot, source):
         raise InvalidInputError(f"--plot {args.plot} would overwrite the PSF file {source}; give another name")
     outputs = _StagedOutputs(overwrite=args.overwrite)
     outputs.add(args.plot, "--plot")

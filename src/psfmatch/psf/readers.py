@@ -8,7 +8,7 @@ identifier reads headers only):
     primary header, a ``PSF`` HDU).  Other files psfmatch writes (an exposure
     without a PSF, a matching kernel, a grid of kernel images) hold no PSF:
     :func:`read_psf` refuses them, saying so, instead of reading their first
-    image as one.
+    image as one (also with ``format="image"``).
 ``psfex``
     a PSFEx model (a ``PSF_DATA`` table / ``PSF_MASK`` column): :func:`~psfmatch.psf.psfex.read_psfex`.
 ``piff``
@@ -99,7 +99,9 @@ def read_psf(path, format=None, **kwargs):
     UnsupportedFormatError
         If ``format`` is unknown, no reader recognizes the file, the path is a
         directory, or the file is one psfmatch wrote that holds no PSF (an
-        exposure without one, a matching-kernel file).
+        exposure without one, a matching-kernel file), also when ``format``
+        names a reader (``"image"``); or a psfmatch exposure with a PSF given
+        with a ``format`` other than ``"psfmatch"``.
     CorruptFileError
         If the file is not readable FITS, or is damaged (from the format's reader).
 
@@ -124,6 +126,8 @@ def read_psf(path, format=None, **kwargs):
         format = found[0]
     if format not in _REGISTRY:
         raise UnsupportedFormatError(f"unknown PSF format {format!r}; known: {', '.join(_REGISTRY)}")
+    if format != "psfmatch":  # (the psfmatch reader refuses them itself, once it has looked for the PSF HDU)
+        _refuse_as_format(path, format)
     reader, _ = _REGISTRY[format]
     return reader(path, **kwargs)
 
@@ -166,6 +170,27 @@ def _refuse_psfmatch_product(path, primary_header) -> None:
             "another; read it with psfmatch.io.read_kernel, and give the PSF itself (PSFEx, image, Piff or a SPEC)")
     if fmt.startswith("psfmatch"):
         raise UnsupportedFormatError(f"{path}: a file psfmatch wrote as {fmt!r}, which holds no PSF")
+
+
+def _refuse_as_format(path, format) -> None:
+    """Refuse a file psfmatch wrote, named with a format other than ``psfmatch`` (``image:FILE``,
+    ``format="image"``): its first image (an exposure's science image, a kernel) is no PSF.
+
+    A psfmatch exposure that holds a PSF is refused too, pointing to ``format="psfmatch"``.  A file
+    that is not FITS is left to the format's reader (a registered reader may read other files).
+    """
+    from ..errors import PsfMatchError
+    from ..io.fits import FORMAT_NAME
+
+    try:
+        heads = _headers(path)
+    except (PsfMatchError, OSError):  # not FITS, or damaged: the reader says what it makes of it
+        return
+    if _pmformat(heads[0][2]) == FORMAT_NAME and any(name == "PSF" for name, _, _ in heads):
+        raise UnsupportedFormatError(
+            f"{path}: a psfmatch exposure file; read its PSF as format 'psfmatch' (the SPEC psfmatch:FILE, or "
+            f"the file name alone), not as {format!r}, which would take the exposure's image for a PSF")
+    _refuse_psfmatch_product(path, heads[0][2])
 
 
 def _is_psfmatch(path):
