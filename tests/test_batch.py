@@ -256,6 +256,34 @@ def test_outputs_never_replace_an_input_through_a_symbolic_link(inputs, tmp_path
     assert sorted(os.listdir(raw)) == ["a.fits"]
 
 
+def test_one_file_given_twice_is_refused_also_through_a_link(inputs, tmp_path):
+    """One exposure reached by two paths would be matched twice and coadded twice, halving the variance."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    a = raw / "a.fits"
+    shutil.copy(inputs[0][0], a)
+    (raw / "a_latest.fits").symlink_to("a.fits")
+    os.link(a, raw / "a_copy.fits")
+    for other, how in ((raw / "a.fits", "is given twice"), (raw / "a_latest.fits", "are the same file"),
+                       (raw / "a_copy.fits", "are the same file")):
+        with pytest.raises(InvalidInputError, match=re.escape(how) + ".*give each exposure once"):
+            match_many([str(a), str(other)], REFERENCE, tmp_path / "out", client=False)
+        with pytest.raises(InvalidInputError, match=re.escape(how) + ".*give each exposure once"):
+            coadd([str(a), str(other)], tmp_path / "co.fits")
+    with pytest.raises(InvalidInputError, match=r"inputs .*raw/a\.fits and .*raw/a_latest\.fits are the same file"):
+        coadd([str(a), str(raw / "a_latest.fits")], tmp_path / "co.fits")
+    assert sorted(os.listdir(tmp_path)) == ["raw"]  # nothing was written, no outdir made
+
+
+def test_match_many_checks_reference_options_before_any_work(inputs, tmp_path):
+    with pytest.raises(InvalidInputError, match=r"reference_options \['margn'\] are not options of "
+                                                r"choose_reference_psf; it takes kind, margin, floor"):
+        match_many(inputs[0][:1], "auto", tmp_path / "out", client=False, reference_options={"margn": 0.2})
+    with pytest.raises(InvalidInputError, match="reference_options must be a dict"):
+        match_many(inputs[0][:1], "auto", tmp_path / "out", client=False, reference_options=[("margin", 0.2)])
+    assert not (tmp_path / "out").exists()
+
+
 def test_embedded_local_cluster_and_auto_reference(inputs, tmp_path, monkeypatch):
     from psfmatch.parallel import available_cores
 
@@ -479,6 +507,98 @@ def test_coadd_refuses_inputs_off_the_grid(tmp_path):
     assert read_exposure(tmp_path / "o.fits").getWcs() is not None
 
 
+def test_coadd_refuses_inputs_in_different_units(tmp_path):
+    one = np.ones((20, 30))
+
+    def write(name, unit):
+        exp = Exposure(one.astype(np.float32), None, one.astype(np.float32), psf=REFERENCE,
+                       metadata={} if unit is None else {"unit": unit})
+        write_exposure(exp, tmp_path / name)
+        return str(tmp_path / name)
+
+    njy, adu, none = write("a.fits", "nJy"), write("b.fits", "adu"), write("d.fits", None)
+    ct, count = write("e.fits", "ct"), write("f.fits", "count")
+    with pytest.raises(InvalidInputError, match=r"coadd input .*b\.fits has image unit \(BUNIT\) 'adu' and .*a\.fits "
+                                                r"has 'nJy': .*bring the inputs to one unit"):
+        coadd([njy, adu], tmp_path / "o.fits")
+    with pytest.raises(InvalidInputError, match=r"d\.fits has image unit \(BUNIT\) none and .*a\.fits has 'nJy'"):
+        coadd([njy, none], tmp_path / "o.fits")
+    assert not (tmp_path / "o.fits").exists()
+    coadd([ct, count], tmp_path / "o.fits")  # one unit, spelled two ways
+    assert read_exposure(tmp_path / "o.fits").metadata["unit"] == "ct"
+
+
+def test_coadd_decompresses_gzip_inputs_once(tmp_path, monkeypatch):
+    """A tile of a .fits.gz input made astropy decompress the whole file: once per tile and input."""
+    import psfmatch.batch
+
+    rng = np.random.default_rng(3)
+    plain, gz = [], []
+    for i in range(2):
+        image, variance = rng.normal(0.0, 1.0, (40, 50)), np.full((40, 50), 1.0 + i)
+        plain.append(_write(tmp_path / f"p{i}.fits", image, variance))
+        gz.append(_write(tmp_path / f"g{i}.fits.gz", image, variance))
+    with open(gz[0], "rb") as fh:
+        assert fh.read(2) == b"\x1f\x8b"  # really gzip-compressed
+    read = []
+    original = psfmatch.batch._coadd_block
+
+    def spy(block_info=None, *, specs, nodata_out):
+        for path, _, _ in specs:
+            with open(path, "rb") as fh:
+                read.append((path, fh.read(6)))
+        return original(block_info, specs=specs, nodata_out=nodata_out)
+
+    monkeypatch.setattr(psfmatch.batch, "_coadd_block", spy)
+    out = tmp_path / "out"
+    out.mkdir()
+    coadd(plain, out / "plain.fits", tile_size=16)
+    coadd(gz, out / "gz.fits", tile_size=16)
+    assert read and all(head == b"SIMPLE" for _, head in read)  # every tile read uncompressed FITS
+    a, b = read_exposure(out / "plain.fits"), read_exposure(out / "gz.fits")
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.variance, b.variance)
+    assert b.metadata["coadd"]["inputs"] == [os.path.abspath(p) for p in gz]
+    assert sorted(os.listdir(out)) == ["gz.fits", "plain.fits"]  # the decompressed copies are gone
+
+    def fail(block_info=None, **kwargs):
+        raise RuntimeError("tile failed")
+
+    monkeypatch.setattr(psfmatch.batch, "_coadd_block", fail)
+    with pytest.raises(RuntimeError, match="tile failed"):
+        coadd(gz, out / "failed.fits", tile_size=16)
+    assert sorted(os.listdir(out)) == ["gz.fits", "plain.fits"]  # also removed on error
+
+
+def test_coadd_without_dask_is_a_missing_dependency_error(tmp_path, monkeypatch):
+    import sys
+
+    from psfmatch.errors import MissingDependencyError
+
+    one = np.ones((20, 30))
+    a = _write(tmp_path / "a.fits", one, one)
+    monkeypatch.setitem(sys.modules, "dask", None)  # as if dask were not installed
+    monkeypatch.setitem(sys.modules, "dask.array", None)
+    with pytest.raises(MissingDependencyError, match=r"coadd needs dask\.array: pip install 'psfmatch\[batch\]'"):
+        coadd([a], tmp_path / "c.fits")
+
+
+def test_coadd_argument_errors_are_typed_and_come_first(tmp_path):
+    one = np.ones((20, 30))
+    a = _write(tmp_path / "a.fits", one, one)
+    for kwargs, match in ((dict(num_workers=-1), r"num_workers must be an integer >= 1 .*got -1"),
+                          (dict(num_workers="x"), r"num_workers must be an integer >= 1 .*got 'x'"),
+                          (dict(tile_size="abc"), r"tile_size must be an integer >= 16 .*got 'abc'"),
+                          (dict(tile_size=8), r"tile_size must be an integer >= 16 .*got 8"),
+                          (dict(exclude_planes=[3]), r"exclude_planes must hold mask plane names \(strings\)"),
+                          (dict(exclude_planes=3), r"exclude_planes must be a sequence of mask plane names")):
+        with pytest.raises(InvalidInputError, match=match):
+            coadd([a], tmp_path / "c.fits", **kwargs)
+    assert sorted(os.listdir(tmp_path)) == ["a.fits"]
+    rep = coadd([a], tmp_path / "c.fits", exclude_planes=None, num_workers=1)  # None: no plane besides NO_DATA
+    assert rep.excluded_planes == ["NO_DATA"]
+
+
 # ---------------------------------------------------------------------------
 # the command line
 
@@ -500,18 +620,22 @@ def test_cli_batch_exit_status_outputs_and_coadd(client, inputs, tmp_path, capsy
     assert run_batch_command(args) == 1
     out, err = capsys.readouterr()
     assert "3 matched" in out and "1 failed" in out and "FAILED" in out and "corrupt.fits" in out
-    assert "(3 of 4 inputs)" in out
     assert err.count("psfmatch batch: [") == 4  # one line per exposure (stderr is not a terminal)
     for p in paths:
         assert (outdir / os.path.basename(p)).exists()
     assert (outdir / "psfmatch-batch-report.json").exists()
-    assert read_exposure(tmp_path / "co.fits").getPsf().getSigma() == pytest.approx(2.6)
+    # no coadd of a subset: the command failed, and its re-run must be able to write the coadd
+    assert "coadd: not written: 1 of 4 input(s) failed; fix them and re-run the same command" in out
+    assert not (tmp_path / "co.fits").exists()
 
+    # the same command once the bad input is fixed (here: left out) finishes the batch, without --overwrite
     args = _parse(["batch", *paths, "-r", "gaussian:sigma=2.6", "-o", str(outdir), "--coadd",
-                   str(tmp_path / "co.fits"), "--overwrite", "--scheduler", client.scheduler.address, *cfg])
+                   str(tmp_path / "co.fits"), "--scheduler", client.scheduler.address, *cfg])
     assert run_batch_command(args) == 0
     out, _ = capsys.readouterr()
-    assert "0 matched, 3 skipped" in out
+    assert "0 matched, 3 skipped" in out and "coadd: " in out
+    co = read_exposure(tmp_path / "co.fits")
+    assert co.getPsf().getSigma() == pytest.approx(2.6) and co.metadata["coadd"]["nInputs"] == 3
 
     args = _parse(["batch", *paths, "-r", "gaussian:sigma=2.6", "-o", str(outdir), "--coadd",
                    str(tmp_path / "co.fits"), "--scheduler", client.scheduler.address])
@@ -591,6 +715,68 @@ def test_cli_batch_checks_every_destination_before_any_work(inputs, tmp_path, mo
     assert sorted(os.listdir(tmp_path)) == ["a.fits", "b.fits", "notes.json"]
 
 
+def test_cli_batch_outputs_spare_the_reference_psf_input_list_and_config_files(inputs, tmp_path, monkeypatch):
+    """--coadd and --report never replace the command's other inputs (the user's PSF model, the input list, -C
+    files), also through a symbolic link; --overwrite replaced them."""
+    import psfmatch.batch
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("matched before the destinations were checked")
+
+    monkeypatch.setattr(psfmatch.batch, "match_many", must_not_run)
+    paths, _ = inputs
+    ref = tmp_path / "ref.fits"
+    fits.PrimaryHDU(GaussianPsf(31, 31, 2.6).computeKernelImage((0, 0))).writeto(ref)
+    (tmp_path / "ref_link.fits").symlink_to(ref)
+    listing = tmp_path / "list.txt"
+    listing.write_text("\n".join(paths[:2]) + "\n")
+    overrides = tmp_path / "overrides.py"
+    overrides.write_text("config.kernel.active.sizeCellX = 64\n")
+    before = {p: p.read_bytes() for p in (ref, listing, overrides)}
+    out = str(tmp_path / "out")
+    cases = [
+        (["-r", f"image:{ref}", "--coadd", str(tmp_path / "ref_link.fits")],
+         r"--coadd .*ref_link\.fits would overwrite the input .*ref\.fits \(the reference PSF"),
+        (["-r", "gaussian:sigma=2.6", "--input-list", str(listing), "--report", str(listing)],
+         r"--report .*list\.txt would overwrite the input .*list\.txt \(the input list, --input-list"),
+        (["-r", "gaussian:sigma=2.6", "-C", str(overrides), "--coadd", str(overrides)],
+         r"--coadd .*overrides\.py would overwrite the input .*overrides\.py \(config file -C"),
+    ]
+    for extra, message in cases:
+        argv = ["batch", *([] if "--input-list" in extra else paths[:2]), "-o", out, "--overwrite", *extra]
+        with pytest.raises(InvalidInputError, match=message):
+            run_batch_command(_parse(argv))
+    assert all(p.read_bytes() == data for p, data in before.items())
+    assert sorted(os.listdir(tmp_path)) == ["list.txt", "overrides.py", "ref.fits", "ref_link.fits"]
+
+
+def test_cli_batch_checks_the_coadd_options_before_any_work(inputs, tmp_path, monkeypatch):
+    import psfmatch.batch
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("matched before the coadd options were checked")
+
+    monkeypatch.setattr(psfmatch.batch, "match_many", must_not_run)
+    paths, _ = inputs
+    out = str(tmp_path / "out")
+
+    def run(*extra, inputs=paths[:2]):
+        return run_batch_command(_parse(["batch", *inputs, "-r", "gaussian:sigma=2.6", "-o", out, *extra]))
+
+    with pytest.raises(InvalidInputError, match=r"--coadd-exclude SATT: not a mask plane of any input; known planes: "
+                                                r"BAD,CR,.*SAT"):
+        run("--coadd", str(tmp_path / "c.fits"), "--coadd-exclude", "BAD,SATT")
+    with pytest.raises(InvalidInputError, match=r"--coadd .*c\.fits\.gz: the coadd writes its planes in place"):
+        run("--coadd", str(tmp_path / "c.fits.gz"))
+    # NO_DATA (which matching adds) and the inputs' planes are fine; a plain image gets the default planes
+    with pytest.raises(AssertionError, match="matched before"):
+        run("--coadd", str(tmp_path / "c.fits"), "--coadd-exclude", "NO_DATA,SAT,BAD")
+    fits.PrimaryHDU(np.ones((20, 30), np.float32)).writeto(tmp_path / "plain.fits")
+    with pytest.raises(AssertionError, match="matched before"):
+        run("--coadd", str(tmp_path / "c.fits"), "--coadd-exclude", "SAT", inputs=[str(tmp_path / "plain.fits")])
+    assert sorted(os.listdir(tmp_path)) == ["plain.fits"]
+
+
 def test_cli_batch_prints_the_summary_before_writing_the_report(client, inputs, tmp_path, capsys, monkeypatch):
     from psfmatch.batch import BatchReport
 
@@ -617,8 +803,9 @@ def test_cli_batch_quiet_shows_only_the_failures(client, inputs, tmp_path, capsy
     out, err = capsys.readouterr()
     assert out == ""
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"psfmatch batch: FAILED {os.path.abspath(bad)}: CorruptFileError: ")
-    assert (tmp_path / "co.fits").exists() and (tmp_path / "out" / "psfmatch-batch-report.json").exists()
+    assert len(lines) == 2 and lines[0].startswith(f"psfmatch batch: FAILED {os.path.abspath(bad)}: CorruptFileError: ")
+    assert lines[1].startswith("coadd: not written: 1 of 2 input(s) failed")
+    assert not (tmp_path / "co.fits").exists() and (tmp_path / "out" / "psfmatch-batch-report.json").exists()
 
 
 def test_cli_main_runs_batch(client, inputs, tmp_path, capsys):

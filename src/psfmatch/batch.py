@@ -63,10 +63,10 @@ and recorded in the batch report and in every matched file's metadata.
 Coadding (:func:`coadd`)
 ------------------------
 Exposures on one pixel grid (same shape, origin ``xy0`` and WCS, as after
-warping) are combined pixel by pixel with inverse-variance weights
-``w = 1 / V``.  A pixel of an input is *excluded* when it has ``NO_DATA`` or
-one of the planes the caller names set, or a non-finite image or variance
-value, or a variance ``<= 0``.  Over the contributing inputs::
+warping) and in one image unit, each given once, are combined pixel by pixel
+with inverse-variance weights ``w = 1 / V``.  A pixel of an input is
+*excluded* when it has ``NO_DATA`` or one of the planes the caller names set,
+or a non-finite image or variance value, or a variance ``<= 0``.  Over the contributing inputs::
 
     image    = sum(w I) / sum(w)
     variance = 1 / sum(w)
@@ -80,8 +80,9 @@ the first input's registry, extended with any new names).  The work is done
 in square tiles (``dask.array``, threaded scheduler) that read only their
 window of each input and write straight into the (memory-mapped) output file,
 so memory is bounded by the tile size, not by the mosaic size or the number
-of inputs.  The output is a psfmatch exposure file carrying the inputs' common
-(reference) PSF.
+of inputs (whole-file-compressed inputs, ``.fits.gz``, are first decompressed
+once each into a temporary folder beside the output).  The output is a
+psfmatch exposure file carrying the inputs' common (reference) PSF.
 
 Examples
 --------
@@ -956,8 +957,9 @@ def _file_id(path):
 
 
 def _check_paths(paths, outdir):
-    """The inputs as absolute paths, once none of their outputs would replace one of them (through
-    symbolic or hard links too) or another's output, and ``outdir`` is not a file.
+    """The inputs as absolute paths, once no two of them are the same file (also through symbolic or
+    hard links), none of their outputs would replace one of them (through links too) or another's
+    output, and ``outdir`` is not a file.
 
     One ``stat`` per input and per existing output: an output that does not exist yet cannot be an
     input (which exists), and one that exists is the same file as an input exactly when their
@@ -976,7 +978,9 @@ def _check_paths(paths, outdir):
     for p in paths:
         fid = _file_id(p)
         if fid is not None:
-            inputs.setdefault(fid, p)
+            if fid in inputs:
+                _refuse_same_file(inputs[fid], p)
+            inputs[fid] = p
     check_outputs = os.path.isdir(outdir)
     seen = {}
     for p in paths:
@@ -992,6 +996,18 @@ def _check_paths(paths, outdir):
                                     f"both be {out} (rename one, or run them into different outdirs)")
         seen[out] = p
     return paths
+
+
+def _refuse_same_file(first, other):
+    """Refuse ``other`` when it is not ``first`` itself but the same file on disk (a symbolic or hard link).
+
+    An exposure reached by two paths would be matched twice and count twice in a coadd (its
+    variance halved as if two independent exposures had been combined).
+    """
+    if first == other:
+        raise InvalidInputError(f"input {other} is given twice; give each exposure once")
+    raise InvalidInputError(f"inputs {first} and {other} are the same file (a symbolic or hard link to it); give "
+                            "each exposure once")
 
 
 def _check_extra_output(path, what, inputs, outdir=None):
@@ -1089,9 +1105,11 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     Raises
     ------
     InvalidInputError
-        No inputs, duplicate file names, an output (or ``report_path``) that
-        would overwrite an input (also through a symbolic link), or an
-        ``outdir`` that is a file.
+        No inputs, duplicate file names, one file given twice (also as a
+        symbolic or hard link to it), an output (or ``report_path``) that
+        would overwrite an input (also through a symbolic link), an
+        ``outdir`` that is a file, or ``reference_options`` that
+        :func:`choose_reference_psf` does not take.
     MissingDependencyError
         If ``dask[distributed]`` is not installed.
 
@@ -1128,13 +1146,14 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     if not auto and not callable(getattr(referencePsfModel, "computeKernelImage", None)):
         raise InvalidInputError(f"referencePsfModel must be a PSF model, 'auto' or None; got "
                                 f"{type(referencePsfModel).__name__}")
+    reference_options = _check_reference_options(reference_options)
     os.makedirs(outdir, exist_ok=True)
 
     with dask_client(client, n_workers=n_workers, threads_per_worker=threads_per_worker,
                      memory_limit=memory_limit) as (c, engine):
         reference = {}
         if auto:
-            choice = choose_reference_psf(paths, client=c, **(reference_options or {}))
+            choice = choose_reference_psf(paths, client=c, **reference_options)
             referencePsfModel = choice.psf
             reference = {"repr": repr(choice.psf), "choice": choice.to_dict()}
             log.info("reference PSF chosen automatically: %s (%s)", choice.psf, choice.rule)
@@ -1152,6 +1171,25 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     if report_path is not None:
         out.write_json(report_path)
     return out
+
+
+def _check_reference_options(options) -> dict:
+    """``reference_options`` of :func:`match_many` as a dict, once every key is a parameter of
+    :func:`choose_reference_psf` (checked before the cluster starts, not when the survey runs)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise InvalidInputError(f"reference_options must be a dict of choose_reference_psf's keyword arguments; "
+                                f"got {type(options).__name__}")
+    import inspect
+
+    allowed = [name for name, par in inspect.signature(choose_reference_psf).parameters.items()
+               if par.kind == par.KEYWORD_ONLY and name != "client"]
+    unknown = [k for k in options if k not in allowed]
+    if unknown:
+        raise InvalidInputError(f"reference_options {unknown} are not options of choose_reference_psf; it takes "
+                                f"{', '.join(allowed)}")
+    return dict(options)
 
 
 def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, fingerprint, progress, ref_record):
@@ -1518,6 +1556,134 @@ def _read_window(hdu, sl):
     return np.array(hdu.data[sl])
 
 
+def _plane_names(exclude_planes) -> list:
+    """``exclude_planes`` of :func:`coadd` as a list of plane names, ``NO_DATA`` first.
+
+    None means none (besides ``NO_DATA``); a string is a comma-separated list.
+    """
+    if exclude_planes is None:
+        exclude_planes = []
+    elif isinstance(exclude_planes, str):
+        exclude_planes = [p.strip() for p in exclude_planes.split(",") if p.strip()]
+    try:
+        names = list(exclude_planes)
+    except TypeError:
+        raise InvalidInputError(f"exclude_planes must be a sequence of mask plane names (or None); got "
+                                f"{type(exclude_planes).__name__}") from None
+    bad = [p for p in names if not isinstance(p, str)]
+    if bad:
+        raise InvalidInputError(f"exclude_planes must hold mask plane names (strings) such as 'BAD'; got {bad!r}")
+    return list(dict.fromkeys(["NO_DATA", *names]))
+
+
+def _check_coadd_name(path, what):
+    """Refuse a coadd file name asking for whole-file compression (the coadd is written through a memory map)."""
+    if os.fspath(path).lower().endswith((".gz", ".bz2", ".xz", ".zip")):
+        raise InvalidInputError(
+            f"{what} {os.fspath(path)}: the coadd writes its planes in place through a memory map and cannot "
+            "compress them; give a name without the compression suffix (and compress the file afterwards, e.g. "
+            "with fpack)")
+
+
+def _integer_arg(value, name, minimum, what) -> int:
+    """``value`` as an int ``>= minimum``, else :class:`InvalidInputError` naming ``name``."""
+    try:
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
+        n = None
+    if n is None or isinstance(value, bool) or n < minimum:
+        raise InvalidInputError(f"{name} must be an integer >= {minimum} ({what}); got {value!r}")
+    return n
+
+
+def _same_unit(a, b) -> bool:
+    """Whether two ``BUNIT`` values name one unit (``ct`` and ``count`` do; no unit only matches no unit)."""
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    try:
+        from astropy import units
+
+        return units.Unit(a, parse_strict="silent") == units.Unit(b, parse_strict="silent")
+    except Exception:
+        return False
+
+
+def _unit_text(unit) -> str:
+    return repr(unit) if unit is not None else "none"
+
+
+def _whole_file_compressed(path) -> bool:
+    """Whether ``path`` is a compressed file (gzip, bzip2, zip, LZW) rather than FITS bytes (``SIMPLE``).
+
+    Tile-compressed FITS (``.fits.fz``) is FITS: its tiles are read one window at a time.
+    """
+    with open(path, "rb") as fh:
+        return fh.read(6) != b"SIMPLE"
+
+
+def _decompress(src, dst):
+    """Write the decompressed bytes of the whole-file-compressed FITS file ``src`` to ``dst``.
+
+    gzip and bzip2 are streamed (memory stays small); zip and LZW go through astropy once.
+    """
+    import bz2
+    import gzip
+    import zlib
+
+    from .errors import CorruptFileError
+
+    with open(src, "rb") as fh:
+        head = fh.read(3)
+    opener = gzip.open if head[:2] == b"\x1f\x8b" else bz2.open if head == b"BZh" else None
+    if opener is None:
+        from astropy.io import fits
+
+        from .io.fits import read_guard
+
+        with read_guard(src, "coadd input"), fits.open(src, memmap=False) as hdul:
+            hdul.writeto(dst)
+        return
+    with opener(src, "rb") as fin, open(dst, "wb") as fout:
+        while True:
+            try:
+                chunk = fin.read(1 << 24)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise CorruptFileError(f"coadd input {src}: cannot decompress it: the file is damaged or "
+                                       f"truncated ({type(exc).__name__}: {exc})") from exc
+            if not chunk:
+                break
+            fout.write(chunk)
+
+
+@contextlib.contextmanager
+def _uncompressed_inputs(paths, folder):
+    """The files the coadd's tiles read: each input, or an uncompressed copy of a whole-file-compressed one.
+
+    astropy cannot read a window of a gzip (bzip2, zip, LZW) file without decompressing the whole
+    file, which every tile would do again.  Such inputs are decompressed once, each into a file of a
+    temporary folder in ``folder`` (beside the coadd), removed on exit, also on error.
+    """
+    import shutil
+    import tempfile
+
+    compressed = [i for i, p in enumerate(paths) if _whole_file_compressed(p)]
+    if not compressed:
+        yield list(paths)
+        return
+    tmpdir = tempfile.mkdtemp(prefix=".psfmatch-coadd-inputs-", dir=folder)
+    try:
+        readable = list(paths)
+        for i in compressed:
+            readable[i] = os.path.join(tmpdir, f"input{i}.fits")
+            log.info("coadd: decompressing %s once (%s)", paths[i], readable[i])
+            _decompress(paths[i], readable[i])
+        yield readable
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 def _coadd_block(block_info=None, *, specs, nodata_out):
     """One tile of the coadd: read the tile from every input and combine (see :func:`coadd`)."""
     from astropy.io import fits
@@ -1587,11 +1753,17 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     ----------
     matched_paths : sequence of str or path-like
         PSF-matched exposure files (psfmatch's layout, e.g. from
-        :func:`match_many`) with one shape, origin ``xy0`` and WCS.
+        :func:`match_many`) with one shape, origin ``xy0``, WCS and image
+        unit (``BUNIT``), each given once.  Whole-file-compressed inputs
+        (``.fits.gz``, ``.fits.bz2``) are first decompressed, once each, into
+        a temporary folder beside ``out_path`` (removed afterwards, also on
+        error), which needs the disk space of the uncompressed inputs;
+        tile-compressed ones (``.fits.fz``) are read a window at a time.
     out_path : str or path-like
         The coadd file (psfmatch's exposure layout; written atomically).
-    exclude_planes : sequence of str
-        Mask planes whose pixels are left out, besides ``NO_DATA`` (always).
+    exclude_planes : sequence of str, str or None
+        Mask planes whose pixels are left out, besides ``NO_DATA`` (always);
+        a string is a comma-separated list, None none.
         A name no input knows is an error (a likely typo).
     tile_size : int
         Side of the square tiles (>= 16); memory is about
@@ -1603,7 +1775,7 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         Refuse inputs whose PSFs differ (they were not matched to one
         reference); otherwise the first input's PSF is attached.
     num_workers : int, optional
-        Threads of dask's threaded scheduler (default: the cores available, at most 4).
+        Threads of dask's threaded scheduler (>= 1; default: the cores available, at most 4).
 
     Returns
     -------
@@ -1615,13 +1787,18 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         If an input's shape, origin or WCS differs from the first input's
         (the message names the file and the mismatch).
     InvalidInputError
-        No inputs, an unknown plane in ``exclude_planes``, differing PSFs,
-        an input without IMAGE/MASK/VARIANCE, or an ``out_path`` that is one of
-        the inputs or a directory, or that asks for compression (``.gz``...).
+        No inputs, one file given twice (also as a symbolic or hard link to
+        it), an unknown plane in ``exclude_planes``, differing PSFs or image
+        units, an input without IMAGE/MASK/VARIANCE, a ``tile_size`` or
+        ``num_workers`` that is not an integer in range, or an ``out_path``
+        that is one of the inputs or a directory, or that asks for
+        compression (``.gz``...).
     CorruptFileError, FileNotFoundError
         For an unreadable or missing input.
     OutputExistsError
         If ``out_path`` exists and ``overwrite`` is False.
+    MissingDependencyError
+        If ``dask.array`` is not installed.
 
     Notes
     -----
@@ -1632,8 +1809,12 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     the contributing inputs' masks (planes matched by name); pixels with no
     contributing input are ``NaN``, variance ``inf``, mask ``NO_DATA``.
     """
-    import dask
-    import dask.array as da
+    try:
+        import dask
+        import dask.array as da
+    except ImportError:
+        raise MissingDependencyError("psfmatch.batch.coadd needs dask.array: pip install 'psfmatch[batch]' (or "
+                                     "pip install 'dask[array]')") from None
     from astropy.io import fits
 
     from .io import atomic_write, psf_to_hdus
@@ -1645,18 +1826,19 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     paths = [os.path.abspath(os.fspath(p)) for p in matched_paths]
     if not paths:
         raise InvalidInputError("coadd needs at least one input exposure")
-    tile_size = int(tile_size)
-    if tile_size < 16:
-        raise InvalidInputError(f"tile_size must be >= 16; got {tile_size}")
+    ids = {}
+    for p in paths:  # one exposure counted twice would halve its variance
+        fid = _file_id(p)
+        if fid is not None:
+            if fid in ids:
+                _refuse_same_file(ids[fid], p)
+            ids[fid] = p
+    tile_size = _integer_arg(tile_size, "tile_size", 16, "the side of the square tiles in pixels")
+    nthreads = (min(4, _cpu_count()) if num_workers is None
+                else _integer_arg(num_workers, "num_workers", 1, "the threads, or None for the default"))
     _check_extra_output(out_path, "coadd output", paths)
-    if os.fspath(out_path).lower().endswith((".gz", ".bz2", ".xz", ".zip")):
-        raise InvalidInputError(
-            f"coadd output {out_path}: the coadd writes its planes in place through a memory map and cannot "
-            "compress them; give a name without the compression suffix (and compress the file afterwards, e.g. "
-            "with fpack)")
-    if isinstance(exclude_planes, str):
-        exclude_planes = [p.strip() for p in exclude_planes.split(",") if p.strip()]
-    exclude_planes = list(dict.fromkeys(["NO_DATA", *exclude_planes]))
+    _check_coadd_name(out_path, "coadd output")
+    exclude_planes = _plane_names(exclude_planes)
 
     inputs = [_inspect_input(p) for p in paths]
     first = inputs[0]
@@ -1689,6 +1871,12 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
             if require_same_psf:
                 raise InvalidInputError(msg)
             log.warning(msg)
+    for inp in inputs[1:]:
+        if not _same_unit(inp.unit, first.unit):
+            raise InvalidInputError(
+                f"coadd input {inp.path} has image unit (BUNIT) {_unit_text(inp.unit)} and {first.path} has "
+                f"{_unit_text(first.unit)}: the coadd would average pixels in different units; bring the inputs "
+                "to one unit (calibrate them) first")
     known = set().union(*(inp.mask_planes for inp in inputs))
     unknown = [p for p in exclude_planes if p != "NO_DATA" and p not in known]
     if unknown:
@@ -1747,12 +1935,14 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     ny, nx = -(-H // tile_size), -(-W // tile_size)
     ychunks = tuple(min(tile_size, H - i * tile_size) for i in range(ny))
     xchunks = tuple(min(tile_size, W - i * tile_size) for i in range(nx))
-    block_fn = functools.partial(_coadd_block, specs=tuple(specs), nodata_out=int(nodata_out))
-    tiles = da.map_blocks(block_fn, chunks=((3,), ychunks, xchunks), dtype=np.float64,
-                          name=f"psfmatch-coadd-{uuid.uuid4().hex[:8]}")
-    nthreads = int(num_workers) if num_workers else min(4, _cpu_count())
 
-    with atomic_write(out_path, overwrite=overwrite) as tmp:
+    with atomic_write(out_path, overwrite=overwrite) as tmp, \
+            _uncompressed_inputs(paths, os.path.dirname(os.path.abspath(tmp))) as readable:
+        # the tiles read each input's window: from an uncompressed copy of a whole-file-compressed input
+        specs = [(readable[i], bits, remap) for i, (_, bits, remap) in enumerate(specs)]
+        block_fn = functools.partial(_coadd_block, specs=tuple(specs), nodata_out=int(nodata_out))
+        tiles = da.map_blocks(block_fn, chunks=((3,), ychunks, xchunks), dtype=np.float64,
+                              name=f"psfmatch-coadd-{uuid.uuid4().hex[:8]}")
         offsets = {}
         with open(tmp, "wb") as fh:
             fh.write(primary.tostring().encode("ascii"))

@@ -13,8 +13,9 @@ processes, default one per core, unless ``--scheduler`` names a running
 scheduler) and written as ``DIR/<input file name>``.  Inputs whose outputs are
 complete and valid from an earlier run are skipped, so re-running the same
 command resumes an interrupted batch.  Exit status: 0 when every input is
-matched, 1 when any failed (the others are still written, and a summary lists
-the failures), 2 on a usage error.  The parser is registered on the main
+matched, 1 when any failed (the others are still written, a summary lists
+the failures, and the coadd is not made: re-running the same command once
+the inputs are fixed finishes the batch and writes it), 2 on a usage error.  The parser is registered on the main
 ``psfmatch`` command by :func:`add_batch_parser`.
 """
 
@@ -138,8 +139,8 @@ def add_batch_parser(subparsers, parents=()):
                     "and write DIR/<input name> for each; failures are isolated and reported, and a re-run "
                     "skips the inputs whose outputs are complete, so an interrupted batch resumes. Optionally "
                     "coadd the matched exposures (inverse-variance weighted; they must share one pixel grid).",
-        epilog="Exit status: 0 when every input matched, 1 when any failed (the others are written), 2 on a "
-               "usage error.")
+        epilog="Exit status: 0 when every input matched, 1 when any failed (the others are written, the coadd is "
+               "not; re-run the same command once the inputs are fixed), 2 on a usage error.")
     b.add_argument("inputs", nargs="*", metavar="INPUT", help="exposure files (psfmatch or LSST-style FITS with a PSF)")
     b.add_argument("--input-list", metavar="FILE", help="a text file with more input paths, one per line")
     b.add_argument("--reference-psf", "-r", required=True, type=_reference_arg, metavar="SPEC|auto",
@@ -241,6 +242,37 @@ def _check_destination(path, what, paths, outdir, *, overwrite, replaceable=None
         raise OutputExistsError(f"{what} {path} {kind}; pass --overwrite to replace it, or choose another name")
 
 
+def _check_coadd_options(args, paths):
+    """Check ``--coadd``'s name and the ``--coadd-exclude`` planes before any exposure is matched.
+
+    The planes are looked up in the inputs' mask planes (headers only), plus ``NO_DATA``, which
+    matching adds; a plain image (no mask of its own) is matched with the default planes.  Inputs
+    that cannot be read are left out here: their matches fail and are reported.
+    """
+    from .batch import _check_coadd_name, _plane_names
+    from .errors import InvalidInputError, UnsupportedFormatError
+    from .image import Mask
+    from .io import read_exposure_info
+
+    _check_coadd_name(args.coadd, "--coadd")
+    names = [name for name in _plane_names(args.coadd_exclude) if name != "NO_DATA"]
+    if not names:
+        return
+    known, n_read = {"NO_DATA"}, 0
+    for p in paths:
+        try:
+            known.update(read_exposure_info(p, psf=False).mask_planes)
+        except UnsupportedFormatError:  # a plain image: its mask gets the default planes
+            known.update(Mask(shape=(1, 1)).getMaskPlaneDict())
+        except Exception:  # missing or damaged: its match fails and is reported
+            continue
+        n_read += 1
+    unknown = [name for name in names if name not in known]
+    if unknown and n_read:
+        raise InvalidInputError(f"--coadd-exclude {','.join(unknown)}: not a mask plane of any input; known planes: "
+                                f"{','.join(sorted(known))}")
+
+
 def run_batch_command(args) -> int:
     """Run ``psfmatch batch`` from parsed arguments.
 
@@ -253,8 +285,9 @@ def run_batch_command(args) -> int:
     -------
     int
         0 when every input matched (and the coadd, if asked for, was written),
-        1 when any input failed or the coadd could not be made, 2 on a usage
-        error found after parsing (no inputs).
+        1 when any input failed (the coadd is then not made, so that re-running
+        the same command once the inputs are fixed writes it) or the coadd
+        could not be made, 2 on a usage error found after parsing (no inputs).
     """
     from . import progress as progress_mod
     from .batch import _check_paths, _one_line, coadd, match_many
@@ -276,6 +309,13 @@ def run_batch_command(args) -> int:
         if same_file(args.coadd, report_path):
             raise InvalidInputError(f"--coadd {args.coadd} and the report {report_path} are the same file; give "
                                     "distinct names")
+        _check_coadd_options(args, paths)
+    # nor may they replace the command's other inputs: the reference PSF's file, the input list, -C files
+    from .cli import _check_outputs_spare_inputs, _config_inputs, _spec_file
+
+    others = [(None if args.reference_psf == "auto" else _spec_file(args.reference_psf)[0], "the reference PSF"),
+              (args.input_list, "the input list, --input-list"), *_config_inputs(args)]
+    _check_outputs_spare_inputs([(report_path, "--report"), (args.coadd, "--coadd")], others)
     config = _config(args)
     if args.reference_psf == "auto":
         reference = "auto"
@@ -317,17 +357,15 @@ def run_batch_command(args) -> int:
     reports.write_json(report_path)  # a failure here (disk full ...) is one error line after the summary
     say(f"report: {os.path.abspath(report_path)}")
     if args.coadd:
-        outputs = reports.output_paths()
-        if not outputs:
-            say("coadd: not written (no input was matched)", failure=True)
+        if not reports.ok:  # a coadd of some inputs would be a wrong product, and block the re-run
+            say(f"coadd: not written: {len(reports.failed)} of {len(reports)} input(s) failed; fix them and re-run "
+                "the same command (the matched exposures are skipped) to write the coadd", failure=True)
             status = 1
         else:
             try:
-                c = coadd(outputs, args.coadd, exclude_planes=args.coadd_exclude, tile_size=args.coadd_tile,
-                          overwrite=args.overwrite)
-                part = "" if len(outputs) == len(reports) else f" ({len(outputs)} of {len(reports)} inputs)"
-                say(f"coadd: {c.output}{part}: {c.shape[1]}x{c.shape[0]} px, coverage {c.coverage:.3f}, "
-                    f"{c.time:.1f} s")
+                c = coadd(reports.output_paths(), args.coadd, exclude_planes=args.coadd_exclude,
+                          tile_size=args.coadd_tile, overwrite=args.overwrite)
+                say(f"coadd: {c.output}: {c.shape[1]}x{c.shape[0]} px, coverage {c.coverage:.3f}, {c.time:.1f} s")
             except (PsfMatchError, OSError) as exc:
                 say(f"coadd: FAILED: {type(exc).__name__}: {exc}", failure=True)
                 status = 1
