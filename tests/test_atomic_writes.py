@@ -14,10 +14,12 @@ older output left byte for byte as it was.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import warnings
@@ -28,7 +30,7 @@ import pytest
 from astropy.io import fits
 
 from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
-from psfmatch.errors import InvalidInputError, OutputExistsError
+from psfmatch.errors import InvalidInputError, OutputExistsError, OutputNotWritableError
 from psfmatch.io import atomic_write, read_exposure, read_kernel, write_exposure, write_kernel, write_kernel_image_grid
 from psfmatch.psf import GaussianPsf
 
@@ -307,3 +309,57 @@ def test_bad_output_paths_are_refused_before_anything_is_written(tmp_path, monke
     # nothing was written: no temporary file beside the directory, in the working directory or its parent
     assert sorted(os.listdir(tmp_path)) == ["dir.fits", "work"] and os.listdir(work) == []
     assert os.listdir(tmp_path / "dir.fits") == []
+
+
+@pytest.mark.parametrize("code, reason, remedy", [
+    (errno.EACCES, "Permission denied", "make it writable or write the output into another directory"),
+    (errno.EROFS, "Read-only file system", "write the output into a directory on a writable file system"),
+    (errno.ENOSPC, "No space left on device", "free some space there or write the output into another directory"),
+])
+@pytest.mark.parametrize("what", WRITERS)
+def test_a_directory_refusing_the_temporary_file_names_the_output(tmp_path, monkeypatch, objects, what, code,
+                                                                   reason, remedy):
+    out = tmp_path / "out.fits"
+
+    def refuse(prefix="", suffix="", dir=None, **kwargs):
+        raise OSError(code, reason, os.path.join(dir, prefix + "abc123" + suffix))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(OutputNotWritableError, match=rf"cannot write '.*out.fits': directory '.*' is not writable "
+                                                rf"\({reason}\); {remedy}") as info:
+        WRITERS[what](objects, out)
+    assert ".tmp" not in str(info.value) and isinstance(info.value.__cause__, OSError)
+    assert isinstance(info.value, OSError)  # except OSError keeps working
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_error_opening_the_temporary_file_names_the_output(tmp_path):
+    out = tmp_path / "out.fits"
+    out.write_bytes(b"old")
+    with pytest.raises(OutputNotWritableError, match=r"cannot write '.*out.fits': directory '.*' is not writable "
+                                                r"\(Permission denied\)") as info:
+        with atomic_write(out, overwrite=True) as tmp:
+            Path(tmp).write_bytes(b"half of the new")
+            raise PermissionError(errno.EACCES, "Permission denied", tmp)
+    assert ".tmp" not in str(info.value)
+    assert out.read_bytes() == b"old" and os.listdir(tmp_path) == ["out.fits"]  # the temporary file is gone
+
+
+def test_a_read_only_directory_is_a_typed_error(tmp_path, objects):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        try:
+            (ro / "probe").write_bytes(b"")
+        except PermissionError:
+            pass
+        else:
+            pytest.skip("permissions do not restrict this user (root)")
+        with pytest.raises(OutputNotWritableError,
+                           match=r"cannot write '.*ro/k.fits': directory '.*ro' is not writable \(Permission denied\); "
+                                 "make it writable"):
+            write_kernel(objects["kernel"], ro / "k.fits")
+        assert os.listdir(ro) == []
+    finally:
+        ro.chmod(0o755)

@@ -1,12 +1,15 @@
 """Applying a kernel to a masked image (psfmatch.convolve): the image, variance and mask contracts."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from psfmatch import Box2I, MemoryLimitError, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch import Box2I, Exposure, MemoryLimitError, ModelPsfMatchConfig, ModelPsfMatchTask
 from psfmatch.convolve import (convolve_masked_image, dilate_mask, estimate_memory, footprint_rectangles,
                                mask_footprint, spatial_term_images)
+from psfmatch.errors import KernelQualityWarning
 from psfmatch.image import MaskedImage
 from psfmatch.kernel import makeAlardLuptonBasisList
 from psfmatch.kernel.kernel import LinearCombinationKernel
@@ -326,3 +329,37 @@ def test_no_free_bit_for_no_data_is_logged(caplog):
         out = convolve_masked_image(mi, _constant_kernel(k=7))
     assert "no NO_DATA plane and no free bit for one" in caplog.text
     assert np.all(out.mask[:3] == 0) and np.all(np.isnan(out.image[:3]))
+
+
+def test_a_kernel_applied_outside_its_box_warns():
+    """Outside the box it was fitted on, a spatially varying kernel is extrapolated: convolving an image that
+    reaches there warns, naming both boxes; inside the box (as the task does), or with a constant kernel, nothing
+    is said."""
+    K = _varying_kernel()  # fitted on (0, 0) + 200 x 160
+    img = np.random.default_rng(5).normal(size=(40, 60))
+    outside = MaskedImage(img, variance=np.ones_like(img), xy0=(150, 30))  # x up to 209
+    with pytest.warns(KernelQualityWarning, match=r"the image's box Box2I\(minimum=\(150, 30\), dimensions=\(60, "
+                                                  r"40\)\) reaches outside the box the kernel was fitted on, "
+                                                  r"Box2I\(minimum=\(0, 0\), dimensions=\(200, 160\)\): its spatial "
+                                                  r"model is extrapolated there"):
+        convolve_masked_image(outside, K)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KernelQualityWarning)
+        convolve_masked_image(MaskedImage(img, variance=np.ones_like(img), xy0=(140, 120)), K)  # touches the corner
+        convolve_masked_image(outside, _constant_kernel())
+        flat = LinearCombinationKernel(K.basis, np.where(np.arange(6) == 0, K.coefficients, 0.0),
+                                       K.spatial_function, 1.0, K.bbox)  # order 2, but nothing varies
+        convolve_masked_image(outside, flat)
+    # the task applies its kernel to the box it fitted it on, also away from the origin: never a warning
+    exposure = Exposure(np.random.default_rng(6).normal(10.0, 1.0, (96, 128)).astype(np.float32),
+                        psf=VariableGaussianPsf(21, 21, Box2I((300, 500), (128, 96)), sigma=[1.6, 0.2, 0.1]),
+                        xy0=(300, 500))
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.kernelSize = 11
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 32
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6))
+    assert result.psfMatchingKernel.isSpatiallyVarying() and result.psfMatchingKernel.bbox == exposure.getBBox()
+    assert not [w for w in caught if "extrapolated" in str(w.message)]

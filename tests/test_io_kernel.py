@@ -9,10 +9,12 @@ from astropy.io import fits
 from psfmatch import Box2I, Exposure, LinearCombinationKernel, ModelPsfMatchConfig, ModelPsfMatchTask
 from psfmatch.errors import CorruptFileError, InvalidInputError, OutputExistsError, UnsupportedFormatError
 from psfmatch.geom import Box2D
-from psfmatch.io import kernel_image_grid, read_kernel, write_kernel
+from psfmatch.io import (kernel_image_grid, read_exposure, read_kernel, write_exposure, write_kernel,
+                         write_kernel_image_grid)
 from psfmatch.kernel.basis import KernelBasis
 from psfmatch.kernel.spatial import SpatialFunction
-from psfmatch.psf import VariableGaussianPsf
+from psfmatch.psf import GaussianPsf, VariableGaussianPsf
+from psfmatch.psf.image_psf import ImagePsf
 
 
 def handmade_kernel(kind="chebyshev1", order=2):
@@ -118,7 +120,7 @@ def test_errors(tmp_path):
     with pytest.raises(CorruptFileError, match="keyword KSUM is missing"):
         read_kernel(broken)
     with fits.open(broken, mode="update") as hdul:
-        hdul[0].header["KSUM"] = 1.0
+        hdul[0].header["KSUM"] = 0.93  # as written (KSUMSTR holds it exactly)
         del hdul[0].header["SPMAXY"]
     with pytest.raises(CorruptFileError, match="keyword SPMAXY is missing from the spatial function"):
         read_kernel(broken)
@@ -193,3 +195,110 @@ def test_coefficients_that_overflow_are_rejected(tmp_path):
     with pytest.raises(CorruptFileError, match=r"the kernel image at \(.*\) is not finite \(coefficients up to "
                                                r"1\.5e\+308 in size\): the file is damaged"):
         read_kernel(tmp_path / "huge.fits")
+
+
+# a kernelSum (a zero-point ratio 10**(-0.4 dm), say) whose 17 digits a FITS float card (20 characters) cannot hold
+LONG_SUM = 1.2345678901234568e-05
+
+
+def test_kernel_sum_round_trips_to_the_last_bit(tmp_path):
+    k = handmade_kernel().with_kernel_sum(LONG_SUM)
+    k.writeFits(tmp_path / "k.fits")
+    header = fits.getheader(tmp_path / "k.fits")
+    assert header["KSUM"] != LONG_SUM and header["KSUMSTR"] == "1.2345678901234568e-05"  # the card is cut off
+    back = read_kernel(tmp_path / "k.fits")
+    assert back.kernel_sum == LONG_SUM
+    for pos in POSITIONS:
+        np.testing.assert_array_equal(back.computeImage(pos), k.computeImage(pos))
+    # the kernel-image grid stores it exactly too
+    write_kernel_image_grid(k, tmp_path / "grid.fits", nx=2, ny=2)
+    assert float(fits.getheader(tmp_path / "grid.fits")["KSUMSTR"]) == LONG_SUM
+    # a file without the exact card (written before it existed) reads the float card
+    with fits.open(tmp_path / "k.fits", mode="update") as hdul:
+        del hdul[0].header["KSUMSTR"]
+    assert read_kernel(tmp_path / "k.fits").kernel_sum == header["KSUM"]
+
+
+@pytest.mark.parametrize("edit, match", [
+    ({"KSUMSTR": "abc"}, r"KSUMSTR = 'abc' \(the exact value of KSUM\) is not a number.*delete KSUMSTR"),
+    ({"KSUMSTR": "nan"}, r"KSUMSTR = 'nan' disagrees with KSUM = 0.93"),
+    ({"KSUM": 1.0}, r"KSUMSTR = '0.93' disagrees with KSUM = 1.0: one of them was edited; set both"),
+    ({"KSUM": 0.94}, r"KSUMSTR = '0.93' disagrees with KSUM = 0.94"),
+    ({"KSUM": 0.92999999999999}, r"KSUMSTR = '0.93' disagrees with KSUM = 0.92999999999999"),
+])
+def test_edited_exact_kernel_sum_is_refused(tmp_path, edit, match):
+    path = tmp_path / "k.fits"
+    handmade_kernel().writeFits(path)
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header.update(edit)
+    with pytest.raises(CorruptFileError, match=match):
+        read_kernel(path)
+
+
+def test_image_psf_pixel_scale_round_trips_exactly(tmp_path):
+    scale = 7.305555555555556e-05  # 0.263 arcsec in degrees: 16 digits
+    psf = ImagePsf(GaussianPsf(21, 21, 1.7).computeKernelImage((0, 0)), pixel_scale=scale)
+    write_exposure(Exposure(np.ones((16, 16), np.float32), psf=psf), tmp_path / "e.fits")
+    assert read_exposure(tmp_path / "e.fits").getPsf().pixel_scale == scale
+    with fits.open(tmp_path / "e.fits", mode="update") as hdul:
+        hdul["PSF"].header["PIXSCALE"] = 0.2
+    with pytest.raises(CorruptFileError, match=r"e.fits\[PSF\]: PIXSCSTR = '7.305555555555556e-05' disagrees with "
+                                               r"PIXSCALE = 0.2"):
+        read_exposure(tmp_path / "e.fits")
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"bbox": Box2D(Box2I((100, 200), (300, 250)))},
+     r"bbox must be a non-empty Box2I; got Box2D\(\(99.5, 199.5\), .*give the Box2I of the pixels"),
+    ({"bbox": ((100, 200), (300, 250))}, r"bbox must be a non-empty Box2I; got \(\(100, 200\), \(300, 250\)\)"),
+    ({"bbox": Box2I((100, 200), (0, 250))}, r"bbox must be a non-empty Box2I; got Box2I\(minimum=\(100, 200\)"),
+    ({"nx": float("nan")}, r"nx and ny must be positive integers; got nx = nan"),
+    ({"ny": float("inf")}, r"nx and ny must be positive integers; got ny = inf"),
+    ({"nx": None}, r"nx and ny must be positive integers; got nx = None"),
+    ({"nx": 2.5}, r"nx and ny must be positive integers; got nx = 2.5"),
+    ({"ny": "3"}, r"nx and ny must be positive integers; got ny = '3'"),
+    ({"nx": True}, r"nx and ny must be positive integers; got nx = True"),
+])
+def test_image_grid_arguments_are_validated(tmp_path, kwargs, match):
+    k = handmade_kernel()
+    with pytest.raises(InvalidInputError, match=match):
+        kernel_image_grid(k, **kwargs)
+    with pytest.raises(InvalidInputError, match=match):
+        write_kernel_image_grid(k, tmp_path / "grid.fits", **kwargs)
+    if "bbox" not in kwargs:
+        with pytest.raises(InvalidInputError, match=match):
+            k.writeImageGridFits(tmp_path / "grid.fits", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+    # an integral float or numpy integer is a valid size, and the grid is the box's tiling
+    xs, ys, _ = kernel_image_grid(k, nx=2.0, ny=np.int64(1))
+    np.testing.assert_array_equal(xs, [174.5, 324.5])
+    np.testing.assert_array_equal(ys, [324.5, 324.5])
+
+
+def _one_basis():
+    return KernelBasis(np.ones((2, 5, 5)) / 25, "custom", {})
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: LinearCombinationKernel(_one_basis(), [1.0, np.nan]),
+     r"the kernel's coefficients must be finite; coefficient \(1, 0\) is nan"),
+    (lambda: LinearCombinationKernel(_one_basis(), [[1.0], [-np.inf]]),
+     r"the kernel's coefficients must be finite; coefficient \(1, 0\) is -inf"),
+    (lambda: LinearCombinationKernel(_one_basis(), [1.0, 0.0], kernel_sum=np.nan),
+     r"kernel_sum must be finite; got nan"),
+    (lambda: LinearCombinationKernel(_one_basis(), [1.0, 0.0], kernel_sum=np.inf),
+     r"kernel_sum must be finite; got inf"),
+    (lambda: LinearCombinationKernel(_one_basis(), [1.0, 0.0], kernel_sum="2"),
+     r"kernel_sum must be a number; got '2'"),
+    (lambda: LinearCombinationKernel(_one_basis(), [1.0, 0.0], kernel_sum=None),
+     r"kernel_sum must be a number; got None"),
+    (lambda: LinearCombinationKernel(_one_basis(), [1.0, 0.0], bbox=((0, 0), (100, 100))),
+     r"bbox must be a Box2I \(the box the kernel was fitted on\) or None; got \(\(0, 0\), \(100, 100\)\)"),
+    (lambda: LinearCombinationKernel(_one_basis(), [1.0, 0.0], bbox=Box2D((0, 0), (100, 100))),
+     r"bbox must be a Box2I .* got Box2D"),
+    (lambda: handmade_kernel().with_kernel_sum(float("nan")), r"kernel_sum must be finite; got nan"),
+    (lambda: handmade_kernel().with_kernel_sum(-np.inf), r"kernel_sum must be finite; got -inf"),
+])
+def test_kernel_refuses_values_it_could_not_store(make, match):
+    with pytest.raises(InvalidInputError, match=match):
+        make()

@@ -347,7 +347,7 @@ class _StagedOutputs:
         self.temps = {}
 
     def add(self, path, what):
-        from .errors import MissingFileError, OutputExistsError
+        from .errors import MissingFileError, OutputExistsError, OutputNotWritableError
         from .io.fits import same_file
 
         if path is None:
@@ -361,7 +361,7 @@ class _StagedOutputs:
             raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist")
         why = _unwritable(folder)
         if why:
-            raise MissingFileError(f"cannot write {what} {path}: directory {folder} is not writable ({why}); make "
+            raise OutputNotWritableError(f"cannot write {what} {path}: directory {folder} is not writable ({why}); make "
                                    "it writable (chmod u+wx) or write the output into another directory")
         _check_not_a_directory(path, what)
         if os.path.lexists(path) and not self.overwrite:

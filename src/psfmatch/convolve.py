@@ -66,13 +66,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from concurrent import futures
 
 import numpy as np
 from numpy.polynomial import chebyshev as npcheb
 from scipy import fft as sfft
 
-from .errors import InvalidInputError, MemoryLimitError
+from .errors import InvalidInputError, KernelQualityWarning, MemoryLimitError
 from .geom import Box2D
 from .image import MaskedImage
 from .parallel import available_cores, shared_pool
@@ -857,6 +858,17 @@ def _overflow_error(name, ys, ny, block):
         f"transforms can hold; {wider}use a smaller kernelSum, or flag the absurd pixels NO_DATA")
 
 
+def _warn_if_extrapolated(bbox, kernel):
+    """Warn (KernelQualityWarning) when a spatially varying kernel is applied outside its fitted box."""
+    fit = getattr(kernel, "bbox", None)
+    if fit is None or bbox.isEmpty() or not kernel.isSpatiallyVarying() or fit.intersection(bbox) == bbox:
+        return
+    warnings.warn(f"the image's box {bbox} reaches outside the box the kernel was fitted on, {fit}: its spatial "
+                  "model is extrapolated there (polynomials grow fast outside the fit, and the kernel can become "
+                  "strongly negative); apply the kernel only inside its box, or fit one for this image's box",
+                  KernelQualityWarning, stacklevel=3)
+
+
 def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKernel, *,
                           mask_threshold: float = 1e-3, tile: int = 384, max_memory_bytes=None,
                           workers=None) -> MaskedImage:
@@ -869,6 +881,12 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
         precision, anything else in double precision.
     kernel : LinearCombinationKernel
         Evaluated at parent pixel coordinates (the image's ``xy0`` is honoured).
+        A spatially varying kernel is meant for the box it was fitted on
+        (``kernel.bbox``); where the image reaches outside it, its spatial
+        model is extrapolated (polynomials grow fast there and the kernel can
+        become strongly negative) and a
+        :class:`~psfmatch.errors.KernelQualityWarning` names both boxes.  A
+        spatially constant kernel, or one without a box, applies anywhere.
     mask_threshold : float
         Footprint threshold for mask propagation (``maskDilationThreshold``).
     tile : int
@@ -893,7 +911,14 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
         Each batch of tiles is checked (about 10 us per 360 px tile).
     MemoryLimitError
         If ``max_memory_bytes`` is given and :func:`estimate_memory` exceeds it.
+
+    Warns
+    -----
+    KernelQualityWarning
+        If the image's box is not inside the box a spatially varying kernel
+        was fitted on (``kernel.bbox``): the kernel is extrapolated there.
     """
+    _warn_if_extrapolated(masked_image.getBBox(), kernel)
     img = masked_image.image
     var = masked_image.variance
     mask_obj = masked_image.getMask()

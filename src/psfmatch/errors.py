@@ -27,6 +27,7 @@ __all__ = [
     "MissingFileError",
     "MemoryLimitError",
     "OutputExistsError",
+    "OutputNotWritableError",
     "MissingDependencyError",
     "PsfMatchWarning",
     "IllPosedMatchWarning",
@@ -129,6 +130,14 @@ class MemoryLimitError(PsfMatchError, MemoryError):
 
 class OutputExistsError(PsfMatchError, FileExistsError):
     """An output file exists already and overwriting it was not asked for (pass ``overwrite=True``)."""
+
+
+class OutputNotWritableError(PsfMatchError, OSError):
+    """An output file cannot be created where asked (no permission, a read-only or full file system).
+
+    The message names the output, its directory, the reason and the remedy; an ``OSError``, so
+    ``except OSError`` keeps working.
+    """
 
 
 class MissingDependencyError(PsfMatchError, ImportError):

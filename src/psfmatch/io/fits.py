@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import json
 import logging
 import os
@@ -51,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import (CorruptFileError, InvalidInputError, MissingDependencyError, MissingFileError,
-                      OutputExistsError, PsfMatchError, UnsupportedFormatError)
+                      OutputExistsError, OutputNotWritableError, PsfMatchError, UnsupportedFormatError)
 from ..image import Exposure, Mask, check_plane_name, plane_dtype
 from ..parallel import catch_warnings
 
@@ -92,6 +93,18 @@ def same_file(a, b) -> bool:
         return False
 
 
+def _unwritable(path, directory, exc) -> OutputNotWritableError:
+    """The error for an output that cannot be written in ``directory``: the user's path, why, and what to do."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        remedy = "free some space there or write the output into another directory"
+    elif exc.errno == errno.EROFS:
+        remedy = "write the output into a directory on a writable file system"
+    else:
+        remedy = "make it writable or write the output into another directory"
+    return OutputNotWritableError(f"cannot write {path!r}: directory {directory!r} is not writable "
+                             f"({exc.strerror or exc}); {remedy}")
+
+
 @contextlib.contextmanager
 def atomic_write(path, overwrite=False):
     """Write a file atomically: yield a temporary path beside ``path``, then move it into place.
@@ -119,14 +132,22 @@ def atomic_write(path, overwrite=False):
         If the directory of ``path`` does not exist (a `FileNotFoundError`).
     InvalidInputError
         If ``path`` is empty or names a directory.
+    OutputNotWritableError
+        If the temporary file cannot be created or opened in the directory of
+        ``path`` (no permission, a read-only file system, no space left): the
+        message names ``path``, the reason and the remedy (the `OSError` is
+        chained).
 
     Notes
     -----
     On any exception inside the ``with`` block the temporary file is removed and
-    ``path`` is untouched.  The temporary name is ``.<name>.<random>.tmp``; for
-    a compressed name (``.gz``, ``.bz2``, ``.xz``) the compression suffix is
-    repeated at its end (``.<name>.<random>.tmp.gz``), so that writers choosing
-    the compression by the extension (astropy) compress the file.
+    ``path`` is untouched.  An `OSError` raised inside the block that names the
+    temporary file becomes the :class:`~psfmatch.errors.OutputNotWritableError`
+    above; other exceptions pass through unchanged.  The temporary name is
+    ``.<name>.<random>.tmp``; for a compressed name (``.gz``, ``.bz2``,
+    ``.xz``) the compression suffix is repeated at its end
+    (``.<name>.<random>.tmp.gz``), so that writers choosing the compression by
+    the extension (astropy) compress the file.
 
     Examples
     --------
@@ -153,11 +174,19 @@ def atomic_write(path, overwrite=False):
     # keep a compression suffix last: writers (astropy) compress by the file name's extension
     ext = os.path.splitext(path)[1]
     suffix = ".tmp" + (ext.lower() if ext.lower() in _COMPRESSED_SUFFIXES else "")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix, dir=directory)
+    except OSError as exc:
+        raise _unwritable(path, directory, exc) from exc
     os.close(fd)
     os.unlink(tmp)  # writers (astropy) refuse to write onto an existing file
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if isinstance(exc, PsfMatchError) or tmp not in (exc.filename, exc.filename2):
+                raise
+            raise _unwritable(path, directory, exc) from exc
         if not os.path.exists(tmp):
             raise OSError(f"nothing was written for {path!r}")
         if overwrite:

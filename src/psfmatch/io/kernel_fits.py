@@ -5,7 +5,8 @@ Kernel file layout (``PMFORMAT = 'psfmatch-kernel'``)
 ==========  =====================================================================
 HDU         content
 ==========  =====================================================================
-PRIMARY     no data; ``KSUM`` (kernelSum), ``BASKIND`` (basis kind), ``KSIZE``,
+PRIMARY     no data; ``KSUM`` (kernelSum) and ``KSUMSTR`` (the same, exactly),
+            ``BASKIND`` (basis kind), ``KSIZE``,
             ``NBASIS``, ``NSPATIAL``, the spatial function (``SPKIND``,
             ``SPORDER`` and its box ``SPMINX``..``SPMAXY``, pixel edges), the
             fitted box (``BBX0``, ``BBY0``, ``BBW``, ``BBH``), ``CONVENTN``
@@ -17,6 +18,17 @@ COEFFS      float64 ``(n_basis, n_spatial)``: the spatial coefficients theta
 Loading gives back a :class:`~psfmatch.kernel.kernel.LinearCombinationKernel`
 whose images equal the saved one's bit for bit.
 
+Exact floating-point cards: astropy writes a float card's value in at most 20
+characters (13 to 17 significant digits), fewer than a float64 can need.
+Beside such a card (``KSUM`` here and in a kernel-image grid, ``PIXSCALE`` of
+a stored ``ImagePsf``) psfmatch writes the value's shortest exact decimal form
+(Python's ``repr``, e.g. ``KSUMSTR = '1.2345678901234568e-05'``) as a string
+card (``KSUMSTR``, ``PIXSCSTR``), which reading prefers; files without it read
+the float card.  A string card that does not parse as a finite number, or
+whose value, cut off or rounded to the digits the float card holds, is not the
+float card's value (one of the two was edited), is a
+:class:`~psfmatch.errors.CorruptFileError` naming the keyword.
+
 Kernel images are for a *convolution* (``matched = science (*) K``); an
 image-grid export with ``lsst=True`` flips them for LSST's afw, which applies
 kernels as correlations.
@@ -24,9 +36,12 @@ kernels as correlations.
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
+import numbers
 import os
+import re
 
 import numpy as np
 
@@ -41,6 +56,74 @@ __all__ = ["write_kernel", "read_kernel", "kernel_image_grid", "write_kernel_ima
 
 KERNEL_FORMAT = "psfmatch-kernel"
 KERNEL_GRID_FORMAT = "psfmatch-kernel-grid"
+
+
+#: The string card holding the exact value of each float card written with one.
+EXACT_FLOAT_KEYS = {"KSUM": "KSUMSTR", "PIXSCALE": "PIXSCSTR"}
+_FLOAT_TEXT = re.compile(r"\s*[+-]?(\d*)(?:\.(\d*))?(?:[EeDd][+-]?\d+)?\s*")
+
+
+def write_exact_float(header, key, value, comment) -> None:
+    """Set the float card ``key`` and its exact string companion (:data:`EXACT_FLOAT_KEYS`)."""
+    value = float(value)
+    header[key] = (value, comment)
+    header[EXACT_FLOAT_KEYS[key]] = (repr(value), f"{key} exactly")
+
+
+def _written_digits(header, key):
+    """The number of significant digits of the card ``key`` as it stands in the file, or None."""
+    image = header.cards[key].image
+    m = _FLOAT_TEXT.fullmatch(image[10:].split("/", 1)[0]) if image[8:10] == "= " else None
+    digits = (m.group(1) + (m.group(2) or "")).lstrip("0") if m else ""
+    return len(digits) or None
+
+
+def _agrees(exact, value, digits) -> bool:
+    """Whether ``value`` is ``exact`` written with ``digits`` significant digits, cut off (as astropy
+    shortens a long card) or rounded (as C's printf and others do)."""
+    if exact == value:
+        return True
+    shortest = decimal.Decimal(repr(exact))
+    for number, rounding in ((shortest, decimal.ROUND_DOWN), (shortest, decimal.ROUND_HALF_UP),
+                             (decimal.Decimal(exact), decimal.ROUND_HALF_EVEN)):
+        if float(decimal.Context(prec=digits, rounding=rounding).plus(number)) == value:
+            return True
+    return False
+
+
+def read_exact_float(header, key, where) -> float:
+    """The value of the float card ``key``, exactly when its string companion is there.
+
+    Raises
+    ------
+    CorruptFileError
+        If ``key`` is not a finite number, or its companion does not parse as
+        a finite number or disagrees with it (see the module docstring).
+    """
+    exact_key = EXACT_FLOAT_KEYS[key]
+    card = header[key]
+    try:
+        if isinstance(card, (str, bool)):
+            raise ValueError
+        value = float(card)
+    except (TypeError, ValueError):
+        raise CorruptFileError(f"{where}: {key} = {card!r} is not a number") from None
+    if not math.isfinite(value):
+        raise CorruptFileError(f"{where}: {key} = {card!r} is not finite")
+    if exact_key not in header:
+        return value
+    text = header[exact_key]
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        exact = float(text.strip())
+    except ValueError:
+        raise CorruptFileError(f"{where}: {exact_key} = {text!r} (the exact value of {key}) is not a number; the "
+                               f"header was damaged or edited (delete {exact_key} to use {key} = {card!r})") from None
+    if not (math.isfinite(exact) and _agrees(exact, value, _written_digits(header, key) or 12)):
+        raise CorruptFileError(f"{where}: {exact_key} = {text!r} disagrees with {key} = {card!r}: one of them was "
+                               f"edited; set both to the intended value (or delete {exact_key} to use {key})")
+    return exact
 
 
 def _check_kernel(kernel):
@@ -65,7 +148,7 @@ def write_kernel(kernel, path, *, overwrite=False) -> None:
     h = primary.header
     h["PMFORMAT"] = (KERNEL_FORMAT, "written by psfmatch")
     h["PMVERS"] = (1, "psfmatch kernel format version")
-    h["KSUM"] = (kernel.kernel_sum, "kernelSum: every kernel image sums to it")
+    write_exact_float(h, "KSUM", kernel.kernel_sum, "kernelSum: every kernel image sums to it")
     h["BASKIND"] = (kernel.basis.kind, "basis kind")
     h["KSIZE"] = (kernel.basis.kernel_size, "kernel width = height")
     h["NBASIS"] = (len(kernel.basis), "number of basis kernels")
@@ -142,13 +225,13 @@ def read_kernel(path) -> LinearCombinationKernel:
             if name not in names:
                 raise CorruptFileError(f"{path}: the {name} HDU is missing (HDUs: {names})")
         kind = str(_req(h, "BASKIND", path)).strip()
-        ksum = _req(h, "KSUM", path)
+        _req(h, "KSUM", path)
+        ksum = read_exact_float(h, "KSUM", path)
         guard.hdu = "BASIS"
         try:
             images = np.array(hdul["BASIS"].data, dtype=np.float64)
             coeffs = np.array(hdul["COEFFS"].data, dtype=np.float64)
             description = json.loads(hdul["BASIS"].header.get("DESCRIPT", "{}"))
-            ksum = float(ksum)
         except (TypeError, ValueError) as exc:
             raise CorruptFileError(f"{path}: cannot decode the kernel ({exc})") from exc
         if images.ndim != 3 or coeffs.ndim != 2 or coeffs.shape[0] != images.shape[0]:
@@ -237,9 +320,11 @@ def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=Fal
     ----------
     kernel : LinearCombinationKernel
     nx, ny : int
-        Grid size; the positions are the centres of an ``nx x ny`` tiling of ``bbox``.
+        Grid size (positive integers); the positions are the centres of an
+        ``nx x ny`` tiling of ``bbox``.
     bbox : Box2I, optional
-        The region; default the kernel's fitted box (required if the kernel has none).
+        The region (a non-empty integer box, as ``exposure.getBBox()``);
+        default the kernel's fitted box (required if the kernel has none).
     positions : (array_like, array_like), optional
         Explicit ``(xs, ys)`` instead of the grid.
     lsst : bool
@@ -250,6 +335,13 @@ def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=Fal
     xs, ys : ndarray, shape (n,)
         Parent positions (row-major over the grid: x fastest).
     images : ndarray, shape (n, k, k)
+
+    Raises
+    ------
+    InvalidInputError
+        If ``kernel`` is not a LinearCombinationKernel, ``nx`` or ``ny`` is
+        not a positive integer, ``bbox`` is not a non-empty Box2I, or the
+        positions are not two arrays of one length.
     """
     _check_kernel(kernel)
     if positions is not None:
@@ -260,8 +352,14 @@ def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=Fal
         box = bbox if bbox is not None else kernel.bbox
         if box is None:
             raise InvalidInputError("the kernel has no bounding box; pass bbox= or positions=")
-        if int(nx) != nx or int(ny) != ny or nx < 1 or ny < 1:
-            raise InvalidInputError(f"nx and ny must be positive integers; got {nx!r}, {ny!r}")
+        if not isinstance(box, Box2I) or box.isEmpty():
+            hint = " (a Box2D holds pixel edges: give the Box2I of the pixels)" if isinstance(box, Box2D) else ""
+            raise InvalidInputError(f"bbox must be a non-empty Box2I; got {box!r}{hint}")
+        for name, value in (("nx", nx), ("ny", ny)):
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+                    or value != int(value) or value < 1):
+                raise InvalidInputError(f"nx and ny must be positive integers; got {name} = {value!r}")
+        nx, ny = int(nx), int(ny)
         gx = box.getMinX() - 0.5 + (np.arange(nx) + 0.5) * box.getWidth() / nx
         gy = box.getMinY() - 0.5 + (np.arange(ny) + 0.5) * box.getHeight() / ny
         X, Y = np.meshgrid(gx, gy)
@@ -278,8 +376,9 @@ def write_kernel_image_grid(kernel, path, *, nx=5, ny=5, bbox=None, positions=No
 
     The primary HDU holds the cube ``(n, k, k)`` (``CONVENTN`` says
     ``convolution`` or ``lsst-correlation``); the ``POSITIONS`` table the
-    parent ``x``, ``y`` of each plane and the image ``sum``.  See
-    :func:`kernel_image_grid` for the parameters.
+    parent ``x``, ``y`` of each plane and the image ``sum``; ``KSUM`` and
+    ``KSUMSTR`` (exactly) the kernelSum.  See :func:`kernel_image_grid` for
+    the parameters.
     """
     from astropy.io import fits
 
@@ -287,7 +386,7 @@ def write_kernel_image_grid(kernel, path, *, nx=5, ny=5, bbox=None, positions=No
     primary = fits.PrimaryHDU(images)
     primary.header["PMFORMAT"] = (KERNEL_GRID_FORMAT, "written by psfmatch")
     primary.header["CONVENTN"] = ("lsst-correlation" if lsst else "convolution", "how to apply the images")
-    primary.header["KSUM"] = (kernel.kernel_sum, "kernelSum")
+    write_exact_float(primary.header, "KSUM", kernel.kernel_sum, "kernelSum")
     table = fits.BinTableHDU.from_columns(
         [fits.Column(name="x", format="D", array=xs), fits.Column(name="y", format="D", array=ys),
          fits.Column(name="sum", format="D", array=images.sum(axis=(1, 2)))], name="POSITIONS")

@@ -6,8 +6,9 @@ how to read it back:
 - ``GaussianPsf``, ``DoubleGaussianPsf``, ``MoffatPsf``, ``VariableGaussianPsf``:
   a header-only HDU, the constructor parameters as JSON in the long-string card
   ``PMPARAMS``.  Round-trip: exact (an equal object).
-- ``ImagePsf``: an image HDU with the (odd, unit-sum) array and ``PIXSCALE``.
-  Round-trip: exact.
+- ``ImagePsf``: an image HDU with the (odd, unit-sum) array, ``PIXSCALE`` and
+  ``PIXSCSTR`` (the pixel scale exactly, as a string: the float card holds
+  about 15 digits; see :mod:`psfmatch.io.kernel_fits`).  Round-trip: exact.
 - ``PsfexPsf``: the PSFEx ``PSF_DATA`` table (1-based contexts) plus the stamp
   size (``PMSTAMPW``/``PMSTAMPH``); the basis as float32 when float32 holds it
   exactly (a model read from a PSFEx file), else as float64.  Round-trip: exact.
@@ -38,6 +39,7 @@ from ..psf.analytic import DoubleGaussianPsf, GaussianPsf, MoffatPsf, VariableGa
 from ..psf.base import _ResizedPsf, _overrides_model, pad_or_crop
 from ..psf.image_psf import ImagePsf
 from ..psf.psfex import MAX_STAMP_SIZE, PsfexPsf, psfex_terms, read_psfex
+from .kernel_fits import read_exact_float, write_exact_float
 
 __all__ = ["psf_to_hdus", "psf_from_hdul", "fit_polynomial_psf"]
 
@@ -153,7 +155,7 @@ def psf_to_hdus(psf, *, bbox=None, degree=2, ngrid=5) -> list:
         hdu = fits.ImageHDU(np.asarray(inner.array, dtype=np.float64), name=EXTNAME)
         hdu.header["PMPSFTYP"] = ("ImagePsf", "psfmatch PSF model")
         if inner.pixel_scale is not None:
-            hdu.header["PIXSCALE"] = (inner.pixel_scale, "arcsec per pixel")
+            write_exact_float(hdu.header, "PIXSCALE", inner.pixel_scale, "arcsec per pixel")
     elif isinstance(inner, PsfexPsf) and not _overrides_model(type(inner)):
         hdu = inner.to_hdu()
         hdu.name = EXTNAME
@@ -226,7 +228,8 @@ def psf_from_hdul(hdul, where="<file>"):
             _check_stamp(label, ("width", "height"), (params["width"], params["height"]))
             psf = _build_analytic(kind, params)
         elif kind == "ImagePsf":
-            psf = ImagePsf(np.asarray(hdu.data, dtype=np.float64), pixel_scale=h.get("PIXSCALE"))
+            scale = read_exact_float(h, "PIXSCALE", label) if "PIXSCALE" in h else None
+            psf = ImagePsf(np.asarray(hdu.data, dtype=np.float64), pixel_scale=scale)
         elif kind == "PsfexPsf":
             stamp = None
             if "PMSTAMPW" in h:

@@ -29,6 +29,20 @@ from .spatial import SpatialFunction
 __all__ = ["LinearCombinationKernel"]
 
 
+def _finite_kernel_sum(kernel_sum) -> float:
+    """``kernel_sum`` as a float, once it is a finite number (InvalidInputError otherwise)."""
+    try:
+        if isinstance(kernel_sum, (str, bytes)):  # float("1") would pass
+            raise TypeError
+        value = float(kernel_sum)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"kernel_sum must be a number; got {kernel_sum!r}") from None
+    if not np.isfinite(value):
+        raise InvalidInputError(f"kernel_sum must be finite; got {kernel_sum!r} (the kernel's images would be "
+                                "NaN or inf, and cannot be saved)")
+    return value
+
+
 class LinearCombinationKernel:
     """A (possibly spatially varying) linear combination of basis kernels.
 
@@ -41,9 +55,17 @@ class LinearCombinationKernel:
     spatial_function : SpatialFunction or None
         Required when ``n_s > 1``.
     kernel_sum : float
-        Overall scale ``s`` (the ``kernelSum`` of the task).
+        Overall scale ``s`` (the ``kernelSum`` of the task); finite.
     bbox : Box2I, optional
-        The region the kernel was fitted for (the exposure's box).
+        The region the kernel was fitted for (the exposure's box).  Outside it
+        a spatially varying kernel's coefficients are extrapolated.
+
+    Raises
+    ------
+    InvalidInputError
+        If the coefficients do not match the basis and the spatial function,
+        a coefficient or ``kernel_sum`` is not a finite number, or ``bbox`` is
+        not a `~psfmatch.geom.Box2I` (or None).
     """
 
     def __init__(self, basis: KernelBasis, coefficients, spatial_function=None, kernel_sum=1.0, bbox=None):
@@ -58,10 +80,16 @@ class LinearCombinationKernel:
         if spatial_function is not None and coeffs.shape[1] != spatial_function.nterms:
             raise InvalidInputError(
                 f"coefficients have {coeffs.shape[1]} spatial terms; the spatial function has {spatial_function.nterms}")
+        if not np.all(np.isfinite(coeffs)):
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(coeffs))[0])
+            raise InvalidInputError(f"the kernel's coefficients must be finite; coefficient {bad} is {coeffs[bad]} "
+                                    "(a kernel that cannot be evaluated or saved; check the fit that gave them)")
+        self.kernel_sum = _finite_kernel_sum(kernel_sum)
+        if bbox is not None and not isinstance(bbox, Box2I):
+            raise InvalidInputError(f"bbox must be a Box2I (the box the kernel was fitted on) or None; got {bbox!r}")
         coeffs.setflags(write=False)
         self.coefficients = coeffs
         self.spatial_function = spatial_function
-        self.kernel_sum = float(kernel_sum)
         self.bbox = bbox
 
     # --- LSST-like accessors -------------------------------------------
@@ -130,6 +158,14 @@ class LinearCombinationKernel:
             If True, divide by the image's sum (unit sum); else its sum is ``kernelSum``.
         doNormalize : bool, optional
             afw's name for ``normalize``.
+
+        Notes
+        -----
+        The spatial model is fitted over ``bbox``; at a ``position`` outside
+        it the coefficients are extrapolated (polynomials grow quickly there,
+        and the image can become strongly negative) without a warning.
+        :func:`~psfmatch.convolve.convolve_masked_image` warns when an image
+        reaches outside ``bbox``.
         """
         if doNormalize is not None:
             normalize = doNormalize
@@ -145,6 +181,10 @@ class LinearCombinationKernel:
 
     def computeImages(self, x, y) -> np.ndarray:
         """Kernel images at many positions: shape (n, k, k).
+
+        As for :meth:`computeImage`, positions outside ``bbox`` (the box the
+        spatial model was fitted on) get extrapolated coefficients, without a
+        warning.
 
         Raises
         ------
@@ -213,6 +253,13 @@ class LinearCombinationKernel:
         write_kernel_image_grid(self, path, nx=nx, ny=ny, positions=positions, lsst=lsst, overwrite=overwrite)
 
     def with_kernel_sum(self, kernel_sum) -> "LinearCombinationKernel":
+        """The same kernel scaled to sum to ``kernel_sum`` everywhere.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``kernel_sum`` is not a finite number.
+        """
         return LinearCombinationKernel(self.basis, self.coefficients, self.spatial_function, kernel_sum, self.bbox)
 
     def to_dict(self) -> dict:
