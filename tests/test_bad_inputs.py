@@ -39,6 +39,7 @@ from astropy.io import fits
 from psfmatch import (Box2I, Exposure, LinearCombinationKernel, MaskedImage, ModelPsfMatchConfig, ModelPsfMatchTask,
                       PsfMatchError)
 from psfmatch.convolve import convolve_masked_image
+from psfmatch.geom import Box2D, Point2D
 from psfmatch.errors import (CorruptFileError, InvalidConfigError, InvalidInputError, KernelQualityWarning,
                              MemoryLimitError, MissingFileError, MissingPsfError, NoKernelCandidatesError,
                              PsfEvaluationError, TruncatedPsfWarning, UnsupportedFormatError)
@@ -737,3 +738,14 @@ def test_shape_error_names_the_position_exactly():
     assert str(e) == "Unable to evaluate Psf at (2047.5, 4095.5): no core"  # (was rounded to (2048, 4096))
     assert str(PsfComputeShapeError((12345.25, 0))) == "Unable to evaluate Psf at (12345.25, 0)"
     assert str(pickle.loads(pickle.dumps(e))) == str(e) and e.metadata == {"position": {"x": 2047.5, "y": 4095.5}}
+
+
+@pytest.mark.parametrize("bbox, hint", [
+    (Box2D(Point2D(-0.5, -0.5), Point2D(127.5, 127.5)), r"a Box2D holds pixel edges: give the Box2I of the pixels"),
+    ((0, 0, 128, 128), r"e\.g\. exposure\.getBBox\(\)"),
+    (Box2I(), r"e\.g\. exposure\.getBBox\(\)"),
+])
+def test_fit_kernel_needs_an_integer_box(bbox, hint):
+    """fitKernel with a Box2D (or a tuple, or an empty box) is a typed error, not an AttributeError from the cells."""
+    with pytest.raises(InvalidInputError, match=r"bbox must be a non-empty Box2I, the exposure's box; got .*" + hint):
+        ModelPsfMatchTask().fitKernel(GaussianPsf(21, 21, 1.5), GaussianPsf(21, 21, 2.6), bbox)

@@ -268,11 +268,12 @@ def test_read_psf_refuses_psfmatch_files_that_hold_no_psf(tmp_path, capsys):
 
     write_kernel(kernel, tmp_path / "kernel.fits")
     write_kernel_image_grid(kernel, tmp_path / "grid.fits", nx=1, ny=1)  # one 2-d plane: looked like an image
-    for name, fmt in (("kernel.fits", "psfmatch-kernel"), ("grid.fits", "psfmatch-kernel-grid")):
+    for name, fmt, how in (("kernel.fits", "psfmatch-kernel", "read it with psfmatch.io.read_kernel"),
+                           ("grid.fits", "psfmatch-kernel-grid", "its planes are images of one, for inspection")):
         assert identify_psf_format(tmp_path / name) == []
         for given in (None, "psfmatch"):
             with pytest.raises(UnsupportedFormatError, match=f"a psfmatch matching-kernel file \\(PMFORMAT = "
-                                                             f"'{fmt}'\\), not a PSF: .* psfmatch.io.read_kernel"):
+                                                             f"'{fmt}'\\), not a PSF: .*; {how}, and give the PSF"):
                 read_psf(tmp_path / name, format=given)
 
 

@@ -40,7 +40,7 @@ from .convolve import convolve_masked_image
 from .errors import (InvalidConfigError, InvalidInputError, KernelQualityWarning, KernelTooBigError, MemoryLimitError,
                      MissingPsfError, NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError,
                      TruncatedPsfWarning)
-from .geom import Box2I, Point2D
+from .geom import Box2D, Box2I, Point2D
 from .image import Exposure
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel
@@ -451,6 +451,8 @@ class ModelPsfMatchTask:
 
         Raises
         ------
+        InvalidInputError
+            If ``bbox`` is not a non-empty :class:`~psfmatch.geom.Box2I`.
         IllPosedMatchError
             With ``config.strict``, when the reference is narrower than the science
             PSF along some axis in some cell (otherwise an ``IllPosedMatchWarning``).
@@ -461,6 +463,10 @@ class ModelPsfMatchTask:
         """
         from .solve import single_threaded_blas
 
+        if not isinstance(bbox, Box2I) or bbox.isEmpty():
+            hint = " (a Box2D holds pixel edges: give the Box2I of the pixels, e.g. exposure.getBBox())" \
+                if isinstance(bbox, Box2D) else " (e.g. exposure.getBBox())"
+            raise InvalidInputError(f"bbox must be a non-empty Box2I, the exposure's box; got {bbox!r}{hint}")
         # every dense problem of the fit is small (26 x 26 systems, products of a few hundred columns):
         # OpenBLAS's threads would only spin against psfmatch's own (see single_threaded_blas)
         with single_threaded_blas():

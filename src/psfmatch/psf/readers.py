@@ -165,9 +165,11 @@ def _refuse_psfmatch_product(path, primary_header) -> None:
             f"{path}: a psfmatch exposure file written without a PSF (no PSF HDU): it holds no PSF to read; "
             "give the PSF as its own file (PSFEx, image, Piff) or as a SPEC such as gaussian:fwhm=F")
     if fmt in (KERNEL_FORMAT, KERNEL_GRID_FORMAT):
+        read_it = ("read it with psfmatch.io.read_kernel" if fmt == KERNEL_FORMAT
+                   else "its planes are images of one, for inspection")
         raise UnsupportedFormatError(
             f"{path}: a psfmatch matching-kernel file (PMFORMAT = {fmt!r}), not a PSF: it maps one PSF onto "
-            "another; read it with psfmatch.io.read_kernel, and give the PSF itself (PSFEx, image, Piff or a SPEC)")
+            f"another; {read_it}, and give the PSF itself (PSFEx, image, Piff or a SPEC)")
     if fmt.startswith("psfmatch"):
         raise UnsupportedFormatError(f"{path}: a file psfmatch wrote as {fmt!r}, which holds no PSF")
 
