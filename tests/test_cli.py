@@ -677,3 +677,44 @@ def test_an_unwritable_output_directory_is_refused_before_the_match(exposure_fil
         assert _files(locked) == [] and _files(tmp_path) == ["locked"]
     finally:
         locked.chmod(0o700)
+
+
+def test_run_reads_the_mask_and_weight_planes_of_a_plain_file(tmp_path, capsys):
+    """A DES-style file (SCI, MSK, WGT): --mask and --variance/--variance-kind name its planes; without them the
+    unread planes are named in a warning (the mask was dropped silently and the weight map ignored)."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(0)
+    img = rng.normal(0, 20, (96, 96)).astype(np.float32)
+    msk = np.zeros((96, 96), np.int16)
+    msk[:, 40] = 1  # bit 0: BAD
+    wgt = np.full((96, 96), 1 / 400.0, np.float32)
+    wgt[10:20, 60:70] = 0.0  # weight 0: no data
+    path = tmp_path / "des.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img, name="SCI"), fits.ImageHDU(msk, name="MSK"),
+                  fits.ImageHDU(wgt, name="WGT")]).writeto(path)
+    common = ["run", str(path), "--psf", "gaussian:sigma=1.5", "-r", "gaussian:sigma=2.5", "-c", "autoKernel=False",
+              "-c", "kernel.active.kernelSize=11", "-c", "kernel.active.sizeCellX=32",
+              "-c", "kernel.active.sizeCellY=32"]
+    rc, _, err = _run(common + ["-o", str(tmp_path / "plain.fits")], capsys)
+    assert rc == 0
+    assert re.search(r"des\.fits\[SCI\]: HDU\(s\) MSK, WGT, of the image's shape, are not read: .* psfmatch run "
+                     r"--mask HDU --variance HDU --variance-kind KIND", err)
+    assert "psfmatch run --variance) for a real one" in err
+    plain = Exposure.readFits(tmp_path / "plain.fits")
+    assert not np.any(plain.mask & plain.getMask().getPlaneBitMask("BAD"))
+    rc, _, err = _run(common + ["-o", str(tmp_path / "planes.fits"), "--mask", "MSK", "--variance", "WGT",
+                              "--variance-kind", "invvar", "--hdu", "1", "--kernel-out", str(tmp_path / "k.fits")],
+                      capsys)
+    assert rc == 0 and "not read" not in err and "no variance plane" not in err
+    out = Exposure.readFits(tmp_path / "planes.fits")
+    bad = (out.mask & out.getMask().getPlaneBitMask("BAD")) != 0
+    assert bad[48, 35:46].all() and not bad[48, :30].any()  # the column, grown by the kernel (11 px)
+    # the variance is the weight map's through the kernel: 400 sum K^2 away from the hole, inf over the hole
+    from psfmatch.io import read_kernel
+
+    kernel = read_kernel(tmp_path / "k.fits")
+    assert float(out.variance[80, 20]) == pytest.approx(400 * np.sum(kernel.computeImage((20, 80)) ** 2), rel=1e-5)
+    assert np.isinf(out.variance[15, 65]) and (out.mask[15, 65] & out.getMask().getPlaneBitMask("NO_DATA"))
+    rc, _, err = _run(common + ["-o", str(tmp_path / "x.fits"), "--mask", "DQ"], capsys)
+    assert rc == 1 and re.search(r"no HDU 'DQ' for the mask; the file has \['PRIMARY', 'SCI', 'MSK', 'WGT'\]", err)

@@ -228,6 +228,14 @@ def _spec_file(spec):
     return text, None
 
 
+def _hdu_arg(text):
+    """argparse type: an HDU index (digits) or name, or a file name (kept as text)."""
+    text = text.strip()
+    if not text:
+        raise argparse.ArgumentTypeError("empty HDU; give a name (e.g. MSK) or an index (e.g. 2)")
+    return int(text) if text.isdigit() else text
+
+
 def _spec_arg(text):
     """argparse type: validate a PSF SPEC early (usage error, exit 2), keep the text."""
     from .errors import PsfMatchError
@@ -489,14 +497,17 @@ def _cmd_run(args) -> int:
     products = ((args.output, "output"), (args.kernel_out, "--kernel-out"), (args.qa_plot, "--qa-plot"),
                 (args.qa_json, "--qa-json"))
     inputs = [(args.exposure, "the exposure"), (_spec_file(args.reference_psf)[0], "the reference PSF"),
-              (_spec_file(args.psf)[0] if args.psf else None, "the science PSF, --psf"), *_config_inputs(args)]
+              (_spec_file(args.psf)[0] if args.psf else None, "the science PSF, --psf"), *_config_inputs(args),
+              *((path, option) for path, option in ((args.mask, "--mask"), (args.variance, "--variance"))
+                if isinstance(path, str) and os.path.isfile(path))]
     _check_outputs_spare_inputs(products, inputs)
     for path, what in products:
         outputs.add(path, what)
     qa_format = _figure_format(args.qa_plot, "--qa-plot") if args.qa_plot else None
     reference = parse_psf_spec(args.reference_psf, role="reference PSF")
     science = parse_psf_spec(args.psf, role="science PSF (--psf)") if args.psf else None
-    exposure = read_exposure(args.exposure, psf=science) if science is not None else read_exposure(args.exposure)
+    planes = {"hdu": args.hdu, "mask": args.mask, "variance": args.variance, "variance_kind": args.variance_kind}
+    exposure = read_exposure(args.exposure, psf=science, **planes)
     if not exposure.hasPsf():
         raise MissingPsfError(f"{args.exposure} carries no PSF model; give the exposure's PSF with --psf FILE|SPEC")
     log.info("read %s: %dx%d, PSF %r", args.exposure, exposure.getWidth(), exposure.getHeight(), exposure.getPsf())
@@ -698,6 +709,21 @@ def _parser():
     r.add_argument("--qa-plot", metavar="QA.png", help="also write the QA figure (needs matplotlib)")
     r.add_argument("--qa-json", metavar="QA.json", help="also write the QA numbers as JSON")
     r.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    planes = r.add_argument_group(
+        "planes of a plain FITS image", "For a file that is not a psfmatch or LSST-style exposure (e.g. DES's SCI, "
+        "MSK and WGT HDUs): which HDUs hold the image, the mask and the variance. An HDU is a name or an index; "
+        "--mask and --variance may also name another FITS file.")
+    planes.add_argument("--hdu", type=_hdu_arg, metavar="HDU",
+                        help="the image HDU (default: the 2-d HDU named IMAGE or SCI, else the first 2-d image)")
+    planes.add_argument("--mask", type=_hdu_arg, metavar="HDU|FILE",
+                        help="the mask: integer bits (named as psfmatch's default planes, BAD, SAT, ...) or booleans "
+                             "(set as BAD); without one the mask is empty")
+    planes.add_argument("--variance", type=_hdu_arg, metavar="HDU|FILE",
+                        help="the variance plane (see --variance-kind); without one a constant is estimated from the "
+                             "pixels' robust scatter, with a warning")
+    planes.add_argument("--variance-kind", choices=("variance", "stddev", "invvar"), default="variance",
+                        help="what --variance holds: a variance, a standard deviation (an ERR plane) or an inverse "
+                             "variance (a weight map such as WGT, where weight 0 means no data); default variance")
     _add_config_options(r)
     _add_task_options(r)
     r.set_defaults(func=_cmd_run)

@@ -922,7 +922,8 @@ def _estimate_variance(image, where):
         raise CorruptFileError(f"{where}: the pixels' scatter overflows {image.dtype} (values up to "
                                f"{np.abs(finite).max():.3g}); cannot estimate a variance: pass variance=")
     log.warning("%s: no variance plane given; using a constant variance %.6g estimated from the robust scatter "
-                "(1.4826 MAD) of the pixels. Pass variance= (an HDU, a file or an array) for a real one.",
+                "(1.4826 MAD) of the pixels. Pass variance= (an HDU, a file or an array; psfmatch run --variance) "
+                "for a real one.",
                 where, var)
     return np.full(image.shape, var, dtype=image.dtype)
 
@@ -1200,6 +1201,15 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             header = img_hdu.header
             where = f"{path}[{img_hdu.name or 0}]"
             mask_arr = variance_arr = None
+            unread = [h.name or str(i) for i, h in enumerate(hdul) if h is not img_hdu
+                      and isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+                      and h.data is not None and h.data.ndim == 2 and h.data.shape == image.shape]
+            if unread and (mask is None or variance is None):
+                # (e.g. DES's MSK and WGT): a plain image's other planes are not guessed, but said
+                log.warning("%s: HDU(s) %s, of the image's shape, are not read: give the mask and the variance "
+                            "as mask= and variance= (variance_kind='invvar' for a weight map, 'stddev' for an "
+                            "error plane), or psfmatch run --mask HDU --variance HDU --variance-kind KIND",
+                            where, ", ".join(unread))
         guard.hdu = img_hdu.name or 0
         wcs, inherited = _image_wcs(hdul, img_hdu, where)
         guard.hdu = "PRIMARY"
