@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -217,6 +218,32 @@ def test_a_field_set_explicitly_to_its_default_makes_the_output_stale(inputs, tm
 
     old = json.dumps({"config": ModelPsfMatchConfig().to_dict(), "kernelSum": 1.0}, sort_keys=True, default=str)
     assert _config_hash(ModelPsfMatchConfig(), 1.0) == hashlib.sha256(old.encode()).hexdigest()[:40]
+
+
+def test_a_reference_that_differs_only_away_from_its_centre_makes_the_output_stale(inputs, tmp_path):
+    """Two PSFEx references with the same repr and the same image at POLZERO (where every higher term vanishes)
+    but different linear terms: the second run redoes the output (it was skipped as current)."""
+    from psfmatch.psf.psfex import PsfexPsf
+
+    y, x = np.mgrid[-15:16, -15:16].astype(float)
+    g = np.exp(-(x ** 2 + y ** 2) / (2 * 2.6 ** 2))
+
+    def reference(slope):  # a size gradient along x
+        b1 = slope * (x ** 2 + y ** 2 - 2 * 2.6 ** 2) * g / 2.6 ** 2
+        return PsfexPsf(np.stack([g, b1, 0 * g]), degree=1, polzero=(SIZE / 2 + 1, SIZE / 2 + 1),
+                        polscal=(SIZE, SIZE))
+
+    a, b = reference(0.0), reference(0.05)
+    assert repr(a) == repr(b) and np.array_equal(a.computeKernelImage(a.getAveragePosition()),
+                                                 b.computeKernelImage(b.getAveragePosition()))
+    src = tmp_path / "in.fits"
+    shutil.copy(inputs[0][0], src)
+    out = tmp_path / "out.fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert match_one(src, a, out, _config()).status == MATCHED
+        r = match_one(src, b, out, _config())
+    assert r.status == MATCHED and r.reason == "stale output: reference PSF changed"
 
 
 def test_duplicate_names_and_in_place_outputs_are_refused(inputs, tmp_path):

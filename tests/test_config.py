@@ -215,3 +215,45 @@ def test_an_lsst_field_psfmatch_omits_is_named_as_such(how, tmp_path):
             load_overrides(c, tmp_path / "o.toml")
     with pytest.raises(InvalidConfigError, match=r"no field 'kernelSise'$"):
         apply_overrides(c, ["kernel.active.kernelSise=25"])
+
+
+def test_a_config_assigned_to_a_task_applies_whole():
+    """task.config = other (as LSST users do) is copied, validated and frozen, and what the task derives from it
+    (the kernel configuration, the regularization matrix) follows: it kept the constructor's kernel size."""
+    import warnings
+
+    import numpy as np
+
+    from psfmatch import Exposure, MemoryLimitError, ModelPsfMatchTask
+    from psfmatch.psf import GaussianPsf
+
+    img = np.random.default_rng(0).normal(size=(150, 150)).astype(np.float32)
+    exposure = Exposure(img, variance=np.ones_like(img), psf=GaussianPsf(21, 21, 1.7))
+    a, b = ModelPsfMatchConfig(), ModelPsfMatchConfig()
+    for c, k in ((a, 11), (b, 19)):
+        c.autoKernel = False
+        c.kernel.active.kernelSize = k
+    task = ModelPsfMatchTask(config=a)
+    task.config = b
+    b.kernel.active.kernelSize = 7  # the caller's object stays the caller's
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        kernel = task.run(exposure, GaussianPsf(31, 31, 2.6)).psfMatchingKernel
+    assert task.config.kernel.active.kernelSize == task.kConfig.kernelSize == kernel.getWidth() == 19
+    with pytest.raises(InvalidConfigError, match="frozen"):
+        task.config.kernel.active.kernelSize = 21
+    # a delta-function config brings its regularization matrix; one too big for the memory limit is refused whole
+    df = ModelPsfMatchConfig()
+    df.kernel.name = "DF"
+    df.kernel.active.kernelSize = 9
+    task.config = df
+    assert task.useRegularization and task.hMat.shape == (81, 81)
+    huge = ModelPsfMatchConfig()
+    huge.kernel.name = "DF"
+    huge.kernel.active.kernelSize = 401
+    huge.maxMemoryGiB = 0.01
+    with pytest.raises(MemoryLimitError):
+        task.config = huge
+    assert task.config.kernel.active.kernelSize == 9 and task.hMat.shape == (81, 81)
+    with pytest.raises(InvalidConfigError, match="config must be a ModelPsfMatchConfig; got dict"):
+        task.config = {}

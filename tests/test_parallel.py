@@ -213,3 +213,40 @@ def test_psfmatchs_warning_sections_leave_the_filters_as_they_were_across_thread
     with ThreadPoolExecutor(8) as ex:
         assert all(ex.map(section, range(16)))
     assert warnings.filters == before
+
+
+def test_the_stamp_moments_memo_is_shared_under_a_lock(monkeypatch):
+    """Threads evicting from the memo at once popped the same oldest key (a KeyError escaped a fit): every read
+    and write of the memo takes its lock, and many threads measuring more stamps than it holds never fail."""
+    import numpy as np
+
+    from psfmatch import moments
+    from psfmatch.psf import GaussianPsf
+
+    monkeypatch.setattr(moments, "_STAMP_MOMENTS", {})
+    stamps = [GaussianPsf(9, 9, 1.5 + 0.01 * i).computeKernelImage((0, 0)) for i in range(24)]
+    done = threading.Event()
+    with moments._STAMP_MOMENTS_LOCK:
+        t = threading.Thread(target=lambda: (moments.stamp_moments(stamps[0]), done.set()))
+        t.start()
+        assert not done.wait(0.2)  # it waits for the lock
+    t.join(10)
+    assert done.is_set()
+    expected = [float(moments.adaptive_moments(s[None])[0][0]) for s in stamps]
+    errors = []
+
+    def worker(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(400):
+                i = int(rng.integers(len(stamps)))
+                assert moments.stamp_moments(stamps[i])[0][0] == expected[i]
+        except Exception as exc:  # pragma: no cover - the failure being tested
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == [] and len(moments._STAMP_MOMENTS) <= moments._STAMP_MOMENTS_SIZE

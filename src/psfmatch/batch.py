@@ -115,7 +115,7 @@ import numpy as np
 from .config import ModelPsfMatchConfig
 from .errors import (GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError,
                      UnsupportedFormatError)
-from .geom import Box2I
+from .geom import Box2I, Point2D, as_point
 from .image import Exposure
 from .parallel import catch_warnings
 
@@ -421,17 +421,34 @@ def _config_hash(config, kernel_sum) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
+#: Offsets (px) from a reference PSF's average position of the kernel images :func:`_psf_hash` digests.
+_HASH_OFFSETS = tuple((dx, dy) for dy in (-1024.0, 0.0, 1024.0) for dx in (-1024.0, 0.0, 1024.0))
+
+
 def _psf_hash(psf) -> str:
+    """A digest of a reference PSF model, telling whether an earlier output was matched to this one.
+
+    The model's type and repr, and its kernel images at its average position and on a 3 x 3 grid
+    1024 px apart around it (:data:`_HASH_OFFSETS`): a spatially varying model whose repr and
+    central image stay the same is still told apart (the higher terms of a PSFEx model vanish at
+    its ``POLZERO``, its average position).  A position where the model raises counts as such.
+    """
     h = hashlib.sha256()
     h.update(type(psf).__qualname__.encode())
     h.update(repr(psf).encode())
     try:
-        pos = psf.getAveragePosition() if callable(getattr(psf, "getAveragePosition", None)) else (0.0, 0.0)
-        img = np.ascontiguousarray(psf.computeKernelImage(pos), dtype=np.float64)
+        x0, y0 = as_point(psf.getAveragePosition() if callable(getattr(psf, "getAveragePosition", None))
+                          else (0.0, 0.0))
+    except Exception:  # the repr alone then
+        return h.hexdigest()[:40]
+    for dx, dy in _HASH_OFFSETS:
+        try:
+            img = np.ascontiguousarray(psf.computeKernelImage(Point2D(x0 + dx, y0 + dy)), dtype=np.float64)
+        except Exception as exc:  # (outside the model's domain, say): the same model raises the same way
+            h.update(f"<{type(exc).__name__}>".encode())
+            continue
         h.update(str(img.shape).encode())
         h.update(img.tobytes())
-    except Exception:  # the repr alone then
-        pass
     return h.hexdigest()[:40]
 
 

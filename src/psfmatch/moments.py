@@ -22,6 +22,7 @@ Hirata, C. & Seljak, U. 2003, MNRAS 343, 459.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -391,6 +392,7 @@ def _weighted_sums(st, x, y, powx_t, ia, ib, ic, xc, yc, xmax, ymax):
 #: Adaptive moments of recently measured single stamps, by the stamp's exact bytes (see :func:`stamp_moments`).
 _STAMP_MOMENTS: dict = {}
 _STAMP_MOMENTS_SIZE = 8
+_STAMP_MOMENTS_LOCK = threading.Lock()  # tasks in several threads share the memo
 
 
 def stamp_moments(stamp):
@@ -401,14 +403,16 @@ def stamp_moments(stamp):
     """
     s = np.ascontiguousarray(stamp, dtype=np.float64)
     key = (s.shape, s.tobytes())
-    out = _STAMP_MOMENTS.get(key)
+    with _STAMP_MOMENTS_LOCK:
+        out = _STAMP_MOMENTS.get(key)
     if out is None:
-        out = adaptive_moments(s[None])
+        out = adaptive_moments(s[None])  # (outside the lock: two threads may measure the same stamp, alike)
         for v in out:
             v.setflags(write=False)
-        if len(_STAMP_MOMENTS) >= _STAMP_MOMENTS_SIZE:
-            _STAMP_MOMENTS.pop(next(iter(_STAMP_MOMENTS)))
-        _STAMP_MOMENTS[key] = out
+        with _STAMP_MOMENTS_LOCK:
+            while len(_STAMP_MOMENTS) >= _STAMP_MOMENTS_SIZE:
+                _STAMP_MOMENTS.pop(next(iter(_STAMP_MOMENTS)))
+            _STAMP_MOMENTS[key] = out
     return out
 
 

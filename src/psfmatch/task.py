@@ -123,19 +123,40 @@ class ModelPsfMatchTask:
     _DefaultName = "psfMatch"
 
     def __init__(self, config=None, name=None):
-        if config is None:
-            config = ModelPsfMatchConfig()
+        self.name = name or self._DefaultName
+        self.config = ModelPsfMatchConfig() if config is None else config
+
+    @property
+    def config(self) -> ModelPsfMatchConfig:
+        """The task's configuration: a validated, frozen copy of the one given.
+
+        Assigning another (``task.config = other``) applies it whole, as the
+        constructor does: it is copied, validated and frozen, and what the task
+        derives from it (``kConfig``, the delta-function regularization matrix
+        ``hMat``) is rebuilt.  Editing the task's own config raises
+        :class:`~psfmatch.errors.InvalidConfigError` (it is frozen).
+        """
+        return self._config
+
+    @config.setter
+    def config(self, config):
         if not isinstance(config, ModelPsfMatchConfig):
             raise InvalidConfigError(f"config must be a ModelPsfMatchConfig; got {type(config).__name__}")
         config = config.copy()
         config.validate()
         config.freeze()
-        self.config = config
+        saved = {k: self.__dict__[k] for k in ("_config", "kConfig", "useRegularization", "hMat") if k in self.__dict__}
+        self._config = config
         self.kConfig = config.kernel.active
-        self.name = name or self._DefaultName
         self.useRegularization = bool(getattr(self.kConfig, "useRegularization", False))
         self.hMat = None
-        self._check_fit_memory(1, 1)  # the basis (and a delta-function basis's k^2 x k^2 penalty) alone
+        try:
+            self._check_fit_memory(1, 1)  # the basis (and a delta-function basis's k^2 x k^2 penalty) alone
+        except MemoryLimitError:
+            for k in ("_config", "kConfig", "useRegularization", "hMat"):  # the task keeps the config it had
+                self.__dict__.pop(k, None)
+            self.__dict__.update(saved)
+            raise
         if self.useRegularization:
             self.hMat = make_regularization_matrix(
                 self.kConfig.kernelSize, self.kConfig.regularizationType, self.kConfig.centralRegularizationStencil,
