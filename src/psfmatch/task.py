@@ -43,7 +43,7 @@ from .errors import (InvalidConfigError, InvalidInputError, KernelQualityWarning
 from .geom import Box2D, Box2I, Point2D
 from .image import Exposure
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
-from .kernel.kernel import LinearCombinationKernel
+from .kernel.kernel import LinearCombinationKernel, as_real
 from .kernel.spatial import SpatialFunction, full_column_rank
 from .psf.base import (as_psf, compute_kernel_images, kernel_image_pair_stacks, pad_or_crop, pad_or_crop_stack,
                        unique_stamps)
@@ -356,12 +356,7 @@ class ModelPsfMatchTask:
                 f"{k}x{k} kernel{chosen}): every output pixel would be NO_DATA; use a smaller kernelSize")
 
     def _kernel_sum(self, kernelSum):
-        try:
-            if isinstance(kernelSum, (str, bytes)):  # float("1") would pass
-                raise TypeError
-            ks = float(kernelSum)
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"kernelSum must be a number; got {kernelSum!r}") from None
+        ks = as_real(kernelSum, "kernelSum")
         if not (math.isfinite(ks) and ks > 0):
             raise InvalidInputError(f"kernelSum must be positive and finite; got {kernelSum!r}")
         return ks

@@ -29,14 +29,22 @@ from .spatial import SpatialFunction
 __all__ = ["LinearCombinationKernel"]
 
 
+def as_real(value, name) -> float:
+    """``value`` as a float, once it is a real number; :class:`InvalidInputError` naming ``name`` otherwise.
+
+    A string is refused, although ``float("1")`` would take it.
+    """
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be a number; got {value!r}") from None
+
+
 def _finite_kernel_sum(kernel_sum) -> float:
     """``kernel_sum`` as a float, once it is a finite number (InvalidInputError otherwise)."""
-    try:
-        if isinstance(kernel_sum, (str, bytes)):  # float("1") would pass
-            raise TypeError
-        value = float(kernel_sum)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"kernel_sum must be a number; got {kernel_sum!r}") from None
+    value = as_real(kernel_sum, "kernel_sum")
     if not np.isfinite(value):
         raise InvalidInputError(f"kernel_sum must be finite; got {kernel_sum!r} (the kernel's images would be "
                                 "NaN or inf, and cannot be saved)")
