@@ -450,3 +450,35 @@ def test_a_coarse_trial_grid_does_not_claim_the_fit_lowers_the_order():
     bbox = Box2I((0, 0), (1024, 1024))
     md = fit(config, demo_psf(bbox), demo_reference_psf(), bbox).metadata
     assert md["spatialKernelOrder"] == 3 and not any("lowered" in n for n in md["notes"])
+
+
+@pytest.mark.parametrize("placement", ["spread", "centers"])
+def test_held_out_positions_are_never_fitted(monkeypatch, placement):
+    """The trials are scored where they were not fitted: the exposure's corners, which "spread" candidates sit
+    on, were among the held-out positions."""
+    import psfmatch.autokernel as ak
+    from psfmatch import SpatialCellSet
+    from psfmatch.diagnostics import survey_psfs
+
+    captured = {}
+    original = ak._TrialData.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        captured["data"] = self
+
+    monkeypatch.setattr(ak._TrialData, "__init__", spy)
+    bbox = Box2I((0, 0), (256, 256))
+    sci = VariableGaussianPsf(21, 21, bbox, [1.6, 0.2, 0.1], [0.05], [0.03])
+    ref = GaussianPsf(31, 31, 2.6)
+    config = ModelPsfMatchConfig()
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 64
+    config.kernel.active.candidatePlacement = placement
+    cells = SpatialCellSet(bbox, 64, 64, placement)
+    ak.choose_kernel(config, survey_psfs(sci, ref, cells), sci, ref, cells, bbox)
+    data = captured["data"]
+    fitted = {tuple(p) for p in data.xy_fit}
+    held_out = [tuple(p) for p in data.xy_ho]
+    assert len(held_out) >= 9 and not fitted.intersection(held_out)
+    corners = {(0.0, 0.0), (255.0, 0.0), (0.0, 255.0), (255.0, 255.0)}
+    assert corners <= (fitted | set(held_out))  # every corner is either fitted or checked

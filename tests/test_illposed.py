@@ -235,6 +235,32 @@ def test_cells_the_check_cannot_measure_are_reported_and_refused_when_strict():
             result = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(21, 21, 0.45))
     md = result.metadata
     assert md["qa"]["illPosed"]["nCellsUnmeasured"] == 1 and any("could not be made" in n for n in md["notes"])
+    # nothing was measured: no invented worst cell or deficit (the weight's floor gave a sigma of 0.01 px), and
+    # the moment-based QA numbers are unknown (NaN), not 0
+    assert md["qa"]["illPosed"]["worst"] is None
+    (cand,) = result.kernelCellSet.candidates()
+    assert np.isnan(cand.qa["illPosedDeficit"])
+    assert all(np.isnan(cand.qa[name]) for name in ("sizeMismatch", "ellipticityMismatch", "centroidShift"))
+
+
+def test_unmeasured_cells_carry_no_numbers_and_the_others_keep_theirs():
+    from psfmatch.diagnostics import survey_psfs
+
+    cells = SpatialCellSet(Box2I((0, 0), (256, 128)), 128, 128)
+    science = VariableGaussianPsf(21, 21, Box2I((0, 0), (256, 128)), sigma=(1.05, 0.5, 0.0))  # 0.55 px to 1.55 px
+    report = check_ill_posed(survey_psfs(science, GaussianPsf(21, 21, 1.3), cells))
+    ok = report.survey.ok
+    assert list(ok) == [False, True]
+    for name in ("deficit", "angle", "scienceSigma", "referenceSigma", "deconvolutionSigma"):
+        values = getattr(report, name)
+        assert np.isnan(values[0]) and np.isfinite(values[1]), name
+    assert report.worst() == 1 and report.flagged.tolist() == [False, True]
+    assert report.deficit[1] == pytest.approx(np.sqrt(1.55 ** 2 * 1.0) - 1.3, abs=0.05)
+    md = report.to_metadata()
+    assert md["worst"]["cell"] == report.survey.labels[1] and md["nCellsUnmeasured"] == 1
+    well = check_ill_posed(survey_psfs(science, GaussianPsf(21, 21, 2.0), cells))
+    assert well.message().startswith("well-posed: the reference PSF is at least as broad as the science PSF along "
+                                     "every axis in the 1 cells of 2 measured (smallest margin")
 
 
 def test_reference_chooser_refuses_an_unmeasurable_psf():

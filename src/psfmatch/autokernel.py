@@ -432,7 +432,8 @@ class _TrialData:
                         if q is not None:
                             ho.append(((p[0] + q[0]) / 2, (p[1] + q[1]) / 2))
         x0, y0, x1, y1 = bbox.getMinX(), bbox.getMinY(), bbox.getMaxX(), bbox.getMaxY()
-        ho += [(x0, y0), (x1, y0), (x0, y1), (x1, y1)]
+        fitted = {(float(x), float(y)) for x, y in xy}  # ("spread" candidates sit on the corners: not held out)
+        ho += [c for c in ((x0, y0), (x1, y0), (x0, y1), (x1, y1)) if (float(c[0]), float(c[1])) not in fitted]
         pts = [Point2D(float(x), float(y)) for x, y in ho]
         S_ho, R_ho, kept = kernel_image_pair_stacks(science_psf, ref_big, pts, p_max)
         if not kept:  # nothing between the cells (a single cell): validate on the fitted candidates

@@ -302,7 +302,9 @@ class IllPosedReport:
     ----------
     deficit : ndarray (n,)
         Per surveyed cell, ``sqrt(v^T C_sci v) - sqrt(v^T C_ref v)`` (pixels) along
-        the worst axis ``v``; negative values are margins (well-posed).
+        the worst axis ``v``; negative values are margins (well-posed).  This and
+        the next arrays are NaN in the cells whose moments failed (``survey.ok``
+        False: not measured).
     angle : ndarray (n,)
         Angle of ``v`` in degrees from +x, counter-clockwise, in [0, 180).
     scienceSigma, referenceSigma : ndarray (n,)
@@ -350,8 +352,10 @@ class IllPosedReport:
                 "about 0.8 px sigma is too undersampled for them; so is a stamp without a clear core). Make sure "
                 "the reference is broader than the science PSF there, or use better-sampled PSF models")
 
-    def worst(self) -> int:
-        """Index (into the survey) of the cell with the largest deficit."""
+    def worst(self):
+        """Index (into the survey) of the measured cell with the largest deficit; None when none was measured."""
+        if not np.any(self.survey.ok):
+            return None
         d = np.where(self.survey.ok, self.deficit, -np.inf)
         return int(np.argmax(d))
 
@@ -367,8 +371,12 @@ class IllPosedReport:
         n_all = len(self.deficit)
         if not self.illPosed:
             i = self.worst()
-            return (f"well-posed: the reference PSF is at least as broad as the science PSF along every axis in all "
-                    f"{n_all} cells (smallest margin {max(0.0, -float(self.deficit[i])):.3g} px at "
+            if i is None:
+                return self.unmeasured_message()
+            where = f"all {n_all} cells" if not self.nUnmeasured else \
+                f"the {n_all - self.nUnmeasured} cells of {n_all} measured"
+            return (f"well-posed: the reference PSF is at least as broad as the science PSF along every axis in "
+                    f"{where} (smallest margin {max(0.0, -float(self.deficit[i])):.3g} px at "
                     f"{self.survey.labels[i]})")
         idx = np.flatnonzero(self.flagged)
         idx = idx[np.argsort(-self.deficit[idx])]
@@ -401,7 +409,8 @@ class IllPosedReport:
         idx = idx[np.argsort(-self.deficit[idx])]
         w = self.worst()
         out = {"flag": self.illPosed, "nCellsChecked": int(len(self.deficit)), "nCellsFlagged": int(len(idx)),
-               "nCellsUnmeasured": self.nUnmeasured, "tolerance": float(self.tolerance), "worst": self.cell_entry(w),
+               "nCellsUnmeasured": self.nUnmeasured, "tolerance": float(self.tolerance),
+               "worst": None if w is None else self.cell_entry(w),
                "cells": [self.cell_entry(i) for i in idx[:max_cells]]}
         if len(idx) > max_cells:
             out["cellsTruncated"] = int(len(idx) - max_cells)
@@ -476,8 +485,11 @@ def check_ill_posed(survey: PsfSurvey, tolerance=0.01) -> IllPosedReport:
     angle = np.degrees(np.arctan2(v[:, 1], v[:, 0])) % 180.0
     angle = np.where(np.isclose(angle, 180.0), 0.0, angle)
     flagged = survey.ok & (deficit > tolerance)
-    return IllPosedReport(deficit, angle, s_sci, s_ref, np.sqrt(np.clip(-lam, 0, None)), flagged, float(tolerance),
-                          survey)
+    # where the moments failed the numbers above come from a weight collapsed onto its floor: unknown, not 0.01 px
+    unknown = ~np.asarray(survey.ok, dtype=bool)
+    deficit, angle, s_sci, s_ref, s_dec = (np.where(unknown, np.nan, a) for a in
+                                           (deficit, angle, s_sci, s_ref, np.sqrt(np.clip(-lam, 0, None))))
+    return IllPosedReport(deficit, angle, s_sci, s_ref, s_dec, flagged, float(tolerance), survey)
 
 
 def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> None:

@@ -16,6 +16,12 @@ zero-padded).  Recorded per position:
     ``|e(S (*) K) - e(R)|`` with distortions ``e = (Ixx - Iyy, 2 Ixy) / (Ixx + Iyy)``.
 ``kernelNegativeFraction``
     ``sum |min(K, 0)| / sum |K|``.
+``centroidShift``
+    Distance (pixels) between the adaptive-moment centroids of ``S (*) K`` and ``R``.
+
+The three moment-based numbers are NaN where the adaptive moments of either
+stamp failed (a PSF narrower than about 0.8 px sigma, or one without a clear
+core): they are then unknown, not 0.
 """
 
 from __future__ import annotations
@@ -144,6 +150,12 @@ def match_quality(science, reference, kernels) -> dict:
     S = np.asarray(science, dtype=np.float64)
     R = np.asarray(reference, dtype=np.float64)
     K = np.asarray(kernels, dtype=np.float64)
+    if (S.ndim != 3 or R.shape != S.shape or K.ndim != 3 or len(K) != len(S) or S.shape[1] != S.shape[2]
+            or K.shape[1] != K.shape[2] or S.shape[1] % 2 == 0 or K.shape[1] % 2 == 0):
+        raise InvalidInputError(
+            f"match_quality needs stacks of n odd square science and reference stamps of one size, (n, P, P), "
+            f"and n odd square kernels, (n, k, k); got science {S.shape}, reference {R.shape}, kernels {K.shape} "
+            "(give single stamps as stacks of one: stamp[None])")
     n = len(S)
     nparts = -(-n // _CHUNK)  # near-equal chunks of at most _CHUNK positions
     if nparts <= 1:
@@ -180,7 +192,7 @@ def _match_quality(S, R, K):
     neg = np.clip(-K, 0, None).sum(axis=(1, 2)) / np.abs(K).sum(axis=(1, 2))
     return {"residualMax": res_max, "residualRms": res_rms, "sizeMismatch": size,
             "ellipticityMismatch": ell, "kernelNegativeFraction": neg,
-            "centroidShift": np.hypot(mi[3] - ri[3], mi[4] - ri[4])}
+            "centroidShift": np.where(ok, np.hypot(mi[3] - ri[3], mi[4] - ri[4]), np.nan)}
 
 
 def summarize(q: dict) -> dict:
