@@ -900,3 +900,76 @@ def test_path_checks_cost_a_stat_per_file(tmp_path, monkeypatch):
     _check_paths(paths, str(out))
     _check_extra_output(str(tmp_path / "report.json"), "--report", paths, str(out))
     assert len(calls) <= 2 * len(paths) + 20
+
+
+def test_outputs_whose_fits_chose_other_stamp_sizes_coadd(inputs, tmp_path):
+    """Each output carries the reference on the stamp its own fit used: two exposures matched with different
+    kernel sizes carry it on 25 and 35 px stamps, and their coadd was refused ("stamp shapes differ")."""
+    outs = []
+    for i, k in enumerate((11, 21)):
+        config = _config()
+        config.autoKernel = False
+        config.kernel.active.kernelSize = k
+        out = tmp_path / f"m{i}.fits"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert match_one(inputs[0][i], REFERENCE, out, config).status == MATCHED
+        outs.append(out)
+    shapes = [read_exposure(p).getPsf().computeKernelImage((80, 80)).shape for p in outs]
+    assert shapes[0] != shapes[1]
+    result = coadd(outs, tmp_path / "coadd.fits")
+    psf = read_exposure(tmp_path / "coadd.fits").getPsf()
+    assert psf.computeKernelImage((80, 80)).shape == max(shapes)  # the larger stamp, wings kept
+    assert len(result.inputs) == 2 and result.psf == repr(psf)
+    # a different reference is still refused
+    other = tmp_path / "other.fits"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        match_one(inputs[0][2], GaussianPsf(31, 31, 2.9), other, _config())
+    with pytest.raises(InvalidInputError, match=r"do not carry the same PSF \(kernel images differ by"):
+        coadd([outs[0], other], tmp_path / "c2.fits")
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"margin": -1}, r"margin must be a finite number >= 0; got -1"),
+    ({"grid": 2.7}, r"grid must be an integer >= 1 .*; got 2\.7"),
+    ({"grid": 0}, r"grid must be an integer >= 1"),
+    ({"stamp": 21.9}, r"stamp must be an integer >= 3"),
+    ({"stamp": 20}, r"stamp must be an odd integer >= 3; got 20"),
+    ({"margin": True}, r"margin must be a finite number >= 0; got True"),
+    ({"kind": "doublegaussian", "wing_ratio": float("inf")}, r"wing_ratio must be a finite number; got inf"),
+    ({"kind": "doublegaussian", "b": None}, r"b must be a number; got None"),
+    ({"kind": "moffat"}, r"kind must be 'gaussian' or 'doublegaussian'"),
+])
+def test_reference_options_are_checked_before_any_work(inputs, tmp_path, options, match):
+    out = tmp_path / "out"
+    with pytest.raises(InvalidInputError, match=match):
+        match_many(inputs[0][:1], "auto", out, client=False, reference_options=options)
+    assert not out.exists()  # (it was created, and the cluster started, before the check)
+
+
+def test_reference_options_take_numpy_numbers_and_refuse_absurd_ones(inputs):
+    from psfmatch.batch import choose_reference_psf
+
+    plain = choose_reference_psf(inputs[0][:1], margin=0.1, floor=1)
+    numpy = choose_reference_psf(inputs[0][:1], margin=np.float32(0.1), floor=np.int64(1))
+    assert numpy.sigma == pytest.approx(plain.sigma, rel=1e-7)
+    with pytest.raises(InvalidInputError, match=r"margin 1e\+200 and floor 0\.7 give no finite reference sigma"):
+        choose_reference_psf(inputs[0][:1], margin=1e200)
+
+
+@pytest.mark.parametrize("bad", ["abc", None, [1.0, 2.0], -1.0])
+def test_match_one_records_a_bad_kernel_sum_as_a_typed_failure(inputs, tmp_path, bad):
+    r = match_one(inputs[0][0], REFERENCE, tmp_path / "o.fits", _config(), kernelSum=bad)
+    assert r.status == FAILED and r.error_type == "InvalidInputError" and "kernelSum must be" in r.error_message
+
+
+def test_a_warning_is_reported_once(inputs, tmp_path):
+    """The task both warns and logs: the report listed most warnings twice."""
+    config = _config()
+    config.autoKernel = False
+    config.kernel.active.kernelSize = 5  # too small: a residual warning
+    r = match_one(inputs[0][0], REFERENCE, tmp_path / "o.fits", config)
+    assert r.status == MATCHED and r.warnings
+    bodies = [w.split(": ", 1)[-1] for w in r.warnings]
+    assert len(bodies) == len(set(bodies)) and any("KernelQualityWarning" in w for w in r.warnings)

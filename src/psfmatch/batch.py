@@ -101,6 +101,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
 import sys
 import threading
@@ -150,6 +151,9 @@ FAILED = "failed"
 
 #: Default fractional margin of the automatic reference sigma over the broadest science PSF axis.
 DEFAULT_MARGIN = 0.1
+
+#: Widest stamp (px) the automatic reference may have (as a PSFEx model's, :data:`psfmatch.psf.psfex.MAX_STAMP_SIZE`).
+MAX_REFERENCE_STAMP = 4095
 #: Default additive floor (pixels, added in quadrature) of the automatic reference sigma.
 DEFAULT_FLOOR = 0.7
 
@@ -641,7 +645,10 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
 
         from .io.fits import check_input_file
 
+        from .task import checked_kernel_sum
+
         config = ModelPsfMatchConfig() if config is None else config
+        kernelSum = checked_kernel_sum(kernelSum)  # (a typed failure, before the marker is made from it)
         t = time.perf_counter()
         check_input_file(path, "exposure")  # MissingFileError / UnsupportedFormatError, before os.stat
         marker = _marker(input_fingerprint(path, fingerprint), _config_hash(config, kernelSum),
@@ -701,7 +708,9 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         report.traceback = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-8000:]
     finally:
         pm_logger.removeHandler(collector)
-        report.warnings.extend(collector.messages)
+        # the task both warns and logs a warning: keep the log's copy only of what was not caught as a warning
+        said = {w.split(": ", 1)[-1] for w in report.warnings}
+        report.warnings.extend(m for m in collector.messages if m.split(": ", 1)[-1] not in said)
         timings["total"] = time.perf_counter() - t_start
     return report
 
@@ -1153,12 +1162,9 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     config.validate()
     if fingerprint not in ("stat", "sha256"):
         raise InvalidInputError(f"fingerprint must be 'stat' or 'sha256'; got {fingerprint!r}")
-    try:
-        kernelSum = float(kernelSum)
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"kernelSum must be a number; got {kernelSum!r}") from None
-    if not (math.isfinite(kernelSum) and kernelSum > 0):
-        raise InvalidInputError(f"kernelSum must be positive and finite; got {kernelSum!r}")
+    from .task import checked_kernel_sum
+
+    kernelSum = checked_kernel_sum(kernelSum)
     auto = referencePsfModel is None or (isinstance(referencePsfModel, str) and referencePsfModel == "auto")
     if not auto and not callable(getattr(referencePsfModel, "computeKernelImage", None)):
         raise InvalidInputError(f"referencePsfModel must be a PSF model, 'auto' or None; got "
@@ -1206,6 +1212,7 @@ def _check_reference_options(options) -> dict:
     if unknown:
         raise InvalidInputError(f"reference_options {unknown} are not options of choose_reference_psf; it takes "
                                 f"{', '.join(allowed)}")
+    _reference_parameters(**options)  # their values too, before outdir and the cluster
     return dict(options)
 
 
@@ -1426,14 +1433,9 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
     """
     from .psf import DoubleGaussianPsf, GaussianPsf
 
-    kind = str(kind).lower().replace("-", "").replace("_", "")
-    if kind not in ("gaussian", "doublegaussian"):
-        raise InvalidInputError(f"kind must be 'gaussian' or 'doublegaussian'; got {kind!r}")
-    for name, v in (("margin", margin), ("floor", floor)):
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise InvalidInputError(f"{name} must be a finite number >= 0; got {v!r}")
-    if kind == "doublegaussian" and not (wing_ratio > 1 and b >= 0):
-        raise InvalidInputError(f"a double Gaussian needs wing_ratio > 1 and b >= 0; got {wing_ratio!r}, {b!r}")
+    p = _reference_parameters(kind, margin, floor, grid, wing_ratio, b, stamp)
+    kind, margin, floor, grid, wing_ratio, b, stamp = (p[k] for k in ("kind", "margin", "floor", "grid",
+                                                                       "wing_ratio", "b", "stamp"))
     if isinstance(sources, (str, os.PathLike, Exposure)):
         sources = [sources]
     sources = list(sources)
@@ -1455,13 +1457,19 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
                                 f"{failures[0]['path']}: {failures[0]['error_type']}: {failures[0]['error_message']}")
     top = max(good, key=lambda s: s["lambda_max"])
     lam = top["lambda_max"]
-    sigma = math.sqrt((1.0 + margin) ** 2 * lam + floor ** 2)
-    outer = sigma * (wing_ratio if kind == "doublegaussian" and b > 0 else 1.0)
-    if stamp is None:
-        stamp = max(21, 2 * int(math.ceil(4.0 * outer)) + 1)
-    stamp = int(stamp)
-    if stamp < 3 or stamp % 2 == 0:
-        raise InvalidInputError(f"stamp must be an odd integer >= 3; got {stamp}")
+    try:
+        sigma = math.sqrt((1.0 + margin) ** 2 * lam + floor ** 2)
+        outer = sigma * (wing_ratio if kind == "doublegaussian" and b > 0 else 1.0)
+        if stamp is None:
+            stamp = max(21, 2 * int(math.ceil(4.0 * outer)) + 1)
+    except (OverflowError, ValueError):
+        sigma = float("inf")
+    if not math.isfinite(sigma):
+        raise InvalidInputError(f"margin {margin:g} and floor {floor:g} give no finite reference sigma; give a "
+                                "smaller margin or floor")
+    if stamp > MAX_REFERENCE_STAMP:
+        raise InvalidInputError(f"the reference (sigma {sigma:.4g} px) would need a stamp of {stamp} px, more than "
+                                f"{MAX_REFERENCE_STAMP}; give a smaller margin, floor or stamp")
     if kind == "gaussian":
         psf = GaussianPsf(stamp, stamp, sigma)
         sigma2 = bb = None
@@ -1544,11 +1552,23 @@ def _same_wcs(a, b) -> bool:
 
 
 def _psf_differs(a, b, position) -> str | None:
+    """Why two inputs' PSFs are not one reference (None when they are), from their images at ``position``.
+
+    Each matched exposure carries the reference resized to the stamp its own fit used (the automatic
+    kernel may choose other sizes for other exposures): stamps of different sizes are compared on the
+    smaller one, each cropped there and renormalized, which gives back the same image for one model.
+    """
     if a is None or b is None:
         return None if a is None and b is None else "one of them has no PSF"
     ia, ib = a.computeKernelImage(position), b.computeKernelImage(position)
     if ia.shape != ib.shape:
-        return f"stamp shapes {ia.shape[::-1]} and {ib.shape[::-1]} differ"
+        from .psf.base import pad_or_crop
+
+        h, w = min(ia.shape[0], ib.shape[0]), min(ia.shape[1], ib.shape[1])
+        ia, ib = (pad_or_crop(x, w, h) for x in (ia, ib))
+        if not (ia.sum() > 0 and ib.sum() > 0):
+            return f"stamps of {ia.shape[::-1]} and {ib.shape[::-1]} pixels have no flux in common"
+        ia, ib = ia / ia.sum(), ib / ib.sum()
     d = float(np.abs(ia - ib).max() / max(ia.max(), 1e-300))
     return None if d <= 1e-6 else f"kernel images differ by {d:.2g} of the peak"
 
@@ -1603,14 +1623,39 @@ def _check_coadd_name(path, what):
 
 
 def _integer_arg(value, name, minimum, what) -> int:
-    """``value`` as an int ``>= minimum``, else :class:`InvalidInputError` naming ``name``."""
-    try:
-        n = int(value)
-    except (TypeError, ValueError, OverflowError):
-        n = None
-    if n is None or isinstance(value, bool) or n < minimum:
+    """``value`` as an int ``>= minimum``, else :class:`InvalidInputError` naming ``name``.
+
+    Integers of any kind (numpy's too) and integral floats (``16.0``) are taken; fractions,
+    booleans, strings and non-finite values are refused, not truncated.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) \
+        and float(value).is_integer() and int(value) >= minimum
+    if not ok:
         raise InvalidInputError(f"{name} must be an integer >= {minimum} ({what}); got {value!r}")
-    return n
+    return int(value)
+
+
+def _reference_parameters(kind="gaussian", margin=DEFAULT_MARGIN, floor=DEFAULT_FLOOR, grid=5, wing_ratio=2.0,
+                          b=0.1, stamp=None) -> dict:
+    """:func:`choose_reference_psf`'s parameters checked and normalized (:class:`InvalidInputError` naming one)."""
+    from .kernel.kernel import as_real
+
+    kind = str(kind).lower().replace("-", "").replace("_", "")
+    if kind not in ("gaussian", "doublegaussian"):
+        raise InvalidInputError(f"kind must be 'gaussian' or 'doublegaussian'; got {kind!r}")
+    out = {"kind": kind, "grid": _integer_arg(grid, "grid", 1, "positions per axis surveyed in each exposure"),
+           "stamp": None if stamp is None else _integer_arg(stamp, "stamp", 3, "the odd width of the reference")}
+    for name, v, lo in (("margin", margin, 0.0), ("floor", floor, 0.0), ("wing_ratio", wing_ratio, None),
+                        ("b", b, None)):
+        x = as_real(v, name) if not isinstance(v, bool) else float("nan")
+        if not math.isfinite(x) or (lo is not None and x < lo):
+            raise InvalidInputError(f"{name} must be a finite number{'' if lo is None else ' >= 0'}; got {v!r}")
+        out[name] = x
+    if kind == "doublegaussian" and not (out["wing_ratio"] > 1 and out["b"] >= 0):
+        raise InvalidInputError(f"a double Gaussian needs wing_ratio > 1 and b >= 0; got {wing_ratio!r}, {b!r}")
+    if out["stamp"] is not None and out["stamp"] % 2 == 0:
+        raise InvalidInputError(f"stamp must be an odd integer >= 3; got {stamp!r}")
+    return out
 
 
 def _same_unit(a, b) -> bool:
@@ -1790,7 +1835,11 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         Replace an existing ``out_path``.
     require_same_psf : bool
         Refuse inputs whose PSFs differ (they were not matched to one
-        reference); otherwise the first input's PSF is attached.
+        reference); otherwise the first input's PSF is attached.  Each
+        matched exposure carries the reference on the stamp its own fit used:
+        stamps of different sizes count as one PSF when they agree on the
+        smaller one (to 1e-6 of the peak, each renormalized there), and the
+        coadd carries the largest.
     num_workers : int, optional
         Threads of dask's threaded scheduler (>= 1; default: the cores available, at most 4).
 
@@ -1888,6 +1937,8 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
             if require_same_psf:
                 raise InvalidInputError(msg)
             log.warning(msg)
+        elif psf is not None and np.prod(inp.psf.getDimensions()) > np.prod(psf.getDimensions()):
+            psf = inp.psf  # the same reference on a larger stamp: its wings kept
     for inp in inputs[1:]:
         if not _same_unit(inp.unit, first.unit):
             raise InvalidInputError(

@@ -355,11 +355,9 @@ class ModelPsfMatchTask:
                 f"exposure ({w}x{h} pixels) is no larger than the kernel's border ({k // 2} pixels on each side of a "
                 f"{k}x{k} kernel{chosen}): every output pixel would be NO_DATA; use a smaller kernelSize")
 
-    def _kernel_sum(self, kernelSum):
-        ks = as_real(kernelSum, "kernelSum")
-        if not (math.isfinite(ks) and ks > 0):
-            raise InvalidInputError(f"kernelSum must be positive and finite; got {kernelSum!r}")
-        return ks
+    @staticmethod
+    def _kernel_sum(kernelSum):
+        return checked_kernel_sum(kernelSum)
 
     def _estimate_fwhm(self, psf, position, jitter=True):
         offsets = [(0.0, 0.0)]
@@ -806,6 +804,14 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None):
         "work arrays": 32 * 2 ** 20,
     }
     return sum(parts.values()), parts
+
+
+def checked_kernel_sum(kernelSum) -> float:
+    """``kernelSum`` as a float, once it is a positive finite number (:class:`InvalidInputError` naming it)."""
+    ks = as_real(kernelSum, "kernelSum")
+    if not (math.isfinite(ks) and ks > 0):
+        raise InvalidInputError(f"kernelSum must be positive and finite; got {kernelSum!r}")
+    return ks
 
 
 def _rejections(cands) -> str:
