@@ -1,5 +1,7 @@
 """Geometry, masks, masked images and exposures."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -198,3 +200,225 @@ def test_exposure_copy_has_its_own_wcs():
     c.getWcs().wcs.crpix = [100.0, 100.0]  # e.g. re-registering the copy
     assert list(e.getWcs().wcs.crpix) == [5.0, 5.0]
     assert Exposure(np.zeros((2, 2), np.float32)).copy().getWcs() is None
+
+
+# ---------------------------------------------------------------------------
+# bit 31, plane assignment, views and typed errors
+
+
+def _planes_with(name, bit):
+    planes = dict(Mask(shape=(1, 1)).getMaskPlaneDict())
+    planes[name] = bit
+    return planes
+
+
+def test_a_plane_at_bit_31_works_with_every_mask_helper():
+    """getPlaneBitMask gave 2**31, which no int32 mask holds: the helpers raised a bare OverflowError."""
+    planes = _planes_with("STREAK", 31)
+    m = Mask(shape=(4, 5), planes=planes)
+    assert m.getPlaneBitMask("STREAK") == -(1 << 31)  # the int32 value, as afw's MaskPixel
+    assert m.getPlaneBitMask(["STREAK", "BAD"]) == -(1 << 31) | 1
+    m.array[1, 2] |= m.getPlaneBitMask("STREAK")
+    assert m.planes_set("STREAK").sum() == 1 and m.planes_set(["STREAK"])[1, 2]
+    b = Mask.from_bool(np.eye(2, dtype=bool), plane="STREAK", planes=planes)
+    np.testing.assert_array_equal(b.array, np.eye(2, dtype=np.int32) * np.int32(-(1 << 31)))
+    exp = Exposure(np.zeros((8, 8), np.float32), mask_planes=planes)
+    exp.mask[5, 7] |= exp.getMask().getPlaneBitMask("STREAK")  # the idiom of the io docs
+    assert int(exp.mask[5, 7]) & 0xFFFFFFFF == 1 << 31
+    # with all 32 planes registered, addMaskPlane hands out bit 31
+    m = Mask(shape=(2, 2))
+    bits = [m.addMaskPlane(f"P{i}") for i in range(23)]
+    assert bits[-1] == 31 and m.getPlaneBitMask("P22") == -(1 << 31)
+
+
+def test_the_task_runs_with_no_data_at_bit_31():
+    from psfmatch import ModelPsfMatchConfig, ModelPsfMatchTask
+
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(96, 96)).astype(np.float32)
+    image[40, 50] = np.nan
+    exp = Exposure(image, variance=np.ones_like(image), mask_planes=_planes_with("NO_DATA", 31),
+                   psf=GaussianPsf(25, 25, 1.5))
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.kernelSize = 11
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 48
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = ModelPsfMatchTask(config=config).run(exp, GaussianPsf(25, 25, 2.5)).psfMatchedExposure
+    nodata = out.getMask().planes_set("NO_DATA")
+    assert out.getMask().getMaskPlaneDict()["NO_DATA"] == 31
+    assert nodata[40, 50] and nodata[0, 0] and not nodata[20, 20]
+    assert np.isnan(out.image[40, 50]) and np.isfinite(out.image[20, 20])
+
+
+def test_show_spatial_cells_draws_a_plane_at_bit_31():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from psfmatch.cells import SpatialCellSet
+    from psfmatch.display import show_spatial_cells
+
+    planes = _planes_with("STREAK", 31)
+    exp = Exposure(np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32), mask_planes=planes)
+    exp.mask[10:12, 20:22] |= exp.getMask().getPlaneBitMask("STREAK")
+    fig = show_spatial_cells(exp, SpatialCellSet(exp.getBBox(), 32, 32))
+    labels = [t.get_text() for leg in fig.axes[0].findobj(matplotlib.legend.Legend) for t in leg.get_texts()]
+    assert any(label.startswith("STREAK: 4 px") for label in labels)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def test_assigning_a_plane_checks_it_and_copies_into_the_plane():
+    """exposure.image / .variance and Mask.array were plain attributes: any shape or type was taken."""
+    e = Exposure(np.ones((6, 8), np.float32), variance=np.ones((6, 8), np.float32))
+    for plane in ("image", "variance"):
+        with pytest.raises(InvalidInputError, match=rf"{plane} of shape \(5, 5\) cannot replace the \(6, 8\) {plane} "
+                                                    r"of this Exposure: .*assign one of shape \(6, 8\), or make a new "
+                                                    "Exposure"):
+            setattr(e, plane, np.zeros((5, 5), np.float32))
+        with pytest.raises(InvalidInputError, match=f"{plane} must hold real numbers; got dtype <U1"):
+            setattr(e, plane, np.full((6, 8), "a"))
+        with pytest.raises(InvalidInputError, match=f"{plane} is a numpy masked array"):
+            setattr(e, plane, np.ma.masked_array(np.ones((6, 8))))
+    with pytest.raises(InvalidInputError, match=r"Mask\.array of shape \(3, 3\) cannot replace the mask's \(6, 8\)"):
+        e.getMask().array = np.zeros((3, 3), np.int32)
+    with pytest.raises(InvalidInputError, match="not boolean; convert a boolean mask with Mask.from_bool"):
+        e.getMask().array = np.zeros((6, 8), bool)
+    assert e.image.shape == e.variance.shape == e.mask.shape == (6, 8) and np.all(e.image == 1)
+    # values are converted to the plane's type and copied in: the caller's array is not aliased
+    new = np.arange(48, dtype=np.int64).reshape(6, 8)
+    plane = e.image
+    e.image = new
+    assert e.image is plane and e.image.dtype == np.float32 and np.array_equal(e.image, new)
+    new[0, 0] = 99
+    assert e.image[0, 0] == 0
+    e.variance = np.full((6, 8), 2.0)  # float64 into the float32 variance
+    assert e.variance.dtype == np.float32 and np.all(e.variance == 2)
+    e.image += 1  # in-place arithmetic still works
+    assert e.image[0, 1] == 2
+    bits = np.zeros((6, 8), np.int64)
+    bits[1, 1] = 1 << 31
+    e.getMask().array = bits
+    assert e.mask[1, 1] == -(1 << 31) and e.mask.dtype == np.int32
+    # finite values the plane's type cannot hold are refused, naming the plane and the remedy
+    with pytest.raises(InvalidInputError, match=r"variance holds finite values up to 1e\+40, which float32 pixels "
+                                                r"cannot hold .*this Exposure holds float32 pixels: make a new one "
+                                                "from float64 planes"):
+        e.variance = np.full((6, 8), 1e40)
+    assert np.all(e.variance == 2)
+    # a read-only plane (handed over with copy=False) is replaced by a converted copy
+    ro = np.ones((6, 8), np.float32)
+    ro.flags.writeable = False
+    r = Exposure(ro, copy=False)
+    r.image = np.zeros((6, 8))
+    assert r.image.flags.writeable and np.all(r.image == 0) and np.all(ro == 1)
+
+
+def test_numpy_array_of_a_mask_is_a_copy():
+    """np.array(mask) returned the mask's own buffer (Mask.__array__ ignored numpy's copy argument)."""
+    e = Exposure(np.zeros((4, 4), np.float32))
+    for bits in (np.array(e.getMask()), np.array(e.getMask(), copy=True)):
+        bits[:] = 255
+        assert not np.shares_memory(bits, e.mask) and e.mask[0, 0] == 0
+    assert np.asarray(e.getMask()) is e.mask  # no copy asked for, none made
+    assert np.asarray(e.getMask(), dtype=np.int64).dtype == np.int64
+    with pytest.raises(ValueError, match="cannot be given as int64 without a copy"):
+        np.array(e.getMask(), dtype=np.int64, copy=False)
+
+
+def test_get_masked_image_shares_the_exposure_planes():
+    """It returned a deep copy, so edits through it (the afw idiom) were lost."""
+    e = Exposure(np.zeros((4, 4), np.float32), xy0=(3, 4))
+    mi = e.getMaskedImage()
+    mi.image[:] = 5.0
+    mi.variance[0, 0] = 2.0
+    mi.mask[0, 0] |= mi.getMask().getPlaneBitMask("BAD")
+    mi.getMask().addMaskPlane("STREAK")
+    mi.image = np.full((4, 4), 6.0)  # assignment writes into the shared plane
+    assert np.all(e.image == 6.0) and e.variance[0, 0] == 2.0 and e.mask[0, 0] == 1
+    assert "STREAK" in e.getMask().getMaskPlaneDict() and mi.getBBox() == e.getBBox()
+    independent = e.getMaskedImage().copy()
+    independent.image[:] = -1
+    assert np.all(e.image == 6.0)
+
+
+def test_unknown_plane_names_in_a_list_are_refused():
+    """planes_set(['SATT']) selected nothing without a word, while planes_set('SATT') raised."""
+    m = Mask(shape=(3, 3))
+    with pytest.raises(InvalidInputError, match=r"unknown mask plane 'SATT'; this mask has \['BAD', 'CR'"):
+        m.planes_set(["SATT"])
+    with pytest.raises(InvalidInputError, match=r"unknown mask planes 'SATT', 'X'; this mask has \["):
+        m.planes_set(["SAT", "SATT", "X"])
+    with pytest.raises(InvalidInputError, match="unknown mask plane 'SATT'"):
+        m.getPlaneBitMask(["SAT", "SATT"])
+    assert not m.planes_set([]).any() and m.planes_set([]).shape == (3, 3)
+
+
+def test_a_masked_array_plane_is_refused():
+    """Its mask was dropped: the masked (bad) values became ordinary pixels."""
+    data = np.ones((4, 4), np.float32)
+    data[1, 1] = 1e6
+    arr = np.ma.masked_array(data, mask=data > 100)
+    with pytest.raises(InvalidInputError, match=r"image is a numpy masked array, whose mask would be lost; give its "
+                                                r"data and its mask separately, e\.g\. Exposure\(arr\.data, "
+                                                r"mask=Mask\.from_bool\(np\.ma\.getmaskarray\(arr\), 'BAD'\)\)"):
+        Exposure(arr)
+    with pytest.raises(InvalidInputError, match="variance is a numpy masked array"):
+        MaskedImage(data, variance=np.ma.masked_array(data))
+    e = Exposure(arr.data, mask=Mask.from_bool(np.ma.getmaskarray(arr), "BAD"))  # the remedy works
+    assert e.getMask().planes_set("BAD")[1, 1] and e.getMask().planes_set("BAD").sum() == 1
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda img: Exposure(img, xy0=(float("inf"), 0)), r"xy0 must be a pair of finite integers; got \(inf, 0\)"),
+    (lambda img: Exposure(img, xy0=(1.5, 0)), r"xy0 must be a pair of finite integers"),
+    (lambda img: Exposure(img, xy0=None), r"xy0 must be a pair of integers; got None"),
+    (lambda img: Mask(shape=(2, 2), planes=["A"]),
+     r"mask planes must be a mapping of plane name to bit number.*got list \['A'\]"),
+    (lambda img: Mask(shape=(2, 2), planes={"A": 2.5}),
+     r"mask plane 'A' has bit 2\.5; bits must be integers in 0\.\.31"),
+    (lambda img: Mask(shape=(2, 2), planes={"A": "3"}), r"mask plane 'A' has bit '3'; bits must be integers"),
+    (lambda img: Mask(shape=(2, 2), planes={"A": True}), r"mask plane 'A' has bit True"),
+    (lambda img: Mask(shape=(2, 2), planes={"A": 32}), r"mask plane 'A' has bit 32"),
+    (lambda img: Mask(shape=(2, 2), planes={"A": 1, "B": 1}),
+     r"mask planes 'A' and 'B' both have bit 1; give each plane its own bit"),
+    (lambda img: Exposure(img, mask_planes={"A=B": 1}), r"mask plane name 'A=B' holds the characters \['='\]"),
+    (lambda img: Exposure(img, mask_planes={"BAD": 0, "bad": 1}), "differs from the plane 'BAD' only in case"),
+    (lambda img: Exposure(img, metadata=[1, 2]), r"metadata must be a mapping of names to values \(a dict\); got list"),
+    (lambda img: Exposure(img, psf=GaussianPsf),
+     r"setPsf needs a PSF model, not the class GaussianPsf; give an instance, e\.g\. GaussianPsf\(31, 31, 2\.6\)"),
+    (lambda img: MaskedImage(img, mask=np.zeros(img.shape, bool)),
+     r"mask must be an integer bit-plane array, not boolean; convert a boolean mask with Mask\.from_bool"),
+    (lambda img: Exposure(img, variance=np.full(img.shape, 1e40)),
+     r"variance holds finite values up to 1e\+40, which float32 pixels cannot hold \(the largest is 3\.403e\+38\); "
+     r"give the image as float64"),
+    (lambda img: Exposure(Exposure(img)), r"image must be an array; got Exposure\(bbox=.*Exposure\.from_masked_image"),
+])
+def test_bad_constructor_arguments_raise_typed_errors(make, match):
+    with pytest.raises(InvalidInputError, match=match):
+        make(np.zeros((6, 6), np.float32))
+
+
+def test_valid_plane_registries_and_metadata_are_kept():
+    m = Mask(shape=(2, 2), planes={"A": np.int64(3), "B": 31.0})
+    assert m.getMaskPlaneDict() == {"A": 3, "B": 31} and all(type(b) is int for b in m.getMaskPlaneDict().values())
+    from astropy.io import fits
+
+    header = fits.Header({"OBJECT": "M31"})
+    assert Exposure(np.zeros((2, 2)), metadata=header).metadata == {"OBJECT": "M31"}
+    # a float64 variance of a float64 image keeps its values; -inf/inf/nan stay as they are with float32
+    v = np.array([[np.inf, -np.inf], [np.nan, 1.0]])
+    got = Exposure(np.zeros((2, 2), np.float32), variance=v).variance
+    assert got.dtype == np.float32 and np.isposinf(got[0, 0]) and np.isneginf(got[0, 1]) and np.isnan(got[1, 0])
+    assert Exposure(np.zeros((2, 2)), variance=np.full((2, 2), 1e40)).variance[0, 0] == 1e40
+
+
+def test_plane_names_that_are_not_a_name_or_a_list_are_refused():
+    m = Mask(shape=(2, 2))
+    with pytest.raises(InvalidInputError, match="mask planes must be given as a name or a list of names; got None"):
+        m.getPlaneBitMask(None)
+    with pytest.raises(InvalidInputError, match=r"unknown mask plane None; this mask has \["):
+        m.planes_set([None, "BAD"])

@@ -252,3 +252,27 @@ def test_uncertainty_and_mask_of_another_shape_are_refused(kwargs, message):
     # a mask that broadcasts (one row for every row) is still taken
     exp = Exposure.from_nddata(NDData(np.ones((3, 4)), mask=np.array([True, False, False, False])))
     assert exp.getMask().planes_set("BAD")[:, 0].all() and exp.getMask().planes_set("BAD").sum() == 3
+
+
+def test_bad_planes_must_be_planes_of_the_mask():
+    """A misspelt plane in bad_planes was ignored: the NDData mask then masked nothing."""
+    bits = np.zeros((4, 4), np.int32)
+    bits[2, 3] = 1 << 1  # SAT
+    exp = Exposure(np.ones((4, 4), np.float32), mask=bits)
+    with pytest.raises(InvalidInputError, match=r"unknown mask plane 'SATT'; this mask has \['BAD', 'CR', "):
+        exp.to_nddata(bad_planes=["SATT"])
+    with pytest.raises(InvalidInputError, match=r"unknown mask planes 'SATT', 'BADD'"):
+        exposure_to_nddata(exp, bad_planes=("SAT", "SATT", "BADD"))
+    assert exp.to_nddata(bad_planes=["SAT"]).mask.sum() == 1
+    assert exp.to_nddata(bad_planes="SAT").mask[2, 3]  # one name, not its letters
+
+
+def test_to_nddata_with_a_plane_at_bit_31():
+    """The default bad planes include every plane; one at bit 31 made to_nddata raise OverflowError."""
+    exp = Exposure(np.ones((4, 4), np.float32))
+    bit = [exp.getMask().addMaskPlane(f"P{i}") for i in range(23)][-1]
+    assert bit == 31
+    exp.mask[1, 2] |= exp.getMask().getPlaneBitMask("P22")
+    nd = exp.to_nddata()
+    assert nd.mask[1, 2] and nd.mask.sum() == 1
+    assert exp.to_nddata(bad_planes=["P22"]).mask[1, 2] and not exp.to_nddata(bad_planes=["BAD"]).mask.any()

@@ -984,12 +984,13 @@ def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANS
     legend = []
     extra = iter(_EXTRA_COLOURS * 4)
     for name, bit in sorted(planes.items(), key=lambda kv: kv[1]):
-        sel = (mbits & (1 << bit)) != 0
+        value = np.int32(exposure.getMask().getPlaneBitMask(name))  # bit 31 is the int32 sign bit
+        sel = (mbits & value) != 0
         if not np.any(sel):
             continue
         colour = _MASK_COLOURS.get(name) or next(extra)
         rgba[sel] = to_rgba(colour, alpha)
-        npix = int(np.count_nonzero((exposure.mask & (1 << bit)) != 0))
+        npix = int(np.count_nonzero((exposure.mask & value) != 0))
         legend.append(Patch(facecolor=to_rgba(colour, max(alpha, 0.35)), edgecolor=colour,
                             label=f"{name}: {npix} px ({npix / exposure.mask.size:.2%})"))
     if alpha > 0 and legend:

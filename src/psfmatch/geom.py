@@ -4,11 +4,19 @@ Conventions: positions are (x, y) = (column, row), 0-based,
 with pixel centres at integer values.  An image carries its origin ``xy0``, so
 its bounding box may start anywhere; numpy arrays are indexed ``[y, x]``.
 :class:`Box2I` is an inclusive integer box, as in LSST's afw.
+
+Points and extents are tuples (they unpack as ``x, y = point``) with afw's
+vector arithmetic instead of the tuple concatenation and repetition: ``+`` and
+``-`` work element by element with another point, an extent or an ``(x, y)``
+pair, ``*`` and ``/`` with a number, and unary ``-`` negates (see
+:class:`Point2D`).
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import NamedTuple
 
 from .errors import InvalidInputError
@@ -16,8 +24,106 @@ from .errors import InvalidInputError
 __all__ = ["Point2D", "Point2I", "Extent2I", "Box2I", "Box2D", "as_point"]
 
 
+def _is_integer(value) -> bool:
+    """Whether ``value`` is an integer type (Python or numpy; not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    """Whether ``value`` is a real number (Python or numpy; not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _integral(value) -> bool:
+    """Whether ``value`` is an integer, or a finite real number of integer value (``3.0``)."""
+    if _is_integer(value):
+        return True
+    return _is_real(value) and math.isfinite(value) and float(value).is_integer()
+
+
+def _operand_pair(other):
+    """``other`` as an ``(x, y)`` pair of real numbers, or None when it is not one (a string, a triple...)."""
+    if isinstance(other, (str, bytes)):
+        return None
+    try:
+        a, b = other
+    except (TypeError, ValueError):
+        return None
+    return (a, b) if _is_real(a) and _is_real(b) else None
+
+
+def _point_of(x, y, integer=False):
+    """A :class:`Point2I` when ``integer`` and both coordinates are integer types, else a :class:`Point2D`."""
+    if integer and _is_integer(x) and _is_integer(y):
+        return Point2I(int(x), int(y))
+    return Point2D(float(x), float(y))
+
+
+class _PointArithmetic:
+    """Element-by-element ``+``, ``-`` with pairs and ``*``, ``/`` with numbers, for the point classes.
+
+    The methods are copied into :class:`Point2D` and :class:`Point2I` (a
+    ``NamedTuple`` takes no other base class), whose ``_integer`` says whether
+    integer operands keep an integer result.  An operand of another kind
+    returns ``NotImplemented``, so Python raises ``TypeError`` (a tuple's
+    concatenation and repetition never run).
+    """
+
+    __slots__ = ()
+    _integer = False
+
+    def __add__(self, other):
+        pair = _operand_pair(other)
+        if pair is None:
+            return NotImplemented
+        return _point_of(self[0] + pair[0], self[1] + pair[1], self._integer)
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        pair = _operand_pair(other)
+        if pair is None:
+            return NotImplemented
+        x, y = self[0] - pair[0], self[1] - pair[1]
+        if isinstance(self, Point2I) and isinstance(other, Point2I):
+            return Extent2I(x, y)  # afw: Point2I - Point2I is an Extent2I
+        return _point_of(x, y, self._integer)
+
+    def __rsub__(self, other):
+        pair = _operand_pair(other)
+        if pair is None:
+            return NotImplemented
+        return _point_of(pair[0] - self[0], pair[1] - self[1], self._integer)
+
+    def __mul__(self, other):
+        if not _is_real(other):
+            return NotImplemented
+        return _point_of(self[0] * other, self[1] * other, self._integer)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        if not _is_real(other):
+            return NotImplemented
+        return Point2D(self[0] / other, self[1] / other)
+
+    def __neg__(self):
+        return _point_of(-self[0], -self[1], self._integer)
+
+    def __pos__(self):
+        return self
+
+
 class Point2D(NamedTuple):
-    """A floating-point position ``(x, y)``; unpacks as ``x, y = point``."""
+    """A floating-point position ``(x, y)``; unpacks as ``x, y = point``.
+
+    Arithmetic is afw's, element by element (not a tuple's concatenation):
+    ``point + other`` and ``point - other`` with another point, an
+    :class:`Extent2I` or an ``(x, y)`` pair, ``point * s``, ``s * point`` and
+    ``point / s`` with a number ``s``, and ``-point``; each gives a
+    :class:`Point2D` (where afw's ``Point - Point`` gives an extent, this gives
+    a point with the same ``x`` and ``y``).  Other operands raise ``TypeError``.
+    """
 
     x: float
     y: float
@@ -31,12 +137,43 @@ class Point2D(NamedTuple):
     def __repr__(self) -> str:
         return f"Point2D(x={self.x!r}, y={self.y!r})"
 
+    __add__ = _PointArithmetic.__add__
+    __radd__ = _PointArithmetic.__radd__
+    __sub__ = _PointArithmetic.__sub__
+    __rsub__ = _PointArithmetic.__rsub__
+    __mul__ = _PointArithmetic.__mul__
+    __rmul__ = _PointArithmetic.__rmul__
+    __truediv__ = _PointArithmetic.__truediv__
+    __neg__ = _PointArithmetic.__neg__
+    __pos__ = _PointArithmetic.__pos__
+    _integer = False
 
-class Point2I(NamedTuple):
-    """An integer pixel position ``(x, y)``."""
 
+class _Point2IFields(NamedTuple):
     x: int
     y: int
+
+
+class Point2I(_Point2IFields):
+    """An integer pixel position ``(x, y)``.
+
+    Both coordinates must be integers (a float of integer value, ``3.0``, is
+    taken as that integer); others raise
+    :class:`~psfmatch.errors.InvalidInputError`.  Arithmetic is element by
+    element as for :class:`Point2D`; the result stays a ``Point2I`` when every
+    operand is an integer (``Point2I(1, 2) + (3, 4)``, ``Point2I(1, 2) * 2``),
+    else it is a :class:`Point2D` (``Point2I(1, 2) * 0.5``, and always for
+    ``/``).  As in afw, ``Point2I - Point2I`` is an :class:`Extent2I`.
+    """
+
+    __slots__ = ()
+    _integer = True
+
+    def __new__(cls, x, y):
+        if not (_integral(x) and _integral(y)):
+            raise InvalidInputError(f"Point2I needs two integers; got ({x!r}, {y!r}) (use Point2D for a position "
+                                    "between pixel centres, or round it first)")
+        return super().__new__(cls, int(x), int(y))
 
     def getX(self) -> int:
         return self.x
@@ -44,9 +181,26 @@ class Point2I(NamedTuple):
     def getY(self) -> int:
         return self.y
 
+    __add__ = _PointArithmetic.__add__
+    __radd__ = _PointArithmetic.__radd__
+    __sub__ = _PointArithmetic.__sub__
+    __rsub__ = _PointArithmetic.__rsub__
+    __mul__ = _PointArithmetic.__mul__
+    __rmul__ = _PointArithmetic.__rmul__
+    __truediv__ = _PointArithmetic.__truediv__
+    __neg__ = _PointArithmetic.__neg__
+    __pos__ = _PointArithmetic.__pos__
+
 
 class Extent2I(NamedTuple):
-    """An integer size ``(width, height)``."""
+    """An integer size ``(width, height)``.
+
+    Arithmetic is afw's, element by element: ``extent + other`` and
+    ``extent - other`` with another extent or a pair of integers give an
+    ``Extent2I`` (``extent + Point2I`` a :class:`Point2I`), and ``extent * n``
+    with an integer ``n`` an ``Extent2I``; other operands (a float factor, a
+    pair of floats) raise ``TypeError``.
+    """
 
     width: int
     height: int
@@ -56,6 +210,37 @@ class Extent2I(NamedTuple):
 
     def getY(self) -> int:
         return self.height
+
+    def __add__(self, other):
+        pair = _operand_pair(other)
+        if pair is None or not (_is_integer(pair[0]) and _is_integer(pair[1])):
+            return NotImplemented
+        cls = Point2I if isinstance(other, Point2I) else Extent2I
+        return cls(int(self[0] + pair[0]), int(self[1] + pair[1]))
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        pair = _operand_pair(other)
+        if pair is None or isinstance(other, Point2I) or not (_is_integer(pair[0]) and _is_integer(pair[1])):
+            return NotImplemented
+        return Extent2I(int(self[0] - pair[0]), int(self[1] - pair[1]))
+
+    def __rsub__(self, other):
+        pair = _operand_pair(other)
+        if pair is None or not (_is_integer(pair[0]) and _is_integer(pair[1])):
+            return NotImplemented
+        return Extent2I(int(pair[0] - self[0]), int(pair[1] - self[1]))
+
+    def __mul__(self, other):
+        if not _is_integer(other):
+            return NotImplemented
+        return Extent2I(int(self[0] * other), int(self[1] * other))
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return Extent2I(-self[0], -self[1])
 
 
 def as_point(position, name="position") -> Point2D:
@@ -88,6 +273,22 @@ def as_point(position, name="position") -> Point2D:
     return Point2D(x, y)
 
 
+def _int_pair(value, what, example):
+    """``value`` (a pair of integers, or floats of integer value) as two ints, or InvalidInputError."""
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"Box2I {what} must be a pair of integers, as in {example}; got {value!r}") from None
+    if not isinstance(a, bool) and not isinstance(b, bool):
+        try:  # integers of any kind, cheaply (boxes are made in the convolution's loops)
+            return operator.index(a), operator.index(b)
+        except TypeError:
+            pass
+    if not (_integral(a) and _integral(b)):
+        raise InvalidInputError(f"Box2I {what} must be a pair of finite integers, as in {example}; got {value!r}")
+    return int(a), int(b)
+
+
 class Box2I:
     """An inclusive integer box in parent pixel coordinates.
 
@@ -95,20 +296,32 @@ class Box2I:
     ----------
     minimum : (int, int)
         The (x, y) of the first pixel.
-    dimensions : (int, int)
-        The (width, height); both must be non-negative.
+    dimensions : (int, int) or Extent2I
+        The (width, height); both must be non-negative.  Unlike afw's
+        ``Box2I(min, max)``, the second argument is the size: a
+        :class:`Point2I` or :class:`Point2D` there is refused (build a box from
+        its inclusive corners with :meth:`from_corners`).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``minimum`` or ``dimensions`` is not a pair of finite integers (NaN,
+        inf, None, 1.5), a dimension is negative, or ``dimensions`` is a point.
     """
 
     __slots__ = ("_x0", "_y0", "_w", "_h")
 
     def __init__(self, minimum=(0, 0), dimensions=(0, 0)):
-        x0, y0 = minimum
-        w, h = dimensions
-        if int(w) != w or int(h) != h or w < 0 or h < 0:
+        if isinstance(dimensions, (Point2I, Point2D)):
+            raise InvalidInputError(
+                f"Box2I(minimum, dimensions) takes the width and height as its second argument, not the corner point "
+                f"{dimensions!r} (afw's Box2I(min, max)); use Box2I.from_corners(xmin, ymin, xmax, ymax) for the "
+                "inclusive corners, or give the size as a pair or an Extent2I")
+        x0, y0 = _int_pair(minimum, "minimum", "(0, 0)")
+        w, h = _int_pair(dimensions, "dimensions", "(width, height)")
+        if w < 0 or h < 0:
             raise InvalidInputError(f"Box2I dimensions must be non-negative integers; got {dimensions!r}")
-        if int(x0) != x0 or int(y0) != y0:
-            raise InvalidInputError(f"Box2I minimum must be integers; got {minimum!r}")
-        self._x0, self._y0, self._w, self._h = int(x0), int(y0), int(w), int(h)
+        self._x0, self._y0, self._w, self._h = x0, y0, w, h
 
     @classmethod
     def from_corners(cls, xmin, ymin, xmax, ymax) -> "Box2I":
@@ -196,10 +409,36 @@ class Box2I:
             return Box2I((xa, ya), (0, 0))
         return Box2I.from_corners(xa, ya, xb, yb)
 
-    def slices(self, xy0=(0, 0)) -> tuple[slice, slice]:
-        """numpy slices ``(rows, cols)`` selecting this box in an array whose origin is ``xy0``."""
-        x0, y0 = xy0
-        return (slice(self._y0 - y0, self._y0 - y0 + self._h), slice(self._x0 - x0, self._x0 - x0 + self._w))
+    def slices(self, xy0=(0, 0), shape=None) -> tuple[slice, slice]:
+        """numpy slices ``(rows, cols)`` selecting this box in an array whose origin is ``xy0``.
+
+        Parameters
+        ----------
+        xy0 : (int, int)
+            Parent coordinates of the array's pixel ``[0, 0]``.
+        shape : (int, int), optional
+            The array's shape ``(height, width)``; when given, the box must also
+            end inside it.
+
+        Raises
+        ------
+        InvalidInputError
+            If the box starts before the array's origin (a negative start, which
+            numpy would take from the array's far end and select too few
+            pixels, or none, without an error), or ends beyond ``shape``.
+        """
+        x0, y0 = _int_pair(xy0, "slices origin xy0", "(0, 0)")
+        sx, sy = self._x0 - x0, self._y0 - y0
+        outside = sx < 0 or sy < 0
+        if shape is not None and not outside:
+            height, width = _int_pair(shape, "slices shape", "(height, width)")
+            outside = sx + self._w > width or sy + self._h > height
+        if outside:
+            where = "" if shape is None else f" of shape {tuple(shape)}"
+            raise InvalidInputError(
+                f"{self!r} is not inside the array{where} whose origin is ({x0}, {y0}): numpy would select the "
+                "wrong pixels; clip the box first, e.g. box.intersection(exposure.getBBox())")
+        return (slice(sy, sy + self._h), slice(sx, sx + self._w))
 
     def __eq__(self, other) -> bool:
         return isinstance(other, Box2I) and (self._x0, self._y0, self._w, self._h) == (

@@ -13,7 +13,7 @@ import copy
 import numpy as np
 
 from .errors import InvalidInputError
-from .geom import Box2I, Point2I
+from .geom import Box2I, Point2I, _integral
 
 __all__ = ["DEFAULT_MASK_PLANES", "Mask", "MaskedImage", "Exposure"]
 
@@ -42,25 +42,57 @@ def plane_dtype(dtype) -> np.dtype:
     return native if native in (np.float32, np.float64) else np.dtype(np.float32)
 
 
-def _as_2d(array, name, dtype=None, copy=True):
-    """``array`` checked to be 2-d and non-empty, as float32/float64 (or ``dtype``); a copy unless ``copy=False``.
+def _as_2d(array, name, dtype=None, copy=True, remedy=None):
+    """``array`` checked to be 2-d, non-empty and real, as float32/float64 (or ``dtype``); a copy unless ``copy=False``.
 
     With ``copy=False`` an array that already has the wanted type (native byte
-    order) is returned as it is; any other is converted, which copies.
+    order) is returned as it is; any other is converted, which copies (see
+    :func:`_convert` for the values a narrower type cannot hold).
     """
     if array is None:
         return None
+    if isinstance(array, np.ma.MaskedArray):
+        raise InvalidInputError(
+            f"{name} is a numpy masked array, whose mask would be lost; give its data and its mask separately, e.g. "
+            f"Exposure(arr.data, mask=Mask.from_bool(np.ma.getmaskarray(arr), 'BAD')) (Mask.from_bool sets the "
+            "plane you name where the mask is True)")
     arr = np.asarray(array)
     if arr.ndim != 2:
         raise InvalidInputError(f"{name} must be a 2-d array; got {arr.ndim} dimension(s) with shape {arr.shape}")
     if arr.size == 0:
         raise InvalidInputError(f"{name} must not be empty; got shape {arr.shape}")
-    if dtype is not None:
-        return np.array(arr, dtype=dtype, copy=True) if copy else np.asarray(arr, dtype=dtype)
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.iscomplexobj(arr):
         raise InvalidInputError(f"{name} must hold real numbers; got dtype {arr.dtype}")
-    target = plane_dtype(arr.dtype)
-    return arr.astype(target) if copy or arr.dtype != target else arr
+    return _convert(arr, plane_dtype(arr.dtype) if dtype is None else dtype, name, copy, remedy)
+
+
+def _convert(arr, dtype, name, copy=True, remedy=None):
+    """``arr`` as ``dtype`` (a copy unless ``copy=False`` and it already is), refusing values it cannot hold.
+
+    A float type narrowed to a shorter one (a float64 variance held in a
+    float32 exposure, a long double image) turns finite values beyond the
+    narrower type's range into inf; that is refused with
+    :class:`~psfmatch.errors.InvalidInputError` naming the plane, the largest
+    such value and ``remedy``.
+    """
+    dtype = np.dtype(dtype)
+    if arr.dtype == dtype:
+        return arr.copy() if copy else arr
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(dtype)
+    if arr.dtype.kind == "f" and dtype.kind == "f" and arr.dtype.itemsize > dtype.itemsize:
+        lost = np.isinf(out)
+        if lost.any():
+            src = arr[lost]
+            src = src[np.isfinite(src)]
+            if src.size:
+                if remedy is None:
+                    remedy = ("give the image as float64 (the variance is held in the image's type) or rescale the "
+                              "data")
+                raise InvalidInputError(
+                    f"{name} holds finite values up to {float(np.abs(src).max()):.4g}, which {dtype} pixels cannot "
+                    f"hold (the largest is {float(np.finfo(dtype).max):.4g}); {remedy}")
+    return out
 
 
 def _mask_array(array, copy=True):
@@ -129,6 +161,39 @@ def check_plane_name(name, planes=()) -> None:
                                 "FITS keywords ignore; choose another name")
 
 
+def _check_planes(planes) -> dict:
+    """A new plane-name to bit-number dict from ``planes`` (default :data:`DEFAULT_MASK_PLANES`), checked.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``planes`` is not a mapping, a name cannot be stored in a FITS file
+        (:func:`check_plane_name`), a bit is not an integer in ``0..31`` or
+        two names share a bit.
+    """
+    if planes is None:
+        return dict(DEFAULT_MASK_PLANES)
+    if not callable(getattr(planes, "items", None)):
+        raise InvalidInputError(f"mask planes must be a mapping of plane name to bit number, as in "
+                                f"{{'BAD': 0, 'STREAK': 9}}; got {type(planes).__name__} {planes!r}")
+    out, names_of = {}, {}
+    for name, bit in planes.items():
+        check_plane_name(name, out)
+        if not (_integral(bit) and 0 <= bit <= _MAX_PLANES):
+            raise InvalidInputError(f"mask plane {name!r} has bit {bit!r}; bits must be integers in 0..{_MAX_PLANES}")
+        bit = int(bit)
+        if bit in names_of:
+            raise InvalidInputError(f"mask planes {names_of[bit]!r} and {name!r} both have bit {bit}; give each plane "
+                                    "its own bit (Mask.addMaskPlane picks a free one)")
+        out[name], names_of[bit] = bit, name
+    return out
+
+
+def _bit_value(bits: int) -> int:
+    """The 32-bit mask pattern ``bits`` (0 <= bits < 2**32) as the int32 value a mask pixel holds."""
+    return bits - (1 << 32) if bits >= 1 << 31 else bits
+
+
 class Mask:
     """An integer mask whose bits are named planes.
 
@@ -142,9 +207,24 @@ class Mask:
         Shape ``(height, width)`` when ``array`` is omitted.
     planes : mapping of str to int, optional
         Plane name to bit number; defaults to :data:`DEFAULT_MASK_PLANES`.
+        Names must be storable in a FITS header (:func:`check_plane_name`),
+        bits integers in 0..31, one name per bit.
     copy : bool
         With False, an int32 ``array`` is used as it is (not copied): the caller
         hands it over and must not use it afterwards.
+
+    Raises
+    ------
+    InvalidInputError
+        If the array is not 2-d integer bit planes (a boolean array: use
+        :meth:`from_bool`), or ``planes`` breaks the rules above.
+
+    Notes
+    -----
+    Bit 31 is the int32 sign bit: a pixel with it set is negative, and
+    :meth:`getPlaneBitMask` gives such a plane as ``-2**31`` (afw's
+    ``MaskPixel`` is a signed 32-bit integer too), so that
+    ``mask.array |= mask.getPlaneBitMask(name)`` works for every plane.
     """
 
     def __init__(self, array=None, *, shape=None, planes=None, copy=True):
@@ -152,11 +232,8 @@ class Mask:
             if shape is None:
                 raise InvalidInputError("Mask needs an array or a shape")
             array = np.zeros(shape, dtype=np.int32)
-        self.array = _mask_array(array, copy)
-        self._planes = dict(DEFAULT_MASK_PLANES if planes is None else planes)
-        for name, bit in self._planes.items():
-            if not (0 <= int(bit) <= _MAX_PLANES):
-                raise InvalidInputError(f"mask plane {name!r} has bit {bit}; bits must lie in 0..{_MAX_PLANES}")
+        self._array = _mask_array(array, copy)
+        self._planes = _check_planes(planes)
 
     @classmethod
     def from_bool(cls, array, plane="BAD", planes=None) -> "Mask":
@@ -167,8 +244,29 @@ class Mask:
         return m
 
     @property
+    def array(self) -> np.ndarray:
+        """The mask bits, a 2-d int32 numpy array.
+
+        Assigning to it copies the new bits into this array (as afw's
+        assignment of pixels does: a `MaskedImage` sharing this mask sees
+        them); they are checked as the constructor checks them, and must
+        have the mask's shape.
+        """
+        return self._array
+
+    @array.setter
+    def array(self, value):
+        if value is self._array:
+            return
+        arr = _mask_array(value, copy=False)
+        if arr.shape != self._array.shape:
+            raise InvalidInputError(f"Mask.array of shape {arr.shape} cannot replace the mask's {self._array.shape}; "
+                                    "assign bits of the mask's shape, or make a new Mask")
+        _assign(self, "_array", arr)
+
+    @property
     def shape(self):
-        return self.array.shape
+        return self._array.shape
 
     def getMaskPlaneDict(self) -> dict:
         """A copy of the plane-name to bit-number registry."""
@@ -194,42 +292,94 @@ class Mask:
                 return bit
         raise InvalidInputError(f"cannot add mask plane {name!r}: all {_MAX_PLANES + 1} bits are in use")
 
+    def _known(self, names) -> list:
+        """``names`` (a name or an iterable of names) as a list, each a plane of this mask, or InvalidInputError.
+
+        The error names every unknown plane and the planes this mask has.
+        """
+        if isinstance(names, str):
+            names = [names]
+        else:
+            try:
+                names = list(names)
+            except TypeError:
+                raise InvalidInputError(
+                    f"mask planes must be given as a name or a list of names; got {names!r}") from None
+        unknown = [n for n in names if not (isinstance(n, str) and n in self._planes)]
+        if unknown:
+            which = (f"unknown mask plane {unknown[0]!r}" if len(unknown) == 1
+                     else f"unknown mask planes {', '.join(repr(n) for n in unknown)}")
+            raise InvalidInputError(f"{which}; this mask has {sorted(self._planes)} (check the spelling, or register "
+                                    "a plane with addMaskPlane)")
+        return names
+
     def getPlaneBitMask(self, names) -> int:
-        """The integer with the bits of plane ``names`` (a name or a list of names) set.
+        """The mask value with the bits of plane ``names`` (a name or a list of names) set.
+
+        Returns
+        -------
+        int
+            The value as an int32 mask pixel holds it, like afw's
+            ``MaskPixel``: a plane at bit 31 (the sign bit) gives a negative
+            value (``-2**31``), so that ``exposure.mask[y, x] |= value`` and
+            ``mask.array & value`` work for every plane.  Test it with
+            ``!= 0``, not ``> 0``.
 
         Raises
         ------
         InvalidInputError
             If a name is not registered on this mask.
         """
-        if isinstance(names, str):
-            names = [names]
-        value = 0
+        names = self._known(names)
+        bits = 0
         for name in names:
-            if name not in self._planes:
-                raise InvalidInputError(
-                    f"unknown mask plane {name!r}; this mask has {sorted(self._planes)}")
-            value |= 1 << self._planes[name]
-        return value
+            bits |= 1 << self._planes[name]
+        return _bit_value(bits)
 
     def planes_set(self, names) -> np.ndarray:
-        """Boolean array: True where any of the planes ``names`` is set."""
-        names = [names] if isinstance(names, str) else [n for n in names if n in self._planes]
+        """Boolean array: True where any of the planes ``names`` (a name or a list of names) is set.
+
+        Raises
+        ------
+        InvalidInputError
+            If a name is not registered on this mask (a list too: a misspelt
+            plane would otherwise select nothing).
+        """
+        names = self._known(names)
         if not names:
             return np.zeros(self.shape, dtype=bool)
-        return (self.array & self.getPlaneBitMask(names)) != 0
+        return (self._array & np.int32(self.getPlaneBitMask(names))) != 0
 
     def copy(self) -> "Mask":
-        return Mask(self.array, planes=self._planes)
+        return Mask(self._array, planes=self._planes)
 
     def __array__(self, dtype=None, copy=None):
-        return self.array if dtype is None else self.array.astype(dtype)
+        """The bits for numpy, honouring its ``copy`` argument (``np.array(mask)`` is a copy, as numpy promises).
+
+        ``copy=None`` (``np.asarray``) gives the mask's own array when no
+        conversion is needed; ``copy=False`` raises ``ValueError`` when one is.
+        """
+        need = dtype is not None and np.dtype(dtype) != self._array.dtype
+        if copy is False and need:
+            raise ValueError(f"the Mask's int32 bits cannot be given as {np.dtype(dtype)} without a copy")
+        if need:
+            return self._array.astype(dtype)
+        return self._array.copy() if copy else self._array
 
     def __eq__(self, other):
-        return isinstance(other, Mask) and self._planes == other._planes and np.array_equal(self.array, other.array)
+        return isinstance(other, Mask) and self._planes == other._planes and np.array_equal(self._array, other._array)
 
     def __repr__(self):
         return f"Mask(shape={self.shape}, planes={sorted(self._planes, key=self._planes.get)})"
+
+
+def _assign(owner, attr, arr) -> None:
+    """Copy the checked plane ``arr`` into ``owner.<attr>`` in place (a read-only plane is replaced by a copy)."""
+    plane = getattr(owner, attr)
+    if plane.flags.writeable:
+        np.copyto(plane, arr)
+    else:
+        setattr(owner, attr, np.array(arr, dtype=plane.dtype, copy=True))
 
 
 class MaskedImage:
@@ -239,11 +389,15 @@ class MaskedImage:
     ----------
     image : array_like
         Pixel values, 2-d; copied (float32 and float64 are kept, in the native byte order; other
-        types become float32).
+        types become float32).  A numpy masked array is refused (its mask would be lost): give
+        its data, and its mask as ``Mask.from_bool(np.ma.getmaskarray(arr), 'BAD')``.
     mask : array_like of int or `Mask`, optional
-        Bit planes; zeros when omitted.
+        Bit planes; zeros when omitted.  A boolean array is refused: convert it with
+        :meth:`Mask.from_bool`.
     variance : array_like, optional
-        Per-pixel variance in data units squared; zeros when omitted (as in afw).
+        Per-pixel variance in data units squared, held in the image's type; zeros when omitted
+        (as in afw).  Finite values that type cannot hold (a float64 variance of 1e40 with a
+        float32 image) are refused.
     xy0 : (int, int)
         Parent coordinates of the pixel ``image[0, 0]``.
     mask_planes : mapping of str to int, optional
@@ -254,44 +408,107 @@ class MaskedImage:
         `Mask`) are used as they are instead of copied: the caller hands them
         over (a reader or the convolution with freshly made arrays) and must not
         use them afterwards.  Others are converted, which copies.
+
+    Raises
+    ------
+    InvalidInputError
+        If a plane is not a 2-d real array, the planes differ in shape, a value
+        cannot be held in the image's type, or ``xy0`` is not a pair of finite
+        integers.
+
+    Notes
+    -----
+    ``image``, ``variance`` and ``mask`` may be assigned: the new values are
+    checked as here and copied into the existing planes, which keep their
+    shape and type (see :attr:`image`).
     """
 
     def __init__(self, image, mask=None, variance=None, *, xy0=(0, 0), mask_planes=None, copy=True):
-        self.image = _as_2d(image, "image", copy=copy)
-        shape = self.image.shape
+        if isinstance(image, MaskedImage):
+            raise InvalidInputError(
+                f"image must be an array; got {image!r}: copy one with its copy() method, or make an Exposure of a "
+                "MaskedImage with Exposure.from_masked_image(mi, psf=...)")
+        self._image = _as_2d(image, "image", copy=copy)
+        shape = self._image.shape
         if isinstance(mask, Mask):
             self._mask = mask.copy() if copy else mask
         elif mask is None:
             self._mask = Mask(shape=shape, planes=mask_planes)
-        else:
-            self._mask = Mask(_as_2d(mask, "mask") if np.asarray(mask).dtype == bool else mask, planes=mask_planes,
-                              copy=copy)
+        else:  # a boolean array is refused there, with the Mask.from_bool remedy
+            self._mask = Mask(mask, planes=mask_planes, copy=copy)
         if variance is None:
-            self.variance = np.zeros(shape, dtype=self.image.dtype)
+            self._variance = np.zeros(shape, dtype=self._image.dtype)
         else:
-            self.variance = _as_2d(variance, "variance", copy=copy).astype(self.image.dtype, copy=False)
-        for name, arr in (("mask", self._mask.array), ("variance", self.variance)):
+            self._variance = _as_2d(variance, "variance", dtype=self._image.dtype, copy=copy)
+        for name, arr in (("mask", self._mask.array), ("variance", self._variance)):
             if arr.shape != shape:
                 raise InvalidInputError(
                     f"image, mask and variance must have one shape; image is {shape}, {name} is {arr.shape}")
         try:
             x0, y0 = xy0
-            self._xy0 = Point2I(int(x0), int(y0))
         except (TypeError, ValueError):
             raise InvalidInputError(f"xy0 must be a pair of integers; got {xy0!r}") from None
-        if self._xy0 != tuple(xy0):
-            raise InvalidInputError(f"xy0 must be a pair of integers; got {xy0!r}")
+        if not (_integral(x0) and _integral(y0)):
+            raise InvalidInputError(f"xy0 must be a pair of finite integers; got {xy0!r}")
+        self._xy0 = Point2I(int(x0), int(y0))
+
+    def _set_plane(self, name, value) -> None:
+        """Check ``value`` as the constructor does and copy it into the plane ``name`` (image or variance)."""
+        attr = f"_{name}"
+        plane = getattr(self, attr)
+        if value is plane:
+            return
+        remedy = (f"this {type(self).__name__} holds {plane.dtype} pixels: make a new one from float64 planes, or "
+                  "rescale the data")
+        arr = _as_2d(value, name, dtype=plane.dtype, copy=False, remedy=remedy)
+        if arr.shape != plane.shape:
+            raise InvalidInputError(
+                f"{name} of shape {arr.shape} cannot replace the {plane.shape} {name} of this {type(self).__name__}: "
+                f"image, mask and variance must have one shape; assign one of shape {plane.shape}, or make a new "
+                f"{type(self).__name__} from planes of the new shape")
+        _assign(self, attr, arr)
+
+    @property
+    def image(self) -> np.ndarray:
+        """The pixel values, a 2-d float32 or float64 numpy array.
+
+        Assigning to it copies the new values into this array (as afw's
+        ``exposure.image = ...`` does: a `MaskedImage` from
+        :meth:`Exposure.getMaskedImage` sees them), converted to its type; the
+        shape must stay, and a value of another shape or type that cannot be
+        held raises :class:`~psfmatch.errors.InvalidInputError`.  To change the
+        shape or the pixel type, make a new object.
+        """
+        return self._image
+
+    @image.setter
+    def image(self, value):
+        self._set_plane("image", value)
+
+    @property
+    def variance(self) -> np.ndarray:
+        """The per-pixel variance, a 2-d numpy array of the image's type; assigned as :attr:`image` is."""
+        return self._variance
+
+    @variance.setter
+    def variance(self, value):
+        self._set_plane("variance", value)
 
     @property
     def mask(self) -> np.ndarray:
-        """The mask bits as an int32 numpy array (see :meth:`getMask` for the plane names)."""
+        """The mask bits as an int32 numpy array (see :meth:`getMask` for the plane names).
+
+        Assigning to it copies the new bits into this array (see
+        :attr:`Mask.array`); they must be integer bit planes of the image's
+        shape.
+        """
         return self._mask.array
 
     @mask.setter
     def mask(self, value):
-        arr = _mask_array(value)
-        if arr.shape != self.image.shape:
-            raise InvalidInputError(f"mask shape {arr.shape} differs from the image's {self.image.shape}")
+        arr = _mask_array(value, copy=False)
+        if arr.shape != self._image.shape:
+            raise InvalidInputError(f"mask shape {arr.shape} differs from the image's {self._image.shape}")
         self._mask.array = arr
 
     def getMask(self) -> Mask:
@@ -342,7 +559,8 @@ class Exposure(MaskedImage):
     wcs : `astropy.wcs.WCS`, optional
         Carried through unchanged.
     metadata : mapping, optional
-        Carried through by the task (deep-copied).  The keys ``photoCalib``,
+        Carried through by the task (deep-copied); anything but a mapping
+        raises :class:`~psfmatch.errors.InvalidInputError`.  The keys ``photoCalib``,
         ``visitInfo``, ``id`` and ``filter`` have accessors.
 
     Examples
@@ -362,7 +580,16 @@ class Exposure(MaskedImage):
         if psf is not None:
             self.setPsf(psf)
         self._wcs = wcs
-        self.metadata = dict(metadata) if metadata is not None else {}
+        if metadata is None:
+            self.metadata = {}
+        else:
+            try:
+                if not callable(getattr(metadata, "keys", None)):
+                    raise TypeError
+                self.metadata = dict(metadata)
+            except (TypeError, ValueError):
+                raise InvalidInputError(f"metadata must be a mapping of names to values (a dict); got "
+                                        f"{type(metadata).__name__} {metadata!r:.100}") from None
 
     @classmethod
     def from_masked_image(cls, mi: MaskedImage, *, copy=True, **kwargs) -> "Exposure":
@@ -392,8 +619,13 @@ class Exposure(MaskedImage):
         Raises
         ------
         InvalidInputError
-            If ``psf`` has no ``computeKernelImage`` method.
+            If ``psf`` has no ``computeKernelImage`` method, or is a class
+            rather than a model.
         """
+        if isinstance(psf, type):
+            raise InvalidInputError(
+                f"setPsf needs a PSF model, not the class {psf.__name__}; give an instance, e.g. "
+                "GaussianPsf(31, 31, 2.6)")
         if psf is not None and not callable(getattr(psf, "computeKernelImage", None)):
             raise InvalidInputError(
                 f"a PSF model needs a computeKernelImage(position) method; {type(psf).__name__} has none")
@@ -429,7 +661,14 @@ class Exposure(MaskedImage):
         return self.metadata.get("id")
 
     def getMaskedImage(self) -> MaskedImage:
-        return MaskedImage(self.image, self._mask, self.variance, xy0=self._xy0)
+        """The exposure's image, mask and variance as a `MaskedImage` that shares the pixels, as afw's does.
+
+        Its planes are the exposure's arrays and its :class:`Mask` is the
+        exposure's (plane names included): pixels set, bits or'ed and planes
+        added through it are the exposure's.  Use ``getMaskedImage().copy()``
+        for independent planes.
+        """
+        return MaskedImage(self._image, self._mask, self._variance, xy0=self._xy0, copy=False)
 
     def copy(self) -> "Exposure":
         """A deep copy: planes, WCS and metadata are new objects (the PSF model is shared: models are

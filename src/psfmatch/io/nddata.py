@@ -280,9 +280,10 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
     ccd : bool
         Return a `CCDData`; it needs a unit (``metadata["unit"]``), else
         :class:`~psfmatch.errors.InvalidInputError` is raised.
-    bad_planes : sequence of str, optional
-        Planes that make the boolean mask True; default every plane but
-        DETECTED and DETECTED_NEGATIVE.
+    bad_planes : str or sequence of str, optional
+        Planes that make the boolean mask True; default every plane of the
+        exposure's mask but DETECTED and DETECTED_NEGATIVE.  Each must be a
+        plane of the exposure's mask.
     psf_position : (x, y), optional
         Where ``nd.psf`` is evaluated; default the PSF's average position.
 
@@ -299,6 +300,13 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
         a FITS ``BUNIT`` (an unknown one becomes an `~astropy.units.UnrecognizedUnit`,
         and the uncertainty then a `StdDevUncertainty`: astropy cannot square
         such a unit; else a `VarianceUncertainty`).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``exposure`` is not an Exposure, a name in ``bad_planes`` is not a
+        plane of its mask (named with the planes it has), or ``ccd=True`` and
+        the exposure has no unit.
     """
     from astropy import units as u
     from astropy.nddata import CCDData, NDData, StdDevUncertainty, VarianceUncertainty
@@ -310,7 +318,8 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
     planes = exposure.getMask().getMaskPlaneDict()
     if bad_planes is None:
         bad_planes = [p for p in planes if p not in NON_BAD_PLANES]
-    bad = exposure.getMask().planes_set(list(bad_planes)) if bad_planes else np.zeros(exposure.image.shape, bool)
+    # an unknown name raises (a misspelt plane would mask nothing); the default holds only the mask's own planes
+    bad = exposure.getMask().planes_set([bad_planes] if isinstance(bad_planes, str) else list(bad_planes))
     header = exposure.metadata.get("fitsHeader")
     if header is not None:
         meta = _meta_header(exposure.metadata, header)
