@@ -482,3 +482,17 @@ def test_held_out_positions_are_never_fitted(monkeypatch, placement):
     assert len(held_out) >= 9 and not fitted.intersection(held_out)
     corners = {(0.0, 0.0), (255.0, 0.0), (0.0, 255.0), (255.0, 255.0)}
     assert corners <= (fitted | set(held_out))  # every corner is either fitted or checked
+
+
+def test_max_spatial_order_below_the_default_order_caps_the_choice():
+    """autoKernelMaxSpatialOrder = 1 with spatialKernelOrder left at its default (2): order 1 at most (it was
+    ignored, and order 2 chosen); an order the user set still wins."""
+    bbox = Box2I((0, 0), (384, 384))
+    sci = demo_psf(bbox)
+    config = auto_config(autoKernelMaxSpatialOrder=1)
+    md = fit(config, sci, demo_reference_psf(), bbox).metadata
+    assert md["spatialKernelOrder"] == 1
+    assert {t["spatialOrder"] for t in md["autoKernel"]["trials"]} == {1}
+    config = auto_config(autoKernelMaxSpatialOrder=1)
+    config.kernel.active.spatialKernelOrder = 2
+    assert fit(config, sci, demo_reference_psf(), bbox).metadata["spatialKernelOrder"] == 2

@@ -807,6 +807,8 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     sig422 = alard_lupton_widths(s_med, rich=False)
     sig642 = alard_lupton_widths(s_med, rich=True)
     cfg_order = kc.spatialKernelOrder
+    if free["spatialKernelOrder"]:  # a default order above the highest one allowed starts there
+        cfg_order = min(cfg_order, config.autoKernelMaxSpatialOrder)
     max_order = max(cfg_order, config.autoKernelMaxSpatialOrder)
 
     # delta-function trials: only where affordable (one distinct candidate over the field)
