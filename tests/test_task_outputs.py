@@ -516,3 +516,35 @@ def test_metadata_that_cannot_be_copied_is_refused_before_any_work():
     with pytest.raises(InvalidInputError, match=r"the exposure's metadata cannot be copied to the matched exposure "
                                                 r"\(TypeError: .*\): remove or convert the entries \['lock'\]"):
         small_task(0).run(exposure, GaussianPsf(31, 31, 2.6))
+
+
+def test_a_psf_image_on_other_pixels_than_the_exposure_warns():
+    """An ImagePsf that records 0.03 arcsec pixels (HST-like) on an exposure of 0.2 arcsec pixels was matched
+    without a word: the kernel is then fitted for pixels 7 times smaller than the image's."""
+    import warnings
+
+    from astropy.wcs import WCS
+
+    from psfmatch.errors import PsfMatchWarning
+    from psfmatch.psf import ImagePsf
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.cdelt = [-0.2 / 3600, 0.2 / 3600]
+    wcs.wcs.crval = [150.0, 2.0]
+    stamp = GaussianPsf(21, 21, 1.6).computeKernelImage((0, 0))
+    img = np.random.default_rng(1).normal(size=(96, 96)).astype(np.float32)
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.kernelSize = 11
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 48
+    for scale, warns in ((0.03, True), (0.2, False), (0.201, False), (None, False)):
+        exposure = Exposure(img, variance=np.ones_like(img), psf=ImagePsf(stamp, pixel_scale=scale), wcs=wcs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6))
+        said = [str(w.message) for w in caught if w.category is PsfMatchWarning]
+        assert bool(said) is warns, (scale, said)
+        if warns:
+            assert said[0].startswith("the science PSF image has pixels of 0.03 arcsec, the exposure's WCS 0.2 "
+                                      "arcsec") and "target_pixel_scale=exposure" in said[0]

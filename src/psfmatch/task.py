@@ -39,7 +39,7 @@ from .config import ModelPsfMatchConfig
 from .convolve import convolve_masked_image
 from .errors import (InvalidConfigError, InvalidInputError, KernelQualityWarning, KernelTooBigError, MemoryLimitError,
                      MissingPsfError, NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError,
-                     TruncatedPsfWarning)
+                     PsfMatchWarning, TruncatedPsfWarning)
 from .geom import Box2D, Box2I, Point2D
 from .image import Exposure
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
@@ -222,6 +222,7 @@ class ModelPsfMatchTask:
         """
         t0 = time.perf_counter()
         exposure = self._check_exposure(exposure)
+        _warn_pixel_scales(exposure, referencePsfModel)
         metadata = _metadata_copy(exposure.metadata)  # before any work: a value that cannot be copied fails now
         log.info("compute Psf-matching kernel")
         fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum,
@@ -804,6 +805,32 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None):
         "work arrays": 32 * 2 ** 20,
     }
     return sum(parts.values()), parts
+
+
+#: Relative difference between a PSF image's recorded pixel scale and the exposure's above which run() warns.
+PIXEL_SCALE_TOLERANCE = 0.01
+
+
+def _warn_pixel_scales(exposure, reference):
+    """Warn when a PSF image records a pixel scale other than the exposure's (its WCS's), by more than 1%.
+
+    An :class:`~psfmatch.psf.ImagePsf` read from a file keeps the pixel scale its header gives
+    (``pixel_scale``); matching pixels of another size gives a wrong kernel without any other sign.
+    """
+    from .psf.image_io import pixel_scale_from_wcs
+
+    scale = pixel_scale_from_wcs(exposure.getWcs())
+    if scale is None:
+        return
+    for role, psf in (("science", exposure.getPsf()), ("reference", reference)):
+        inner = getattr(psf, "_psf", psf)  # (a resized model keeps its image's scale)
+        ps = getattr(inner, "pixel_scale", None)
+        if isinstance(ps, (int, float)) and ps > 0 and abs(ps / scale - 1.0) > PIXEL_SCALE_TOLERANCE:
+            msg = (f"the {role} PSF image has pixels of {ps:.4g} arcsec, the exposure's WCS {scale:.4g} arcsec: "
+                   "the PSF is matched in the exposure's pixels, so it must be sampled on them; resample it with "
+                   "psfmatch.psf.read_image_psf(..., target_pixel_scale=exposure) (or resample_psf)")
+            log.warning(msg)
+            warnings.warn(msg, PsfMatchWarning, stacklevel=3)
 
 
 def checked_kernel_sum(kernelSum) -> float:
