@@ -213,8 +213,9 @@ def test_an_lsst_field_psfmatch_omits_is_named_as_such(how, tmp_path):
         else:
             (tmp_path / "o.toml").write_text("[kernel.AL]\nmaxSpatialConditionNumber = 1e10\n")
             load_overrides(c, tmp_path / "o.toml")
-    with pytest.raises(InvalidConfigError, match=r"no field 'kernelSise'$"):
+    with pytest.raises(InvalidConfigError, match=r"no field 'kernelSise'; did you mean 'kernelSize'") as info:
         apply_overrides(c, ["kernel.active.kernelSise=25"])
+    assert "LSST field" not in str(info.value)
 
 
 def test_a_config_assigned_to_a_task_applies_whole():
@@ -257,3 +258,184 @@ def test_a_config_assigned_to_a_task_applies_whole():
     assert task.config.kernel.active.kernelSize == 9 and task.hMat.shape == (81, 81)
     with pytest.raises(InvalidConfigError, match="config must be a ModelPsfMatchConfig; got dict"):
         task.config = {}
+
+
+def test_the_kernel_choice_refuses_attributes_it_does_not_have(tmp_path):
+    """A typo on the choice object (a forgotten .active) is an error naming the remedy, not a silent no-op."""
+    c = ModelPsfMatchConfig()
+    with pytest.raises(InvalidConfigError, match=r"ModelPsfMatchConfig.kernel has no attribute 'kernelSize' to set: "
+                                                 r"set .name, or the fields of .active or of \['AL'/'DF'\]; "
+                                                 r"kernelSize is a field of the active choice: set "
+                                                 r"ModelPsfMatchConfig.kernel.active.kernelSize"):
+        c.kernel.kernelSize = 25
+    with pytest.raises(InvalidConfigError, match=r"kernel\['DF'\]: set ModelPsfMatchConfig.kernel\['DF'\].lambdaValue"):
+        c.kernel.lambdaValue = 0.3
+    with pytest.raises(InvalidConfigError, match=r"no attribute 'Name' to set: .*; did you mean 'name'\?"):
+        c.kernel.Name = "DF"
+    with pytest.raises(InvalidConfigError, match=r"kernel.active cannot be assigned: set ModelPsfMatchConfig.kernel.name "
+                                                 r"\(one of \['AL', 'DF'\]\) to choose the active config"):
+        c.kernel.active = c.kernel["DF"]
+    assert c == ModelPsfMatchConfig()
+    c.freeze()
+    with pytest.raises(InvalidConfigError, match="no attribute 'kernelSize' to set"):
+        c.kernel.kernelSize = 7
+    with pytest.raises(InvalidConfigError, match="frozen"):
+        c.kernel.name = "DF"
+    path = tmp_path / "o.py"
+    path.write_text("config.kernel.kernelSize = 25   # forgot .active\n")
+    with pytest.raises(InvalidConfigError, match=r"kernel.active.kernelSize"):
+        load_overrides(ModelPsfMatchConfig(), path)
+
+
+@pytest.mark.parametrize("name, text", [
+    ("order.toml", '[kernel.active]\nkernelSize = 25\n\n[kernel]\nname = "DF"\n'),
+    ("order.yaml", "kernel:\n  active:\n    kernelSize: 25\n  name: DF\n"),
+])
+def test_an_override_file_chooses_the_kernel_before_setting_active(tmp_path, name, text):
+    if name.endswith(".yaml"):
+        pytest.importorskip("yaml")
+    (tmp_path / name).write_text(text)
+    c = load_overrides(ModelPsfMatchConfig(), tmp_path / name)
+    assert c.kernel.name == "DF" and c.kernel.active.kernelSize == 25 and c.kernel["AL"].kernelSize == 21
+
+
+@pytest.mark.parametrize("name, text", [
+    ("mixed.toml", "strict = true\n[config.kernel.DF]\nlambdaValue = 0.3\n"),
+    ("mixed.yaml", "strict: true\nconfig:\n  autoKernel: false\n"),
+])
+def test_a_config_table_must_hold_every_field_of_the_file(tmp_path, name, text):
+    if name.endswith(".yaml"):
+        pytest.importorskip("yaml")
+    (tmp_path / name).write_text(text)
+    c = ModelPsfMatchConfig()
+    with pytest.raises(InvalidConfigError, match=r"has a top-level 'config' table and other top-level keys "
+                                                 r"\['strict'\]: put the fields either all under 'config' or all "
+                                                 r"at the top level"):
+        load_overrides(c, tmp_path / name)
+    assert c == ModelPsfMatchConfig()
+    (tmp_path / "only.toml").write_text("[config]\nstrict = true\n[config.kernel.DF]\nlambdaValue = 0.3\n")
+    c = load_overrides(ModelPsfMatchConfig(), tmp_path / "only.toml")
+    assert c.strict is True and c.kernel["DF"].lambdaValue == 0.3
+
+
+@pytest.mark.parametrize("name, match", [
+    ("overrides.py", r"overrides.py' cannot be read: Is a directory"),
+    ("bad.toml", r"bad.toml' is not UTF-8 text \(invalid start byte at byte 14\): save it as UTF-8"),
+    ("bad.yaml", r"bad.yaml' is not UTF-8 text \(invalid start byte at byte 13\): save it as UTF-8"),
+])
+def test_unreadable_override_files_are_config_errors(tmp_path, name, match):
+    if name == "overrides.py":
+        (tmp_path / name).mkdir()
+    else:
+        start = b"strict = true\n" if name.endswith(".toml") else b"strict: true\n"
+        (tmp_path / name).write_bytes(start + b"\xff\n")
+    with pytest.raises(InvalidConfigError, match=match):
+        load_overrides(ModelPsfMatchConfig(), tmp_path / name)
+
+
+@pytest.mark.parametrize("name", ["psfmatch.toml", "psfmatch.yaml", "psfmatch.cfg", "psfmatch"])
+def test_save_refuses_a_file_load_would_not_read_as_python(tmp_path, name):
+    c = ModelPsfMatchConfig()
+    c.kernel.active.kernelSize = 25
+    with pytest.raises(InvalidConfigError, match=r"Config.save writes an LSST-style Python override file, which "
+                                                 r"load and -C read only from a .py file: name it FILE.py"):
+        c.save(tmp_path / name)
+    assert not list(tmp_path.iterdir())
+    c.save(tmp_path / "psfmatch.PY")
+    back = ModelPsfMatchConfig()
+    back.load(tmp_path / "psfmatch.PY")
+    assert back == c
+
+
+def test_format_config_notes_the_default_of_the_config_class():
+    """DF's setDefaults changes usePcaForSpatialKernel and kernelBasisSet: the note uses those defaults."""
+    from psfmatch.config import format_config
+    c = ModelPsfMatchConfig()
+    c.kernel.name = "DF"
+    c.kernel.active.usePcaForSpatialKernel = True  # explicit, equal to DF's default
+    c.kernel.active.kernelBasisSet = "delta-function"
+    text = format_config(c)
+    assert "[default False]\nconfig.kernel['DF'].usePcaForSpatialKernel" not in text.replace("\n# ", " ")
+    assert "[default 'alard-lupton']" not in text
+    c.kernel.active.usePcaForSpatialKernel = False
+    text = format_config(c).replace("\n# ", " ")
+    assert "kernels. [default True]\nconfig.kernel['DF'].usePcaForSpatialKernel = False" in text
+
+
+def test_delta_function_config_says_it_ignores_the_fwhm_rule():
+    from psfmatch.config import PsfMatchConfigAL, PsfMatchConfigDF
+    for name in ("scaleByFwhm", "kernelSizeFwhmScaling", "kernelSizeMin", "kernelSizeMax"):
+        assert "Alard-Lupton only; ignored by the delta-function basis" in getattr(PsfMatchConfigDF, name).doc
+        assert "ignored by the delta-function basis" not in getattr(PsfMatchConfigAL, name).doc
+    assert list(PsfMatchConfigDF._fields())[:6] == list(PsfMatchConfigAL._fields())[:6]  # same order as before
+    c = ModelPsfMatchConfig()
+    c.kernel["DF"].kernelSizeMin = 9
+    with pytest.raises(InvalidConfigError, match=r"kernelSizeMin: must satisfy an odd integer >= 3"):
+        c.kernel["DF"].kernelSizeMin = 8
+
+
+@pytest.mark.parametrize("override, match", [
+    ("kernel.active.kernelSise=25", r"unknown config path 'kernel.active.kernelSise': no field 'kernelSise'; did you "
+                                    r"mean 'kernelSize', 'kernelSizeMin' or 'kernelSizeMax'\? The fields are "
+                                    r"\['alardDegGauss', .*'usePcaForSpatialKernel'\]$"),
+    ("kernel.active.lambdaValue=0.3", r"no field 'lambdaValue'; lambdaValue is a field of kernel\['DF'\]: set "
+                                      r"kernel.name=DF first or use kernel\['DF'\].lambdaValue$"),
+    ("kernelSize=25", r"no field 'kernelSize'; kernelSize is a field of the kernel choice: use "
+                      r"kernel.active.kernelSize$"),
+    ("kernel['AL'].alardSigGauss=[1, 2, inf]", r"alardSigGauss: cannot read \[1, 2, inf\] as a list of floats: each "
+                                               r"item must be a number or a quoted string; write it as e.g. "
+                                               r"\[0.7, 1.5, 3.0\]$"),
+    ("kernel['AL'].alardSigGauss=[1, 2", r"alardSigGauss: cannot read \[1, 2 as a list of floats: '\[' was never "
+                                         r"closed"),
+    ("kernel.actve.kernelSize=25", r"unknown config path 'kernel.actve.kernelSize': kernel has no choice 'actve': "
+                                   r"use active or one of \['AL', 'DF'\]; did you mean 'active'\?$"),
+])
+def test_unknown_override_fields_name_the_remedy(override, match):
+    with pytest.raises(InvalidConfigError, match=match):
+        apply_overrides(ModelPsfMatchConfig(), [override])
+
+
+def test_list_fields_behave_like_pex_config_lists():
+    c = ModelPsfMatchConfig()
+    al = c.kernel["AL"]
+    al.alardSigGauss = [1.0, 2.0, 4.5]
+    assert al.alardSigGauss == [1.0, 2.0, 4.5] and al.alardSigGauss == (1.0, 2.0, 4.5)
+    assert al.alardSigGauss != [1.0, 2.0]
+    al.alardSigGauss[2] = 6.0
+    assert al.alardSigGauss == [1.0, 2.0, 6.0] and c.kernel["AL"].alardSigGauss == [1.0, 2.0, 6.0]
+    sig = al.alardSigGauss
+    sig.append(8)
+    assert sig == [1.0, 2.0, 6.0, 8.0] and type(sig[3]) is float and al.alardSigGauss == sig
+    with pytest.raises(InvalidConfigError, match=r"alardSigGauss\[1\]: expected a float; got 'x'"):
+        sig[1] = "x"
+    with pytest.raises(InvalidConfigError, match="every item must satisfy positive sigmas"):
+        sig.extend([-1.0])
+    assert sig == al.alardSigGauss == [1.0, 2.0, 6.0, 8.0]  # a refused change leaves the list and the config
+    d = c.kernel["DF"]
+    d.forwardRegularizationOrders += [3]
+    assert d.forwardRegularizationOrders == [1, 2, 3] and d.isExplicit("forwardRegularizationOrders")
+    assert not d.isExplicit("lambdaValue")
+    # stored and exported as before: plain values, a plain copy, a pickle
+    assert c.to_dict()["kernel"]["AL"]["alardSigGauss"] == [1.0, 2.0, 6.0, 8.0]
+    assert type(pickle.loads(pickle.dumps(al.alardSigGauss))) is list
+    assert pickle.loads(pickle.dumps(c)) == c and c.copy() == c
+    c.freeze()
+    with pytest.raises(InvalidConfigError, match="frozen"):
+        c.kernel["AL"].alardSigGauss[0] = 0.5
+    assert c.kernel["AL"].alardSigGauss[0] == 1.0
+
+
+def test_assigning_a_choice_name_selects_it():
+    c = ModelPsfMatchConfig()
+    c.kernel = "DF"
+    assert c.kernel.name == "DF" and c.kernel.isExplicit()
+    assert ModelPsfMatchConfig(kernel="DF") == c
+    with pytest.raises(InvalidConfigError, match=r"kernel.name: must be one of \['AL', 'DF'\]; got 'XX'"):
+        c.kernel = "XX"
+    with pytest.raises(InvalidConfigError, match=r"kernel: set .name \(or assign a choice name, one of "
+                                                 r"\['AL', 'DF'\]\) or the fields of .active, not the choice "
+                                                 r"itself; got int"):
+        c.kernel = 3
+    c.freeze()
+    with pytest.raises(InvalidConfigError, match="frozen"):
+        c.kernel = "AL"

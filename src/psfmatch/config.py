@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import math
 import numbers
 import os
@@ -75,6 +76,34 @@ def _omitted_hint(name) -> str:
         return (f"; {name} is an LSST field that psfmatch omits (it means nothing for matching PSF models: see the "
                 "ModelPsfMatchTask page of the docs), so leave it out of the override")
     return ""
+
+
+def _unknown_field_hint(config, name) -> str:
+    """The end of a message about ``name``, which is not a field of ``config``: the remedy.
+
+    An LSST field that psfmatch omits is named as such; a field of another
+    kernel choice (``lambdaValue`` while ``kernel.name`` is ``'AL'``) or of the
+    active choice (``kernelSize`` at the top level) gets the path that sets it;
+    otherwise the closest field names and the list of fields.
+    """
+    if name in LSST_OMITTED_FIELDS:
+        return _omitted_hint(name)
+    choice = config.__dict__.get("_choice")  # the ConfigChoice holding config, if any
+    if choice is not None:
+        where = choice._field.name
+        for key, other in choice._configs.items():
+            if other is not config and name in other._fields():
+                return (f"; {name} is a field of {where}[{key!r}]: set {where}.name={key} first or use "
+                        f"{where}[{key!r}].{name}")
+    for field_name, value in config._values.items():
+        if isinstance(value, ConfigChoice) and name in value.active._fields():
+            return f"; {name} is a field of the {field_name} choice: use {field_name}.active.{name}"
+    fields = sorted(config._fields())
+    close = difflib.get_close_matches(name, fields, n=3)
+    if close:
+        names = ", ".join(repr(c) for c in close[:-1]) + " or " * (len(close) > 1) + repr(close[-1])
+        return f"; did you mean {names}? The fields are {fields}"
+    return f"; the fields are {fields}"
 
 
 class Field(_Descriptor):
@@ -218,8 +247,93 @@ class ChoiceField(Field):
         return v
 
 
+class _ListValue(list):
+    """A list field's value as read from a config (``config.kernel['AL'].alardSigGauss``).
+
+    A list, equal to any list or tuple of the same items (as ``pex_config``'s
+    ``List``), whose changes in place (``[i] = x``, ``append``, ``extend``,
+    ...) are checked like an assignment of the whole list: they apply to the
+    config's current value, respect :meth:`Config.freeze`, mark the field as
+    set explicitly and raise :class:`InvalidConfigError` for a bad item, leaving
+    the config as it was. The config itself stores a tuple; a copy or pickle of
+    this object is a plain list.
+    """
+
+    __slots__ = ("_config", "_name")
+
+    def __init__(self, config, name):
+        super().__init__(config._values[name])
+        self._config = config
+        self._name = name
+
+    def _change(self, method, *args):
+        new = list(self._config._values[self._name])
+        out = getattr(new, method)(*args)
+        self._config._set(self._name, new)  # checks the frozen state and every item; marks the field explicit
+        super().__setitem__(slice(None), self._config._values[self._name])
+        return out
+
+    def __setitem__(self, index, value):
+        self._change("__setitem__", index, value)
+
+    def __delitem__(self, index):
+        self._change("__delitem__", index)
+
+    def __iadd__(self, other):
+        self._change("extend", other)
+        return self
+
+    def __imul__(self, n):
+        self._change("__imul__", n)
+        return self
+
+    def append(self, value):
+        self._change("append", value)
+
+    def extend(self, values):
+        self._change("extend", values)
+
+    def insert(self, index, value):
+        self._change("insert", index, value)
+
+    def pop(self, index=-1):
+        return self._change("pop", index)
+
+    def remove(self, value):
+        self._change("remove", value)
+
+    def clear(self):
+        self._change("clear")
+
+    def reverse(self):
+        self._change("reverse")
+
+    def sort(self, *, key=None, reverse=False):
+        new = sorted(self._config._values[self._name], key=key, reverse=reverse)
+        self._config._set(self._name, new)
+        super().__setitem__(slice(None), self._config._values[self._name])
+
+    def __eq__(self, other):
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = None
+
+    def __reduce_ex__(self, protocol):
+        return list, (list(self),)
+
+
 class ListField(Field):
-    """A list of ``itemtype`` values (stored as a tuple), with optional length bounds and item check."""
+    """A list of ``itemtype`` values, with optional length bounds and item check.
+
+    The config stores a tuple; reading the field gives a list whose changes in
+    place are checked as an assignment (see :class:`_ListValue`).
+    """
 
     def __init__(self, doc, itemtype, default, minLength=None, maxLength=None, itemCheck=None, **kw):
         self.itemtype = itemtype
@@ -227,12 +341,26 @@ class ListField(Field):
         self.itemCheck = itemCheck
         super().__init__(doc, list, tuple(default), **kw)
 
+    def __get__(self, inst, owner=None):
+        if inst is None:
+            return self
+        if inst._values[self.name] is None:
+            return None
+        return _ListValue(inst, self.name)
+
     def coerce(self, value, path):
         if isinstance(value, str):
+            text = value.strip()
             try:
-                value = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                value = [s.strip() for s in value.split(",") if s.strip()]
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError) as exc:
+                if text.startswith(("[", "(")):  # meant as a list literal: report it whole
+                    why = (exc.msg if isinstance(exc, SyntaxError)
+                           else "each item must be a number or a quoted string")
+                    raise InvalidConfigError(
+                        f"{path}: cannot read {text} as a list of {self.itemtype.__name__}s: {why}; write it as "
+                        f"e.g. {list(self.default)}") from None
+                value = [s.strip() for s in text.split(",") if s.strip()]
         if isinstance(value, np.ndarray) and value.ndim == 1:
             value = value.tolist()
         if isinstance(value, (numbers.Real, str)) and not isinstance(value, (bool, np.bool_)):
@@ -262,6 +390,7 @@ class ConfigChoice:
         self._configs = {name: cls() for name, cls in field.typemap.items()}
         for name, c in self._configs.items():
             c._path = f"{owner_path}[{name!r}]"
+            c._choice = self  # so that an unknown-field message can name the choice that has the field
         self._name = field.default
         self._frozen = False
         self._name_explicit = False
@@ -301,6 +430,30 @@ class ConfigChoice:
             return self._configs[name]
         raise AttributeError(f"{self._path} has no attribute {name!r}; use .name, .active or ['AL'/'DF']")
 
+    def __setattr__(self, name, value):
+        """Only ``name`` (the choice) may be set: any other attribute is a mistake, not a new attribute."""
+        if name.startswith("_") or name == "name":  # the name setter checks the value and the frozen state
+            object.__setattr__(self, name, value)
+            return
+        keys = list(self._configs)
+        choose = f"set {self._path}.name (one of {keys}) to choose the active config"
+        if name == "active":
+            raise InvalidConfigError(f"{self._path}.active cannot be assigned: {choose}, and the fields of "
+                                     f"{self._path}.active to change it")
+        hint = ""
+        if name in self.active._fields():
+            hint = f"; {name} is a field of the active choice: set {self._path}.active.{name}"
+        else:
+            owners = [k for k in keys if name in self._configs[k]._fields()]
+            close = difflib.get_close_matches(name, ["name", "active"], n=1)
+            if owners:
+                hint = f"; {name} is a field of {self._path}[{owners[0]!r}]: set {self._path}[{owners[0]!r}].{name}"
+            elif close:
+                hint = f"; did you mean {close[0]!r}?"
+        raise InvalidConfigError(
+            f"{self._path} has no attribute {name!r} to set: set .name, or the fields of .active or of "
+            f"[{'/'.join(repr(k) for k in keys)}]{hint}")
+
     def keys(self):
         return self._configs.keys()
 
@@ -323,6 +476,8 @@ class ConfigChoice:
         new._field = self._field
         new._path = self._path
         new._configs = {k: copy.deepcopy(v, memo) for k, v in self._configs.items()}
+        for c in new._configs.values():
+            c._choice = new
         new._name = self._name
         new._frozen = False
         new._name_explicit = getattr(self, "_name_explicit", False)
@@ -341,7 +496,13 @@ class ConfigChoiceField(_Descriptor):
         self.default = default
 
     def __set__(self, inst, value):
-        raise InvalidConfigError(f"{inst._path}.{self.name}: set .name or the fields of .active, not the choice itself")
+        """Assigning a choice name selects it (``config.kernel = "DF"`` is ``config.kernel.name = "DF"``)."""
+        if isinstance(value, str):
+            inst._values[self.name].name = value  # checks the name and the frozen state
+            return
+        raise InvalidConfigError(f"{inst._path}.{self.name}: set .name (or assign a choice name, one of "
+                                 f"{list(self.typemap)}) or the fields of .active, not the choice itself; "
+                                 f"got {type(value).__name__}")
 
     def type_name(self):
         return "choice of " + ", ".join(self.typemap)
@@ -416,8 +577,7 @@ class Config:
             object.__setattr__(self, name, value)
             return
         if name not in self._fields():
-            raise InvalidConfigError(
-                f"{self._path} has no field {name!r}; its fields are {sorted(self._fields())}{_omitted_hint(name)}")
+            raise InvalidConfigError(f"{self._path} has no field {name!r}{_unknown_field_hint(self, name)}")
         self._fields()[name].__set__(self, value)
 
     # --- the pex_config API -------------------------------------------
@@ -476,9 +636,19 @@ class Config:
         The file is :func:`format_config`'s text with every choice's fields, so
         that loading it into a new config gives an equal one (the same values
         and the same explicit fields).
+
+        Raises
+        ------
+        InvalidConfigError
+            If ``filename`` does not end in ``.py``: the file is Python, which
+            :meth:`load` reads only from a ``.py`` file.
         """
         from .io.fits import atomic_write
 
+        if os.path.splitext(os.fspath(filename))[1].lower() != ".py":
+            raise InvalidConfigError(
+                f"Config.save writes an LSST-style Python override file, which load and -C read only from a .py "
+                f"file: name it FILE.py; got {os.fspath(filename)!r}")
         with atomic_write(os.fspath(filename), overwrite=True) as tmp, open(tmp, "w") as fh:
             fh.write(format_config(self, all_choices=True))
 
@@ -585,8 +755,21 @@ class PsfMatchConfigAL(PsfMatchConfig):
                 f"({len(self.alardSigGauss)}) and len(alardDegGauss) ({len(self.alardDegGauss)})")
 
 
+def _alard_lupton_only(field):
+    """A copy of a shared field of the ``scaleByFwhm`` rule whose doc says the delta-function basis ignores it."""
+    out = copy.copy(field)
+    out.doc = field.doc + " Alard-Lupton only; ignored by the delta-function basis (as in LSST)."
+    return out
+
+
 class PsfMatchConfigDF(PsfMatchConfig):
     """Delta-function kernel configuration, regularized (Becker et al. 2012)."""
+
+    # LSST's scaleByFwhm rule sizes the Alard-Lupton basis; these fields are kept for LSST's names only
+    scaleByFwhm = _alard_lupton_only(PsfMatchConfig.scaleByFwhm)
+    kernelSizeFwhmScaling = _alard_lupton_only(PsfMatchConfig.kernelSizeFwhmScaling)
+    kernelSizeMin = _alard_lupton_only(PsfMatchConfig.kernelSizeMin)
+    kernelSizeMax = _alard_lupton_only(PsfMatchConfig.kernelSizeMax)
 
     useRegularization = Field("Regularize the delta-function kernel with a smoothness penalty.", bool, True)
     regularizationType = ChoiceField("Type of smoothness penalty.", str, "centralDifference",
@@ -741,8 +924,13 @@ def _resolve(config, dotted):
         if isinstance(obj, ConfigChoice):
             if part == "active":
                 obj = obj.active
-            else:
+            elif part in obj.keys():
                 obj = obj[part]
+            else:
+                close = difflib.get_close_matches(part, ["active", *obj.keys()], n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise InvalidConfigError(f"unknown config path {dotted!r}: {'.'.join(parts[:i])} has no choice "
+                                         f"{part!r}: use active or one of {list(obj.keys())}{hint}")
             continue
         if part.endswith("]") and "[" in part:  # kernel['AL']
             name, key = part[:-1].split("[", 1)
@@ -758,8 +946,8 @@ def _resolve(config, dotted):
             continue
         if not isinstance(obj, Config) or part not in obj._fields():
             where = ".".join(parts[:i]) or type(config).__name__
-            raise InvalidConfigError(f"unknown config path {dotted!r}: {where} has no field {part!r}"
-                                     f"{_omitted_hint(part)}")
+            hint = _unknown_field_hint(obj, part) if isinstance(obj, Config) else ""
+            raise InvalidConfigError(f"unknown config path {dotted!r}: {where} has no field {part!r}{hint}")
         obj = getattr(obj, part)
     return obj, parts[-1]
 
@@ -767,7 +955,10 @@ def _resolve(config, dotted):
 def _apply_mapping(config, mapping, where):
     if not isinstance(mapping, dict):
         raise InvalidConfigError(f"config override {where} must be a table of fields; got {mapping!r}")
-    for key, value in mapping.items():
+    items = mapping.items()
+    if isinstance(config, ConfigChoice):  # choose first, so that an 'active' table listed before 'name' follows it
+        items = sorted(items, key=lambda kv: kv[0] != "name")
+    for key, value in items:
         if isinstance(config, ConfigChoice):
             if key == "name":
                 config.name = value
@@ -777,8 +968,7 @@ def _apply_mapping(config, mapping, where):
                 _apply_mapping(config[key], value, f"{where}.{key}")
             continue
         if key not in config._fields():
-            raise InvalidConfigError(f"unknown config field {where}.{key}; fields are {sorted(config._fields())}"
-                                     f"{_omitted_hint(key)}")
+            raise InvalidConfigError(f"unknown config field {where}.{key}{_unknown_field_hint(config, key)}")
         target = getattr(config, key)
         if isinstance(target, ConfigChoice):
             if not isinstance(value, dict):
@@ -806,11 +996,11 @@ def apply_overrides(config, overrides):
     >>> config = apply_overrides(ModelPsfMatchConfig(), ["kernel['AL'].alardSigGauss=[1.0, 2.0, 4.5]",
     ...                                                  "doAutoPadPsf=false", "padPsfBy=4"])
     >>> config.kernel["AL"].alardSigGauss, config.doAutoPadPsf, config.padPsfBy
-    ((1.0, 2.0, 4.5), False, 4)
+    ([1.0, 2.0, 4.5], False, 4)
     >>> apply_overrides(config, ["kernel.active.kernelSise=25"])
     Traceback (most recent call last):
     ...
-    psfmatch.errors.InvalidConfigError: unknown config path 'kernel.active.kernelSise': no field 'kernelSise'
+    psfmatch.errors.InvalidConfigError: unknown config path 'kernel.active.kernelSise': no field 'kernelSise'; did you mean 'kernelSize', ...? The fields are [...]
     """
     for text in overrides:
         if "=" not in text:
@@ -823,7 +1013,8 @@ def apply_overrides(config, overrides):
             parent.name = _parse_value(value)
         elif isinstance(parent, Config):
             if attr not in parent._fields():
-                raise InvalidConfigError(f"unknown config path {key!r}: no field {attr!r}{_omitted_hint(attr)}")
+                raise InvalidConfigError(
+                    f"unknown config path {key!r}: no field {attr!r}{_unknown_field_hint(parent, attr)}")
             if isinstance(getattr(parent, attr), ConfigChoice):
                 getattr(parent, attr).name = _parse_value(value)
             else:
@@ -836,19 +1027,29 @@ def apply_overrides(config, overrides):
 def load_overrides(config, path):
     """Apply an override file: Python (``config.x = ...``, as ``pipetask -C``), TOML or YAML.
 
+    A TOML or YAML file holds the fields at the top level or, all of them,
+    under one top-level ``config`` table.
+
     Raises
     ------
     InvalidConfigError
-        If the file is missing, of an unknown type, or sets an unknown field or a bad value.
+        If the file is missing, unreadable (a directory, not UTF-8 text), of an
+        unknown type, or sets an unknown field or a bad value.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InvalidConfigError(f"config override file {path!r} does not exist")
     ext = os.path.splitext(path)[1].lower()
+    if ext not in (".py", ".toml", ".yaml", ".yml"):
+        raise InvalidConfigError(f"config override file {path!r}: use a .py, .toml, .yaml or .yml file")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise InvalidConfigError(f"config override file {path!r} cannot be read: {exc.strerror or exc}") from None
     if ext == ".py":
         try:
-            with open(path) as fh:
-                code = compile(fh.read(), path, "exec")
+            code = compile(raw, path, "exec")  # bytes: the encoding is UTF-8 or the file's coding declaration
         except (SyntaxError, ValueError, UnicodeDecodeError) as exc:
             raise InvalidConfigError(f"config override file {path!r} is not valid Python: {exc}") from None
         try:
@@ -859,28 +1060,35 @@ def load_overrides(config, path):
         except Exception as exc:
             raise InvalidConfigError(f"config override file {path!r} failed: {type(exc).__name__}: {exc}") from exc
         return config
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidConfigError(f"config override file {path!r} is not UTF-8 text ({exc.reason} at byte "
+                                 f"{exc.start}): save it as UTF-8") from None
     if ext == ".toml":
         import tomllib
         try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
+            data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise InvalidConfigError(f"config override file {path!r} is not valid TOML: {exc}") from None
-    elif ext in (".yaml", ".yml"):
+    else:
         try:
             import yaml
         except ImportError:
             raise InvalidConfigError("YAML override files need PyYAML: pip install pyyaml") from None
         try:
-            with open(path) as fh:
-                data = yaml.safe_load(fh) or {}
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
             raise InvalidConfigError(f"config override file {path!r} is not valid YAML: {exc}") from None
-    else:
-        raise InvalidConfigError(f"config override file {path!r}: use a .py, .toml, .yaml or .yml file")
     if not isinstance(data, dict):
         raise InvalidConfigError(f"config override file {path!r} must hold a table of fields")
-    data = data.get("config", data)
+    if "config" in data:
+        if len(data) > 1:
+            others = sorted(str(k) for k in data if k != "config")
+            raise InvalidConfigError(
+                f"config override file {path!r} has a top-level 'config' table and other top-level keys {others}: "
+                "put the fields either all under 'config' or all at the top level")
+        data = data["config"]
     _apply_mapping(config, data, type(config).__name__)
     return config
 
@@ -936,7 +1144,9 @@ def format_config(config, *, all_choices=False, width=100) -> str:
     lines = [f"# psfmatch {__version__}: configuration of ModelPsfMatchTask; load it back with -C FILE.py",
              "# Lines starting with '#  config.' are defaults, left commented out so that they stay defaults.", ""]
     inactive = ()  # path prefixes of the choices not selected: without all_choices only their set fields
-    for path, field, value, explicit in iter_fields(config, all_choices=True):
+    # the defaults are those of a new config of the same class (setDefaults changes some: DF's kernelBasisSet)
+    defaults = (v for _, _, v, _ in iter_fields(type(config)(), all_choices=True))
+    for (path, field, value, explicit), default in zip(iter_fields(config, all_choices=True), defaults):
         if not all_choices and path.startswith(inactive) and not explicit:
             continue
         doc = field.doc.strip()
@@ -950,7 +1160,7 @@ def format_config(config, *, all_choices=False, width=100) -> str:
             extra = field.describe()
             if extra:
                 doc += f" ({extra})"
-            default = list(field.default) if isinstance(field.default, tuple) else field.default
+            default = list(default) if isinstance(default, tuple) else default
             if explicit and (list(value) if isinstance(value, tuple) else value) != default:
                 doc += f" [default {default!r}]"
         for line in textwrap.wrap(f"[{kind}] {doc}", width=width - 2):
