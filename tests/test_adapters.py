@@ -213,3 +213,35 @@ def test_piff_argument_checks(piff_model, tmp_path):
         PiffPsf(model, origin=3)
     with pytest.raises(MissingFileError, match="does not exist"):
         PiffPsf(tmp_path / "missing.piff")
+
+
+@needs_galsim
+def test_galsim_psf_pickles_and_copies():
+    import copy
+    import pickle
+
+    psf = GalSimPsf(galsim.Gaussian(sigma=0.4), pixel_scale=0.2, stamp_size=25)
+    for twin in (pickle.loads(pickle.dumps(psf)), copy.deepcopy(psf)):
+        assert type(twin) is GalSimPsf and twin == psf and hash(twin) == hash(psf)
+        np.testing.assert_array_equal(twin.computeImage((3.3, 4.6)), psf.computeImage((3.3, 4.6)))
+    assert psf != GalSimPsf(galsim.Gaussian(sigma=0.5), pixel_scale=0.2, stamp_size=25)
+    assert psf != GalSimPsf(galsim.Gaussian(sigma=0.4), pixel_scale=0.2, stamp_size=25, method="no_pixel")
+
+
+@needs_galsim
+def test_galsim_factory_failure_in_compute_image_names_the_position():
+    from psfmatch.errors import PsfEvaluationError
+
+    def factory(x, y):
+        if x > 1000:
+            raise ValueError("outside the focal-plane model")
+        return galsim.Gaussian(sigma=0.4)
+
+    psf = GalSimPsf(factory, 0.2, stamp_size=25)
+    for method in (psf.computeImage, psf.computeKernelImage):
+        with pytest.raises(PsfEvaluationError, match=r"GalSimPsf could not be evaluated at \(1500\.3, 10\): "
+                                                     "ValueError: outside the focal-plane model"):
+            method((1500.3, 10.0))
+    with pytest.raises(PsfEvaluationError, match=r"at \(5, 5\): InvalidInputError: the GalSim factory returned "
+                                                 "str"):
+        GalSimPsf(lambda x, y: "not a profile", 0.2, stamp_size=25).computeImage((5.0, 5.0))

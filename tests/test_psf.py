@@ -320,3 +320,102 @@ def test_a_user_resized_that_ignores_the_size_is_padded_instead(caplog):
     assert "Stubborn.resized(21, 21) gave 31x31 stamps; padding or cropping its images instead" in caplog.text
     np.testing.assert_allclose(out.computeKernelImage((0, 0)), GaussianPsf(31, 31, 2.0).computeKernelImage((0, 0))
                                [5:-5, 5:-5] / GaussianPsf(31, 31, 2.0).computeKernelImage((0, 0))[5:-5, 5:-5].sum())
+
+
+def test_compute_image_reports_a_model_failure_with_the_position():
+    # a model's own error in _image_at (the path computeImage takes) comes out as PsfEvaluationError, as
+    # computeKernelImage's does, naming the model, the position and the cause
+    vg = VariableGaussianPsf(21, 21, Box2I((0, 0), (100, 100)), [2.0, -3.0, 0.0])
+    with pytest.raises(PsfEvaluationError, match=r"VariableGaussianPsf could not be evaluated at \(99, 50\): "
+                                                 r"InvalidInputError: .*sigma=-0\.97"):
+        vg.computeImage((99.0, 50.0))
+
+    class Failing(GaussianPsf):
+        def _image_at(self, x, y, dx, dy):
+            if x > 1000:
+                raise ValueError("outside the focal-plane model")
+            return super()._image_at(x, y, dx, dy)
+
+    psf = Failing(21, 21, 2.0)
+    with pytest.raises(PsfEvaluationError, match=r"GaussianPsf could not be evaluated at \(1500\.3, 10\): "
+                                                 "ValueError: outside the focal-plane model"):
+        psf.computeImage((1500.3, 10.0))
+    assert psf.computeImage((10.3, 10.0)).sum() == pytest.approx(1.0)
+
+    own = PsfEvaluationError("the model's own message")
+
+    class Raising(GaussianPsf):
+        def _image_at(self, x, y, dx, dy):
+            raise own
+
+    with pytest.raises(PsfEvaluationError) as info:  # a PsfEvaluationError passes through unchanged
+        Raising(21, 21, 2.0).computeImage((1.0, 2.0))
+    assert info.value is own
+
+
+def test_adapter_whose_is_spatially_varying_fails_is_taken_as_varying(caplog):
+    class PartialPsf:
+        def computeKernelImage(self, position):
+            yy, xx = np.mgrid[-10:11, -10:11]
+            return np.exp(-(xx ** 2 + yy ** 2) / (2 * 1.5 ** 2))
+
+        def getAveragePosition(self):
+            raise NotImplementedError("not implemented")
+
+        def isSpatiallyVarying(self):
+            raise NotImplementedError("not implemented")
+
+    with caplog.at_level("DEBUG", logger="psfmatch.psf.base"):
+        assert as_psf(PartialPsf()).isSpatiallyVarying() is True
+    assert "isSpatiallyVarying() failed (NotImplementedError: not implemented)" in caplog.text
+    exposure = Exposure(np.zeros((128, 128), dtype=np.float32), psf=PartialPsf())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = ModelPsfMatchTask().run(exposure, GaussianPsf(31, 31, 2.6))
+    assert result.psfMatchingKernel is not None
+
+
+def test_variable_gaussian_refuses_an_empty_bbox():
+    for box in (Box2I((0, 0), (0, 0)), Box2I((5, 5), (10, 0))):
+        with pytest.raises(InvalidInputError, match=r"VariableGaussianPsf bbox Box2I\(.*\) is empty; give the "
+                                                    r"\(non-empty\) domain"):
+            VariableGaussianPsf(21, 21, box, sigma=[2.0])
+
+
+def test_double_gaussian_sigma2_zero_with_a_wing_is_refused():
+    with pytest.raises(InvalidInputError, match=r"sigma2 must be positive and finite; got 0\.0 \(the wing's sigma, "
+                                                r"used since b = 0\.5 > 0\); omit sigma2"):
+        DoubleGaussianPsf(21, 21, 2.0, 0.0, 0.5)
+    with pytest.raises(InvalidInputError, match=r"sigma2 must be positive and finite; got -1"):
+        DoubleGaussianPsf(21, 21, 2.0, -1, 0.1)
+    # only None means "the default"; with no wing (b = 0) sigma2 = 0 is LSST's "unused" and accepted
+    assert DoubleGaussianPsf(21, 21, 2.0, None, 0.5).getSigma2() == 4.0
+    assert DoubleGaussianPsf(21, 21, 2.0, 0.0, 0.0).getSigma2() == 4.0
+
+
+def test_every_model_compares_by_value():
+    import copy
+    import pickle
+
+    box = Box2I((0, 0), (100, 100))
+    pairs = [(GaussianPsf(21, 21, 2.0), GaussianPsf(21, 21, 2.5)),
+             (DoubleGaussianPsf(21, 21, 2.0, 4.0, 0.1), DoubleGaussianPsf(21, 21, 2.0, 4.0, 0.2)),
+             (MoffatPsf(21, 21, 5.0, 3.0), MoffatPsf(21, 21, 5.0, 3.5)),
+             (VariableGaussianPsf(21, 21, box, [2.0, 0.1, 0.0]), VariableGaussianPsf(21, 21, box, [2.0, 0.1, 0.1])),
+             (ImagePsf(np.ones((3, 3))), ImagePsf(np.ones((3, 3)), pixel_scale=0.2)),
+             (GaussianPsf(21, 21, 2.0).resized(11, 11), GaussianPsf(21, 21, 2.0).resized(13, 13))]
+    for psf, other in pairs:
+        for twin in (pickle.loads(pickle.dumps(psf)), copy.deepcopy(psf)):
+            assert twin == psf and not twin != psf and hash(twin) == hash(psf), repr(psf)
+        assert psf != other and len({psf, other, copy.deepcopy(psf)}) == 2, repr(psf)
+    assert MoffatPsf(21, 21, 5, 3) == MoffatPsf(21, 21, 5.0, 3.0)
+
+    class Mine(GaussianPsf):
+        pass
+
+    s = Mine(21, 21, 2.0)
+    assert s == s and s == Mine(21, 21, 2.0) and hash(s) == hash(Mine(21, 21, 2.0))
+    assert s != GaussianPsf(21, 21, 2.0) and GaussianPsf(21, 21, 2.0) != s  # another class: not equal
+    # a user's Psf subclass has no known parameters: it equals only itself
+    a, b = GrowingPsf(), GrowingPsf()
+    assert a == a and a != b and len({a, b}) == 2

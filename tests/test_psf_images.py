@@ -409,3 +409,42 @@ def test_a_named_format_does_not_read_psfmatch_products_as_psfs(tmp_path, capsys
         in capsys.readouterr().err
     assert main(["inspect-psf", f"image:{tmp_path / 'bare.fits'}"]) == 1
     assert "written without a PSF" in capsys.readouterr().err and not (tmp_path / "out.fits").exists()
+
+
+def test_image_psf_array_stays_read_only_through_pickle_and_copy():
+    import copy
+    import pickle
+
+    psf = ImagePsf(gaussian(13, 2.0), pixel_scale=0.2)
+    for twin in (pickle.loads(pickle.dumps(psf)), copy.deepcopy(psf)):
+        assert not twin.array.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            twin.array[0, 0] = 1.0
+        assert twin == psf and twin.pixel_scale == 0.2
+        np.testing.assert_array_equal(twin.computeKernelImage(), psf.computeKernelImage())
+
+
+def test_read_psf_refuses_an_option_the_format_does_not_take(tmp_path):
+    write(tmp_path / "psf.fits", gaussian(21, 1.7))
+    with pytest.raises(InvalidInputError, match="read_psf: the 'image' PSF reader does not take the option\\(s\\) "
+                                                "origin; it takes hdu, pixel_scale, target_pixel_scale, recenter"):
+        read_psf(tmp_path / "psf.fits", origin=0)
+    assert read_psf(tmp_path / "psf.fits", pixel_scale=0.2).pixel_scale == 0.2  # an option it takes
+    # a registered reader: checked against its own signature; one taking **kwargs accepts anything
+    register_psf_reader("one_option", lambda path, *, scale=1.0: ImagePsf(gaussian(9, scale)), overwrite=True)
+    register_psf_reader("any_option", lambda path, **kw: ImagePsf(gaussian(9, 1.0)), overwrite=True)
+    register_psf_reader("no_option", lambda path: ImagePsf(gaussian(9, 1.0)), overwrite=True)
+    try:
+        with pytest.raises(InvalidInputError, match="'one_option' PSF reader does not take the option\\(s\\) "
+                                                    "sigma, size; it takes scale"):
+            read_psf(tmp_path / "psf.fits", format="one_option", size=3, sigma=2)
+        with pytest.raises(InvalidInputError, match="'no_option' PSF reader does not take the option\\(s\\) x; "
+                                                    "it takes no options"):
+            read_psf(tmp_path / "psf.fits", format="no_option", x=1)
+        assert read_psf(tmp_path / "psf.fits", format="one_option", scale=1.5).array.shape == (9, 9)
+        assert read_psf(tmp_path / "psf.fits", format="any_option", whatever=1).array.shape == (9, 9)
+    finally:
+        from psfmatch.psf import readers
+
+        for name in ("one_option", "any_option", "no_option"):
+            readers._REGISTRY.pop(name, None)

@@ -480,3 +480,48 @@ def test_matching_an_exposure_with_the_des_model():
     xi, yi = round(stars[2][0]) - x0, round(stars[2][1]) - y0
     q = measure_shape(image[yi - 12:yi + 13, xi - 12:xi + 13].astype(np.float64))
     assert q.g2 < -0.09
+
+
+def test_pickled_model_keeps_a_read_only_basis_and_drops_its_stamp_cache():
+    import copy
+    import pickle
+
+    y, x = np.mgrid[-6:7, -6:7]
+    b = np.exp(-(x ** 2 + y ** 2) / 8.0)
+    psf = PsfexPsf(np.array([b, 0.01 * x * b, 0.01 * y * b]), degree=1, polzero=(50.0, 60.0), polscal=(100.0, 120.0))
+    psf.computeKernelImage((0, 0))  # fills the cache of resampled stamps
+    assert "_stamp_basis_cache" in psf.__dict__
+    for twin in (pickle.loads(pickle.dumps(psf)), copy.deepcopy(psf)):
+        assert "_stamp_basis_cache" not in twin.__dict__
+        assert not twin.basis.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            twin.basis[0] = 0.0
+        assert twin == psf and hash(twin) == hash(psf)
+        np.testing.assert_array_equal(twin.computeKernelImage((10, 20)), psf.computeKernelImage((10, 20)))
+
+
+def test_models_compare_by_value():
+    import pickle
+
+    y, x = np.mgrid[-6:7, -6:7]
+    b = np.exp(-(x ** 2 + y ** 2) / 8.0)
+    basis = np.array([b, 0.01 * x * b, 0.01 * y * b])
+    psf = PsfexPsf(basis, degree=1, polzero=(50.0, 60.0), polscal=(100.0, 120.0), source="a.psf")
+    same = PsfexPsf(basis.copy(), degree=1, polzero=(50.0, 60.0), polscal=(100.0, 120.0), source="b.psf")
+    assert psf == same and hash(psf) == hash(same) and pickle.loads(pickle.dumps(psf)) == psf
+    # the same model read 0-based (POLZERO one less) is the same model
+    assert PsfexPsf(basis, degree=1, polzero=(49.0, 59.0), polscal=(100.0, 120.0), origin=0) == psf
+    for other in (PsfexPsf(basis * 2, degree=1, polzero=(50.0, 60.0), polscal=(100.0, 120.0)),
+                  PsfexPsf(basis, degree=1, polzero=(51.0, 60.0), polscal=(100.0, 120.0)),
+                  PsfexPsf(basis, degree=1, polzero=(50.0, 60.0), polscal=(100.0, 120.0), psf_samp=0.5),
+                  psf.resized(11, 11)):
+        assert other != psf
+    assert len({psf, same}) == 1
+
+
+@needs_data
+def test_read_psf_refuses_an_option_psfex_does_not_take():
+    with pytest.raises(InvalidInputError, match="read_psf: the 'psfex' PSF reader does not take the option\\(s\\) "
+                                                "pixel_scale; it takes ext, origin, stamp_size"):
+        read_psf(PSFEX_DIR / "esheldon__psfex" / "test_psfcat.psf", pixel_scale=0.2)
+    assert read_psf(PSFEX_DIR / "esheldon__psfex" / "test_psfcat.psf", origin=0).origin == 0

@@ -90,7 +90,7 @@ class GalSimPsf(Psf):
     name = "GalSimPsf"
 
     def __init__(self, gsobject, pixel_scale, *, stamp_size=None, method="auto", average_position=(0.0, 0.0)):
-        self._galsim = _import("galsim", "galsim")
+        galsim = _import("galsim", "galsim")  # (not kept on the instance: a module cannot be pickled)
         try:
             scale = float(pixel_scale)
         except (TypeError, ValueError):
@@ -100,7 +100,7 @@ class GalSimPsf(Psf):
             raise InvalidInputError(f"pixel_scale must be a positive number (arcsec/pixel); got {pixel_scale!r}")
         if method not in ("auto", "no_pixel"):
             raise InvalidInputError(f"method must be 'auto' (adds the pixel) or 'no_pixel'; got {method!r}")
-        self._varying = not isinstance(gsobject, self._galsim.GSObject)
+        self._varying = not isinstance(gsobject, galsim.GSObject)
         if self._varying and not callable(gsobject):
             raise InvalidInputError(
                 f"gsobject must be a galsim.GSObject or a callable (x, y) -> GSObject; got {type(gsobject).__name__}")
@@ -117,7 +117,7 @@ class GalSimPsf(Psf):
         if not self._varying:
             return self._obj
         obj = self._obj(x, y)
-        if not isinstance(obj, self._galsim.GSObject):
+        if not isinstance(obj, _import("galsim", "galsim").GSObject):
             raise InvalidInputError(f"the GalSim factory returned {type(obj).__name__} at ({x}, {y}); "
                                     "expected a galsim.GSObject")
         return obj
@@ -148,6 +148,9 @@ class GalSimPsf(Psf):
             return super().resized(w, h)
         return GalSimPsf(self._obj, self.pixel_scale, stamp_size=(w, h), method=self.method,
                          average_position=self._average)
+
+    def _eq_key(self):
+        return self._obj, self.pixel_scale, self.method, self._average, self._w, self._h
 
     def __repr__(self):
         obj = "<callable>" if self._varying else repr(self._obj)
@@ -257,6 +260,11 @@ class PiffPsf(Psf):
                       average_position=self._average, **self.properties)
         out.source = self.source
         return out
+
+    def _eq_key(self):
+        """The Piff model (compared as Piff compares it), the chip, the stamp, the origin and the properties."""
+        return (self._psf, self.chipnum, self._n, self.origin, tuple(sorted(self.properties.items())),
+                self._average)
 
     def __repr__(self):
         src = self.source or type(self._psf).__name__

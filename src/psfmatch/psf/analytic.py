@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..geom import Box2I, Extent2I, Point2D
-from .base import Psf, _check_odd_size, _overrides_model
+from .base import Psf, _array_key, _check_odd_size, _overrides_model
 
 __all__ = ["GaussianPsf", "DoubleGaussianPsf", "MoffatPsf", "VariableGaussianPsf", "elliptical_gaussian",
            "elliptical_gaussian_stack"]
@@ -26,6 +26,14 @@ def _positive(name, value):
     if not (np.isfinite(v) and v > 0):
         raise InvalidInputError(f"{name} must be positive and finite; got {value!r}")
     return v
+
+
+def _is_zero(value) -> bool:
+    """Whether ``value`` is a number equal to zero (False for anything that is not a number)."""
+    try:
+        return float(value) == 0
+    except (TypeError, ValueError):
+        return False
 
 
 def _grid(width, height, dx=0.0, dy=0.0):
@@ -151,11 +159,8 @@ class GaussianPsf(_AnalyticPsf):
             return super().resized(width, height)
         return GaussianPsf(width, height, self._sigma)
 
-    def __eq__(self, other):
-        return type(other) is GaussianPsf and (self._w, self._h, self._sigma) == (other._w, other._h, other._sigma)
-
-    def __hash__(self):
-        return hash((GaussianPsf, self._w, self._h, self._sigma))
+    def _eq_key(self):
+        return self._w, self._h, self._sigma
 
     def __repr__(self):
         return f"GaussianPsf({self._w}, {self._h}, sigma={self._sigma!r})"
@@ -176,9 +181,17 @@ class DoubleGaussianPsf(_AnalyticPsf):
     sigma1 : float
         Core sigma in pixels.
     sigma2 : float, optional
-        Wing sigma; defaults to ``2 * sigma1`` (it only matters when ``b > 0``).
+        Wing sigma, positive; None (the default) means ``2 * sigma1``.  It only
+        matters when ``b > 0``; with ``b == 0``, ``sigma2 = 0`` (LSST's
+        "unused") is accepted and taken as the default.
     b : float
         Peak ratio of the wing to the core, >= 0.
+
+    Raises
+    ------
+    InvalidInputError
+        If a sigma is not positive and finite (``sigma2 <= 0`` with ``b > 0``
+        included), or ``b`` is negative or not finite.
     """
 
     name = "DoubleGaussianPsf"
@@ -186,13 +199,21 @@ class DoubleGaussianPsf(_AnalyticPsf):
     def __init__(self, width, height, sigma1, sigma2=None, b=0.0):
         super().__init__(width, height)
         self._sigma1 = _positive("sigma1", sigma1)
-        self._sigma2 = 2.0 * self._sigma1 if sigma2 is None or sigma2 == 0 else _positive("sigma2", sigma2)
         try:
             self._b = float(b)
         except (TypeError, ValueError):
             raise InvalidInputError(f"b must be a number; got {b!r}") from None
         if not (np.isfinite(self._b) and self._b >= 0):
             raise InvalidInputError(f"b (the wing-to-core peak ratio) must be >= 0; got {b!r}")
+        if sigma2 is None or (self._b == 0 and _is_zero(sigma2)):  # no wing: LSST's sigma2 = 0 means unused
+            self._sigma2 = 2.0 * self._sigma1
+        else:
+            try:
+                self._sigma2 = _positive("sigma2", sigma2)
+            except InvalidInputError as exc:
+                used = f", used since b = {self._b:g} > 0" if self._b > 0 else ""
+                raise InvalidInputError(f"DoubleGaussianPsf {exc} (the wing's sigma{used}); omit sigma2 (None) for "
+                                        "the default 2 * sigma1") from None
 
     def getSigma1(self) -> float:
         return self._sigma1
@@ -216,13 +237,8 @@ class DoubleGaussianPsf(_AnalyticPsf):
             return super().resized(width, height)
         return DoubleGaussianPsf(width, height, self._sigma1, self._sigma2, self._b)
 
-    def __eq__(self, other):
-        return type(other) is DoubleGaussianPsf and (
-            self._w, self._h, self._sigma1, self._sigma2, self._b) == (
-            other._w, other._h, other._sigma1, other._sigma2, other._b)
-
-    def __hash__(self):
-        return hash((DoubleGaussianPsf, self._w, self._h, self._sigma1, self._sigma2, self._b))
+    def _eq_key(self):
+        return self._w, self._h, self._sigma1, self._sigma2, self._b
 
     def __repr__(self):
         return (f"DoubleGaussianPsf({self._w}, {self._h}, sigma1={self._sigma1!r}, "
@@ -275,6 +291,9 @@ class MoffatPsf(_AnalyticPsf):
             return super().resized(width, height)
         return MoffatPsf(width, height, self._fwhm, self._beta)
 
+    def _eq_key(self):
+        return self._w, self._h, self._fwhm, self._beta
+
     def __repr__(self):
         return f"MoffatPsf({self._w}, {self._h}, fwhm={self._fwhm!r}, beta={self._beta!r})"
 
@@ -293,7 +312,7 @@ class VariableGaussianPsf(_AnalyticPsf):
     width, height : int
         Odd stamp size.
     bbox : Box2I
-        The domain over which the polynomials are scaled (usually the exposure's box).
+        The domain over which the polynomials are scaled (usually the exposure's box); not empty.
     sigma, e1, e2 : sequence of float
         Polynomial coefficients (a scalar means a constant).
     """
@@ -304,6 +323,9 @@ class VariableGaussianPsf(_AnalyticPsf):
         super().__init__(width, height)
         if not isinstance(bbox, Box2I):
             raise InvalidInputError(f"bbox must be a Box2I; got {type(bbox).__name__}")
+        if bbox.isEmpty():
+            raise InvalidInputError(f"VariableGaussianPsf bbox {bbox!r} is empty; give the (non-empty) domain "
+                                    "over which the polynomials are scaled, usually the exposure's box")
         self._bbox = bbox
         self._coeffs = {}
         for name, c in (("sigma", sigma), ("e1", e1), ("e2", e2)):
@@ -385,6 +407,9 @@ class VariableGaussianPsf(_AnalyticPsf):
             return super().resized(width, height)
         return VariableGaussianPsf(width, height, self._bbox, self._coeffs["sigma"], self._coeffs["e1"],
                                    self._coeffs["e2"])
+
+    def _eq_key(self):
+        return (self._w, self._h, self._bbox) + tuple(_array_key(self._coeffs[n]) for n in ("sigma", "e1", "e2"))
 
     def __repr__(self):
         c = {k: v.tolist() for k, v in self._coeffs.items()}

@@ -354,15 +354,18 @@ class Psf:
         return shift_image(self._checked_kernel(x, y), dx, dy)
 
     # --- the protocol ---------------------------------------------------
-    def _checked_kernel(self, x, y):
+    def _evaluate(self, method, x, y, *args):
+        """``method(x, y, *args)``; a model's own failure is raised as PsfEvaluationError naming the position."""
         try:
-            img = self._kernel_image(x, y)
+            return method(x, y, *args)
         except PsfEvaluationError:
             raise
         except Exception as exc:  # a model failing at a position is reported with that position
             raise PsfEvaluationError(
                 f"{self.name} could not be evaluated at ({x:.6g}, {y:.6g}): {type(exc).__name__}: {exc}") from exc
-        return validate_kernel_image(img, self.name, (x, y))
+
+    def _checked_kernel(self, x, y):
+        return validate_kernel_image(self._evaluate(self._kernel_image, x, y), self.name, (x, y))
 
     def _kernel_images(self, xs, ys):
         """Vectorized :meth:`_kernel_image`: an (n, h, w) stack, or None where the model has none."""
@@ -422,10 +425,22 @@ class Psf:
 
         The stamp has the kernel image's size and is centred on the pixel nearest
         ``position``; its parent bounding box is :meth:`computeImageBBox`.  Its sum is 1.
+
+        Raises
+        ------
+        PsfEvaluationError
+            If the model fails at ``position`` (the message names the model, the
+            position and the model's own error) or its image there is not finite
+            or has no flux.
         """
         x, y = self.getAveragePosition() if position is None else as_point(position)
         xi, yi = math.floor(x + 0.5), math.floor(y + 0.5)
-        img = np.asarray(self._image_at(x, y, x - xi, y - yi), dtype=np.float64)
+        img = self._evaluate(self._image_at, x, y, x - xi, y - yi)
+        try:
+            img = np.asarray(img, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise PsfEvaluationError(f"{self.name} image at ({x:.6g}, {y:.6g}) is not a numeric array: {exc}") \
+                from None
         with np.errstate(over="ignore", invalid="ignore"):
             total = img.sum()
         if not (np.all(np.isfinite(img)) and np.isfinite(total) and total > 0):
@@ -481,8 +496,41 @@ class Psf:
         _check_odd_size(width, height)
         return _ResizedPsf(self, int(width), int(height))
 
+    # --- value equality -------------------------------------------------
+    def _eq_key(self):
+        """The parameters that define the model, compared by ``==`` and hashed; None: compared by identity.
+
+        Arrays enter as :func:`_array_key`.  A model whose key is None (this
+        base class, so a user's subclass of :class:`Psf`) equals only itself.
+        """
+        return None
+
+    def __eq__(self, other):
+        """Equal when ``other`` is of the same class (not a subclass) and has the same parameters."""
+        if self is other:
+            return True
+        if type(other) is not type(self):
+            return NotImplemented
+        key = self._eq_key()
+        return key is not None and key == other._eq_key()
+
+    def __hash__(self):
+        key = self._eq_key()
+        if key is None:
+            return object.__hash__(self)
+        try:
+            return hash((type(self), key))
+        except TypeError:  # a parameter that cannot be hashed (a user's object): equal models share the type
+            return hash(type(self))
+
     def __repr__(self):
         return f"{type(self).__name__}()"
+
+
+def _array_key(array) -> tuple:
+    """An array as a hashable value for :meth:`Psf._eq_key`: its shape, dtype and bytes."""
+    a = np.ascontiguousarray(array)
+    return a.shape, a.dtype.str, a.tobytes()
 
 
 def _check_odd_size(width, height):
@@ -530,6 +578,9 @@ class _ResizedPsf(Psf):
         _check_odd_size(width, height)
         return _ResizedPsf(self._psf, int(width), int(height))
 
+    def _eq_key(self):
+        return self._psf, self._w, self._h
+
     def __repr__(self):
         return f"{self._psf!r}.resized({self._w}, {self._h})"
 
@@ -561,8 +612,16 @@ class PsfAdapter(Psf):
         return Point2D(0.0, 0.0)
 
     def isSpatiallyVarying(self):
+        """The object's own answer; True (evaluated at every position) when it has none or it fails."""
         fn = getattr(self.obj, "isSpatiallyVarying", None)
-        return bool(fn()) if callable(fn) else True
+        if not callable(fn):
+            return True
+        try:
+            return bool(fn())
+        except Exception as exc:  # a partial implementation: take it as varying, which is always correct
+            log.debug("%s.isSpatiallyVarying() failed (%s: %s); taking the model as spatially varying",
+                      self.name, type(exc).__name__, exc)
+            return True
 
     def resized(self, width, height):
         """The object's own ``resized(width, height)`` when it has one (as LSST's task calls it), else padding.
@@ -586,6 +645,9 @@ class PsfAdapter(Psf):
                 log.warning("%s.resized(%d, %d) failed (%s: %s); padding or cropping its images instead",
                             self.name, width, height, type(exc).__name__, exc)
         return super().resized(width, height)
+
+    def _eq_key(self):
+        return (self.obj,)
 
     def __repr__(self):
         return f"PsfAdapter({self.obj!r})"

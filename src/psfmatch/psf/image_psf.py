@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..geom import Box2I
 from ..moments import adaptive_moments
-from .base import Psf, pad_or_crop, shift_image, _check_odd_size, _overrides_model
+from .base import Psf, pad_or_crop, shift_image, _array_key, _check_odd_size, _overrides_model
 
 __all__ = ["ImagePsf"]
 
@@ -129,6 +129,14 @@ class ImagePsf(Psf):
         out._array = arr
         out.pixel_scale = self.pixel_scale
         return out
+
+    def _eq_key(self):
+        return _array_key(self._array), self.pixel_scale
+
+    def __setstate__(self, state):
+        """Restore a pickled (or copied) model with its array read-only again, as pickling drops the flag."""
+        self.__dict__.update(state)
+        self._array.setflags(write=False)
 
     def __repr__(self):
         h, w = self._array.shape

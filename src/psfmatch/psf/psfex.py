@@ -54,7 +54,7 @@ import numpy as np
 
 from ..errors import CorruptFileError, InvalidInputError, UnsupportedFormatError
 from ..geom import Box2I, Point2D
-from .base import Psf, _check_odd_size, _defining_depth, _overrides_model, _stamp_size
+from .base import Psf, _array_key, _check_odd_size, _defining_depth, _overrides_model, _stamp_size
 
 __all__ = ["PsfexPsf", "read_psfex", "is_psfex", "psfex_terms", "lanczos_weights", "LANCZOS_ORDER"]
 
@@ -425,6 +425,28 @@ class PsfexPsf(Psf):
         h["PSFAXIS2"] = (ny, "Number of element along this axis")
         h["PSFAXIS3"] = (n, "Number of element along this axis")
         return hdu
+
+    # --- equality and pickling ------------------------------------------
+    def _eq_key(self):
+        """The model's parameters; ``header`` and ``source`` (records of where it came from) do not count.
+
+        ``POLZERO`` enters as ``POLZERO - origin``, the model's centre in
+        psfmatch's 0-based pixels, which is all the images depend on: a model
+        read with ``origin=0`` equals its persisted copy, written 1-based.
+        """
+        centre = tuple(z - self.origin for z in self.polzero)
+        return (_array_key(self._basis), self.degree, centre, tuple(self.polscal), self.psf_samp, self._w, self._h)
+
+    def __getstate__(self):
+        """The model without its cache of resampled stamps (rebuilt on use)."""
+        state = self.__dict__.copy()
+        state.pop("_stamp_basis_cache", None)
+        return state
+
+    def __setstate__(self, state):
+        """Restore a pickled (or copied) model with its basis read-only again, as pickling drops the flag."""
+        self.__dict__.update(state)
+        self._basis.setflags(write=False)
 
     def __repr__(self):
         n, ny, nx = self._basis.shape

@@ -22,9 +22,12 @@ Other readers can be added with :func:`register_psf_reader`.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from ..errors import InvalidInputError, UnsupportedFormatError
+from .image_io import read_image_psf
+from .psfex import read_psfex
 
 __all__ = ["read_psf", "register_psf_reader", "identify_psf_format", "psf_formats"]
 
@@ -39,7 +42,8 @@ def register_psf_reader(name, reader, identifier=None, *, overwrite=False) -> No
     name : str
         The format name.
     reader : callable
-        ``reader(path, **kwargs) -> PSF model``.
+        ``reader(path, **kwargs) -> PSF model``.  :func:`read_psf` refuses an
+        option that its signature does not name (unless it takes ``**kwargs``).
     identifier : callable, optional
         ``identifier(path) -> bool``, used when no format is given; cheap and
         never raising.  Readers without one are used only when named.
@@ -94,6 +98,9 @@ def read_psf(path, format=None, **kwargs):
 
     Raises
     ------
+    InvalidInputError
+        If an option of ``kwargs`` is not one the format's reader takes (the
+        message names the option, the format and the options it takes).
     MissingFileError
         If the file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
@@ -129,7 +136,40 @@ def read_psf(path, format=None, **kwargs):
     if format != "psfmatch":  # (the psfmatch reader refuses them itself, once it has looked for the PSF HDU)
         _refuse_as_format(path, format)
     reader, _ = _REGISTRY[format]
+    if kwargs:
+        _check_options(reader, format, kwargs)
     return reader(path, **kwargs)
+
+
+def _reader_options(reader):
+    """The keyword options ``reader(path, **options)`` takes: a list of names, or None when it takes any.
+
+    The first parameter, the path, is no option.  A reader whose signature
+    cannot be read is taken to accept anything.
+    """
+    try:
+        sig = inspect.signature(reader)
+    except (TypeError, ValueError):
+        return None
+    P = inspect.Parameter
+    params = list(sig.parameters.values())
+    if any(q.kind is P.VAR_KEYWORD for q in params):
+        return None
+    if params and params[0].kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD):
+        params = params[1:]  # the path
+    return [q.name for q in params if q.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY)]
+
+
+def _check_options(reader, format, kwargs) -> None:
+    """Raise InvalidInputError for an option of ``kwargs`` that the ``format`` reader does not take."""
+    allowed = _reader_options(reader)
+    if allowed is None:
+        return
+    unknown = sorted(k for k in kwargs if k not in allowed)
+    if unknown:
+        takes = f"it takes {', '.join(allowed)}" if allowed else "it takes no options"
+        raise InvalidInputError(
+            f"read_psf: the {format!r} PSF reader does not take the option(s) {', '.join(unknown)}; {takes}")
 
 
 # ---------------------------------------------------------------------------
@@ -202,12 +242,10 @@ def _is_psfmatch(path):
     return _pmformat(heads[0][2]) == FORMAT_NAME and any(n == "PSF" for n, _, _ in heads)
 
 
-def _read_psfmatch(path, **kwargs):
+def _read_psfmatch(path):
     from ..io.fits import open_fits
     from ..io.psf_persist import psf_from_hdul
 
-    if kwargs:
-        raise InvalidInputError(f"the psfmatch PSF reader takes no options; got {sorted(kwargs)}")
     with open_fits(path, "PSF") as (hdul, guard):
         primary = hdul[0].header.copy()
         guard.hdu = "PSF"
@@ -222,12 +260,6 @@ def _is_psfex(path):
     from .psfex import is_psfex
 
     return is_psfex(path)
-
-
-def _read_psfex(path, **kwargs):
-    from .psfex import read_psfex
-
-    return read_psfex(path, **kwargs)
 
 
 def _is_piff(path):
@@ -255,13 +287,7 @@ def _is_image(path):
     return False
 
 
-def _read_image(path, **kwargs):
-    from .image_io import read_image_psf
-
-    return read_image_psf(path, **kwargs)
-
-
 register_psf_reader("psfmatch", _read_psfmatch, _is_psfmatch)
-register_psf_reader("psfex", _read_psfex, _is_psfex)
+register_psf_reader("psfex", read_psfex, _is_psfex)
 register_psf_reader("piff", _read_piff, _is_piff)
-register_psf_reader("image", _read_image, _is_image)
+register_psf_reader("image", read_image_psf, _is_image)
