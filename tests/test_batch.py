@@ -484,9 +484,10 @@ def test_coadd_maps_mask_planes_by_name(tmp_path):
 def test_coadd_refuses_a_compressed_output_name(tmp_path):
     one = np.ones((20, 30))
     a = _write(tmp_path / "a.fits", one, one)
-    with pytest.raises(InvalidInputError, match=r"coadd\.fits\.gz: the coadd writes its planes in place through a "
-                                                r"memory map and cannot compress them"):
-        coadd([a], tmp_path / "coadd.fits.gz")
+    for name in ("coadd.fits.gz", "coadd.fits.fz"):  # (.fz: an exposure is tile-compressed; a coadd cannot be)
+        with pytest.raises(InvalidInputError, match=rf"{name}: the coadd writes its planes in place through a "
+                                                    r"memory map and cannot compress them"):
+            coadd([a], tmp_path / name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fits"]
 
 

@@ -781,6 +781,256 @@ def test_writing_repairs_cards_without_touching_the_warning_filters(tmp_path, mo
     with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
         exp.writeFits(tmp_path / "o.fits")
     assert "header cards ['EXPTIME'] are not standard FITS and were repaired" in caplog.text
+    monkeypatch.undo()  # (the reader takes astropy's repair warnings out of the filters' reach, under the lock)
     back = read_exposure(tmp_path / "o.fits")
     assert back.metadata["fitsHeader"]["EXPTIME"] == 30 and back.metadata["fitsHeader"]["OBJECT"] == "M31"
     assert back.getMask().getMaskPlaneDict()["A_VERY_LONG_PLANE_NAME_THAT_NEEDS_A_HIERARCH_CARD_TO_FIT"] == 1
+
+
+# ---------------------------------------------------------------------------
+# header cards, WCS and compression (defects found by review)
+
+
+def test_a_card_changed_after_reading_is_written_with_its_new_value(tmp_path):
+    """astropy keeps a card's old text when its value or comment is set: the writer wrote the value read."""
+    write_exposure(Exposure(np.zeros((6, 8), np.float32),
+                            metadata={"fitsHeader": fits.Header({"EXPTIME": 30.0, "FILTER": "r"})}),
+                   tmp_path / "in.fits")
+    exp = read_exposure(tmp_path / "in.fits")
+    header = exp.metadata["fitsHeader"]
+    header["EXPTIME"] = 60.0
+    header["FILTER"] = ("i", "corrected")
+    header.comments["EXPTIME"] = "two exposures"
+    write_exposure(exp, tmp_path / "out.fits")
+    back = read_exposure(tmp_path / "out.fits").metadata["fitsHeader"]
+    assert back["EXPTIME"] == 60.0 and back.comments["EXPTIME"] == "two exposures"
+    assert back["FILTER"] == "i" and back.comments["FILTER"] == "corrected"
+    # a header read by astropy and edited before the exposure is made
+    fits.PrimaryHDU(np.zeros((6, 8), np.float32), header=fits.Header({"GAIN": 1.0})).writeto(tmp_path / "raw.fits")
+    hdr = fits.getheader(tmp_path / "raw.fits")
+    hdr["GAIN"] = 4.2
+    write_exposure(Exposure(fits.getdata(tmp_path / "raw.fits"), metadata={"fitsHeader": hdr}), tmp_path / "o2.fits")
+    assert read_exposure(tmp_path / "o2.fits").metadata["fitsHeader"]["GAIN"] == 4.2
+    assert hdr["GAIN"] == 4.2 and len(hdr) == len(fits.getheader(tmp_path / "raw.fits"))  # the caller's, untouched
+
+
+def _hst_like_file(path, tables=True):
+    """A SCI extension with a SIP WCS and a Paper IV lookup-table distortion (CPDISj/DPj, WCSDVARR tables)."""
+    h = fits.Header({"CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "CRPIX1": 32., "CRPIX2": 32.,
+                     "CRVAL1": 120., "CRVAL2": 10., "CD1_1": -1e-5, "CD2_2": 1e-5, "A_ORDER": 2, "B_ORDER": 2,
+                     "A_2_0": 1e-6, "B_0_2": 1e-6, "FILTER": "F606W"})
+    for ax in (1, 2):
+        h["CPDIS%d" % ax] = "Lookup"
+        for v in ("EXTVER: %d" % ax, "NAXES: 2", "AXIS.1: 1", "AXIS.2: 2"):
+            h.append(fits.Card.fromstring("DP%d     = '%s'" % (ax, v)))
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(np.ones((64, 64), np.float32), h, name="SCI")]
+    for ax in (1, 2) if tables else ():
+        table = fits.ImageHDU(np.full((8, 8), 0.5 * ax, np.float32), name="WCSDVARR")
+        table.header["EXTVER"] = ax
+        for k, v in {"CRPIX1": 0., "CRPIX2": 0., "CRVAL1": 0., "CRVAL2": 0., "CDELT1": 8., "CDELT2": 8.}.items():
+            table.header[k] = v
+        hdus.append(table)
+    fits.HDUList(hdus).writeto(path)
+
+
+def test_a_wcs_with_a_lookup_table_distortion_is_read(tmp_path, caplog):
+    """An HST-style SCI header (SIP plus CPDISj/DPj pointing at WCSDVARR tables) lost its whole WCS."""
+    _hst_like_file(tmp_path / "flt.fits")
+    exp = read_exposure(tmp_path / "flt.fits", variance=np.ones((64, 64)))
+    wcs = exp.getWcs()
+    assert wcs is not None and wcs.sip is not None and wcs.cpdis1 is not None and wcs.cpdis2 is not None
+    with fits.open(tmp_path / "flt.fits") as hdul:
+        ref = WCS(hdul["SCI"].header, hdul)
+    pix = np.array([[3.0, 40.0], [60.0, 7.5]])
+    np.testing.assert_array_equal(wcs.all_pix2world(pix, 0), ref.all_pix2world(pix, 0))
+    # the distortion cards are the WCS's: not kept as metadata (they would point at tables the output lacks)
+    assert list(exp.metadata["fitsHeader"].keys()) == ["FILTER"]
+    # psfmatch's files cannot store the tables: the rest of the WCS is written, and the loss is said
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        exp.writeFits(tmp_path / "out.fits")
+    assert "lookup-table distortion (cpdis1, cpdis2) is not written" in caplog.text
+    back = read_exposure(tmp_path / "out.fits").getWcs()
+    assert back.sip is not None and back.cpdis1 is None
+    # without the tables the lookup part is left out, with a warning, and the rest of the WCS is kept
+    _hst_like_file(tmp_path / "notables.fits", tables=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        wcs = read_exposure(tmp_path / "notables.fits", variance=np.ones((64, 64))).getWcs()
+    assert wcs is not None and wcs.sip is not None and wcs.cpdis1 is None
+    assert "notables.fits[SCI]: the WCS's lookup-table distortion (CPDIS1, DP1, CPDIS2, DP2) cannot be read" in \
+        caplog.text
+
+
+def _raw_fits(cards, pad=b" ", tail=b""):
+    raw = "".join(c.ljust(80) for c in cards).encode("latin-1")
+    raw = raw.ljust(-(-len(raw) // 2880) * 2880, pad)
+    data = np.arange(64 * 64, dtype=">f4").tobytes()
+    return raw + data.ljust(-(-len(data) // 2880) * 2880, b"\0") + tail
+
+
+_RAW_BASE = ["SIMPLE  =                    T", "BITPIX  =                  -32", "NAXIS   =                    2",
+             "NAXIS1  =                   64", "NAXIS2  =                   64", "EXPTIME =                  5.0"]
+
+
+@pytest.mark.parametrize("label, raw, repair", [
+    ("nonascii", _raw_fits(_RAW_BASE + ["OBSERVER= 'Jos\xe9'", "END"]), "non-ASCII characters are present"),
+    ("zeros", _raw_fits(_RAW_BASE + ["END"], tail=b"\0" * 2880), "Unexpected extra padding at the end of the file"),
+    ("nuls", _raw_fits(_RAW_BASE + ["END"], pad=b"\0"), "Header block contains null bytes instead of spaces"),
+    ("blank", _raw_fits(_RAW_BASE + ["BLANK   =                  -99", "END"]), "Invalid 'BLANK' keyword in header"),
+])
+def test_quirks_astropy_repairs_read_the_same_with_warnings_as_errors(tmp_path, caplog, label, raw, repair):
+    """README: reading works the same under ``python -W error``; these quirks raised CorruptFileError there."""
+    path = tmp_path / f"{label}.fits"
+    path.write_bytes(raw)
+    read = {}
+    for mode in ("ignore", "error"):
+        caplog.clear()
+        with warnings.catch_warnings(), caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+            warnings.simplefilter(mode)
+            read[mode] = read_exposure(path, variance=np.ones((64, 64)))
+        # what astropy repaired is logged, naming the file
+        assert f"{label}.fits: astropy repaired a non-standard file while reading it: {repair}" in caplog.text
+    assert_same_pixels(read["ignore"], read["error"])
+    np.testing.assert_array_equal(read["error"].image, np.arange(64 * 64, dtype=np.float32).reshape(64, 64))
+    assert list(read["error"].metadata["fitsHeader"].items()) == list(read["ignore"].metadata["fitsHeader"].items())
+    assert read["error"].metadata["fitsHeader"]["EXPTIME"] == 5.0
+
+
+def test_damage_astropy_warns_about_still_follows_the_warning_filters(tmp_path):
+    """Only the harmless repairs are taken out of the filters' reach: junk after the last HDU is not one."""
+    (tmp_path / "zeros.fits").write_bytes(_raw_fits(_RAW_BASE + ["END"], tail=b"\0" * 100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_exposure(tmp_path / "zeros.fits", variance=np.ones((64, 64))).image.shape == (64, 64)
+    path = tmp_path / "junk.fits"
+    path.write_bytes(_raw_fits(_RAW_BASE + ["END"], tail=b"x" * 100))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(CorruptFileError, match=r"junk.fits.*There may be extra bytes after the last HDU"):
+            read_exposure(path, variance=np.ones((64, 64)))
+    with pytest.warns(fits.verify.VerifyWarning, match="There may be extra bytes after the last HDU"):
+        exp = read_exposure(path, variance=np.ones((64, 64)))
+    assert exp.image.shape == (64, 64)
+
+
+def _afw_like_file(path):
+    prim = fits.PrimaryHDU()
+    for key, value in {"EXPTIME": 30.0, "AR_HDU": 5, "PSF_ID": 3, "HIERARCH SKYWCS_ID": 4,
+                       "HIERARCH PHOTOCALIB_ID": 6, "HIERARCH ARCHIVE_ID_SUMMARYSTATS": 7}.items():
+        prim.header[key] = value
+    hdus = [prim] + [fits.ImageHDU(np.ones((16, 20), dt), name=n)
+                     for n, dt in (("IMAGE", np.float32), ("MASK", np.int32), ("VARIANCE", np.float32))]
+    hdus.append(fits.BinTableHDU.from_columns([fits.Column(name="id", format="J", array=[1])], name="ARCHIVE_INDEX"))
+    fits.HDUList(hdus).writeto(path)
+
+
+def test_lsst_archive_pointers_are_not_copied_into_the_output(tmp_path):
+    """AR_HDU, PSF_ID... point into an afw file's archive HDUs; in psfmatch's output they pointed at wrong HDUs."""
+    _afw_like_file(tmp_path / "calexp.fits")
+    archive = {"AR_HDU", "PSF_ID", "SKYWCS_ID", "PHOTOCALIB_ID", "ARCHIVE_ID_SUMMARYSTATS"}
+    exp = read_exposure(tmp_path / "calexp.fits", psf=GaussianPsf(15, 15, 1.5))
+    assert list(exp.metadata["fitsHeader"].keys()) == ["EXPTIME"]
+    exp.writeFits(tmp_path / "matched.fits")
+    assert not archive & set(fits.getheader(tmp_path / "matched.fits", 0))
+    # a header taken from such a file by astropy: left out on writing too
+    with fits.open(tmp_path / "calexp.fits") as hdul:
+        exp.metadata["fitsHeader"] = hdul[0].header.copy()
+    exp.writeFits(tmp_path / "matched2.fits")
+    primary = fits.getheader(tmp_path / "matched2.fits", 0)
+    assert not archive & set(primary) and primary["EXPTIME"] == 30.0
+    # elsewhere (no AR_HDU) a card named like one is the caller's own
+    exp.metadata["fitsHeader"] = fits.Header({"HIERARCH DETECTOR_ID": 12})
+    exp.writeFits(tmp_path / "other.fits")
+    assert fits.getheader(tmp_path / "other.fits", 0)["DETECTOR_ID"] == 12
+
+
+def test_an_alternate_wcs_round_trips(tmp_path):
+    """A WCS read with ``key="B"`` was written as CTYPE1B... cards and read back as no WCS."""
+    header = fits.Header({"CTYPE1B": "RA---TAN", "CTYPE2B": "DEC--TAN", "CRVAL1B": 10., "CRVAL2B": 20.,
+                          "CRPIX1B": 30., "CRPIX2B": 30., "CDELT1B": -1e-4, "CDELT2B": 1e-4})
+    wcs = WCS(header, key="B")
+    write_exposure(Exposure(np.zeros((64, 64), np.float32), wcs=wcs), tmp_path / "alt.fits")
+    back = read_exposure(tmp_path / "alt.fits").getWcs()
+    assert back is not None and list(back.wcs.ctype) == ["RA---TAN", "DEC--TAN"]
+    pix = np.array([[0.0, 0.0], [63.0, 17.0]])
+    np.testing.assert_allclose(back.wcs_pix2world(pix, 0), wcs.wcs_pix2world(pix, 0), rtol=0, atol=1e-12)
+    assert wcs.wcs.alt == "B"  # the exposure's WCS is not changed
+
+
+def test_a_repeated_keyword_in_an_image_extension_keeps_every_card(tmp_path):
+    header = fits.Header()
+    header.append(("FILTER", "g", "filter wheel 1"))
+    header.append(("FILTER", "open", "filter wheel 2"))
+    header.append(("TRIMSEC", "[1:64,1:64]"))
+    fits.HDUList([fits.PrimaryHDU(header=fits.Header({"FILTER": "prim", "OBSERVER": "me"})),
+                  fits.ImageHDU(np.ones((8, 8), np.float32), header, name="SCI")]).writeto(tmp_path / "ext.fits")
+    cards = read_exposure(tmp_path / "ext.fits", variance=np.ones((8, 8))).metadata["fitsHeader"].cards
+    # the primary's FILTER stands for the keyword; without one in the primary both of the image's are kept
+    assert [(c.keyword, c.value) for c in cards] == [("FILTER", "prim"), ("OBSERVER", "me"),
+                                                     ("TRIMSEC", "[1:64,1:64]")]
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.ones((8, 8), np.float32), header, name="SCI")]).writeto(
+        tmp_path / "ext2.fits")
+    cards = read_exposure(tmp_path / "ext2.fits", variance=np.ones((8, 8))).metadata["fitsHeader"].cards
+    assert [(c.keyword, c.value, c.comment) for c in cards] == [
+        ("FILTER", "g", "filter wheel 1"), ("FILTER", "open", "filter wheel 2"), ("TRIMSEC", "[1:64,1:64]", "")]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, ">f8"])
+def test_an_fz_name_writes_a_lossless_tile_compressed_file(tmp_path, dtype):
+    """``.fits.fz`` gave an uncompressed file; now the planes are CompImageHDUs, read back bit for bit."""
+    rng = np.random.default_rng(2)
+    image = (rng.normal(size=(64, 80)) * 1e5).astype(dtype)
+    image[0, :5] = [np.nan, np.inf, -np.inf, -0.0, 1e-40]
+    y, x = np.mgrid[:15, :15]
+    stamp = np.exp(-((x - 7) ** 2 + (y - 7) ** 2) / 6.0)
+    exp = Exposure(image, variance=(rng.uniform(1, 2, image.shape)).astype(dtype), psf=ImagePsf(stamp / stamp.sum()),
+                   xy0=(5, -6), metadata={"fitsHeader": fits.Header({"EXPTIME": 3.0})})
+    exp.mask[3, 3] = np.int32(-2 ** 31) | 5  # bit 31 too
+    exp.mask[2, 9] = 1 << 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_exposure(exp, tmp_path / "e.fits.fz")
+        write_exposure(exp, tmp_path / "e.fits")
+    with fits.open(tmp_path / "e.fits.fz") as hdul:
+        kinds = {h.name: (type(h).__name__, getattr(h, "_compression_type", None)) for h in hdul}
+    assert kinds == {"PRIMARY": ("PrimaryHDU", None), "IMAGE": ("CompImageHDU", "GZIP_2"),
+                     "MASK": ("CompImageHDU", "RICE_1"), "VARIANCE": ("CompImageHDU", "GZIP_2"),
+                     "PSF": ("CompImageHDU", "GZIP_2"), "METADATA": ("BinTableHDU", None)}
+    with fits.open(tmp_path / "e.fits.fz", disable_image_compression=True, checksum=True) as hdul:
+        assert all(h.verify_checksum() == 1 for h in hdul)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = read_exposure(tmp_path / "e.fits.fz")
+    plain = read_exposure(tmp_path / "e.fits")
+    for a, b in ((back, plain), (back, exp)):
+        assert a.image.dtype == b.image.dtype and a.variance.dtype == b.variance.dtype
+        assert a.image.tobytes() == np.ascontiguousarray(b.image, a.image.dtype).tobytes()
+        assert a.variance.tobytes() == np.ascontiguousarray(b.variance, a.variance.dtype).tobytes()
+        np.testing.assert_array_equal(a.mask, b.mask)
+    assert back.getXY0() == exp.getXY0() and back.metadata["fitsHeader"]["EXPTIME"] == 3.0
+    np.testing.assert_array_equal(back.getPsf().computeKernelImage((10, 10)),
+                                  plain.getPsf().computeKernelImage((10, 10)))
+    info = read_exposure_info(tmp_path / "e.fits.fz")
+    assert info.dtype == back.image.dtype and info.xy0 == (5, -6) and info.shape == (64, 80)
+
+
+def test_a_coadd_reads_tile_compressed_inputs(tmp_path):
+    pytest.importorskip("dask")
+    from psfmatch.batch import coadd
+
+    rng = np.random.default_rng(3)
+    paths = {".fits": [], ".fits.fz": []}
+    for i in range(2):
+        exp = Exposure(rng.normal(size=(40, 50)).astype(np.float32),
+                       variance=rng.uniform(1, 2, (40, 50)).astype(np.float32), psf=GaussianPsf(15, 15, 2.0),
+                       xy0=(4, 5))
+        exp.mask[3, 3] = 1
+        for ext, names in paths.items():
+            names.append(tmp_path / f"m{i}{ext}")
+            write_exposure(exp, names[-1])
+    with fits.open(paths[".fits.fz"][0]) as hdul:  # read a window at a time through astropy's section
+        assert all(isinstance(hdul[name], fits.CompImageHDU) for name in ("IMAGE", "MASK", "VARIANCE"))
+    for ext, names in paths.items():
+        coadd(names, tmp_path / f"coadd{ext.replace('.', '_')}.fits", tile_size=16, num_workers=1)
+    a, b = read_exposure(tmp_path / "coadd_fits.fits"), read_exposure(tmp_path / "coadd_fits_fz.fits")
+    assert_same_pixels(a, b)

@@ -1614,8 +1614,9 @@ def _plane_names(exclude_planes) -> list:
 
 
 def _check_coadd_name(path, what):
-    """Refuse a coadd file name asking for whole-file compression (the coadd is written through a memory map)."""
-    if os.fspath(path).lower().endswith((".gz", ".bz2", ".xz", ".zip")):
+    """Refuse a coadd file name asking for compression, whole-file or tiled ``.fz`` (the coadd is written through a
+    memory map)."""
+    if os.fspath(path).lower().endswith((".gz", ".bz2", ".xz", ".zip", ".fz")):
         raise InvalidInputError(
             f"{what} {os.fspath(path)}: the coadd writes its planes in place through a memory map and cannot "
             "compress them; give a name without the compression suffix (and compress the file afterwards, e.g. "

@@ -75,6 +75,16 @@ _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
 _WCS_KEY = re.compile(r"^(WCSAXES|CRPIX\d|CRVAL\d|CDELT\d|CTYPE\d|CUNIT\d|CROTA\d|CD\d_\d|PC\d_\d|PV\d_\d+|PS\d_\d+|"
                       r"LONPOLE|LATPOLE|RADESYS|RADECSYS|EQUINOX|EPOCH|WCSNAME|MJDREF|"
                       r"[AB]P?_\d+_\d+|[AB]P?_ORDER|[AB]_DMAX|LTV\d|LTM\d_\d)[A-Z]?$")
+#: afw's pointers into an LSST exposure file's archive HDUs: its HDU (``AR_HDU``) and the archive ids of the
+#: objects there (``PSF_ID``, ``SKYWCS_ID``..., newer ``ARCHIVE_ID_*``); stale in any other file.
+_ARCHIVE_HDU_KEY = re.compile(r"^(AR_HDU|ARCHIVE_ID_.+)$")
+_ARCHIVE_ID_KEY = re.compile(r"^(PSF|SKYWCS|WCS|PHOTOCALIB|CALIB|APCORR|AP_CORR_MAP|VALIDPOLYGON|VALID_POLYGON|"
+                             r"TRANSMISSIONCURVE|TRANSMISSION_CURVE|DETECTOR|FILTER|FILTERLABEL|SUMMARYSTATS|"
+                             r"SUMMARY_STATS|COADDINPUTS|COADD_INPUTS|VISITINFO|VISIT_INFO)_ID$")
+#: Cards of a lookup-table distortion (Paper IV ``CPDISj``/``DPj.*``, ``CQDISj``/``DQj.*``; ``D2IMDISj``/``D2IMj.*``),
+#: whose tables are in other HDUs (``WCSDVARR``, ``D2IMARR``).
+_LOOKUP_KEY = re.compile(r"^(CPDIS\d|CQDIS\d|CPERR\d|CQERR\d|DP\d|DQ\d|D2IMDIS\d|D2IM\d|D2IMERR\d|D2IMEXT|NPOLEXT)"
+                         r"(\..+)?$")
 
 
 # ---------------------------------------------------------------------------
@@ -262,12 +272,60 @@ class ReadGuard:
         return self.path if self.hdu in (None, "") else f"{self.path}[{self.hdu}]"
 
 
+#: The starts of astropy's warnings about harmless quirks it repairs while it parses a file (reading then goes
+#: on as without them): a non-ASCII byte in a header (read as "?"), zeros after the last HDU, a header block
+#: padded with NULs instead of blanks, a ``BLANK`` card on floating-point data (ignored).
+_REPAIR_WARNINGS = ("non-ASCII characters are present in the FITS file header",
+                    "Unexpected extra padding at the end of the file",
+                    "Header block contains null bytes instead of spaces",
+                    "Invalid 'BLANK' keyword in header")
+
+
+@contextlib.contextmanager
+def _astropy_repairs(where):
+    """Log astropy's repairs of harmless quirks (:data:`_REPAIR_WARNINGS`) instead of warning: also under ``-W error``.
+
+    Reading works the same whatever the warning filters: these warnings are
+    taken out of the filters' reach (recorded, then logged once each, naming
+    the file).  Any other warning follows the caller's filters as before: an
+    error under ``-W error`` (real damage, such as junk after the last HDU,
+    still raises), else shown when the block ends.  The filters are changed
+    with :func:`psfmatch.parallel.catch_warnings`, whose lock is held while
+    the block runs: the block must not wait for another thread that takes it.
+    """
+    import warnings
+
+    from astropy.utils.exceptions import AstropyWarning
+
+    caught = []
+    try:
+        with catch_warnings(record=True) as caught:
+            for start in _REPAIR_WARNINGS:
+                warnings.filterwarnings("always", message=re.escape(start), category=AstropyWarning)
+            yield
+    finally:  # (once the caller's filters and display are back in place)
+        repaired = []
+        for w in caught:
+            text = " ".join(str(w.message).split())
+            if issubclass(w.category, AstropyWarning) and text.startswith(_REPAIR_WARNINGS):
+                if text not in repaired:
+                    repaired.append(text)
+                    log.warning("%s: astropy repaired a non-standard file while reading it: %s", where, text)
+            else:  # what the caller's filters let through: shown as it would have been
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
+
+
 @contextlib.contextmanager
 def read_guard(path, what):
     """Turn what a damaged file makes astropy or numpy raise into :class:`~psfmatch.errors.CorruptFileError`.
 
     Set ``guard.hdu`` inside the block to name the HDU being read in the message.
     psfmatch's typed errors pass through; programming errors (``NameError``...) are not masked.
+    Harmless quirks astropy repairs as it parses (a non-ASCII byte in a header,
+    zeros after the last HDU, a header padded with NULs, ``BLANK`` on float
+    data) are logged as warnings and never raised, also with warnings turned
+    into errors; every other warning follows the caller's filters (see
+    ``_astropy_repairs``: the block holds psfmatch's warning-filter lock).
 
     Examples
     --------
@@ -277,7 +335,8 @@ def read_guard(path, what):
     """
     guard = ReadGuard(os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path), what)
     try:
-        yield guard
+        with _astropy_repairs(guard.path):
+            yield guard
     except PsfMatchError:
         raise
     except ImportError as exc:
@@ -552,20 +611,40 @@ def _xy0_from_header(header, where, error=CorruptFileError):
     return (int(x), int(y))
 
 
-def _wcs_from_header(header):
+def _wcs_from_header(header, hdul=None, where=None):
+    """The WCS ``header`` describes, or None (none there, or unreadable: logged).
+
+    ``hdul`` is the file's `~astropy.io.fits.HDUList`, where astropy finds the
+    tables of a lookup-table distortion (Paper IV ``CPDISj``/``DPj`` cards and
+    ``WCSDVARR`` extensions, ``D2IMDISj`` and ``D2IMARR``, as HST's files have).
+    When that distortion cannot be read (no ``hdul``, a table missing), the WCS
+    is read without it and a warning says so.
+    """
+    from astropy.io import fits
     from astropy.wcs import WCS
 
     if not any(_WCS_KEY.match(k) and not k.startswith(("LTV", "LTM")) and not k.endswith("A")
                for k in header.keys()):
         return None
+    label = f"{where}: " if where else ""
     with catch_warnings("ignore"):
         try:
             hdr = header.copy()
             for k in ("NAXIS1", "NAXIS2"):
                 hdr.remove(k, ignore_missing=True)
-            wcs = WCS(hdr, naxis=2)
+            try:
+                wcs = WCS(hdr, fobj=hdul, naxis=2)
+            except Exception as exc:
+                lookup = list(dict.fromkeys(k.split(".")[0] for k in hdr.keys() if _LOOKUP_KEY.match(k)))
+                if not lookup:
+                    raise
+                wcs = WCS(fits.Header([copy.copy(c) for c in hdr.cards if not _LOOKUP_KEY.match(c.keyword)]),
+                          naxis=2)
+                log.warning("%sthe WCS's lookup-table distortion (%s) cannot be read (%s): it is left out, the rest "
+                            "of the WCS is kept", label, ", ".join(lookup),
+                            _short(exc, 120))
         except Exception as exc:  # a broken WCS should not stop the pixels from being read
-            log.warning("ignoring an unreadable WCS (%s: %s)", type(exc).__name__, exc)
+            log.warning("%signoring an unreadable WCS (%s: %s)", label, type(exc).__name__, exc)
             return None
     if not any(str(c).strip() for c in wcs.wcs.ctype):
         return None
@@ -588,7 +667,7 @@ def _image_wcs(hdul, img_hdu, where):
     from astropy.io import fits
 
     header = img_hdu.header
-    wcs = _wcs_from_header(header)
+    wcs = _wcs_from_header(header, hdul, where)
     primary = hdul[0]
     if wcs is not None or img_hdu is primary or header.get("INHERIT") is not True or not _defines_wcs(primary.header):
         return wcs, False
@@ -600,7 +679,7 @@ def _image_wcs(hdul, img_hdu, where):
     except Exception as exc:  # a broken WCS should not stop the pixels from being read
         log.warning("%s: ignoring the primary header's unreadable WCS (%s)", where, _short(exc))
         return None, False
-    wcs = _wcs_from_header(merged)
+    wcs = _wcs_from_header(merged, hdul, where)
     if wcs is not None:
         log.info("%s: no WCS in the image's header; using the primary header's (FITS INHERIT convention)", where)
     return wcs, wcs is not None
@@ -627,6 +706,8 @@ def _primary_cards(header, *, wcs=False, origin=False):
         key = card.keyword
         if key in _STRUCTURAL or key.startswith("NAXIS"):
             continue
+        if wcs and _LOOKUP_KEY.match(key):
+            continue
         if _WCS_KEY.match(key):
             is_origin = _is_origin_key(key)
             if (origin and is_origin) or (wcs and not is_origin):
@@ -635,6 +716,33 @@ def _primary_cards(header, *, wcs=False, origin=False):
             continue
         out.append(copy.copy(card), end=True)  # a card of its own: setting a value changes the card in place
     return out
+
+
+def _drop_archive_pointers(header, where, afw=False):
+    """Remove afw's archive pointers from ``header`` (a copy the caller owns): they would point at wrong HDUs.
+
+    ``AR_HDU`` and ``ARCHIVE_ID_*`` always; the older ``<COMPONENT>_ID`` cards
+    (``PSF_ID``, ``SKYWCS_ID``, ``PHOTOCALIB_ID``...) with an integer value
+    when the header is an afw file's (``afw``, or ``AR_HDU`` is there), as afw
+    itself strips them on reading.
+    """
+    from astropy.io.fits.verify import VerifyError
+
+    def archive_id(card):
+        try:
+            return isinstance(card.value, int) and not isinstance(card.value, bool)
+        except (VerifyError, ValueError):  # not an integer afw wrote
+            return False
+
+    afw = afw or "AR_HDU" in header
+    drop = [i for i, card in enumerate(header.cards) if _ARCHIVE_HDU_KEY.match(card.keyword)
+            or (afw and _ARCHIVE_ID_KEY.match(card.keyword) and archive_id(card))]
+    if drop:
+        log.info("%s: leaving out the LSST archive pointers %s (no such archive in psfmatch's files)", where,
+                 [header.cards[i].keyword for i in drop])
+    for i in reversed(drop):
+        del header[i]
+    return header
 
 
 def _is_origin_key(key) -> bool:
@@ -656,8 +764,9 @@ def _exposure_cards(hdul, img_hdu, has_wcs, inherited):
     if img_hdu is primary:
         return _primary_cards(primary.header, wcs=has_wcs, origin=True)
     cards = _primary_cards(primary.header, wcs=inherited)
+    in_primary = set(cards.keys())  # (not the growing list: a keyword repeated in the image's header keeps all)
     for card in _primary_cards(img_hdu.header, wcs=has_wcs, origin=True).cards:
-        if card.keyword not in cards or card.keyword in ("COMMENT", "HISTORY", ""):
+        if card.keyword not in in_primary or card.keyword in ("COMMENT", "HISTORY", ""):
             cards.append(card, end=True)
     return cards
 
@@ -682,6 +791,32 @@ def _stored_dtype(header) -> np.dtype:
     return np.dtype(np.float64 if bitpix > 16 else np.float32)
 
 
+def _card_text(card):
+    """The text ``card`` is written from (a copy is formatted; ``card`` itself is left as it is).
+
+    An unchanged card read from a file: its text as read (``card.image`` would
+    repair a non-standard card in place, with a warning; the caller repairs a
+    new card made from this text).  A card whose value or comment was set
+    since (astropy marks it modified but keeps the old text): made anew from
+    its keyword, value and comment (one whose old value cannot be parsed: its
+    text as read).  A card never formatted: its image.
+    """
+    raw = getattr(card, "_image", None)
+    if not raw:
+        return card.image
+    if not getattr(card, "_modified", False):
+        return raw
+    from astropy.io.fits.verify import VerifyError
+
+    try:  # parse what is still to be parsed from the old text, then format a copy without it
+        card.keyword, card.value, card.comment  # noqa: B018
+    except (VerifyError, ValueError):
+        return raw  # a value astropy cannot parse (only its comment was set): repaired from the text as read
+    fresh = copy.copy(card)
+    fresh._image = None
+    return fresh.image
+
+
 def _user_cards_for_writing(user, where):
     """The cards of the caller's header ``user`` as new cards the FITS writer accepts.
 
@@ -696,9 +831,8 @@ def _user_cards_for_writing(user, where):
     for card in user.cards:
         # on copies; repairs are told by verify's outcome, not by warnings (the process-wide filters would
         # also catch, and hide, other threads' warnings)
-        # the card's text as read (``card.image`` would repair it in place, with a warning)
-        raw = getattr(card, "_image", None) or card.image
         try:
+            raw = _card_text(card)
             new = fits.Card.fromstring(raw)
             try:
                 new.verify("exception")
@@ -798,8 +932,22 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     cards go into the primary header: non-standard cards (a lower-case
     keyword, an unquoted string) are repaired as astropy's ``verify("fix")``
     does and those that cannot be are left out, each with a logged warning;
-    a WCS there is left out (the IMAGE extension carries the exposure's).
-    A name ending in ``.gz``, ``.bz2`` or ``.xz`` gives a compressed file.
+    a WCS there is left out (the IMAGE extension carries the exposure's), and
+    so are an LSST file's archive pointers (``AR_HDU``, ``PSF_ID``...: this
+    file has no such archive).  A card changed since it was read is written
+    with its new value and comment.
+
+    The WCS is written as the primary description (an alternate one,
+    ``WCS(header, key="B")``, too).  A lookup-table distortion (``CPDISj``/
+    ``D2IMDISj`` with ``WCSDVARR``/``D2IMARR`` tables, as in HST files) cannot
+    be stored: it is left out, with a logged warning, and the rest of the WCS
+    (SIP polynomials included) is written.
+
+    A name ending in ``.gz``, ``.bz2`` or ``.xz`` gives a compressed file; one
+    ending in ``.fz`` (fpack's) a file whose image, mask, variance and image PSF
+    HDUs are tile-compressed losslessly (``CompImageHDU``: floats with
+    ``GZIP_2`` and no quantization, the mask with ``RICE_1``), read back bit for
+    bit.
 
     Examples
     --------
@@ -838,7 +986,8 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
                 raise InvalidInputError(f"metadata[{METADATA_HEADER_KEY!r}] must be an astropy Header or a "
                                         f"mapping of FITS cards; got {type(user).__name__}") from None
         # a WCS there would be inherited by the extensions (INHERIT = T): the IMAGE header carries the exposure's
-        for card in _user_cards_for_writing(_primary_cards(user, wcs=_defines_wcs(user)), path):
+        kept = _drop_archive_pointers(_primary_cards(user, wcs=_defines_wcs(user)), path)
+        for card in _user_cards_for_writing(kept, path):
             primary.header.append(card, end=True)
     primary.header["PMFORMAT"] = (FORMAT_NAME, "written by psfmatch")
     primary.header["PMVERS"] = (FORMAT_VERSION, "psfmatch exposure format version")
@@ -848,12 +997,28 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     if wcs is not None:
         try:
             with catch_warnings("ignore"):
-                wcs_header = wcs.to_header(relax=True)
+                # as the primary description (key " "): an alternate one (CTYPE1B...) would be read back as no WCS
+                wcs_header = wcs.to_header(relax=True, key=" ")
         except Exception as exc:
             raise InvalidInputError(f"the exposure's WCS cannot be written to FITS: {exc}") from exc
+        lookup = [name for name in ("cpdis1", "cpdis2", "det2im1", "det2im2") if getattr(wcs, name, None) is not None]
+        if lookup:
+            log.warning("%s: the WCS's lookup-table distortion (%s) is not written (psfmatch's files do not store "
+                        "WCSDVARR/D2IMARR tables): the file's WCS is the rest of it (e.g. its SIP polynomials)",
+                        path, ", ".join(lookup))
+
+    compressed = os.fspath(path).lower().endswith(".fz")
+
+    def plane_hdu(data, header, name):
+        """An image HDU; tile-compressed, losslessly, for an fpack name (``.fz``)."""
+        if not compressed:
+            return fits.ImageHDU(data, header, name=name)
+        # no quantization: floats are stored exactly (GZIP_2 shuffles their bytes first); integers with RICE_1
+        kind = ("GZIP_2", {"quantize_level": 0.0}) if data.dtype.kind == "f" else ("RICE_1", {})
+        return fits.CompImageHDU(data, header, name=name, compression_type=kind[0], **kind[1])
 
     def image_hdu(data, name):
-        hdu = fits.ImageHDU(data, name=name)
+        hdu = plane_hdu(data, None, name)
         hdu.header["EXTTYPE"] = name
         hdu.header["INHERIT"] = True
         if wcs_header is not None:
@@ -870,7 +1035,10 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     var = image_hdu(exposure.variance, "VARIANCE")
     hdus = [primary, img, msk, var]
     if exposure.getPsf() is not None:
-        hdus.extend(psf_to_hdus(exposure.getPsf(), bbox=exposure.getBBox()))
+        for hdu in psf_to_hdus(exposure.getPsf(), bbox=exposure.getBBox()):
+            if compressed and type(hdu) is fits.ImageHDU and hdu.data is not None:
+                hdu = plane_hdu(hdu.data, hdu.header, hdu.name)
+            hdus.append(hdu)
     hdus.append(_metadata_to_hdu(exposure.metadata))
     with atomic_write(path, overwrite=overwrite) as tmp:
         fits.HDUList(hdus).writeto(tmp, output_verify="exception", checksum=True)
@@ -1214,6 +1382,8 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         wcs, inherited = _image_wcs(hdul, img_hdu, where)
         guard.hdu = "PRIMARY"
         metadata[METADATA_HEADER_KEY] = _exposure_cards(hdul, img_hdu, wcs is not None, inherited)
+        if layout == "lsst":
+            _drop_archive_pointers(metadata[METADATA_HEADER_KEY], path, afw=True)
         guard.hdu = None
         if mask is not None:
             mask_arr, mwhere = _load_plane(mask, hdul, path, "mask")
