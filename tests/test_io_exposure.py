@@ -1034,3 +1034,38 @@ def test_a_coadd_reads_tile_compressed_inputs(tmp_path):
         coadd(names, tmp_path / f"coadd{ext.replace('.', '_')}.fits", tile_size=16, num_workers=1)
     a, b = read_exposure(tmp_path / "coadd_fits.fits"), read_exposure(tmp_path / "coadd_fits_fz.fits")
     assert_same_pixels(a, b)
+
+
+def test_the_unread_planes_warning_names_only_what_was_not_read(tmp_path, caplog):
+    """With mask= given, only the weight map is said to be unread (the mask was listed too), and the other HDUs'
+    pixels are not loaded to find them (a 30-CCD file was decompressed whole to read one CCD)."""
+    import logging
+
+    img = np.ones((16, 16), np.float32)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(img, name="SCI"), fits.ImageHDU(np.zeros((16, 16), np.int16),
+                                                                                   name="MSK"),
+                  fits.ImageHDU(img, name="WGT"), fits.ImageHDU(np.ones((8, 8), np.float32), name="SMALL")]
+                 ).writeto(tmp_path / "des.fits")
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        read_exposure(tmp_path / "des.fits", mask="MSK")
+    said = [r.getMessage() for r in caplog.records if "are not read" in r.getMessage()]
+    assert len(said) == 1 and "HDU(s) WGT, of the image's shape, are not read: give the variance as variance= " \
+        "(variance_kind='invvar' for a weight map" in said[0] and "MSK" not in said[0] and "SMALL" not in said[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        read_exposure(tmp_path / "des.fits", mask=2, variance="WGT", variance_kind="invvar")
+    assert not any("are not read" in r.getMessage() for r in caplog.records)
+    # only headers are looked at: the other HDUs' data are never loaded
+    from astropy.io.fits.hdu.image import _ImageBaseHDU
+
+    loaded = []
+    original = _ImageBaseHDU.data.fget
+
+    def spy(self):
+        loaded.append(self.name)
+        return original(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_ImageBaseHDU, "data", property(spy))
+        read_exposure(tmp_path / "des.fits", hdu="SCI", variance=np.ones((16, 16)))
+    assert set(loaded) <= {"SCI"}

@@ -1078,6 +1078,37 @@ def _load_plane(spec, hdul, path, what):
         return np.array(hdu.data), f"{other}[{ext if ext is not None else hdu.name}]"
 
 
+def _say_unread_planes(hdul, img_hdu, shape, where, mask, variance):
+    """Warn about a plain image's other 2-d HDUs of its shape that neither ``mask`` nor ``variance`` names.
+
+    (DES's MSK and WGT, say: a plain image's other planes are not guessed, but said.)  Headers
+    only: the other HDUs' pixels are not read (a file of 60 CCDs would be decompressed whole).
+    """
+    from astropy.io import fits
+
+    named = []
+    for spec in (mask, variance):
+        if isinstance(spec, (int, np.integer, str)):
+            try:
+                named.append(hdul[spec])
+            except (KeyError, IndexError):
+                pass
+    unread = []
+    for i, h in enumerate(hdul):
+        if h is img_hdu or any(h is n for n in named):
+            continue
+        if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and tuple(h.shape) == tuple(shape):
+            unread.append(h.name or str(i))
+    if not unread:
+        return
+    missing = [what for what, spec in (("mask", mask), ("variance", variance)) if spec is None]
+    options = " ".join({"mask": "--mask HDU", "variance": "--variance HDU --variance-kind KIND"}[m] for m in missing)
+    log.warning("%s: HDU(s) %s, of the image's shape, are not read: give the %s as %s (%s), or psfmatch run %s",
+                where, ", ".join(unread), " and the ".join(missing), " and ".join(f"{m}=" for m in missing),
+                "variance_kind='invvar' for a weight map, 'stddev' for an error plane" if "variance" in missing
+                else "an HDU name or index", options)
+
+
 def _estimate_variance(image, where):
     finite = image[np.isfinite(image)]
     if finite.size == 0:
@@ -1369,15 +1400,8 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             header = img_hdu.header
             where = f"{path}[{img_hdu.name or 0}]"
             mask_arr = variance_arr = None
-            unread = [h.name or str(i) for i, h in enumerate(hdul) if h is not img_hdu
-                      and isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
-                      and h.data is not None and h.data.ndim == 2 and h.data.shape == image.shape]
-            if unread and (mask is None or variance is None):
-                # (e.g. DES's MSK and WGT): a plain image's other planes are not guessed, but said
-                log.warning("%s: HDU(s) %s, of the image's shape, are not read: give the mask and the variance "
-                            "as mask= and variance= (variance_kind='invvar' for a weight map, 'stddev' for an "
-                            "error plane), or psfmatch run --mask HDU --variance HDU --variance-kind KIND",
-                            where, ", ".join(unread))
+            if mask is None or variance is None:
+                _say_unread_planes(hdul, img_hdu, image.shape, where, mask, variance)
         guard.hdu = img_hdu.name or 0
         wcs, inherited = _image_wcs(hdul, img_hdu, where)
         guard.hdu = "PRIMARY"
