@@ -974,3 +974,33 @@ def test_a_warning_is_reported_once(inputs, tmp_path):
     assert r.status == MATCHED and r.warnings
     bodies = [w.split(": ", 1)[-1] for w in r.warnings]
     assert len(bodies) == len(set(bodies)) and any("KernelQualityWarning" in w for w in r.warnings)
+
+
+def test_coadd_keeps_every_bit_with_a_plane_at_bit_31(tmp_path):
+    """A plane held at bit 31 by the first input and at bit 9 by the second: the remapped pixel went through
+    float64 as +2**31 and reached the int32 plane as INT_MIN, losing its other bits (SAT); and NO_DATA added
+    at bit 31 raised OverflowError."""
+    from psfmatch.image import DEFAULT_MASK_PLANES
+
+    paths = []
+    for k, xbit in enumerate((31, 9)):
+        mask = np.zeros((32, 32), np.int32)
+        planes = {**DEFAULT_MASK_PLANES, "X": xbit}
+        mask[5, 5] = Mask(mask, planes=planes).getPlaneBitMask(["X", "SAT"])
+        paths.append(_write(tmp_path / f"in{k}.fits", np.ones((32, 32)), np.ones((32, 32)), mask, planes=planes))
+    coadd(paths, tmp_path / "co.fits", tile_size=16)
+    co = read_exposure(tmp_path / "co.fits")
+    m = co.getMask()
+    assert m.getMaskPlaneDict()["X"] == 31 and int(co.mask[5, 5]) == m.getPlaneBitMask(["X", "SAT"])
+    # 31 planes in use and no NO_DATA: the coadd adds it at bit 31
+    full = {name: bit for name, bit in DEFAULT_MASK_PLANES.items() if name != "NO_DATA"}
+    for b in range(31):
+        if b not in full.values():
+            full[f"P{b}"] = b
+    image = np.ones((32, 32))
+    image[:4] = np.nan  # no input covers these rows
+    a = _write(tmp_path / "full.fits", image, np.ones((32, 32)), planes=full)
+    coadd([a], tmp_path / "co31.fits", tile_size=16)
+    co = read_exposure(tmp_path / "co31.fits")
+    assert co.getMask().getMaskPlaneDict()["NO_DATA"] == 31
+    assert co.getMask().planes_set("NO_DATA")[:4].all() and not co.getMask().planes_set("NO_DATA")[4:].any()

@@ -1781,6 +1781,9 @@ def _coadd_block(block_info=None, *, specs, nodata_out):
     image = np.where(covered, sum_wi / safe, np.nan)
     variance = np.where(covered, 1.0 / safe, np.inf)
     mask = np.where(covered, and_mask, nodata_out)
+    # the 32 bits as the int32 value the MASK plane holds (a bit remapped to 31 is 2**31 in int64, which float64
+    # carries to the int32 plane as INT_MIN, losing the pixel's other bits); float64 holds every int32 exactly
+    mask = (mask & 0xFFFFFFFF).astype(np.uint32).view(np.int32)
     return np.stack([image, variance, mask.astype(np.float64)])
 
 
@@ -1959,8 +1962,9 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     for inp in inputs:
         for name in inp.mask_planes:
             out_mask.addMaskPlane(name)
-    nodata_out = out_mask.getPlaneBitMask("NO_DATA") if "NO_DATA" in out_mask.getMaskPlaneDict() \
-        else 1 << out_mask.addMaskPlane("NO_DATA")
+    if "NO_DATA" not in out_mask.getMaskPlaneDict():
+        out_mask.addMaskPlane("NO_DATA")
+    nodata_out = out_mask.getPlaneBitMask("NO_DATA")  # (the int32 value: negative at bit 31)
     out_planes = out_mask.getMaskPlaneDict()
     specs = []
     for inp in inputs:
