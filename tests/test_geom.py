@@ -97,3 +97,12 @@ def test_box_slices_refuse_a_box_outside_the_array():
     sy, sx = Box2I((5, 2), (10, 3)).slices(shape=arr.shape)
     assert arr[sy, sx].shape == (3, 10) and arr[sy, sx][0, 0] == arr[2, 5]
     assert Box2I((12, 22), (3, 3)).slices(xy0=(10, 20)) == (slice(2, 5), slice(2, 5))
+
+
+def test_point2i_replace_and_make_are_checked():
+    """NamedTuple's _make and _replace bypassed the integer check: Point2I(1, 2)._replace(x=1.5) held 1.5."""
+    assert Point2I(1, 2)._replace(x=3) == Point2I(3, 2)
+    with pytest.raises(InvalidInputError, match=r"Point2I needs two integers; got \(1\.5, 2\)"):
+        Point2I(1, 2)._replace(x=1.5)
+    with pytest.raises(InvalidInputError, match=r"Point2I needs two integers"):
+        Point2I._make([float("nan"), 2])

@@ -309,12 +309,15 @@ def test_assigning_a_plane_checks_it_and_copies_into_the_plane():
                                                 "from float64 planes"):
         e.variance = np.full((6, 8), 1e40)
     assert np.all(e.variance == 2)
-    # a read-only plane (handed over with copy=False) is replaced by a converted copy
+    # a read-only plane (handed over with copy=False) is refused: replacing it would leave the views sharing it
+    # (getMaskedImage) with the old values
     ro = np.ones((6, 8), np.float32)
     ro.flags.writeable = False
     r = Exposure(ro, copy=False)
-    r.image = np.zeros((6, 8))
-    assert r.image.flags.writeable and np.all(r.image == 0) and np.all(ro == 1)
+    with pytest.raises(InvalidInputError, match=r"the image plane is a read-only array \(handed over with "
+                                                r"copy=False\) and cannot be assigned: make the Exposure from a copy"):
+        r.image = np.zeros((6, 8))
+    assert np.all(r.image == 1) and np.all(ro == 1)
 
 
 def test_numpy_array_of_a_mask_is_a_copy():

@@ -1069,3 +1069,19 @@ def test_the_unread_planes_warning_names_only_what_was_not_read(tmp_path, caplog
         mp.setattr(_ImageBaseHDU, "data", property(spy))
         read_exposure(tmp_path / "des.fits", hdu="SCI", variance=np.ones((16, 16)))
     assert set(loaded) <= {"SCI"}
+
+
+def test_a_mask_header_naming_two_planes_for_one_bit_reads(tmp_path, caplog):
+    """An alias card (MP_ALIAS = 0 beside MP_BAD = 0) made the file unreadable once the registries were checked;
+    the alias is left out, with a warning."""
+    import logging
+
+    path = tmp_path / "dup.fits"
+    Exposure(np.ones((8, 8), np.float32)).writeFits(path)
+    with fits.open(path, mode="update") as hdul:
+        hdul["MASK"].header["MP_ALIAS"] = 0
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        planes = read_exposure(path).getMask().getMaskPlaneDict()
+        info = read_exposure_info(path)
+    assert planes["BAD"] == 0 and "ALIAS" not in planes and info.mask_planes == planes
+    assert "dup.fits[MASK]: mask planes ALIAS (bit 0, also BAD) name a bit another plane has" in caplog.text

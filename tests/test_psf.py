@@ -419,3 +419,27 @@ def test_every_model_compares_by_value():
     # a user's Psf subclass has no known parameters: it equals only itself
     a, b = GrowingPsf(), GrowingPsf()
     assert a == a and a != b and len({a, b}) == 2
+
+
+def test_a_subclass_redefining_its_model_compares_by_identity():
+    """A GaussianPsf subclass with its own parameter and images compared equal (and hashed equal) whatever that
+    parameter, through the model's key; it equals only itself now, unless it defines its own _eq_key."""
+    from psfmatch.psf.analytic import elliptical_gaussian
+
+    class Elliptical(GaussianPsf):
+        def __init__(self, w, h, sigma, e1):
+            super().__init__(w, h, sigma)
+            self.e1 = e1
+
+        def _kernel_image(self, x, y):
+            s2 = self.getSigma() ** 2
+            return elliptical_gaussian(self._w, self._h, s2 * (1 + self.e1), s2 * (1 - self.e1), 0.0)
+
+    a, b = Elliptical(21, 21, 2.0, 0.0), Elliptical(21, 21, 2.0, 0.5)
+    assert a == a and a != b and len({a, b}) == 2
+
+    class Keyed(Elliptical):
+        def _eq_key(self):
+            return super()._eq_key(), self.e1
+
+    assert Keyed(21, 21, 2.0, 0.5) == Keyed(21, 21, 2.0, 0.5) != Keyed(21, 21, 2.0, 0.0)

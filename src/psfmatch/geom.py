@@ -175,6 +175,11 @@ class Point2I(_Point2IFields):
                                     "between pixel centres, or round it first)")
         return super().__new__(cls, int(x), int(y))
 
+    @classmethod
+    def _make(cls, iterable):
+        """As a NamedTuple's, but checked as the constructor (``_replace`` goes through it too)."""
+        return cls(*iterable)
+
     def getX(self) -> int:
         return self.x
 

@@ -374,12 +374,17 @@ class Mask:
 
 
 def _assign(owner, attr, arr) -> None:
-    """Copy the checked plane ``arr`` into ``owner.<attr>`` in place (a read-only plane is replaced by a copy)."""
+    """Copy the checked plane ``arr`` into ``owner.<attr>`` in place.
+
+    A read-only plane (an array handed over with ``copy=False``) is refused: replacing it would
+    leave the views that share it (:meth:`Exposure.getMaskedImage`) with the old values.
+    """
     plane = getattr(owner, attr)
-    if plane.flags.writeable:
-        np.copyto(plane, arr)
-    else:
-        setattr(owner, attr, np.array(arr, dtype=plane.dtype, copy=True))
+    if not plane.flags.writeable:
+        raise InvalidInputError(
+            f"the {attr.lstrip('_')} plane is a read-only array (handed over with copy=False) and cannot be "
+            f"assigned: make the {type(owner).__name__} from a copy (copy=True), or a new one from the new values")
+    np.copyto(plane, arr)
 
 
 class MaskedImage:

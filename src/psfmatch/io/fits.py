@@ -546,15 +546,28 @@ def _mask_planes_to_header(header, planes):
         header.append(fits.Card(key, int(bit), comment), end=True)
 
 
-def _mask_planes_from_header(header):
-    planes = {}
+def _mask_planes_from_header(header, where="MASK"):
+    """The plane registry of the ``MP_<name> = bit`` cards (afw's), or None without any.
+
+    A second name for a bit already named (an alias some writers add) is left
+    out, with a warning: one bit holds one plane in psfmatch's masks.
+    """
+    planes, names_of, aliases = {}, {}, []
     for key in header.keys():
         k = key[9:] if key.upper().startswith("HIERARCH ") else key
         if k.upper().startswith("MP_"):
             try:
-                planes[k[3:]] = int(header[key])
+                bit = int(header[key])
             except (TypeError, ValueError):
                 continue
+            if bit in names_of:
+                aliases.append(f"{k[3:]} (bit {bit}, also {names_of[bit]})")
+                continue
+            planes[k[3:]] = bit
+            names_of[bit] = k[3:]
+    if aliases:
+        log.warning("%s: mask planes %s name a bit another plane has; they are left out (one plane a bit)", where,
+                    ", ".join(aliases))
     return planes or None
 
 
@@ -1252,7 +1265,7 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
             raise CorruptFileError(f"{path}: the planes differ in shape: {shapes}")
         guard.hdu = "IMAGE"
         himg = hdul["IMAGE"].header
-        planes = _mask_planes_from_header(hdul["MASK"].header)
+        planes = _mask_planes_from_header(hdul["MASK"].header, f"{path}[MASK]")
         if planes is None:
             from ..image import DEFAULT_MASK_PLANES
 
@@ -1362,7 +1375,7 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
             guard.hdu = "MASK"
             if mask is None and "MASK" in names and hdul["MASK"].data is not None:
                 mask_arr = np.asarray(hdul["MASK"].data)  # converted (copied) to native int32 below
-                mask_planes = _mask_planes_from_header(hdul["MASK"].header)
+                mask_planes = _mask_planes_from_header(hdul["MASK"].header, f"{path}[MASK]")
             guard.hdu = "VARIANCE"
             if variance is None and "VARIANCE" in names and hdul["VARIANCE"].data is not None:
                 variance_arr = _image_dtype(hdul["VARIANCE"].data)

@@ -505,17 +505,25 @@ class Psf:
         """
         return None
 
+    def _value_key(self):
+        """:meth:`_eq_key`, or None for a subclass that redefines its model's methods without defining its own
+        key: its images may depend on state the model's key does not hold (it is compared by identity)."""
+        cls = type(self)
+        if "_eq_key" not in cls.__dict__ and _overrides_model(cls):
+            return None
+        return self._eq_key()
+
     def __eq__(self, other):
         """Equal when ``other`` is of the same class (not a subclass) and has the same parameters."""
         if self is other:
             return True
         if type(other) is not type(self):
             return NotImplemented
-        key = self._eq_key()
-        return key is not None and key == other._eq_key()
+        key = self._value_key()
+        return key is not None and key == other._value_key()
 
     def __hash__(self):
-        key = self._eq_key()
+        key = self._value_key()
         if key is None:
             return object.__hash__(self)
         try:
