@@ -62,11 +62,11 @@ def _point_of(x, y, integer=False):
 class _PointArithmetic:
     """Element-by-element ``+``, ``-`` with pairs and ``*``, ``/`` with numbers, for the point classes.
 
-    The methods are copied into :class:`Point2D` and :class:`Point2I` (a
-    ``NamedTuple`` takes no other base class), whose ``_integer`` says whether
-    integer operands keep an integer result.  An operand of another kind
-    returns ``NotImplemented``, so Python raises ``TypeError`` (a tuple's
-    concatenation and repetition never run).
+    A base of :class:`Point2D` and :class:`Point2I` (before their ``NamedTuple``
+    fields, so that its operators come before the tuple's), whose ``_integer``
+    says whether integer operands keep an integer result.  An operand of
+    another kind returns ``NotImplemented``, so Python raises ``TypeError`` (a
+    tuple's concatenation and repetition never run).
     """
 
     __slots__ = ()
@@ -114,7 +114,12 @@ class _PointArithmetic:
         return self
 
 
-class Point2D(NamedTuple):
+class _Point2DFields(NamedTuple):
+    x: float
+    y: float
+
+
+class Point2D(_PointArithmetic, _Point2DFields):
     """A floating-point position ``(x, y)``; unpacks as ``x, y = point``.
 
     Arithmetic is afw's, element by element (not a tuple's concatenation):
@@ -125,8 +130,7 @@ class Point2D(NamedTuple):
     a point with the same ``x`` and ``y``).  Other operands raise ``TypeError``.
     """
 
-    x: float
-    y: float
+    __slots__ = ()
 
     def getX(self) -> float:
         return self.x
@@ -137,16 +141,6 @@ class Point2D(NamedTuple):
     def __repr__(self) -> str:
         return f"Point2D(x={self.x!r}, y={self.y!r})"
 
-    __add__ = _PointArithmetic.__add__
-    __radd__ = _PointArithmetic.__radd__
-    __sub__ = _PointArithmetic.__sub__
-    __rsub__ = _PointArithmetic.__rsub__
-    __mul__ = _PointArithmetic.__mul__
-    __rmul__ = _PointArithmetic.__rmul__
-    __truediv__ = _PointArithmetic.__truediv__
-    __neg__ = _PointArithmetic.__neg__
-    __pos__ = _PointArithmetic.__pos__
-    _integer = False
 
 
 class _Point2IFields(NamedTuple):
@@ -154,7 +148,7 @@ class _Point2IFields(NamedTuple):
     y: int
 
 
-class Point2I(_Point2IFields):
+class Point2I(_PointArithmetic, _Point2IFields):
     """An integer pixel position ``(x, y)``.
 
     Both coordinates must be integers (a float of integer value, ``3.0``, is
@@ -186,15 +180,6 @@ class Point2I(_Point2IFields):
     def getY(self) -> int:
         return self.y
 
-    __add__ = _PointArithmetic.__add__
-    __radd__ = _PointArithmetic.__radd__
-    __sub__ = _PointArithmetic.__sub__
-    __rsub__ = _PointArithmetic.__rsub__
-    __mul__ = _PointArithmetic.__mul__
-    __rmul__ = _PointArithmetic.__rmul__
-    __truediv__ = _PointArithmetic.__truediv__
-    __neg__ = _PointArithmetic.__neg__
-    __pos__ = _PointArithmetic.__pos__
 
 
 class Extent2I(NamedTuple):
