@@ -9,7 +9,7 @@ from scipy import ndimage
 from psfmatch import Box2I, Exposure, MemoryLimitError, ModelPsfMatchConfig, ModelPsfMatchTask
 from psfmatch.convolve import (convolve_masked_image, dilate_mask, estimate_memory, footprint_rectangles,
                                mask_footprint, spatial_term_images)
-from psfmatch.errors import KernelQualityWarning
+from psfmatch.errors import InvalidInputError, KernelQualityWarning
 from psfmatch.image import MaskedImage
 from psfmatch.kernel import makeAlardLuptonBasisList
 from psfmatch.kernel.kernel import LinearCombinationKernel
@@ -363,3 +363,67 @@ def test_a_kernel_applied_outside_its_box_warns():
         result = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 2.6))
     assert result.psfMatchingKernel.isSpatiallyVarying() and result.psfMatchingKernel.bbox == exposure.getBBox()
     assert not [w for w in caught if "extrapolated" in str(w.message)]
+
+
+def _delta_to_gaussian_kernel(bbox=None):
+    """A 7x7 kernel that is a delta at x = 0 and a Gaussian of sigma 1.5 px at x = 1000 (raw-pixel polynomial)."""
+    from psfmatch.kernel.basis import KernelBasis
+    from psfmatch.kernel.spatial import SpatialFunction
+
+    yy, xx = np.mgrid[-3:4, -3:4]
+    delta = np.zeros((7, 7))
+    delta[3, 3] = 1
+    wide = np.exp(-(xx ** 2 + yy ** 2) / (2 * 1.5 ** 2))
+    sf = SpatialFunction("polynomial", 1, Box2I((0, 0), (2000, 2000)))
+    coeffs = np.array([[1.0, -1e-3, 0.0], [0.0, 1e-3, 0.0]])
+    return LinearCombinationKernel(KernelBasis(np.array([delta, wide / wide.sum()]), "pca"), coeffs, sf, bbox=bbox)
+
+
+def test_the_mask_footprint_is_the_kernels_over_the_image():
+    """A spatially varying kernel without a box took its footprint at parent (0, 0) only: on an image at
+    x = 1000, where it is a 7x7 Gaussian, a BAD pixel was not spread at all."""
+    mask = np.zeros((31, 31), np.int32)
+    mask[15, 15] = 1  # BAD
+    mi = MaskedImage(np.zeros((31, 31)), mask, np.ones((31, 31)), xy0=(1000, 0))
+    out = convolve_masked_image(mi, _delta_to_gaussian_kernel(), mask_threshold=1e-3)
+    assert np.count_nonzero(out.mask & 1) == 49
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"mask_threshold": float("inf")}, r"mask threshold must be a number in \[0, 1\] .*; got inf"),
+    ({"mask_threshold": 2.0}, r"mask threshold must be a number in \[0, 1\]"),
+    ({"mask_threshold": None}, r"mask threshold must be a number in \[0, 1\] .*; got None"),
+    ({"tile": float("nan")}, r"tile must be a positive integer; got nan"),
+    ({"workers": "x"}, r"workers must be a positive integer; got 'x'"),
+    ({"workers": 0}, r"workers must be a positive integer; got 0"),
+])
+def test_convolution_arguments_are_checked(kwargs, match):
+    """An infinite threshold gave an empty footprint (every mask bit dropped, even the flagged pixel's)."""
+    mi = MaskedImage(np.zeros((31, 31)), np.zeros((31, 31), np.int32), np.ones((31, 31)))
+    with pytest.raises(InvalidInputError, match=match):
+        convolve_masked_image(mi, _delta_to_gaussian_kernel(Box2I((0, 0), (31, 31))), **kwargs)
+
+
+def test_the_footprint_grid_follows_the_spatial_order():
+    """A kernel pixel whose weight, a parabola in x, exceeds the threshold only between the points of a 5x5 grid
+    (its peak at x' = 0.25, 0.9375 of it at the grid's x' = 0 and 0.5): the mask now spreads there."""
+    from psfmatch.kernel.basis import KernelBasis
+    from psfmatch.kernel.spatial import SpatialFunction
+
+    box = Box2I((0, 0), (41, 41))
+    sf = SpatialFunction("chebyshev1", 2, box)
+    centre, side = np.zeros((5, 5)), np.zeros((5, 5))
+    centre[2, 2] = side[2, 3] = 1.0
+    c = 1.03e-3  # f = 1 - (x' - 0.25)^2 = 0.4375 + 0.5 T1 - 0.5 T2
+    coeffs = np.zeros((2, sf.nterms))
+    coeffs[0, sf.terms.index((0, 0))] = 1.0
+    coeffs[1, sf.terms.index((0, 0))], coeffs[1, sf.terms.index((1, 0))] = c * 0.4375, c * 0.5
+    coeffs[1, sf.terms.index((2, 0))] = -c * 0.5
+    kernel = LinearCombinationKernel(KernelBasis(np.array([centre, side]), "pca"), coeffs, sf, bbox=box)
+    assert not mask_footprint(kernel, 1e-3, n_grid=5)[2, 3]  # (what the 5x5 grid saw)
+    assert mask_footprint(kernel, 1e-3)[2, 3]
+    mask = np.zeros((41, 41), np.int32)
+    mask[20, 20] = 1  # BAD
+    out = convolve_masked_image(MaskedImage(np.zeros((41, 41)), mask, np.ones((41, 41))), kernel,
+                                mask_threshold=1e-3)
+    assert out.mask[20, 21] & 1

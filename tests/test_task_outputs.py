@@ -68,7 +68,7 @@ def test_mask_footprint_and_borders(varying_fit):
     mi.image[30, 90] = np.nan
     out = convolve_masked_image(mi, kernel, mask_threshold=1e-3)
     h = kernel.getWidth() // 2
-    fp = mask_footprint(kernel, 1e-3)
+    fp = mask_footprint(kernel, 1e-3, bbox=mi.getBBox())
     # a BAD pixel becomes a BAD footprint of the documented shape
     got = (out.mask & bad) != 0
     expect = np.zeros((H, W), bool)

@@ -253,13 +253,27 @@ def _term_images(kernel, bbox):
 # mask footprint and dilation
 
 
-def mask_footprint(kernel: LinearCombinationKernel, threshold: float, bbox=None, n_grid=5) -> np.ndarray:
+def mask_footprint(kernel: LinearCombinationKernel, threshold: float, bbox=None, n_grid=None) -> np.ndarray:
     """Boolean ``k x k`` footprint: pixels where ``max_x |K_x| >= threshold * max_{x,u} |K_x(u)|``.
 
     The maximum over the field is taken on an ``n_grid x n_grid`` grid of
-    positions over ``bbox`` (the kernel's box by default), corners included.
-    ``threshold = 0`` selects every pixel that is non-zero somewhere.
+    positions over ``bbox`` (the kernel's box by default), corners included;
+    by default ``n_grid = max(5, 4 o + 1)`` for a spatial model of order ``o``
+    (a 5 x 5 grid missed pixels just above the threshold between its points
+    at order 2).  ``threshold = 0`` selects every pixel that is non-zero
+    somewhere.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``threshold`` is not a number in [0, 1].
     """
+    t = float(threshold) if isinstance(threshold, (int, float, np.integer, np.floating)) else float("nan")
+    if not (0.0 <= t <= 1.0) or isinstance(threshold, bool):
+        raise InvalidInputError(f"mask threshold must be a number in [0, 1] (a fraction of the kernel's peak, as "
+                                f"maskDilationThreshold); got {threshold!r}")
+    if n_grid is None:
+        n_grid = max(5, 4 * int(getattr(kernel.spatial_function, "order", 0) or 0) + 1)
     box = bbox if bbox is not None else kernel.bbox
     if box is None or not kernel.isSpatiallyVarying():
         amax = np.abs(kernel.computeImage((0.0, 0.0) if box is None else box.getCenter()))
@@ -888,7 +902,9 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
         :class:`~psfmatch.errors.KernelQualityWarning` names both boxes.  A
         spatially constant kernel, or one without a box, applies anywhere.
     mask_threshold : float
-        Footprint threshold for mask propagation (``maskDilationThreshold``).
+        Footprint threshold for mask propagation (``maskDilationThreshold``),
+        in [0, 1]; the footprint is the kernel's over the image's box
+        (:func:`mask_footprint`).
     tile : int
         Largest FFT side of the tiles (overlap-save); memory grows with ``tile``
         times the image width.
@@ -905,7 +921,8 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     Raises
     ------
     InvalidInputError
-        If the convolution overflows the planes' type: finite pixel values (a
+        If ``mask_threshold`` is not in [0, 1], ``tile`` or ``workers`` not a
+        positive integer, or the convolution overflows the planes' type: finite pixel values (a
         float32 garbage value of 1e38) or a ``kernelSum`` too large for the
         transforms, which would otherwise leave unflagged tiles of inf and NaN.
         Each batch of tiles is checked (about 10 us per 360 px tile).
@@ -918,6 +935,11 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
         If the image's box is not inside the box a spatially varying kernel
         was fitted on (``kernel.bbox``): the kernel is extrapolated there.
     """
+    for name, value in (("tile", tile), ("workers", workers)):
+        if value is not None and not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+                                      and value >= 1):
+            raise InvalidInputError(f"{name} must be a positive integer; got {value!r}")
+    footprint = mask_footprint(kernel, mask_threshold, bbox=masked_image.getBBox())  # (checks the threshold)
     _warn_if_extrapolated(masked_image.getBBox(), kernel)
     img = masked_image.image
     var = masked_image.variance
@@ -949,7 +971,7 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
 
     def propagate_mask():
         """OR the bits under the kernel footprint into ``out_mask`` (the border and missing data come after)."""
-        dilate_mask(mask, mask_footprint(kernel, mask_threshold), exclude=no_data_bit, out=out_mask)
+        dilate_mask(mask, footprint, exclude=no_data_bit, out=out_mask)
 
     tiled = H > 2 * h and W > 2 * h
     pool = shared_pool(nworkers) if tiled else None
