@@ -718,3 +718,34 @@ def test_run_reads_the_mask_and_weight_planes_of_a_plain_file(tmp_path, capsys):
     assert np.isinf(out.variance[15, 65]) and (out.mask[15, 65] & out.getMask().getPlaneBitMask("NO_DATA"))
     rc, _, err = _run(common + ["-o", str(tmp_path / "x.fits"), "--mask", "DQ"], capsys)
     assert rc == 1 and re.search(r"no HDU 'DQ' for the mask; the file has \['PRIMARY', 'SCI', 'MSK', 'WGT'\]", err)
+
+
+def test_spec_errors_name_the_psf_they_are_about(exposure_file, tmp_path, capsys):
+    """A malformed --psf or inspect-psf SPEC was reported as the "reference PSF"."""
+    rc, _, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "o.fits"),
+                       "--psf", "gaussian:sigma=0"], capsys)
+    assert rc == 2 and "argument --psf: science PSF 'gaussian:sigma=0': sigma must be positive" in err
+    rc, _, err = _run(["run", exposure_file, "-r", "gaussian:sigma=0", "-o", str(tmp_path / "o.fits")], capsys)
+    assert rc == 2 and "reference PSF 'gaussian:sigma=0'" in err
+    rc, _, err = _run(["inspect-psf", "moffat:fwhm=5"], capsys)
+    assert rc == 2 and "PSF 'moffat:fwhm=5': moffat needs beta" in err and "reference" not in err
+
+
+def test_demo_size_has_a_maximum_and_debug_dir_must_be_a_directory(tmp_path, capsys, monkeypatch):
+    """--size 100000 asked numpy for 75 GiB before an untyped MemoryError; --debug-dir naming a file gave a bare
+    errno line."""
+    rc, _, err = _run(["demo", "--size", "100000"], capsys)
+    assert rc == 2 and "the demo exposure is at most 16384 x 16384 pixels (1 GiB a plane); got '100000'" in err
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    rc, _, err = _run(["demo", "--size", "64", "--debug-dir", "afile"], capsys)
+    assert rc == 1 and "--debug-dir afile: cannot make that directory" in err and "give a directory" in err
+
+
+def test_a_moffat_of_huge_beta_is_its_gaussian_limit():
+    """beta = 1e300 underflowed 2**(1/beta) - 1 to 0: alpha = inf and a flat stamp (inspect-psf said sigma 6 px
+    for a FWHM of 2). A Moffat tends to a Gaussian of the same FWHM as beta grows."""
+    psf = parse_psf_spec("moffat:fwhm=2,beta=1e300,size=21")
+    img = psf.computeKernelImage((0, 0))
+    gauss = GaussianPsf(21, 21, 2 / 2.3548200450309493).computeKernelImage((0, 0))
+    assert np.abs(img - gauss).max() < 1e-6 * gauss.max()

@@ -1085,3 +1085,28 @@ def test_a_mask_header_naming_two_planes_for_one_bit_reads(tmp_path, caplog):
         info = read_exposure_info(path)
     assert planes["BAD"] == 0 and "ALIAS" not in planes and info.mask_planes == planes
     assert "dup.fits[MASK]: mask planes ALIAS (bit 0, also BAD) name a bit another plane has" in caplog.text
+
+
+def test_hdu_names_only_a_plain_files_image_and_kernel_files_are_refused(tmp_path):
+    """hdu= was ignored for psfmatch and LSST-style files (--hdu 7 matched the IMAGE HDU), and a kernel file given
+    as an exposure was read as a 27x1 plain image."""
+    from psfmatch.errors import UnsupportedFormatError
+    from psfmatch.psf import GaussianPsf
+
+    path = tmp_path / "e.fits"
+    Exposure(np.ones((16, 16), np.float32), psf=GaussianPsf(9, 9, 1.5)).writeFits(path)
+    for hdu in (7, "MASK"):
+        with pytest.raises(InvalidInputError, match=rf"hdu={hdu!r} chooses the image of a plain FITS file; this is "
+                                                    r"a psfmatch exposure file, whose image is its IMAGE HDU"):
+            read_exposure(path, hdu=hdu)
+    assert read_exposure(path, hdu="IMAGE").getBBox() == read_exposure(path, hdu=1).getBBox()
+    from psfmatch.io import write_kernel
+    from psfmatch.kernel.basis import KernelBasis
+    from psfmatch.kernel.kernel import LinearCombinationKernel
+
+    delta = np.zeros((3, 3))
+    delta[1, 1] = 1.0
+    write_kernel(LinearCombinationKernel(KernelBasis(delta[None], "delta-function"), [[1.0]]), tmp_path / "k.fits")
+    with pytest.raises(UnsupportedFormatError, match=r"k\.fits: a psfmatch matching-kernel file \(PMFORMAT = "
+                                                     r"'psfmatch-kernel'\), not an exposure"):
+        read_exposure(tmp_path / "k.fits")

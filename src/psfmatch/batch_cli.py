@@ -36,9 +36,9 @@ def _reference_arg(text):
     """argparse type: ``auto`` or a PSF SPEC whose syntax is checked now (usage error, exit 2)."""
     if text.strip().lower() == "auto":
         return "auto"
-    from .cli import _spec_arg
+    from .cli import _spec_type
 
-    return _spec_arg(text)
+    return _spec_type("reference PSF")(text)
 
 
 def _positive_int(text):

@@ -85,9 +85,10 @@ def _stamp_size(spec, params, width):
 
 
 def _spec_error(spec, why):
+    """The error for a malformed SPEC (:func:`parse_psf_spec` puts the PSF's role in front)."""
     from .errors import InvalidInputError
 
-    return InvalidInputError(f"reference PSF {spec!r}: {why}; expected {PSF_SPEC_HELP}")
+    return InvalidInputError(f"{spec!r}: {why}; expected {PSF_SPEC_HELP}")
 
 
 def _parse_params(spec, kind, text):
@@ -158,37 +159,15 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
     >>> parse_psf_spec("moffat:fwhm=5,beta=3.5,size=41")
     MoffatPsf(41, 41, fwhm=5.0, beta=3.5)
     """
-    from .psf import DoubleGaussianPsf, GaussianPsf, MoffatPsf
+    from .errors import InvalidInputError
 
-    path, fmt = _spec_file(spec)
+    try:  # the syntax, and an analytic model's parameters: the error names the PSF's role
+        path, fmt = _spec_file(spec)
+        if path is None:
+            return _analytic_psf(spec)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{role} {exc}") from None
     text = str(spec).strip()
-    if path is None:
-        kind, _, rest = text.partition(":")
-        kind_l = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
-        p = _parse_params(spec, kind_l, rest)
-        if kind_l == "gaussian":
-            if ("sigma" in p) == ("fwhm" in p):
-                raise _spec_error(spec, "give exactly one of sigma and fwhm")
-            sigma = p["sigma"] if "sigma" in p else p["fwhm"] / _FWHM_PER_SIGMA
-            size = _stamp_size(spec, p, 8 * sigma + 1)
-            return GaussianPsf(size, size, sigma)
-        if kind_l == "doublegaussian":
-            if ("sigma1" in p) == ("fwhm1" in p):
-                raise _spec_error(spec, "give exactly one of sigma1 and fwhm1")
-            s1 = p["sigma1"] if "sigma1" in p else p["fwhm1"] / _FWHM_PER_SIGMA
-            s2 = p.get("sigma2", 2 * s1)
-            b = p.get("b", 0.0)
-            if b < 0:
-                raise _spec_error(spec, f"b (peak ratio of the wing to the core) must be >= 0; got {b:g}")
-            size = _stamp_size(spec, p, 8 * (max(s1, s2) if b > 0 else s1) + 1)
-            return DoubleGaussianPsf(size, size, s1, s2, b)
-        missing = {"fwhm", "beta"} - set(p)
-        if missing:
-            raise _spec_error(spec, f"moffat needs {' and '.join(sorted(missing))}")
-        if p["beta"] <= 1:
-            raise _spec_error(spec, f"moffat beta must be > 1; got {p['beta']:g}")
-        size = _stamp_size(spec, p, 8 * p["fwhm"] + 1)
-        return MoffatPsf(size, size, p["fwhm"], p["beta"])
     if not read_files:
         return None
     if not os.path.exists(path):
@@ -199,6 +178,39 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
     from .psf import read_psf
 
     return read_psf(path, format=fmt)
+
+
+def _analytic_psf(spec):
+    """The analytic model of a SPEC such as ``gaussian:sigma=2.6`` (InvalidInputError when malformed)."""
+    from .psf import DoubleGaussianPsf, GaussianPsf, MoffatPsf
+
+    text = str(spec).strip()
+    kind, _, rest = text.partition(":")
+    kind_l = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
+    p = _parse_params(spec, kind_l, rest)
+    if kind_l == "gaussian":
+        if ("sigma" in p) == ("fwhm" in p):
+            raise _spec_error(spec, "give exactly one of sigma and fwhm")
+        sigma = p["sigma"] if "sigma" in p else p["fwhm"] / _FWHM_PER_SIGMA
+        size = _stamp_size(spec, p, 8 * sigma + 1)
+        return GaussianPsf(size, size, sigma)
+    if kind_l == "doublegaussian":
+        if ("sigma1" in p) == ("fwhm1" in p):
+            raise _spec_error(spec, "give exactly one of sigma1 and fwhm1")
+        s1 = p["sigma1"] if "sigma1" in p else p["fwhm1"] / _FWHM_PER_SIGMA
+        s2 = p.get("sigma2", 2 * s1)
+        b = p.get("b", 0.0)
+        if b < 0:
+            raise _spec_error(spec, f"b (peak ratio of the wing to the core) must be >= 0; got {b:g}")
+        size = _stamp_size(spec, p, 8 * (max(s1, s2) if b > 0 else s1) + 1)
+        return DoubleGaussianPsf(size, size, s1, s2, b)
+    missing = {"fwhm", "beta"} - set(p)
+    if missing:
+        raise _spec_error(spec, f"moffat needs {' and '.join(sorted(missing))}")
+    if p["beta"] <= 1:
+        raise _spec_error(spec, f"moffat beta must be > 1; got {p['beta']:g}")
+    size = _stamp_size(spec, p, 8 * p["fwhm"] + 1)
+    return MoffatPsf(size, size, p["fwhm"], p["beta"])
 
 
 def _spec_file(spec):
@@ -236,15 +248,21 @@ def _hdu_arg(text):
     return int(text) if text.isdigit() else text
 
 
-def _spec_arg(text):
-    """argparse type: validate a PSF SPEC early (usage error, exit 2), keep the text."""
-    from .errors import PsfMatchError
+def _spec_type(role):
+    """argparse type: validate a PSF SPEC early (usage error, exit 2), keep the text; errors name ``role``."""
+    def spec_arg(text):
+        from .errors import PsfMatchError
 
-    try:
-        parse_psf_spec(text, read_files=False)
-    except PsfMatchError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
+        try:
+            parse_psf_spec(text, read_files=False, role=role)
+        except PsfMatchError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return spec_arg
+
+
+_spec_arg = _spec_type("PSF")
 
 
 def _position_arg(text):
@@ -267,15 +285,19 @@ def _positive_float(text):
     return v
 
 
+#: The largest ``psfmatch demo --size`` (a float32 plane of 1 GiB; 100000 asked numpy for 75 GiB before failing).
+DEMO_MAX_SIZE = 16384
+
 #: The smallest ``psfmatch demo --size``: the demo places its stars 15 px from the edges.
 DEMO_MIN_SIZE = 32
 
 
-def _int_type(minimum, not_an_int, too_small):
-    """An argparse type: an integer ``>= minimum``.
+def _int_type(minimum, not_an_int, too_small, maximum=None, too_large=None):
+    """An argparse type: an integer ``>= minimum`` (and ``<= maximum`` when given).
 
     ``not_an_int`` is the message for text that is no integer (``"; got 'x'"`` is added),
-    ``too_small`` the one for a smaller integer, a format with ``{text}`` (the text as given).
+    ``too_small`` (``too_large``) the one for a smaller (larger) integer, a format with ``{text}``
+    (the text as given).
     """
     def parse(text):
         try:
@@ -284,6 +306,8 @@ def _int_type(minimum, not_an_int, too_small):
             raise argparse.ArgumentTypeError(f"{not_an_int}; got {text!r}") from None
         if v < minimum:
             raise argparse.ArgumentTypeError(too_small.format(text=repr(text)))
+        if maximum is not None and v > maximum:
+            raise argparse.ArgumentTypeError(too_large.format(text=repr(text)))
         return v
 
     return parse
@@ -292,7 +316,9 @@ def _int_type(minimum, not_an_int, too_small):
 #: argparse type of ``demo --size``: an integer >= :data:`DEMO_MIN_SIZE`.
 _demo_size = _int_type(DEMO_MIN_SIZE, "expected an integer number of pixels",
                        f"the demo exposure needs at least {DEMO_MIN_SIZE} x {DEMO_MIN_SIZE} pixels; got {{text}} "
-                       "(e.g. --size 512)")
+                       "(e.g. --size 512)", DEMO_MAX_SIZE,
+                       f"the demo exposure is at most {DEMO_MAX_SIZE} x {DEMO_MAX_SIZE} pixels (1 GiB a plane); got "
+                       "{text}")
 #: argparse type of a random seed: an integer >= 0.
 _seed = _int_type(0, "expected an integer >= 0", "a random seed must be >= 0; got {text}")
 
@@ -650,7 +676,14 @@ def _setup_debug(args):
     from . import debug
 
     if getattr(args, "debug_dir", None):
-        os.makedirs(args.debug_dir, exist_ok=True)
+        from .errors import InvalidInputError
+
+        try:
+            os.makedirs(args.debug_dir, exist_ok=True)
+        except OSError as exc:
+            raise InvalidInputError(f"--debug-dir {args.debug_dir}: cannot make that directory ({exc.strerror or exc}); "
+                                    "give a directory (an existing one, or a new name in a writable directory)") \
+                from None
         debug.set_output_dir(args.debug_dir)
     if getattr(args, "debug", False):
         mod = debug.import_debug_module()
@@ -700,10 +733,10 @@ def _parser():
                        description="PSF-match EXPOSURE to the reference PSF and write the matched exposure; "
                                    "outputs appear only if everything succeeded.")
     r.add_argument("exposure", metavar="EXPOSURE.fits", help="the exposure (psfmatch, LSST-style or plain FITS image)")
-    r.add_argument("--reference-psf", "-r", required=True, type=_spec_arg, metavar="SPEC",
+    r.add_argument("--reference-psf", "-r", required=True, type=_spec_type("reference PSF"), metavar="SPEC",
                    help=f"the PSF to match to: {PSF_SPEC_HELP}")
     r.add_argument("-o", "--output", required=True, metavar="OUT.fits", help="the matched exposure")
-    r.add_argument("--psf", type=_spec_arg, metavar="SPEC",
+    r.add_argument("--psf", type=_spec_type("science PSF"), metavar="SPEC",
                    help="the exposure's own PSF, if the file carries none (or to replace it)")
     r.add_argument("--kernel-out", metavar="K.fits", help="also write the matching kernel (FITS)")
     r.add_argument("--qa-plot", metavar="QA.png", help="also write the QA figure (needs matplotlib)")
@@ -735,7 +768,7 @@ def _parser():
     d.add_argument("--outdir", metavar="DIR", help="write demo-matched.fits, demo-kernel.fits, demo-qa.png and "
                                                    "demo-qa.json into DIR (replacing earlier ones)")
     d.add_argument("--size", type=_demo_size, default=512,
-                   help=f"exposure width and height in pixels (default 512, at least {DEMO_MIN_SIZE})")
+                   help=f"exposure width and height in pixels (default 512, {DEMO_MIN_SIZE} to {DEMO_MAX_SIZE})")
     d.add_argument("--seed", type=_seed, default=0, help="random seed, an integer >= 0 (default 0)")
     _add_config_options(d)
     _add_task_options(d)

@@ -1303,6 +1303,7 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
     hdu : int or str, optional
         For the plain-image layout: the HDU holding the image (default the
         2-d image HDU named ``IMAGE`` or ``SCI``, else the first with 2-d data).
+        For the psfmatch and LSST layouts only their ``IMAGE`` HDU may be named.
     mask, variance : int, str, path, (path, hdu) or ndarray, optional
         For the plain-image layout (and to replace a missing plane in the
         others): an HDU of the same file, another file, or an array.  An
@@ -1335,7 +1336,8 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
     MissingFileError
         If a file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
-        If no image can be found, a named HDU is missing, or the path is a directory.
+        If no image can be found, a named HDU is missing, the path is a directory,
+        or the file is a psfmatch matching-kernel file.
     CorruptFileError
         If the file is not readable FITS, is truncated (or lacks an HDU every
         psfmatch exposure file has) or damaged, the planes disagree in shape,
@@ -1346,9 +1348,27 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
 
     path = os.fspath(path)
     with open_fits(path, "exposure") as (hdul, guard):
+        from .kernel_fits import KERNEL_FORMAT, KERNEL_GRID_FORMAT
+
+        try:
+            product = str(hdul[0].header.get("PMFORMAT", "")).strip()
+        except Exception:  # a damaged card: not recognized as psfmatch's
+            product = ""
+        if product in (KERNEL_FORMAT, KERNEL_GRID_FORMAT):
+            raise UnsupportedFormatError(
+                f"{path}: a psfmatch matching-kernel file (PMFORMAT = {product!r}), not an exposure; read it with "
+                "psfmatch.io.read_kernel, and give the exposure's own file")
         layout = layout or _layout(hdul)
         if layout not in ("psfmatch", "lsst", "image"):
             raise InvalidInputError(f"layout must be 'psfmatch', 'lsst' or 'image'; got {layout!r}")
+        if hdu is not None and layout != "image":
+            names = [h.name.upper() for h in hdul]
+            is_image = (isinstance(hdu, str) and hdu.strip().upper() == "IMAGE") or (
+                isinstance(hdu, (int, np.integer)) and 0 <= int(hdu) < len(names) and names[int(hdu)] == "IMAGE")
+            if not is_image:
+                raise InvalidInputError(
+                    f"{path}: hdu={hdu!r} chooses the image of a plain FITS file; this is a {layout} exposure file, "
+                    "whose image is its IMAGE HDU (leave hdu out, or read it as a plain image with layout='image')")
         metadata = {}
         stored_psf = None
         mask_planes = None

@@ -7,6 +7,7 @@ stamp, as LSST's ``SingleGaussianPsf`` and ``DoubleGaussianPsf`` are.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -270,7 +271,8 @@ class MoffatPsf(_AnalyticPsf):
         self._beta = _positive("beta", beta)
         if self._beta <= 1:
             raise InvalidInputError(f"Moffat beta must be > 1 for finite flux; got {beta!r}")
-        self._alpha = self._fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / self._beta) - 1.0))
+        # 2^(1/beta) - 1 as expm1: exact for large beta (the difference underflowed to 0, a flat stamp, at 1e300)
+        self._alpha = self._fwhm / (2.0 * math.sqrt(math.expm1(math.log(2.0) / self._beta)))
 
     def getFwhm(self) -> float:
         return self._fwhm
@@ -283,7 +285,8 @@ class MoffatPsf(_AnalyticPsf):
 
     def _image_at(self, x, y, dx, dy):
         gx, gy = _grid(self._w, self._h, dx, dy)
-        img = (1.0 + (gx * gx + gy * gy) / self._alpha ** 2) ** (-self._beta)
+        # (1 + r^2/alpha^2)^-beta as exp(-beta log1p(.)): exact for large beta, where 1 + r^2/alpha^2 rounds to 1
+        img = np.exp(-self._beta * np.log1p((gx / self._alpha) ** 2 + (gy / self._alpha) ** 2))
         return img / img.sum()
 
     def resized(self, width, height):
