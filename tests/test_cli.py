@@ -749,3 +749,36 @@ def test_a_moffat_of_huge_beta_is_its_gaussian_limit():
     img = psf.computeKernelImage((0, 0))
     gauss = GaussianPsf(21, 21, 2 / 2.3548200450309493).computeKernelImage((0, 0))
     assert np.abs(img - gauss).max() < 1e-6 * gauss.max()
+
+
+def test_inspect_psf_far_outside_the_domain_says_so(capsys):
+    """--at 1e6,1e6 on a DECam PSFEx model failed with "adaptive moments did not converge (a PSF narrower than about
+    0.8 px ...)", about a 1.8 px PSF; the domain is now named, with the remedy."""
+    from conftest import shared_data
+
+    path = shared_data("psfex", "GalSim-developers__GalSim", "DECam_00154912_12_psfcat.psf")
+    rc, _, err = _run(["inspect-psf", f"psfex:{path}", "--at", "1e6,1e6"], capsys)
+    assert rc == 1 and re.search(r"--at 1e\+06,1e\+06 is outside the model's domain Box2I\(.*\) and the model "
+                                 r"cannot be evaluated there .*; give --at inside the domain", err)
+    rc, _, err = _run(["inspect-psf", f"psfex:{path}", "--at", "3000,100", "-q"], capsys)
+    assert rc == 0  # just outside: evaluated, with the extrapolation warning
+
+
+def test_verbose_flags_before_and_after_the_command_add_up(tmp_path, capsys, monkeypatch):
+    """psfmatch -v demo -v gave info (1), not debug (2): the subcommand's count replaced the main one's."""
+    import psfmatch.cli as cli
+
+    seen = []
+    original = cli._configure_logging
+
+    def spy(verbose, quiet):
+        seen.append(verbose)
+        return original(verbose, quiet)
+
+    monkeypatch.setattr(cli, "_configure_logging", spy)
+    for argv, level in ((["-v", "config", "-v"], 2), (["-vv", "config"], 2), (["config", "-vv"], 2),
+                        (["config", "-v"], 1), (["config"], 0)):
+        seen.clear()
+        assert main(argv) == 0
+        capsys.readouterr()
+        assert seen == [level], argv

@@ -618,7 +618,7 @@ def _cmd_inspect_psf(args) -> int:
 
     from . import display
 
-    from .errors import InvalidInputError
+    from .errors import InvalidInputError, PsfMatchError
     from .io.fits import same_file
 
     psf = parse_psf_spec(args.psf)
@@ -628,11 +628,18 @@ def _cmd_inspect_psf(args) -> int:
     outputs = _StagedOutputs(overwrite=args.overwrite)
     outputs.add(args.plot, "--plot")
     fmt = _figure_format(args.plot, "--plot") if args.plot else None
-    info = display.psf_summary(psf, args.at)
     domain = None
     if callable(getattr(psf, "getBBox", None)):
         with contextlib.suppress(Exception):
             domain = psf.getBBox()
+    try:
+        info = display.psf_summary(psf, args.at)
+    except PsfMatchError as exc:
+        if args.at is None or domain is None or not hasattr(domain, "contains") or domain.contains(args.at):
+            raise
+        # far outside its domain a model can extrapolate to anything: say where it is defined
+        raise InvalidInputError(f"--at {args.at[0]:g},{args.at[1]:g} is outside the model's domain {domain} and the "
+                                f"model cannot be evaluated there ({exc}); give --at inside the domain") from None
     if domain is not None and hasattr(domain, "contains") and not domain.contains((info["x"], info["y"])):
         info["outsideDomain"] = True
         log.warning("(%.1f, %.1f) is outside the model's domain %s: the numbers there are an extrapolation",
@@ -712,7 +719,8 @@ def _add_task_options(p):
 
 def _parser():
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+    # (its own dest: a subcommand's namespace replaces the main parser's values, so -v demo -v would count 1)
+    common.add_argument("-v", "--verbose", action="count", dest="verbose_sub", default=argparse.SUPPRESS,
                         help="more logging (-v info, -vv debug); show tracebacks")
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="print only errors")
@@ -877,7 +885,7 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code is None else (exc.code if isinstance(exc.code, int) else 2)
-    args.verbose = getattr(args, "verbose", 0) or 0
+    args.verbose = (getattr(args, "verbose", 0) or 0) + (getattr(args, "verbose_sub", 0) or 0)
     args.quiet = bool(getattr(args, "quiet", False))
     from . import debug, progress
 
