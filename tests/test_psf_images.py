@@ -448,3 +448,18 @@ def test_read_psf_refuses_an_option_the_format_does_not_take(tmp_path):
 
         for name in ("one_option", "any_option", "no_option"):
             readers._REGISTRY.pop(name, None)
+
+
+def test_reader_remedies_work_on_the_command_line_too(tmp_path):
+    """psfmatch:FILE on a PSFEx file said "the psfmatch file holds no PSF HDU"; an unrecognized file only said
+    "pass format=", which a command-line user cannot."""
+    from conftest import shared_data
+
+    psfex = shared_data("psfex", "GalSim-developers__GalSim", "DECam_00154912_12_psfcat.psf")
+    with pytest.raises(UnsupportedFormatError, match=r"not a psfmatch exposure file \(no PMFORMAT = "
+                                                     r"'psfmatch-exposure' card\): read it as its own format"):
+        read_psf(psfex, format="psfmatch")
+    header = shared_data("psfex", "GalSim-developers__GalSim", "DECam_00154912_12_header.fits")
+    with pytest.raises(UnsupportedFormatError, match=r"not recognized as any PSF format .*; pass format= \(on the "
+                                                     r"command line, prefix the file with the format: psfex:FILE"):
+        read_psf(header)

@@ -256,7 +256,7 @@ def _image_from_hdul(hdul, hdu, where, guard):
                        and h.data is not None and h.data.ndim >= 2), None)
         if chosen is None:
             raise UnsupportedFormatError(f"{where}: no image HDU with data (HDUs: {[h.name for h in hdul]}); "
-                                         "pass hdu= to choose one")
+                                         "pass hdu= to choose one (read_image_psf)")
     else:
         try:
             chosen = hdul[hdu]

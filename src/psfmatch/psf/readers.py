@@ -129,7 +129,8 @@ def read_psf(path, format=None, **kwargs):
             # CorruptFileError when it is not FITS at all (empty, text, damaged): say so
             _refuse_psfmatch_product(path, _headers(path)[0][2])
             raise UnsupportedFormatError(
-                f"{path}: not recognized as any PSF format ({', '.join(_REGISTRY)}); pass format=")
+                f"{path}: not recognized as any PSF format ({', '.join(_REGISTRY)}); pass format= (on the "
+                "command line, prefix the file with the format: psfex:FILE, image:FILE, piff:FILE)")
         format = found[0]
     if format not in _REGISTRY:
         raise UnsupportedFormatError(f"unknown PSF format {format!r}; known: {', '.join(_REGISTRY)}")
@@ -243,7 +244,7 @@ def _is_psfmatch(path):
 
 
 def _read_psfmatch(path):
-    from ..io.fits import open_fits
+    from ..io.fits import FORMAT_NAME, open_fits
     from ..io.psf_persist import psf_from_hdul
 
     with open_fits(path, "PSF") as (hdul, guard):
@@ -252,6 +253,10 @@ def _read_psfmatch(path):
         psf = psf_from_hdul(hdul, path)
     if psf is None:
         _refuse_psfmatch_product(path, primary)
+        if _pmformat(primary) != FORMAT_NAME:
+            raise UnsupportedFormatError(
+                f"{path}: not a psfmatch exposure file (no PMFORMAT = {FORMAT_NAME!r} card): read it as its own "
+                "format (psfex:FILE, image:FILE, piff:FILE on the command line, or format= in read_psf)")
         raise UnsupportedFormatError(f"{path}: the psfmatch file holds no PSF HDU")
     return psf
 
