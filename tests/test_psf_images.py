@@ -453,13 +453,13 @@ def test_read_psf_refuses_an_option_the_format_does_not_take(tmp_path):
 def test_reader_remedies_work_on_the_command_line_too(tmp_path):
     """psfmatch:FILE on a PSFEx file said "the psfmatch file holds no PSF HDU"; an unrecognized file only said
     "pass format=", which a command-line user cannot."""
-    from conftest import shared_data
-
-    psfex = shared_data("psfex", "GalSim-developers__GalSim", "DECam_00154912_12_psfcat.psf")
+    psfex = DATA / "psfex" / "GalSim-developers__GalSim" / "DECam_00154912_12_psfcat.psf"
+    if not psfex.is_file():
+        pytest.skip(f"shared PSFEx model not found at {psfex}")
     with pytest.raises(UnsupportedFormatError, match=r"not a psfmatch exposure file \(no PMFORMAT = "
                                                      r"'psfmatch-exposure' card\): read it as its own format"):
         read_psf(psfex, format="psfmatch")
-    header = shared_data("psfex", "GalSim-developers__GalSim", "DECam_00154912_12_header.fits")
+    header = DECAM_HEADER
     with pytest.raises(UnsupportedFormatError, match=r"not recognized as any PSF format .*; pass format= \(on the "
                                                      r"command line, prefix the file with the format: psfex:FILE"):
         read_psf(header)
