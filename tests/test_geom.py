@@ -106,3 +106,10 @@ def test_point2i_replace_and_make_are_checked():
         Point2I(1, 2)._replace(x=1.5)
     with pytest.raises(InvalidInputError, match=r"Point2I needs two integers"):
         Point2I._make([float("nan"), 2])
+
+
+def test_an_extent_minus_a_point_is_refused():
+    """Extent2I - Point2I gave a Point2I through Point2I.__rsub__, though the docstring (and afw) refuse it."""
+    with pytest.raises(TypeError):
+        Extent2I(10, 20) - Point2I(1, 2)
+    assert Extent2I(10, 20) + Point2I(1, 2) == Point2I(11, 22)

@@ -38,7 +38,9 @@ from the data, by cross-validation on the PSF models themselves:
    score is within a factor ``1 + autoKernelTolerance`` of the best, or below
    ``autoKernelResidualFloor``, is chosen: a bigger kernel or a higher order
    must *earn* its place.  The spatial order is chosen first (with a generous
-   kernel), then the kernel size and basis at that order.  Orders above
+   kernel), then the kernel size and basis at that order.  No order above
+   ``autoKernelMaxSpatialOrder`` is chosen (also when it is below the default
+   ``spatialKernelOrder``; an order the user set still wins), and orders above
    ``spatialKernelOrder`` are tried only up to ``autoKernelMaxSpatialOrder``
    (default 2, LSST's order): each step multiplies the time to apply the kernel
    (exact variance), so raising it is the user's call; a match that is the same

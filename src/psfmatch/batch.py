@@ -26,8 +26,9 @@ card          value
               or ``sha256:<first 48 hex digits of the SHA-256 of its bytes>``
 ``BATCHCFG``  SHA-256 (40 hex digits) of the configuration (its values and
               which fields were set explicitly) and ``kernelSum``
-``BATCHREF``  SHA-256 (40 hex digits) of the reference PSF (type, repr and
-              kernel image)
+``BATCHREF``  SHA-256 (40 hex digits) of the reference PSF (type, repr, and
+              kernel images at its average position and on a 3 x 3 grid
+              1024 px apart around it)
 ``BATCHOK``   ``T``: the output is complete
 ============  ===============================================================
 
@@ -1867,6 +1868,9 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         For an unreadable or missing input.
     OutputExistsError
         If ``out_path`` exists and ``overwrite`` is False.
+    OutputNotWritableError
+        If the directory of ``out_path`` does not accept the file (no permission,
+        a read-only or full file system); an ``OSError`` naming the output.
     MissingDependencyError
         If ``dask.array`` is not installed.
 

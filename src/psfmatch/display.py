@@ -298,6 +298,9 @@ def write_qa_json(report, path, *, overwrite=False):
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False.
+    OutputNotWritableError
+        If the directory of ``path`` does not accept the file (no permission,
+        a read-only or full file system); an ``OSError`` naming the output.
     """
     from .io.fits import atomic_write
 
@@ -451,6 +454,9 @@ def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False.
+    OutputNotWritableError
+        If the directory of ``path`` does not accept the file (no permission,
+        a read-only or full file system); an ``OSError`` naming the output.
     InvalidInputError
         If the format is not one matplotlib writes here (see :func:`figure_format`).
     """

@@ -91,7 +91,7 @@ class _PointArithmetic:
 
     def __rsub__(self, other):
         pair = _operand_pair(other)
-        if pair is None:
+        if pair is None or isinstance(other, Extent2I):  # (afw has no Extent - Point)
             return NotImplemented
         return _point_of(pair[0] - self[0], pair[1] - self[1], self._integer)
 

@@ -219,6 +219,16 @@ class ModelPsfMatchTask:
         MemoryLimitError
             The fit or the convolution would need more than ``config.maxMemoryGiB``
             (checked before the memory is allocated; see :func:`estimate_fit_memory`).
+
+        Warns
+        -----
+        PsfMatchWarning
+            When the science or reference PSF is an image whose recorded pixel
+            scale differs from the exposure WCS's by more than 1 %
+            (:data:`PIXEL_SCALE_TOLERANCE`): resample it with
+            ``read_image_psf(..., target_pixel_scale=exposure)``.
+        IllPosedMatchWarning, KernelQualityWarning, TruncatedPsfWarning
+            As :meth:`fitKernel`.
         """
         t0 = time.perf_counter()
         exposure = self._check_exposure(exposure)

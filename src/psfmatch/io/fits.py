@@ -34,7 +34,8 @@ robust scatter of the pixels, logged as a warning).
 
 Writes are atomic (:func:`atomic_write`): the file appears complete or not at
 all, and an existing file is never overwritten unless ``overwrite=True``
-(:class:`~psfmatch.errors.OutputExistsError` otherwise).
+(:class:`~psfmatch.errors.OutputExistsError` otherwise); a directory that does
+not accept the file is an :class:`~psfmatch.errors.OutputNotWritableError`.
 """
 
 from __future__ import annotations
@@ -932,6 +933,9 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     ------
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False.
+    OutputNotWritableError
+        If the directory of ``path`` does not accept the file (no permission,
+        a read-only or full file system); an ``OSError`` naming the output.
     InvalidInputError
         If ``path`` is empty or a directory, or a mask plane name cannot be
         stored in a FITS header (see :func:`psfmatch.image.check_plane_name`).
@@ -1309,7 +1313,10 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         others): an HDU of the same file, another file, or an array.  An
         integer mask is taken as bit planes (default plane names); a boolean
         array sets ``mask_plane``.  Without a variance one is estimated (a
-        constant from the robust pixel scatter) and a warning is logged.
+        constant from the robust pixel scatter) and a warning is logged; a
+        plain image's other 2-d HDUs of the image's shape that neither names
+        (DES's MSK and WGT, say) are listed in a logged warning, with the
+        remedy.
     variance_kind : {"variance", "stddev", "invvar"}
         What the ``variance`` plane given holds (an ERR plane is ``"stddev"``,
         a weight map ``"invvar"``; zero weight gives infinite variance).
@@ -1335,6 +1342,9 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
     ------
     MissingFileError
         If a file does not exist (a `FileNotFoundError`).
+    InvalidInputError
+        If ``layout`` is unknown, or ``hdu`` names anything but the ``IMAGE``
+        HDU of a psfmatch or LSST-style file.
     UnsupportedFormatError
         If no image can be found, a named HDU is missing, the path is a directory,
         or the file is a psfmatch matching-kernel file.

@@ -140,6 +140,16 @@ def write_kernel(kernel, path, *, overwrite=False) -> None:
     path : str or path-like
     overwrite : bool
         Replace an existing file (default False: :class:`~psfmatch.errors.OutputExistsError`).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``kernel`` is not a LinearCombinationKernel, or ``path`` is empty or a directory.
+    OutputExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    OutputNotWritableError
+        If the directory of ``path`` does not accept the file (no permission, a
+        read-only or full file system); an ``OSError`` naming the output.
     """
     from astropy.io import fits
 
