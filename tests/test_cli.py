@@ -785,3 +785,16 @@ def test_verbose_flags_before_and_after_the_command_add_up(tmp_path, capsys, mon
         assert main(argv) == 0
         capsys.readouterr()
         assert seen == [level], argv
+
+
+def test_quiet_silences_matplotlibs_messages_too(tmp_path):
+    """-q still printed matplotlib's "The PostScript backend does not support transparency" (logging's last
+    resort, outside psfmatch's handler). In a fresh process: pytest's own log handlers would hide it here."""
+    pytest.importorskip("matplotlib")
+    import subprocess
+
+    code = ("import sys; from psfmatch.cli import main; "
+            f"sys.exit(main(['-q', 'inspect-psf', 'gaussian:sigma=2', '--plot', {str(tmp_path / 'p.eps')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MPLBACKEND": "agg"})
+    assert done.returncode == 0 and done.stderr == "", done.stderr

@@ -852,11 +852,21 @@ def _configure_logging(verbose, quiet):
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+    # matplotlib's own messages (e.g. the PostScript backend's about transparency, printed by logging's last
+    # resort) go through the same handler and level, so that -q silences them too
+    mpl = logging.getLogger("matplotlib")
+    mpl_saved = (mpl.level, mpl.propagate)
+    mpl.addHandler(handler)
+    mpl.setLevel(max(level, logging.WARNING))
+    mpl.propagate = False
 
     def restore():
         logger.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
+        mpl.removeHandler(handler)
+        mpl.setLevel(mpl_saved[0])
+        mpl.propagate = mpl_saved[1]
 
     return restore
 
