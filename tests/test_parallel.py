@@ -47,22 +47,30 @@ def test_shared_pool_is_started_once_and_never_nested():
     assert sorted(pool.map(lambda v: v * v, range(5))) == [0, 1, 4, 9, 16]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_gets_its_own_pool():
-    parent = shared_pool(2)
+def _in_forked_child(check) -> bool:
+    """Fork, run ``check()`` in the child and return its truth value (the child only reports it)."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: the parent's threads do not exist here
+    if pid == 0:
         try:
-            child = shared_pool(2)
-            ok = child is not parent and child.submit(lambda: 41 + 1).result(timeout=10) == 42
-            os.write(w, b"1" if ok else b"0")
+            os.write(w, b"1" if check() else b"0")
         finally:
             os._exit(0)
     os.close(w)
     got = os.read(r, 1)
     os.waitpid(pid, 0)
-    assert got == b"1"
+    return got == b"1"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_pool():
+    parent = shared_pool(2)
+
+    def check():  # in the child: the parent's threads do not exist there
+        child = shared_pool(2)
+        return child is not parent and child.submit(lambda: 41 + 1).result(timeout=10) == 42
+
+    assert _in_forked_child(check)
 
 
 def test_single_threaded_blas_restores_the_count_whatever_order_contexts_close():
@@ -182,19 +190,8 @@ def test_a_child_forked_inside_a_fit_starts_with_the_parents_blas_count():
     import psfmatch.solve as solve_mod
 
     before = blas_threads()
-    r, w = os.pipe()
     with solve_mod.single_threaded_blas():  # as another thread's fit would be at the moment of the fork
-        pid = os.fork()
-        if pid == 0:
-            try:
-                ok = solve_mod._BLAS_STATE["depth"] == 0 and blas_threads() == before
-                os.write(w, b"1" if ok else b"0")
-            finally:
-                os._exit(0)
-    os.close(w)
-    got = os.read(r, 1)
-    os.waitpid(pid, 0)
-    assert got == b"1"
+        assert _in_forked_child(lambda: solve_mod._BLAS_STATE["depth"] == 0 and blas_threads() == before)
 
 
 def test_psfmatchs_warning_sections_leave_the_filters_as_they_were_across_threads():

@@ -366,10 +366,6 @@ class ModelPsfMatchTask:
                 f"exposure ({w}x{h} pixels) is no larger than the kernel's border ({k // 2} pixels on each side of a "
                 f"{k}x{k} kernel{chosen}): every output pixel would be NO_DATA; use a smaller kernelSize")
 
-    @staticmethod
-    def _kernel_sum(kernelSum):
-        return checked_kernel_sum(kernelSum)
-
     def _estimate_fwhm(self, psf, position, jitter=True):
         offsets = [(0.0, 0.0)]
         if jitter:
@@ -395,7 +391,7 @@ class ModelPsfMatchTask:
                                   enforce_ill_posed, survey_psfs)
 
         t0 = time.perf_counter()
-        self._kernel_sum(kernelSum)
+        checked_kernel_sum(kernelSum)
         sci, ref = as_psf(sciencePsf), as_psf(referencePsfModel)
         kc = self.kConfig
         cellSet = SpatialCellSet(bbox, kc.sizeCellX, kc.sizeCellY, kc.candidatePlacement)
@@ -502,7 +498,7 @@ class ModelPsfMatchTask:
     def _fitKernel(self, sciencePsf, referencePsfModel, bbox, kernelSum, _cellSet, warn_skip=0):
         """:meth:`fitKernel` without the survey and the quality checks (``warn_skip``: see :meth:`_fitKernelChecked`)."""
         t0 = time.perf_counter()
-        ks = self._kernel_sum(kernelSum)
+        ks = checked_kernel_sum(kernelSum)
         kc = self.kConfig
         sci = as_psf(sciencePsf)
         ref = as_psf(referencePsfModel)
