@@ -541,11 +541,13 @@ def test_truncation_names_the_hdu(files, tmp_path):
 
 
 def test_wrong_kind_of_file(files):
-    with raises(UnsupportedFormatError, r"model.psf: no 2-d image HDU \(HDUs: \['PRIMARY', 'PSF_DATA'\]\); pass hdu="):
+    # a PSFEx model is named as one, with the way to read it (hdu= could choose no HDU of it)
+    with raises(UnsupportedFormatError, r"model.psf: no 2-d image HDU \(HDUs: \['PRIMARY', 'PSF_DATA'\]\); it is a "
+                r"PSFEx PSF model .* read it with read_psf or read_psfex \(on the command line, as the PSF psfex:FILE\)"):
         Exposure.readFits(files["psfex"])
     with raises(UnsupportedFormatError, r"model.psf\[1\]: not a 2-d image HDU"):
         Exposure.readFits(files["psfex"], hdu=1)
-    with raises(UnsupportedFormatError, "model.psf: no image HDU with data"):
+    with raises(UnsupportedFormatError, "model.psf: no image HDU with data .* it is a PSFEx PSF model .* psfex:FILE"):
         read_image_psf(files["psfex"])
     with raises(UnsupportedFormatError, r"model.psf\[1\]: not an image HDU with data"):
         read_image_psf(files["psfex"], hdu=1)

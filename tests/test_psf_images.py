@@ -12,6 +12,7 @@ from astropy.wcs import WCS
 from scipy.signal import fftconvolve
 
 from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.io.fits import read_exposure
 from psfmatch.errors import CorruptFileError, InvalidInputError, PsfMatchWarning, UnsupportedFormatError
 from psfmatch.moments import measure_shape
 from psfmatch.psf import ImagePsf, read_image_psf, read_psf, register_psf_reader
@@ -189,8 +190,24 @@ def test_read_image_psf_errors(tmp_path):
     table = tmp_path / "table.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
         [fits.Column(name="a", format="D", array=[1.0])])]).writeto(table)
-    with pytest.raises(UnsupportedFormatError, match="no image HDU with data"):
+    with pytest.raises(UnsupportedFormatError, match=r"no image HDU with data .*; it holds no image \(only tables "
+                       r"or empty headers\): give the file holding the image"):
         read_image_psf(table)
+    with pytest.raises(UnsupportedFormatError, match=r"no 2-d image HDU .*; it holds no image"):
+        read_exposure(table)
+    # a Piff model (its PSF table has a 'type' column; Piff writes the extension name in lower case)
+    piff = tmp_path / "piff.fits"
+    psf_table = fits.BinTableHDU.from_columns([fits.Column(name="type", format="10A", array=["Simple"])])
+    psf_table.name = "psf"
+    fits.HDUList([fits.PrimaryHDU(), psf_table]).writeto(piff)
+    with pytest.raises(UnsupportedFormatError, match=r"no image HDU with data .*; it is a Piff PSF model .* read it "
+                       r"with read_psf \(on the command line, as the PSF piff:FILE\)"):
+        read_image_psf(piff)
+    # a cube: no 2-d HDU for hdu= to choose
+    cube3 = write(tmp_path / "cube3.fits", np.ones((2, 5, 5)))
+    with pytest.raises(UnsupportedFormatError, match=r"no 2-d image HDU .*; its image HDUs are PRIMARY \(3-d\), "
+                       "none 2-d: give a file with a 2-d image"):
+        read_exposure(cube3)
     cube = write(tmp_path / "cube.fits", np.ones((2, 5, 5)))
     with pytest.raises(CorruptFileError, match=r"shape \(2, 5, 5\); a PSF image is 2-d"):
         read_image_psf(cube)

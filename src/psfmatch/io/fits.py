@@ -1095,6 +1095,31 @@ def _load_plane(spec, hdul, path, what):
         return np.array(hdu.data), f"{other}[{ext if ext is not None else hdu.name}]"
 
 
+def no_image_remedy(hdul) -> str:
+    """What to do with a FITS file in which no 2-d image HDU was found: the remedy for an error message.
+
+    A PSFEx or Piff model (a table of PSF coefficients) is named as such with the way to read it.
+    Otherwise there is no HDU that ``hdu=`` could choose, so the remedy is another file.
+    """
+    from astropy.io import fits
+
+    def columns(h):
+        return [str(h.header.get(f"TTYPE{i}", "")).strip().upper() for i in range(1, int(h.header.get("TFIELDS", 0)) + 1)]
+
+    tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
+    if any(h.name.upper() == "PSF_DATA" or "PSF_MASK" in columns(h) for h in tables):
+        return ("it is a PSFEx PSF model (a PSF_DATA table), not an image: read it with read_psf or read_psfex "
+                "(on the command line, as the PSF psfex:FILE)")
+    if any(h.name.upper() == "PSF" and "TYPE" in columns(h) for h in tables):
+        return ("it is a Piff PSF model (a PSF table), not an image: read it with read_psf (on the command line, "
+                "as the PSF piff:FILE)")
+    others = [f"{h.name or i} ({h.header.get('NAXIS', 0)}-d)" for i, h in enumerate(hdul)
+              if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and int(h.header.get("NAXIS", 0)) > 0]
+    if others:
+        return f"its image HDUs are {', '.join(others)}, none 2-d: give a file with a 2-d image"
+    return "it holds no image (only tables or empty headers): give the file holding the image"
+
+
 def _say_unread_planes(hdul, img_hdu, shape, where, mask, variance):
     """Warn about a plain image's other 2-d HDUs of its shape that neither ``mask`` nor ``variance`` names.
 
@@ -1429,7 +1454,7 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
                     iter(images), None)
                 if img_hdu is None:
                     raise UnsupportedFormatError(f"{path}: no 2-d image HDU (HDUs: {[h.name for h in hdul]}); "
-                                                 "pass hdu=")
+                                                 + no_image_remedy(hdul))
             else:
                 try:
                     img_hdu = hdul[hdu]

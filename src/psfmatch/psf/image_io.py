@@ -255,8 +255,10 @@ def _image_from_hdul(hdul, hdu, where, guard):
         chosen = next((h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
                        and h.data is not None and h.data.ndim >= 2), None)
         if chosen is None:
+            from ..io.fits import no_image_remedy
+
             raise UnsupportedFormatError(f"{where}: no image HDU with data (HDUs: {[h.name for h in hdul]}); "
-                                         "pass hdu= to choose one (read_image_psf)")
+                                         + no_image_remedy(hdul))
     else:
         try:
             chosen = hdul[hdu]
