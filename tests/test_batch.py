@@ -1004,3 +1004,25 @@ def test_coadd_keeps_every_bit_with_a_plane_at_bit_31(tmp_path):
     co = read_exposure(tmp_path / "co31.fits")
     assert co.getMask().getMaskPlaneDict()["NO_DATA"] == 31
     assert co.getMask().planes_set("NO_DATA")[:4].all() and not co.getMask().planes_set("NO_DATA")[4:].any()
+
+
+def test_resume_verifies_the_checksums_of_a_tile_compressed_output(tmp_path):
+    # a .fz input gives a tile-compressed output, whose planes' checksums are those of their tables of
+    # compressed tiles: astropy shows them only with the compression disabled, so the resume check
+    # took an output whose image header was damaged (the tiles still decompress) for complete
+    src = tmp_path / "exp.fits.fz"
+    write_exposure(make_demo_exposure(SIZE, seed=5, n_stars=8), src)
+    out = tmp_path / "out" / "exp.fits.fz"
+    out.parent.mkdir()
+    assert match_one(str(src), REFERENCE, str(out), config=_config()).status == MATCHED
+    assert check_matched_output(out) == (True, "complete", check_matched_output(out)[2])
+    with fits.open(out, disable_image_compression=True) as hdul:
+        assert hdul["IMAGE"].header["ZIMAGE"] is True  # (tile-compressed indeed)
+        start = hdul["IMAGE"].fileinfo()["hdrLoc"]
+    before = read_exposure(out).image
+    data = bytearray(out.read_bytes())
+    at = data.index(b"/ compression algorithm", start)  # a comment: the tiles decompress as before
+    data[at + 2:at + 5] = b"COM"
+    out.write_bytes(bytes(data))
+    np.testing.assert_array_equal(read_exposure(out).image, before)  # the damage is invisible in the pixels
+    assert check_matched_output(out)[:2] == (False, "corrupt output (checksum of HDU 1 'IMAGE' fails)")

@@ -33,7 +33,8 @@ card          value
 ============  ===============================================================
 
 A re-run skips an input only when its output exists, opens as a psfmatch
-exposure file, its FITS checksums verify, its image, mask and variance planes
+exposure file, its FITS checksums verify (a tile-compressed output's, those of
+its tables of compressed tiles too), its image, mask and variance planes
 are present with one shape, and the marker matches the current input,
 configuration and reference PSF (:func:`check_matched_output`).  A missing,
 truncated, corrupt, foreign or stale output is redone (and replaced).
@@ -461,6 +462,12 @@ def _marker(fingerprint, config_hash, ref_hash) -> dict:
     return {"BATCHVER": MARKER_VERSION, "BATCHFPR": fingerprint, "BATCHCFG": config_hash, "BATCHREF": ref_hash}
 
 
+def _checksum_fails(hdu) -> bool:
+    """Whether ``hdu`` carries a CHECKSUM or DATASUM card that its bytes do not match."""
+    return bool(("CHECKSUM" in hdu.header and hdu.verify_checksum() == 0)
+                or ("DATASUM" in hdu.header and hdu.verify_datasum() == 0))
+
+
 def check_matched_output(out_path, marker=None):
     """Whether ``out_path`` is a complete and valid output of :func:`match_one`.
 
@@ -517,9 +524,17 @@ def check_matched_output(out_path, marker=None):
                     return False, f"inconsistent output: plane shapes {shapes}", None
                 for i, h in enumerate(hdul):  # every HDU is read and its checksums verified
                     _ = h.data
-                    if ("CHECKSUM" in h.header and h.verify_checksum() == 0) or (
-                            "DATASUM" in h.header and h.verify_datasum() == 0):
+                    if _checksum_fails(h):
                         return False, f"corrupt output (checksum of HDU {i} {h.name!r} fails)", None
+                if any(isinstance(h, fits.CompImageHDU) for h in hdul):
+                    # a tile-compressed plane's checksums are those of its table of compressed tiles, which
+                    # astropy shows only with the compression disabled
+                    with fits.open(out_path, memmap=False, disable_image_compression=True) as raw:
+                        for i, h in enumerate(raw):
+                            if isinstance(h, fits.BinTableHDU) and h.header.get("ZIMAGE") is True:
+                                _ = h.data
+                                if _checksum_fails(h):
+                                    return False, f"corrupt output (checksum of HDU {i} {h.name!r} fails)", None
                 if "METADATA" in names:
                     try:
                         from .io.fits import _metadata_from_hdu
