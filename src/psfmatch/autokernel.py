@@ -95,7 +95,7 @@ On a spatially varying field the spatial orders' trials are independent of
 each other, and so are the configuration's trial and the standard basis at
 every size, and the richer basis' trials: each group is evaluated on the
 cores together
-(:func:`psfmatch.parallel.map_shared`; ``PSFMATCH_NUM_THREADS=1`` keeps it on
+(``psfmatch.parallel.map_shared``; ``PSFMATCH_NUM_THREADS=1`` keeps it on
 one).  A trial's arithmetic does not depend on the others', so the scores and
 the choice are bit for bit those of one thread.
 
@@ -750,7 +750,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         (``doAutoPadPsf = False`` or ``autoPadPsfTo`` set), the PSF stamps are
         at least as large as the reference's own stamp needs to keep its edge
         below this fraction of its peak
-        (:func:`~psfmatch.diagnostics.untruncated_size`), so that a smaller
+        (``untruncated_size``), so that a smaller
         kernel does not crop the reference's wings.
 
     Returns
@@ -847,7 +847,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         return record(evaluate(trial))
 
     def run_all(trials):
-        """Independent trials on the cores together (:func:`~psfmatch.parallel.map_shared`), recorded in order.
+        """Independent trials on the cores together (``map_shared``), recorded in order.
 
         Each trial's arithmetic is the same as alone (one-thread BLAS, its own arrays), so the
         scores are bit for bit the same; the fit subset's and held-out stamps of each size are made

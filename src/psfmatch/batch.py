@@ -314,7 +314,7 @@ class BatchReport(list):
                 "exposures": [r.to_dict() for r in self]}
 
     def write_json(self, path) -> None:
-        """Write :meth:`to_dict` as JSON, atomically (replacing an existing file)."""
+        """Write ``to_dict`` as JSON, atomically (replacing an existing file)."""
         from .io.fits import atomic_write
 
         text = json.dumps(self.to_dict(), indent=1, sort_keys=True, default=str, allow_nan=True)
@@ -637,7 +637,7 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
     force : bool
         Redo the match even when ``out_path`` is complete and valid.
     fingerprint : {"stat", "sha256"}
-        How the input is fingerprinted for the completion marker (:func:`input_fingerprint`).
+        How the input is fingerprinted for the completion marker (``input_fingerprint``).
     reference_record : dict, optional
         How the reference was chosen; stored in the output's metadata.
 
@@ -796,7 +796,7 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
     -----
     The embedded cluster's workers get Dask's usual one-thread BLAS/OpenMP
     settings, but glibc's ``MALLOC_MMAP_THRESHOLD_`` = 32 MiB and
-    ``MALLOC_TRIM_THRESHOLD_`` = 128 MiB (:data:`WORKER_MALLOC_ENV`) instead of
+    ``MALLOC_TRIM_THRESHOLD_`` = 128 MiB (``WORKER_MALLOC_ENV``) instead of
     Dask's ``MALLOC_TRIM_THRESHOLD_`` = 64 KiB: with the latter every large
     numpy temporary of the convolution is a fresh ``mmap`` and the page faults
     cost 30-50% more CPU per exposure (measured on 2048 x 2048 exposures:

@@ -382,7 +382,7 @@ class ListField(Field):
 
 
 class ConfigChoice:
-    """The value of a :class:`ConfigChoiceField`: one sub-config per name, one of them active."""
+    """The value of a ``ConfigChoiceField``: one sub-config per name, one of them active."""
 
     def __init__(self, field, owner_path):
         self._field = field
@@ -1099,7 +1099,7 @@ def iter_fields(config, prefix="config", all_choices=True):
     ``path`` is written as in a Python override file (``config.kernel['AL'].kernelSize``);
     ``explicit`` tells whether the value was set by the user (:meth:`Config.isExplicit`)
     or differs from the default (that of a new config of the same class).  A
-    :class:`ConfigChoiceField` yields
+    ``ConfigChoiceField`` yields
     ``(prefix.name.name, field, active name, explicit)`` and then the fields of its
     choices (only the active one unless ``all_choices``).
     """

@@ -99,7 +99,7 @@ _BATCH_PIXELS = 1 << 18
 
 
 def default_workers() -> int:
-    """Threads used when ``workers`` is None: :func:`psfmatch.parallel.available_cores`."""
+    """Threads used when ``workers`` is None: ``psfmatch.parallel.available_cores``."""
     return available_cores()
 
 
@@ -194,7 +194,7 @@ def spatial_term_images(kernel: LinearCombinationKernel, bbox):
     box, or monomials in parent pixels) to Chebyshev polynomials over the image
     is exact: ``X_p`` is a polynomial of degree ``p``, so it is a combination of
     ``T_0..T_p`` and the set of terms (total degree <= order) is preserved.
-    Terms whose image's L1 norm is below :data:`TERM_DROP_TOLERANCE` of the
+    Terms whose image's L1 norm is below ``TERM_DROP_TOLERANCE`` of the
     largest are dropped (for a chebyshev1 kernel fitted on the same box the
     change of basis is the identity and nothing but exact zeros is dropped).
     """
@@ -342,7 +342,7 @@ _SPARSE_FRACTION = 0.05
 #: (:func:`_dilate_dense_plane`): the index lists of the sparse path would cost more memory than
 #: :func:`estimate_memory` allows.
 _DENSE_FRACTION = 1.0 / 16
-#: More set pixels than this in a plane give one bounding box instead of clusters (:func:`_clusters`).
+#: More set pixels than this in a plane give one bounding box instead of clusters (``_clusters``).
 _CLUSTER_POINTS = 1 << 16
 
 
@@ -453,7 +453,7 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
     Exact binary morphology, one bit plane at a time, without per-pixel loops.
     A plane with few set pixels (cosmic rays, saturated cores) scatters the
     footprint's offsets from each of them.  Otherwise its set pixels are grouped
-    into boxes (:func:`_clusters`: a bad column and a distant cosmic ray do not
+    into boxes (``_clusters``: a bad column and a distant cosmic ray do not
     make one image-sized box); in each box the footprint is split into
     rectangles (:func:`footprint_rectangles`), the plane is packed 64 pixels to
     a machine word and each rectangle is a run of ORs along ``x`` (word shifts)
@@ -514,7 +514,7 @@ def _scatter(idx, offsets, value, out):
 
 
 def _cluster_boxes(idx, shape, margin):
-    """:func:`_clusters` of the set pixels ``idx``, or the whole plane when many small boxes would cost more."""
+    """``_clusters`` of the set pixels ``idx``, or the whole plane when many small boxes would cost more."""
     H, W = shape
     boxes = _clusters(idx, W, H, margin)
     area = sum((bx[0].stop - bx[0].start) * (bx[1].stop - bx[1].start) for bx in boxes)
@@ -538,7 +538,7 @@ def _dilate_dense_plane(mask, value, rects, offsets, margin, out):
 
     The plane is made as booleans a block of rows at a time (one byte a pixel in
     all); its set pixels are scattered (few of them), grouped into boxes
-    (:func:`_clusters`, up to its point limit) or bounded by one box.
+    (``_clusters``, up to its point limit) or bounded by one box.
     """
     H, W = mask.shape
     b = np.empty((H, W), dtype=bool)

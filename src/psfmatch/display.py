@@ -458,7 +458,7 @@ def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
         If the directory of ``path`` does not accept the file (no permission,
         a read-only or full file system); an ``OSError`` naming the output.
     InvalidInputError
-        If the format is not one matplotlib writes here (see :func:`figure_format`).
+        If the format is not one matplotlib writes here (see ``figure_format``).
     """
     from .io.fits import atomic_write
 

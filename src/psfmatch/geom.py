@@ -124,7 +124,7 @@ class Point2D(_PointArithmetic, _Point2DFields):
 
     Arithmetic is afw's, element by element (not a tuple's concatenation):
     ``point + other`` and ``point - other`` with another point, an
-    :class:`Extent2I` or an ``(x, y)`` pair, ``point * s``, ``s * point`` and
+    ``Extent2I`` or an ``(x, y)`` pair, ``point * s``, ``s * point`` and
     ``point / s`` with a number ``s``, and ``-point``; each gives a
     :class:`Point2D` (where afw's ``Point - Point`` gives an extent, this gives
     a point with the same ``x`` and ``y``).  Other operands raise ``TypeError``.
@@ -157,7 +157,7 @@ class Point2I(_PointArithmetic, _Point2IFields):
     element as for :class:`Point2D`; the result stays a ``Point2I`` when every
     operand is an integer (``Point2I(1, 2) + (3, 4)``, ``Point2I(1, 2) * 2``),
     else it is a :class:`Point2D` (``Point2I(1, 2) * 0.5``, and always for
-    ``/``).  As in afw, ``Point2I - Point2I`` is an :class:`Extent2I`.
+    ``/``).  As in afw, ``Point2I - Point2I`` is an ``Extent2I``.
     """
 
     __slots__ = ()

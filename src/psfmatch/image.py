@@ -162,13 +162,13 @@ def check_plane_name(name, planes=()) -> None:
 
 
 def _check_planes(planes) -> dict:
-    """A new plane-name to bit-number dict from ``planes`` (default :data:`DEFAULT_MASK_PLANES`), checked.
+    """A new plane-name to bit-number dict from ``planes`` (default ``DEFAULT_MASK_PLANES``), checked.
 
     Raises
     ------
     InvalidInputError
         If ``planes`` is not a mapping, a name cannot be stored in a FITS file
-        (:func:`check_plane_name`), a bit is not an integer in ``0..31`` or
+        (``check_plane_name``), a bit is not an integer in ``0..31`` or
         two names share a bit.
     """
     if planes is None:
@@ -206,8 +206,8 @@ class Mask:
     shape : tuple of int, optional
         Shape ``(height, width)`` when ``array`` is omitted.
     planes : mapping of str to int, optional
-        Plane name to bit number; defaults to :data:`DEFAULT_MASK_PLANES`.
-        Names must be storable in a FITS header (:func:`check_plane_name`),
+        Plane name to bit number; defaults to ``DEFAULT_MASK_PLANES``.
+        Names must be storable in a FITS header (``check_plane_name``),
         bits integers in 0..31, one name per bit.
     copy : bool
         With False, an int32 ``array`` is used as it is (not copied): the caller
@@ -278,7 +278,7 @@ class Mask:
         Raises
         ------
         InvalidInputError
-            If ``name`` cannot be stored in a FITS file (see :func:`check_plane_name`:
+            If ``name`` cannot be stored in a FITS file (see ``check_plane_name``:
             1 to 63 printable ASCII characters, no ``=``, ``*`` or ``?``, not an
             existing name in another case), or all 32 bits are in use.
         """
@@ -406,7 +406,7 @@ class MaskedImage:
     xy0 : (int, int)
         Parent coordinates of the pixel ``image[0, 0]``.
     mask_planes : mapping of str to int, optional
-        Plane names of an array ``mask`` (default :data:`DEFAULT_MASK_PLANES`).
+        Plane names of an array ``mask`` (default ``DEFAULT_MASK_PLANES``).
     copy : bool
         With False, planes that already have the right types (a float32 or
         float64 image, a variance of the image's type, an int32 mask array or a
@@ -501,7 +501,7 @@ class MaskedImage:
 
     @property
     def mask(self) -> np.ndarray:
-        """The mask bits as an int32 numpy array (see :meth:`getMask` for the plane names).
+        """The mask bits as an int32 numpy array (see ``getMask`` for the plane names).
 
         Assigning to it copies the new bits into this array (see
         :attr:`Mask.array`); they must be integer bit planes of the image's

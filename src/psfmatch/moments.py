@@ -139,11 +139,11 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     fixed point as the direct evaluation (to rounding).  Stamps whose weight
     could overflow when factored (a nearly degenerate weight or a centroid far
     off the centre) use the direct 2-d evaluation.  The iteration is
-    accelerated by Anderson mixing (:func:`_anderson_step`): on PSFs with wings,
+    accelerated by Anderson mixing (``_anderson_step``): on PSFs with wings,
     where the plain map converges linearly, it needs about half the steps, to
     the same fixed point.  On stamps of 41 px or more, each step sums only over
     the rows and columns where some stamp's weight can exceed 1e-16 of its
-    peak (:func:`_window`): once the weight has shrunk to the PSF's core, a
+    peak (``_window``): once the weight has shrunk to the PSF's core, a
     63 px stamp of a PSFEx model is summed over about 41 x 39 pixels, which
     halves the cost of the moments of such stamps and changes them by
     rounding only.

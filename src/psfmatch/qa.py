@@ -117,7 +117,7 @@ _CHUNK = 256
 def match_quality(science, reference, kernels) -> dict:
     """Per-position QA arrays (see the module docstring) for stacks of stamps and unit-sum kernels.
 
-    Stacks longer than :data:`_CHUNK` are cut in near-equal chunks measured
+    Stacks longer than ``_CHUNK`` are cut in near-equal chunks measured
     concurrently (numpy and pocketfft release the GIL); each position's
     numbers do not depend on the others', so the result is the same.  Shorter
     stacks are measured in this thread: their many small array operations
@@ -126,7 +126,7 @@ def match_quality(science, reference, kernels) -> dict:
     Notes
     -----
     The matched stamps ``S (*) K`` are computed with single-precision
-    transforms (:data:`QA_DTYPE`): a rounding error of about 2e-7 of the
+    transforms (``QA_DTYPE``): a rounding error of about 2e-7 of the
     peak, far below any QA threshold (``qaMaxResidual`` is 1e-2), for 2.5 times
     less work; everything after the transforms is done in double precision.
     ``residualMax`` values below about 1e-6 therefore only say that the match

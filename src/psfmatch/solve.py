@@ -807,7 +807,7 @@ def solve_candidates(eq: NormalEquations, rcond, reg=None):
     Parameters
     ----------
     eq : NormalEquations
-        Reduced equations (:func:`reduce_constrained`), possibly including the regularization.
+        Reduced equations (``reduce_constrained``), possibly including the regularization.
 
     Returns
     -------

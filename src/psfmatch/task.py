@@ -225,7 +225,7 @@ class ModelPsfMatchTask:
         PsfMatchWarning
             When the science or reference PSF is an image whose recorded pixel
             scale differs from the exposure WCS's by more than 1 %
-            (:data:`PIXEL_SCALE_TOLERANCE`): resample it with
+            (``PIXEL_SCALE_TOLERANCE``): resample it with
             ``read_image_psf(..., target_pixel_scale=exposure)``.
         IllPosedMatchWarning, KernelQualityWarning, TruncatedPsfWarning
             As :meth:`fitKernel`.

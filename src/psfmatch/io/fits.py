@@ -938,7 +938,7 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
         a read-only or full file system); an ``OSError`` naming the output.
     InvalidInputError
         If ``path`` is empty or a directory, or a mask plane name cannot be
-        stored in a FITS header (see :func:`psfmatch.image.check_plane_name`).
+        stored in a FITS header (see ``psfmatch.image.check_plane_name``).
 
     Notes
     -----

@@ -65,7 +65,7 @@ class GalSimPsf(Psf):
         The exposure's pixel scale in arcsec per pixel.
     stamp_size : int or (int, int), optional
         Odd kernel image size; default GalSim's ``getGoodImageSize`` of the
-        profile (at :meth:`getAveragePosition`), made odd.
+        profile (at ``getAveragePosition``), made odd.
     method : {"auto", "no_pixel"}
         GalSim's drawing method.  ``"auto"`` (default) convolves the profile
         with the pixel, giving the *effective* PSF psfmatch works with; use

@@ -335,8 +335,8 @@ def shift_image(image, dx, dy, pad=None) -> np.ndarray:
 class Psf:
     """Base class of psfmatch's PSF models.
 
-    Subclasses implement :meth:`_kernel_image` (and may override
-    :meth:`_image_at`, :meth:`getAveragePosition`, :meth:`isSpatiallyVarying`
+    Subclasses implement ``_kernel_image`` (and may override
+    ``_image_at``, :meth:`getAveragePosition`, :meth:`isSpatiallyVarying`
     and :meth:`resized`); the base class validates the stamps and derives the
     rest of the protocol.  A model is taken to vary across the field unless
     its :meth:`isSpatiallyVarying` returns False.
@@ -368,7 +368,7 @@ class Psf:
         return validate_kernel_image(self._evaluate(self._kernel_image, x, y), self.name, (x, y))
 
     def _kernel_images(self, xs, ys):
-        """Vectorized :meth:`_kernel_image`: an (n, h, w) stack, or None where the model has none."""
+        """Vectorized ``_kernel_image``: an (n, h, w) stack, or None where the model has none."""
         return None
 
     def computeKernelImages(self, positions) -> np.ndarray:
@@ -485,9 +485,9 @@ class Psf:
     def isSpatiallyVarying(self) -> bool:
         """Whether the kernel images depend on the position.
 
-        True here, so that a subclass implementing only :meth:`_kernel_image`
+        True here, so that a subclass implementing only ``_kernel_image``
         is evaluated at every position; a constant model returns False, and
-        :meth:`computeKernelImages` then realizes one stamp for all positions.
+        ``computeKernelImages`` then realizes one stamp for all positions.
         """
         return True
 

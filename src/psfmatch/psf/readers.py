@@ -86,7 +86,7 @@ def read_psf(path, format=None, **kwargs):
     path : str or path-like
         The file.
     format : str, optional
-        One of :func:`psf_formats` (``"psfex"``, ``"image"``, ``"piff"``,
+        One of ``psf_formats`` (``"psfex"``, ``"image"``, ``"piff"``,
         ``"psfmatch"``, or a registered one).  Default: identified from the file.
     **kwargs
         Passed to the reader (e.g. ``origin=`` for PSFEx, ``pixel_scale=`` /
