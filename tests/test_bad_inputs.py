@@ -751,3 +751,30 @@ def test_fit_kernel_needs_an_integer_box(bbox, hint):
     """fitKernel with a Box2D (or a tuple, or an empty box) is a typed error, not an AttributeError from the cells."""
     with pytest.raises(InvalidInputError, match=r"bbox must be a non-empty Box2I, the exposure's box; got .*" + hint):
         ModelPsfMatchTask().fitKernel(GaussianPsf(21, 21, 1.5), GaussianPsf(21, 21, 2.6), bbox)
+
+
+@pytest.mark.parametrize("bbox, sx, message", [
+    (Box2D(Box2I((0, 0), (256, 256))), 128, r"a SpatialCellSet tiles a Box2I .*; got Box2D"),
+    (((0, 0), (256, 256)), 128, r"a SpatialCellSet tiles a Box2I .*; got tuple"),
+    (Box2I((0, 0), (256, 256)), 1.5, r"sizeCellX must be a whole number of pixels >= 1; got 1.5"),  # was 1 silently
+    (Box2I((0, 0), (256, 256)), "128", r"sizeCellX must be a whole number of pixels >= 1; got '128'"),
+    (Box2I((0, 0), (256, 256)), float("nan"), r"sizeCellX must be a whole number .*; got nan"),
+    (Box2I((0, 0), (256, 256)), float("inf"), r"sizeCellX must be a whole number .*; got inf"),
+    (Box2I((0, 0), (256, 256)), None, r"sizeCellX must be a whole number .*; got None"),
+    (Box2I((0, 0), (256, 256)), True, r"sizeCellX must be a whole number .*; got True"),
+    (Box2I((0, 0), (256, 256)), 0, r"sizeCellX must be a whole number of pixels >= 1; got 0"),
+])
+def test_spatial_cell_set_checks_its_arguments(bbox, sx, message):
+    from psfmatch.cells import SpatialCellSet
+
+    with raises(InvalidInputError, message):
+        SpatialCellSet(bbox, sx, 128)
+
+
+def test_spatial_cell_set_takes_whole_float_and_numpy_sizes():
+    from psfmatch.cells import SpatialCellSet
+
+    box = Box2I((0, 0), (256, 200))
+    for sx in (64.0, np.int64(64), np.float32(64)):
+        cells = SpatialCellSet(box, sx, 100)
+        assert (cells.nx, cells.ny, cells.sizeCellX) == (4, 2, 64)

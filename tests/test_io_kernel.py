@@ -296,6 +296,13 @@ def _one_basis():
      r"bbox must be a Box2I \(the box the kernel was fitted on\) or None; got \(\(0, 0\), \(100, 100\)\)"),
     (lambda: LinearCombinationKernel(_one_basis(), [1.0, 0.0], bbox=Box2D((0, 0), (100, 100))),
      r"bbox must be a Box2I .* got Box2D"),
+    # malformed arguments are refused when the kernel is made, not when it is first evaluated
+    (lambda: LinearCombinationKernel(_one_basis(), np.ones((2, 1, 1))),
+     r"coefficients must be 1-d \(one per basis kernel\) or 2-d .*; got shape \(2, 1, 1\)"),
+    (lambda: LinearCombinationKernel(_one_basis(), [[1.0, 2.0], [3.0]]), r"coefficients must be numbers"),
+    (lambda: LinearCombinationKernel(None, [1.0]), r"basis must be a KernelBasis .*; got NoneType"),
+    (lambda: LinearCombinationKernel(_one_basis(), np.ones((2, 3)), "chebyshev1"),
+     r"spatial_function must be a SpatialFunction .* or None; got str 'chebyshev1'"),
     (lambda: handmade_kernel().with_kernel_sum(float("nan")), r"kernel_sum must be finite; got nan"),
     (lambda: handmade_kernel().with_kernel_sum(-np.inf), r"kernel_sum must be finite; got -inf"),
 ])

@@ -162,10 +162,15 @@ class SpatialCellSet:
     """
 
     def __init__(self, bbox: Box2I, sizeCellX: int, sizeCellY: int, placement: str = "spread"):
+        if not isinstance(bbox, Box2I):
+            raise InvalidInputError(f"a SpatialCellSet tiles a Box2I (the exposure's getBBox()); got "
+                                    f"{type(bbox).__name__} {bbox!r}")
         if bbox.isEmpty():
             raise InvalidInputError(f"cannot tile an empty box {bbox!r}")
-        if sizeCellX < 1 or sizeCellY < 1:
-            raise InvalidInputError(f"cell sizes must be positive; got {sizeCellX} x {sizeCellY}")
+        for name, size in (("sizeCellX", sizeCellX), ("sizeCellY", sizeCellY)):
+            if (isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer, float, np.floating))
+                    or not np.isfinite(size) or size != int(size) or size < 1):
+                raise InvalidInputError(f"{name} must be a whole number of pixels >= 1; got {size!r}")
         if placement not in PLACEMENTS:
             raise InvalidInputError(f"candidate placement must be one of {PLACEMENTS}; got {placement!r}")
         self.bbox = bbox

@@ -77,10 +77,24 @@ class LinearCombinationKernel:
     """
 
     def __init__(self, basis: KernelBasis, coefficients, spatial_function=None, kernel_sum=1.0, bbox=None):
+        if not isinstance(basis, KernelBasis):
+            raise InvalidInputError(f"basis must be a KernelBasis (e.g. alard_lupton_basis(...)); got "
+                                    f"{type(basis).__name__}")
+        if spatial_function is not None and not isinstance(spatial_function, SpatialFunction):
+            raise InvalidInputError(f"spatial_function must be a SpatialFunction (e.g. SpatialFunction(order, "
+                                    f"'chebyshev1', bbox)) or None; got {type(spatial_function).__name__} "
+                                    f"{spatial_function!r}")
         self.basis = basis
-        coeffs = np.array(coefficients, dtype=np.float64)
+        try:
+            coeffs = np.array(coefficients, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"the kernel's coefficients must be numbers, one row per basis kernel ({exc})") \
+                from None
         if coeffs.ndim == 1:
             coeffs = coeffs[:, None]
+        if coeffs.ndim != 2:
+            raise InvalidInputError(f"the kernel's coefficients must be 1-d (one per basis kernel) or 2-d (basis "
+                                    f"kernels x spatial terms); got shape {coeffs.shape}")
         if coeffs.shape[0] != len(basis):
             raise InvalidInputError(f"coefficients have {coeffs.shape[0]} rows for {len(basis)} basis kernels")
         if coeffs.shape[1] > 1 and spatial_function is None:
