@@ -70,6 +70,29 @@ def test_elliptical_worst_axis_and_deficit():
     assert not rep2.illPosed and rep2.deficit[0] == pytest.approx(-0.1, abs=1e-6)
 
 
+def test_deficit_and_margin_are_the_extremes_over_every_axis():
+    # both PSFs elliptical at 30 deg (science 2.5 x 1.5 px, reference 3.0 x 2.0 px): the reference is broader along
+    # every axis, least so at 81.5 deg (0.487 px), not along the eigenvector of C_ref - C_sci (0.5 px there, which
+    # the well-posed message used to report as the smallest margin); with the roles swapped, a deficit of 0.5 px
+    sci, ref = elliptical_psf(1.5, 2.5, 30.0, 41), elliptical_psf(2.0, 3.0, 30.0, 41)
+    cells = SpatialCellSet(BBOX, 256, 256)
+    ang = np.radians(np.linspace(0, 180, 180001))
+    u = np.stack([np.cos(ang), np.sin(ang)])
+    for a, b, expected in ((sci, ref, -0.4873), (ref, sci, 0.5)):
+        survey = survey_psfs(a, b, cells)
+        ca, cb = (np.array([[m[0], m[2]], [m[2], m[1]]]) for m in (survey.scienceMoments[0],
+                                                                   survey.referenceMoments[0]))
+        along = np.sqrt(np.einsum("in,ij,jn->n", u, ca, u)) - np.sqrt(np.einsum("in,ij,jn->n", u, cb, u))
+        rep = check_ill_posed(survey)
+        assert rep.deficit[0] == pytest.approx(along.max(), abs=1e-7)
+        assert rep.deficit[0] == pytest.approx(expected, abs=1e-4)
+        v = np.array([np.cos(np.radians(rep.angle[0])), np.sin(np.radians(rep.angle[0]))])
+        assert np.sqrt(v @ ca @ v) - np.sqrt(v @ cb @ v) == pytest.approx(along.max(), abs=1e-7)  # along the worst axis
+        assert rep.scienceSigma[0] - rep.referenceSigma[0] == pytest.approx(rep.deficit[0], abs=1e-12)
+        assert rep.illPosed == (expected > 0)
+    assert "smallest margin 0.487 px" in check_ill_posed(survey_psfs(sci, ref, cells)).message()
+
+
 def test_kernel_covariance_is_the_gaussian_identity():
     # sigma_k^2 = sigma_ref^2 - sigma_sci^2 along each axis
     c = kernel_covariance([[4.0, 2.25, 0.3]], [[9.0, 9.0, 0.0]])
