@@ -154,6 +154,39 @@ def test_galsim_argument_checks():
         bad.computeKernelImage((1.0, 2.0))
 
 
+@needs_galsim
+def test_galsim_factory_failing_at_the_average_position_is_a_typed_error():
+    def des_like(x, y):  # a model on a 1-based pixel domain, as DES_PSFEx.getPSF is
+        if not (1 <= x <= 2048 and 1 <= y <= 4096):
+            raise ValueError(f"position ({x}, {y}) is outside the model's domain")
+        return galsim.Gaussian(sigma=0.4)
+
+    with pytest.raises(InvalidInputError, match=r"GalSimPsf sizes its stamp from the profile at average_position "
+                                                r"\(0, 0\), where the factory failed: ValueError: position "
+                                                r"\(0\.0, 0\.0\) is outside the model's domain; pass "
+                                                r"average_position= .*or stamp_size=") as info:
+        GalSimPsf(des_like, pixel_scale=0.263)
+    assert isinstance(info.value.__cause__, ValueError)
+    # either remedy works
+    assert GalSimPsf(des_like, 0.263, average_position=(1024, 2048)).computeKernelImage((1024, 2048)).sum() \
+        == pytest.approx(1.0)
+    assert GalSimPsf(des_like, 0.263, stamp_size=15).computeKernelImage((10, 10)).shape == (15, 15)
+
+
+@needs_galsim
+def test_galsim_subclass_redefining_compute_kernel_image_varies():
+    class Growing(GalSimPsf):  # a constant profile, made to vary by the subclass's public method
+        def computeKernelImage(self, position=None):
+            x, y = position
+            return GalSimPsf(galsim.Gaussian(sigma=0.4 + 0.2 * x / 1000), 0.2, stamp_size=25).computeKernelImage()
+
+    psf = Growing(galsim.Gaussian(sigma=0.4), 0.2, stamp_size=25)
+    assert psf.isSpatiallyVarying()
+    s0, s1 = (measure_shape(s).sigma for s in psf.computeKernelImages([(0.0, 0.0), (1000.0, 0.0)]))
+    assert s0 == pytest.approx(math.sqrt(4 + 1 / 12), rel=3e-3) and s1 == pytest.approx(math.sqrt(9 + 1 / 12),
+                                                                                          rel=3e-3)
+
+
 # ---------------------------------------------------------------------------
 # Piff
 

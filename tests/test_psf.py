@@ -104,6 +104,9 @@ def test_image_psf_odd_even_and_resize():
     (-np.ones((5, 5)), "non-positive sum"),
     (np.zeros((0, 3)), "non-empty"),
     (np.ones(5), "2-d array"),
+    (np.ma.array(np.ones((5, 5)), mask=np.eye(5, dtype=bool)),
+     r"numpy masked array, whose mask it would ignore .* fill the masked pixels first, e\.g\. "
+     r"ImagePsf\(arr\.filled\(0\)\)"),
 ])
 def test_image_psf_bad_input(arr, match):
     with pytest.raises(InvalidInputError, match=match):
@@ -443,3 +446,106 @@ def test_a_subclass_redefining_its_model_compares_by_identity():
             return super()._eq_key(), self.e1
 
     assert Keyed(21, 21, 2.0, 0.5) == Keyed(21, 21, 2.0, 0.5) != Keyed(21, 21, 2.0, 0.0)
+
+
+def test_image_psf_refuses_a_masked_array_instead_of_using_its_masked_pixels():
+    yy, xx = np.mgrid[-7:8, -7:8]
+    stamp = np.ma.array(np.exp(-(xx ** 2 + yy ** 2) / 8.0), mask=np.zeros((15, 15), bool))
+    stamp.mask[0, 0] = True
+    stamp.data[0, 0] = 50.0  # a cosmic ray the user masked: it took 2/3 of the PSF's flux
+    with pytest.raises(InvalidInputError, match=r"fill the masked pixels first, e\.g\. ImagePsf\(arr\.filled\(0\)\)"):
+        ImagePsf(stamp)
+    assert ImagePsf(stamp.filled(0)).array[0, 0] == 0.0  # the remedy the message names
+
+
+class WideGaussian(GaussianPsf):
+    """A user's model that redefines the public computeKernelImage: a sigma 2.4 px Gaussian, not its 1.5 px."""
+
+    def computeKernelImage(self, position=None):
+        return GaussianPsf(21, 21, 2.4).computeKernelImage(position)
+
+
+class HoleyGaussian(VariableGaussianPsf):
+    """A varying model whose public computeKernelImage has no PSF in the upper-left corner (x < 100, y > 300)."""
+
+    def computeKernelImage(self, position=None):
+        x, y = position
+        if x < 100 and y > 300:
+            raise PsfEvaluationError(f"no PSF model at ({x}, {y})")
+        return super().computeKernelImage(position)
+
+
+class OnlyPublic(Psf):
+    """A Psf subclass that implements only the public computeKernelImage: sigma 1.5 + x / 2000 px."""
+
+    name = "OnlyPublic"
+
+    def computeKernelImage(self, position=None):
+        x, _ = position
+        yy, xx = np.mgrid[-10:11, -10:11]
+        return np.exp(-(xx ** 2 + yy ** 2) / (2 * (1.5 + x / 2000) ** 2))
+
+
+def test_a_redefined_compute_kernel_image_is_what_the_batched_paths_and_the_fit_use():
+    from psfmatch.cells import SpatialCellSet
+    from psfmatch.diagnostics import survey_psfs
+    from psfmatch.psf.base import compute_kernel_images
+
+    wide = WideGaussian(21, 21, 1.5)
+    positions = [(0.0, 0.0), (300.0, 200.0)]
+    for stamp in wide.computeKernelImages(positions):  # were the parent's sigma 1.5 stamps
+        assert measure_shape(stamp).sigma == pytest.approx(2.4, rel=1e-4)
+    # computeImage shifts the redefined image, not the parent's _image_at
+    img = wide.computeImage((10.3, 20.0))
+    assert measure_shape(img).sigma == pytest.approx(2.4, rel=0.01)
+    np.testing.assert_allclose(img, GaussianPsf(21, 21, 2.4).computeImage((10.3, 20.0)), atol=1e-6)
+    bbox = Box2I((0, 0), (512, 512))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = ModelPsfMatchTask().fitKernel(wide, GaussianPsf(31, 31, 2.6), bbox)
+    for cand in fit.cellSet.candidates():
+        assert measure_shape(cand.science).sigma == pytest.approx(2.4, rel=1e-4)
+    survey = survey_psfs(wide, GaussianPsf(31, 31, 2.6), SpatialCellSet(bbox, 256, 256))
+    assert all(measure_shape(s).sigma == pytest.approx(2.4, rel=1e-4) for s in survey.scienceStamps.values())
+
+    # a varying model failing in a corner through its computeKernelImage: those candidates are rejected
+    holey = HoleyGaussian(21, 21, bbox, sigma=[2.0, 0.3, 0.2])
+    with pytest.raises(PsfEvaluationError, match=r"no PSF model at \(0\.0, 511\.0\)"):
+        holey.computeKernelImages([(0.0, 511.0)])
+    images, errors = compute_kernel_images(holey, [(200.0, 200.0), (0.0, 511.0)])
+    assert images[1] is None and list(errors) == [1] and images[0].shape == (21, 21)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = ModelPsfMatchTask().fitKernel(holey, GaussianPsf(31, 31, 2.6), bbox)
+    assert fit.metadata["nCandidatesRejected"] == 2  # the cells at x = 0, y = 341 and 511
+
+    # a Psf subclass with only the public method works through computeKernelImages (and computeImage) too
+    mine = OnlyPublic()
+    stack = mine.computeKernelImages([(0.0, 0.0), (1000.0, 0.0)])
+    assert [round(measure_shape(s).sigma, 3) for s in stack] == [1.5, 2.0]
+    assert round(measure_shape(mine.computeImage((1000.0, 0.0))).sigma, 3) == 2.0
+
+
+def test_a_redefined_compute_kernel_image_failure_is_typed_and_names_the_position():
+    class Broken(GaussianPsf):
+        def computeKernelImage(self, position=None):
+            if position[0] > 100:
+                raise ValueError("outside the model")
+            return super().computeKernelImage(position)
+
+    with pytest.raises(PsfEvaluationError, match=r"GaussianPsf could not be evaluated at \(150, 2\): "
+                                                 "ValueError: outside the model"):
+        Broken(21, 21, 2.0).computeKernelImages([(1.0, 2.0), (150.0, 2.0)])
+
+
+def test_unmodified_models_keep_the_vectorized_path(monkeypatch):
+    psf = VariableGaussianPsf(21, 21, Box2I((0, 0), (100, 100)), [2.0, 0.3, 0.1])
+    want = np.array([psf.computeKernelImage((x, 10.0)) for x in (0.0, 50.0, 99.0)])
+
+    def one_by_one(*args):
+        raise AssertionError("evaluated position by position")
+
+    monkeypatch.setattr(VariableGaussianPsf, "_image_at", one_by_one)
+    monkeypatch.setattr(Psf, "computeKernelImage", one_by_one)
+    np.testing.assert_allclose(psf.computeKernelImages([(0.0, 10.0), (50.0, 10.0), (99.0, 10.0)]), want,
+                               rtol=1e-12, atol=1e-15)

@@ -79,7 +79,8 @@ class GalSimPsf(Psf):
     MissingDependencyError
         If GalSim is not installed.
     InvalidInputError
-        If the arguments are invalid.
+        If the arguments are invalid, or, without ``stamp_size``, the factory
+        fails at ``average_position`` (where the stamp is sized).
 
     Examples
     --------
@@ -109,7 +110,16 @@ class GalSimPsf(Psf):
         self.method = method
         self._average = as_point(average_position, "average_position")
         if stamp_size is None:
-            n = int(self._profile(*self._average).getGoodImageSize(scale))
+            x, y = self._average
+            try:
+                n = int(self._profile(x, y).getGoodImageSize(scale))
+            except InvalidInputError:
+                raise
+            except Exception as exc:  # a factory failing at the average position (outside its domain)
+                raise InvalidInputError(
+                    f"GalSimPsf sizes its stamp from the profile at average_position ({x:.6g}, {y:.6g}), where the "
+                    f"factory failed: {type(exc).__name__}: {exc}; pass average_position= a position inside the "
+                    "model's domain, or stamp_size=") from exc
             stamp_size = n + 1 if n % 2 == 0 else n
         self._w, self._h = _odd_size(stamp_size)
 
@@ -140,7 +150,8 @@ class GalSimPsf(Psf):
         return self._average
 
     def isSpatiallyVarying(self):
-        return self._varying
+        """Whether a factory gives the profile (True too for a subclass that redefines the model's methods)."""
+        return self._varying or _overrides_model(type(self))
 
     def resized(self, width, height):
         w, h = _odd_size((width, height))

@@ -112,6 +112,35 @@ def _overrides_model(cls) -> bool:
     return False
 
 
+def _model_depth(cls):
+    """Index in ``cls.__mro__`` of the psfmatch PSF class that ``cls`` extends (itself, for psfmatch's own)."""
+    return next(i for i, c in enumerate(cls.__mro__) if c.__module__.startswith(__package__ + "."))
+
+
+@functools.lru_cache(maxsize=None)
+def _public_kernel_redefined(cls) -> bool:
+    """True when ``cls`` redefines the public ``computeKernelImage`` below the psfmatch PSF class it extends.
+
+    Such a subclass's kernel images are what its ``computeKernelImage``
+    returns, whatever the model's own evaluation (``_kernel_image``,
+    ``_kernel_images``) gives: :meth:`Psf.computeKernelImages` then evaluates
+    it position by position through that method, and :meth:`Psf.computeImage`
+    shifts that method's image unless the subclass also redefines ``_image_at``.
+    """
+    return _defining_depth(cls, "computeKernelImage") < _model_depth(cls)
+
+
+@functools.lru_cache(maxsize=None)
+def _image_from_public_kernel(cls) -> bool:
+    """True when :meth:`Psf.computeImage` of ``cls`` must shift its redefined ``computeKernelImage``'s image.
+
+    That is when ``computeKernelImage`` is redefined below the model and below
+    the class whose ``_image_at`` would otherwise draw the shifted image.
+    """
+    depth = _defining_depth(cls, "computeKernelImage")
+    return _public_kernel_redefined(cls) and depth < _defining_depth(cls, "_image_at")
+
+
 @functools.lru_cache(maxsize=None)
 def _vectorized_is_current(cls) -> bool:
     """True when ``cls``'s ``_kernel_images`` is at least as derived as its ``_kernel_image`` and ``_image_at``.
@@ -351,7 +380,7 @@ class Psf:
 
     def _image_at(self, x: float, y: float, dx: float, dy: float) -> np.ndarray:
         """The PSF at (x, y), shifted by the sub-pixel offset (dx, dy) from the stamp centre."""
-        return shift_image(self._checked_kernel(x, y), dx, dy)
+        return shift_image(self._kernel_at(x, y), dx, dy)
 
     # --- the protocol ---------------------------------------------------
     def _evaluate(self, method, x, y, *args):
@@ -365,7 +394,20 @@ class Psf:
                 f"{self.name} could not be evaluated at ({x:.6g}, {y:.6g}): {type(exc).__name__}: {exc}") from exc
 
     def _checked_kernel(self, x, y):
+        """The model's own ``_kernel_image`` at (x, y), validated and unit-sum."""
         return validate_kernel_image(self._evaluate(self._kernel_image, x, y), self.name, (x, y))
+
+    def _public_kernel(self, x, y):
+        """The public ``computeKernelImage`` at (x, y), validated, its failure a PsfEvaluationError naming (x, y)."""
+        image = self._evaluate(lambda px, py: self.computeKernelImage(Point2D(px, py)), x, y)
+        return validate_kernel_image(image, self.name, (x, y))
+
+    def _kernel_at(self, x, y):
+        """The kernel image at (x, y) as ``computeKernelImage`` gives it: the model's own evaluation, or a
+        subclass's redefined ``computeKernelImage`` (see :func:`_public_kernel_redefined`)."""
+        if _public_kernel_redefined(type(self)):
+            return self._public_kernel(x, y)
+        return self._checked_kernel(x, y)
 
     def _kernel_images(self, xs, ys):
         """Vectorized ``_kernel_image``: an (n, h, w) stack, or None where the model has none."""
@@ -378,7 +420,9 @@ class Psf:
         evaluation (``_kernel_images``, e.g. :class:`VariableGaussianPsf`)
         realize every stamp in a few array operations; the others are evaluated
         one position at a time.  Every stamp is validated as by
-        :meth:`computeKernelImage`.
+        :meth:`computeKernelImage`.  A subclass that redefines
+        :meth:`computeKernelImage` is evaluated through it, one position at a
+        time: its stamps are the ones that method returns.
 
         Raises
         ------
@@ -392,16 +436,18 @@ class Psf:
         xs = np.array([p[0] for p in pts], dtype=np.float64)
         ys = np.array([p[1] for p in pts], dtype=np.float64)
         if not self.isSpatiallyVarying():  # a constant model: one stamp serves every position
-            one = self._checked_kernel(xs[0], ys[0])
+            one = self._kernel_at(xs[0], ys[0])
             return np.array(np.broadcast_to(one, (len(pts),) + one.shape))
+        cls = type(self)
         try:
-            stack = self._kernel_images(xs, ys) if _vectorized_is_current(type(self)) else None
+            fast = _vectorized_is_current(cls) and not _public_kernel_redefined(cls)
+            stack = self._kernel_images(xs, ys) if fast else None
         except PsfEvaluationError:
             raise
         except Exception:  # a vectorized failure: the one-by-one path names the position and the cause
             stack = None
         if stack is None:
-            imgs = [self._checked_kernel(x, y) for x, y in zip(xs, ys)]
+            imgs = [self._kernel_at(x, y) for x, y in zip(xs, ys)]
             shapes = {im.shape for im in imgs}
             if len(shapes) > 1:
                 raise PsfEvaluationError(f"{self.name} kernel images differ in shape between positions "
@@ -435,7 +481,10 @@ class Psf:
         """
         x, y = self.getAveragePosition() if position is None else as_point(position)
         xi, yi = math.floor(x + 0.5), math.floor(y + 0.5)
-        img = self._evaluate(self._image_at, x, y, x - xi, y - yi)
+        if _image_from_public_kernel(type(self)):  # a redefined computeKernelImage, not the model's _image_at
+            img = shift_image(self._public_kernel(x, y), x - xi, y - yi)
+        else:
+            img = self._evaluate(self._image_at, x, y, x - xi, y - yi)
         try:
             img = np.asarray(img, dtype=np.float64)
         except (TypeError, ValueError) as exc:

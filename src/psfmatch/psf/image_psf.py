@@ -36,13 +36,18 @@ class ImagePsf(Psf):
     Raises
     ------
     InvalidInputError
-        If the array is not 2-d, is empty, holds NaN/inf, or has a non-positive sum, or
-        ``pixel_scale`` is not a positive number.
+        If the array is not 2-d, is empty, holds NaN/inf, or has a non-positive sum, is
+        a numpy masked array (fill its masked pixels first), or ``pixel_scale`` is not
+        a positive number.
     """
 
     name = "ImagePsf"
 
     def __init__(self, array, *, recenter=False, pixel_scale=None):
+        if isinstance(array, np.ma.MaskedArray):
+            raise InvalidInputError(
+                "ImagePsf got a numpy masked array, whose mask it would ignore (the masked pixels' values would "
+                "enter the PSF); fill the masked pixels first, e.g. ImagePsf(arr.filled(0))")
         try:
             arr = np.array(array, dtype=np.float64, copy=True)
         except (TypeError, ValueError):
