@@ -459,7 +459,8 @@ def test_read_errors(tmp_path):
         read_exposure(tmp_path / "junk.fits")
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
         [fits.Column(name="a", format="D", array=[1.0])])]).writeto(tmp_path / "table.fits")
-    with pytest.raises(UnsupportedFormatError, match="no 2-d image HDU .* pass hdu="):
+    with pytest.raises(UnsupportedFormatError, match=r"no 2-d image HDU .*; it holds no image \(only tables or empty "
+                       r"headers\): give the file holding the image"):
         read_exposure(tmp_path / "table.fits")
     with pytest.raises(UnsupportedFormatError, match="no HDU 'SCI'"):
         read_exposure(tmp_path / "table.fits", hdu="SCI")

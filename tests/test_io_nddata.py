@@ -276,3 +276,117 @@ def test_to_nddata_with_a_plane_at_bit_31():
     nd = exp.to_nddata()
     assert nd.mask[1, 2] and nd.mask.sum() == 1
     assert exp.to_nddata(bad_planes=["P22"]).mask[1, 2] and not exp.to_nddata(bad_planes=["BAD"]).mask.any()
+
+
+def test_without_uncertainty_a_variance_is_estimated_with_a_warning(caplog):
+    """An NDData without uncertainty gave a variance of 0 (a coadd of such exposures was empty); as read_exposure."""
+    rng = np.random.default_rng(1)
+    ccd = CCDData(rng.normal(100.0, 5.0, size=(128, 128)).astype(np.float32), unit="adu")
+    with caplog.at_level("WARNING", logger="psfmatch"):
+        exp = Exposure.from_nddata(ccd)
+    assert exp.variance.dtype == np.float32 and np.all(exp.variance == exp.variance[0, 0])
+    np.testing.assert_allclose(exp.variance[0, 0], 25.0, rtol=0.1)  # the pixels' scatter, 5 ** 2
+    assert ("the NDData has no uncertainty: no variance plane given; using a constant variance" in caplog.text
+            and "Give it one (a VarianceUncertainty, StdDevUncertainty or InverseVariance) for a real one" in caplog.text)
+    assert "Pass variance=" not in caplog.text  # (read_exposure's remedy)
+    # integer data: estimated in the image's float type
+    counts = Exposure.from_nddata(NDData(rng.poisson(400.0, size=(64, 64)).astype(np.int16)))
+    np.testing.assert_allclose(counts.variance, 400.0, rtol=0.15)
+    with pytest.raises(InvalidInputError, match=r"NDData has no uncertainty: the image has no finite pixel"):
+        Exposure.from_nddata(NDData(np.full((3, 4), np.nan)))
+
+
+def test_default_mask_flags_bits_without_a_plane_name():
+    """HST DQ bits (512, 16384) that psfmatch has no name for came back unmasked from to_nddata."""
+    dq = np.zeros((8, 8), np.int32)
+    dq[5, 5] = 1 << 9
+    dq[6, 6] = 1 << 14
+    dq[7, 7] = 1       # BAD
+    dq[1, 1] = 1 << 5  # DETECTED: not bad
+    dq[2, 2] = (1 << 5) | (1 << 9)  # DETECTED and an unnamed flag: bad
+    exp = Exposure.from_nddata(NDData(np.ones((8, 8)), mask=dq, uncertainty=VarianceUncertainty(np.ones((8, 8)))))
+    nd = exp.to_nddata()
+    np.testing.assert_array_equal(nd.mask, (dq & ~(1 << 5)) != 0)
+    assert nd.mask.sum() == 4 and not nd.mask[1, 1]
+    # named planes only when asked for
+    np.testing.assert_array_equal(exp.to_nddata(bad_planes=["BAD"]).mask, dq == 1)
+
+
+def test_metadata_keys_differing_in_case_round_trip(tmp_path, caplog):
+    """Entries 'exptime' and 'EXPTIME' made from_nddata raise KeyError on the header to_nddata wrote."""
+    exp = Exposure(np.ones((3, 4), np.float32), variance=np.ones((3, 4)),
+                   metadata={"fitsHeader": fits.Header({"OBJECT": "m31"}), "exptime": 30.0, "EXPTIME": 31.0,
+                             "unit": "adu"})
+    ccd = exp.to_nddata(ccd=True)
+    assert [c.keyword for c in ccd.meta.cards if c.keyword.startswith("PMMETA")] == ["PMMETA exptime",
+                                                                                    "PMMETA EXPTIME"]
+    for nd in (ccd, CCDData.read(_written(ccd, tmp_path / "ccd.fits"))):  # and through a file
+        back = Exposure.from_nddata(nd)
+        assert back.metadata["exptime"] == 30.0 and back.metadata["EXPTIME"] == 31.0
+        assert back.metadata["fitsHeader"]["OBJECT"] == "m31"
+        assert not any(k.startswith("PMMETA") for k in back.metadata["fitsHeader"])
+    # a repeated card: the first value is kept, with a warning
+    h = fits.Header([("OBJECT", "m31"), ("HIERARCH PMMETA gain", 1.0), ("HIERARCH PMMETA gain", 2.0)])
+    with caplog.at_level("WARNING", logger="psfmatch"):
+        back = Exposure.from_nddata(NDData(np.ones((3, 4)), meta=h, uncertainty=VarianceUncertainty(np.ones((3, 4)))))
+    assert back.metadata["gain"] == 1.0 and list(back.metadata["fitsHeader"]) == ["OBJECT"]
+    assert "'HIERARCH PMMETA gain' is repeated; keeping its first value 1.0, not 2.0" in caplog.text
+
+
+def _written(ccd, path):
+    ccd.write(path)
+    return path
+
+
+def test_units_from_bunit_and_dimensionless_are_kept():
+    """A header BUNIT (NDData without unit) vanished; a dimensionless unit came back as no unit."""
+    hdr = fits.Header({"BUNIT": "MJy/sr", "FILTER": "IRAC1"})
+    exp = Exposure.from_nddata(NDData(np.ones((3, 4)), meta=hdr, uncertainty=VarianceUncertainty(np.ones((3, 4)))))
+    assert exp.metadata["unit"] == "MJy/sr" and "BUNIT" not in exp.metadata["fitsHeader"]
+    back = exp.to_nddata()
+    assert back.unit == u.MJy / u.sr and back.uncertainty.unit == (u.MJy / u.sr) ** 2
+    # the NDData's own unit wins over its header's
+    ccd = CCDData(np.ones((3, 4)), unit="electron", meta=hdr, uncertainty=VarianceUncertainty(np.ones((3, 4))))
+    assert Exposure.from_nddata(ccd).metadata["unit"] == "electron"
+    # a dimensionless CCDData (a flat field) stays dimensionless, as CCDData too
+    flat = CCDData(np.ones((3, 4)), unit=u.dimensionless_unscaled, uncertainty=VarianceUncertainty(np.ones((3, 4))))
+    exp = Exposure.from_nddata(flat)
+    assert exp.metadata["unit"] == ""
+    assert exp.to_nddata().unit == u.dimensionless_unscaled
+    out = exp.to_nddata(ccd=True)
+    assert isinstance(out, CCDData) and out.unit == u.dimensionless_unscaled
+    assert Exposure(np.ones((3, 4), np.float32)).to_nddata().unit is None  # no "unit" entry: no unit
+
+
+def test_metadata_that_cannot_be_copied_is_refused_by_name(tmp_path):
+    """A lock or an open file in the metadata raised a bare TypeError from copy.deepcopy."""
+    import threading
+
+    with pytest.raises(InvalidInputError, match=r"the NDData's meta cannot be copied to the exposure's metadata .*"
+                       r"remove or convert the entries \['lock'\]"):
+        Exposure.from_nddata(NDData(np.ones((3, 4)), meta={"lock": threading.Lock(), "id": 1}))
+    exp = Exposure(np.ones((3, 4), np.float32))
+    with open(tmp_path / "log.txt", "w") as handle:
+        exp.metadata["log"] = handle
+        with pytest.raises(InvalidInputError, match=r"the exposure's metadata cannot be copied to the NDData's meta "
+                           r".*remove or convert the entries \['log'\]"):
+            exposure_to_nddata(exp)
+
+
+@pytest.mark.parametrize("cls, value", [(StdDevUncertainty, -2.0), (InverseVariance, -0.25),
+                                        (VarianceUncertainty, -4.0)])
+def test_negative_uncertainties_are_refused(cls, value):
+    """A negative standard deviation (squared) or inverse variance (made inf) was taken silently."""
+    arr = np.ones((3, 4))
+    arr[2, 1] = value
+    with pytest.raises(InvalidInputError, match=rf"its {cls.__name__} holds 1 negative value\(s\), the first "
+                                                rf"{value:g} at pixel \(x=1, y=2\); give values >= 0"):
+        Exposure.from_nddata(NDData(np.ones((3, 4)), uncertainty=cls(arr)))
+
+
+@pytest.mark.parametrize("bad_planes, shown", [(3, "int 3"), ([1, "BAD"], r"list \[1, 'BAD'\]")])
+def test_bad_planes_of_the_wrong_type_are_refused(bad_planes, shown):
+    """bad_planes=3 raised a bare TypeError."""
+    with pytest.raises(InvalidInputError, match=rf"bad_planes must be a mask plane name or a sequence of names "
+                                                rf"\(e.g. \['BAD', 'SAT'\]\); got {shown}"):
+        exposure_to_nddata(Exposure(np.ones((3, 4), np.float32)), bad_planes=bad_planes)

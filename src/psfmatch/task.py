@@ -856,8 +856,8 @@ def _rejections(cands) -> str:
     return f"{len(bad)} of {len(cands)} candidates rejected; first: candidate {c.id} at ({c.x:.1f}, {c.y:.1f}): {c.reason}"
 
 
-def _metadata_copy(metadata) -> dict:
-    """A deep copy of an exposure's metadata for the output, or InvalidInputError naming what cannot be copied."""
+def _metadata_copy(metadata, what="the exposure's metadata", to="the matched exposure") -> dict:
+    """A deep copy of ``metadata`` (``what``) for ``to``, or InvalidInputError naming what cannot be copied."""
     try:
         return copy.deepcopy(metadata)
     except Exception as exc:
@@ -869,7 +869,7 @@ def _metadata_copy(metadata) -> dict:
                 bad.append(key)
         where = f"the entries {bad}" if bad else "it"
         raise InvalidInputError(
-            f"the exposure's metadata cannot be copied to the matched exposure ({type(exc).__name__}: {exc}): remove "
+            f"{what} cannot be copied to {to} ({type(exc).__name__}: {exc}): remove "
             f"or convert {where} (locks, open files and the like cannot be copied)") from None
 
 

@@ -1151,7 +1151,11 @@ def _say_unread_planes(hdul, img_hdu, shape, where, mask, variance):
                 else "an HDU name or index", options)
 
 
-def _estimate_variance(image, where):
+def _estimate_variance(image, where, remedy="Pass variance= (an HDU, a file or an array; psfmatch run --variance)"):
+    """A constant variance from the robust scatter of ``image``'s finite pixels, with a logged warning.
+
+    ``where`` names the source and ``remedy`` the way to give a real variance.
+    """
     finite = image[np.isfinite(image)]
     if finite.size == 0:
         raise CorruptFileError(f"{where}: the image has no finite pixel; cannot estimate a variance")
@@ -1161,11 +1165,9 @@ def _estimate_variance(image, where):
         var = sigma ** 2
     if not (np.isfinite(var) and var <= np.finfo(image.dtype).max):
         raise CorruptFileError(f"{where}: the pixels' scatter overflows {image.dtype} (values up to "
-                               f"{np.abs(finite).max():.3g}); cannot estimate a variance: pass variance=")
+                               f"{np.abs(finite).max():.3g}); cannot estimate a variance. {remedy}")
     log.warning("%s: no variance plane given; using a constant variance %.6g estimated from the robust scatter "
-                "(1.4826 MAD) of the pixels. Pass variance= (an HDU, a file or an array; psfmatch run --variance) "
-                "for a real one.",
-                where, var)
+                "(1.4826 MAD) of the pixels. %s for a real one.", where, var, remedy)
     return np.full(image.shape, var, dtype=image.dtype)
 
 

@@ -8,8 +8,12 @@ NDData                      Exposure
                             taken as bit planes as they are
 ``uncertainty``             ``variance``: `VarianceUncertainty` as is, `StdDevUncertainty`
                             squared, `InverseVariance` inverted (0 -> inf); converted to
-                            the data unit squared when both units are known
-``unit``                    ``metadata["unit"]`` (a string)
+                            the data unit squared when both units are known; negative
+                            values are refused.  Without an uncertainty a constant
+                            variance is estimated from the pixels' robust scatter, with a
+                            logged warning (as ``read_exposure`` does for a plain image)
+``unit``                    ``metadata["unit"]`` (a string; ``""`` for dimensionless);
+                            without ``unit``, a FITS ``meta``'s ``BUNIT`` card
 ``wcs``                     ``wcs`` (an astropy WCS of the array; a copy)
 ``meta``                    ``metadata`` (a FITS ``Header`` goes to ``metadata["fitsHeader"]``,
                             less its structural cards)
@@ -19,14 +23,16 @@ NDData                      Exposure
 ==========================  =================================================================
 
 Going back, ``to_nddata`` sets ``mask`` True where any of ``bad_planes`` is set
-(default: every plane except DETECTED and DETECTED_NEGATIVE), the uncertainty
+(default: any bit but those of DETECTED and DETECTED_NEGATIVE, bits without a
+plane name included), the uncertainty
 as a `VarianceUncertainty`, ``psf`` to the kernel image at the PSF's average
 position, and ``meta`` to the inverse of the above: the ``metadata`` entries,
 or, for an exposure with ``metadata["fitsHeader"]`` (read from a FITS file or
 made from a ``CCDData``), a FITS ``Header`` of those cards and the scalar
 entries as ``HIERARCH PMMETA <key>`` cards (which ``CCDData.write`` can
 store, and which ``from_nddata`` lifts back to ``metadata[key]``; a header
-card of the same name stays as it was); ``LTV1``/``LTV2`` record a non-zero
+card of the same name stays as it was; keys that differ only in case are cards
+of their own); ``LTV1``/``LTV2`` record a non-zero
 origin (they describe the array as given: slicing an NDData leaves ``meta``
 as it was, so give ``xy0=`` for a cut-out).  Units are parsed as FITS ``BUNIT`` strings (``"adu"``,
 ``"electron/s"``), else as astropy's, else as common spellings of counts
@@ -95,6 +101,21 @@ def _broadcast(arr, shape, what):
                                 f"{shape}; give a {what} of the data's shape") from None
 
 
+def _refuse_negative(arr, unc):
+    """:class:`InvalidInputError` naming the first negative value of the uncertainty array ``arr``, if any.
+
+    A negative standard deviation or inverse variance is as meaningless as a
+    negative variance: squaring or inverting it would hide the error.
+    """
+    negative = arr < 0
+    if np.any(negative):
+        y, x = (int(i) for i in np.argwhere(negative)[0])
+        raise InvalidInputError(
+            f"the uncertainty gives negative variances: its {type(unc).__name__} holds {int(negative.sum())} negative "
+            f"value(s), the first {arr[y, x]:g} at pixel (x={x}, y={y}); give values >= 0 (mask pixels without a "
+            "valid uncertainty, or give them an InverseVariance of 0)")
+
+
 def _variance_from_uncertainty(unc, data_unit, shape):
     from astropy import units as u
     from astropy.nddata import InverseVariance, StdDevUncertainty, VarianceUncertainty
@@ -102,6 +123,8 @@ def _variance_from_uncertainty(unc, data_unit, shape):
     arr = np.asarray(unc.array, dtype=np.float64)
     if arr.shape != shape:
         arr = _broadcast(arr, shape, "uncertainty").astype(np.float64)
+    if isinstance(unc, (VarianceUncertainty, StdDevUncertainty, InverseVariance)):
+        _refuse_negative(arr, unc)
     try:
         unc_unit = getattr(unc, "unit", None)
     except ValueError:  # derived from an unrecognized data unit (no arithmetic on it): the data's unit implied
@@ -151,7 +174,13 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
     Parameters
     ----------
     nd : NDData
-        The data; nothing in it is modified (arrays are copied).
+        The data; nothing in it is modified (arrays are copied).  Without an
+        uncertainty the variance is a constant estimated from the robust
+        scatter (1.4826 MAD) of the finite pixels, and a warning is logged
+        (as :func:`~psfmatch.io.read_exposure` does for a plain image): give
+        ``nd`` an uncertainty for a real one.  Without a unit, the ``BUNIT``
+        card of a FITS ``Header`` ``meta`` gives ``metadata["unit"]``; a
+        dimensionless unit is kept as ``""``.
     psf : PSF model, optional
         The exposure's PSF; default ``ImagePsf(nd.psf)`` when ``nd.psf`` is set.
     mask_plane : str
@@ -167,13 +196,25 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
     ------
     InvalidInputError
         If ``nd`` is not NDData-like, its uncertainty cannot be turned into a
-        variance, its uncertainty or mask does not have (or broadcast to) the
-        data's shape, or ``meta`` records an origin that is not a pair of integers.
+        variance or holds a negative value, its uncertainty or mask does not
+        have (or broadcast to) the data's shape, it has no uncertainty and no
+        finite pixel to estimate a variance from, ``meta`` records an origin
+        that is not a pair of integers, or an entry of a ``meta`` mapping
+        cannot be copied (a lock, an open file).
+
+    Notes
+    -----
+    ``HIERARCH PMMETA <key>`` cards of a FITS ``Header`` ``meta`` (written by
+    :func:`exposure_to_nddata`) become ``metadata[key]``, with the case of
+    ``key`` as the card has it; of cards repeating one key the first is
+    taken and a warning is logged.
     """
     from astropy.io import fits
 
+    from ..errors import CorruptFileError
     from ..psf.image_psf import ImagePsf
-    from .fits import _is_origin_key, _primary_cards, _xy0_from_header
+    from ..task import _metadata_copy
+    from .fits import _estimate_variance, _is_origin_key, _primary_cards, _xy0_from_header
 
     if not hasattr(nd, "data") or not hasattr(nd, "uncertainty"):
         raise InvalidInputError(f"from_nddata needs an astropy NDData or CCDData; got {type(nd).__name__}")
@@ -202,21 +243,40 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
             xy0 = _xy0_from_header(cards, "NDData meta", error=InvalidInputError)
         if isinstance(meta, fits.Header):
             header = _primary_cards(meta, origin=True)  # a copy, less structure and origin
-            for key in [k for k in header.keys() if k.startswith(_META_PREFIX)]:
-                metadata[key[len(_META_PREFIX):]] = header[key]  # an entry to_nddata stored as a card
-                del header[key]
+            entries = [i for i, card in enumerate(header.cards) if card.keyword.startswith(_META_PREFIX)]
+            for i in entries:  # entries to_nddata stored as cards; by position: keys may differ only in case
+                key, value = header.cards[i].keyword[len(_META_PREFIX):], header.cards[i].value
+                if key in metadata:
+                    log.warning("NDData meta: the card 'HIERARCH %s%s' is repeated; keeping its first value %r, not "
+                                "%r", _META_PREFIX, key, metadata[key], value)
+                else:
+                    metadata[key] = value
+            for i in reversed(entries):
+                del header[i]
             metadata["fitsHeader"] = header
+            if unit is None and str(meta.get("BUNIT", "")).strip():  # _primary_cards left it out: the unit's card
+                metadata["unit"] = str(meta["BUNIT"]).strip()
         else:
-            for key, value in meta.items():
-                if not (isinstance(key, str) and _is_origin_key(key)):
-                    metadata[key] = copy.deepcopy(value)
+            # copied with the task's check: an entry that cannot be copied is named in an InvalidInputError
+            metadata.update(_metadata_copy({key: value for key, value in meta.items()
+                                            if not (isinstance(key, str) and _is_origin_key(key))},
+                                           "the NDData's meta", "the exposure's metadata"))
     if unit is not None:
-        metadata["unit"] = unit.to_string()
+        metadata["unit"] = unit.to_string()  # "" for dimensionless, which to_nddata takes back as such
     if psf is None and getattr(nd, "psf", None) is not None:
         psf = ImagePsf(np.asarray(nd.psf))
-    return Exposure(data, mask, variance, psf=psf,  # planes converted by Exposure (see plane_dtype)
-                    wcs=copy.deepcopy(getattr(nd, "wcs", None)), xy0=(0, 0) if xy0 is None else xy0,
-                    metadata=metadata, mask_planes=mask_planes)
+    exposure = Exposure(data, mask, variance, psf=psf,  # planes converted by Exposure (see plane_dtype)
+                        wcs=copy.deepcopy(getattr(nd, "wcs", None)), xy0=(0, 0) if xy0 is None else xy0,
+                        metadata=metadata, mask_planes=mask_planes)
+    if variance is None:
+        # as read_exposure does for a plain image; the place named in its warning says the NDData's remedy
+        try:
+            exposure.variance = _estimate_variance(
+                exposure.image, "from_nddata: the NDData has no uncertainty",
+                "Give it one (a VarianceUncertainty, StdDevUncertainty or InverseVariance)")
+        except CorruptFileError as exc:
+            raise InvalidInputError(str(exc)) from None
+    return exposure
 
 
 def _is_card_value(value) -> bool:
@@ -234,7 +294,10 @@ def _meta_header(metadata, header):
     Each entry ``key`` becomes ``HIERARCH PMMETA key`` (the case of ``key``
     kept): a header card of the same name (``FILTER`` beside an entry
     ``"filter"``) is neither replaced nor hides the entry, and
-    :func:`exposure_from_nddata` lifts the entries back out.
+    :func:`exposure_from_nddata` lifts the entries back out.  Entries whose
+    keys differ only in case (``"exptime"`` and ``"EXPTIME"``) are two cards,
+    which FITS files keep and :func:`exposure_from_nddata` tells apart (a
+    ``header["PMMETA EXPTIME"]`` look-up, blind to case, finds the first).
     """
     from astropy.io import fits
     from astropy.io.fits.verify import VerifyError
@@ -281,9 +344,11 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
         Return a `CCDData`; it needs a unit (``metadata["unit"]``), else
         :class:`~psfmatch.errors.InvalidInputError` is raised.
     bad_planes : str or sequence of str, optional
-        Planes that make the boolean mask True; default every plane of the
-        exposure's mask but DETECTED and DETECTED_NEGATIVE.  Each must be a
-        plane of the exposure's mask.
+        Planes that make the boolean mask True; each must be a plane of the
+        exposure's mask.  By default a pixel is True when any bit is set but
+        those of DETECTED and DETECTED_NEGATIVE (:data:`NON_BAD_PLANES`): bits
+        without a plane name (an HST ``DQ`` flag such as 512 taken as an
+        integer mask) count as bad.
     psf_position : (x, y), optional
         Where ``nd.psf`` is evaluated; default the PSF's average position.
 
@@ -299,39 +364,55 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
         ``meta["LTV1"] = -x0``, ``meta["LTV2"] = -y0``.  The unit is parsed as
         a FITS ``BUNIT`` (an unknown one becomes an `~astropy.units.UnrecognizedUnit`,
         and the uncertainty then a `StdDevUncertainty`: astropy cannot square
-        such a unit; else a `VarianceUncertainty`).
+        such a unit; else a `VarianceUncertainty`); ``metadata["unit"] == ""``
+        is dimensionless, and no ``"unit"`` entry (or None) no unit.
 
     Raises
     ------
     InvalidInputError
-        If ``exposure`` is not an Exposure, a name in ``bad_planes`` is not a
-        plane of its mask (named with the planes it has), or ``ccd=True`` and
-        the exposure has no unit.
+        If ``exposure`` is not an Exposure, ``bad_planes`` is not a name or a
+        sequence of names, a name in it is not a plane of its mask (named
+        with the planes it has), ``ccd=True`` and the exposure has no unit,
+        or (without ``metadata["fitsHeader"]``) an entry of ``metadata``
+        cannot be copied (a lock, an open file).
     """
     from astropy import units as u
     from astropy.nddata import CCDData, NDData, StdDevUncertainty, VarianceUncertainty
 
+    from ..task import _metadata_copy
     from .fits import _is_origin_key
 
     if not isinstance(exposure, Exposure):
         raise InvalidInputError(f"to_nddata needs an Exposure; got {type(exposure).__name__}")
-    planes = exposure.getMask().getMaskPlaneDict()
+    mask = exposure.getMask()
     if bad_planes is None:
-        bad_planes = [p for p in planes if p not in NON_BAD_PLANES]
-    # an unknown name raises (a misspelt plane would mask nothing); the default holds only the mask's own planes
-    bad = exposure.getMask().planes_set([bad_planes] if isinstance(bad_planes, str) else list(bad_planes))
+        # every bit but the non-bad planes' (those of them this mask has): unnamed bits are flags too
+        keep = mask.getPlaneBitMask([p for p in NON_BAD_PLANES if p in mask.getMaskPlaneDict()])
+        bad = (mask.array & ~np.int32(keep)) != 0
+    else:
+        names = [bad_planes] if isinstance(bad_planes, str) else bad_planes
+        try:
+            names = list(names)
+        except TypeError:
+            names = None
+        if names is None or not all(isinstance(n, str) for n in names):
+            raise InvalidInputError(f"bad_planes must be a mask plane name or a sequence of names (e.g. ['BAD', "
+                                    f"'SAT']); got {type(bad_planes).__name__} {bad_planes!r:.100}")
+        # an unknown name raises (a misspelt plane would mask nothing)
+        bad = mask.planes_set(names)
     header = exposure.metadata.get("fitsHeader")
     if header is not None:
         meta = _meta_header(exposure.metadata, header)
     else:
-        meta = copy.deepcopy({k: v for k, v in exposure.metadata.items()
-                              if k != "unit" and not (isinstance(k, str) and _is_origin_key(k))})
+        meta = _metadata_copy({k: v for k, v in exposure.metadata.items()
+                               if k != "unit" and not (isinstance(k, str) and _is_origin_key(k))},
+                              "the exposure's metadata", "the NDData's meta")
     x0, y0 = exposure.getXY0()
     if (x0, y0) != (0, 0):
         meta["LTV1"] = -int(x0)
         meta["LTV2"] = -int(y0)
     unit_text = exposure.metadata.get("unit")
-    unit = _parse_unit(str(unit_text)) if unit_text else None
+    unit = None if unit_text is None else _parse_unit(str(unit_text))  # "" is dimensionless (astropy's spelling)
     psf_img = None
     if exposure.getPsf() is not None:
         psf_img = np.asarray(exposure.getPsf().computeKernelImage(psf_position), dtype=np.float64)
