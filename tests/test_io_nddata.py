@@ -287,7 +287,8 @@ def test_without_uncertainty_a_variance_is_estimated_with_a_warning(caplog):
     assert exp.variance.dtype == np.float32 and np.all(exp.variance == exp.variance[0, 0])
     np.testing.assert_allclose(exp.variance[0, 0], 25.0, rtol=0.1)  # the pixels' scatter, 5 ** 2
     assert ("the NDData has no uncertainty: no variance plane given; using a constant variance" in caplog.text
-            and "Give it one (a VarianceUncertainty, StdDevUncertainty or InverseVariance) for a real one" in caplog.text)
+            and "Give it one (a VarianceUncertainty, StdDevUncertainty or InverseVariance) for a real one"
+            in caplog.text)
     assert "Pass variance=" not in caplog.text  # (read_exposure's remedy)
     # integer data: estimated in the image's float type
     counts = Exposure.from_nddata(NDData(rng.poisson(400.0, size=(64, 64)).astype(np.int16)))

@@ -1104,7 +1104,8 @@ def no_image_remedy(hdul) -> str:
     from astropy.io import fits
 
     def columns(h):
-        return [str(h.header.get(f"TTYPE{i}", "")).strip().upper() for i in range(1, int(h.header.get("TFIELDS", 0)) + 1)]
+        n = int(h.header.get("TFIELDS", 0))
+        return [str(h.header.get(f"TTYPE{i}", "")).strip().upper() for i in range(1, n + 1)]
 
     tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
     if any(h.name.upper() == "PSF_DATA" or "PSF_MASK" in columns(h) for h in tables):
@@ -1113,8 +1114,9 @@ def no_image_remedy(hdul) -> str:
     if any(h.name.upper() == "PSF" and "TYPE" in columns(h) for h in tables):
         return ("it is a Piff PSF model (a PSF table), not an image: read it with read_psf (on the command line, "
                 "as the PSF piff:FILE)")
+    images = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
     others = [f"{h.name or i} ({h.header.get('NAXIS', 0)}-d)" for i, h in enumerate(hdul)
-              if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) and int(h.header.get("NAXIS", 0)) > 0]
+              if isinstance(h, images) and int(h.header.get("NAXIS", 0)) > 0]
     if others:
         return f"its image HDUs are {', '.join(others)}, none 2-d: give a file with a 2-d image"
     return "it holds no image (only tables or empty headers): give the file holding the image"
