@@ -278,3 +278,37 @@ def test_galsim_factory_failure_in_compute_image_names_the_position():
     with pytest.raises(PsfEvaluationError, match=r"at \(5, 5\): InvalidInputError: the GalSim factory returned "
                                                  "str"):
         GalSimPsf(lambda x, y: "not a profile", 0.2, stamp_size=25).computeImage((5.0, 5.0))
+
+
+@needs_galsim
+def test_a_galsim_psf_drawn_on_other_pixels_warns_with_its_own_remedy():
+    """The pixel-scale warning told a GalSimPsf to be resampled with read_image_psf, which does not apply to it."""
+    import warnings
+
+    from astropy.wcs import WCS
+
+    from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+    from psfmatch.errors import PsfMatchWarning
+    from psfmatch.psf import GaussianPsf
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.cdelt = [-0.263 / 3600, 0.263 / 3600]  # DECam's pixels
+    wcs.wcs.crval = [10.0, 20.0]
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.kernelSize = 11
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 48
+    img = np.random.default_rng(0).normal(size=(96, 96)).astype(np.float32)
+    for scale, warns in ((0.2, True), (0.263, False)):
+        psf = GalSimPsf(galsim.Gaussian(sigma=0.4), pixel_scale=scale, stamp_size=21)
+        exposure = Exposure(img, variance=np.ones_like(img), psf=psf, wcs=wcs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 3.0))
+        said = [str(w.message) for w in caught if w.category is PsfMatchWarning]
+        assert bool(said) is warns, (scale, said)
+        if warns:
+            assert said[0] == ("the science PSF (a GalSimPsf) has pixels of 0.2 arcsec, the exposure's WCS 0.263 "
+                               "arcsec: the PSF is matched in the exposure's pixels, so it must be sampled on them; "
+                               "make the GalSimPsf with pixel_scale=0.263 (the exposure's)")

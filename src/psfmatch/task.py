@@ -823,6 +823,7 @@ def _warn_pixel_scales(exposure, reference):
     An :class:`~psfmatch.psf.ImagePsf` read from a file keeps the pixel scale its header gives
     (``pixel_scale``); matching pixels of another size gives a wrong kernel without any other sign.
     """
+    from .psf.adapters import GalSimPsf
     from .psf.image_io import pixel_scale_from_wcs
 
     scale = pixel_scale_from_wcs(exposure.getWcs())
@@ -832,9 +833,13 @@ def _warn_pixel_scales(exposure, reference):
         inner = getattr(psf, "_psf", psf)  # (a resized model keeps its image's scale)
         ps = getattr(inner, "pixel_scale", None)
         if isinstance(ps, (int, float)) and ps > 0 and abs(ps / scale - 1.0) > PIXEL_SCALE_TOLERANCE:
-            msg = (f"the {role} PSF image has pixels of {ps:.4g} arcsec, the exposure's WCS {scale:.4g} arcsec: "
-                   "the PSF is matched in the exposure's pixels, so it must be sampled on them; resample it with "
-                   "psfmatch.psf.read_image_psf(..., target_pixel_scale=exposure) (or resample_psf)")
+            if isinstance(inner, GalSimPsf):  # drawn at its pixel_scale: draw it at the exposure's instead
+                what, remedy = "PSF (a GalSimPsf)", f"make the GalSimPsf with pixel_scale={scale:.6g} (the exposure's)"
+            else:
+                what, remedy = "PSF image", ("resample it with psfmatch.psf.read_image_psf(..., "
+                                             "target_pixel_scale=exposure) (or resample_psf)")
+            msg = (f"the {role} {what} has pixels of {ps:.4g} arcsec, the exposure's WCS {scale:.4g} arcsec: "
+                   f"the PSF is matched in the exposure's pixels, so it must be sampled on them; {remedy}")
             log.warning(msg)
             warnings.warn(msg, PsfMatchWarning, stacklevel=3)
 
