@@ -254,6 +254,20 @@ def test_memory_limit_is_enforced():
     assert per_pixel < 20
 
 
+def test_memory_estimate_counts_no_more_threads_than_batches_of_tiles(monkeypatch):
+    # PSFMATCH_NUM_THREADS=99999999 made every exposure fail with a MemoryLimitError of 96082 GiB (whose remedy,
+    # maxMemoryGiB or convolveTileSize, was not the cause): threads without a batch of tiles hold nothing
+    one_tile = estimate_memory((300, 300), 21, 6, 15, 384, 4, 2)  # one tile per plane: two batches at most
+    assert estimate_memory((300, 300), 21, 6, 15, 384, 4, 10 ** 8) == one_tile
+    assert estimate_memory((300, 300), 21, 6, 15, 384, 4, 1) < one_tile
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "99999999")
+    K = _constant_kernel()
+    rng = np.random.default_rng(0)
+    mi = MaskedImage(rng.normal(size=(200, 200)).astype(np.float32), variance=np.ones((200, 200), np.float32))
+    out = convolve_masked_image(mi, K, max_memory_bytes=2 ** 30)
+    np.testing.assert_allclose(out.image, convolve_masked_image(mi, K, workers=1).image, rtol=1e-6, atol=1e-6)
+
+
 def _brute_dilate(mask, fp, exclude=0):
     out = np.zeros_like(mask)
     H, W = mask.shape

@@ -701,19 +701,22 @@ def estimate_memory(shape, kernel_size, n_terms, n_var_terms, tile, itemsize=4, 
     Full-size: the output image and variance (``itemsize`` each), the output
     mask (4), the missing-data flags and their dilation (2), and the
     per-plane dilation work (at most 3 bytes a pixel).  Per thread: one batch
-    of tiles with its spectra and the per-term work arrays.
+    of tiles with its spectra and the per-term work arrays; threads beyond the
+    number of batches (a huge ``PSFMATCH_NUM_THREADS``) have none to hold.
     """
     h, w = shape
     full = h * w * (2 * itemsize + 4 + 2 + 3)
     Ly, Lx, Cy, Cx = _geometry(h, w, kernel_size, tile)
     ntx = max(1, -(-max(1, w - (kernel_size // 2) * 2) // Cx))
+    nty = max(1, -(-max(1, h - (kernel_size // 2) * 2) // Cy))
+    workers = min(max(1, int(workers)), 2 * ntx * nty)  # no more threads at work than batches of tiles (2 planes)
     per_batch_tiles = max(1, min(ntx, _BATCH_PIXELS // (Ly * Lx)))
     spec = per_batch_tiles * Ly * (Lx // 2 + 1) * 2 * itemsize
     order_img = max(0, int(round((np.sqrt(8 * max(1, n_terms) + 1) - 3) / 2)))
     n_groups = 2 * order_img + 1
     per_thread = per_batch_tiles * Ly * Lx * itemsize * 4 + spec * (3 + n_groups)
     kernels = (n_terms + n_var_terms) * Ly * (Lx // 2 + 1) * 2 * itemsize
-    return int(full + kernels + max(1, int(workers)) * per_thread)
+    return int(full + kernels + workers * per_thread)
 
 
 # ---------------------------------------------------------------------------
