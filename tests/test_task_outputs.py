@@ -2,6 +2,8 @@
 
 import pickle
 
+import re
+
 import numpy as np
 import pytest
 
@@ -341,22 +343,65 @@ def test_truncated_reference_remedy_depends_on_who_crops_it():
     config.autoKernel = False
     config.kernel.active.spatialKernelOrder = 0
     reference = MoffatPsf(81, 81, 6.0, 2.5)
+    # the padding named holds the edge below 1e-3 of the peak (43 px) and the flux beyond below 1e-3 (69 px)
     with pytest.warns(TruncatedPsfWarning, match=r"the reference PSF \(81x81 stamp\) is cropped to the fit's 31x31 "
-                                                  r"PSF stamps: its edge reaches .* padPsfBy = 18 with doAutoPadPsf = "
-                                                  r"False \(43 px stamps\)"):
+                                                  r"PSF stamps: its edge reaches .* padPsfBy = 44 with doAutoPadPsf = "
+                                                  r"False \(69 px stamps\)"):
         ModelPsfMatchTask(config=config).run(exposure, reference)
     config.doAutoPadPsf = False
-    config.padPsfBy = 18  # the remedy: no warning left
+    config.padPsfBy = 44  # the remedy: no warning left
     with warnings.catch_warnings():
         warnings.simplefilter("error", TruncatedPsfWarning)
         warnings.simplefilter("ignore", UserWarning)
         result = ModelPsfMatchTask(config=config).run(exposure, reference)
-    assert result.metadata["psfSize"] == 43 and result.metadata["referenceEdgeToPeak"] < 1e-3
+    assert result.metadata["psfSize"] == 69 and result.metadata["referenceEdgeToPeak"] < 1e-3
+    assert result.metadata["referenceFluxOutside"] <= 1e-3
     # a 41 px Moffat stamp is truncated by itself: a larger reference stamp is named too
     config.doAutoPadPsf = True
     with pytest.warns(TruncatedPsfWarning, match=r"padPsfBy = 16 .*its own 41x41 stamp is truncated too \(use a "
                                                   r"larger reference stamp"):
         ModelPsfMatchTask(config=config).run(exposure, MoffatPsf(41, 41, 6.0, 2.5))
+
+
+def test_a_reference_whose_wing_is_cropped_warns_by_its_flux_beyond_the_stamps():
+    """A Moffat (FWHM 6 px, beta 3) cropped from 81 to the fit's 37 px stamps kept only 99.43% of its flux, the
+    stamp renormalized: matched stars were 0.6-0.9% brighter in apertures than the reference, without a warning
+    (its edge, 9e-4 of the peak, was below the edge threshold)."""
+    import warnings
+
+    from psfmatch.errors import TruncatedPsfWarning
+    from psfmatch.psf import MoffatPsf
+
+    reference = MoffatPsf(81, 81, 6.0, 3.0)
+    star = GaussianPsf(25, 25, 1.7).computeKernelImage((150, 150))
+    image = np.zeros((300, 300))
+    image[138:163, 138:163] = 1e5 * star
+    exposure = Exposure(image, variance=np.ones_like(image), psf=GaussianPsf(25, 25, 1.7))
+    with pytest.warns(TruncatedPsfWarning, match=r"the reference PSF \(81x81 stamp\) is cropped to the fit's 37x37 PSF "
+                      r"stamps: 0.57% of its flux lies beyond them \(threshold 0.1%\), and the stamp is renormalized "
+                      r"to unit sum: the matched PSF misses that wing and its core is 0.57% brighter than the "
+                      r"reference's. Remedy: larger stamps for the fit, e.g. padPsfBy = (\d+) with doAutoPadPsf = "
+                      r"False \((\d+) px stamps\)") as caught:
+        result = ModelPsfMatchTask().run(exposure, reference)
+    md = result.metadata
+    assert md["psfSize"] == 37 and md["referenceEdgeToPeak"] < 1e-3
+    assert md["referenceFluxOutside"] == pytest.approx(1 - reference.computeKernelImage((150, 150))[22:59, 22:59].sum(),
+                                                       rel=1e-6)
+    pad, stamps = (int(v) for v in re.search(r"padPsfBy = (\d+) .*\((\d+) px", str(caught[0].message)).groups())
+    config = ModelPsfMatchConfig()
+    config.doAutoPadPsf = False
+    config.padPsfBy = pad  # the remedy: the flux beyond the stamps is within the threshold, and no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TruncatedPsfWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        fixed = ModelPsfMatchTask(config=config).run(exposure, reference)
+    assert fixed.metadata["psfSize"] == stamps and fixed.metadata["referenceFluxOutside"] <= 1e-3
+    # what the warning is about: the matched star is brighter than the reference in a wide aperture
+    yy, xx = np.mgrid[-20:21, -20:21]
+    aperture = xx ** 2 + yy ** 2 <= 16.5 ** 2
+    ref_img = reference.computeKernelImage((150, 150))[20:61, 20:61]
+    before = result.psfMatchedExposure.image[130:171, 130:171] / 1e5
+    assert before[aperture].sum() / ref_img[aperture].sum() > 1.008
 
 
 def test_metadata_is_strict_json():
