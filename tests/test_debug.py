@@ -296,3 +296,162 @@ def test_a_screen_without_an_interactive_backend_writes_the_files(fitted, tmp_pa
     assert [os.path.basename(p).split("-", 3)[-1] for p in written] == ["kernel-basis.png"]
     assert _pngs(tmp_path) == [os.path.basename(written[0])]
     assert "debug displays: no window can open (matplotlib's backend is 'agg'): writing them to files" in caplog.text
+
+
+# ---------------------------------------------------------------------------
+# writing the figures: never replacing, never aborting the match
+
+
+def _switch_on(*tags):
+    for tag in tags:
+        module, switch = SWITCHES[tag]
+        info = debug.Info(module)
+        info.display = True
+        setattr(info, switch, True)
+
+
+def test_a_second_run_keeps_the_first_runs_figures(fitted, tmp_path):
+    """A new process (frame counter at 0) writing into the same folder numbers its figures past the ones there
+    (it wrote psfmatch-debug-001-... again, replacing the first run's figure without --overwrite)."""
+    from psfmatch.display import debug_displays
+
+    task, exposure = fitted
+    fit = task.fitKernel(exposure.getPsf(), demo_reference_psf(), exposure.getBBox())
+    (tmp_path / "psfmatch-debug-007-notes.png").write_bytes(b"not mine")   # a higher number already there
+    _switch_on("kernel-basis")
+    debug.set_output_dir(tmp_path)
+    first = debug_displays(exposure, fit)
+    assert [os.path.basename(p) for p in first] == ["psfmatch-debug-008-kernel-basis.png"]
+    content = open(first[0], "rb").read()
+    debug.reset()                                   # as a new process
+    _switch_on("kernel-basis", "kernel-mosaic")
+    debug.set_output_dir(tmp_path)
+    second = debug_displays(exposure, fit)
+    assert [os.path.basename(p) for p in second] == ["psfmatch-debug-009-kernel-basis.png",
+                                                     "psfmatch-debug-010-kernel-mosaic.png"]
+    assert open(first[0], "rb").read() == content
+    assert (tmp_path / "psfmatch-debug-007-notes.png").read_bytes() == b"not mine"
+    assert debug.frame == 10
+
+
+def test_next_frame_skips_the_numbers_used_in_a_folder(tmp_path):
+    for name in ("psfmatch-debug-003-candidates.png", "psfmatch-debug-1204-kernel-basis.png",
+                 "psfmatch-debug-x-kernel-basis.png", "other-999.png", ".psfmatch-debug-5000-a.png.tmp"):
+        (tmp_path / name).write_bytes(b"")
+    assert debug.next_frame() == 1
+    assert debug.next_frame(tmp_path) == 1205
+    assert debug.next_frame(tmp_path / "missing") == 1206
+    assert debug.next_frame() == 1207
+
+
+def test_a_debug_folder_that_became_a_file_costs_the_figures_not_the_match(fitted, tmp_path, caplog):
+    task, exposure = fitted
+    _switch_on("kernel-basis")
+    folder = tmp_path / "figs"
+    debug.set_output_dir(folder)
+    folder.write_text("my notes\n")                 # after set_output_dir (which refuses a file)
+    with caplog.at_level(logging.WARNING, logger="psfmatch.display"):
+        result = task.run(exposure, demo_reference_psf())
+    assert result.psfMatchedExposure is not None
+    assert f"debug displays not written: cannot make the folder {str(folder)!r}" in caplog.text
+    assert folder.read_text() == "my notes\n"
+
+
+def test_a_folder_refusing_the_files_costs_the_figures_not_the_match(fitted, tmp_path, monkeypatch, caplog):
+    import psfmatch.display as display
+    from psfmatch.errors import OutputNotWritableError
+
+    calls = []
+
+    def refused(fig, path, **kwargs):
+        calls.append(path)
+        raise OutputNotWritableError(f"cannot write {path!r}: directory is not writable (No space left on device)")
+
+    monkeypatch.setattr(display, "save_figure", refused)
+    task, exposure = fitted
+    _switch_on("kernel-basis", "kernel-mosaic")
+    debug.set_output_dir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="psfmatch.display"):
+        result = task.run(exposure, demo_reference_psf())
+    assert result.psfMatchedExposure is not None
+    assert len(calls) == 1                           # the second figure is not tried in a folder that refused one
+    assert (f"debug displays not written: folder {str(tmp_path)!r} does not take them (OutputNotWritableError: "
+            "cannot write") in caplog.text
+    assert "No space left on device" in caplog.text
+    assert _pngs(tmp_path) == []
+
+
+def test_a_figure_failing_while_it_is_saved_skips_only_that_figure(fitted, tmp_path, monkeypatch, caplog):
+    import psfmatch.display as display
+
+    real = display.save_figure
+
+    def flaky(fig, path, **kwargs):
+        if "kernel-basis" in os.fspath(path):
+            raise ValueError("cannot render this one")   # matplotlib draws while saving
+        return real(fig, path, **kwargs)
+
+    monkeypatch.setattr(display, "save_figure", flaky)
+    task, exposure = fitted
+    _switch_on("kernel-basis", "kernel-mosaic")
+    debug.set_output_dir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="psfmatch.display"):
+        task.run(exposure, demo_reference_psf())
+    assert "debug display 'kernel-basis' skipped: ValueError: cannot render this one" in caplog.text
+    assert [n.split("-", 3)[-1] for n in _pngs(tmp_path)] == ["kernel-mosaic.png"]
+
+
+def test_set_output_dir_refuses_a_file(tmp_path):
+    from psfmatch.errors import InvalidInputError
+
+    path = tmp_path / "notes.txt"
+    path.write_text("x")
+    with pytest.raises(InvalidInputError, match=r"debug output folder '.*notes.txt' exists and is not a directory; "
+                                                r"give a directory"):
+        debug.set_output_dir(path)
+    assert debug.get_output_dir() is None
+    debug.set_output_dir(tmp_path / "new")           # a folder still to be made is fine
+    assert debug.get_output_dir() == str(tmp_path / "new")
+
+
+def _unwritable_folder(tmp_path):
+    """A directory no file can be created in, or None (root writes through permissions)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if not os.access(folder, os.W_OK):
+        return folder
+    folder.chmod(0o700)
+    if os.path.isdir("/proc/self/fdinfo"):            # not writable for root either
+        import tempfile
+        try:
+            fd, probe = tempfile.mkstemp(dir="/proc/self/fdinfo")
+        except OSError:
+            return "/proc/self/fdinfo"
+        os.close(fd)
+        os.unlink(probe)
+    return None
+
+
+def test_cli_refuses_an_unwritable_debug_dir_before_the_fit(tmp_path, monkeypatch, capsys):
+    import psfmatch.cli as cli
+
+    folder = _unwritable_folder(tmp_path)
+    if folder is None:
+        pytest.skip("no unwritable directory on this machine")
+    (tmp_path / "debug.py").write_text(DEBUG_PY)
+    monkeypatch.chdir(tmp_path)
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the fit started")
+
+    monkeypatch.setattr(cli, "_run_task", no_fit)
+    try:
+        rc = main(["demo", "--size", "128", "--debug", "--debug-dir", str(folder), "--outdir", "out"])
+    finally:
+        if folder != "/proc/self/fdinfo":
+            os.chmod(folder, 0o700)
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"--debug-dir {folder}: directory is not writable (" in err and "give another directory" in err
+    assert os.listdir(tmp_path / "out") == []

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -217,3 +218,126 @@ def test_plot_qa_without_the_science_psf_is_a_typed_error(mpl, matched):
     with pytest.raises(InvalidInputError, match="plot_qa needs the science PSF: pass the input exposure or "
                                                 "science_psf="):
         display.plot_qa(result)
+
+
+# ---------------------------------------------------------------------------
+# the spatial-model display, typed errors for grid sizes and a missing matplotlib, binning
+
+
+def _spatial_model_maps(fig, kernel):
+    """Per coefficient map of plot_kernel_spatial_model: (drawn values, the model at the drawn pixel centres)."""
+    out = []
+    for ax in fig.get_axes():
+        title = ax.get_title()
+        if not (title.startswith("a") and ax.get_images()):
+            continue
+        i = int(title.split(":")[0][1:])
+        im = ax.get_images()[0]
+        G = np.asarray(im.get_array())
+        ny, nx = G.shape
+        x0, x1, y0, y1 = im.get_extent()
+        X, Y = np.meshgrid(x0 + (np.arange(nx) + 0.5) * (x1 - x0) / nx, y0 + (np.arange(ny) + 0.5) * (y1 - y0) / ny)
+        model = (kernel.coefficients @ kernel.spatial_function.evaluate(X.ravel(), Y.ravel()))[i].reshape(ny, nx)
+        out.append((G, model, (x0, x1, y0, y1)))
+    return out
+
+
+def test_spatial_model_maps_are_drawn_where_they_were_computed(mpl, matched):
+    """Each map pixel shows the model at that pixel's centre (it was computed on a grid spanning the outermost
+    pixel centres and drawn over the full extent: shifted by up to half a grid step), and a strip gets enough
+    rows to show an order-2 variation in y (it had 2-3)."""
+    from psfmatch.geom import Box2I
+    _, result, _ = matched
+    kernel = result.psfMatchingKernel
+    assert kernel.spatial_function.order == 2
+    strip = type(kernel)(kernel.basis, kernel.coefficients, kernel.spatial_function, kernel.kernel_sum,
+                         Box2I((0, 0), (256, 16)))
+    for k, field in ((kernel, (-0.5, 255.5, -0.5, 255.5)), (strip, (-0.5, 255.5, -0.5, 15.5))):
+        maps = _spatial_model_maps(display.plot_kernel_spatial_model(k, result.kernelCellSet), k)
+        assert maps
+        for G, model, extent in maps:
+            assert extent == field
+            assert G.shape[0] >= 8 and G.shape[1] >= 8
+            span = model.max() - model.min()
+            assert span > 0
+            np.testing.assert_allclose(G, model, rtol=0, atol=1e-9 * span)
+
+
+def test_grid_sizes_are_checked(mpl, matched, grid):
+    from psfmatch.errors import InvalidInputError
+    exposure, result, fit = matched
+    kernel = result.psfMatchingKernel
+    for ncol in (0, -3, 2.5, True):
+        with pytest.raises(InvalidInputError, match=rf"show_kernel_mosaic: ncol must be an integer of at least 1; "
+                                                    rf"got {ncol!r}"):
+            display.show_kernel_mosaic(kernel, ncol=ncol)
+    with pytest.raises(InvalidInputError, match=r"show_kernel_mosaic: nrow must be an integer of at least 1; got 0"):
+        display.show_kernel_mosaic(kernel, ncol=3, nrow=0)
+    for value in ((0, 0), (5,), 5, (5, -1), (5.0, 5)):
+        with pytest.raises(InvalidInputError, match=r"plot_qa: kernel_grid must be two positive integers "
+                                                    rf"\(columns, rows\); got {re.escape(repr(value))}"):
+            display.plot_qa(result, exposure, grid=grid, kernel_grid=value)
+    with pytest.raises(InvalidInputError, match=r"field_qa: shape must be two positive integers \(columns, rows\); "
+                                                r"got \(0, 4\)"):
+        display.field_qa(kernel, exposure.getPsf(), demo_reference_psf(), 21, shape=(0, 4))
+    with pytest.raises(InvalidInputError, match=r"field_qa: shape must be two positive integers"):
+        display.qa_report(result, exposure, grid_shape=(-2, 3))
+    with pytest.raises(InvalidInputError, match=r"show_kernel_basis: max_kernels must be an integer of at least 1; "
+                                                r"got 0"):
+        display.show_kernel_basis(fit.kernel.basis, max_kernels=0)
+    with pytest.raises(InvalidInputError, match=r"show_candidates: max_side must be an integer of at least 1; got 0"):
+        display.show_candidates(result.kernelCellSet, kernel, max_side=0)
+    with pytest.raises(InvalidInputError, match=r"plot_kernel_spatial_model: max_terms must be an integer of at "
+                                                r"least 1; got -1"):
+        display.plot_kernel_spatial_model(kernel, result.kernelCellSet, max_terms=-1)
+    # numpy integers are integers; a 1 x 1 grid is a grid
+    fig = display.show_kernel_mosaic(kernel, ncol=np.int64(2), nrow=np.int32(1))
+    assert fig.get_axes()
+    small = display.field_qa(kernel, exposure.getPsf(), demo_reference_psf(), 21, shape=(1, 1))
+    assert small["shape"] == [1, 1]
+
+
+def test_every_figure_without_matplotlib_is_a_missing_dependency_error(matched, monkeypatch):
+    from psfmatch.errors import MissingDependencyError, PsfMatchError
+    exposure, result, fit = matched
+    kernel, cells = result.psfMatchingKernel, result.kernelCellSet
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    calls = {"plot_qa": lambda: display.plot_qa(result, exposure),
+             "plot_psf": lambda: display.plot_psf(exposure.getPsf()),
+             "show_spatial_cells": lambda: display.show_spatial_cells(exposure, cells),
+             "show_candidates": lambda: display.show_candidates(cells, kernel),
+             "show_kernel_basis": lambda: display.show_kernel_basis(kernel.basis),
+             "show_kernel_mosaic": lambda: display.show_kernel_mosaic(kernel),
+             "plot_kernel_spatial_model": lambda: display.plot_kernel_spatial_model(kernel, cells)}
+    for name, call in calls.items():
+        with pytest.raises(MissingDependencyError, match=r"need matplotlib: pip install 'psfmatch\[plot\]'") as info:
+            call()
+        assert isinstance(info.value, ImportError) and isinstance(info.value, PsfMatchError), name
+
+
+def test_binning_an_image_with_an_empty_block_raises_no_warning():
+    """A block with no finite pixel is NaN, silently (nanmean warned 'Mean of empty slice', an error under
+    -W error, and the spatial-cells display was then skipped); the others are the means of their finite pixels."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(12, 9))
+    image[0:3, 0:3] = np.nan                  # a whole block
+    image[3, 4] = np.nan                      # one pixel of a block
+    image[8, 8] = np.inf                      # not finite: left out like NaN
+    mask = np.zeros(image.shape, np.int32)
+    mask[5, 1] = 4
+    before = image.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        img, m, f = display._bin_image(image, mask, max_side=4)
+    assert f == 3 and img.shape == (4, 3) and m.shape == (4, 3)
+    assert np.isnan(img[0, 0])
+    blocks = image.reshape(4, 3, 3, 3).transpose(0, 2, 1, 3).reshape(4, 3, 9)
+    for j in range(4):
+        for i in range(3):
+            if (j, i) != (0, 0):
+                b = blocks[j, i]
+                assert img[j, i] == pytest.approx(b[np.isfinite(b)].mean(), rel=1e-12)
+    assert m[1, 0] == 4 and np.count_nonzero(m) == 1
+    np.testing.assert_array_equal(image, before)

@@ -683,7 +683,7 @@ def _setup_debug(args):
     from . import debug
 
     if getattr(args, "debug_dir", None):
-        from .errors import InvalidInputError
+        from .errors import InvalidInputError, OutputNotWritableError
 
         try:
             os.makedirs(args.debug_dir, exist_ok=True)
@@ -691,6 +691,10 @@ def _setup_debug(args):
             raise InvalidInputError(f"--debug-dir {args.debug_dir}: cannot make that directory ({exc.strerror or exc}); "
                                     "give a directory (an existing one, or a new name in a writable directory)") \
                 from None
+        why = _unwritable(args.debug_dir)  # checked now, not when the figures are written after the fit
+        if why:
+            raise OutputNotWritableError(f"--debug-dir {args.debug_dir}: directory is not writable ({why}); make it "
+                                         "writable (chmod u+wx) or give another directory")
         debug.set_output_dir(args.debug_dir)
     if getattr(args, "debug", False):
         mod = debug.import_debug_module()

@@ -57,6 +57,7 @@ import copy
 import importlib
 import logging
 import os
+import re
 import sys
 import threading
 
@@ -68,8 +69,10 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _switches: dict[str, dict] = {}
 _output_dir: str | None = None
+_FRAME_FILE = re.compile(r"psfmatch-debug-(\d+)-")
 
-#: Counter of debug figures, incremented by :func:`next_frame` (``lsstDebug.frame``).
+#: Number of the last debug figure (``lsstDebug.frame``); :func:`next_frame` increments it, past the
+#: numbers of the figures already in the folder written to.
 frame = 0
 
 
@@ -170,8 +173,22 @@ def import_debug_module(name="debug"):
 
 
 def set_output_dir(path) -> None:
-    """Write debug figures as PNG files under ``path`` (even where a screen is available); None resets."""
+    """Write debug figures as PNG files under ``path`` (even where a screen is available); None resets.
+
+    The folder is created when the first figure is written.  Files already there are kept: the
+    figures are numbered past the highest ``psfmatch-debug-NNN`` found (see :func:`next_frame`).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``path`` exists and is not a directory.
+    """
     global _output_dir
+    if path is not None and os.path.exists(path) and not os.path.isdir(path):
+        from .errors import InvalidInputError
+
+        raise InvalidInputError(f"debug output folder {os.fspath(path)!r} exists and is not a directory; give a "
+                                "directory (an existing one, or a new name in a writable directory)")
     _output_dir = None if path is None else os.fspath(path)
 
 
@@ -180,11 +197,30 @@ def get_output_dir() -> str | None:
     return _output_dir
 
 
-def next_frame() -> int:
-    """Increment and return :data:`frame`."""
+def _highest_frame(folder) -> int:
+    """The highest ``NNN`` of the files ``psfmatch-debug-NNN-*`` in ``folder`` (0 when none, or unreadable)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    numbers = [int(m.group(1)) for m in map(_FRAME_FILE.match, names) if m]
+    return max(numbers, default=0)
+
+
+def next_frame(folder=None) -> int:
+    """Increment and return :data:`frame`.
+
+    Parameters
+    ----------
+    folder : str or path-like, optional
+        Where the figure will be written: the number returned is also higher than every ``NNN``
+        of the files ``psfmatch-debug-NNN-*`` there, so that a new figure never takes the
+        number (and the file) of an earlier run's.
+    """
     global frame
+    highest = 0 if folder is None else _highest_frame(folder)
     with _lock:
-        frame += 1
+        frame = max(frame, highest) + 1
         return frame
 
 

@@ -39,7 +39,7 @@ import sys
 import numpy as np
 
 from .cells import CandidateStatus
-from .errors import InvalidInputError, PsfEvaluationError
+from .errors import InvalidInputError, MissingDependencyError, PsfEvaluationError
 from .geom import Box2I, Point2D
 from .psf.base import as_psf, pad_or_crop
 from .qa import QA_DTYPE, match_quality, matched_stamps, summarize
@@ -88,6 +88,30 @@ _DEFAULT_MASK_TRANSPARENCY = 60.0
 
 # ---------------------------------------------------------------------------
 # numbers (numpy only)
+
+
+def _is_count(value, minimum=1) -> bool:
+    """Whether ``value`` is an integer (not a bool) of at least ``minimum``."""
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+            and value >= minimum)
+
+
+def _count(value, name, minimum=1) -> int:
+    """``value`` as an int when it is an integer of at least ``minimum``, else an :class:`InvalidInputError`."""
+    if not _is_count(value, minimum):
+        raise InvalidInputError(f"{name} must be an integer of at least {minimum}; got {value!r}")
+    return int(value)
+
+
+def _grid_arg(value, name) -> tuple:
+    """A grid size ``(columns, rows)`` of positive integers, else an :class:`InvalidInputError` naming it."""
+    try:
+        ncol, nrow = value
+    except (TypeError, ValueError):
+        ncol = nrow = None
+    if not (_is_count(ncol) and _is_count(nrow)):
+        raise InvalidInputError(f"{name} must be two positive integers (columns, rows); got {value!r}")
+    return int(ncol), int(nrow)
 
 
 def _products(result, exposure=None, science_psf=None):
@@ -176,7 +200,7 @@ def field_qa(kernel, science_psf, reference_psf, psf_size, bbox=None, *, shape=N
     bbox = bbox if bbox is not None else kernel.bbox
     if bbox is None:
         raise InvalidInputError("field_qa needs the field's box: the kernel has none (pass bbox=)")
-    nx, ny = shape if shape is not None else _grid_shape(bbox, cells)
+    nx, ny = _grid_arg(shape, "field_qa: shape") if shape is not None else _grid_shape(bbox, cells)
     w, h = bbox.getWidth(), bbox.getHeight()
     xs = bbox.getMinX() - 0.5 + (np.arange(nx) + 0.5) * w / nx
     ys = bbox.getMinY() - 0.5 + (np.arange(ny) + 0.5) * h / ny
@@ -365,10 +389,11 @@ def psf_variation(psf, bbox, n=5) -> dict:
 
 
 def _mpl():
+    """matplotlib, or :class:`~psfmatch.errors.MissingDependencyError` (an ``ImportError``) with the install hint."""
     try:
         import matplotlib
     except ImportError:
-        raise ImportError(_INSTALL_HINT) from None
+        raise MissingDependencyError(_INSTALL_HINT) from None
     return matplotlib
 
 
@@ -719,6 +744,7 @@ def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=Non
     _mpl()
     from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm
 
+    ncol, nrow = _grid_arg(kernel_grid, "plot_qa: kernel_grid")
     kernel, cells, md, sci, ref, psf_size, bbox = _products(result, exposure, science_psf)
     if sci is None:
         raise InvalidInputError("plot_qa needs the science PSF: pass the input exposure or science_psf=")
@@ -738,7 +764,6 @@ def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=Non
 
     # --- top: kernel mosaic, variation, summary
     ax_k, ax_v, ax_t = top.subplots(1, 3, width_ratios=[1, 1, 0.85])
-    ncol, nrow = kernel_grid
     im, xs, ys, imgs = _draw_kernel_mosaic(ax_k, kernel, bbox, ncol, nrow,
                                            title=f"matching kernel K across the field ({ncol}x{nrow}, unit sum)")
     cb = top.colorbar(im, ax=ax_k, shrink=0.85)
@@ -922,14 +947,22 @@ def plot_psf(psf, position=None, *, bbox=None, fig=None, title=None):
 
 
 def _bin_image(image, mask, max_side=2048):
-    """Block-average the image and OR the mask so that neither side exceeds ``max_side``."""
+    """Block-average the image and OR the mask so that neither side exceeds ``max_side``.
+
+    A block's mean is that of its finite pixels, NaN where it has none (computed from sums and
+    counts, so that an all-NaN block raises no warning; numpy's ``nanmean`` warns there).
+    """
     h, w = image.shape
     f = int(math.ceil(max(h, w) / max_side))
     if f <= 1:
         return image, mask, 1
     H, W = (h // f) * f, (w // f) * f
-    img = np.nanmean(image[:H, :W].reshape(H // f, f, W // f, f), axis=(1, 3)) if np.any(np.isfinite(image)) \
-        else image[:H:f, :W:f]
+    blocks = image[:H, :W].reshape(H // f, f, W // f, f)
+    finite = np.isfinite(blocks)
+    total = np.where(finite, blocks, 0.0).sum(axis=(1, 3))
+    count = finite.sum(axis=(1, 3))
+    img = np.full(total.shape, np.nan)
+    np.divide(total, count, out=img, where=count > 0)
     m = np.bitwise_or.reduce(np.bitwise_or.reduce(mask[:H, :W].reshape(H // f, f, W // f, f), axis=3), axis=1)
     return img, m, f
 
@@ -1049,6 +1082,7 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
     from matplotlib.colors import AsinhNorm, LogNorm, TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
+    max_side = _count(max_side, "show_candidates: max_side")
     entries = _candidate_grid(cells, show_bad)
     si = max(1, int(math.ceil(cells.nx / max_side)))
     sj = max(1, int(math.ceil(cells.ny / max_side)))
@@ -1145,7 +1179,7 @@ def show_kernel_basis(basis, *, max_kernels=100, fig=None):
 
     images = np.asarray(getattr(basis, "images", basis))
     n_all = len(images)
-    images = images[:max_kernels]
+    images = images[:_count(max_kernels, "show_kernel_basis: max_kernels")]
     n = len(images)
     k = images.shape[-1]
     ncol = int(math.ceil(math.sqrt(n)))
@@ -1196,9 +1230,12 @@ def show_kernel_mosaic(kernel, bbox=None, *, ncol=7, nrow=None, fig=None):
     matplotlib.figure.Figure
     """
     _mpl()
+    ncol = _count(ncol, "show_kernel_mosaic: ncol")
     bbox = bbox if bbox is not None else kernel.bbox
     if nrow is None:
         nrow = max(1, int(round(ncol * bbox.getHeight() / bbox.getWidth())))
+    else:
+        nrow = _count(nrow, "show_kernel_mosaic: nrow")
     fig = _figure((15, 7.4 * nrow / ncol + 1.2), fig)
     ax1, ax2 = fig.subplots(1, 2)
     im, xs, ys, imgs = _draw_kernel_mosaic(ax1, kernel, bbox, ncol, nrow, ellipses=True,
@@ -1228,6 +1265,7 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
     from matplotlib.colors import Normalize
     from matplotlib.ticker import MaxNLocator
 
+    max_terms = _count(max_terms, "plot_kernel_spatial_model: max_terms")
     bbox = kernel.bbox if kernel.bbox is not None else cells.getBBox()
     coeffs = np.asarray(kernel.coefficients)
     nb = coeffs.shape[0]
@@ -1241,8 +1279,11 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
         F = np.ones((1, x.size)) if kernel.spatial_function is None else kernel.spatial_function.evaluate(x, y)
         return coeffs @ F  # (nb, n)
 
-    gx = np.linspace(bbox.getMinX(), bbox.getMaxX(), 48)
-    gy = np.linspace(bbox.getMinY(), bbox.getMaxY(), max(2, int(48 * bbox.getHeight() / bbox.getWidth())))
+    # the model at the centres of the map's pixels, as drawn over the field's extent; 48 along the longer
+    # side and at least 8 along the shorter one (an order-2 variation across a strip shows)
+    nx, ny = (max(8, n) for n in _grid_shape(bbox, n=48))
+    gx = bbox.getMinX() - 0.5 + (np.arange(nx) + 0.5) * bbox.getWidth() / nx
+    gy = bbox.getMinY() - 0.5 + (np.arange(ny) + 0.5) * bbox.getHeight() / ny
     GX, GY = np.meshgrid(gx, gy)
     G = model_at(GX.ravel(), GY.ravel()).reshape(nb, *GX.shape)
     cx = np.array([c.x for c in cands])
@@ -1364,8 +1405,12 @@ def debug_displays(exposure, fit) -> list:
     backend) and no output folder was set with
     :func:`psfmatch.debug.set_output_dir`; otherwise each is written as
     ``psfmatch-debug-NNN-<display>.png`` in that folder (default: the current
-    directory), ``NNN`` being :data:`psfmatch.debug.frame`.  Without matplotlib a
-    warning is logged and nothing is drawn.
+    directory), ``NNN`` being :data:`psfmatch.debug.frame`, moved past the
+    highest number of such files already there, so that the figures of an
+    earlier run are never replaced.  Without matplotlib a warning is logged and
+    nothing is drawn; a display that fails to draw, or a folder that cannot be
+    made or written, is a warning too: a figure never aborts the match it
+    illustrates.
 
     Returns
     -------
@@ -1423,11 +1468,43 @@ def debug_displays(exposure, fit) -> list:
             plt.close(fig)
         return []
     folder = folder or os.getcwd()
-    os.makedirs(folder, exist_ok=True)
     written = []
+    # writing is guarded like drawing: a folder that does not take the files costs the figures, not the match
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        log.warning("debug displays not written: cannot make the folder %r (%s); give a writable directory to "
+                    "psfmatch.debug.set_output_dir or --debug-dir", folder, exc.strerror or exc)
+        return written
     for name, fig in figs:
-        path = os.path.join(folder, f"psfmatch-debug-{debug.next_frame():03d}-{name}.png")
-        save_figure(fig, path, overwrite=True)
+        try:
+            path = _save_debug_figure(fig, folder, name)
+        except OSError as exc:  # the folder takes no file: the other figures would fail alike
+            log.warning("debug displays not written: folder %r does not take them (%s: %s); give a writable "
+                        "directory to psfmatch.debug.set_output_dir or --debug-dir", folder, type(exc).__name__, exc)
+            break
+        except Exception as exc:  # matplotlib draws while saving
+            log.warning("debug display %r skipped: %s: %s", name, type(exc).__name__, exc)
+            continue
         log.info("debug display %s written to %s", name, path)
         written.append(path)
     return written
+
+
+def _save_debug_figure(fig, folder, name, tries=100) -> str:
+    """Write ``fig`` as ``folder/psfmatch-debug-NNN-<name>.png``, ``NNN`` past every number used there.
+
+    An existing file is never replaced: a file that appears under the chosen name meanwhile (another
+    process writing into the same folder) moves the figure to the next number.
+    """
+    from . import debug
+    from .errors import OutputExistsError
+
+    for _ in range(tries):
+        path = os.path.join(folder, f"psfmatch-debug-{debug.next_frame(folder):03d}-{name}.png")
+        try:
+            return save_figure(fig, path)
+        except OutputExistsError:
+            continue
+    raise OutputExistsError(f"debug display {name!r}: no free psfmatch-debug-NNN name found in {folder!r} after "
+                            f"{tries} tries (other processes writing there)")
