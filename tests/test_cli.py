@@ -798,3 +798,22 @@ def test_quiet_silences_matplotlibs_messages_too(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "MPLBACKEND": "agg"})
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_empty_output_names_are_refused_before_any_work(exposure_file, tmp_path, capsys, monkeypatch):
+    """psfmatch run -o '' read and matched the exposure, printed 'IN -> ' and wrote nothing, exit 0."""
+    monkeypatch.chdir(tmp_path)
+    for option in ("-o", "--kernel-out", "--qa-json", "--qa-plot"):
+        outputs = ["-o", ""] if option == "-o" else ["-o", "m.fits", option, ""]
+        rc, stdout, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", *outputs, *SMALL_CELLS], capsys)
+        assert rc == 1 and stdout == "", (option, stdout)
+        assert re.search(r"is an empty file name \(''\); give the file to write", err), (option, err)
+        assert os.listdir(tmp_path) == []
+    rc, _, err = _run(["demo", "--size", "64", "--outdir", " "], capsys)
+    assert rc == 1 and "--outdir is an empty name (' ')" in err and os.listdir(tmp_path) == []
+
+
+def test_debug_dir_is_checked_before_the_exposure_is_read(tmp_path, capsys):
+    rc, _, err = _run(["run", str(tmp_path / "missing.fits"), "-r", "gaussian:sigma=2.6", "-o",
+                       str(tmp_path / "m.fits"), "--debug-dir", "/proc/self/fdinfo"], capsys)
+    assert rc == 1 and "--debug-dir /proc/self/fdinfo: directory is not writable" in err  # not 'missing.fits'

@@ -387,6 +387,10 @@ class _StagedOutputs:
         if path is None:
             return None
         path = os.fspath(path)
+        if not path.strip():
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(f"{what} is an empty file name ({path!r}); give the file to write")
         full = os.path.abspath(path)
         if any(same_file(path, p) for p in self.final):
             raise OutputExistsError(f"{what} {path} is also used for another output; give distinct file names")
@@ -529,7 +533,8 @@ def _cmd_run(args) -> int:
     _check_outputs_spare_inputs(products, inputs)
     for path, what in products:
         outputs.add(path, what)
-    qa_format = _figure_format(args.qa_plot, "--qa-plot") if args.qa_plot else None
+    qa_format = _figure_format(args.qa_plot, "--qa-plot") if args.qa_plot is not None else None
+    _setup_debug(args)  # (--debug-dir checked with the outputs, before any reading)
     reference = parse_psf_spec(args.reference_psf, role="reference PSF")
     science = parse_psf_spec(args.psf, role="science PSF (--psf)") if args.psf else None
     planes = {"hdu": args.hdu, "mask": args.mask, "variance": args.variance, "variance_kind": args.variance_kind}
@@ -537,7 +542,6 @@ def _cmd_run(args) -> int:
     if not exposure.hasPsf():
         raise MissingPsfError(f"{args.exposure} carries no PSF model; give the exposure's PSF with --psf FILE|SPEC")
     log.info("read %s: %dx%d, PSF %r", args.exposure, exposure.getWidth(), exposure.getHeight(), exposure.getPsf())
-    _setup_debug(args)
     result = _run_task(args, config, exposure, reference)
     try:
         grid = _write_products(outputs, result, exposure, matched=args.output, kernel=args.kernel_out,
@@ -563,6 +567,11 @@ def _cmd_demo(args) -> int:
     config = _build_config(args)
     outputs = None
     names = {}
+    if args.outdir is not None and not args.outdir.strip():
+        from .errors import InvalidInputError
+
+        raise InvalidInputError(f"--outdir is an empty name ({args.outdir!r}); give the directory for the demo's "
+                                "products, or leave --outdir out")
     if args.outdir:
         if os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
             from .errors import InvalidInputError
@@ -582,8 +591,8 @@ def _cmd_demo(args) -> int:
         _check_outputs_spare_inputs([(path, what) for what, path in names.items()], _config_inputs(args))
         for what, path in names.items():
             outputs.add(path, what)
-    exposure = make_demo_exposure(args.size, seed=args.seed)
     _setup_debug(args)
+    exposure = make_demo_exposure(args.size, seed=args.seed)
     result = _run_task(args, config, exposure, demo_reference_psf())
     grid = None
     if outputs is not None:
