@@ -1026,3 +1026,203 @@ def test_resume_verifies_the_checksums_of_a_tile_compressed_output(tmp_path):
     out.write_bytes(bytes(data))
     np.testing.assert_array_equal(read_exposure(out).image, before)  # the damage is invisible in the pixels
     assert check_matched_output(out)[:2] == (False, "corrupt output (checksum of HDU 1 'IMAGE' fails)")
+
+
+# ---------------------------------------------------------------------------
+# outputs cut short, outdir checks, worker counts, the workers' environment, input lists, killed workers
+
+
+def test_an_output_cut_short_at_or_inside_an_hdu_is_redone(inputs, tmp_path):
+    """A file cut where an HDU starts loses the PSF and METADATA HDUs without any astropy warning: every HDU of
+    a matched file is required, so the resume check redoes it (it was skipped as complete, and the coadd failed)."""
+    src = tmp_path / "in.fits"
+    shutil.copy(inputs[0][0], src)
+    out = tmp_path / "out.fits"
+    assert match_one(src, REFERENCE, out, _config()).status == MATCHED
+    whole = out.read_bytes()
+    with fits.open(out) as hdul:
+        starts = {h.name: hdul.fileinfo(i)["hdrLoc"] for i, h in enumerate(hdul)}
+    cases = [(starts["PSF"], "incomplete output: no PSF, METADATA HDU (the file was cut short)"),
+             (starts["METADATA"], "incomplete output: no METADATA HDU (the file was cut short)"),
+             (starts["METADATA"] + 400, "corrupt output (.*HDU 5.*ends inside this HDU's header"),
+             (starts["METADATA"] + 2880 + 10, "corrupt output (.*METADATA.*promises .* bytes of data")]
+    for cut, reason in cases:
+        out.write_bytes(whole[:cut])
+        ok, why, _ = check_matched_output(out)
+        assert not ok and re.fullmatch(re.escape(reason).replace(r"\.\*", ".*") + ".*", why), (cut, why)
+    out.write_bytes(whole + b"junk after the last HDU" * 4)  # astropy: "extra bytes after the last HDU"
+    assert not check_matched_output(out)[0]
+    out.write_bytes(whole[:starts["PSF"]])
+    r = match_one(src, REFERENCE, out, _config())
+    assert r.status == MATCHED and r.reason == "incomplete output: no PSF, METADATA HDU (the file was cut short)"
+    assert check_matched_output(out)[:2] == (True, "complete")
+    assert read_exposure(out).getPsf().getSigma() == pytest.approx(2.6)
+
+
+def test_an_unwritable_outdir_is_refused_before_the_cluster_starts(inputs, monkeypatch):
+    import psfmatch.batch
+    from psfmatch.errors import OutputNotWritableError
+
+    folder = "/proc/self/fdinfo"  # (a folder no one, root included, can create files in)
+    if not os.path.isdir(folder):
+        pytest.skip("needs Linux's /proc")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the cluster started before outdir was checked")
+
+    monkeypatch.setattr(psfmatch.batch, "dask_client", must_not_run)
+    with pytest.raises(OutputNotWritableError, match=r"outdir /proc/self/fdinfo is not writable \(.*\): no matched "
+                                                     r"file could be written there; make it writable"):
+        match_many(inputs[0][:1], REFERENCE, folder)
+    with pytest.raises(OutputNotWritableError, match=r"cannot create outdir /proc/psfmatch-no-such/out in /proc "
+                                                     r"\(.*\); create it yourself, or give an outdir in a writable"):
+        match_many(inputs[0][:1], REFERENCE, "/proc/psfmatch-no-such/out")
+
+
+def test_an_outdir_that_cannot_be_made_is_a_typed_error_and_comes_after_the_dependency_check(inputs, tmp_path,
+                                                                                           monkeypatch, capsys):
+    import sys
+
+    paths = inputs[0][:1]
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "broken").symlink_to("no-such-target")
+    with pytest.raises(InvalidInputError, match=r"outdir .*file/sub cannot be created: .*file on its path is a "
+                                                r"file; give an outdir in an existing directory"):
+        match_many(paths, REFERENCE, tmp_path / "file" / "sub")
+    with pytest.raises(InvalidInputError, match=r"outdir .*broken is a symbolic link to no-such-target, which does "
+                                                r"not exist; create its target directory or give another outdir"):
+        match_many(paths, REFERENCE, tmp_path / "broken")
+    for empty in ("", " "):  # not the current directory
+        with pytest.raises(InvalidInputError, match=r"outdir is empty \(.*\); give the directory for the matched"):
+            match_many(paths, REFERENCE, empty)
+        with pytest.raises(SystemExit) as exc:
+            _parse(["batch", "a.fits", "-r", "auto", "-o", empty])
+        assert exc.value.code == 2
+        assert "argument --outdir/-o: expected the directory for the matched files" in capsys.readouterr().err
+    # without distributed: the MissingDependencyError comes before outdir is made
+    from psfmatch.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(MissingDependencyError, match="needs Dask's distributed scheduler"):
+        match_many(paths, REFERENCE, tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == ["broken", "file"]
+
+
+def test_absurd_worker_counts_are_refused_before_any_work(inputs, tmp_path, monkeypatch, capsys):
+    import psfmatch.batch
+    from psfmatch.batch import _cpu_count, dask_client
+
+    top = max(64, 8 * _cpu_count())
+
+    def boom(*args, **kwargs):  # (a huge count made dask build worker specs until the memory ran out)
+        raise AssertionError("a LocalCluster was started")
+
+    monkeypatch.setattr(distributed, "LocalCluster", boom)
+    for n in (10 ** 9, top + 1, 0, 2.5, True):
+        with pytest.raises(InvalidInputError, match=rf"n_workers must be an integer from 1 to {top} \(8 worker "
+                                                    rf"processes per core.*got {re.escape(repr(n))}; for more workers"):
+            match_many(inputs[0][:1], REFERENCE, tmp_path / "out", n_workers=n)
+        with pytest.raises(InvalidInputError, match=f"n_workers must be an integer from 1 to {top}"):
+            with dask_client(n_workers=n):
+                pass
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit) as exc:
+        _parse(["batch", "a.fits", "-r", "auto", "-o", "d", "--workers", "99999999999999999999"])
+    assert exc.value.code == 2
+    assert (f"argument --workers: expected at most {top} worker processes (8 per core, at least 64; this machine has "
+            f"{_cpu_count()} cores); got '99999999999999999999': give fewer, or start a Dask cluster of your own and "
+            "pass --scheduler") in capsys.readouterr().err
+    assert _parse(["batch", "a.fits", "-r", "auto", "-o", "d", "--workers", str(top)]).workers == top
+    assert psfmatch.batch._local_workers(None) == _cpu_count()
+
+
+@pytest.mark.parametrize("value, expected", [("abc", None), ("0", None), (" -2 ", None), ("", None), ("3", "3")])
+def test_an_invalid_psfmatch_num_threads_is_replaced_for_the_workers_with_one_warning(value, expected, monkeypatch):
+    from psfmatch.batch import _worker_threads, dask_client
+
+    seen = {}
+
+    class Started(Exception):
+        pass
+
+    def cluster(*args, **kwargs):  # what the worker processes would inherit
+        seen["env"] = os.environ.get("PSFMATCH_NUM_THREADS")
+        raise Started
+
+    monkeypatch.setattr(distributed, "LocalCluster", cluster)
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", value)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Started):
+            with dask_client(n_workers=2, memory_limit="1GiB"):
+                pass
+    assert seen["env"] == (expected or str(_worker_threads(2, 1)))
+    assert os.environ["PSFMATCH_NUM_THREADS"] == value  # restored
+    said = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    if value.strip() and expected is None:
+        assert said == [f"PSFMATCH_NUM_THREADS={value.strip()!r} is not a positive integer: the local cluster's "
+                        f"workers use {seen['env']} psfmatch thread(s) per task instead (the cores left to each); "
+                        "set it to a positive integer or unset it"]
+    else:
+        assert said == []
+
+
+def test_an_input_list_that_is_not_a_text_file_is_a_typed_error(inputs, tmp_path):
+    from psfmatch.batch_cli import _inputs
+    from psfmatch.errors import UnsupportedFormatError
+
+    paths, _ = inputs
+    (tmp_path / "binary.lst").write_bytes(b"a.fits\n\xc0\xff\x00\x01")
+    remedy = "--input-list must be a text file with one input path per line"
+    for listing, what in ((paths[0], "is a FITS file"), (str(tmp_path), "is a directory"),
+                          (str(tmp_path / "binary.lst"), r"is not a text file \(byte 7 is not UTF-8 text\)")):
+        with pytest.raises(UnsupportedFormatError, match=rf"--input-list '.*' {what}; {re.escape(remedy)}"):
+            run_batch_command(_parse(["batch", "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "out"),
+                                      "--input-list", listing]))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# the visits\n{paths[0]}\n\n  {paths[1]}  \n")
+    args = _parse(["batch", paths[2], "-r", "auto", "-o", "d", "--input-list", str(listing)])
+    assert _inputs(args) == [paths[2], paths[0], paths[1]]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_killed_worker_failure_names_the_memory_limit_and_the_remedy(inputs, tmp_path, monkeypatch):
+    import types
+
+    import psfmatch.batch
+    from psfmatch.batch import _engine_failure
+
+    def killed(job):  # what the scheduler raises when every worker that ran the task died
+        raise distributed.KilledWorker(job["output"], types.SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+
+    monkeypatch.setattr(psfmatch.batch, "_match_task", killed)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, memory_limit="300MiB",
+                            dashboard_address=":0") as c:
+        reports = match_many(inputs[0][:1], REFERENCE, tmp_path / "out", client=c, progress=False)
+    r = reports[0]
+    assert r.status == FAILED and r.error_type == "KilledWorker" and r.reason == "engine failure"
+    assert r.error_message.startswith(
+        "the workers that ran this exposure died: most likely they were killed at their memory limit of 300.00 MiB "
+        "per worker (the exposure needs more); give the cluster's workers more memory, or run fewer of them on "
+        "each machine (distributed: Attempted to run task")
+    assert "memory limit of 300.00 MiB" in reports.summary()  # (the start of the message: the summary shows it)
+    exc = distributed.KilledWorker("k", types.SimpleNamespace(address="tcp://127.0.0.1:1"), 3)
+    local = _engine_failure(exc, {"started_cluster": True, "memory_limit_per_worker": 200 * 10 ** 6})
+    assert ("killed at their memory limit of 190.73 MiB per worker (the exposure needs more); raise the memory "
+            "limit per worker (psfmatch batch --memory-limit, match_many(memory_limit=)) or run fewer workers "
+            "(--workers, n_workers=) so that each gets more memory") in local
+    assert "the workers have no memory limit, so most likely the machine ran out of memory" in _engine_failure(
+        exc, {"started_cluster": True, "memory_limit_per_worker": "0"})
+    assert _engine_failure(ValueError("other"), {}) == "other"
+
+
+def test_the_summary_is_shown_once_with_verbose_logging(client, inputs, tmp_path, capsys, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="psfmatch")
+    args = _parse(["batch", inputs[0][0], "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "out"), "--scheduler",
+                   client.scheduler.address, "-c", "kernel.active.sizeCellX=80", "-c", "kernel.active.sizeCellY=80"])
+    assert run_batch_command(args) == 0
+    out = capsys.readouterr().out
+    shown = out + caplog.text
+    assert shown.count("1 exposure(s): 1 matched") == 1 and shown.count("reference PSF: Gaussian") == 1

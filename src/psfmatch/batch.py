@@ -33,11 +33,13 @@ card          value
 ============  ===============================================================
 
 A re-run skips an input only when its output exists, opens as a psfmatch
-exposure file, its FITS checksums verify (a tile-compressed output's, those of
-its tables of compressed tiles too), its image, mask and variance planes
-are present with one shape, and the marker matches the current input,
-configuration and reference PSF (:func:`check_matched_output`).  A missing,
-truncated, corrupt, foreign or stale output is redone (and replaced).
+exposure file, holds every HDU a matched file has (IMAGE, MASK, VARIANCE, PSF,
+METADATA: a file cut at an HDU boundary is caught too), its FITS checksums
+verify (a tile-compressed output's, those of its tables of compressed tiles
+too), its image, mask and variance planes have one shape, and the marker
+matches the current input, configuration and reference PSF
+(:func:`check_matched_output`).  A missing, truncated, corrupt, foreign or
+stale output is redone (and replaced).
 
 Choosing the reference PSF (:func:`choose_reference_psf`)
 ----------------------------------------------------------
@@ -468,6 +470,22 @@ def _checksum_fails(hdu) -> bool:
                 or ("DATASUM" in hdu.header and hdu.verify_datasum() == 0))
 
 
+def _output_hdus() -> tuple:
+    """The HDUs every output of :func:`match_one` has, in file order: a file lacking one was cut short.
+
+    :func:`psfmatch.io.write_exposure` always writes the three planes and the ``METADATA`` table, and
+    a matched exposure always carries the reference PSF (its ``PSF`` HDU).
+    """
+    from .io.psf_persist import EXTNAME as PSF_EXTNAME
+
+    return ("IMAGE", "MASK", "VARIANCE", PSF_EXTNAME, "METADATA")
+
+
+#: Fragments of astropy's warnings about a damaged file: one cut short (``File may have been truncated``),
+#: a header without ``END`` (``There may be extra bytes after the last HDU or the file is corrupted``).
+_DAMAGE_WARNINGS = ("truncat", "extra bytes", "corrupt")
+
+
 def check_matched_output(out_path, marker=None):
     """Whether ``out_path`` is a complete and valid output of :func:`match_one`.
 
@@ -482,23 +500,33 @@ def check_matched_output(out_path, marker=None):
     Returns
     -------
     ok : bool
+        False also for a file cut short anywhere, at an HDU boundary too (every HDU of
+        a matched file, :func:`_output_hdus`, must be present and whole), or one whose
+        reading makes astropy warn of truncation or damage.
     reason : str
         ``complete``, or what is wrong (``output missing``, ``unreadable ...``,
-        ``no completion marker ...``, ``stale output: input changed`` ...).
+        ``no completion marker ...``, ``incomplete output ...``, ``corrupt output ...``,
+        ``stale output: input changed`` ...).
     record : dict or None
         The batch record stored in the file's metadata (with the QA summary)
         when the file could be read.
     """
     from astropy.io import fits
 
+    from .errors import CorruptFileError
+    from .io.fits import FORMAT_NAME, prescan_fits
+
     out_path = os.fspath(out_path)
     if not os.path.exists(out_path):
         return False, "output missing", None
-    try:
-        from .io.fits import FORMAT_NAME
-    except ImportError:  # pragma: no cover - io is part of the package
-        FORMAT_NAME = "psfmatch-exposure"
     record = None
+    try:
+        with open(out_path, "rb") as fh:  # a file ending inside a header or a data unit (astropy only warns)
+            prescan_fits(fh, out_path)
+    except CorruptFileError as exc:
+        return False, f"corrupt output ({_one_line(exc)})", None
+    except OSError as exc:
+        return False, f"unreadable output ({type(exc).__name__}: {_one_line(exc)})", None
     try:
         # warnings.catch_warnings is process-global: only where no other thread can be inside it
         ctx = warnings.catch_warnings(record=True) if _sole_thread() else contextlib.nullcontext([])
@@ -512,10 +540,11 @@ def check_matched_output(out_path, marker=None):
                 if primary.get("BATCHOK") is not True or any(k not in primary for k in _MARKER_KEYS):
                     return False, "no completion marker (not written by psfmatch batch)", None
                 names = [h.name.upper() for h in hdul]
+                lost = [name for name in _output_hdus() if name not in names]
+                if lost:
+                    return False, f"incomplete output: no {', '.join(lost)} HDU (the file was cut short)", None
                 shapes = []
                 for name in ("IMAGE", "MASK", "VARIANCE"):
-                    if name not in names:
-                        return False, f"incomplete output: no {name} HDU", None
                     data = hdul[name].data
                     if data is None or data.ndim != 2:
                         return False, f"incomplete output: {name} holds no 2-d data", None
@@ -535,15 +564,14 @@ def check_matched_output(out_path, marker=None):
                                 _ = h.data
                                 if _checksum_fails(h):
                                     return False, f"corrupt output (checksum of HDU {i} {h.name!r} fails)", None
-                if "METADATA" in names:
-                    try:
-                        from .io.fits import _metadata_from_hdu
+                try:
+                    from .io.fits import _metadata_from_hdu
 
-                        record = _metadata_from_hdu(hdul["METADATA"], out_path).get(_METADATA_KEY)
-                    except Exception:
-                        record = None
+                    record = _metadata_from_hdu(hdul["METADATA"], out_path).get(_METADATA_KEY)
+                except Exception:
+                    record = None
                 stored = {k: primary.get(k) for k in _MARKER_KEYS}
-        bad = [str(w.message).strip() for w in caught if "truncat" in str(w.message).lower()]
+        bad = [_one_line(w.message) for w in caught if any(k in str(w.message).lower() for k in _DAMAGE_WARNINGS)]
         if bad:
             return False, f"corrupt output ({bad[0]})", None
     except Exception as exc:
@@ -758,6 +786,43 @@ def _cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def _max_local_workers() -> int:
+    """The most worker processes :func:`dask_client` starts on this machine: 8 per core, at least 64.
+
+    Beyond that a local cluster only makes the processes contend (and a huge number would exhaust
+    the memory while Dask builds the worker specifications).
+    """
+    return max(64, 8 * _cpu_count())
+
+
+def _local_workers(n_workers) -> int:
+    """``n_workers`` of the local cluster checked: an integer from 1 to :func:`_max_local_workers` (None: the cores)."""
+    if n_workers is None:
+        return _cpu_count()
+    top = _max_local_workers()
+    ok = isinstance(n_workers, numbers.Integral) and not isinstance(n_workers, bool) and 1 <= n_workers <= top
+    if not ok:
+        raise InvalidInputError(f"n_workers must be an integer from 1 to {top} (8 worker processes per core, at least "
+                                f"64; this machine has {_cpu_count()} cores) or None for one per core; got "
+                                f"{n_workers!r}; for more workers, start a cluster of your own and pass client=")
+    return int(n_workers)
+
+
+def _check_client(client) -> None:
+    """Refuse a ``client`` that is none of what :func:`dask_client` takes (before any work)."""
+    if client is None or isinstance(client, str) or hasattr(client, "submit") \
+            or isinstance(getattr(client, "scheduler_address", None), str):
+        return
+    raise InvalidInputError(f"client must be a distributed.Client, a cluster, a scheduler address or None; got "
+                            f"{type(client).__name__}")
+
+
+def _valid_num_threads(value) -> bool:
+    """Whether ``$PSFMATCH_NUM_THREADS`` = ``value`` is one :func:`psfmatch.parallel.available_cores` honours."""
+    value = (value or "").strip()
+    return value.isascii() and value.isdigit() and int(value) > 0
+
+
 def _default_memory_limit(n_workers) -> int:
     """85% of the memory available to this process (cgroup-aware, via Dask), shared by the workers."""
     from distributed.system import MEMORY_LIMIT
@@ -777,7 +842,8 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
         opened and closed), or None to start a ``LocalCluster`` for the
         duration of the ``with`` block.
     n_workers : int, optional
-        Workers of the local cluster (default: the number of cores available).
+        Workers of the local cluster (default: the number of cores available),
+        at most 8 per core (at least 64 are allowed).
     threads_per_worker : int
         Threads per local worker (default 1: the task is CPU-bound numpy code;
         processes, not threads, give the parallelism).
@@ -802,26 +868,33 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
     cost 30-50% more CPU per exposure (measured on 2048 x 2048 exposures:
     ~700 000 instead of ~65 000 minor page faults for three).  A worker
     may then keep up to ~128 MiB of freed heap.  Unless ``PSFMATCH_NUM_THREADS``
-    is set, the workers also get ``PSFMATCH_NUM_THREADS`` = the cores left to
-    each task (1 with one worker per core): psfmatch's own threads inside
+    is set to a positive integer, the workers also get ``PSFMATCH_NUM_THREADS`` = the
+    cores left to each task (1 with one worker per core): psfmatch's own threads inside
     workers that already share the cores only contend (8 exposures of 2048 x
-    2048 on 2 workers: 4.2 s instead of 4.5 s).  For your own cluster, set
+    2048 on 2 workers: 4.2 s instead of 4.5 s).  Another non-empty value (``abc``,
+    ``0``) is replaced so, with one ``RuntimeWarning`` here (the workers would
+    ignore it and use every core).  For your own cluster, set
     these variables in the workers' environment.
     """
     _require_distributed()
+    _check_client(client)
     from distributed import Client, LocalCluster
 
     t0 = time.perf_counter()
     info = {}
     if client is None:
-        n = int(n_workers) if n_workers else _cpu_count()
-        if n < 1:
-            raise InvalidInputError(f"n_workers must be >= 1; got {n_workers!r}")
+        n = _local_workers(n_workers)
         ml = memory_limit if memory_limit is not None else _default_memory_limit(n)
         env = dict(WORKER_MALLOC_ENV)
-        if not os.environ.get("PSFMATCH_NUM_THREADS", "").strip():
+        value = os.environ.get("PSFMATCH_NUM_THREADS", "")
+        if not _valid_num_threads(value):
             # the workers share the cores: psfmatch's own threads inside each would only contend
             env["PSFMATCH_NUM_THREADS"] = str(_worker_threads(n, int(threads_per_worker)))
+            if value.strip():
+                warnings.warn(f"PSFMATCH_NUM_THREADS={value.strip()!r} is not a positive integer: the local cluster's "
+                              f"workers use {env['PSFMATCH_NUM_THREADS']} psfmatch thread(s) per task instead (the "
+                              "cores left to each); set it to a positive integer or unset it", RuntimeWarning,
+                              stacklevel=3)
         with _quiet_distributed(), _worker_spawn_env(env):
             cluster = LocalCluster(n_workers=n, threads_per_worker=int(threads_per_worker), processes=True,
                                    memory_limit=ml, dashboard_address=":0", silence_logs=logging.CRITICAL)
@@ -846,9 +919,6 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
                         psfmatch_threads=sorted(set(threads.values())), **_cluster_info(c))
             yield c, info
         return
-    if not hasattr(client, "submit"):
-        raise InvalidInputError(f"client must be a distributed.Client, a scheduler address or None; got "
-                                f"{type(client).__name__}")
     threads = client.run(_warm_worker)
     info.update(started_cluster=False, scheduler=getattr(client.scheduler, "address", None),
                 startup_time=time.perf_counter() - t0, psfmatch_threads=sorted(set(threads.values())),
@@ -862,9 +932,7 @@ WORKER_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(128 * 2 ** 20), "MALLOC_MMAP_
 
 def _worker_threads(n_workers, threads_per_worker) -> int:
     """psfmatch threads per task on an embedded cluster: the cores left to each task, at least 1."""
-    from .parallel import available_cores
-
-    return max(1, available_cores() // max(1, n_workers * threads_per_worker))
+    return max(1, _cpu_count() // max(1, n_workers * threads_per_worker))
 
 
 @contextlib.contextmanager
@@ -1113,7 +1181,8 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         The target PSF; ``"auto"`` or None chooses one with
         :func:`choose_reference_psf` (options in ``reference_options``).
     outdir : str or path-like
-        Output directory (created if needed).
+        Output directory (created if needed, before the cluster starts; it must
+        accept new files).
     config : ModelPsfMatchConfig, optional
         Sent to the workers by value.
     client : distributed.Client, str or None
@@ -1124,7 +1193,8 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     kernelSum : float
         Passed to :meth:`ModelPsfMatchTask.run`.
     n_workers, threads_per_worker, memory_limit
-        For the local cluster only.
+        For the local cluster only (``n_workers``: at most 8 per core, at least 64
+        allowed; see :func:`dask_client`).
     force : bool
         Redo every input, even those whose output is complete and valid.
     fingerprint : {"stat", "sha256"}
@@ -1150,16 +1220,22 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         No inputs, duplicate file names, one file given twice (also as a
         symbolic or hard link to it), an output (or ``report_path``) that
         would overwrite an input (also through a symbolic link), an
-        ``outdir`` that is a file, or ``reference_options`` that
-        :func:`choose_reference_psf` does not take.
+        ``outdir`` that is empty, a file, a symbolic link to nothing or under a
+        file, ``reference_options`` that :func:`choose_reference_psf` does not
+        take, or an ``n_workers`` out of range.
+    OutputNotWritableError
+        If ``outdir`` cannot be created or accepts no new file (no permission, a
+        read-only file system): before the cluster starts.
     MissingDependencyError
-        If ``dask[distributed]`` is not installed.
+        If ``dask[distributed]`` is not installed (before ``outdir`` is created).
 
     Notes
     -----
     Failures of single exposures never raise: they are recorded (path, error
     type, message, traceback) and the batch goes on; a worker that dies (for
-    example killed at its memory limit) is recorded the same way.  A re-run
+    example killed at its memory limit) is recorded the same way (a
+    ``KilledWorker``, whose message then names the memory limit per worker and
+    the remedies).  The summary is not logged: show ``report.summary()``.  A re-run
     skips the inputs whose outputs are complete and valid (see the module
     docstring), so an interrupted batch resumes where it stopped.  When a
     stale output is redone and the redo fails, the stale file is left in place
@@ -1167,7 +1243,7 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     again by the next run.
     """
     t0 = time.perf_counter()
-    outdir = os.path.abspath(os.fspath(outdir))
+    outdir = _outdir_path(outdir)
     paths = _check_paths(paths, outdir)
     if report_path is not None:
         _check_extra_output(report_path, "report_path", paths, outdir)
@@ -1186,7 +1262,11 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         raise InvalidInputError(f"referencePsfModel must be a PSF model, 'auto' or None; got "
                                 f"{type(referencePsfModel).__name__}")
     reference_options = _check_reference_options(reference_options)
-    os.makedirs(outdir, exist_ok=True)
+    _require_distributed()  # what can fail before the cluster starts, before outdir is made
+    _check_client(client)
+    if client is None:
+        _local_workers(n_workers)
+    _make_outdir(outdir)
 
     with dask_client(client, n_workers=n_workers, threads_per_worker=threads_per_worker,
                      memory_limit=memory_limit) as (c, engine):
@@ -1200,16 +1280,65 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
             reference = {"repr": repr(referencePsfModel)}
         t_jobs = time.perf_counter()
         reports = _run_jobs(c, paths, referencePsfModel, outdir, config, kernelSum, force, fingerprint, progress,
-                            reference)
+                            reference, engine)
         engine["jobs_time"] = time.perf_counter() - t_jobs
         t_close = time.perf_counter()
     engine["shutdown_time"] = time.perf_counter() - t_close
     out = BatchReport(reports, outdir=outdir, reference=reference, engine=engine,
                       wall_time=time.perf_counter() - t0)
-    log.info("%s", out.summary())
+    # (the summary is the caller's to show, out.summary(): psfmatch batch prints it, so not logged here too)
+    log.debug("match_many done: %r in %.1f s", out, out.wall_time)
     if report_path is not None:
         out.write_json(report_path)
     return out
+
+
+def _outdir_path(outdir) -> str:
+    """``outdir`` of :func:`match_many` as an absolute path; an empty one is refused (not taken as ``.``)."""
+    try:
+        text = os.fsdecode(os.fspath(outdir))
+    except TypeError:
+        raise InvalidInputError(f"outdir must be a directory path; got {type(outdir).__name__}") from None
+    if not text.strip():
+        raise InvalidInputError(f"outdir is empty ({text!r}); give the directory for the matched files (it is "
+                                "created if needed), e.g. 'matched'")
+    return os.path.abspath(text)
+
+
+def _make_outdir(outdir) -> None:
+    """Create ``outdir`` (and its parents) if needed, and check that files can be created in it.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``outdir`` is a symbolic link to nothing, or a folder on its path is a file.
+    OutputNotWritableError
+        If it cannot be created (no permission, a read-only file system...) or no file can be
+        created in it: the matches would all fail at their writes.
+    """
+    from .io.fits import why_unwritable
+    from .errors import OutputNotWritableError
+
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as exc:
+        if os.path.islink(outdir) and not os.path.exists(outdir):
+            raise InvalidInputError(f"outdir {outdir} is a symbolic link to {os.readlink(outdir)}, which does not "
+                                    "exist; create its target directory or give another outdir") from None
+        parent = os.path.dirname(outdir)
+        while not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if os.path.lexists(parent) and not os.path.isdir(parent):
+            kind = ("a symbolic link to nothing" if not os.path.exists(parent) else
+                    "a file" if os.path.isfile(parent) else "not a directory")
+            raise InvalidInputError(f"outdir {outdir} cannot be created: {parent} on its path is {kind}; give an "
+                                    "outdir in an existing directory") from None
+        raise OutputNotWritableError(f"cannot create outdir {outdir} in {parent} ({exc.strerror or exc}); create it "
+                                     "yourself, or give an outdir in a writable directory") from exc
+    why = why_unwritable(outdir)
+    if why:
+        raise OutputNotWritableError(f"outdir {outdir} is not writable ({why}): no matched file could be written "
+                                     "there; make it writable (chmod u+wx) or give another outdir")
 
 
 def _check_reference_options(options) -> dict:
@@ -1232,7 +1361,8 @@ def _check_reference_options(options) -> dict:
     return dict(options)
 
 
-def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, fingerprint, progress, ref_record):
+def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, fingerprint, progress, ref_record,
+              engine=None):
     from distributed import as_completed
 
     token = uuid.uuid4().hex[:8]
@@ -1253,7 +1383,7 @@ def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, finge
                 rep = ExposureReport.from_dict(fut.result())
             except Exception as exc:  # the engine failed on this one (worker died, unpicklable input...)
                 rep = ExposureReport(path=paths[i], status=FAILED, reason="engine failure",
-                                     error_type=type(exc).__name__, error_message=str(exc) or type(exc).__name__,
+                                     error_type=type(exc).__name__, error_message=_engine_failure(exc, engine),
                                      traceback="".join(traceback.format_exception(type(exc), exc,
                                                                                   exc.__traceback__))[-8000:])
             reports[i] = rep
@@ -1265,6 +1395,48 @@ def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, finge
             if not f.done():
                 f.cancel()
     return reports
+
+
+def _engine_failure(exc, engine=None) -> str:
+    """The message recorded for an exposure whose task the engine could not run.
+
+    A ``KilledWorker`` (every worker that ran the task died) is most often a worker killed at its
+    memory limit: the message then names the limit per worker and the remedies.
+    """
+    text = str(exc) or type(exc).__name__
+    if type(exc).__name__ != "KilledWorker":  # (distributed's class, recognised without importing it)
+        return text
+    engine = engine or {}
+    limit = engine.get("memory_limit_per_worker")
+    limits = [x for x in (limit if isinstance(limit, (list, tuple)) else [limit]) if x is not None]
+    try:
+        from dask.utils import format_bytes
+    except ImportError:  # pragma: no cover - dask is there when a worker could be killed
+        def format_bytes(n):
+            return f"{n} bytes"
+
+    def say(x):
+        try:
+            v = float(x)
+        except (TypeError, ValueError):
+            return str(x)
+        if v == 0:
+            return "no limit"
+        return f"{v:g} of the machine's memory" if v <= 1 else format_bytes(int(v))
+
+    said = [say(x) for x in limits]
+    if said and all(x == "no limit" for x in said):
+        why = "the workers have no memory limit, so most likely the machine ran out of memory"
+    else:
+        where = f"their memory limit of {' / '.join(said)} per worker" if said else "their memory limit"
+        why = f"most likely they were killed at {where} (the exposure needs more)"
+    if engine.get("started_cluster", True):
+        remedy = ("raise the memory limit per worker (psfmatch batch --memory-limit, match_many(memory_limit=)) or "
+                  "run fewer workers (--workers, n_workers=) so that each gets more memory")
+    else:
+        remedy = "give the cluster's workers more memory, or run fewer of them on each machine"
+    # (first: the summary line shows only the start of a long message)
+    return f"the workers that ran this exposure died: {why}; {remedy} (distributed: {text.strip()})"
 
 
 # ---------------------------------------------------------------------------

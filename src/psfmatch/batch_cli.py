@@ -47,6 +47,25 @@ def _positive_int(text):
     return _int_type(1, "expected a positive integer", "expected a positive integer; got {text}")(text)
 
 
+def _workers(text):
+    """argparse type of ``--workers``: an integer from 1 to 8 per core (at least 64; see ``batch.dask_client``)."""
+    from .batch import _cpu_count, _max_local_workers
+    from .cli import _int_type
+
+    top = _max_local_workers()
+    return _int_type(1, "expected a positive integer", "expected a positive integer; got {text}", top,
+                     f"expected at most {top} worker processes (8 per core, at least 64; this machine has "
+                     f"{_cpu_count()} cores); got {{text}}: give fewer, or start a Dask cluster of your own and pass "
+                     "--scheduler")(text)
+
+
+def _outdir(text):
+    """argparse type of ``--outdir``: not empty (an unset shell variable would make it the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected the directory for the matched files; got {text!r}")
+    return text
+
+
 def _nonnegative_float(text):
     try:
         v = float(text)
@@ -154,7 +173,8 @@ def add_batch_parser(subparsers, parents=()):
                    help="fractional margin of an 'auto' reference (default 0.1)")
     b.add_argument("--reference-floor", type=_nonnegative_float, default=None, metavar="F",
                    help="pixels added in quadrature to an 'auto' reference sigma (default 0.7)")
-    b.add_argument("--outdir", "-o", required=True, metavar="DIR", help="output directory (created if needed)")
+    b.add_argument("--outdir", "-o", required=True, type=_outdir, metavar="DIR",
+                   help="output directory (created if needed)")
     b.add_argument("--coadd", metavar="OUT.fits", help="also coadd the matched exposures into OUT.fits")
     b.add_argument("--coadd-exclude", metavar="PLANE,...", default="",
                    help="mask planes left out of the coadd besides NO_DATA (e.g. BAD,SAT,CR)")
@@ -165,8 +185,8 @@ def add_batch_parser(subparsers, parents=()):
                    help="replace an existing coadd file (and a --report file that is not a psfmatch batch report)")
     b.add_argument("--scheduler", type=_scheduler_address, metavar="ADDRESS",
                    help="address of a running Dask scheduler (e.g. tcp://host:8786); default: start a local cluster")
-    b.add_argument("--workers", type=_positive_int, metavar="N",
-                   help="worker processes of the local cluster (default: one per core)")
+    b.add_argument("--workers", type=_workers, metavar="N",
+                   help="worker processes of the local cluster (default: one per core; at most 8 per core)")
     b.add_argument("--memory-limit", type=_memory_limit, metavar="BYTES",
                    help="memory limit per local worker, e.g. 4GiB (default: 85%% of the memory / workers)")
     b.add_argument("--force", action="store_true", help="redo every input, even those already complete")
@@ -189,13 +209,42 @@ def add_batch_parser(subparsers, parents=()):
 def _inputs(args):
     paths = list(args.inputs or [])
     if args.input_list:
-        if not os.path.exists(args.input_list):
-            from .errors import MissingFileError
-
-            raise MissingFileError(f"input list {args.input_list!r} does not exist")
-        with open(args.input_list) as fh:
-            paths.extend(line.strip() for line in fh if line.strip() and not line.lstrip().startswith("#"))
+        paths.extend(_read_input_list(args.input_list))
     return paths
+
+
+def _read_input_list(path):
+    """The paths listed in the ``--input-list`` text file: one per line, blank and ``#`` lines skipped.
+
+    Raises
+    ------
+    MissingFileError
+        If ``path`` does not exist.
+    UnsupportedFormatError
+        If it is a directory or not a text file (a FITS file given by mistake, say).
+    """
+    from .errors import MissingFileError, UnsupportedFormatError
+
+    if not os.path.exists(path):
+        raise MissingFileError(f"input list {path!r} does not exist")
+    remedy = ("--input-list must be a text file with one input path per line (give exposure files as INPUT "
+              "arguments)")
+    if os.path.isdir(path):
+        raise UnsupportedFormatError(f"--input-list {path!r} is a directory; {remedy}")
+    with open(path, "rb") as fh:
+        if fh.read(9) == b"SIMPLE  =":  # (its header is text: refused before its pixels are read)
+            raise UnsupportedFormatError(f"--input-list {path!r} is a FITS file; {remedy}")
+        fh.seek(0)
+        data = fh.read()
+    try:
+        text = data.decode()
+        bad = data.find(b"\0")  # (valid UTF-8, yet binary)
+    except UnicodeDecodeError as exc:
+        bad = exc.start
+    if bad >= 0:
+        raise UnsupportedFormatError(f"--input-list {path!r} is not a text file (byte {bad} is not UTF-8 text); "
+                                     f"{remedy}")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _config(args):

@@ -352,26 +352,6 @@ def _check_not_a_directory(path, what):
         raise InvalidInputError(f"{what} {path} is {kind}; give the name of a file to write")
 
 
-def _unwritable(folder):
-    """Why no file can be created in the existing directory ``folder`` ('' when one can).
-
-    Asks :func:`os.access` first, then creates and removes an empty temporary file there, which
-    also catches what ``os.access`` cannot see as root (a read-only or special file system).
-    """
-    import tempfile
-
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return "no write permission"
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".psfmatch-probe.", dir=folder)
-    except OSError as exc:
-        return exc.strerror or type(exc).__name__
-    os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(probe)
-    return ""
-
-
 class _StagedOutputs:
     """Write each output to a temporary file beside it; move them all into place only at the end."""
 
@@ -382,7 +362,7 @@ class _StagedOutputs:
 
     def add(self, path, what):
         from .errors import MissingFileError, OutputExistsError, OutputNotWritableError
-        from .io.fits import same_file
+        from .io.fits import same_file, why_unwritable
 
         if path is None:
             return None
@@ -397,7 +377,7 @@ class _StagedOutputs:
         folder = os.path.dirname(full)
         if not os.path.isdir(folder):
             raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist")
-        why = _unwritable(folder)
+        why = why_unwritable(folder)
         if why:
             raise OutputNotWritableError(f"cannot write {what} {path}: directory {folder} is not writable ({why}); make "
                                    "it writable (chmod u+wx) or write the output into another directory")
@@ -700,7 +680,9 @@ def _setup_debug(args):
             raise InvalidInputError(f"--debug-dir {args.debug_dir}: cannot make that directory ({exc.strerror or exc}); "
                                     "give a directory (an existing one, or a new name in a writable directory)") \
                 from None
-        why = _unwritable(args.debug_dir)  # checked now, not when the figures are written after the fit
+        from .io.fits import why_unwritable
+
+        why = why_unwritable(args.debug_dir)  # checked now, not when the figures are written after the fit
         if why:
             raise OutputNotWritableError(f"--debug-dir {args.debug_dir}: directory is not writable ({why}); make it "
                                          "writable (chmod u+wx) or give another directory")

@@ -116,6 +116,24 @@ def _unwritable(path, directory, exc) -> OutputNotWritableError:
                              f"({exc.strerror or exc}); {remedy}")
 
 
+def why_unwritable(folder) -> str:
+    """Why no file can be created in the existing directory ``folder`` ('' when one can).
+
+    Asks :func:`os.access` first, then creates and removes an empty temporary file there, which
+    also catches what ``os.access`` cannot see as root (a read-only or special file system).
+    """
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "no write permission"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".psfmatch-probe.", dir=folder)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return ""
+
+
 @contextlib.contextmanager
 def atomic_write(path, overwrite=False):
     """Write a file atomically: yield a temporary path beside ``path``, then move it into place.
