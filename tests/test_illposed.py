@@ -93,6 +93,42 @@ def test_deficit_and_margin_are_the_extremes_over_every_axis():
     assert "smallest margin 0.487 px" in check_ill_posed(survey_psfs(sci, ref, cells)).message()
 
 
+def test_the_flag_agrees_with_the_eigenvalue_test_for_very_elongated_psfs():
+    # a reference of axis ratio 60 has a maximum of sigma_sci - sigma_ref narrower than a 5-degree grid: the search
+    # missed it (deficit -0.048 px, not flagged, with a negative eigenvalue); the eigen-axis start finds it
+    import types
+
+    from psfmatch.diagnostics import _widest_deficit
+
+    def moments(s1, s2, deg):
+        p = np.radians(deg)
+        rot = np.array([[np.cos(p), -np.sin(p)], [np.sin(p), np.cos(p)]])
+        c = rot @ np.diag([s1 ** 2, s2 ** 2]) @ rot.T
+        return [c[0, 0], c[1, 1], c[0, 1]]
+
+    survey = types.SimpleNamespace(scienceMoments=np.array([moments(0.488, 1.103, 68.3)]),
+                                   referenceMoments=np.array([moments(0.132, 7.951, 122.5)]), ok=np.array([True]))
+    rep = check_ill_posed(survey)
+    assert rep.flagged[0] and rep.deficit[0] == pytest.approx(0.8073, abs=1e-4)
+    assert rep.angle[0] == pytest.approx(122.56, abs=0.05)
+    # on random pairs, elongated up to 80:1, the sign of the deficit is that of the eigenvalue test
+    rng = np.random.default_rng(7)
+    n = 20000
+
+    def covariances():
+        t, s1, q = rng.uniform(0, np.pi, n), rng.uniform(0.05, 10, n), rng.uniform(1 / 80, 1, n)
+        rot = np.stack([np.stack([np.cos(t), -np.sin(t)], -1), np.stack([np.sin(t), np.cos(t)], -1)], -2)
+        d = np.zeros((n, 2, 2))
+        d[:, 0, 0], d[:, 1, 1] = s1 ** 2, (s1 * q) ** 2
+        return rot @ d @ rot.transpose(0, 2, 1)
+
+    cs, cr = covariances(), covariances()
+    _, ss, sr = _widest_deficit(cs, cr)
+    lam = np.linalg.eigvalsh(cr - cs)[:, 0]
+    clear = np.abs(lam) > 1e-9 * np.abs(cr).max(axis=(1, 2))
+    assert np.array_equal((ss - sr > 0)[clear], (lam < 0)[clear])
+
+
 def test_kernel_covariance_is_the_gaussian_identity():
     # sigma_k^2 = sigma_ref^2 - sigma_sci^2 along each axis
     c = kernel_covariance([[4.0, 2.25, 0.3]], [[9.0, 9.0, 0.0]])

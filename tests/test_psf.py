@@ -549,3 +549,30 @@ def test_unmodified_models_keep_the_vectorized_path(monkeypatch):
     monkeypatch.setattr(Psf, "computeKernelImage", one_by_one)
     np.testing.assert_allclose(psf.computeKernelImages([(0.0, 10.0), (50.0, 10.0), (99.0, 10.0)]), want,
                                rtol=1e-12, atol=1e-15)
+
+
+def test_a_redefined_compute_kernel_image_built_on_the_models_own_methods_does_not_recurse():
+    """An override built on self.computeImage or self.computeKernelImages recursed without end once the batched
+    paths went through the override: inside it, they serve the model's own images."""
+    import math
+
+    from psfmatch.geom import Point2D
+
+    class PixelCentred(GaussianPsf):
+        def computeKernelImage(self, position=None):
+            x, y = self.getAveragePosition() if position is None else position
+            return self.computeImage(Point2D(math.floor(x + 0.5), math.floor(y + 0.5)))
+
+    class Batched(GaussianPsf):
+        def computeKernelImage(self, position=None):
+            p = self.getAveragePosition() if position is None else position
+            return 2.0 * self.computeKernelImages([p])[0]
+
+    plain = GaussianPsf(21, 21, 2.0).computeKernelImage((10.0, 10.0))
+    for cls in (PixelCentred, Batched):
+        psf = cls(21, 21, 2.0)
+        np.testing.assert_allclose(psf.computeKernelImage((10.0, 10.0)) / (2.0 if cls is Batched else 1.0), plain,
+                                   atol=1e-15)
+        stack = psf.computeKernelImages([(10.0, 10.0), (30.0, 40.0)])  # through the override, unit sum
+        np.testing.assert_allclose(stack[0], plain, atol=1e-15)
+        assert psf.computeImage((10.5, 10.0)).shape == (21, 21)

@@ -56,7 +56,7 @@ def _workers(text):
     return _int_type(1, "expected a positive integer", "expected a positive integer; got {text}", top,
                      f"expected at most {top} worker processes (8 per core, at least 64; this machine has "
                      f"{_cpu_count()} cores); got {{text}}: give fewer, or start a Dask cluster of your own and pass "
-                     "--scheduler")(text)
+                     "--scheduler ADDRESS without --workers (which sizes the local cluster only)")(text)
 
 
 def _outdir(text):

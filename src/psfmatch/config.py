@@ -887,8 +887,8 @@ class ModelPsfMatchConfig(Config):
         "narrower than the science PSF along some axis in some cell (matching there is a deconvolution). "
         "False: an IllPosedMatchWarning naming the cells, and a flag in metadata['qa'].", bool, False)
     illPosedTolerance = RangeField(
-        "A cell is ill-posed when, along the eigen-axis of C_ref - C_sci with the smallest eigenvalue, the "
-        "science sigma exceeds the reference sigma by more than this many pixels.", float, 0.01, min=0.0,
+        "A cell is ill-posed when, along some axis, the science sigma exceeds the reference sigma by more than "
+        "this many pixels (the largest such deficit over the axes).", float, 0.01, min=0.0,
         allowInf=True)
     qaMaxResidual = RangeField(
         "Warn (KernelQualityWarning) when max|S*K-R|/max(R) at or between the candidates exceeds this.",

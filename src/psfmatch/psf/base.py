@@ -32,6 +32,7 @@ import functools
 import logging
 import math
 import numbers
+import threading
 
 import numpy as np
 from scipy import ndimage
@@ -115,6 +116,11 @@ def _overrides_model(cls) -> bool:
 def _model_depth(cls):
     """Index in ``cls.__mro__`` of the psfmatch PSF class that ``cls`` extends (itself, for psfmatch's own)."""
     return next(i for i, c in enumerate(cls.__mro__) if c.__module__.startswith(__package__ + "."))
+
+
+#: Per thread, the ids of the PSF objects whose redefined ``computeKernelImage`` is running (see
+#: :meth:`Psf._public_kernel`).
+_PUBLIC_ACTIVE = threading.local()
 
 
 @functools.lru_cache(maxsize=None)
@@ -398,14 +404,30 @@ class Psf:
         return validate_kernel_image(self._evaluate(self._kernel_image, x, y), self.name, (x, y))
 
     def _public_kernel(self, x, y):
-        """The public ``computeKernelImage`` at (x, y), validated, its failure a PsfEvaluationError naming (x, y)."""
-        image = self._evaluate(lambda px, py: self.computeKernelImage(Point2D(px, py)), x, y)
+        """The public ``computeKernelImage`` at (x, y), validated, its failure a PsfEvaluationError naming (x, y).
+
+        While it runs, this object's batched and shifted-image paths serve the model's own images
+        (:meth:`_serves_public` is False): a redefined ``computeKernelImage`` built on
+        ``self.computeImage`` or ``self.computeKernelImages`` gets the model's, not itself again.
+        """
+        active = _PUBLIC_ACTIVE.__dict__.setdefault("ids", set())
+        key = id(self)
+        active.add(key)
+        try:
+            image = self._evaluate(lambda px, py: self.computeKernelImage(Point2D(px, py)), x, y)
+        finally:
+            active.discard(key)
         return validate_kernel_image(image, self.name, (x, y))
+
+    def _serves_public(self) -> bool:
+        """Whether the batched and shifted-image paths go through a redefined ``computeKernelImage``
+        (:func:`_public_kernel_redefined`), i.e. unless called from inside it (this thread)."""
+        return _public_kernel_redefined(type(self)) and id(self) not in _PUBLIC_ACTIVE.__dict__.get("ids", ())
 
     def _kernel_at(self, x, y):
         """The kernel image at (x, y) as ``computeKernelImage`` gives it: the model's own evaluation, or a
         subclass's redefined ``computeKernelImage`` (see :func:`_public_kernel_redefined`)."""
-        if _public_kernel_redefined(type(self)):
+        if self._serves_public():
             return self._public_kernel(x, y)
         return self._checked_kernel(x, y)
 
@@ -440,7 +462,7 @@ class Psf:
             return np.array(np.broadcast_to(one, (len(pts),) + one.shape))
         cls = type(self)
         try:
-            fast = _vectorized_is_current(cls) and not _public_kernel_redefined(cls)
+            fast = _vectorized_is_current(cls) and not self._serves_public()
             stack = self._kernel_images(xs, ys) if fast else None
         except PsfEvaluationError:
             raise
@@ -481,7 +503,7 @@ class Psf:
         """
         x, y = self.getAveragePosition() if position is None else as_point(position)
         xi, yi = math.floor(x + 0.5), math.floor(y + 0.5)
-        if _image_from_public_kernel(type(self)):  # a redefined computeKernelImage, not the model's _image_at
+        if _image_from_public_kernel(type(self)) and self._serves_public():  # not the model's _image_at
             img = shift_image(self._public_kernel(x, y), x - xi, y - yi)
         else:
             img = self._evaluate(self._image_at, x, y, x - xi, y - yi)
