@@ -38,3 +38,49 @@ def test_match_quality_refuses_mismatched_stacks(science, reference, kernels):
     with pytest.raises(InvalidInputError, match=r"match_quality needs stacks of n odd square science and reference "
                                                 r"stamps of one size, .* got science \(.*\), reference \(.*\), kernels"):
         match_quality(np.ones(science), np.ones(reference), np.ones(kernels))
+
+
+def test_aperture_flux_mismatch_is_the_largest_encircled_flux_difference():
+    # S (*) K is exactly a Gaussian of sigma 2.5 px; the reference adds a faint wide wing (10 % of the flux in a
+    # sigma-6 Gaussian): the residual's peak fraction stays small, the encircled flux differs by several percent
+    from scipy.signal import fftconvolve
+
+    P, k = 41, 21
+    S = GaussianPsf(P, P, 1.5).computeKernelImage((0, 0))
+    K = GaussianPsf(k, k, 2.0).computeKernelImage((0, 0))
+    core, wing = (GaussianPsf(P, P, sigma).computeKernelImage((0, 0)) for sigma in (2.5, 6.0))
+    R = 0.9 * core + 0.1 * wing
+    R /= R.sum()
+    q = match_quality(S[None], R[None], K[None])
+    # brute force: the full matched stamp against the zero-padded reference, apertures of pixel centres within r
+    m = fftconvolve(S, K)
+    L = m.shape[0]
+    Rp = np.zeros_like(m)
+    Rp[k // 2:k // 2 + P, k // 2:k // 2 + P] = R
+    yy, xx = np.mgrid[:L, :L] - L // 2
+    dist = np.hypot(xx, yy)
+    diffs = [abs((m - Rp)[dist <= r].sum()) for r in (1.5, 2.5, 3.5, 5.0, 7.0, 10.0, 14.0, 20.0)]
+    assert q["apertureFluxMismatch"][0] == pytest.approx(max(diffs), rel=1e-4)
+    assert q["apertureFluxMismatch"][0] > 0.03 and q["residualMax"][0] < 0.12
+    # an exact match has none
+    exact = match_quality(S[None], GaussianPsf(P, P, 2.5).computeKernelImage((0, 0))[None], K[None])
+    assert exact["apertureFluxMismatch"][0] < 1e-6
+
+
+def test_aperture_flux_mismatch_threshold_warns_and_flags():
+    import warnings
+
+    from psfmatch.diagnostics import FLAG_APERTURE, check_kernel_quality
+    from psfmatch.errors import KernelQualityWarning
+
+    qa = {"candidates": {"residualMaxWorst": 1e-3, "kernelNegativeFractionWorst": 0.0,
+                         "apertureFluxMismatchWorst": 0.004},
+          "between": {"residualMaxWorst": 1e-3, "kernelNegativeFractionWorst": 0.0,
+                      "apertureFluxMismatchWorst": 0.02}}
+    with pytest.warns(KernelQualityWarning, match=r"encircled flux differs from the reference's by up to 0.02 of "
+                      r"the flux .* above qaMaxApertureFluxMismatch=0.01: .* Remedy: a reference with wings"):
+        assert check_kernel_quality(qa, 0.01, 0.3, max_aperture_mismatch=0.01) == [FLAG_APERTURE]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_kernel_quality(qa, 0.01, 0.3, max_aperture_mismatch=0.05) == []
+        assert check_kernel_quality(qa, 0.01, 0.3) == []  # (not checked without a threshold)

@@ -369,7 +369,7 @@ def test_a_reference_whose_wing_is_cropped_warns_by_its_flux_beyond_the_stamps()
     (its edge, 9e-4 of the peak, was below the edge threshold)."""
     import warnings
 
-    from psfmatch.errors import TruncatedPsfWarning
+    from psfmatch.errors import KernelQualityWarning, TruncatedPsfWarning
     from psfmatch.psf import MoffatPsf
 
     reference = MoffatPsf(81, 81, 6.0, 3.0)
@@ -402,6 +402,17 @@ def test_a_reference_whose_wing_is_cropped_warns_by_its_flux_beyond_the_stamps()
     ref_img = reference.computeKernelImage((150, 150))[20:61, 20:61]
     before = result.psfMatchedExposure.image[130:171, 130:171] / 1e5
     assert before[aperture].sum() / ref_img[aperture].sum() > 1.008
+    # with the wing inside the stamps, the kernel still does not build it: the peak-relative residual stays at
+    # 1e-3 while the encircled flux differs by 0.6 % (a flag with a threshold below that)
+    after = fixed.psfMatchedExposure.image[130:171, 130:171] / 1e5
+    assert after[aperture].sum() / ref_img[aperture].sum() > 1.006
+    q = fixed.metadata["qa"]
+    assert q["between"]["residualMaxWorst"] < 2e-3 and q["between"]["apertureFluxMismatchWorst"] > 5e-3
+    assert q["thresholds"]["qaMaxApertureFluxMismatch"] == 0.01 and "APERTURE_FLUX_MISMATCH" not in q["flags"]
+    config.qaMaxApertureFluxMismatch = 0.004
+    with pytest.warns(KernelQualityWarning, match=r"encircled flux differs .* qaMaxApertureFluxMismatch=0.004"):
+        strict = ModelPsfMatchTask(config=config).run(exposure, reference)
+    assert "APERTURE_FLUX_MISMATCH" in strict.metadata["qa"]["flags"]
 
 
 def test_metadata_is_strict_json():

@@ -897,6 +897,11 @@ class ModelPsfMatchConfig(Config):
         "Warn (KernelQualityWarning) when the kernel's negative flux fraction sum|min(K,0)|/sum|K| exceeds "
         "this (the kernel oscillates: ringing and amplified noise).", float, 0.3, min=0.0, max=1.0,
         inclusiveMax=True)
+    qaMaxApertureFluxMismatch = RangeField(
+        "Warn (KernelQualityWarning) when the encircled flux of the matched PSF differs from the reference's "
+        "by more than this fraction of the flux in some circular aperture, at or between the candidates (a "
+        "wing the kernel cannot remove or build, which max|S*K-R|/max(R) hardly sees).", float, 1e-2, min=0.0,
+        inclusiveMin=False, allowInf=True)
 
     def validate(self):
         super().validate()

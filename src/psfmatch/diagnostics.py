@@ -81,6 +81,7 @@ __all__ = [
     "FLAG_ILL_POSED",
     "FLAG_RESIDUAL",
     "FLAG_NEGATIVE",
+    "FLAG_APERTURE",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,8 @@ FLAG_ILL_POSED = "ILL_POSED"
 FLAG_RESIDUAL = "RESIDUAL_HIGH"
 #: ``metadata["qa"]["flags"]`` entry: the kernel's negative fraction exceeds ``qaMaxKernelNegativeFraction``.
 FLAG_NEGATIVE = "KERNEL_NEGATIVE"
+#: ``metadata["qa"]["flags"]`` entry: the encircled-flux mismatch exceeds ``qaMaxApertureFluxMismatch``.
+FLAG_APERTURE = "APERTURE_FLUX_MISMATCH"
 
 
 def _moments(stamps):
@@ -488,21 +491,21 @@ def _widest_deficit(cs, cr):
     As, Bs, Cs, Ar, Br, Cr = (np.concatenate([t, t]) for t in (As, Bs, Cs, Ar, Br, Cr))
     lo, hi = theta - np.pi / n_axes, theta + np.pi / n_axes
     tiny = np.finfo(float).tiny
-    best_theta = theta.copy()
-    best_f = sigmas(As, Bs, Cs, theta) - sigmas(Ar, Br, Cr, theta)
-    for _ in range(4):
+    best_theta, best_f = theta, np.full(len(theta), -np.inf)
+    for i in range(4):
         c, s = np.cos(2 * theta), np.sin(2 * theta)
         a, b = np.clip(As + Bs * c + Cs * s, tiny, None), np.clip(Ar + Br * c + Cr * s, tiny, None)
-        da, db = 2 * (Cs * c - Bs * s), 2 * (Cr * c - Br * s)  # a', b'; a'' = -4 (a - A)
         sa, sb = np.sqrt(a), np.sqrt(b)
+        better = sa - sb > best_f  # (a Newton step may overshoot: the best point seen is kept)
+        best_theta, best_f = np.where(better, theta, best_theta), np.where(better, sa - sb, best_f)
+        if i == 3:
+            break
+        da, db = 2 * (Cs * c - Bs * s), 2 * (Cr * c - Br * s)  # a', b'; a'' = -4 (a - A)
         d1 = da / (2 * sa) - db / (2 * sb)
         d2 = -2 * (a - As) / sa - da * da / (4 * a * sa) + 2 * (b - Ar) / sb + db * db / (4 * b * sb)
         with np.errstate(divide="ignore", invalid="ignore"):
             step = np.where(d2 < 0, -d1 / d2, 0.0)  # a maximum's Newton step; none where f is not concave
         theta = np.clip(theta + np.nan_to_num(step), lo, hi)
-        f_now = sigmas(As, Bs, Cs, theta) - sigmas(Ar, Br, Cr, theta)
-        better = f_now > best_f  # (a Newton step may overshoot: the best point seen is kept)
-        best_theta, best_f = np.where(better, theta, best_theta), np.where(better, f_now, best_f)
     n = len(cs)
     best = np.where(best_f[n:] > best_f[:n], n, 0) + np.arange(n)
     theta = best_theta[best]
@@ -564,7 +567,7 @@ def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> Non
 
 
 def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: float, stacklevel=3, *,
-                         auto_kernel=False) -> list:
+                         auto_kernel=False, max_aperture_mismatch=None) -> list:
     """Warn (:class:`KernelQualityWarning`) when the worst QA numbers exceed the thresholds.
 
     Parameters
@@ -580,11 +583,13 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         ``autoKernel`` is on but left the configured kernel alone (a
         delta-function kernel on a varying field, ``scaleByFwhm``): the remedies
         name the configured fields only.
+    max_aperture_mismatch : float, optional
+        ``qaMaxApertureFluxMismatch``; None: not checked.
 
     Returns
     -------
     list of str
-        The flags raised (:data:`FLAG_RESIDUAL`, :data:`FLAG_NEGATIVE`).
+        The flags raised (:data:`FLAG_RESIDUAL`, :data:`FLAG_NEGATIVE`, :data:`FLAG_APERTURE`).
     """
     flags = []
 
@@ -617,6 +622,18 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
                f"qaMaxKernelNegativeFraction={max_negative_fraction:g}: the kernel oscillates (ringing, amplified "
                "noise). Remedy: a broader reference PSF, wider Alard-Lupton widths, stronger delta-function "
                f"regularization{'' if auto_kernel else ', or autoKernel=True'}")
+        log.warning(msg)
+        warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
+    ap = worst("apertureFluxMismatchWorst")
+    if max_aperture_mismatch is not None and ap is not None and ap > max_aperture_mismatch:
+        flags.append(FLAG_APERTURE)
+        msg = (f"matched-PSF encircled flux differs from the reference's by up to {ap:.3g} of the flux in a "
+               f"circular aperture (max_r |sum_(|x|<=r) S*K - R|), above qaMaxApertureFluxMismatch="
+               f"{max_aperture_mismatch:g}: aperture fluxes measured with the reference PSF's aperture corrections "
+               "will be off by that much. Most often the science PSF has wings the reference lacks (the kernel "
+               "cannot remove them) or the reference has wings the kernel cannot build. Remedy: a reference with "
+               "wings at least as broad as the science PSF's (DoubleGaussianPsf, MoffatPsf), a larger kernelSize "
+               "for a reference with broad wings, or measure fluxes with apertures corrected on the matched PSF")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     return flags

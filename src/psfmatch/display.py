@@ -696,7 +696,7 @@ def _summary_lines(md, grid):
     rows = [("max|S*K-R|/R", "residualMaxWorst", "{:.1e}"), ("rms /max R", "residualRmsWorst", "{:.1e}"),
             ("size mismatch", "sizeMismatchWorst", "{:+.1e}"), ("ellip. mism.", "ellipticityMismatchWorst", "{:.1e}"),
             ("kernel neg.", "kernelNegativeFractionWorst", "{:.1e}"),
-            ("centroid [px]", "centroidShiftWorst", "{:.1e}")]
+            ("centroid [px]", "centroidShiftWorst", "{:.1e}"), ("aperture flux", "apertureFluxMismatchWorst", "{:.1e}")]
     for label, key, f in rows:
         lines.append(f"{label:<14s} {g(cq, key, f):>9s} {g(bq, key, f):>9s} {g(gq, key, f):>9s}")
     lines.append(f"{'positions':<14s} {cq.get('n', 0):>9d} {bq.get('n', 0):>9d} {gq.get('n', 0):>9d}")

@@ -18,6 +18,14 @@ zero-padded).  Recorded per position:
     ``sum |min(K, 0)| / sum |K|``.
 ``centroidShift``
     Distance (pixels) between the adaptive-moment centroids of ``S (*) K`` and ``R``.
+``apertureFluxMismatch``
+    ``max_r |sum_{|x| <= r} D|``: the largest difference of the encircled flux
+    of ``S (*) K`` and ``R`` (unit sums) over circular apertures about the
+    stamp's centre, of radii :data:`APERTURE_RADII` up to half the reference
+    stamp.  ``residualMax`` is a fraction of the peak and misses a faint wide
+    wing that the kernel does not build: a Moffat reference (FWHM 6 px, beta
+    3) matched to a residual of 1e-3 of the peak left stars 0.8 % brighter in
+    a 16 px aperture.  This number sees it.
 
 The three moment-based numbers are NaN where the adaptive moments of either
 stamp failed (a PSF narrower than about 0.8 px sigma, or one without a clear
@@ -25,6 +33,8 @@ core): they are then unknown, not 0.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from scipy import fft as sfft
@@ -109,6 +119,23 @@ def _reference_moments(R):
     return adaptive_moments(R)
 
 
+#: Radii (pixels) of the circular apertures of ``apertureFluxMismatch`` (those up to half the reference stamp).
+APERTURE_RADII = (1.5, 2.5, 3.5, 5.0, 7.0, 10.0, 14.0, 20.0, 28.0, 40.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _aperture_masks(L, P) -> np.ndarray:
+    """(L*L, m) indicator columns of the apertures (pixel centres within each radius of the centre of an
+    ``L x L`` stamp), for the radii of :data:`APERTURE_RADII` up to ``P / 2`` (at least the smallest)."""
+    c = L // 2
+    yy, xx = np.mgrid[:L, :L]
+    r = np.hypot(yy - c, xx - c).ravel()
+    radii = [a for a in APERTURE_RADII if a <= P / 2.0] or [APERTURE_RADII[0]]
+    masks = np.stack([r <= a for a in radii], axis=1).astype(np.float64)
+    masks.setflags(write=False)
+    return masks
+
+
 #: Stacks are measured in chunks of this many positions: each chunk's arrays stay in the cache
 #: (1.5 times faster than whole-stack arrays of a thousand stamps), and chunks run on the cores in parallel.
 _CHUNK = 256
@@ -142,10 +169,13 @@ def match_quality(science, reference, kernels) -> dict:
     >>> R = GaussianPsf(31, 31, 2.5).computeKernelImage((0, 0))
     >>> K = GaussianPsf(21, 21, 2.0).computeKernelImage((0, 0))
     >>> q = match_quality(S[None], R[None], K[None])
-    >>> sorted(q)
-    ['centroidShift', 'ellipticityMismatch', 'kernelNegativeFraction', 'residualMax', 'residualRms', 'sizeMismatch']
+    >>> sorted(q)  # doctest: +NORMALIZE_WHITESPACE
+    ['apertureFluxMismatch', 'centroidShift', 'ellipticityMismatch', 'kernelNegativeFraction',
+     'residualMax', 'residualRms', 'sizeMismatch']
     >>> bool(q["residualMax"][0] < 1e-3), bool(abs(q["sizeMismatch"][0]) < 1e-3)
     (True, True)
+    >>> bool(q["apertureFluxMismatch"][0] < 1e-4)
+    True
     """
     S = np.asarray(science, dtype=np.float64)
     R = np.asarray(reference, dtype=np.float64)
@@ -178,6 +208,8 @@ def _match_quality(S, R, K):
     Dc -= R
     peak = R.max(axis=(1, 2))
     res_rms = np.sqrt(np.einsum("nij,nij->n", Dc, Dc) / (P * P)) / peak
+    L = D.shape[-1]
+    aperture = np.abs(D.reshape(len(D), L * L) @ _aperture_masks(L, P)).max(axis=1)  # (before |D| below)
     res_max = np.abs(D, out=D).max(axis=(1, 2)) / peak
     ri = _reference_moments(R)
     det_m = np.clip(mi[0] * mi[1] - mi[2] ** 2, 1e-300, None) ** 0.25
@@ -192,7 +224,8 @@ def _match_quality(S, R, K):
     neg = np.clip(-K, 0, None).sum(axis=(1, 2)) / np.abs(K).sum(axis=(1, 2))
     return {"residualMax": res_max, "residualRms": res_rms, "sizeMismatch": size,
             "ellipticityMismatch": ell, "kernelNegativeFraction": neg,
-            "centroidShift": np.where(ok, np.hypot(mi[3] - ri[3], mi[4] - ri[4]), np.nan)}
+            "centroidShift": np.where(ok, np.hypot(mi[3] - ri[3], mi[4] - ri[4]), np.nan),
+            "apertureFluxMismatch": aperture}
 
 
 def summarize(q: dict) -> dict:
@@ -200,7 +233,7 @@ def summarize(q: dict) -> dict:
     if not q or len(next(iter(q.values()))) == 0:
         return {"n": 0}
     out = {"n": int(len(q["residualMax"]))}
-    for name in ("residualMax", "residualRms", "kernelNegativeFraction", "centroidShift"):
+    for name in ("residualMax", "residualRms", "kernelNegativeFraction", "centroidShift", "apertureFluxMismatch"):
         v = np.asarray(q[name], dtype=np.float64)
         finite = v[~np.isnan(v)]  # (numpy's nanmax and nanmedian cost 10 times more on short arrays)
         out[f"{name}Worst"] = float(finite.max()) if finite.size else float("nan")
@@ -232,7 +265,9 @@ def format_report(metadata: dict) -> str:
                 f"QA {where:10s} (n={q['n']:4d}): max|S*K-R|/peak {q['residualMaxWorst']:.2e}, "
                 f"rms {q['residualRmsWorst']:.2e}, size mismatch {q['sizeMismatchWorst']:+.2e}, "
                 f"ellipticity mismatch {q['ellipticityMismatchWorst']:.2e}, "
-                f"kernel negative fraction {q['kernelNegativeFractionWorst']:.2e}")
+                f"kernel negative fraction {q['kernelNegativeFractionWorst']:.2e}"
+                + (f", aperture flux mismatch {q['apertureFluxMismatchWorst']:.2e}"
+                   if "apertureFluxMismatchWorst" in q else ""))
     for note in md.get("notes", []):
         lines.append(f"note: {note}")
     if "fitTime" in md:

@@ -448,11 +448,13 @@ class ModelPsfMatchTask:
                     cand.qa["illPosedDeficit"] = float(report.deficit[j])
         flags += check_kernel_quality(qa, self.config.qaMaxResidual, self.config.qaMaxKernelNegativeFraction,
                                       stacklevel=4 + warn_skip,
-                                      auto_kernel=(auto_md is not None) and (bool(auto_md.get("trials")) or "kept"))
+                                      auto_kernel=(auto_md is not None) and (bool(auto_md.get("trials")) or "kept"),
+                                      max_aperture_mismatch=self.config.qaMaxApertureFluxMismatch)
         qa["flags"] = flags
         qa["thresholds"] = {"illPosedTolerance": self.config.illPosedTolerance,
                             "qaMaxResidual": self.config.qaMaxResidual,
-                            "qaMaxKernelNegativeFraction": self.config.qaMaxKernelNegativeFraction}
+                            "qaMaxKernelNegativeFraction": self.config.qaMaxKernelNegativeFraction,
+                            "qaMaxApertureFluxMismatch": self.config.qaMaxApertureFluxMismatch}
         md["autoKernelUsed"] = auto_md is not None
         if auto_md is not None:
             md["autoKernel"] = auto_md
