@@ -481,14 +481,42 @@ def test_coadd_maps_mask_planes_by_name(tmp_path):
     assert co.mask[3, 3] == co.getMask().getPlaneBitMask("SAT")
 
 
-def test_coadd_refuses_a_compressed_output_name(tmp_path):
+def test_coadd_refuses_a_whole_file_compressed_output_name(tmp_path):
     one = np.ones((20, 30))
     a = _write(tmp_path / "a.fits", one, one)
-    for name in ("coadd.fits.gz", "coadd.fits.fz"):  # (.fz: an exposure is tile-compressed; a coadd cannot be)
+    for name in ("coadd.fits.gz", "coadd.fits.bz2"):
         with pytest.raises(InvalidInputError, match=rf"{name}: the coadd writes its planes in place through a "
-                                                    r"memory map and cannot compress them"):
+                                                    r"memory map and cannot compress the whole file; .* a "
+                                                    r"tile-compressed .fits.fz name"):
             coadd([a], tmp_path / name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.fits"]
+
+
+def test_a_fz_coadd_is_tile_compressed_and_equal_to_the_uncompressed_one(tmp_path):
+    # a .fz coadd name was refused; it now gives the same coadd, bit for bit, tile-compressed and checksummed
+    rng = np.random.default_rng(3)
+    inputs = []
+    for i in range(3):
+        img = rng.normal(100.0, 5.0, size=(70, 90))
+        var = rng.uniform(20.0, 30.0, size=(70, 90))
+        mask = np.zeros((70, 90), np.int32)
+        mask[i * 10:i * 10 + 5, 20:30] = Mask(shape=(1, 1)).getPlaneBitMask("SAT")
+        inputs.append(_write(tmp_path / f"in{i}.fits", img, var, mask=mask))
+    plain = coadd(inputs, tmp_path / "coadd.fits", tile_size=32)
+    packed = coadd(inputs, tmp_path / "coadd.fits.fz", tile_size=32)
+    assert packed.output.endswith("coadd.fits.fz") and packed.coverage == plain.coverage
+    a, b = read_exposure(tmp_path / "coadd.fits"), read_exposure(tmp_path / "coadd.fits.fz")
+    for plane in ("image", "variance", "mask"):
+        np.testing.assert_array_equal(getattr(b, plane), getattr(a, plane))
+    assert b.getMask().getMaskPlaneDict() == a.getMask().getMaskPlaneDict()
+    assert b.getXY0() == a.getXY0() and b.metadata["coadd"] == a.metadata["coadd"]
+    with fits.open(tmp_path / "coadd.fits.fz", disable_image_compression=True) as hdul:
+        assert [h.header.get("ZIMAGE") for h in hdul[1:4]] == [True, True, True]
+        assert all(h.verify_checksum() == 1 for h in hdul if "CHECKSUM" in h.header)
+    assert os.path.getsize(tmp_path / "coadd.fits.fz") < os.path.getsize(tmp_path / "coadd.fits")
+    # the permissions of any new file (the compressed copy's temporary file was made 0600)
+    assert os.stat(tmp_path / "coadd.fits.fz").st_mode & 0o777 == os.stat(tmp_path / "coadd.fits").st_mode & 0o777
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary left
 
 
 def test_coadd_refuses_inputs_off_the_grid(tmp_path):

@@ -108,6 +108,7 @@ import math
 import numbers
 import os
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -1802,13 +1803,42 @@ def _plane_names(exclude_planes) -> list:
 
 
 def _check_coadd_name(path, what):
-    """Refuse a coadd file name asking for compression, whole-file or tiled ``.fz`` (the coadd is written through a
-    memory map)."""
-    if os.fspath(path).lower().endswith((".gz", ".bz2", ".xz", ".zip", ".fz")):
+    """Refuse a coadd file name asking for whole-file compression (the coadd is written through a memory map;
+    a tile-compressed ``.fz`` name is written uncompressed first, then compressed)."""
+    if os.fspath(path).lower().endswith((".gz", ".bz2", ".xz", ".zip")):
         raise InvalidInputError(
             f"{what} {os.fspath(path)}: the coadd writes its planes in place through a memory map and cannot "
-            "compress them; give a name without the compression suffix (and compress the file afterwards, e.g. "
-            "with fpack)")
+            "compress the whole file; give a name without the compression suffix, or a tile-compressed .fits.fz "
+            "name (lossless, as fpack's)")
+
+
+def _compress_in_place(tmp) -> None:
+    """Rewrite the uncompressed coadd ``tmp`` as a losslessly tile-compressed file (for a ``.fz`` name).
+
+    The planes are read through a memory map and compressed one at a time (the memory of one
+    plane's compressed tiles, and astropy's working copy of the plane); the other HDUs are copied.
+    """
+    from astropy.io import fits
+
+    from .io.fits import lossless_compressed_hdu
+
+    fd, packed = tempfile.mkstemp(prefix=".psfmatch-fz.", suffix=".partial.fits", dir=os.path.dirname(tmp))
+    os.close(fd)
+    os.unlink(packed)  # created anew by the writer, with the permissions of any new file (mkstemp's are 0600)
+    try:
+        with fits.open(tmp, memmap=True) as hdul:
+            out = [fits.PrimaryHDU(header=hdul[0].header.copy())]
+            for h in hdul[1:]:
+                if h.name in ("IMAGE", "MASK", "VARIANCE"):
+                    out.append(lossless_compressed_hdu(h.data, h.header.copy(), h.name))
+                else:
+                    out.append(h.copy())
+            fits.HDUList(out).writeto(packed, output_verify="exception", checksum=True)
+        os.replace(packed, tmp)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(packed)
+        raise
 
 
 def _integer_arg(value, name, minimum, what) -> int:
@@ -2014,7 +2044,12 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         error), which needs the disk space of the uncompressed inputs;
         tile-compressed ones (``.fits.fz``) are read a window at a time.
     out_path : str or path-like
-        The coadd file (psfmatch's exposure layout; written atomically).
+        The coadd file (psfmatch's exposure layout; written atomically).  A
+        ``.fz`` name (``coadd.fits.fz``) gives a losslessly tile-compressed
+        file, as :func:`~psfmatch.io.write_exposure` writes: the coadd is
+        written uncompressed beside it first (the disk space of the
+        uncompressed file), then compressed one plane at a time (the memory
+        of one plane).
     exclude_planes : sequence of str, str or None
         Mask planes whose pixels are left out, besides ``NO_DATA`` (always);
         a string is a comma-separated list, None none.
@@ -2050,7 +2085,7 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         units, an input without IMAGE/MASK/VARIANCE, a ``tile_size`` or
         ``num_workers`` that is not an integer in range, or an ``out_path``
         that is one of the inputs or a directory, or that asks for
-        compression (``.gz``...).
+        whole-file compression (``.gz``...).
     CorruptFileError, FileNotFoundError
         For an unreadable or missing input.
     OutputExistsError
@@ -2234,6 +2269,8 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         for m in (img, var, msk):
             m.flush()
         del img, var, msk
+        if os.fspath(out_path).lower().endswith(".fz"):
+            _compress_in_place(tmp)
     report = CoaddReport(output=os.path.abspath(os.fspath(out_path)), inputs=paths, shape=(H, W),
                          xy0=tuple(first.xy0), tile_size=tile_size, n_tiles=ny * nx, excluded_planes=exclude_planes,
                          coverage=1.0 - nodata / float(H * W), psf=repr(psf) if psf is not None else None,

@@ -935,6 +935,18 @@ def _metadata_from_hdu(hdu, where):
 # writing
 
 
+def lossless_compressed_hdu(data, header, name):
+    """A tile-compressed image HDU (``CompImageHDU``) that reads back bit for bit.
+
+    Floats are compressed with ``GZIP_2`` (which shuffles their bytes first) and no quantization,
+    integers with ``RICE_1``.
+    """
+    from astropy.io import fits
+
+    kind = ("GZIP_2", {"quantize_level": 0.0}) if np.dtype(data.dtype).kind == "f" else ("RICE_1", {})
+    return fits.CompImageHDU(data, header, name=name, compression_type=kind[0], **kind[1])
+
+
 def write_exposure(exposure, path, *, overwrite=False) -> None:
     """Write an :class:`~psfmatch.Exposure` to a multi-extension FITS file (psfmatch's layout).
 
@@ -1048,9 +1060,7 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
         """An image HDU; tile-compressed, losslessly, for an fpack name (``.fz``)."""
         if not compressed:
             return fits.ImageHDU(data, header, name=name)
-        # no quantization: floats are stored exactly (GZIP_2 shuffles their bytes first); integers with RICE_1
-        kind = ("GZIP_2", {"quantize_level": 0.0}) if data.dtype.kind == "f" else ("RICE_1", {})
-        return fits.CompImageHDU(data, header, name=name, compression_type=kind[0], **kind[1])
+        return lossless_compressed_hdu(data, header, name)
 
     def image_hdu(data, name):
         hdu = plane_hdu(data, None, name)
