@@ -112,6 +112,11 @@ def test_batch_isolates_a_corrupt_input_and_reruns_do_no_work(client, inputs, tm
     assert saved["counts"] == {"matched": 3, "skipped": 0, "failed": 1}
     assert saved["exposures"][-1]["error_type"] == "CorruptFileError"
     assert "FAILED" in reports.summary() and "corrupt.fits" in reports.summary()
+    # each matched line gives the worst residual and aperture-flux mismatch, and the QA flags if any
+    line = reports[0].line()
+    ap = max(reports[0].qa["qa"][w]["apertureFluxMismatchWorst"] for w in ("candidates", "between"))
+    assert "worst max|S*K-R|/peak" in line and f"aperture flux {ap:.1e}" in line
+    assert ("flags" in line) == bool(reports[0].qa["qa"]["flags"])
 
     # a re-run does no work: nothing is read, matched or written
     before = _mtimes([r.output for r in reports if r.ok])

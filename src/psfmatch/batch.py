@@ -252,6 +252,12 @@ class ExposureReport:
         worst = q.get("between", {}).get("residualMaxWorst", q.get("candidates", {}).get("residualMaxWorst"))
         if worst is not None:
             extra = f", worst max|S*K-R|/peak {worst:.2e}"
+        aperture = [v for v in (q.get(w, {}).get("apertureFluxMismatchWorst") for w in ("candidates", "between"))
+                    if v is not None]
+        if aperture:
+            extra += f", aperture flux {max(aperture):.1e}"
+        if q.get("flags"):
+            extra += f", flags {','.join(q['flags'])}"
         t = self.timings.get("total")
         tt = f" in {t:.1f} s" if t is not None else ""
         return f"{self.status:8s} {name}{tt} ({self.reason}{extra})"
