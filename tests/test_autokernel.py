@@ -11,7 +11,7 @@ import pytest
 from psfmatch import Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
 from psfmatch.autokernel import alard_lupton_widths, kernel_size_ladder
 from psfmatch.demo import demo_psf, demo_reference_psf
-from psfmatch.errors import KernelTooBigError
+from psfmatch.errors import KernelQualityWarning, KernelTooBigError
 from psfmatch.psf import GaussianPsf, ImagePsf, MoffatPsf, VariableGaussianPsf
 from psfmatch.psf.analytic import elliptical_gaussian
 
@@ -496,3 +496,22 @@ def test_max_spatial_order_below_the_default_order_caps_the_choice():
     config = auto_config(autoKernelMaxSpatialOrder=1)
     config.kernel.active.spatialKernelOrder = 2
     assert fit(config, sci, demo_reference_psf(), bbox).metadata["spatialKernelOrder"] == 2
+
+
+def test_a_broad_reference_gets_a_kernel_as_wide_as_it_needs():
+    # demo PSF (sigma 1.6-2.0 px) to a Gaussian of sigma 5: the kernel's sigma is 4.7 px, 6 sigma 31 px. The sizes
+    # tried stopped at max(science stamp, 21), leaving a 2% residual with a remedy (autoKernelMaxSize) that did
+    # nothing; they now reach one step past 6 sigma (within autoKernelMaxSize)
+    import warnings
+
+    from psfmatch.demo import make_demo_exposure
+
+    exposure = make_demo_exposure(512)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KernelQualityWarning)
+        result = ModelPsfMatchTask().run(exposure, GaussianPsf(41, 41, 5.0))
+    ak = result.metadata["autoKernel"]
+    assert ak["kernelSigmaMajorWorst"] == pytest.approx(4.74, abs=0.05)
+    assert ak["sizes"][0] == 31 and max(ak["sizes"]) == 41  # (autoKernelMaxSize, 41, caps the step to 45)
+    assert result.metadata["kernelSize"] >= 31 and result.metadata["qa"]["flags"] == []
+    assert result.metadata["qa"]["between"]["residualMaxWorst"] < 2e-3

@@ -259,7 +259,9 @@ def test_residual_remedy_with_autokernel_names_its_limits():
     assert fit.metadata["autoKernelUsed"] and fit.metadata["autoKernel"]["trials"]
     msgs = [str(w.message) for w in rec if issubclass(w.category, KernelQualityWarning)]
     assert msgs and all("autoKernel=True" not in m for m in msgs)
-    assert any("Remedy: a larger autoKernelMaxSize or autoKernelMaxSpatialOrder, smaller cells" in m for m in msgs)
+    assert any("Remedy: a larger kernelSize set by hand (the automatic mode tries up to 1.4 times the 6 sigma the "
+               "kernel's width needs, at most autoKernelMaxSize) or autoKernelMaxSpatialOrder, smaller cells" in m
+               for m in msgs)
 
 
 def test_undersampled_psfs_are_not_measured_as_points():

@@ -15,8 +15,9 @@ from the data, by cross-validation on the PSF models themselves:
    first carrying the highest polynomial degree, so that a Gaussian-to-Gaussian
    match is *in* the basis (Alard & Lupton 1998; Alard 2000; HOTPANTS' rule of
    widths 0.5, 1, 2 x sigma_match).  Kernel sizes form a ladder starting at
-   ``6 sigma_k`` (major axis, worst cell) and growing by about 1.4 up to
-   ``autoKernelMaxSize`` (the PSF stamps and the exposure permitting).  For a
+   ``6 sigma_k`` (major axis, worst cell) and growing by about 1.4 up to the
+   largest of the science stamp, ``kernelSize`` and 1.4 x ``6 sigma_k``, at
+   most ``autoKernelMaxSize`` (the PSF stamps and the exposure permitting).  For a
    match that is the same everywhere the regularized delta-function basis
    (Becker et al. 2012) is tried too, up to ``autoKernelMaxDFSize``, with
    relative strengths ``lambdaScaling`` in 1e-6, 1e-4, 1e-2 (above 31 px only
@@ -797,7 +798,11 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     # kernel sizes: the ladder, limited by the exposure (the output border) and the padding rules
     w, h = bbox.getWidth(), bbox.getHeight()
     k_exposure = 2 * ((min(w, h) - 1) // 2) - 1  # 2 * (k // 2) < min(w, h)
-    k_cap = max(3, min(config.autoKernelMaxSize, max(p_native, kc.kernelSize), k_exposure))
+    # up to the science stamp or the configured size, and one step (x 1.4) past the 6 sigma the kernel's
+    # width needs (a broad reference: sigma_k 4.7 px needs 31 px; capped at 21 it left a 2% residual)
+    k_needed = _odd(2 * math.ceil(3 * s_big) + 1)
+    k_top = max(p_native, kc.kernelSize, _odd(1.4 * k_needed))
+    k_cap = max(3, min(config.autoKernelMaxSize, k_top, k_exposure))
     if free["kernelSize"]:
         sizes = [k for k in kernel_size_ladder(s_big, k_cap) if _psf_size_for(config, p_native, k, p_min)]
     else:

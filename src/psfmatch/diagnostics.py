@@ -606,7 +606,8 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         where = ""
         if at is not None and between is not None and math.isfinite(at) and math.isfinite(between):
             where = f" ({at:.3g} at the candidates, {between:.3g} between them)"
-        tuning = ("a larger autoKernelMaxSize or autoKernelMaxSpatialOrder" if auto_kernel is True
+        tuning = ("a larger kernelSize set by hand (the automatic mode tries up to 1.4 times the 6 sigma the "
+                  "kernel's width needs, at most autoKernelMaxSize) or autoKernelMaxSpatialOrder" if auto_kernel is True
                   else "a larger kernelSize, a higher spatialKernelOrder" if auto_kernel == "kept"
                   else "a larger kernelSize or autoKernel=True, a higher spatialKernelOrder")
         remedy = (f"the matched PSF differs from the reference. Remedy: {tuning}, smaller cells, or a broader "
