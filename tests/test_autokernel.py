@@ -515,3 +515,40 @@ def test_a_broad_reference_gets_a_kernel_as_wide_as_it_needs():
     assert ak["sizes"][0] == 31 and max(ak["sizes"]) == 41  # (autoKernelMaxSize, 41, caps the step to 45)
     assert result.metadata["kernelSize"] >= 31 and result.metadata["qa"]["flags"] == []
     assert result.metadata["qa"]["between"]["residualMaxWorst"] < 2e-3
+
+
+class _VaryingMoffat:
+    """A Moffat (beta 2.5: a real PSF's wing) whose FWHM grows across the field, 4.0 -> 4.6 px."""
+
+    def __init__(self):
+        self.beta = 2.5
+
+    def computeKernelImage(self, position=None):
+        x = 512.0 if position is None else float(position[0])
+        return MoffatPsf(51, 51, 4.0 + 0.6 * x / 1024.0, self.beta).computeKernelImage((0, 0))
+
+
+def test_the_wing_stage_adds_broad_widths_where_the_aperture_flux_is_missed():
+    # the moments-built widths leave the Moffat's wing in the matched PSF: 0.8 % of the flux in some aperture
+    # (above a threshold of 0.2 %), while the residual is 2e-3 of the peak. Broad widths on a 41 px kernel
+    # build it: 4e-4. (On DECam PSFEx models matched to round Gaussians: 3-4 % -> 0.3-0.5 %.)
+    exposure = Exposure(np.zeros((1024, 1024), np.float32), psf=_VaryingMoffat())
+    config = ModelPsfMatchConfig()
+    default = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(41, 41, 2.6))
+    assert "wingTrials" not in default.metadata["autoKernel"]  # (0.8 % is within the default 1 %)
+    before = default.metadata["qa"]["between"]["apertureFluxMismatchWorst"]
+    assert 0.005 < before < 0.01
+    config.qaMaxApertureFluxMismatch = 0.002
+    result = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(41, 41, 2.6))
+    wing = result.metadata["autoKernel"]["wingTrials"]
+    assert wing["accepted"] and wing["kernelSize"] == 41 and len(wing["widths"]) == 5
+    assert result.metadata["kernelSize"] == 41
+    after = result.metadata["qa"]["between"]["apertureFluxMismatchWorst"]
+    assert after < 0.1 * before and result.metadata["qa"]["flags"] == []
+    assert any(n.startswith("broad Alard-Lupton widths") for n in result.metadata["autoKernel"]["notes"])
+    chosen = result.metadata["autoKernel"]["chosen"]
+    assert chosen["label"] == "wing" and chosen["apertureFluxMismatch"] < 0.002
+    # a kernel size the user set is kept: no wing stage
+    config.kernel.active.kernelSize = 27
+    fixed = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(41, 41, 2.6))
+    assert "wingTrials" not in fixed.metadata["autoKernel"] and fixed.metadata["kernelSize"] == 27

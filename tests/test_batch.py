@@ -1259,3 +1259,16 @@ def test_the_summary_is_shown_once_with_verbose_logging(client, inputs, tmp_path
     out = capsys.readouterr().out
     shown = out + caplog.text
     assert shown.count("1 exposure(s): 1 matched") == 1 and shown.count("reference PSF: Gaussian") == 1
+
+
+def test_an_input_without_a_psf_fails_with_the_remedy_a_batch_user_can_follow(tmp_path):
+    """It failed with 'exposure does not contain a Psf model', naming neither the file nor a remedy (batch has
+    no --psf)."""
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(np.random.default_rng(0).normal(100.0, 5.0, size=(64, 64)).astype(np.float32)).writeto(plain)
+    (tmp_path / "out").mkdir()
+    report = match_one(str(plain), REFERENCE, str(tmp_path / "out" / "plain.fits"), config=_config())
+    assert report.status == FAILED and report.error_type == "MissingPsfError"
+    assert report.error_message.startswith(f"{plain} carries no PSF model; psfmatch batch matches exposure files "
+                                           "that carry their PSF")
+    assert "psfmatch run --psf" in report.error_message and not (tmp_path / "out" / "plain.fits").exists()

@@ -480,3 +480,14 @@ def test_reader_remedies_work_on_the_command_line_too(tmp_path):
     with pytest.raises(UnsupportedFormatError, match=r"not recognized as any PSF format .*; pass format= \(on the "
                                                      r"command line, prefix the file with the format: psfex:FILE"):
         read_psf(header)
+
+
+def test_an_exposure_given_as_a_psf_image_is_refused(tmp_path):
+    """A 2048x4096 science image read as a PSF image became a 2049x4097 'PSF' of sigma 1030 px (inspect-psf exit
+    0; run asked for 304 GiB and blamed maxMemoryGiB)."""
+    path = tmp_path / "image.fits"
+    fits.PrimaryHDU(np.random.default_rng(0).normal(100.0, 5.0, size=(4096, 64)).astype(np.float32)).writeto(path)
+    for read in (read_image_psf, lambda p: read_psf(p), lambda p: read_psf(p, format="image")):
+        with pytest.raises(UnsupportedFormatError, match=r"image.fits: a 64x4096 image is larger than the 4095 px "
+                           r"limit of a PSF stamp: is it an exposure rather than an image of its PSF\?"):
+            read(path)

@@ -78,7 +78,8 @@ def test_aperture_flux_mismatch_threshold_warns_and_flags():
           "between": {"residualMaxWorst": 1e-3, "kernelNegativeFractionWorst": 0.0,
                       "apertureFluxMismatchWorst": 0.02}}
     with pytest.warns(KernelQualityWarning, match=r"encircled flux differs from the reference's by up to 0.02 of "
-                      r"the flux .* above qaMaxApertureFluxMismatch=0.01: .* Remedy: a reference with wings"):
+                      r"the flux .* above qaMaxApertureFluxMismatch=0.01: .* Remedy: broader Alard-Lupton widths on a "
+                      r"larger kernel, e.g. alardNGauss=5"):
         assert check_kernel_quality(qa, 0.01, 0.3, max_aperture_mismatch=0.01) == [FLAG_APERTURE]
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -232,9 +232,16 @@ def test_not_an_exposure():
 def test_truncated_reference_warns():
     from psfmatch.errors import TruncatedPsfWarning
     exposure = Exposure(np.zeros((256, 256), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    config = ModelPsfMatchConfig()
+    config.kernel.active.spatialKernelOrder = 0
+    config.kernel.active.kernelSize = 21  # 31 px stamps (the automatic kernel would draw it on 59 px ones)
+    task = ModelPsfMatchTask(config=config)
     with pytest.warns(TruncatedPsfWarning, match=r"truncated by its 31x31 stamp: its edge reaches 0.\d+ of its peak"):
-        result = small_task(0).run(exposure, GaussianPsf(31, 31, 6.0))
+        result = task.run(exposure, GaussianPsf(31, 31, 6.0))
     assert result.metadata["referenceEdgeToPeak"] > 1e-3
+    # left to the automatic kernel, a 41 px kernel on 59 px stamps, on which the Gaussian draws itself whole
+    auto = small_task(0).run(exposure, GaussianPsf(31, 31, 6.0))
+    assert auto.metadata["psfSize"] == 59 and auto.metadata["referenceEdgeToPeak"] < 1e-3
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error", TruncatedPsfWarning)

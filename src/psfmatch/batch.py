@@ -715,6 +715,13 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         t = time.perf_counter()
         exposure = _read_exposure(path)
         timings["read"] = time.perf_counter() - t
+        if not exposure.hasPsf():
+            from .errors import MissingPsfError
+
+            raise MissingPsfError(
+                f"{path} carries no PSF model; psfmatch batch matches exposure files that carry their PSF: attach it "
+                "and write the file with psfmatch.io.write_exposure (exposure.setPsf(read_psf('model.psf'))), or "
+                "match the file alone with psfmatch run --psf FILE|SPEC")
         t = time.perf_counter()
         task = ModelPsfMatchTask(config=config)
         if _sole_thread():  # record the warnings in the report

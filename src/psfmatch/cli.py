@@ -486,9 +486,14 @@ def _grid_line(grid):
     s = (grid or {}).get("summary", {})
     if not s.get("n"):
         return None
-    return (f"QA field grid  (n={s['n']:4d}): max|S*K-R|/peak {s['residualMaxWorst']:.2e}, "
+    line = (f"QA field grid  (n={s['n']:4d}): max|S*K-R|/peak {s['residualMaxWorst']:.2e}, "
             f"rms {s['residualRmsWorst']:.2e}, size mismatch {s['sizeMismatchWorst']:+.2e}, "
             f"ellipticity mismatch {s['ellipticityMismatchWorst']:.2e}")
+    for key, label in (("kernelNegativeFractionWorst", "kernel negative fraction"),
+                       ("apertureFluxMismatchWorst", "aperture flux mismatch")):
+        if key in s:
+            line += f", {label} {s[key]:.2e}"
+    return line
 
 
 def _run_task(args, config, exposure, reference):

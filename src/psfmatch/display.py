@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 #: The per-position QA quantities of :func:`psfmatch.qa.match_quality`.
 QA_FIELDS = ("residualMax", "residualRms", "sizeMismatch", "ellipticityMismatch", "kernelNegativeFraction",
-             "centroidShift")
+             "centroidShift", "apertureFluxMismatch")
 
 _INSTALL_HINT = "psfmatch's figures need matplotlib: pip install 'psfmatch[plot]' (or pip install matplotlib)"
 

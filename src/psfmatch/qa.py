@@ -120,7 +120,7 @@ def _reference_moments(R):
 
 
 #: Radii (pixels) of the circular apertures of ``apertureFluxMismatch`` (those up to half the reference stamp).
-APERTURE_RADII = (1.5, 2.5, 3.5, 5.0, 7.0, 10.0, 14.0, 20.0, 28.0, 40.0)
+APERTURE_RADII = (1.5, 2.5, 3.5, 5.0, 7.0, 8.5, 10.0, 12.0, 14.0, 16.0, 20.0, 28.0, 40.0)
 
 
 @functools.lru_cache(maxsize=16)

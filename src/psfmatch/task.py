@@ -242,7 +242,10 @@ class ModelPsfMatchTask:
         self._check_kernel_fits(exposure, fit.kernel.getWidth(),
                                 f", the size the fit chose (ALKernelSize {fit.metadata.get('ALKernelSize')})"
                                 if fit.kernel.getWidth() != self.kConfig.kernelSize else "")
+        t_display = time.perf_counter()
         self._debugDisplays(exposure, fit)
+        t_display = time.perf_counter() - t_display
+        t1 += t_display  # (the convolution's time without the displays drawn before it)
         log.info("Psf-match science exposure to reference")
         mi = convolve_masked_image(exposure, fit.kernel, mask_threshold=self.config.maskDilationThreshold,
                                    tile=self.config.convolveTileSize,
@@ -254,6 +257,8 @@ class ModelPsfMatchTask:
         t2 = time.perf_counter()
         md = fit.metadata
         md["convolveTime"] = t2 - t1
+        if t_display > 1e-3:
+            md["debugDisplayTime"] = t_display
         md["runTime"] = t2 - t0
         log.info("done")
         return PsfMatchResult(out, fit.kernel, fit.cellSet, md)
@@ -355,7 +360,8 @@ class ModelPsfMatchTask:
                 f"exposure must be a psfmatch.Exposure; got {type(exposure).__name__} "
                 "(wrap arrays with Exposure(image, mask, variance, psf=...))")
         if not exposure.hasPsf():
-            raise MissingPsfError("exposure does not contain a Psf model")
+            raise MissingPsfError("exposure does not contain a Psf model; attach the exposure's PSF "
+                                  "(exposure.setPsf(psf), Exposure(..., psf=psf) or read_exposure(path, psf=psf))")
         k = self.kConfig.kernelSize
         if self.config.autoKernel and not self.kConfig.isExplicit("kernelSize") and not self.kConfig.scaleByFwhm:
             k = 5  # the automatic kernel's smallest size (it keeps its sizes within the exposure)

@@ -341,6 +341,13 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         else:
             raise CorruptFileError(f"{label}: the image has shape {data.shape}; a PSF image is 2-d (choose a "
                                    "plane and pass it as an array to ImagePsf)")
+    from .psfex import MAX_STAMP_SIZE
+
+    if max(data.shape) > MAX_STAMP_SIZE:
+        raise UnsupportedFormatError(
+            f"{label}: a {data.shape[1]}x{data.shape[0]} image is larger than the {MAX_STAMP_SIZE} px limit of a PSF "
+            "stamp: is it an exposure rather than an image of its PSF? Give the exposure's PSF (a PSFEx or Piff "
+            "model, an image of the PSF, or an analytic SPEC; --psf on the command line)")
     if not np.all(np.isfinite(data)):
         raise CorruptFileError(f"{label}: the PSF image holds {int(np.sum(~np.isfinite(data)))} NaN or inf pixels")
     data = data - float(background)
