@@ -455,3 +455,22 @@ def test_cli_refuses_an_unwritable_debug_dir_before_the_fit(tmp_path, monkeypatc
     assert rc == 1
     assert f"--debug-dir {folder}: directory is not writable (" in err and "give another directory" in err
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_convolve_time_does_not_count_the_debug_displays(tmp_path, monkeypatch):
+    """metadata['convolveTime'] took 1.5 s instead of 0.03 with the debug displays on: they ran inside its timer."""
+    import time
+
+    import psfmatch.display
+    from psfmatch import ModelPsfMatchTask
+    from psfmatch.demo import demo_reference_psf, make_demo_exposure
+
+    monkeypatch.setattr(psfmatch.display, "debug_displays", lambda *a, **k: time.sleep(0.5))
+    exposure = make_demo_exposure(128)
+    with debug.scoped():
+        debug.set_output_dir(tmp_path)
+        debug.Info("psfmatch.solve").display = True
+        result = ModelPsfMatchTask().run(exposure, demo_reference_psf())
+    md = result.metadata
+    assert md["debugDisplayTime"] >= 0.5 and md["convolveTime"] < 0.4
+    assert md["runTime"] >= md["fitTime"] + md["debugDisplayTime"] + md["convolveTime"] - 1e-3

@@ -771,8 +771,8 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
     chosen trial's widths plus :data:`WING_WIDTHS` x the science PSF's size, on a kernel wide enough
     for them (``4 x`` the broadest, within ``autoKernelMaxSize`` and the exposure), are tried on
     stamps of their own size; the result replaces the choice when it cuts the aperture mismatch to
-    :data:`WING_GAIN` of the choice's or less, passes the noise guard and keeps the residual within ``(1 + autoKernelTolerance)`` of
-    the choice's (or below ``qaMaxResidual``).
+    :data:`WING_GAIN` of the choice's or less, passes the noise guard and keeps the residual within
+    ``(1 + autoKernelTolerance)`` of the choice's (or below ``qaMaxResidual``).
     """
     m = np.asarray(survey.scienceMoments, dtype=float)
     ok = np.asarray(survey.ok, dtype=bool)
@@ -805,7 +805,8 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
                f"aperture mismatch {r.apertureFluxMismatch:.2g} (chosen {pick.apertureFluxMismatch:.2g})"
                if r.apertureFluxMismatch > WING_GAIN * pick.apertureFluxMismatch else
                f"residual {r.score:.2g} above {limit:.2g}")
-        out["note"] = f"broad Alard-Lupton widths {', '.join(f'{w:g}' for w in broad)} px on a {k} px kernel not kept: {why}"
+        listed = ", ".join(f"{w:g}" for w in broad)
+        out["note"] = f"broad Alard-Lupton widths {listed} px on a {k} px kernel not kept: {why}"
     return out
 
 

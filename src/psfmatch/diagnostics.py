@@ -628,12 +628,13 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
     ap = worst("apertureFluxMismatchWorst")
     if max_aperture_mismatch is not None and ap is not None and ap > max_aperture_mismatch:
         flags.append(FLAG_APERTURE)
+        tried = " (the automatic mode tried them: see metadata[autoKernel][wingTrials])" if auto_kernel is True else ""
         msg = (f"matched-PSF encircled flux differs from the reference's by up to {ap:.3g} of the flux in a "
                f"circular aperture (max_r |sum_(|x|<=r) S*K - R|), above qaMaxApertureFluxMismatch="
                f"{max_aperture_mismatch:g}: aperture fluxes measured with the reference PSF's aperture corrections "
                "will be off by that much. Most often the science PSF has a wing that the kernel's basis cannot "
                "remove, or the reference one it cannot build. Remedy: broader Alard-Lupton widths on a larger "
-               f"kernel{' (the automatic mode tried them: see metadata[autoKernel][wingTrials])' if auto_kernel is True else ''}, "
+               f"kernel{tried}, "
                "e.g. alardNGauss=5, alardSigGauss=[0.7, 1.5, 3, 6, 10], alardDegGauss=[6, 4, 2, 2, 2], "
                "kernelSize=41 for a PSF of about 2 px; a reference whose wing is as broad as the science PSF's "
                "(doublegaussian:, moffat:); or apertures corrected on the matched PSF")
