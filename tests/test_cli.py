@@ -293,7 +293,14 @@ def test_demo_outdir_writes_its_products(tmp_path, capsys):
     (outdir / "demo-qa.json").write_text("stale")   # the demo replaces its earlier products
     rc, stdout, err = _run(["demo", "--size", "256", "--outdir", str(outdir), *SMALL_CELLS], capsys)
     assert rc == 0, err
-    assert _files(outdir) == ["demo-kernel.fits", "demo-matched.fits", "demo-qa.json", "demo-qa.png"]
+    assert _files(outdir) == ["demo-exposure.fits", "demo-kernel.fits", "demo-matched.fits", "demo-qa.json",
+                              "demo-qa.png"]
+    # the input, with its PSF, so that psfmatch run can be tried on it
+    rc2, _, err2 = _run(["run", str(outdir / "demo-exposure.fits"), "-r", "gaussian:sigma=2.6", "-o",
+                         str(tmp_path / "again.fits"), *SMALL_CELLS], capsys)
+    assert rc2 == 0, err2
+    np.testing.assert_array_equal(Exposure.readFits(str(tmp_path / "again.fits")).image,
+                                  Exposure.readFits(str(outdir / "demo-matched.fits")).image)
     report = json.loads((outdir / "demo-qa.json").read_text())
     assert report["qa"] == report["metadata"]["qa"]
     assert report["grid"]["shape"] == [16, 16]

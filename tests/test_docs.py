@@ -183,7 +183,8 @@ def test_quickstart_commands_run(tmp_path, monkeypatch):
     assert any(c.startswith("psfmatch run ") for c in commands) and any(c.startswith("psfmatch demo") for c in commands)
     for command in commands:
         assert main(shlex.split(command)[1:] + ["--quiet"]) == 0, command
-    for path in ("matched.fits", "qa.png", "qa.json", "demo/demo-matched.fits", "demo/demo-qa.png"):
+    for path in ("matched-cli.fits", "qa-cli.png", "qa-cli.json", "demo/demo-exposure.fits", "demo/demo-matched.fits",
+                 "demo/demo-qa.png"):
         assert (tmp_path / path).exists(), path
 
 

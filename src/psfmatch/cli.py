@@ -565,7 +565,8 @@ def _cmd_demo(args) -> int:
                                     "demo's products (it is created if needed)")
         os.makedirs(args.outdir, exist_ok=True)
         outputs = _StagedOutputs(overwrite=True)
-        names = {"matched": os.path.join(args.outdir, "demo-matched.fits"),
+        names = {"input": os.path.join(args.outdir, "demo-exposure.fits"),
+                 "matched": os.path.join(args.outdir, "demo-matched.fits"),
                  "kernel": os.path.join(args.outdir, "demo-kernel.fits"),
                  "qa_json": os.path.join(args.outdir, "demo-qa.json")}
         try:
@@ -582,7 +583,11 @@ def _cmd_demo(args) -> int:
     grid = None
     if outputs is not None:
         try:
-            grid = _write_products(outputs, result, exposure, **names)
+            from .io import write_exposure
+
+            # the input too, with its PSF: an exposure to try psfmatch run and batch on
+            write_exposure(exposure, outputs.temp(names["input"]), overwrite=True)
+            grid = _write_products(outputs, result, exposure, **{k: v for k, v in names.items() if k != "input"})
             outputs.commit()
         finally:
             outputs.discard()
@@ -597,7 +602,8 @@ def _cmd_demo(args) -> int:
             for path in outputs.final:
                 print(f"wrote {path}")
         else:
-            print("(psfmatch demo --outdir DIR also writes the matched exposure, the kernel and a QA figure)")
+            print("(psfmatch demo --outdir DIR also writes the input and matched exposures, the kernel and a QA "
+                  "figure)")
     return 0
 
 
@@ -773,8 +779,9 @@ def _parser():
                        description="Match a synthetic exposure (stars, spatially varying elliptical PSF, defects) "
                                    "to a round Gaussian and print the QA summary; with --outdir also write the "
                                    "matched exposure, the kernel, the QA figure and the QA JSON.")
-    d.add_argument("--outdir", metavar="DIR", help="write demo-matched.fits, demo-kernel.fits, demo-qa.png and "
-                                                   "demo-qa.json into DIR (replacing earlier ones)")
+    d.add_argument("--outdir", metavar="DIR", help="write demo-exposure.fits (the input, with its PSF), "
+                                                   "demo-matched.fits, demo-kernel.fits, demo-qa.png and demo-qa.json "
+                                                   "into DIR (replacing earlier ones)")
     d.add_argument("--size", type=_demo_size, default=512,
                    help=f"exposure width and height in pixels (default 512, {DEMO_MIN_SIZE} to {DEMO_MAX_SIZE})")
     d.add_argument("--seed", type=_seed, default=0, help="random seed, an integer >= 0 (default 0)")
