@@ -384,12 +384,20 @@ def test_a_reference_whose_wing_is_cropped_warns_by_its_flux_beyond_the_stamps()
     image = np.zeros((300, 300))
     image[138:163, 138:163] = 1e5 * star
     exposure = Exposure(image, variance=np.ones_like(image), psf=GaussianPsf(25, 25, 1.7))
+    # left to itself, the automatic kernel pads the stamps towards holding the reference's flux, up to the
+    # science stamp + kernel - 1 pixels the matched PSF can reach (49 here): a third of the loss
+    with pytest.warns(TruncatedPsfWarning, match=r"cropped to the fit's 49x49 PSF stamps: 0.18% of its flux"):
+        auto = ModelPsfMatchTask().run(exposure, reference)
+    assert auto.metadata["psfSize"] == 49 and auto.metadata["referenceFluxOutside"] < 0.002
+    lsst_stamps = ModelPsfMatchConfig()
+    lsst_stamps.doAutoPadPsf = False
+    lsst_stamps.padPsfBy = 12  # 37 px stamps, which the automatic kernel keeps as set
     with pytest.warns(TruncatedPsfWarning, match=r"the reference PSF \(81x81 stamp\) is cropped to the fit's 37x37 PSF "
                       r"stamps: 0.57% of its flux lies beyond them \(threshold 0.1%\), and the stamp is renormalized "
                       r"to unit sum: the matched PSF misses that wing and its core is 0.57% brighter than the "
                       r"reference's. Remedy: larger stamps for the fit, e.g. padPsfBy = (\d+) with doAutoPadPsf = "
                       r"False \((\d+) px stamps\)") as caught:
-        result = ModelPsfMatchTask().run(exposure, reference)
+        result = ModelPsfMatchTask(config=lsst_stamps).run(exposure, reference)
     md = result.metadata
     assert md["psfSize"] == 37 and md["referenceEdgeToPeak"] < 1e-3
     assert md["referenceFluxOutside"] == pytest.approx(1 - reference.computeKernelImage((150, 150))[22:59, 22:59].sum(),

@@ -91,8 +91,8 @@ forbid are skipped, and an explicit ``kernelSize`` that is too big still raises
 :class:`~psfmatch.errors.KernelTooBigError` in the fit.  ``autoKernel = False``
 gives LSST's behaviour with the configured values.  One addition: unless
 ``doAutoPadPsf = False`` or ``autoPadPsfTo`` was set, the stamps are at least as
-large as the reference needs to keep its edge below 1e-3 of its peak
-(``metadata["autoKernel"]["minPsfSize"]``), up to the ``science stamp + kernel
+large as the reference needs to keep its edge below 1e-3 of its peak and all but
+1e-3 of its flux inside (``metadata["autoKernel"]["minPsfSize"]``), up to the ``science stamp + kernel
 - 1`` pixels the matched PSF can reach, so that choosing a smaller kernel never
 crops the reference's wings; the chosen stamp size is then handed to the fit
 as ``padPsfBy``.
@@ -147,7 +147,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .diagnostics import PsfSurvey, untruncated_size
+from .diagnostics import PsfSurvey, size_holding, untruncated_size
 from .errors import PsfEvaluationError
 from .geom import Point2D
 from .kernel.basis import KernelBasis, alard_lupton_basis, makeDeltaFunctionBasisList, make_regularization_matrix
@@ -866,7 +866,10 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     p_min = 0
     if config.doAutoPadPsf and not _user_set(config, "autoPadPsfTo"):
         try:
-            p_min = untruncated_size(reference_psf.computeKernelImage(bbox.getCenter()), truncation)
+            own = reference_psf.computeKernelImage(bbox.getCenter())
+            # the stamps hold the reference's edge below `truncation` of its peak and its flux to within
+            # `truncation` (the task's two tests of a truncated reference)
+            p_min = max(untruncated_size(own, truncation), size_holding(own, truncation))
         except PsfEvaluationError:
             p_min = 0
     rcond = kc.solveRcond

@@ -78,6 +78,8 @@ __all__ = [
     "check_kernel_quality",
     "kernel_covariance",
     "untruncated_size",
+    "flux_outside",
+    "size_holding",
     "FLAG_ILL_POSED",
     "FLAG_RESIDUAL",
     "FLAG_NEGATIVE",
@@ -422,6 +424,31 @@ class IllPosedReport:
         if len(idx) > max_cells:
             out["cellsTruncated"] = int(len(idx) - max_cells)
         return out
+
+
+def _center_crop(stamp, size):
+    """The central ``size x size`` part of ``stamp`` (no larger than it along either axis)."""
+    h, w = stamp.shape
+    ny, nx = min(size, h), min(size, w)
+    y0, x0 = (h - ny) // 2, (w - nx) // 2
+    return stamp[y0:y0 + ny, x0:x0 + nx]
+
+
+def flux_outside(stamp, size) -> float:
+    """Fraction of ``stamp``'s flux outside its central ``size x size`` part (0 for a stamp of sum <= 0)."""
+    stamp = np.asarray(stamp, dtype=float)
+    total = float(stamp.sum())
+    return float(1.0 - _center_crop(stamp, size).sum() / total) if total > 0 else 0.0
+
+
+def size_holding(stamp, fraction) -> int:
+    """The smallest odd side whose central part of ``stamp`` leaves at most ``fraction`` of its flux outside
+    (the flux test of :class:`~psfmatch.errors.TruncatedPsfWarning`); at most the stamp's largest side."""
+    stamp = np.asarray(stamp, dtype=float)
+    size = 1
+    while size < max(stamp.shape) and flux_outside(stamp, size) > fraction:
+        size += 2
+    return size
 
 
 def untruncated_size(stamp, threshold) -> int:

@@ -319,7 +319,9 @@ class ModelPsfMatchTask:
             ratio = max(ratio, _edge_to_peak(own))  # the zeros added around it hide the edge it had
         md["referenceEdgeToPeak"] = ratio
         cropped = own is not None and max(own.shape) > psfSize
-        lost = _flux_outside(own, psfSize) if cropped else 0.0
+        from .diagnostics import flux_outside
+
+        lost = flux_outside(own, psfSize) if cropped else 0.0
         if cropped:
             md["referenceFluxOutside"] = lost
         if ratio <= self.TRUNCATION_THRESHOLD and lost <= self.TRUNCATION_FLUX_THRESHOLD:
@@ -332,10 +334,10 @@ class ModelPsfMatchTask:
                      "and the stamp is renormalized to unit sum: the matched PSF misses that wing and its core is "
                      f"{lost / (1 - lost):.2%} brighter than the reference's")
         if cropped:
-            from .diagnostics import untruncated_size
+            from .diagnostics import size_holding, untruncated_size
             refDims = own.shape
             need = max(untruncated_size(own, self.TRUNCATION_THRESHOLD),
-                       _size_holding(own, self.TRUNCATION_FLUX_THRESHOLD))
+                       size_holding(own, self.TRUNCATION_FLUX_THRESHOLD))
             pad = max(2, need - nativeSize + (need - nativeSize) % 2)
             msg = (f"the reference PSF ({refDims[1]}x{refDims[0]} stamp) is cropped to the fit's {psfSize}x{psfSize} "
                    f"PSF stamps: {found}. Remedy: larger stamps for the fit, e.g. padPsfBy = {pad} with "
@@ -896,28 +898,6 @@ def _metadata_copy(metadata, what="the exposure's metadata", to="the matched exp
         raise InvalidInputError(
             f"{what} cannot be copied to {to} ({type(exc).__name__}: {exc}): remove "
             f"or convert {where} (locks, open files and the like cannot be copied)") from None
-
-
-def _center_crop(stamp, size):
-    """The central ``size x size`` part of ``stamp`` (no larger than it along either axis)."""
-    h, w = stamp.shape
-    ny, nx = min(size, h), min(size, w)
-    y0, x0 = (h - ny) // 2, (w - nx) // 2
-    return stamp[y0:y0 + ny, x0:x0 + nx]
-
-
-def _flux_outside(stamp, size) -> float:
-    """Fraction of ``stamp``'s flux outside its central ``size x size`` part."""
-    total = float(stamp.sum())
-    return float(1.0 - _center_crop(stamp, size).sum() / total) if total > 0 else 0.0
-
-
-def _size_holding(stamp, fraction) -> int:
-    """The smallest odd ``size`` whose central part leaves at most ``fraction`` of ``stamp``'s flux outside."""
-    size = 1
-    while size < max(stamp.shape) and _flux_outside(stamp, size) > fraction:
-        size += 2
-    return size
 
 
 def _edge_to_peak(stamp) -> float:
