@@ -548,7 +548,29 @@ def test_the_wing_stage_adds_broad_widths_where_the_aperture_flux_is_missed():
     assert any(n.startswith("broad Alard-Lupton widths") for n in result.metadata["autoKernel"]["notes"])
     chosen = result.metadata["autoKernel"]["chosen"]
     assert chosen["label"] == "wing" and chosen["apertureFluxMismatch"] < 0.002
+    # a wing kernel whose fit would exceed maxMemoryGiB is not kept (the match ran into MemoryLimitError)
+    config.maxMemoryGiB = 0.1
+    small = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(41, 41, 2.6))
+    assert small.metadata["kernelSize"] == default.metadata["kernelSize"]
+    assert small.metadata["autoKernel"]["wingTrials"]["note"].endswith("not kept: the fit would exceed maxMemoryGiB")
+    config.maxMemoryGiB = 8.0
     # a kernel size the user set is kept: no wing stage
     config.kernel.active.kernelSize = 27
     fixed = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(41, 41, 2.6))
     assert "wingTrials" not in fixed.metadata["autoKernel"] and fixed.metadata["kernelSize"] == 27
+
+
+def test_the_wing_stage_needs_the_science_psf_size():
+    # an undersampled science PSF (sigma 0.5 px): its moments fail everywhere, and the wing widths were built
+    # from the weight's floor (0.033 and 0.055 px)
+    from psfmatch.autokernel import _wing_stage
+    from psfmatch.diagnostics import survey_psfs
+    from psfmatch.cells import SpatialCellSet
+
+    bbox = Box2I((0, 0), (256, 256))
+    survey = survey_psfs(GaussianPsf(11, 11, 0.5), MoffatPsf(31, 31, 3.0, 2.5), SpatialCellSet(bbox, 128, 128))
+    assert not survey.ok.any()
+    out = _wing_stage(None, ModelPsfMatchConfig(), survey, None, None, None, bbox, None, 1.0, 1e-7, 11, 0, 255,
+                      4.0, 0.1, 1e-6)
+    assert out["accepted"] is None and out["widths"] == () and out["note"].startswith(
+        "no wing trial: the science PSF's moments did not converge in any cell")

@@ -6,7 +6,7 @@ import pytest
 from psfmatch.errors import InvalidInputError
 from psfmatch.psf import GaussianPsf
 from psfmatch.psf.analytic import elliptical_gaussian
-from psfmatch.qa import match_quality
+from psfmatch.qa import APERTURE_RADII, match_quality
 
 
 def _shifted_gaussian(n, sigma, dx, dy):
@@ -59,7 +59,7 @@ def test_aperture_flux_mismatch_is_the_largest_encircled_flux_difference():
     Rp[k // 2:k // 2 + P, k // 2:k // 2 + P] = R
     yy, xx = np.mgrid[:L, :L] - L // 2
     dist = np.hypot(xx, yy)
-    diffs = [abs((m - Rp)[dist <= r].sum()) for r in (1.5, 2.5, 3.5, 5.0, 7.0, 10.0, 14.0, 20.0)]
+    diffs = [abs((m - Rp)[dist <= r].sum()) for r in APERTURE_RADII if r <= P / 2]
     assert q["apertureFluxMismatch"][0] == pytest.approx(max(diffs), rel=1e-4)
     assert q["apertureFluxMismatch"][0] > 0.03 and q["residualMax"][0] < 0.12
     # an exact match has none
@@ -78,9 +78,13 @@ def test_aperture_flux_mismatch_threshold_warns_and_flags():
           "between": {"residualMaxWorst": 1e-3, "kernelNegativeFractionWorst": 0.0,
                       "apertureFluxMismatchWorst": 0.02}}
     with pytest.warns(KernelQualityWarning, match=r"encircled flux differs from the reference's by up to 0.02 of "
-                      r"the flux .* above qaMaxApertureFluxMismatch=0.01: .* Remedy: broader Alard-Lupton widths on a "
-                      r"larger kernel, e.g. alardNGauss=5"):
-        assert check_kernel_quality(qa, 0.01, 0.3, max_aperture_mismatch=0.01) == [FLAG_APERTURE]
+                      r"the total flux .* above qaMaxApertureFluxMismatch=0.01: .* Remedy: broader Alard-Lupton widths "
+                      r"on a larger kernel, e.g. alardNGauss=5") as caught:
+        assert check_kernel_quality(qa, 0.01, 0.3, max_aperture_mismatch=0.01, auto_kernel=True) == [FLAG_APERTURE]
+    assert "the automatic mode tried them" not in str(caught[0].message)  # (only when its wing trial ran)
+    with pytest.warns(KernelQualityWarning, match=r"on a larger kernel \(the automatic mode tried them: see "
+                      r"metadata\[autoKernel\]\[wingTrials\]\)"):
+        check_kernel_quality(qa, 0.01, 0.3, max_aperture_mismatch=0.01, auto_kernel=True, wing_tried=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_kernel_quality(qa, 0.01, 0.3, max_aperture_mismatch=0.05) == []

@@ -759,10 +759,13 @@ def _apply(config, trial: KernelTrial, free, constant, p_native=None, p_min=0):
 WING_WIDTHS = (3.3, 5.5)
 #: The wing stage's kernel replaces the choice when it brings the aperture-flux mismatch to at most this fraction.
 WING_GAIN = 0.75
+#: Smallest science PSF size (determinant radius, px) the wing stage's widths scale with (below it the adaptive
+#: moments are unreliable: an undersampled PSF).
+_MIN_SCIENCE_SIGMA = 0.8
 
 
 def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox, kc, g_ref, rcond, p_native, p_min,
-                k_exposure, max_noise, tol, floor) -> dict:
+                k_exposure, max_noise, tol, floor, fits_memory=None) -> dict:
     """Broad Gaussians for a match whose encircled flux the chosen kernel misses (a science PSF's wing).
 
     The moments-built widths (``sigma_k / 2 .. 2 sigma_k``) cannot build the broad, partly negative
@@ -772,12 +775,16 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
     for them (``4 x`` the broadest, within ``autoKernelMaxSize`` and the exposure), are tried on
     stamps of their own size; the result replaces the choice when it cuts the aperture mismatch to
     :data:`WING_GAIN` of the choice's or less, passes the noise guard and keeps the residual within
-    ``(1 + autoKernelTolerance)`` of the choice's (or below ``qaMaxResidual``).
+    ``(1 + autoKernelTolerance)`` of the choice's (or below ``qaMaxResidual``), and, when
+    ``fits_memory(trial, P)`` is given, the fit of that kernel stays within ``maxMemoryGiB``.
     """
     m = np.asarray(survey.scienceMoments, dtype=float)
     ok = np.asarray(survey.ok, dtype=bool)
+    if not np.any(ok):
+        return {"results": [], "accepted": None, "widths": (), "kernelSize": 0,
+                "note": "no wing trial: the science PSF's moments did not converge in any cell (its size is unknown)"}
     det = np.sqrt(np.sqrt(np.clip(m[:, 0] * m[:, 1] - m[:, 2] ** 2, 0, None)))
-    s_sci = float(np.median(det[ok] if np.any(ok) else det))
+    s_sci = max(float(np.median(det[ok])), _MIN_SCIENCE_SIGMA)
     broad = tuple(round(f * s_sci, 3) for f in WING_WIDTHS)
     widths = tuple(pick.trial.sigmas) + broad
     degrees = tuple(pick.trial.degrees) + (2,) * len(broad)
@@ -795,13 +802,15 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
     r.admissible = bool(np.isfinite(r.score) and r.noiseRatio <= max_noise)
     out["results"].append(r)
     limit = max(pick.score * (1.0 + tol), config.qaMaxResidual, floor)
-    if r.admissible and r.apertureFluxMismatch <= WING_GAIN * pick.apertureFluxMismatch and r.score <= limit:
+    good = r.admissible and r.apertureFluxMismatch <= WING_GAIN * pick.apertureFluxMismatch and r.score <= limit
+    too_big = good and fits_memory is not None and not fits_memory(trial, P)
+    if good and not too_big:
         out["accepted"] = r
         out["note"] = (f"broad Alard-Lupton widths {', '.join(f'{w:g}' for w in broad)} px added on a {k} px kernel: "
                        f"held-out aperture-flux mismatch {pick.apertureFluxMismatch:.2g} -> "
                        f"{r.apertureFluxMismatch:.2g} (residual {pick.score:.2g} -> {r.score:.2g})")
     else:
-        why = ("noise guard" if not r.admissible else
+        why = ("the fit would exceed maxMemoryGiB" if too_big else "noise guard" if not r.admissible else
                f"aperture mismatch {r.apertureFluxMismatch:.2g} (chosen {pick.apertureFluxMismatch:.2g})"
                if r.apertureFluxMismatch > WING_GAIN * pick.apertureFluxMismatch else
                f"residual {r.score:.2g} above {limit:.2g}")
@@ -811,7 +820,7 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
 
 
 def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_set, bbox,
-                  truncation=1e-3) -> AutoKernelChoice:
+                  truncation=1e-3, fits_memory=None) -> AutoKernelChoice:
     """Choose the kernel size, basis and spatial order for a match (see the module docstring).
 
     Parameters
@@ -831,6 +840,10 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         below this fraction of its peak
         (``untruncated_size``), so that a smaller
         kernel does not crop the reference's wings.
+    fits_memory : callable, optional
+        ``fits_memory(config, psf_size)``: whether the fit with ``config`` on
+        stamps of ``psf_size`` stays within ``maxMemoryGiB`` (the task's
+        estimate); the wing stage's larger kernel is kept only then.
 
     Returns
     -------
@@ -1039,8 +1052,11 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     wing = None
     if (pick.trial.family == "AL" and free["alWidths"] and free["kernelSize"] and np.isfinite(pick.score)
             and pick.apertureFluxMismatch > config.qaMaxApertureFluxMismatch):
+        def fits(trial, P):
+            return fits_memory is None or fits_memory(_apply(config, trial, free, constant, p_native, p_min), P)
+
         wing = _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox, kc, g_ref, rcond,
-                           p_native, p_min, k_exposure, max_noise, tol, floor)
+                           p_native, p_min, k_exposure, max_noise, tol, floor, fits)
         results.extend(wing["results"])
         if wing["accepted"] is not None:
             pick = wing["accepted"]

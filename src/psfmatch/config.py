@@ -866,7 +866,9 @@ class ModelPsfMatchConfig(Config):
         "autoKernel: trials whose unit-sum kernel has sum(K^2) above this multiple of a Gaussian kernel of "
         "covariance C_ref - C_sci (1 / (4 pi sqrt(det C))) are rejected as noisy.", float, 4.0, min=1.0,
         allowInf=True)
-    autoKernelMaxSize = RangeField("autoKernel: largest kernel size tried (also limited by the PSF stamps).",
+    autoKernelMaxSize = RangeField("autoKernel: largest kernel size tried (the sizes also stop at the largest of the "
+                                   "science stamp, kernelSize and 1.4 x the 6 sigma the kernel's width needs, "
+                                   "within the exposure).",
                                    int, 41, min=3)
     autoKernelMaxDFSize = RangeField(
         "autoKernel: largest delta-function kernel tried (k^2 unknowns each); delta-function trials are made "

@@ -445,10 +445,16 @@ def size_holding(stamp, fraction) -> int:
     """The smallest odd side whose central part of ``stamp`` leaves at most ``fraction`` of its flux outside
     (the flux test of :class:`~psfmatch.errors.TruncatedPsfWarning`); at most the stamp's largest side."""
     stamp = np.asarray(stamp, dtype=float)
-    size = 1
-    while size < max(stamp.shape) and flux_outside(stamp, size) > fraction:
-        size += 2
-    return size
+    lo, hi = 0, (max(stamp.shape) - 1) // 2  # half-sizes: flux_outside falls as the square grows
+    if flux_outside(stamp, 2 * hi + 1) > fraction:
+        return 2 * hi + 1
+    while lo < hi:  # the smallest half-size within the fraction (bisection: a few sums, not one per size)
+        mid = (lo + hi) // 2
+        if flux_outside(stamp, 2 * mid + 1) > fraction:
+            lo = mid + 1
+        else:
+            hi = mid
+    return 2 * lo + 1
 
 
 def untruncated_size(stamp, threshold) -> int:
@@ -594,7 +600,7 @@ def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> Non
 
 
 def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: float, stacklevel=3, *,
-                         auto_kernel=False, max_aperture_mismatch=None) -> list:
+                         auto_kernel=False, max_aperture_mismatch=None, wing_tried=False) -> list:
     """Warn (:class:`KernelQualityWarning`) when the worst QA numbers exceed the thresholds.
 
     Parameters
@@ -612,6 +618,8 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         name the configured fields only.
     max_aperture_mismatch : float, optional
         ``qaMaxApertureFluxMismatch``; None: not checked.
+    wing_tried : bool
+        The automatic kernel ran its wing trial (broad widths): the remedy says so.
 
     Returns
     -------
@@ -655,11 +663,12 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
     ap = worst("apertureFluxMismatchWorst")
     if max_aperture_mismatch is not None and ap is not None and ap > max_aperture_mismatch:
         flags.append(FLAG_APERTURE)
-        tried = " (the automatic mode tried them: see metadata[autoKernel][wingTrials])" if auto_kernel is True else ""
-        msg = (f"matched-PSF encircled flux differs from the reference's by up to {ap:.3g} of the flux in a "
-               f"circular aperture (max_r |sum_(|x|<=r) S*K - R|), above qaMaxApertureFluxMismatch="
+        tried = " (the automatic mode tried them: see metadata[autoKernel][wingTrials])" if wing_tried else ""
+        msg = (f"matched-PSF encircled flux differs from the reference's by up to {ap:.3g} of the total flux in "
+               f"a circular aperture (max_r |sum_(|x|<=r) S*K - R|), above qaMaxApertureFluxMismatch="
                f"{max_aperture_mismatch:g}: aperture fluxes measured with the reference PSF's aperture corrections "
-               "will be off by that much. Most often the science PSF has a wing that the kernel's basis cannot "
+               "will be off by that fraction of the total flux (more, relative to the aperture's own flux, in small "
+               "apertures). Most often the science PSF has a wing that the kernel's basis cannot "
                "remove, or the reference one it cannot build. Remedy: broader Alard-Lupton widths on a larger "
                f"kernel{tried}, "
                "e.g. alardNGauss=5, alardSigGauss=[0.7, 1.5, 3, 6, 10], alardDegGauss=[6, 4, 2, 2, 2], "

@@ -430,7 +430,14 @@ class ModelPsfMatchTask:
         t1 = time.perf_counter()
         task, auto_md = self, None
         if self.config.autoKernel and survey is not None:
-            choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox, self.TRUNCATION_THRESHOLD)
+            n_cells = cellSet.nx * cellSet.ny
+
+            def fits_memory(cfg, psf_size):
+                need, _ = estimate_fit_memory(cfg, n_cells, psf_size)
+                return need <= cfg.maxMemoryGiB * 2 ** 30
+
+            choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox, self.TRUNCATION_THRESHOLD,
+                                   fits_memory)
             task = type(self)(config=choice.config, name=self.name)
             auto_md = choice.metadata
         fit = task.fitKernel(sci if survey is None else SurveyCachedPsf(sci, survey), ref, bbox, kernelSum,
@@ -457,7 +464,9 @@ class ModelPsfMatchTask:
         flags += check_kernel_quality(qa, self.config.qaMaxResidual, self.config.qaMaxKernelNegativeFraction,
                                       stacklevel=4 + warn_skip,
                                       auto_kernel=(auto_md is not None) and (bool(auto_md.get("trials")) or "kept"),
-                                      max_aperture_mismatch=self.config.qaMaxApertureFluxMismatch)
+                                      max_aperture_mismatch=self.config.qaMaxApertureFluxMismatch,
+                                      wing_tried=auto_md is not None and bool(auto_md.get("wingTrials", {}).get(
+                                          "widths")))
         qa["flags"] = flags
         qa["thresholds"] = {"illPosedTolerance": self.config.illPosedTolerance,
                             "qaMaxResidual": self.config.qaMaxResidual,
