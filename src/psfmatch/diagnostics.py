@@ -656,8 +656,9 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         flags.append(FLAG_NEGATIVE)
         msg = (f"kernel negative flux fraction sum|min(K,0)|/sum|K| reaches {neg:.3g}, above "
                f"qaMaxKernelNegativeFraction={max_negative_fraction:g}: the kernel oscillates (ringing, amplified "
-               "noise). Remedy: a broader reference PSF, wider Alard-Lupton widths, stronger delta-function "
-               f"regularization{'' if auto_kernel else ', or autoKernel=True'}")
+               "noise). Remedy: a broader reference PSF, wider Alard-Lupton widths (alardSigGauss; on the "
+               "command line, e.g. -c \"kernel['AL'].alardSigGauss=[1.0, 2.0, 4.0]\"), stronger delta-function "
+               f"regularization (kernel['DF'].lambdaScaling){'' if auto_kernel else ', or autoKernel=True'}")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     ap = worst("apertureFluxMismatchWorst")
