@@ -232,7 +232,7 @@ def test_negative_fraction_threshold():
     assert any(f"negative flux fraction sum|min(K,0)|/sum|K| reaches {neg:.3g}" in m and
                "qaMaxKernelNegativeFraction=0.2" in m for m in msgs)
     # the remedy in a form the command line takes (the quoted key: kernel[AL] is refused)
-    assert any("""-c "kernel['AL'].alardSigGauss=[1.0, 2.0, 4.0]"""" in m for m in msgs)
+    assert any('-c "kernel[\'AL\'].alardSigGauss=[1.0, 2.0, 4.0]"' in m for m in msgs)
     assert FLAG_NEGATIVE in fit.metadata["qa"]["flags"]
     fit, rec = fit_warnings(lsst_config(qaMaxKernelNegativeFraction=0.9), sci, ref)
     assert not [w for w in rec if issubclass(w.category, KernelQualityWarning)]
