@@ -619,3 +619,30 @@ def test_a_psf_image_on_other_pixels_than_the_exposure_warns():
         if warns:
             assert said[0].startswith("the science PSF image has pixels of 0.03 arcsec, the exposure's WCS 0.2 "
                                       "arcsec") and "target_pixel_scale=exposure" in said[0]
+
+
+def test_an_exposure_far_beyond_its_psf_models_region_warns():
+    """A PSFEx model of a 2048x4096 CCD on a transposed 4096x2048 exposure was extrapolated to twice its region
+    (references of sigma 13.5 px were chosen from it) without a word."""
+    import warnings
+
+    from psfmatch.errors import PsfMatchWarning
+
+    region = Box2I((0, 0), (200, 400))
+    psf = VariableGaussianPsf(21, 21, region, sigma=[1.8, 0.1, 0.05])
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 100
+
+    def said(shape):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ModelPsfMatchTask(config=config).run(Exposure(np.zeros(shape, np.float32), psf=psf), GaussianPsf(31, 31, 3.0))
+        return [str(w.message) for w in caught if w.category is PsfMatchWarning and "fitted on" in str(w.message)]
+
+    assert said((400, 200)) == [] and said((420, 210)) == []  # its region, and 5% beyond it
+    msgs = said((200, 400))  # transposed
+    assert len(msgs) == 1 and msgs[0].startswith(
+        "the exposure (x 0..399, y 0..199) reaches beyond the region the science PSF model was fitted on (x 0..199, "
+        "y 0..399) at x > 199 by 100% of that region's size")
+    assert "width and height swapped?" in msgs[0]

@@ -226,13 +226,18 @@ class ModelPsfMatchTask:
             When the science or reference PSF is an image whose recorded pixel
             scale differs from the exposure WCS's by more than 1 %
             (``PIXEL_SCALE_TOLERANCE``): resample it with
-            ``read_image_psf(..., target_pixel_scale=exposure)``.
+            ``read_image_psf(..., target_pixel_scale=exposure)``; or when the
+            exposure reaches beyond the region the science PSF model was fitted
+            on (``getBBox()``: a PSFEx model's ``POLZERO +- POLSCAL / 2``) by more
+            than 10 % of its size on some side (``PSF_DOMAIN_TOLERANCE``): a model
+            of another CCD, a transposed exposure or another origin.
         IllPosedMatchWarning, KernelQualityWarning, TruncatedPsfWarning
             As :meth:`fitKernel`.
         """
         t0 = time.perf_counter()
         exposure = self._check_exposure(exposure)
         _warn_pixel_scales(exposure, referencePsfModel)
+        _warn_psf_domain(exposure)
         metadata = _metadata_copy(exposure.metadata)  # before any work: a value that cannot be copied fails now
         log.info("compute Psf-matching kernel")
         fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum,
@@ -846,6 +851,48 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None):
 
 #: Relative difference between a PSF image's recorded pixel scale and the exposure's above which run() warns.
 PIXEL_SCALE_TOLERANCE = 0.01
+
+#: :func:`_warn_psf_domain` warns when the exposure extends beyond the science PSF model's fitted region by more
+#: than this fraction of the region's size on some side.
+PSF_DOMAIN_TOLERANCE = 0.1
+
+
+def _warn_psf_domain(exposure):
+    """Warn when the exposure reaches far beyond the region its science PSF model was fitted on.
+
+    A PSFEx model (and a :class:`~psfmatch.psf.VariableGaussianPsf`) states that region
+    (``getBBox()``: a PSFEx model's ``POLZERO +- POLSCAL / 2``); beyond it the model is an
+    extrapolation of its polynomial, which grows fast.  Far beyond it (more than
+    :data:`PSF_DOMAIN_TOLERANCE` of its size) the model most likely belongs to another CCD, or
+    the exposure is transposed, or its origin differs from the model's.
+    """
+    psf = exposure.getPsf()
+    get = getattr(psf, "getBBox", None)
+    if not callable(get):
+        return
+    try:
+        domain = get()
+    except Exception:  # a constant model has no region
+        return
+    if not isinstance(domain, Box2I) or domain.isEmpty():
+        return
+    box = exposure.getBBox()
+    w, h = domain.getWidth(), domain.getHeight()
+    beyond = {"x <": (domain.getMinX() - box.getMinX()) / w, "x >": (box.getMaxX() - domain.getMaxX()) / w,
+              "y <": (domain.getMinY() - box.getMinY()) / h, "y >": (box.getMaxY() - domain.getMaxY()) / h}
+    worst = max(beyond.values())
+    if worst <= PSF_DOMAIN_TOLERANCE:
+        return
+    x0, y0, x1, y1 = domain.getMinX(), domain.getMinY(), domain.getMaxX(), domain.getMaxY()
+    edges = {"x <": x0, "x >": x1, "y <": y0, "y >": y1}
+    sides = ", ".join(f"{side} {edges[side]} by {f:.0%}" for side, f in beyond.items() if f > PSF_DOMAIN_TOLERANCE)
+    msg = (f"the exposure (x {box.getMinX()}..{box.getMaxX()}, y {box.getMinY()}..{box.getMaxY()}) reaches beyond the "
+           f"region the science PSF model was fitted on (x {x0}..{x1}, y {y0}..{y1}) at {sides} of that region's "
+           "size: the PSF there, and so the kernel and the QA, are extrapolations of the model. Check that the model "
+           "belongs to this exposure: its CCD, the exposure's orientation (width and height swapped?) and origin "
+           "(xy0; a PSFEx model's POLZERO is 1-based, see read_psfex(origin=))")
+    log.warning(msg)
+    warnings.warn(msg, PsfMatchWarning, stacklevel=3)
 
 
 def _warn_pixel_scales(exposure, reference):
