@@ -520,12 +520,12 @@ def test_a_broad_reference_gets_a_kernel_as_wide_as_it_needs():
 class _VaryingMoffat:
     """A Moffat (beta 2.5: a real PSF's wing) whose FWHM grows across the field, 4.0 -> 4.6 px."""
 
-    def __init__(self):
-        self.beta = 2.5
+    def __init__(self, size=51):
+        self.beta, self.size = 2.5, size
 
     def computeKernelImage(self, position=None):
         x = 512.0 if position is None else float(position[0])
-        return MoffatPsf(51, 51, 4.0 + 0.6 * x / 1024.0, self.beta).computeKernelImage((0, 0))
+        return MoffatPsf(self.size, self.size, 4.0 + 0.6 * x / 1024.0, self.beta).computeKernelImage((0, 0))
 
 
 def test_the_wing_stage_adds_broad_widths_where_the_aperture_flux_is_missed():
@@ -574,3 +574,20 @@ def test_the_wing_stage_needs_the_science_psf_size():
                       4.0, 0.1, 1e-6)
     assert out["accepted"] is None and out["widths"] == () and out["note"].startswith(
         "no wing trial: the science PSF's moments did not converge in any cell")
+
+
+def test_the_aperture_warning_says_the_wing_trial_ran_only_when_it_did():
+    # 31 px stamps that the padding may not grow: a 41 px wing kernel does not fit them, so no wing trial runs,
+    # and the warning must not say the automatic mode tried broad widths
+    exposure = Exposure(np.zeros((1024, 1024), np.float32), psf=_VaryingMoffat(31))
+    config = ModelPsfMatchConfig()
+    config.qaMaxApertureFluxMismatch = 1e-4
+    config.doAutoPadPsf = False
+    config.padPsfBy = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(41, 41, 2.6))
+    wing = result.metadata["autoKernel"]["wingTrials"]
+    assert not wing["ran"] and wing["note"].startswith("no wing trial: a 41 px kernel does not fit the PSF stamps")
+    said = [str(w.message) for w in caught if "encircled flux" in str(w.message)]
+    assert said and "the automatic mode tried them" not in said[0]

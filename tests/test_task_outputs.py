@@ -637,7 +637,8 @@ def test_an_exposure_far_beyond_its_psf_models_region_warns():
     def said(shape):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            ModelPsfMatchTask(config=config).run(Exposure(np.zeros(shape, np.float32), psf=psf), GaussianPsf(31, 31, 3.0))
+            exposure = Exposure(np.zeros(shape, np.float32), psf=psf)
+            ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 3.0))
         return [str(w.message) for w in caught if w.category is PsfMatchWarning and "fitted on" in str(w.message)]
 
     assert said((400, 200)) == [] and said((420, 210)) == []  # its region, and 5% beyond it
@@ -646,3 +647,20 @@ def test_an_exposure_far_beyond_its_psf_models_region_warns():
         "the exposure (x 0..399, y 0..199) reaches beyond the region the science PSF model was fitted on (x 0..199, "
         "y 0..399) at x > 199 by 100% of that region's size")
     assert "width and height swapped?" in msgs[0]
+
+
+def test_size_holding_is_the_side_from_which_every_crop_holds_the_flux():
+    from psfmatch.diagnostics import flux_outside, size_holding
+
+    # a core with a negative ring and a positive wing beyond it (as PSFEx stamps have): the flux outside a
+    # crop first overshoots below zero, then comes back; every crop from the answer on holds within 1e-3
+    y, x = np.mgrid[-20:21, -20:21]
+    r = np.hypot(x, y)
+    stamp = np.exp(-0.5 * (r / 1.5) ** 2) - 0.02 * np.exp(-0.5 * ((r - 6) / 1.0) ** 2) \
+        + 0.004 * np.exp(-0.5 * ((r - 12) / 2.0) ** 2)
+    side = size_holding(stamp, 1e-3)
+    assert all(abs(flux_outside(stamp, s)) <= 1e-3 for s in range(side, 42, 2))
+    assert abs(flux_outside(stamp, side - 2)) > 1e-3
+    assert min(flux_outside(stamp, s) for s in range(1, 42, 2)) < 0  # (not monotonic: the ring's overshoot)
+    # an even flat stamp: a 3x3 crop leaves 44% outside
+    assert size_holding(np.ones((4, 4)), 1e-3) == 4 and size_holding(np.zeros((5, 5)), 1e-3) == 1

@@ -790,11 +790,12 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
     degrees = tuple(pick.trial.degrees) + (2,) * len(broad)
     k = min(config.autoKernelMaxSize, k_exposure, max(pick.trial.kernelSize, _odd(4 * broad[-1] + 1)))
     k = k if k % 2 else k - 1
-    out = {"results": [], "accepted": None, "widths": widths, "kernelSize": int(k), "note": ""}
+    out = {"results": [], "accepted": None, "widths": widths, "kernelSize": int(k), "note": "", "ran": False}
     P = _psf_size_for(config, p_native, k, p_min)
     if P is None:
         out["note"] = f"no wing trial: a {k} px kernel does not fit the PSF stamps under the padding rules"
         return out
+    out["ran"] = True
     data = _TrialData(science_psf, reference_psf, survey, cell_set, bbox, P, config.autoKernelMaxGrid,
                       survey.constant)
     trial = KernelTrial("AL", int(k), pick.trial.spatialOrder, widths, degrees, label="wing")
@@ -1053,7 +1054,8 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     if (pick.trial.family == "AL" and free["alWidths"] and free["kernelSize"] and np.isfinite(pick.score)
             and pick.apertureFluxMismatch > config.qaMaxApertureFluxMismatch):
         def fits(trial, P):
-            return fits_memory is None or fits_memory(_apply(config, trial, free, constant, p_native, p_min), P)
+            # the config _apply gives carries the padding (padPsfBy) that makes P: the estimate takes the native size
+            return fits_memory is None or fits_memory(_apply(config, trial, free, constant, p_native, p_min), p_native)
 
         wing = _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox, kc, g_ref, rcond,
                            p_native, p_min, k_exposure, max_noise, tol, floor, fits)
@@ -1083,6 +1085,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         md["orderTrials"] = [r.to_dict() for r in stage1]
     if wing is not None:
         md["wingTrials"] = {"widths": list(wing["widths"]), "kernelSize": wing["kernelSize"],
+                            "ran": wing.get("ran", False),
                             "accepted": wing["accepted"] is not None, "note": wing["note"]}
     log.info("autoKernel: chose %s (held-out residual %.3g; %d trials in %.2f s)", chosen.describe(), pick.score,
              len(results), md["time"])

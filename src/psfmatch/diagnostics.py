@@ -442,19 +442,26 @@ def flux_outside(stamp, size) -> float:
 
 
 def size_holding(stamp, fraction) -> int:
-    """The smallest odd side whose central part of ``stamp`` leaves at most ``fraction`` of its flux outside
-    (the flux test of :class:`~psfmatch.errors.TruncatedPsfWarning`); at most the stamp's largest side."""
-    stamp = np.asarray(stamp, dtype=float)
-    lo, hi = 0, (max(stamp.shape) - 1) // 2  # half-sizes: flux_outside falls as the square grows
-    if flux_outside(stamp, 2 * hi + 1) > fraction:
-        return 2 * hi + 1
-    while lo < hi:  # the smallest half-size within the fraction (bisection: a few sums, not one per size)
-        mid = (lo + hi) // 2
-        if flux_outside(stamp, 2 * mid + 1) > fraction:
-            lo = mid + 1
-        else:
-            hi = mid
-    return 2 * lo + 1
+    """The smallest odd side from which every central crop of ``stamp`` leaves at most ``fraction`` of its flux
+    outside, in absolute value (the flux test of :class:`~psfmatch.errors.TruncatedPsfWarning`); at most the
+    stamp's largest side.
+
+    The flux outside a crop need not fall as the crop grows: a PSFEx stamp has negative rings.  The flux of
+    each square ring about the centre (pixels at one Chebyshev distance from it) is summed once; the answer
+    is one past the largest crop that fails.  A stamp of sum <= 0 gives 1.
+    """
+    a = np.asarray(stamp, dtype=float)
+    total = float(a.sum())
+    h, w = a.shape
+    if not total > 0:
+        return 1
+    yy, xx = np.indices(a.shape)
+    ring = np.maximum(np.abs(yy - (h - 1) // 2), np.abs(xx - (w - 1) // 2))  # (the centre of an odd side)
+    inside = np.cumsum(np.bincount(ring.ravel(), weights=a.ravel()))  # flux within each half-size
+    top = max(h, w)
+    sides = 2 * np.arange(len(inside)) + 1
+    failing = np.flatnonzero((np.abs(1.0 - inside / total) > fraction) & (sides < top))
+    return int(min(top, sides[failing[-1]] + 2)) if len(failing) else 1
 
 
 def untruncated_size(stamp, threshold) -> int:
@@ -657,8 +664,9 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         msg = (f"kernel negative flux fraction sum|min(K,0)|/sum|K| reaches {neg:.3g}, above "
                f"qaMaxKernelNegativeFraction={max_negative_fraction:g}: the kernel oscillates (ringing, amplified "
                "noise). Remedy: a broader reference PSF, wider Alard-Lupton widths (alardSigGauss; on the "
-               "command line, e.g. -c \"kernel['AL'].alardSigGauss=[1.0, 2.0, 4.0]\"), stronger delta-function "
-               f"regularization (kernel['DF'].lambdaScaling){'' if auto_kernel else ', or autoKernel=True'}")
+               "command line, e.g. -c \"kernel['AL'].alardSigGauss=[1.0, 2.0, 4.0]\"), a delta-function kernel with "
+               "stronger regularization (kernel.name='DF' and kernel['DF'].lambdaScaling)"
+               f"{'' if auto_kernel else ', or autoKernel=True'}")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     ap = worst("apertureFluxMismatchWorst")

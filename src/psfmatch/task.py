@@ -438,7 +438,7 @@ class ModelPsfMatchTask:
             n_cells = cellSet.nx * cellSet.ny
 
             def fits_memory(cfg, psf_size):
-                need, _ = estimate_fit_memory(cfg, n_cells, psf_size)
+                need, _ = estimate_fit_memory(cfg, n_cells, psf_size, None if survey.constant is False else 1)
                 return need <= cfg.maxMemoryGiB * 2 ** 30
 
             choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox, self.TRUNCATION_THRESHOLD,
@@ -471,7 +471,7 @@ class ModelPsfMatchTask:
                                       auto_kernel=(auto_md is not None) and (bool(auto_md.get("trials")) or "kept"),
                                       max_aperture_mismatch=self.config.qaMaxApertureFluxMismatch,
                                       wing_tried=auto_md is not None and bool(auto_md.get("wingTrials", {}).get(
-                                          "widths")))
+                                          "ran")))
         qa["flags"] = flags
         qa["thresholds"] = {"illPosedTolerance": self.config.illPosedTolerance,
                             "qaMaxResidual": self.config.qaMaxResidual,
