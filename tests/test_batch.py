@@ -1272,3 +1272,18 @@ def test_an_input_without_a_psf_fails_with_the_remedy_a_batch_user_can_follow(tm
     assert report.error_message.startswith(f"{plain} carries no PSF model; psfmatch batch matches exposure files "
                                            "that carry their PSF")
     assert "psfmatch run --psf" in report.error_message and not (tmp_path / "out" / "plain.fits").exists()
+
+
+def test_the_json_report_records_what_the_batch_matched_with(client, inputs, tmp_path):
+    """The report did not record the configuration, kernelSum or fingerprint mode: only each output did."""
+    paths, _ = inputs
+    config = _config()
+    config.kernel.active.kernelSize = 21  # explicitly, to its default
+    report = match_many(paths[:1], REFERENCE, tmp_path / "out", config=config, client=client, progress=False,
+                        kernelSum=2.0, fingerprint="sha256", report_path=tmp_path / "report.json")
+    saved = json.loads((tmp_path / "report.json").read_text())["settings"]
+    assert saved["kernelSum"] == 2.0 and saved["fingerprint"] == "sha256" and saved["force"] is False
+    assert saved["config"]["kernel"]["AL"]["sizeCellX"] == 80
+    assert saved["explicitFields"] == ["config.kernel['AL'].kernelSize"]
+    with fits.open(report[0].output) as hdul:  # the marker's configuration hash
+        assert hdul[0].header["BATCHCFG"] == saved["configHash"]

@@ -283,14 +283,19 @@ class BatchReport(list):
         reference survey excluded) and ``shutdown_time``.
     wall_time : float
         Seconds for the whole call (cluster start-up included).
+    settings : dict
+        What the call matched with: the configuration (``config``, its values;
+        ``explicitFields``; ``configHash``, the marker's ``BATCHCFG``),
+        ``kernelSum``, ``fingerprint`` and ``force``.
     """
 
-    def __init__(self, reports=(), *, outdir="", reference=None, engine=None, wall_time=float("nan")):
+    def __init__(self, reports=(), *, outdir="", reference=None, engine=None, wall_time=float("nan"), settings=None):
         super().__init__(reports)
         self.outdir = outdir
         self.reference = reference or {}
         self.engine = engine or {}
         self.wall_time = wall_time
+        self.settings = settings or {}
 
     def by_status(self, status) -> list:
         return [r for r in self if r.status == status]
@@ -318,7 +323,7 @@ class BatchReport(list):
 
     def to_dict(self) -> dict:
         return {"outdir": self.outdir, "reference": self.reference, "engine": self.engine,
-                "wallTime": self.wall_time,
+                "settings": self.settings, "wallTime": self.wall_time,
                 "counts": {s: len(self.by_status(s)) for s in (MATCHED, SKIPPED, FAILED)},
                 "exposures": [r.to_dict() for r in self]}
 
@@ -1298,8 +1303,11 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         engine["jobs_time"] = time.perf_counter() - t_jobs
         t_close = time.perf_counter()
     engine["shutdown_time"] = time.perf_counter() - t_close
+    settings = {"config": config.to_dict(), "explicitFields": _explicit_fields(config),
+                "configHash": _config_hash(config, kernelSum), "kernelSum": float(kernelSum),
+                "fingerprint": fingerprint, "force": bool(force)}
     out = BatchReport(reports, outdir=outdir, reference=reference, engine=engine,
-                      wall_time=time.perf_counter() - t0)
+                      wall_time=time.perf_counter() - t0, settings=settings)
     # (the summary is the caller's to show, out.summary(): psfmatch batch prints it, so not logged here too)
     log.debug("match_many done: %r in %.1f s", out, out.wall_time)
     if report_path is not None:
