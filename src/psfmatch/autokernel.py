@@ -154,7 +154,7 @@ from .kernel.basis import KernelBasis, alard_lupton_basis, makeDeltaFunctionBasi
 from .kernel.spatial import SpatialFunction, full_column_rank
 from .parallel import map_shared
 from .psf.base import _ResizedPsf, kernel_image_pair_stacks, pad_or_crop
-from .qa import _aperture_masks, matched_stamps
+from .qa import aperture_flux_mismatch, matched_stamps
 from .solve import (GramBuilder, NormalEquations, constrained_basis, reduce_constrained, solve_candidates,
                     solve_spatial, transform_equations)
 
@@ -584,9 +584,7 @@ def _residuals(S, R, K, spectra=None, terms=None):
     peak = R.max(axis=(1, 2))
     rmax = np.abs(m).max(axis=(1, 2)) / peak
     rl2 = np.sqrt(np.sum(m * m, axis=(1, 2)) / np.sum(R * R, axis=(1, 2)))
-    L = m.shape[-1]
-    aperture = np.abs(m.reshape(len(m), L * L) @ _aperture_masks(L, P)).max(axis=1)
-    return rmax, rl2, aperture
+    return rmax, rl2, aperture_flux_mismatch(m, P)
 
 
 # ---------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from .moments import adaptive_moments, stamp_moments
 from .psf.base import stamp_half_support
 from .parallel import map_shared
 
-__all__ = ["matched_stamps", "match_quality", "summarize", "QA_DTYPE"]
+__all__ = ["matched_stamps", "match_quality", "aperture_flux_mismatch", "summarize", "QA_DTYPE"]
 
 
 #: Precision of the transforms behind :func:`match_quality` (see its Notes).
@@ -136,6 +136,13 @@ def _aperture_masks(L, P) -> np.ndarray:
     return masks
 
 
+def aperture_flux_mismatch(D, P) -> np.ndarray:
+    """``apertureFluxMismatch`` (see the module docstring) of residual stamps ``D`` (n, L, L), ``S (*) K - R``
+    on the matched stamps' full support, for reference stamps of side ``P``."""
+    L = D.shape[-1]
+    return np.abs(D.reshape(len(D), L * L) @ _aperture_masks(L, P)).max(axis=1)
+
+
 #: Stacks are measured in chunks of this many positions: each chunk's arrays stay in the cache
 #: (1.5 times faster than whole-stack arrays of a thousand stamps), and chunks run on the cores in parallel.
 _CHUNK = 256
@@ -208,8 +215,7 @@ def _match_quality(S, R, K):
     Dc -= R
     peak = R.max(axis=(1, 2))
     res_rms = np.sqrt(np.einsum("nij,nij->n", Dc, Dc) / (P * P)) / peak
-    L = D.shape[-1]
-    aperture = np.abs(D.reshape(len(D), L * L) @ _aperture_masks(L, P)).max(axis=1)  # (before |D| below)
+    aperture = aperture_flux_mismatch(D, P)  # (before |D| below)
     res_max = np.abs(D, out=D).max(axis=(1, 2)) / peak
     ri = _reference_moments(R)
     det_m = np.clip(mi[0] * mi[1] - mi[2] ** 2, 1e-300, None) ** 0.25

@@ -438,7 +438,7 @@ class ModelPsfMatchTask:
             n_cells = cellSet.nx * cellSet.ny
 
             def fits_memory(cfg, psf_size):
-                need, _ = estimate_fit_memory(cfg, n_cells, psf_size, None if survey.constant is False else 1)
+                need, _ = estimate_fit_memory(cfg, n_cells, psf_size, 1 if survey.constant else None)
                 return need <= cfg.maxMemoryGiB * 2 ** 30
 
             choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox, self.TRUNCATION_THRESHOLD,

@@ -1131,12 +1131,14 @@ def no_image_remedy(hdul) -> str:
     """
     from astropy.io import fits
 
+    from ..psf.psfex import is_psfex
+
     def columns(h):
         n = int(h.header.get("TFIELDS", 0))
         return [str(h.header.get(f"TTYPE{i}", "")).strip().upper() for i in range(1, n + 1)]
 
     tables = [h for h in hdul if isinstance(h, fits.BinTableHDU)]
-    if any(h.name.upper() == "PSF_DATA" or "PSF_MASK" in columns(h) for h in tables):
+    if is_psfex(hdul):
         return ("it is a PSFEx PSF model (a PSF_DATA table), not an image: read it with read_psf or read_psfex "
                 "(on the command line, as the PSF psfex:FILE)")
     if any(h.name.upper() == "PSF" and "TYPE" in columns(h) for h in tables):
