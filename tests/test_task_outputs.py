@@ -649,6 +649,47 @@ def test_an_exposure_far_beyond_its_psf_models_region_warns():
     assert "width and height swapped?" in msgs[0]
 
 
+def test_fitted_region_is_seen_through_wrappers():
+    """A model wrapped in PsfAdapter (a duck-typed model given to as_psf) or resized by the base class stated no
+    region: the transposed exposure got no warning."""
+    import warnings
+
+    from psfmatch.errors import PsfMatchWarning
+    from psfmatch.psf import PsfAdapter
+    from psfmatch.psf.base import _ResizedPsf, model_domain
+
+    region = Box2I((0, 0), (200, 400))
+    inner = VariableGaussianPsf(21, 21, region, sigma=[1.8, 0.1, 0.05])
+
+    class Duck:  # a user's model: kernel images and a domain, nothing else
+        def computeKernelImage(self, position):
+            return inner.computeKernelImage(position)
+
+        def getBBox(self):
+            return region
+
+    class NoDomain:
+        def computeKernelImage(self, position):
+            return inner.computeKernelImage(position)
+
+        def getBBox(self):
+            raise RuntimeError("no domain")
+
+    assert model_domain(PsfAdapter(Duck())) == region
+    assert model_domain(_ResizedPsf(PsfAdapter(Duck()), 25, 25)) == region
+    assert model_domain(PsfAdapter(NoDomain())) is None and model_domain(GaussianPsf(21, 21, 2.0)) is None
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 100
+    for psf in (PsfAdapter(Duck()), _ResizedPsf(PsfAdapter(Duck()), 25, 25)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            exposure = Exposure(np.zeros((200, 400), np.float32), psf=psf)  # transposed
+            ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 3.0))
+        msgs = [str(w.message) for w in caught if w.category is PsfMatchWarning and "fitted on" in str(w.message)]
+        assert len(msgs) == 1 and "at x > 199 by 100% of that region's size" in msgs[0]
+
+
 def test_size_holding_is_the_side_from_which_every_crop_holds_the_flux():
     from psfmatch.diagnostics import flux_outside, size_holding
 

@@ -620,6 +620,7 @@ def _cmd_inspect_psf(args) -> int:
 
     from .errors import InvalidInputError, PsfMatchError
     from .io.fits import same_file
+    from .psf.base import model_domain
 
     psf = parse_psf_spec(args.psf)
     source = _spec_file(args.psf)[0]
@@ -628,10 +629,7 @@ def _cmd_inspect_psf(args) -> int:
     outputs = _StagedOutputs(overwrite=args.overwrite)
     outputs.add(args.plot, "--plot")
     fmt = _figure_format(args.plot, "--plot") if args.plot else None
-    domain = None
-    if callable(getattr(psf, "getBBox", None)):
-        with contextlib.suppress(Exception):
-            domain = psf.getBBox()
+    domain = model_domain(psf)
     try:
         info = display.psf_summary(psf, args.at)
     except PsfMatchError as exc:

@@ -41,12 +41,12 @@ from .errors import (InvalidConfigError, InvalidInputError, KernelQualityWarning
                      MissingPsfError, NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError,
                      PsfMatchWarning, TruncatedPsfWarning)
 from .geom import Box2D, Box2I, Point2D
-from .image import Exposure
+from .image import Exposure, metadata_copy
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel, as_real
 from .kernel.spatial import SpatialFunction, full_column_rank
-from .psf.base import (as_psf, compute_kernel_images, kernel_image_pair_stacks, pad_or_crop, pad_or_crop_stack,
-                       unique_stamps)
+from .psf.base import (as_psf, compute_kernel_images, kernel_image_pair_stacks, model_domain, pad_or_crop,
+                       pad_or_crop_stack, unique_stamps)
 from .qa import match_quality, summarize
 from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
                     solve_candidates, solve_spatial, transform_equations)
@@ -238,7 +238,7 @@ class ModelPsfMatchTask:
         exposure = self._check_exposure(exposure)
         _warn_pixel_scales(exposure, referencePsfModel)
         _warn_psf_domain(exposure)
-        metadata = _metadata_copy(exposure.metadata)  # before any work: a value that cannot be copied fails now
+        metadata = metadata_copy(exposure.metadata)  # before any work: a value that cannot be copied fails now
         log.info("compute Psf-matching kernel")
         fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum,
                              _warn_skip=1)  # the fit's warnings point to the line that called run()
@@ -866,15 +866,8 @@ def _warn_psf_domain(exposure):
     :data:`PSF_DOMAIN_TOLERANCE` of its size) the model most likely belongs to another CCD, or
     the exposure is transposed, or its origin differs from the model's.
     """
-    psf = exposure.getPsf()
-    get = getattr(psf, "getBBox", None)
-    if not callable(get):
-        return
-    try:
-        domain = get()
-    except Exception:  # a constant model has no region
-        return
-    if not isinstance(domain, Box2I) or domain.isEmpty():
+    domain = model_domain(exposure.getPsf())
+    if domain is None:
         return
     box = exposure.getBBox()
     w, h = domain.getWidth(), domain.getHeight()
@@ -937,23 +930,6 @@ def _rejections(cands) -> str:
         return f"none of {len(cands)} candidates rejected"
     c = bad[0]
     return f"{len(bad)} of {len(cands)} candidates rejected; first: candidate {c.id} at ({c.x:.1f}, {c.y:.1f}): {c.reason}"
-
-
-def _metadata_copy(metadata, what="the exposure's metadata", to="the matched exposure") -> dict:
-    """A deep copy of ``metadata`` (``what``) for ``to``, or InvalidInputError naming what cannot be copied."""
-    try:
-        return copy.deepcopy(metadata)
-    except Exception as exc:
-        bad = []
-        for key, value in (metadata.items() if isinstance(metadata, dict) else ()):
-            try:
-                copy.deepcopy(value)
-            except Exception:
-                bad.append(key)
-        where = f"the entries {bad}" if bad else "it"
-        raise InvalidInputError(
-            f"{what} cannot be copied to {to} ({type(exc).__name__}: {exc}): remove "
-            f"or convert {where} (locks, open files and the like cannot be copied)") from None
 
 
 def _edge_to_peak(stamp) -> float:

@@ -737,3 +737,28 @@ def as_psf(obj) -> Psf:
     if isinstance(obj, Psf):
         return obj
     return PsfAdapter(obj)
+
+
+def model_domain(psf):
+    """The region a spatially varying model was fitted on, or None when it states none.
+
+    A model states it with ``getBBox()`` (a PSFEx model: ``POLZERO +- POLSCAL / 2``;
+    :class:`~psfmatch.psf.VariableGaussianPsf`: its box).  Wrappers are looked through: a
+    model resized to another stamp (:meth:`Psf.resized`) and a :class:`PsfAdapter` have the
+    domain of the model they wrap.  A ``getBBox`` that fails or returns no non-empty
+    :class:`~psfmatch.geom.Box2I` counts as none.
+    """
+    while True:
+        get = getattr(psf, "getBBox", None)
+        if callable(get):
+            try:
+                box = get()
+            except Exception:  # a partial implementation, or a constant model: no region
+                return None
+            return box if isinstance(box, Box2I) and not box.isEmpty() else None
+        if isinstance(psf, _ResizedPsf):
+            psf = psf._psf
+        elif isinstance(psf, PsfAdapter):
+            psf = psf.obj
+        else:
+            return None
