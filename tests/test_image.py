@@ -425,3 +425,15 @@ def test_plane_names_that_are_not_a_name_or_a_list_are_refused():
         m.getPlaneBitMask(None)
     with pytest.raises(InvalidInputError, match=r"unknown mask plane None; this mask has \["):
         m.planes_set([None, "BAD"])
+
+
+def test_copy_names_metadata_entries_that_cannot_be_copied():
+    """Exposure.copy() of metadata holding a lock raised copy's bare TypeError ("cannot pickle '_thread.lock'")."""
+    import threading
+
+    exp = Exposure(np.zeros((8, 8), np.float32), metadata={"FILTER": "r", "guard": threading.Lock()})
+    with pytest.raises(InvalidInputError, match=r"the exposure's metadata cannot be copied to the copy "
+                                                r"\(TypeError: .*\): remove or convert the entries \['guard'\]"):
+        exp.copy()
+    exp.metadata.pop("guard")
+    assert exp.copy().metadata == {"FILTER": "r"}

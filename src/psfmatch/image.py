@@ -677,9 +677,16 @@ class Exposure(MaskedImage):
 
     def copy(self) -> "Exposure":
         """A deep copy: planes, WCS and metadata are new objects (the PSF model is shared: models are
-        not modified in place)."""
+        not modified in place).
+
+        Raises
+        ------
+        InvalidInputError
+            If an entry of the metadata cannot be copied (a lock, an open file): the
+            message names the entries.
+        """
         return Exposure(self.image, self._mask, self.variance, psf=self._psf, wcs=copy.deepcopy(self._wcs),
-                        xy0=self._xy0, metadata=copy.deepcopy(self.metadata))
+                        xy0=self._xy0, metadata=metadata_copy(self.metadata, to="the copy"))
 
     # FITS and astropy interop (implemented in psfmatch.io)
     @classmethod
@@ -710,3 +717,20 @@ class Exposure(MaskedImage):
         from .io.nddata import exposure_to_nddata
 
         return exposure_to_nddata(self, **kwargs)
+
+
+def metadata_copy(metadata, what="the exposure's metadata", to="the matched exposure") -> dict:
+    """A deep copy of ``metadata`` (``what``) for ``to``, or InvalidInputError naming what cannot be copied."""
+    try:
+        return copy.deepcopy(metadata)
+    except Exception as exc:
+        bad = []
+        for key, value in (metadata.items() if isinstance(metadata, dict) else ()):
+            try:
+                copy.deepcopy(value)
+            except Exception:
+                bad.append(key)
+        where = f"the entries {bad}" if bad else "it"
+        raise InvalidInputError(
+            f"{what} cannot be copied to {to} ({type(exc).__name__}: {exc}): remove "
+            f"or convert {where} (locks, open files and the like cannot be copied)") from None

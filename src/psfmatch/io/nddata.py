@@ -50,7 +50,7 @@ import re
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..image import Exposure, Mask
+from ..image import Exposure, Mask, metadata_copy
 from ..parallel import catch_warnings
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,6 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
 
     from ..errors import CorruptFileError
     from ..psf.image_psf import ImagePsf
-    from ..task import _metadata_copy
     from .fits import _estimate_variance, _is_origin_key, _primary_cards, _xy0_from_header
 
     if not hasattr(nd, "data") or not hasattr(nd, "uncertainty"):
@@ -258,7 +257,7 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
                 metadata["unit"] = str(meta["BUNIT"]).strip()
         else:
             # copied with the task's check: an entry that cannot be copied is named in an InvalidInputError
-            metadata.update(_metadata_copy({key: value for key, value in meta.items()
+            metadata.update(metadata_copy({key: value for key, value in meta.items()
                                             if not (isinstance(key, str) and _is_origin_key(key))},
                                            "the NDData's meta", "the exposure's metadata"))
     if unit is not None:
@@ -379,7 +378,6 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
     from astropy import units as u
     from astropy.nddata import CCDData, NDData, StdDevUncertainty, VarianceUncertainty
 
-    from ..task import _metadata_copy
     from .fits import _is_origin_key
 
     if not isinstance(exposure, Exposure):
@@ -404,7 +402,7 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
     if header is not None:
         meta = _meta_header(exposure.metadata, header)
     else:
-        meta = _metadata_copy({k: v for k, v in exposure.metadata.items()
+        meta = metadata_copy({k: v for k, v in exposure.metadata.items()
                                if k != "unit" and not (isinstance(k, str) and _is_origin_key(k))},
                               "the exposure's metadata", "the NDData's meta")
     x0, y0 = exposure.getXY0()
