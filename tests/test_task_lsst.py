@@ -163,6 +163,19 @@ def test_albasismode_says_when_the_automatic_kernel_chose_the_widths():
     assert md["ALBasisMode"] == "config"
 
 
+def test_albasismode_is_auto_when_the_wing_stage_chose_the_widths():
+    """The wing stage's widths (the moments' plus broad ones) were recorded as ALBasisMode "config"."""
+    from psfmatch.psf import DoubleGaussianPsf, VariableGaussianPsf
+
+    bbox = Box2I((0, 0), (512, 512))
+    sci = VariableGaussianPsf(25, 25, bbox, [1.6, 0.2, 0.1], [0.05], [0.05])
+    ref = DoubleGaussianPsf(23, 23, 3.27, 8.17, 0.1)  # LSST's production model PSF: a faint broad wing
+    md = ModelPsfMatchTask().fitKernel(sci, ref, bbox).metadata
+    assert md["autoKernel"]["chosen"]["label"] == "wing"
+    assert md["ALBasisSigGauss"] != list(ModelPsfMatchConfig().kernel.active.alardSigGauss)
+    assert md["ALBasisMode"] == "auto"
+
+
 def test_a_reference_objects_own_resized_is_used():
     """LSST resizes the reference with its own resized(); padding an analytic model's small stamp cut its wings."""
     class Wide:

@@ -450,8 +450,8 @@ class ModelPsfMatchTask:
         md = fit.metadata
         if auto_md is not None:
             md.setdefault("notes", []).extend(auto_md.get("notes", []))
-            if md.get("ALBasisMode") == "config" and auto_md["chosen"].get("label") == "moments":
-                md["ALBasisMode"] = "auto"  # the widths came from the PSFs' moments, not from the config
+            if md.get("ALBasisMode") == "config" and auto_md["chosen"].get("label") not in ("config", "config-widths"):
+                md["ALBasisMode"] = "auto"  # the widths came from the PSFs' moments (and wing sizes), not the config
         qa = md.setdefault("qa", {})
         flags = []
         if report is not None:
