@@ -280,12 +280,14 @@ def _brute_dilate(mask, fp, exclude=0):
     return out
 
 
-@pytest.mark.parametrize("box_overhead", [0, None])
-def test_dilate_mask_matches_brute_force(box_overhead, monkeypatch):
+@pytest.mark.parametrize("box_overhead, band", [(0, None), (None, None), (None, 50), (0, 1)])
+def test_dilate_mask_matches_brute_force(box_overhead, band, monkeypatch):
     import psfmatch.convolve as convolve_mod
 
     if box_overhead is not None:  # 0: dilate box by box (the default merges many boxes into one pass)
         monkeypatch.setattr(convolve_mod, "_BOX_OVERHEAD_PIXELS", box_overhead)
+    if band is not None:  # bands of a few rows: each needs the footprint's reach above and below it
+        monkeypatch.setattr(convolve_mod, "_BAND_PIXELS", band)
     rng = np.random.default_rng(7)
     for trial in range(60):
         k = int(rng.integers(0, 9)) * 2 + 1

@@ -344,6 +344,9 @@ _SPARSE_FRACTION = 0.05
 _DENSE_FRACTION = 1.0 / 16
 #: More set pixels than this in a plane give one bounding box instead of clusters (``_clusters``).
 _CLUSTER_POINTS = 1 << 16
+#: Output pixels per band of the mask's dilation and of its scans for set pixels (:func:`_or_dilated`,
+#: :func:`_set_pixels`): their work arrays stay this small (a few MB) at any image size.
+_BAND_PIXELS = 1 << 20
 
 
 def _shift_x(a, s):
@@ -414,16 +417,18 @@ def _dilate_packed(a, rects):
     return out
 
 
-def _dilate_bool(b, rects):
+def _dilate_bool(b, rects, keep=None):
     """``out(y, x) = OR_{(dy, dx) in rects} b(y - dy, x - dx)`` for a boolean array (zero outside).
 
     The plane is packed 64 pixels to a word, padded by the largest offset,
     dilated rectangle by rectangle (nested rectangles share their work) and unpacked.
+    ``keep = (r0, r1)``: only rows ``r0:r1`` of the result are unpacked and returned.
     """
     b = np.asarray(b)
     H, W = b.shape
+    r0, r1 = (0, H) if keep is None else keep
     if not rects:
-        return np.zeros((H, W), dtype=bool)
+        return np.zeros((r1 - r0, W), dtype=bool)
     m = max(abs(v) for r in rects for v in r)
     wpad = 64 * (-(-m // 64))  # whole words on each side
     nbits = W + 2 * wpad
@@ -431,7 +436,7 @@ def _dilate_bool(b, rects):
     padded = np.zeros((H + 2 * m, nbits // 8), dtype=np.uint8)
     padded[m:m + H, wpad // 8:wpad // 8 + (W + 7) // 8] = np.packbits(b, axis=1, bitorder="little")
     res = _dilate_packed(padded.view(_U64), rects)
-    bits = np.unpackbits(res.view(np.uint8)[m:m + H], axis=1, count=wpad + W, bitorder="little")
+    bits = np.unpackbits(res.view(np.uint8)[m + r0:m + r1], axis=1, count=wpad + W, bitorder="little")
     return bits[:, wpad:].view(bool)
 
 
@@ -479,27 +484,50 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
         # many set pixels: index lists would cost 8 to 16 bytes each; work on each plane's pixels as booleans
         for bitno in range(32):
             if (present >> bitno) & 1:
-                _dilate_dense_plane(mask, np.int32(np.uint32(1 << bitno).view(np.int32)), rects, offsets, margin,
-                                    out)
+                _dilate_dense_plane(mask, _bits(1 << bitno), rects, offsets, margin, out)
         return out
     # the set pixels of all the planes at once (one pass), then each plane's among them
-    if allbits != present:  # excluded bits are set somewhere
-        nz = np.flatnonzero(np.bitwise_and(flat, np.int32(np.uint32(present).view(np.int32))) != 0)
-    else:
-        nz = np.flatnonzero(flat != 0)  # (nonzero of a boolean array is several times faster)
+    nz = _set_pixels(flat.reshape(H, W), present if allbits != present else None)
     nz_vals = flat[nz]
     for bitno in range(32):
         if not (present >> bitno) & 1:
             continue
-        value = np.int32(np.uint32(1 << bitno).view(np.int32))
+        value = _bits(1 << bitno)
         idx = nz[(nz_vals & value) != 0]
         if idx.size * len(offsets) <= _SPARSE_FRACTION * H * W:
             _scatter(idx, offsets, value, out)
             continue
-        b = np.zeros(H * W, dtype=bool)
-        b[idx] = True
-        _or_dilated(b.reshape(H, W), _cluster_boxes(idx, (H, W), margin), rects, value, out)
+        _or_dilated(flat.reshape(H, W), _cluster_boxes(idx, (H, W), margin), rects, value, out, idx)
     return out
+
+
+def _bits(value) -> np.int32:
+    """``value`` (an unsigned 32-bit pattern) as the int32 of the mask's bit arithmetic."""
+    return np.int32(np.uint32(value).view(np.int32))
+
+
+def _set_pixels(mask, bits=None):
+    """Sorted flat indices of the pixels of the 2-d int32 ``mask`` with any of ``bits`` set (None: any bit).
+
+    The mask is read a band of rows at a time into two small reused buffers: whole-plane temporaries
+    (5 bytes a pixel) are fresh memory, which costs more to fault in than to compute on large images.
+    """
+    H, W = mask.shape
+    rows = max(1, _BAND_PIXELS // max(W, 1))
+    tmp = np.empty((min(rows, H), W), dtype=np.int32) if bits is not None else None
+    hit = np.empty((min(rows, H), W), dtype=bool)
+    parts = []
+    for r0 in range(0, H, rows):
+        band = mask[r0:r0 + rows]
+        n = band.shape[0]
+        if bits is None:
+            np.not_equal(band, 0, out=hit[:n])
+        else:
+            np.not_equal(np.bitwise_and(band, _bits(bits), out=tmp[:n]), 0, out=hit[:n])
+        idx = np.flatnonzero(hit[:n])  # (nonzero of a boolean array is several times faster than of int32)
+        if idx.size:
+            parts.append(idx + r0 * W)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
 
 
 def _scatter(idx, offsets, value, out):
@@ -525,34 +553,78 @@ def _cluster_boxes(idx, shape, margin):
     return boxes
 
 
-def _or_dilated(b, boxes, rects, value, out):
-    """OR ``value`` into ``out`` wherever the boolean plane ``b``, dilated by ``rects``, is set in ``boxes``."""
-    for box in boxes:
-        d = _dilate_bool(b[box], rects)
-        sub = out[box]
-        np.bitwise_or(sub, value, out=sub, where=d)
+def _or_dilated(mask, boxes, rects, value, out, idx=None):
+    """OR ``value`` into ``out`` wherever bit ``value`` of ``mask``, dilated by ``rects``, is set in ``boxes``.
+
+    Each box holds every set pixel of the plane it covers with its footprint, so
+    the dilation inside it treats the outside as empty.  A box is dilated in bands
+    of about :data:`_BAND_PIXELS` output pixels, each from its own rows plus the
+    footprint's reach above and below (exact: no offset reaches further), so that
+    the work arrays stay small and in the cache whatever the image's size.
+    ``idx``: the plane's set pixels (sorted flat indices), when known: a band is
+    then made from them instead of from a pass over the mask.
+    """
+    m = max(abs(v) for r in rects for v in r)
+    W = mask.shape[1]
+    for ys, xs in boxes:
+        y0, y1 = ys.start, ys.stop
+        nx = xs.stop - xs.start
+        rows = max(4 * m, 1, _BAND_PIXELS // max(1, nx))
+        hit = np.empty((min(rows + 2 * m, y1 - y0), nx), dtype=bool)
+        tmp = np.empty(hit.shape, dtype=np.int32) if idx is None else None
+        for a in range(y0, y1, rows):
+            e = min(y1, a + rows)
+            lo, hi = max(y0, a - m), min(y1, e + m)
+            b = hit[:hi - lo]
+            if idx is None:
+                np.not_equal(np.bitwise_and(mask[lo:hi, xs], value, out=tmp[:hi - lo]), 0, out=b)
+            else:
+                b[...] = False
+                i0, i1 = np.searchsorted(idx, (lo * W, hi * W))
+                yy, xx = np.divmod(idx[i0:i1], W)
+                inside = (xx >= xs.start) & (xx < xs.stop)
+                b[yy[inside] - lo, xx[inside] - xs.start] = True
+            d = _dilate_bool(b, rects, keep=(a - lo, e - lo))
+            sub = out[a:e, xs]
+            np.bitwise_or(sub, value, out=sub, where=d)
 
 
 def _dilate_dense_plane(mask, value, rects, offsets, margin, out):
     """One bit plane of :func:`dilate_mask` for a mask with many set pixels, without index arrays.
 
-    The plane is made as booleans a block of rows at a time (one byte a pixel in
-    all); its set pixels are scattered (few of them), grouped into boxes
-    (``_clusters``, up to its point limit) or bounded by one box.
+    The plane is read a band of rows at a time (its set pixels counted, and their
+    rows and columns noted); its set pixels are scattered (few of them), grouped
+    into boxes (``_clusters``, up to its point limit) or bounded by one box.
     """
     H, W = mask.shape
-    b = np.empty((H, W), dtype=bool)
-    for r0 in range(0, H, _SCAN_ROWS):
-        np.not_equal(np.bitwise_and(mask[r0:r0 + _SCAN_ROWS], value), 0, out=b[r0:r0 + _SCAN_ROWS])
-    count = int(np.count_nonzero(b))
+    rows = max(1, _BAND_PIXELS // max(W, 1))
+    tmp = np.empty((min(rows, H), W), dtype=np.int32)
+    hit = np.empty((min(rows, H), W), dtype=bool)
+    row_any = np.zeros(H, dtype=bool)
+    col_any = np.zeros(W, dtype=bool)
+    count = 0
+    for r0 in range(0, H, rows):
+        band = mask[r0:r0 + rows]
+        n = band.shape[0]
+        b = np.not_equal(np.bitwise_and(band, value, out=tmp[:n]), 0, out=hit[:n])
+        count += int(np.count_nonzero(b))
+        b.any(axis=1, out=row_any[r0:r0 + n])
+        col_any |= b.any(axis=0)
     if count == 0:
         return
-    if count * len(offsets) <= _SPARSE_FRACTION * H * W:
-        _scatter(np.flatnonzero(b), offsets, value, out)
+    few = count * len(offsets) <= _SPARSE_FRACTION * H * W
+    if few or count <= _CLUSTER_POINTS:
+        idx = _set_pixels(mask, value)
+        if few:
+            _scatter(idx, offsets, value, out)
+            return
+        _or_dilated(mask, _cluster_boxes(idx, (H, W), margin), rects, value, out, idx)
         return
-    boxes = (_cluster_boxes(np.flatnonzero(b), (H, W), margin) if count <= _CLUSTER_POINTS
-             else [_support_box(b, margin)])
-    _or_dilated(b, boxes, rects, value, out)
+    # the bounding box of the set pixels, grown by the margin
+    r, c = np.flatnonzero(row_any), np.flatnonzero(col_any)
+    boxes = [(slice(max(0, r[0] - margin), min(H, r[-1] + margin + 1)),
+              slice(max(0, c[0] - margin), min(W, c[-1] + margin + 1)))]
+    _or_dilated(mask, boxes, rects, value, out)
 
 
 def _groups(idx, gap):
