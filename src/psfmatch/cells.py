@@ -46,6 +46,25 @@ class CandidateStatus(enum.Enum):
     UNKNOWN = "UNKNOWN"
 
 
+def _as_status(status) -> CandidateStatus:
+    """``status`` as a :class:`CandidateStatus`: a member, or its name (``"GOOD"``, any case).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``status`` is neither, naming the valid statuses.
+    """
+    if isinstance(status, CandidateStatus):
+        return status
+    try:
+        return CandidateStatus(status.upper() if isinstance(status, str) else status)
+    except (ValueError, TypeError):
+        valid = ", ".join(f"CandidateStatus.{s.name}" for s in CandidateStatus)
+        names = ", ".join(repr(s.value) for s in CandidateStatus)
+        raise InvalidInputError(f"a candidate status must be one of {valid} (or the names {names}); "
+                                f"got {status!r}") from None
+
+
 @dataclass(eq=False)
 class KernelCandidate:
     """One pair of PSF stamps (science and reference) at a cell centre, with its own solution and QA.
@@ -99,8 +118,18 @@ class KernelCandidate:
     def getStatus(self) -> CandidateStatus:
         return self.status
 
+    def __post_init__(self):
+        self.status = _as_status(self.status)
+
     def setStatus(self, status: CandidateStatus, reason: str = "") -> None:
-        self.status = CandidateStatus(status)
+        """Set the status (a :class:`CandidateStatus` or its name, e.g. ``"BAD"``) and why.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``status`` is not a status, naming the valid ones.
+        """
+        self.status = _as_status(status)
         self.reason = reason
 
     def getId(self) -> int:
@@ -273,11 +302,20 @@ class SpatialCellSet:
         self.cells[idx].candidates.append(candidate)
 
     def candidates(self, status=None):
-        """All candidates (optionally only those with ``status``), in cell order."""
-        for cell in self.cells:
-            for cand in cell.candidates:
-                if status is None or cand.status == status:
-                    yield cand
+        """All candidates (optionally only those with ``status``), in cell order.
+
+        Parameters
+        ----------
+        status : CandidateStatus or str, optional
+            A status or its name (``"GOOD"``).
+
+        Raises
+        ------
+        InvalidInputError
+            If ``status`` is not a status, naming the valid ones.
+        """
+        wanted = None if status is None else _as_status(status)  # checked now, not at the first candidate
+        return (cand for cell in self.cells for cand in cell.candidates if wanted is None or cand.status == wanted)
 
     def __iter__(self):
         return iter(self.cells)

@@ -417,7 +417,7 @@ class ModelPsfMatchTask:
 
         t0 = time.perf_counter()
         checked_kernel_sum(kernelSum)
-        sci, ref = as_psf(sciencePsf), as_psf(referencePsfModel)
+        sci, ref = as_psf(sciencePsf, "sciencePsf"), as_psf(referencePsfModel, "referencePsfModel")
         kc = self.kConfig
         cellSet = SpatialCellSet(bbox, kc.sizeCellX, kc.sizeCellY, kc.candidatePlacement)
         # one stamp of each PSF tells the memory the survey and the fit will need: refuse absurd
@@ -536,8 +536,8 @@ class ModelPsfMatchTask:
         t0 = time.perf_counter()
         ks = checked_kernel_sum(kernelSum)
         kc = self.kConfig
-        sci = as_psf(sciencePsf)
-        ref = as_psf(referencePsfModel)
+        sci = as_psf(sciencePsf, "sciencePsf")
+        ref = as_psf(referencePsfModel, "referencePsfModel")
         md: dict = {"kernelBasisSet": kc.kernelBasisSet, "kernelSum": ks, "notes": []}
 
         cellSet = _cellSet  # the survey's (still empty) cell set, when it has this fit's geometry

@@ -26,7 +26,7 @@ from ..geom import Box2I, Extent2I, Point2I, as_point
 from .basis import KernelBasis
 from .spatial import SpatialFunction
 
-__all__ = ["LinearCombinationKernel"]
+__all__ = ["KernelParameterFunction", "LinearCombinationKernel"]
 
 
 def as_real(value, name) -> float:
@@ -49,6 +49,58 @@ def _finite_kernel_sum(kernel_sum) -> float:
         raise InvalidInputError(f"kernel_sum must be finite; got {kernel_sum!r} (the kernel's images would be "
                                 "NaN or inf, and cannot be saved)")
     return value
+
+
+def _image_array(obj):
+    """``obj`` as the 2-d array that afw's ``computeImage(image, ...)`` fills: itself, or its ``array``; else None."""
+    arr = obj if isinstance(obj, np.ndarray) else getattr(obj, "array", None)
+    return arr if isinstance(arr, np.ndarray) and arr.ndim == 2 else None
+
+
+def _describe(value) -> str:
+    """``repr(value)``, or the shape of an array of more than a few values (a message never lists an array)."""
+    if isinstance(value, np.ndarray) and value.size > 4:
+        return f"an array of shape {value.shape}"
+    return repr(value)
+
+
+def _real_coordinate(value, name) -> float:
+    """A finite coordinate ``x`` or ``y``, or InvalidInputError naming ``name``."""
+    if isinstance(value, np.ndarray) and value.size > 1:
+        raise InvalidInputError(f"{name} must be a number; got {_describe(value)} (computeImages(x, y) takes arrays)")
+    v = as_real(value, name)
+    if not np.isfinite(v):
+        raise InvalidInputError(f"{name} must be finite; got {value!r}")
+    return v
+
+
+class KernelParameterFunction:
+    """afw's spatial function of one kernel parameter: its value over the field.
+
+    ``f(x, y)`` is ``kernel.getKernelParameters((x, y))[index]``, the coefficient
+    of basis kernel ``index`` at ``(x, y)``; ``getParameters()`` are its
+    spatial coefficients, ``kernel.getSpatialParameters()[index]``.  Returned by
+    :meth:`LinearCombinationKernel.getSpatialFunction` with an index.
+    """
+
+    def __init__(self, kernel, index):
+        self.kernel = kernel
+        self.index = index
+
+    def __call__(self, x, y):
+        """The parameter at ``(x, y)``: a float for scalars, an array for arrays."""
+        values = self.kernel.getSpatialParameters()[self.index] @ self.kernel._f(x, y)
+        return float(values) if np.ndim(values) == 0 else values
+
+    def getParameters(self) -> np.ndarray:
+        """The spatial coefficients of this parameter (scaled by ``kernelSum``)."""
+        return self.kernel.getSpatialParameters()[self.index]
+
+    def getNParameters(self) -> int:
+        return self.kernel.getNSpatialParameters()
+
+    def __repr__(self):
+        return f"KernelParameterFunction(parameter {self.index} of {self.kernel!r})"
 
 
 class LinearCombinationKernel:
@@ -144,8 +196,36 @@ class LinearCombinationKernel:
     def getBasis(self) -> KernelBasis:
         return self.basis
 
-    def getSpatialFunction(self):
-        return self.spatial_function
+    def getSpatialFunction(self, index=None):
+        """The spatial function; with ``index``, afw's function of kernel parameter ``index``.
+
+        Parameters
+        ----------
+        index : int, optional
+            Without it, the :class:`~psfmatch.kernel.spatial.SpatialFunction`
+            that every kernel parameter shares (None for a constant kernel): its
+            ``evaluate(x, y)`` gives the values of the spatial *terms*.  With it,
+            as afw's ``getSpatialFunction(index)``: a :class:`KernelParameterFunction`
+            whose value at ``(x, y)`` is the kernel parameter ``index`` there,
+            ``getKernelParameters((x, y))[index]``.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``index`` is not an integer in ``range(getNKernelParameters())``.
+        """
+        if index is None:
+            return self.spatial_function
+        n = len(self.basis)
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+            raise InvalidInputError(f"getSpatialFunction(index) takes a kernel parameter index, an integer from 0 to "
+                                    f"{n - 1}; got {_describe(index)} (getSpatialFunction() without an index returns "
+                                    "the spatial function every parameter shares)")
+        return KernelParameterFunction(self, int(index))
+
+    def getSpatialFunctionList(self) -> list:
+        """afw's list of the kernel parameters' spatial functions: ``getSpatialFunction(i)`` for every ``i``."""
+        return [KernelParameterFunction(self, i) for i in range(len(self.basis))]
 
     def getSpatialParameters(self) -> np.ndarray:
         """The spatial coefficients ``theta`` (n_b, n_s), scaled by ``kernelSum``."""
@@ -169,17 +249,44 @@ class LinearCombinationKernel:
             return np.ones(1) if np.ndim(x) == 0 else np.ones((1, np.size(x)))
         return self.spatial_function.evaluate(x, y)
 
-    def computeImage(self, position=None, normalize=False, *, doNormalize=None) -> np.ndarray:
-        """The kernel image (``k x k`` float64) at a parent ``position``.
+    def computeImage(self, position=None, normalize=False, *xy, image=None, doNormalize=None, x=None, y=None):
+        """The kernel image (``k x k`` float64) at a parent ``position``; or afw's form, filling ``image``.
+
+        psfmatch's form, ``computeImage(position, normalize)``, returns a new
+        image.  afw's form, ``computeImage(image, doNormalize, x, y)``, fills
+        ``image`` (a writable 2-d float array of the kernel's dimensions, or an
+        object whose ``array`` is one) in place and returns the image's sum
+        before normalization.  The position may also be given as ``x`` and
+        ``y`` keywords in either form.
 
         Parameters
         ----------
-        position : Point2D or (x, y)
-            Where to evaluate (the centre of the fitted box by default).
+        position : Point2D or (x, y), optional
+            Where to evaluate (the centre of the fitted box by default: afw's
+            default is (0, 0)).  In afw's form, the image to fill instead.
         normalize : bool
             If True, divide by the image's sum (unit sum); else its sum is ``kernelSum``.
+        *xy : float
+            afw's positional ``x, y``, after the image to fill.
+        image : ndarray, optional
+            The image to fill (afw's keyword).
         doNormalize : bool, optional
             afw's name for ``normalize``.
+        x, y : float, optional
+            The position, as afw's keywords.
+
+        Returns
+        -------
+        ndarray or float
+            The image; in afw's form, the sum of the image before normalization.
+
+        Raises
+        ------
+        InvalidInputError
+            If the position is given twice or half, is not a pair of finite
+            numbers, or ``image`` does not have the kernel's dimensions, is
+            not floating point or is read-only; or ``normalize`` is asked of a
+            kernel whose sum is 0.
 
         Notes
         -----
@@ -191,15 +298,70 @@ class LinearCombinationKernel:
         """
         if doNormalize is not None:
             normalize = doNormalize
-        x, y = self._xy(position)
-        a = self.kernel_sum * (self.coefficients @ self._f(x, y))
+        if image is None and _image_array(position) is not None:  # afw's computeImage(image, doNormalize, ...)
+            image, position = position, None
+        elif image is not None and position is not None:
+            raise InvalidInputError("computeImage got both an image to fill and a position: give the position as x "
+                                    "and y, as afw's computeImage(image, doNormalize, x, y)")
+        position = self._afw_position(position, xy, x, y, image is not None)
+        px, py = self._xy(position)
+        a = self.kernel_sum * (self.coefficients @ self._f(px, py))
         img = np.tensordot(a, self.basis.images, axes=1)
+        total = float(img.sum()) if normalize or image is not None else None
         if normalize:
-            total = img.sum()
             if total == 0:
                 raise InvalidInputError("cannot normalize the kernel: its sum is 0 (kernelSum=0)")
             img = img / total
-        return img
+        if image is None:
+            return img
+        self._fill_target(image)[...] = img
+        return total
+
+    def _afw_position(self, position, xy, x, y, filling):
+        """The position of :meth:`computeImage` from its ``position``, extra positionals ``xy`` and ``x``, ``y``."""
+        if xy:
+            if not filling:
+                raise InvalidInputError(
+                    f"computeImage takes {len(xy)} more positional argument(s) (x, y) only after an image to fill, "
+                    "as afw's computeImage(image, doNormalize, x, y); to get the image at a position give "
+                    "computeImage((x, y), normalize) or computeImage(x=x, y=y)")
+            if len(xy) > 2:
+                raise InvalidInputError(f"computeImage(image, doNormalize, x, y) takes at most x and y after "
+                                        f"doNormalize; got {len(xy)} more arguments")
+            if (x is not None) or (y is not None and len(xy) == 2):
+                raise InvalidInputError("computeImage got x or y both as a positional argument and as a keyword")
+            x, y = (xy[0], xy[1]) if len(xy) == 2 else (xy[0], y)
+        if x is None and y is None:
+            if isinstance(position, np.ndarray) and position.size != 2:
+                raise InvalidInputError(
+                    f"position must be an (x, y) pair; got an array of shape {position.shape} (afw's "
+                    f"computeImage(image, doNormalize) fills a 2-d float array of the kernel's dimensions, "
+                    f"{self.getWidth()}x{self.getHeight()})")
+            return position
+        if position is not None:
+            raise InvalidInputError("computeImage got both a position and x or y: give the position once, "
+                                    "computeImage((x, y)) or computeImage(x=x, y=y)")
+        if x is None or y is None:
+            raise InvalidInputError(f"computeImage needs both x and y; got only {'x' if y is None else 'y'}")
+        return (_real_coordinate(x, "x"), _real_coordinate(y, "y"))
+
+    def _fill_target(self, image) -> np.ndarray:
+        """The array of afw's ``computeImage(image, ...)``, once it can take this kernel's image."""
+        arr = _image_array(image)
+        k = self.basis.kernel_size
+        if arr is None or arr.shape != (k, k):
+            what = f"an array of shape {arr.shape}" if arr is not None else type(image).__name__
+            raise InvalidInputError(
+                f"computeImage(image, doNormalize) fills an image of the kernel's dimensions, {k}x{k} "
+                f"(e.g. numpy.zeros(({k}, {k}))); got {what}")
+        if arr.dtype.kind != "f":
+            raise InvalidInputError(f"computeImage(image, doNormalize) fills a floating-point image; got dtype "
+                                    f"{arr.dtype} (give e.g. numpy.zeros(({k}, {k})), or use the returned image of "
+                                    "computeImage((x, y)))")
+        if not arr.flags.writeable:
+            raise InvalidInputError("computeImage(image, doNormalize) cannot fill a read-only array; give a "
+                                    "writable one, or use the returned image of computeImage((x, y))")
+        return arr
 
     def computeImages(self, x, y) -> np.ndarray:
         """Kernel images at many positions: shape (n, k, k).

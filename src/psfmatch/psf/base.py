@@ -671,7 +671,11 @@ class PsfAdapter(Psf):
     receives a :class:`~psfmatch.geom.Point2D`, which also unpacks as ``x, y``.
     """
 
-    def __init__(self, obj):
+    def __init__(self, obj, who=None):
+        if isinstance(obj, type):  # a class's computeKernelImage is an unbound function, not a model
+            start = "expected a PSF model" if who is None else f"{who} must be a PSF model"
+            raise InvalidInputError(f"{start}, not the class {obj.__name__}; give an instance, e.g. "
+                                    "GaussianPsf(31, 31, 2.6)")
         if not callable(getattr(obj, "computeKernelImage", None)):
             raise InvalidInputError(
                 f"a PSF model needs a computeKernelImage(position) method; {type(obj).__name__} has none")
@@ -732,11 +736,25 @@ class PsfAdapter(Psf):
         return f"PsfAdapter({self.obj!r})"
 
 
-def as_psf(obj) -> Psf:
-    """Return ``obj`` if it is a :class:`Psf`, else wrap it in a :class:`PsfAdapter`."""
+def as_psf(obj, who=None) -> Psf:
+    """Return ``obj`` if it is a :class:`Psf`, else wrap it in a :class:`PsfAdapter`.
+
+    Parameters
+    ----------
+    obj : PSF model
+        A :class:`Psf`, or any object with ``computeKernelImage(position)``.
+    who : str, optional
+        The argument that holds the model, named by the error message (e.g. ``"referencePsfModel"``).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``obj`` is a class (``GaussianPsf`` instead of ``GaussianPsf(31, 31, 2.6)``)
+        or has no ``computeKernelImage`` method.
+    """
     if isinstance(obj, Psf):
         return obj
-    return PsfAdapter(obj)
+    return PsfAdapter(obj, who)
 
 
 def model_domain(psf):
