@@ -190,6 +190,7 @@ def test_match_one_fingerprints_without_dask(inputs, tmp_path):
     assert r.status == MATCHED and r.reason == "stale output: input changed"
     r = match_one(src, REFERENCE, out, _config(), fingerprint="sha256")
     assert r.status == MATCHED  # the marker changed kind
+    assert r.reason == "stale output: fingerprint mode changed (stat -> sha256)"
     os.utime(src, ns=(os.stat(src).st_atime_ns, os.stat(src).st_mtime_ns + 10**9))
     assert match_one(src, REFERENCE, out, _config(), fingerprint="sha256").status == SKIPPED
     header = fits.getheader(out)
@@ -841,7 +842,11 @@ def test_cli_batch_checks_the_coadd_options_before_any_work(inputs, tmp_path, mo
 def test_cli_batch_prints_the_summary_before_writing_the_report(client, inputs, tmp_path, capsys, monkeypatch):
     from psfmatch.batch import BatchReport
 
-    def disk_full(self, path):
+    write_json = BatchReport.write_json
+
+    def disk_full(self, path):  # (the report marked running at the start is written: the final write fails)
+        if self.state != "complete":
+            return write_json(self, path)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(BatchReport, "write_json", disk_full)
@@ -1262,16 +1267,17 @@ def test_the_summary_is_shown_once_with_verbose_logging(client, inputs, tmp_path
 
 
 def test_an_input_without_a_psf_fails_with_the_remedy_a_batch_user_can_follow(tmp_path):
-    """It failed with 'exposure does not contain a Psf model', naming neither the file nor a remedy (batch has
-    no --psf)."""
+    """It failed with 'exposure does not contain a Psf model', naming neither the file nor a remedy; the remedy is
+    now batch's own --psf."""
     plain = tmp_path / "plain.fits"
     fits.PrimaryHDU(np.random.default_rng(0).normal(100.0, 5.0, size=(64, 64)).astype(np.float32)).writeto(plain)
     (tmp_path / "out").mkdir()
     report = match_one(str(plain), REFERENCE, str(tmp_path / "out" / "plain.fits"), config=_config())
     assert report.status == FAILED and report.error_type == "MissingPsfError"
-    assert report.error_message.startswith(f"{plain} carries no PSF model; psfmatch batch matches exposure files "
-                                           "that carry their PSF")
-    assert "psfmatch run --psf" in report.error_message and not (tmp_path / "out" / "plain.fits").exists()
+    assert report.error_message == (f"{plain} carries no PSF model; give its PSF with psfmatch batch --psf FILE|SPEC "
+                                    "(one for every input), or as a second column of --input-list (one per input); "
+                                    "in Python, match_many(psf=...)")
+    assert not (tmp_path / "out" / "plain.fits").exists()
 
 
 def test_the_json_report_records_what_the_batch_matched_with(client, inputs, tmp_path):
@@ -1287,3 +1293,215 @@ def test_the_json_report_records_what_the_batch_matched_with(client, inputs, tmp
     assert saved["explicitFields"] == ["config.kernel['AL'].kernelSize"]
     with fits.open(report[0].output) as hdul:  # the marker's configuration hash
         assert hdul[0].header["BATCHCFG"] == saved["configHash"]
+
+
+def test_switching_the_fingerprint_mode_is_reported_as_such_not_as_a_changed_input(inputs, tmp_path):
+    """The output was redone with the reason 'input changed', though the input was untouched."""
+    src = tmp_path / "in.fits"
+    shutil.copy(inputs[0][0], src)
+    out = tmp_path / "out.fits"
+    assert match_one(src, REFERENCE, out, _config(), fingerprint="sha256").status == MATCHED
+    ok, reason, _ = check_matched_output(out, {**dict(fits.getheader(out)), "BATCHFPR": "stat:1:2"})
+    assert not ok and reason == "stale output: fingerprint mode changed (sha256 -> stat)"
+    r = match_one(src, REFERENCE, out, _config(), fingerprint="stat")
+    assert r.status == MATCHED and r.reason == "stale output: fingerprint mode changed (sha256 -> stat)"
+    assert "(stale output: fingerprint mode changed (sha256 -> stat)" in r.line()
+    assert match_one(src, REFERENCE, out, _config(), fingerprint="stat").reason == "complete"
+
+
+def test_an_interrupted_run_leaves_a_report_that_says_so_not_the_previous_one(client, inputs, tmp_path, capsys):
+    """Ctrl-C (or a killed process) left the previous run's report in place, to be read as this run's."""
+    paths, _ = inputs
+    outdir, report = tmp_path / "out", tmp_path / "out" / "psfmatch-batch-report.json"
+    first = match_many(paths, REFERENCE, outdir, config=_config(), client=client, progress=False, report_path=report)
+    assert first.ok and json.loads(report.read_text())["state"] == "complete"
+    seen = []
+
+    def ctrl_c(rep, done, total):  # Ctrl-C once the first exposure is done
+        seen.append(json.loads(report.read_text()))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        match_many(paths, REFERENCE, outdir, config=_config(), client=client, force=True, progress=ctrl_c,
+                   report_path=report)
+    running = seen[0]  # written before any match: the earlier report is gone at once
+    assert running["state"] == "running" and running["exposures"] == []
+    assert running["counts"] == {"matched": 0, "skipped": 0, "failed": 0, "pending": 3}
+    assert running["pending"] == [os.path.abspath(p) for p in paths]
+    assert re.search(r"^this batch started at .* \(host .*, process \d+\) and has not finished: if that process no "
+                     r"longer runs, it was killed; re-run the same command to finish the batch", running["note"])
+    saved = json.loads(report.read_text())
+    assert saved["state"] == "interrupted"
+    assert saved["counts"] == {"matched": 1, "skipped": 0, "failed": 0, "pending": 2}
+    assert len(saved["exposures"]) == 1 and saved["exposures"][0]["reason"] == "forced"
+    assert sorted(saved["pending"] + [saved["exposures"][0]["path"]]) == sorted(os.path.abspath(p) for p in paths)
+    assert saved["note"] == ("this batch stopped after 1 of 3 exposure(s) (KeyboardInterrupt); re-run the same "
+                             "command to finish it (the complete outputs are skipped)")
+    # psfmatch batch replaces such a report (no --overwrite) and finishes the batch
+    args = _parse(["batch", *paths, "-r", "gaussian:sigma=2.6,size=31", "-o", str(outdir), "--scheduler",
+                   client.scheduler.address, "-c", "kernel.active.sizeCellX=80", "-c", "kernel.active.sizeCellY=80",
+                   "-c", "kernel.active.spatialKernelOrder=1"])
+    assert run_batch_command(args) == 0
+    assert "0 matched, 3 skipped" in capsys.readouterr().out
+    final = json.loads(report.read_text())
+    assert final["state"] == "complete" and "pending" not in final and final["counts"]["skipped"] == 3
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_an_unreachable_scheduler_is_a_typed_error_naming_the_address_and_the_remedy(inputs, tmp_path, capsys):
+    """An address where nothing listens waited 30 s, then failed with distributed's OSError and no remedy."""
+    import time
+
+    from psfmatch import cli
+    from psfmatch.batch import SchedulerUnreachableError
+
+    address = f"tcp://127.0.0.1:{_free_port()}"  # refuses connections
+    # (the cause, when distributed's last attempt saw it before the timeout)
+    message = (rf"no Dask scheduler answered at {re.escape(address)} within 0\.5 s( \(connection refused\))?: check "
+               r"that the scheduler is running \(dask scheduler prints its address\) and reachable from this "
+               r"machine, or give a longer timeout \(psfmatch batch --scheduler-timeout, connect_timeout=\); omit "
+               r"--scheduler \(client=None\) to start a local cluster instead")
+    t = time.perf_counter()
+    with pytest.raises(SchedulerUnreachableError, match=message):
+        match_many(inputs[0][:1], REFERENCE, tmp_path / "out", client=address, connect_timeout=0.5, progress=False,
+                   report_path=tmp_path / "report.json")
+    assert time.perf_counter() - t < 10
+    assert not (tmp_path / "report.json").exists() and os.listdir(tmp_path / "out") == []
+    assert issubclass(SchedulerUnreachableError, ConnectionError)
+    code = cli.main(["batch", inputs[0][0], "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "out"), "--scheduler",
+                     address, "--scheduler-timeout", "0.5"])
+    assert code == 1 and re.search(message, capsys.readouterr().err)
+    with pytest.raises(InvalidInputError, match="connect_timeout must be a positive number of seconds; got 0"):
+        match_many(inputs[0][:1], REFERENCE, tmp_path / "out", client=address, connect_timeout=0)
+    with pytest.raises(SystemExit) as exc:
+        _parse(["batch", "a.fits", "-o", "d", "-r", "auto", "--scheduler", address, "--scheduler-timeout", "0"])
+    assert exc.value.code == 2
+
+
+def _plain_image(path, seed):
+    """A plain FITS image (no PSF, mask or variance) of the demo's stars."""
+    exposure = make_demo_exposure(SIZE, seed=seed, n_stars=8)
+    fits.PrimaryHDU(exposure.image.astype(np.float32)).writeto(path)
+    return str(path)
+
+
+def _psf_model(sigma):
+    """The demo's spatially varying PSF with base sigma ``sigma``."""
+    return VariableGaussianPsf(21, 21, Box2I((0, 0), (SIZE, SIZE)), sigma=[sigma, 0.15, 0.05, 0.0, 0.0, 0.0],
+                               e1=[0.0, 0.04, -0.02], e2=[0.02, 0.0, 0.03])
+
+
+def _psf_file(path, sigma):
+    """A PSF file (psfmatch's format: an exposure file carrying the PSF) of :func:`_psf_model`."""
+    write_exposure(Exposure(np.zeros((4, 4), np.float32), psf=_psf_model(sigma)), path, overwrite=True)
+    return str(path)
+
+
+def test_cli_batch_psf_matches_plain_images_and_a_changed_psf_redoes_the_output(client, tmp_path, capsys):
+    """batch had no --psf: plain images could not be batch-matched.  --psf gives one PSF for every input, the input
+    list one per input; the output and its completion marker record the PSF used."""
+    a, b = _plain_image(tmp_path / "a.fits", 0), _plain_image(tmp_path / "b.fits", 1)
+    psf_a, psf_b = _psf_file(tmp_path / "psfa.fits", 1.8), _psf_file(tmp_path / "psfb.fits", 1.9)
+    outdir = tmp_path / "out"
+    opts = ["-o", str(outdir), "--scheduler", client.scheduler.address, "-c", "kernel.active.sizeCellX=80",
+            "-c", "kernel.active.sizeCellY=80", "-c", "kernel.active.spatialKernelOrder=1"]
+
+    def run(*argv):
+        code = run_batch_command(_parse(["batch", *argv, *opts]))
+        capsys.readouterr()
+        return code, json.loads((outdir / "psfmatch-batch-report.json").read_text())
+
+    code, saved = run(a, b, "-r", "gaussian:sigma=2.6", "--psf", f"psfmatch:{psf_a}")
+    assert code == 0 and saved["counts"]["matched"] == 2
+    assert saved["settings"]["sciencePsf"] == f"psfmatch:{os.path.abspath(psf_a)}"
+    assert [e["psf"] for e in saved["exposures"]] == [f"psfmatch:{os.path.abspath(psf_a)}"] * 2
+    for name in ("a.fits", "b.fits"):
+        matched = read_exposure(outdir / name)
+        assert matched.getPsf().getSigma() == pytest.approx(2.6)
+        record = matched.metadata["psfmatchBatch"]["sciencePsf"]
+        assert record["hash"] == fits.getheader(outdir / name)["BATCHPSF"]
+    assert run(a, b, "-r", "gaussian:sigma=2.6", "--psf", f"psfmatch:{psf_a}")[1]["counts"]["skipped"] == 2
+
+    # b gets its own PSF from the input list (a keeps --psf's): only b is redone, and says why
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{b} psfmatch:{psf_b}\n")
+    code, saved = run(a, "--input-list", str(listing), "-r", "gaussian:sigma=2.6", "--psf", f"psfmatch:{psf_a}")
+    assert code == 0 and [e["status"] for e in saved["exposures"]] == [SKIPPED, MATCHED]
+    assert saved["exposures"][1]["reason"] == "stale output: science PSF (--psf) changed"
+    assert saved["exposures"][1]["psf"] == f"psfmatch:{os.path.abspath(psf_b)}"
+    assert saved["settings"]["sciencePsf"] == "per input"
+
+    # the same PSF file with another content redoes a; without --psf, a fails with the remedy
+    _psf_file(psf_a, 1.7)
+    code, saved = run(a, "-r", "gaussian:sigma=2.6", "--psf", f"psfmatch:{psf_a}")
+    assert saved["exposures"][0]["reason"] == "stale output: science PSF (--psf) changed"
+    code, saved = run(a, "-r", "gaussian:sigma=2.6")
+    assert code == 1 and saved["exposures"][0]["error_type"] == "MissingPsfError"
+    assert "psfmatch batch --psf FILE|SPEC" in saved["exposures"][0]["error_message"]
+
+    # an automatic reference is chosen from the PSFs given (b's is the broader)
+    code, saved = run(a, "--input-list", str(listing), "-r", "auto", "--psf", f"psfmatch:{psf_a}")
+    box = Box2I((0, 0), (SIZE, SIZE))
+    expected = choose_reference_psf([(_psf_model(1.7), box), (_psf_model(1.9), box)])
+    assert code == 0 and saved["reference"]["choice"]["sigma"] == pytest.approx(expected.sigma, rel=1e-9)
+    assert saved["reference"]["choice"]["broadest"]["path"] == os.path.abspath(b)
+
+
+def test_the_psf_options_are_checked_before_any_work(inputs, tmp_path, monkeypatch):
+    import psfmatch.batch
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("matched before the PSFs were checked")
+
+    monkeypatch.setattr(psfmatch.batch, "match_many", must_not_run)
+    paths, _ = inputs
+    out = str(tmp_path / "out")
+    with pytest.raises(MissingFileError, match=r"science PSF \(--psf\) file '.*nope\.psf' does not exist"):
+        run_batch_command(_parse(["batch", paths[0], "-r", "gaussian:sigma=2.6", "-o", out, "--psf",
+                                  str(tmp_path / "nope.psf")]))
+    with pytest.raises(SystemExit) as exc:
+        _parse(["batch", paths[0], "-r", "gaussian:sigma=2.6", "-o", out, "--psf", "gaussian:sigma=-1"])
+    assert exc.value.code == 2
+    psf = tmp_path / "psf.fits"
+    fits.PrimaryHDU(GaussianPsf(25, 25, 2.0).computeKernelImage((0, 0))).writeto(psf)
+    with pytest.raises(InvalidInputError, match=r"--coadd .*psf\.fits would overwrite the input .*psf\.fits \(the "
+                                                r"science PSF, --psf"):
+        run_batch_command(_parse(["batch", paths[0], "-r", "gaussian:sigma=2.6", "-o", out, "--psf", str(psf),
+                                  "--coadd", str(psf), "--overwrite"]))
+    with pytest.raises(InvalidInputError, match="psf has 2 entries for 1 inputs; give one per input"):
+        match_many(paths[:1], REFERENCE, out, psf=[None, None])
+    with pytest.raises(InvalidInputError, match="psf must be a PSF model, a SPEC, a sequence of them"):
+        match_many(paths[:1], REFERENCE, out, psf=2.0)
+    assert sorted(os.listdir(tmp_path)) == ["psf.fits"]
+
+
+def test_the_input_list_takes_a_psf_per_input_and_keeps_paths_with_spaces(inputs, tmp_path):
+    from psfmatch.batch_cli import _inputs_and_psfs
+    from psfmatch.errors import UnsupportedFormatError
+
+    paths, _ = inputs
+    spaced = tmp_path / "my exposure.fits"
+    shutil.copy(paths[0], spaced)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{spaced}\n{paths[1]} psfex:{tmp_path}/b.psf\n'{spaced}' gaussian:sigma=2\n{paths[2]}\n")
+    args = _parse(["batch", "-r", "auto", "-o", "d", "--input-list", str(listing)])
+    assert _inputs_and_psfs(args) == ([str(spaced), paths[1], str(spaced), paths[2]],
+                                      [None, f"psfex:{tmp_path}/b.psf", "gaussian:sigma=2", None])
+    for text, match in ((f"{paths[1]} a.psf b.psf\n", r"line 1 \(.*\) has 3 fields; give the input's path, "
+                                                       r"optionally followed by its PSF"),
+                        (f"'{paths[1]} a.psf\n", "line 1 .*No closing quotation"),
+                        (f"{paths[1]} gaussian:sigma=-1\n", None)):
+        listing.write_text(text)
+        if match is None:
+            with pytest.raises(InvalidInputError, match=r"science PSF of .*exp1\.fits \(--input-list line 1\)"):
+                _inputs_and_psfs(args)
+        else:
+            with pytest.raises(UnsupportedFormatError, match=match):
+                _inputs_and_psfs(args)

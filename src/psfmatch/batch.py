@@ -29,6 +29,8 @@ card          value
 ``BATCHREF``  SHA-256 (40 hex digits) of the reference PSF (type, repr, and
               kernel images at its average position and on a 3 x 3 grid
               1024 px apart around it)
+``BATCHPSF``  only when a science PSF was given for the input (``psf=``,
+              ``psfmatch batch --psf``): its SHA-256, as ``BATCHREF``'s
 ``BATCHOK``   ``T``: the output is complete
 ============  ===============================================================
 
@@ -37,8 +39,8 @@ exposure file, holds every HDU a matched file has (IMAGE, MASK, VARIANCE, PSF,
 METADATA: a file cut at an HDU boundary is caught too), its FITS checksums
 verify (a tile-compressed output's, those of its tables of compressed tiles
 too), its image, mask and variance planes have one shape, and the marker
-matches the current input, configuration and reference PSF
-(:func:`check_matched_output`).  A missing, truncated, corrupt, foreign or
+matches the current input (and fingerprint mode), configuration, reference PSF
+and given science PSF (:func:`check_matched_output`).  A missing, truncated, corrupt, foreign or
 stale output is redone (and replaced).
 
 Choosing the reference PSF (:func:`choose_reference_psf`)
@@ -120,7 +122,7 @@ import numpy as np
 
 from .config import ModelPsfMatchConfig
 from .errors import (GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError,
-                     UnsupportedFormatError)
+                     SchedulerUnreachableError, UnsupportedFormatError)
 from .geom import Box2I, Point2D, as_point
 from .image import Exposure
 from .parallel import catch_warnings
@@ -140,9 +142,14 @@ __all__ = [
     "ReferencePsfChoice",
     "CoaddReport",
     "GridMismatchError",
+    "SchedulerUnreachableError",
     "MATCHED",
     "SKIPPED",
     "FAILED",
+    "COMPLETE",
+    "RUNNING",
+    "INTERRUPTED",
+    "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MARGIN",
     "DEFAULT_FLOOR",
     "WORKER_MALLOC_ENV",
@@ -154,6 +161,17 @@ MATCHED = "matched"
 SKIPPED = "skipped"
 FAILED = "failed"
 
+#: ``state`` of a :class:`BatchReport`: every input was dealt with (matched, skipped or failed).
+COMPLETE = "complete"
+#: ``state`` of the report written when a batch starts matching; one left on disk after the run ended
+#: means the process was killed.
+RUNNING = "running"
+#: ``state`` of the report of a batch that stopped early (interrupted, or its cluster lost).
+INTERRUPTED = "interrupted"
+
+#: Seconds :func:`dask_client` waits for a scheduler given by its address (Dask's own default is 30 s).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
 #: Default fractional margin of the automatic reference sigma over the broadest science PSF axis.
 DEFAULT_MARGIN = 0.1
 
@@ -164,6 +182,8 @@ DEFAULT_FLOOR = 0.7
 
 MARKER_VERSION = 1
 _MARKER_KEYS = ("BATCHVER", "BATCHFPR", "BATCHCFG", "BATCHREF", "BATCHOK")
+#: Marker card of an output matched with a science PSF given for its input (``psf=``, ``--psf``); absent otherwise.
+_PSF_KEY = "BATCHPSF"
 _METADATA_KEY = "psfmatchBatch"
 
 
@@ -203,6 +223,9 @@ class ExposureReport:
         in the main thread (``warnings.catch_warnings`` is not thread-safe).
     worker : str or None
         The Dask worker that ran it (None when run in-process).
+    psf : str or None
+        The science PSF given for this input (its SPEC, or the model's repr);
+        None when the file's own PSF was used.
     """
 
     path: str
@@ -216,6 +239,7 @@ class ExposureReport:
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
     worker: str | None = None
+    psf: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -286,16 +310,30 @@ class BatchReport(list):
     settings : dict
         What the call matched with: the configuration (``config``, its values;
         ``explicitFields``; ``configHash``, the marker's ``BATCHCFG``),
-        ``kernelSum``, ``fingerprint`` and ``force``.
+        ``kernelSum``, ``fingerprint``, ``force`` and ``sciencePsf`` (None: each
+        file's own PSF; the PSF given for every input; or ``"per input"``).
+    state : {"complete", "running", "interrupted"}
+        ``complete``: every input was dealt with.  ``running``: the report written
+        when the batch started matching (it replaces an earlier report; one found
+        after the run ended means the process was killed).  ``interrupted``: the
+        batch stopped early; the reports are those of the inputs done by then.
+    pending : list of str
+        The inputs not dealt with (all of them while ``running``).
+    note : str
+        For a report that is not ``complete``: what happened, and the remedy.
     """
 
-    def __init__(self, reports=(), *, outdir="", reference=None, engine=None, wall_time=float("nan"), settings=None):
+    def __init__(self, reports=(), *, outdir="", reference=None, engine=None, wall_time=float("nan"), settings=None,
+                 state=COMPLETE, pending=(), note=""):
         super().__init__(reports)
         self.outdir = outdir
         self.reference = reference or {}
         self.engine = engine or {}
         self.wall_time = wall_time
         self.settings = settings or {}
+        self.state = state
+        self.pending = list(pending)
+        self.note = note
 
     def by_status(self, status) -> list:
         return [r for r in self if r.status == status]
@@ -322,18 +360,19 @@ class BatchReport(list):
         return [r.output for r in self if r.ok]
 
     def to_dict(self) -> dict:
-        return {"outdir": self.outdir, "reference": self.reference, "engine": self.engine,
-                "settings": self.settings, "wallTime": self.wall_time,
-                "counts": {s: len(self.by_status(s)) for s in (MATCHED, SKIPPED, FAILED)},
-                "exposures": [r.to_dict() for r in self]}
+        """A JSON-serializable mapping; ``pending`` and ``note`` (and a ``pending`` count) only when not complete."""
+        d = {"state": self.state, "outdir": self.outdir, "reference": self.reference, "engine": self.engine,
+             "settings": self.settings, "wallTime": self.wall_time,
+             "counts": {s: len(self.by_status(s)) for s in (MATCHED, SKIPPED, FAILED)},
+             "exposures": [r.to_dict() for r in self]}
+        if self.state != COMPLETE:
+            d["counts"]["pending"] = len(self.pending)
+            d.update(pending=self.pending, note=self.note)
+        return d
 
     def write_json(self, path) -> None:
         """Write ``to_dict`` as JSON, atomically (replacing an existing file)."""
-        from .io.fits import atomic_write
-
-        text = json.dumps(self.to_dict(), indent=1, sort_keys=True, default=str, allow_nan=True)
-        with atomic_write(path, overwrite=True) as tmp, open(tmp, "w") as fh:
-            fh.write(text + "\n")
+        _write_json_atomic(self.to_dict(), path)
 
     def summary(self) -> str:
         """A human-readable summary: counts, the reference, and one line per failure."""
@@ -354,6 +393,15 @@ class BatchReport(list):
                 f"{len(self.failed)} failed)")
 
 
+def _write_json_atomic(data, path) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file renamed into place)."""
+    from .io.fits import atomic_write
+
+    text = json.dumps(data, indent=1, sort_keys=True, default=str, allow_nan=True)
+    with atomic_write(path, overwrite=True) as tmp, open(tmp, "w") as fh:
+        fh.write(text + "\n")
+
+
 def _one_line(text) -> str:
     text = " ".join(s.strip() for s in str(text or "").splitlines() if s.strip())
     return text if len(text) <= 300 else text[:297] + "..."
@@ -363,13 +411,29 @@ def _one_line(text) -> str:
 # file helpers (built on psfmatch.io)
 
 
-def _read_exposure(path) -> Exposure:
+def _read_exposure(path, **kwargs) -> Exposure:
     reader = getattr(Exposure, "readFits", None)
     if callable(reader):
-        return reader(path)
+        return reader(path, **kwargs)
     from .io.fits import read_exposure
 
-    return read_exposure(path)
+    return read_exposure(path, **kwargs)
+
+
+def _science_psf(psf):
+    """A science PSF given for an input, as a model: a SPEC (text) is read as ``psfmatch run --psf`` reads it."""
+    if isinstance(psf, (str, os.PathLike)):
+        from .cli import parse_psf_spec
+
+        return parse_psf_spec(os.fspath(psf), role="science PSF (--psf)")
+    return psf
+
+
+def _psf_label(psf):
+    """How a science PSF given for an input is recorded: its SPEC, or the model's repr (None: the file's own)."""
+    if psf is None:
+        return None
+    return os.fspath(psf) if isinstance(psf, (str, os.PathLike)) else repr(psf)
 
 
 def _write_exposure(exposure, path, overwrite) -> None:
@@ -472,8 +536,26 @@ def _psf_hash(psf) -> str:
     return h.hexdigest()[:40]
 
 
-def _marker(fingerprint, config_hash, ref_hash) -> dict:
-    return {"BATCHVER": MARKER_VERSION, "BATCHFPR": fingerprint, "BATCHCFG": config_hash, "BATCHREF": ref_hash}
+def _marker(fingerprint, config_hash, ref_hash, psf_hash=None) -> dict:
+    """The marker cards of an output; ``BATCHPSF`` only for a science PSF given for the input."""
+    marker = {"BATCHVER": MARKER_VERSION, "BATCHFPR": fingerprint, "BATCHCFG": config_hash, "BATCHREF": ref_hash}
+    if psf_hash is not None:
+        marker[_PSF_KEY] = psf_hash
+    return marker
+
+
+def _fingerprint_mode(fingerprint) -> str:
+    """The mode of a ``BATCHFPR`` value (``stat``, ``sha256``): the text before its first colon."""
+    return str(fingerprint).partition(":")[0]
+
+
+def _psf_change(stored, now) -> str:
+    """Why the science PSF of an output (``BATCHPSF``: ``stored``) differs from the one given now (``now``)."""
+    if stored is None:
+        return "stale output: a science PSF is given now (--psf), the output was matched with the file's own"
+    if now is None:
+        return "stale output: the output was matched with a given science PSF (--psf), now with the file's own"
+    return "stale output: science PSF (--psf) changed"
 
 
 def _checksum_fails(hdu) -> bool:
@@ -507,7 +589,8 @@ def check_matched_output(out_path, marker=None):
         The matched file.
     marker : dict, optional
         The expected marker cards (``BATCHVER``, ``BATCHFPR``, ``BATCHCFG``,
-        ``BATCHREF``); when None only completeness is checked.
+        ``BATCHREF``, and ``BATCHPSF`` when a science PSF is given for the
+        input); when None only completeness is checked.
 
     Returns
     -------
@@ -518,7 +601,8 @@ def check_matched_output(out_path, marker=None):
     reason : str
         ``complete``, or what is wrong (``output missing``, ``unreadable ...``,
         ``no completion marker ...``, ``incomplete output ...``, ``corrupt output ...``,
-        ``stale output: input changed`` ...).
+        ``stale output: input changed``, ``stale output: fingerprint mode changed (stat -> sha256)``
+        ...).
     record : dict or None
         The batch record stored in the file's metadata (with the QA summary)
         when the file could be read.
@@ -582,7 +666,7 @@ def check_matched_output(out_path, marker=None):
                     record = _metadata_from_hdu(hdul["METADATA"], out_path).get(_METADATA_KEY)
                 except Exception:
                     record = None
-                stored = {k: primary.get(k) for k in _MARKER_KEYS}
+                stored = {k: primary.get(k) for k in (*_MARKER_KEYS, _PSF_KEY)}
         bad = [_one_line(w.message) for w in caught if any(k in str(w.message).lower() for k in _DAMAGE_WARNINGS)]
         if bad:
             return False, f"corrupt output ({bad[0]})", None
@@ -592,11 +676,16 @@ def check_matched_output(out_path, marker=None):
         if stored["BATCHVER"] != marker["BATCHVER"]:
             return False, f"stale output: marker version {stored['BATCHVER']} (now {marker['BATCHVER']})", record
         if stored["BATCHFPR"] != marker["BATCHFPR"]:
+            then, now = _fingerprint_mode(stored["BATCHFPR"]), _fingerprint_mode(marker["BATCHFPR"])
+            if then != now:  # (the input cannot be compared: its fingerprint was taken another way)
+                return False, f"stale output: fingerprint mode changed ({then} -> {now})", record
             return False, "stale output: input changed", record
         if stored["BATCHCFG"] != marker["BATCHCFG"]:
             return False, "stale output: configuration or kernelSum changed", record
         if stored["BATCHREF"] != marker["BATCHREF"]:
             return False, "stale output: reference PSF changed", record
+        if stored[_PSF_KEY] != marker.get(_PSF_KEY):
+            return False, _psf_change(stored[_PSF_KEY], marker.get(_PSF_KEY)), record
     return True, "complete", record
 
 
@@ -656,7 +745,7 @@ def _worker_name():
 
 
 def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, force=False,
-              fingerprint="stat", reference_record=None) -> ExposureReport:
+              fingerprint="stat", reference_record=None, psf=None) -> ExposureReport:
     """Match one exposure file and write the result atomically; never raises for a bad input.
 
     This is the function :func:`match_many` runs on the Dask workers; it can
@@ -680,6 +769,12 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         How the input is fingerprinted for the completion marker (``input_fingerprint``).
     reference_record : dict, optional
         How the reference was chosen; stored in the output's metadata.
+    psf : PSF model, str or None
+        The exposure's PSF, when the file carries none (or to replace its own):
+        a model, or a SPEC read as ``psfmatch run --psf`` reads it
+        (:func:`psfmatch.cli.parse_psf_spec`: ``psfex:FILE``, ``FILE``,
+        ``gaussian:sigma=2``...).  Its hash is part of the completion marker
+        (``BATCHPSF``), so another PSF redoes the output.
 
     Returns
     -------
@@ -691,7 +786,7 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
     t_start = time.perf_counter()
     path = os.path.abspath(os.fspath(path))
     out_path = os.path.abspath(os.fspath(out_path))
-    report = ExposureReport(path=path, status=FAILED, worker=_worker_name())
+    report = ExposureReport(path=path, status=FAILED, worker=_worker_name(), psf=_psf_label(psf))
     timings = report.timings
     collector = _LogCollector()
     pm_logger = logging.getLogger("psfmatch")
@@ -707,8 +802,9 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         kernelSum = checked_kernel_sum(kernelSum)  # (a typed failure, before the marker is made from it)
         t = time.perf_counter()
         check_input_file(path, "exposure")  # MissingFileError / UnsupportedFormatError, before os.stat
+        science = _science_psf(psf)  # (read before the check: a changed PSF file makes the output stale)
         marker = _marker(input_fingerprint(path, fingerprint), _config_hash(config, kernelSum),
-                         _psf_hash(referencePsfModel))
+                         _psf_hash(referencePsfModel), None if science is None else _psf_hash(science))
         reason = "forced"
         if not force:
             ok, reason, record = check_matched_output(out_path, marker)
@@ -718,15 +814,14 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
                 report.qa = (record or {}).get("qa")
                 return report
         t = time.perf_counter()
-        exposure = _read_exposure(path)
+        exposure = _read_exposure(path) if science is None else _read_exposure(path, psf=science)
         timings["read"] = time.perf_counter() - t
         if not exposure.hasPsf():
             from .errors import MissingPsfError
 
             raise MissingPsfError(
-                f"{path} carries no PSF model; psfmatch batch matches exposure files that carry their PSF: attach it "
-                "and write the file with psfmatch.io.write_exposure (exposure.setPsf(read_psf('model.psf'))), or "
-                "match the file alone with psfmatch run --psf FILE|SPEC")
+                f"{path} carries no PSF model; give its PSF with psfmatch batch --psf FILE|SPEC (one for every "
+                "input), or as a second column of --input-list (one per input); in Python, match_many(psf=...)")
         t = time.perf_counter()
         task = ModelPsfMatchTask(config=config)
         if _sole_thread():  # record the warnings in the report
@@ -746,6 +841,9 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
             "config": config.to_dict(), "explicitFields": _explicit_fields(config), "kernelSum": float(kernelSum),
             "qa": qa,
         }
+        if science is not None:
+            out.metadata[_METADATA_KEY]["sciencePsf"] = {"given": _psf_label(psf), "repr": repr(science),
+                                                         "hash": marker[_PSF_KEY]}
         from astropy.io import fits
 
         header = out.metadata.get("fitsHeader")
@@ -757,6 +855,9 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         header["BATCHFPR"] = marker["BATCHFPR"]  # the values are long: no comments
         header["BATCHCFG"] = marker["BATCHCFG"]
         header["BATCHREF"] = marker["BATCHREF"]
+        header.remove(_PSF_KEY, ignore_missing=True, remove_all=True)  # (an input that is itself a batch output)
+        if _PSF_KEY in marker:
+            header[_PSF_KEY] = marker[_PSF_KEY]
         header["BATCHOK"] = (True, "psfmatch batch output complete")
         out.metadata["fitsHeader"] = header
         t = time.perf_counter()
@@ -782,7 +883,7 @@ def _match_task(job: dict) -> dict:
     """The Dask task: :func:`match_one` on a job mapping, returning a plain dict."""
     return match_one(job["path"], job["reference"], job["output"], job["config"], kernelSum=job["kernelSum"],
                      force=job["force"], fingerprint=job["fingerprint"],
-                     reference_record=job.get("referenceRecord")).to_dict()
+                     reference_record=job.get("referenceRecord"), psf=job.get("psf")).to_dict()
 
 
 # ---------------------------------------------------------------------------
@@ -850,7 +951,8 @@ def _default_memory_limit(n_workers) -> int:
 
 
 @contextlib.contextmanager
-def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_limit=None):
+def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_limit=None,
+                connect_timeout=DEFAULT_CONNECT_TIMEOUT):
     """A ``distributed.Client`` for a batch; starts (and stops) a ``LocalCluster`` when none is given.
 
     Parameters
@@ -869,6 +971,10 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
     memory_limit : int or str, optional
         Memory limit *per worker* of the local cluster (bytes or ``"4GiB"``);
         default 85% of the available memory divided by ``n_workers``.
+    connect_timeout : float
+        Seconds to wait for a scheduler given by its address (default
+        :data:`DEFAULT_CONNECT_TIMEOUT`, 10 s; also how long a lost connection
+        is retried).
 
     Yields
     ------
@@ -894,9 +1000,18 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
     ``0``) is replaced so, with one ``RuntimeWarning`` here (the workers would
     ignore it and use every core).  For your own cluster, set
     these variables in the workers' environment.
+
+    Raises
+    ------
+    SchedulerUnreachableError
+        If no scheduler answers at the address within ``connect_timeout`` (the
+        message names the address and the remedies).
+    InvalidInputError
+        For a ``connect_timeout`` that is not a positive number.
     """
     _require_distributed()
     _check_client(client)
+    connect_timeout = _connect_timeout(connect_timeout)
     from distributed import Client, LocalCluster
 
     t0 = time.perf_counter()
@@ -932,7 +1047,7 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
     if not hasattr(client, "submit") and isinstance(getattr(client, "scheduler_address", None), str):
         client = client.scheduler_address  # a cluster object (LocalCluster, SpecCluster, dask-jobqueue ...)
     if isinstance(client, str):
-        with Client(client) as c:
+        with _connect(Client, client, connect_timeout) as c:
             threads = c.run(_warm_worker)
             info.update(started_cluster=False, scheduler=client, startup_time=time.perf_counter() - t0,
                         psfmatch_threads=sorted(set(threads.values())), **_cluster_info(c))
@@ -943,6 +1058,31 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
                 startup_time=time.perf_counter() - t0, psfmatch_threads=sorted(set(threads.values())),
                 **_cluster_info(client))
     yield client, info
+
+
+def _connect_timeout(value) -> float:
+    """``connect_timeout`` of :func:`dask_client` checked: a finite number of seconds > 0."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < float("inf")
+    if not ok:
+        raise InvalidInputError(f"connect_timeout must be a positive number of seconds; got {value!r}")
+    return float(value)
+
+
+def _connect(client_class, address, timeout):
+    """A client connected to the scheduler at ``address``, or a :class:`SchedulerUnreachableError` naming it."""
+    try:
+        return client_class(address, timeout=timeout)
+    except OSError as exc:  # (distributed: "Timed out trying to connect to ... after N s")
+        cause, why = exc, ""
+        while cause is not None and not why:
+            if isinstance(cause, ConnectionRefusedError):
+                why = "connection refused"
+            cause = cause.__cause__ or cause.__context__
+        what = f"no Dask scheduler answered at {address} within {timeout:g} s" + (f" ({why})" if why else "")
+        raise SchedulerUnreachableError(
+            f"{what}: check that the scheduler is running (dask scheduler prints its address) and reachable from "
+            "this machine, or give a longer timeout (psfmatch batch --scheduler-timeout, connect_timeout=); omit "
+            "--scheduler (client=None) to start a local cluster instead") from exc
 
 
 #: glibc malloc settings of the embedded cluster's worker processes (see :func:`dask_client`).
@@ -1186,7 +1326,8 @@ def _check_extra_output(path, what, inputs, outdir=None):
 
 def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, kernelSum=1.0, n_workers=None,
                threads_per_worker=1, memory_limit=None, force=False, fingerprint="stat", progress=None,
-               report_path=None, reference_options=None) -> BatchReport:
+               report_path=None, reference_options=None, psf=None, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+               write_final_report=True) -> BatchReport:
     """PSF-match many exposure files on Dask, writing ``outdir/<input file name>`` for each.
 
     Parameters
@@ -1224,9 +1365,28 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         True: a bar; False: nothing; a callable is called as
         ``progress(report, n_done, n_total)`` after each exposure.
     report_path : str or path-like, optional
-        Also write the :class:`BatchReport` as JSON there.
+        Also write the :class:`BatchReport` as JSON there (atomically, each
+        time): once the cluster is up and before any exposure is matched, a
+        report marked ``running`` replaces an earlier one (so that it is never
+        taken for this run's; one still ``running`` after the call ended means
+        the process was killed); when the call stops early (``KeyboardInterrupt``,
+        a lost cluster), one marked ``interrupted`` with the inputs done and
+        those pending; at the end the final report (``complete``).
     reference_options : dict, optional
         Keyword arguments of :func:`choose_reference_psf` for ``"auto"``.
+    psf : PSF model, str, sequence or None
+        The science PSF of inputs that carry none (or to replace their own):
+        one model or SPEC (read as ``psfmatch run --psf`` reads it,
+        :func:`psfmatch.cli.parse_psf_spec`) for every input, or a sequence with
+        one entry per input (None: that file's own PSF).  A SPEC naming a file
+        is read on the worker (a missing file fails that input only).  The PSF
+        is part of the completion marker and of the automatic reference's survey.
+    connect_timeout : float
+        Seconds to wait for a scheduler given by its address (``client``).
+    write_final_report : bool
+        False leaves the final report to the caller (:meth:`BatchReport.write_json`;
+        ``psfmatch batch`` shows the summary first); the ``running`` and
+        ``interrupted`` ones are still written to ``report_path``.
 
     Returns
     -------
@@ -1241,7 +1401,11 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         would overwrite an input (also through a symbolic link), an
         ``outdir`` that is empty, a file, a symbolic link to nothing or under a
         file, ``reference_options`` that :func:`choose_reference_psf` does not
-        take, or an ``n_workers`` out of range.
+        take, an ``n_workers`` or ``connect_timeout`` out of range, or a ``psf``
+        that is not a PSF model or SPEC (or a sequence of a length other than
+        the inputs').
+    SchedulerUnreachableError
+        If no scheduler answers at the address ``client`` within ``connect_timeout``.
     OutputNotWritableError
         If ``outdir`` cannot be created or accepts no new file (no permission, a
         read-only file system): before the cluster starts.
@@ -1281,38 +1445,119 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         raise InvalidInputError(f"referencePsfModel must be a PSF model, 'auto' or None; got "
                                 f"{type(referencePsfModel).__name__}")
     reference_options = _check_reference_options(reference_options)
+    psfs = _science_psfs(psf, len(paths))
     _require_distributed()  # what can fail before the cluster starts, before outdir is made
     _check_client(client)
+    connect_timeout = _connect_timeout(connect_timeout)
     if client is None:
         _local_workers(n_workers)
     _make_outdir(outdir)
-
-    with dask_client(client, n_workers=n_workers, threads_per_worker=threads_per_worker,
-                     memory_limit=memory_limit) as (c, engine):
-        reference = {}
-        if auto:
-            choice = choose_reference_psf(paths, client=c, **reference_options)
-            referencePsfModel = choice.psf
-            reference = {"repr": repr(choice.psf), "choice": choice.to_dict()}
-            log.info("reference PSF chosen automatically: %s (%s)", choice.psf, choice.rule)
-        else:
-            reference = {"repr": repr(referencePsfModel)}
-        t_jobs = time.perf_counter()
-        reports = _run_jobs(c, paths, referencePsfModel, outdir, config, kernelSum, force, fingerprint, progress,
-                            reference, engine)
-        engine["jobs_time"] = time.perf_counter() - t_jobs
-        t_close = time.perf_counter()
-    engine["shutdown_time"] = time.perf_counter() - t_close
     settings = {"config": config.to_dict(), "explicitFields": _explicit_fields(config),
                 "configHash": _config_hash(config, kernelSum), "kernelSum": float(kernelSum),
-                "fingerprint": fingerprint, "force": bool(force)}
+                "fingerprint": fingerprint, "force": bool(force), "sciencePsf": _science_psf_setting(psf)}
+    reports = [None] * len(paths)  # (filled as the exposures finish: an interrupted run reports those done)
+    reference = {}
+
+    def partial_report(state, note, engine):
+        done = [r for r in reports if r is not None]
+        pending = [p for p, r in zip(paths, reports) if r is None]
+        return BatchReport(done, outdir=outdir, reference=reference, engine=engine, settings=settings,
+                           wall_time=time.perf_counter() - t0, state=state, pending=pending, note=note)
+
+    with dask_client(client, n_workers=n_workers, threads_per_worker=threads_per_worker,
+                     memory_limit=memory_limit, connect_timeout=connect_timeout) as (c, engine):
+        if report_path is not None:  # before any work: an earlier run's report must not pass for this one's
+            partial_report(RUNNING, _running_note(), engine).write_json(report_path)
+        try:
+            if auto:
+                choice = choose_reference_psf(paths, client=c, psfs=psfs, **reference_options)
+                referencePsfModel = choice.psf
+                reference.update({"repr": repr(choice.psf), "choice": choice.to_dict()})
+                log.info("reference PSF chosen automatically: %s (%s)", choice.psf, choice.rule)
+            else:
+                reference.update({"repr": repr(referencePsfModel)})
+            t_jobs = time.perf_counter()
+            _run_jobs(c, paths, referencePsfModel, outdir, config, kernelSum, force, fingerprint, progress,
+                      reference, engine, psfs=psfs, reports=reports)
+            engine["jobs_time"] = time.perf_counter() - t_jobs
+        except BaseException as exc:  # Ctrl-C, a lost cluster...: say so in the report, with what was done
+            if report_path is not None:
+                n_done = sum(r is not None for r in reports)
+                note = (f"this batch stopped after {n_done} of {len(paths)} exposure(s) ({type(exc).__name__}"
+                        f"{': ' + _one_line(exc) if str(exc) else ''}); re-run the same command to finish it (the "
+                        "complete outputs are skipped)")
+                try:
+                    partial_report(INTERRUPTED, note, engine).write_json(report_path)
+                except Exception as write_exc:  # (the interruption is what the caller must see)
+                    log.warning("could not write the report of the interrupted batch to %s: %s", report_path,
+                                _one_line(write_exc))
+            raise
+        t_close = time.perf_counter()
+    engine["shutdown_time"] = time.perf_counter() - t_close
     out = BatchReport(reports, outdir=outdir, reference=reference, engine=engine,
                       wall_time=time.perf_counter() - t0, settings=settings)
     # (the summary is the caller's to show, out.summary(): psfmatch batch prints it, so not logged here too)
     log.debug("match_many done: %r in %.1f s", out, out.wall_time)
-    if report_path is not None:
+    if report_path is not None and write_final_report:
         out.write_json(report_path)
     return out
+
+
+def _running_note() -> str:
+    """The note of a ``running`` report: when, where and by which process the batch was started."""
+    import platform
+
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return (f"this batch started at {started} (host {platform.node() or '?'}, process {os.getpid()}) and has not "
+            "finished: if that process no longer runs, it was killed; re-run the same command to finish the batch "
+            "(the complete outputs are skipped)")
+
+
+def _science_psfs(psf, n) -> list | None:
+    """``psf`` of :func:`match_many` as one entry per input (None: every file's own PSF).
+
+    SPECs naming files are made absolute and read on the workers (which record them as given); a
+    single SPEC is also read now, so that its errors come before any work (as the reference's), those
+    of a sequence are checked for their syntax only.
+    """
+    def one(value, where):
+        if value is None or callable(getattr(value, "computeKernelImage", None)):
+            return value
+        if not isinstance(value, (str, os.PathLike)):
+            raise InvalidInputError(f"psf{where} must be a PSF model, a SPEC (e.g. psfex:FILE) or None; got "
+                                    f"{type(value).__name__}")
+        from .cli import _spec_file, parse_psf_spec
+
+        text = os.fspath(value)
+        parse_psf_spec(text, read_files=False, role=f"science PSF{where}")
+        path, fmt = _spec_file(text)
+        if path is None:
+            return text
+        return f"{fmt}:{os.path.abspath(path)}" if fmt else os.path.abspath(path)
+
+    if psf is None:
+        return None
+    if isinstance(psf, (str, os.PathLike)) or callable(getattr(psf, "computeKernelImage", None)):
+        given = one(psf, "")
+        _science_psf(given)
+        return [given] * n
+    try:
+        entries = list(psf)
+    except TypeError:
+        raise InvalidInputError(f"psf must be a PSF model, a SPEC, a sequence of them (one per input) or None; got "
+                                f"{type(psf).__name__}") from None
+    if len(entries) != n:
+        raise InvalidInputError(f"psf has {len(entries)} entries for {n} inputs; give one per input (None for a "
+                                "file's own PSF), or a single PSF for every input")
+    entries = [one(value, f" of input {i}") for i, value in enumerate(entries)]
+    return None if all(e is None for e in entries) else entries
+
+
+def _science_psf_setting(psf):
+    """``settings["sciencePsf"]`` of a report: None, the PSF given for every input, or ``"per input"``."""
+    if psf is None or isinstance(psf, (str, os.PathLike)) or callable(getattr(psf, "computeKernelImage", None)):
+        return _psf_label(psf)
+    return "per input"
 
 
 def _outdir_path(outdir) -> str:
@@ -1374,7 +1619,7 @@ def _check_reference_options(options) -> dict:
     import inspect
 
     allowed = [name for name, par in inspect.signature(choose_reference_psf).parameters.items()
-               if par.kind == par.KEYWORD_ONLY and name != "client"]
+               if par.kind == par.KEYWORD_ONLY and name not in ("client", "psfs")]
     unknown = [k for k in options if k not in allowed]
     if unknown:
         raise InvalidInputError(f"reference_options {unknown} are not options of choose_reference_psf; it takes "
@@ -1384,7 +1629,8 @@ def _check_reference_options(options) -> dict:
 
 
 def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, fingerprint, progress, ref_record,
-              engine=None):
+              engine=None, psfs=None, reports=None):
+    """Run :func:`match_one` on every input; ``reports`` (one slot per input) is filled as they finish."""
     from distributed import as_completed
 
     token = uuid.uuid4().hex[:8]
@@ -1392,11 +1638,12 @@ def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, finge
     for i, p in enumerate(paths):
         job = {"path": p, "output": output_path_for(p, outdir), "reference": reference, "config": config,
                "kernelSum": float(kernel_sum), "force": bool(force), "fingerprint": fingerprint,
-               "referenceRecord": ref_record}
+               "referenceRecord": ref_record, "psf": None if psfs is None else psfs[i]}
         key = f"psfmatch-match-{os.path.basename(p)[:60]}-{token}-{i}"
         fut = client.submit(_match_task, job, key=key, pure=False)
         futures[fut.key] = (i, fut)
-    reports = [None] * len(paths)
+    if reports is None:
+        reports = [None] * len(paths)
     bar = _Progress(len(paths), progress)
     try:
         for fut in as_completed([f for _, f in futures.values()]):
@@ -1405,6 +1652,7 @@ def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, finge
                 rep = ExposureReport.from_dict(fut.result())
             except Exception as exc:  # the engine failed on this one (worker died, unpicklable input...)
                 rep = ExposureReport(path=paths[i], status=FAILED, reason="engine failure",
+                                     psf=_psf_label(None if psfs is None else psfs[i]),
                                      error_type=type(exc).__name__, error_message=_engine_failure(exc, engine),
                                      traceback="".join(traceback.format_exception(type(exc), exc,
                                                                                   exc.__traceback__))[-8000:])
@@ -1529,21 +1777,23 @@ def _grid_positions(bbox: Box2I, grid: int):
     return [(float(x), float(y)) for y in ys for x in xs]
 
 
-def _psf_and_bbox(path):
-    """The PSF and the bounding box of an exposure file, reading the pixels only when needed."""
+def _psf_and_bbox(path, psf=None):
+    """The PSF (``psf`` when given: a model or SPEC) and the bounding box of an exposure file, reading the pixels
+    only when needed."""
     from .io import read_exposure_info
 
+    psf = _science_psf(psf)
     try:
-        info = read_exposure_info(path)
+        info = read_exposure_info(path, psf=psf is None)
         if info.layout == "psfmatch":
-            return info.psf, info.getBBox()
+            return (info.psf if psf is None else psf), info.getBBox()
     except UnsupportedFormatError:
         pass  # a plain image: read_exposure finds its PSF (or says why not)
-    exp = _read_exposure(path)
+    exp = _read_exposure(path) if psf is None else _read_exposure(path, psf=psf)
     return exp.getPsf(), exp.getBBox()
 
 
-def survey_psf(source, grid=5) -> dict:
+def survey_psf(source, grid=5, psf=None) -> dict:
     """Adaptive second moments of an exposure's PSF over a grid of positions.
 
     Parameters
@@ -1552,6 +1802,9 @@ def survey_psf(source, grid=5) -> dict:
         An exposure file, an exposure, or a PSF and the box it covers.
     grid : int
         ``grid x grid`` positions spanning the box (corners included).
+    psf : PSF model, str or None
+        For a file: its PSF when it carries none (or to replace its own), a
+        model or a SPEC (as :func:`match_one`'s ``psf``).
 
     Returns
     -------
@@ -1565,7 +1818,7 @@ def survey_psf(source, grid=5) -> dict:
     out = {"path": os.fspath(label) if isinstance(label, os.PathLike) else label, "ok": False}
     try:
         if isinstance(source, (str, os.PathLike)):
-            psf, bbox = _psf_and_bbox(os.fspath(source))
+            psf, bbox = _psf_and_bbox(os.fspath(source), psf)
         elif isinstance(source, Exposure):
             psf, bbox = source.getPsf(), source.getBBox()
         else:
@@ -1606,7 +1859,7 @@ def survey_psf(source, grid=5) -> dict:
 
 
 def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, floor=DEFAULT_FLOOR, grid=5,
-                         wing_ratio=2.0, b=0.1, stamp=None, client=None) -> ReferencePsfChoice:
+                         wing_ratio=2.0, b=0.1, stamp=None, psfs=None, client=None) -> ReferencePsfChoice:
     """A round reference PSF broader than every science PSF along every axis.
 
     See the module docstring for the rule:
@@ -1629,6 +1882,9 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
         wing-to-core peak ratio ``b`` (LSST's convention).
     stamp : int, optional
         Odd stamp width; default ``max(21, 2 ceil(4 sigma_outer) + 1)``.
+    psfs : sequence, optional
+        One entry per source: the PSF of a file that carries none (or to
+        replace its own), a model or SPEC, or None (as :func:`match_many`'s ``psf``).
     client : distributed.Client, optional
         Survey the files on these Dask workers (in parallel); in-process otherwise.
 
@@ -1652,11 +1908,14 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
     if not sources:
         raise InvalidInputError("choose_reference_psf needs at least one exposure")
     sources = [os.path.abspath(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else s for s in sources]
+    psfs = [None] * len(sources) if psfs is None else list(psfs)
+    if len(psfs) != len(sources):
+        raise InvalidInputError(f"psfs has {len(psfs)} entries for {len(sources)} sources; give one per source")
     if client is not None:
-        futures = client.map(survey_psf, sources, grid=grid, pure=False)
+        futures = client.map(survey_psf, sources, [grid] * len(sources), psfs, pure=False)
         surveys = client.gather(futures)
     else:
-        surveys = [survey_psf(s, grid) for s in sources]
+        surveys = [survey_psf(s, grid, p) for s, p in zip(sources, psfs)]
     good = [s for s in surveys if s["ok"]]
     failures = [{"path": s["path"], "error_type": s.get("error_type"), "error_message": s.get("error_message")}
                 for s in surveys if not s["ok"]]

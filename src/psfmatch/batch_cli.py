@@ -3,7 +3,8 @@
 ::
 
     psfmatch batch INPUTS... --reference-psf SPEC|auto --outdir DIR [--coadd OUT.fits]
-                   [--scheduler ADDRESS] [--workers N] [--memory-limit 4GiB] [--force]
+                   [--psf SPEC] [--scheduler ADDRESS [--scheduler-timeout S]] [--workers N]
+                   [--memory-limit 4GiB] [--force] [--fingerprint stat|sha256]
                    [--input-list FILE] [--report REPORT.json] [--coadd-exclude PLANE,...]
                    [--reference-kind gaussian|doublegaussian] [--reference-margin M]
                    [--reference-floor F] [-c KEY=VALUE ...] [-C FILE ...] [--kernel-sum S]
@@ -12,7 +13,10 @@ Each input is matched on a Dask worker (a ``LocalCluster`` of ``--workers``
 processes, default one per core, unless ``--scheduler`` names a running
 scheduler) and written as ``DIR/<input file name>``.  Inputs whose outputs are
 complete and valid from an earlier run are skipped, so re-running the same
-command resumes an interrupted batch.  Exit status: 0 when every input is
+command resumes an interrupted batch.  The JSON report is marked ``running``
+as soon as the matching starts (replacing an earlier report), ``interrupted``
+(with the inputs done) when the batch is stopped, and is complete at the end.
+Exit status: 0 when every input is
 matched, 1 when any failed (the others are still written, a summary lists
 the failures, and the coadd is not made: re-running the same command once
 the inputs are fixed finishes the batch and writes it), 2 on a usage error.  The parser is registered on the main
@@ -25,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 
 __all__ = ["add_batch_parser", "run_batch_command"]
@@ -160,8 +165,15 @@ def add_batch_parser(subparsers, parents=()):
                     "coadd the matched exposures (inverse-variance weighted; they must share one pixel grid).",
         epilog="Exit status: 0 when every input matched, 1 when any failed (the others are written, the coadd is "
                "not; re-run the same command once the inputs are fixed), 2 on a usage error.")
-    b.add_argument("inputs", nargs="*", metavar="INPUT", help="exposure files (psfmatch or LSST-style FITS with a PSF)")
-    b.add_argument("--input-list", metavar="FILE", help="a text file with more input paths, one per line")
+    b.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="exposure files (psfmatch or LSST-style FITS with a PSF, or plain FITS images with --psf)")
+    b.add_argument("--input-list", metavar="FILE",
+                   help="a text file with more inputs, one per line: a path, optionally followed by that input's "
+                        "PSF (FILE or SPEC, as --psf; quote a path with spaces in it)")
+    b.add_argument("--psf", type=_spec_type_lazy("science PSF"), metavar="SPEC",
+                   help="the PSF of every input (that the input list gives none), for files that carry none (or to "
+                        "replace their own), read as psfmatch run --psf reads it: a PSFEx model, an image, a SPEC; "
+                        "a re-run with another PSF redoes the outputs")
     b.add_argument("--reference-psf", "-r", required=True, type=_reference_arg, metavar="SPEC|auto",
                    help="the PSF to match to (gaussian:sigma=2.6, doublegaussian:..., moffat:..., a file), or "
                         "'auto': a round Gaussian a margin broader than the broadest science PSF axis over all "
@@ -185,6 +197,8 @@ def add_batch_parser(subparsers, parents=()):
                    help="replace an existing coadd file (and a --report file that is not a psfmatch batch report)")
     b.add_argument("--scheduler", type=_scheduler_address, metavar="ADDRESS",
                    help="address of a running Dask scheduler (e.g. tcp://host:8786); default: start a local cluster")
+    b.add_argument("--scheduler-timeout", type=_positive_float, default=None, metavar="S",
+                   help="seconds to wait for the --scheduler to answer (default 10)")
     b.add_argument("--workers", type=_workers, metavar="N",
                    help="worker processes of the local cluster (default: one per core; at most 8 per core)")
     b.add_argument("--memory-limit", type=_memory_limit, metavar="BYTES",
@@ -195,7 +209,9 @@ def add_batch_parser(subparsers, parents=()):
                         "SHA-256 of the bytes")
     b.add_argument("--report", metavar="REPORT.json",
                    help=f"where to write the JSON report (default DIR/{DEFAULT_REPORT_NAME}); an earlier report is "
-                        "replaced, any other existing file only with --overwrite")
+                        "replaced, any other existing file only with --overwrite. Its 'state' is 'running' from the "
+                        "start of the matching (a report left so was killed), 'interrupted' (with the inputs done and "
+                        "pending) when the batch is stopped, 'complete' at the end")
     b.add_argument("--kernel-sum", type=_positive_float, default=1.0, metavar="S",
                    help="scale of the kernel: the matched image's flux is S times the input's (default 1)")
     b.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[],
@@ -206,22 +222,79 @@ def add_batch_parser(subparsers, parents=()):
     return b
 
 
+def _spec_type_lazy(role):
+    """argparse type of a PSF SPEC, as ``psfmatch run`` checks it (imported when used)."""
+    def spec_arg(text):
+        from .cli import _spec_type
+
+        return _spec_type(role)(text)
+
+    return spec_arg
+
+
 def _inputs(args):
+    """The input paths: the INPUT arguments, then those of ``--input-list``."""
+    return _inputs_and_psfs(args)[0]
+
+
+def _inputs_and_psfs(args):
+    """The input paths and, for each, the PSF SPEC that ``--input-list`` gives it (None otherwise)."""
     paths = list(args.inputs or [])
+    psfs = [None] * len(paths)
     if args.input_list:
-        paths.extend(_read_input_list(args.input_list))
-    return paths
+        for path, psf in _read_input_list(args.input_list, with_psfs=True):
+            paths.append(path)
+            psfs.append(psf)
+    return paths, psfs
 
 
-def _read_input_list(path):
-    """The paths listed in the ``--input-list`` text file: one per line, blank and ``#`` lines skipped.
+def _list_line(text, listing, lineno):
+    """``(path, psf)`` of a line of ``--input-list``: a path, optionally followed by its PSF (FILE or SPEC).
+
+    A line that names an existing file (or has no blank) is one path, spaces and all, as before PSFs
+    could be listed; otherwise it is split as a shell would (quotes keep a path with spaces whole).
+    """
+    from .errors import UnsupportedFormatError
+
+    if os.path.exists(text) or not any(c.isspace() for c in text):
+        return text, None
+    remedy = ("give the input's path, optionally followed by its PSF (FILE or SPEC), separated by blanks; quote a "
+              "path with spaces in it")
+    try:
+        fields = shlex.split(text)
+    except ValueError as exc:
+        raise UnsupportedFormatError(f"--input-list {listing!r} line {lineno} ({text!r}): {exc}; {remedy}") from None
+    if len(fields) > 2:
+        raise UnsupportedFormatError(f"--input-list {listing!r} line {lineno} ({text!r}) has {len(fields)} fields; "
+                                     f"{remedy}")
+    if len(fields) == 1:
+        return fields[0], None
+    from .cli import parse_psf_spec
+
+    parse_psf_spec(fields[1], read_files=False, role=f"science PSF of {fields[0]} (--input-list line {lineno})")
+    return fields[0], fields[1]
+
+
+def _read_input_list(path, with_psfs=False):
+    """The inputs listed in the ``--input-list`` text file: one per line, blank and ``#`` lines skipped.
+
+    Parameters
+    ----------
+    path : str
+        The text file.
+    with_psfs : bool
+        Return ``(input, psf)`` pairs: a line may give its input's PSF (FILE or SPEC) after the path
+        (None when it gives none).  Otherwise, the paths only.
 
     Raises
     ------
     MissingFileError
         If ``path`` does not exist.
     UnsupportedFormatError
-        If it is a directory or not a text file (a FITS file given by mistake, say).
+        If it is a directory or not a text file (a FITS file given by mistake, say), or a line has
+        more than two fields or unbalanced quotes.
+    InvalidInputError
+        For a malformed PSF SPEC.
     """
     from .errors import MissingFileError, UnsupportedFormatError
 
@@ -244,7 +317,9 @@ def _read_input_list(path):
     if bad >= 0:
         raise UnsupportedFormatError(f"--input-list {path!r} is not a text file (byte {bad} is not UTF-8 text); "
                                      f"{remedy}")
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    entries = [_list_line(line.strip(), path, lineno) for lineno, line in enumerate(text.splitlines(), 1)
+               if line.strip() and not line.lstrip().startswith("#")]
+    return entries if with_psfs else [p for p, _ in entries]
 
 
 def _config(args):
@@ -322,6 +397,19 @@ def _check_coadd_options(args, paths):
                                 f"{','.join(sorted(known))}")
 
 
+def _science_psfs(args, listed):
+    """``psf`` of ``match_many``: None, the ``--psf`` SPEC, or one entry per input (its ``--input-list`` PSF, else
+    the ``--psf`` SPEC, else None).  ``--psf`` is read now (as ``psfmatch run`` reads it), so that a missing or
+    unreadable file is an error before any work; the workers read it again, each for its input."""
+    from .cli import parse_psf_spec
+
+    if args.psf:
+        parse_psf_spec(args.psf, role="science PSF (--psf)")
+    if not any(listed):
+        return args.psf
+    return [spec if spec else args.psf for spec in listed]
+
+
 def run_batch_command(args) -> int:
     """Run ``psfmatch batch`` from parsed arguments.
 
@@ -344,7 +432,7 @@ def run_batch_command(args) -> int:
     from .errors import InvalidInputError, PsfMatchError
 
     quiet = bool(getattr(args, "quiet", False))
-    paths = _inputs(args)
+    paths, listed_psfs = _inputs_and_psfs(args)
     if not paths:
         print("psfmatch batch: error: no inputs (give INPUT files or --input-list FILE)", file=sys.stderr)
         return 2
@@ -363,7 +451,9 @@ def run_batch_command(args) -> int:
     from .cli import _check_outputs_spare_inputs, _config_inputs, _spec_file
 
     others = [(None if args.reference_psf == "auto" else _spec_file(args.reference_psf)[0], "the reference PSF"),
-              (args.input_list, "the input list, --input-list"), *_config_inputs(args)]
+              (args.input_list, "the input list, --input-list"), *_config_inputs(args),
+              (_spec_file(args.psf)[0] if args.psf else None, "the science PSF, --psf"),
+              *((_spec_file(s)[0], f"the PSF of {p} in --input-list") for p, s in zip(paths, listed_psfs) if s)]
     _check_outputs_spare_inputs([(report_path, "--report"), (args.coadd, "--coadd")], others)
     config = _config(args)
     if args.reference_psf == "auto":
@@ -372,6 +462,7 @@ def run_batch_command(args) -> int:
         from .cli import parse_psf_spec
 
         reference = parse_psf_spec(args.reference_psf, role="reference PSF")
+    psf = _science_psfs(args, listed_psfs)
     ref_opts = {"kind": args.reference_kind}
     if args.reference_margin is not None:
         ref_opts["margin"] = args.reference_margin
@@ -386,10 +477,13 @@ def run_batch_command(args) -> int:
         def progress(report, done, total):
             print(f"psfmatch batch: [{done}/{total}] {report.line()}", file=sys.stderr, flush=True)
 
+    timeout = {} if args.scheduler_timeout is None else {"connect_timeout": args.scheduler_timeout}
+    # (the report is marked running before any match, interrupted if stopped; its final write comes after the summary)
     reports = match_many(paths, reference, outdir, config=config, client=args.scheduler,
                          kernelSum=args.kernel_sum, n_workers=args.workers, memory_limit=args.memory_limit,
                          force=args.force, fingerprint=args.fingerprint, progress=progress,
-                         reference_options=ref_opts)
+                         reference_options=ref_opts, psf=psf, report_path=report_path, write_final_report=False,
+                         **timeout)
     status = 0 if reports.ok else 1
 
     def say(line, failure=False):  # -q: only the failures, on standard error

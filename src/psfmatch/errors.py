@@ -29,6 +29,7 @@ __all__ = [
     "OutputExistsError",
     "OutputNotWritableError",
     "MissingDependencyError",
+    "SchedulerUnreachableError",
     "PsfMatchWarning",
     "IllPosedMatchWarning",
     "KernelQualityWarning",
@@ -142,6 +143,10 @@ class OutputNotWritableError(PsfMatchError, OSError):
 
 class MissingDependencyError(PsfMatchError, ImportError):
     """An optional dependency (GalSim, Piff, ...) is needed and not installed; the message says how to install it."""
+
+
+class SchedulerUnreachableError(PsfMatchError, ConnectionError):
+    """The Dask scheduler named by its address (``psfmatch batch --scheduler``, ``client=``) could not be reached."""
 
 
 class PsfMatchWarning(UserWarning):
