@@ -341,3 +341,140 @@ def test_binning_an_image_with_an_empty_block_raises_no_warning():
                 assert img[j, i] == pytest.approx(b[np.isfinite(b)].mean(), rel=1e-12)
     assert m[1, 0] == 4 and np.count_nonzero(m) == 1
     np.testing.assert_array_equal(image, before)
+
+
+# ---------------------------------------------------------------------------
+# layout: no overlapping tick labels or texts, nothing cut at the figure's edge (issue: figures of strips,
+# constant kernels and real fields had colliding colour-bar labels, legends over the image, clipped titles)
+
+
+def _drawn_tick_labels(axis):
+    """The tick labels matplotlib draws on ``axis`` (those inside its view interval)."""
+    lo, hi = sorted(axis.get_view_interval())
+    tol = 1e-9 * max(abs(lo), abs(hi), 1e-300)
+    out = []
+    for ticks, locs in ((axis.get_major_ticks(), axis.get_majorticklocs()),
+                        (axis.get_minor_ticks(), axis.get_minorticklocs())):
+        for tick, loc in zip(ticks, locs):
+            out += [t for t in (tick.label1, tick.label2)
+                    if t.get_visible() and t.get_text().strip() and lo - tol <= loc <= hi + tol]
+    return out
+
+
+def _layout_problems(fig):
+    """Overlapping tick labels of one axis, overlapping texts around the panels, texts beyond the figure."""
+    import itertools
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    problems, ticks, tick_ids, inner = [], [], set(), set()
+    for ax in fig.get_axes():
+        inner.update(id(t) for t in ax.texts)  # drawn on the data on purpose (tile numbers, notes)
+        for axis in (ax.xaxis, ax.yaxis):
+            tick_ids.update(id(t) for t in axis.get_ticklabels(which="both"))
+            if not (ax.get_visible() and ax.axison):
+                continue
+            labels = _drawn_tick_labels(axis)
+            ticks += labels
+            for a, b in itertools.combinations(labels, 2):
+                if a.get_window_extent(renderer).padded(-0.5).overlaps(b.get_window_extent(renderer).padded(-0.5)):
+                    problems.append(f"tick labels {a.get_text()!r} and {b.get_text()!r} overlap")
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in tick_ids]
+    texts += ticks
+    width, height = fig.bbox.width, fig.bbox.height
+    for t in texts:
+        b = t.get_window_extent(renderer)
+        if b.x0 < -1 or b.y0 < -1 or b.x1 > width + 1 or b.y1 > height + 1:
+            problems.append(f"{t.get_text()!r} reaches beyond the figure")
+    around = [t for t in texts if id(t) not in inner]
+    for a, b in itertools.combinations(around, 2):
+        if a.get_window_extent(renderer).padded(-0.5).overlaps(b.get_window_extent(renderer).padded(-0.5)):
+            problems.append(f"{a.get_text()!r} and {b.get_text()!r} overlap")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def strip_fit():
+    """A 4096 x 256 exposure (a strip) and its kernel fit."""
+    exposure = make_demo_exposure((4096, 256), seed=4)
+    with pytest.warns(Warning):  # the spatial order lowered, a residual above qaMaxResidual
+        fit = ModelPsfMatchTask(config=ModelPsfMatchConfig()).fitKernel(exposure.getPsf(), demo_reference_psf(),
+                                                                        exposure.getBBox())
+    return exposure, fit
+
+
+@pytest.fixture(scope="module")
+def constant_fit():
+    """A 512 x 512 exposure with a constant PSF: a constant kernel (spatial order 0)."""
+    from psfmatch import Exposure
+
+    demo = make_demo_exposure(512, seed=2)
+    exposure = Exposure(demo.image, demo.mask, demo.variance, psf=GaussianPsf(21, 21, 1.7))
+    fit = ModelPsfMatchTask(config=ModelPsfMatchConfig()).fitKernel(exposure.getPsf(), demo_reference_psf(),
+                                                                    exposure.getBBox())
+    assert fit.metadata["spatialKernelOrder"] == 0
+    return exposure, fit
+
+
+def test_figures_of_a_strip_have_readable_labels(mpl, strip_fit):
+    """On a 4096 x 256 strip, the residual map's horizontal logarithmic colour bar labelled 4e-4, 6e-4, 1e-3,
+    2e-3, 3e-3, 4e-3, 6e-3 on top of each other; the asinh colour bar of the kernel mosaic labelled 1e-3, 0 and
+    -1e-3 over each other; the spatial-cells legends lay over each other and over the image."""
+    exposure, fit = strip_fit
+    figures = {"plot_qa": display.plot_qa(fit, science_psf=exposure.getPsf()),
+               "show_kernel_mosaic": display.show_kernel_mosaic(fit.kernel),
+               "show_spatial_cells": display.show_spatial_cells(exposure, fit.cellSet),
+               "plot_psf": display.plot_psf(exposure.getPsf(), bbox=exposure.getBBox()),
+               "show_candidates": display.show_candidates(fit.cellSet, fit.kernel)}
+    for name, fig in figures.items():
+        assert _layout_problems(fig) == [], name
+    # the legends of the spatial cells are beside the image, not on it
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures["show_spatial_cells"]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.canvas.draw()
+    image_ax = fig.get_axes()[0]
+    assert len(fig.legends) == 2
+    for legend in fig.legends:
+        assert not legend.get_window_extent(renderer).overlaps(image_ax.get_window_extent(renderer))
+    assert not fig.legends[0].get_window_extent(renderer).overlaps(fig.legends[1].get_window_extent(renderer))
+
+
+def test_figures_of_a_constant_kernel_have_readable_labels(mpl, constant_fit):
+    """A constant kernel: the asinh colour bars labelled 1e-4, 0 and -1e-4 over each other, the PSF profile's
+    title was cut at the figure's edge, the spatial model's scatter plot wrote its multiplier (1e-6) over its
+    axis label and its colour bars four identical labels (5.3e-06) each."""
+    exposure, fit = constant_fit
+    figures = {"plot_qa": display.plot_qa(fit, science_psf=exposure.getPsf()),
+               "plot_psf": display.plot_psf(exposure.getPsf()),
+               "show_candidates": display.show_candidates(fit.cellSet, fit.kernel),
+               "show_kernel_mosaic": display.show_kernel_mosaic(fit.kernel),
+               "plot_kernel_spatial_model": display.plot_kernel_spatial_model(fit.kernel, fit.cellSet)}
+    for name, fig in figures.items():
+        assert _layout_problems(fig) == [], name
+    fig = figures["plot_kernel_spatial_model"]
+    for ax in fig.get_axes():
+        labels = [t.get_text() for t in _drawn_tick_labels(ax.yaxis)]
+        assert len(labels) == len(set(labels)), labels
+        assert ax.yaxis.get_offset_text().get_text() == "" and ax.xaxis.get_offset_text().get_text() == ""
+    # the variation panel says that the kernel does not vary, instead of an empty map with a +-1e-12 colour bar
+    fig = figures["plot_qa"]
+    panel = next(ax for ax in fig.get_axes() if ax.get_title().startswith("spatial variation"))
+    assert any(t.get_text().startswith("the kernel is the same over the whole field") for t in panel.texts)
+    labels = [ax.get_ylabel() for ax in fig.get_axes()]
+    assert "deviation / max K(centre)" not in labels  # no colour bar for it
+
+
+def test_colour_bars_are_labelled(mpl, matched, grid):
+    exposure, result, _ = matched
+    fig = display.plot_qa(result, exposure, grid=grid)
+    assert "deviation / max K(centre)" in [ax.get_ylabel() for ax in fig.get_axes()]
+    fig = display.plot_psf(exposure.getPsf(), bbox=exposure.getBBox())
+    labels = [ax.get_ylabel() for ax in fig.get_axes()]
+    assert "moment FWHM [px]" in labels and "|e| (distortion)" in labels
+    assert _layout_problems(fig) == []

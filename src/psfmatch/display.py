@@ -520,6 +520,108 @@ def _cmap(name, bad="#d9d9d9"):
     return matplotlib.colormaps[name].with_extremes(bad=bad)
 
 
+def _plain_label(text) -> str:
+    """A tick label without its mathtext markup, about as long as it is drawn (``$10^{-3}$`` -> ``10-3``)."""
+    for old, new in (("\\mathdefault", ""), ("\\times", "x"), ("$", ""), ("{", ""), ("}", ""), ("^", "")):
+        text = text.replace(old, new)
+    return text
+
+
+def _spaced_locator(candidates, norm, fontsize):
+    """A tick locator for a colour bar: ``candidates`` in order of preference, each kept only when its
+    label clears the labels already kept.
+
+    The space a label needs is measured when the ticks are drawn (after the layout), from the colour
+    bar's length and the labels' font size: so a short or horizontal colour bar gets fewer ticks
+    instead of overlapping labels (matplotlib's locators for asinh and logarithmic scales label
+    ticks that nearly coincide, e.g. 0 and 1e-4 on an asinh stretch).  ``norm`` maps a value to its
+    position along the bar (0 to 1).
+    """
+    from matplotlib.ticker import Locator
+
+    class SpacedLocator(Locator):
+        def __call__(self):
+            axis = self.axis
+            ax = axis.axes
+            along_x = axis is ax.xaxis
+            length = ax.bbox.width if along_x else ax.bbox.height
+            size = fontsize * ax.figure.dpi / 72.0
+            fmt = axis.get_major_formatter()
+            kept, where = [], []
+            for v in candidates:
+                f = float(norm(v))
+                if not (math.isfinite(f) and -1e-9 <= f <= 1 + 1e-9):
+                    continue
+                if along_x:  # the labels' widths: each needs half its width on either side
+                    need = lambda u: (0.62 * len(_plain_label(fmt.format_ticks([u])[0])) + 0.6) * size / 2
+                    if all(abs(f - g) * length >= need(v) + need(u) for g, u in zip(where, kept)):
+                        kept.append(v)
+                        where.append(f)
+                elif all(abs(f - g) * length >= 1.5 * size for g in where):  # superscripts make labels tall
+                    kept.append(v)
+                    where.append(f)
+            return sorted(kept)
+
+    return SpacedLocator()
+
+
+def _decade_candidates(lo, hi, linear_width=None):
+    """Tick values in order of preference for a logarithmic (``lo > 0``) or symmetric asinh scale.
+
+    Log: the decades, then 2x and 5x, then the other multiples.  Asinh (``-hi .. hi``, linear within
+    ``linear_width`` of 0): 0, then +-1eN from the largest decade down to a tenth of ``linear_width``.
+    """
+    top = math.floor(math.log10(hi))
+    if linear_width is not None:
+        bottom = math.floor(math.log10(max(linear_width / 10.0, hi * 1e-12)))
+        return [0.0] + [s * 10.0 ** e for e in range(top, bottom - 1, -1) for s in (1.0, -1.0)]
+    decades = range(math.floor(math.log10(lo)), top + 1)
+    return [m * 10.0 ** e for group in ((1,), (2, 5), (3, 4, 6, 7, 8, 9)) for m in group for e in decades]
+
+
+def _log_colorbar_ticks(cb, norm, fontsize=7):
+    """Label a logarithmic colour bar with ticks whose labels do not overlap (decades first)."""
+    from matplotlib.ticker import NullFormatter
+
+    axis = cb.ax.xaxis if cb.orientation == "horizontal" else cb.ax.yaxis
+    axis.set_major_locator(_spaced_locator(_decade_candidates(norm.vmin, norm.vmax), norm, fontsize))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _asinh_colorbar_ticks(cb, norm, fontsize=7):
+    """Label a symmetric asinh colour bar (0 and +-decades) with labels that do not overlap."""
+    axis = cb.ax.xaxis if cb.orientation == "horizontal" else cb.ax.yaxis
+    axis.set_major_locator(_spaced_locator(_decade_candidates(None, norm.vmax, norm.linear_width), norm, fontsize))
+
+
+def _distinct_formatter():
+    """A tick formatter in ``%g`` style with just the significant digits that tell the ticks apart.
+
+    Unlike matplotlib's default it writes no separate offset or multiplier text (``1e-6`` at the end
+    of an axis, which collides with the axis label), and unlike a fixed ``%.2g`` it never labels two
+    ticks alike.
+    """
+    from matplotlib.ticker import Formatter
+
+    class DistinctFormatter(Formatter):
+        ticks = ()
+
+        def set_locs(self, locs):
+            self.ticks = tuple(locs)
+
+        def __call__(self, x, pos=None):
+            locs = np.asarray([v for v in self.ticks if np.isfinite(v)], dtype=float)
+            scale = float(np.abs(locs).max()) if locs.size else abs(x)
+            if abs(x) <= 1e-9 * scale:
+                return "0"
+            for digits in range(2, 10):
+                if len({f"{v:.{digits}g}" for v in locs}) == len(set(locs.tolist())):
+                    break
+            return f"{x:.{digits}g}"
+
+    return DistinctFormatter()
+
+
 def _fmt_pos(v):
     return f"{v:.0f}"
 
@@ -557,6 +659,13 @@ def _draw_kernel_variation(ax, mosaic_ax, kernel, bbox, imgs, xs, ys, title):
     ax.tick_params(labelsize=7)
     ax.set_xlabel("x of the kernel position [px]")
     ax.set_title(title, fontsize=10)
+    if vlim <= 1e-9:  # a constant kernel (spatial order 0): an empty panel and a colour bar of +-1e-12 say nothing
+        sf = kernel.spatial_function
+        why = "spatial order 0" if sf is None or getattr(sf, "order", None) == 0 else "no measurable variation"
+        ax.text(0.5, 0.5, f"the kernel is the same over the whole field\n({why}: |deviation| < 1e-9)",
+                ha="center", va="center", fontsize=9, transform=ax.transAxes,
+                bbox={"facecolor": "white", "edgecolor": "0.6", "alpha": 0.9})
+        return None
     return im
 
 
@@ -574,6 +683,7 @@ def _draw_kernel_mosaic(ax, kernel, bbox, ncol, nrow, *, ellipses=False, title=N
     vmax = _sym_limit([imgs])
     im = ax.imshow(M, origin="lower", cmap=_cmap("RdBu_r", "white"),
                    norm=AsinhNorm(linear_width=vmax * 0.02, vmin=-vmax, vmax=vmax), interpolation="nearest")
+    ax.set_aspect("equal")
     ax.set_xticks([_tile_centre(i, 0, (k, k))[0] for i in range(ncol)], [_fmt_pos(x) for x in xs])
     ax.set_yticks([_tile_centre(0, j, (k, k))[1] for j in range(nrow)], [_fmt_pos(y) for y in ys])
     ax.set_xlabel("x of the kernel position [px]")
@@ -655,8 +765,9 @@ def _qa_map(fig, ax, grid, name, bbox, cells, *, title, cmap, norm, label, fmt=N
     ax.set_xlabel("x [px]")
     ax.set_ylabel("y [px]")
     ax.tick_params(labelsize=7)
+    from matplotlib.colors import LogNorm
+
     if wide:  # a colour bar beside a wide map would be much taller than it
-        from matplotlib.colors import LogNorm
         from matplotlib.ticker import MaxNLocator
 
         cb = fig.colorbar(im, ax=ax, location="bottom", shrink=0.9, format=fmt, pad=0.02)
@@ -665,7 +776,9 @@ def _qa_map(fig, ax, grid, name, bbox, cells, *, title, cmap, norm, label, fmt=N
     else:
         cb = fig.colorbar(im, ax=ax, shrink=0.9, format=fmt)
     cb.set_label(label, fontsize=8)
-    cb.ax.tick_params(labelsize=7)
+    cb.ax.tick_params(which="both", labelsize=7)
+    if isinstance(norm, LogNorm):
+        _log_colorbar_ticks(cb, norm)
     return im
 
 
@@ -769,10 +882,13 @@ def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=Non
     cb = top.colorbar(im, ax=ax_k, shrink=0.85)
     cb.set_label("K (asinh stretch)", fontsize=8)
     cb.ax.tick_params(labelsize=7)
+    _asinh_colorbar_ticks(cb, im.norm)
     im2 = _draw_kernel_variation(ax_v, ax_k, kernel, bbox, imgs, xs, ys,
                                  "spatial variation: [K(x) - K(centre)] / max K(centre)")
-    cb = top.colorbar(im2, ax=ax_v, shrink=0.85)
-    cb.ax.tick_params(labelsize=7)
+    if im2 is not None:
+        cb = top.colorbar(im2, ax=ax_v, shrink=0.85)
+        cb.set_label("deviation / max K(centre)", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
     ax_t.axis("off")
     ax_t.text(0.0, 1.0, "\n".join(_summary_lines(md, grid)), va="top", ha="left", family="monospace",
               fontsize=8.3, transform=ax_t.transAxes)
@@ -791,7 +907,8 @@ def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=Non
         ax.set_xticks([])
         ax.set_yticks([])
     if im3 is not None:
-        cb = middle.colorbar(im3, ax=list(axs), shrink=0.9, pad=0.01)
+        # "%.1e" labels: matplotlib's default puts a multiplier (1e-8) above the bar for small residuals
+        cb = middle.colorbar(im3, ax=list(axs), shrink=0.9, pad=0.01, format="%.1e")
         cb.set_label("(S*K - R) / max R", fontsize=8)
         cb.ax.tick_params(labelsize=7)
     else:
@@ -868,8 +985,17 @@ def plot_psf(psf, position=None, *, bbox=None, fig=None, title=None):
             bbox = None
     varying = info["spatiallyVarying"] and isinstance(bbox, Box2I)
     ncols = 4 if varying else 2
-    fig = _figure((4.2 * ncols, 4.6), fig)
-    axs = fig.subplots(1, ncols)
+    aspect = bbox.getWidth() / bbox.getHeight() if varying else 1.0
+    cb_kw = {}
+    if aspect > 2.5:  # an elongated field: its maps get a row each, the full width, colour bars below
+        fig = _figure((10.0, 5.0 + 2 * (9.0 / aspect + 1.4)), fig)
+        gs = fig.add_gridspec(3, 2, height_ratios=[4.4, 9.0 / aspect + 1.4, 9.0 / aspect + 1.4])
+        axs = [fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1]), fig.add_subplot(gs[1, :]),
+               fig.add_subplot(gs[2, :])]
+        cb_kw = {"location": "bottom", "aspect": 40}
+    else:
+        fig = _figure((4.2 * ncols, 4.6), fig)
+        axs = fig.subplots(1, ncols)
     ax = axs[0]
     h, w = img.shape
     ext = (-(w // 2) - 0.5, w // 2 + 0.5, -(h // 2) - 0.5, h // 2 + 0.5)
@@ -904,8 +1030,8 @@ def plot_psf(psf, position=None, *, bbox=None, fig=None, title=None):
     ax.set_xlabel("radius [px]")
     ax.set_ylabel("value / peak")
     ax.legend(fontsize=7)
-    ax.set_title(f"moment FWHM {info['fwhm']:.3f} px (2.355 sigma), |e| {info['e']:.3f}\n"
-                 f"flux in the outermost pixel ring {info['edgeFluxFraction']:.1e}", fontsize=9)
+    ax.set_title(f"moment FWHM {info['fwhm']:.3f} px (2.355 sigma)\n|e| {info['e']:.3f}, "
+                 f"outermost-ring flux {info['edgeFluxFraction']:.1e}", fontsize=9)
 
     if varying:
         nx, ny = _grid_shape(bbox, n=12)
@@ -923,16 +1049,23 @@ def plot_psf(psf, position=None, *, bbox=None, fig=None, title=None):
         im = axs[2].imshow(F, origin="lower", extent=_field_extent(bbox), cmap=_cmap("viridis"),
                            interpolation="nearest")
         axs[2].set_title("moment FWHM over the field [px]\n(star: the stamp's position)", fontsize=9)
-        fig.colorbar(im, ax=axs[2], shrink=0.8)
+        cb = fig.colorbar(im, ax=axs[2], shrink=0.8, **cb_kw)
+        cb.set_label("moment FWHM [px]", fontsize=8)
         E = np.hypot(E1, E2)
         im = axs[3].imshow(E, origin="lower", extent=_field_extent(bbox), cmap=_cmap("magma"),
                            interpolation="nearest")
         X, Y = np.meshgrid(xs, ys)
         ang = 0.5 * np.arctan2(E2, E1)
+        # the longest whisker 0.8 of a map pixel's shorter side (in data units: the map pixels of an
+        # elongated field are not square, and whiskers scaled to the axes' width crossed them)
+        step = min(bbox.getWidth() / nx, bbox.getHeight() / ny)
+        emax = float(np.nanmax(E)) if np.any(np.isfinite(E)) else 0.0
         axs[3].quiver(X, Y, E * np.cos(ang), E * np.sin(ang), headwidth=0, headlength=0, headaxislength=0,
-                      pivot="middle", color="white", scale=np.nanmax(E) * max(nx, ny) * 1.2 if np.nanmax(E) > 0 else 1)
+                      pivot="middle", color="white", angles="xy", scale_units="xy",
+                      scale=emax / (0.8 * step) if emax > 0 else 1.0, width=0.003 if aspect > 2.5 else None)
         axs[3].set_title("distortion |e| and orientation (whiskers)", fontsize=9)
-        fig.colorbar(im, ax=axs[3], shrink=0.8)
+        cb = fig.colorbar(im, ax=axs[3], shrink=0.8, **cb_kw)
+        cb.set_label("|e| (distortion)", fontsize=8)
         for ax in axs[2:]:
             ax.plot(pos[0], pos[1], "*", color="red", ms=11, mec="white", mew=0.8)
             ax.set_xlabel("x [px]")
@@ -975,7 +1108,7 @@ def _transparency(value):
 
 
 def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANSPARENCY, show_bad=True, ax=None,
-                       title="Image to be convolved"):
+                       title="Image to be convolved", fig=None):
     """The exposure with its mask planes, the spatial cells and the kernel candidates.
 
     The image is shown with an asinh stretch between its 0.5 and 99.8
@@ -991,7 +1124,11 @@ def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANS
     mask_transparency : float
     show_bad : bool
     ax : matplotlib Axes, optional
+        Draw into these axes (the legends then go inside them); else a figure of the image's shape
+        is made, with the legends and the colour bar beside the image (below it for a wide one).
     title : str
+    fig : matplotlib.figure.Figure, optional
+        Without ``ax``: draw into this figure (cleared and resized) instead of a new one.
 
     Returns
     -------
@@ -1002,13 +1139,19 @@ def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANS
     from matplotlib.colors import to_rgba
     from matplotlib.patches import Patch
 
-    if ax is None:
-        bb = exposure.getBBox()
-        fig = _figure((11.0, float(np.clip(9.4 * bb.getHeight() / bb.getWidth() + 1.2, 4.5, 12.0))))
+    bb = exposure.getBBox()
+    aspect = bb.getWidth() / bb.getHeight()
+    wide = aspect >= 1.3
+    own_figure = ax is None
+    img, mbits, f = _bin_image(np.asarray(exposure.image, dtype=np.float64), exposure.mask)
+    if own_figure:
+        if wide:  # the image 10 in wide; below it its label, the colour bar and the legends
+            fig = _figure((11.0, max(3.6, 10.0 / aspect + 2.9)), fig)
+        else:  # the image 9.4 in tall; beside it the colour bar and the legends
+            fig = _figure((max(7.0, 9.4 * aspect + 4.6), 10.6), fig)
         ax = fig.add_subplot()
     else:
         fig = ax.figure
-    img, mbits, f = _bin_image(np.asarray(exposure.image, dtype=np.float64), exposure.mask)
     finite = img[np.isfinite(img)]
     lo, hi = (np.percentile(finite, [0.5, 99.8]) if finite.size else (0.0, 1.0))
     if hi <= lo:
@@ -1036,20 +1179,39 @@ def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANS
         ax.imshow(rgba, origin="lower", extent=ext, interpolation="nearest")
     _draw_cells(ax, cells, colour="#7fff7f", lw=0.8, alpha=0.8)
     handles = _overlay_candidates(ax, cells, show_bad=show_bad, size=60, legend=False, lw=1.5)
-    leg1 = ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.75, title="candidates",
-                     title_fontsize=8)
-    if legend:
-        ax.add_artist(leg1)
-        ax.legend(handles=legend, loc="lower right", fontsize=8, framealpha=0.75,
-                  title=f"mask planes ({mask_transparency:.0f}% transparent)", title_fontsize=8)
+    mask_title = f"mask planes ({mask_transparency:.0f}% transparent)"
+    common = {"fontsize": 8, "framealpha": 0.75, "title_fontsize": 8}
+    if own_figure:
+        # legends outside the image (inside, on a strip, they covered it and each other) and a colour bar
+        # along its longer side, in a figure of the image's shape
+        fig.legend(handles=handles, loc="outside lower left" if wide else "outside right upper", title="candidates",
+                   **common)
+        if legend:
+            fig.legend(handles=legend, loc="outside lower right" if wide else "outside right lower", title=mask_title,
+                       **common)
+    else:  # the caller's axes: the legends inside it, one above the other
+        leg1 = ax.legend(handles=handles, loc="upper right", title="candidates", **common)
+        if legend:
+            ax.add_artist(leg1)
+            ax.legend(handles=legend, loc="lower right", title=mask_title, **common)
     ax.set_xlim(ext[0], ext[1])
     ax.set_ylim(ext[2], ext[3])
     ax.set_xlabel("x [px]")
     ax.set_ylabel("y [px]")
     sub = f"{len(cells)} cells of {cells.sizeCellX}x{cells.sizeCellY} px" + (f", shown binned {f}x{f}" if f > 1 else "")
     ax.set_title(f"{title}\n{sub}", fontsize=11)
-    cb = fig.colorbar(im, ax=ax, shrink=0.7, pad=0.02)
+    if own_figure and wide:
+        cb = fig.colorbar(im, ax=ax, location="bottom", shrink=0.6, pad=0.02, aspect=40)
+    else:
+        cb = fig.colorbar(im, ax=ax, shrink=0.7, pad=0.02)
     cb.set_label("pixel value (asinh stretch, 0.5-99.8 percentiles)", fontsize=8)
+    cb.ax.tick_params(labelsize=8)
+    # the stretch crowds the high values: round values, from the low end, as far as their labels clear each other
+    from matplotlib.ticker import MaxNLocator
+
+    candidates = list(MaxNLocator(12).tick_values(lo, hi))
+    axis = cb.ax.xaxis if cb.orientation == "horizontal" else cb.ax.yaxis
+    axis.set_major_locator(_spaced_locator(candidates, lambda v: float(im.norm(v)), 8))
     return fig
 
 
@@ -1090,8 +1252,18 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
     ncol = (cells.nx + si - 1) // si
     nrow = (cells.ny + sj - 1) // sj
     with_stamps = [(i, j, c) for i, j, c in entries if c.science is not None and c.reference is not None]
-    fig = _figure((13, float(np.clip(2 * 5.4 * nrow / ncol + 2.2, 5.0, 13.0))), fig)
-    axs = fig.subplots(2, 2).ravel()
+    # the four mosaics in a 2 x 2 grid, or stacked (a wide grid of cells) or side by side (a tall one),
+    # in a figure of their shape, so that they fill it and their colour bars are as long as they are
+    shape = ncol / nrow
+    if shape > 2.5:
+        fig = _figure((13, 4 * (10.4 / shape + 1.0) + 0.8), fig)
+        axs = fig.subplots(4, 1)
+    elif shape < 0.4:
+        fig = _figure((4 * (9.5 * shape + 1.6), 12.0), fig)
+        axs = fig.subplots(1, 4)
+    else:
+        fig = _figure((13, float(np.clip(2 * 5.4 / shape + 2.2, 5.0, 13.0))), fig)
+        axs = fig.subplots(2, 2).ravel()
     if not with_stamps:
         for ax in axs:
             ax.axis("off")
@@ -1119,6 +1291,8 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
     res_sp_t = {(i, j): res_sp[n] for n, (i, j, _) in enumerate(with_stamps)}
 
     fs = float(np.clip(60.0 / max(ncol, nrow), 4.0, 8.0))
+    numbers = max(ncol, nrow) <= 10  # beyond 10 tiles a side the numbers would be too small to read
+    note = "\n(number: max |residual|)" if numbers else "\n(max |residual| numbers only up to 10 x 10 tiles)"
 
     def draw(ax, tiles, shape, norm, cmap, title, label, annotate=False):
         M = _mosaic(tiles, ncol, nrow, shape, gap=2)
@@ -1131,7 +1305,7 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
             if t is None:
                 ax.text(x0 + shape[1] / 2, y0 + shape[0] / 2, c.status.value, ha="center", va="center",
                         color=colour, fontsize=fs)
-            elif annotate:
+            elif annotate and numbers:
                 ax.text(x0 + 1, y0 + shape[0] - 1, f"{np.abs(t).max():.1e}", ha="left", va="top",
                         color="0.25", fontsize=fs)
         ax.set_xticks([_tile_centre(i, 0, shape, gap=2)[0] for i in range(ncol)],
@@ -1143,7 +1317,11 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
         ax.set_title(title, fontsize=10)
         cb = fig.colorbar(im, ax=ax, shrink=0.85)
         cb.set_label(label, fontsize=8)
-        cb.ax.tick_params(labelsize=7)
+        cb.ax.tick_params(which="both", labelsize=7)
+        if isinstance(norm, AsinhNorm):
+            _asinh_colorbar_ticks(cb, norm)
+        elif isinstance(norm, LogNorm):
+            _log_colorbar_ticks(cb, norm)
 
     smax = S.max()
     # a true logarithmic norm (decade ticks on the colour bar); the zero padding drawn at its floor
@@ -1154,11 +1332,9 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
          "each candidate's own kernel (unit sum)", "K (asinh stretch)")
     rl = _sym_limit([v for v in res_own.values() if v is not None] + [res_sp])
     draw(axs[2], res_own, (P, P), TwoSlopeNorm(0.0, -rl, rl), "RdBu_r",
-         "residual of its own kernel (S*K_own - R) / max R\n(number: max |residual|)", "residual / max R",
-         annotate=True)
+         "residual of its own kernel (S*K_own - R) / max R" + note, "residual / max R", annotate=True)
     draw(axs[3], res_sp_t, (P, P), TwoSlopeNorm(0.0, -rl, rl), "RdBu_r",
-         "residual of the spatial kernel (S*K(x) - R) / max R\n(number: max |residual|)", "residual / max R",
-         annotate=True)
+         "residual of the spatial kernel (S*K(x) - R) / max R" + note, "residual / max R", annotate=True)
     n_bad = sum(1 for c in cells.candidates(CandidateStatus.BAD))
     sub = "" if si == sj == 1 else f", every {si}x{sj} cell shown"
     fig.suptitle(f"kernel candidates: {len(with_stamps)} shown"
@@ -1236,13 +1412,22 @@ def show_kernel_mosaic(kernel, bbox=None, *, ncol=7, nrow=None, fig=None):
         nrow = max(1, int(round(ncol * bbox.getHeight() / bbox.getWidth())))
     else:
         nrow = _count(nrow, "show_kernel_mosaic: nrow")
-    fig = _figure((15, 7.4 * nrow / ncol + 1.2), fig)
+    # the figure follows the mosaic's shape (nrow x ncol square tiles), so that the panels fill it and
+    # the colour bars are as tall as the panels: at most 6.2 in wide and 9.5 in tall per panel
+    side = min(6.2, 9.5 * ncol / nrow)
+    fig = _figure((2 * side + 2.6, side * nrow / ncol + 1.5), fig)
     ax1, ax2 = fig.subplots(1, 2)
     im, xs, ys, imgs = _draw_kernel_mosaic(ax1, kernel, bbox, ncol, nrow, ellipses=True,
                                            title="K(x), unit sum, with centroid (+) and 2-sigma moment ellipse")
-    fig.colorbar(im, ax=ax1, shrink=0.8).set_label("K (asinh stretch)", fontsize=8)
+    cb = fig.colorbar(im, ax=ax1, shrink=0.9)
+    cb.set_label("K (asinh stretch)", fontsize=8)
+    cb.ax.tick_params(labelsize=7)
+    _asinh_colorbar_ticks(cb, im.norm)
     im2 = _draw_kernel_variation(ax2, ax1, kernel, bbox, imgs, xs, ys, "[K(x) - K(centre)] / max K(centre)")
-    fig.colorbar(im2, ax=ax2, shrink=0.8)
+    if im2 is not None:
+        cb = fig.colorbar(im2, ax=ax2, shrink=0.9)
+        cb.set_label("deviation / max K(centre)", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
     fig.suptitle(f"spatial kernel across the field: {kernel!r}", fontsize=10, weight="bold")
     return fig
 
@@ -1263,7 +1448,7 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
     """
     _mpl()
     from matplotlib.colors import Normalize
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
     max_terms = _count(max_terms, "plot_kernel_spatial_model: max_terms")
     bbox = kernel.bbox if kernel.bbox is not None else cells.getBBox()
@@ -1306,15 +1491,19 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
     fig = _figure((3.1 * ncol + 0.3, 2.7 * nrow + 0.9), fig, layout=None)
     axs = np.atleast_1d(fig.subplots(nrow, ncol)).ravel()
     top = 1.0 - 0.55 / fig.get_figheight()
-    fig.subplots_adjust(left=0.05, right=0.97, bottom=0.55 / fig.get_figheight(), top=top - 0.35 / fig.get_figheight(),
+    # margins in inches: the y labels on the left, the last column's colour-bar labels on the right
+    fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=1.0 - 0.6 / fig.get_figwidth(),
+                        bottom=0.55 / fig.get_figheight(), top=top - 0.35 / fig.get_figheight(),
                         wspace=0.55, hspace=0.45)
     ext = _field_extent(bbox)
     for ax, i in zip(axs, idx):
         vals = [G[i].ravel()] + ([own[i]] if own.shape[1] else [])
         lo = min(float(np.min(v)) for v in vals)
         hi = max(float(np.max(v)) for v in vals)
-        if hi - lo < 1e-12 * max(1.0, abs(hi)):
-            lo, hi = lo - 1e-12, hi + 1e-12
+        flat = hi - lo <= 1e-9 * max(abs(lo), abs(hi), 1e-300)  # constant (e.g. spatial order 0)
+        if flat:
+            mid = 0.5 * (lo + hi)
+            lo, hi = mid - max(abs(mid), 1e-300) * 1e-6, mid + max(abs(mid), 1e-300) * 1e-6
         norm = Normalize(lo, hi)
         im = ax.imshow(G[i], origin="lower", extent=ext, cmap=_cmap("viridis"), norm=norm,
                        interpolation="bilinear", aspect="auto")
@@ -1328,8 +1517,13 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
         ax.tick_params(labelsize=6)
         ax.xaxis.set_major_locator(MaxNLocator(3))
         ax.yaxis.set_major_locator(MaxNLocator(3))
-        cb = fig.colorbar(im, ax=ax, fraction=0.06, pad=0.03, format="%.2g")
-        cb.ax.yaxis.set_major_locator(MaxNLocator(4))
+        cb = fig.colorbar(im, ax=ax, fraction=0.06, pad=0.03)
+        if flat:  # one tick, at the value (several ticks would all read alike)
+            cb.set_ticks([0.5 * (lo + hi)])
+            cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+        else:
+            cb.ax.yaxis.set_major_locator(MaxNLocator(4))
+            cb.ax.yaxis.set_major_formatter(_distinct_formatter())
         cb.ax.tick_params(labelsize=6)
     ax = axs[len(idx)]
     if not len(idx):
@@ -1346,6 +1540,9 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
         ax.set_ylabel("candidate's own solution", fontsize=8)
         ax.set_title("all shown coefficients (one colour each)", fontsize=8)
         ax.tick_params(labelsize=6)
+        for axis in (ax.xaxis, ax.yaxis):  # no multiplier text (1e-6) colliding with the axis label
+            axis.set_major_locator(MaxNLocator(4))
+            axis.set_major_formatter(_distinct_formatter())
     else:
         ax.axis("off")
     for ax in axs[len(idx) + 1:]:
@@ -1376,13 +1573,7 @@ def _debug_display(name, exposure, fit, screen, transparency, show_bad):
         import matplotlib.pyplot as plt
         fig = plt.figure()
     if name == "spatial-cells":
-        if fig is not None:
-            ax = fig.add_subplot()
-            fig.set_size_inches(10, 9.2)
-            fig.set_layout_engine("constrained")
-        else:
-            ax = None
-        fig = show_spatial_cells(exposure, fit.cellSet, mask_transparency=transparency, ax=ax)
+        fig = show_spatial_cells(exposure, fit.cellSet, mask_transparency=transparency, fig=fig)
     elif name == "candidates":
         fig = show_candidates(fit.cellSet, fit.kernel, show_bad=show_bad, fig=fig)
     elif name == "kernel-basis":
