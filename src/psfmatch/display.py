@@ -41,7 +41,7 @@ import numpy as np
 from .cells import CandidateStatus
 from .errors import InvalidInputError, MissingDependencyError, PsfEvaluationError
 from .geom import Box2I, Point2D
-from .psf.base import as_psf, pad_or_crop
+from .psf.base import as_psf, model_domain, pad_or_crop
 from .qa import QA_DTYPE, match_quality, matched_stamps, summarize
 
 __all__ = [
@@ -978,11 +978,8 @@ def plot_psf(psf, position=None, *, bbox=None, fig=None, title=None):
     info = psf_summary(p, position)
     pos = (info["x"], info["y"])
     img = p.computeKernelImage(pos)
-    if bbox is None and callable(getattr(psf, "getBBox", None)):
-        try:
-            bbox = psf.getBBox()
-        except Exception:  # a model without a domain: no maps
-            bbox = None
+    if bbox is None:
+        bbox = model_domain(psf)  # (None for a model without a domain: no maps)
     varying = info["spatiallyVarying"] and isinstance(bbox, Box2I)
     ncols = 4 if varying else 2
     aspect = bbox.getWidth() / bbox.getHeight() if varying else 1.0
