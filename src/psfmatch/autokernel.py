@@ -38,8 +38,16 @@ from the data, by cross-validation on the PSF models themselves:
    fewer basis kernels, then the strongest regularization), the first whose
    score is within a factor ``1 + autoKernelTolerance`` of the best, or below
    ``autoKernelResidualFloor``, is chosen: a bigger kernel or a higher order
-   must *earn* its place.  The spatial order is chosen first (with a generous
-   kernel), then the kernel size and basis at that order.  No order above
+   must *earn* its place.  So must negative lobes: a trial whose kernel is
+   markedly negative (its negative fraction ``sum |min(K, 0)| / sum |K|``
+   more than :data:`NEGATIVE_MARGIN` above the least negative admissible
+   trial's) competes only where it lowers the residual by more than a factor
+   :data:`NEGATIVE_GAIN` below every other admissible trial; otherwise the
+   choice is made among the others.  (A Gaussian-to-Gaussian match on 21 px
+   science stamps took a richer basis with a negative fraction of 0.13 and
+   3 x the noise, for a residual of 1.9e-6 instead of 2.8e-6 of the peak.)
+   The spatial order is chosen first (with a generous kernel), then the
+   kernel size and basis at that order.  No order above
    ``autoKernelMaxSpatialOrder`` is chosen (also when it is below the default
    ``spatialKernelOrder``; an order the user set still wins), and orders above
    ``spatialKernelOrder`` are tried only up to ``autoKernelMaxSpatialOrder``
@@ -130,6 +138,9 @@ Scope and limits
   model; the principal components are then taken in the fit.
 - With ``scaleByFwhm = True`` LSST's FWHM rule sets the widths and the size in
   the fit; the automatic mode then changes nothing.
+- Trials whose fit would exceed ``maxMemoryGiB`` (the task's estimate) are
+  skipped, with a note; the spatial orders are then compared on the largest
+  kernel that fits.
 
 References
 ----------
@@ -174,6 +185,15 @@ DF_LAMBDAS = (1e-6, 1e-4, 1e-2)
 #: Delta-function kernels larger than this are tried only with the weakest admissible strength found at smaller
 #: sizes.
 DF_SWEEP_MAX_SIZE = 31
+
+#: A trial is *markedly negative* when its kernel's negative fraction ``sum |min(K, 0)| / sum |K|`` exceeds the
+#: least negative admissible trial's by more than this (0.05: negative lobes holding about a tenth more of the
+#: kernel sum than the match needs).
+NEGATIVE_MARGIN = 0.05
+
+#: A markedly negative trial is chosen only where it lowers the held-out residual by more than this factor below
+#: every admissible trial that is not markedly negative.
+NEGATIVE_GAIN = 2.0
 
 _MIN_SIGMA = 0.5  # px: floor of the kernel width used for sizes and the basis
 _MIN_NARROW = 0.35  # px: floor of the narrow Alard-Lupton width (a near-delta Gaussian)
@@ -276,6 +296,9 @@ class TrialResult:
         ``noiseGain`` relative to the Gaussian kernel of covariance ``C_k``.
     negativeFraction : float
         Worst ``sum |min(K, 0)| / sum |K|``.
+    markedlyNegative : bool
+        Its negative fraction exceeds the least negative admissible trial's by more than
+        :data:`NEGATIVE_MARGIN` (see :func:`_select`).
     psfSize : int
         The PSF stamp size the trial used (LSST's padding rule).
     admissible : bool
@@ -293,6 +316,7 @@ class TrialResult:
     noiseGain: float = float("inf")
     noiseRatio: float = float("inf")
     negativeFraction: float = float("nan")
+    markedlyNegative: bool = False
     psfSize: int = 0
     admissible: bool = False
     note: str = ""
@@ -307,7 +331,8 @@ class TrialResult:
         d.update({"score": f(self.score), "residualMaxFit": f(self.residualMaxFit), "residualL2": f(self.residualL2),
                   "apertureFluxMismatch": f(self.apertureFluxMismatch),
                   "noiseGain": f(self.noiseGain), "noiseRatio": f(self.noiseRatio),
-                  "negativeFraction": f(self.negativeFraction), "psfSize": int(self.psfSize),
+                  "negativeFraction": f(self.negativeFraction), "markedlyNegative": bool(self.markedlyNegative),
+                  "psfSize": int(self.psfSize),
                   "admissible": bool(self.admissible), "time": float(self.time)})
         if self.note:
             d["note"] = self.note
@@ -595,17 +620,56 @@ def _same(a: KernelTrial, b: KernelTrial) -> bool:
     return replace(a, label="") == replace(b, label="")
 
 
+#: The start of the note of a markedly negative trial that :func:`_select` passed over.
+_PASSED_OVER = "passed over: markedly negative"
+
+#: The note of a trial skipped because the fit of its kernel would exceed ``maxMemoryGiB``.
+_TOO_BIG_FOR_MEMORY = "skipped: the fit of this kernel would exceed maxMemoryGiB"
+
+
 def _select(results, tol, floor):
-    """The simplest admissible result within ``(1 + tol)`` of the best score (or below ``floor``)."""
+    """The simplest admissible result within ``(1 + tol)`` of the best score (or below ``floor``).
+
+    Markedly negative trials (:func:`_mark_negative`) compete only where they lower the best score by more
+    than a factor :data:`NEGATIVE_GAIN` below every admissible trial that is not: otherwise the choice is made
+    among the others (a passed-over trial says so in its note).  Negative lobes that the match does not need
+    ring and amplify noise, while the residual they buy is negligible (a Gaussian-to-Gaussian match on
+    truncated stamps: 1.9e-6 instead of 2.8e-6 of the peak, for a negative fraction of 0.13 and 3 x the noise).
+    """
     ok = [r for r in results if r.admissible and np.isfinite(r.score)]
     if not ok:
         return None
     best = min(r.score for r in ok)
+    clean = [r for r in ok if not r.markedlyNegative]
+    best_clean = min((r.score for r in clean), default=float("inf"))
+    if len(clean) < len(ok) and best_clean <= NEGATIVE_GAIN * best:
+        for r in ok:
+            if r.markedlyNegative and r.score < best_clean and not r.note:
+                r.note = (f"{_PASSED_OVER} (negative fraction {r.negativeFraction:.2g}); its residual "
+                          f"{r.score:.2g} is not a factor {NEGATIVE_GAIN:g} below the others' best, {best_clean:.2g}")
+        ok, best = clean, best_clean
     limit = max(best * (1.0 + tol), floor)
     for r in sorted(ok, key=lambda r: r.trial.sort_key()):
         if r.score <= limit:
             return r
     return min(ok, key=lambda r: r.score)
+
+
+def _mark_negative(results):
+    """Flag the trials whose negative fraction exceeds the least negative admissible one's by :data:`NEGATIVE_MARGIN`.
+
+    The reference is the trials' own: a real PSF's match may need negative lobes (a PSFEx model matched to a
+    round Gaussian: 0.1-0.35), and only lobes well beyond the cleanest trial's count against a trial.
+    """
+    for r in results:  # a stage-1 trial competes again in stage 2: judged afresh there
+        if r.note.startswith(_PASSED_OVER):
+            r.note = ""
+    neg = [r.negativeFraction for r in results
+           if r.admissible and np.isfinite(r.score) and np.isfinite(r.negativeFraction)]
+    ref = min(neg) if neg else float("nan")
+    for r in results:
+        r.markedlyNegative = bool(np.isfinite(ref) and np.isfinite(r.negativeFraction)
+                                  and r.negativeFraction > ref + NEGATIVE_MARGIN)
 
 
 def _mark_admissible(results, max_noise):
@@ -774,7 +838,7 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
     stamps of their own size; the result replaces the choice when it cuts the aperture mismatch to
     :data:`WING_GAIN` of the choice's or less, passes the noise guard and keeps the residual within
     ``(1 + autoKernelTolerance)`` of the choice's (or below ``qaMaxResidual``), and, when
-    ``fits_memory(trial, P)`` is given, the fit of that kernel stays within ``maxMemoryGiB``.
+    ``fits_memory(trial)`` is given, the fit of that kernel stays within ``maxMemoryGiB``.
     """
     m = np.asarray(survey.scienceMoments, dtype=float)
     ok = np.asarray(survey.ok, dtype=bool)
@@ -802,7 +866,7 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
     out["results"].append(r)
     limit = max(pick.score * (1.0 + tol), config.qaMaxResidual, floor)
     good = r.admissible and r.apertureFluxMismatch <= WING_GAIN * pick.apertureFluxMismatch and r.score <= limit
-    too_big = good and fits_memory is not None and not fits_memory(trial, P)
+    too_big = good and fits_memory is not None and not fits_memory(trial)
     if good and not too_big:
         out["accepted"] = r
         out["note"] = (f"broad Alard-Lupton widths {', '.join(f'{w:g}' for w in broad)} px added on a {k} px kernel: "
@@ -842,7 +906,11 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     fits_memory : callable, optional
         ``fits_memory(config, psf_size)``: whether the fit with ``config`` on
         stamps of ``psf_size`` stays within ``maxMemoryGiB`` (the task's
-        estimate); the wing stage's larger kernel is kept only then.
+        estimate).  A trial whose fit would not is skipped, with a note in its
+        record (a trial alone needs up to about 0.8 x its fit's estimate), so
+        the choice never raises :class:`~psfmatch.errors.MemoryLimitError`
+        in the fit where a smaller kernel fits; the wing stage's larger kernel
+        is kept only then too.
 
     Returns
     -------
@@ -929,10 +997,37 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     cache = {}
     notes = []
 
+    def fits(trial):
+        """Whether the fit of ``trial`` stays within ``maxMemoryGiB`` (the task's estimate; True without one).
+
+        The config :func:`_apply` gives carries the padding (``padPsfBy``) that makes the trial's stamps: the
+        estimate takes the native size.
+        """
+        return fits_memory is None or fits_memory(_apply(config, trial, free, constant, p_native, p_min), p_native)
+
+    # the fit's memory grows with the kernel size and the number of basis kernels (estimate_fit_memory): when the
+    # largest kernel of each family, with the most basis kernels tried, fits, so does every trial, and none needs
+    # an estimate of its own (about 0.4 ms each: 2 ms of the demo's 30 ms choice)
+    ks = [k for k, P in psf_sizes.items() if P is not None]
+    bases = [sig422, sig642]
+    if config.kernel.name == "AL":
+        bases.append((tuple(kc.alardSigGauss), tuple(kc.alardDegGauss)))
+    sig, deg = max(bases, key=lambda b: KernelTrial("AL", 1, 0, *b).nBasis)
+    largest = []
+    if ks and "AL" in free["families"]:
+        largest.append(KernelTrial("AL", max(ks), cfg_order, sig, deg, label="moments"))
+    if ks and (df_sizes or config.kernel.name == "DF"):
+        largest.append(KernelTrial("DF", max(ks), cfg_order, label="df", **lambdas[0]))
+    all_fit = all(fits(t) for t in largest)
+
     def evaluate(trial):
         P = psf_sizes.get(trial.kernelSize) or _psf_size_for(config, p_native, trial.kernelSize, p_min)
         if P is None:
             return TrialResult(trial, note="kernel too big for the PSF stamps under the padding rules")
+        if not (all_fit or fits(trial)):
+            # a trial alone needs up to about 0.8 x its fit's memory (tracemalloc): a kernel whose fit would raise
+            # MemoryLimitError is neither tried nor chosen
+            return TrialResult(trial, psfSize=P, note=_TOO_BIG_FOR_MEMORY)
         return _evaluate(trial, data, P, kc, config.kernel["DF"], g_ref, rcond, cache)
 
     def record(r):
@@ -984,10 +1079,12 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         order = 0 if free["spatialKernelOrder"] else cfg_order
         stage1 = None
     elif free["spatialKernelOrder"] and "AL" in free["families"] and hi > lo:
-        k1 = max(sizes)
+        # the largest size whose fit stays within maxMemoryGiB (the memory does not depend on the order)
+        k1 = max((k for k in sizes if all_fit or fits(al_trial(k, lo))), default=max(sizes))
         orders = list(range(lo, hi + 1))
         stage1 = run_all([al_trial(k1, o) for o in orders])
         _mark_admissible(stage1, max_noise)
+        _mark_negative(stage1)
         pick = _select(stage1, tol, floor)
         order = pick.trial.spatialOrder if pick is not None else lo
     else:
@@ -1042,6 +1139,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         # the stage-1 trial at the chosen order competes too
         stage2 = stage2 + [r for r in stage1 if r.trial.spatialOrder == order and r not in stage2]
     guarded = _mark_admissible(stage2, max_noise)
+    _mark_negative(stage2)
     pick = _select(stage2, tol, floor)
     if pick is None:
         # every trial failed: keep the configuration as it is
@@ -1051,10 +1149,6 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     wing = None
     if (pick.trial.family == "AL" and free["alWidths"] and free["kernelSize"] and np.isfinite(pick.score)
             and pick.apertureFluxMismatch > config.qaMaxApertureFluxMismatch):
-        def fits(trial, P):
-            # the config _apply gives carries the padding (padPsfBy) that makes P: the estimate takes the native size
-            return fits_memory is None or fits_memory(_apply(config, trial, free, constant, p_native, p_min), p_native)
-
         wing = _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox, kc, g_ref, rcond,
                            p_native, p_min, k_exposure, max_noise, tol, floor, fits)
         results.extend(wing["results"])
@@ -1069,7 +1163,10 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         "chosen": pick.to_dict(),
         "rule": ("held-out residual max|S*K-R|/max(R); the simplest admissible trial within "
                  f"(1 + {tol:g}) x the best or below {floor:g}; admissible: noise gain <= {max_noise:g} x a "
-                 "Gaussian kernel of covariance C_ref - C_sci"),
+                 "Gaussian kernel of covariance C_ref - C_sci; a markedly negative trial (negative fraction "
+                 f"sum|min(K,0)|/sum|K| more than {NEGATIVE_MARGIN:g} above the least negative admissible trial's) "
+                 f"competes only where it lowers the residual by more than a factor {NEGATIVE_GAIN:g} below every "
+                 "other admissible trial"),
         "kernelSigma": s_med, "kernelSigmaMajorWorst": s_big, "gaussianNoiseGain": g_ref,
         "constantMatch": bool(constant), "nFitCandidates": int(n_fit), "nHeldOut": int(len(data.xy_ho)),
         "free": {k: (list(v) if isinstance(v, tuple) else v) for k, v in free.items()},
