@@ -664,8 +664,10 @@ def test_absurd_kernel_size_fails_at_construction(basis, need):
     config.kernel.active.kernelSize = 4001
     tracemalloc.start()
     try:
-        with raises(MemoryLimitError, f"fitting the kernel needs about {need} .*more than config.maxMemoryGiB = 8 "
-                                      "GiB. Raise maxMemoryGiB, or use a smaller kernelSize"):
+        # (the configuration's own check: it said "1 candidate(s), 1x1-pixel PSF stamps" and named cells and stamps)
+        with raises(MemoryLimitError, f"fitting the kernel needs about {need} .*; the kernel basis alone, before any "
+                                      "PSF is realized\\), more than config.maxMemoryGiB = 8 GiB. Raise maxMemoryGiB, "
+                                      "or use a smaller kernelSize$"):
             ModelPsfMatchTask(config=config)
         peak = tracemalloc.get_traced_memory()[1]
     finally:

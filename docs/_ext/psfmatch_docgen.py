@@ -89,7 +89,7 @@ def _autokernel_lines(md) -> str:
         score = t.get("score")
         score = "n/a" if score is None else f"{score:.2e}"
         lines.append(f"  {t['description']:<70s} held-out residual {score}"
-                     + ("" if t.get("admissible", True) else "  (inadmissible: too noisy)"))
+                     + ("" if t.get("admissible", True) else f"  (inadmissible: {t.get('note') or 'too noisy'})"))
     return "\n".join(lines) + "\n"
 
 

@@ -173,11 +173,14 @@ class ModelPsfMatchTask:
         limit = self.config.maxMemoryGiB * 2 ** 30
         if need > limit:
             detail = ", ".join(f"{name} {v / 2 ** 30:.3g} GiB" for name, v in parts.items() if v)
+            if (n_candidates, psf_size) == (1, 1):  # the check of the configuration alone (the constructor's)
+                what, remedy = "the kernel basis alone, before any PSF is realized", "a smaller kernelSize"
+            else:
+                what = f"{n_candidates} candidate(s), {psf_size}x{psf_size}-pixel PSF stamps before padding"
+                remedy = "a smaller kernelSize, larger cells (sizeCellX/sizeCellY) or smaller PSF stamps"
             raise MemoryLimitError(
-                f"fitting the kernel needs about {need / 2 ** 30:.3g} GiB ({detail}; {n_candidates} candidate(s), "
-                f"{psf_size}x{psf_size}-pixel PSF stamps before padding), more than config.maxMemoryGiB = "
-                f"{self.config.maxMemoryGiB:g} GiB. Raise maxMemoryGiB, or use a smaller kernelSize, larger cells "
-                "(sizeCellX/sizeCellY) or smaller PSF stamps")
+                f"fitting the kernel needs about {need / 2 ** 30:.3g} GiB ({detail}; {what}), more than "
+                f"config.maxMemoryGiB = {self.config.maxMemoryGiB:g} GiB. Raise maxMemoryGiB, or use {remedy}")
 
     # ------------------------------------------------------------------
     def run(self, exposure, referencePsfModel, kernelSum=1.0) -> PsfMatchResult:
