@@ -640,8 +640,9 @@ def test_convolution_memory_limit_is_checked_before_allocating():
     kernel = fit.psfMatchingKernel
     tracemalloc.start()
     try:
-        with raises(MemoryLimitError, r"convolving a 128x128 image needs about \d+\.\d+ GiB, more than the limit of "
-                                      r"0\.00 GiB; raise config.maxMemoryGiB or lower config.convolveTileSize"):
+        with raises(MemoryLimitError, r"convolving a 128x128 image needs about [\d.e-]+ GiB, more than the limit of "
+                                      r"9\.31e-07 GiB; its full-size planes alone .* need [\d.e-]+ GiB: raise "
+                                      r"config.maxMemoryGiB, or match the exposure in smaller pieces$"):
             convolve_masked_image(exposure, kernel, max_memory_bytes=1000)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -780,3 +781,61 @@ def test_spatial_cell_set_takes_whole_float_and_numpy_sizes():
     for sx in (64.0, np.int64(64), np.float32(64)):
         cells = SpatialCellSet(box, sx, 100)
         assert (cells.nx, cells.ny, cells.sizeCellX) == (4, 2, 64)
+
+
+def test_convolution_planes_beyond_the_limit_are_refused_before_the_fit():
+    """An exposure whose convolution's full-size planes alone exceed maxMemoryGiB was fitted first (2.7 s at
+    8192 px) and refused afterwards, with a remedy (a smaller convolveTileSize) that could not work."""
+    from psfmatch.convolve import plane_memory
+
+    calls = []
+
+    class Counting(GaussianPsf):
+        def computeKernelImage(self, position=None):
+            calls.append(position)
+            return super().computeKernelImage(position)
+
+    n = 2048
+    exposure = Exposure(np.zeros((n, n), np.float32), psf=Counting(15, 15, 1.6))
+    need = plane_memory((n, n), 4)
+    config = small_config(maxMemoryGiB=0.9 * need / 2 ** 30)
+    with raises(MemoryLimitError, rf"convolving a {n}x{n} image needs about 0.0664 GiB, more than the limit of "
+                                  r"0.0598 GiB; its full-size planes alone \(the output image, variance and mask, and "
+                                  r"the mask's work\) need 0.0664 GiB: raise config.maxMemoryGiB, or match the exposure "
+                                  r"in smaller pieces$"):
+        ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(21, 21, 2.4))
+    assert calls == []  # nothing was fitted
+
+
+def test_tile_remedy_only_where_smaller_tiles_fit():
+    from psfmatch.convolve import estimate_memory, memory_limit_error, plane_memory
+
+    shape = (1024, 1024)
+    need = estimate_memory(shape, 21, 6, 15, 384, 4, 2)
+    planes = plane_memory(shape, 4)
+    assert planes < need
+    assert "lower config.convolveTileSize" in str(memory_limit_error(shape, need, (planes + need) / 2, 4))
+    msg = str(memory_limit_error(shape, need, planes / 2, 4))
+    assert "convolveTileSize" not in msg and "full-size planes alone" in msg
+
+
+def test_early_memory_check_leaves_the_automatic_kernel_its_smaller_sizes():
+    """With autoKernel choosing the size, the check before the survey used the configured kernelSize (21): a limit
+    the chosen kernel (15 px on the demo) fits was refused before anything was tried."""
+    from psfmatch.demo import demo_psf, demo_reference_psf
+    from psfmatch.task import estimate_fit_memory
+
+    bbox = Box2I((0, 0), (2048, 2048))
+    psf, ref = demo_psf(bbox), demo_reference_psf()
+    chosen = ModelPsfMatchTask().fitKernel(psf, ref, bbox).metadata["autoKernel"]["chosen"]["kernelSize"]
+    config = ModelPsfMatchConfig()
+    n = 256  # the 128 px cells of a 2048 px field
+    low = estimate_fit_memory(config, n, 21, kernel_size=chosen)[0]
+    high = estimate_fit_memory(config, n, 21)[0]
+    assert chosen < config.kernel.active.kernelSize and low < high
+    config.maxMemoryGiB = (low + high) / 2 / 2 ** 30
+    fit = ModelPsfMatchTask(config=config).fitKernel(psf, ref, bbox)
+    assert fit.kernel.getWidth() == chosen
+    config.autoKernel = False  # the configured 21 px kernel itself does not fit
+    with raises(MemoryLimitError, "fitting the kernel needs about"):
+        ModelPsfMatchTask(config=config).fitKernel(psf, ref, bbox)

@@ -399,7 +399,12 @@ def alard_lupton_widths(sigma_k, rich=False):
     return sig, ((6, 4, 2) if rich else (4, 2, 2))
 
 
-def kernel_size_ladder(sigma_big, k_max, k_min=5, growth=1.4):
+#: The smallest kernel side the automatic choice tries (:func:`kernel_size_ladder`'s start, unless the exposure
+#: holds less).
+MIN_KERNEL_SIZE = 5
+
+
+def kernel_size_ladder(sigma_big, k_max, k_min=MIN_KERNEL_SIZE, growth=1.4):
     """Odd kernel sizes from ``6 sigma_big`` (``2 ceil(3 sigma) + 1``), growing by ``growth``, up to ``k_max``."""
     k0 = max(k_min, _odd(2 * math.ceil(3 * sigma_big) + 1))
     if k_max < k0:

@@ -767,6 +767,18 @@ def _geometry(H, W, k, tile):
     return Ly, Lx, Cy, Cx
 
 
+def plane_memory(shape, itemsize=4) -> int:
+    """Bytes of the full-size arrays of a convolution of an image of ``shape``, whatever the kernel and tiles.
+
+    The output image and variance (``itemsize`` each), the output mask (4), the
+    missing-data flags and their dilation (2), and the per-plane dilation work
+    (at most 3 bytes a pixel): the part of :func:`estimate_memory` that neither
+    the kernel nor ``tile`` changes.
+    """
+    h, w = shape
+    return int(h) * int(w) * (2 * int(itemsize) + 4 + 2 + 3)
+
+
 def estimate_memory(shape, kernel_size, n_terms, n_var_terms, tile, itemsize=4, workers=1) -> int:
     """Bytes needed to convolve an image of ``shape``: the full-size planes plus the tile batches in flight.
 
@@ -777,7 +789,7 @@ def estimate_memory(shape, kernel_size, n_terms, n_var_terms, tile, itemsize=4, 
     number of batches (a huge ``PSFMATCH_NUM_THREADS``) have none to hold.
     """
     h, w = shape
-    full = h * w * (2 * itemsize + 4 + 2 + 3)
+    full = plane_memory(shape, itemsize)
     Ly, Lx, Cy, Cx = _geometry(h, w, kernel_size, tile)
     ntx = max(1, -(-max(1, w - (kernel_size // 2) * 2) // Cx))
     nty = max(1, -(-max(1, h - (kernel_size // 2) * 2) // Cy))
@@ -934,6 +946,22 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     return side
 
 
+def memory_limit_error(shape, need, limit, itemsize):
+    """The MemoryLimitError of a convolution of ``shape`` that needs ``need`` bytes, more than ``limit``.
+
+    Smaller tiles help only when the full-size planes (:func:`plane_memory`) fit the limit by themselves.
+    """
+    H, W = shape
+    planes = plane_memory(shape, itemsize)
+    if planes > limit:
+        remedy = (f"its full-size planes alone (the output image, variance and mask, and the mask's work) need "
+                  f"{planes / 2**30:.3g} GiB: raise config.maxMemoryGiB, or match the exposure in smaller pieces")
+    else:
+        remedy = "raise config.maxMemoryGiB or lower config.convolveTileSize"
+    return MemoryLimitError(f"convolving a {W}x{H} image needs about {need / 2**30:.3g} GiB, more than the limit of "
+                            f"{limit / 2**30:.3g} GiB; {remedy}")
+
+
 def _overflow_error(name, ys, ny, block):
     """The error for a batch of tiles whose convolution overflowed (inf or NaN from finite inputs).
 
@@ -1033,9 +1061,7 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     if max_memory_bytes is not None:
         need = estimate_memory(img.shape, k, len(img_terms), len(var_terms), tile, isz, nworkers)
         if need > max_memory_bytes:
-            raise MemoryLimitError(
-                f"convolving a {W}x{H} image needs about {need / 2**30:.2f} GiB, more than the limit of "
-                f"{max_memory_bytes / 2**30:.2f} GiB; raise config.maxMemoryGiB or lower config.convolveTileSize")
+            raise memory_limit_error(img.shape, need, max_memory_bytes, isz)
 
     planes = mask_obj.getMaskPlaneDict()  # (a copy)
     no_data_bit = mask_obj.getPlaneBitMask("NO_DATA") if "NO_DATA" in planes else 0

@@ -36,7 +36,7 @@ import numpy as np
 
 from .cells import CandidateStatus, KernelCandidate, SpatialCellSet
 from .config import ModelPsfMatchConfig
-from .convolve import convolve_masked_image
+from .convolve import convolve_masked_image, memory_limit_error, plane_memory
 from .errors import (InvalidConfigError, InvalidInputError, KernelQualityWarning, KernelTooBigError, MemoryLimitError,
                      MissingPsfError, NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError,
                      PsfMatchWarning, TruncatedPsfWarning)
@@ -163,13 +163,15 @@ class ModelPsfMatchTask:
                 self.kConfig.forwardRegularizationOrders, self.kConfig.regularizationBorderPenalty)
 
     # ------------------------------------------------------------------
-    def _check_fit_memory(self, n_candidates, psf_size, n_unique=None):
+    def _check_fit_memory(self, n_candidates, psf_size, n_unique=None, kernel_size=None):
         """Raise :class:`MemoryLimitError` before allocating when the fit would exceed ``config.maxMemoryGiB``.
 
         See :func:`estimate_fit_memory`; called before the basis is built (``__init__``), before the
         PSFs are realized at every cell (from one stamp) and once the padded stamp size is known.
+        ``kernel_size``: the size to check instead of the configured one (the smallest the
+        automatic kernel may choose, before it has chosen).
         """
-        need, parts = estimate_fit_memory(self.config, n_candidates, psf_size, n_unique)
+        need, parts = estimate_fit_memory(self.config, n_candidates, psf_size, n_unique, kernel_size)
         limit = self.config.maxMemoryGiB * 2 ** 30
         if need > limit:
             detail = ", ".join(f"{name} {v / 2 ** 30:.3g} GiB" for name, v in parts.items() if v)
@@ -181,6 +183,17 @@ class ModelPsfMatchTask:
             raise MemoryLimitError(
                 f"fitting the kernel needs about {need / 2 ** 30:.3g} GiB ({detail}; {what}), more than "
                 f"config.maxMemoryGiB = {self.config.maxMemoryGiB:g} GiB. Raise maxMemoryGiB, or use {remedy}")
+
+    def _check_plane_memory(self, exposure):
+        """Raise :class:`MemoryLimitError` before the fit when the convolution's full-size planes alone exceed
+        ``config.maxMemoryGiB`` (:func:`~psfmatch.convolve.plane_memory`: no kernel or tile size makes them fit)."""
+        limit = self.config.maxMemoryGiB * 2 ** 30
+        if not math.isfinite(limit):
+            return
+        single = exposure.image.dtype == np.float32 and exposure.variance.dtype == np.float32
+        need = plane_memory(exposure.image.shape, 4 if single else 8)
+        if need > limit:
+            raise memory_limit_error(exposure.image.shape, need, limit, 4 if single else 8)
 
     # ------------------------------------------------------------------
     def run(self, exposure, referencePsfModel, kernelSum=1.0) -> PsfMatchResult:
@@ -221,7 +234,9 @@ class ModelPsfMatchTask:
             Bad exposure, variance or ``kernelSum``.
         MemoryLimitError
             The fit or the convolution would need more than ``config.maxMemoryGiB``
-            (checked before the memory is allocated; see :func:`estimate_fit_memory`).
+            (checked before the memory is allocated; see :func:`estimate_fit_memory` and
+            :func:`~psfmatch.convolve.estimate_memory`; the convolution's full-size planes
+            before the fit).
 
         Warns
         -----
@@ -242,6 +257,7 @@ class ModelPsfMatchTask:
         _warn_pixel_scales(exposure, referencePsfModel)
         _warn_psf_domain(exposure)
         metadata = metadata_copy(exposure.metadata)  # before any work: a value that cannot be copied fails now
+        self._check_plane_memory(exposure)
         log.info("compute Psf-matching kernel")
         fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum,
                              _warn_skip=1)  # the fit's warnings point to the line that called run()
@@ -414,7 +430,7 @@ class ModelPsfMatchTask:
         Warnings are attributed to the caller of :meth:`fitKernel`, ``warn_skip``
         frames further up (1 when :meth:`run` called it).
         """
-        from .autokernel import choose_kernel
+        from .autokernel import MIN_KERNEL_SIZE, _free_fields, choose_kernel
         from .diagnostics import (FLAG_ILL_POSED, SurveyCachedPsf, check_ill_posed, check_kernel_quality,
                                   enforce_ill_posed, survey_psfs)
 
@@ -424,9 +440,13 @@ class ModelPsfMatchTask:
         kc = self.kConfig
         cellSet = SpatialCellSet(bbox, kc.sizeCellX, kc.sizeCellY, kc.candidatePlacement)
         # one stamp of each PSF tells the memory the survey and the fit will need: refuse absurd
-        # sizes (a 20001x20001 PSF stamp at every cell) before realizing them everywhere
+        # sizes (a 20001x20001 PSF stamp at every cell) before realizing them everywhere.  A kernel size
+        # the automatic choice makes is not known yet: the smallest it may choose is checked (the
+        # choice skips the trials that do not fit, and the fit checks the chosen one)
+        free_size = self.config.autoKernel and _free_fields(self.config)["kernelSize"]
         self._check_fit_memory(cellSet.nx * cellSet.ny, _stamp_size_hint([sci, ref], cellSet.cell_centers()[0]),
-                               None if _varies(sci) or _varies(ref) else 1)
+                               None if _varies(sci) or _varies(ref) else 1,
+                               min(kc.kernelSize, MIN_KERNEL_SIZE) if free_size else None)
         try:
             survey = survey_psfs(sci, ref, cellSet)
         except PsfEvaluationError:
@@ -811,7 +831,7 @@ class ModelPsfMatchTask:
         return S, R, np.array([pts[i].x for i in kept]), np.array([pts[i].y for i in kept])
 
 
-def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None):
+def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_size=None):
     """Rough bytes the kernel fit needs: its largest arrays, as ``(total, {part: bytes})``.
 
     The parts: the science and reference stamps (realized for the survey and
@@ -820,14 +840,15 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None):
     regularization matrix of a delta-function basis.  ``psf_size`` is the
     stamp side before padding; the padding rule of the config is applied.
     ``n_unique`` candidates have distinct stamps (1 when neither PSF varies:
-    they share one set of normal equations; default all).  This is an estimate for refusing absurd sizes early,
+    they share one set of normal equations; default all).  ``kernel_size``: the kernel's side instead
+    of the configured ``kernelSize``.  This is an estimate for refusing absurd sizes early,
     not an accounting.  Measured peaks (tracemalloc, 2026-12-07): a delta-function fit of 256 varying
     candidates, whose normal equations are almost all of it, 0.98 times the estimate; small fits, whose peak is
     the work arrays (QA, transforms, the automatic kernel's trials: a fixed allowance of 32 MiB here), 0.76 to
     1.14 times it (the automatic kernel's delta-function trials are not modelled).
     """
     kc = config.kernel.active
-    k = int(kc.kernelSize)
+    k = int(kc.kernelSize if kernel_size is None else kernel_size)
     if getattr(kc, "scaleByFwhm", False):
         k = max(k, int(kc.kernelSizeMax))
     delta = kc.kernelBasisSet == "delta-function"
