@@ -280,7 +280,7 @@ def _brute_dilate(mask, fp, exclude=0):
     return out
 
 
-@pytest.mark.parametrize("box_overhead, band", [(0, None), (None, None), (None, 50), (0, 1)])
+@pytest.mark.parametrize("box_overhead, band", [(0, None), (None, None), (None, 50), (0, 1), (None, 400)])
 def test_dilate_mask_matches_brute_force(box_overhead, band, monkeypatch):
     import psfmatch.convolve as convolve_mod
 
@@ -288,6 +288,7 @@ def test_dilate_mask_matches_brute_force(box_overhead, band, monkeypatch):
         monkeypatch.setattr(convolve_mod, "_BOX_OVERHEAD_PIXELS", box_overhead)
     if band is not None:  # bands of a few rows: each needs the footprint's reach above and below it
         monkeypatch.setattr(convolve_mod, "_BAND_PIXELS", band)
+        monkeypatch.setattr(convolve_mod, "_CHUNK_PIXELS", max(1, band // 3))  # bit tests in smaller chunks still
     rng = np.random.default_rng(7)
     for trial in range(60):
         k = int(rng.integers(0, 9)) * 2 + 1

@@ -347,6 +347,8 @@ _CLUSTER_POINTS = 1 << 16
 #: Output pixels per band of the mask's dilation and of its scans for set pixels (:func:`_or_dilated`,
 #: :func:`_set_pixels`): their work arrays stay this small (a few MB) at any image size.
 _BAND_PIXELS = 1 << 20
+#: Pixels per int32 temporary of the bit tests inside a band (:func:`_bit_set`): 512 KiB, in the cache.
+_CHUNK_PIXELS = 1 << 17
 
 
 def _shift_x(a, s):
@@ -506,6 +508,20 @@ def _bits(value) -> np.int32:
     return np.int32(np.uint32(value).view(np.int32))
 
 
+def _bit_set(mask, value, out):
+    """``out[...] = (mask & value) != 0`` for a 2-d int32 ``mask`` (``value`` None: any bit), through an int32
+    temporary of at most :data:`_CHUNK_PIXELS` pixels (a whole band's would leave the cache)."""
+    n, w = mask.shape
+    if value is None:
+        return np.not_equal(mask, 0, out=out)
+    rows = max(1, _CHUNK_PIXELS // max(w, 1))
+    tmp = np.empty((min(rows, n), w), dtype=np.int32)
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        np.not_equal(np.bitwise_and(mask[r0:r1], value, out=tmp[:r1 - r0]), 0, out=out[r0:r1])
+    return out
+
+
 def _set_pixels(mask, bits=None):
     """Sorted flat indices of the pixels of the 2-d int32 ``mask`` with any of ``bits`` set (None: any bit).
 
@@ -514,16 +530,13 @@ def _set_pixels(mask, bits=None):
     """
     H, W = mask.shape
     rows = max(1, _BAND_PIXELS // max(W, 1))
-    tmp = np.empty((min(rows, H), W), dtype=np.int32) if bits is not None else None
     hit = np.empty((min(rows, H), W), dtype=bool)
+    value = None if bits is None else _bits(bits)
     parts = []
     for r0 in range(0, H, rows):
         band = mask[r0:r0 + rows]
         n = band.shape[0]
-        if bits is None:
-            np.not_equal(band, 0, out=hit[:n])
-        else:
-            np.not_equal(np.bitwise_and(band, _bits(bits), out=tmp[:n]), 0, out=hit[:n])
+        _bit_set(band, value, hit[:n])
         idx = np.flatnonzero(hit[:n])  # (nonzero of a boolean array is several times faster than of int32)
         if idx.size:
             parts.append(idx + r0 * W)
@@ -553,7 +566,7 @@ def _cluster_boxes(idx, shape, margin):
     return boxes
 
 
-def _or_dilated(mask, boxes, rects, value, out, idx=None):
+def _or_dilated(mask, boxes, rects, value, out, idx=None, plane=None):
     """OR ``value`` into ``out`` wherever bit ``value`` of ``mask``, dilated by ``rects``, is set in ``boxes``.
 
     Each box holds every set pixel of the plane it covers with its footprint, so
@@ -562,7 +575,8 @@ def _or_dilated(mask, boxes, rects, value, out, idx=None):
     footprint's reach above and below (exact: no offset reaches further), so that
     the work arrays stay small and in the cache whatever the image's size.
     ``idx``: the plane's set pixels (sorted flat indices), when known: a band is
-    then made from them instead of from a pass over the mask.
+    then made from them instead of from a pass over the mask.  ``plane``: the
+    plane as booleans, when a small image has it already.
     """
     m = max(abs(v) for r in rects for v in r)
     W = mask.shape[1]
@@ -570,15 +584,16 @@ def _or_dilated(mask, boxes, rects, value, out, idx=None):
         y0, y1 = ys.start, ys.stop
         nx = xs.stop - xs.start
         rows = max(4 * m, 1, _BAND_PIXELS // max(1, nx))
-        hit = np.empty((min(rows + 2 * m, y1 - y0), nx), dtype=bool)
-        tmp = np.empty(hit.shape, dtype=np.int32) if idx is None else None
+        hit = np.empty((min(rows + 2 * m, y1 - y0), nx), dtype=bool) if plane is None else None
         for a in range(y0, y1, rows):
             e = min(y1, a + rows)
             lo, hi = max(y0, a - m), min(y1, e + m)
-            b = hit[:hi - lo]
-            if idx is None:
-                np.not_equal(np.bitwise_and(mask[lo:hi, xs], value, out=tmp[:hi - lo]), 0, out=b)
+            if plane is not None:
+                b = plane[lo:hi, xs]
+            elif idx is None:
+                b = _bit_set(mask[lo:hi, xs], value, hit[:hi - lo])
             else:
+                b = hit[:hi - lo]
                 b[...] = False
                 i0, i1 = np.searchsorted(idx, (lo * W, hi * W))
                 yy, xx = np.divmod(idx[i0:i1], W)
@@ -597,8 +612,8 @@ def _dilate_dense_plane(mask, value, rects, offsets, margin, out):
     into boxes (``_clusters``, up to its point limit) or bounded by one box.
     """
     H, W = mask.shape
-    rows = max(1, _BAND_PIXELS // max(W, 1))
-    tmp = np.empty((min(rows, H), W), dtype=np.int32)
+    small = H * W <= _BAND_PIXELS  # the whole plane is one band: its booleans are kept for the dilation
+    rows = H if small else max(1, _BAND_PIXELS // max(W, 1))
     hit = np.empty((min(rows, H), W), dtype=bool)
     row_any = np.zeros(H, dtype=bool)
     col_any = np.zeros(W, dtype=bool)
@@ -606,7 +621,7 @@ def _dilate_dense_plane(mask, value, rects, offsets, margin, out):
     for r0 in range(0, H, rows):
         band = mask[r0:r0 + rows]
         n = band.shape[0]
-        b = np.not_equal(np.bitwise_and(band, value, out=tmp[:n]), 0, out=hit[:n])
+        b = _bit_set(band, value, hit[:n])
         count += int(np.count_nonzero(b))
         b.any(axis=1, out=row_any[r0:r0 + n])
         col_any |= b.any(axis=0)
@@ -614,7 +629,7 @@ def _dilate_dense_plane(mask, value, rects, offsets, margin, out):
         return
     few = count * len(offsets) <= _SPARSE_FRACTION * H * W
     if few or count <= _CLUSTER_POINTS:
-        idx = _set_pixels(mask, value)
+        idx = np.flatnonzero(hit) if small else _set_pixels(mask, value)
         if few:
             _scatter(idx, offsets, value, out)
             return
@@ -624,7 +639,7 @@ def _dilate_dense_plane(mask, value, rects, offsets, margin, out):
     r, c = np.flatnonzero(row_any), np.flatnonzero(col_any)
     boxes = [(slice(max(0, r[0] - margin), min(H, r[-1] + margin + 1)),
               slice(max(0, c[0] - margin), min(W, c[-1] + margin + 1)))]
-    _or_dilated(mask, boxes, rects, value, out)
+    _or_dilated(mask, boxes, rects, value, out, plane=hit if small else None)
 
 
 def _groups(idx, gap):
