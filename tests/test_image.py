@@ -264,7 +264,7 @@ def test_show_spatial_cells_draws_a_plane_at_bit_31():
     exp = Exposure(np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32), mask_planes=planes)
     exp.mask[10:12, 20:22] |= exp.getMask().getPlaneBitMask("STREAK")
     fig = show_spatial_cells(exp, SpatialCellSet(exp.getBBox(), 32, 32))
-    labels = [t.get_text() for leg in fig.axes[0].findobj(matplotlib.legend.Legend) for t in leg.get_texts()]
+    labels = [t.get_text() for leg in fig.findobj(matplotlib.legend.Legend) for t in leg.get_texts()]
     assert any(label.startswith("STREAK: 4 px") for label in labels)
     import matplotlib.pyplot as plt
 
