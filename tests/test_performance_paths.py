@@ -808,3 +808,47 @@ def test_qa_between_is_as_dense_as_the_fit(per_candidate, expected):
     fit = ModelPsfMatchTask(config=config).fitKernel(VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.0]),
                                                      GaussianPsf(31, 31, 2.6), bbox)
     assert fit.metadata["qa"]["between"].get("n") == min(10, expected)
+
+
+@pytest.mark.filterwarnings("ignore::psfmatch.errors.KernelQualityWarning")
+def test_fit_with_the_limit_just_above_its_estimate_stays_under_it(monkeypatch):
+    """maxMemoryGiB holds for the fit: a 41 px kernel on 256 cells, on 2 threads, peaked at 1.5 times the
+    estimate (the QA's concatenated stacks, the survey's second copy, 256-stamp chunks on every thread)."""
+    from psfmatch.demo import demo_psf
+    from psfmatch.task import estimate_fit_memory
+
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "2")
+    bbox = Box2I((0, 0), (1024, 1024))
+    psf, ref = demo_psf(bbox), GaussianPsf(31, 31, 2.6)
+    cfg = ModelPsfMatchConfig()
+    cfg.autoKernel = False
+    cfg.kernel.active.kernelSize = 41
+    cfg.kernel.active.sizeCellX = cfg.kernel.active.sizeCellY = 64
+    # the check before the survey takes the larger of the two PSFs' stamps (31 px, the reference's)
+    need = max(estimate_fit_memory(cfg, 256, p)[0] for p in (psf.computeKernelImage((512, 512)).shape[0], 31))
+    cfg.maxMemoryGiB = 1.01 * need / 2 ** 30
+    task = ModelPsfMatchTask(config=cfg)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fit = task.fitKernel(psf, ref, bbox)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fit.kernel.getWidth() == 41 and fit.metadata["nCells"] == 256
+    assert 0.3 * need < peak <= cfg.maxMemoryGiB * 2 ** 30
+
+
+def test_qa_of_several_stacks_equals_each_alone(varying_kernel):
+    from psfmatch.qa import match_quality_groups
+
+    psf, kernel = varying_kernel
+    xs, ys = np.linspace(20, 480, 12), np.linspace(480, 20, 12)
+    S = np.array([np.pad(psf.computeKernelImage((x, y)), 5) for x, y in zip(xs, ys)])
+    R = np.broadcast_to(GaussianPsf(31, 31, 2.6).computeKernelImage((0, 0)), S.shape)
+    K = kernel.computeImages(xs, ys)
+    both = match_quality_groups([(S[:7], R[:7], K[:7]), (S[7:], R[7:], K[7:])])
+    for got, sl in zip(both, (slice(0, 7), slice(7, None))):
+        alone = match_quality(S[sl], R[sl], K[sl])
+        for name, v in alone.items():
+            np.testing.assert_array_equal(got[name], v)

@@ -200,7 +200,6 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     ref_const = not bool(getattr(reference_psf, "isSpatiallyVarying", lambda: True)())
     sci_imgs, ref_imgs, errors = compute_kernel_image_pairs(science_psf, reference_psf, centres)
     S, R, pos, idx, labels, failed = [], [], [], [], [], []
-    cache = {}
     first_error = None
     for i, p in enumerate(centres):
         exc = errors.get(i)
@@ -208,9 +207,7 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
             failed.append(f"{cells[i].getLabel()} at ({p.x:.1f}, {p.y:.1f}): {exc}")
             first_error = first_error or exc
             continue
-        s = sci_imgs[i]
-        cache[(float(p.x), float(p.y))] = s
-        S.append(s)
+        S.append(sci_imgs[i])
         R.append(ref_imgs[i])
         pos.append((p.x, p.y))
         idx.append(i)
@@ -224,7 +221,13 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     # moments on the models' own stamps when they share a shape: the zeros of the padding add nothing
     # to the weighted sums, and a 21 px stamp costs a quarter of a 43 px one
     S_own = np.asarray(S) if len({x.shape for x in S}) == 1 else None
+    if S_own is not None:
+        # the stamps are kept once, in this stack (read-only): the cache of SurveyCachedPsf serves its rows
+        del sci_imgs
+        S = list(S_own)
+        S_own.setflags(write=False)
     S_arr = S_own if S_own is not None and S_own.shape[1:] == (P, P) else pad_or_crop_stack(S, P, P)
+    cache = {(float(x), float(y)): s for (x, y), s in zip(pos, S)}
     s_mom, s_ok, s_distinct = _moments(S_own if S_own is not None else S_arr)
     if ref_const:  # one stamp, shared by every cell (and measured once for a whole batch)
         ixx, iyy, ixy, _, _, ok = stamp_moments(R[0])
@@ -237,6 +240,18 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     constant = s_distinct == 1 and r_distinct == 1
     return PsfSurvey(np.array(pos, dtype=float), idx, labels, S_arr, R_arr, s_mom, r_mom, s_ok & r_ok,
                      int(ssize), int(rsize), constant, failed, cache)
+
+
+def _rows_of_one_stack(stamps):
+    """The read-only stack whose rows are ``stamps``, in order (the survey's stack), else None."""
+    base = stamps[0].base if stamps else None
+    if (not isinstance(base, np.ndarray) or base.flags.writeable or base.ndim != 3 or len(base) != len(stamps)
+            or not base.flags.c_contiguous):
+        return None
+    step = base.strides[0]
+    if all(s.base is base and s.ctypes.data == base.ctypes.data + j * step for j, s in enumerate(stamps)):
+        return base
+    return None
 
 
 class SurveyCachedPsf(Psf):
@@ -265,9 +280,17 @@ class SurveyCachedPsf(Psf):
         return self._psf.computeKernelImage(Point2D(x, y))
 
     def computeKernelImages(self, positions):
+        """The survey's stamps at ``positions`` (a new stack), or the wrapped model's.
+
+        The survey's own positions, in its order (the fit's candidates), get the survey's stack
+        itself, read-only: the fit makes its padded stack from it without a second copy.
+        """
         pts = [as_point(p) for p in positions]
         stamps = [self._stamps.get((float(x), float(y))) for x, y in pts]
         if all(s is not None for s in stamps) and len({s.shape for s in stamps}) <= 1:
+            whole = _rows_of_one_stack(stamps)
+            if whole is not None:
+                return whole
             return np.array(stamps) if stamps else np.empty((0, 1, 1))
         return self._psf.computeKernelImages(pts)
 

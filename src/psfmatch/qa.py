@@ -44,7 +44,8 @@ from .moments import adaptive_moments, stamp_moments
 from .psf.base import stamp_half_support
 from .parallel import map_shared
 
-__all__ = ["matched_stamps", "match_quality", "aperture_flux_mismatch", "summarize", "QA_DTYPE"]
+__all__ = ["matched_stamps", "match_quality", "match_quality_groups", "aperture_flux_mismatch", "summarize",
+           "QA_DTYPE"]
 
 
 #: Precision of the transforms behind :func:`match_quality` (see its Notes).
@@ -143,17 +144,44 @@ def aperture_flux_mismatch(D, P) -> np.ndarray:
     return np.abs(D.reshape(len(D), L * L) @ _aperture_masks(L, P)).max(axis=1)
 
 
-#: Stacks are measured in chunks of this many positions: each chunk's arrays stay in the cache
+#: Stacks are measured in chunks of at most this many positions: each chunk's arrays stay in the cache
 #: (1.5 times faster than whole-stack arrays of a thousand stamps), and chunks run on the cores in parallel.
 _CHUNK = 256
+
+#: Chunks of large stamps or kernels hold fewer positions, so that the work arrays of one chunk
+#: (:func:`qa_chunk_work`) stay near this many bytes (a chunk of 256 positions of 63 px stamps and a 41 px
+#: kernel would need about 80 MiB, on every thread at once).
+CHUNK_BYTES = 24 * 2 ** 20
+
+#: Work arrays of :func:`match_quality` per position, in units of ``(P + k - 1)^2`` bytes: the float64 matched
+#: stamp and residual (8), the single-precision inverse transform (4) and the spectra of the stamps and of the
+#: kernels (complex64 on the half plane: 4 each), with the moments' and the casts' temporaries (tracemalloc).
+_WORK_PER_PIXEL = 32
+
+
+def qa_chunk_size(psf_size, kernel_size) -> int:
+    """Positions per chunk of :func:`match_quality` for stamps of side ``psf_size`` and kernels of
+    ``kernel_size``: at most ``_CHUNK``, fewer where a chunk would need more than :data:`CHUNK_BYTES`."""
+    per = _WORK_PER_PIXEL * (int(psf_size) + int(kernel_size) - 1) ** 2
+    return int(max(1, min(_CHUNK, CHUNK_BYTES // per)))
+
+
+def qa_chunk_work(psf_size, kernel_size, n_positions, support_size=None) -> int:
+    """Bytes of the work arrays of one chunk of :func:`match_quality` (one thread's share) for
+    ``n_positions`` positions: :func:`qa_chunk_size` of them at most.  ``support_size``: the side of the
+    science stamps' non-zero pixels (default ``psf_size``), which sets the transforms' size."""
+    n = min(int(n_positions), qa_chunk_size(psf_size, kernel_size))
+    f = int(psf_size) + int(kernel_size) - 1
+    L = min(f, int(psf_size if support_size is None else support_size) + int(kernel_size) - 1)
+    return n * (8 * f * f + (_WORK_PER_PIXEL - 8) * L * L)
 
 
 def match_quality(science, reference, kernels) -> dict:
     """Per-position QA arrays (see the module docstring) for stacks of stamps and unit-sum kernels.
 
-    Stacks longer than ``_CHUNK`` are cut in near-equal chunks measured
-    concurrently (numpy and pocketfft release the GIL); each position's
-    numbers do not depend on the others', so the result is the same.  Shorter
+    Stacks longer than a chunk (:func:`qa_chunk_size`: ``_CHUNK`` positions, fewer for large
+    stamps) are cut in near-equal chunks measured concurrently (numpy and pocketfft release the GIL);
+    each position's numbers do not depend on the others', so the result is the same.  Shorter
     stacks are measured in this thread: their many small array operations
     would spend more time contending for the GIL than they gain.
 
@@ -184,23 +212,45 @@ def match_quality(science, reference, kernels) -> dict:
     >>> bool(q["apertureFluxMismatch"][0] < 1e-4)
     True
     """
-    S = np.asarray(science, dtype=np.float64)
-    R = np.asarray(reference, dtype=np.float64)
-    K = np.asarray(kernels, dtype=np.float64)
-    if (S.ndim != 3 or R.shape != S.shape or K.ndim != 3 or len(K) != len(S) or S.shape[1] != S.shape[2]
-            or K.shape[1] != K.shape[2] or S.shape[1] % 2 == 0 or K.shape[1] % 2 == 0):
-        raise InvalidInputError(
-            f"match_quality needs stacks of n odd square science and reference stamps of one size, (n, P, P), "
-            f"and n odd square kernels, (n, k, k); got science {S.shape}, reference {R.shape}, kernels {K.shape} "
-            "(give single stamps as stacks of one: stamp[None])")
-    n = len(S)
-    nparts = -(-n // _CHUNK)  # near-equal chunks of at most _CHUNK positions
-    if nparts <= 1:
-        return _match_quality(S, R, K)
-    edges = np.linspace(0, n, nparts + 1).round().astype(int)
-    chunks = [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
-    parts = map_shared(lambda sl: _match_quality(S[sl], R[sl], K[sl]), chunks)
-    return {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    return match_quality_groups([(science, reference, kernels)])[0]
+
+
+def match_quality_groups(groups) -> list:
+    """:func:`match_quality` of several ``(science, reference, kernels)`` stacks, one dict per stack.
+
+    The chunks of all the stacks are measured together on the cores, without
+    concatenating the stacks (the kernel fit's QA of its candidates and of the
+    positions between them: a copy of each stack less).
+    """
+    stacks = []
+    for science, reference, kernels in groups:
+        S = np.asarray(science, dtype=np.float64)
+        R = np.asarray(reference, dtype=np.float64)
+        K = np.asarray(kernels, dtype=np.float64)
+        if (S.ndim != 3 or R.shape != S.shape or K.ndim != 3 or len(K) != len(S) or S.shape[1] != S.shape[2]
+                or K.shape[1] != K.shape[2] or S.shape[1] % 2 == 0 or K.shape[1] % 2 == 0):
+            raise InvalidInputError(
+                f"match_quality needs stacks of n odd square science and reference stamps of one size, (n, P, P), "
+                f"and n odd square kernels, (n, k, k); got science {S.shape}, reference {R.shape}, kernels "
+                f"{K.shape} (give single stamps as stacks of one: stamp[None])")
+        stacks.append((S, R, K))
+    jobs = []  # (stack, slice): near-equal chunks of each stack
+    for g, (S, R, K) in enumerate(stacks):
+        n = len(S)
+        nparts = max(1, -(-n // qa_chunk_size(S.shape[1], K.shape[1])))
+        edges = np.linspace(0, n, nparts + 1).round().astype(int)
+        jobs += [(g, slice(int(a), int(b))) for a, b in zip(edges[:-1], edges[1:])]
+
+    def one(job):
+        S, R, K = stacks[job[0]]
+        return _match_quality(S[job[1]], R[job[1]], K[job[1]])
+
+    parts = [one(job) for job in jobs] if len(jobs) <= 1 else map_shared(one, jobs)
+    out = []
+    for g in range(len(stacks)):
+        mine = [p for (h, _), p in zip(jobs, parts) if h == g]
+        out.append(mine[0] if len(mine) == 1 else {key: np.concatenate([p[key] for p in mine]) for key in mine[0]})
+    return out
 
 
 def _match_quality(S, R, K):

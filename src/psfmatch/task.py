@@ -47,7 +47,7 @@ from .kernel.kernel import LinearCombinationKernel, as_real
 from .kernel.spatial import SpatialFunction, full_column_rank
 from .psf.base import (as_psf, compute_kernel_images, kernel_image_pair_stacks, model_domain, pad_or_crop,
                        pad_or_crop_stack, unique_stamps)
-from .qa import match_quality, summarize
+from .qa import match_quality_groups, summarize
 from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
                     solve_candidates, solve_spatial, transform_equations)
 
@@ -776,16 +776,19 @@ class ModelPsfMatchTask:
         log.debug("Spatial kernel built with %d candidates", len(goodj))
 
         # QA at the candidates and between them, in one batch
+        # (the candidates' stacks as they are, not copied: a constant reference stays one broadcast stamp)
         Sb, Rb, xb, yb = self._between_stamps(sci, refResized, cellSet, psfSize)
-        nc = len(goodj)
-        q = self._qa(kernel, np.concatenate([S_all[goodj], Sb]), np.concatenate([R_all[goodj], Rb]),
-                     np.concatenate([xs, xb]), np.concatenate([ys, yb]))
-        qa_c = {name: v[:nc] for name, v in q.items()}
+        all_good = len(goodj) == len(used)
+        S_c = S_all if all_good else S_all[goodj]
+        R_c = np.broadcast_to(R_once, (len(goodj),) + R_once.shape) if R_once is not None else (
+            R_all if all_good else R_all[goodj])
+        groups = [(S_c, R_c, xs, ys)] + ([(Sb, Rb, xb, yb)] if len(xb) else [])
+        qs = self._qa(kernel, groups)
+        qa_c = qs[0]
         for n_, j in enumerate(goodj):
             cand = cands[used[j]]
             cand.qa = {name: float(v[n_]) for name, v in qa_c.items()}
-        md["qa"] = {"candidates": summarize(qa_c),
-                    "between": summarize({name: v[nc:] for name, v in q.items()}) if len(xb) else {"n": 0}}
+        md["qa"] = {"candidates": summarize(qa_c), "between": summarize(qs[1]) if len(xb) else {"n": 0}}
         md["fitTime"] = time.perf_counter() - t0
         return KernelFit(kernel, cellSet, md, refResized, psfSize)
 
@@ -810,12 +813,13 @@ class ModelPsfMatchTask:
         coeffs, rank, cond, _ = solve_candidates(eq, kc.solveRcond)
         return eq, cbasis, coeffs, rank, cond
 
-    def _qa(self, kernel, S, R, xs, ys):
+    def _qa(self, kernel, groups):
+        """:func:`~psfmatch.qa.match_quality` of ``groups`` of ``(S, R, xs, ys)`` stacks, one dict per group."""
         from .solve import single_threaded_blas  # small products: one BLAS thread (see its docstring)
 
         with single_threaded_blas():
-            kimgs = kernel.computeImages(xs, ys) / kernel.kernel_sum
-            return match_quality(S, R, kimgs)
+            return match_quality_groups([(S, R, kernel.computeImages(xs, ys) / kernel.kernel_sum)
+                                         for S, R, xs, ys in groups])
 
     def _between_stamps(self, sci, ref, cellSet, psfSize):
         """Science and reference stamps at the held-out QA positions.
@@ -832,21 +836,31 @@ class ModelPsfMatchTask:
 
 
 def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_size=None):
-    """Rough bytes the kernel fit needs: its largest arrays, as ``(total, {part: bytes})``.
+    """Bytes the kernel fit needs at its peak: its largest arrays, as ``(total, {part: bytes})``.
 
-    The parts: the science and reference stamps (realized for the survey and
-    again, padded, for the fit), the basis images, the per-candidate normal
-    equations, the Fourier products of the Alard-Lupton basis and the
-    regularization matrix of a delta-function basis.  ``psf_size`` is the
-    stamp side before padding; the padding rule of the config is applied.
-    ``n_unique`` candidates have distinct stamps (1 when neither PSF varies:
-    they share one set of normal equations; default all).  ``kernel_size``: the kernel's side instead
-    of the configured ``kernelSize``.  This is an estimate for refusing absurd sizes early,
-    not an accounting.  Measured peaks (tracemalloc, 2026-12-07): a delta-function fit of 256 varying
-    candidates, whose normal equations are almost all of it, 0.98 times the estimate; small fits, whose peak is
-    the work arrays (QA, transforms, the automatic kernel's trials: a fixed allowance of 32 MiB here), 0.76 to
-    1.14 times it (the automatic kernel's delta-function trials are not modelled).
+    The parts: the stamp stacks that coexist (the survey's science stamps, the fit's padded stack, the
+    distinct candidates' copies while their normal equations are built, and the QA's stamps between the
+    candidates: the larger of the two phases), the basis images, the per-candidate normal equations,
+    the Fourier products of the Alard-Lupton basis, the regularization matrix of a delta-function basis,
+    and the work arrays of the chunks that run on the threads together (:func:`~psfmatch.solve.gram_chunk_work`
+    and :func:`~psfmatch.qa.qa_chunk_work` times the threads that have a chunk,
+    :func:`~psfmatch.parallel.available_cores` at most) with a fixed allowance of 16 MiB for the
+    small arrays.  ``psf_size`` is the stamp side before padding; the padding rule of the config is
+    applied.  ``n_unique`` candidates have distinct stamps (1 when neither PSF varies: they share one set
+    of normal equations; default all).  ``kernel_size``: the kernel's side instead of the configured
+    ``kernelSize``.  Not counted: the three stacks more of a spatially varying reference PSF, and the
+    spectral products of the bases the automatic kernel tries (kept for the next fits of the process,
+    up to ``psfmatch.solve._SPECTRAL_CACHE_BYTES``).
+
+    Measured peaks (tracemalloc of ``fitKernel``, 1 to 16 threads, the demo PSF and a 63 px DECam PSFEx
+    model, kernels of 15 to 61 px, cells of 64 and 128 px): 0.54 to 0.97 times the estimate with
+    ``autoKernel = False`` and with the demo's automatic kernel; 1.18 with the PSFEx model's (its trials'
+    cached products).
     """
+    from .parallel import available_cores
+    from .qa import qa_chunk_size, qa_chunk_work
+    from .solve import gram_chunk_size, gram_chunk_work
+
     kc = config.kernel.active
     k = int(kc.kernelSize if kernel_size is None else kernel_size)
     if getattr(kc, "scaleByFwhm", False):
@@ -859,16 +873,37 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_si
     else:
         p += int(config.padPsfBy)
     n = max(int(n_candidates), 1)
-    f = p + k - 1  # side of the Fourier grid of a candidate's fit
+    u = min(n, int(n_unique or n))
+    s = min(int(psf_size), p)  # the science stamps' non-zero pixels (the padding is zeros)
+    # side of the Fourier grid of a candidate's normal equations (GramBuilder._full_geometry; the
+    # reference's support taken as the whole padded stamp)
+    f = min(p + k - 1, max(2 * (s // 2) + k, s // 2 + p // 2 + k // 2 + 1))
+    threads = max(1, available_cores())
+    stamp = 8 * p * p
+    # the QA's positions between the candidates (SpatialCellSet.between_positions: at most this many)
+    m = min(int(config.qaMaxPositions), math.ceil(config.qaPositionsPerCandidate * n))
+    # while the normal equations are built: the survey's science stamps, the fit's padded stack, and the
+    # distinct candidates' science and reference stamps; the spectral path's chunks run on the threads together
+    gram_chunks = -(-u // gram_chunk_size(f, nb))
+    gram_threads = 1 if delta or kc.fitRegion != "full" else min(threads, gram_chunks)
+    gram = (8 * n * s * s + stamp * (n + 2 * u), gram_threads * gram_chunk_work(f, nb, u))
+    # the QA: the survey's and the fit's stacks, the stamps between the candidates, the kernel images, and
+    # the chunks of both stacks on the threads together
+    qa_chunks = -(-n // qa_chunk_size(p, k)) + (-(-m // qa_chunk_size(p, k)) if m else 0)
+    qa = (8 * n * s * s + stamp * (n + 2 * m) + 8 * k * k * (3 * n + 2 * m),
+          min(threads, qa_chunks) * qa_chunk_work(p, k, max(n, m), s))
+    stamps, work = max(gram, qa, key=sum)
+    # (the products are made on the grid of the first stamps the basis meets: counted on the largest)
+    fourier = 0 if delta else 8 * nb * (nb + 1) * (p + k - 1) * ((p + k - 1) // 2 + 1)
     parts = {
-        "stamps": 8 * 4 * n * p * p,
+        "stamps": stamps,
         "basis": 8 * nb * k * k,
-        # at most four copies at once: the Gram, its regularized and its constrained (transformed) forms, and the
-        # solve's column-scaled copy with its SVD work arrays (three for Alard-Lupton, built constrained)
-        "normal equations": (4 if delta else 3) * 8 * (min(n, int(n_unique or n)) + 2) * nb * nb,
-        "Fourier basis products": 0 if delta else 8 * nb * (nb + 1) * f * (f // 2 + 1),
+        # at most four copies at once: the Gram (and the chunks' parts), its regularized and its constrained
+        # (transformed) forms, and the solve's column-scaled copy with its SVD work arrays
+        "normal equations": 4 * 8 * (u + 2) * nb * nb,
+        "Fourier basis products": fourier,
         "regularization": 8 * nb * nb if delta and getattr(kc, "useRegularization", False) else 0,
-        "work arrays": 32 * 2 ** 20,
+        "work arrays": work + 16 * 2 ** 20,
     }
     return sum(parts.values()), parts
 
