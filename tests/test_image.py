@@ -437,3 +437,21 @@ def test_copy_names_metadata_entries_that_cannot_be_copied():
         exp.copy()
     exp.metadata.pop("guard")
     assert exp.copy().metadata == {"FILTER": "r"}
+
+
+def test_deepcopy_is_copy():
+    """copy.deepcopy(exposure) raised copy's bare TypeError for metadata holding a lock, where exposure.copy() names
+    the entry; it also copied the PSF model, which copy() shares."""
+    import copy
+    import threading
+
+    psf = GaussianPsf(11, 11, 1.5)
+    exp = Exposure(np.ones((8, 8), np.float32), psf=psf, metadata={"FILTER": "r"})
+    dup = copy.deepcopy(exp)
+    assert dup.getPsf() is psf and dup.metadata == {"FILTER": "r"} and dup.metadata is not exp.metadata
+    assert not np.shares_memory(dup.image, exp.image) and np.array_equal(dup.image, exp.image)
+    pair = copy.deepcopy([exp, exp])
+    assert pair[0] is pair[1]  # (the memo: one exposure copied once)
+    exp.metadata["guard"] = threading.Lock()
+    with pytest.raises(InvalidInputError, match=r"remove or convert the entries \['guard'\]"):
+        copy.deepcopy(exp)

@@ -180,3 +180,27 @@ def test_unknown_status_is_refused_with_the_valid_ones(fit):
     cand.setStatus("bad", "demo")
     assert cand.getStatus() is CandidateStatus.BAD and cand.reason == "demo"
     assert KernelCandidate(1, 1.0, 2.0, status="GOOD").getStatus() is CandidateStatus.GOOD
+
+
+def test_spatial_function_of_a_parameter_checks_its_positions(kernel):
+    """KernelParameterFunction evaluated a string position into a bare ValueError and NaN or inf into NaN."""
+    f = kernel.getSpatialFunction(1)
+    for x, message in (("a", r"getSpatialFunction\(1\) needs numeric x and y; got 'a' and 1\.0"),
+                       (np.nan, r"getSpatialFunction\(1\) needs finite positions; position 0 is \(nan, 1\.0\)"),
+                       (np.inf, r"getSpatialFunction\(1\) needs finite positions; position 0 is \(inf, 1\.0\)")):
+        with pytest.raises(InvalidInputError, match=message):
+            f(x, 1.0)
+    with pytest.raises(InvalidInputError, match=r"needs x and y of the same length \(1-d\); got shapes \(2,\) and \(3,\)"):
+        f([1.0, 2.0], [1.0, 2.0, 3.0])
+    assert f(10.0, 20.0) == pytest.approx(kernel.getKernelParameters((10.0, 20.0))[1], rel=1e-12)
+    both = f([10.0, 30.0], [20.0, 40.0])
+    assert both.shape == (2,) and both[1] == pytest.approx(kernel.getKernelParameters((30.0, 40.0))[1], rel=1e-12)
+
+
+@pytest.mark.parametrize("obj, kind", [("gaussian:sigma=2.6", "str"), (np.ones((5, 5)), "ndarray")])
+def test_a_reference_without_computekernelimage_names_the_argument(obj, kind):
+    exposure = Exposure(np.zeros((64, 64), np.float32), psf=GaussianPsf(21, 21, 1.8))
+    with pytest.raises(InvalidInputError, match=rf"^referencePsfModel must be a PSF model: a PSF model needs a "
+                                                rf"computeKernelImage\(position\) method; {kind} has none \(give e\.g\. "
+                                                r"GaussianPsf\(31, 31, 2\.6\), or read a model file with read_psf\)$"):
+        ModelPsfMatchTask().run(exposure, obj)

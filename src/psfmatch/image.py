@@ -688,6 +688,12 @@ class Exposure(MaskedImage):
         return Exposure(self.image, self._mask, self.variance, psf=self._psf, wcs=copy.deepcopy(self._wcs),
                         xy0=self._xy0, metadata=metadata_copy(self.metadata, to="the copy"))
 
+    def __deepcopy__(self, memo):
+        """``copy.deepcopy(exposure)``: :meth:`copy` (the PSF model shared, metadata that cannot be copied named)."""
+        out = self.copy()
+        memo[id(self)] = out
+        return out
+
     # FITS and astropy interop (implemented in psfmatch.io)
     @classmethod
     def readFits(cls, path, **kwargs) -> "Exposure":

@@ -74,6 +74,21 @@ def _real_coordinate(value, name) -> float:
     return v
 
 
+def _positions(x, y, who):
+    """``x`` and ``y`` as 1-d float arrays of one length and finite values, or InvalidInputError naming ``who``."""
+    try:
+        x = np.atleast_1d(np.asarray(x, dtype=float))
+        y = np.atleast_1d(np.asarray(y, dtype=float))
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{who} needs numeric x and y; got {_describe(x)} and {_describe(y)}") from None
+    if x.ndim != 1 or x.shape != y.shape:
+        raise InvalidInputError(f"{who} needs x and y of the same length (1-d); got shapes {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        bad = int(np.flatnonzero(~(np.isfinite(x) & np.isfinite(y)))[0])
+        raise InvalidInputError(f"{who} needs finite positions; position {bad} is ({x[bad]}, {y[bad]})")
+    return x, y
+
+
 class KernelParameterFunction:
     """afw's spatial function of one kernel parameter: its value over the field.
 
@@ -88,9 +103,17 @@ class KernelParameterFunction:
         self.index = index
 
     def __call__(self, x, y):
-        """The parameter at ``(x, y)``: a float for scalars, an array for arrays."""
-        values = self.kernel.getSpatialParameters()[self.index] @ self.kernel._f(x, y)
-        return float(values) if np.ndim(values) == 0 else values
+        """The parameter at ``(x, y)``: a float for scalars, a 1-d array for sequences.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``x`` and ``y`` are not finite numbers, or sequences of one length of them.
+        """
+        scalar = np.ndim(x) == 0 and np.ndim(y) == 0
+        xs, ys = _positions(x, y, f"getSpatialFunction({self.index})")
+        values = self.kernel.getSpatialParameters()[self.index] @ self.kernel._f(xs, ys)
+        return float(values[0]) if scalar else values
 
     def getParameters(self) -> np.ndarray:
         """The spatial coefficients of this parameter (scaled by ``kernelSum``)."""
@@ -376,17 +399,7 @@ class LinearCombinationKernel:
             If ``x`` and ``y`` are not 1-d sequences of the same length of finite
             numbers (as :meth:`computeImage` refuses a non-finite position).
         """
-        try:
-            x = np.atleast_1d(np.asarray(x, dtype=float))
-            y = np.atleast_1d(np.asarray(y, dtype=float))
-        except (TypeError, ValueError):
-            raise InvalidInputError(f"computeImages needs numeric x and y; got {x!r} and {y!r}") from None
-        if x.ndim != 1 or x.shape != y.shape:
-            raise InvalidInputError(f"computeImages needs x and y of the same length (1-d); got shapes {x.shape} "
-                                    f"and {y.shape}")
-        if not (np.isfinite(x).all() and np.isfinite(y).all()):
-            bad = int(np.flatnonzero(~(np.isfinite(x) & np.isfinite(y)))[0])
-            raise InvalidInputError(f"computeImages needs finite positions; position {bad} is ({x[bad]}, {y[bad]})")
+        x, y = _positions(x, y, "computeImages")
         a = self.kernel_sum * (self.coefficients @ self._f(x, y))  # (n_b, n)
         return np.tensordot(a.T, self.basis.images, axes=1)
 

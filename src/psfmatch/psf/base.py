@@ -677,8 +677,9 @@ class PsfAdapter(Psf):
             raise InvalidInputError(f"{start}, not the class {obj.__name__}; give an instance, e.g. "
                                     "GaussianPsf(31, 31, 2.6)")
         if not callable(getattr(obj, "computeKernelImage", None)):
-            raise InvalidInputError(
-                f"a PSF model needs a computeKernelImage(position) method; {type(obj).__name__} has none")
+            start = "a PSF model" if who is None else f"{who} must be a PSF model: a PSF model"
+            raise InvalidInputError(f"{start} needs a computeKernelImage(position) method; {type(obj).__name__} has "
+                                    "none (give e.g. GaussianPsf(31, 31, 2.6), or read a model file with read_psf)")
         self.obj = obj
         self.name = type(obj).__name__
 
