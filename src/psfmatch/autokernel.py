@@ -41,7 +41,7 @@ from the data, by cross-validation on the PSF models themselves:
    must *earn* its place.  So must negative lobes: a trial whose kernel is
    markedly negative (its negative fraction ``sum |min(K, 0)| / sum |K|``
    more than :data:`NEGATIVE_MARGIN` above the least negative admissible
-   trial's) competes only where it lowers the residual by more than a factor
+   trial's, and :data:`NEGATIVE_RATIO` times it or more) competes only where it lowers the residual by more than a factor
    :data:`NEGATIVE_GAIN` below every other admissible trial; otherwise the
    choice is made among the others.  (A Gaussian-to-Gaussian match on 21 px
    science stamps took a richer basis with a negative fraction of 0.13 and
@@ -188,8 +188,13 @@ DF_SWEEP_MAX_SIZE = 31
 
 #: A trial is *markedly negative* when its kernel's negative fraction ``sum |min(K, 0)| / sum |K|`` exceeds the
 #: least negative admissible trial's by more than this (0.05: negative lobes holding about a tenth more of the
-#: kernel sum than the match needs).
+#: kernel sum than the match needs) and is at least :data:`NEGATIVE_RATIO` times it.
 NEGATIVE_MARGIN = 0.05
+
+#: ... and at least this many times the least negative admissible trial's fraction: where every kernel needs
+#: lobes (a real PSF's wings; an ill-posed match), 0.40 against 0.34 is not marked (a DECam PSFEx model matched
+#: to a narrow Gaussian: the 0.40 trial's widths were the ones its wing stage improved on), 0.46 against 0.31 is.
+NEGATIVE_RATIO = 1.25
 
 #: A markedly negative trial is chosen only where it lowers the held-out residual by more than this factor below
 #: every admissible trial that is not markedly negative.
@@ -298,7 +303,7 @@ class TrialResult:
         Worst ``sum |min(K, 0)| / sum |K|``.
     markedlyNegative : bool
         Its negative fraction exceeds the least negative admissible trial's by more than
-        :data:`NEGATIVE_MARGIN` (see :func:`_select`).
+        :data:`NEGATIVE_MARGIN` and is :data:`NEGATIVE_RATIO` times it or more (see :func:`_select`).
     psfSize : int
         The PSF stamp size the trial used (LSST's padding rule).
     admissible : bool
@@ -661,7 +666,8 @@ def _select(results, tol, floor):
 
 
 def _mark_negative(results):
-    """Flag the trials whose negative fraction exceeds the least negative admissible one's by :data:`NEGATIVE_MARGIN`.
+    """Flag the trials whose negative fraction exceeds the least negative admissible one's by :data:`NEGATIVE_MARGIN`
+    and is :data:`NEGATIVE_RATIO` times it or more.
 
     The reference is the trials' own: a real PSF's match may need negative lobes (a PSFEx model matched to a
     round Gaussian: 0.1-0.35), and only lobes well beyond the cleanest trial's count against a trial.
@@ -674,7 +680,7 @@ def _mark_negative(results):
     ref = min(neg) if neg else float("nan")
     for r in results:
         r.markedlyNegative = bool(np.isfinite(ref) and np.isfinite(r.negativeFraction)
-                                  and r.negativeFraction > ref + NEGATIVE_MARGIN)
+                                  and r.negativeFraction > max(ref + NEGATIVE_MARGIN, NEGATIVE_RATIO * ref))
 
 
 def _mark_admissible(results, max_noise):
@@ -1169,7 +1175,8 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         "rule": ("held-out residual max|S*K-R|/max(R); the simplest admissible trial within "
                  f"(1 + {tol:g}) x the best or below {floor:g}; admissible: noise gain <= {max_noise:g} x a "
                  "Gaussian kernel of covariance C_ref - C_sci; a markedly negative trial (negative fraction "
-                 f"sum|min(K,0)|/sum|K| more than {NEGATIVE_MARGIN:g} above the least negative admissible trial's) "
+                 f"sum|min(K,0)|/sum|K| more than {NEGATIVE_MARGIN:g} above the least negative admissible trial's and "
+                 f"{NEGATIVE_RATIO:g} times it or more) "
                  f"competes only where it lowers the residual by more than a factor {NEGATIVE_GAIN:g} below every "
                  "other admissible trial"),
         "kernelSigma": s_med, "kernelSigmaMajorWorst": s_big, "gaussianNoiseGain": g_ref,
