@@ -799,7 +799,7 @@ def test_convolution_planes_beyond_the_limit_are_refused_before_the_fit():
     exposure = Exposure(np.zeros((n, n), np.float32), psf=Counting(15, 15, 1.6))
     need = plane_memory((n, n), 4)
     config = small_config(maxMemoryGiB=0.9 * need / 2 ** 30)
-    with raises(MemoryLimitError, rf"convolving a {n}x{n} image needs about 0.0664 GiB, more than the limit of "
+    with raises(MemoryLimitError, rf"convolving a {n}x{n} image needs about 0.0\d+ GiB, more than the limit of "
                                   r"0.0598 GiB; its full-size planes alone \(the output image, variance and mask, and "
                                   r"the mask's work\) need 0.0664 GiB: raise config.maxMemoryGiB, or match the exposure "
                                   r"in smaller pieces$"):
@@ -807,16 +807,51 @@ def test_convolution_planes_beyond_the_limit_are_refused_before_the_fit():
     assert calls == []  # nothing was fitted
 
 
-def test_tile_remedy_only_where_smaller_tiles_fit():
-    from psfmatch.convolve import estimate_memory, memory_limit_error, plane_memory
+def test_convolution_memory_remedy_names_what_fits():
+    """The remedy said "lower config.convolveTileSize" even where the smallest tile (64) could not fit."""
+    from psfmatch.convolve import MIN_TILE, estimate_memory, memory_limit_error, plane_memory
 
-    shape = (1024, 1024)
-    need = estimate_memory(shape, 21, 6, 15, 384, 4, 2)
-    planes = plane_memory(shape, 4)
-    assert planes < need
-    assert "lower config.convolveTileSize" in str(memory_limit_error(shape, need, (planes + need) / 2, 4))
-    msg = str(memory_limit_error(shape, need, planes / 2, 4))
-    assert "convolveTileSize" not in msg and "full-size planes alone" in msg
+    shape, k, nt, nv = (1024, 1024), 21, 6, 15
+
+    def need(tile, workers):
+        return estimate_memory(shape, k, nt, nv, tile, 4, workers)
+
+    def remedy(limit, workers=2):
+        return str(memory_limit_error(shape, need(384, workers), limit, 4, k, nt, nv, workers))
+
+    assert need(MIN_TILE, 1) < need(MIN_TILE, 2) < need(256, 2) < need(384, 2)
+    msg = remedy((need(256, 2) + need(288, 2)) / 2)  # a 256 px tile fits on two threads
+    assert msg.endswith("raise config.maxMemoryGiB, or set config.convolveTileSize = 256 (or less)")
+    assert need(256, 2) <= (need(256, 2) + need(288, 2)) / 2 < need(288, 2)
+    msg = remedy((need(MIN_TILE, 1) + need(MIN_TILE, 2)) / 2)  # only one thread fits, with small tiles
+    assert re.search(r"or convolve on one thread \(PSFMATCH_NUM_THREADS=1\) with config.convolveTileSize = \d+ "
+                     r"\(or less\)$", msg)
+    msg = remedy((plane_memory(shape, 4) + need(MIN_TILE, 1)) / 2)  # the planes fit, no tile does
+    assert msg.endswith("no tile size or thread count fits it with this kernel: raise config.maxMemoryGiB, or match "
+                        "the exposure in smaller pieces")
+    assert "full-size planes alone" in remedy(plane_memory(shape, 4) / 2)
+
+
+def test_convolution_that_cannot_fit_is_refused_before_the_fit():
+    """A limit above the full-size planes but below the smallest tiles' need was found only after the fit."""
+    from psfmatch.convolve import MIN_TILE, estimate_memory, plane_memory
+
+    calls = []
+
+    class Counting(GaussianPsf):
+        def computeKernelImage(self, position=None):
+            calls.append(position)
+            return super().computeKernelImage(position)
+
+    n = 2048
+    config = small_config(kernel_size=11)
+    least = estimate_memory((n, n), 11, 1, 1, MIN_TILE, 4, 1)
+    assert plane_memory((n, n), 4) < least
+    config.maxMemoryGiB = (plane_memory((n, n), 4) + least) / 2 / 2 ** 30
+    exposure = Exposure(np.zeros((n, n), np.float32), psf=Counting(15, 15, 1.6))
+    with raises(MemoryLimitError, r"no tile size or thread count fits it with this kernel"):
+        ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(21, 21, 2.4))
+    assert calls == []
 
 
 def test_early_memory_check_leaves_the_automatic_kernel_its_smaller_sizes():
@@ -839,3 +874,23 @@ def test_early_memory_check_leaves_the_automatic_kernel_its_smaller_sizes():
     config.autoKernel = False  # the configured 21 px kernel itself does not fit
     with raises(MemoryLimitError, "fitting the kernel needs about"):
         ModelPsfMatchTask(config=config).fitKernel(psf, ref, bbox)
+
+
+def test_early_memory_check_of_an_automatic_size_says_which_size_it_checked():
+    """The check before the survey took the smallest automatic kernel (5 px) but told the user to use a smaller
+    kernelSize, which could not help."""
+    from psfmatch.demo import demo_psf, demo_reference_psf
+
+    bbox = Box2I((0, 0), (2048, 2048))
+    config = ModelPsfMatchConfig()
+    config.maxMemoryGiB = 0.02  # the basis of a 5 px kernel fits (the constructor's check), its fit does not
+    with raises(MemoryLimitError, r"256 candidate\(s\), \d+x\d+-pixel PSF stamps before padding, with the smallest "
+                                  r"kernel the automatic choice may make, 5x5\), more than config.maxMemoryGiB = 0.02 "
+                                  r"GiB. Raise maxMemoryGiB, or use larger cells \(sizeCellX/sizeCellY\) or smaller PSF "
+                                  r"stamps$"):
+        ModelPsfMatchTask(config=config).fitKernel(demo_psf(bbox), demo_reference_psf(), bbox)
+    config.maxMemoryGiB = 0.01  # not even the basis of the smallest kernel: no kernelSize to suggest
+    with raises(MemoryLimitError, r"the kernel basis alone, before any PSF is realized, with the smallest kernel the "
+                                  r"automatic choice may make, 5x5\), more than config.maxMemoryGiB = 0.01 GiB. Raise "
+                                  r"maxMemoryGiB$"):
+        ModelPsfMatchTask(config=config)

@@ -961,18 +961,40 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     return side
 
 
-def memory_limit_error(shape, need, limit, itemsize):
+#: The smallest ``convolveTileSize`` the configuration takes.
+MIN_TILE = 64
+
+
+def memory_limit_error(shape, need, limit, itemsize, kernel_size=None, n_terms=1, n_var_terms=1, workers=1):
     """The MemoryLimitError of a convolution of ``shape`` that needs ``need`` bytes, more than ``limit``.
 
-    Smaller tiles help only when the full-size planes (:func:`plane_memory`) fit the limit by themselves.
+    Its remedy names what can fit: the largest ``convolveTileSize`` whose estimate (with ``kernel_size``,
+    the terms and the ``workers``) stays within the limit, else one thread with it
+    (``PSFMATCH_NUM_THREADS=1``); only a larger limit or a smaller exposure when even that does not (the
+    full-size planes, :func:`plane_memory`, may alone exceed it).
     """
     H, W = shape
     planes = plane_memory(shape, itemsize)
+
+    def best_tile(nthreads):
+        if kernel_size is None:
+            return None
+        for tile in range(max(MIN_TILE, 384), MIN_TILE - 1, -32):
+            if estimate_memory(shape, kernel_size, n_terms, n_var_terms, tile, itemsize, nthreads) <= limit:
+                return tile
+        return None
+
     if planes > limit:
         remedy = (f"its full-size planes alone (the output image, variance and mask, and the mask's work) need "
                   f"{planes / 2**30:.3g} GiB: raise config.maxMemoryGiB, or match the exposure in smaller pieces")
+    elif (tile := best_tile(workers)) is not None:
+        remedy = f"raise config.maxMemoryGiB, or set config.convolveTileSize = {tile} (or less)"
+    elif workers > 1 and (tile := best_tile(1)) is not None:
+        remedy = (f"raise config.maxMemoryGiB, or convolve on one thread (PSFMATCH_NUM_THREADS=1) with "
+                  f"config.convolveTileSize = {tile} (or less)")
     else:
-        remedy = "raise config.maxMemoryGiB or lower config.convolveTileSize"
+        remedy = ("no tile size or thread count fits it with this kernel: raise config.maxMemoryGiB, or match the "
+                  "exposure in smaller pieces")
     return MemoryLimitError(f"convolving a {W}x{H} image needs about {need / 2**30:.3g} GiB, more than the limit of "
                             f"{limit / 2**30:.3g} GiB; {remedy}")
 
@@ -1076,7 +1098,8 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     if max_memory_bytes is not None:
         need = estimate_memory(img.shape, k, len(img_terms), len(var_terms), tile, isz, nworkers)
         if need > max_memory_bytes:
-            raise memory_limit_error(img.shape, need, max_memory_bytes, isz)
+            raise memory_limit_error(img.shape, need, max_memory_bytes, isz, k, len(img_terms), len(var_terms),
+                                     nworkers)
 
     planes = mask_obj.getMaskPlaneDict()  # (a copy)
     no_data_bit = mask_obj.getPlaneBitMask("NO_DATA") if "NO_DATA" in planes else 0

@@ -36,7 +36,7 @@ import numpy as np
 
 from .cells import CandidateStatus, KernelCandidate, SpatialCellSet
 from .config import ModelPsfMatchConfig
-from .convolve import convolve_masked_image, memory_limit_error, plane_memory
+from .convolve import MIN_TILE, convolve_masked_image, estimate_memory, memory_limit_error
 from .errors import (InvalidConfigError, InvalidInputError, KernelQualityWarning, KernelTooBigError, MemoryLimitError,
                      MissingPsfError, NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError,
                      PsfMatchWarning, TruncatedPsfWarning)
@@ -151,7 +151,9 @@ class ModelPsfMatchTask:
         self.useRegularization = bool(getattr(self.kConfig, "useRegularization", False))
         self.hMat = None
         try:
-            self._check_fit_memory(1, 1)  # the basis (and a delta-function basis's k^2 x k^2 penalty) alone
+            # the basis (and a delta-function basis's k^2 x k^2 penalty) alone; of the smallest kernel the
+            # automatic choice may make when it chooses the size
+            self._check_fit_memory(1, 1, kernel_size=self._smallest_free_kernel())
         except MemoryLimitError:
             for k in ("_config", "kConfig", "useRegularization", "hMat"):  # the task keeps the config it had
                 self.__dict__.pop(k, None)
@@ -177,23 +179,43 @@ class ModelPsfMatchTask:
             detail = ", ".join(f"{name} {v / 2 ** 30:.3g} GiB" for name, v in parts.items() if v)
             if (n_candidates, psf_size) == (1, 1):  # the check of the configuration alone (the constructor's)
                 what, remedy = "the kernel basis alone, before any PSF is realized", "a smaller kernelSize"
+                if kernel_size is not None:
+                    what += f", with the smallest kernel the automatic choice may make, {kernel_size}x{kernel_size}"
+                    remedy = ""
+            elif kernel_size is not None:  # the smallest kernel the automatic choice may make: no smaller one helps
+                what = (f"{n_candidates} candidate(s), {psf_size}x{psf_size}-pixel PSF stamps before padding, with "
+                        f"the smallest kernel the automatic choice may make, {kernel_size}x{kernel_size}")
+                remedy = "larger cells (sizeCellX/sizeCellY) or smaller PSF stamps"
             else:
                 what = f"{n_candidates} candidate(s), {psf_size}x{psf_size}-pixel PSF stamps before padding"
                 remedy = "a smaller kernelSize, larger cells (sizeCellX/sizeCellY) or smaller PSF stamps"
             raise MemoryLimitError(
                 f"fitting the kernel needs about {need / 2 ** 30:.3g} GiB ({detail}; {what}), more than "
-                f"config.maxMemoryGiB = {self.config.maxMemoryGiB:g} GiB. Raise maxMemoryGiB, or use {remedy}")
+                f"config.maxMemoryGiB = {self.config.maxMemoryGiB:g} GiB. Raise maxMemoryGiB"
+                + (f", or use {remedy}" if remedy else ""))
+
+    def _smallest_free_kernel(self):
+        """The smallest kernel side the automatic choice may make, when it chooses the size (else None)."""
+        from .autokernel import MIN_KERNEL_SIZE, _free_fields
+
+        if self.config.autoKernel and _free_fields(self.config)["kernelSize"]:
+            return min(self.kConfig.kernelSize, MIN_KERNEL_SIZE)
+        return None
 
     def _check_plane_memory(self, exposure):
-        """Raise :class:`MemoryLimitError` before the fit when the convolution's full-size planes alone exceed
-        ``config.maxMemoryGiB`` (:func:`~psfmatch.convolve.plane_memory`: no kernel or tile size makes them fit)."""
+        """Raise :class:`MemoryLimitError` before the fit when even the least memory the convolution could need
+        exceeds ``config.maxMemoryGiB``: the smallest kernel the fit may make, a constant one, the smallest
+        ``convolveTileSize``, one thread (:func:`~psfmatch.convolve.estimate_memory`); its full-size planes
+        (:func:`~psfmatch.convolve.plane_memory`) alone may do so."""
         limit = self.config.maxMemoryGiB * 2 ** 30
         if not math.isfinite(limit):
             return
-        single = exposure.image.dtype == np.float32 and exposure.variance.dtype == np.float32
-        need = plane_memory(exposure.image.shape, 4 if single else 8)
-        if need > limit:
-            raise memory_limit_error(exposure.image.shape, need, limit, 4 if single else 8)
+        shape = exposure.image.shape
+        isz = 4 if exposure.image.dtype == np.float32 and exposure.variance.dtype == np.float32 else 8
+        k = self._smallest_free_kernel() or self.kConfig.kernelSize
+        least = estimate_memory(shape, k, 1, 1, MIN_TILE, isz, 1)
+        if least > limit:
+            raise memory_limit_error(shape, least, limit, isz, k)
 
     # ------------------------------------------------------------------
     def run(self, exposure, referencePsfModel, kernelSum=1.0) -> PsfMatchResult:
@@ -430,7 +452,7 @@ class ModelPsfMatchTask:
         Warnings are attributed to the caller of :meth:`fitKernel`, ``warn_skip``
         frames further up (1 when :meth:`run` called it).
         """
-        from .autokernel import MIN_KERNEL_SIZE, _free_fields, choose_kernel
+        from .autokernel import choose_kernel
         from .diagnostics import (FLAG_ILL_POSED, SurveyCachedPsf, check_ill_posed, check_kernel_quality,
                                   enforce_ill_posed, survey_psfs)
 
@@ -443,10 +465,8 @@ class ModelPsfMatchTask:
         # sizes (a 20001x20001 PSF stamp at every cell) before realizing them everywhere.  A kernel size
         # the automatic choice makes is not known yet: the smallest it may choose is checked (the
         # choice skips the trials that do not fit, and the fit checks the chosen one)
-        free_size = self.config.autoKernel and _free_fields(self.config)["kernelSize"]
         self._check_fit_memory(cellSet.nx * cellSet.ny, _stamp_size_hint([sci, ref], cellSet.cell_centers()[0]),
-                               None if _varies(sci) or _varies(ref) else 1,
-                               min(kc.kernelSize, MIN_KERNEL_SIZE) if free_size else None)
+                               None if _varies(sci) or _varies(ref) else 1, self._smallest_free_kernel())
         try:
             survey = survey_psfs(sci, ref, cellSet)
         except PsfEvaluationError:
