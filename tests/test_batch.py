@@ -1505,3 +1505,155 @@ def test_the_input_list_takes_a_psf_per_input_and_keeps_paths_with_spaces(inputs
         else:
             with pytest.raises(UnsupportedFormatError, match=match):
                 _inputs_and_psfs(args)
+
+
+def _no_cluster(monkeypatch):
+    """Make match_many fail loudly if it gets as far as the cluster."""
+    import psfmatch.batch
+
+    def must_not_start(*args, **kwargs):
+        raise AssertionError("the cluster was started before the arguments were checked")
+
+    monkeypatch.setattr(psfmatch.batch, "dask_client", must_not_start)
+
+
+def test_no_output_replaces_a_psf_file_that_the_batch_reads(inputs, tmp_path, monkeypatch):
+    """--psf out/a.fits with input raw/a.fits and -o out: the worker read the PSF, then wrote the matched exposure
+    over it (exit 0); the report, and the outputs of -r FILE, were not checked against the PSF files either."""
+    import psfmatch.batch
+
+    _no_cluster(monkeypatch)
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw.mkdir()
+    out.mkdir()
+    a, b = str(raw / "a.fits"), str(raw / "b.fits")
+    shutil.copy(inputs[0][0], a)
+    shutil.copy(inputs[0][1], b)
+    psf = _psf_file(out / "a.fits", 1.8)  # where a's output goes
+    (tmp_path / "link.fits").symlink_to(psf)
+    other = _psf_file(tmp_path / "other.fits", 1.8)
+    before = {p: open(p, "rb").read() for p in (psf, other)}
+    output = rf"the output .*out/a\.fits of .*raw/a\.fits would overwrite "
+    remedy = r" \(the same file, also through a link\), which the batch reads: give another outdir, or move that file"
+    cases = [  # (psf=, report_path, outdir, message)
+        (f"psfmatch:{psf}", None, out, output + r"the science PSF \(psf=, --psf\) .*out/a\.fits" + remedy),
+        (f"psfmatch:{tmp_path / 'link.fits'}", None, out, output + r"the science PSF \(psf=, --psf\) .*link\.fits"),
+        # a file not written yet is told by its name: a's output would be b's PSF
+        ([None, f"psfex:{tmp_path / 'new' / 'a.fits'}"], None, tmp_path / "new",
+         r"the output .*new/a\.fits of .*raw/a\.fits would overwrite the science PSF of .*raw/b\.fits \(psf=, --psf "
+         r"or --input-list\) .*new/a\.fits"),
+        (f"psfmatch:{other}", other, tmp_path / "out2",
+         r"report_path .*other\.fits would overwrite the science PSF \(psf=, --psf\) .*other\.fits \(the same file, "
+         r"also through a link\), which the batch reads; give another file name for the report"),
+    ]
+    for given, report, outdir, message in cases:
+        with pytest.raises(InvalidInputError, match=message):
+            match_many([a, b], REFERENCE, outdir, psf=given, report_path=report, progress=False)
+    # psfmatch batch: the outputs spare the reference PSF's file (-r FILE), --psf's and the input list's PSFs
+    monkeypatch.setattr(psfmatch.batch, "match_many", lambda *args, **kwargs: pytest.fail("matched"))
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{a}\n{b} psfmatch:{psf}\n")
+    for extra, role in ((["-r", f"psfmatch:{psf}", a], "the reference PSF"),
+                        (["-r", "gaussian:sigma=2.6", "--psf", psf, a], "the science PSF, --psf"),
+                        (["-r", "gaussian:sigma=2.6", "--input-list", str(listing)], r"the PSF of .*b\.fits in "
+                                                                                       r"--input-list")):
+        with pytest.raises(InvalidInputError, match=output + role + r" .*out/a\.fits" + remedy):
+            run_batch_command(_parse(["batch", "-o", str(out), *extra]))
+    assert all(open(p, "rb").read() == data for p, data in before.items())
+    assert os.listdir(out) == ["a.fits"] and not (tmp_path / "new").exists()
+
+
+def test_a_psf_class_is_refused_before_any_work(inputs, tmp_path, monkeypatch):
+    """match_many(paths, GaussianPsf) and psf=GaussianPsf passed the checks (a class has computeKernelImage too):
+    every input then failed on the workers."""
+    _no_cluster(monkeypatch)
+    paths = inputs[0][:2]
+    message = "{} must be a PSF model, not the class {}; give an instance, e.g. GaussianPsf(31, 31, 2.6)"
+    for kwargs, who, cls in (({"referencePsfModel": GaussianPsf}, "referencePsfModel", "GaussianPsf"),
+                             ({"referencePsfModel": REFERENCE, "psf": GaussianPsf}, "psf", "GaussianPsf"),
+                             ({"referencePsfModel": "auto", "psf": [None, VariableGaussianPsf]}, "psf of input 1",
+                              "VariableGaussianPsf")):
+        with pytest.raises(InvalidInputError, match=re.escape(message.format(who, cls))):
+            match_many(paths, outdir=tmp_path / "out", progress=False, **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_scheduler_address_that_accepts_but_never_answers_times_out(tmp_path):
+    """A port that accepts connections but does not speak Dask (a dashboard, a hung scheduler) held dask_client far
+    past connect_timeout: distributed waits for the scheduler's handshake without a timeout."""
+    import socket
+    import threading
+    import time
+
+    from psfmatch.batch import SchedulerUnreachableError, dask_client
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.05)
+    stop, held = threading.Event(), []
+
+    def accept_and_say_nothing():
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except (socket.timeout, OSError):
+                continue
+
+    thread = threading.Thread(target=accept_and_say_nothing, daemon=True)
+    thread.start()
+    address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    outcome = []
+
+    def connect():  # (on a thread: a client that waits forever fails the test instead of hanging it)
+        try:
+            with dask_client(address, connect_timeout=0.5):
+                outcome.append("connected")
+        except Exception as exc:
+            outcome.append(exc)
+
+    try:
+        t = time.perf_counter()
+        waiter = threading.Thread(target=connect, daemon=True)
+        waiter.start()
+        waiter.join(10)
+        assert outcome, "dask_client still waits 10 s past connect_timeout=0.5"
+        assert time.perf_counter() - t < 5
+        assert isinstance(outcome[0], SchedulerUnreachableError)
+        assert re.fullmatch(
+            rf"something at {re.escape(address)} accepted the connection but did not answer as a Dask scheduler "
+            r"within 0\.5 s: check that this is the scheduler's address \(dask scheduler prints it; not the "
+            r"dashboard's port, 8787 by default\) and that the scheduler is not hung, or give a longer timeout "
+            r"\(psfmatch batch --scheduler-timeout, connect_timeout=\); omit --scheduler \(client=None\) to start a "
+            r"local cluster instead", str(outcome[0]))
+        assert held  # (it did accept)
+    finally:
+        stop.set()
+        thread.join()
+        for sock in held:
+            sock.close()
+        server.close()
+
+
+def test_a_batch_that_a_rerun_cannot_finish_is_reported_failed_with_the_remedy(client, tmp_path):
+    """-r auto on plain images without --psf left a report 'interrupted ... re-run the same command to finish it',
+    and the survey's 'exposure does not contain a Psf model' gave no remedy."""
+    plain = [_plain_image(tmp_path / f"{n}.fits", i) for i, n in enumerate("ab")]
+    remedy = (f"{plain[0]} carries no PSF model; give its PSF with psfmatch batch --psf FILE|SPEC (one for every "
+              "input), or as a second column of --input-list (one per input); in Python, match_many(psf=...)")
+    error = (f"no exposure's PSF could be surveyed to choose a reference PSF; first failure: {plain[0]}: "
+             f"MissingPsfError: {remedy}")
+    with pytest.raises(InvalidInputError, match=re.escape(error)):
+        choose_reference_psf(plain)
+    report = tmp_path / "out" / "report.json"
+    with pytest.raises(InvalidInputError, match=re.escape(error)):
+        match_many(plain, "auto", tmp_path / "out", client=client, progress=False, report_path=report)
+    saved = json.loads(report.read_text())
+    assert saved["state"] == "failed" and saved["exposures"] == [] and saved["counts"]["pending"] == 2
+    assert saved["note"] == (f"this batch failed before any exposure was matched: InvalidInputError: {error}; "
+                             "re-running the same command fails the same way: do what the error says, then run the "
+                             "batch again")
+    from psfmatch.batch import _rerun_finishes  # (a lost engine or Ctrl-C: interrupted; an error: failed)
+
+    assert _rerun_finishes(KeyboardInterrupt()) and _rerun_finishes(ConnectionResetError())
+    assert not _rerun_finishes(InvalidInputError("bad")) and not _rerun_finishes(ValueError("a bug"))

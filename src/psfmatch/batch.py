@@ -149,6 +149,7 @@ __all__ = [
     "COMPLETE",
     "RUNNING",
     "INTERRUPTED",
+    "BATCH_FAILED",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MARGIN",
     "DEFAULT_FLOOR",
@@ -166,8 +167,11 @@ COMPLETE = "complete"
 #: ``state`` of the report written when a batch starts matching; one left on disk after the run ended
 #: means the process was killed.
 RUNNING = "running"
-#: ``state`` of the report of a batch that stopped early (interrupted, or its cluster lost).
+#: ``state`` of the report of a batch that stopped early (interrupted, or its cluster lost): a re-run finishes it.
 INTERRUPTED = "interrupted"
+#: ``state`` of the report of a batch stopped by an error that a re-run of the same command cannot fix (no PSF to
+#: choose an automatic reference from, say); its ``note`` carries the error and its remedy.
+BATCH_FAILED = "failed"
 
 #: Seconds :func:`dask_client` waits for a scheduler given by its address (Dask's own default is 30 s).
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -312,11 +316,15 @@ class BatchReport(list):
         ``explicitFields``; ``configHash``, the marker's ``BATCHCFG``),
         ``kernelSum``, ``fingerprint``, ``force`` and ``sciencePsf`` (None: each
         file's own PSF; the PSF given for every input; or ``"per input"``).
-    state : {"complete", "running", "interrupted"}
+    state : {"complete", "running", "interrupted", "failed"}
         ``complete``: every input was dealt with.  ``running``: the report written
         when the batch started matching (it replaces an earlier report; one found
         after the run ended means the process was killed).  ``interrupted``: the
-        batch stopped early; the reports are those of the inputs done by then.
+        batch stopped early (``KeyboardInterrupt``, a lost cluster); the reports are
+        those of the inputs done by then, and a re-run of the same command finishes
+        it.  ``failed``: an error that a re-run of the same command cannot fix stopped
+        the batch (e.g. no input's PSF could be surveyed for an automatic reference);
+        the ``note`` gives the error and its remedy.
     pending : list of str
         The inputs not dealt with (all of them while ``running``).
     note : str
@@ -402,9 +410,10 @@ def _write_json_atomic(data, path) -> None:
         fh.write(text + "\n")
 
 
-def _one_line(text) -> str:
+def _one_line(text, limit=300) -> str:
+    """``text`` on one line, cut to ``limit`` characters (None: whole)."""
     text = " ".join(s.strip() for s in str(text or "").splitlines() if s.strip())
-    return text if len(text) <= 300 else text[:297] + "..."
+    return text if limit is None or len(text) <= limit else text[:limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------
@@ -427,6 +436,15 @@ def _science_psf(psf):
 
         return parse_psf_spec(os.fspath(psf), role="science PSF (--psf)")
     return psf
+
+
+def _missing_psf(path):
+    """The :class:`~psfmatch.errors.MissingPsfError` of an input file that carries no PSF: the file and the remedy."""
+    from .errors import MissingPsfError
+
+    return MissingPsfError(
+        f"{path} carries no PSF model; give its PSF with psfmatch batch --psf FILE|SPEC (one for every input), or as "
+        "a second column of --input-list (one per input); in Python, match_many(psf=...)")
 
 
 def _psf_label(psf):
@@ -817,11 +835,7 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         exposure = _read_exposure(path) if science is None else _read_exposure(path, psf=science)
         timings["read"] = time.perf_counter() - t
         if not exposure.hasPsf():
-            from .errors import MissingPsfError
-
-            raise MissingPsfError(
-                f"{path} carries no PSF model; give its PSF with psfmatch batch --psf FILE|SPEC (one for every "
-                "input), or as a second column of --input-list (one per input); in Python, match_many(psf=...)")
+            raise _missing_psf(path)
         t = time.perf_counter()
         task = ModelPsfMatchTask(config=config)
         if _sole_thread():  # record the warnings in the report
@@ -1004,8 +1018,11 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
     Raises
     ------
     SchedulerUnreachableError
-        If no scheduler answers at the address within ``connect_timeout`` (the
-        message names the address and the remedies).
+        If no scheduler answers at the address within ``connect_timeout``, also
+        when something there accepts the connection but does not answer as a
+        Dask scheduler (a dashboard's port, a hung scheduler: a hard deadline of
+        ``connect_timeout`` plus a grace of at most 2 s); the message names the
+        address and the remedies.
     InvalidInputError
         For a ``connect_timeout`` that is not a positive number.
     """
@@ -1069,20 +1086,85 @@ def _connect_timeout(value) -> float:
 
 
 def _connect(client_class, address, timeout):
-    """A client connected to the scheduler at ``address``, or a :class:`SchedulerUnreachableError` naming it."""
+    """A client connected to the scheduler at ``address``, or a :class:`SchedulerUnreachableError` naming it.
+
+    The address is probed first under a hard deadline (:func:`_probe_scheduler`): distributed waits
+    for the scheduler's handshake without a timeout, so a service that accepts the connection and
+    says nothing (a dashboard's port, a hung scheduler) would hold the client forever.
+    """
+    _probe_scheduler(address, timeout)
     try:
         return client_class(address, timeout=timeout)
     except OSError as exc:  # (distributed: "Timed out trying to connect to ... after N s")
-        cause, why = exc, ""
-        while cause is not None and not why:
-            if isinstance(cause, ConnectionRefusedError):
-                why = "connection refused"
-            cause = cause.__cause__ or cause.__context__
-        what = f"no Dask scheduler answered at {address} within {timeout:g} s" + (f" ({why})" if why else "")
-        raise SchedulerUnreachableError(
-            f"{what}: check that the scheduler is running (dask scheduler prints its address) and reachable from "
-            "this machine, or give a longer timeout (psfmatch batch --scheduler-timeout, connect_timeout=); omit "
-            "--scheduler (client=None) to start a local cluster instead") from exc
+        raise _unreachable(address, timeout, exc) from exc
+
+
+def _unreachable(address, timeout, exc=None, silent=False) -> SchedulerUnreachableError:
+    """The error for a scheduler address that did not answer: the address, what happened, and the remedies.
+
+    ``silent``: something accepted the connection but sent no Dask handshake within the deadline.
+    """
+    remedy = ("or give a longer timeout (psfmatch batch --scheduler-timeout, connect_timeout=); omit --scheduler "
+              "(client=None) to start a local cluster instead")
+    if silent:
+        return SchedulerUnreachableError(
+            f"something at {address} accepted the connection but did not answer as a Dask scheduler within "
+            f"{timeout:g} s: check that this is the scheduler's address (dask scheduler prints it; not the "
+            f"dashboard's port, 8787 by default) and that the scheduler is not hung, {remedy}")
+    cause, why = exc, ""
+    while cause is not None and not why:
+        if isinstance(cause, ConnectionRefusedError):
+            why = "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    what = f"no Dask scheduler answered at {address} within {timeout:g} s" + (f" ({why})" if why else "")
+    return SchedulerUnreachableError(f"{what}: check that the scheduler is running (dask scheduler prints its "
+                                     f"address) and reachable from this machine, {remedy}")
+
+
+def _probe_scheduler(address, timeout) -> None:
+    """Raise :class:`SchedulerUnreachableError` unless a Dask scheduler answers at ``address`` in time.
+
+    Opens one connection with ``distributed.comm.connect`` (the client's default security settings)
+    under ``asyncio.wait_for``, a hard deadline that covers the scheduler's handshake too, and closes
+    it.  It runs in an event loop of its own, on a thread of its own (the caller's thread may run a
+    loop already, as in Jupyter).  An error other than a timeout or an ``OSError`` (TLS settings
+    from a security loader, say) is left to the client, which reports it.
+    """
+    import asyncio
+
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    # distributed's connect gives up retrying at `timeout`; a wait past it (and a grace) is the handshake's
+    deadline = timeout + min(2.0, max(0.5, 0.25 * timeout))
+    outcome = {}
+
+    async def probe():
+        args = Security().get_connection_args("client")
+        comm = await asyncio.wait_for(connect(address, timeout=timeout, **args), deadline)
+        await comm.close()
+
+    def run():
+        try:
+            asyncio.run(probe())
+        except asyncio.TimeoutError:
+            outcome["silent"] = True
+        except OSError as exc:
+            outcome["error"] = exc
+        except Exception:  # left to the client
+            pass
+
+    thread = threading.Thread(target=run, name="psfmatch-scheduler-probe", daemon=True)
+    with _quiet_distributed(logging.CRITICAL):  # (an abandoned handshake's stream is closed with a warning)
+        thread.start()
+        thread.join(deadline + 5.0)  # (a name lookup that hangs holds asyncio.run's executor shutdown)
+    if thread.is_alive():
+        raise _unreachable(address, timeout)
+    if outcome.get("silent"):
+        raise _unreachable(address, timeout, silent=True)
+    if "error" in outcome:
+        exc = outcome["error"]
+        raise _unreachable(address, timeout, exc) from exc
 
 
 #: glibc malloc settings of the embedded cluster's worker processes (see :func:`dask_client`).
@@ -1371,7 +1453,11 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         taken for this run's; one still ``running`` after the call ended means
         the process was killed); when the call stops early (``KeyboardInterrupt``,
         a lost cluster), one marked ``interrupted`` with the inputs done and
-        those pending; at the end the final report (``complete``).
+        those pending (a re-run finishes the batch); when an error that a re-run
+        cannot fix stops it (a :class:`~psfmatch.errors.PsfMatchError` such as no
+        PSF to choose an automatic reference from), one marked ``failed`` whose
+        ``note`` gives the error and its remedy; at the end the final report
+        (``complete``).  It must not be a file that a ``psf`` SPEC names.
     reference_options : dict, optional
         Keyword arguments of :func:`choose_reference_psf` for ``"auto"``.
     psf : PSF model, str, sequence or None
@@ -1398,7 +1484,9 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     InvalidInputError
         No inputs, duplicate file names, one file given twice (also as a
         symbolic or hard link to it), an output (or ``report_path``) that
-        would overwrite an input (also through a symbolic link), an
+        would overwrite an input or a file that a ``psf`` SPEC names (also
+        through a symbolic or hard link), a ``referencePsfModel`` or ``psf``
+        that is a PSF class rather than a model (``GaussianPsf``), an
         ``outdir`` that is empty, a file, a symbolic link to nothing or under a
         file, ``reference_options`` that :func:`choose_reference_psf` does not
         take, an ``n_workers`` or ``connect_timeout`` out of range, or a ``psf``
@@ -1444,8 +1532,13 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     if not auto and not callable(getattr(referencePsfModel, "computeKernelImage", None)):
         raise InvalidInputError(f"referencePsfModel must be a PSF model, 'auto' or None; got "
                                 f"{type(referencePsfModel).__name__}")
+    if not auto:
+        from .psf.base import as_psf
+
+        as_psf(referencePsfModel, "referencePsfModel")  # (a class, GaussianPsf for GaussianPsf(...), is refused)
     reference_options = _check_reference_options(reference_options)
     psfs = _science_psfs(psf, len(paths))
+    _check_spared_files(paths, outdir, _psf_files(psfs, paths, psf), report_path=report_path)
     _require_distributed()  # what can fail before the cluster starts, before outdir is made
     _check_client(client)
     connect_timeout = _connect_timeout(connect_timeout)
@@ -1480,16 +1573,25 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
             _run_jobs(c, paths, referencePsfModel, outdir, config, kernelSum, force, fingerprint, progress,
                       reference, engine, psfs=psfs, reports=reports)
             engine["jobs_time"] = time.perf_counter() - t_jobs
-        except BaseException as exc:  # Ctrl-C, a lost cluster...: say so in the report, with what was done
+        except BaseException as exc:  # Ctrl-C, a lost cluster, an error...: say so in the report, with what was done
             if report_path is not None:
                 n_done = sum(r is not None for r in reports)
-                note = (f"this batch stopped after {n_done} of {len(paths)} exposure(s) ({type(exc).__name__}"
-                        f"{': ' + _one_line(exc) if str(exc) else ''}); re-run the same command to finish it (the "
-                        "complete outputs are skipped)")
+                what = f"{type(exc).__name__}{': ' + _one_line(exc) if str(exc) else ''}"
+                if _rerun_finishes(exc):
+                    state = INTERRUPTED
+                    note = (f"this batch stopped after {n_done} of {len(paths)} exposure(s) ({what}); re-run the "
+                            "same command to finish it (the complete outputs are skipped)")
+                else:
+                    state = BATCH_FAILED
+                    when = ("before any exposure was matched" if n_done == 0
+                            else f"after {n_done} of {len(paths)} exposure(s)")
+                    what = f"{type(exc).__name__}: {_one_line(exc, None)}"  # (whole: the remedy comes last)
+                    note = (f"this batch failed {when}: {what}; re-running the same command fails the same way: "
+                            "do what the error says, then run the batch again")
                 try:
-                    partial_report(INTERRUPTED, note, engine).write_json(report_path)
+                    partial_report(state, note, engine).write_json(report_path)
                 except Exception as write_exc:  # (the interruption is what the caller must see)
-                    log.warning("could not write the report of the interrupted batch to %s: %s", report_path,
+                    log.warning("could not write the report of the %s batch to %s: %s", state, report_path,
                                 _one_line(write_exc))
             raise
         t_close = time.perf_counter()
@@ -1501,6 +1603,99 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     if report_path is not None and write_final_report:
         out.write_json(report_path)
     return out
+
+
+def _rerun_finishes(exc) -> bool:
+    """Whether a batch stopped by ``exc`` is finished by re-running the same command (its report: ``interrupted``).
+
+    So it is for an interruption (``KeyboardInterrupt``, ``SystemExit``, a cancelled task) and for a
+    lost cluster or engine (a connection error, ``OSError``, one of Dask's or Tornado's errors); not
+    for psfmatch's own errors (:class:`~psfmatch.errors.PsfMatchError`: bad input, no PSF to choose
+    an automatic reference from...) nor for other errors, which a re-run meets again.
+    """
+    if isinstance(exc, PsfMatchError):
+        return False
+    if not isinstance(exc, Exception) or isinstance(exc, (OSError, TimeoutError)):
+        return True
+    return type(exc).__module__.partition(".")[0] in ("distributed", "tornado", "asyncio", "concurrent")
+
+
+def _psf_files(psfs, paths, given):
+    """The files that the science PSFs of a batch name, as ``(path, what)`` pairs (each file once).
+
+    ``psfs`` is :func:`_science_psfs`'s list (SPECs with absolute paths, models or None), ``given``
+    the ``psf`` argument as the caller gave it (one PSF for every input, or one per input).
+    """
+    if psfs is None:
+        return []
+    from .cli import _spec_file
+
+    single = isinstance(given, (str, os.PathLike)) or callable(getattr(given, "computeKernelImage", None))
+    files = {}
+    for path, spec in zip(paths, psfs):
+        if isinstance(spec, str):
+            file = _spec_file(spec)[0]
+            if file is not None and file not in files:
+                files[file] = ("the science PSF (psf=, --psf)" if single
+                               else f"the science PSF of {path} (psf=, --psf or --input-list)")
+    return [(file, what) for file, what in files.items()]
+
+
+def _check_spared_files(paths, outdir, spared, report_path=None):
+    """Refuse an output of the batch that would replace a file the batch reads (a science or reference PSF...).
+
+    Parameters
+    ----------
+    paths : list of str
+        The inputs (absolute); their outputs are ``outdir/<input file name>``.
+    outdir : str
+        The output directory (absolute).
+    spared : sequence of (str or None, str)
+        The files the outputs must not replace and what each is (for the message); None is skipped.
+    report_path : str or path-like, optional
+        The report, also refused when it is one of ``spared``.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the output, the file it would replace and the remedy, before any work.
+
+    Notes
+    -----
+    A file is compared by name, the symbolic links of its folder and of ``outdir`` resolved (once a
+    folder: a file not written yet cannot be told apart otherwise), and, when it exists, by device
+    and inode (a hard link, or a symbolic link to it): one ``stat`` per input only when one exists.
+    """
+    spared = [(os.path.abspath(os.fspath(f)), what) for f, what in spared if f is not None]
+    if not spared:
+        return
+    folders = {}
+
+    def key(path):
+        folder = os.path.dirname(path)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        return folders[folder], os.path.basename(path)
+
+    by_name = {key(f): (f, what) for f, what in spared}
+    by_id = {fid: (f, what) for f, what in spared for fid in [_file_id(f)] if fid is not None}
+    real_outdir = os.path.realpath(outdir)
+    check_ids = bool(by_id) and os.path.isdir(outdir)
+    for p in paths:
+        out = output_path_for(p, outdir)
+        hit = by_name.get((real_outdir, os.path.basename(out)))
+        if hit is None and check_ids:
+            hit = by_id.get(_file_id(out))
+        if hit is not None:
+            raise InvalidInputError(f"the output {out} of {p} would overwrite {hit[1]} {hit[0]} (the same file, also "
+                                    f"through a link), which the batch reads: give another outdir, or move that file "
+                                    f"out of {outdir}")
+    if report_path is not None:
+        report = os.path.abspath(os.fspath(report_path))
+        hit = by_name.get(key(report)) or by_id.get(_file_id(report))
+        if hit is not None:
+            raise InvalidInputError(f"report_path {report} would overwrite {hit[1]} {hit[0]} (the same file, also "
+                                    "through a link), which the batch reads; give another file name for the report")
 
 
 def _running_note() -> str:
@@ -1521,7 +1716,12 @@ def _science_psfs(psf, n) -> list | None:
     of a sequence are checked for their syntax only.
     """
     def one(value, where):
-        if value is None or callable(getattr(value, "computeKernelImage", None)):
+        if value is None:
+            return value
+        if callable(getattr(value, "computeKernelImage", None)):
+            from .psf.base import as_psf
+
+            as_psf(value, f"psf{where}")  # (a class, GaussianPsf for GaussianPsf(...), is refused)
             return value
         if not isinstance(value, (str, os.PathLike)):
             raise InvalidInputError(f"psf{where} must be a PSF model, a SPEC (e.g. psfex:FILE) or None; got "
@@ -1819,6 +2019,8 @@ def survey_psf(source, grid=5, psf=None) -> dict:
     try:
         if isinstance(source, (str, os.PathLike)):
             psf, bbox = _psf_and_bbox(os.fspath(source), psf)
+            if psf is None:
+                raise _missing_psf(os.path.abspath(os.fspath(source)))
         elif isinstance(source, Exposure):
             psf, bbox = source.getPsf(), source.getBBox()
         else:

@@ -15,7 +15,11 @@ scheduler) and written as ``DIR/<input file name>``.  Inputs whose outputs are
 complete and valid from an earlier run are skipped, so re-running the same
 command resumes an interrupted batch.  The JSON report is marked ``running``
 as soon as the matching starts (replacing an earlier report), ``interrupted``
-(with the inputs done) when the batch is stopped, and is complete at the end.
+(with the inputs done) when the batch is stopped (Ctrl-C, a lost cluster),
+``failed`` (with the error and its remedy) when an error that re-running the
+same command cannot fix stops it, and is complete at the end.  No output
+(a matched file, the report, the coadd) may replace a file the command reads
+(an input, a PSF file, the input list, a ``-C`` file).
 Exit status: 0 when every input is
 matched, 1 when any failed (the others are still written, a summary lists
 the failures, and the coadd is not made: re-running the same command once
@@ -211,7 +215,9 @@ def add_batch_parser(subparsers, parents=()):
                    help=f"where to write the JSON report (default DIR/{DEFAULT_REPORT_NAME}); an earlier report is "
                         "replaced, any other existing file only with --overwrite. Its 'state' is 'running' from the "
                         "start of the matching (a report left so was killed), 'interrupted' (with the inputs done and "
-                        "pending) when the batch is stopped, 'complete' at the end")
+                        "pending) when the batch is stopped (re-run the same command to finish it), 'failed' (with "
+                        "the error and its remedy) when an error that a re-run cannot fix stops it, 'complete' at the "
+                        "end")
     b.add_argument("--kernel-sum", type=_positive_float, default=1.0, metavar="S",
                    help="scale of the kernel: the matched image's flux is S times the input's (default 1)")
     b.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[],
@@ -427,7 +433,7 @@ def run_batch_command(args) -> int:
         could not be made, 2 on a usage error found after parsing (no inputs).
     """
     from . import progress as progress_mod
-    from .batch import _check_paths, _one_line, coadd, match_many
+    from .batch import _check_paths, _check_spared_files, _one_line, coadd, match_many
     from .io.fits import same_file
     from .errors import InvalidInputError, PsfMatchError
 
@@ -455,6 +461,7 @@ def run_batch_command(args) -> int:
               (_spec_file(args.psf)[0] if args.psf else None, "the science PSF, --psf"),
               *((_spec_file(s)[0], f"the PSF of {p} in --input-list") for p, s in zip(paths, listed_psfs) if s)]
     _check_outputs_spare_inputs([(report_path, "--report"), (args.coadd, "--coadd")], others)
+    _check_spared_files(paths, outdir, others)  # nor the matched files (DIR/<input name>)
     config = _config(args)
     if args.reference_psf == "auto":
         reference = "auto"
