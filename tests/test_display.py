@@ -470,6 +470,123 @@ def test_figures_of_a_constant_kernel_have_readable_labels(mpl, constant_fit):
     assert "deviation / max K(centre)" not in labels  # no colour bar for it
 
 
+@pytest.mark.parametrize("shape", [(512, 4096), (256, 4096), (4096, 512)])
+def test_figures_of_tall_fields_have_readable_labels(mpl, shape):
+    """A tall field: the kernel mosaic's rows followed the field's shape (112 rows of 7 tiles for 256 x 4096) in a
+    figure at most 11 in tall, so its y tick labels lay over each other (26 overlaps), and a 512 x 4096 field got
+    5 in wide panels whose titles reached beyond the figure and over each other; the candidates' four side-by-side
+    panels wrote their long titles over each other.  Now: at most as many rows as tiles of 0.3 in fit, the labels
+    of every few rows where they would overlap, titles wrapped to their panels."""
+    import warnings
+
+    exposure = make_demo_exposure(shape, seed=4, n_stars=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the spatial order lowered, a residual above qaMaxResidual
+        fit = ModelPsfMatchTask().fitKernel(exposure.getPsf(), demo_reference_psf(), exposure.getBBox())
+    fig = display.show_kernel_mosaic(fit.kernel)
+    assert _layout_problems(fig) == []
+    assert fig.get_size_inches()[1] <= 11.0 + 1e-9        # a page, not the 60-120 in of a figure per row
+    ax = fig.get_axes()[0]
+    k = fit.kernel.getWidth()
+    nrow = (ax.get_images()[0].get_array().shape[0] + 1) // (k + 1)
+    assert ax.get_window_extent().height / fig.dpi / nrow >= 0.3  # tiles one can see
+    # the rows kept span the field (a wide field: one row, at its middle)
+    labels = [int(t.get_text()) for t in _drawn_tick_labels(ax.yaxis)]
+    assert labels == [shape[1] // 2] if nrow == 1 else (labels[0] == 0 and labels[-1] > 0.75 * (shape[1] - 1))
+    assert _layout_problems(display.show_candidates(fit.cellSet, fit.kernel)) == []
+
+
+@pytest.fixture(scope="module", params=[1.7, 2.0])
+def constant_order2_fit(request):
+    """A constant Gaussian PSF fitted with spatial order 2 (autoKernel off, as LSST sets it): coefficients that
+    are constant but for rounding (relative spreads of 1e-8 for sigma 1.7 and up to 1e-6 for sigma 2.0)."""
+    from psfmatch.geom import Box2I
+
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    fit = ModelPsfMatchTask(config=config).fitKernel(GaussianPsf(21, 21, request.param), demo_reference_psf(),
+                                                     Box2I((0, 0), (1024, 1024)))
+    assert fit.metadata["spatialKernelOrder"] == 2
+    return fit
+
+
+def test_spatial_model_of_a_constant_psf_with_spatial_order_2(mpl, constant_order2_fit):
+    """The colour bars labelled 0.21799306, 0.217993061, 0.217993061, ... (alike) and, next to the scatter plot,
+    -0.00519631378 (12 characters, over its axis label): nearly constant maps have one tick at their value, the
+    others short labels of the deviation from a value the panel's title names."""
+    fit = constant_order2_fit
+    fig = display.plot_kernel_spatial_model(fit.kernel, fit.cellSet)
+    assert _layout_problems(fig) == []
+    for ax in fig.get_axes():
+        for axis in (ax.xaxis, ax.yaxis):
+            labels = [t.get_text() for t in _drawn_tick_labels(axis)]
+            assert len(labels) == len(set(labels)), labels
+            assert all(len(t) <= 8 for t in labels), labels
+    maps = [ax for ax in fig.get_axes() if ax.get_title().startswith("a") and ax.get_images()]
+    assert maps
+    for ax in maps:
+        cbar = ax.get_images()[0].colorbar
+        drawn = _drawn_tick_labels(cbar.ax.yaxis)
+        labels = [float(t.get_text()) for t in drawn]
+        locs = np.array([t.get_position()[1] for t in drawn])
+        values = ax.get_images()[0].get_array()
+        centre = re.search(r"colour bar: a\d+ - c, c = (\S+)$", ax.get_title())
+        if centre is None:  # constant but for rounding: one tick, at the value
+            assert len(labels) == 1
+            assert labels[0] == pytest.approx(float(np.mean(values)), rel=5e-3)
+        else:  # the labels are the ticks' deviations from c
+            assert len(labels) >= 2
+            np.testing.assert_allclose(np.array(labels) + float(centre.group(1)), locs, rtol=0,
+                                       atol=0.01 * np.ptp(locs))
+
+
+def test_tick_labels_tell_close_ticks_apart():
+    """_distinct_formatter stopped at 9 significant digits: ticks over [1, 1 + 1e-8] read 1, 1, 1, 1.00000001,
+    1.00000001.  Each label now differs and reads back as its tick (1.75 is not 1.8); with a centre, labels are
+    the deviations."""
+    from matplotlib.ticker import MaxNLocator
+
+    for lo, hi in ((1.0, 1.0 + 1e-8), (1.0, 1.0 + 5e-8), (5.3e-6, 5.3e-6 * (1 + 3e-8)), (-0.2, 0.3), (1.0, 1.75)):
+        locs = MaxNLocator(4).tick_values(lo, hi)
+        f = display._distinct_formatter()
+        f.set_locs(locs)
+        labels = [f(v) for v in locs]
+        assert len(set(labels)) == len(set(locs.tolist())), labels
+        np.testing.assert_allclose([float(t) for t in labels], locs, rtol=0, atol=1e-3 * np.ptp(locs))
+    locs = MaxNLocator(4).tick_values(-0.00519631380, -0.00519631374)
+    f = display._distinct_formatter(centre=-0.0051963138)
+    f.set_locs(locs)
+    labels = [f(v) for v in locs]
+    assert all(len(t) <= 6 for t in labels), labels
+    np.testing.assert_allclose([float(t) - 0.0051963138 for t in labels], locs, rtol=0, atol=1e-3 * np.ptp(locs))
+
+
+def test_scatter_ticks_of_a_narrow_range_are_short(mpl):
+    """Ticks of a range narrow for its magnitude (-0.00519631378 and -0.00519631376) are labelled as deviations
+    from a centre that the axis label names; an ordinary range keeps plain labels."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(3, 3))
+    ax = fig.add_subplot()
+    lo, hi = -0.00519631380, -0.00519631370
+    ax.plot([lo, hi], [lo, hi])
+    display._short_ticks(ax.xaxis, lo, hi, "spatial model")
+    display._short_ticks(ax.yaxis, -0.2, 0.3, "own solution")
+    ax.set_ylim(-0.2, 0.3)
+    ax.tick_params(labelsize=6)  # as in plot_kernel_spatial_model
+    fig.subplots_adjust(left=0.3, bottom=0.3, right=0.85)
+    assert _layout_problems(fig) == []
+    drawn = _drawn_tick_labels(ax.xaxis)
+    labels = [t.get_text() for t in drawn]
+    assert len(labels) >= 2 and all(len(t) <= 6 for t in labels), labels
+    centre = float(re.fullmatch(r"spatial model - c\n\(c = (\S+)\)", ax.get_xlabel()).group(1))
+    np.testing.assert_allclose([float(t) + centre for t in labels], [t.get_position()[0] for t in drawn], rtol=0,
+                               atol=1e-15)
+    assert ax.get_ylabel() == "own solution"
+    drawn = _drawn_tick_labels(ax.yaxis)
+    assert len(drawn) >= 2 and all(float(t.get_text()) == pytest.approx(t.get_position()[1], abs=1e-12) for t in drawn)
+
+
 def test_colour_bars_are_labelled(mpl, matched, grid):
     exposure, result, _ = matched
     fig = display.plot_qa(result, exposure, grid=grid)

@@ -85,6 +85,12 @@ _EXTRA_COLOURS = ["#984ea3", "#66c2a5", "#e78ac3", "#8da0cb", "#fc8d62", "#a6562
 
 _DEFAULT_MASK_TRANSPARENCY = 60.0
 
+# a relative spread of values below which plot_kernel_spatial_model draws a coefficient as constant
+_FLAT = 1e-6
+
+# the narrowest panel of show_kernel_mosaic [in]: a tall field gets fewer rows instead of narrower panels
+_MOSAIC_MIN_SIDE = 3.0
+
 
 # ---------------------------------------------------------------------------
 # numbers (numpy only)
@@ -594,12 +600,15 @@ def _asinh_colorbar_ticks(cb, norm, fontsize=7):
     axis.set_major_locator(_spaced_locator(_decade_candidates(None, norm.vmax, norm.linear_width), norm, fontsize))
 
 
-def _distinct_formatter():
+def _distinct_formatter(centre=0.0):
     """A tick formatter in ``%g`` style with just the significant digits that tell the ticks apart.
 
     Unlike matplotlib's default it writes no separate offset or multiplier text (``1e-6`` at the end
     of an axis, which collides with the axis label), and unlike a fixed ``%.2g`` it never labels two
-    ticks alike.
+    ticks alike nor rounds one (1.75 is not 1.8), with up to 17 significant digits (which tell any
+    two doubles apart).  With ``centre`` it labels the deviation of each tick from ``centre`` (short
+    labels for ticks that differ in their 8th digit; the caller names the centre, e.g. in the axis
+    label).
     """
     from matplotlib.ticker import Formatter
 
@@ -610,16 +619,96 @@ def _distinct_formatter():
             self.ticks = tuple(locs)
 
         def __call__(self, x, pos=None):
-            locs = np.asarray([v for v in self.ticks if np.isfinite(v)], dtype=float)
+            locs = np.asarray([v for v in self.ticks if np.isfinite(v)], dtype=float) - centre
+            x = x - centre
             scale = float(np.abs(locs).max()) if locs.size else abs(x)
-            if abs(x) <= 1e-9 * scale:
+            values = np.unique(locs)
+            step = float(np.diff(values).min()) if values.size > 1 else math.inf
+            # zero, but for rounding (of a tick or of its difference from the centre)
+            if abs(x) <= max(1e-9 * scale, 1e-6 * step if values.size > 1 else 0.0):
                 return "0"
-            for digits in range(2, 10):
-                if len({f"{v:.{digits}g}" for v in locs}) == len(set(locs.tolist())):
+            for digits in range(2, 18):  # each label distinct, and its tick to a thousandth of a step
+                if len({f"{v:.{digits}g}" for v in values}) == values.size and \
+                        all(abs(float(f"{v:.{digits}g}") - v) <= 1e-3 * step for v in values):
                     break
             return f"{x:.{digits}g}"
 
     return DistinctFormatter()
+
+
+def _short_ticks(axis, lo, hi, label=None, *, fontsize=8, nbins=4):
+    """Label ``axis`` (values from ``lo`` to ``hi``) with at most ``nbins`` ticks whose labels are short.
+
+    Ticks that would need more than 4 significant digits to differ (a range narrow for its
+    magnitude: -0.00519631378 and -0.00519631376) are labelled as their deviations from a round
+    centre value ``c``.  Returns ``c`` as text (None for plain labels), for the caller to name; with
+    ``label``, the axis label is ``label``, or ``label - c`` with ``(c = ...)`` under it.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    span, size = hi - lo, max(abs(lo), abs(hi))
+    if not (np.isfinite(span) and 0 < span < 1e-3 * size):
+        axis.set_major_locator(MaxNLocator(nbins))
+        axis.set_major_formatter(_distinct_formatter())
+        if label:
+            axis.set_label_text(label, fontsize=fontsize)
+        return None
+    unit = 10.0 ** math.floor(math.log10(span))
+    centre = round(0.5 * (lo + hi) / unit) * unit
+    text = f"{centre:.{math.floor(math.log10(abs(centre) / unit)) + 1}g}"
+
+    class OffsetLocator(MaxNLocator):  # round deviations from the centre (1e-10, not 1.1e-10)
+        def tick_values(self, vmin, vmax):
+            return super().tick_values(vmin - centre, vmax - centre) + centre
+
+    axis.set_major_locator(OffsetLocator(nbins))
+    axis.set_major_formatter(_distinct_formatter(centre))
+    if label:
+        axis.set_label_text(f"{label} - c\n(c = {text})", fontsize=fontsize)
+    return text
+
+
+def _tile_ticks(axis, centres, labels, fontsize=7):
+    """Tick a mosaic's tiles at ``centres`` with ``labels``: every tile, or every n-th tile where the
+    labels of neighbouring tiles would overlap.
+
+    The room is measured when the ticks are drawn (after the layout), from the axis length: a tall
+    mosaic of many small tiles gets a label on every few rows instead of labels over each other.
+    """
+    from matplotlib.ticker import FuncFormatter, Locator
+
+    centres = np.asarray(centres, dtype=float)
+    labels = list(labels)
+
+    class TileLocator(Locator):
+        def __call__(self):
+            ax = self.axis.axes
+            along_x = self.axis is ax.xaxis
+            length = ax.bbox.width if along_x else ax.bbox.height
+            lo, hi = self.axis.get_view_interval()
+            size = fontsize * ax.figure.dpi / 72.0
+            if along_x:  # horizontal labels need their width, plus a gap
+                need = (0.62 * max((len(t) for t in labels), default=1) + 0.8) * size
+            else:
+                need = 1.5 * size
+            pitch = abs(centres[1] - centres[0]) * length / max(abs(hi - lo), 1e-300) if len(centres) > 1 else 1.0
+            step = max(1, int(math.ceil(need / max(pitch, 1e-300))))
+            return centres[::step]
+
+    def label(v, pos=None):
+        return labels[int(np.argmin(np.abs(centres - v)))] if len(centres) else ""
+
+    axis.set_major_locator(TileLocator())
+    axis.set_major_formatter(FuncFormatter(label))
+    axis.set_tick_params(labelsize=fontsize)
+
+
+def _wrap(text, width_in, fontsize):
+    """``text`` wrapped (each of its lines) to about ``width_in`` inches at ``fontsize`` points."""
+    import textwrap
+
+    chars = max(12, int(width_in * 72.0 / (0.6 * fontsize)))
+    return "\n".join(w for line in text.split("\n") for w in (textwrap.wrap(line, width=chars) or [""]))
 
 
 def _fmt_pos(v):
@@ -642,9 +731,15 @@ def _kernel_grid(kernel, bbox, ncol, nrow):
     return xs, ys, imgs.reshape(nrow, ncol, *imgs.shape[1:])
 
 
-def _draw_kernel_variation(ax, mosaic_ax, kernel, bbox, imgs, xs, ys, title):
-    """``[K(x) - K(centre)] / max K(centre)`` for the mosaic's kernels ``imgs`` (nrow, ncol, k, k), on
-    ``ax`` with the ticks of ``mosaic_ax`` (drawn by :func:`_draw_kernel_mosaic`); returns the image."""
+def _tick_tiles(ax, xs, ys, k):
+    """Label the tiles of a kernel mosaic (``k x k`` tiles at positions ``xs``, ``ys``) with their positions."""
+    _tile_ticks(ax.xaxis, [_tile_centre(i, 0, (k, k))[0] for i in range(len(xs))], [_fmt_pos(x) for x in xs])
+    _tile_ticks(ax.yaxis, [_tile_centre(0, j, (k, k))[1] for j in range(len(ys))], [_fmt_pos(y) for y in ys])
+
+
+def _draw_kernel_variation(ax, kernel, bbox, imgs, xs, ys, title):
+    """``[K(x) - K(centre)] / max K(centre)`` for the mosaic's kernels ``imgs`` (nrow, ncol, k, k) at the
+    positions ``xs``, ``ys`` (from :func:`_draw_kernel_mosaic`), on ``ax``; returns the image."""
     from matplotlib.colors import TwoSlopeNorm
 
     nrow, ncol, k = imgs.shape[0], imgs.shape[1], imgs.shape[-1]
@@ -654,9 +749,7 @@ def _draw_kernel_variation(ax, mosaic_ax, kernel, bbox, imgs, xs, ys, title):
     vlim = _sym_limit([dev])
     im = ax.imshow(_mosaic(tiles, ncol, nrow, (k, k)), origin="lower", cmap=_cmap("PuOr_r", "white"),
                    norm=TwoSlopeNorm(0.0, -vlim, vlim), interpolation="nearest")
-    ax.set_xticks(mosaic_ax.get_xticks(), [_fmt_pos(x) for x in xs])
-    ax.set_yticks(mosaic_ax.get_yticks(), [_fmt_pos(y) for y in ys])
-    ax.tick_params(labelsize=7)
+    _tick_tiles(ax, xs, ys, k)
     ax.set_xlabel("x of the kernel position [px]")
     ax.set_title(title, fontsize=10)
     if vlim <= 1e-9:  # a constant kernel (spatial order 0): an empty panel and a colour bar of +-1e-12 say nothing
@@ -684,11 +777,9 @@ def _draw_kernel_mosaic(ax, kernel, bbox, ncol, nrow, *, ellipses=False, title=N
     im = ax.imshow(M, origin="lower", cmap=_cmap("RdBu_r", "white"),
                    norm=AsinhNorm(linear_width=vmax * 0.02, vmin=-vmax, vmax=vmax), interpolation="nearest")
     ax.set_aspect("equal")
-    ax.set_xticks([_tile_centre(i, 0, (k, k))[0] for i in range(ncol)], [_fmt_pos(x) for x in xs])
-    ax.set_yticks([_tile_centre(0, j, (k, k))[1] for j in range(nrow)], [_fmt_pos(y) for y in ys])
+    _tick_tiles(ax, xs, ys, k)
     ax.set_xlabel("x of the kernel position [px]")
     ax.set_ylabel("y [px]")
-    ax.tick_params(labelsize=7)
     if ellipses:
         ixx, iyy, ixy, xc, yc, ok = adaptive_moments(imgs.reshape(-1, k, k))
         for n in range(nrow * ncol):
@@ -883,7 +974,7 @@ def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=Non
     cb.set_label("K (asinh stretch)", fontsize=8)
     cb.ax.tick_params(labelsize=7)
     _asinh_colorbar_ticks(cb, im.norm)
-    im2 = _draw_kernel_variation(ax_v, ax_k, kernel, bbox, imgs, xs, ys,
+    im2 = _draw_kernel_variation(ax_v, kernel, bbox, imgs, xs, ys,
                                  "spatial variation: [K(x) - K(centre)] / max K(centre)")
     if im2 is not None:
         cb = top.colorbar(im2, ax=ax_v, shrink=0.85)
@@ -1252,12 +1343,14 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
     # the four mosaics in a 2 x 2 grid, or stacked (a wide grid of cells) or side by side (a tall one),
     # in a figure of their shape, so that they fill it and their colour bars are as long as they are
     shape = ncol / nrow
+    title_width = 13.0  # [in], the room of a panel's title: wrapped to it in the side-by-side layout
     if shape > 2.5:
         fig = _figure((13, 4 * (10.4 / shape + 1.0) + 0.8), fig)
         axs = fig.subplots(4, 1)
     elif shape < 0.4:
         fig = _figure((4 * (9.5 * shape + 1.6), 12.0), fig)
         axs = fig.subplots(1, 4)
+        title_width = 9.5 * shape + 1.3
     else:
         fig = _figure((13, float(np.clip(2 * 5.4 / shape + 2.2, 5.0, 13.0))), fig)
         axs = fig.subplots(2, 2).ravel()
@@ -1311,7 +1404,7 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
                       [str(j * sj) for j in range(nrow)], fontsize=6)
         ax.set_xlabel("cell column")
         ax.set_ylabel("cell row")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(_wrap(title, title_width, 10), fontsize=10)
         cb = fig.colorbar(im, ax=ax, shrink=0.85)
         cb.set_label(label, fontsize=8)
         cb.ax.tick_params(which="both", labelsize=7)
@@ -1334,9 +1427,10 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
          "residual of the spatial kernel (S*K(x) - R) / max R" + note, "residual / max R", annotate=True)
     n_bad = sum(1 for c in cells.candidates(CandidateStatus.BAD))
     sub = "" if si == sj == 1 else f", every {si}x{sj} cell shown"
-    fig.suptitle(f"kernel candidates: {len(with_stamps)} shown"
-                 + (f", {n_bad} BAD {'shown' if show_bad else 'hidden (showBadCandidates)'}" if n_bad else "")
-                 + sub + "; outline cyan GOOD, red BAD", fontsize=12, weight="bold")
+    fig.suptitle(_wrap(f"kernel candidates: {len(with_stamps)} shown"
+                       + (f", {n_bad} BAD {'shown' if show_bad else 'hidden (showBadCandidates)'}" if n_bad else "")
+                       + sub + "; outline cyan GOOD, red BAD", fig.get_figwidth() - 0.4, 13), fontsize=12,
+                 weight="bold")
     return fig
 
 
@@ -1396,7 +1490,9 @@ def show_kernel_mosaic(kernel, bbox=None, *, ncol=7, nrow=None, fig=None):
     Each tile is the unit-sum kernel at the labelled position, with its
     adaptive-moment centroid (+) and 2-sigma ellipse; a second panel shows the
     deviation from the kernel at the field centre, which makes the spatial
-    variation visible.
+    variation visible.  Without ``nrow``, the rows follow the field's shape, at
+    most as many as fit a 9.5 in tall panel at least 3 in wide (a tall field
+    gets fewer rows than its shape asks for, not tiles too small to see).
 
     Returns
     -------
@@ -1407,25 +1503,30 @@ def show_kernel_mosaic(kernel, bbox=None, *, ncol=7, nrow=None, fig=None):
     bbox = bbox if bbox is not None else kernel.bbox
     if nrow is None:
         nrow = max(1, int(round(ncol * bbox.getHeight() / bbox.getWidth())))
+        nrow = min(nrow, max(ncol, int(9.5 * ncol / _MOSAIC_MIN_SIDE)))
     else:
         nrow = _count(nrow, "show_kernel_mosaic: nrow")
     # the figure follows the mosaic's shape (nrow x ncol square tiles), so that the panels fill it and
-    # the colour bars are as tall as the panels: at most 6.2 in wide and 9.5 in tall per panel
-    side = min(6.2, 9.5 * ncol / nrow)
-    fig = _figure((2 * side + 2.6, side * nrow / ncol + 1.5), fig)
+    # the colour bars are as tall as the panels: 3 to 6.2 in wide and at most 9.5 in tall per panel (taller
+    # only for more rows than that asked for by hand)
+    side = max(_MOSAIC_MIN_SIDE, min(6.2, 9.5 * ncol / nrow))
+    width = 2 * side + 2.6
+    fig = _figure((width, side * nrow / ncol + 1.5), fig)
     ax1, ax2 = fig.subplots(1, 2)
-    im, xs, ys, imgs = _draw_kernel_mosaic(ax1, kernel, bbox, ncol, nrow, ellipses=True,
-                                           title="K(x), unit sum, with centroid (+) and 2-sigma moment ellipse")
+    title = _wrap("K(x), unit sum, with centroid (+) and 2-sigma moment ellipse", side + 0.8, 10)
+    im, xs, ys, imgs = _draw_kernel_mosaic(ax1, kernel, bbox, ncol, nrow, ellipses=True, title=title)
     cb = fig.colorbar(im, ax=ax1, shrink=0.9)
     cb.set_label("K (asinh stretch)", fontsize=8)
     cb.ax.tick_params(labelsize=7)
     _asinh_colorbar_ticks(cb, im.norm)
-    im2 = _draw_kernel_variation(ax2, ax1, kernel, bbox, imgs, xs, ys, "[K(x) - K(centre)] / max K(centre)")
+    im2 = _draw_kernel_variation(ax2, kernel, bbox, imgs, xs, ys,
+                                 _wrap("[K(x) - K(centre)] / max K(centre)", side + 0.8, 10))
     if im2 is not None:
         cb = fig.colorbar(im2, ax=ax2, shrink=0.9)
         cb.set_label("deviation / max K(centre)", fontsize=8)
         cb.ax.tick_params(labelsize=7)
-    fig.suptitle(f"spatial kernel across the field: {kernel!r}", fontsize=10, weight="bold")
+    fig.suptitle(_wrap(f"spatial kernel across the field: {kernel!r}", width - 0.4, 10.5), fontsize=10,
+                 weight="bold")
     return fig
 
 
@@ -1497,7 +1598,9 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
         vals = [G[i].ravel()] + ([own[i]] if own.shape[1] else [])
         lo = min(float(np.min(v)) for v in vals)
         hi = max(float(np.max(v)) for v in vals)
-        flat = hi - lo <= 1e-9 * max(abs(lo), abs(hi), 1e-300)  # constant (e.g. spatial order 0)
+        # constant (spatial order 0), or constant but for rounding (a constant PSF fitted with a higher order):
+        # ticks 1e-7 apart in a relative sense would need 8 or more digits each to differ
+        flat = hi - lo <= _FLAT * max(abs(lo), abs(hi), 1e-300)
         if flat:
             mid = 0.5 * (lo + hi)
             lo, hi = mid - max(abs(mid), 1e-300) * 1e-6, mid + max(abs(mid), 1e-300) * 1e-6
@@ -1519,8 +1622,9 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
             cb.set_ticks([0.5 * (lo + hi)])
             cb.ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
         else:
-            cb.ax.yaxis.set_major_locator(MaxNLocator(4))
-            cb.ax.yaxis.set_major_formatter(_distinct_formatter())
+            centre = _short_ticks(cb.ax.yaxis, lo, hi)
+            if centre is not None:  # the colour bar's ticks are deviations from the centre value
+                ax.set_title(f"{ax.get_title()}\ncolour bar: a{i} - c, c = {centre}", fontsize=8)
         cb.ax.tick_params(labelsize=6)
     ax = axs[len(idx)]
     if not len(idx):
@@ -1533,13 +1637,11 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
             ax.plot(mod[i], own[i], ".", ms=4)
         lim = [min(mod[idx].min(), own[idx].min()), max(mod[idx].max(), own[idx].max())]
         ax.plot(lim, lim, "k-", lw=0.7)
-        ax.set_xlabel("spatial model at the candidate", fontsize=8)
-        ax.set_ylabel("candidate's own solution", fontsize=8)
         ax.set_title("all shown coefficients (one colour each)", fontsize=8)
         ax.tick_params(labelsize=6)
-        for axis in (ax.xaxis, ax.yaxis):  # no multiplier text (1e-6) colliding with the axis label
-            axis.set_major_locator(MaxNLocator(4))
-            axis.set_major_formatter(_distinct_formatter())
+        # short labels and no multiplier text (1e-6) colliding with the axis label
+        _short_ticks(ax.xaxis, *lim, "spatial model at the candidate")
+        _short_ticks(ax.yaxis, *lim, "candidate's own solution")
     else:
         ax.axis("off")
     for ax in axs[len(idx) + 1:]:
