@@ -788,15 +788,9 @@ def test_convolution_planes_beyond_the_limit_are_refused_before_the_fit():
     8192 px) and refused afterwards, with a remedy (a smaller convolveTileSize) that could not work."""
     from psfmatch.convolve import plane_memory
 
-    calls = []
-
-    class Counting(GaussianPsf):
-        def computeKernelImage(self, position=None):
-            calls.append(position)
-            return super().computeKernelImage(position)
-
     n = 2048
-    exposure = Exposure(np.zeros((n, n), np.float32), psf=Counting(15, 15, 1.6))
+    psf = StampPsf(gauss_stamp())  # (counts its kernel images)
+    exposure = Exposure(np.zeros((n, n), np.float32), psf=psf)
     need = plane_memory((n, n), 4)
     config = small_config(maxMemoryGiB=0.9 * need / 2 ** 30)
     with raises(MemoryLimitError, rf"convolving a {n}x{n} image needs about 0.0\d+ GiB, more than the limit of "
@@ -804,7 +798,7 @@ def test_convolution_planes_beyond_the_limit_are_refused_before_the_fit():
                                   r"the mask's work\) need 0.0664 GiB: raise config.maxMemoryGiB, or match the exposure "
                                   r"in smaller pieces$"):
         ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(21, 21, 2.4))
-    assert calls == []  # nothing was fitted
+    assert psf.calls == 0  # nothing was fitted
 
 
 def test_convolution_memory_remedy_names_what_fits():
@@ -836,22 +830,16 @@ def test_convolution_that_cannot_fit_is_refused_before_the_fit():
     """A limit above the full-size planes but below the smallest tiles' need was found only after the fit."""
     from psfmatch.convolve import MIN_TILE, estimate_memory, plane_memory
 
-    calls = []
-
-    class Counting(GaussianPsf):
-        def computeKernelImage(self, position=None):
-            calls.append(position)
-            return super().computeKernelImage(position)
-
     n = 2048
     config = small_config(kernel_size=11)
     least = estimate_memory((n, n), 11, 1, 1, MIN_TILE, 4, 1)
     assert plane_memory((n, n), 4) < least
     config.maxMemoryGiB = (plane_memory((n, n), 4) + least) / 2 / 2 ** 30
-    exposure = Exposure(np.zeros((n, n), np.float32), psf=Counting(15, 15, 1.6))
+    psf = StampPsf(gauss_stamp())  # (counts its kernel images)
+    exposure = Exposure(np.zeros((n, n), np.float32), psf=psf)
     with raises(MemoryLimitError, r"no tile size or thread count fits it with this kernel"):
         ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(21, 21, 2.4))
-    assert calls == []
+    assert psf.calls == 0
 
 
 def test_early_memory_check_leaves_the_automatic_kernel_its_smaller_sizes():

@@ -37,6 +37,16 @@ SIZE = 160
 REFERENCE = GaussianPsf(31, 31, 2.6)
 
 
+def _forbid(monkeypatch, name, why):
+    """Make ``psfmatch.batch.<name>`` fail the test with ``why`` if anything calls it (the work must not start)."""
+    import psfmatch.batch
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError(why)
+
+    monkeypatch.setattr(psfmatch.batch, name, must_not_run)
+
+
 def _config():
     config = ModelPsfMatchConfig()
     config.kernel.active.sizeCellX = 80
@@ -737,12 +747,7 @@ def test_cli_batch_bad_option_values_are_usage_errors(option, match, capsys):
 
 
 def test_cli_batch_checks_every_destination_before_any_work(inputs, tmp_path, monkeypatch):
-    import psfmatch.batch
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("matched before the destinations were checked")
-
-    monkeypatch.setattr(psfmatch.batch, "match_many", must_not_run)
+    _forbid(monkeypatch, "match_many", "matched before the destinations were checked")
     paths, _ = inputs
     a, b = (str(tmp_path / n) for n in ("a.fits", "b.fits"))
     shutil.copy(paths[0], a)
@@ -780,12 +785,7 @@ def test_cli_batch_checks_every_destination_before_any_work(inputs, tmp_path, mo
 def test_cli_batch_outputs_spare_the_reference_psf_input_list_and_config_files(inputs, tmp_path, monkeypatch):
     """--coadd and --report never replace the command's other inputs (the user's PSF model, the input list, -C
     files), also through a symbolic link; --overwrite replaced them."""
-    import psfmatch.batch
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("matched before the destinations were checked")
-
-    monkeypatch.setattr(psfmatch.batch, "match_many", must_not_run)
+    _forbid(monkeypatch, "match_many", "matched before the destinations were checked")
     paths, _ = inputs
     ref = tmp_path / "ref.fits"
     fits.PrimaryHDU(GaussianPsf(31, 31, 2.6).computeKernelImage((0, 0))).writeto(ref)
@@ -813,12 +813,7 @@ def test_cli_batch_outputs_spare_the_reference_psf_input_list_and_config_files(i
 
 
 def test_cli_batch_checks_the_coadd_options_before_any_work(inputs, tmp_path, monkeypatch):
-    import psfmatch.batch
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("matched before the coadd options were checked")
-
-    monkeypatch.setattr(psfmatch.batch, "match_many", must_not_run)
+    _forbid(monkeypatch, "match_many", "matched before the coadd options were checked")
     paths, _ = inputs
     out = str(tmp_path / "out")
 
@@ -1098,17 +1093,13 @@ def test_an_output_cut_short_at_or_inside_an_hdu_is_redone(inputs, tmp_path):
 
 
 def test_an_unwritable_outdir_is_refused_before_the_cluster_starts(inputs, monkeypatch):
-    import psfmatch.batch
     from psfmatch.errors import OutputNotWritableError
 
     folder = "/proc/self/fdinfo"  # (a folder no one, root included, can create files in)
     if not os.path.isdir(folder):
         pytest.skip("needs Linux's /proc")
 
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("the cluster started before outdir was checked")
-
-    monkeypatch.setattr(psfmatch.batch, "dask_client", must_not_run)
+    _forbid(monkeypatch, "dask_client", "the cluster started before outdir was checked")
     with pytest.raises(OutputNotWritableError, match=r"outdir /proc/self/fdinfo is not writable \(.*\): no matched "
                                                      r"file could be written there; make it writable"):
         match_many(inputs[0][:1], REFERENCE, folder)
@@ -1455,12 +1446,7 @@ def test_cli_batch_psf_matches_plain_images_and_a_changed_psf_redoes_the_output(
 
 
 def test_the_psf_options_are_checked_before_any_work(inputs, tmp_path, monkeypatch):
-    import psfmatch.batch
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("matched before the PSFs were checked")
-
-    monkeypatch.setattr(psfmatch.batch, "match_many", must_not_run)
+    _forbid(monkeypatch, "match_many", "matched before the PSFs were checked")
     paths, _ = inputs
     out = str(tmp_path / "out")
     with pytest.raises(MissingFileError, match=r"science PSF \(--psf\) file '.*nope\.psf' does not exist"):
