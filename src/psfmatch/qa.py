@@ -245,7 +245,9 @@ def match_quality_groups(groups) -> list:
         S, R, K = stacks[job[0]]
         return _match_quality(S[job[1]], R[job[1]], K[job[1]])
 
-    parts = [one(job) for job in jobs] if len(jobs) <= 1 else map_shared(one, jobs)
+    # positions that fit one chunk in all are measured in this thread, as a short stack is (see match_quality)
+    serial = len(jobs) <= 1 or sum(len(S) for S, _, _ in stacks) <= _CHUNK
+    parts = [one(job) for job in jobs] if serial else map_shared(one, jobs)
     out = []
     for g in range(len(stacks)):
         mine = [p for (h, _), p in zip(jobs, parts) if h == g]
