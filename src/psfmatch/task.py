@@ -145,17 +145,19 @@ class ModelPsfMatchTask:
         config = config.copy()
         config.validate()
         config.freeze()
-        saved = {k: self.__dict__[k] for k in ("_config", "kConfig", "useRegularization", "hMat") if k in self.__dict__}
+        state = ("_config", "kConfig", "useRegularization", "hMat", "_smallest_kernel")
+        saved = {k: self.__dict__[k] for k in state if k in self.__dict__}
         self._config = config
         self.kConfig = config.kernel.active
         self.useRegularization = bool(getattr(self.kConfig, "useRegularization", False))
         self.hMat = None
+        self._smallest_kernel = _smallest_free_kernel(config)
         try:
             # the basis (and a delta-function basis's k^2 x k^2 penalty) alone; of the smallest kernel the
             # automatic choice may make when it chooses the size
-            self._check_fit_memory(1, 1, kernel_size=self._smallest_free_kernel())
+            self._check_fit_memory(1, 1, kernel_size=self._smallest_kernel)
         except MemoryLimitError:
-            for k in ("_config", "kConfig", "useRegularization", "hMat"):  # the task keeps the config it had
+            for k in state:  # the task keeps the config it had
                 self.__dict__.pop(k, None)
             self.__dict__.update(saved)
             raise
@@ -194,14 +196,6 @@ class ModelPsfMatchTask:
                 f"config.maxMemoryGiB = {self.config.maxMemoryGiB:g} GiB. Raise maxMemoryGiB"
                 + (f", or use {remedy}" if remedy else ""))
 
-    def _smallest_free_kernel(self):
-        """The smallest kernel side the automatic choice may make, when it chooses the size (else None)."""
-        from .autokernel import MIN_KERNEL_SIZE, _free_fields
-
-        if self.config.autoKernel and _free_fields(self.config)["kernelSize"]:
-            return min(self.kConfig.kernelSize, MIN_KERNEL_SIZE)
-        return None
-
     def _check_plane_memory(self, exposure):
         """Raise :class:`MemoryLimitError` before the fit when even the least memory the convolution could need
         exceeds ``config.maxMemoryGiB``: the smallest kernel the fit may make, a constant one, the smallest
@@ -212,7 +206,7 @@ class ModelPsfMatchTask:
             return
         shape = exposure.image.shape
         isz = 4 if exposure.image.dtype == np.float32 and exposure.variance.dtype == np.float32 else 8
-        k = self._smallest_free_kernel() or self.kConfig.kernelSize
+        k = self._smallest_kernel or self.kConfig.kernelSize
         least = estimate_memory(shape, k, 1, 1, MIN_TILE, isz, 1)
         if least > limit:
             raise memory_limit_error(shape, least, limit, isz, k)
@@ -410,10 +404,8 @@ class ModelPsfMatchTask:
         if not exposure.hasPsf():
             raise MissingPsfError("exposure does not contain a Psf model; attach the exposure's PSF "
                                   "(exposure.setPsf(psf), Exposure(..., psf=psf) or read_exposure(path, psf=psf))")
-        k = self.kConfig.kernelSize
-        if self.config.autoKernel and not self.kConfig.isExplicit("kernelSize") and not self.kConfig.scaleByFwhm:
-            k = 5  # the automatic kernel's smallest size (it keeps its sizes within the exposure)
-        self._check_kernel_fits(exposure, k)
+        # the automatic kernel keeps its sizes within the exposure: its smallest must fit
+        self._check_kernel_fits(exposure, self._smallest_kernel or self.kConfig.kernelSize)
         var = exposure.variance
         if np.any(var < 0):  # one pass in the usual case; NaN compares False, -inf is counted below
             finite = np.isfinite(var)
@@ -466,7 +458,7 @@ class ModelPsfMatchTask:
         # the automatic choice makes is not known yet: the smallest it may choose is checked (the
         # choice skips the trials that do not fit, and the fit checks the chosen one)
         self._check_fit_memory(cellSet.nx * cellSet.ny, _stamp_size_hint([sci, ref], cellSet.cell_centers()[0]),
-                               None if _varies(sci) or _varies(ref) else 1, self._smallest_free_kernel())
+                               None if _varies(sci) or _varies(ref) else 1, self._smallest_kernel)
         try:
             survey = survey_psfs(sci, ref, cellSet)
         except PsfEvaluationError:
@@ -853,6 +845,17 @@ class ModelPsfMatchTask:
         pts = cellSet.between_positions(min(cfg.qaMaxPositions, math.ceil(cfg.qaPositionsPerCandidate * n_cells)))
         S, R, kept = kernel_image_pair_stacks(sci, ref, pts, psfSize)
         return S, R, np.array([pts[i].x for i in kept]), np.array([pts[i].y for i in kept])
+
+
+def _smallest_free_kernel(config):
+    """The smallest kernel side the automatic choice may make with ``config``, when it chooses the size (else
+    None: the size is the user's, or LSST's FWHM rule sets it)."""
+    from .autokernel import MIN_KERNEL_SIZE, _free_fields
+
+    kc = config.kernel.active
+    if config.autoKernel and not getattr(kc, "scaleByFwhm", False) and _free_fields(config)["kernelSize"]:
+        return min(kc.kernelSize, MIN_KERNEL_SIZE)
+    return None
 
 
 def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_size=None):
