@@ -361,25 +361,34 @@ def test_kept_configuration_is_not_told_to_turn_autokernel_on():
     assert any("Remedy: a larger kernelSize, a higher spatialKernelOrder" in str(w.message) for w in caught)
 
 
-def test_few_cells_lower_the_trials_order_instead_of_failing_every_trial():
-    """On a 2x2 grid of cells order 2 is out of reach: the trials use order 1 and say so."""
+def test_few_cells_hold_or_lower_the_trials_order_instead_of_failing_every_trial():
+    """A 2x2 grid of cells determines degree 1 along each axis: the trials fit order 2 without x^2 and y^2;
+    a 2x1 grid determines no more than order 1 (constant along y): the trials use it and say so."""
     bbox = Box2I((0, 0), (256, 256))
     f = fit(ModelPsfMatchConfig(), demo_psf(bbox), demo_reference_psf(), bbox)
     md = f.metadata
     trials = md["autoKernel"]["trials"]
     assert trials and all(t["score"] is not None for t in trials)
+    assert {t["spatialOrder"] for t in trials} == {2} and md["spatialKernelOrder"] == 2
+    assert md["notes"] == ["the order-2 spatial model is fitted with degree at most 1 along x and 1 along y: the "
+                           "candidates lie on 2 distinct column(s) and 2 row(s) of the 2x2 grid, which determine no "
+                           "more (use smaller cells (sizeCellX <= 85, sizeCellY <= 85: 3 cells along each axis) to fit "
+                           "the whole model)"]
+    bbox = Box2I((0, 0), (256, 128))
+    md = fit(ModelPsfMatchConfig(), demo_psf(bbox), demo_reference_psf(), bbox).metadata
+    trials = md["autoKernel"]["trials"]
+    assert trials and all(t["score"] is not None for t in trials)
     assert {t["spatialOrder"] for t in trials} == {1} and md["spatialKernelOrder"] == 1
-    assert md["notes"] == ["spatialKernelOrder 2 lowered to 1: the 2x2 grid of cells cannot constrain a higher order "
-                           "(use smaller cells (sizeCellX <= 85, sizeCellY <= 85: 3 cells along each axis), or set the "
-                           "order you want)"]
+    assert "spatialKernelOrder 2 lowered to 1: the 2x1 grid of cells cannot constrain a higher order (use smaller cells " \
+           "(sizeCellX <= 85, sizeCellY <= 42: 3 cells along each axis), or set the order you want)" in md["notes"]
     # an explicit order is the fit's to lower, with its own note (and only that one)
     config = ModelPsfMatchConfig()
     config.kernel.active.spatialKernelOrder = 2
     md = fit(config, demo_psf(bbox), demo_reference_psf(), bbox).metadata
     assert md["spatialKernelOrderRequested"] == 2 and md["spatialKernelOrder"] == 1
     lowered = [n for n in md["notes"] if "lowered" in n]
-    assert len(lowered) == 1 and "lowered from 2 to 1: 4 candidates on a 2x2 grid" in lowered[0]
-    assert "sizeCellX <= 85, sizeCellY <= 85: 3 cells along each axis" in lowered[0]
+    assert len(lowered) == 1 and "lowered from 2 to 1: 2 candidates on a 2x1 grid" in lowered[0]
+    assert "sizeCellX <= 85, sizeCellY <= 42: 3 cells along each axis" in lowered[0]
 
 
 def test_explicit_choices_survive_copy_and_pickle():

@@ -159,24 +159,27 @@ def partial_psf(fails):
     return StampPsf(stamp)
 
 
-def test_failing_candidates_are_skipped_recorded_and_the_order_lowered():
+def test_failing_candidates_are_skipped_recorded_and_the_model_held():
     # 3 x 3 cells; the model fails right of x = 50: one column of candidates remains, which
-    # constrains only a constant kernel (the rule: lower the order, down to 0, rather than fail)
+    # constrains the variation along y only (the rule: fit what the candidates determine rather than fail)
     exposure = Exposure(np.ones((192, 192), np.float32), psf=partial_psf(lambda x, y: x > 50))
     result = run_quietly(ModelPsfMatchTask(config=small_config(order=2)), exposure, GaussianPsf(21, 21, 2.4))
     md = result.metadata
     assert md["nCandidatesRejected"] == 6 and md["nCandidatesUsed"] == 3
-    assert md["spatialKernelOrderRequested"] == 2 and md["spatialKernelOrder"] == 0
+    assert md["spatialKernelOrderRequested"] == 2 and md["spatialKernelOrder"] == 2
     rejected = md["rejectedCandidates"]
     assert [c["id"] for c in rejected] == [1, 2, 4, 5, 7, 8]
     assert all(c["status"] == "BAD" and "science PSF" in c["reason"] and "no stars near" in c["reason"]
                for c in rejected)
-    note = next(n for n in md["notes"] if "lowered" in n)
-    assert re.search(r"spatialKernelOrder lowered from 2 to 0: 3 candidates on a 3x3 grid cannot constrain an "
-                     r"order-2 model .*; 6 of 9 candidates rejected; first: candidate 1 at \(95.5, \d+\.?\d*\): "
-                     r"science PSF: .*ValueError: no stars near \(96, \d+\)", note)
+    note = next(n for n in md["notes"] if "fitted with degree" in n)
+    assert re.search(r"the order-2 spatial model is fitted with degree at most 0 along x: the candidates lie on 1 "
+                     r"distinct column\(s\) and 3 row\(s\) of the 3x3 grid.*; 6 of 9 candidates rejected; first: "
+                     r"candidate 1 at \(95.5, \d+\.?\d*\): science PSF: .*ValueError: no stars near \(96, \d+\)", note)
     bad = [c for c in result.kernelCellSet.candidates() if c.status.value == "BAD"]
     assert len(bad) == 6
+    kernel = result.psfMatchingKernel  # constant along x, where no candidate survived
+    np.testing.assert_allclose(kernel.computeImages([0.0], [100.0])[0], kernel.computeImages([191.0], [100.0])[0],
+                               rtol=0, atol=1e-12)
 
 
 def test_reference_failing_at_some_candidates():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from psfmatch import (Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask, NoKernelCandidatesError,
-                      InvalidInputError)
+                      InvalidInputError, Point2D)
 from psfmatch.convolve import convolve_masked_image, mask_footprint
 from psfmatch.image import MaskedImage
 from psfmatch.psf import GaussianPsf, VariableGaussianPsf
@@ -154,13 +154,51 @@ def test_candidates_record_status_and_qa(varying_fit):
         assert 0 <= c.qa["residualMax"] < 3e-3  # a strongly varying PSF on a 3x3 grid of cells
 
 
-def test_spatial_order_lowered_for_small_exposures():
+def test_spatial_terms_the_grid_cannot_determine_are_held_at_zero():
+    # a 3x3 grid of candidates determines degree 2 along each axis: an order-3 model keeps its x^2 y and
+    # x y^2 terms and holds x^3 and y^3 at 0 (it was lowered to order 2 before)
     bbox = Box2I((0, 0), (384, 384))
     psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.1])
     fit = small_task(order=3).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
-    assert fit.metadata["spatialKernelOrderRequested"] == 3
-    assert fit.metadata["spatialKernelOrder"] == 2
-    assert any("lowered from 3 to 2" in n for n in fit.metadata["notes"])
+    md = fit.metadata
+    assert md["spatialKernelOrderRequested"] == 3 and md["spatialKernelOrder"] == 3
+    assert not any("lowered" in n for n in md["notes"])
+    assert any("order-3 spatial model is fitted with degree at most 2 along x and 2 along y: the candidates lie on "
+               "3 distinct column(s) and 3 row(s) of the 3x3 grid" in n for n in md["notes"])
+    sf = fit.kernel.spatial_function
+    coeffs = fit.kernel.getSpatialParameters()
+    assert sf.kind == "chebyshev1" and sf.order == 3
+    held = [j for j, (p, q) in enumerate(sf.terms) if p > 2 or q > 2]
+    assert [sf.terms[j] for j in held] == [(3, 0), (0, 3)]
+    assert np.all(coeffs[:, held] == 0) and np.abs(coeffs[1:, [sf.terms.index((2, 1)), sf.terms.index((1, 2))]]).max() > 0
+    assert md["nSpatialUnknowns"] == (len(coeffs) - 1) * 8
+
+
+@pytest.mark.parametrize("auto", [False, True])
+def test_a_strip_fits_the_variation_along_its_length(auto):
+    # one row of cells: the PSF's variation along x is fitted (it was a constant kernel, residual 0.18), and
+    # the kernel is constant along y; sigma_k^2 = sigma_ref^2 - sigma_sci(x)^2 at each end
+    bbox = Box2I((0, 0), (2048, 128))
+    sci = VariableGaussianPsf(25, 25, bbox, sigma=[2.0, 0.4, 0.0])
+    config = ModelPsfMatchConfig()
+    config.autoKernel = auto
+    fit = ModelPsfMatchTask(config=config).fitKernel(sci, GaussianPsf(25, 25, 3.0), bbox)
+    md = fit.metadata
+    assert md["spatialKernelOrder"] == 2 and not any("lowered" in n for n in md["notes"])
+    assert any("fitted with degree at most 0 along y: the candidates lie on 16 distinct column(s) and 1 row(s) of the "
+               "16x1 grid, which determine no more (use smaller cells (sizeCellY <= 42" in n for n in md["notes"])
+    assert md["qa"]["candidates"]["residualMaxWorst"] < 0.01 and md["qa"]["between"]["residualMaxWorst"] < 0.01
+    kernel = fit.kernel
+    for x in (100.0, 1947.0):
+        k_lo, k_hi = kernel.computeImages([x], [0.0])[0], kernel.computeImages([x], [127.0])[0]
+        np.testing.assert_allclose(k_lo, k_hi, rtol=0, atol=1e-12)
+        s = sci.computeKernelImage(Point2D(x, 64.0))
+        yy, xx = np.mgrid[:25, :25] - 12.0
+        sig_sci2 = (s * xx ** 2).sum() / s.sum()
+        n = k_lo.shape[0] // 2
+        yk, xk = np.mgrid[:k_lo.shape[0], :k_lo.shape[1]] - float(n)
+        sig_k2 = (k_lo * xk ** 2).sum() / k_lo.sum()
+        assert sig_k2 == pytest.approx(3.0 ** 2 - sig_sci2, rel=0.03)
 
 
 def test_user_psf_objects_and_positions():
@@ -308,15 +346,17 @@ def test_exposure_smaller_than_a_cell_notes_a_varying_psf_in_every_mode():
         assert any(note in n for n in md["notes"]), md["notes"]
 
 
-def test_one_row_of_cells_names_the_cell_size_that_constrains_the_order():
+def test_one_row_of_cells_names_the_cell_size_that_fits_the_whole_model():
     bbox = Box2I((0, 0), (1024, 200))
     psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.2, 0.0])
     config = ModelPsfMatchConfig()
     config.autoKernel = False
-    md = ModelPsfMatchTask(config=config).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox).metadata
-    assert md["spatialKernelOrder"] == 0
-    assert any("8x1 grid cannot constrain an order-2 model (use smaller cells (sizeCellY <= 66: 3 cells along "
-               "each axis)" in n for n in md["notes"]), md["notes"]
+    fit = ModelPsfMatchTask(config=config).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
+    md = fit.metadata
+    assert md["spatialKernelOrder"] == 2 and md["nSpatialUnknowns"] == 3 * (fit.kernel.getNKernelParameters() - 1)
+    assert md["notes"] == ["the order-2 spatial model is fitted with degree at most 0 along y: the candidates lie on 8 "
+                           "distinct column(s) and 1 row(s) of the 8x1 grid, which determine no more (use smaller cells "
+                           "(sizeCellY <= 66: 3 cells along each axis) to fit the whole model)"]
 
 
 def test_output_wcs_is_a_copy():

@@ -106,8 +106,9 @@ crops the reference's wings; the chosen stamp size is then handed to the fit
 as ``padPsfBy``.
 
 When the fit's candidates cannot constrain the configured spatial order (a few
-cells per axis), the trials use the highest order they can constrain, with a
-note, as the fit itself lowers an order it cannot constrain.  A switch to the
+cells per axis), the trials, as the fit itself, hold at 0 the terms of a degree
+along an axis that its rows (columns) of candidates cannot determine, and use the
+highest order they can then constrain, with a note.  A switch to the
 delta-function family keeps what the user set on the Alard-Lupton config that
 both share (cells, spatial model and order, ``fitRegion``, ``solveRcond``, PCA).
 
@@ -162,7 +163,7 @@ from .diagnostics import PsfSurvey, size_holding, untruncated_size
 from .errors import PsfEvaluationError
 from .geom import Point2D
 from .kernel.basis import KernelBasis, alard_lupton_basis, makeDeltaFunctionBasisList, make_regularization_matrix
-from .kernel.spatial import SpatialFunction, full_column_rank
+from .kernel.spatial import SpatialFunction, axis_degree_caps, full_column_rank
 from .parallel import map_shared
 from .psf.base import _ResizedPsf, kernel_image_pair_stacks, pad_or_crop
 from .qa import aperture_flux_mismatch, matched_stamps
@@ -573,7 +574,8 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
         else:
             # the same functions as the fit's; raw-pixel monomials in their well-conditioned (Chebyshev) form
             sf, _ = SpatialFunction(kc.spatialModelType, trial.spatialOrder, data.bbox).conditioned()
-            F = sf.evaluate(data.xy_fit[:, 0], data.xy_fit[:, 1]).T
+            fitted = sf.term_mask(*axis_degree_caps(data.xy_fit[:, 0], data.xy_fit[:, 1]))  # as the fit does
+            F = sf.evaluate(data.xy_fit[:, 0], data.xy_fit[:, 1]).T[:, fitted]
             if not full_column_rank(F):
                 res.note = (f"{len(S)} candidates cannot constrain a spatial model of order {trial.spatialOrder}")
                 res.time = time.perf_counter() - t0
@@ -582,7 +584,7 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
             # K(x) = B_0 + sum_p f_p(x) sum_i theta_ip B_(i+1): 1 + nterms term images, weights (1, f(x))
             term_images = np.concatenate([imgs[:1], np.tensordot(theta.T, imgs[1:], axes=1)])
             w_fit, w_ho = (np.concatenate([np.ones((len(f), 1)), f], axis=1)
-                           for f in (F, sf.evaluate(data.xy_ho[:, 0], data.xy_ho[:, 1]).T))
+                           for f in (F, sf.evaluate(data.xy_ho[:, 0], data.xy_ho[:, 1]).T[:, fitted]))
         K_fit = np.tensordot(w_fit, term_images, axes=1)
         K_ho = np.tensordot(w_ho, term_images, axes=1)
         rmax_fit, _, _ = _residuals(S, R, K_fit, spectra_fit, (w_fit, term_images))
@@ -731,10 +733,12 @@ def _free_fields(config):
 
 
 def _constrained_order(xy, kind, order, bbox) -> int:
-    """The highest spatial order up to ``order`` whose terms the positions ``xy`` (n, 2) determine."""
-    for o in range(order, 0, -1):
+    """The highest spatial order up to ``order`` that the positions ``xy`` (n, 2) constrain, as the fit does:
+    its terms of degree up to :func:`~psfmatch.kernel.spatial.axis_degree_caps` along each axis determined."""
+    cap_x, cap_y = axis_degree_caps(xy[:, 0], xy[:, 1])
+    for o in range(min(order, cap_x + cap_y), 0, -1):
         sf, _ = SpatialFunction(kind, o, bbox).conditioned()
-        if full_column_rank(sf.evaluate(xy[:, 0], xy[:, 1]).T):
+        if full_column_rank(sf.evaluate(xy[:, 0], xy[:, 1]).T[:, sf.term_mask(cap_x, cap_y)]):
             return o
     return 0
 

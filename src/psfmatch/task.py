@@ -44,7 +44,7 @@ from .geom import Box2D, Box2I, Point2D
 from .image import Exposure, metadata_copy
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel, as_real
-from .kernel.spatial import SpatialFunction, full_column_rank
+from .kernel.spatial import SpatialFunction, axis_degree_caps, full_column_rank
 from .psf.base import (as_psf, compute_kernel_images, kernel_image_pair_stacks, model_domain, pad_or_crop,
                        pad_or_crop_stack, unique_stamps)
 from .qa import match_quality_groups, summarize
@@ -242,10 +242,13 @@ class ModelPsfMatchTask:
             evaluated (the model raises or returns a bad stamp) or whose solution
             is not finite is rejected and recorded (``metadata["rejectedCandidates"]``,
             the cell's candidate status); when too few remain to constrain
-            ``spatialKernelOrder`` the order is lowered, down to 0 (a constant
-            kernel, which one candidate constrains), with a note in
-            ``metadata["notes"]``.  The error is raised only when none remains; its
-            message says how many failed, where the first did and why.
+            ``spatialKernelOrder``, the terms they cannot determine are held at
+            0 (candidates on ``n`` distinct rows determine degree ``n - 1``
+            along y, and likewise along x) and, where that is not enough, the
+            order is lowered, down to 0 (a constant kernel, which one candidate
+            constrains), with a note in ``metadata["notes"]``.  The error is
+            raised only when none remains; its message says how many failed,
+            where the first did and why.
         InvalidInputError
             Bad exposure, variance or ``kernelSum``.
         MemoryLimitError
@@ -723,12 +726,16 @@ class ModelPsfMatchTask:
         # spatial model; lower the order until the candidates constrain it
         xs = np.array([cands[used[j]].x for j in goodj])
         ys = np.array([cands[used[j]].y for j in goodj])
-        order = kc.spatialKernelOrder
-        requested = order
+        requested = kc.spatialKernelOrder
+        # along an axis with n distinct candidate coordinates (rows or columns of cells) only degrees below n
+        # are determined: higher ones are held at 0 (a strip's one row of cells fits the variation along x)
+        cap_x, cap_y = axis_degree_caps(xs, ys)
+        order = min(requested, cap_x + cap_y)
         while True:
             sf = SpatialFunction(kc.spatialModelType, order, bbox)
             sf_solve, to_sf = sf.conditioned()  # raw-pixel monomials are solved for as Chebyshev terms
-            F = sf_solve.evaluate(xs, ys).T
+            fitted = sf_solve.term_mask(cap_x, cap_y)
+            F = sf_solve.evaluate(xs, ys).T[:, fitted]
             if order == 0 or full_column_rank(F):
                 break
             order -= 1
@@ -741,7 +748,19 @@ class ModelPsfMatchTask:
                 note += f"; {_rejections(cands)}"
             log.warning(note)
             md["notes"].append(note)
-        elif order == 0 and len(positions) == 1 and (_varies(sci) or _varies(ref)):
+        if min(cap_x, cap_y) < order:
+            axes = " and ".join(f"{cap} along {ax}" for ax, cap in (("x", cap_x), ("y", cap_y))
+                                if cap < order)
+            note = (f"the order-{order} spatial model is fitted with degree at most {axes}: the candidates lie on "
+                    f"{cap_x + 1} distinct column(s) and {cap_y + 1} row(s) of the {cellSet.nx}x{cellSet.ny} grid, "
+                    f"which determine no more (use {cellSet.smaller_cells_remedy(order)} to fit the whole model)")
+            if len(goodj) < len(positions):  # candidates lost: worth a warning, as a lowered order is
+                note += f"; {_rejections(cands)}"
+                log.warning(note)
+            else:  # a strip's one row of cells: all that its candidates can tell
+                log.info(note)
+            md["notes"].append(note)
+        if order == 0 and len(positions) == 1 and (_varies(sci) or _varies(ref)):
             # (autoKernel asks for order 0 here: one candidate looks like a constant match)
             note = (f"the {bbox.getWidth()}x{bbox.getHeight()} exposure is a single cell (sizeCellX x sizeCellY = "
                     f"{kc.sizeCellX}x{kc.sizeCellY}): its one candidate constrains only a constant kernel, though the "
@@ -762,7 +781,11 @@ class ModelPsfMatchTask:
             srank, scond = int(rank_u[u]), float(cond_u[u])
         else:
             theta, srank, scond = solve_spatial(eq_u.take(inverse[goodj]), F, kc.solveRcond)
-            theta = theta @ to_sf
+        md["nSpatialUnknowns"] = int(theta.size)
+        if F.shape[1] < sf.nterms:  # the terms the candidates cannot determine stay 0
+            solved, theta = theta, np.zeros((theta.shape[0], sf.nterms))
+            theta[:, fitted] = solved
+        theta = theta @ to_sf
         nb = len(cbasis)
         coeffs = np.zeros((nb, sf.nterms))
         coeffs[0, 0] = 1.0
@@ -777,7 +800,6 @@ class ModelPsfMatchTask:
             log.warning(note)
             md["notes"].append(note)
             warnings.warn(note, KernelQualityWarning, stacklevel=4 + warn_skip)
-        md["nSpatialUnknowns"] = int(theta.size)
         md["spatialSolutionRank"] = srank
         md["spatialConditionNum"] = _json_float(scond)
         md["nCandidatesBuilt"] = len(positions)

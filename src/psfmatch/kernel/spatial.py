@@ -17,7 +17,7 @@ from numpy.polynomial import chebyshev as npcheb
 from ..errors import InvalidConfigError
 from ..geom import Box2D, Box2I
 
-__all__ = ["SpatialFunction", "SPATIAL_MODEL_TYPES", "full_column_rank"]
+__all__ = ["SpatialFunction", "SPATIAL_MODEL_TYPES", "full_column_rank", "axis_degree_caps"]
 
 SPATIAL_MODEL_TYPES = ("chebyshev1", "polynomial")
 
@@ -33,6 +33,25 @@ def full_column_rank(F) -> bool:
         return False
     s = np.linalg.svd(Fs, compute_uv=False)
     return bool(s[-1] > 1e-8 * s[0])
+
+
+def axis_degree_caps(x, y) -> tuple[int, int]:
+    """The highest degree along x and along y that positions ``(x, y)`` can determine.
+
+    ``n`` distinct coordinates along an axis determine a polynomial of degree
+    at most ``n - 1`` along it: candidates on one row of cells (a strip)
+    constrain the variation along x but nothing along y, and two rows a
+    linear one.  A term ``(p, q)`` of a :class:`SpatialFunction` is
+    constrained only when ``p <= cap_x`` and ``q <= cap_y`` (for positions
+    on a grid, that is also sufficient; scattered positions may still leave
+    the design rank-deficient, which :func:`full_column_rank` tells).
+
+    Returns
+    -------
+    cap_x, cap_y : int
+        The number of distinct x (y) coordinates minus one.
+    """
+    return len(np.unique(np.asarray(x, dtype=float))) - 1, len(np.unique(np.asarray(y, dtype=float))) - 1
 
 
 def _terms(order):
@@ -64,6 +83,15 @@ class SpatialFunction:
     @property
     def nterms(self) -> int:
         return len(self.terms)
+
+    def term_mask(self, cap_x, cap_y) -> np.ndarray:
+        """Which terms ``(p, q)`` have ``p <= cap_x`` and ``q <= cap_y`` (see :func:`axis_degree_caps`): bool per term.
+
+        For the ``"chebyshev1"`` basis (which :meth:`conditioned` returns), the
+        coefficients of the other terms set to 0 leave a function of degree at
+        most ``cap_x`` in x and ``cap_y`` in y, in either basis.
+        """
+        return np.array([p <= cap_x and q <= cap_y for p, q in self.terms])
 
     def _scale(self, coords, axis):
         b = self.bbox
