@@ -737,6 +737,120 @@ def test_spectral_cache_drops_the_least_recently_used_beyond_its_byte_limit(monk
     assert list(solve._SPECTRAL_CACHE) == ["d"]
 
 
+def test_spectral_cache_keeps_to_the_room_a_memory_limit_leaves(monkeypatch):
+    # inside spectral_cache_room the cache is trimmed to the room and an entry larger than the room is not kept
+    import psfmatch.solve as solve
+
+    monkeypatch.setattr(solve, "_SPECTRAL_CACHE", {})
+    entry = lambda n: (np.zeros(n // 8),)
+    for key in "abc":
+        solve._spectral_cache_put(key, entry(1000))
+    with solve.spectral_cache_room(2500):
+        assert list(solve._SPECTRAL_CACHE) == ["b", "c"]  # the least recently used dropped on entry
+        solve._spectral_cache_put("d", entry(3000))  # larger than the room: not kept, the others stay
+        assert list(solve._SPECTRAL_CACHE) == ["b", "c"]
+        with solve.spectral_cache_room(1500):  # nested: the smaller room holds
+            solve._spectral_cache_put("e", entry(1000))
+            assert list(solve._SPECTRAL_CACHE) == ["e"]
+        solve._spectral_cache_put("f", entry(1000))
+        assert list(solve._SPECTRAL_CACHE) == ["e", "f"]
+    solve._spectral_cache_put("g", entry(3000))  # no room open: only the byte limit
+    assert list(solve._SPECTRAL_CACHE) == ["e", "f", "g"] and not solve._SPECTRAL_CACHE_ROOMS
+    solve.trim_spectral_cache(None)
+    assert len(solve._SPECTRAL_CACHE) == 3
+    solve.trim_spectral_cache(3500)
+    assert list(solve._SPECTRAL_CACHE) == ["g"]
+
+
+def test_spectral_products_kept_from_earlier_fits_do_not_push_a_fit_past_max_memory(monkeypatch):
+    """The spectral products kept for the next fits (up to 256 MiB) were not counted by the estimate: with a
+    63 px DECam PSFEx model and the automatic kernel the fit peaked at 1.2 to 1.7 times it, past a
+    maxMemoryGiB just above it. The fit now trims them to what its estimate leaves under the limit."""
+    import psfmatch.solve as solve
+    from psfmatch.task import estimate_fit_memory
+
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "1")
+    monkeypatch.setattr(solve, "_SPECTRAL_CACHE", {})
+    bbox = Box2I((0, 0), (511, 511))
+    psf, ref = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.0]), GaussianPsf(21, 21, 2.6)
+    cfg = _config()
+    n = _n_cells(bbox, 64)
+    need = estimate_fit_memory(cfg, n, 21)[0]
+    cfg.maxMemoryGiB = (need + 4 * 2 ** 20) / 2 ** 30
+    task = ModelPsfMatchTask(config=cfg)
+    tracemalloc.start()
+    try:
+        for i in range(8):  # an earlier fit's products: nearly the limit's worth of them
+            solve._spectral_cache_put(("earlier", i), (np.zeros(need // 64),))
+        tracemalloc.reset_peak()
+        fit = task.fitKernel(psf, ref, bbox)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fit.metadata["nCells"] == n
+    assert peak <= cfg.maxMemoryGiB * 2 ** 30
+    kept = sum(solve._entry_bytes(e) for k, e in solve._SPECTRAL_CACHE.items() if k[0] == "earlier")
+    assert kept <= 4 * 2 ** 20  # what the estimate leaves under the limit
+    # without a limit the cache is left alone
+    solve._spectral_cache_put(("earlier", 9), (np.zeros(2 ** 20),))
+    unlimited = _config()
+    unlimited.maxMemoryGiB = float("inf")
+    ModelPsfMatchTask(config=unlimited).fitKernel(psf, ref, bbox)
+    assert ("earlier", 9) in solve._SPECTRAL_CACHE
+
+
+@pytest.mark.filterwarnings("ignore::psfmatch.errors.KernelQualityWarning")
+def test_a_spatially_varying_reference_is_counted_in_the_fit_memory(monkeypatch):
+    """A reference realized at every candidate adds three stacks (its list, its stack, the distinct candidates'
+    copy) that the estimate did not count: 961 cells of 21 px stamps peaked at 1.1 times it (a 63 px PSFEx model
+    on 1953 cells, 1.35), past a maxMemoryGiB just above it."""
+    from psfmatch.errors import MemoryLimitError
+    from psfmatch.task import estimate_fit_memory
+
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "1")
+    bbox = Box2I((0, 0), (1023, 1023))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.0])
+    ref = VariableGaussianPsf(21, 21, bbox, sigma=[2.6, 0.2, 0.1])
+    cfg = _config(cell=32)
+    n = _n_cells(bbox, 32)
+    plain, parts = estimate_fit_memory(cfg, n, 21)
+    need, parts = estimate_fit_memory(cfg, n, 21, varying_reference=True)
+    assert need - plain == parts["reference stamps"] == 3 * n * 8 * parts_stamp_side(cfg, 21) ** 2
+    cfg.maxMemoryGiB = 1.01 * plain / 2 ** 30  # (the fit peaked above this limit)
+    with pytest.raises(MemoryLimitError, match=r"fitting the kernel needs about [\d.]+ GiB \(.*reference stamps "
+                                               r"0\.0\d+ GiB.*\), more than config\.maxMemoryGiB"):
+        ModelPsfMatchTask(config=cfg).fitKernel(psf, ref, bbox)
+    cfg.maxMemoryGiB = 1.01 * need / 2 ** 30
+    task = ModelPsfMatchTask(config=cfg)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fit = task.fitKernel(psf, ref, bbox)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert fit.metadata["nCells"] == n
+    assert 0.5 * need < peak <= cfg.maxMemoryGiB * 2 ** 30
+    # a constant reference is realized once: not counted
+    const = ModelPsfMatchTask(config=cfg).fitKernel(psf, GaussianPsf(21, 21, 2.6), bbox)
+    assert const.metadata["nCells"] == n
+
+
+def _n_cells(bbox, cell):
+    from psfmatch.cells import SpatialCellSet
+
+    cells = SpatialCellSet(bbox, cell, cell)
+    return cells.nx * cells.ny
+
+
+def parts_stamp_side(config, psf_size):
+    """The padded stamp side estimate_fit_memory takes for ``psf_size`` (the config's padding rule)."""
+    from psfmatch.task import nextOddInteger
+
+    k = config.kernel.active.kernelSize
+    return max(psf_size, nextOddInteger(k * config.autoPadPsfTo)) if config.doAutoPadPsf else psf_size + config.padPsfBy
+
+
 def test_qa_residuals_follow_their_definition_including_the_frame_outside_the_reference(rng):
     # residualMax is max|S (*) K - R| over the whole (P + k - 1)^2 support (R zero-padded), residualRms
     # the RMS over the reference stamp's P^2 pixels.  Position 0 is the Gaussian match, position 1
@@ -793,10 +907,10 @@ def test_qa_between_can_be_switched_off():
     assert fit.metadata["qa"]["candidates"]["n"] == 16
 
 
-@pytest.mark.parametrize("per_candidate,expected", [(1.0, 16), (0.5, 8), (2.0, 32), (100.0, 33), (0.0, 0)])
+@pytest.mark.parametrize("per_candidate,expected", [(1.0, 16), (0.5, 8), (2.0, 32), (100.0, 256), (0.0, 0)])
 def test_qa_between_is_as_dense_as_the_fit(per_candidate, expected):
     # 4x4 cells of 128 px, candidates spread edge to edge: a lattice of 7x7 candidate coordinates and
-    # midpoints, less the 16 candidates
+    # midpoints, less the 16 candidates; asked for more, the intervals divided further, up to qaMaxPositions (256)
     config = _config(cell=128)
     config.qaPositionsPerCandidate = per_candidate
     bbox = Box2I((0, 0), (512, 512))

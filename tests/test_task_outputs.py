@@ -492,6 +492,21 @@ def test_metadata_is_strict_json():
         assert key in back
 
 
+def test_more_qa_positions_per_candidate_check_a_small_exposure_more_densely():
+    # 2x2 cells: the midpoints give 5 held-out positions (4 asked for); 3 per candidate asks for 12 (5 before the
+    # finer divisions), 100 for more than the finest grid gives
+    bbox = Box2I((0, 0), (256, 256))
+    psf = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.1])
+    counts = []
+    for per in (1, 3, 100):
+        config = ModelPsfMatchConfig()
+        config.autoKernel = False
+        config.qaPositionsPerCandidate = per
+        counts.append(ModelPsfMatchTask(config=config).fitKernel(psf, GaussianPsf(31, 31, 2.6), bbox)
+                      .metadata["qa"]["between"]["n"])
+    assert counts == [4, 12, 256]  # (256: qaMaxPositions; the finest grid has 17 * 17 - 4 = 285)
+
+
 @pytest.mark.parametrize("placement", ["spread", "centers"])
 def test_candidate_placement(placement):
     from psfmatch import SpatialCellSet
@@ -528,7 +543,11 @@ def test_candidate_placement(placement):
     gaps = np.diff([rest.index(c) for c in capped if c not in corners])
     assert gaps.max() - gaps.min() <= 1  # the rest evenly spaced
     assert cs.between_positions(0) == []
-    assert len(cs.between_positions(10 ** 6)) == len(between)
+    # asked for more than the midpoints give, the intervals are divided in 4, 8, then 16 parts
+    dense = [(p.x, p.y) for p in cs.between_positions(10 ** 6)]
+    n_axis = [16 * (len(set(a) | {e0, e1}) - 1) + 1 for a, e0, e1 in ((xs, 10, 1009), ({p.y for p in pos}, 20, 519))]
+    assert len(dense) == n_axis[0] * n_axis[1] - len(pos) and set(full) <= set(dense)
+    assert len(cs.between_positions(len(between) + 1)) == len(between) + 1
     with pytest.raises(InvalidInputError, match="candidate placement must be one of"):
         SpatialCellSet(Box2I((0, 0), (10, 10)), 128, 128, "random")
 

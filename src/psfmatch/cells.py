@@ -178,6 +178,11 @@ class SpatialCell:
         return not self.candidates
 
 
+#: The finest division of the intervals between candidate coordinates (and the exposure's edges) that
+#: :meth:`SpatialCellSet.between_positions` makes when asked for more positions than the midpoints give.
+MAX_BETWEEN_DIVISIONS = 16
+
+
 class SpatialCellSet:
     """A grid of :class:`SpatialCell` tiling ``bbox``.
 
@@ -248,22 +253,31 @@ class SpatialCellSet:
         and the exposure's edges (so corners and edges are checked too), except the candidates.
 
         With ``max_positions``, at most that many: the exposure's corners (where the spatial model is
-        least constrained) and the others evenly spaced through the list (row by row).
+        least constrained) and the others evenly spaced through the list (row by row).  When the
+        midpoints give fewer than ``max_positions``, each interval between neighbouring coordinates
+        is divided further, in 4, 8, then :data:`MAX_BETWEEN_DIVISIONS` parts, until there are
+        enough (a denser check of a small exposure: ``qaPositionsPerCandidate`` above about 2).
         """
         xs, ys = self._candidate_axes()
         b = self.bbox
+        cand_x, cand_y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
 
-        def axis(v, lo, hi):
-            pts = sorted(set([float(lo)] + list(v) + [float(hi)]))
-            mids = [(a + c) / 2.0 for a, c in zip(pts[:-1], pts[1:])]
-            return np.array(sorted(set(pts + mids)))
+        def axis(v, lo, hi, parts):
+            pts = np.array(sorted(set([float(lo)] + list(v) + [float(hi)])))
+            fine = [(pts[:-1] * (parts - i) + pts[1:] * i) / parts for i in range(1, parts)]  # (a + c) / 2 for 2
+            return np.unique(np.concatenate(fine + [pts]))
 
-        ax = axis(xs, b.getMinX(), b.getMaxX())
-        ay = axis(ys, b.getMinY(), b.getMaxY())
-        gx, gy = np.meshgrid(ax, ay)  # row by row: y outer, x inner
-        gx, gy = gx.ravel(), gy.ravel()
-        keep = ~(np.isin(gx, np.asarray(xs, dtype=float)) & np.isin(gy, np.asarray(ys, dtype=float)))
-        gx, gy = gx[keep], gy[keep]
+        parts = 2
+        while True:
+            ax = axis(xs, b.getMinX(), b.getMaxX(), parts)
+            ay = axis(ys, b.getMinY(), b.getMaxY(), parts)
+            gx, gy = np.meshgrid(ax, ay)  # row by row: y outer, x inner
+            gx, gy = gx.ravel(), gy.ravel()
+            keep = ~(np.isin(gx, cand_x) & np.isin(gy, cand_y))
+            gx, gy = gx[keep], gy[keep]
+            if max_positions is None or len(gx) >= max_positions or parts >= MAX_BETWEEN_DIVISIONS:
+                break
+            parts *= 2
         if max_positions is not None and len(gx) > max_positions:
             m = max(0, int(max_positions))
             corner = np.flatnonzero(np.isin(gx, (ax[0], ax[-1])) & np.isin(gy, (ay[0], ay[-1])))[:m]

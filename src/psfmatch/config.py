@@ -841,7 +841,9 @@ class ModelPsfMatchConfig(Config):
     qaPositionsPerCandidate = RangeField(
         "Positions between the candidates checked by the QA, per cell: the held-out sample is as dense as the "
         "fit's (64 positions for 64 cells with the default 1), the exposure's corners among them unless "
-        "candidates sit there, and at most qaMaxPositions. Raise it for a denser check of small exposures.",
+        "candidates sit there, and at most qaMaxPositions. Raise it for a denser check of small exposures: "
+        "beyond the midpoints between the candidates (about 2 positions per cell) the intervals are divided "
+        "in 4, 8 or 16 parts (SpatialCellSet.between_positions).",
         float, 1.0, min=0.0)
     maxMemoryGiB = RangeField("Refuse, before allocating, a kernel fit or a convolution that would need more memory "
                               "than this (GiB); the error gives the estimate.",
