@@ -678,3 +678,57 @@ def test_trials_whose_fit_would_exceed_max_memory_are_skipped():
     default = ModelPsfMatchTask().fitKernel(exposure.getPsf(), GaussianPsf(61, 61, 4.0), exposure.getBBox())
     assert default.metadata["autoKernel"]["chosen"]["description"].startswith("DF k=41")
     assert not any("maxMemoryGiB" in t.get("note", "") for t in default.metadata["autoKernel"]["trials"])
+
+
+def test_only_as_many_trials_run_at_once_as_fit_max_memory(monkeypatch):
+    """Independent trials ran on every core at once, each needing up to its fit's estimate: on 8 threads a 63 px
+    DECam PSFEx model's trials (on 7x7 cells of 32 px) peaked at 1.1 times the largest estimate, past a
+    maxMemoryGiB just above it. As many run at once as fit the limit; the choice is the same."""
+    import threading
+    import time
+
+    import psfmatch.autokernel as ak
+    import psfmatch.task as task_module
+
+    monkeypatch.setenv("PSFMATCH_NUM_THREADS", "4")
+    lock, running, most = threading.Lock(), [0], [0]
+    real = ak._evaluate
+
+    def counted(*args, **kwargs):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.02)  # (the trials of a group overlap on the threads)
+            return real(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    needs = []
+    real_estimate = task_module.estimate_fit_memory
+
+    def estimate(*args, **kwargs):
+        out = real_estimate(*args, **kwargs)
+        needs.append(out[0])
+        return out
+
+    monkeypatch.setattr(ak, "_evaluate", counted)
+    monkeypatch.setattr(task_module, "estimate_fit_memory", estimate)
+    bbox = Box2I((0, 0), (511, 511))
+    psf, ref = demo_psf(bbox), GaussianPsf(31, 31, 2.6)
+    config = ModelPsfMatchConfig()
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 64
+    free = ModelPsfMatchTask(config=config).fitKernel(psf, ref, bbox)
+    assert most[0] > 1  # the default limit holds every core's trial: unchanged
+    config.maxMemoryGiB = 1.5 * max(needs) / 2 ** 30  # every trial fits, two at once do not
+    most[0] = 0
+    bounded = ModelPsfMatchTask(config=config).fitKernel(psf, ref, bbox)
+    assert most[0] == 1
+    assert bounded.metadata["autoKernel"]["chosen"] == {**free.metadata["autoKernel"]["chosen"],
+                                                        "time": bounded.metadata["autoKernel"]["chosen"]["time"]}
+    assert not any("maxMemoryGiB" in t.get("note", "") for t in bounded.metadata["autoKernel"]["trials"])
+    config.maxMemoryGiB = 2.5 * max(needs) / 2 ** 30
+    most[0] = 0
+    ModelPsfMatchTask(config=config).fitKernel(psf, ref, bbox)
+    assert most[0] == 2

@@ -141,7 +141,11 @@ Scope and limits
   the fit; the automatic mode then changes nothing.
 - Trials whose fit would exceed ``maxMemoryGiB`` (the task's estimate) are
   skipped, with a note; the spatial orders are then compared on the largest
-  kernel that fits.
+  kernel that fits.  Each trial is counted at its fit's estimate (a trial
+  alone, with the stamps the trials share, measured 0.6 to 1.0 of it): no
+  more trials run at once than that many fit the limit, and the spectral
+  products kept for the next fits (``psfmatch.solve``'s cache) hold only
+  what those trials leave of it.
 
 References
 ----------
@@ -164,11 +168,11 @@ from .errors import PsfEvaluationError
 from .geom import Point2D
 from .kernel.basis import KernelBasis, alard_lupton_basis, makeDeltaFunctionBasisList, make_regularization_matrix
 from .kernel.spatial import SpatialFunction, axis_degree_caps, full_column_rank
-from .parallel import map_shared
+from .parallel import available_cores, map_shared
 from .psf.base import _ResizedPsf, kernel_image_pair_stacks, pad_or_crop
 from .qa import aperture_flux_mismatch, matched_stamps
 from .solve import (GramBuilder, NormalEquations, constrained_basis, reduce_constrained, solve_candidates,
-                    solve_spatial, transform_equations)
+                    solve_spatial, spectral_cache_room, transform_equations)
 
 __all__ = ["KernelTrial", "TrialResult", "AutoKernelChoice", "choose_kernel", "kernel_size_ladder",
            "alard_lupton_widths", "DF_LAMBDAS"]
@@ -842,7 +846,7 @@ _MIN_SCIENCE_SIGMA = 0.8
 
 
 def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox, kc, g_ref, rcond, p_native, p_min,
-                k_exposure, max_noise, tol, floor, fits_memory=None) -> dict:
+                k_exposure, max_noise, tol, floor, fits_memory=None, cache_room=None) -> dict:
     """Broad Gaussians for a match whose encircled flux the chosen kernel misses (a science PSF's wing).
 
     The moments-built widths (``sigma_k / 2 .. 2 sigma_k``) cannot build the broad, partly negative
@@ -852,8 +856,9 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
     for them (``4 x`` the broadest, within ``autoKernelMaxSize`` and the exposure), are tried on
     stamps of their own size; the result replaces the choice when it cuts the aperture mismatch to
     :data:`WING_GAIN` of the choice's or less, passes the noise guard and keeps the residual within
-    ``(1 + autoKernelTolerance)`` of the choice's (or below ``qaMaxResidual``), and, when
-    ``fits_memory(trial)`` is given, the fit of that kernel stays within ``maxMemoryGiB``.
+    ``(1 + autoKernelTolerance)`` of the choice's (or below ``qaMaxResidual``).  When
+    ``fits_memory(trial)`` is given and the fit of that kernel would exceed ``maxMemoryGiB``, the trial
+    is not made; ``cache_room(trials)``: the room the spectral cache keeps while it runs.
     """
     m = np.asarray(survey.scienceMoments, dtype=float)
     ok = np.asarray(survey.ok, dtype=bool)
@@ -872,33 +877,39 @@ def _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox
     if P is None:
         out["note"] = f"no wing trial: a {k} px kernel does not fit the PSF stamps under the padding rules"
         return out
+    trial = KernelTrial("AL", int(k), pick.trial.spatialOrder, widths, degrees, label="wing")
+    listed = ", ".join(f"{w:g}" for w in broad)
+    if fits_memory is not None and not fits_memory(trial):
+        # not even tried: the trial alone needs up to its fit's memory
+        out["results"].append(TrialResult(trial, psfSize=P, note=_TOO_BIG_FOR_MEMORY))
+        out["note"] = (f"broad Alard-Lupton widths {listed} px on a {k} px kernel not kept: the fit would exceed "
+                       "maxMemoryGiB")
+        return out
     out["ran"] = True
     data = _TrialData(science_psf, reference_psf, survey, cell_set, bbox, P, config.autoKernelMaxGrid,
                       survey.constant)
-    trial = KernelTrial("AL", int(k), pick.trial.spatialOrder, widths, degrees, label="wing")
-    r = _evaluate(trial, data, P, kc, config.kernel["DF"], g_ref, rcond, {})
+    with spectral_cache_room(None if cache_room is None else cache_room([trial])[1]):
+        r = _evaluate(trial, data, P, kc, config.kernel["DF"], g_ref, rcond, {})
     r.admissible = bool(np.isfinite(r.score) and r.noiseRatio <= max_noise)
     out["results"].append(r)
     limit = max(pick.score * (1.0 + tol), config.qaMaxResidual, floor)
     good = r.admissible and r.apertureFluxMismatch <= WING_GAIN * pick.apertureFluxMismatch and r.score <= limit
-    too_big = good and fits_memory is not None and not fits_memory(trial)
-    if good and not too_big:
+    if good:
         out["accepted"] = r
         out["note"] = (f"broad Alard-Lupton widths {', '.join(f'{w:g}' for w in broad)} px added on a {k} px kernel: "
                        f"held-out aperture-flux mismatch {pick.apertureFluxMismatch:.2g} -> "
                        f"{r.apertureFluxMismatch:.2g} (residual {pick.score:.2g} -> {r.score:.2g})")
     else:
-        why = ("the fit would exceed maxMemoryGiB" if too_big else "noise guard" if not r.admissible else
+        why = ("noise guard" if not r.admissible else
                f"aperture mismatch {r.apertureFluxMismatch:.2g} (chosen {pick.apertureFluxMismatch:.2g})"
                if r.apertureFluxMismatch > WING_GAIN * pick.apertureFluxMismatch else
                f"residual {r.score:.2g} above {limit:.2g}")
-        listed = ", ".join(f"{w:g}" for w in broad)
         out["note"] = f"broad Alard-Lupton widths {listed} px on a {k} px kernel not kept: {why}"
     return out
 
 
 def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_set, bbox,
-                  truncation=1e-3, fits_memory=None) -> AutoKernelChoice:
+                  truncation=1e-3, fit_memory=None) -> AutoKernelChoice:
     """Choose the kernel size, basis and spatial order for a match (see the module docstring).
 
     Parameters
@@ -918,14 +929,18 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         below this fraction of its peak
         (``untruncated_size``), so that a smaller
         kernel does not crop the reference's wings.
-    fits_memory : callable, optional
-        ``fits_memory(config, psf_size)``: whether the fit with ``config`` on
-        stamps of ``psf_size`` stays within ``maxMemoryGiB`` (the task's
-        estimate).  A trial whose fit would not is skipped, with a note in its
-        record (a trial alone needs up to about 0.8 x its fit's estimate), so
-        the choice never raises :class:`~psfmatch.errors.MemoryLimitError`
+    fit_memory : callable, optional
+        ``fit_memory(config, psf_size)``: the bytes the fit with ``config`` on
+        stamps of ``psf_size`` needs (the task's
+        :func:`~psfmatch.task.estimate_fit_memory`).  A trial whose fit would
+        exceed ``config.maxMemoryGiB`` is skipped, with a note in its record,
+        so the choice never raises :class:`~psfmatch.errors.MemoryLimitError`
         in the fit where a smaller kernel fits; the wing stage's larger kernel
-        is kept only then too.
+        is tried only then too.  The trials are counted at their fits' estimates
+        (a trial alone, with the stamps the trials share, measured 0.6 to 1.0 of
+        it): only as many run at once as fit ``maxMemoryGiB``, and the spectral
+        products cached for the next fits keep to what they leave
+        (:func:`~psfmatch.solve.spectral_cache_room`).
 
     Returns
     -------
@@ -1012,13 +1027,20 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     cache = {}
     notes = []
 
-    def fits(trial):
-        """Whether the fit of ``trial`` stays within ``maxMemoryGiB`` (the task's estimate; True without one).
+    limit = config.maxMemoryGiB * 2 ** 30 if fit_memory is not None else math.inf
+
+    def need(trial):
+        """The bytes the fit of ``trial`` needs (the task's estimate; 0 without one).
 
         The config :func:`_apply` gives carries the padding (``padPsfBy``) that makes the trial's stamps: the
         estimate takes the native size.
         """
-        return fits_memory is None or fits_memory(_apply(config, trial, free, constant, p_native, p_min), p_native)
+        return 0 if fit_memory is None else fit_memory(_apply(config, trial, free, constant, p_native, p_min),
+                                                        p_native)
+
+    def fits(trial):
+        """Whether the fit of ``trial`` stays within ``maxMemoryGiB`` (True without an estimate)."""
+        return fit_memory is None or need(trial) <= limit
 
     # the fit's memory grows with the kernel size and the number of basis kernels (estimate_fit_memory): when the
     # largest kernel of each family, with the most basis kernels tried, fits, so does every trial, and none needs
@@ -1033,7 +1055,22 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         largest.append(KernelTrial("AL", max(ks), cfg_order, sig, deg, label="moments"))
     if ks and (df_sizes or config.kernel.name == "DF"):
         largest.append(KernelTrial("DF", max(ks), cfg_order, label="df", **lambdas[0]))
-    all_fit = all(fits(t) for t in largest)
+    largest_need = max((need(t) for t in largest), default=0)
+    all_fit = largest_need <= limit
+
+    def budget(trials):
+        """``(threads, cache room)`` for ``trials`` run together within ``maxMemoryGiB`` (``None``: no limit).
+
+        Each trial is counted at the largest estimate of a fit among them that fits (those that do not are
+        skipped without allocating): as many run at once as fit the limit, the cores permitting, and the
+        spectral cache keeps to what they leave.  With a limit that holds the cores' worth, nothing changes.
+        """
+        if not math.isfinite(limit):
+            return None, None
+        each = largest_need if all_fit else max((n for n in map(need, trials) if n <= limit), default=0)
+        cores = min(available_cores(), max(len(trials), 1))
+        n = cores if each <= 0 else max(1, min(cores, int(limit // each)))
+        return (None if n == cores else n), limit - n * each
 
     def evaluate(trial):
         P = psf_sizes.get(trial.kernelSize) or _psf_size_for(config, p_native, trial.kernelSize, p_min)
@@ -1052,7 +1089,8 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         return r
 
     def run(trial):
-        return record(evaluate(trial))
+        with spectral_cache_room(budget([trial])[1]):
+            return record(evaluate(trial))
 
     def run_all(trials):
         """Independent trials on the cores together (``map_shared``), recorded in order.
@@ -1064,7 +1102,9 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         trials = [t for t in trials if t is not None]
         for P in {psf_sizes.get(t.kernelSize) for t in trials} - {None}:
             data.at_size(P)
-        return [record(r) for r in map_shared(evaluate, trials)]
+        threads, room = budget(trials)
+        with spectral_cache_room(room):
+            return [record(r) for r in map_shared(evaluate, trials, threads)]
 
     def al_trial(k, order, rich=False):
         if free["alWidths"]:
@@ -1165,7 +1205,7 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     if (pick.trial.family == "AL" and free["alWidths"] and free["kernelSize"] and np.isfinite(pick.score)
             and pick.apertureFluxMismatch > config.qaMaxApertureFluxMismatch):
         wing = _wing_stage(pick, config, survey, science_psf, reference_psf, cell_set, bbox, kc, g_ref, rcond,
-                           p_native, p_min, k_exposure, max_noise, tol, floor, fits)
+                           p_native, p_min, k_exposure, max_noise, tol, floor, fits, budget)
         results.extend(wing["results"])
         if wing["accepted"] is not None:
             pick = wing["accepted"]

@@ -58,6 +58,8 @@ __all__ = [
     "solve_spatial",
     "pca_basis",
     "lambda_for",
+    "spectral_cache_room",
+    "trim_spectral_cache",
 ]
 
 
@@ -94,6 +96,56 @@ _SPECTRAL_CACHE: dict = {}
 #: recompute every basis (each one evicts the next one needed).
 _SPECTRAL_CACHE_BYTES = 256 * 2**20
 _SPECTRAL_LOCK = threading.Lock()
+#: The rooms of the open :func:`spectral_cache_room` contexts: while any is open, the cache holds no more
+#: than the smallest (a fit under ``maxMemoryGiB`` keeps its entries within the memory its estimate leaves).
+_SPECTRAL_CACHE_ROOMS: list = []
+
+
+def _entry_bytes(entry) -> int:
+    return sum(_entry_bytes(x) if isinstance(x, tuple) else x.nbytes for x in entry)
+
+
+def _trim_locked(nbytes):
+    """Drop the least recently used entries until the cache holds at most ``nbytes`` (the lock held)."""
+    total = sum(_entry_bytes(e) for e in _SPECTRAL_CACHE.values())
+    while total > nbytes and _SPECTRAL_CACHE:
+        total -= _entry_bytes(_SPECTRAL_CACHE.pop(next(iter(_SPECTRAL_CACHE))))
+
+
+def trim_spectral_cache(nbytes):
+    """Drop the least recently used spectral products until the cache holds at most ``nbytes``.
+
+    Called by the task before a fit under ``maxMemoryGiB`` with the memory its estimate leaves
+    (:func:`~psfmatch.task.estimate_fit_memory` counts the products of the fit's own basis, not those
+    kept from earlier fits).  ``None``: no limit, nothing is dropped.
+    """
+    if nbytes is None:
+        return
+    with _SPECTRAL_LOCK:
+        _trim_locked(max(0, int(nbytes)))
+
+
+@contextlib.contextmanager
+def spectral_cache_room(nbytes):
+    """Hold the spectral cache to at most ``nbytes`` while the context is open (``None``: no change).
+
+    The cache is trimmed on entry, and an entry that does not fit the room is not kept (its
+    :class:`GramBuilder` still uses it); rooms of nested or concurrent contexts hold together (the
+    smallest wins).  The automatic kernel runs its trials under ``maxMemoryGiB`` in such a context.
+    """
+    if nbytes is None:
+        yield
+        return
+    room = max(0, int(nbytes))
+    with _SPECTRAL_LOCK:
+        _SPECTRAL_CACHE_ROOMS.append(room)
+        _trim_locked(min(_SPECTRAL_CACHE_ROOMS))
+    try:
+        yield
+    finally:
+        with _SPECTRAL_LOCK:
+            if room in _SPECTRAL_CACHE_ROOMS:  # (a forked child starts without its parent's rooms)
+                _SPECTRAL_CACHE_ROOMS.remove(room)
 
 
 def _spectral_cache_get(key, images):
@@ -107,16 +159,22 @@ def _spectral_cache_get(key, images):
 
 
 def _spectral_cache_put(key, entry):
-    """Keep ``entry`` (arrays, or tuples of arrays), dropping the least recently used beyond the byte limit."""
-    def nbytes(e):
-        return sum(nbytes(x) if isinstance(x, tuple) else x.nbytes for x in e)
+    """Keep ``entry`` (arrays, or tuples of arrays), dropping the least recently used beyond the byte limit.
 
+    Inside a :func:`spectral_cache_room`, the cache holds at most the room: an entry larger than the room is
+    not kept (an entry larger than the byte limit alone is kept, everything else dropped).
+    """
     with _SPECTRAL_LOCK:
         _SPECTRAL_CACHE.pop(key, None)
+        if _SPECTRAL_CACHE_ROOMS:
+            room = min(_SPECTRAL_CACHE_ROOMS)
+            if _entry_bytes(entry) > room:
+                return
+            _trim_locked(room - _entry_bytes(entry))
         _SPECTRAL_CACHE[key] = entry
-        total = sum(nbytes(e) for e in _SPECTRAL_CACHE.values())
+        total = sum(_entry_bytes(e) for e in _SPECTRAL_CACHE.values())
         while total > _SPECTRAL_CACHE_BYTES and len(_SPECTRAL_CACHE) > 1:
-            total -= nbytes(_SPECTRAL_CACHE.pop(next(iter(_SPECTRAL_CACHE))))
+            total -= _entry_bytes(_SPECTRAL_CACHE.pop(next(iter(_SPECTRAL_CACHE))))
 
 
 #: Open :func:`single_threaded_blas` contexts, in any thread, and the BLAS thread counts saved by the first.
@@ -956,6 +1014,7 @@ def _reset_after_fork():
     """
     global _BLAS_LOCK, _SPECTRAL_LOCK, _LARGE_LOCK
     _BLAS_LOCK, _SPECTRAL_LOCK, _LARGE_LOCK = threading.Lock(), threading.Lock(), threading.Lock()
+    _SPECTRAL_CACHE_ROOMS.clear()
     depth, saved = _BLAS_STATE["depth"], _BLAS_STATE["saved"]
     _BLAS_STATE["depth"], _BLAS_STATE["saved"] = 0, None
     if depth > 0 and saved and _BLAS_CONTROLLER:

@@ -49,7 +49,7 @@ from .psf.base import (as_psf, compute_kernel_images, kernel_image_pair_stacks, 
                        pad_or_crop_stack, unique_stamps)
 from .qa import match_quality_groups, summarize
 from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
-                    solve_candidates, solve_spatial, transform_equations)
+                    solve_candidates, solve_spatial, transform_equations, trim_spectral_cache)
 
 __all__ = ["ModelPsfMatchTask", "PsfMatchResult", "KernelFit", "nextOddInteger"]
 
@@ -167,16 +167,21 @@ class ModelPsfMatchTask:
                 self.kConfig.forwardRegularizationOrders, self.kConfig.regularizationBorderPenalty)
 
     # ------------------------------------------------------------------
-    def _check_fit_memory(self, n_candidates, psf_size, n_unique=None, kernel_size=None):
+    def _check_fit_memory(self, n_candidates, psf_size, n_unique=None, kernel_size=None, varying_reference=False):
         """Raise :class:`MemoryLimitError` before allocating when the fit would exceed ``config.maxMemoryGiB``.
 
         See :func:`estimate_fit_memory`; called before the basis is built (``__init__``), before the
         PSFs are realized at every cell (from one stamp) and once the padded stamp size is known.
         ``kernel_size``: the size to check instead of the configured one (the smallest the
-        automatic kernel may choose, before it has chosen).
+        automatic kernel may choose, before it has chosen).  When the fit fits, the spectral
+        products kept from earlier fits (``psfmatch.solve._SPECTRAL_CACHE``, which the estimate does
+        not count) are trimmed to the memory the estimate leaves under the limit.
         """
-        need, parts = estimate_fit_memory(self.config, n_candidates, psf_size, n_unique, kernel_size)
+        need, parts = estimate_fit_memory(self.config, n_candidates, psf_size, n_unique, kernel_size,
+                                          varying_reference=varying_reference)
         limit = self.config.maxMemoryGiB * 2 ** 30
+        if need <= limit and math.isfinite(limit):
+            trim_spectral_cache(limit - need)
         if need > limit:
             detail = ", ".join(f"{name} {v / 2 ** 30:.3g} GiB" for name, v in parts.items() if v)
             if (n_candidates, psf_size) == (1, 1):  # the check of the configuration alone (the constructor's)
@@ -461,7 +466,7 @@ class ModelPsfMatchTask:
         # the automatic choice makes is not known yet: the smallest it may choose is checked (the
         # choice skips the trials that do not fit, and the fit checks the chosen one)
         self._check_fit_memory(cellSet.nx * cellSet.ny, _stamp_size_hint([sci, ref], cellSet.cell_centers()[0]),
-                               None if _varies(sci) or _varies(ref) else 1, self._smallest_kernel)
+                               None if _varies(sci) or _varies(ref) else 1, self._smallest_kernel, _varies(ref))
         try:
             survey = survey_psfs(sci, ref, cellSet)
         except PsfEvaluationError:
@@ -475,12 +480,12 @@ class ModelPsfMatchTask:
         if self.config.autoKernel and survey is not None:
             n_cells = cellSet.nx * cellSet.ny
 
-            def fits_memory(cfg, psf_size):
-                need, _ = estimate_fit_memory(cfg, n_cells, psf_size, 1 if survey.constant else None)
-                return need <= cfg.maxMemoryGiB * 2 ** 30
+            def fit_memory(cfg, psf_size):
+                return estimate_fit_memory(cfg, n_cells, psf_size, 1 if survey.constant else None,
+                                           varying_reference=_varies(ref))[0]
 
             choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox, self.TRUNCATION_THRESHOLD,
-                                   fits_memory)
+                                   fit_memory)
             task = type(self)(config=choice.config, name=self.name)
             auto_md = choice.metadata
         fit = task.fitKernel(sci if survey is None else SurveyCachedPsf(sci, survey), ref, bbox, kernelSum,
@@ -623,7 +628,8 @@ class ModelPsfMatchTask:
         if padding:
             log.debug("Padding Science PSF from (%d, %d) to (%d, %d) pixels", psfSize, psfSize,
                       psfSize + padding, psfSize + padding)
-        self._check_fit_memory(len(positions), psfSize, None if _varies(sci) or _varies(ref) else 1)
+        self._check_fit_memory(len(positions), psfSize, None if _varies(sci) or _varies(ref) else 1,
+                               varying_reference=_varies(ref))
         psfSize += padding
         maxKernelSize = psfSize - 1
         if maxKernelSize % 2 == 0:
@@ -880,7 +886,8 @@ def _smallest_free_kernel(config):
     return None
 
 
-def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_size=None):
+def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_size=None, *,
+                        varying_reference=False):
     """Bytes the kernel fit needs at its peak: its largest arrays, as ``(total, {part: bytes})``.
 
     The parts: the stamp stacks that coexist (the survey's science stamps, the fit's padded stack, the
@@ -893,14 +900,23 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_si
     small arrays.  ``psf_size`` is the stamp side before padding; the padding rule of the config is
     applied.  ``n_unique`` candidates have distinct stamps (1 when neither PSF varies: they share one set
     of normal equations; default all).  ``kernel_size``: the kernel's side instead of the configured
-    ``kernelSize``.  Not counted: the three stacks more of a spatially varying reference PSF, and the
-    spectral products of the bases the automatic kernel tries (kept for the next fits of the process,
-    up to ``psfmatch.solve._SPECTRAL_CACHE_BYTES``).
+    ``kernelSize``.  ``varying_reference``: the reference PSF varies, so it is realized at every candidate
+    (three stacks more: its list, its stack and the distinct candidates' copy).
+
+    Not counted, but bounded under a finite ``maxMemoryGiB``: the spectral products kept for the next fits
+    of the process (``psfmatch.solve._SPECTRAL_CACHE``, up to 256 MiB) are trimmed before the fit to what
+    this estimate leaves under the limit, and kept during the automatic kernel's trials only within what
+    they leave (:func:`~psfmatch.solve.spectral_cache_room`); the trials, each counted at its fit's
+    estimate, run only as many at once as fit the limit (:func:`~psfmatch.autokernel.choose_kernel`).
 
     Measured peaks (tracemalloc of ``fitKernel``, 1 to 16 threads, the demo PSF and a 63 px DECam PSFEx
-    model, kernels of 15 to 61 px, cells of 64 and 128 px): 0.54 to 0.97 times the estimate with
-    ``autoKernel = False`` and with the demo's automatic kernel; 1.18 with the PSFEx model's (its trials'
-    cached products).
+    model, kernels of 15 to 61 px, cells of 32 to 128 px): 0.54 to 0.97 times the estimate with
+    ``autoKernel = False`` and with the demo's automatic kernel, 0.80 to 0.89 with a spatially varying
+    reference (1.05 to 1.35 before it was counted).  With the automatic kernel and a PSFEx model the
+    fit with the cached products of its trials reaches 1.07 to 1.73 times its estimate when the limit
+    leaves room for them (under the default 8 GiB); with ``maxMemoryGiB`` just above the largest trial's
+    estimate the whole ``fitKernel`` peaked at 0.53 to 0.83 of the limit (1.0 to 1.66 before the cache and
+    the trials' threads were bounded).
     """
     from .parallel import available_cores
     from .qa import qa_chunk_size, qa_chunk_work
@@ -948,6 +964,8 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_si
         "normal equations": 4 * 8 * (u + 2) * nb * nb,
         "Fourier basis products": fourier,
         "regularization": 8 * nb * nb if delta and getattr(kc, "useRegularization", False) else 0,
+        # a reference realized at every candidate: its list, its stack and the distinct candidates' copy
+        "reference stamps": 3 * stamp * n if varying_reference else 0,
         "work arrays": work + 16 * 2 ** 20,
     }
     return sum(parts.values()), parts
