@@ -175,7 +175,7 @@ def test_strict_raises_before_anything_is_fitted_or_convolved(monkeypatch):
     monkeypatch.setattr(psfmatch.solve.GramBuilder, "build", forbidden)
     config = lsst_config(strict=True)
     exposure = Exposure(np.zeros((256, 256), np.float32), psf=GaussianPsf(31, 31, 2.0))
-    with pytest.raises(IllPosedMatchError, match=r"narrower than the science PSF in 4 of 4 cells.*Cell 0x0 at "
+    with pytest.raises(IllPosedMatchError, match=r"narrower than the science PSF at 4 of 4 cells.*Cell 0x0 at "
                                                  r"\([\d.]+, [\d.]+\).*deficit of 0\.400 px.*strict=True"):
         ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(31, 31, 1.6))
     assert issubclass(IllPosedMatchError, ValueError) and issubclass(IllPosedMatchError, PsfMatchError)
@@ -287,7 +287,7 @@ def test_cells_the_check_cannot_measure_are_reported_and_refused_when_strict():
     exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(21, 21, 0.65))
     config = ModelPsfMatchConfig()
     config.strict = True
-    msg = (r"the ill-posed check could not be made in 1 of 1 cells \(Cell 0x0\): the adaptive moments of the science "
+    msg = (r"the ill-posed check could not be made at 1 of 1 cells \(Cell 0x0\): the adaptive moments of the science "
            r"or reference PSF did not converge there \(a PSF narrower than about 0.8 px sigma is too undersampled")
     with pytest.raises(IllPosedMatchError, match=msg + r".*strict=True: nothing was convolved"):
         ModelPsfMatchTask(config=config).run(exposure, GaussianPsf(21, 21, 0.45))
@@ -333,3 +333,49 @@ def test_reference_chooser_refuses_an_unmeasurable_psf():
     with pytest.raises(InvalidInputError, match=r"could not be measured at any of the 25 survey positions \(last: "
                                                 r".*too undersampled"):
         choose_reference_psf([exposure])
+
+
+def _bump_between():
+    """2x2 cells, candidates at the corners: sigma 1.6 px there, 2.3 px at the centre, against a 2.0 px reference."""
+    bbox = Box2I((0, 0), (256, 256))
+    return VariableGaussianPsf(25, 25, bbox, sigma=[2.3, 0, 0, -0.35, 0, -0.35]), GaussianPsf(25, 25, 2.0), bbox
+
+
+def test_a_match_ill_posed_between_the_candidates_is_flagged_and_strict_refuses_it():
+    sci, ref, bbox = _bump_between()
+    config = ModelPsfMatchConfig()
+    config.qaPositionsPerCandidate = 2  # the held-out lattice's 5 points with the centre (4 of them by default)
+    with pytest.warns(IllPosedMatchWarning, match=r"narrower than the science PSF at 4 of 8 held-out positions "
+                                                  r"between the candidates \(\(63\.8, 127\.5\).*Worst: \(63\.8, 127\.5\), "
+                                                  r"along the axis"):
+        fit = ModelPsfMatchTask(config=config).fitKernel(sci, ref, bbox)
+    qa = fit.metadata["qa"]
+    assert qa["illPosed"]["flag"] is False  # at the candidates it is well-posed
+    assert qa["illPosedBetween"]["flag"] is True and qa["illPosedBetween"]["nCellsChecked"] == 8
+    assert qa["illPosedBetween"]["worst"]["cellIndex"] == -1
+    assert qa["illPosedBetween"]["worst"]["deficit"] == pytest.approx(0.213, abs=2e-3)
+    assert FLAG_ILL_POSED in qa["flags"]
+    config.strict = True
+    with pytest.raises(IllPosedMatchError, match=r"at 4 of 8 held-out positions between the candidates.*strict=True: "
+                                                 r"nothing was convolved"):
+        ModelPsfMatchTask(config=config).fitKernel(sci, ref, bbox)
+
+
+def test_the_held_out_positions_of_a_well_posed_match_are_checked_and_reused_by_the_qa():
+    bbox = Box2I((0, 0), (512, 512))
+    sci = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.1])
+    calls = []
+    original = sci.computeKernelImages
+
+    def counted(positions):
+        calls.append(len(positions))
+        return original(positions)
+
+    sci.computeKernelImages = counted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IllPosedMatchWarning)
+        fit = ModelPsfMatchTask(config=ModelPsfMatchConfig()).fitKernel(sci, GaussianPsf(31, 31, 2.6), bbox)
+    between = fit.metadata["qa"]["illPosedBetween"]
+    assert between["flag"] is False and between["nCellsChecked"] == fit.metadata["qa"]["between"]["n"] == 16
+    assert between["worst"]["deficit"] < 0
+    assert calls.count(16) == 2  # the 16 candidates and the 16 held-out positions, each realized once

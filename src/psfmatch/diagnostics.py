@@ -180,11 +180,14 @@ def kernel_covariance(science_moments, reference_moments) -> np.ndarray:
     return _covariance(np.asarray(reference_moments, dtype=float) - np.asarray(science_moments, dtype=float))
 
 
-def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
+def survey_psfs(science_psf, reference_psf, cell_set, positions=None) -> PsfSurvey:
     """Realize both PSFs at the candidate position of every cell of ``cell_set`` and measure their second moments.
 
     The positions are :meth:`~psfmatch.cells.SpatialCellSet.cell_centers` (LSST's name): an
     edge-to-edge grid with the default ``candidatePlacement = "spread"``, the centres with ``"centers"``.
+    With ``positions`` (points), those instead, e.g. the held-out positions between the candidates
+    (:meth:`~psfmatch.cells.SpatialCellSet.between_positions`): each is then labelled by its
+    coordinates and its cell index is -1.
 
     A cell where either model fails to evaluate is skipped (and listed in
     ``failed``): the fit rejects that candidate with its own message.  The
@@ -193,10 +196,16 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     Raises
     ------
     PsfEvaluationError
-        If no cell could be evaluated.
+        If no cell (position) could be evaluated.
     """
-    centres = cell_set.cell_centers()
-    cells = cell_set.getCellList()
+    if positions is None:
+        centres = cell_set.cell_centers()
+        names = [c.getLabel() for c in cell_set.getCellList()]
+        ids = list(range(len(centres)))
+    else:
+        centres = [as_point(p) for p in positions]
+        names = [f"({p[0]:.1f}, {p[1]:.1f})" for p in centres]
+        ids = [-1] * len(centres)
     ref_const = not bool(getattr(reference_psf, "isSpatiallyVarying", lambda: True)())
     sci_imgs, ref_imgs, errors = compute_kernel_image_pairs(science_psf, reference_psf, centres)
     S, R, pos, idx, labels, failed = [], [], [], [], [], []
@@ -204,17 +213,18 @@ def survey_psfs(science_psf, reference_psf, cell_set) -> PsfSurvey:
     for i, p in enumerate(centres):
         exc = errors.get(i)
         if exc is not None:
-            failed.append(f"{cells[i].getLabel()} at ({p.x:.1f}, {p.y:.1f}): {exc}")
+            failed.append(f"{names[i]} at ({p[0]:.1f}, {p[1]:.1f}): {exc}")
             first_error = first_error or exc
             continue
         S.append(sci_imgs[i])
         R.append(ref_imgs[i])
-        pos.append((p.x, p.y))
-        idx.append(i)
-        labels.append(cells[i].getLabel())
+        pos.append((float(p[0]), float(p[1])))
+        idx.append(ids[i])
+        labels.append(names[i])
     if not S:
         raise PsfEvaluationError(
-            f"neither PSF could be evaluated at any of the {len(centres)} cell centres; first failure: {first_error}")
+            f"neither PSF could be evaluated at any of the {len(centres)} "
+            f"{'cell centres' if positions is None else 'positions'}; first failure: {first_error}")
     ssize = max(max(s.shape) for s in S)
     rsize = max(max(r.shape) for r in R)
     P = max(ssize, rsize)
@@ -348,6 +358,9 @@ class IllPosedReport:
         ``deficit > tolerance`` (and the moments converged).
     tolerance : float
     survey : PsfSurvey
+    noun : str
+        What the survey's positions are, for the messages: ``"cells"`` (the candidates) or
+        ``"held-out positions"`` (between them).
     """
 
     deficit: np.ndarray
@@ -358,6 +371,7 @@ class IllPosedReport:
     flagged: np.ndarray
     tolerance: float
     survey: PsfSurvey
+    noun: str = "cells"
 
     @property
     def illPosed(self) -> bool:
@@ -379,7 +393,7 @@ class IllPosedReport:
             return ""
         names = ", ".join(self.survey.labels[i] for i in bad[:8]) + (f", ... ({len(bad) - 8} more)"
                                                                       if len(bad) > 8 else "")
-        return (f"the ill-posed check could not be made in {len(bad)} of {len(self.deficit)} cells ({names}): the "
+        return (f"the ill-posed check could not be made at {len(bad)} of {len(self.deficit)} {self.noun} ({names}): the "
                 "adaptive moments of the science or reference PSF did not converge there (a PSF narrower than "
                 "about 0.8 px sigma is too undersampled for them; so is a stamp without a clear core). Make sure "
                 "the reference is broader than the science PSF there, or use better-sampled PSF models")
@@ -405,26 +419,31 @@ class IllPosedReport:
             i = self.worst()
             if i is None:
                 return self.unmeasured_message()
-            where = f"all {n_all} cells" if not self.nUnmeasured else \
-                f"the {n_all - self.nUnmeasured} cells of {n_all} measured"
+            where = f"all {n_all} {self.noun}" if not self.nUnmeasured else \
+                f"the {n_all - self.nUnmeasured} {self.noun} of {n_all} measured"
             return (f"well-posed: the reference PSF is at least as broad as the science PSF along every axis in "
                     f"{where} (smallest margin {max(0.0, -float(self.deficit[i])):.3g} px at "
                     f"{self.survey.labels[i]})")
         idx = np.flatnonzero(self.flagged)
         idx = idx[np.argsort(-self.deficit[idx])]
         w = idx[0]
-        x, y = self.survey.positions[w]
         names = ", ".join(self.survey.labels[i] for i in idx[:max_cells])
         if len(idx) > max_cells:
             names += f", ... ({len(idx) - max_cells} more)"
-        return (f"ill-posed match: the reference PSF is narrower than the science PSF in {len(idx)} of {n_all} "
-                f"cells ({names}), so matching there is a deconvolution and the kernel will ring. Worst: "
-                f"{self.survey.labels[w]} at ({x:.1f}, {y:.1f}), along the axis at {self.angle[w]:.1f} deg from +x: "
+        return (f"ill-posed match: the reference PSF is narrower than the science PSF at {len(idx)} of {n_all} "
+                f"{self.noun} ({names}), so matching there is a deconvolution and the kernel will ring. Worst: "
+                f"{self._where(w)}, along the axis at {self.angle[w]:.1f} deg from +x: "
                 f"science sigma {self.scienceSigma[w]:.3f} px vs reference sigma {self.referenceSigma[w]:.3f} px, "
                 f"a deficit of {self.deficit[w]:.3f} px (equivalent to deconvolving a Gaussian of sigma "
                 f"{self.deconvolutionSigma[w]:.3f} px; tolerance {self.tolerance:g} px). Remedy: use a reference "
                 f"PSF broader than sigma {self.scienceSigma[w]:.3f} px along that axis everywhere (e.g. a round "
                 f"Gaussian of sigma >= {self.max_science_sigma():.3f} px), or match the other exposure to this one")
+
+    def _where(self, i) -> str:
+        """``"Cell 3x3 at (511.0, 511.0)"``; a held-out position is labelled by its coordinates alone."""
+        x, y = self.survey.positions[i]
+        label = self.survey.labels[i]
+        return label if self.survey.cells[i] < 0 else f"{label} at ({x:.1f}, {y:.1f})"
 
     def max_science_sigma(self) -> float:
         """The largest science sigma along any axis over the field (major-axis sigma), pixels."""
@@ -577,7 +596,7 @@ def _widest_deficit(cs, cr, eig=None):
     return theta, sigmas(As[:n], Bs[:n], Cs[:n], theta), sigmas(Ar[:n], Br[:n], Cr[:n], theta)
 
 
-def check_ill_posed(survey: PsfSurvey, tolerance=0.01) -> IllPosedReport:
+def check_ill_posed(survey: PsfSurvey, tolerance=0.01, noun="cells") -> IllPosedReport:
     """Compare the two PSFs' second moments per cell (see the module docstring).
 
     Parameters
@@ -585,6 +604,8 @@ def check_ill_posed(survey: PsfSurvey, tolerance=0.01) -> IllPosedReport:
     survey : PsfSurvey
     tolerance : float
         Deficit (pixels) above which a cell is flagged.
+    noun : str
+        What the survey's positions are, for the messages (:class:`IllPosedReport`).
 
     Returns
     -------
@@ -614,7 +635,7 @@ def check_ill_posed(survey: PsfSurvey, tolerance=0.01) -> IllPosedReport:
     unknown = ~np.asarray(survey.ok, dtype=bool)
     deficit, angle, s_sci, s_ref, s_dec = (np.where(unknown, np.nan, a) for a in
                                            (deficit, angle, s_sci, s_ref, np.sqrt(np.clip(-lam, 0, None))))
-    return IllPosedReport(deficit, angle, s_sci, s_ref, s_dec, flagged, float(tolerance), survey)
+    return IllPosedReport(deficit, angle, s_sci, s_ref, s_dec, flagged, float(tolerance), survey, noun)
 
 
 def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> None:

@@ -475,6 +475,12 @@ class ModelPsfMatchTask:
         if report is not None:
             # raises before anything is fitted; warns from enforce <- here <- fitKernel <- its caller
             enforce_ill_posed(report, self.config.strict, stacklevel=4 + warn_skip)
+        between = None
+        if report is not None and not report.illPosed:
+            # the held-out positions of the QA too: a PSF broader between the candidates than at them
+            between = self._check_between(sci, ref, cellSet, survey)
+            if between is not None:
+                enforce_ill_posed(between, self.config.strict, stacklevel=4 + warn_skip)
         t1 = time.perf_counter()
         task, auto_md = self, None
         if self.config.autoKernel and survey is not None:
@@ -509,6 +515,13 @@ class ModelPsfMatchTask:
                 j = by_cell.get(cand.id)
                 if j is not None:
                     cand.qa["illPosedDeficit"] = float(report.deficit[j])
+        if between is not None:
+            qa["illPosedBetween"] = between.to_metadata()
+            if between.illPosed:
+                flags.append(FLAG_ILL_POSED)
+                md.setdefault("notes", []).append(between.message())
+            elif between.nUnmeasured:
+                md.setdefault("notes", []).append(between.unmeasured_message())
         flags += check_kernel_quality(qa, self.config.qaMaxResidual, self.config.qaMaxKernelNegativeFraction,
                                       stacklevel=4 + warn_skip,
                                       auto_kernel=(auto_md is not None) and (bool(auto_md.get("trials")) or "kept"),
@@ -861,6 +874,30 @@ class ModelPsfMatchTask:
             return match_quality_groups([(S, R, kernel.computeImages(xs, ys) / kernel.kernel_sum)
                                          for S, R, xs, ys in groups])
 
+    def _check_between(self, sci, ref, cellSet, survey):
+        """The ill-posed check at the QA's held-out positions (:meth:`_between_positions`), or None without any.
+
+        The science stamps realized there are added to the survey's, so that the QA
+        (through :class:`~psfmatch.diagnostics.SurveyCachedPsf`) does not realize them again.
+        """
+        from .diagnostics import check_ill_posed, survey_psfs
+
+        pts = self._between_positions(cellSet)
+        if not pts:
+            return None
+        try:
+            held = survey_psfs(sci, ref, cellSet, positions=pts)
+        except PsfEvaluationError:
+            return None  # nowhere evaluable: the QA skips these positions too
+        survey.scienceStamps.update(held.scienceStamps)
+        return check_ill_posed(held, self.config.illPosedTolerance, noun="held-out positions between the candidates")
+
+    def _between_positions(self, cellSet):
+        """The QA's held-out positions: ``qaPositionsPerCandidate`` per cell, at most ``qaMaxPositions``."""
+        cfg = self.config
+        n_cells = len(cellSet.cells)
+        return cellSet.between_positions(min(cfg.qaMaxPositions, math.ceil(cfg.qaPositionsPerCandidate * n_cells)))
+
     def _between_stamps(self, sci, ref, cellSet, psfSize):
         """Science and reference stamps at the held-out QA positions.
 
@@ -868,9 +905,7 @@ class ModelPsfMatchTask:
         (:meth:`SpatialCellSet.between_positions` chooses them).  Returns
         ``(S, R, xs, ys)``; positions where either PSF fails are left out.
         """
-        cfg = self.config
-        n_cells = len(cellSet.cells)
-        pts = cellSet.between_positions(min(cfg.qaMaxPositions, math.ceil(cfg.qaPositionsPerCandidate * n_cells)))
+        pts = self._between_positions(cellSet)
         S, R, kept = kernel_image_pair_stacks(sci, ref, pts, psfSize)
         return S, R, np.array([pts[i].x for i in kept]), np.array([pts[i].y for i in kept])
 
