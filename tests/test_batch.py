@@ -728,6 +728,27 @@ def test_cli_batch_usage_errors(tmp_path, capsys):
     assert "no inputs" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options, match", [
+    (["--coadd-exclude", "SATT"], "error: --coadd-exclude needs --coadd (without a coadd it would be ignored); add "
+                                  "--coadd OUT.fits to make the coadd, or leave --coadd-exclude out"),
+    (["--coadd-tile", "1024"], "error: --coadd-tile needs --coadd"),
+    (["--coadd-exclude", "BAD", "--coadd-tile", "64"], "error: --coadd-exclude and --coadd-tile need --coadd"),
+])
+def test_cli_batch_coadd_options_without_coadd_are_usage_errors(options, match, inputs, tmp_path, monkeypatch,
+                                                                 capsys):
+    # a forgotten --coadd is reported before any work, not ignored (the batch used to run and exit 0)
+    _forbid(monkeypatch, "match_many", "matched although --coadd-exclude/--coadd-tile came without --coadd")
+    paths, _ = inputs
+    out = tmp_path / "out"
+    assert run_batch_command(_parse(["batch", paths[0], "-r", "gaussian:sigma=2.6", "-o", str(out), *options])) == 2
+    assert match in capsys.readouterr().err
+    assert not out.exists()
+    # with --coadd they are used (the plane checked before any matching: SATT is no plane of the inputs)
+    with pytest.raises(InvalidInputError, match="--coadd-exclude SATT: not a mask plane of any input"):
+        run_batch_command(_parse(["batch", paths[0], "-r", "gaussian:sigma=2.6", "-o", str(out), "--coadd",
+                                  str(tmp_path / "co.fits"), "--coadd-exclude", "SATT"]))
+
+
 @pytest.mark.parametrize("option, match", [
     (["--coadd-tile", "8"], "at least 16 pixels"),
     (["--memory-limit", "lots"], "memory size per worker such as 4GiB"),

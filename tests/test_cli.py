@@ -727,6 +727,26 @@ def test_run_reads_the_mask_and_weight_planes_of_a_plain_file(tmp_path, capsys):
     assert rc == 1 and re.search(r"no HDU 'DQ' for the mask; the file has \['PRIMARY', 'SCI', 'MSK', 'WGT'\]", err)
 
 
+@pytest.mark.parametrize("kind", ["invvar", "variance"])
+def test_variance_kind_without_variance_is_a_usage_error(kind, exposure_file, tmp_path, capsys, monkeypatch):
+    """--variance-kind says what the --variance plane holds: without --variance it was silently ignored (exit 0,
+    the file's own VARIANCE plane read as a variance); now it is refused before any work."""
+    import psfmatch.io
+
+    def must_not_read(*args, **kwargs):
+        raise AssertionError("the exposure was read although --variance-kind came without --variance")
+
+    monkeypatch.setattr(psfmatch.io, "read_exposure", must_not_read)
+    out = tmp_path / "matched.fits"
+    rc, stdout, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(out),
+                            "--variance-kind", kind], capsys)
+    assert rc == 2 and stdout == ""
+    assert (f"psfmatch run: error: --variance-kind {kind} needs --variance: it says what the --variance plane holds "
+            "(an exposure file's own VARIANCE plane is a variance, and without one the variance is estimated); "
+            "name the plane with --variance HDU|FILE, or leave --variance-kind out") in err
+    assert _files(tmp_path) == []
+
+
 def test_spec_errors_name_the_psf_they_are_about(exposure_file, tmp_path, capsys):
     """A malformed --psf or inspect-psf SPEC was reported as the "reference PSF"."""
     rc, _, err = _run(["run", exposure_file, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "o.fits"),

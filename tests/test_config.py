@@ -218,6 +218,32 @@ def test_an_lsst_field_psfmatch_omits_is_named_as_such(how, tmp_path):
     assert "LSST field" not in str(info.value)
 
 
+@pytest.mark.parametrize("value", ["minimizeBiasedRisk", "minimizeUnbiasedRisk"])
+@pytest.mark.parametrize("how", ["-c", "python", "toml"])
+def test_an_lsst_lambda_type_psfmatch_omits_is_named_as_such(value, how, tmp_path):
+    # LSST's risk-minimizing lambdaType values are refused as omitted LSST settings, with what replaces them
+    # (they used to get only the generic "must be one of 'absolute', 'relative'")
+    hint = (rf"kernel\['DF'\]\.lambdaType: lambdaType='{value}' is an LSST setting that psfmatch omits \(it means "
+            r"nothing for matching PSF models: see the ModelPsfMatchTask page of the docs\), so leave lambdaType "
+            r"unset for autoKernel's regularization sweep to choose the strength \(autoKernel=True, the default\), "
+            r"or set lambdaType='relative' with lambdaScaling; the values are 'absolute', 'relative'")
+    c = ModelPsfMatchConfig()
+    with pytest.raises(InvalidConfigError, match=hint):
+        if how == "-c":
+            apply_overrides(c, [f"kernel['DF'].lambdaType={value}"])
+        elif how == "python":
+            (tmp_path / "o.py").write_text(f"config.kernel['DF'].lambdaType = {value!r}\n")
+            load_overrides(c, tmp_path / "o.py")
+        else:
+            (tmp_path / "o.toml").write_text(f"[kernel.DF]\nlambdaType = {value!r}\n")
+            load_overrides(c, tmp_path / "o.toml")
+    assert c.kernel["DF"].lambdaType == "relative"  # the config is left as it was
+    with pytest.raises(InvalidConfigError, match=r"lambdaType: must be one of 'absolute', 'relative'; got 'risk'") \
+            as info:
+        apply_overrides(c, ["kernel['DF'].lambdaType=risk"])  # any other unknown value: the generic message
+    assert "LSST setting" not in str(info.value)
+
+
 def test_a_config_assigned_to_a_task_applies_whole():
     """task.config = other (as LSST users do) is copied, validated and frozen, and what the task derives from it
     (the kernel configuration, the regularization matrix) follows: it kept the constructor's kernel size."""

@@ -95,6 +95,9 @@ def _positive_float(text):
 #: The smallest ``--coadd-tile`` (as :func:`psfmatch.batch.coadd` requires).
 MIN_COADD_TILE = 16
 
+#: The ``--coadd-tile`` used when the option is not given.
+DEFAULT_COADD_TILE = 1024
+
 
 def _tile_size(text):
     """argparse type of ``--coadd-tile``: an integer >= :data:`MIN_COADD_TILE`."""
@@ -192,11 +195,12 @@ def add_batch_parser(subparsers, parents=()):
     b.add_argument("--outdir", "-o", required=True, type=_outdir, metavar="DIR",
                    help="output directory (created if needed)")
     b.add_argument("--coadd", metavar="OUT.fits", help="also coadd the matched exposures into OUT.fits")
-    b.add_argument("--coadd-exclude", metavar="PLANE,...", default="",
-                   help="mask planes left out of the coadd besides NO_DATA (e.g. BAD,SAT,CR)")
-    b.add_argument("--coadd-tile", type=_tile_size, default=1024, metavar="N",
-                   help=f"coadd tile size in pixels (default 1024, at least {MIN_COADD_TILE}; memory scales with its "
-                        "square)")
+    # (no defaults here, so that either given without --coadd is seen: a usage error)
+    b.add_argument("--coadd-exclude", metavar="PLANE,...", default=None,
+                   help="mask planes left out of the coadd besides NO_DATA (e.g. BAD,SAT,CR; needs --coadd)")
+    b.add_argument("--coadd-tile", type=_tile_size, default=None, metavar="N",
+                   help=f"coadd tile size in pixels (default {DEFAULT_COADD_TILE}, at least {MIN_COADD_TILE}; memory "
+                        "scales with its square; needs --coadd)")
     b.add_argument("--overwrite", action="store_true",
                    help="replace an existing coadd file (and a --report file that is not a psfmatch batch report)")
     b.add_argument("--scheduler", type=_scheduler_address, metavar="ADDRESS",
@@ -372,6 +376,20 @@ def _check_destination(path, what, paths, outdir, *, overwrite, replaceable=None
         raise OutputExistsError(f"{what} {path} {kind}; pass --overwrite to replace it, or choose another name")
 
 
+def _coadd_only_options(args):
+    """The coadd options given without ``--coadd`` (which would otherwise be ignored), as written on the command line.
+
+    Returns
+    -------
+    list of str
+        ``--coadd-exclude`` and ``--coadd-tile`` where given while ``--coadd`` is not; empty otherwise.
+    """
+    if args.coadd:
+        return []
+    return [option for option, value in (("--coadd-exclude", args.coadd_exclude), ("--coadd-tile", args.coadd_tile))
+            if value is not None]
+
+
 def _check_coadd_options(args, paths):
     """Check ``--coadd``'s name and the ``--coadd-exclude`` planes before any exposure is matched.
 
@@ -430,7 +448,8 @@ def run_batch_command(args) -> int:
         0 when every input matched (and the coadd, if asked for, was written),
         1 when any input failed (the coadd is then not made, so that re-running
         the same command once the inputs are fixed writes it) or the coadd
-        could not be made, 2 on a usage error found after parsing (no inputs).
+        could not be made, 2 on a usage error found after parsing (no inputs,
+        or ``--coadd-exclude`` / ``--coadd-tile`` without ``--coadd``).
     """
     from . import progress as progress_mod
     from .batch import _check_paths, _check_spared_files, _one_line, coadd, match_many
@@ -438,6 +457,13 @@ def run_batch_command(args) -> int:
     from .errors import InvalidInputError, PsfMatchError
 
     quiet = bool(getattr(args, "quiet", False))
+    stray = _coadd_only_options(args)
+    if stray:
+        names, one = " and ".join(stray), len(stray) == 1
+        print(f"psfmatch batch: error: {names} {'needs' if one else 'need'} --coadd (without a coadd "
+              f"{'it would be' if one else 'they would be'} ignored); add --coadd OUT.fits to make the coadd, or leave "
+              f"{names} out", file=sys.stderr)
+        return 2
     paths, listed_psfs = _inputs_and_psfs(args)
     if not paths:
         print("psfmatch batch: error: no inputs (give INPUT files or --input-list FILE)", file=sys.stderr)
@@ -514,7 +540,7 @@ def run_batch_command(args) -> int:
         else:
             try:
                 c = coadd(reports.output_paths(), args.coadd, exclude_planes=args.coadd_exclude,
-                          tile_size=args.coadd_tile, overwrite=args.overwrite)
+                          tile_size=args.coadd_tile or DEFAULT_COADD_TILE, overwrite=args.overwrite)
                 say(f"coadd: {c.output}: {c.shape[1]}x{c.shape[0]} px, coverage {c.coverage:.3f}, {c.time:.1f} s")
             except (PsfMatchError, OSError) as exc:
                 say(f"coadd: FAILED: {type(exc).__name__}: {exc}", failure=True)

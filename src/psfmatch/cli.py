@@ -507,6 +507,12 @@ def _cmd_run(args) -> int:
     from .io import read_exposure
     from .qa import format_report
 
+    if args.variance_kind is not None and args.variance is None:  # it would be ignored: a usage error
+        print(f"psfmatch run: error: --variance-kind {args.variance_kind} needs --variance: it says what the "
+              "--variance plane holds (an exposure file's own VARIANCE plane is a variance, and without one the "
+              "variance is estimated); name the plane with --variance HDU|FILE, or leave --variance-kind out",
+              file=sys.stderr)
+        return 2
     config = _build_config(args)
     outputs = _StagedOutputs(overwrite=args.overwrite)
     products = ((args.output, "output"), (args.kernel_out, "--kernel-out"), (args.qa_plot, "--qa-plot"),
@@ -522,7 +528,7 @@ def _cmd_run(args) -> int:
     _setup_debug(args)  # (--debug-dir checked with the outputs, before any reading)
     reference = parse_psf_spec(args.reference_psf, role="reference PSF")
     science = parse_psf_spec(args.psf, role="science PSF (--psf)") if args.psf else None
-    planes = {"hdu": args.hdu, "mask": args.mask, "variance": args.variance, "variance_kind": args.variance_kind}
+    planes = {"hdu": args.hdu, "mask": args.mask, "variance": args.variance, "variance_kind": args.variance_kind or "variance"}
     exposure = read_exposure(args.exposure, psf=science, **planes)
     if not exposure.hasPsf():
         raise MissingPsfError(f"{args.exposure} carries no PSF model; give the exposure's PSF with --psf FILE|SPEC")
@@ -766,9 +772,10 @@ def _parser():
     planes.add_argument("--variance", type=_hdu_arg, metavar="HDU|FILE",
                         help="the variance plane (see --variance-kind); without one a constant is estimated from the "
                              "pixels' robust scatter, with a warning")
-    planes.add_argument("--variance-kind", choices=("variance", "stddev", "invvar"), default="variance",
-                        help="what --variance holds: a variance, a standard deviation (an ERR plane) or an inverse "
-                             "variance (a weight map such as WGT, where weight 0 means no data); default variance")
+    planes.add_argument("--variance-kind", choices=("variance", "stddev", "invvar"), default=None,
+                        help="what --variance holds (so it needs --variance): a variance, a standard deviation (an "
+                             "ERR plane) or an inverse variance (a weight map such as WGT, where weight 0 means no "
+                             "data); default variance")
     _add_config_options(r)
     _add_task_options(r)
     r.set_defaults(func=_cmd_run)

@@ -70,11 +70,16 @@ LSST_OMITTED_FIELDS = frozenset({
 })
 
 
+def _omitted_text(name, kind="field", remedy="so leave it out of the override") -> str:
+    """Why an LSST ``kind`` (a field, a setting) that psfmatch omits is refused, and ``remedy``: what to do."""
+    return (f"{name} is an LSST {kind} that psfmatch omits (it means nothing for matching PSF models: see the "
+            f"ModelPsfMatchTask page of the docs), {remedy}")
+
+
 def _omitted_hint(name) -> str:
     """The end of an unknown-field message: why an LSST field is missing, and what to do."""
     if name in LSST_OMITTED_FIELDS:
-        return (f"; {name} is an LSST field that psfmatch omits (it means nothing for matching PSF models: see the "
-                "ModelPsfMatchTask page of the docs), so leave it out of the override")
+        return "; " + _omitted_text(name)
     return ""
 
 
@@ -233,16 +238,24 @@ class RangeField(Field):
 
 
 class ChoiceField(Field):
-    """A field whose value is one of ``allowed`` (a mapping of value to its doc)."""
+    """A field whose value is one of ``allowed`` (a mapping of value to its doc).
 
-    def __init__(self, doc, dtype, default, allowed, **kw):
+    ``omitted`` maps values of LSST's field that psfmatch omits to the remedy: setting one is refused
+    with a message that says it is an omitted LSST setting, and what replaces it.
+    """
+
+    def __init__(self, doc, dtype, default, allowed, omitted=None, **kw):
         self.allowed = dict(allowed)
+        self.omitted = dict(omitted or {})
         kw.setdefault("check_doc", "one of " + ", ".join(repr(a) for a in self.allowed))
         super().__init__(doc, dtype, default, **kw)
 
     def coerce(self, value, path):
         v = super().coerce(value, path)
         if v is not None and v not in self.allowed:
+            if v in self.omitted:
+                raise InvalidConfigError(f"{path}: {_omitted_text(f'{self.name}={v!r}', 'setting', self.omitted[v])}; "
+                                         f"the values are {', '.join(repr(a) for a in self.allowed)}")
             self._fail(path, value, f"must be {self.check_doc}")
         return v
 
@@ -785,7 +798,11 @@ class PsfMatchConfigDF(PsfMatchConfig):
         "How the regularization strength lambda is set.", str, "relative",
         {"absolute": "lambda = lambdaValue (LSST's default, tuned for images in counts)",
          "relative": "lambda = lambdaScaling * trace(M) / trace(H): scale-free, so it works for unit-sum "
-                     "PSF stamps (psfmatch's default)"})
+                     "PSF stamps (psfmatch's default)"},
+        # LSST's risk-minimizing searches estimate the risk from image noise, which PSF models do not have
+        omitted=dict.fromkeys(("minimizeBiasedRisk", "minimizeUnbiasedRisk"),
+                              "so leave lambdaType unset for autoKernel's regularization sweep to choose the strength "
+                              "(autoKernel=True, the default), or set lambdaType='relative' with lambdaScaling"))
     lambdaValue = RangeField("Lambda for lambdaType='absolute'.", float, 0.2, min=0.0)
     lambdaScaling = RangeField("Lambda relative to trace(M)/trace(H) for lambdaType='relative'.", float, 1e-4,
                                min=0.0)
