@@ -85,8 +85,12 @@ def test_masked_image_shapes_and_copies():
 
 def test_exposure_api():
     psf = GaussianPsf(11, 11, 2.0)
-    e = Exposure(np.zeros((8, 9)), psf=psf, wcs="WCS", xy0=(1, 2), metadata={"filter": "g", "id": 3})
-    assert e.hasPsf() and e.getPsf() is psf and e.psf is psf and e.getWcs() == "WCS"
+    from astropy.wcs import WCS
+    wcs = WCS(naxis=2)
+    e = Exposure(np.zeros((8, 9)), psf=psf, wcs=wcs, xy0=(1, 2), metadata={"filter": "g", "id": 3})
+    assert e.hasPsf() and e.getPsf() is psf and e.psf is psf and e.getWcs() is wcs
+    with pytest.raises(InvalidInputError, match="WCS"):
+        Exposure(np.zeros((8, 9)), wcs="WCS")
     assert e.getFilter() == "g" and e.getId() == 3 and e.getPhotoCalib() is None
     assert e.getBBox() == Box2I((1, 2), (9, 8))
     e.setPsf(None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -1111,3 +1112,66 @@ def test_hdu_names_only_a_plain_files_image_and_kernel_files_are_refused(tmp_pat
     with pytest.raises(UnsupportedFormatError, match=r"k\.fits: a psfmatch matching-kernel file \(PMFORMAT = "
                                                      r"'psfmatch-kernel'\), not an exposure"):
         read_exposure(tmp_path / "k.fits")
+
+
+def test_read_wcs_has_the_image_pixel_shape(tmp_path):
+    """read_exposure's WCS had pixel_shape None (NAXISn were removed before WCS(header)): calc_footprint() gave None
+    with an astropy warning.  Setting it must not change what is written."""
+    exp = make_exposure(wcs=simple_wcs())
+    write_exposure(exp, tmp_path / "a.fits")
+    back = read_exposure(tmp_path / "a.fits")
+    wcs = back.getWcs()
+    assert wcs.pixel_shape == (60, 40) and wcs.array_shape == back.image.shape
+    assert read_exposure_info(tmp_path / "a.fits").wcs.pixel_shape == (60, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        footprint = wcs.calc_footprint()
+    np.testing.assert_allclose(footprint, simple_wcs().calc_footprint(axes=(60, 40)), rtol=1e-12)
+    # the read-back exposure writes the same cards (checksums aside) as the one it came from
+    write_exposure(back, tmp_path / "b.fits")
+    for name in ("PRIMARY", "IMAGE", "MASK", "VARIANCE"):
+        cards = [[(c.keyword, c.value) for c in fits.getheader(tmp_path / f, name).cards
+                  if c.keyword not in ("CHECKSUM", "DATASUM")] for f in ("a.fits", "b.fits")]
+        assert cards[0] == cards[1], name
+
+
+def test_image_psf_reads_back_bit_for_bit(tmp_path):
+    """An ImagePsf's unit-sum array was normalized again on reading: 1 in 20 random arrays changed (by ~4e-19),
+    while psf_persist promises an exact round trip."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.random((int(rng.integers(3, 40)) | 1, int(rng.integers(3, 40)) | 1)) + 0.01 for _ in range(20)]
+    psfs = [ImagePsf(a, pixel_scale=0.2) for a in arrays]
+    assert any(p.array.sum() != 1.0 for p in psfs)  # the cases renormalizing changed
+    for i, psf in enumerate(psfs):
+        exp = Exposure(np.ones((8, 8), np.float32), variance=np.ones((8, 8), np.float32), psf=psf)
+        write_exposure(exp, tmp_path / f"e{i}.fits")
+        back = read_exposure(tmp_path / f"e{i}.fits").getPsf()
+        assert type(back) is ImagePsf and back == psf and back.pixel_scale == 0.2
+        np.testing.assert_array_equal(back.array, psf.array)
+        assert not back.array.flags.writeable
+    # an image stored for another model that is not unit-sum is still normalized when read
+    class Bright:  # a user's constant model: stored as an image of its kernel
+        def computeKernelImage(self, position=None):
+            return 3.0 * GaussianPsf(9, 9, 1.5).computeKernelImage(position)
+
+        def isSpatiallyVarying(self):
+            return False
+
+    exp = Exposure(np.ones((8, 8), np.float32), variance=np.ones((8, 8), np.float32), psf=Bright())
+    write_exposure(exp, tmp_path / "bright.fits")
+    back = read_exposure(tmp_path / "bright.fits").getPsf()
+    assert back.array.sum() == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(back.array, GaussianPsf(9, 9, 1.5).computeKernelImage(), rtol=1e-12)
+
+
+def test_metadata_keys_that_are_not_strings_are_skipped_with_a_warning(tmp_path, caplog):
+    """Non-string keys were written as str(key): 1 and "1" collided and one entry was lost without a word."""
+    md = {1: "amp 1 gain 1.5", "1": "first readout", 2.0: "x", "2.0": "y", ("a", 1): "t", "ok": 3}
+    exp = Exposure(np.ones((6, 6), np.float32), variance=np.ones((6, 6), np.float32), metadata=md)
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        write_exposure(exp, tmp_path / "e.fits")
+    assert re.search(r"metadata entries whose keys are not strings are not written .*: 1 \(int\), 2\.0 \(float\), "
+                     r"\('a', 1\) \(tuple\); use string keys", caplog.text)
+    back = {k: v for k, v in read_exposure(tmp_path / "e.fits").metadata.items() if k != "fitsHeader"}
+    assert back == {"1": "first readout", "2.0": "y", "ok": 3}
+    assert exp.metadata == md  # the caller's metadata is untouched

@@ -391,3 +391,77 @@ def test_bad_planes_of_the_wrong_type_are_refused(bad_planes, shown):
     with pytest.raises(InvalidInputError, match=rf"bad_planes must be a mask plane name or a sequence of names "
                                                 rf"\(e.g. \['BAD', 'SAT'\]\); got {shown}"):
         exposure_to_nddata(Exposure(np.ones((3, 4), np.float32)), bad_planes=bad_planes)
+
+
+def test_a_cut_out_gets_a_fits_wcs_of_its_own(tmp_path):
+    """``nd[50:150, 60:160]`` carries astropy's sliced WCS wrapper: it was kept as is and write_exposure then
+    failed ("'HighLevelWCSWrapper' object has no attribute 'to_header'")."""
+    from astropy.nddata import NDDataRef
+
+    from psfmatch.io import read_exposure, write_exposure
+
+    w = WCS(naxis=2)
+    w.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    w.wcs.crpix = [100, 100]
+    w.wcs.crval = [150, 2]
+    w.wcs.cdelt = [-7.3e-5, 7.3e-5]
+    nd = NDDataRef(np.zeros((200, 200)), uncertainty=VarianceUncertainty(np.ones((200, 200))), wcs=w)
+    cut = nd[40:, 50:][10:110, 10:110]  # nested slices: nd[50:150, 60:160]
+    exp = exposure_from_nddata(cut, xy0=(60, 50))
+    got = exp.getWcs()
+    assert isinstance(got, WCS) and got.pixel_shape == (100, 100)
+    x, y = np.array([0.0, 99.0, 0.0, 37.0]), np.array([0.0, 0.0, 99.0, 61.0])
+    np.testing.assert_allclose(got.pixel_to_world_values(x, y), cut.wcs.low_level_wcs.pixel_to_world_values(x, y),
+                               rtol=1e-13)
+    np.testing.assert_allclose(got.pixel_to_world_values(x, y), w.pixel_to_world_values(x + 60, y + 50), rtol=1e-13)
+    assert list(w.wcs.crpix) == [100, 100]  # the NDData's WCS is untouched
+    write_exposure(exp, tmp_path / "cut.fits")
+    back = read_exposure(tmp_path / "cut.fits").getWcs()
+    np.testing.assert_allclose(back.pixel_to_world_values(x, y), w.pixel_to_world_values(x + 60, y + 50), rtol=1e-13)
+    # a plane of a cube: the plane's axis is dropped, the sky kept
+    w3 = WCS(naxis=3)
+    w3.wcs.ctype = ["RA---TAN", "DEC--TAN", "WAVE"]
+    w3.wcs.crpix = [100, 100, 1]
+    w3.wcs.crval = [150, 2, 5e-7]
+    w3.wcs.cdelt = [-7.3e-5, 7.3e-5, 1e-9]
+    cube = NDDataRef(np.zeros((5, 200, 200)), uncertainty=VarianceUncertainty(np.ones((5, 200, 200))), wcs=w3)
+    plane = exposure_from_nddata(cube[2, 10:20, 30:50]).getWcs()
+    assert plane.naxis == 2 and list(plane.wcs.ctype) == ["RA---TAN", "DEC--TAN"]
+    np.testing.assert_allclose(plane.pixel_to_world_values(3, 4), w3.pixel_to_world_values(33, 14, 2)[:2],
+                               rtol=1e-13)
+    # a cut through the sky axes (x fixed: wavelength against declination) has no 2-d FITS WCS: refused
+    with pytest.raises(InvalidInputError, match=r"the NDData's WCS is a slice \(SlicedLowLevelWCS\) of a WCS "
+                                                r"\(astropy.wcs.wcs.WCS\) that psfmatch cannot turn into a FITS WCS "
+                                                r".* or set nd.wcs = None"):
+        exposure_from_nddata(cube[:, :, 7])
+
+
+def test_a_wcs_other_than_astropy_wcs_is_refused():
+    """Any other WCS object was kept and failed only when the matched exposure was written."""
+    from astropy.wcs.wcsapi import BaseLowLevelWCS
+
+    class PixelWcs(BaseLowLevelWCS):  # a minimal non-FITS WCS, as gwcs's are
+        pixel_n_dim = world_n_dim = 2
+        world_axis_physical_types = [None, None]
+        world_axis_units = ["", ""]
+        world_axis_object_components = [("x", 0, "value"), ("y", 0, "value")]
+        world_axis_object_classes = {"x": (float, (), {}), "y": (float, (), {})}
+
+        def pixel_to_world_values(self, *pixel):
+            return pixel
+
+        def world_to_pixel_values(self, *world):
+            return world
+
+    nd = NDData(np.ones((4, 5)), uncertainty=VarianceUncertainty(np.ones((4, 5))), wcs=PixelWcs())
+    with pytest.raises(InvalidInputError, match=r"the NDData's WCS is a .*PixelWcs, not an astropy.wcs.WCS, which "
+                                                r"psfmatch needs .* or set nd.wcs = None"):
+        exposure_from_nddata(nd)
+    for bad in ("WCS", nd.wcs, fits.Header({"CTYPE1": "RA---TAN"})):
+        with pytest.raises(InvalidInputError, match=r"an exposure's WCS must be an astropy.wcs.WCS; got .*: convert "
+                                                    r"it .* or pass wcs=None"):
+            Exposure(np.ones((4, 5), np.float32), wcs=bad)
+        exp = Exposure(np.ones((4, 5), np.float32), wcs=wcs())
+        with pytest.raises(InvalidInputError, match=r"an exposure's WCS must be an astropy.wcs.WCS"):
+            exp.setWcs(bad)
+        assert isinstance(exp.getWcs(), WCS)  # unchanged by the refused call

@@ -49,19 +49,31 @@ def write(path, data, **cards):
 # pixel scales
 
 
+SKY = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN"}
+
+
 @pytest.mark.parametrize("cards, scale", [
     ({"PIXELSCL": 0.0311}, 0.0311),
     ({"PIXSCALE": 0.2}, 0.2),
     ({"SECPIX": 0.30525}, 0.30525),
     ({"PIXSCAL1": 0.25, "PIXSCAL2": 0.36}, 0.3),
     ({"PIXSCALX": 0.1}, 0.1),
-    ({"CD1_1": -0.1 / 3600, "CD2_2": 0.1 / 3600, "CD1_2": 0.0, "CD2_1": 0.0}, 0.1),
-    ({"CDELT1": -0.5 / 3600, "CDELT2": 0.5 / 3600}, 0.5),
-    ({"CDELT1": -0.5, "CDELT2": 0.5, "CUNIT1": "arcsec"}, 0.5),
+    ({**SKY, "CD1_1": -0.1 / 3600, "CD2_2": 0.1 / 3600, "CD1_2": 0.0, "CD2_1": 0.0}, 0.1),
+    ({**SKY, "CDELT1": -0.5 / 3600, "CDELT2": 0.5 / 3600}, 0.5),
+    ({**SKY, "CDELT1": -0.5, "CDELT2": 0.5, "CUNIT1": "arcsec"}, 0.5),
+    ({"CTYPE1": "GLON-CAR", "CTYPE2": "GLAT-CAR", "CDELT1": -0.5 / 3600, "CDELT2": 0.5 / 3600}, 0.5),
+    ({"CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "CD1_1": -0.1 / 3600, "CD2_2": 0.1 / 3600}, 0.1),
     # a CD matrix is in CUNIT too (degrees by default), as CDELT is
-    ({"CD1_1": -0.03, "CD2_2": 0.03, "CD1_2": 0.0, "CD2_1": 0.0, "CUNIT1": "arcsec", "CUNIT2": "arcsec"}, 0.03),
-    ({"CD1_1": -0.005, "CD2_2": 0.005, "CUNIT1": "arcmin"}, 0.3),
-    ({"CD1_1": -0.1, "CD2_2": 0.1, "CUNIT1": "m"}, None),  # not an angle: unknown, not taken as degrees
+    ({**SKY, "CD1_1": -0.03, "CD2_2": 0.03, "CD1_2": 0.0, "CD2_1": 0.0, "CUNIT1": "arcsec", "CUNIT2": "arcsec"},
+     0.03),
+    ({**SKY, "CD1_1": -0.005, "CD2_2": 0.005, "CUNIT1": "arcmin"}, 0.3),
+    ({**SKY, "CD1_1": -0.1, "CD2_2": 0.1, "CUNIT1": "m"}, None),  # not an angle: unknown, not taken as degrees
+    # a pixel WCS states no sky scale: IRAF's LINEAR (DAOPHOT seepsf), no CTYPE (linear), a non-sky pair
+    ({"CTYPE1": "LINEAR", "CTYPE2": "LINEAR", "CD1_1": 1.0, "CD2_2": 1.0, "WCSDIM": 2}, None),
+    ({"CD1_1": 1.0, "CD2_2": 1.0}, None),
+    ({"CDELT1": 1.0, "CDELT2": 1.0, "CUNIT1": "deg"}, None),
+    ({"CTYPE1": "RA---TAN", "CTYPE2": "LINEAR", "CD1_1": 1.0, "CD2_2": 1.0}, None),
+    ({"CTYPE1": "PIXEL", "CTYPE2": "PIXEL", "CD1_1": 1.0, "CD1_2": 1.0, "CD2_1": 1.0, "CD2_2": 1.0}, None),
     ({}, None),
 ])
 def test_pixel_scale_from_header(cards, scale):
@@ -75,7 +87,7 @@ def test_pixel_scale_from_header(cards, scale):
 @pytest.mark.parametrize("cards, match", [
     ({"SECPIX": "big"}, "SECPIX = 'big' is not a non-zero number"),
     ({"PIXSCALE": 0.0}, "PIXSCALE = 0.0"),
-    ({"CD1_1": 1.0, "CD1_2": 1.0, "CD2_1": 1.0, "CD2_2": 1.0}, "CD matrix .* is singular"),
+    ({**SKY, "CD1_1": 1.0, "CD1_2": 1.0, "CD2_1": 1.0, "CD2_2": 1.0}, "CD matrix .* is singular"),
 ])
 def test_pixel_scale_errors(cards, match):
     h = fits.Header()
@@ -166,6 +178,39 @@ def test_read_image_psf_resamples_to_an_exposure_scale(tmp_path):
     given = read_image_psf(path, pixel_scale=0.1, target_pixel_scale=0.2)  # override: ratio 2
     assert given.array.shape == (41, 41)
     assert read_image_psf(path, target_pixel_scale=0.2, size=21).array.shape == (21, 21)
+
+
+def test_linear_pixel_wcs_gives_no_scale_and_no_giant_stamp(tmp_path):
+    """An IRAF/DAOPHOT seepsf image (CTYPE LINEAR, CD = 1) has no sky scale: it was read as 3600 arcsec/px and
+    resampling it to 0.26 arcsec/px died in numpy asking for 893 GiB."""
+    path = write(tmp_path / "seepsf.fits", gaussian(25, 2.0), WCSDIM=2, CTYPE1="LINEAR", CTYPE2="LINEAR",
+                 CD1_1=1.0, CD2_2=1.0, LTM1_1=1.0, LTM2_2=1.0, WAT0_001="system=physical")
+    assert read_psf(path).pixel_scale is None
+    with pytest.raises(InvalidInputError, match="states no pixel scale .*celestial WCS.* pass pixel_scale="):
+        read_image_psf(path, target_pixel_scale=0.26)
+    psf = read_image_psf(path, pixel_scale=0.13, target_pixel_scale=0.26)  # the documented remedy
+    assert psf.pixel_scale == 0.26 and psf.array.shape == (13, 13)
+
+
+def test_resampling_refuses_a_stamp_beyond_max_stamp_size(tmp_path):
+    """0.3 -> 0.00005 arcsec/px would be a 150001 px stamp (168 GiB): refused, naming sizes, scales and remedy."""
+    from psfmatch.psf.psfex import MAX_STAMP_SIZE
+
+    path = write(tmp_path / "psf03.fits", gaussian(25, 2.0), PIXSCALE=0.3)
+    with pytest.raises(InvalidInputError, match=r"resampling the 25x25 PSF image from 0\.3 to 5e-05 arcsec/pixel "
+                       rf"needs a 150001x150001 stamp, more than the {MAX_STAMP_SIZE} px limit .*pass "
+                       r"pixel_scale= if its header is wrong.* smaller odd size="):
+        read_image_psf(path, target_pixel_scale=0.00005)
+    # an explicit small stamp is the remedy: the same scales with size= work
+    assert read_image_psf(path, target_pixel_scale=0.00005, size=101).array.shape == (101, 101)
+    with pytest.raises(InvalidInputError, match=r"a 25x25 PSF image resampled with ratio 0\.0001 .* needs a "
+                       r"250001x250001 stamp, more than the 4095 px limit .* smaller odd size="):
+        resample_psf(gaussian(25, 2.0), 1e-4)
+    with pytest.raises(InvalidInputError, match=r"needs a 4097x3 stamp, more than the 4095 px limit"):
+        resample_psf(gaussian(25, 2.0), 1.0, size=(4097, 3))
+    with pytest.raises(InvalidInputError, match=r"needs a infxinf stamp"):
+        resample_psf(gaussian(25, 2.0), 1e-320)
+    assert resample_psf(gaussian(25, 2.0), 1.0, size=(MAX_STAMP_SIZE, 3)).shape == (3, MAX_STAMP_SIZE)
 
 
 def test_read_image_psf_errors(tmp_path):

@@ -562,7 +562,10 @@ class Exposure(MaskedImage):
     psf : PSF model, optional
         Any object with ``computeKernelImage(position)`` (see :mod:`psfmatch.psf`).
     wcs : `astropy.wcs.WCS`, optional
-        Carried through unchanged.
+        The WCS of the array, carried through unchanged (and written to FITS
+        by :func:`~psfmatch.io.write_exposure`); another object (a gwcs,
+        astropy's sliced WCS wrapper) raises
+        :class:`~psfmatch.errors.InvalidInputError`, see :meth:`setWcs`.
     metadata : mapping, optional
         Carried through by the task (deep-copied); anything but a mapping
         raises :class:`~psfmatch.errors.InvalidInputError`.  The keys ``photoCalib``,
@@ -584,7 +587,8 @@ class Exposure(MaskedImage):
         self._psf = None
         if psf is not None:
             self.setPsf(psf)
-        self._wcs = wcs
+        self._wcs = None
+        self.setWcs(wcs)
         if metadata is None:
             self.metadata = {}
         else:
@@ -648,6 +652,23 @@ class Exposure(MaskedImage):
         return self._wcs
 
     def setWcs(self, wcs) -> None:
+        """Attach the `astropy.wcs.WCS` of the array (kept as given, not copied); ``None`` removes it.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``wcs`` is not an `astropy.wcs.WCS` (a gwcs, astropy's
+            ``HighLevelWCSWrapper`` of a sliced NDData's WCS, a header):
+            psfmatch copies, compares and writes the WCS to FITS as one.
+        """
+        if wcs is not None:
+            from astropy.wcs import WCS
+
+            if not isinstance(wcs, WCS):
+                raise InvalidInputError(
+                    f"an exposure's WCS must be an astropy.wcs.WCS; got {type(wcs).__module__}.{type(wcs).__name__}: "
+                    "convert it (a FITS header: WCS(header); an NDData or a cut-out of one: Exposure.from_nddata, "
+                    "which does) or pass wcs=None")
         self._wcs = wcs
 
     def getMetadata(self) -> dict:

@@ -695,7 +695,19 @@ def _image_wcs(hdul, img_hdu, where):
     when it says ``INHERIT = T`` (the FITS inheritance convention: without the
     card nothing is inherited, as a binned thumbnail's extension must not take
     the full image's WCS); its own WCS cards take precedence over the primary's.
+    The WCS's ``pixel_shape`` is the image's ``(NAXIS1, NAXIS2)``, as
+    ``WCS(header)`` of an image HDU has it (``calc_footprint`` needs it).
     """
+    wcs, inherited = _image_wcs_cards(hdul, img_hdu, where)
+    if wcs is not None:
+        shape = tuple(img_hdu.header.get(f"NAXIS{i}") for i in (1, 2))
+        if all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+            wcs.pixel_shape = shape
+    return wcs, inherited
+
+
+def _image_wcs_cards(hdul, img_hdu, where):
+    """:func:`_image_wcs` before its ``pixel_shape`` is set."""
     from astropy.io import fits
 
     header = img_hdu.header
@@ -896,18 +908,25 @@ def _json_default(value):
 def _metadata_to_hdu(metadata):
     from astropy.io import fits
 
-    kept, dropped = {}, []
+    kept, dropped, not_str = {}, [], []
     for key, value in metadata.items():
         if key == METADATA_HEADER_KEY:
+            continue
+        if not isinstance(key, str):  # JSON would make it a string: 1 and "1" would collide, 1 come back as "1"
+            not_str.append(f"{key!r} ({type(key).__name__})")
             continue
         try:
             json.dumps(value, allow_nan=True, default=_json_default)
         except (TypeError, ValueError):
             dropped.append(str(key))
             continue
-        kept[str(key)] = value
+        kept[key] = value
     if dropped:
         log.warning("metadata entries %s are not JSON-serializable and are not written", sorted(dropped))
+    if not_str:
+        log.warning("metadata entries whose keys are not strings are not written (a stored key is a string: they "
+                    "would come back under another key, or replace an entry): %s; use string keys",
+                    ", ".join(not_str))
     text = json.dumps(kept, ensure_ascii=True, allow_nan=True, sort_keys=True, default=_json_default)
     # the text's bytes (uint8), not a string column: astropy strips a string cell of trailing blanks
     # character by character on writing, a second for 300 kB of QA metadata
@@ -974,8 +993,9 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     -----
     The PSF is stored as :mod:`psfmatch.io.psf_persist` describes (analytic
     models by their parameters, images and PSFEx models exactly, other models
-    approximated).  Metadata entries that are not JSON-serializable are
-    skipped with a logged warning, except ``metadata["fitsHeader"]`` whose
+    approximated).  Metadata entries that are not JSON-serializable, or
+    whose key is not a string, are skipped with a logged warning (naming the
+    key), except ``metadata["fitsHeader"]`` whose
     cards go into the primary header: non-standard cards (a lower-case
     keyword, an unquoted string) are repaired as astropy's ``verify("fix")``
     does and those that cannot be are left out, each with a logged warning;

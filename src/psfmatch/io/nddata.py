@@ -14,7 +14,9 @@ NDData                      Exposure
                             logged warning (as ``read_exposure`` does for a plain image)
 ``unit``                    ``metadata["unit"]`` (a string; ``""`` for dimensionless);
                             without ``unit``, a FITS ``meta``'s ``BUNIT`` card
-``wcs``                     ``wcs`` (an astropy WCS of the array; a copy)
+``wcs``                     ``wcs`` (an astropy WCS of the array; a copy); the sliced WCS of a
+                            cut-out (``nd[50:150, 60:160]``) becomes the underlying WCS sliced
+                            alike; any other WCS type is refused
 ``meta``                    ``metadata`` (a FITS ``Header`` goes to ``metadata["fitsHeader"]``,
                             less its structural cards)
 ``meta["LTV1"]``, ``LTV2``  the origin ``xy0 = (-LTV1, -LTV2)`` (IRAF's convention, as in FITS
@@ -168,6 +170,79 @@ def _variance_from_uncertainty(unc, data_unit, shape):
     return var
 
 
+def _unsliced_wcs(low, shape):
+    """A FITS WCS (`astropy.wcs.WCS`) of a cut-out from its `SlicedLowLevelWCS` ``low``, or None.
+
+    ``nd[y0:y1, x0:x1]`` gives the cut-out a ``SlicedLowLevelWCS`` of the
+    NDData's WCS (in a ``HighLevelWCSWrapper``), which cannot be written to
+    FITS.  The underlying WCS sliced alike (``WCS.slice``; an integer index, a
+    plane of a cube, becomes a one-pixel slice whose axis is then dropped) is
+    the cut-out's FITS WCS.  It is returned only when it maps the cut-out's
+    corners and centre to the same world coordinates as ``low`` does.
+    """
+    from astropy.wcs import WCS
+
+    base, slices = getattr(low, "_wcs", None), getattr(low, "_slices_array", None)  # astropy's own record
+    if not isinstance(base, WCS) or slices is None or len(slices) != base.naxis:
+        return None
+    try:
+        with catch_warnings("ignore"):
+            view = [slice(s, s + 1) if isinstance(s, (int, np.integer)) else s for s in slices]
+            out = base.slice(view)
+            for axis in sorted((base.naxis - 1 - i for i, s in enumerate(slices)
+                                if isinstance(s, (int, np.integer))), reverse=True):
+                out = out.dropaxis(axis)  # FITS axis order is the reverse of the array's
+            if out.naxis != 2 or low.pixel_n_dim != 2 or low.world_n_dim != 2:
+                return None
+            ny, nx = shape
+            x = np.array([0.0, nx - 1.0, 0.0, nx - 1.0, (nx - 1) / 2.0])
+            y = np.array([0.0, 0.0, ny - 1.0, ny - 1.0, (ny - 1) / 2.0])
+            want = np.array(low.pixel_to_world_values(x, y), dtype=float)
+            got = np.array(out.pixel_to_world_values(x, y), dtype=float)
+    except Exception:  # astropy cannot slice this WCS (a distortion table, an unusual axis): not rebuilt
+        return None
+    if not np.allclose(got, want, rtol=1e-12, atol=1e-12, equal_nan=True):
+        return None
+    out.pixel_shape = (shape[1], shape[0])
+    return out
+
+
+def _exposure_wcs(wcs, shape):
+    """The NDData's ``wcs`` as the exposure's `astropy.wcs.WCS` (a copy), or InvalidInputError.
+
+    An astropy WCS is copied; astropy's wrapper of one (``HighLevelWCSWrapper``)
+    gives the WCS it wraps, and the sliced WCS of a cut-out (``nd[50:150,
+    60:160]``) the underlying WCS sliced alike (:func:`_unsliced_wcs`).  Any
+    other WCS object (gwcs, a sliced gwcs, ...) cannot be written to a FITS file
+    and is refused here rather than when the matched exposure is written.
+    """
+    from astropy.wcs import WCS
+
+    if wcs is None:
+        return None
+    low = getattr(wcs, "low_level_wcs", wcs)
+    for candidate in (wcs, low):
+        if isinstance(candidate, WCS):
+            return copy.deepcopy(candidate)
+    from astropy.wcs.wcsapi import SlicedLowLevelWCS
+
+    if isinstance(low, SlicedLowLevelWCS):
+        rebuilt = _unsliced_wcs(low, shape)
+        if rebuilt is not None:
+            return rebuilt
+        inner = type(getattr(low, "_wcs", None))
+        inner = f"{inner.__module__}.{inner.__name__}"
+        raise InvalidInputError(
+            f"the NDData's WCS is a slice (SlicedLowLevelWCS) of a WCS ({inner}) that psfmatch cannot turn into a FITS "
+            "WCS (astropy.wcs.WCS) of the cut-out; slice the data and give the cut-out's WCS yourself "
+            "(e.g. NDData(nd.data[y0:y1, x0:x1], wcs=wcs.slice((slice(y0, y1), slice(x0, x1))), ...)), or set "
+            "nd.wcs = None")
+    raise InvalidInputError(
+        f"the NDData's WCS is a {type(low).__module__}.{type(low).__name__}, not an astropy.wcs.WCS, which psfmatch "
+        "needs to carry and write it to FITS; convert it (a gwcs: astropy.wcs.WCS(gwcs.to_fits_sip())) or set "
+        "nd.wcs = None")
+
+
 def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy0=None) -> Exposure:
     """An :class:`~psfmatch.Exposure` from an `~astropy.nddata.NDData` (or `CCDData`).
 
@@ -199,8 +274,10 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
         variance or holds a negative value, its uncertainty or mask does not
         have (or broadcast to) the data's shape, it has no uncertainty and no
         finite pixel to estimate a variance from, ``meta`` records an origin
-        that is not a pair of integers, or an entry of a ``meta`` mapping
-        cannot be copied (a lock, an open file).
+        that is not a pair of integers, an entry of a ``meta`` mapping
+        cannot be copied (a lock, an open file), or its WCS is not an
+        `astropy.wcs.WCS` (nor astropy's wrapper or slice of one: a gwcs,
+        say), which psfmatch could not write to FITS.
 
     Notes
     -----
@@ -265,7 +342,7 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
     if psf is None and getattr(nd, "psf", None) is not None:
         psf = ImagePsf(np.asarray(nd.psf))
     exposure = Exposure(data, mask, variance, psf=psf,  # planes converted by Exposure (see plane_dtype)
-                        wcs=copy.deepcopy(getattr(nd, "wcs", None)), xy0=(0, 0) if xy0 is None else xy0,
+                        wcs=_exposure_wcs(getattr(nd, "wcs", None), data.shape), xy0=(0, 0) if xy0 is None else xy0,
                         metadata=metadata, mask_planes=mask_planes)
     if variance is None:
         # as read_exposure does for a plain image; the place named in its warning says the NDData's remedy

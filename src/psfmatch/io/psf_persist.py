@@ -229,7 +229,8 @@ def psf_from_hdul(hdul, where="<file>"):
             psf = _build_analytic(kind, params)
         elif kind == "ImagePsf":
             scale = read_exact_float(h, "PIXSCALE", label) if "PIXSCALE" in h else None
-            psf = ImagePsf(np.asarray(hdu.data, dtype=np.float64), pixel_scale=scale)
+            # the stored unit-sum array as it is: normalizing it again changes its last bits
+            psf = ImagePsf._from_unit_sum(np.asarray(hdu.data, dtype=np.float64), pixel_scale=scale)
         elif kind == "PsfexPsf":
             stamp = None
             if "PMSTAMPW" in h:

@@ -28,7 +28,7 @@ from ..errors import CorruptFileError, InvalidInputError, UnsupportedFormatError
 from ..moments import adaptive_moments
 from ..parallel import catch_warnings
 from .image_psf import ImagePsf
-from .psfex import lanczos_weights
+from .psfex import MAX_STAMP_SIZE, lanczos_weights
 
 __all__ = ["read_image_psf", "pixel_scale_from_header", "pixel_scale_from_wcs", "resample_psf",
            "PIXEL_SCALE_KEYS"]
@@ -52,6 +52,26 @@ def _positive_scale(value, what):
     return v
 
 
+def _celestial_axes(header):
+    """Whether ``CTYPE1``/``CTYPE2`` make axes 1 and 2 a celestial pair, as astropy.wcs (wcslib) reads them.
+
+    ``RA---TAN``/``DEC--TAN``, ``GLON-CAR``/``GLAT-CAR``, ``RA``/``DEC``, ... are; ``LINEAR``
+    (IRAF's physical/logical pixel systems), ``PIXEL``, absent CTYPEs (linear by the FITS standard)
+    and an unmatched or unknown pair are not.
+    """
+    from astropy.wcs import WCS
+
+    ctype = [str(header.get(f"CTYPE{i}", "")).strip() for i in (1, 2)]
+    try:
+        with catch_warnings("ignore"):
+            wcs = WCS(naxis=2)
+            wcs.wcs.ctype = ctype
+            wcs.wcs.set()
+            return bool(wcs.has_celestial)
+    except Exception:  # wcslib refuses the pair (unmatched or unknown axis types, over-long strings)
+        return False
+
+
 def pixel_scale_from_header(header, where="header"):
     """The pixel scale (arcsec per pixel) that a FITS header states, or None.
 
@@ -61,7 +81,10 @@ def pixel_scale_from_header(header, where="header"):
     a celestial WCS: ``CD1_1..CD2_2`` (``sqrt(|det CD|)``), or ``CDELT1/2``
     (``sqrt(|CDELT1 CDELT2|)``, times the PC matrix determinant), either in the
     unit ``CUNIT1`` gives (``deg`` by default; ``arcmin``, ``arcsec``, ``mas``;
-    None for another unit).
+    None for another unit).  CD and CDELT count only when ``CTYPE1``/``CTYPE2``
+    are a celestial pair (``RA---TAN``/``DEC--TAN``, ``GLON-CAR``/``GLAT-CAR``,
+    ...; astropy.wcs's ``has_celestial``): a pixel WCS (IRAF's ``LINEAR``,
+    no CTYPE) states no sky scale, and gives None.
 
     Raises
     ------
@@ -94,6 +117,8 @@ def pixel_scale_from_header(header, where="header"):
             sx = abs(num(kx))
             sy = abs(num(ky)) if ky in header else sx
             return math.sqrt(sx * sy)
+    if not _celestial_axes(header):
+        return None  # CD / CDELT of a pixel (e.g. LINEAR) WCS are no angles
     unit = str(header.get("CUNIT1", "deg")).strip().lower() or "deg"
     factor = _ARCSEC_PER_UNIT.get(unit)  # None: an angle unit psfmatch does not know (or not an angle)
     if any(k in header for k in ("CD1_1", "CD2_2", "CD1_2", "CD2_1")):
@@ -165,6 +190,23 @@ def _overlap_matrix(n_out, n_in, ratio, c_in):
     return np.clip(right - left, 0.0, None)
 
 
+def _resampled_size(nx, ny, ratio, size):
+    """Odd output ``(width, height)`` of :func:`resample_psf`: ``size``, or the odd size covering the input."""
+    if size is None:
+        def odd_cover(n):
+            v = n / ratio  # inf for a subnormal ratio: reported as such, never allocated
+            if not v < 2.0 ** 53:
+                return v
+            m = int(math.ceil(v - 1e-9))
+            return m + (m % 2 == 0)
+
+        return odd_cover(nx), odd_cover(ny)
+    w, h = (size, size) if np.ndim(size) == 0 else size
+    if int(w) != w or int(h) != h or w < 1 or h < 1 or w % 2 == 0 or h % 2 == 0:
+        raise InvalidInputError(f"resample_psf size must be odd positive integers; got {size!r}")
+    return int(w), int(h)
+
+
 def resample_psf(array, ratio, *, center=None, size=None) -> np.ndarray:
     """Resample a PSF image onto pixels ``ratio`` times larger, flux-conserving and centre-preserving.
 
@@ -185,6 +227,14 @@ def resample_psf(array, ratio, *, center=None, size=None) -> np.ndarray:
     -------
     ndarray
         Odd stamp whose centre pixel is the PSF centre, unit sum, float64.
+
+    Raises
+    ------
+    InvalidInputError
+        If the array is not 2-d, ``ratio`` is not positive, ``size`` is not
+        odd, or the output stamp would be larger than
+        :data:`~psfmatch.psf.psfex.MAX_STAMP_SIZE` pixels (checked before
+        anything is allocated).
 
     Notes
     -----
@@ -208,15 +258,12 @@ def resample_psf(array, ratio, *, center=None, size=None) -> np.ndarray:
         raise InvalidInputError(f"resample_psf ratio must be positive; got {ratio!r}")
     ny, nx = arr.shape
     cx, cy = ((nx - 1) / 2.0, (ny - 1) / 2.0) if center is None else (float(center[0]), float(center[1]))
-    if size is None:
-        w = int(math.ceil(nx / ratio - 1e-9))
-        h = int(math.ceil(ny / ratio - 1e-9))
-        w, h = w + (w % 2 == 0), h + (h % 2 == 0)
-    else:
-        w, h = (size, size) if np.ndim(size) == 0 else size
-        if int(w) != w or int(h) != h or w < 1 or h < 1 or w % 2 == 0 or h % 2 == 0:
-            raise InvalidInputError(f"resample_psf size must be odd positive integers; got {size!r}")
-        w, h = int(w), int(h)
+    w, h = _resampled_size(nx, ny, ratio, size)
+    if max(w, h) > MAX_STAMP_SIZE:
+        raise InvalidInputError(
+            f"resample_psf: a {nx}x{ny} PSF image resampled with ratio {ratio:.6g} (output pixel size in input "
+            f"pixels) needs a {w:.0f}x{h:.0f} stamp, more than the {MAX_STAMP_SIZE} px limit of a PSF stamp; check the "
+            "ratio (output scale / input scale) or pass a smaller odd size=")
     if ratio >= 1.0:
         wx = _overlap_matrix(w, nx, ratio, cx)
         wy = _overlap_matrix(h, ny, ratio, cy)
@@ -316,7 +363,8 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         pixel-scale keyword is invalid.
     InvalidInputError
         If ``background`` is not a finite number, or resampling is asked for
-        and the image's pixel scale is unknown.
+        and the image's pixel scale is unknown, or the resampled stamp would
+        be larger than :data:`~psfmatch.psf.psfex.MAX_STAMP_SIZE` pixels.
 
     Notes
     -----
@@ -341,8 +389,6 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         else:
             raise CorruptFileError(f"{label}: the image has shape {data.shape}; a PSF image is 2-d (choose a "
                                    "plane and pass it as an array to ImagePsf)")
-    from .psfex import MAX_STAMP_SIZE
-
     if max(data.shape) > MAX_STAMP_SIZE:
         raise UnsupportedFormatError(
             f"{label}: a {data.shape[1]}x{data.shape[0]} image is larger than the {MAX_STAMP_SIZE} px limit of a PSF "
@@ -372,7 +418,15 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     if scale is None:
         raise InvalidInputError(
             f"{label}: cannot resample to {target} arcsec/pixel: the file states no pixel scale (none of "
-            f"{', '.join(PIXEL_SCALE_KEYS)}, CD, CDELT); pass pixel_scale=")
+            f"{', '.join(PIXEL_SCALE_KEYS)}, nor CD / CDELT of a celestial WCS); pass pixel_scale=")
+    ratio = target / scale
+    w, h = _resampled_size(data.shape[1], data.shape[0], ratio, size)
+    if max(w, h) > MAX_STAMP_SIZE:
+        raise InvalidInputError(
+            f"{label}: resampling the {data.shape[1]}x{data.shape[0]} PSF image from {scale:.6g} to {target:.6g} "
+            f"arcsec/pixel needs a {w:.0f}x{h:.0f} stamp, more than the {MAX_STAMP_SIZE} px limit of a PSF stamp; "
+            "check the image's pixel scale (pass pixel_scale= if its header is wrong) and target_pixel_scale, or "
+            "pass a smaller odd size=")
     center = None
     if recenter:
         ny, nx = data.shape
@@ -381,7 +435,6 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         if not ok:
             raise InvalidInputError(f"{label}: recenter=True but the image's centroid could not be measured")
         center = (nx // 2 + float(xc), ny // 2 + float(yc))
-    ratio = target / scale
     log.info("resampling PSF image %s from %.6g to %.6g arcsec/pixel (%s)", label, scale, target,
              "area-weighted rebinning" if ratio >= 1 else "Lanczos-3 interpolation")
     out = resample_psf(data, ratio, center=center, size=size)

@@ -95,6 +95,23 @@ class ImagePsf(Psf):
         self.pixel_scale = pixel_scale
 
     @classmethod
+    def _from_unit_sum(cls, array, *, pixel_scale=None) -> "ImagePsf":
+        """An ImagePsf of an odd array of unit sum (one psfmatch stored), taken bit for bit.
+
+        The constructor's checks apply (2-d, finite, positive sum, a valid
+        ``pixel_scale``); an odd array whose sum is 1 to rounding is then kept
+        as it is, rather than divided by that sum again (a sum of
+        ``1 - 1e-16`` changes the values in their last bits).  Any other array
+        is normalized (and an even one centred) as the constructor does.
+        """
+        psf = cls(array, pixel_scale=pixel_scale)
+        arr = np.array(array, dtype=np.float64, copy=True)
+        if arr.shape == psf._array.shape and abs(float(arr.sum()) - 1.0) <= 1e-10:
+            arr.setflags(write=False)
+            psf._array = arr
+        return psf
+
+    @classmethod
     def readFits(cls, path, **kwargs) -> "ImagePsf":
         """Read a PSF image from FITS, resampled to ``target_pixel_scale`` when given.
 
