@@ -349,6 +349,9 @@ def test_a_match_ill_posed_between_the_candidates_is_flagged_and_strict_refuses_
                                                   r"between the candidates \(\(63\.8, 127\.5\).*Worst: \(63\.8, 127\.5\), "
                                                   r"along the axis"):
         fit = ModelPsfMatchTask(config=config).fitKernel(sci, ref, bbox)
+    with pytest.warns(IllPosedMatchWarning) as record:  # found beside the fit, attributed to its caller
+        ModelPsfMatchTask(config=config).fitKernel(sci, ref, bbox)
+    assert [w.filename for w in record if w.category is IllPosedMatchWarning] == [__file__]
     qa = fit.metadata["qa"]
     assert qa["illPosed"]["flag"] is False  # at the candidates it is well-posed
     assert qa["illPosedBetween"]["flag"] is True and qa["illPosedBetween"]["nCellsChecked"] == 8

@@ -59,6 +59,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from concurrent import futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -273,15 +274,26 @@ class SurveyCachedPsf(Psf):
     goes to the wrapped model.
     """
 
-    def __init__(self, psf, survey: PsfSurvey):
+    def __init__(self, psf, survey: PsfSurvey, pending=None):
         self._psf = psf
         self._stamps = survey.scienceStamps
+        self._pending = pending
         self.name = getattr(psf, "name", type(psf).__name__)
+
+    def _lookup(self, keys):
+        """The cached stamps at ``keys`` (None where absent); a position not cached yet waits for the
+        ``pending`` job (a future that adds stamps to the survey's, e.g. the held-out positions') first."""
+        stamps = [self._stamps.get(k) for k in keys]
+        if self._pending is not None and any(s is None for s in stamps):
+            futures.wait([self._pending])
+            self._pending = None
+            stamps = [self._stamps.get(k) for k in keys]
+        return stamps
 
     def computeKernelImage(self, position=None):
         if position is not None:
             x, y = as_point(position)
-            s = self._stamps.get((float(x), float(y)))
+            s = self._lookup([(float(x), float(y))])[0]
             if s is not None:
                 return np.array(s, copy=True)
         return self._psf.computeKernelImage(position)
@@ -296,7 +308,7 @@ class SurveyCachedPsf(Psf):
         itself, read-only: the fit makes its padded stack from it without a second copy.
         """
         pts = [as_point(p) for p in positions]
-        stamps = [self._stamps.get((float(x), float(y))) for x, y in pts]
+        stamps = self._lookup([(float(x), float(y)) for x, y in pts])
         if all(s is not None for s in stamps) and len({s.shape for s in stamps}) <= 1:
             whole = _rows_of_one_stack(stamps)
             if whole is not None:

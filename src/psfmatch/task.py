@@ -30,6 +30,7 @@ import logging
 import math
 import time
 import warnings
+from concurrent import futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,7 @@ from .image import Exposure, metadata_copy
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel, as_real
 from .kernel.spatial import SpatialFunction, axis_degree_caps, full_column_rank
+from .parallel import available_cores, shared_pool
 from .psf.base import (as_psf, compute_kernel_images, kernel_image_pair_stacks, model_domain, pad_or_crop,
                        pad_or_crop_stack, unique_stamps)
 from .qa import match_quality_groups, summarize
@@ -475,27 +477,43 @@ class ModelPsfMatchTask:
         if report is not None:
             # raises before anything is fitted; warns from enforce <- here <- fitKernel <- its caller
             enforce_ill_posed(report, self.config.strict, stacklevel=4 + warn_skip)
-        between = None
+        between = between_job = None
         if report is not None and not report.illPosed:
-            # the held-out positions of the QA too: a PSF broader between the candidates than at them
-            between = self._check_between(sci, ref, cellSet, survey)
-            if between is not None:
-                enforce_ill_posed(between, self.config.strict, stacklevel=4 + warn_skip)
+            # the held-out positions of the QA too: a PSF broader between the candidates than at them.  Only
+            # strict needs the answer before the fit; otherwise it is found on a pool thread beside the fit
+            # (which runs on one core for a small exposure: 64 cells), and its warning comes after the fit
+            pool = None if self.config.strict else shared_pool(available_cores())
+            if pool is None:
+                between = self._check_between(sci, ref, cellSet, survey)
+                if between is not None:
+                    enforce_ill_posed(between, self.config.strict, stacklevel=4 + warn_skip)
+            else:
+                between_job = pool.submit(self._check_between, sci, ref, cellSet, survey)
         t1 = time.perf_counter()
         task, auto_md = self, None
-        if self.config.autoKernel and survey is not None:
-            n_cells = cellSet.nx * cellSet.ny
+        try:
+            if self.config.autoKernel and survey is not None:
+                n_cells = cellSet.nx * cellSet.ny
 
-            def fit_memory(cfg, psf_size):
-                return estimate_fit_memory(cfg, n_cells, psf_size, 1 if survey.constant else None,
-                                           varying_reference=_varies(ref))[0]
+                def fit_memory(cfg, psf_size):
+                    return estimate_fit_memory(cfg, n_cells, psf_size, 1 if survey.constant else None,
+                                               varying_reference=_varies(ref))[0]
 
-            choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox, self.TRUNCATION_THRESHOLD,
-                                   fit_memory)
-            task = type(self)(config=choice.config, name=self.name)
-            auto_md = choice.metadata
-        fit = task.fitKernel(sci if survey is None else SurveyCachedPsf(sci, survey), ref, bbox, kernelSum,
-                             _preflight=False, _cellSet=cellSet, _warn_skip=warn_skip + 2)
+                choice = choose_kernel(self.config, survey, sci, ref, cellSet, bbox, self.TRUNCATION_THRESHOLD,
+                                       fit_memory)
+                task = type(self)(config=choice.config, name=self.name)
+                auto_md = choice.metadata
+            cached = sci if survey is None else SurveyCachedPsf(sci, survey, between_job)
+            fit = task.fitKernel(cached, ref, bbox, kernelSum, _preflight=False, _cellSet=cellSet,
+                                 _warn_skip=warn_skip + 2)
+        except BaseException:
+            if between_job is not None:
+                futures.wait([between_job])  # nothing of this call left running
+            raise
+        if between_job is not None:
+            between = between_job.result()
+            if between is not None:
+                enforce_ill_posed(between, self.config.strict, stacklevel=4 + warn_skip)
         md = fit.metadata
         if auto_md is not None:
             md.setdefault("notes", []).extend(auto_md.get("notes", []))
@@ -953,7 +971,6 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_si
     estimate the whole ``fitKernel`` peaked at 0.53 to 0.83 of the limit (1.0 to 1.66 before the cache and
     the trials' threads were bounded).
     """
-    from .parallel import available_cores
     from .qa import qa_chunk_size, qa_chunk_work
     from .solve import gram_chunk_size, gram_chunk_work
 
