@@ -732,3 +732,21 @@ def test_only_as_many_trials_run_at_once_as_fit_max_memory(monkeypatch):
     most[0] = 0
     ModelPsfMatchTask(config=config).fitKernel(psf, ref, bbox)
     assert most[0] == 2
+
+
+def test_delta_function_trials_that_could_not_be_chosen_are_not_made():
+    """A constant 3.5 -> 5 px Gaussian match: the 41 px Alard-Lupton trial reaches the residual floor, so the
+    41 px delta-function trial (1681 unknowns, most of the choice's time) could not win and is skipped; the
+    smaller sizes, where no Alard-Lupton trial reaches the floor, still get theirs."""
+    bbox = Box2I((0, 0), (128, 128))
+    md = fit(ModelPsfMatchConfig(), GaussianPsf(41, 41, 3.5), GaussianPsf(51, 51, 5.0), bbox).metadata
+    trials = md["autoKernel"]["trials"]
+    floor = ModelPsfMatchConfig().autoKernelResidualFloor
+    al41 = [t for t in trials if t["family"] == "AL" and t["kernelSize"] == 41]
+    df = {t["kernelSize"]: t for t in trials if t["family"] == "DF"}
+    assert al41 and min(t["score"] for t in al41) <= floor
+    assert df[41]["score"] is None and df[41]["note"].startswith(
+        "skipped: the Alard-Lupton trial of 41 px already reaches autoKernelResidualFloor (")
+    assert df[33]["score"] is not None and not df[33].get("note")  # AL 33 stays above the floor: DF 33 is tried
+    chosen = md["autoKernel"]["chosen"]
+    assert (chosen["family"], chosen["kernelSize"]) == ("AL", 41)
