@@ -382,3 +382,29 @@ def test_the_held_out_positions_of_a_well_posed_match_are_checked_and_reused_by_
     assert between["flag"] is False and between["nCellsChecked"] == fit.metadata["qa"]["between"]["n"] == 16
     assert between["worst"]["deficit"] < 0
     assert calls.count(16) == 2  # the 16 candidates and the 16 held-out positions, each realized once
+
+
+def test_user_psf_models_are_only_called_from_the_calling_thread():
+    """The ill-posed check at the held-out positions runs beside the fit on a pool thread: its stamps are made in
+    the calling thread, so a user's model that is not thread-safe is never called from two threads at once."""
+    import threading
+
+    from psfmatch.parallel import available_cores
+
+    bbox = Box2I((0, 0), (512, 512))
+    inner = VariableGaussianPsf(21, 21, bbox, sigma=[1.8, 0.1, 0.1])
+    caller = threading.current_thread()
+    other_threads = []
+
+    class UserPsf:
+        def computeKernelImage(self, position):
+            if threading.current_thread() is not caller:
+                other_threads.append(threading.current_thread().name)
+            return inner.computeKernelImage(position)
+
+    if available_cores() < 2:
+        pytest.skip("needs two cores for the pool")
+    exposure = Exposure(np.zeros((512, 512), np.float32), psf=UserPsf())
+    result = ModelPsfMatchTask(config=ModelPsfMatchConfig()).run(exposure, GaussianPsf(31, 31, 2.6))
+    assert result.metadata["qa"]["illPosedBetween"]["nCellsChecked"] == 16
+    assert other_threads == []

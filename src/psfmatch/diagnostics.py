@@ -59,7 +59,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from concurrent import futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -181,14 +180,17 @@ def kernel_covariance(science_moments, reference_moments) -> np.ndarray:
     return _covariance(np.asarray(reference_moments, dtype=float) - np.asarray(science_moments, dtype=float))
 
 
-def survey_psfs(science_psf, reference_psf, cell_set, positions=None) -> PsfSurvey:
+def survey_psfs(science_psf, reference_psf, cell_set, positions=None, images=None) -> PsfSurvey:
     """Realize both PSFs at the candidate position of every cell of ``cell_set`` and measure their second moments.
 
     The positions are :meth:`~psfmatch.cells.SpatialCellSet.cell_centers` (LSST's name): an
     edge-to-edge grid with the default ``candidatePlacement = "spread"``, the centres with ``"centers"``.
     With ``positions`` (points), those instead, e.g. the held-out positions between the candidates
     (:meth:`~psfmatch.cells.SpatialCellSet.between_positions`): each is then labelled by its
-    coordinates and its cell index is -1.
+    coordinates and its cell index is -1.  With ``images``, the result of
+    :func:`~psfmatch.psf.base.compute_kernel_image_pairs` at those positions, the models are not
+    called at all (the measurement can then run on another thread: a user's model need not be
+    thread-safe); a reference shared by every position (one stamp object) counts as constant.
 
     A cell where either model fails to evaluate is skipped (and listed in
     ``failed``): the fit rejects that candidate with its own message.  The
@@ -207,8 +209,13 @@ def survey_psfs(science_psf, reference_psf, cell_set, positions=None) -> PsfSurv
         centres = [as_point(p) for p in positions]
         names = [f"({p[0]:.1f}, {p[1]:.1f})" for p in centres]
         ids = [-1] * len(centres)
-    ref_const = not bool(getattr(reference_psf, "isSpatiallyVarying", lambda: True)())
-    sci_imgs, ref_imgs, errors = compute_kernel_image_pairs(science_psf, reference_psf, centres)
+    if images is None:
+        ref_const = not bool(getattr(reference_psf, "isSpatiallyVarying", lambda: True)())
+        sci_imgs, ref_imgs, errors = compute_kernel_image_pairs(science_psf, reference_psf, centres)
+    else:
+        sci_imgs, ref_imgs, errors = images
+        given = [r for r in ref_imgs if r is not None]
+        ref_const = bool(given) and all(r is given[0] for r in given)
     S, R, pos, idx, labels, failed = [], [], [], [], [], []
     first_error = None
     for i, p in enumerate(centres):
@@ -274,26 +281,15 @@ class SurveyCachedPsf(Psf):
     goes to the wrapped model.
     """
 
-    def __init__(self, psf, survey: PsfSurvey, pending=None):
+    def __init__(self, psf, survey: PsfSurvey):
         self._psf = psf
         self._stamps = survey.scienceStamps
-        self._pending = pending
         self.name = getattr(psf, "name", type(psf).__name__)
-
-    def _lookup(self, keys):
-        """The cached stamps at ``keys`` (None where absent); a position not cached yet waits for the
-        ``pending`` job (a future that adds stamps to the survey's, e.g. the held-out positions') first."""
-        stamps = [self._stamps.get(k) for k in keys]
-        if self._pending is not None and any(s is None for s in stamps):
-            futures.wait([self._pending])
-            self._pending = None
-            stamps = [self._stamps.get(k) for k in keys]
-        return stamps
 
     def computeKernelImage(self, position=None):
         if position is not None:
             x, y = as_point(position)
-            s = self._lookup([(float(x), float(y))])[0]
+            s = self._stamps.get((float(x), float(y)))
             if s is not None:
                 return np.array(s, copy=True)
         return self._psf.computeKernelImage(position)
@@ -308,7 +304,7 @@ class SurveyCachedPsf(Psf):
         itself, read-only: the fit makes its padded stack from it without a second copy.
         """
         pts = [as_point(p) for p in positions]
-        stamps = self._lookup([(float(x), float(y)) for x, y in pts])
+        stamps = [self._stamps.get((float(x), float(y))) for x, y in pts]
         if all(s is not None for s in stamps) and len({s.shape for s in stamps}) <= 1:
             whole = _rows_of_one_stack(stamps)
             if whole is not None:

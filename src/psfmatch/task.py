@@ -47,8 +47,8 @@ from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBas
 from .kernel.kernel import LinearCombinationKernel, as_real
 from .kernel.spatial import SpatialFunction, axis_degree_caps, full_column_rank
 from .parallel import available_cores, shared_pool
-from .psf.base import (as_psf, compute_kernel_images, kernel_image_pair_stacks, model_domain, pad_or_crop,
-                       pad_or_crop_stack, unique_stamps)
+from .psf.base import (as_psf, compute_kernel_image_pairs, compute_kernel_images, kernel_image_pair_stacks,
+                       model_domain, pad_or_crop, pad_or_crop_stack, unique_stamps)
 from .qa import match_quality_groups, summarize
 from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
                     solve_candidates, solve_spatial, transform_equations, trim_spectral_cache)
@@ -478,17 +478,23 @@ class ModelPsfMatchTask:
             # raises before anything is fitted; warns from enforce <- here <- fitKernel <- its caller
             enforce_ill_posed(report, self.config.strict, stacklevel=4 + warn_skip)
         between = between_job = None
-        if report is not None and not report.illPosed:
-            # the held-out positions of the QA too: a PSF broader between the candidates than at them.  Only
-            # strict needs the answer before the fit; otherwise it is found on a pool thread beside the fit
-            # (which runs on one core for a small exposure: 64 cells), and its warning comes after the fit
+        pts = self._between_positions(cellSet) if report is not None and not report.illPosed else []
+        if pts:
+            # the held-out positions of the QA too: a PSF broader between the candidates than at them.  The
+            # stamps are made here (a user's PSF model is only ever called from the calling thread) and kept
+            # for the QA; only strict needs the answer before the fit, otherwise the moments are measured on
+            # a pool thread beside the fit (one core's work for a small exposure: 64 cells), and the warning
+            # comes after the fit
+            images = compute_kernel_image_pairs(sci, ref, pts)
+            survey.scienceStamps.update({(float(p[0]), float(p[1])): s for p, s in zip(pts, images[0])
+                                         if s is not None})
             pool = None if self.config.strict else shared_pool(available_cores())
             if pool is None:
-                between = self._check_between(sci, ref, cellSet, survey)
+                between = self._check_between(cellSet, pts, images)
                 if between is not None:
                     enforce_ill_posed(between, self.config.strict, stacklevel=4 + warn_skip)
             else:
-                between_job = pool.submit(self._check_between, sci, ref, cellSet, survey)
+                between_job = pool.submit(self._check_between, cellSet, pts, images)
         t1 = time.perf_counter()
         task, auto_md = self, None
         try:
@@ -503,7 +509,7 @@ class ModelPsfMatchTask:
                                        fit_memory)
                 task = type(self)(config=choice.config, name=self.name)
                 auto_md = choice.metadata
-            cached = sci if survey is None else SurveyCachedPsf(sci, survey, between_job)
+            cached = sci if survey is None else SurveyCachedPsf(sci, survey)
             fit = task.fitKernel(cached, ref, bbox, kernelSum, _preflight=False, _cellSet=cellSet,
                                  _warn_skip=warn_skip + 2)
         except BaseException:
@@ -892,22 +898,16 @@ class ModelPsfMatchTask:
             return match_quality_groups([(S, R, kernel.computeImages(xs, ys) / kernel.kernel_sum)
                                          for S, R, xs, ys in groups])
 
-    def _check_between(self, sci, ref, cellSet, survey):
-        """The ill-posed check at the QA's held-out positions (:meth:`_between_positions`), or None without any.
-
-        The science stamps realized there are added to the survey's, so that the QA
-        (through :class:`~psfmatch.diagnostics.SurveyCachedPsf`) does not realize them again.
-        """
+    def _check_between(self, cellSet, pts, images):
+        """The ill-posed check at the QA's held-out positions ``pts`` (:meth:`_between_positions`) from the stamps
+        ``images`` made there (:func:`~psfmatch.psf.base.compute_kernel_image_pairs`), or None where neither
+        PSF could be evaluated.  The PSF models are not called: this may run on a pool thread."""
         from .diagnostics import check_ill_posed, survey_psfs
 
-        pts = self._between_positions(cellSet)
-        if not pts:
-            return None
         try:
-            held = survey_psfs(sci, ref, cellSet, positions=pts)
+            held = survey_psfs(None, None, cellSet, positions=pts, images=images)
         except PsfEvaluationError:
             return None  # nowhere evaluable: the QA skips these positions too
-        survey.scienceStamps.update(held.scienceStamps)
         return check_ill_posed(held, self.config.illPosedTolerance, noun="held-out positions between the candidates")
 
     def _between_positions(self, cellSet):
