@@ -548,6 +548,13 @@ def test_candidate_placement(placement):
     n_axis = [16 * (len(set(a) | {e0, e1}) - 1) + 1 for a, e0, e1 in ((xs, 10, 1009), ({p.y for p in pos}, 20, 519))]
     assert len(dense) == n_axis[0] * n_axis[1] - len(pos) and set(full) <= set(dense)
     assert len(cs.between_positions(len(between) + 1)) == len(between) + 1
+    # a finer lattice's points come in only once the coarser ones are all there
+    quarters = 4 * (n_axis[0] - 1) // 16 + 1, 4 * (n_axis[1] - 1) // 16 + 1
+    for m in (len(between) + 1, len(between) + 40, quarters[0] * quarters[1] - len(pos) + 7):
+        got = [(p.x, p.y) for p in cs.between_positions(m)]
+        assert len(got) == m and set(full) <= set(got) and got == sorted(got, key=lambda t: (t[1], t[0]))
+    at_quarters = {(p.x, p.y) for p in cs.between_positions(quarters[0] * quarters[1] - len(pos))}
+    assert at_quarters <= {(p.x, p.y) for p in cs.between_positions(quarters[0] * quarters[1] - len(pos) + 7)}
     with pytest.raises(InvalidInputError, match="candidate placement must be one of"):
         SpatialCellSet(Box2I((0, 0), (10, 10)), 128, 128, "random")
 

@@ -254,9 +254,11 @@ class SpatialCellSet:
 
         With ``max_positions``, at most that many: the exposure's corners (where the spatial model is
         least constrained) and the others evenly spaced through the list (row by row).  When the
-        midpoints give fewer than ``max_positions``, each interval between neighbouring coordinates
-        is divided further, in 4, 8, then :data:`MAX_BETWEEN_DIVISIONS` parts, until there are
-        enough (a denser check of a small exposure: ``qaPositionsPerCandidate`` above about 2).
+        midpoints give fewer than ``max_positions``, all of them are taken and each interval between
+        neighbouring coordinates is divided further, in 4, 8, then :data:`MAX_BETWEEN_DIVISIONS` parts,
+        the points of each finer lattice added (evenly spaced, row by row) only once the coarser ones
+        are all in: a denser check of a small exposure (``qaPositionsPerCandidate`` above about 2)
+        always includes every point of the coarser lattices.  The list is row by row.
         """
         xs, ys = self._candidate_axes()
         b = self.bbox
@@ -264,28 +266,39 @@ class SpatialCellSet:
 
         def axis(v, lo, hi, parts):
             pts = np.array(sorted(set([float(lo)] + list(v) + [float(hi)])))
-            fine = [(pts[:-1] * (parts - i) + pts[1:] * i) / parts for i in range(1, parts)]  # (a + c) / 2 for 2
+            # (a (parts - i) + c i) / parts: exactly the coarser lattice's value where i / parts is one of its fractions
+            fine = [(pts[:-1] * (parts - i) + pts[1:] * i) / parts for i in range(1, parts)]
             return np.unique(np.concatenate(fine + [pts]))
 
-        parts = 2
-        while True:
+        def lattice(parts):
             ax = axis(xs, b.getMinX(), b.getMaxX(), parts)
             ay = axis(ys, b.getMinY(), b.getMaxY(), parts)
             gx, gy = np.meshgrid(ax, ay)  # row by row: y outer, x inner
             gx, gy = gx.ravel(), gy.ravel()
             keep = ~(np.isin(gx, cand_x) & np.isin(gy, cand_y))
-            gx, gy = gx[keep], gy[keep]
-            if max_positions is None or len(gx) >= max_positions or parts >= MAX_BETWEEN_DIVISIONS:
-                break
-            parts *= 2
-        if max_positions is not None and len(gx) > max_positions:
-            m = max(0, int(max_positions))
+            return gx[keep], gy[keep], ax, ay
+
+        gx, gy, ax, ay = lattice(2)
+        if max_positions is None:
+            return [Point2D(float(x), float(y)) for x, y in zip(gx, gy)]
+        m = max(0, int(max_positions))
+        if len(gx) >= m:
             corner = np.flatnonzero(np.isin(gx, (ax[0], ax[-1])) & np.isin(gy, (ay[0], ay[-1])))[:m]
             rest = np.setdiff1d(np.arange(len(gx)), corner)
             take = np.round(np.linspace(0, len(rest) - 1, m - len(corner))).astype(int) if m > len(corner) else []
             idx = np.union1d(corner, rest[take]).astype(int)  # sorted: still row by row
-            gx, gy = gx[idx], gy[idx]
-        return [Point2D(float(x), float(y)) for x, y in zip(gx, gy)]
+            return [Point2D(float(gx[i]), float(gy[i])) for i in idx]
+        chosen = set(zip(gx.tolist(), gy.tolist()))  # every point of the midpoints' lattice
+        parts = 2
+        while len(chosen) < m and parts < MAX_BETWEEN_DIVISIONS:
+            parts *= 2
+            fx, fy, _, _ = lattice(parts)
+            new = [(x, y) for x, y in zip(fx.tolist(), fy.tolist()) if (x, y) not in chosen]  # row by row
+            need = m - len(chosen)
+            if need < len(new):
+                new = [new[i] for i in np.round(np.linspace(0, len(new) - 1, need)).astype(int)]
+            chosen.update(new)
+        return [Point2D(x, y) for y, x in sorted((y, x) for x, y in chosen)]
 
     def smaller_cells_remedy(self, order) -> str:
         """The advice for a grid too coarse for a spatial model of ``order``: the cell sizes that give it
