@@ -1175,3 +1175,21 @@ def test_metadata_keys_that_are_not_strings_are_skipped_with_a_warning(tmp_path,
     back = {k: v for k, v in read_exposure(tmp_path / "e.fits").metadata.items() if k != "fitsHeader"}
     assert back == {"1": "first readout", "2.0": "y", "ok": 3}
     assert exp.metadata == md  # the caller's metadata is untouched
+
+
+def test_metadata_keys_that_are_not_strings_at_any_depth_are_skipped_with_a_warning(tmp_path, caplog):
+    """Nested {1: .., "1": ..} made json.dumps(sort_keys=True) raise a bare TypeError; nested {1: .., 2: ..} came
+    back as {"1": .., "2": ..} without a word."""
+    import copy
+
+    md = {"stats": {1: "int key", "1": "str key"}, "amps": {1: "A", 2: "B"},
+          "rows": [{"gain": 1.5}, {"gain": 1.6, 3: "x"}], "ok": {"a": {"b": [1, {"c": 2}]}}}
+    given = copy.deepcopy(md)
+    exp = Exposure(np.ones((6, 6), np.float32), variance=np.ones((6, 6), np.float32), metadata=md)
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        write_exposure(exp, tmp_path / "e.fits")
+    assert re.search(r"metadata entries whose keys are not strings are not written .*: stats\[1\] \(int\), "
+                     r"amps\[1\] \(int\), rows\[1\]\[3\] \(int\); use string keys", caplog.text)
+    back = {k: v for k, v in read_exposure(tmp_path / "e.fits").metadata.items() if k != "fitsHeader"}
+    assert back == {"ok": {"a": {"b": [1, {"c": 2}]}}}
+    assert exp.metadata == given and exp.metadata["amps"] == {1: "A", 2: "B"}  # the caller's metadata is untouched

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,14 @@ SKY = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN"}
     ({**SKY, "CDELT1": -0.5, "CDELT2": 0.5, "CUNIT1": "arcsec"}, 0.5),
     ({"CTYPE1": "GLON-CAR", "CTYPE2": "GLAT-CAR", "CDELT1": -0.5 / 3600, "CDELT2": 0.5 / 3600}, 0.5),
     ({"CTYPE1": "RA---TAN-SIP", "CTYPE2": "DEC--TAN-SIP", "CD1_1": -0.1 / 3600, "CD2_2": 0.1 / 3600}, 0.1),
+    # projections with parameters count without their PV cards (wcslib refuses ZPN, the conics, BON without them)
+    ({"CTYPE1": "RA---ZPN", "CTYPE2": "DEC--ZPN", "CD1_1": -9.5e-5, "CD2_2": 9.5e-5, "CD1_2": 0.0, "CD2_1": 0.0,
+      "PV2_1": 1.0, "PV2_3": 44.0}, 0.342),  # VISTA VIRCAM
+    ({"CTYPE1": "RA---ZPN", "CTYPE2": "DEC--ZPN", "CD1_1": -9.5e-5, "CD2_2": 9.5e-5}, 0.342),
+    ({"CTYPE1": "RA---COE", "CTYPE2": "DEC--COE", "CDELT1": -0.5 / 3600, "CDELT2": 0.5 / 3600, "PV2_1": 45.0}, 0.5),
+    ({"CTYPE1": "RA---COE", "CTYPE2": "DEC--COE", "CDELT1": -0.5 / 3600, "CDELT2": 0.5 / 3600}, 0.5),
+    ({"CTYPE1": "DEC--BON", "CTYPE2": "RA---BON", "CDELT1": 0.5 / 3600, "CDELT2": -0.5 / 3600}, 0.5),
+    ({"CTYPE1": "HPLN-TAN", "CTYPE2": "HPLT-TAN", "CDELT1": 0.6, "CDELT2": 0.6, "CUNIT1": "arcsec"}, 0.6),
     # a CD matrix is in CUNIT too (degrees by default), as CDELT is
     ({**SKY, "CD1_1": -0.03, "CD2_2": 0.03, "CD1_2": 0.0, "CD2_1": 0.0, "CUNIT1": "arcsec", "CUNIT2": "arcsec"},
      0.03),
@@ -73,6 +82,10 @@ SKY = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN"}
     ({"CD1_1": 1.0, "CD2_2": 1.0}, None),
     ({"CDELT1": 1.0, "CDELT2": 1.0, "CUNIT1": "deg"}, None),
     ({"CTYPE1": "RA---TAN", "CTYPE2": "LINEAR", "CD1_1": 1.0, "CD2_2": 1.0}, None),
+    ({"CTYPE1": "RA---TAN", "CTYPE2": "GLAT-TAN", "CD1_1": 1.0, "CD2_2": 1.0}, None),  # two systems
+    ({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--SIN", "CD1_1": 1.0, "CD2_2": 1.0}, None),  # two projections
+    ({"CTYPE1": "RA---TAN", "CTYPE2": "RA---TAN", "CD1_1": 1.0, "CD2_2": 1.0}, None),  # two longitudes
+    ({"CTYPE1": "RADIUS", "CTYPE2": "DECLINAT", "CD1_1": 1.0, "CD2_2": 1.0}, None),
     ({"CTYPE1": "PIXEL", "CTYPE2": "PIXEL", "CD1_1": 1.0, "CD1_2": 1.0, "CD2_1": 1.0, "CD2_2": 1.0}, None),
     ({}, None),
 ])
@@ -211,6 +224,22 @@ def test_resampling_refuses_a_stamp_beyond_max_stamp_size(tmp_path):
     with pytest.raises(InvalidInputError, match=r"needs a infxinf stamp"):
         resample_psf(gaussian(25, 2.0), 1e-320)
     assert resample_psf(gaussian(25, 2.0), 1.0, size=(MAX_STAMP_SIZE, 3)).shape == (3, MAX_STAMP_SIZE)
+
+
+def test_a_scale_ratio_that_under_or_overflows_is_refused(tmp_path):
+    """Two valid scales whose ratio underflows to 0 raised a bare ZeroDivisionError; one that overflows to inf
+    was refused only by resample_psf, without the scales or a remedy."""
+    path = write(tmp_path / "psf.fits", gaussian(25, 2.0))
+    for scale, target, ratio in (("1e+200", "1e-200", r"0\.0"), ("1e-200", "1e+200", "inf")):
+        with pytest.raises(InvalidInputError, match=rf"psf\.fits: cannot resample the PSF image from "
+                           rf"{re.escape(scale)} to {re.escape(target)} arcsec/pixel: their ratio \({ratio}\) is not "
+                           r"a positive finite number; check the image's pixel scale \(pass pixel_scale= .*\) and "
+                           r"target_pixel_scale"):
+            read_image_psf(path, pixel_scale=float(scale), target_pixel_scale=float(target))
+    for ratio in (0.0, -2.0, float("inf"), float("nan"), "x", None):
+        with pytest.raises(InvalidInputError, match=r"resample_psf ratio must be positive and finite \(output pixel "
+                           rf"scale / input pixel scale, .*\); got {re.escape(repr(ratio))}"):
+            resample_psf(gaussian(25, 2.0), ratio)
 
 
 def test_read_image_psf_errors(tmp_path):

@@ -905,6 +905,29 @@ def _json_default(value):
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
+def _non_string_key(key, value):
+    """Path (e.g. ``stats[1] (int)``) of the first non-string mapping key in the metadata entry ``key``, or None.
+
+    Looks into nested dicts, lists and tuples, as JSON writes them; walks them iteratively and visits each
+    container once, so a deep or self-referencing value cannot exhaust the stack here.
+    """
+    stack, seen = [(key, value)], set()
+    while stack:
+        path, item = stack.pop()
+        if id(item) in seen:
+            continue
+        if isinstance(item, dict):
+            seen.add(id(item))
+            for k in item:
+                if not isinstance(k, str):
+                    return f"{path}[{k!r}] ({type(k).__name__})"
+            stack.extend((f"{path}[{k!r}]", v) for k, v in item.items() if isinstance(v, (dict, list, tuple)))
+        elif isinstance(item, (list, tuple)):
+            seen.add(id(item))
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item) if isinstance(v, (dict, list, tuple)))
+    return None
+
+
 def _metadata_to_hdu(metadata):
     from astropy.io import fits
 
@@ -915,9 +938,13 @@ def _metadata_to_hdu(metadata):
         if not isinstance(key, str):  # JSON would make it a string: 1 and "1" would collide, 1 come back as "1"
             not_str.append(f"{key!r} ({type(key).__name__})")
             continue
+        bad_key = _non_string_key(key, value)  # the same one level or more down
+        if bad_key is not None:
+            not_str.append(bad_key)
+            continue
         try:
             json.dumps(value, allow_nan=True, default=_json_default)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
             dropped.append(str(key))
             continue
         kept[key] = value
@@ -994,8 +1021,9 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
     The PSF is stored as :mod:`psfmatch.io.psf_persist` describes (analytic
     models by their parameters, images and PSFEx models exactly, other models
     approximated).  Metadata entries that are not JSON-serializable, or
-    whose key is not a string, are skipped with a logged warning (naming the
-    key), except ``metadata["fitsHeader"]`` whose
+    holding a key that is not a string (theirs, or one nested in their
+    dicts and lists), are skipped with a logged warning (naming the key,
+    e.g. ``stats[1]``), except ``metadata["fitsHeader"]`` whose
     cards go into the primary header: non-standard cards (a lower-case
     keyword, an unquoted string) are repaired as astropy's ``verify("fix")``
     does and those that cannot be are left out, each with a logged warning;

@@ -52,24 +52,41 @@ def _positive_scale(value, what):
     return v
 
 
-def _celestial_axes(header):
-    """Whether ``CTYPE1``/``CTYPE2`` make axes 1 and 2 a celestial pair, as astropy.wcs (wcslib) reads them.
+def _sky_axis(ctype):
+    """``("lon" or "lat", pairing key, projection code)`` of a celestial ``CTYPE``, or None.
 
-    ``RA---TAN``/``DEC--TAN``, ``GLON-CAR``/``GLAT-CAR``, ``RA``/``DEC``, ... are; ``LINEAR``
-    (IRAF's physical/logical pixel systems), ``PIXEL``, absent CTYPEs (linear by the FITS standard)
-    and an unmatched or unknown pair are not.
+    The FITS WCS naming rule (Calabretta & Greisen 2002), read from the names alone: the first four
+    characters (``-`` padded) are ``RA--``/``DEC-``, ``xLON``/``xLAT`` or ``xyLN``/``xyLT``, then an
+    optional ``-`` and projection code.  No projection parameters are needed, unlike wcslib's
+    ``wcsset``, which refuses ZPN, the conics and BON without their ``PV`` cards.
     """
-    from astropy.wcs import WCS
+    ctype = ctype.upper()
+    if len(ctype) > 4 and ctype[4] != "-":
+        return None  # e.g. RADIUS, DECLINATION: not a coordinate type and a projection code
+    name, proj = ctype[:4].rstrip("-"), ctype[5:8]
+    if name in ("RA", "DEC"):
+        return ("lon" if name == "RA" else "lat"), "RA/DEC", proj
+    if len(name) == 4 and name[1:] in ("LON", "LAT"):
+        return ("lon" if name[1:] == "LON" else "lat"), name[0], proj
+    if len(name) == 4 and name[2:] in ("LN", "LT"):
+        return ("lon" if name[2:] == "LN" else "lat"), name[:2], proj
+    return None
 
-    ctype = [str(header.get(f"CTYPE{i}", "")).strip() for i in (1, 2)]
-    try:
-        with catch_warnings("ignore"):
-            wcs = WCS(naxis=2)
-            wcs.wcs.ctype = ctype
-            wcs.wcs.set()
-            return bool(wcs.has_celestial)
-    except Exception:  # wcslib refuses the pair (unmatched or unknown axis types, over-long strings)
+
+def _celestial_axes(header):
+    """Whether ``CTYPE1``/``CTYPE2`` make axes 1 and 2 a celestial pair, judged by their names.
+
+    ``RA---TAN``/``DEC--TAN``, ``GLON-CAR``/``GLAT-CAR``, ``HPLN-TAN``/``HPLT-TAN``, ``RA---ZPN``/
+    ``DEC--ZPN`` (with or without its ``PV`` cards), ``RA``/``DEC``, ... are: one longitude and one
+    latitude of the same system with the same projection code.  ``LINEAR`` (IRAF's physical/logical
+    pixel systems), ``PIXEL``, absent CTYPEs (linear by the FITS standard) and an unmatched pair
+    (``RA---TAN``/``GLAT-TAN``, ``RA---TAN``/``DEC--SIN``, ``RA---TAN``/``LINEAR``) are not.
+    """
+    axes = [_sky_axis(str(header.get(f"CTYPE{i}", "")).strip()) for i in (1, 2)]
+    if None in axes:
         return False
+    (kind1, system1, proj1), (kind2, system2, proj2) = axes
+    return {kind1, kind2} == {"lon", "lat"} and system1 == system2 and proj1 == proj2
 
 
 def pixel_scale_from_header(header, where="header"):
@@ -83,7 +100,8 @@ def pixel_scale_from_header(header, where="header"):
     unit ``CUNIT1`` gives (``deg`` by default; ``arcmin``, ``arcsec``, ``mas``;
     None for another unit).  CD and CDELT count only when ``CTYPE1``/``CTYPE2``
     are a celestial pair (``RA---TAN``/``DEC--TAN``, ``GLON-CAR``/``GLAT-CAR``,
-    ...; astropy.wcs's ``has_celestial``): a pixel WCS (IRAF's ``LINEAR``,
+    ``RA---ZPN``/``DEC--ZPN``, ...; judged by their names, so projections
+    with parameters need no ``PV`` cards): a pixel WCS (IRAF's ``LINEAR``,
     no CTYPE) states no sky scale, and gives None.
 
     Raises
@@ -231,8 +249,8 @@ def resample_psf(array, ratio, *, center=None, size=None) -> np.ndarray:
     Raises
     ------
     InvalidInputError
-        If the array is not 2-d, ``ratio`` is not positive, ``size`` is not
-        odd, or the output stamp would be larger than
+        If the array is not 2-d, ``ratio`` is not a positive finite number,
+        ``size`` is not odd, or the output stamp would be larger than
         :data:`~psfmatch.psf.psfex.MAX_STAMP_SIZE` pixels (checked before
         anything is allocated).
 
@@ -253,9 +271,14 @@ def resample_psf(array, ratio, *, center=None, size=None) -> np.ndarray:
     arr = np.asarray(array, dtype=np.float64)
     if arr.ndim != 2:
         raise InvalidInputError(f"resample_psf needs a 2-d array; got shape {arr.shape}")
-    ratio = float(ratio)
-    if not (math.isfinite(ratio) and ratio > 0):
-        raise InvalidInputError(f"resample_psf ratio must be positive; got {ratio!r}")
+    try:
+        ratio_value = float(ratio)
+    except (TypeError, ValueError):
+        ratio_value = float("nan")
+    if not (math.isfinite(ratio_value) and ratio_value > 0):
+        raise InvalidInputError(f"resample_psf ratio must be positive and finite (output pixel scale / input pixel "
+                                f"scale, e.g. 2.0 for pixels twice as large); got {ratio!r}")
+    ratio = ratio_value
     ny, nx = arr.shape
     cx, cy = ((nx - 1) / 2.0, (ny - 1) / 2.0) if center is None else (float(center[0]), float(center[1]))
     w, h = _resampled_size(nx, ny, ratio, size)
@@ -363,7 +386,8 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         pixel-scale keyword is invalid.
     InvalidInputError
         If ``background`` is not a finite number, or resampling is asked for
-        and the image's pixel scale is unknown, or the resampled stamp would
+        and the image's pixel scale is unknown, or the ratio of the two scales
+        under- or overflows, or the resampled stamp would
         be larger than :data:`~psfmatch.psf.psfex.MAX_STAMP_SIZE` pixels.
 
     Notes
@@ -420,6 +444,11 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
             f"{label}: cannot resample to {target} arcsec/pixel: the file states no pixel scale (none of "
             f"{', '.join(PIXEL_SCALE_KEYS)}, nor CD / CDELT of a celestial WCS); pass pixel_scale=")
     ratio = target / scale
+    if not (math.isfinite(ratio) and ratio > 0):  # both valid, but their ratio under- or overflows
+        raise InvalidInputError(
+            f"{label}: cannot resample the PSF image from {scale:.6g} to {target:.6g} arcsec/pixel: their ratio "
+            f"({ratio!r}) is not a positive finite number; check the image's pixel scale (pass pixel_scale= if its "
+            "header is wrong) and target_pixel_scale, both in arcsec per pixel")
     w, h = _resampled_size(data.shape[1], data.shape[0], ratio, size)
     if max(w, h) > MAX_STAMP_SIZE:
         raise InvalidInputError(
