@@ -188,6 +188,34 @@ def test_threaded_workers_leave_the_warnings_machinery_alone(inputs, tmp_path):
     assert warnings.filters == filters and warnings.showwarning is show
 
 
+@pytest.mark.filterwarnings("ignore::psfmatch.errors.IllPosedMatchWarning")
+@pytest.mark.filterwarnings("ignore::psfmatch.errors.KernelQualityWarning")
+def test_single_threaded_workers_sharing_a_process_keep_each_reports_warnings_apart(tmp_path):
+    """Client(processes=False)'s workers, one thread each, are threads of one process: each took itself for its
+    process's sole thread and entered the process-global warnings.catch_warnings beside the others, so warnings
+    landed in other exposures' reports and the process kept a recorder as showwarning and an 'always' filter."""
+    paths = []
+    for i, sigma in enumerate((2.6, 1.2, 2.6, 1.2)):  # broader than the reference (ill-posed), narrower
+        exposure = make_demo_exposure(SIZE, seed=i, n_stars=8)
+        exposure.setPsf(GaussianPsf(21, 21, sigma))
+        paths.append(str(tmp_path / f"{'broad' if sigma > 2 else 'narrow'}{i}.fits"))
+        write_exposure(exposure, paths[-1])
+    reference = GaussianPsf(31, 31, 2.0)
+    with distributed.Client(processes=False, n_workers=3, threads_per_worker=1, dashboard_address=":0") as c:
+        match_many(paths[1:2], reference, tmp_path / "warm", config=_config(), client=c, progress=False)
+        filters, show = list(warnings.filters), warnings.showwarning  # (after the imports the first match makes)
+        reports = match_many(paths, reference, tmp_path / "out", config=_config(), client=c, progress=False)
+    assert warnings.filters == filters and warnings.showwarning is show
+    assert [r.status for r in reports] == [MATCHED] * 4
+    for r in reports:
+        ill_posed = [w for w in r.warnings if "ill-posed match" in w]
+        if "broad" in r.path:  # its own warning, once, as the log's record (warnings go to the usual display)
+            assert len(ill_posed) == 1 and ill_posed[0].startswith("WARNING: ill-posed match")
+            assert "science sigma 2.600 px vs reference sigma 2.000 px" in ill_posed[0]
+        else:
+            assert ill_posed == [] and not any("IllPosedMatchWarning" in w for w in r.warnings)
+
+
 def test_match_one_fingerprints_without_dask(inputs, tmp_path):
     src = tmp_path / "in.fits"
     shutil.copy(inputs[0][0], src)

@@ -194,6 +194,48 @@ def test_a_child_forked_inside_a_fit_starts_with_the_parents_blas_count():
         assert _in_forked_child(lambda: solve_mod._BLAS_STATE["depth"] == 0 and blas_threads() == before)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.parametrize("module", ["moments", "debug"])
+def test_a_child_forked_while_another_thread_holds_a_module_lock_can_take_it(module):
+    """A fork taken while another thread was inside the stamp-moments memo's (or the debug switches') locked
+    section copied the lock held: every fit in the child waited on it for good."""
+    import importlib
+    import signal
+
+    from psfmatch.psf import GaussianPsf
+
+    mod = importlib.import_module(f"psfmatch.{module}")
+    name = {"moments": "_STAMP_MOMENTS_LOCK", "debug": "_lock"}[module]
+    stamp = GaussianPsf(9, 9, 1.7).computeKernelImage((0, 0))
+    expected = float(importlib.import_module("psfmatch.moments").adaptive_moments(stamp[None])[0][0])
+    held, release = threading.Event(), threading.Event()
+
+    def holder():  # another thread of the parent, inside the locked section at the fork
+        with getattr(mod, name):
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(10)
+
+    def check():  # in the child: the lock is free, and what takes it works
+        signal.alarm(20)  # (a child that hangs all the same is killed: it reports nothing, the test fails)
+        from psfmatch import debug, moments
+
+        if not getattr(mod, name).acquire(timeout=5):
+            return False
+        getattr(mod, name).release()
+        debug.Info("psfmatch.solve").displayKernelBasis = False
+        return float(moments.stamp_moments(stamp)[0][0]) == expected
+
+    try:
+        assert _in_forked_child(check)
+    finally:
+        release.set()
+        t.join(10)
+
+
 def test_psfmatchs_warning_sections_leave_the_filters_as_they_were_across_threads():
     """catch_warnings restores the list it saw on entry: overlapping sections in two threads left an 'ignore'
     behind for good. psfmatch's sections take turns."""

@@ -223,8 +223,15 @@ class ExposureReport:
         ``match``, ``write`` and ``total`` (on the worker).
     warnings : list of str
         Warning log records (``psfmatch`` loggers) emitted while matching, and
-        the Python warnings when the task ran in a single-threaded worker or
-        in the main thread (``warnings.catch_warnings`` is not thread-safe).
+        the Python warnings (``"IllPosedMatchWarning: ..."``) when the task ran
+        in the main thread or in a single-threaded worker alone in its process
+        (``warnings.catch_warnings`` is process-global, not thread-safe).  In a
+        worker that shares its process with other threads (several workers of
+        ``Client(processes=False)``, or several threads per worker) the Python
+        warnings are left to the usual display, and the report holds the log
+        records (``"WARNING: ..."``) of this exposure's task only: psfmatch
+        logs what it warns of, and a truncated reference PSF, which it only
+        warns of, is noted in ``qa["notes"]``.
     worker : str or None
         The Dask worker that ran it (None when run in-process).
     psf : str or None
@@ -742,7 +749,12 @@ class _LogCollector(logging.Handler):
 def _sole_thread() -> bool:
     """Whether this task may capture warnings (``warnings.catch_warnings`` is process-global, not thread-safe).
 
-    True in the main thread outside Dask, or on a Dask worker with a single thread.
+    True in the main thread outside Dask, or on a Dask worker with a single
+    thread that has its process to itself: the only ``distributed.Worker`` in
+    it, and no ``Client`` there (a ``LocalCluster``'s worker processes, a
+    ``dask worker`` process).  Workers started in the caller's process
+    (``Client(processes=False)``) are threads beside each other and beside the
+    caller's, one thread each or not: False, as whenever this is not certain.
     """
     try:
         from distributed import get_worker
@@ -750,7 +762,14 @@ def _sole_thread() -> bool:
         worker = get_worker()
     except Exception:  # not on a Dask worker (or no distributed)
         return threading.current_thread() is threading.main_thread()
-    return getattr(getattr(worker, "state", None), "nthreads", None) == 1
+    if getattr(getattr(worker, "state", None), "nthreads", None) != 1:
+        return False
+    try:
+        from distributed import Client, Worker
+
+        return len(Worker._instances) == 1 and len(Client._instances) == 0
+    except Exception:  # (a distributed without these registries: not certain)
+        return False
 
 
 def _worker_name():

@@ -234,6 +234,21 @@ def reset() -> None:
     frame = 0
 
 
+def _reset_after_fork():
+    """In a forked child no other thread exists: a new lock for the switches.
+
+    A fork taken while another thread of the parent held the lock (setting a
+    switch, numbering a figure) copied it held, and every fit in the child,
+    which looks its switches up, would have waited on it for good.
+    """
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 @contextlib.contextmanager
 def scoped():
     """Restore :data:`Info`, every switch and the output folder on exit (the frame counter keeps counting).

@@ -22,6 +22,7 @@ Hirata, C. & Seljak, U. 2003, MNRAS 343, 459.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass
 
@@ -414,6 +415,20 @@ def stamp_moments(stamp):
                 _STAMP_MOMENTS.pop(next(iter(_STAMP_MOMENTS)))
             _STAMP_MOMENTS[key] = out
     return out
+
+
+def _reset_after_fork():
+    """In a forked child no other thread exists: a new lock for the memo.
+
+    A fork taken while another thread of the parent held the lock copied it
+    held, and every measurement in the child would have waited on it for good.
+    """
+    global _STAMP_MOMENTS_LOCK
+    _STAMP_MOMENTS_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def measure_shape(stamp, position=(0.0, 0.0)) -> Quadrupole:
