@@ -345,9 +345,9 @@ def test_a_match_ill_posed_between_the_candidates_is_flagged_and_strict_refuses_
     sci, ref, bbox = _bump_between()
     config = ModelPsfMatchConfig()
     config.qaPositionsPerCandidate = 2  # the held-out lattice's 5 points with the centre (4 of them by default)
-    with pytest.warns(IllPosedMatchWarning, match=r"narrower than the science PSF at 4 of 8 held-out positions "
-                                                  r"between the candidates \(\(63\.8, 127\.5\).*Worst: \(63\.8, 127\.5\), "
-                                                  r"along the axis"):
+    with pytest.warns(IllPosedMatchWarning, match=r"narrower than the science PSF at 2 of 8 held-out positions "
+                                                  r"between the candidates \(\(127\.5, 127\.5\), \(191\.2, 127\.5\)\).*"
+                                                  r"Worst: \(127\.5, 127\.5\), along the axis"):
         fit = ModelPsfMatchTask(config=config).fitKernel(sci, ref, bbox)
     with pytest.warns(IllPosedMatchWarning) as record:  # found beside the fit, attributed to its caller
         ModelPsfMatchTask(config=config).fitKernel(sci, ref, bbox)
@@ -356,10 +356,10 @@ def test_a_match_ill_posed_between_the_candidates_is_flagged_and_strict_refuses_
     assert qa["illPosed"]["flag"] is False  # at the candidates it is well-posed
     assert qa["illPosedBetween"]["flag"] is True and qa["illPosedBetween"]["nCellsChecked"] == 8
     assert qa["illPosedBetween"]["worst"]["cellIndex"] == -1
-    assert qa["illPosedBetween"]["worst"]["deficit"] == pytest.approx(0.213, abs=2e-3)
+    assert qa["illPosedBetween"]["worst"]["deficit"] == pytest.approx(0.300, abs=2e-3)  # at the centre: 2.3 vs 2.0
     assert FLAG_ILL_POSED in qa["flags"]
     config.strict = True
-    with pytest.raises(IllPosedMatchError, match=r"at 4 of 8 held-out positions between the candidates.*strict=True: "
+    with pytest.raises(IllPosedMatchError, match=r"at 2 of 8 held-out positions between the candidates.*strict=True: "
                                                  r"nothing was convolved"):
         ModelPsfMatchTask(config=config).fitKernel(sci, ref, bbox)
 
