@@ -408,3 +408,14 @@ def test_user_psf_models_are_only_called_from_the_calling_thread():
     result = ModelPsfMatchTask(config=ModelPsfMatchConfig()).run(exposure, GaussianPsf(31, 31, 2.6))
     assert result.metadata["qa"]["illPosedBetween"]["nCellsChecked"] == 16
     assert other_threads == []
+
+
+def test_constant_models_skip_the_check_between_the_candidates_but_equal_stamps_there_do_not():
+    bbox = Box2I((0, 0), (256, 256))
+    fit = ModelPsfMatchTask(config=ModelPsfMatchConfig()).fitKernel(GaussianPsf(21, 21, 1.8), GaussianPsf(31, 31, 2.6),
+                                                                     bbox)
+    assert "illPosedBetween" not in fit.metadata["qa"]  # nothing varies: its stamps would be the candidates'
+    sci, ref, bbox = _bump_between()  # the same stamp at the four candidates, a varying model
+    with pytest.warns(KernelQualityWarning):
+        fit = ModelPsfMatchTask(config=ModelPsfMatchConfig()).fitKernel(sci, ref, bbox)
+    assert fit.metadata["qa"]["illPosedBetween"]["nCellsChecked"] == 4

@@ -478,7 +478,10 @@ class ModelPsfMatchTask:
             # raises before anything is fitted; warns from enforce <- here <- fitKernel <- its caller
             enforce_ill_posed(report, self.config.strict, stacklevel=4 + warn_skip)
         between = between_job = None
-        pts = self._between_positions(cellSet) if report is not None and not report.illPosed else []
+        # (neither model varying, the held-out positions' stamps are the candidates'; identical stamps at the
+        # candidates alone do not say so: a PSF broader between them than at every one of them)
+        checked = report is not None and not report.illPosed and (_varies(sci) or _varies(ref))
+        pts = self._between_positions(cellSet) if checked else []
         if pts:
             # the held-out positions of the QA too: a PSF broader between the candidates than at them.  The
             # stamps are made here (a user's PSF model is only ever called from the calling thread) and kept
