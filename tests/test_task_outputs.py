@@ -528,7 +528,8 @@ def test_candidate_placement(placement):
     ay = sorted({p.y for p in between} | {p.y for p in pos})
     assert len(between) == len(ax) * len(ay) - len(pos)
     assert [(p.x, p.y) for p in between] == sorted(((p.x, p.y) for p in between), key=lambda t: (t[1], t[0]))
-    # a capped list is an even subsample of the full one, in the same order, the box's corners included
+    # a capped list is a subsample of the full one, in the same order: the box's corners, then the points
+    # midway between candidates along both axes, then the others, each group evenly spaced
     full = [(p.x, p.y) for p in between]
     corners = {(x, y) for x in (ax[0], ax[-1]) for y in (ay[0], ay[-1])} & set(full)
     if placement != "spread":  # (spread candidates sit on the corners: none is held out)
@@ -538,10 +539,16 @@ def test_candidate_placement(placement):
         assert len(capped) == m and len(set(capped)) == m and set(capped) <= set(full)
         assert capped == sorted(capped, key=full.index)
         assert len(set(capped) & corners) == min(m, len(corners))
-    capped = [(p.x, p.y) for p in cs.between_positions(40)]
-    rest = [c for c in full if c not in corners]
-    gaps = np.diff([rest.index(c) for c in capped if c not in corners])
-    assert gaps.max() - gaps.min() <= 1  # the rest evenly spaced
+    cand_x, cand_y = set(xs) | {10.0, 1009.0}, {p.y for p in pos} | {20.0, 519.0}
+    inner = [c for c in full if c[0] not in cand_x and c[1] not in cand_y and c not in corners]
+    others = [c for c in full if c not in corners and c not in inner]
+    for m, group in ((len(corners) + 9, inner), (len(corners) + len(inner) + 9, others)):
+        capped = [(p.x, p.y) for p in cs.between_positions(m)]
+        assert corners <= set(capped)
+        if group is others:  # the others only once every inner point is in
+            assert set(inner) <= set(capped)
+        gaps = np.diff([group.index(c) for c in capped if c in group])
+        assert len(gaps) == 8 and gaps.max() - gaps.min() <= 1  # the group's share evenly spaced
     assert cs.between_positions(0) == []
     # asked for more than the midpoints give, the intervals are divided in 4, 8, then 16 parts
     dense = [(p.x, p.y) for p in cs.between_positions(10 ** 6)]

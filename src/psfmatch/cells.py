@@ -253,7 +253,9 @@ class SpatialCellSet:
         and the exposure's edges (so corners and edges are checked too), except the candidates.
 
         With ``max_positions``, at most that many: the exposure's corners (where the spatial model is
-        least constrained) and the others evenly spaced through the list (row by row).  When the
+        least constrained), then the points midway between candidates along both axes (the farthest
+        from them: the centres of four candidates), then the others, each group evenly spaced
+        through the list (row by row) when it cannot be taken whole.  When the
         midpoints give fewer than ``max_positions``, all of them are taken and each interval between
         neighbouring coordinates is divided further, in 4, 8, then :data:`MAX_BETWEEN_DIVISIONS` parts,
         the points of each finer lattice added (evenly spaced, row by row) only once the coarser ones
@@ -284,10 +286,20 @@ class SpatialCellSet:
         m = max(0, int(max_positions))
         if len(gx) >= m:
             corner = np.flatnonzero(np.isin(gx, (ax[0], ax[-1])) & np.isin(gy, (ay[0], ay[-1])))[:m]
-            rest = np.setdiff1d(np.arange(len(gx)), corner)
-            take = np.round(np.linspace(0, len(rest) - 1, m - len(corner))).astype(int) if m > len(corner) else []
-            idx = np.union1d(corner, rest[take]).astype(int)  # sorted: still row by row
-            return [Point2D(float(gx[i]), float(gy[i])) for i in idx]
+            # then the points midway between candidates along both axes, the farthest from them (the centre
+            # of four candidates), where the spatial model interpolates least well; then the others
+            edges_x = np.array(sorted({float(b.getMinX()), float(b.getMaxX())} | set(map(float, xs))))
+            edges_y = np.array(sorted({float(b.getMinY()), float(b.getMaxY())} | set(map(float, ys))))
+            inner = np.flatnonzero(~np.isin(gx, edges_x) & ~np.isin(gy, edges_y))
+            idx = list(corner)
+            for group in (np.setdiff1d(inner, corner), np.setdiff1d(np.arange(len(gx)), np.union1d(corner, inner))):
+                need = m - len(idx)
+                if need <= 0:
+                    break
+                if need < len(group):
+                    group = group[np.round(np.linspace(0, len(group) - 1, need)).astype(int)]
+                idx += list(group)
+            return [Point2D(float(gx[i]), float(gy[i])) for i in sorted(idx)]  # row by row
         chosen = set(zip(gx.tolist(), gy.tolist()))  # every point of the midpoints' lattice
         parts = 2
         while len(chosen) < m and parts < MAX_BETWEEN_DIVISIONS:
