@@ -315,7 +315,8 @@ def test_not_an_exposure_and_no_psf():
 @pytest.mark.parametrize("bad, match", [(0.0, "positive and finite; got 0.0"), (-1.0, "positive and finite"),
                                         (float("nan"), "positive and finite; got nan"), (float("inf"), "positive"),
                                         ("x", "a number; got 'x'"), ("1", "a number; got '1'"),
-                                        (None, "a number; got None")])
+                                        (None, "a number; got None"), (True, "a number; got True"),
+                                        (np.bool_(True), "a number; got np.True_")])
 def test_bad_kernel_sum(bad, match):
     exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6))
     with raises(InvalidInputError, f"kernelSum must be {match}"):

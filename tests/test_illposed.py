@@ -344,7 +344,7 @@ def _bump_between():
 def test_a_match_ill_posed_between_the_candidates_is_flagged_and_strict_refuses_it():
     sci, ref, bbox = _bump_between()
     config = ModelPsfMatchConfig()
-    config.qaPositionsPerCandidate = 2  # the held-out lattice's 5 points with the centre (4 of them by default)
+    config.qaPositionsPerCandidate = 2  # the held-out lattice's 5 points and 3 of the finer one
     with pytest.warns(IllPosedMatchWarning, match=r"narrower than the science PSF at 2 of 8 held-out positions "
                                                   r"between the candidates \(\(127\.5, 127\.5\), \(191\.2, 127\.5\)\).*"
                                                   r"Worst: \(127\.5, 127\.5\), along the axis"):
@@ -416,6 +416,7 @@ def test_constant_models_skip_the_check_between_the_candidates_but_equal_stamps_
                                                                      bbox)
     assert "illPosedBetween" not in fit.metadata["qa"]  # nothing varies: its stamps would be the candidates'
     sci, ref, bbox = _bump_between()  # the same stamp at the four candidates, a varying model
-    with pytest.warns(KernelQualityWarning):
+    with pytest.warns(IllPosedMatchWarning, match=r"at 1 of 4 held-out positions between the candidates "
+                                                  r"\(\(127\.5, 127\.5\)\)"):  # the centre, among the default 4
         fit = ModelPsfMatchTask(config=ModelPsfMatchConfig()).fitKernel(sci, ref, bbox)
     assert fit.metadata["qa"]["illPosedBetween"]["nCellsChecked"] == 4

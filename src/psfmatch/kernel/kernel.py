@@ -32,10 +32,11 @@ __all__ = ["KernelParameterFunction", "LinearCombinationKernel"]
 def as_real(value, name) -> float:
     """``value`` as a float, once it is a real number; :class:`InvalidInputError` naming ``name`` otherwise.
 
-    A string is refused, although ``float("1")`` would take it.
+    A string is refused, although ``float("1")`` would take it, and so is a boolean (``True`` would be 1:
+    most likely a flag passed in the wrong place).
     """
     try:
-        if isinstance(value, (str, bytes)):
+        if isinstance(value, (str, bytes, bool, np.bool_)):
             raise TypeError
         return float(value)
     except (TypeError, ValueError):
