@@ -750,3 +750,37 @@ def test_delta_function_trials_that_could_not_be_chosen_are_not_made():
     assert df[33]["score"] is not None and not df[33].get("note")  # AL 33 stays above the floor: DF 33 is tried
     chosen = md["autoKernel"]["chosen"]
     assert (chosen["family"], chosen["kernelSize"]) == ("AL", 41)
+
+
+def test_a_delta_function_trial_is_skipped_only_where_it_cannot_change_the_choice():
+    import copy
+
+    import psfmatch.autokernel as ak
+
+    c = ModelPsfMatchConfig()
+    floor, tol, max_noise = c.autoKernelResidualFloor, c.autoKernelTolerance, c.autoKernelMaxNoiseGain
+
+    def res(family, k, score, neg=0.0):
+        t = (ak.KernelTrial("AL", k, 0, (1.0, 0.5, 2.0), (4, 2, 2), label="moments") if family == "AL"
+             else ak.KernelTrial("DF", k, 0, label="df", lambdaScaling=1e-6))
+        return ak.TrialResult(t, score=score, noiseRatio=1.0, negativeFraction=neg, apertureFluxMismatch=0.0)
+
+    def choice(results):
+        results = copy.deepcopy(results)
+        ak._mark_admissible(results, max_noise)
+        ak._mark_negative(results)
+        return ak._select(results, tol, floor).trial.describe()
+
+    # AL 21 within the floor but not by the tolerance's margin: the DF 21 trial's better score would lower
+    # _select's limit below AL 17's 1.05e-6 (AL 21 chosen); without it AL 17 would be: it is made
+    done = [res("AL", 17, 1.05e-6), res("DF", 17, 3e-6, 0.01), res("AL", 21, 0.99e-6)]
+    assert ak._floor_reached(done, 21, 0, max_noise, floor, tol) is None
+    assert choice(done + [res("DF", 21, 0.2e-6, 0.01)]) != choice(done)
+    # with the margin, whatever DF 21 scores, the choice is the same: it is skipped
+    done = [res("AL", 17, 1.05e-6), res("DF", 17, 3e-6, 0.01), res("AL", 21, 0.5e-6)]
+    assert ak._floor_reached(done, 21, 0, max_noise, floor, tol) is done[2]
+    for score, neg in ((1e-9, 0.0), (1e-9, 0.2), (5e-6, 0.0)):
+        assert choice(done + [res("DF", 21, score, neg)]) == choice(done)
+    # a negative trial within the floor that sorts first could be passed over or not depending on the DF trial
+    done = [res("AL", 17, 0.8e-6, 0.3), res("AL", 21, 0.5e-6)]
+    assert ak._floor_reached(done, 21, 0, max_noise, floor, tol) is None

@@ -129,9 +129,10 @@ Scope and limits
   field (one distinct candidate); a spatial delta-function model has
   ``(k^2 - 1) x n_s`` unknowns.  With ``kernel.name = "DF"`` on a spatially
   varying field the configured delta-function kernel is kept.  A
-  delta-function trial that could not be chosen (an admissible, clean
-  Alard-Lupton trial no larger already reaches ``autoKernelResidualFloor``)
-  is not made, and its record says so.
+  delta-function trial that could not change the choice (an admissible,
+  clean Alard-Lupton trial no larger already reaches
+  ``autoKernelResidualFloor``, with a margin of ``autoKernelTolerance``) is
+  not made, and its record says so.
 - On a spatially varying field the richer Alard-Lupton basis (degrees 6, 4, 2;
   about 1.5x the fit time on large fields) is tried only when the standard one
   leaves a held-out residual above ``100 x autoKernelResidualFloor``.
@@ -674,20 +675,29 @@ def _select(results, tol, floor):
     return min(ok, key=lambda r: r.score)
 
 
-def _floor_reached(results, k, order, max_noise, floor):
+def _floor_reached(results, k, order, max_noise, floor, tol):
     """An Alard-Lupton result at ``order`` and at most ``k`` px that settles the choice against delta-function
     trials of ``k`` px, or None.
 
-    Such a result is admissible (noise guard), at or below ``floor``, and no more negative than
-    :data:`NEGATIVE_MARGIN` (so it can never be marked markedly negative, whatever else is tried).  Then
-    :func:`_select`'s limit, at least ``floor``, admits it, and it sorts before any delta-function trial of
-    ``k`` px (smaller or equal size, Alard-Lupton first): those trials could not be chosen, and are not made
-    (a 41 px one solves for 1681 unknowns: 0.4-0.8 s of a constant match's 1 s choice).
+    Such a result is admissible (noise guard), its score times ``1 + tol`` is at most ``floor``, and neither it
+    nor any admissible result within ``floor`` that sorts before it is more negative than
+    :data:`NEGATIVE_MARGIN` (none of them can ever be marked markedly negative).  Then :func:`_select`'s limit
+    is ``floor`` whatever else is tried, and its choice is the first result in sort order up to this one
+    that is within ``floor``: the same with or without delta-function trials of ``k`` px, which sort after
+    it (smaller or equal size, Alard-Lupton first).  Those trials are not made (a 41 px one solves for 1681 unknowns: 0.4-0.8 s of a
+    constant match's 1 s choice).
     """
+    def clean(r):
+        return r.negativeFraction <= NEGATIVE_MARGIN
+
+    def admissible(r):
+        return np.isfinite(r.score) and r.noiseRatio <= max_noise
+
     for r in results:
         if (r.trial.family == "AL" and r.trial.kernelSize <= k and r.trial.spatialOrder == order
-                and np.isfinite(r.score) and r.score <= floor and r.noiseRatio <= max_noise
-                and r.negativeFraction <= NEGATIVE_MARGIN):
+                and admissible(r) and r.score * (1.0 + tol) <= floor and clean(r)
+                and all(clean(q) for q in results  # (r itself is clean)
+                        if admissible(q) and q.score <= floor and q.trial.sort_key() <= r.trial.sort_key())):
             return r
     return None
 
@@ -1199,12 +1209,12 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
                     lams = [{"lambdaScaling": min(ok) if ok else max(DF_LAMBDAS)}]
                 else:
                     lams = [{"lambdaScaling": max(DF_LAMBDAS)}]
-            settled = _floor_reached(results, k, order, max_noise, floor)
+            settled = _floor_reached(results, k, order, max_noise, floor, tol)
             for lam in lams:
                 t = KernelTrial("DF", k, order, label="df", **lam)
                 if any(_same(r.trial, t) for r in results):
                     continue
-                if settled is not None:  # it could not be chosen (see _floor_reached): not made
+                if settled is not None:  # it could not change the choice (see _floor_reached): not made
                     record(TrialResult(t, note=(
                         f"skipped: the Alard-Lupton trial of {settled.trial.kernelSize} px already reaches "
                         f"autoKernelResidualFloor ({settled.score:.2g} <= {floor:g})")))
