@@ -1193,3 +1193,23 @@ def test_metadata_keys_that_are_not_strings_at_any_depth_are_skipped_with_a_warn
     back = {k: v for k, v in read_exposure(tmp_path / "e.fits").metadata.items() if k != "fitsHeader"}
     assert back == {"ok": {"a": {"b": [1, {"c": 2}]}}}
     assert exp.metadata == given and exp.metadata["amps"] == {1: "A", 2: "B"}  # the caller's metadata is untouched
+
+
+def test_metadata_in_object_arrays_and_nested_to_the_recursion_limit_is_skipped_not_raised(tmp_path, caplog):
+    import logging
+    import sys
+
+    from psfmatch.io import read_exposure, write_exposure
+
+    deep = []
+    for _ in range(sys.getrecursionlimit() - 8):  # (a depth the final encoding used to exceed by one level)
+        deep = [deep]
+    md = {"ok": 1, "arr": np.array([{1: "a", "1": "b"}], dtype=object), "arr2": np.array([{1: "A"}], dtype=object),
+          "deep": deep}
+    exposure = Exposure(np.zeros((8, 8), np.float32), metadata=md)
+    path = tmp_path / "e.fits"
+    with caplog.at_level(logging.WARNING, logger="psfmatch.io.fits"):
+        write_exposure(exposure, path)
+    assert "arr[0][1] (int)" in caplog.text and "arr2[0][1] (int)" in caplog.text
+    back = read_exposure(path).metadata
+    assert back.get("ok") == 1 and "arr" not in back and "arr2" not in back

@@ -908,9 +908,10 @@ def _json_default(value):
 def _non_string_key(key, value):
     """Path (e.g. ``stats[1] (int)``) of the first non-string mapping key in the metadata entry ``key``, or None.
 
-    Looks into nested dicts, lists and tuples, as JSON writes them; walks them iteratively and visits each
-    container once, so a deep or self-referencing value cannot exhaust the stack here.
+    Looks into nested dicts, lists, tuples and object arrays, as JSON writes them; walks them iteratively and
+    visits each container once, so a deep or self-referencing value cannot exhaust the stack here.
     """
+    nested = (dict, list, tuple, np.ndarray)
     stack, seen = [(key, value)], set()
     while stack:
         path, item = stack.pop()
@@ -921,10 +922,13 @@ def _non_string_key(key, value):
             for k in item:
                 if not isinstance(k, str):
                     return f"{path}[{k!r}] ({type(k).__name__})"
-            stack.extend((f"{path}[{k!r}]", v) for k, v in item.items() if isinstance(v, (dict, list, tuple)))
+            stack.extend((f"{path}[{k!r}]", v) for k, v in item.items() if isinstance(v, nested))
         elif isinstance(item, (list, tuple)):
             seen.add(id(item))
-            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item) if isinstance(v, (dict, list, tuple)))
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item) if isinstance(v, nested))
+        elif isinstance(item, np.ndarray) and item.dtype == object:  # (numeric arrays hold no mappings)
+            seen.add(id(item))
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(item.ravel()) if isinstance(v, nested))
     return None
 
 
@@ -942,19 +946,19 @@ def _metadata_to_hdu(metadata):
         if bad_key is not None:
             not_str.append(bad_key)
             continue
-        try:
-            json.dumps(value, allow_nan=True, default=_json_default)
+        try:  # the entry's text as the whole is written (what passes here cannot fail below)
+            kept[key] = json.dumps({key: value}, ensure_ascii=True, allow_nan=True, sort_keys=True,
+                                   default=_json_default)
         except (TypeError, ValueError, RecursionError):
             dropped.append(str(key))
-            continue
-        kept[key] = value
     if dropped:
         log.warning("metadata entries %s are not JSON-serializable and are not written", sorted(dropped))
     if not_str:
         log.warning("metadata entries whose keys are not strings are not written (a stored key is a string: they "
                     "would come back under another key, or replace an entry): %s; use string keys",
                     ", ".join(not_str))
-    text = json.dumps(kept, ensure_ascii=True, allow_nan=True, sort_keys=True, default=_json_default)
+    # the entries' texts, in key order: json.dumps(kept, sort_keys=True) of the values, without encoding them again
+    text = "{" + ", ".join(kept[key][1:-1] for key in sorted(kept)) + "}"
     # the text's bytes (uint8), not a string column: astropy strips a string cell of trailing blanks
     # character by character on writing, a second for 300 kB of QA metadata
     raw = np.frombuffer(text.encode("ascii"), dtype=np.uint8)
