@@ -598,3 +598,146 @@ def test_colour_bars_are_labelled(mpl, matched, grid):
     labels = [ax.get_ylabel() for ax in fig.get_axes()]
     assert "moment FWHM [px]" in labels and "|e| (distortion)" in labels
     assert _layout_problems(fig) == []
+
+
+# ---------------------------------------------------------------------------
+# every argument is checked at entry: a typed error naming it and the form that works
+
+
+def test_qa_arguments_are_checked(mpl, matched, grid, tmp_path):
+    """The image array instead of the Exposure, a grid that is not field_qa's, one position instead of a list of
+    them, a tuple instead of a box, n=0, a negative stamp size: each an InvalidInputError naming the argument
+    (they escaped as AttributeError, TypeError, IndexError or numpy's ValueError, or were silently taken)."""
+    from psfmatch.errors import InvalidInputError
+    exposure, result, fit = matched
+    kernel, sci, ref = result.psfMatchingKernel, exposure.getPsf(), result.psfMatchedExposure.getPsf()
+    for call, name in ((display.plot_qa, "plot_qa"), (display.qa_report, "qa_report")):
+        with pytest.raises(InvalidInputError, match=rf"{name}: exposure must be the input Exposure \(anything with "
+                                                    r"getPsf\(\)\); got an array of shape \(256, 256\): pass the "
+                                                    r"Exposure itself, or its PSF as science_psf="):
+            call(result, exposure.image)
+    with pytest.raises(InvalidInputError, match=r"plot_qa: grid must be a dict \(what field_qa returns\) or None; "
+                                                r"got list \[1, 2\]"):
+        display.plot_qa(result, exposure, grid=[1, 2])
+    with pytest.raises(InvalidInputError, match=r"plot_qa: grid lacks residualMax: pass what field_qa returns"):
+        display.plot_qa(result, exposure, grid={k: v for k, v in grid.items() if k != "residualMax"})
+    with pytest.raises(InvalidInputError, match=r"qa_report: grid must be a dict \(what field_qa returns\) or None; "
+                                                r"got str 'grid'"):
+        display.qa_report(result, exposure, grid="grid")
+    with pytest.raises(InvalidInputError, match=r"plot_qa: positions\[0\] must be a point with .x and .y or an "
+                                                r"\(x, y\) pair; got 100: positions is a list of \(x, y\) pairs "
+                                                r"\(one position is \[\(x, y\)\]\)"):
+        display.plot_qa(result, exposure, grid=grid, positions=[100, 100])
+    for positions in ([], 7):
+        with pytest.raises(InvalidInputError, match=r"plot_qa: positions (is empty: give at least one \(x, y\) "
+                                                    r"pair|must be a list of \(x, y\) pairs, e.g. \[\(100, 200\)\]; "
+                                                    r"got int 7)"):
+            display.plot_qa(result, exposure, grid=grid, positions=positions)
+    with pytest.raises(InvalidInputError, match=r"residual_stamps: positions\[1\] must be finite"):
+        display.residual_stamps(kernel, sci, ref, 21, [(1, 2), (np.nan, 3)])
+    for size in (-3, 0, 20, 21.0, True):
+        with pytest.raises(InvalidInputError, match=rf"field_qa: psf_size must be a positive odd integer \(the "
+                                                    rf"stamp size, metadata\['psfSize'\]\); got {size!r}"):
+            display.field_qa(kernel, sci, ref, size)
+    with pytest.raises(InvalidInputError, match=r"field_qa: kernel must be a LinearCombinationKernel "
+                                                r"\(result.psfMatchingKernel or fit.kernel\); got KernelBasis"):
+        display.field_qa(kernel.basis, sci, ref, 21)
+    gauss = GaussianPsf(21, 21, 2.0)
+    for call, name in ((display.psf_summary, "psf_summary"), (display.plot_psf, "plot_psf")):
+        with pytest.raises(InvalidInputError, match=rf"{name}: position must be a point with .x and .y or an "
+                                                    r"\(x, y\) pair; got \[\]"):
+            call(gauss, [])
+        with pytest.raises(InvalidInputError, match=rf"{name}: position must be a point .*; got 100"):
+            call(gauss, 100)
+    box = r"must be a non-empty Box2I \(e.g. exposure.getBBox\(\), or Box2I\(\(x0, y0\), \(width, height\)\)\)"
+    with pytest.raises(InvalidInputError, match=rf"psf_variation: bbox {box}; got tuple \(0, 0, 100, 100\)"):
+        display.psf_variation(gauss, (0, 0, 100, 100))
+    for n in (0, -3, float("nan"), 2.0):
+        with pytest.raises(InvalidInputError, match=rf"psf_variation: n must be an integer of at least 1; "
+                                                    rf"got {re.escape(repr(n))}"):
+            display.psf_variation(gauss, exposure.getBBox(), n=n)
+    with pytest.raises(InvalidInputError, match=r"plot_qa: kernel_grid must be at most 50 along each side; "
+                                                r"got \(51, 5\)"):
+        display.plot_qa(result, exposure, grid=grid, kernel_grid=(51, 5))
+    # the forms that work: a Point2D, numpy pairs, an (n, 2) array of positions
+    from psfmatch.geom import Point2D
+    assert display.psf_summary(gauss, Point2D(3.0, 4.0))["x"] == 3.0
+    assert display.psf_variation(gauss, exposure.getBBox(), n=np.int64(2))["n"] == 4
+    stamps = display.residual_stamps(kernel, sci, ref, 21, np.array([[10.0, 20.0], [200.0, 100.0]]))
+    assert [(s["x"], s["y"]) for s in stamps] == [(10.0, 20.0), (200.0, 100.0)]
+
+
+def test_debug_display_arguments_are_checked(mpl, matched):
+    """The kernel instead of its basis, an empty stack, a tuple box, a list of cells, a transparency as text, a
+    huge mosaic: typed errors naming the argument (ZeroDivisionError, TypeError, AttributeError, or running out
+    of memory before)."""
+    from psfmatch.errors import InvalidInputError
+    exposure, result, fit = matched
+    kernel, cells = result.psfMatchingKernel, result.kernelCellSet
+    basis = r"show_kernel_basis: basis must be a KernelBasis \(e.g. kernel.basis\) or a non-empty stack of 2-d images"
+    with pytest.raises(InvalidInputError, match=rf"{basis}, shape \(n, height, width\); got an array of shape \(0,\)"):
+        display.show_kernel_basis(np.array([]))
+    with pytest.raises(InvalidInputError, match=rf"{basis}, .*; got LinearCombinationKernel"):
+        display.show_kernel_basis(kernel)
+    with pytest.raises(InvalidInputError, match=rf"{basis}, .*; got an array of shape \(5, 5\)"):
+        display.show_kernel_basis(np.ones((5, 5)))
+    with pytest.raises(InvalidInputError, match=r"show_kernel_mosaic: bbox must be a non-empty Box2I .*; "
+                                                r"got tuple \(0, 0, 256, 256\)"):
+        display.show_kernel_mosaic(kernel, (0, 0, 256, 256))
+    with pytest.raises(InvalidInputError, match=r"show_kernel_mosaic: ncol must be at most 50; got 10000000"):
+        display.show_kernel_mosaic(kernel, ncol=10 ** 7)
+    with pytest.raises(InvalidInputError, match=r"show_kernel_mosaic: nrow must be at most 50; got 51"):
+        display.show_kernel_mosaic(kernel, ncol=2, nrow=51)
+    lck = r"must be a LinearCombinationKernel \(result.psfMatchingKernel or fit.kernel\); got NoneType None"
+    scs = r"must be a SpatialCellSet \(result.kernelCellSet or fit.cellSet\); got"
+    with pytest.raises(InvalidInputError, match=rf"show_kernel_mosaic: kernel {lck}"):
+        display.show_kernel_mosaic(None)
+    with pytest.raises(InvalidInputError, match=rf"show_candidates: kernel {lck}"):
+        display.show_candidates(cells, None)
+    with pytest.raises(InvalidInputError, match=rf"show_candidates: cells {scs} list"):
+        display.show_candidates(cells.getCellList(), kernel)
+    with pytest.raises(InvalidInputError, match=rf"plot_kernel_spatial_model: kernel {lck}"):
+        display.plot_kernel_spatial_model(None, cells)
+    with pytest.raises(InvalidInputError, match=rf"plot_kernel_spatial_model: cells {scs} NoneType None"):
+        display.plot_kernel_spatial_model(kernel, None)
+    with pytest.raises(InvalidInputError, match=rf"show_spatial_cells: cells {scs} list"):
+        display.show_spatial_cells(exposure, cells.getCellList())
+    with pytest.raises(InvalidInputError, match=r"show_spatial_cells: exposure must be an Exposure \(or a "
+                                                r"MaskedImage\); got an array of shape \(256, 256\)"):
+        display.show_spatial_cells(exposure.image, cells)
+    for value in ("60", -1, 101, float("nan"), True):
+        with pytest.raises(InvalidInputError, match=r"show_spatial_cells: mask_transparency must be a number from 0 "
+                                                    rf"\(opaque\) to 100 \(invisible\), in percent; got "
+                                                    rf"{re.escape(repr(value))}"):
+            display.show_spatial_cells(exposure, cells, mask_transparency=value)
+    # a stack of images that are not square is a basis to show: tiles of their own shape
+    fig = display.show_kernel_basis(np.ones((3, 5, 7)))
+    assert fig.get_axes()[0].get_images()[0].get_array().shape == (2 * 5 + 2, 2 * 7 + 2)
+    assert "3 kernels of 7x5" in fig.get_axes()[0].get_title()
+
+
+def test_output_arguments_are_checked(mpl, tmp_path):
+    """No figure, a dpi of 0 or NaN, no path: typed errors before anything is written (AttributeError,
+    matplotlib's ValueError or os.fspath's TypeError before)."""
+    from psfmatch.errors import InvalidInputError
+    fig = display.plot_psf(GaussianPsf(21, 21, 2.0))
+    path = tmp_path / "f.png"
+    with pytest.raises(InvalidInputError, match=r"save_figure: fig must be a matplotlib Figure \(what plot_qa and "
+                                                r"the other display functions return\); got NoneType None"):
+        display.save_figure(None, path)
+    for dpi in (0, -5, float("nan"), float("inf"), "high", True):
+        with pytest.raises(InvalidInputError, match=r"save_figure: dpi must be a positive finite number \(dots per "
+                                                    rf"inch, e.g. 110\) or 'figure'; got {re.escape(repr(dpi))}"):
+            display.save_figure(fig, path, dpi=dpi)
+    name = r"must be a file name \(a str or os.PathLike, e.g. 'qa.png'\); got NoneType None"
+    with pytest.raises(InvalidInputError, match=rf"save_figure: path {name}"):
+        display.save_figure(fig, None)
+    with pytest.raises(InvalidInputError, match=rf"figure_format: path {name}"):
+        display.figure_format(None)
+    with pytest.raises(InvalidInputError, match=rf"write_qa_json: path {name}"):
+        display.write_qa_json({"a": 1}, None)
+    assert os.listdir(tmp_path) == []
+    # the forms that work: numpy numbers and the figure's own resolution
+    display.save_figure(fig, path, dpi=np.float32(50))
+    display.save_figure(fig, tmp_path / "g.png", dpi="figure")
+    assert sorted(os.listdir(tmp_path)) == ["f.png", "g.png"]

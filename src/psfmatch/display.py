@@ -38,9 +38,11 @@ import sys
 
 import numpy as np
 
-from .cells import CandidateStatus
+from .cells import CandidateStatus, SpatialCellSet
 from .errors import InvalidInputError, MissingDependencyError, PsfEvaluationError
-from .geom import Box2I, Point2D
+from .geom import Box2I, Point2D, as_point
+from .image import MaskedImage
+from .kernel import LinearCombinationKernel
 from .psf.base import as_psf, model_domain, pad_or_crop
 from .qa import QA_DTYPE, match_quality, matched_stamps, summarize
 
@@ -91,6 +93,10 @@ _FLAT = 1e-6
 # the narrowest panel of show_kernel_mosaic [in]: a tall field gets fewer rows instead of narrower panels
 _MOSAIC_MIN_SIDE = 3.0
 
+# the most tiles along a side of a kernel mosaic (LSST shows 7): beyond, the tiles are too small to see
+# and the kernels realized for them fill the memory
+_MOSAIC_MAX_SIDE = 50
+
 
 # ---------------------------------------------------------------------------
 # numbers (numpy only)
@@ -102,28 +108,88 @@ def _is_count(value, minimum=1) -> bool:
             and value >= minimum)
 
 
-def _count(value, name, minimum=1) -> int:
-    """``value`` as an int when it is an integer of at least ``minimum``, else an :class:`InvalidInputError`."""
+def _count(value, name, minimum=1, maximum=None) -> int:
+    """``value`` as an int when it is an integer from ``minimum`` to ``maximum`` (no upper bound when None),
+    else an :class:`InvalidInputError`."""
     if not _is_count(value, minimum):
         raise InvalidInputError(f"{name} must be an integer of at least {minimum}; got {value!r}")
+    if maximum is not None and value > maximum:
+        raise InvalidInputError(f"{name} must be at most {maximum}; got {value!r}")
     return int(value)
 
 
-def _grid_arg(value, name) -> tuple:
-    """A grid size ``(columns, rows)`` of positive integers, else an :class:`InvalidInputError` naming it."""
+def _grid_arg(value, name, maximum=None) -> tuple:
+    """A grid size ``(columns, rows)`` of positive integers (each at most ``maximum`` when given), else an
+    :class:`InvalidInputError` naming it."""
     try:
         ncol, nrow = value
     except (TypeError, ValueError):
         ncol = nrow = None
     if not (_is_count(ncol) and _is_count(nrow)):
         raise InvalidInputError(f"{name} must be two positive integers (columns, rows); got {value!r}")
+    if maximum is not None and max(ncol, nrow) > maximum:
+        raise InvalidInputError(f"{name} must be at most {maximum} along each side; got {value!r}")
     return int(ncol), int(nrow)
 
 
-def _products(result, exposure=None, science_psf=None):
+def _describe(value) -> str:
+    """``value`` for an error message: its type, with the shape of an array, and its repr when short."""
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape}"
+    text = repr(value)
+    return f"{type(value).__name__} {text}" if len(text) <= 60 else type(value).__name__
+
+
+def _check_kernel(kernel, name):
+    """An :class:`InvalidInputError` unless ``kernel`` is a :class:`LinearCombinationKernel`."""
+    if not isinstance(kernel, LinearCombinationKernel):
+        raise InvalidInputError(f"{name} must be a LinearCombinationKernel (result.psfMatchingKernel or "
+                                f"fit.kernel); got {_describe(kernel)}")
+
+
+def _check_cells(cells, name):
+    """An :class:`InvalidInputError` unless ``cells`` is a :class:`SpatialCellSet`."""
+    if not isinstance(cells, SpatialCellSet):
+        raise InvalidInputError(f"{name} must be a SpatialCellSet (result.kernelCellSet or fit.cellSet); got "
+                                f"{_describe(cells)}")
+
+
+def _check_box(bbox, name):
+    """An :class:`InvalidInputError` unless ``bbox`` is a non-empty :class:`~psfmatch.geom.Box2I`."""
+    if not isinstance(bbox, Box2I) or bbox.isEmpty():
+        raise InvalidInputError(f"{name} must be a non-empty Box2I (e.g. exposure.getBBox(), or Box2I((x0, y0), "
+                                f"(width, height))); got {_describe(bbox)}")
+
+
+def _check_path(path, name):
+    """An :class:`InvalidInputError` unless ``path`` is a file name (``str`` or ``os.PathLike``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidInputError(f"{name} must be a file name (a str or os.PathLike, e.g. 'qa.png'); got "
+                                f"{_describe(path)}")
+
+
+def _points(positions, name) -> list:
+    """``positions`` (a non-empty sequence of ``(x, y)`` pairs) as a list of :class:`Point2D`."""
+    if isinstance(positions, (str, bytes)) or not hasattr(positions, "__iter__"):
+        raise InvalidInputError(f"{name} must be a list of (x, y) pairs, e.g. [(100, 200)]; got "
+                                f"{_describe(positions)}")
+    points = []
+    for i, p in enumerate(positions):
+        try:
+            points.append(as_point(p, f"{name}[{i}]"))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"{exc}: positions is a list of (x, y) pairs (one position is [(x, y)])") \
+                from None
+    if not points:
+        raise InvalidInputError(f"{name} is empty: give at least one (x, y) pair")
+    return points
+
+
+def _products(result, exposure=None, science_psf=None, what="the QA"):
     """Kernel, cell set, metadata, science PSF, reference PSF, stamp size and box of a match.
 
-    ``result`` is a :class:`~psfmatch.task.PsfMatchResult` or a :class:`~psfmatch.task.KernelFit`.
+    ``result`` is a :class:`~psfmatch.task.PsfMatchResult` or a :class:`~psfmatch.task.KernelFit`;
+    ``exposure`` anything with ``getPsf`` (the input exposure); ``what`` names the caller in errors.
     """
     if hasattr(result, "psfMatchingKernel"):
         kernel, cells, md = result.psfMatchingKernel, result.kernelCellSet, result.metadata
@@ -133,6 +199,9 @@ def _products(result, exposure=None, science_psf=None):
     else:
         raise InvalidInputError(f"expected a PsfMatchResult or a KernelFit (what ModelPsfMatchTask.run or fitKernel "
                                 f"return); got {type(result).__name__}")
+    if exposure is not None and not callable(getattr(exposure, "getPsf", None)):
+        raise InvalidInputError(f"{what}: exposure must be the input Exposure (anything with getPsf()); got "
+                                f"{_describe(exposure)}: pass the Exposure itself, or its PSF as science_psf=")
     sci = science_psf if science_psf is not None else (exposure.getPsf() if exposure is not None else None)
     psf_size = int(md.get("psfSize") or getattr(result, "psfSize", 0) or 0)
     if not psf_size:
@@ -187,7 +256,7 @@ def field_qa(kernel, science_psf, reference_psf, psf_size, bbox=None, *, shape=N
     kernel : LinearCombinationKernel
     science_psf, reference_psf : PSF models
     psf_size : int
-        Stamp size (the task's ``metadata["psfSize"]``).
+        Stamp size (the task's ``metadata["psfSize"]``), a positive odd integer.
     bbox : Box2I, optional
         The field (default: the kernel's box).
     shape : (int, int), optional
@@ -203,6 +272,12 @@ def field_qa(kernel, science_psf, reference_psf, psf_size, bbox=None, *, shape=N
         (NaN where a PSF could not be evaluated), and ``summary``
         (:func:`psfmatch.qa.summarize` of the grid).
     """
+    _check_kernel(kernel, "field_qa: kernel")
+    if not (_is_count(psf_size) and psf_size % 2 == 1):
+        raise InvalidInputError(f"field_qa: psf_size must be a positive odd integer (the stamp size, "
+                                f"metadata['psfSize']); got {psf_size!r}")
+    if bbox is not None:
+        _check_box(bbox, "field_qa: bbox")
     bbox = bbox if bbox is not None else kernel.bbox
     if bbox is None:
         raise InvalidInputError("field_qa needs the field's box: the kernel has none (pass bbox=)")
@@ -231,14 +306,25 @@ def field_qa(kernel, science_psf, reference_psf, psf_size, bbox=None, *, shape=N
 def residual_stamps(kernel, science_psf, reference_psf, psf_size, positions) -> list:
     """``(S (*) K - R) / max R`` on the reference stamp at each position, with its QA numbers.
 
+    Parameters
+    ----------
+    kernel : LinearCombinationKernel
+    science_psf, reference_psf : PSF models
+    psf_size : int
+        Stamp size (the task's ``metadata["psfSize"]``).
+    positions : list of (x, y)
+        Where to evaluate (at least one position).
+
     Returns
     -------
     list of dict
         One per position where both PSFs could be evaluated: ``x``, ``y``,
         ``residual`` (``psf_size`` square) and the :data:`QA_FIELDS` values.
     """
-    xs = np.array([float(p[0]) for p in positions])
-    ys = np.array([float(p[1]) for p in positions])
+    _check_kernel(kernel, "residual_stamps: kernel")
+    points = _points(positions, "residual_stamps: positions")
+    xs = np.array([p.x for p in points])
+    ys = np.array([p.y for p in points])
     S, R, ok = _stamps(as_psf(science_psf), as_psf(reference_psf), psf_size, xs, ys)
     if not np.any(ok):
         return []
@@ -304,7 +390,10 @@ def qa_report(result, exposure=None, *, science_psf=None, grid=None, grid_shape=
     """
     from . import __version__
 
-    kernel, cells, md, sci, ref, psf_size, bbox = _products(result, exposure, science_psf)
+    kernel, cells, md, sci, ref, psf_size, bbox = _products(result, exposure, science_psf, "qa_report")
+    if grid is not None and not isinstance(grid, dict):
+        raise InvalidInputError(f"qa_report: grid must be a dict (what field_qa returns) or None; got "
+                                f"{_describe(grid)}")
     if grid is None and sci is not None:
         grid = field_qa(kernel, sci, ref, psf_size, bbox, shape=grid_shape, cells=cells)
     report = {
@@ -334,6 +423,7 @@ def write_qa_json(report, path, *, overwrite=False):
     """
     from .io.fits import atomic_write
 
+    _check_path(path, "write_qa_json: path")
     text = json.dumps(json_safe(report), indent=1, allow_nan=False)
     with atomic_write(path, overwrite=overwrite) as tmp:
         with open(tmp, "w") as fh:
@@ -343,6 +433,12 @@ def write_qa_json(report, path, *, overwrite=False):
 
 def psf_summary(psf, position=None) -> dict:
     """Size and shape of a PSF model at ``position`` (its average position by default).
+
+    Parameters
+    ----------
+    psf : PSF model
+    position : (x, y) or Point2D, optional
+        Where to evaluate it.
 
     Returns
     -------
@@ -354,7 +450,7 @@ def psf_summary(psf, position=None) -> dict:
         of pixels: large values mean a truncated PSF), ``spatiallyVarying``.
     """
     p = as_psf(psf)
-    pos = p.getAveragePosition() if position is None else Point2D(float(position[0]), float(position[1]))
+    pos = p.getAveragePosition() if position is None else as_point(position, "psf_summary: position")
     img = p.computeKernelImage(pos)
     q = p.computeShape(pos)
     edge = np.ones(img.shape, dtype=bool)
@@ -369,12 +465,27 @@ def psf_summary(psf, position=None) -> dict:
 def psf_variation(psf, bbox, n=5) -> dict:
     """Range of a PSF model's FWHM and ellipticity over an ``n x n`` grid spanning ``bbox``.
 
+    Parameters
+    ----------
+    psf : PSF model
+    bbox : Box2I
+        The region (e.g. the model's domain or the exposure's box).
+    n : int
+        Positions along each side, at least 1.
+
     Returns
     -------
     dict
         ``n`` (positions evaluated), ``fwhmMin``, ``fwhmMax``, ``eMax``.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``bbox`` is not a non-empty Box2I or ``n`` not a positive integer.
     """
     p = as_psf(psf)
+    _check_box(bbox, "psf_variation: bbox")
+    n = _count(n, "psf_variation: n")
     xs, ys = _grid_positions(bbox, n, n)
     fwhm, e = [], []
     for y in ys:
@@ -444,7 +555,8 @@ def figure_format(path, what="figure", fmt=None) -> str:
     MissingDependencyError
         Without matplotlib.
     InvalidInputError
-        For a format matplotlib does not write, or ``pgf`` without the TeX engine it runs.
+        For a ``path`` that is not a file name (``str`` or ``os.PathLike``), a format matplotlib does not
+        write, or ``pgf`` without the TeX engine it runs.
     """
     import shutil
 
@@ -455,6 +567,7 @@ def figure_format(path, what="figure", fmt=None) -> str:
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         raise MissingDependencyError(f"{what} needs matplotlib: pip install 'psfmatch[plot]'") from None
+    _check_path(path, "figure_format: path")
     fmt = (fmt or os.path.splitext(os.fspath(path))[1].lstrip(".") or "png").lower()
     known = FigureCanvasBase.get_supported_filetypes()
     if fmt not in known:
@@ -475,7 +588,8 @@ def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
     ----------
     fig : matplotlib.figure.Figure
     path : str or path-like
-    dpi : float
+    dpi : float or "figure"
+        Resolution: a positive finite number, or ``"figure"`` for the figure's own.
     fmt : str, optional
         ``"png"``, ``"pdf"``, ``"svg"``...; by default the file extension (else PNG).
     overwrite : bool
@@ -489,11 +603,22 @@ def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
         If the directory of ``path`` does not accept the file (no permission,
         a read-only or full file system); an ``OSError`` naming the output.
     InvalidInputError
-        If the format is not one matplotlib writes here (see ``figure_format``).
+        If ``fig`` is not a Figure, ``path`` not a file name, ``dpi`` not a positive finite number, or the
+        format not one matplotlib writes here (see ``figure_format``).
     """
     from .io.fits import atomic_write
 
+    _check_path(path, "save_figure: path")
     fmt = figure_format(path, "figure", fmt)
+    from matplotlib.figure import Figure
+
+    if not isinstance(fig, Figure):
+        raise InvalidInputError(f"save_figure: fig must be a matplotlib Figure (what plot_qa and the other "
+                                f"display functions return); got {_describe(fig)}")
+    if not ((isinstance(dpi, str) and dpi == "figure") or (isinstance(dpi, (int, float, np.integer, np.floating))
+                                and not isinstance(dpi, (bool, np.bool_)) and math.isfinite(dpi) and dpi > 0)):
+        raise InvalidInputError(f"save_figure: dpi must be a positive finite number (dots per inch, e.g. 110) or "
+                                f"'figure'; got {dpi!r}")
     with atomic_write(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=dpi, format=fmt, facecolor="white")
     return os.fspath(path)
@@ -935,7 +1060,7 @@ def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=Non
     positions : list of (x, y), optional
         Where to show residual stamps (default: corners and centre).
     kernel_grid : (int, int)
-        Columns and rows of the kernel mosaic.
+        Columns and rows of the kernel mosaic (each at most 50).
     fig : matplotlib.figure.Figure, optional
         Draw into this figure (cleared); a new one otherwise.
     title : str, optional
@@ -948,10 +1073,19 @@ def plot_qa(result, exposure=None, *, science_psf=None, grid=None, positions=Non
     _mpl()
     from matplotlib.colors import LogNorm, Normalize, TwoSlopeNorm
 
-    ncol, nrow = _grid_arg(kernel_grid, "plot_qa: kernel_grid")
-    kernel, cells, md, sci, ref, psf_size, bbox = _products(result, exposure, science_psf)
+    ncol, nrow = _grid_arg(kernel_grid, "plot_qa: kernel_grid", _MOSAIC_MAX_SIDE)
+    kernel, cells, md, sci, ref, psf_size, bbox = _products(result, exposure, science_psf, "plot_qa")
     if sci is None:
         raise InvalidInputError("plot_qa needs the science PSF: pass the input exposure or science_psf=")
+    if grid is not None:
+        if not isinstance(grid, dict):
+            raise InvalidInputError(f"plot_qa: grid must be a dict (what field_qa returns) or None; got "
+                                    f"{_describe(grid)}")
+        missing = [key for key in ("shape", "residualMax", "sizeMismatch", "ellipticityMismatch") if key not in grid]
+        if missing:
+            raise InvalidInputError(f"plot_qa: grid lacks {', '.join(missing)}: pass what field_qa returns, or None")
+    if positions is not None:
+        positions = _points(positions, "plot_qa: positions")
     if grid is None:
         grid = field_qa(kernel, sci, ref, psf_size, bbox, cells=cells)
     if positions is None:
@@ -1066,6 +1200,10 @@ def plot_psf(psf, position=None, *, bbox=None, fig=None, title=None):
     from matplotlib.patches import Ellipse
 
     p = as_psf(psf)
+    if position is not None:
+        position = as_point(position, "plot_psf: position")
+    if bbox is not None:
+        _check_box(bbox, "plot_psf: bbox")
     info = psf_summary(p, position)
     pos = (info["x"], info["y"])
     img = p.computeKernelImage(pos)
@@ -1210,6 +1348,7 @@ def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANS
     exposure : Exposure
     cells : SpatialCellSet
     mask_transparency : float
+        Percent, from 0 (opaque) to 100 (invisible).
     show_bad : bool
     ax : matplotlib Axes, optional
         Draw into these axes (the legends then go inside them); else a figure of the image's shape
@@ -1227,6 +1366,15 @@ def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANS
     from matplotlib.colors import to_rgba
     from matplotlib.patches import Patch
 
+    if not isinstance(exposure, MaskedImage):
+        raise InvalidInputError(f"show_spatial_cells: exposure must be an Exposure (or a MaskedImage); got "
+                                f"{_describe(exposure)}")
+    _check_cells(cells, "show_spatial_cells: cells")
+    if (isinstance(mask_transparency, (bool, np.bool_))
+            or not isinstance(mask_transparency, (int, float, np.integer, np.floating))
+            or not 0 <= mask_transparency <= 100):
+        raise InvalidInputError(f"show_spatial_cells: mask_transparency must be a number from 0 (opaque) to 100 "
+                                f"(invisible), in percent; got {mask_transparency!r}")
     bb = exposure.getBBox()
     aspect = bb.getWidth() / bb.getHeight()
     wide = aspect >= 1.3
@@ -1324,6 +1472,19 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
     the spatial kernel at its position.  Tile outlines show the status (cyan
     GOOD, red BAD).  Large grids are subsampled to ``max_side`` tiles per side.
 
+    Parameters
+    ----------
+    cells : SpatialCellSet
+        The fitted cells (``result.kernelCellSet``).
+    kernel : LinearCombinationKernel
+        The spatial kernel (``result.psfMatchingKernel``).
+    show_bad : bool
+        Include rejected candidates.
+    max_side : int
+        Most tiles per side.
+    fig : matplotlib.figure.Figure, optional
+        Draw into this figure (cleared); a new one otherwise.
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -1332,6 +1493,8 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
     from matplotlib.colors import AsinhNorm, LogNorm, TwoSlopeNorm
     from matplotlib.patches import Rectangle
 
+    _check_cells(cells, "show_candidates: cells")
+    _check_kernel(kernel, "show_candidates: kernel")
     max_side = _count(max_side, "show_candidates: max_side")
     entries = _candidate_grid(cells, show_bad)
     si = max(1, int(math.ceil(cells.nx / max_side)))
@@ -1437,6 +1600,15 @@ def show_candidates(cells, kernel, *, show_bad=False, max_side=16, fig=None):
 def show_kernel_basis(basis, *, max_kernels=100, fig=None):
     """Mosaic of the basis kernels, each scaled to its own maximum absolute value, labelled by index.
 
+    Parameters
+    ----------
+    basis : KernelBasis or array_like, shape (n, height, width)
+        The basis (``kernel.basis``), or a non-empty stack of images.
+    max_kernels : int
+        Show at most the first ``max_kernels``.
+    fig : matplotlib.figure.Figure, optional
+        Draw into this figure (cleared); a new one otherwise.
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -1444,11 +1616,18 @@ def show_kernel_basis(basis, *, max_kernels=100, fig=None):
     _mpl()
     from matplotlib.colors import TwoSlopeNorm
 
-    images = np.asarray(getattr(basis, "images", basis))
+    try:
+        images = np.asarray(getattr(basis, "images", basis), dtype=np.float64)
+    except (TypeError, ValueError):
+        images = None
+    if images is None or images.ndim != 3 or 0 in images.shape:
+        raise InvalidInputError(f"show_kernel_basis: basis must be a KernelBasis (e.g. kernel.basis) or a "
+                                f"non-empty stack of 2-d images, shape (n, height, width); got "
+                                f"{_describe(basis if images is None else images)}")
     n_all = len(images)
     images = images[:_count(max_kernels, "show_kernel_basis: max_kernels")]
     n = len(images)
-    k = images.shape[-1]
+    kh, k = images.shape[1:]  # height, width
     ncol = int(math.ceil(math.sqrt(n)))
     nrow = int(math.ceil(n / ncol))
     scaled = images / np.maximum(np.abs(images).max(axis=(1, 2)), 1e-300)[:, None, None]
@@ -1459,13 +1638,13 @@ def show_kernel_basis(basis, *, max_kernels=100, fig=None):
     side = max(6.0, min(13.0, 1.1 * ncol + 2))
     fig = _figure((side + 1.2, side * nrow / ncol + 0.9), fig)
     ax = fig.add_subplot()
-    im = ax.imshow(_mosaic(tiles, ncol, nrow, (k, k), gap=2), origin="lower", cmap=_cmap("RdBu_r", "white"),
+    im = ax.imshow(_mosaic(tiles, ncol, nrow, (kh, k), gap=2), origin="lower", cmap=_cmap("RdBu_r", "white"),
                    norm=TwoSlopeNorm(0.0, -1.0, 1.0), interpolation="nearest")
     sums = images.sum(axis=(1, 2))
     for m in range(n):
         r, c = divmod(m, ncol)
-        x0, y0 = c * (k + 2) - 0.5, (nrow - 1 - r) * (k + 2) - 0.5
-        ax.text(x0 + 0.8, y0 + k - 0.8, f"{m}", color="black", fontsize=7, va="top", ha="left")
+        x0, y0 = c * (k + 2) - 0.5, (nrow - 1 - r) * (kh + 2) - 0.5
+        ax.text(x0 + 0.8, y0 + kh - 0.8, f"{m}", color="black", fontsize=7, va="top", ha="left")
         if abs(sums[m]) > 1e-6:
             ax.text(x0 + k - 0.8, y0 + 0.8, f"sum {sums[m]:.2g}", color="black", fontsize=6, va="bottom", ha="right")
     ax.set_xticks([])
@@ -1476,7 +1655,7 @@ def show_kernel_basis(basis, *, max_kernels=100, fig=None):
 
     extra = ", ".join(f"{key}={val}" for key, val in desc.items() if len(str(val)) < 60)
     extra = "\n".join(textwrap.wrap(extra, width=int(12 * side)))
-    ax.set_title(f"{kind} basis: {n_all} kernels of {k}x{k}" + (f" (first {n} shown)" if n < n_all else "")
+    ax.set_title(f"{kind} basis: {n_all} kernels of {k}x{kh}" + (f" (first {n} shown)" if n < n_all else "")
                  + "; each scaled to its max |value|; 'sum': non-zero sums"
                  + (f"\n{extra}" if extra else ""), fontsize=9)
     cb = fig.colorbar(im, ax=ax, shrink=0.8)
@@ -1494,18 +1673,33 @@ def show_kernel_mosaic(kernel, bbox=None, *, ncol=7, nrow=None, fig=None):
     most as many as fit a 9.5 in tall panel at least 3 in wide (a tall field
     gets fewer rows than its shape asks for, not tiles too small to see).
 
+    Parameters
+    ----------
+    kernel : LinearCombinationKernel
+    bbox : Box2I, optional
+        The field (default: the kernel's box).
+    ncol, nrow : int, optional
+        Tiles across and up the field, each from 1 to 50 (``nrow`` by default from the field's shape).
+    fig : matplotlib.figure.Figure, optional
+        Draw into this figure (cleared); a new one otherwise.
+
     Returns
     -------
     matplotlib.figure.Figure
     """
     _mpl()
-    ncol = _count(ncol, "show_kernel_mosaic: ncol")
+    _check_kernel(kernel, "show_kernel_mosaic: kernel")
+    ncol = _count(ncol, "show_kernel_mosaic: ncol", maximum=_MOSAIC_MAX_SIDE)
+    if bbox is not None:
+        _check_box(bbox, "show_kernel_mosaic: bbox")
     bbox = bbox if bbox is not None else kernel.bbox
+    if bbox is None:
+        raise InvalidInputError("show_kernel_mosaic needs the field's box: the kernel has none (pass bbox=)")
     if nrow is None:
         nrow = max(1, int(round(ncol * bbox.getHeight() / bbox.getWidth())))
-        nrow = min(nrow, max(ncol, int(9.5 * ncol / _MOSAIC_MIN_SIDE)))
+        nrow = min(nrow, max(ncol, int(9.5 * ncol / _MOSAIC_MIN_SIDE)), _MOSAIC_MAX_SIDE)
     else:
-        nrow = _count(nrow, "show_kernel_mosaic: nrow")
+        nrow = _count(nrow, "show_kernel_mosaic: nrow", maximum=_MOSAIC_MAX_SIDE)
     # the figure follows the mosaic's shape (nrow x ncol square tiles), so that the panels fill it and
     # the colour bars are as tall as the panels: 3 to 6.2 in wide and at most 9.5 in tall per panel (taller
     # only for more rows than that asked for by hand)
@@ -1540,6 +1734,18 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
     own solutions against the model at the candidates for all coefficients.
     With more than ``max_terms`` coefficients, those varying most are shown.
 
+    Parameters
+    ----------
+    kernel : LinearCombinationKernel
+    cells : SpatialCellSet
+        The cells it was fitted on, with the candidates' own solutions.
+    show_bad : bool
+        Include rejected candidates.
+    max_terms : int
+        Most coefficient maps shown.
+    fig : matplotlib.figure.Figure, optional
+        Draw into this figure (cleared); a new one otherwise.
+
     Returns
     -------
     matplotlib.figure.Figure
@@ -1548,6 +1754,8 @@ def plot_kernel_spatial_model(kernel, cells, *, show_bad=False, max_terms=15, fi
     from matplotlib.colors import Normalize
     from matplotlib.ticker import FormatStrFormatter, MaxNLocator
 
+    _check_kernel(kernel, "plot_kernel_spatial_model: kernel")
+    _check_cells(cells, "plot_kernel_spatial_model: cells")
     max_terms = _count(max_terms, "plot_kernel_spatial_model: max_terms")
     bbox = kernel.bbox if kernel.bbox is not None else cells.getBBox()
     coeffs = np.asarray(kernel.coefficients)
