@@ -1692,3 +1692,52 @@ def test_a_batch_that_a_rerun_cannot_finish_is_reported_failed_with_the_remedy(c
 
     assert _rerun_finishes(KeyboardInterrupt()) and _rerun_finishes(ConnectionResetError())
     assert not _rerun_finishes(InvalidInputError("bad")) and not _rerun_finishes(ValueError("a bug"))
+
+
+def test_paths_that_are_not_paths_are_refused_typed_naming_the_argument(tmp_path):
+    """None (an unset option) as a path, or as one of the paths, escaped as os.fspath's bare TypeError."""
+    given = str(tmp_path / "a.fits")
+    out = str(tmp_path / "out.fits")
+    file_path = r"must be a file path \(str or os\.PathLike\); got None; pass the file's name"
+    cases = [
+        (lambda: match_one(None, REFERENCE, out), rf"^match_one's path {file_path}"),
+        (lambda: match_one(given, REFERENCE, None), rf"^match_one's out_path {file_path}"),
+        (lambda: match_many([given, None], REFERENCE, tmp_path / "m"), rf"^paths\[1\] {file_path}"),
+        (lambda: match_many([given], REFERENCE, tmp_path / "m", report_path=3),
+         r"^match_many's report_path must be a file path \(str or os\.PathLike\); got int 3;"),
+        (lambda: match_many(None, REFERENCE, tmp_path / "m"),
+         r"^paths must be a file path or a sequence of file paths; got None; pass e.g. \['a.fits', 'b.fits'\]$"),
+        (lambda: coadd([given], None), rf"^coadd's out_path {file_path}"),
+        (lambda: coadd([None], out), rf"^matched_paths\[0\] {file_path}"),
+        (lambda: coadd(None, out), r"^matched_paths must be a file path or a sequence of file paths; got None"),
+        (lambda: coadd(3, out), r"^matched_paths must be a file path or a sequence of file paths; got int"),
+        (lambda: choose_reference_psf(None), r"^choose_reference_psf needs a sequence of exposures .*; got NoneType$"),
+    ]
+    for call, match in cases:
+        with pytest.raises(InvalidInputError, match=match):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_in_memory_exposure_without_a_psf_is_named_with_the_remedy():
+    """choose_reference_psf / survey_psf said only 'exposure does not contain a Psf model': not which one, nor
+    what to do."""
+    from psfmatch.batch import survey_psf
+
+    good = Exposure(np.zeros((64, 64), np.float32), psf=GaussianPsf(25, 25, 1.5))
+    bare = Exposure(np.zeros((64, 80), np.float32), xy0=(10, 20))
+    missing = (r"the Exposure of box Box2I\(minimum=\(10, 20\), dimensions=\(80, 64\)\) does not contain a Psf "
+               r"model; attach its PSF \(exposure.setPsf\(psf\)\) or survey a \(psf, exposure.getBBox\(\)\) pair "
+               r"instead")
+    survey = survey_psf(bare)
+    assert not survey["ok"] and survey["error_type"] == "MissingPsfError"
+    assert re.fullmatch(missing, survey["error_message"])
+    with pytest.raises(InvalidInputError, match=r"first failure: sources\[0\] \(Exposure\): MissingPsfError: "
+                                                + missing):
+        choose_reference_psf([bare])
+    choice = choose_reference_psf([good, bare])
+    assert choice.n_exposures == 1 and choice.failures[0]["path"] == "sources[1] (Exposure)"
+    assert re.fullmatch(missing, choice.failures[0]["error_message"])
+    pair = survey_psf((None, Box2I((0, 0), (5, 5))))
+    assert pair["error_message"] == ("the (psf, bbox) pair of box Box2I(minimum=(0, 0), dimensions=(5, 5)) has psf "
+                                     "None; give the PSF model as its first item")

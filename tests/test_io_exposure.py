@@ -1213,3 +1213,25 @@ def test_metadata_in_object_arrays_and_nested_to_the_recursion_limit_is_skipped_
     assert "arr[0][1] (int)" in caplog.text and "arr2[0][1] (int)" in caplog.text
     back = read_exposure(path).metadata
     assert back.get("ok") == 1 and "arr" not in back and "arr2" not in back
+
+
+@pytest.mark.parametrize("bad, shown", [(None, "None"), (3, "int 3"), (["e.fits"], r"list \['e.fits'\]")])
+def test_a_path_that_is_not_a_path_is_refused_typed_naming_the_argument(tmp_path, bad, shown):
+    """None, a number or a list as the path escaped as os.fspath's bare TypeError."""
+    exposure = make_exposure(psf=GaussianPsf(11, 11, 1.5))
+    calls = [("read_exposure", lambda: read_exposure(bad)), ("read_exposure", lambda: Exposure.readFits(bad)),
+             ("read_exposure_info", lambda: read_exposure_info(bad)),
+             ("write_exposure", lambda: write_exposure(exposure, bad)),
+             ("write_exposure", lambda: exposure.writeFits(bad))]
+    for who, call in calls:
+        with pytest.raises(InvalidInputError, match=rf"^{who}'s path must be a file path \(str or os\.PathLike\); "
+                                                    rf"got {shown}; pass the file's name"):
+            call()
+    with pytest.raises(InvalidInputError, match=rf"^the output path must be a file path .*; got {shown};"):
+        with atomic_write(bad):
+            pass
+    assert list(tmp_path.iterdir()) == []
+    # a pathlib.Path and a bytes name are paths
+    write_exposure(exposure, tmp_path / "e.fits")
+    assert read_exposure(os.fsencode(tmp_path / "e.fits")).getPsf() == exposure.getPsf()
+    assert read_exposure_info(tmp_path / "e.fits").shape == exposure.image.shape

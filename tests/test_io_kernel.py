@@ -309,3 +309,79 @@ def _one_basis():
 def test_kernel_refuses_values_it_could_not_store(make, match):
     with pytest.raises(InvalidInputError, match=match):
         make()
+
+
+@pytest.mark.parametrize("bad, shown", [(None, "None"), (2.5, "float 2.5"), (["k.fits"], r"list \['k.fits'\]")])
+def test_a_kernel_path_that_is_not_a_path_is_refused_typed(tmp_path, bad, shown):
+    """None, a number or a list as the path escaped as os.fspath's bare TypeError."""
+    k = handmade_kernel()
+    for who, call in [("write_kernel", lambda: write_kernel(k, bad)), ("write_kernel", lambda: k.writeFits(bad)),
+                      ("read_kernel", lambda: read_kernel(bad)),
+                      ("write_kernel_image_grid", lambda: write_kernel_image_grid(k, bad, nx=2, ny=2))]:
+        with pytest.raises(InvalidInputError, match=rf"^{who}'s path must be a file path \(str or os\.PathLike\); "
+                                                    rf"got {shown}; pass the file's name"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("positions, match", [
+    (([1.0], [2.0], [3.0]), r"positions must be two arrays \(xs, ys\) of one length; got \(\[1.0\], \[2.0\], "
+                            r"\[3.0\]\)$"),
+    ([(10, 20), (30, 40), (50, 60)], r"got \[\(10, 20\), \(30, 40\), \(50, 60\)\] \(a list of \(x, y\) pairs\? "
+                                     r"pass np.transpose\(pairs\)\)"),
+    (5.0, r"positions must be two arrays \(xs, ys\) of one length; got 5.0"),
+    ("xy", r"positions must be two arrays \(xs, ys\) of one length; got 'xy'"),
+    ((["a"], ["b"]), r"positions must hold numbers \(parent x and y\); got \['a'\] and \['b'\]"),
+    (([1.0, np.nan], [2.0, 3.0]), r"kernel_image_grid's positions needs finite positions; position 1 is \(nan, 3.0\)"),
+    (([[1.0]], [[2.0]]),
+     r"kernel_image_grid's positions needs x and y of the same length \(1-d\); got shapes \(1, 1\) and \(1, 1\)"),
+    ((np.zeros(10 ** 7), np.zeros(10 ** 7)),
+     r"positions asks for 10000000 kernel images of 7x7 \(3.65 GiB\), more than the 2 GiB limit of a kernel image "
+     r"grid; pass fewer positions \(at most 5478274 images\)"),
+])
+def test_image_grid_positions_are_validated(tmp_path, positions, match):
+    """Three arrays, (x, y) pairs, a scalar or strings escaped as ValueError / TypeError, although the docstring
+    promised InvalidInputError; nothing bounded the number of images."""
+    k = handmade_kernel()
+    with pytest.raises(InvalidInputError, match=match):
+        kernel_image_grid(k, positions=positions)
+    with pytest.raises(InvalidInputError, match=match):
+        write_kernel_image_grid(k, tmp_path / "grid.fits", positions=positions)
+    assert list(tmp_path.iterdir()) == []
+    # two (x, y) arrays: the images at those positions
+    xs, ys, images = kernel_image_grid(k, positions=([100.0, 250.5], (200.0, 333.25)))
+    np.testing.assert_allclose(images[1], k.computeImage((250.5, 333.25)), rtol=1e-12, atol=1e-12)
+
+
+def test_image_grid_size_is_bounded_before_anything_is_allocated():
+    k = handmade_kernel()
+    with pytest.raises(InvalidInputError, match=r"^nx \* ny = 100000 \* 100000 asks for 10000000000 kernel images of "
+                                                r"7x7 \(3.65e\+03 GiB\), more than the 2 GiB limit of a kernel image "
+                                                r"grid; use a smaller nx and ny \(at most 5478274 images\)$"):
+        kernel_image_grid(k, nx=100000, ny=100000)
+
+
+def test_kernel_from_dict_round_trips_and_refuses_malformed_descriptions():
+    """A non-mapping or a dict missing a key escaped as AttributeError / KeyError."""
+    import json
+
+    k = handmade_kernel()
+    d = json.loads(json.dumps(k.to_dict()))
+    back = LinearCombinationKernel.from_dict(d)
+    assert back.bbox == k.bbox and back.spatial_function == k.spatial_function and back.kernel_sum == k.kernel_sum
+    np.testing.assert_array_equal(back.computeImage((250.5, 333.25)), k.computeImage((250.5, 333.25)))
+
+    with pytest.raises(InvalidInputError, match=r"^LinearCombinationKernel.from_dict needs a mapping \(the dict "
+                                                r"LinearCombinationKernel.to_dict returns\); got NoneType$"):
+        LinearCombinationKernel.from_dict(None)
+    with pytest.raises(InvalidInputError, match=r"the description lacks the key\(s\) 'coefficients'; pass the dict "
+                                                r"LinearCombinationKernel.to_dict returns"):
+        LinearCombinationKernel.from_dict({key: v for key, v in d.items() if key != "coefficients"})
+    with pytest.raises(InvalidInputError, match=r"the 'basis' entry is None"):
+        LinearCombinationKernel.from_dict({**d, "basis": None})
+    with pytest.raises(InvalidInputError, match=r"the 'bbox' entry cannot be decoded \(KeyError: 'width'\)"):
+        LinearCombinationKernel.from_dict({**d, "bbox": {"x0": 0, "y0": 0}})
+    with pytest.raises(InvalidInputError, match=r"the 'spatial_function' entry cannot be decoded \(KeyError: 'bbox'\)"):
+        LinearCombinationKernel.from_dict({**d, "spatial_function": {"kind": "chebyshev1", "order": 2}})
+    with pytest.raises(InvalidInputError, match=r"the 'coefficients' entry cannot be decoded \(ValueError"):
+        LinearCombinationKernel.from_dict({**d, "coefficients": [[1.0, 2.0], [3.0]]})

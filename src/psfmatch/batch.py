@@ -783,7 +783,7 @@ def _worker_name():
 
 def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, force=False,
               fingerprint="stat", reference_record=None, psf=None) -> ExposureReport:
-    """Match one exposure file and write the result atomically; never raises for a bad input.
+    """Match one exposure file and write the result atomically; never raises for a bad input file.
 
     This is the function :func:`match_many` runs on the Dask workers; it can
     also be called directly (it needs no Dask).
@@ -819,10 +819,18 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         ``matched``, ``skipped`` (the output was complete and valid) or
         ``failed`` (the exception's type, message and traceback are recorded,
         nothing is written).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``path`` or ``out_path`` is not a file path (None, a number...):
+        there is no file to report on.
     """
+    from .io.fits import as_path
+
     t_start = time.perf_counter()
-    path = os.path.abspath(os.fspath(path))
-    out_path = os.path.abspath(os.fspath(out_path))
+    path = os.path.abspath(as_path(path, "match_one's path"))
+    out_path = os.path.abspath(as_path(out_path, "match_one's out_path"))
     report = ExposureReport(path=path, status=FAILED, worker=_worker_name(), psf=_psf_label(psf))
     timings = report.timings
     collector = _LogCollector()
@@ -1326,6 +1334,28 @@ def _file_id(path):
     return st.st_dev, st.st_ino
 
 
+def _path_list(paths, what) -> list:
+    """``paths`` (one path, or an iterable of paths) as a list of absolute path strings.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``paths`` is neither a path nor an iterable (None, a number), or one
+        of its items is not a path (the message names ``what[i]``).
+    """
+    from .io.fits import as_path
+
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        paths = [paths]
+    try:
+        items = iter(paths)
+    except TypeError:
+        raise InvalidInputError(f"{what} must be a file path or a sequence of file paths; got "
+                                f"{'None' if paths is None else type(paths).__name__}; pass e.g. "
+                                "['a.fits', 'b.fits']") from None
+    return [os.path.abspath(as_path(p, f"{what}[{i}]")) for i, p in enumerate(items)]
+
+
 def _check_paths(paths, outdir):
     """The inputs as absolute paths, once no two of them are the same file (also through symbolic or
     hard links), none of their outputs would replace one of them (through links too) or another's
@@ -1336,9 +1366,7 @@ def _check_paths(paths, outdir):
     device and inode agree (a shared filesystem answers 20,000 of these in seconds, where resolving
     every path component took minutes).
     """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    paths = [os.path.abspath(os.fspath(p)) for p in paths]
+    paths = _path_list(paths, "paths")
     if not paths:
         raise InvalidInputError("no input exposures were given")
     if os.path.exists(outdir) and not os.path.isdir(outdir):
@@ -1501,7 +1529,7 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     Raises
     ------
     InvalidInputError
-        No inputs, duplicate file names, one file given twice (also as a
+        No inputs, an input that is not a file path (None...), duplicate file names, one file given twice (also as a
         symbolic or hard link to it), an output (or ``report_path``) that
         would overwrite an input or a file that a ``psf`` SPEC names (also
         through a symbolic or hard link), a ``referencePsfModel`` or ``psf``
@@ -1536,6 +1564,9 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     outdir = _outdir_path(outdir)
     paths = _check_paths(paths, outdir)
     if report_path is not None:
+        from .io.fits import as_path
+
+        report_path = as_path(report_path, "match_many's report_path")
         _check_extra_output(report_path, "report_path", paths, outdir)
     config = ModelPsfMatchConfig() if config is None else config
     if not isinstance(config, ModelPsfMatchConfig):
@@ -1959,7 +1990,8 @@ class ReferencePsfChoice:
     n_exposures, n_positions : int
         How many exposures and positions were measured.
     failures : list of dict
-        Exposures that could not be surveyed (path, error type, message).
+        Exposures that could not be surveyed (path, error type, message); an
+        in-memory one is named by its index and type (``"sources[2] (Exposure)"``).
     rule : str
         The rule in words.
     """
@@ -2042,12 +2074,18 @@ def survey_psf(source, grid=5, psf=None) -> dict:
                 raise _missing_psf(os.path.abspath(os.fspath(source)))
         elif isinstance(source, Exposure):
             psf, bbox = source.getPsf(), source.getBBox()
+            if psf is None:
+                from .errors import MissingPsfError
+
+                raise MissingPsfError(f"the Exposure of box {bbox} does not contain a Psf model; attach its PSF "
+                                      "(exposure.setPsf(psf)) or survey a (psf, exposure.getBBox()) pair instead")
         else:
             psf, bbox = source
         if psf is None:
             from .errors import MissingPsfError
 
-            raise MissingPsfError("exposure does not contain a Psf model")
+            raise MissingPsfError(f"the (psf, bbox) pair of box {bbox} has psf None; give the PSF model as its "
+                                  "first item")
         from .psf.base import as_psf
 
         psf = as_psf(psf)
@@ -2125,7 +2163,11 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
                                                                        "wing_ratio", "b", "stamp"))
     if isinstance(sources, (str, os.PathLike, Exposure)):
         sources = [sources]
-    sources = list(sources)
+    try:
+        sources = list(sources)
+    except TypeError:
+        raise InvalidInputError(f"choose_reference_psf needs a sequence of exposures (paths, Exposures or (psf, "
+                                f"bbox) pairs); got {type(sources).__name__}") from None
     if not sources:
         raise InvalidInputError("choose_reference_psf needs at least one exposure")
     sources = [os.path.abspath(os.fspath(s)) if isinstance(s, (str, os.PathLike)) else s for s in sources]
@@ -2138,8 +2180,10 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
     else:
         surveys = [survey_psf(s, grid, p) for s, p in zip(sources, psfs)]
     good = [s for s in surveys if s["ok"]]
-    failures = [{"path": s["path"], "error_type": s.get("error_type"), "error_message": s.get("error_message")}
-                for s in surveys if not s["ok"]]
+    # an in-memory source is named by its place in ``sources`` (its survey's path is only its type)
+    failures = [{"path": s["path"] if isinstance(src, str) else f"sources[{i}] ({s['path']})",
+                 "error_type": s.get("error_type"), "error_message": s.get("error_message")}
+                for i, (src, s) in enumerate(zip(sources, surveys)) if not s["ok"]]
     for f in failures:
         log.info("reference survey: %s skipped (%s: %s)", f["path"], f["error_type"], _one_line(f["error_message"]))
     if not good:
@@ -2581,9 +2625,10 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         If an input's shape, origin or WCS differs from the first input's
         (the message names the file and the mismatch).
     InvalidInputError
-        No inputs, one file given twice (also as a symbolic or hard link to
-        it), an unknown plane in ``exclude_planes``, differing PSFs or image
-        units, an input without IMAGE/MASK/VARIANCE, a ``tile_size`` or
+        No inputs, an input or ``out_path`` that is not a file path (None...),
+        one file given twice (also as a symbolic or hard link to it), an
+        unknown plane in ``exclude_planes``, differing PSFs or image units,
+        an input without IMAGE/MASK/VARIANCE, a ``tile_size`` or
         ``num_workers`` that is not an integer in range, or an ``out_path``
         that is one of the inputs or a directory, or that asks for
         whole-file compression (``.gz``...).
@@ -2615,12 +2660,11 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     from astropy.io import fits
 
     from .io import atomic_write, psf_to_hdus
-    from .io.fits import FORMAT_NAME, FORMAT_VERSION, _mask_planes_to_header, _metadata_to_hdu
+    from .io.fits import FORMAT_NAME, FORMAT_VERSION, _mask_planes_to_header, _metadata_to_hdu, as_path
 
     t0 = time.perf_counter()
-    if isinstance(matched_paths, (str, os.PathLike)):
-        matched_paths = [matched_paths]
-    paths = [os.path.abspath(os.fspath(p)) for p in matched_paths]
+    paths = _path_list(matched_paths, "matched_paths")
+    out_path = as_path(out_path, "coadd's out_path")
     if not paths:
         raise InvalidInputError("coadd needs at least one input exposure")
     ids = {}

@@ -57,7 +57,8 @@ from ..errors import (CorruptFileError, InvalidInputError, MissingDependencyErro
 from ..image import Exposure, Mask, check_plane_name, plane_dtype
 from ..parallel import catch_warnings
 
-__all__ = ["atomic_write", "same_file", "write_exposure", "read_exposure", "read_exposure_info", "ExposureFileInfo",
+__all__ = ["as_path", "atomic_write", "same_file",
+           "write_exposure", "read_exposure", "read_exposure_info", "ExposureFileInfo",
            "check_input_file", "open_fits", "read_guard", "prescan_fits",
            "FORMAT_NAME", "FORMAT_VERSION", "METADATA_HEADER_KEY"]
 
@@ -134,6 +135,54 @@ def why_unwritable(folder) -> str:
     return ""
 
 
+def as_path(value, what) -> str:
+    """``value`` as a file-name string, refusing anything that is not a path.
+
+    Parameters
+    ----------
+    value : str, bytes or path-like
+        The path a caller gave.
+    what : str
+        What it is, for the message (e.g. ``"read_exposure's path"``).
+
+    Returns
+    -------
+    str
+        ``os.fspath(value)``, decoded with :func:`os.fsdecode` when it is bytes.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``value`` is not a str, bytes or `os.PathLike` (None, a number, a
+        list...): the message names ``what``, the type and value given.
+
+    Examples
+    --------
+    >>> import pathlib
+    >>> as_path(pathlib.Path("a") / "b.fits", "the output path") == os.path.join("a", "b.fits")
+    True
+    >>> as_path(None, "read_exposure's path")
+    Traceback (most recent call last):
+    ...
+    psfmatch.errors.InvalidInputError: read_exposure's path must be a file path (str or os.PathLike); got None...
+    """
+    path = None
+    if isinstance(value, (str, bytes, os.PathLike)):
+        try:
+            path = os.fspath(value)
+        except TypeError:  # a PathLike whose __fspath__ returns neither str nor bytes
+            path = None
+    if not isinstance(path, (str, bytes)):
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        if value is not None:
+            shown = f"{type(value).__name__} {shown}"
+        raise InvalidInputError(f"{what} must be a file path (str or os.PathLike); got {shown}; pass the "
+                                'file\'s name, e.g. "image.fits" or a pathlib.Path')
+    return os.fsdecode(path) if isinstance(path, bytes) else path
+
+
 @contextlib.contextmanager
 def atomic_write(path, overwrite=False):
     """Write a file atomically: yield a temporary path beside ``path``, then move it into place.
@@ -160,7 +209,7 @@ def atomic_write(path, overwrite=False):
     MissingFileError
         If the directory of ``path`` does not exist (a `FileNotFoundError`).
     InvalidInputError
-        If ``path`` is empty or names a directory.
+        If ``path`` is not a path (None, a number...), is empty or names a directory.
     OutputNotWritableError
         If the temporary file cannot be created or opened in the directory of
         ``path`` (no permission, a read-only file system, no space left): the
@@ -187,9 +236,7 @@ def atomic_write(path, overwrite=False):
     >>> open(os.path.join(d, "out.txt")).read()
     'done'
     """
-    path = os.fspath(path)
-    if isinstance(path, bytes):
-        path = os.fsdecode(path)
+    path = as_path(path, "the output path")
     if not path:
         raise InvalidInputError("the output path is empty; give a file name")
     if os.path.isdir(path) or path.endswith((os.sep, "/")):
@@ -251,12 +298,14 @@ def check_input_file(path, what) -> str:
 
     Raises
     ------
+    InvalidInputError
+        If ``path`` is not a path (None, a number...).
     MissingFileError
         If nothing exists at ``path`` (a `FileNotFoundError`).
     UnsupportedFormatError
         If ``path`` is a directory or another non-regular file.
     """
-    path = os.fspath(path)
+    path = as_path(path, f"the {what} file's path")
     if not os.path.exists(path):
         raise MissingFileError(f"{what} file {path!r} does not exist")
     if os.path.isdir(path):
@@ -1017,8 +1066,8 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
         If the directory of ``path`` does not accept the file (no permission,
         a read-only or full file system); an ``OSError`` naming the output.
     InvalidInputError
-        If ``path`` is empty or a directory, or a mask plane name cannot be
-        stored in a FITS header (see ``psfmatch.image.check_plane_name``).
+        If ``path`` is not a path (None, a number...), is empty or a directory,
+        or a mask plane name cannot be stored in a FITS header (see ``psfmatch.image.check_plane_name``).
 
     Notes
     -----
@@ -1075,6 +1124,7 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
 
     if not isinstance(exposure, Exposure):
         raise InvalidInputError(f"write_exposure needs an Exposure; got {type(exposure).__name__}")
+    path = as_path(path, "write_exposure's path")
     primary = fits.PrimaryHDU()
     user = exposure.metadata.get(METADATA_HEADER_KEY)
     if user is not None:
@@ -1106,7 +1156,7 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
                         "WCSDVARR/D2IMARR tables): the file's WCS is the rest of it (e.g. its SIP polynomials)",
                         path, ", ".join(lookup))
 
-    compressed = os.fspath(path).lower().endswith(".fz")
+    compressed = path.lower().endswith(".fz")
 
     def plane_hdu(data, header, name):
         """An image HDU; tile-compressed, losslessly, for an fpack name (``.fz``)."""
@@ -1339,6 +1389,8 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
 
     Raises
     ------
+    InvalidInputError
+        If ``path`` is not a path (None, a number...).
     MissingFileError
         If the file does not exist.
     UnsupportedFormatError
@@ -1360,7 +1412,7 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
     >>> info.shape, info.getBBox().getMin(), info.psf
     ((40, 50), Point2I(x=100, y=200), GaussianPsf(15, 15, sigma=2.0))
     """
-    path = os.fspath(path)
+    path = as_path(path, "read_exposure_info's path")
     with open_fits(path, "exposure") as (hdul, guard):
         names = [h.name.upper() for h in hdul]
         missing = [n for n in ("IMAGE", "MASK", "VARIANCE") if n not in names]
@@ -1454,8 +1506,9 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
     MissingFileError
         If a file does not exist (a `FileNotFoundError`).
     InvalidInputError
-        If ``layout`` is unknown, or ``hdu`` names anything but the ``IMAGE``
-        HDU of a psfmatch or LSST-style file.
+        If ``path`` is not a path (None, a number...), ``layout`` is unknown,
+        or ``hdu`` names anything but the ``IMAGE`` HDU of a psfmatch or
+        LSST-style file.
     UnsupportedFormatError
         If no image can be found, a named HDU is missing, the path is a directory,
         or the file is a psfmatch matching-kernel file.
@@ -1467,7 +1520,7 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
     """
     from astropy.io import fits
 
-    path = os.fspath(path)
+    path = as_path(path, "read_exposure's path")
     with open_fits(path, "exposure") as (hdul, guard):
         from .kernel_fits import KERNEL_FORMAT, KERNEL_GRID_FORMAT
 

@@ -36,11 +36,11 @@ kernels as correlations.
 
 from __future__ import annotations
 
+import contextlib
 import decimal
 import json
 import math
 import numbers
-import os
 import re
 
 import numpy as np
@@ -48,14 +48,17 @@ import numpy as np
 from ..errors import CorruptFileError, InvalidInputError, UnsupportedFormatError
 from ..geom import Box2D, Box2I
 from ..kernel.basis import KernelBasis
-from ..kernel.kernel import LinearCombinationKernel
+from ..kernel.kernel import LinearCombinationKernel, _describe, _positions
 from ..kernel.spatial import SpatialFunction
-from .fits import atomic_write, open_fits
+from .fits import as_path, atomic_write, open_fits
 
 __all__ = ["write_kernel", "read_kernel", "kernel_image_grid", "write_kernel_image_grid", "KERNEL_FORMAT"]
 
 KERNEL_FORMAT = "psfmatch-kernel"
 KERNEL_GRID_FORMAT = "psfmatch-kernel-grid"
+
+#: The largest cube of kernel images :func:`kernel_image_grid` computes, in bytes (float64).
+MAX_GRID_BYTES = 2 * 2 ** 30
 
 
 #: The string card holding the exact value of each float card written with one.
@@ -144,7 +147,8 @@ def write_kernel(kernel, path, *, overwrite=False) -> None:
     Raises
     ------
     InvalidInputError
-        If ``kernel`` is not a LinearCombinationKernel, or ``path`` is empty or a directory.
+        If ``kernel`` is not a LinearCombinationKernel, or ``path`` is not a path (None, a number...),
+        is empty or a directory.
     OutputExistsError
         If ``path`` exists and ``overwrite`` is False.
     OutputNotWritableError
@@ -154,6 +158,7 @@ def write_kernel(kernel, path, *, overwrite=False) -> None:
     from astropy.io import fits
 
     _check_kernel(kernel)
+    path = as_path(path, "write_kernel's path")
     primary = fits.PrimaryHDU()
     h = primary.header
     h["PMFORMAT"] = (KERNEL_FORMAT, "written by psfmatch")
@@ -195,6 +200,8 @@ def read_kernel(path) -> LinearCombinationKernel:
 
     Raises
     ------
+    InvalidInputError
+        If ``path`` is not a path (None, a number...).
     MissingFileError
         If the file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
@@ -222,7 +229,7 @@ def read_kernel(path) -> LinearCombinationKernel:
     >>> bool(np.array_equal(image, fit.kernel.computeImage((100.0, 30.0)))), round(float(image.sum()), 7)
     (True, 1.0)
     """
-    path = os.fspath(path)
+    path = as_path(path, "read_kernel's path")
     with open_fits(path, "kernel") as (hdul, guard):
         h = hdul[0].header
         fmt = str(h.get("PMFORMAT", "")).strip()
@@ -323,6 +330,35 @@ def _check_finite_images(kernel, path):
             f"{np.abs(kernel.coefficients).max():.3g} in size): the file is damaged; write the kernel again")
 
 
+def _position_pair(positions):
+    """``positions`` = ``(xs, ys)`` as two 1-d float arrays of one length, or InvalidInputError."""
+    if isinstance(positions, (str, bytes, dict)) or not hasattr(positions, "__len__") or len(positions) != 2:
+        hint = ""
+        with contextlib.suppress(TypeError, ValueError):
+            if np.ndim(positions) == 2 and np.shape(positions)[1] == 2:
+                hint = " (a list of (x, y) pairs? pass np.transpose(pairs))"
+        raise InvalidInputError(f"positions must be two arrays (xs, ys) of one length; got {_describe(positions)}"
+                                f"{hint}")
+    try:
+        xs, ys = (np.atleast_1d(np.asarray(p, dtype=np.float64)) for p in positions)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"positions must hold numbers (parent x and y); got {_describe(positions[0])} and "
+                                f"{_describe(positions[1])}") from None
+    if xs.shape != ys.shape:
+        raise InvalidInputError(f"positions must be two arrays of one length; got {xs.shape} and {ys.shape}")
+    return _positions(xs, ys, "kernel_image_grid's positions")
+
+
+def _check_grid_size(kernel, n, what, remedy):
+    """InvalidInputError if ``n`` kernel images (asked for by ``what``) exceed ``MAX_GRID_BYTES``."""
+    k = kernel.basis.kernel_size
+    need = n * k * k * 8
+    if need > MAX_GRID_BYTES:
+        raise InvalidInputError(f"{what} asks for {n} kernel images of {k}x{k} ({need / 2 ** 30:.3g} GiB), more than "
+                                f"the {MAX_GRID_BYTES / 2 ** 30:g} GiB limit of a kernel image grid; {remedy} (at "
+                                f"most {MAX_GRID_BYTES // (k * k * 8)} images)")
+
+
 def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=False):
     """Kernel images at a grid of positions.
 
@@ -350,14 +386,14 @@ def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=Fal
     ------
     InvalidInputError
         If ``kernel`` is not a LinearCombinationKernel, ``nx`` or ``ny`` is
-        not a positive integer, ``bbox`` is not a non-empty Box2I, or the
-        positions are not two arrays of one length.
+        not a positive integer, ``bbox`` is not a non-empty Box2I, the
+        positions are not two arrays of one length of finite numbers, or the
+        images would take more than ``MAX_GRID_BYTES`` (2 GiB).
     """
     _check_kernel(kernel)
     if positions is not None:
-        xs, ys = (np.atleast_1d(np.asarray(p, dtype=np.float64)) for p in positions)
-        if xs.shape != ys.shape:
-            raise InvalidInputError(f"positions must be two arrays of one length; got {xs.shape} and {ys.shape}")
+        xs, ys = _position_pair(positions)
+        _check_grid_size(kernel, xs.size, "positions", "pass fewer positions")
     else:
         box = bbox if bbox is not None else kernel.bbox
         if box is None:
@@ -370,6 +406,7 @@ def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=Fal
                     or value != int(value) or value < 1):
                 raise InvalidInputError(f"nx and ny must be positive integers; got {name} = {value!r}")
         nx, ny = int(nx), int(ny)
+        _check_grid_size(kernel, nx * ny, f"nx * ny = {nx} * {ny}", "use a smaller nx and ny")
         gx = box.getMinX() - 0.5 + (np.arange(nx) + 0.5) * box.getWidth() / nx
         gy = box.getMinY() - 0.5 + (np.arange(ny) + 0.5) * box.getHeight() / ny
         X, Y = np.meshgrid(gx, gy)
@@ -392,6 +429,7 @@ def write_kernel_image_grid(kernel, path, *, nx=5, ny=5, bbox=None, positions=No
     """
     from astropy.io import fits
 
+    path = as_path(path, "write_kernel_image_grid's path")
     xs, ys, images = kernel_image_grid(kernel, nx=nx, ny=ny, bbox=bbox, positions=positions, lsst=lsst)
     primary = fits.PrimaryHDU(images)
     primary.header["PMFORMAT"] = (KERNEL_GRID_FORMAT, "written by psfmatch")

@@ -19,9 +19,11 @@ image that reproduces our result under afw's convention.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, PsfMatchError
 from ..geom import Box2I, Extent2I, Point2I, as_point
 from .basis import KernelBasis
 from .spatial import SpatialFunction
@@ -125,6 +127,10 @@ class KernelParameterFunction:
 
     def __repr__(self):
         return f"KernelParameterFunction(parameter {self.index} of {self.kernel!r})"
+
+
+#: The keys :meth:`LinearCombinationKernel.from_dict` needs.
+_FROM_DICT_REQUIRED = ("basis", "basis_kind", "coefficients")
 
 
 class LinearCombinationKernel:
@@ -474,9 +480,53 @@ class LinearCombinationKernel:
 
     @classmethod
     def from_dict(cls, d) -> "LinearCombinationKernel":
-        sf = d.get("spatial_function")
-        bb = d.get("bbox")
-        return cls(KernelBasis(np.array(d["basis"]), d["basis_kind"], dict(d.get("basis_description", {}))),
-                   np.array(d["coefficients"]), None if sf is None else SpatialFunction.from_dict(sf),
+        """The kernel that :meth:`to_dict` described.
+
+        Parameters
+        ----------
+        d : mapping
+            ``to_dict()``'s dict (also once through JSON): ``basis``,
+            ``basis_kind`` and ``coefficients`` are required; ``basis_description``,
+            ``spatial_function``, ``kernel_sum`` (default 1) and ``bbox`` may be
+            absent or None.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``d`` is not a mapping, lacks a required key, or an entry cannot
+            be decoded (the message names the key).
+        """
+        who = "LinearCombinationKernel.from_dict"
+        if not isinstance(d, Mapping):
+            raise InvalidInputError(f"{who} needs a mapping (the dict LinearCombinationKernel.to_dict returns); got "
+                                    f"{type(d).__name__}")
+        missing = [key for key in _FROM_DICT_REQUIRED if key not in d]
+        if missing:
+            raise InvalidInputError(f"{who}: the description lacks the key(s) {', '.join(map(repr, missing))}; pass "
+                                    "the dict LinearCombinationKernel.to_dict returns (keys "
+                                    f"{list(_FROM_DICT_REQUIRED)} and optionally 'basis_description', "
+                                    "'spatial_function', 'kernel_sum', 'bbox')")
+
+        def decode(key, make):
+            """``make(d[key])`` (None when ``d[key]`` is absent or None), or InvalidInputError naming ``key``."""
+            if d.get(key) is None:
+                if key in _FROM_DICT_REQUIRED:
+                    raise InvalidInputError(f"{who}: the {key!r} entry is None; pass the dict "
+                                            "LinearCombinationKernel.to_dict returns")
+                return None
+            try:
+                return make(d[key])
+            except PsfMatchError:
+                raise
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+                raise InvalidInputError(f"{who}: the {key!r} entry cannot be decoded ({type(exc).__name__}: {exc}); "
+                                        "pass the dict LinearCombinationKernel.to_dict returns") from exc
+
+        def array(value):
+            return np.array(value, dtype=np.float64)
+
+        basis = decode("basis", lambda images: KernelBasis(array(images), d["basis_kind"],
+                                                           decode("basis_description", dict) or {}))
+        return cls(basis, decode("coefficients", array), decode("spatial_function", SpatialFunction.from_dict),
                    d.get("kernel_sum", 1.0),
-                   None if bb is None else Box2I((bb["x0"], bb["y0"]), (bb["width"], bb["height"])))
+                   decode("bbox", lambda bb: Box2I((bb["x0"], bb["y0"]), (bb["width"], bb["height"]))))
