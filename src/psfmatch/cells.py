@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import enum
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +120,11 @@ class KernelCandidate:
         return self.status
 
     def __post_init__(self):
+        for name in ("x", "y"):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise InvalidInputError(f"a KernelCandidate's {name} must be a finite number (its parent pixel "
+                                        f"coordinate); got {v!r}")
         self.status = _as_status(self.status)
 
     def setStatus(self, status: CandidateStatus, reason: str = "") -> None:
@@ -261,7 +267,17 @@ class SpatialCellSet:
         the points of each finer lattice added (evenly spaced, row by row) only once the coarser ones
         are all in: a denser check of a small exposure (``qaPositionsPerCandidate`` above about 2)
         always includes every point of the coarser lattices.  The list is row by row.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``max_positions`` is neither None nor a whole number.
         """
+        if max_positions is not None and (
+                isinstance(max_positions, (bool, np.bool_)) or not isinstance(max_positions, numbers.Real)
+                or not math.isfinite(max_positions) or max_positions != int(max_positions)):
+            raise InvalidInputError(f"between_positions' max_positions must be a whole number of positions, or "
+                                    f"None for all of them; got {max_positions!r}")
         xs, ys = self._candidate_axes()
         b = self.bbox
         cand_x, cand_y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
@@ -324,9 +340,18 @@ class SpatialCellSet:
                 else "smaller cells")
 
     def cell_index(self, x, y) -> int:
-        """Index of the cell holding the pixel nearest ``(x, y)``, or -1 outside the box."""
-        if not (math.isfinite(x) and math.isfinite(y)):
-            return -1
+        """Index of the cell holding the pixel nearest ``(x, y)``, or -1 outside the box (or at NaN).
+
+        Raises
+        ------
+        InvalidInputError
+            If ``x`` or ``y`` is not a number.
+        """
+        try:
+            if not (math.isfinite(x) and math.isfinite(y)):
+                return -1
+        except TypeError:  # (checked here, not before: this runs once per candidate)
+            raise InvalidInputError(f"cell_index takes a position's x and y as numbers; got ({x!r}, {y!r})") from None
         xi, yi = math.floor(x + 0.5), math.floor(y + 0.5)
         xe, ye = self._edge_lists
         if not (xe[0] <= xi < xe[-1] and ye[0] <= yi < ye[-1]):
@@ -334,7 +359,16 @@ class SpatialCellSet:
         return (bisect.bisect_right(ye, yi) - 1) * self.nx + bisect.bisect_right(xe, xi) - 1
 
     def insertCandidate(self, candidate: KernelCandidate) -> None:
-        """Put ``candidate`` in the cell containing its position."""
+        """Put ``candidate`` in the cell containing its position.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``candidate`` is not a :class:`KernelCandidate`, or lies outside the box.
+        """
+        if not isinstance(candidate, KernelCandidate):
+            raise InvalidInputError(f"insertCandidate takes a KernelCandidate, as in KernelCandidate(id, x, y); got "
+                                    f"{type(candidate).__name__} {candidate!r}")
         idx = self.cell_index(candidate.x, candidate.y)
         if idx < 0:
             raise InvalidInputError(f"candidate at ({candidate.x}, {candidate.y}) lies outside {self.bbox!r}")

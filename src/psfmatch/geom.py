@@ -132,6 +132,16 @@ class Point2D(_PointArithmetic, _Point2DFields):
 
     __slots__ = ()
 
+    def __new__(cls, x, y):
+        if not (type(x) is float and type(y) is float) and not (_is_real(x) and _is_real(y)):
+            raise InvalidInputError(f"Point2D needs two numbers (x, y); got ({x!r}, {y!r})")
+        return super().__new__(cls, x, y)
+
+    @classmethod
+    def _make(cls, iterable):
+        """As a NamedTuple's, but checked as the constructor (``_replace`` goes through it too)."""
+        return cls(*iterable)
+
     def getX(self) -> float:
         return self.x
 
@@ -279,6 +289,30 @@ def _int_pair(value, what, example):
     return int(a), int(b)
 
 
+def _int_offset(value, what) -> int:
+    """``value`` (an integer, or a float of integer value) as an int, or InvalidInputError naming ``what``."""
+    if not isinstance(value, bool):
+        try:  # integers of any kind, cheaply
+            return operator.index(value)
+        except TypeError:
+            pass
+    if not _integral(value):
+        raise InvalidInputError(f"Box2I.{what} must be a whole number of pixels, as in 2; got {value!r}")
+    return int(value)
+
+
+def _real_pair(value, what, example):
+    """``value`` (a pair of finite real numbers) as two floats, or InvalidInputError naming ``what``."""
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        a = b = None
+    if not (_is_real(a) and _is_real(b) and math.isfinite(a) and math.isfinite(b)):
+        raise InvalidInputError(f"Box2D {what} must be a pair of finite numbers, as in {example}; got {value!r} "
+                                "(or give a Box2I, whose pixel edges the Box2D then reaches)")
+    return float(a), float(b)
+
+
 class Box2I:
     """An inclusive integer box in parent pixel coordinates.
 
@@ -385,14 +419,39 @@ class Box2I:
         return self._x0 <= xi <= self.getMaxX() and self._y0 <= yi <= self.getMaxY()
 
     def grown(self, dx, dy=None) -> "Box2I":
-        """A copy grown by ``dx`` (and ``dy``) pixels on every side."""
-        dy = dx if dy is None else dy
+        """A copy grown by ``dx`` (and ``dy``) pixels on every side (shrunk where negative).
+
+        Raises
+        ------
+        InvalidInputError
+            If ``dx`` or ``dy`` is not a whole number, or the box would shrink below nothing.
+        """
+        dx = _int_offset(dx, "grown's dx")
+        dy = dx if dy is None else _int_offset(dy, "grown's dy")
         return Box2I((self._x0 - dx, self._y0 - dy), (self._w + 2 * dx, self._h + 2 * dy))
 
     def shifted(self, dx, dy) -> "Box2I":
+        """A copy moved by ``(dx, dy)`` pixels.
+
+        Raises
+        ------
+        InvalidInputError
+            If ``dx`` or ``dy`` is not a whole number.
+        """
+        dx, dy = _int_offset(dx, "shifted's dx"), _int_offset(dy, "shifted's dy")
         return Box2I((self._x0 + dx, self._y0 + dy), (self._w, self._h))
 
     def intersection(self, other: "Box2I") -> "Box2I":
+        """The pixels in both boxes (an empty box where they do not overlap).
+
+        Raises
+        ------
+        InvalidInputError
+            If ``other`` is not a :class:`Box2I`.
+        """
+        if not isinstance(other, Box2I):
+            raise InvalidInputError(f"Box2I.intersection takes another Box2I; got {type(other).__name__} {other!r} "
+                                    "(build one with Box2I(minimum, dimensions) or Box2I.from_corners)")
         xa, ya = max(self._x0, other._x0), max(self._y0, other._y0)
         xb, yb = min(self.getMaxX(), other.getMaxX()), min(self.getMaxY(), other.getMaxY())
         if xb < xa or yb < ya:
@@ -448,7 +507,20 @@ class Box2I:
 
 
 class Box2D:
-    """A floating-point box; ``Box2D(box2i)`` reaches the outer pixel edges (min - 0.5, max + 0.5)."""
+    """A floating-point box; ``Box2D(box2i)`` reaches the outer pixel edges (min - 0.5, max + 0.5).
+
+    Parameters
+    ----------
+    box_or_min : Box2I or (float, float)
+        An integer box, or the ``(minX, minY)`` corner.
+    maximum : (float, float), optional
+        The ``(maxX, maxY)`` corner, when ``box_or_min`` is a corner.
+
+    Raises
+    ------
+    InvalidInputError
+        If a corner is not a pair of finite numbers, or the box has no positive width and height.
+    """
 
     __slots__ = ("minX", "minY", "maxX", "maxY")
 
@@ -458,8 +530,8 @@ class Box2D:
             self.minX, self.minY = b.getMinX() - 0.5, b.getMinY() - 0.5
             self.maxX, self.maxY = b.getMaxX() + 0.5, b.getMaxY() + 0.5
         else:
-            (self.minX, self.minY), (self.maxX, self.maxY) = box_or_min, maximum
-            self.minX, self.minY, self.maxX, self.maxY = map(float, (self.minX, self.minY, self.maxX, self.maxY))
+            self.minX, self.minY = _real_pair(box_or_min, "minimum", "(0.0, 0.0)")
+            self.maxX, self.maxY = _real_pair(maximum, "maximum", "(100.0, 50.0)")
         if not (self.maxX > self.minX and self.maxY > self.minY):
             raise InvalidInputError(f"Box2D must have positive extent; got {self!r}")
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InvalidInputError
+
 __all__ = ["Quadrupole", "adaptive_moments", "measure_shape"]
 
 
@@ -102,6 +104,26 @@ _FLOOR = 1e-4
 _CHUNK = 256
 
 
+def _real_stamps(stamps, name, ndims, remedy="") -> np.ndarray:
+    """``stamps`` as a float64 array of ``ndims`` dimensions, none of them empty, or InvalidInputError.
+
+    Complex values are refused (their imaginary part would be dropped); the checks cost no pass over
+    the pixels.
+    """
+    try:
+        a = np.asarray(stamps)
+    except (TypeError, ValueError):  # ragged nested lists
+        raise InvalidInputError(f"{name} must be an array of real numbers; got nested lists of unequal "
+                                "lengths") from None
+    if a.dtype.kind not in "biuf":
+        hint = " (measure the real part or the modulus explicitly)" if a.dtype.kind == "c" else ""
+        raise InvalidInputError(f"{name} must be real numbers; got an array of dtype {a.dtype}{hint}")
+    if a.ndim not in ndims or 0 in a.shape[-2:]:
+        want = " or ".join({2: "one 2-d stamp (ny, nx)", 3: "a stack (n, ny, nx)"}[d] for d in ndims)
+        raise InvalidInputError(f"{name} must be {want} with ny, nx >= 1; got shape {a.shape}{remedy}")
+    return a.astype(np.float64, copy=False)
+
+
 def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=None):
     """Adaptive second moments of a stack of centred stamps.
 
@@ -129,6 +151,12 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
         pixel-sampled profile has no fixed point and the weight collapses onto the
         iteration's floor (1e-4 px^2).
 
+    Raises
+    ------
+    InvalidInputError
+        If ``stamps`` is not a 2-d or 3-d array of real numbers with ``ny, nx >= 1`` (complex values
+        are refused rather than cut to their real part), or ``max_iter`` is not an integer >= 1.
+
     Notes
     -----
     Each iteration needs the weighted sums ``sum w I d^a`` for the monomials of
@@ -149,7 +177,10 @@ def adaptive_moments(stamps, guess_sigma=None, max_iter=100, tol=1e-9, *, guess=
     halves the cost of the moments of such stamps and changes them by
     rounding only.
     """
-    s = np.asarray(stamps, dtype=np.float64)
+    s = _real_stamps(stamps, "adaptive_moments' stamps", (2, 3))
+    if isinstance(max_iter, (bool, np.bool_)) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise InvalidInputError(f"adaptive_moments' max_iter must be an integer >= 1; got {max_iter!r} (the default "
+                                "is 100)")
     single = s.ndim == 2
     if single:
         s = s[None]
@@ -434,14 +465,27 @@ if hasattr(os, "register_at_fork"):
 def measure_shape(stamp, position=(0.0, 0.0)) -> Quadrupole:
     """Adaptive moments of one stamp as a :class:`Quadrupole`.
 
+    Parameters
+    ----------
+    stamp : array_like, shape (ny, nx)
+        One centred PSF image (use :func:`adaptive_moments` for a stack).
+    position : (float, float)
+        Where the stamp was realized, named by the error.
+
     Raises
     ------
+    psfmatch.errors.InvalidInputError
+        If ``stamp`` is not one 2-d, non-empty array of real numbers, or ``position`` is not a pair of
+        finite numbers.
     psfmatch.errors.PsfComputeShapeError
         If the iteration fails (no positive flux, or no convergence).
     """
     from .errors import PsfComputeShapeError
+    from .geom import as_point
 
-    ixx, iyy, ixy, xc, yc, ok = adaptive_moments(stamp)
+    position = as_point(position, "measure_shape's position")
+    ixx, iyy, ixy, xc, yc, ok = adaptive_moments(_real_stamps(stamp, "measure_shape's stamp", (2,),
+                                                               " (measure a stack with adaptive_moments)"))
     if not ok:
         raise PsfComputeShapeError(position, "adaptive moments did not converge (a PSF narrower than about 0.8 px "
                                              "sigma is too undersampled for them, as is a stamp without a clear "

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +50,53 @@ __all__ = [
 
 FLT_EPSILON = float(np.finfo(np.float32).eps)
 
+#: Highest polynomial degree of an Alard-Lupton Gaussian (and highest spatial order, see
+#: :class:`~psfmatch.kernel.SpatialFunction`): a degree ``d`` makes ``(d + 1)(d + 2) / 2`` terms, so an
+#: absurd one is refused before it allocates them.
+MAX_DEGREE = 20
+
+
+def _whole_number(value, name, remedy, minimum=None, maximum=None) -> int:
+    """``value`` as an int: an integer, or a finite real number of integer value (``21.0``).
+
+    Raises
+    ------
+    InvalidConfigError
+        If ``value`` is not one (None, a string, NaN, inf, 2.5, a bool) or lies outside
+        ``[minimum, maximum]`` (either bound None: none); the message names ``name`` and says ``remedy``.
+    """
+    ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+          and math.isfinite(value) and float(value).is_integer())
+    if ok:
+        ok = (minimum is None or int(value) >= minimum) and (maximum is None or int(value) <= maximum)
+    if not ok:
+        bounds = {(True, True): "", (False, True): f" >= {minimum}", (True, False): f" <= {maximum}",
+                  (False, False): f" from {minimum} to {maximum}"}[(minimum is None, maximum is None)]
+        raise InvalidConfigError(f"{name} must be a whole number{bounds}; got {value!r} ({remedy})")
+    return int(value)
+
+
+def _real_list(values, name, example) -> list:
+    """``values`` (a sequence, not a string) as a list, or InvalidConfigError naming ``name``."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or np.ndim(values) != 1:
+        raise InvalidConfigError(f"{name} must be a list with one entry per Gaussian, as in {example}; "
+                                 f"got {values!r}")
+    return list(values)
+
+
+def _float_stack(images, name) -> np.ndarray:
+    """``images`` as a new float64 array, or InvalidConfigError when they are not real numbers."""
+    try:
+        a = np.asarray(images)
+    except (TypeError, ValueError):  # ragged nested lists
+        a = None
+    if a is None or a.dtype.kind not in "biuf":
+        what = "nested lists of unequal lengths" if a is None else f"an array of dtype {a.dtype}"
+        hint = " (pass the real part explicitly, if that is what is meant)" if a is not None and a.dtype.kind == "c" \
+            else ""
+        raise InvalidConfigError(f"{name} must be an array of real numbers (n, k, k); got {what}{hint}")
+    return np.array(a, dtype=np.float64)
+
 
 @dataclass
 class KernelBasis:
@@ -69,7 +117,7 @@ class KernelBasis:
     description: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.images = np.array(self.images, dtype=np.float64)
+        self.images = _float_stack(self.images, "basis images")
         if self.images.ndim != 3 or self.images.shape[1] != self.images.shape[2] or self.images.shape[1] % 2 == 0:
             raise InvalidConfigError(f"basis images must be (n, k, k) with odd k; got shape {self.images.shape}")
         self.images.setflags(write=False)
@@ -109,7 +157,7 @@ def renormalize_kernel_list(images) -> np.ndarray:
         ``B_0 = K_0 / sum K_0``; for ``i >= 1``, ``K_i / s_i - B_0`` when
         ``|s_i| > FLT_EPSILON`` (else ``K_i``), then divided by its L2 norm.
     """
-    k = np.array(images, dtype=np.float64)
+    k = _float_stack(images, "renormalize_kernel_list's images")
     if k.ndim != 3 or len(k) == 0:
         raise InvalidConfigError(f"renormalize_kernel_list needs a non-empty (n, k, k) stack; got shape {k.shape}")
     s0 = k[0].sum()
@@ -132,17 +180,19 @@ renormalizeKernelList = renormalize_kernel_list
 
 def alard_lupton_basis(half_width, sigmas, degrees, renormalize=True) -> np.ndarray:
     """The Alard-Lupton kernels for Gaussians ``sigmas`` with polynomial ``degrees``; see the module doc."""
-    h = int(half_width)
-    if h < 1:
-        raise InvalidConfigError(f"Alard-Lupton half width must be >= 1; got {half_width}")
+    h = _whole_number(half_width, "Alard-Lupton half width", "the kernel size is 2 * halfWidth + 1", minimum=1)
+    sigmas = _real_list(sigmas, "alardSigGauss", "[0.7, 1.5, 3.0]")
+    degrees = _real_list(degrees, "alardDegGauss", "[4, 2, 2]")
     if len(sigmas) != len(degrees):
         raise InvalidConfigError(
             f"alardSigGauss has {len(sigmas)} entries but alardDegGauss has {len(degrees)}; they must match")
     for sigma, deg in zip(sigmas, degrees):
-        if not sigma > 0:
-            raise InvalidConfigError(f"Alard-Lupton sigmas must be positive; got {sigma}")
-        if int(deg) != deg or deg < 0:
-            raise InvalidConfigError(f"Alard-Lupton degrees must be non-negative integers; got {deg}")
+        if (not isinstance(sigma, numbers.Real) or isinstance(sigma, (bool, np.bool_)) or not math.isfinite(sigma)
+                or not sigma > 0):
+            raise InvalidConfigError(f"Alard-Lupton sigmas (alardSigGauss) must be positive finite numbers "
+                                     f"(Gaussian widths in pixels); got {sigma!r}")
+        _whole_number(deg, "each Alard-Lupton degree (alardDegGauss)",
+                      "the degree of the polynomial multiplying its Gaussian", minimum=0, maximum=MAX_DEGREE)
     # every fit with the same configuration builds the same basis: it is made once (a copy is returned)
     return _alard_lupton_images(h, tuple(float(s) for s in sigmas), tuple(int(d) for d in degrees),
                                 bool(renormalize)).copy()
@@ -164,7 +214,17 @@ def _alard_lupton_images(h, sigmas, degrees, renormalize):
 
 
 def makeAlardLuptonBasisList(halfWidth, nGauss, sigGauss, degGauss) -> KernelBasis:
-    """LSST-named wrapper: ``nGauss`` must equal ``len(sigGauss) == len(degGauss)``."""
+    """LSST-named wrapper: ``nGauss`` must equal ``len(sigGauss) == len(degGauss)``.
+
+    Raises
+    ------
+    InvalidConfigError
+        If ``halfWidth`` is not a whole number >= 1, ``sigGauss`` or ``degGauss`` is not a list, their
+        lengths differ from ``nGauss``, a width is not a positive finite number, or a degree is not a
+        whole number from 0 to :data:`MAX_DEGREE`.
+    """
+    sigGauss = _real_list(sigGauss, "alardSigGauss", "[0.7, 1.5, 3.0]")
+    degGauss = _real_list(degGauss, "alardDegGauss", "[4, 2, 2]")
     if not (nGauss == len(sigGauss) == len(degGauss)):
         raise InvalidConfigError(
             f"alardNGauss={nGauss} must equal len(alardSigGauss)={len(sigGauss)} "
@@ -176,10 +236,20 @@ def makeAlardLuptonBasisList(halfWidth, nGauss, sigGauss, degGauss) -> KernelBas
 
 
 def makeDeltaFunctionBasisList(width, height=None) -> KernelBasis:
-    """``width * height`` delta kernels, row-major: kernel ``n`` is 1 at ``[n // width, n % width]``."""
+    """``width * height`` delta kernels, row-major: kernel ``n`` is 1 at ``[n // width, n % width]``.
+
+    Raises
+    ------
+    InvalidConfigError
+        If ``width`` (or ``height``) is not a whole number, or the kernel is not square and odd.
+    """
     height = width if height is None else height
-    if width != height or width % 2 == 0 or width < 1:
+    remedy = "the kernel size: an odd number of pixels, as in 21"
+    w = _whole_number(width, "delta-function kernel width", remedy)
+    h = _whole_number(height, "delta-function kernel height", remedy)
+    if w != h or w % 2 == 0 or w < 1:
         raise InvalidConfigError(f"delta-function kernels must be square and odd; got {width}x{height}")
+    width = height = w
     n = width * height
     return KernelBasis(np.eye(n).reshape(n, height, width), "delta-function", {"DFKernelSize": int(width)})
 
@@ -261,21 +331,25 @@ def make_regularization_matrix(kernel_size, regularization_type="centralDifferen
     Raises
     ------
     InvalidConfigError
-        For an unknown type, a stencil other than 5 or 9, orders outside 1..3 or a
-        negative border penalty.
+        For a kernel size that is not an odd whole number >= 3, an unknown type, a stencil other
+        than 5 or 9, orders outside 1..3 or a border penalty that is not a finite number >= 0.
     """
-    k = int(kernel_size)
-    if k < 3 or k % 2 == 0:
+    k = _whole_number(kernel_size, "the regularized kernel size", "an odd number of pixels >= 3, as in 21",
+                      minimum=3)
+    if k % 2 == 0:
         raise InvalidConfigError(f"regularization needs an odd kernel size >= 3; got {kernel_size}")
-    if border_penalty < 0:
-        raise InvalidConfigError(f"regularizationBorderPenalty must be >= 0; got {border_penalty}")
+    if (not isinstance(border_penalty, numbers.Real) or isinstance(border_penalty, (bool, np.bool_))
+            or not math.isfinite(border_penalty) or border_penalty < 0):
+        raise InvalidConfigError(f"regularizationBorderPenalty must be >= 0; got {border_penalty!r} (a finite "
+                                 "number: the default is 3.0; 0 leaves the border pixels unpenalized)")
     if regularization_type == "centralDifference":
         if stencil not in (5, 9):
             raise InvalidConfigError(f"centralRegularizationStencil must be 5 or 9; got {stencil}")
         L = _penalty_rows_central(k, stencil, border_penalty)
     elif regularization_type == "forwardDifference":
         orders = [orders] if np.isscalar(orders) else list(orders)
-        if not orders or any(int(o) != o or not 1 <= o <= 3 for o in orders):
+        if not orders or any(not isinstance(o, numbers.Real) or isinstance(o, (bool, np.bool_))
+                             or o not in (1, 2, 3) for o in orders):
             raise InvalidConfigError(f"forwardRegularizationOrders must each be 1, 2 or 3; got {orders}")
         L = _penalty_rows_forward(k, [int(o) for o in orders], border_penalty)
     else:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.polynomial import chebyshev as npcheb
 
-from ..errors import InvalidConfigError
+from ..errors import InvalidConfigError, InvalidInputError
 from ..geom import Box2D, Box2I
+from .basis import MAX_DEGREE, _whole_number
 
 __all__ = ["SpatialFunction", "SPATIAL_MODEL_TYPES", "full_column_rank", "axis_degree_caps"]
 
@@ -65,19 +66,35 @@ class SpatialFunction:
     ----------
     kind : {"chebyshev1", "polynomial"}
     order : int
-        Total degree, >= 0.
+        Total degree, from 0 to :data:`~psfmatch.kernel.basis.MAX_DEGREE` (20).
     bbox : Box2D or Box2I
-        The domain; a ``Box2I`` is taken to its pixel edges.
+        The domain, of non-zero width and height; a ``Box2I`` is taken to its pixel edges.
+
+    Raises
+    ------
+    InvalidConfigError
+        If ``kind`` is not one of :data:`SPATIAL_MODEL_TYPES` or ``order`` is not a whole number
+        from 0 to 20.
+    InvalidInputError
+        If ``bbox`` is not a ``Box2I`` or ``Box2D``, or is empty.
     """
 
     def __init__(self, kind, order, bbox):
         if kind not in SPATIAL_MODEL_TYPES:
             raise InvalidConfigError(f"spatialModelType must be one of {SPATIAL_MODEL_TYPES}; got {kind!r}")
-        if int(order) != order or order < 0:
-            raise InvalidConfigError(f"spatialKernelOrder must be a non-negative integer; got {order!r}")
+        order = _whole_number(order, "spatialKernelOrder", "the total degree of the kernel's variation over the "
+                              "field: 0 for a constant kernel, LSST's default is 2", minimum=0, maximum=MAX_DEGREE)
+        if isinstance(bbox, Box2I):
+            if bbox.isEmpty():
+                raise InvalidInputError(f"a SpatialFunction's bbox must not be empty; got {bbox!r} (give the "
+                                        "exposure's getBBox())")
+            bbox = Box2D(bbox)
+        elif not isinstance(bbox, Box2D):
+            raise InvalidInputError(f"a SpatialFunction's bbox must be a Box2I or Box2D (the exposure's getBBox()); "
+                                    f"got {type(bbox).__name__} {bbox!r}")
         self.kind = kind
-        self.order = int(order)
-        self.bbox = Box2D(bbox) if isinstance(bbox, Box2I) else bbox
+        self.order = order
+        self.bbox = bbox
         self.terms = _terms(self.order)
 
     @property
@@ -186,8 +203,13 @@ class SpatialFunction:
         return float(eps * np.max(np.abs(B).sum(axis=0) @ X))
 
     def squared(self) -> "SpatialFunction":
-        """The basis of order ``2 * order`` in which products of two terms expand."""
-        return SpatialFunction(self.kind, 2 * self.order, self.bbox)
+        """The basis of order ``2 * order`` in which products of two terms expand.
+
+        Its order may exceed :data:`~psfmatch.kernel.basis.MAX_DEGREE`, which caps the orders one asks for.
+        """
+        sq = object.__new__(SpatialFunction)  # (past the constructor's cap; kind and bbox are checked already)
+        sq.kind, sq.order, sq.bbox, sq.terms = self.kind, 2 * self.order, self.bbox, _terms(2 * self.order)
+        return sq
 
     def product_tensor(self) -> np.ndarray:
         """``P`` with ``f_j f_k = sum_p P[j, k, p] g_p``, ``g`` the terms of :meth:`squared`.

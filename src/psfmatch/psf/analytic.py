@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numpy as np
 
@@ -26,6 +27,22 @@ def _positive(name, value):
         raise InvalidInputError(f"{name} must be a number; got {value!r}") from None
     if not (np.isfinite(v) and v > 0):
         raise InvalidInputError(f"{name} must be positive and finite; got {value!r}")
+    return v
+
+
+def _sigma(name, value):
+    """:func:`_positive`, for a Gaussian width whose square the profile divides by.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``value`` is not a positive finite number, or its square is not a normal float (it
+        underflows, as ``1e-200 ** 2`` does, or overflows): the profile would be NaN.
+    """
+    v = _positive(name, value)
+    if not sys.float_info.min <= v * v <= sys.float_info.max:
+        raise InvalidInputError(f"{name} = {value!r} px is outside the range a Gaussian width can be computed with "
+                                f"(its square is not a normal float); give the width in pixels, as in 2.0")
     return v
 
 
@@ -130,6 +147,11 @@ class GaussianPsf(_AnalyticPsf):
     sigma : float
         Gaussian sigma in pixels.
 
+    Raises
+    ------
+    InvalidInputError
+        If ``sigma`` is not a positive finite number whose square is a normal float.
+
     Examples
     --------
     >>> psf = GaussianPsf(25, 25, 2.0)
@@ -146,7 +168,7 @@ class GaussianPsf(_AnalyticPsf):
 
     def __init__(self, width, height, sigma):
         super().__init__(width, height)
-        self._sigma = _positive("sigma", sigma)
+        self._sigma = _sigma("sigma", sigma)
 
     def getSigma(self) -> float:
         return self._sigma
@@ -192,14 +214,15 @@ class DoubleGaussianPsf(_AnalyticPsf):
     ------
     InvalidInputError
         If a sigma is not positive and finite (``sigma2 <= 0`` with ``b > 0``
-        included), or ``b`` is negative or not finite.
+        included) or its square is not a normal float (``1e-200``), or ``b`` is
+        negative or not finite.
     """
 
     name = "DoubleGaussianPsf"
 
     def __init__(self, width, height, sigma1, sigma2=None, b=0.0):
         super().__init__(width, height)
-        self._sigma1 = _positive("sigma1", sigma1)
+        self._sigma1 = _sigma("sigma1", sigma1)
         try:
             self._b = float(b)
         except (TypeError, ValueError):
@@ -210,7 +233,7 @@ class DoubleGaussianPsf(_AnalyticPsf):
             self._sigma2 = 2.0 * self._sigma1
         else:
             try:
-                self._sigma2 = _positive("sigma2", sigma2)
+                self._sigma2 = _sigma("sigma2", sigma2)
             except InvalidInputError as exc:
                 used = f", used since b = {self._b:g} > 0" if self._b > 0 else ""
                 raise InvalidInputError(f"DoubleGaussianPsf {exc} (the wing's sigma{used}); omit sigma2 (None) for "

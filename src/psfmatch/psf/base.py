@@ -448,10 +448,15 @@ class Psf:
 
         Raises
         ------
+        InvalidInputError
+            If ``positions`` is not a sequence of positions (``[(x0, y0), (x1, y1), ...]``).
         PsfEvaluationError
             If the model fails at one of the positions (the message names the first),
             or its stamps do not all have one shape.
         """
+        if isinstance(positions, (str, bytes)) or not hasattr(positions, "__iter__"):
+            raise InvalidInputError(f"computeKernelImages takes a sequence of positions, as in [(x0, y0), (x1, y1)]; "
+                                    f"got {type(positions).__name__} {positions!r} (computeKernelImage takes one)")
         pts = [as_point(p) for p in positions]
         if not pts:
             return np.empty((0, 1, 1))

@@ -128,6 +128,15 @@ def _real(value) -> float:
     return float(value)
 
 
+def _first_non_finite(basis) -> str:
+    """Where the first NaN or inf of a ``(n, ny, nx)`` basis stack is, and how many there are, in words."""
+    bad = ~np.isfinite(basis)
+    term, row, col = (int(i) for i in np.argwhere(bad)[0])
+    count = int(np.count_nonzero(bad))
+    return (f"basis image {term} (of {basis.shape[0]}) holds {basis[term, row, col]} at row {row}, column {col}, "
+            f"{count} non-finite value{'s' if count > 1 else ''} in all")
+
+
 def _real_pair(value, name, what) -> tuple:
     """``value`` as a pair of floats, or InvalidInputError naming ``name``."""
     try:
@@ -209,7 +218,9 @@ class PsfexPsf(Psf):
             raise InvalidInputError(
                 f"PsfexPsf: degree {degree} needs {nterms} basis images; got {b.shape[0]}")
         if not np.all(np.isfinite(b)):
-            raise InvalidInputError("PsfexPsf basis images contain NaN or inf values")
+            raise InvalidInputError(f"PsfexPsf basis images contain NaN or inf values: {_first_non_finite(b)}; "
+                                    "every basis pixel must be finite: repair the model (rerun PSFEx) or replace "
+                                    "those pixels before building the PSF")
         samp = _real(psf_samp)
         if not (math.isfinite(samp) and samp > 0):
             raise InvalidInputError(f"PsfexPsf psf_samp must be positive (a number: the sample step in image "
@@ -664,7 +675,8 @@ def read_psfex(source, *, ext=None, origin=1, stamp_size=None) -> PsfexPsf:
                 f"{nx} x {ny} x {nb} = {nx * ny * nb}")
         basis = raw.astype(np.float64).reshape(nb, ny, nx)
         if not np.all(np.isfinite(basis)):
-            raise CorruptFileError(f"{where}: PSF_MASK contains NaN or inf values")
+            raise CorruptFileError(f"{where}: PSF_MASK contains NaN or inf values: {_first_non_finite(basis)} (a "
+                                   "damaged model: rerun PSFEx)")
         header = {k: h[k] for k in ("LOADED", "ACCEPTED", "CHI2", "PSF_FWHM") if k in h}
         if polnaxis == 2:
             if swap:

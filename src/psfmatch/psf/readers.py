@@ -52,8 +52,13 @@ def register_psf_reader(name, reader, identifier=None, *, overwrite=False) -> No
     """
     if not isinstance(name, str) or not name:
         raise InvalidInputError(f"a format name must be a non-empty string; got {name!r}")
-    if not callable(reader) or (identifier is not None and not callable(identifier)):
-        raise InvalidInputError("reader and identifier must be callables")
+    if not callable(reader):
+        raise InvalidInputError(f"the reader of PSF format {name!r} must be a callable, reader(path, **kwargs) -> PSF "
+                                f"model; got {type(reader).__name__} {reader!r}")
+    if identifier is not None and not callable(identifier):
+        raise InvalidInputError(f"the identifier of PSF format {name!r} must be a callable, identifier(path) -> bool, "
+                                f"or None (the format is then read only when named); got {type(identifier).__name__} "
+                                f"{identifier!r}")
     if name in _REGISTRY and not overwrite:
         raise InvalidInputError(f"a PSF reader for format {name!r} is registered already; pass overwrite=True")
     _REGISTRY[name] = (reader, identifier)
