@@ -465,3 +465,17 @@ def test_assigning_a_choice_name_selects_it():
     c.freeze()
     with pytest.raises(InvalidConfigError, match="frozen"):
         c.kernel = "AL"
+
+
+def test_spatial_orders_and_degrees_above_20_are_refused_when_set():
+    # (the basis builders and SpatialFunction cap them at 20: refused at the config, not at the fit)
+    config = ModelPsfMatchConfig()
+    config.kernel.active.spatialKernelOrder = 20
+    config.autoKernelMaxSpatialOrder = 20
+    with pytest.raises(InvalidConfigError, match=r"spatialKernelOrder: out of range \[0, 20\]; got 21"):
+        config.kernel.active.spatialKernelOrder = 21
+    with pytest.raises(InvalidConfigError, match=r"autoKernelMaxSpatialOrder: out of range \[0, 20\]; got 25"):
+        config.autoKernelMaxSpatialOrder = 25
+    with pytest.raises(InvalidConfigError, match=r"alardDegGauss: every item must satisfy degrees from 0 to 20; "
+                                                 r"got \[4, 2, 21\]"):
+        config.kernel["AL"].alardDegGauss = [4, 2, 21]

@@ -134,6 +134,11 @@ def test_errors(tmp_path):
         hdul[0].header["SPORDER"] = 1
     with pytest.raises(CorruptFileError, match="inconsistent kernel .*6 spatial terms"):
         read_kernel(broken)
+    with fits.open(broken, mode="update") as hdul:
+        hdul[0].header["SPORDER"] = 2
+        hdul[0].header["SPKIND"] = "legendre"  # (SpatialFunction's InvalidConfigError escaped the reader)
+    with pytest.raises(CorruptFileError, match="invalid spatial function .*spatialModelType must be one of"):
+        read_kernel(broken)
     with pytest.raises(InvalidInputError, match="expected a LinearCombinationKernel"):
         write_kernel(np.ones((3, 3)), tmp_path / "x.fits")
     constant = LinearCombinationKernel(KernelBasis(np.ones((1, 3, 3)), "delta-function", {}), np.ones((1, 1)))

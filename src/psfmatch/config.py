@@ -711,7 +711,8 @@ class PsfMatchConfig(Config):
     spatialModelType = ChoiceField("Type of spatial functions for the kernel coefficients.", str, "chebyshev1",
                                    {"chebyshev1": "Chebyshev polynomials of the first kind over the exposure box",
                                     "polynomial": "plain polynomials in parent pixel coordinates"})
-    spatialKernelOrder = RangeField("Spatial order of the kernel variation (0: constant kernel).", int, 2, min=0)
+    spatialKernelOrder = RangeField("Spatial order of the kernel variation (0: constant kernel; at most 20).", int, 2,
+                                    min=0, max=20, inclusiveMax=True)
     sizeCellX = RangeField("Width of a spatial cell in pixels: one kernel candidate per cell.", int, 128, min=16)
     sizeCellY = RangeField("Height of a spatial cell in pixels.", int, 128, min=16)
     candidatePlacement = ChoiceField(
@@ -746,7 +747,7 @@ class PsfMatchConfigAL(PsfMatchConfig):
 
     alardNGauss = RangeField("Number of Gaussians in the Alard-Lupton basis.", int, 3, min=1)
     alardDegGauss = ListField("Polynomial degree multiplying each Gaussian.", int, (4, 2, 2), minLength=1,
-                              itemCheck=lambda v: v >= 0, check_doc="non-negative degrees")
+                              itemCheck=lambda v: 0 <= v <= 20, check_doc="degrees from 0 to 20")
     alardSigGauss = ListField("Sigma in pixels of each Gaussian.", float, (0.7, 1.5, 3.0), minLength=1,
                               itemCheck=lambda v: v > 0, check_doc="positive sigmas")
     alardGaussBeta = RangeField("Ratio of successive Gaussian sigmas when scaleByFwhm.", float, 2.0, min=0.0,
@@ -897,7 +898,7 @@ class ModelPsfMatchConfig(Config):
         "0 for a match that is the same everywhere). Each order above 2 multiplies the time to apply the kernel "
         "(exact variance: (2o+1)(2o+2)/2 images; 4096x4096 demo field: 2.4 s at order 2, 5.7 s at 3, 9.3 s "
         "at 4), so the default stays at LSST's 2; set 4 for the most accurate match of a strongly varying PSF "
-        "(demo field: worst residual 1.3e-3 -> 2e-5).", int, 2, min=0)
+        "(demo field: worst residual 1.3e-3 -> 2e-5).", int, 2, min=0, max=20, inclusiveMax=True)
     autoKernelMaxGrid = RangeField(
         "autoKernel: trials fit at most this many cells per axis (an evenly spread sub-grid including the "
         "outermost cells) and are scored between them.", int, 6, min=2)

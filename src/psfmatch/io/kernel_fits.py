@@ -45,7 +45,7 @@ import re
 
 import numpy as np
 
-from ..errors import CorruptFileError, InvalidInputError, UnsupportedFormatError
+from ..errors import CorruptFileError, InvalidConfigError, InvalidInputError, UnsupportedFormatError
 from ..geom import Box2D, Box2I
 from ..kernel.basis import KernelBasis
 from ..kernel.kernel import LinearCombinationKernel, _describe, _positions
@@ -291,7 +291,7 @@ def read_kernel(path) -> LinearCombinationKernel:
                                        f"({x1:g}, {y1:g}) is not a finite, non-empty box: the file is damaged")
             try:
                 sf = SpatialFunction(str(h["SPKIND"]).strip(), int(sp["SPORDER"]), Box2D((x0, y0), (x1, y1)))
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, InvalidInputError, InvalidConfigError) as exc:  # (an order above 20...)
                 raise CorruptFileError(f"{path}: invalid spatial function ({exc})") from exc
         bbox = None
         if "BBX0" in h:
