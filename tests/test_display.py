@@ -616,6 +616,8 @@ def test_qa_arguments_are_checked(mpl, matched, grid, tmp_path):
                                                     r"getPsf\(\)\); got an array of shape \(256, 256\): pass the "
                                                     r"Exposure itself, or its PSF as science_psf="):
             call(result, exposure.image)
+    # the PSF given as science_psf: the exposure's own model is not needed (a MaskedImage will do)
+    assert display.qa_report(result, exposure.getMaskedImage(), science_psf=sci)["metadata"] is not None
     with pytest.raises(InvalidInputError, match=r"plot_qa: grid must be a dict \(what field_qa returns\) or None; "
                                                 r"got list \[1, 2\]"):
         display.plot_qa(result, exposure, grid=[1, 2])
@@ -727,7 +729,8 @@ def test_output_arguments_are_checked(mpl, tmp_path):
         display.save_figure(None, path)
     for dpi in (0, -5, float("nan"), float("inf"), "high", True):
         with pytest.raises(InvalidInputError, match=r"save_figure: dpi must be a positive finite number \(dots per "
-                                                    rf"inch, e.g. 110\) or 'figure'; got {re.escape(repr(dpi))}"):
+                                                    r"inch, e.g. 110\), 'figure' or None \(matplotlib's savefig.dpi\); "
+                                                    rf"got {re.escape(repr(dpi))}"):
             display.save_figure(fig, path, dpi=dpi)
     name = r"must be a file name \(a str or os.PathLike, e.g. 'qa.png'\); got NoneType None"
     with pytest.raises(InvalidInputError, match=rf"save_figure: path {name}"):
@@ -737,7 +740,9 @@ def test_output_arguments_are_checked(mpl, tmp_path):
     with pytest.raises(InvalidInputError, match=rf"write_qa_json: path {name}"):
         display.write_qa_json({"a": 1}, None)
     assert os.listdir(tmp_path) == []
-    # the forms that work: numpy numbers and the figure's own resolution
+    # the forms that work: numpy numbers (0-d arrays too), the figure's own resolution, matplotlib's default
     display.save_figure(fig, path, dpi=np.float32(50))
     display.save_figure(fig, tmp_path / "g.png", dpi="figure")
-    assert sorted(os.listdir(tmp_path)) == ["f.png", "g.png"]
+    display.save_figure(fig, tmp_path / "h.png", dpi=None)
+    display.save_figure(fig, tmp_path / "i.png", dpi=np.array(50))
+    assert sorted(os.listdir(tmp_path)) == ["f.png", "g.png", "h.png", "i.png"]

@@ -1201,9 +1201,15 @@ def test_metadata_in_object_arrays_and_nested_to_the_recursion_limit_is_skipped_
 
     from psfmatch.io import read_exposure, write_exposure
 
-    deep = []
-    for _ in range(sys.getrecursionlimit() - 8):  # (a depth the final encoding used to exceed by one level)
+    from psfmatch.io.fits import _metadata_to_hdu
+
+    # every depth up to past the recursion limit: the entry is written or skipped, never a bare RecursionError
+    # (one depth, which depends on the stack, passed the entry's check and failed the final encoding)
+    deep, limit = [], sys.getrecursionlimit()
+    for depth in range(1, limit + 10):
         deep = [deep]
+        if depth >= limit - 120:
+            _metadata_to_hdu({"ok": 1, "deep": deep})
     md = {"ok": 1, "arr": np.array([{1: "a", "1": "b"}], dtype=object), "arr2": np.array([{1: "A"}], dtype=object),
           "deep": deep}
     exposure = Exposure(np.zeros((8, 8), np.float32), metadata=md)

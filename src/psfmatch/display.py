@@ -185,6 +185,11 @@ def _points(positions, name) -> list:
     return points
 
 
+def _scalar(value):
+    """A 0-d array's value (``np.array(50.0)`` is 50.0); anything else as it is."""
+    return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
 def _products(result, exposure=None, science_psf=None, what="the QA"):
     """Kernel, cell set, metadata, science PSF, reference PSF, stamp size and box of a match.
 
@@ -199,7 +204,7 @@ def _products(result, exposure=None, science_psf=None, what="the QA"):
     else:
         raise InvalidInputError(f"expected a PsfMatchResult or a KernelFit (what ModelPsfMatchTask.run or fitKernel "
                                 f"return); got {type(result).__name__}")
-    if exposure is not None and not callable(getattr(exposure, "getPsf", None)):
+    if science_psf is None and exposure is not None and not callable(getattr(exposure, "getPsf", None)):
         raise InvalidInputError(f"{what}: exposure must be the input Exposure (anything with getPsf()); got "
                                 f"{_describe(exposure)}: pass the Exposure itself, or its PSF as science_psf=")
     sci = science_psf if science_psf is not None else (exposure.getPsf() if exposure is not None else None)
@@ -588,8 +593,9 @@ def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
     ----------
     fig : matplotlib.figure.Figure
     path : str or path-like
-    dpi : float or "figure"
-        Resolution: a positive finite number, or ``"figure"`` for the figure's own.
+    dpi : float, "figure" or None
+        Resolution: a positive finite number, ``"figure"`` for the figure's own, or None for
+        matplotlib's ``rcParams["savefig.dpi"]``.
     fmt : str, optional
         ``"png"``, ``"pdf"``, ``"svg"``...; by default the file extension (else PNG).
     overwrite : bool
@@ -615,10 +621,12 @@ def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
     if not isinstance(fig, Figure):
         raise InvalidInputError(f"save_figure: fig must be a matplotlib Figure (what plot_qa and the other "
                                 f"display functions return); got {_describe(fig)}")
-    if not ((isinstance(dpi, str) and dpi == "figure") or (isinstance(dpi, (int, float, np.integer, np.floating))
-                                and not isinstance(dpi, (bool, np.bool_)) and math.isfinite(dpi) and dpi > 0)):
-        raise InvalidInputError(f"save_figure: dpi must be a positive finite number (dots per inch, e.g. 110) or "
-                                f"'figure'; got {dpi!r}")
+    dpi = _scalar(dpi)
+    if not (dpi is None or (isinstance(dpi, str) and dpi == "figure")
+            or (isinstance(dpi, (int, float, np.integer, np.floating)) and not isinstance(dpi, (bool, np.bool_))
+                and math.isfinite(dpi) and dpi > 0)):
+        raise InvalidInputError(f"save_figure: dpi must be a positive finite number (dots per inch, e.g. 110), "
+                                f"'figure' or None (matplotlib's savefig.dpi); got {dpi!r}")
     with atomic_write(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=dpi, format=fmt, facecolor="white")
     return os.fspath(path)
@@ -1370,6 +1378,7 @@ def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANS
         raise InvalidInputError(f"show_spatial_cells: exposure must be an Exposure (or a MaskedImage); got "
                                 f"{_describe(exposure)}")
     _check_cells(cells, "show_spatial_cells: cells")
+    mask_transparency = _scalar(mask_transparency)
     if (isinstance(mask_transparency, (bool, np.bool_))
             or not isinstance(mask_transparency, (int, float, np.integer, np.floating))
             or not 0 <= mask_transparency <= 100):

@@ -525,8 +525,10 @@ class LinearCombinationKernel:
         def array(value):
             return np.array(value, dtype=np.float64)
 
-        basis = decode("basis", lambda images: KernelBasis(array(images), d["basis_kind"],
+        kind = decode("basis_kind", lambda k: k)  # (None refused, as for every required entry)
+        basis = decode("basis", lambda images: KernelBasis(array(images), kind,
                                                            decode("basis_description", dict) or {}))
+        kernel_sum = d.get("kernel_sum")
         return cls(basis, decode("coefficients", array), decode("spatial_function", SpatialFunction.from_dict),
-                   d.get("kernel_sum", 1.0),
+                   1.0 if kernel_sum is None else kernel_sum,
                    decode("bbox", lambda bb: Box2I((bb["x0"], bb["y0"]), (bb["width"], bb["height"]))))
