@@ -340,9 +340,6 @@ def test_a_kernel_path_that_is_not_a_path_is_refused_typed(tmp_path, bad, shown)
     (([1.0, np.nan], [2.0, 3.0]), r"kernel_image_grid's positions needs finite positions; position 1 is \(nan, 3.0\)"),
     (([[1.0]], [[2.0]]),
      r"kernel_image_grid's positions needs x and y of the same length \(1-d\); got shapes \(1, 1\) and \(1, 1\)"),
-    ((np.zeros(10 ** 7), np.zeros(10 ** 7)),
-     r"positions asks for 10000000 kernel images of 7x7 \(3.65 GiB\), more than the 2 GiB limit of a kernel image "
-     r"grid; pass fewer positions \(at most 5478274 images\)"),
 ])
 def test_image_grid_positions_are_validated(tmp_path, positions, match):
     """Three arrays, (x, y) pairs, a scalar or strings escaped as ValueError / TypeError, although the docstring
@@ -358,12 +355,26 @@ def test_image_grid_positions_are_validated(tmp_path, positions, match):
     np.testing.assert_allclose(images[1], k.computeImage((250.5, 333.25)), rtol=1e-12, atol=1e-12)
 
 
-def test_image_grid_size_is_bounded_before_anything_is_allocated():
+def test_image_grid_size_is_bounded_before_anything_is_allocated(tmp_path):
+    from psfmatch.errors import MemoryLimitError
+
     k = handmade_kernel()
-    with pytest.raises(InvalidInputError, match=r"^nx \* ny = 100000 \* 100000 asks for 10000000000 kernel images of "
-                                                r"7x7 \(3.65e\+03 GiB\), more than the 2 GiB limit of a kernel image "
-                                                r"grid; use a smaller nx and ny \(at most 5478274 images\)$"):
+    with pytest.raises(MemoryLimitError, match=r"^nx \* ny = 100000 \* 100000 asks for 10000000000 kernel images of "
+                                               r"7x7 \(3.65e\+03 GiB\), more than the limit of 8 GiB "
+                                               r"\(max_memory_bytes\); use a smaller nx and ny \(at most 21913098 "
+                                               r"images\), or raise max_memory_bytes$"):
         kernel_image_grid(k, nx=100000, ny=100000)
+    # the limit is the caller's: 100 images of 7x7 take 39200 bytes
+    with pytest.raises(MemoryLimitError, match=r"positions asks for 100 kernel images of 7x7 .* more than the limit of "
+                                               r"3.65e-05 GiB \(max_memory_bytes\); pass fewer positions \(at most "
+                                               r"99 images\)"):
+        write_kernel_image_grid(k, tmp_path / "g.fits", positions=(np.arange(100.0), np.arange(100.0)),
+                                max_memory_bytes=39199)
+    assert list(tmp_path.iterdir()) == []
+    xs, _, images = kernel_image_grid(k, positions=(np.arange(100.0), np.arange(100.0)), max_memory_bytes=39200)
+    assert images.shape == (100, 7, 7)
+    with pytest.raises(InvalidInputError, match=r"max_memory_bytes must be a positive number of bytes; got 0"):
+        kernel_image_grid(k, max_memory_bytes=0)
 
 
 def test_kernel_from_dict_round_trips_and_refuses_malformed_descriptions():
@@ -384,6 +395,9 @@ def test_kernel_from_dict_round_trips_and_refuses_malformed_descriptions():
         LinearCombinationKernel.from_dict({key: v for key, v in d.items() if key != "coefficients"})
     with pytest.raises(InvalidInputError, match=r"the 'basis' entry is None"):
         LinearCombinationKernel.from_dict({**d, "basis": None})
+    with pytest.raises(InvalidInputError, match=r"the 'basis_kind' entry is None"):  # (it made "None kernels")
+        LinearCombinationKernel.from_dict({**d, "basis_kind": None})
+    assert LinearCombinationKernel.from_dict({**d, "kernel_sum": None}).kernel_sum == 1.0  # as the docstring says
     with pytest.raises(InvalidInputError, match=r"the 'bbox' entry cannot be decoded \(KeyError: 'width'\)"):
         LinearCombinationKernel.from_dict({**d, "bbox": {"x0": 0, "y0": 0}})
     with pytest.raises(InvalidInputError, match=r"the 'spatial_function' entry cannot be decoded \(KeyError: 'bbox'\)"):

@@ -45,7 +45,8 @@ import re
 
 import numpy as np
 
-from ..errors import CorruptFileError, InvalidConfigError, InvalidInputError, UnsupportedFormatError
+from ..errors import (CorruptFileError, InvalidConfigError, InvalidInputError, MemoryLimitError,
+                      UnsupportedFormatError)
 from ..geom import Box2D, Box2I
 from ..kernel.basis import KernelBasis
 from ..kernel.kernel import LinearCombinationKernel, _describe, _positions
@@ -57,8 +58,9 @@ __all__ = ["write_kernel", "read_kernel", "kernel_image_grid", "write_kernel_ima
 KERNEL_FORMAT = "psfmatch-kernel"
 KERNEL_GRID_FORMAT = "psfmatch-kernel-grid"
 
-#: The largest cube of kernel images :func:`kernel_image_grid` computes, in bytes (float64).
-MAX_GRID_BYTES = 2 * 2 ** 30
+#: The largest cube of kernel images :func:`kernel_image_grid` computes by default, in bytes (float64): the
+#: task's default ``maxMemoryGiB`` (``max_memory_bytes=`` sets another).
+MAX_GRID_BYTES = 8 * 2 ** 30
 
 
 #: The string card holding the exact value of each float card written with one.
@@ -349,17 +351,18 @@ def _position_pair(positions):
     return _positions(xs, ys, "kernel_image_grid's positions")
 
 
-def _check_grid_size(kernel, n, what, remedy):
-    """InvalidInputError if ``n`` kernel images (asked for by ``what``) exceed ``MAX_GRID_BYTES``."""
+def _check_grid_size(kernel, n, what, remedy, max_bytes=None):
+    """MemoryLimitError if ``n`` kernel images (``what``) exceed ``max_bytes`` (default ``MAX_GRID_BYTES``)."""
+    limit = MAX_GRID_BYTES if max_bytes is None else max_bytes
     k = kernel.basis.kernel_size
     need = n * k * k * 8
-    if need > MAX_GRID_BYTES:
-        raise InvalidInputError(f"{what} asks for {n} kernel images of {k}x{k} ({need / 2 ** 30:.3g} GiB), more than "
-                                f"the {MAX_GRID_BYTES / 2 ** 30:g} GiB limit of a kernel image grid; {remedy} (at "
-                                f"most {MAX_GRID_BYTES // (k * k * 8)} images)")
+    if need > limit:
+        raise MemoryLimitError(f"{what} asks for {n} kernel images of {k}x{k} ({need / 2 ** 30:.3g} GiB), more than "
+                               f"the limit of {limit / 2 ** 30:.3g} GiB (max_memory_bytes); {remedy} (at most "
+                               f"{int(limit // (k * k * 8))} images), or raise max_memory_bytes")
 
 
-def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=False):
+def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=False, max_memory_bytes=None):
     """Kernel images at a grid of positions.
 
     Parameters
@@ -375,6 +378,9 @@ def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=Fal
         Explicit ``(xs, ys)`` instead of the grid.
     lsst : bool
         Flip the images for LSST's afw (correlation convention).
+    max_memory_bytes : int, optional
+        The most the images may take (default ``MAX_GRID_BYTES``, 8 GiB: the
+        task's default ``maxMemoryGiB``).
 
     Returns
     -------
@@ -386,14 +392,19 @@ def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=Fal
     ------
     InvalidInputError
         If ``kernel`` is not a LinearCombinationKernel, ``nx`` or ``ny`` is
-        not a positive integer, ``bbox`` is not a non-empty Box2I, the
-        positions are not two arrays of one length of finite numbers, or the
-        images would take more than ``MAX_GRID_BYTES`` (2 GiB).
+        not a positive integer, ``bbox`` is not a non-empty Box2I, or the
+        positions are not two arrays of one length of finite numbers.
+    MemoryLimitError
+        If the images would take more than ``max_memory_bytes``, before any is computed.
     """
+    if max_memory_bytes is not None and not (isinstance(max_memory_bytes, (int, float, np.integer, np.floating))
+                                             and not isinstance(max_memory_bytes, (bool, np.bool_))
+                                             and max_memory_bytes > 0):
+        raise InvalidInputError(f"max_memory_bytes must be a positive number of bytes; got {max_memory_bytes!r}")
     _check_kernel(kernel)
     if positions is not None:
         xs, ys = _position_pair(positions)
-        _check_grid_size(kernel, xs.size, "positions", "pass fewer positions")
+        _check_grid_size(kernel, xs.size, "positions", "pass fewer positions", max_memory_bytes)
     else:
         box = bbox if bbox is not None else kernel.bbox
         if box is None:
@@ -406,7 +417,7 @@ def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=Fal
                     or value != int(value) or value < 1):
                 raise InvalidInputError(f"nx and ny must be positive integers; got {name} = {value!r}")
         nx, ny = int(nx), int(ny)
-        _check_grid_size(kernel, nx * ny, f"nx * ny = {nx} * {ny}", "use a smaller nx and ny")
+        _check_grid_size(kernel, nx * ny, f"nx * ny = {nx} * {ny}", "use a smaller nx and ny", max_memory_bytes)
         gx = box.getMinX() - 0.5 + (np.arange(nx) + 0.5) * box.getWidth() / nx
         gy = box.getMinY() - 0.5 + (np.arange(ny) + 0.5) * box.getHeight() / ny
         X, Y = np.meshgrid(gx, gy)
@@ -418,7 +429,7 @@ def kernel_image_grid(kernel, *, nx=5, ny=5, bbox=None, positions=None, lsst=Fal
 
 
 def write_kernel_image_grid(kernel, path, *, nx=5, ny=5, bbox=None, positions=None, lsst=False,
-                            overwrite=False) -> None:
+                            overwrite=False, max_memory_bytes=None) -> None:
     """Write the kernel's images on a grid of positions to FITS.
 
     The primary HDU holds the cube ``(n, k, k)`` (``CONVENTN`` says
@@ -430,7 +441,8 @@ def write_kernel_image_grid(kernel, path, *, nx=5, ny=5, bbox=None, positions=No
     from astropy.io import fits
 
     path = as_path(path, "write_kernel_image_grid's path")
-    xs, ys, images = kernel_image_grid(kernel, nx=nx, ny=ny, bbox=bbox, positions=positions, lsst=lsst)
+    xs, ys, images = kernel_image_grid(kernel, nx=nx, ny=ny, bbox=bbox, positions=positions, lsst=lsst,
+                                       max_memory_bytes=max_memory_bytes)
     primary = fits.PrimaryHDU(images)
     primary.header["PMFORMAT"] = (KERNEL_GRID_FORMAT, "written by psfmatch")
     primary.header["CONVENTN"] = ("lsst-correlation" if lsst else "convolution", "how to apply the images")
