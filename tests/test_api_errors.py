@@ -12,6 +12,7 @@ import pytest
 
 from psfmatch import Box2D, Box2I, KernelCandidate, Point2D, SpatialCellSet
 from psfmatch.errors import InvalidConfigError, InvalidInputError
+from psfmatch.geom import as_point
 from psfmatch.kernel import (KernelBasis, SpatialFunction, makeAlardLuptonBasisList, makeDeltaFunctionBasisList,
                              make_regularization_matrix, renormalize_kernel_list)
 from psfmatch.moments import adaptive_moments, measure_shape
@@ -346,3 +347,94 @@ def test_psfex_basis_with_non_finite_pixels_names_the_image_and_the_pixel():
                                                 r"\(of 3\) holds nan at row 2, column 3, 2 non-finite values in all; "
                                                 r"every basis pixel must be finite"):
         PsfexPsf(basis, degree=1)
+
+
+# --- integers beyond the float range and 0-d arrays -------------------------------------------------------
+
+HUGE = 10 ** 400  # an int float() cannot hold: the finiteness checks leaked a bare OverflowError for it
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: makeDeltaFunctionBasisList(HUGE), InvalidConfigError,
+     rf"delta-function kernels must be square and odd; got {HUGE}x{HUGE}"),
+    (lambda: makeDeltaFunctionBasisList(HUGE + 1), InvalidConfigError,
+     rf"a delta-function basis of {HUGE + 1} x {HUGE + 1} px kernels is more than numpy can allocate \(the kernel "
+     r"size: an odd number of pixels, as in 21\)"),
+    (lambda: SpatialFunction("chebyshev1", HUGE, BOX), InvalidConfigError,
+     rf"spatialKernelOrder must be a whole number from 0 to 20; got {HUGE} "),
+    (lambda: makeAlardLuptonBasisList(HUGE, 1, [1.0], [1]), InvalidConfigError,
+     rf"an Alard-Lupton basis of {2 * HUGE + 1} x {2 * HUGE + 1} px kernels is more than numpy can allocate \(the "
+     r"kernel size is 2 \* halfWidth \+ 1"),
+    (lambda: makeAlardLuptonBasisList(5, 1, [1.0], [HUGE]), InvalidConfigError,
+     rf"alardDegGauss\) must be a whole number from 0 to 20; got {HUGE} "),
+    (lambda: makeAlardLuptonBasisList(5, 1, [HUGE], [1]), InvalidConfigError,
+     rf"Alard-Lupton sigmas \(alardSigGauss\) must be positive finite numbers .*got {HUGE}$"),
+    (lambda: make_regularization_matrix(HUGE), InvalidConfigError,
+     rf"regularization needs an odd kernel size >= 3; got {HUGE}$"),
+    (lambda: make_regularization_matrix(HUGE + 1), InvalidConfigError,
+     rf"the regularization matrix of a {HUGE + 1} x {HUGE + 1} px kernel is more than numpy can allocate"),
+    (lambda: make_regularization_matrix(5, border_penalty=HUGE), InvalidConfigError,
+     rf"regularizationBorderPenalty must be >= 0; got {HUGE} \(a finite number"),
+    (lambda: KernelCandidate(0, HUGE, 5.0), InvalidInputError,
+     rf"a KernelCandidate's x must be a finite number \(its parent pixel coordinate\); got {HUGE}$"),
+    (lambda: Box2D((0, 0), (HUGE, 1)), InvalidInputError,
+     rf"Box2D maximum must be a pair of finite numbers, as in \(100.0, 50.0\); got \({HUGE}, 1\)"),
+    (lambda: as_point((HUGE, 0.0)), InvalidInputError, rf"position must be finite; got \({HUGE}, 0.0\)"),
+])
+def test_an_integer_beyond_the_float_range_raises_the_typed_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_an_integer_beyond_the_float_range_is_a_count_or_a_cell_size(cells):
+    # integers are finite: a count of positions or a cell size that large is legal (all of them; one cell)
+    assert cells.between_positions(HUGE) == cells.between_positions(10 ** 6)
+    assert len(cells.between_positions(HUGE)) > len(cells.between_positions())
+    wide = SpatialCellSet(Box2I((0, 0), (256, 256)), HUGE, 64)
+    assert (wide.nx, wide.ny) == (1, 4)
+    assert cells.cell_index(HUGE, 5) == -1 and cells.cell_index(5, 5) == 0  # (far outside the box)
+
+
+def test_zero_dimensional_arrays_are_taken_as_the_numbers_they_hold(cells):
+    # np.array(5) and np.array(0.7) worked before the argument checks, as they do in GaussianPsf and as_point
+    basis = makeDeltaFunctionBasisList(np.array(5))
+    assert np.array_equal(basis.images, makeDeltaFunctionBasisList(5).images) and basis.description == {
+        "DFKernelSize": 5}
+    al = makeAlardLuptonBasisList(np.array(5), np.array(2), [np.array(0.7), 1.5], [np.array(2), np.array(1.0)])
+    np.testing.assert_array_equal(al.images, makeAlardLuptonBasisList(5, 2, [0.7, 1.5], [2, 1]).images)
+    sf = SpatialFunction("chebyshev1", np.array(2), BOX)
+    assert sf == SpatialFunction("chebyshev1", 2, BOX) and type(sf.order) is int
+    np.testing.assert_array_equal(make_regularization_matrix(np.array(7), border_penalty=np.array(3.0)),
+                                  make_regularization_matrix(7, border_penalty=3.0))
+    np.testing.assert_array_equal(make_regularization_matrix(5, "forwardDifference", orders=(1, np.array(2))),
+                                  make_regularization_matrix(5, "forwardDifference", orders=(1, 2)))
+    c = KernelCandidate(0, np.array(5.0), np.array(6))
+    assert (c.x, c.y) == (5.0, 6) and not isinstance(c.x, np.ndarray) and c.getPosition() == Point2D(5.0, 6.0)
+    assert Box2D((np.array(0.0), 0.0), (10.0, np.array(10))) == Box2D((0.0, 0.0), (10.0, 10.0))
+    assert BOX.grown(np.array(2.0)) == BOX.grown(2) and BOX.shifted(np.array(1.0), 0) == BOX.shifted(1, 0)
+    p = Point2D(np.array(1.5), 2.0)
+    assert p == (1.5, 2.0) and type(p.x) is float
+    assert cells.between_positions(np.array(8)) == cells.between_positions(8)
+    assert SpatialCellSet(Box2I((0, 0), (256, 256)), np.array(64), np.array(64.0)).nx == 4
+    # what they hold is checked as a number is
+    with pytest.raises(InvalidConfigError, match=r"spatialKernelOrder must be a whole number from 0 to 20; got "
+                                                 r"array\(2.5\)"):
+        SpatialFunction("chebyshev1", np.array(2.5), BOX)
+    with pytest.raises(InvalidInputError, match=r"a KernelCandidate's x must be a finite number .*got nan"):
+        KernelCandidate(0, np.array(np.nan), 1.0)
+    with pytest.raises(InvalidInputError, match=r"Box2I.grown's dx must be a whole number of pixels, as in 2; got "
+                                                r"array\(True\)"):
+        BOX.grown(np.array(True))
+
+
+def test_squared_spatial_functions_past_the_cap_rebuild_and_condition():
+    # squared() of an order >= 11 is past the cap of 20: its to_dict() and conditioned() were refused
+    box = Box2D((-1.0, -1.0), (1.0, 1.0))  # (the Chebyshev variable is x itself: the change of basis is exact)
+    sq = SpatialFunction("polynomial", 11, box).squared()
+    assert sq.order == 22 and SpatialFunction.from_dict(sq.to_dict()) == sq
+    cheb, B = sq.conditioned()
+    assert cheb == SpatialFunction.from_dict({**sq.to_dict(), "kind": "chebyshev1"}) and B.shape == (276, 276)
+    rng = np.random.default_rng(3)
+    c = rng.normal(size=cheb.nterms)
+    x, y = rng.uniform(-1, 1, 20), rng.uniform(-1, 1, 20)
+    np.testing.assert_allclose(c @ cheb(x, y), (c @ B) @ sq(x, y), rtol=1e-9, atol=1e-9 * np.abs(c).sum())

@@ -367,7 +367,7 @@ def test_values_that_overflow_the_transforms_are_refused_not_turned_into_nan():
     ("kernel.active", "kernelSize", 12, r"kernel\['AL'\].kernelSize: must satisfy an odd integer >= 3; got 12"),
     ("kernel.active", "kernelSize", "abc", r"kernel\['AL'\].kernelSize: expected an int; got 'abc'"),
     ("kernel.active", "kernelSize", 21.5, r"kernelSize: expected an int; got 21.5"),
-    ("kernel.active", "spatialKernelOrder", -1, r"spatialKernelOrder: out of range \[0, inf\); got -1"),
+    ("kernel.active", "spatialKernelOrder", -1, r"spatialKernelOrder: out of range \[0, 20\]; got -1"),
     ("kernel.active", "sizeCellX", 8, r"sizeCellX: out of range \[16, inf\); got 8"),
     ("kernel.active", "alardSigGauss", [-1.0], "alardSigGauss: every item must satisfy positive sigmas"),
     ("kernel.active", "alardDegGauss", [1.5], r"alardDegGauss\[0\]: expected an int; got 1.5"),

@@ -398,9 +398,33 @@ def test_kernel_from_dict_round_trips_and_refuses_malformed_descriptions():
     with pytest.raises(InvalidInputError, match=r"the 'basis_kind' entry is None"):  # (it made "None kernels")
         LinearCombinationKernel.from_dict({**d, "basis_kind": None})
     assert LinearCombinationKernel.from_dict({**d, "kernel_sum": None}).kernel_sum == 1.0  # as the docstring says
+    with pytest.raises(InvalidInputError, match=r"the spatial function's order 10000000 does not match the "
+                                                r"coefficients' 6 spatial terms"):  # (checked before it is built)
+        LinearCombinationKernel.from_dict({**d, "spatial_function": {**d["spatial_function"], "order": 10 ** 7}})
     with pytest.raises(InvalidInputError, match=r"the 'bbox' entry cannot be decoded \(KeyError: 'width'\)"):
         LinearCombinationKernel.from_dict({**d, "bbox": {"x0": 0, "y0": 0}})
     with pytest.raises(InvalidInputError, match=r"the 'spatial_function' entry cannot be decoded \(KeyError: 'bbox'\)"):
         LinearCombinationKernel.from_dict({**d, "spatial_function": {"kind": "chebyshev1", "order": 2}})
     with pytest.raises(InvalidInputError, match=r"the 'coefficients' entry cannot be decoded \(ValueError"):
         LinearCombinationKernel.from_dict({**d, "coefficients": [[1.0, 2.0], [3.0]]})
+
+
+def test_a_kernel_file_with_a_spatial_order_above_20_reads_back(tmp_path):
+    """Orders above 20 were legal before the cap: such a file read as a CorruptFileError."""
+    bbox = Box2I((100, 200), (300, 250))
+    sf = SpatialFunction.from_dict({"kind": "chebyshev1", "order": 21, "bbox": Box2D(bbox).to_dict()})  # (uncapped)
+    rng = np.random.default_rng(21)
+    basis = handmade_kernel().basis
+    coeffs = rng.normal(size=(len(basis), sf.nterms)) * 1e-3
+    coeffs[0] = 0.0
+    coeffs[0, 0] = 1.0  # (the first basis kernel alone has a sum: the kernel's sum is kernel_sum everywhere)
+    k = LinearCombinationKernel(basis, coeffs, sf, kernel_sum=0.93, bbox=bbox)
+    write_kernel(k, tmp_path / "k21.fits")
+    with fits.open(tmp_path / "k21.fits") as hdul:
+        assert hdul[0].header["SPORDER"] == 21
+    back = read_kernel(tmp_path / "k21.fits")
+    assert back.spatial_function == sf and back.spatial_function.nterms == 22 * 23 // 2
+    np.testing.assert_array_equal(back.coefficients, coeffs)
+    for pos in POSITIONS[:3]:  # (inside the box)
+        np.testing.assert_array_equal(back.computeImage(pos), k.computeImage(pos))
+        assert back.getSum(pos) == pytest.approx(0.93)

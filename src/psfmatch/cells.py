@@ -26,13 +26,12 @@ from __future__ import annotations
 import bisect
 import enum
 import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors import InvalidInputError
-from .geom import Box2I, Point2D
+from .geom import Box2I, Point2D, _finite_real, _integral, _scalar
 
 __all__ = ["CandidateStatus", "KernelCandidate", "SpatialCell", "SpatialCellSet", "PLACEMENTS"]
 
@@ -121,10 +120,11 @@ class KernelCandidate:
 
     def __post_init__(self):
         for name in ("x", "y"):
-            v = getattr(self, name)
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            v = _scalar(getattr(self, name))  # (np.array(5.0) is kept as 5.0)
+            if not _finite_real(v):
                 raise InvalidInputError(f"a KernelCandidate's {name} must be a finite number (its parent pixel "
                                         f"coordinate); got {v!r}")
+            setattr(self, name, v)
         self.status = _as_status(self.status)
 
     def setStatus(self, status: CandidateStatus, reason: str = "") -> None:
@@ -208,8 +208,7 @@ class SpatialCellSet:
         if bbox.isEmpty():
             raise InvalidInputError(f"cannot tile an empty box {bbox!r}")
         for name, size in (("sizeCellX", sizeCellX), ("sizeCellY", sizeCellY)):
-            if (isinstance(size, (bool, np.bool_)) or not isinstance(size, (int, np.integer, float, np.floating))
-                    or not np.isfinite(size) or size != int(size) or size < 1):
+            if not (_integral(size) and int(_scalar(size)) >= 1):
                 raise InvalidInputError(f"{name} must be a whole number of pixels >= 1; got {size!r}")
         if placement not in PLACEMENTS:
             raise InvalidInputError(f"candidate placement must be one of {PLACEMENTS}; got {placement!r}")
@@ -273,9 +272,7 @@ class SpatialCellSet:
         InvalidInputError
             If ``max_positions`` is neither None nor a whole number.
         """
-        if max_positions is not None and (
-                isinstance(max_positions, (bool, np.bool_)) or not isinstance(max_positions, numbers.Real)
-                or not math.isfinite(max_positions) or max_positions != int(max_positions)):
+        if max_positions is not None and not _integral(max_positions):
             raise InvalidInputError(f"between_positions' max_positions must be a whole number of positions, or "
                                     f"None for all of them; got {max_positions!r}")
         xs, ys = self._candidate_axes()
@@ -352,6 +349,8 @@ class SpatialCellSet:
                 return -1
         except TypeError:  # (checked here, not before: this runs once per candidate)
             raise InvalidInputError(f"cell_index takes a position's x and y as numbers; got ({x!r}, {y!r})") from None
+        except OverflowError:  # an integer beyond the float range: far outside
+            return -1
         xi, yi = math.floor(x + 0.5), math.floor(y + 0.5)
         xe, ye = self._edge_lists
         if not (xe[0] <= xi < xe[-1] and ye[0] <= yi < ye[-1]):

@@ -19,6 +19,8 @@ import numbers
 import operator
 from typing import NamedTuple
 
+import numpy as np
+
 from .errors import InvalidInputError
 
 __all__ = ["Point2D", "Point2I", "Extent2I", "Box2I", "Box2D", "as_point"]
@@ -34,11 +36,35 @@ def _is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _scalar(value):
+    """``value``, or the number a 0-d numpy array holds (``np.array(5)`` is ``5``), for the type checks.
+
+    NumPy gives 0-d arrays where a number is meant (``np.asarray(5)``, ``np.median`` of an array
+    subclass...); ``float()`` and ``int()`` take them, so the argument checks take them too.
+    """
+    return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
+
+
+def _finite_real(value) -> bool:
+    """Whether ``value`` is a real number (not a bool) whose float is finite.
+
+    An integer beyond the float range (``10**400``) is not one: ``float()`` would overflow.
+    """
+    if not _is_real(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _integral(value) -> bool:
-    """Whether ``value`` is an integer, or a finite real number of integer value (``3.0``)."""
+    """Whether ``value`` (or the number a 0-d array holds) is an integer, or a finite real number of
+    integer value (``3.0``); integers of any size are."""
+    value = _scalar(value)
     if _is_integer(value):
         return True
-    return _is_real(value) and math.isfinite(value) and float(value).is_integer()
+    return _finite_real(value) and float(value).is_integer()
 
 
 def _operand_pair(other):
@@ -133,8 +159,10 @@ class Point2D(_PointArithmetic, _Point2DFields):
     __slots__ = ()
 
     def __new__(cls, x, y):
-        if not (type(x) is float and type(y) is float) and not (_is_real(x) and _is_real(y)):
-            raise InvalidInputError(f"Point2D needs two numbers (x, y); got ({x!r}, {y!r})")
+        if not (type(x) is float and type(y) is float):
+            x, y = _scalar(x), _scalar(y)
+            if not (_is_real(x) and _is_real(y)):
+                raise InvalidInputError(f"Point2D needs two numbers (x, y); got ({x!r}, {y!r})")
         return super().__new__(cls, x, y)
 
     @classmethod
@@ -268,6 +296,8 @@ def as_point(position, name="position") -> Point2D:
         x, y = float(x), float(y)
     except (TypeError, ValueError):
         raise InvalidInputError(f"{name} must hold two numbers; got {position!r}") from None
+    except OverflowError:  # an integer beyond the float range
+        raise InvalidInputError(f"{name} must be finite; got {position!r}") from None
     if not (math.isfinite(x) and math.isfinite(y)):
         raise InvalidInputError(f"{name} must be finite; got ({x}, {y})")
     return Point2D(x, y)
@@ -304,10 +334,10 @@ def _int_offset(value, what) -> int:
 def _real_pair(value, what, example):
     """``value`` (a pair of finite real numbers) as two floats, or InvalidInputError naming ``what``."""
     try:
-        a, b = value
+        a, b = map(_scalar, value)
     except (TypeError, ValueError):
         a = b = None
-    if not (_is_real(a) and _is_real(b) and math.isfinite(a) and math.isfinite(b)):
+    if not (_finite_real(a) and _finite_real(b)):
         raise InvalidInputError(f"Box2D {what} must be a pair of finite numbers, as in {example}; got {value!r} "
                                 "(or give a Box2I, whose pixel edges the Box2D then reaches)")
     return float(a), float(b)

@@ -292,8 +292,9 @@ def read_kernel(path) -> LinearCombinationKernel:
                 raise CorruptFileError(f"{path}: the spatial function's box SPMINX..SPMAXY = ({x0:g}, {y0:g}) .. "
                                        f"({x1:g}, {y1:g}) is not a finite, non-empty box: the file is damaged")
             try:
-                sf = SpatialFunction(str(h["SPKIND"]).strip(), int(sp["SPORDER"]), Box2D((x0, y0), (x1, y1)))
-            except (TypeError, ValueError, InvalidInputError, InvalidConfigError) as exc:  # (an order above 20...)
+                # (uncapped: an order above 20 was written before the cap; COEFFS holds its terms, checked above)
+                sf = SpatialFunction._uncapped(str(h["SPKIND"]).strip(), order, Box2D((x0, y0), (x1, y1)))
+            except (TypeError, ValueError, InvalidInputError, InvalidConfigError) as exc:  # (an unknown kind...)
                 raise CorruptFileError(f"{path}: invalid spatial function ({exc})") from exc
         bbox = None
         if "BBX0" in h:

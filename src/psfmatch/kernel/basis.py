@@ -29,11 +29,13 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import InvalidConfigError
+from ..geom import _finite_real, _integral, _scalar
 
 __all__ = [
     "KernelBasis",
@@ -57,7 +59,9 @@ MAX_DEGREE = 20
 
 
 def _whole_number(value, name, remedy, minimum=None, maximum=None) -> int:
-    """``value`` as an int: an integer, or a finite real number of integer value (``21.0``).
+    """``value`` as an int: an integer (of any size), or a finite real number of integer value (``21.0``).
+
+    A 0-d numpy array is taken as the number it holds.
 
     Raises
     ------
@@ -65,15 +69,24 @@ def _whole_number(value, name, remedy, minimum=None, maximum=None) -> int:
         If ``value`` is not one (None, a string, NaN, inf, 2.5, a bool) or lies outside
         ``[minimum, maximum]`` (either bound None: none); the message names ``name`` and says ``remedy``.
     """
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-          and math.isfinite(value) and float(value).is_integer())
+    ok = _integral(value)
     if ok:
-        ok = (minimum is None or int(value) >= minimum) and (maximum is None or int(value) <= maximum)
+        number = int(_scalar(value))  # (an int, compared with the bounds exactly whatever its size)
+        ok = (minimum is None or number >= minimum) and (maximum is None or number <= maximum)
     if not ok:
         bounds = {(True, True): "", (False, True): f" >= {minimum}", (True, False): f" <= {maximum}",
                   (False, False): f" from {minimum} to {maximum}"}[(minimum is None, maximum is None)]
         raise InvalidConfigError(f"{name} must be a whole number{bounds}; got {value!r} ({remedy})")
-    return int(value)
+    return number
+
+
+def _check_addressable(values, what, remedy) -> None:
+    """InvalidConfigError when an array of ``values`` float64 numbers is more than numpy can allocate.
+
+    (A size of hundreds of digits made numpy raise a bare OverflowError or ValueError.)
+    """
+    if values * 8 > sys.maxsize:
+        raise InvalidConfigError(f"{what} is more than numpy can allocate ({remedy})")
 
 
 def _real_list(values, name, example) -> list:
@@ -187,12 +200,15 @@ def alard_lupton_basis(half_width, sigmas, degrees, renormalize=True) -> np.ndar
         raise InvalidConfigError(
             f"alardSigGauss has {len(sigmas)} entries but alardDegGauss has {len(degrees)}; they must match")
     for sigma, deg in zip(sigmas, degrees):
-        if (not isinstance(sigma, numbers.Real) or isinstance(sigma, (bool, np.bool_)) or not math.isfinite(sigma)
-                or not sigma > 0):
+        if not (_finite_real(_scalar(sigma)) and sigma > 0):
             raise InvalidConfigError(f"Alard-Lupton sigmas (alardSigGauss) must be positive finite numbers "
                                      f"(Gaussian widths in pixels); got {sigma!r}")
         _whole_number(deg, "each Alard-Lupton degree (alardDegGauss)",
                       "the degree of the polynomial multiplying its Gaussian", minimum=0, maximum=MAX_DEGREE)
+    k = 2 * h + 1
+    _check_addressable(max(2, sum((int(d) + 1) * (int(d) + 2) // 2 for d in degrees)) * k * k,
+                       f"an Alard-Lupton basis of {k} x {k} px kernels", "the kernel size is 2 * halfWidth + 1: "
+                       "a few times the PSFs' FWHM, as in 21")
     # every fit with the same configuration builds the same basis: it is made once (a copy is returned)
     return _alard_lupton_images(h, tuple(float(s) for s in sigmas), tuple(int(d) for d in degrees),
                                 bool(renormalize)).copy()
@@ -251,6 +267,7 @@ def makeDeltaFunctionBasisList(width, height=None) -> KernelBasis:
         raise InvalidConfigError(f"delta-function kernels must be square and odd; got {width}x{height}")
     width = height = w
     n = width * height
+    _check_addressable(n * n, f"a delta-function basis of {w} x {w} px kernels", remedy)
     return KernelBasis(np.eye(n).reshape(n, height, width), "delta-function", {"DFKernelSize": int(width)})
 
 
@@ -338,8 +355,10 @@ def make_regularization_matrix(kernel_size, regularization_type="centralDifferen
                       minimum=3)
     if k % 2 == 0:
         raise InvalidConfigError(f"regularization needs an odd kernel size >= 3; got {kernel_size}")
-    if (not isinstance(border_penalty, numbers.Real) or isinstance(border_penalty, (bool, np.bool_))
-            or not math.isfinite(border_penalty) or border_penalty < 0):
+    _check_addressable(k ** 4, f"the regularization matrix of a {k} x {k} px kernel", "an odd kernel size of tens "
+                       "of pixels, as in 21")
+    border_penalty = _scalar(border_penalty)
+    if not (_finite_real(border_penalty) and border_penalty >= 0):
         raise InvalidConfigError(f"regularizationBorderPenalty must be >= 0; got {border_penalty!r} (a finite "
                                  "number: the default is 3.0; 0 leaves the border pixels unpenalized)")
     if regularization_type == "centralDifference":
@@ -347,7 +366,8 @@ def make_regularization_matrix(kernel_size, regularization_type="centralDifferen
             raise InvalidConfigError(f"centralRegularizationStencil must be 5 or 9; got {stencil}")
         L = _penalty_rows_central(k, stencil, border_penalty)
     elif regularization_type == "forwardDifference":
-        orders = [orders] if np.isscalar(orders) else list(orders)
+        orders = _scalar(orders)
+        orders = [orders] if np.isscalar(orders) else [_scalar(o) for o in orders]
         if not orders or any(not isinstance(o, numbers.Real) or isinstance(o, (bool, np.bool_))
                              or o not in (1, 2, 3) for o in orders):
             raise InvalidConfigError(f"forwardRegularizationOrders must each be 1, 2 or 3; got {orders}")

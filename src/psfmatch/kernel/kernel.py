@@ -529,6 +529,18 @@ class LinearCombinationKernel:
         basis = decode("basis", lambda images: KernelBasis(array(images), kind,
                                                            decode("basis_description", dict) or {}))
         kernel_sum = d.get("kernel_sum")
-        return cls(basis, decode("coefficients", array), decode("spatial_function", SpatialFunction.from_dict),
+        coefficients = decode("coefficients", array)
+
+        def spatial(sfd):
+            # the order the coefficients hold, before building it (an absurd order would allocate its terms)
+            order = sfd["order"]
+            n = coefficients.shape[1] if coefficients.ndim == 2 else -1
+            if not (isinstance(order, (int, np.integer)) and order >= 0 and (order + 1) * (order + 2) // 2 == n):
+                raise InvalidInputError(f"{who}: the spatial function's order {order!r} does not match the "
+                                        f"coefficients' {n} spatial terms; pass the dict LinearCombinationKernel."
+                                        "to_dict returns")
+            return SpatialFunction.from_dict(sfd)
+
+        return cls(basis, coefficients, decode("spatial_function", spatial),
                    1.0 if kernel_sum is None else kernel_sum,
                    decode("bbox", lambda bb: Box2I((bb["x0"], bb["y0"]), (bb["width"], bb["height"]))))

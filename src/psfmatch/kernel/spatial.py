@@ -80,10 +80,26 @@ class SpatialFunction:
     """
 
     def __init__(self, kind, order, bbox):
+        self._set(kind, order, bbox, MAX_DEGREE)
+
+    @classmethod
+    def _uncapped(cls, kind, order, bbox) -> "SpatialFunction":
+        """A SpatialFunction checked as the constructor checks it, but of any order >= 0.
+
+        For the functions psfmatch derives or reads back rather than the orders one asks for:
+        :meth:`squared` (twice the order), :meth:`conditioned` and :meth:`from_dict` of those, and
+        a kernel file written before the cap (whose coefficients already hold every term).
+        """
+        sf = object.__new__(cls)
+        sf._set(kind, order, bbox, None)
+        return sf
+
+    def _set(self, kind, order, bbox, maximum):
+        """Check and store the attributes; ``order`` from 0 to ``maximum`` (None: no upper bound)."""
         if kind not in SPATIAL_MODEL_TYPES:
             raise InvalidConfigError(f"spatialModelType must be one of {SPATIAL_MODEL_TYPES}; got {kind!r}")
         order = _whole_number(order, "spatialKernelOrder", "the total degree of the kernel's variation over the "
-                              "field: 0 for a constant kernel, LSST's default is 2", minimum=0, maximum=MAX_DEGREE)
+                              "field: 0 for a constant kernel, LSST's default is 2", minimum=0, maximum=maximum)
         if isinstance(bbox, Box2I):
             if bbox.isEmpty():
                 raise InvalidInputError(f"a SpatialFunction's bbox must not be empty; got {bbox!r} (give the "
@@ -163,7 +179,7 @@ class SpatialFunction:
         """
         if self.kind == "chebyshev1":
             return self, np.eye(self.nterms)
-        cheb = SpatialFunction("chebyshev1", self.order, self.bbox)
+        cheb = SpatialFunction._uncapped("chebyshev1", self.order, self.bbox)  # (the order of squared() too)
         per_axis = []
         b = self.bbox
         for lo, hi in ((b.minX, b.maxX), (b.minY, b.maxY)):
@@ -207,9 +223,7 @@ class SpatialFunction:
 
         Its order may exceed :data:`~psfmatch.kernel.basis.MAX_DEGREE`, which caps the orders one asks for.
         """
-        sq = object.__new__(SpatialFunction)  # (past the constructor's cap; kind and bbox are checked already)
-        sq.kind, sq.order, sq.bbox, sq.terms = self.kind, 2 * self.order, self.bbox, _terms(2 * self.order)
-        return sq
+        return SpatialFunction._uncapped(self.kind, 2 * self.order, self.bbox)
 
     def product_tensor(self) -> np.ndarray:
         """``P`` with ``f_j f_k = sum_p P[j, k, p] g_p``, ``g`` the terms of :meth:`squared`.
@@ -236,8 +250,9 @@ class SpatialFunction:
 
     @classmethod
     def from_dict(cls, d) -> "SpatialFunction":
+        """The SpatialFunction :meth:`to_dict` described, of any order (that of :meth:`squared` too)."""
         b = d["bbox"]
-        return cls(d["kind"], d["order"], Box2D((b["minX"], b["minY"]), (b["maxX"], b["maxY"])))
+        return cls._uncapped(d["kind"], d["order"], Box2D((b["minX"], b["minY"]), (b["maxX"], b["maxY"])))
 
     def __eq__(self, other):
         return (isinstance(other, SpatialFunction) and self.kind == other.kind and self.order == other.order
