@@ -822,18 +822,23 @@ def test_a_spatially_varying_reference_is_counted_in_the_fit_memory(monkeypatch)
         ModelPsfMatchTask(config=cfg).fitKernel(psf, ref, bbox)
     cfg.maxMemoryGiB = 1.01 * need / 2 ** 30
     task = ModelPsfMatchTask(config=cfg)
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        fit = task.fitKernel(psf, ref, bbox)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    fit, peak = _traced_fit(task, psf, ref, bbox)
     assert fit.metadata["nCells"] == n
     assert 0.5 * need < peak <= cfg.maxMemoryGiB * 2 ** 30
     # a constant reference is realized once: not counted
     const = ModelPsfMatchTask(config=cfg).fitKernel(psf, GaussianPsf(21, 21, 2.6), bbox)
     assert const.metadata["nCells"] == n
+
+
+def _traced_fit(task, psf, ref, bbox):
+    """``task.fitKernel(psf, ref, bbox)`` and its peak of traced memory (bytes)."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        fit = task.fitKernel(psf, ref, bbox)
+        return fit, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def _n_cells(bbox, cell):
@@ -942,13 +947,7 @@ def test_fit_with_the_limit_just_above_its_estimate_stays_under_it(monkeypatch):
     need = max(estimate_fit_memory(cfg, 256, p)[0] for p in (psf.computeKernelImage((512, 512)).shape[0], 31))
     cfg.maxMemoryGiB = 1.01 * need / 2 ** 30
     task = ModelPsfMatchTask(config=cfg)
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        fit = task.fitKernel(psf, ref, bbox)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    fit, peak = _traced_fit(task, psf, ref, bbox)
     assert fit.kernel.getWidth() == 41 and fit.metadata["nCells"] == 256
     assert 0.3 * need < peak <= cfg.maxMemoryGiB * 2 ** 30
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from .cells import CandidateStatus, SpatialCellSet
 from .errors import InvalidInputError, MissingDependencyError, PsfEvaluationError
-from .geom import Box2I, Point2D, as_point
+from .geom import Box2I, Point2D, _scalar, as_point
 from .image import MaskedImage
 from .kernel import LinearCombinationKernel
 from .psf.base import as_psf, model_domain, pad_or_crop
@@ -183,11 +183,6 @@ def _points(positions, name) -> list:
     if not points:
         raise InvalidInputError(f"{name} is empty: give at least one (x, y) pair")
     return points
-
-
-def _scalar(value):
-    """A 0-d array's value (``np.array(50.0)`` is 50.0); anything else as it is."""
-    return value.item() if isinstance(value, np.ndarray) and value.ndim == 0 else value
 
 
 def _products(result, exposure=None, science_psf=None, what="the QA"):

@@ -530,25 +530,22 @@ class ModelPsfMatchTask:
                 md["ALBasisMode"] = "auto"  # the widths came from the PSFs' moments (and wing sizes), not the config
         qa = md.setdefault("qa", {})
         flags = []
-        if report is not None:
-            qa["illPosed"] = report.to_metadata()
-            if report.illPosed:
+        # (the check between the candidates is made only where the one at them passed: one flag at most)
+        for key, checked in (("illPosed", report), ("illPosedBetween", between)):
+            if checked is None:
+                continue
+            qa[key] = checked.to_metadata()
+            if checked.illPosed:
                 flags.append(FLAG_ILL_POSED)
-                md.setdefault("notes", []).append(report.message())
-            elif report.nUnmeasured:
-                md.setdefault("notes", []).append(report.unmeasured_message())
+                md.setdefault("notes", []).append(checked.message())
+            elif checked.nUnmeasured:
+                md.setdefault("notes", []).append(checked.unmeasured_message())
+        if report is not None:
             by_cell = {c: j for j, c in enumerate(survey.cells)}
             for cand in fit.cellSet.candidates():
                 j = by_cell.get(cand.id)
                 if j is not None:
                     cand.qa["illPosedDeficit"] = float(report.deficit[j])
-        if between is not None:
-            qa["illPosedBetween"] = between.to_metadata()
-            if between.illPosed:
-                flags.append(FLAG_ILL_POSED)
-                md.setdefault("notes", []).append(between.message())
-            elif between.nUnmeasured:
-                md.setdefault("notes", []).append(between.unmeasured_message())
         flags += check_kernel_quality(qa, self.config.qaMaxResidual, self.config.qaMaxKernelNegativeFraction,
                                       stacklevel=4 + warn_skip,
                                       auto_kernel=(auto_md is not None) and (bool(auto_md.get("trials")) or "kept"),
