@@ -15,7 +15,7 @@ scheduler) and written as ``DIR/<input file name>``.  Inputs whose outputs are
 complete and valid from an earlier run are skipped, so re-running the same
 command resumes an interrupted batch.  The JSON report is marked ``running``
 as soon as the matching starts (replacing an earlier report), ``interrupted``
-(with the inputs done) when the batch is stopped (Ctrl-C, a lost cluster),
+(with the inputs done) when the batch is stopped (Ctrl-C, SIGTERM, a lost cluster),
 ``failed`` (with the error and its remedy) when an error that re-running the
 same command cannot fix stops it, and is complete at the end.  No output
 (a matched file, the report, the coadd) may replace a file the command reads
@@ -185,13 +185,14 @@ def add_batch_parser(subparsers, parents=()):
                    help="the PSF to match to (gaussian:sigma=2.6, doublegaussian:..., moffat:..., a file), or "
                         "'auto': a round Gaussian a margin broader than the broadest science PSF axis over all "
                         "inputs (sigma^2 = (1+margin)^2 lambda_max + floor^2)")
-    b.add_argument("--reference-kind", choices=("gaussian", "doublegaussian"), default="gaussian",
+    # (no defaults for the three 'auto' options, so that one given with a reference PSF is seen: a usage error)
+    b.add_argument("--reference-kind", choices=("gaussian", "doublegaussian"), default=None,
                    help="shape of an 'auto' reference (default gaussian; doublegaussian: core as the rule, wing "
-                        "twice as broad, peak ratio 0.1)")
+                        "twice as broad, peak ratio 0.1; needs -r auto)")
     b.add_argument("--reference-margin", type=_nonnegative_float, default=None, metavar="M",
-                   help="fractional margin of an 'auto' reference (default 0.1)")
+                   help="fractional margin of an 'auto' reference (default 0.1; needs -r auto)")
     b.add_argument("--reference-floor", type=_nonnegative_float, default=None, metavar="F",
-                   help="pixels added in quadrature to an 'auto' reference sigma (default 0.7)")
+                   help="pixels added in quadrature to an 'auto' reference sigma (default 0.7; needs -r auto)")
     b.add_argument("--outdir", "-o", required=True, type=_outdir, metavar="DIR",
                    help="output directory (created if needed)")
     b.add_argument("--coadd", metavar="OUT.fits", help="also coadd the matched exposures into OUT.fits")
@@ -206,11 +207,13 @@ def add_batch_parser(subparsers, parents=()):
     b.add_argument("--scheduler", type=_scheduler_address, metavar="ADDRESS",
                    help="address of a running Dask scheduler (e.g. tcp://host:8786); default: start a local cluster")
     b.add_argument("--scheduler-timeout", type=_positive_float, default=None, metavar="S",
-                   help="seconds to wait for the --scheduler to answer (default 10)")
+                   help="seconds to wait for the --scheduler to answer (default 10; needs --scheduler)")
     b.add_argument("--workers", type=_workers, metavar="N",
-                   help="worker processes of the local cluster (default: one per core; at most 8 per core)")
+                   help="worker processes of the local cluster (default: one per core; at most 8 per core; not with "
+                        "--scheduler)")
     b.add_argument("--memory-limit", type=_memory_limit, metavar="BYTES",
-                   help="memory limit per local worker, e.g. 4GiB (default: 85%% of the memory / workers)")
+                   help="memory limit per local worker, e.g. 4GiB (default: 85%% of the memory / workers; not with "
+                        "--scheduler)")
     b.add_argument("--force", action="store_true", help="redo every input, even those already complete")
     b.add_argument("--fingerprint", choices=("stat", "sha256"), default="stat",
                    help="how inputs are recognised as unchanged on a re-run: size and mtime (default) or a "
@@ -261,12 +264,13 @@ def _inputs_and_psfs(args):
 def _list_line(text, listing, lineno):
     """``(path, psf)`` of a line of ``--input-list``: a path, optionally followed by its PSF (FILE or SPEC).
 
-    A line that names an existing file (or has no blank) is one path, spaces and all, as before PSFs
-    could be listed; otherwise it is split as a shell would (quotes keep a path with spaces whole).
+    A line that names an existing file (or has no blank and opens with no quote) is one path, spaces
+    and all, as before PSFs could be listed; otherwise it is split as a shell would (quotes keep a
+    path with spaces whole, and are removed from a quoted path with none: ``"a.fits"`` is ``a.fits``).
     """
     from .errors import UnsupportedFormatError
 
-    if os.path.exists(text) or not any(c.isspace() for c in text):
+    if os.path.exists(text) or not (any(c.isspace() for c in text) or text[:1] in ("'", '"')):
         return text, None
     remedy = ("give the input's path, optionally followed by its PSF (FILE or SPEC), separated by blanks; quote a "
               "path with spaces in it")
@@ -370,7 +374,8 @@ def _check_destination(path, what, paths, outdir, *, overwrite, replaceable=None
     _check_extra_output(path, what, paths, outdir)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder) and not same_file(folder, outdir):
-        raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist")
+        raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist; create it "
+                               f"(mkdir -p {shlex.quote(folder)}) or give a path in an existing directory")
     if os.path.lexists(path) and not overwrite and not (replaceable is not None and replaceable(path)):
         kind = "is not a psfmatch batch report" if replaceable is not None else "exists already"
         raise OutputExistsError(f"{what} {path} {kind}; pass --overwrite to replace it, or choose another name")
@@ -388,6 +393,42 @@ def _coadd_only_options(args):
         return []
     return [option for option, value in (("--coadd-exclude", args.coadd_exclude), ("--coadd-tile", args.coadd_tile))
             if value is not None]
+
+
+def _auto_only_options(args):
+    """The options of an automatic reference given with a reference PSF (which would ignore them).
+
+    Returns
+    -------
+    list of str
+        ``--reference-kind``, ``--reference-margin`` and ``--reference-floor`` where given while
+        ``--reference-psf`` is not ``auto``; empty otherwise.
+    """
+    if args.reference_psf == "auto":
+        return []
+    return [option for option, value in (("--reference-kind", args.reference_kind),
+                                         ("--reference-margin", args.reference_margin),
+                                         ("--reference-floor", args.reference_floor)) if value is not None]
+
+
+def _cluster_option_error(args):
+    """The usage error of cluster options that the chosen cluster would ignore, or None.
+
+    ``--workers`` and ``--memory-limit`` size the local cluster, which ``--scheduler`` replaces;
+    ``--scheduler-timeout`` is how long to wait for that ``--scheduler``.
+    """
+    if args.scheduler is not None:
+        local = [option for option, value in (("--workers", args.workers), ("--memory-limit", args.memory_limit))
+                 if value is not None]
+        if local:
+            names, one = " and ".join(local), len(local) == 1
+            return (f"{names} {'sizes' if one else 'size'} the local cluster, which --scheduler {args.scheduler} "
+                    f"replaces ({'it would be' if one else 'they would be'} ignored): size your own cluster when you "
+                    f"start it, or leave --scheduler out to start a local one")
+    elif args.scheduler_timeout is not None:
+        return ("--scheduler-timeout is how long to wait for the --scheduler ADDRESS (without one a local cluster is "
+                "started, and the timeout would be ignored): add --scheduler ADDRESS, or leave --scheduler-timeout out")
+    return None
 
 
 def _check_coadd_options(args, paths):
@@ -449,7 +490,10 @@ def run_batch_command(args) -> int:
         1 when any input failed (the coadd is then not made, so that re-running
         the same command once the inputs are fixed writes it) or the coadd
         could not be made, 2 on a usage error found after parsing (no inputs,
-        or ``--coadd-exclude`` / ``--coadd-tile`` without ``--coadd``).
+        ``--coadd-exclude`` / ``--coadd-tile`` without ``--coadd``, or
+        ``--reference-kind`` / ``--reference-margin`` / ``--reference-floor``
+        without ``-r auto``, ``--workers`` / ``--memory-limit`` with
+        ``--scheduler``, or ``--scheduler-timeout`` without it).
     """
     from . import progress as progress_mod
     from .batch import _check_paths, _check_spared_files, _one_line, coadd, match_many
@@ -463,6 +507,17 @@ def run_batch_command(args) -> int:
         print(f"psfmatch batch: error: {names} {'needs' if one else 'need'} --coadd (without a coadd "
               f"{'it would be' if one else 'they would be'} ignored); add --coadd OUT.fits to make the coadd, or leave "
               f"{names} out", file=sys.stderr)
+        return 2
+    conflict = _cluster_option_error(args)
+    if conflict:
+        print(f"psfmatch batch: error: {conflict}", file=sys.stderr)
+        return 2
+    stray = _auto_only_options(args)
+    if stray:
+        names, one = " and ".join(stray), len(stray) == 1
+        print(f"psfmatch batch: error: {names} {'shapes' if one else 'shape'} the automatic reference of "
+              f"-r auto; with -r {args.reference_psf} {'it would be' if one else 'they would be'} ignored: give "
+              f"-r auto, or leave {names} out", file=sys.stderr)
         return 2
     paths, listed_psfs = _inputs_and_psfs(args)
     if not paths:
@@ -496,7 +551,7 @@ def run_batch_command(args) -> int:
 
         reference = parse_psf_spec(args.reference_psf, role="reference PSF")
     psf = _science_psfs(args, listed_psfs)
-    ref_opts = {"kind": args.reference_kind}
+    ref_opts = {"kind": args.reference_kind or "gaussian"}
     if args.reference_margin is not None:
         ref_opts["margin"] = args.reference_margin
     if args.reference_floor is not None:

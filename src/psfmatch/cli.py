@@ -11,8 +11,9 @@ Subcommands::
     psfmatch batch ...   (many exposures on Dask: see :mod:`psfmatch.batch_cli`)
 
 Exit status: 0 on success, 1 on a failure (one line on standard error; the
-traceback too with ``-v``), 2 on a usage error.  Outputs are written
-atomically and only when the whole command succeeded.  A PSF SPEC is one of::
+traceback too with ``-v``), 2 on a usage error, 130 when interrupted (Ctrl-C),
+143 (129) when stopped by SIGTERM (SIGHUP), which cleans up as Ctrl-C does.
+Outputs are written atomically and only when the whole command succeeded.  A PSF SPEC is one of::
 
     gaussian:sigma=2.6          gaussian:fwhm=6.1
     doublegaussian:sigma1=2.0,sigma2=4.5,b=0.1
@@ -30,6 +31,7 @@ import contextlib
 import logging
 import math
 import os
+import shlex
 import sys
 import traceback
 import warnings
@@ -376,7 +378,8 @@ class _StagedOutputs:
             raise OutputExistsError(f"{what} {path} is also used for another output; give distinct file names")
         folder = os.path.dirname(full)
         if not os.path.isdir(folder):
-            raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist")
+            raise MissingFileError(f"cannot write {what} {path}: directory {folder} does not exist; create it "
+                                   f"(mkdir -p {shlex.quote(folder)}) or give a path in an existing directory")
         why = why_unwritable(folder)
         if why:
             raise OutputNotWritableError(f"cannot write {what} {path}: directory {folder} is not writable ({why}); make "
@@ -702,6 +705,12 @@ def _setup_debug(args):
             raise OutputNotWritableError(f"--debug-dir {args.debug_dir}: directory is not writable ({why}); make it "
                                          "writable (chmod u+wx) or give another directory")
         debug.set_output_dir(args.debug_dir)
+        switched_on = debug.Info is not debug.getInfo or any(
+            debug.Info(name).display for name in ("psfmatch.task", "psfmatch.solve"))  # (set in Python before main)
+        if not getattr(args, "debug", False) and not switched_on:  # accepted and checked, yet nothing drawn there
+            log.warning("--debug-dir %s without --debug: no debug.py is imported, so no debug display is switched "
+                        "on and nothing is written there; add --debug (with a debug.py on the Python path or in the "
+                        "current directory)", args.debug_dir)
     if getattr(args, "debug", False):
         mod = debug.import_debug_module()
         if mod is not None:
@@ -721,8 +730,8 @@ def _add_task_options(p):
                    help="import debug.py from the Python path (PYTHONPATH, then the current directory) to switch "
                         "on debug displays, as pipetask --debug does")
     p.add_argument("--debug-dir", metavar="DIR",
-                   help="write debug displays as PNG files into DIR (default: on screen if there is one, else "
-                        "the current directory)")
+                   help="write the debug displays that --debug switches on as PNG files into DIR (default: on "
+                        "screen if there is one, else the current directory)")
     p.add_argument("--kernel-sum", type=_positive_float, default=1.0, metavar="S",
                    help="scale of the kernel: the matched image's flux is S times the input's (default 1)")
 
@@ -883,6 +892,91 @@ def _configure_logging(verbose, quiet):
     return restore
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP while a command runs, raised in the main thread as Ctrl-C is.
+
+    So the clean-up is Ctrl-C's: staged outputs and temporary files are removed, an older
+    output is left as it was, and a batch report is rewritten as ``interrupted``.
+    """
+
+    def __init__(self, signum):
+        import signal
+
+        self.signum = int(signum)
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:  # pragma: no cover - only the signals installed below are raised
+            name = f"signal {signum}"
+        super().__init__(name)
+
+
+@contextlib.contextmanager
+def _termination_as_interrupt():
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` while the block runs (main thread only).
+
+    Without it the process died at once, leaving its staged outputs (hidden ``.NAME.*.partial``
+    files as large as the outputs) and a batch report marked ``running``.  A signal that is
+    ignored (``nohup``) stays ignored; a second one while cleaning up kills the process as
+    before (the handler gives the signal back to the system's default first).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(signum, signal.SIG_DFL)
+        raise Terminated(signum)
+
+    saved = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        previous = signal.getsignal(sig)
+        if previous is signal.SIG_IGN:
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, handler)
+            saved[sig] = previous
+    try:
+        yield
+    finally:
+        for sig, previous in saved.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, signal.SIG_DFL if previous is None else previous)
+
+
+def _reader_went_away() -> bool:
+    """Whether standard output is a pipe that its reader closed (``psfmatch config | head -1``).
+
+    If so, standard output is pointed at the null device, so that Python's own flush at exit
+    does not complain either, and True is returned: the command stops quietly (status 1), as
+    Unix tools do, instead of printing ``error: [Errno 32] Broken pipe``.
+    """
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        closed = any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # (no file descriptor, e.g. captured; no poll on this system)
+        return False
+    if not closed:
+        return False
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+    return True
+
+
 def _one_line(exc) -> str:
     text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
     return text or type(exc).__name__
@@ -900,7 +994,9 @@ def main(argv=None) -> int:
     -------
     int
         0 on success, 1 on a failure (one line on standard error, with the
-        traceback when ``-v`` is given), 2 on a usage error, 130 when interrupted.
+        traceback when ``-v`` is given), 2 on a usage error, 130 when interrupted
+        (Ctrl-C), 128 + the signal's number (143, 129) when stopped by SIGTERM or SIGHUP;
+        1 without a message when the reader of standard output stopped reading (``| head``).
     """
     parser = _parser()
     try:
@@ -915,8 +1011,17 @@ def main(argv=None) -> int:
     saved_progress = progress.is_enabled()
     progress.set_enabled(sys.stderr.isatty() and not args.quiet and not getattr(args, "no_progress", False))
     try:
-        with _WarningsToLog(), debug.scoped():
-            return int(args.func(args) or 0)
+        with _termination_as_interrupt(), _WarningsToLog(), debug.scoped():
+            status = int(args.func(args) or 0)
+            sys.stdout.flush()  # (a reader that stopped reading is seen here, not as Python exits)
+            return status
+    except BrokenPipeError as exc:
+        if not _reader_went_away():
+            print(f"psfmatch {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except Terminated as exc:
+        print(f"psfmatch: terminated ({exc})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("psfmatch: interrupted", file=sys.stderr)
         return 130
