@@ -1051,6 +1051,11 @@ def apply_overrides(config, overrides):
     return config
 
 
+def _refused_exit(code=None):
+    """``exit()`` / ``quit()`` inside an override file: raise SystemExit, which :func:`load_overrides` refuses."""
+    raise SystemExit(code)
+
+
 def load_overrides(config, path):
     """Apply an override file: Python (``config.x = ...``, as ``pipetask -C``), TOML or YAML.
 
@@ -1061,7 +1066,9 @@ def load_overrides(config, path):
     ------
     InvalidConfigError
         If the file is missing, unreadable (a directory, not UTF-8 text), of an
-        unknown type, or sets an unknown field or a bad value.
+        unknown type, or sets an unknown field or a bad value; or if a Python
+        file raises an exception or tries to end the program (``sys.exit()``,
+        ``exit()``: a `SystemExit`).  A `KeyboardInterrupt` passes through.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -1080,10 +1087,18 @@ def load_overrides(config, path):
         except (SyntaxError, ValueError, UnicodeDecodeError) as exc:
             raise InvalidConfigError(f"config override file {path!r} is not valid Python: {exc}") from None
         try:
-            # inf and nan as names too, so that a dump of an infinite threshold loads back
-            exec(code, {"config": config, "__file__": path, "inf": math.inf, "nan": math.nan})
+            # inf and nan as names too, so that a dump of an infinite threshold loads back; exit() and quit()
+            # only raise SystemExit (the interactive builtins would close sys.stdin first)
+            exec(code, {"config": config, "__file__": path, "inf": math.inf, "nan": math.nan,
+                        "exit": _refused_exit, "quit": _refused_exit})
         except InvalidConfigError:
             raise
+        except SystemExit as exc:  # sys.exit(), exit(), raise SystemExit: not the file's to decide
+            code_text = "" if exc.code is None else repr(exc.code)
+            raise InvalidConfigError(
+                f"config override file {path!r} tried to end the program: it raised SystemExit({code_text}), as "
+                "sys.exit() and exit() do; a config file sets fields (config.x = ...) and must not exit: remove the "
+                "call (raise an exception instead to reject a setting)") from None
         except Exception as exc:
             raise InvalidConfigError(f"config override file {path!r} failed: {type(exc).__name__}: {exc}") from exc
         return config

@@ -225,7 +225,12 @@ def atomic_write(path, overwrite=False):
     ``.<name>.<random>.tmp``; for a compressed name (``.gz``, ``.bz2``,
     ``.xz``) the compression suffix is repeated at its end
     (``.<name>.<random>.tmp.gz``), so that writers choosing the compression by
-    the extension (astropy) compress the file.
+    the extension (astropy) compress the file.  A gzip writer records the
+    name it wrote to in the gzip header (``FNAME``, RFC 1952), which
+    ``gunzip -N`` would restore: for a ``.gz`` name that field is removed
+    before the file is moved into place, so the header names no file
+    (``gunzip -N`` then names the output after the file, ``x.fits`` for
+    ``x.fits.gz``).  bzip2 and xz files hold no file name.
 
     Examples
     --------
@@ -265,6 +270,11 @@ def atomic_write(path, overwrite=False):
             raise _unwritable(path, directory, exc) from exc
         if not os.path.exists(tmp):
             raise OSError(f"nothing was written for {path!r}")
+        if suffix == ".tmp.gz":
+            try:
+                _drop_gzip_name(tmp)
+            except OSError as exc:
+                raise _unwritable(path, directory, exc) from exc
         if overwrite:
             os.replace(tmp, path)
         else:
@@ -281,6 +291,45 @@ def atomic_write(path, overwrite=False):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+_GZIP_FNAME = 0x08  # the FLG bit of a gzip member header (RFC 1952) telling that a file name follows
+
+
+def _drop_gzip_name(path) -> None:
+    """Remove the file name (``FNAME``) from the gzip header of ``path``, in place.
+
+    Python's gzip module (which astropy writes ``.gz`` files with) records the
+    name of the file it writes, here a temporary one.  A header with only that
+    optional field (the fixed 10 bytes, the zero-terminated name, then the
+    deflate data) is rewritten without it, the data moved up by the name's
+    length; any other file (not gzip, other optional fields, truncated) is
+    left as it is.
+    """
+    with open(path, "r+b") as fh:
+        head = fh.read(10)
+        if len(head) < 10 or head[:3] != b"\x1f\x8b\x08" or head[3] != _GZIP_FNAME:
+            return
+        end = -1
+        while end < 0:  # the name's terminating zero byte
+            chunk = fh.read(4096)
+            if not chunk:
+                return  # no terminator: not a header psfmatch's writers make; left alone
+            if b"\0" in chunk:
+                end = fh.tell() - len(chunk) + chunk.index(b"\0") + 1
+        fh.seek(3)
+        fh.write(b"\0")  # FLG: no optional field
+        read_at, write_at = end, 10
+        while True:
+            fh.seek(read_at)
+            block = fh.read(1 << 20)
+            if not block:
+                break
+            fh.seek(write_at)
+            fh.write(block)
+            read_at += len(block)
+            write_at += len(block)
+        fh.truncate(write_at)
 
 
 # ---------------------------------------------------------------------------

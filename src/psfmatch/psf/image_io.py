@@ -31,12 +31,21 @@ from .image_psf import ImagePsf
 from .psfex import MAX_STAMP_SIZE, lanczos_weights
 
 __all__ = ["read_image_psf", "pixel_scale_from_header", "pixel_scale_from_wcs", "resample_psf",
-           "PIXEL_SCALE_KEYS"]
+           "PIXEL_SCALE_KEYS", "PSF_LIKE_MIN_SIZE", "PSF_LIKE_MIN_CENTRAL_FRACTION"]
 
 log = logging.getLogger(__name__)
 
 #: Header keywords giving the pixel scale directly in arcsec per pixel, in the order they are tried.
 PIXEL_SCALE_KEYS = ("PIXELSCL", "PIXSCALE", "SECPIX", "PIXSCAL1", "PIXSCALX")
+
+#: ``require_psf_like=True`` checks an image whose larger side has at least this many pixels; a smaller
+#: one is taken as a PSF stamp (every real PSF image the tests read is at most 101 px; a tight stamp,
+#: or one on a soft bias such as SDSS's, holds much of its light near its edges).
+PSF_LIKE_MIN_SIZE = 128
+#: ``require_psf_like=True`` wants at least this fraction of a checked image's flux in its central box
+#: (the middle half along each axis, a quarter of the area): real PSF images hold 0.9-1.0 there, a
+#: Gaussian PSF of sigma a quarter of the stamp about half; a sky-subtracted science frame about 0.25.
+PSF_LIKE_MIN_CENTRAL_FRACTION = 0.5
 
 #: Arcsec per unit of the WCS angle units (``CUNIT1``) that the CD and CDELT cards may be in.
 _ARCSEC_PER_UNIT = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0, "mas": 1e-3}
@@ -343,8 +352,49 @@ def _image_from_hdul(hdul, hdu, where, guard):
     return data, header, where
 
 
+def _light_width(data):
+    """Adaptive-moment sigma (pixels) of ``data``, measured on a copy binned to at most about 512 px a
+    side (cheap on a large frame); None when the moments do not converge."""
+    ny, nx = data.shape
+    b = max(1, -(-max(nx, ny) // 512))
+    if b > 1:
+        data = data[:ny - ny % b, :nx - nx % b].reshape(ny // b, b, nx // b, b).sum(axis=(1, 3))
+    ixx, iyy, _, _, _, ok = adaptive_moments(data)
+    if not bool(ok):
+        return None
+    return b * math.sqrt(max(float(ixx + iyy) / 2.0, 0.0))
+
+
+def _refuse_unlike_psf(data, header, label) -> None:
+    """Raise UnsupportedFormatError when ``data`` (background subtracted, positive sum) is no PSF image.
+
+    An image at least :data:`PSF_LIKE_MIN_SIZE` px along its larger side must hold at least
+    :data:`PSF_LIKE_MIN_CENTRAL_FRACTION` of its flux in its central box (the middle half along each
+    axis); a science frame, whose light is spread over the frame, holds about a quarter there.
+    """
+    ny, nx = data.shape
+    if max(nx, ny) < PSF_LIKE_MIN_SIZE:
+        return
+    y0, x0 = ny // 4, nx // 4
+    with np.errstate(over="ignore", invalid="ignore"):
+        fraction = float(data[y0:ny - y0, x0:nx - x0].sum() / data.sum())
+    if fraction >= PSF_LIKE_MIN_CENTRAL_FRACTION:
+        return
+    extname = str(header.get("EXTNAME", "") or "").strip()
+    what = f"a {nx}x{ny} image" + (f" (EXTNAME {extname!r})" if extname else "")
+    width = _light_width(data)
+    spread = f" and an adaptive-moment sigma of about {width:.0f} px" if width is not None else ""
+    raise UnsupportedFormatError(
+        f"{label}: read as a PSF image (no other PSF format matched), but it does not look like one: {what} with "
+        f"{fraction:.0%} of its flux in its central {nx - 2 * x0}x{ny - 2 * y0} box (a PSF image holds at least "
+        f"{PSF_LIKE_MIN_CENTRAL_FRACTION:.0%} there; light spread over the frame, about 25%){spread}: is it a "
+        "science exposure? Give the exposure's PSF model (a PSFEx or Piff file, an image of the PSF, or an "
+        "analytic SPEC such as gaussian:fwhm=F; --psf on the command line); if it really is an image of a PSF, "
+        "force the format: image:FILE on the command line, read_psf(path, format=\"image\") in Python")
+
+
 def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=None, recenter=False,
-                   background=0.0, size=None, rtol=1e-6) -> ImagePsf:
+                   background=0.0, size=None, rtol=1e-6, require_psf_like=False) -> ImagePsf:
     """Read a PSF image from a FITS file as an :class:`~psfmatch.psf.ImagePsf`.
 
     Parameters
@@ -369,6 +419,11 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         Odd output stamp size when resampling.
     rtol : float
         Scales whose relative difference is below ``rtol`` count as equal (no resampling).
+    require_psf_like : bool
+        Refuse an image that does not look like a PSF (see Notes).
+        :func:`~psfmatch.psf.read_psf` sets it when it identified the file
+        as an image itself (no ``format=``), so that a science exposure given
+        as a PSF is refused instead of read as one.
 
     Returns
     -------
@@ -380,7 +435,8 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     MissingFileError
         If the file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
-        If the HDU is missing or holds no image, or the path is a directory.
+        If the HDU is missing or holds no image, or the path is a directory;
+        with ``require_psf_like``, if the image does not look like a PSF.
     CorruptFileError
         If the data are not a 2-d finite image with positive flux, or a
         pixel-scale keyword is invalid.
@@ -399,6 +455,14 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     resampling the centre is mapped onto the output centre pixel directly.
     A 3-d image (a cube of one plane, e.g. webbpsf) is accepted when its
     leading axes have length 1.
+
+    With ``require_psf_like=True`` an image at least :data:`PSF_LIKE_MIN_SIZE`
+    (128) px along its larger side must hold at least
+    :data:`PSF_LIKE_MIN_CENTRAL_FRACTION` (half) of its flux, after
+    ``background`` is subtracted, in its central box (the middle half along
+    each axis, a quarter of the area).  The Spitzer IRAC and HST PSF images of
+    the project's test data hold 0.9 to 1.0 there; a science frame, whose
+    light (stars, sky) is spread over the frame, about 0.25.
     """
     if isinstance(background, (bool, np.bool_)) or not isinstance(background, numbers.Real) \
             or not math.isfinite(background):
@@ -429,6 +493,8 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     if not total > 0:
         raise CorruptFileError(f"{label}: the PSF image has non-positive sum {total:.4g} after subtracting "
                                f"background={background}; check background=")
+    if require_psf_like:
+        _refuse_unlike_psf(data, header, label)
     if pixel_scale is not None:
         scale = _positive_scale(pixel_scale, "pixel_scale")
     else:

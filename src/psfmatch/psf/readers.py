@@ -15,7 +15,11 @@ identifier reads headers only):
     a Piff file (a ``psf`` table with a ``type`` column): :class:`~psfmatch.psf.adapters.PiffPsf`
     (needs Piff; ``piff.read`` unpickles the file's WCS, so read trusted files only).
 ``image``
-    any FITS image: :func:`~psfmatch.psf.image_io.read_image_psf`.
+    any FITS image: :func:`~psfmatch.psf.image_io.read_image_psf`.  When the
+    format is identified (not named), an image that does not look like a PSF
+    (``require_psf_like=True``: 128 px or more along its larger side with less
+    than half of its flux in its central box, as a science exposure) is refused;
+    ``format="image"`` (``image:FILE`` on the command line) reads it anyway.
 
 Other readers can be added with :func:`register_psf_reader`.
 """
@@ -113,7 +117,10 @@ def read_psf(path, format=None, **kwargs):
         directory, or the file is one psfmatch wrote that holds no PSF (an
         exposure without one, a matching-kernel file), also when ``format``
         names a reader (``"image"``); or a psfmatch exposure with a PSF given
-        with a ``format`` other than ``"psfmatch"``.
+        with a ``format`` other than ``"psfmatch"``; or, when ``format`` is not
+        given, an image identified as such that does not look like a PSF (a
+        science exposure: see ``require_psf_like`` in
+        :func:`~psfmatch.psf.image_io.read_image_psf`).
     CorruptFileError
         If the file is not readable FITS, or is damaged (from the format's reader).
 
@@ -128,6 +135,7 @@ def read_psf(path, format=None, **kwargs):
     from ..io.fits import check_input_file
 
     path = check_input_file(path, "PSF")
+    identified = format is None
     if format is None:
         found = identify_psf_format(path)
         if not found:
@@ -144,6 +152,9 @@ def read_psf(path, format=None, **kwargs):
     reader, _ = _REGISTRY[format]
     if kwargs:
         _check_options(reader, format, kwargs)
+    if identified and reader is read_image_psf:
+        # any 2-d image is identified as one: refuse a science exposure (format="image" reads it anyway)
+        kwargs = {"require_psf_like": True, **kwargs}
     return reader(path, **kwargs)
 
 
