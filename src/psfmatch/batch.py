@@ -109,6 +109,7 @@ import logging
 import math
 import numbers
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -1042,6 +1043,14 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
     ignore it and use every core).  For your own cluster, set
     these variables in the workers' environment.
 
+    The embedded cluster's worker processes ignore SIGINT once started: a
+    terminal's Ctrl-C, which reaches every process of its foreground group,
+    interrupts the caller (a ``KeyboardInterrupt``; the cluster is then closed)
+    instead of killing each worker with a traceback of its own.  This process's
+    handler is never changed, so a Ctrl-C while the cluster starts still
+    interrupts (the workers starting then may print tracebacks).  A worker that
+    the nanny restarts later (after a crash) does not ignore it.
+
     Raises
     ------
     SchedulerUnreachableError
@@ -1074,19 +1083,21 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
                               "cores left to each); set it to a positive integer or unset it", RuntimeWarning,
                               stacklevel=3)
         with _quiet_distributed(), _worker_spawn_env(env):
-            cluster = LocalCluster(n_workers=n, threads_per_worker=int(threads_per_worker), processes=True,
-                                   memory_limit=ml, dashboard_address=":0", silence_logs=logging.CRITICAL)
-            try:
+            cluster = None
+            try:  # (the cluster is closed also when a Ctrl-C comes right after its start-up)
+                cluster = LocalCluster(n_workers=n, threads_per_worker=int(threads_per_worker), processes=True,
+                                       memory_limit=ml, dashboard_address=":0", silence_logs=logging.CRITICAL)
                 with Client(cluster) as c:
                     c.wait_for_workers(n)
-                    threads = c.run(_warm_worker)
+                    threads = c.run(_warm_worker, ignore_sigint=True)
                     info.update(started_cluster=True, scheduler=cluster.scheduler_address, n_workers=n,
                                 threads_per_worker=int(threads_per_worker), memory_limit_per_worker=_bytes(ml),
                                 psfmatch_threads=sorted(set(threads.values())),
                                 startup_time=time.perf_counter() - t0)
                     yield c, info
             finally:
-                cluster.close()
+                if cluster is not None:
+                    cluster.close()
         return
     if not hasattr(client, "submit") and isinstance(getattr(client, "scheduler_address", None), str):
         client = client.scheduler_address  # a cluster object (LocalCluster, SpecCluster, dask-jobqueue ...)
@@ -1231,8 +1242,15 @@ def _quiet_distributed(level=logging.ERROR):
         logger.setLevel(saved)
 
 
-def _warm_worker():
-    """Import what a task needs, once per worker process (so that the first exposure is not charged for it)."""
+def _warm_worker(ignore_sigint=False):
+    """Import what a task needs, once per worker process (so that the first exposure is not charged for it).
+
+    With ``ignore_sigint`` (the embedded cluster's workers, whose Ctrl-C is the client's to handle),
+    the worker also ignores SIGINT from now on (``Client.run`` calls it in the worker's main thread,
+    the only one that may change a handler).
+    """
+    if ignore_sigint and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     import astropy.io.fits
     import astropy.wcs  # noqa: F401
 
@@ -1444,19 +1462,19 @@ def _check_extra_output(path, what, inputs, outdir=None):
                 raise InvalidInputError(f"{what} {path} would overwrite the matched file of {p}; give another file "
                                         "name")
     fid = _file_id(path)
-    if fid is None:
-        return
-    for p in inputs:
-        if _file_id(p) == fid:
-            raise InvalidInputError(f"{what} {path} would overwrite the input {p}; give another file name")
-        if outdir is not None and _file_id(output_path_for(p, outdir)) == fid:
-            raise InvalidInputError(f"{what} {path} would overwrite the matched file of {p}; give another file name")
+    if fid is not None:
+        for p in inputs:
+            if _file_id(p) == fid:
+                raise InvalidInputError(f"{what} {path} would overwrite the input {p}; give another file name")
+            if outdir is not None and _file_id(output_path_for(p, outdir)) == fid:
+                raise InvalidInputError(f"{what} {path} would overwrite the matched file of {p}; give another file "
+                                        "name")
 
 
 def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, kernelSum=1.0, n_workers=None,
                threads_per_worker=1, memory_limit=None, force=False, fingerprint="stat", progress=None,
                report_path=None, reference_options=None, psf=None, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-               write_final_report=True) -> BatchReport:
+               write_final_report=True, require_same_grid=False) -> BatchReport:
     """PSF-match many exposure files on Dask, writing ``outdir/<input file name>`` for each.
 
     Parameters
@@ -1520,6 +1538,11 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         False leaves the final report to the caller (:meth:`BatchReport.write_json`;
         ``psfmatch batch`` shows the summary first); the ``running`` and
         ``interrupted`` ones are still written to ``report_path``.
+    require_same_grid : bool
+        The matched exposures are to be coadded (:func:`coadd`): refuse inputs
+        that are not on one pixel grid (shape, origin ``xy0``, WCS; the coadd's
+        rules), from their headers, before any is matched (``outdir`` is not
+        created).  Inputs that cannot be read are left to their matches.
 
     Returns
     -------
@@ -1539,6 +1562,9 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         take, an ``n_workers`` or ``connect_timeout`` out of range, or a ``psf``
         that is not a PSF model or SPEC (or a sequence of a length other than
         the inputs').
+    GridMismatchError
+        With ``require_same_grid``, if an input's grid differs from the first
+        readable input's (the message names it, what differs and the remedies).
     SchedulerUnreachableError
         If no scheduler answers at the address ``client`` within ``connect_timeout``.
     OutputNotWritableError
@@ -1594,6 +1620,9 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     connect_timeout = _connect_timeout(connect_timeout)
     if client is None:
         _local_workers(n_workers)
+    if require_same_grid:  # (last: it opens every input)
+        _check_coadd_grid(paths, "match_many(require_same_grid=True)",
+                          "pass require_same_grid=False to match them without a coadd")
     _make_outdir(outdir)
     settings = {"config": config.to_dict(), "explicitFields": _explicit_fields(config),
                 "configHash": _config_hash(config, kernelSum), "kernelSum": float(kernelSum),
@@ -2285,6 +2314,138 @@ def _same_wcs(a, b) -> bool:
         return a.to_header_string() == b.to_header_string()
 
 
+def _grid_difference(inp, first):
+    """How ``inp``'s pixel grid differs from ``first``'s, or None where :func:`coadd` takes them as one grid.
+
+    Both have ``path``, ``shape`` ``(height, width)``, ``xy0`` and ``wcs`` (an
+    :class:`~psfmatch.io.ExposureFileInfo`, or :func:`_input_grid`'s record).  The shape is
+    compared first, then the origin, then the WCS (:func:`_same_wcs`).
+
+    Returns
+    -------
+    (str, str or None) or None
+        What differs (``"has shape 31x20 (width x height), a.fits has 30x20"``) and a hint for
+        the remedy; None when the grids are one.
+    """
+    if tuple(inp.shape) != tuple(first.shape):
+        return (f"has shape {inp.shape[1]}x{inp.shape[0]} (width x height), {first.path} has "
+                f"{first.shape[1]}x{first.shape[0]}", "warp them first")
+    if tuple(inp.xy0) != tuple(first.xy0):
+        return f"has origin xy0 = {tuple(inp.xy0)}, {first.path} has {tuple(first.xy0)}", None
+    if not _same_wcs(inp.wcs, first.wcs):
+        if first.wcs is None:
+            what = f"has a WCS and {first.path} has none"
+        elif inp.wcs is None:
+            what = f"has no WCS and {first.path} has one"
+        else:
+            what = f"has a WCS different from {first.path}'s"
+        return what, "same WCS; warp them first"
+    return None
+
+
+@dataclass(frozen=True)
+class _InputGrid:
+    """The pixel grid of an input exposure file (:func:`_input_grid`)."""
+
+    path: str
+    shape: tuple
+    xy0: tuple
+    wcs: object
+
+
+def _plain_image_hdu(hdul):
+    """The HDU that :func:`~psfmatch.io.read_exposure` reads from a plain FITS image, chosen from the headers only.
+
+    As the reader chooses it: the 2-d image HDU named ``IMAGE`` or ``SCI``, else the first 2-d image HDU;
+    None when there is none.
+    """
+    from astropy.io import fits
+
+    def two_d(header):
+        sizes = [header.get(f"NAXIS{i}") for i in (1, 2)]
+        return header.get("NAXIS") == 2 and all(isinstance(n, int) and not isinstance(n, bool) and n > 0
+                                                for n in sizes)
+
+    images = [h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+              and not isinstance(h, fits.GroupsHDU) and two_d(h.header)]
+    return next((h for h in images if h.name.upper() in ("IMAGE", "SCI")), None) or next(iter(images), None)
+
+
+def _input_grid(path):
+    """The pixel grid that the matched file of input ``path`` will have, read from its headers (no pixels).
+
+    Matching keeps an exposure's grid, so this is the grid :func:`coadd` will find in the
+    matched file: shape, origin ``xy0`` and WCS as :func:`~psfmatch.io.read_exposure` takes
+    them (psfmatch and LSST-style files through :func:`~psfmatch.io.read_exposure_info`; a
+    plain image from the HDU the reader chooses, see :func:`_plain_image_hdu`).
+
+    Returns
+    -------
+    _InputGrid or None
+        None for a file that cannot be read as an exposure (missing, damaged, a kernel
+        file...): its match fails and is reported (and then no coadd is made).
+    """
+    from .io import read_exposure_info
+    from .io.fits import _image_wcs, _xy0_from_header, open_fits
+
+    try:
+        try:
+            info = read_exposure_info(path, psf=False)
+            return _InputGrid(info.path, tuple(info.shape), tuple(info.xy0), info.wcs)
+        except UnsupportedFormatError:  # not psfmatch's or LSST's layout: a plain image, perhaps
+            pass
+        with open_fits(path, "exposure") as (hdul, _):
+            if str(hdul[0].header.get("PMFORMAT", "")).strip():
+                return None  # a psfmatch file that is no complete exposure (a kernel, a truncated file): it fails
+            hdu = _plain_image_hdu(hdul)
+            if hdu is None:
+                return None
+            where = f"{path}[{hdu.name or 0}]"
+            header = hdu.header
+            return _InputGrid(os.fspath(path), (int(header["NAXIS2"]), int(header["NAXIS1"])),
+                              tuple(_xy0_from_header(header, where)), _image_wcs(hdul, hdu, where)[0])
+    except Exception:  # unreadable: its match fails and is reported
+        return None
+
+
+def _check_coadd_grid(paths, where, alternative):
+    """Refuse inputs to be coadded that are not on one pixel grid, from their headers, before any is matched.
+
+    The coadd of the matched files would refuse them (:func:`coadd`'s own check, on the same
+    grids with the same tolerance: :func:`_grid_difference`) -- but only once every input had
+    been matched.  Inputs that cannot be read are left out (their matches fail and are
+    reported); the first readable input is the reference, as the first matched file is the coadd's.
+
+    Parameters
+    ----------
+    paths : list of str
+        The input exposure files, in the batch's order.
+    where : str
+        What asked for the coadd, for the message (``"--coadd coadd.fits"``).
+    alternative : str
+        The remedy that keeps the batch without the check (``"leave --coadd out ..."``).
+
+    Raises
+    ------
+    GridMismatchError
+        Naming the first input off the first readable input's grid, what differs, and the remedies.
+    """
+    first = None
+    for p in paths:
+        grid = _input_grid(p)
+        if grid is None:
+            continue
+        if first is None:
+            first = grid
+            continue
+        difference = _grid_difference(grid, first)
+        if difference is not None:
+            raise GridMismatchError(
+                f"{where}: input {grid.path} {difference[0]}: a coadd needs every input on one pixel grid (one "
+                "shape, origin xy0 and WCS), so no exposure was matched; warp the inputs onto one grid first, or "
+                f"leave {os.path.basename(grid.path)} out of the batch, or {alternative}")
+
+
 def _psf_differs(a, b, position) -> str | None:
     """Why two inputs' PSFs are not one reference (None when they are), from their images at ``position``.
 
@@ -2684,22 +2845,11 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     inputs = [_inspect_input(p) for p in paths]
     first = inputs[0]
     for inp in inputs[1:]:
-        if inp.shape != first.shape:
-            raise GridMismatchError(f"coadd input {inp.path} has shape {inp.shape[1]}x{inp.shape[0]} (width x "
-                                    f"height), {first.path} has {first.shape[1]}x{first.shape[0]}: the inputs "
-                                    "must be on one pixel grid (warp them first)")
-        if tuple(inp.xy0) != tuple(first.xy0):
-            raise GridMismatchError(f"coadd input {inp.path} has origin xy0 = {tuple(inp.xy0)}, {first.path} has "
-                                    f"{tuple(first.xy0)}: the inputs must be on one pixel grid")
-        if not _same_wcs(inp.wcs, first.wcs):
-            if first.wcs is None:
-                what = f"has a WCS and {first.path} has none"
-            elif inp.wcs is None:
-                what = f"has no WCS and {first.path} has one"
-            else:
-                what = f"has a WCS different from {first.path}'s"
-            raise GridMismatchError(f"coadd input {inp.path} {what}: the inputs must be on one pixel grid "
-                                    "(same WCS; warp them first)")
+        difference = _grid_difference(inp, first)
+        if difference is not None:
+            what, hint = difference
+            raise GridMismatchError(f"coadd input {inp.path} {what}: the inputs must be on one pixel grid"
+                                    + (f" ({hint})" if hint else ""))
     H, W = first.shape
     bbox = Box2I(first.xy0, (W, H))
     centre = bbox.getCenter()

@@ -432,18 +432,20 @@ def _cluster_option_error(args):
 
 
 def _check_coadd_options(args, paths):
-    """Check ``--coadd``'s name and the ``--coadd-exclude`` planes before any exposure is matched.
+    """Check ``--coadd``'s name, the inputs' grid and the ``--coadd-exclude`` planes before any exposure is matched.
 
     The planes are looked up in the inputs' mask planes (headers only), plus ``NO_DATA``, which
     matching adds; a plain image (no mask of its own) is matched with the default planes.  Inputs
     that cannot be read are left out here: their matches fail and are reported.
     """
-    from .batch import _check_coadd_name, _plane_names
+    from .batch import _check_coadd_grid, _check_coadd_name, _plane_names
     from .errors import InvalidInputError, UnsupportedFormatError
     from .image import Mask
     from .io import read_exposure_info
 
     _check_coadd_name(args.coadd, "--coadd")
+    # inputs off one pixel grid: the coadd would refuse them only after every input had been matched
+    _check_coadd_grid(paths, f"--coadd {args.coadd}", "leave --coadd out to match them without a coadd")
     names = [name for name in _plane_names(args.coadd_exclude) if name != "NO_DATA"]
     if not names:
         return
