@@ -113,6 +113,40 @@ def test_sigterm_keeps_an_older_output_as_it_was(small_exposure, tmp_path, capsy
 
 
 @posix_only
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_between_two_moves_into_place_leaves_all_the_outputs(signum, small_exposure, tmp_path, capsys,
+                                                                      monkeypatch):
+    """A Ctrl-C (SIGTERM) that came after the first staged output was moved into place and before the second
+    left the first written and the second discarded; the moves now finish before the signal is acted on."""
+    sig = getattr(signal, signum)
+
+    def write_both(outputs, result, exposure, *, matched=None, kernel=None, **kw):
+        for path, text in ((matched, b"matched"), (kernel, b"kernel")):
+            with open(outputs.temp(path), "wb") as fh:
+                fh.write(text)
+
+    real_replace, moved = os.replace, []
+
+    def replace_then_signal(src, dst):
+        real_replace(src, dst)
+        moved.append(os.path.basename(dst))
+        if len(moved) == 1:
+            os.kill(os.getpid(), sig)  # (delivered at once to this thread: the next bytecode runs the handler)
+            time.sleep(0.05)
+
+    monkeypatch.setattr(cli, "_run_task", lambda *a: None)
+    monkeypatch.setattr(cli, "_write_products", write_both)
+    monkeypatch.setattr(os, "replace", replace_then_signal)
+    with _sigterm_handled_by_the_test():
+        rc = main(["run", small_exposure, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "m.fits"),
+                   "--kernel-out", str(tmp_path / "k.fits"), "-q"])
+    assert rc == (130 if signum == "SIGINT" else 143), capsys.readouterr().err
+    assert moved == ["m.fits", "k.fits"]
+    assert sorted(os.listdir(tmp_path)) == ["k.fits", "m.fits"]  # both in place, no temporary file
+    assert (tmp_path / "k.fits").read_bytes() == b"kernel"
+
+
+@posix_only
 def test_sigterm_during_batch_leaves_an_interrupted_report(small_exposure, tmp_path, capsys, monkeypatch):
     """``kill`` (or a job scheduler's time limit) on ``psfmatch batch`` left the report marked ``running``
     forever; it is now ``interrupted``, naming SIGTERM and the inputs still pending, and the exit status is

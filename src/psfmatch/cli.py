@@ -413,11 +413,12 @@ class _StagedOutputs:
             _check_not_a_directory(path, "output")
             if os.path.lexists(path) and not self.overwrite:
                 raise OutputExistsError(f"{path} appeared while psfmatch was running; not replaced")
-        for path in self.final:
-            tmp = self.temps.get(path)
-            if tmp is not None:
-                os.replace(tmp, path)
-                del self.temps[path]
+        with _signals_deferred():  # all the outputs or none: no Ctrl-C (SIGTERM) between two moves
+            for path in self.final:
+                tmp = self.temps.get(path)
+                if tmp is not None:
+                    os.replace(tmp, path)
+                    del self.temps[path]
 
     def discard(self):
         for tmp in self.temps.values():
@@ -908,6 +909,43 @@ class Terminated(KeyboardInterrupt):
         except ValueError:  # pragma: no cover - only the signals installed below are raised
             name = f"signal {signum}"
         super().__init__(name)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT, SIGTERM and SIGHUP back while the block runs, then act on the first that came.
+
+    :meth:`_StagedOutputs.commit` moves the staged files into place in this block, so that a
+    Ctrl-C cannot leave some outputs moved and the others discarded.  A signal that came is
+    then raised as it would have been (``KeyboardInterrupt``, :class:`Terminated`) by the
+    handler that was in place, once every file is in place.  Main thread only (elsewhere the
+    block runs as it is); ignored signals stay ignored.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came, saved = [], {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        previous = signal.getsignal(sig)
+        if previous in (signal.SIG_IGN, signal.SIG_DFL, None):
+            continue  # (ignored: stays so; the system's default: not Python's to defer)
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, lambda signum, frame: came.append(signum))
+            saved[sig] = previous
+    try:
+        yield
+    finally:
+        for sig, previous in saved.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(sig, previous)
+        if came and callable(saved.get(came[0])):
+            saved[came[0]](came[0], None)
 
 
 @contextlib.contextmanager
