@@ -317,7 +317,7 @@ def check_file(path, warnings_mode="ignore", timeout=60.0):
     ``outcome`` is ``"ok"``, ``"typed"`` (a PsfMatchError, ``detail`` its class name) or ``"leak"``
     (``detail`` the exception type, where it was raised, and the message).
     """
-    from psfmatch import PsfMatchError
+    from psfmatch import PsfMatchError, PsfMatchWarning
 
     out = []
     for name, reader in _readers():
@@ -330,7 +330,7 @@ def check_file(path, warnings_mode="ignore", timeout=60.0):
                 out.append((name, "leak", f"BadOutput: {problem}"))
             else:
                 out.append((name, "ok", type(obj).__name__))
-        except PsfMatchError as exc:
+        except (PsfMatchError, PsfMatchWarning) as exc:  # a typed error, or a typed warning made an error
             out.append((name, "typed", type(exc).__name__))
         except (Exception, Hang) as exc:  # everything else is a finding
             tb = traceback.extract_tb(exc.__traceback__)
