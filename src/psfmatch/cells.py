@@ -89,7 +89,8 @@ class KernelCandidate:
         The spatial kernel's quality at this candidate (:func:`psfmatch.qa.match_quality`):
         ``residualMax``, ``residualRms`` (of science (*) kernel - reference, relative
         to the reference peak), ``sizeMismatch``, ``ellipticityMismatch``,
-        ``kernelNegativeFraction``, ``centroidShift``, and ``illPosedDeficit``
+        ``kernelNegativeFraction``, ``centroidShift``, ``apertureFluxMismatch``, ``kernelShift``
+        (with ``kernelShiftDx``, ``kernelShiftDy``: how far the kernel moves a star), and ``illPosedDeficit``
         (:func:`psfmatch.diagnostics.check_ill_posed`) when the fit surveyed the PSFs.
     """
 

@@ -494,7 +494,7 @@ def _grid_line(grid):
             f"rms {s['residualRmsWorst']:.2e}, size mismatch {s['sizeMismatchWorst']:+.2e}, "
             f"ellipticity mismatch {s['ellipticityMismatchWorst']:.2e}")
     for key, label in (("kernelNegativeFractionWorst", "kernel negative fraction"),
-                       ("apertureFluxMismatchWorst", "aperture flux mismatch")):
+                       ("apertureFluxMismatchWorst", "aperture flux mismatch"), ("kernelShiftWorst", "kernel shift")):
         if key in s:
             line += f", {label} {s[key]:.2e}"
     return line

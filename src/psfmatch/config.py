@@ -919,6 +919,13 @@ class ModelPsfMatchConfig(Config):
         "Warn (KernelQualityWarning) when the kernel's negative flux fraction sum|min(K,0)|/sum|K| exceeds "
         "this (the kernel oscillates: ringing and amplified noise).", float, 0.3, min=0.0, max=1.0,
         inclusiveMax=True)
+    qaMaxKernelShift = RangeField(
+        "Warn (KernelQualityWarning) when the kernel moves a star, at or between the candidates, by more than "
+        "this many pixels (the adaptive-moment centroid of S*K minus that of S): the matched exposure's WCS "
+        "stays as it was, so positions measured on it are off by that shift. Well-centred PSF models give at "
+        "most 0.11 px (real PSFEx models; analytic ones 1e-6); a PSF model off-centre in its stamp (a PSF image "
+        "read with recenter=False: 0.2 to 0.9 px for Spitzer IRAC and HST) makes it. inf: not checked.",
+        float, 0.2, min=0.0, allowInf=True)
     qaMaxApertureFluxMismatch = RangeField(
         "Warn (KernelQualityWarning) when the encircled flux of the matched PSF differs from the reference's "
         "by more than this fraction of the flux in some circular aperture, at or between the candidates (a "

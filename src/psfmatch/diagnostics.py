@@ -43,8 +43,18 @@ documented thresholds of :class:`~psfmatch.config.ModelPsfMatchConfig`:
     negative 0.75): the kernel oscillates and rings (LSST's default
     Alard-Lupton basis gives 0.31 on an elliptical Gaussian -> round Gaussian
     match, with a checkered kernel).
+``qaMaxKernelShift`` (default 0.2 px)
+    ``kernelShift``, how far the kernel moves a star: the adaptive-moment
+    centroid of ``S (*) K`` minus that of ``S``.  The matched exposure's WCS
+    is not changed, so positions measured on it are off by the shift.
+    Well-centred PSF models give at most 0.11 px (real PSFEx models, at the
+    CCD's edge; analytic models about 1e-7 px); PSF images read with
+    ``recenter=False`` up to a pixel (Spitzer IRAC ch1 -> ch4 0.87 px, HST
+    F606W -> F814W 0.55 px).
+``qaMaxApertureFluxMismatch`` (default 1e-2)
+    the largest encircled-flux difference of ``S (*) K`` and ``R``.
 
-Exceeding either issues a :class:`~psfmatch.errors.KernelQualityWarning` and
+Exceeding any issues a :class:`~psfmatch.errors.KernelQualityWarning` and
 adds a flag to ``metadata["qa"]["flags"]``.
 
 References
@@ -83,6 +93,7 @@ __all__ = [
     "FLAG_ILL_POSED",
     "FLAG_RESIDUAL",
     "FLAG_NEGATIVE",
+    "FLAG_KERNEL_SHIFT",
     "FLAG_APERTURE",
 ]
 
@@ -94,6 +105,8 @@ FLAG_ILL_POSED = "ILL_POSED"
 FLAG_RESIDUAL = "RESIDUAL_HIGH"
 #: ``metadata["qa"]["flags"]`` entry: the kernel's negative fraction exceeds ``qaMaxKernelNegativeFraction``.
 FLAG_NEGATIVE = "KERNEL_NEGATIVE"
+#: ``metadata["qa"]["flags"]`` entry: the kernel moves the stars by more than ``qaMaxKernelShift`` (``kernelShift``).
+FLAG_KERNEL_SHIFT = "KERNEL_SHIFT"
 #: ``metadata["qa"]["flags"]`` entry: the encircled-flux mismatch exceeds ``qaMaxApertureFluxMismatch``.
 FLAG_APERTURE = "APERTURE_FLUX_MISMATCH"
 
@@ -662,7 +675,8 @@ def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> Non
 
 
 def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: float, stacklevel=3, *,
-                         auto_kernel=False, max_aperture_mismatch=None, wing_tried=False) -> list:
+                         auto_kernel=False, max_aperture_mismatch=None, wing_tried=False,
+                         max_kernel_shift=None) -> list:
     """Warn (:class:`KernelQualityWarning`) when the worst QA numbers exceed the thresholds.
 
     Parameters
@@ -682,11 +696,14 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         ``qaMaxApertureFluxMismatch``; None: not checked.
     wing_tried : bool
         The automatic kernel ran its wing trial (broad widths): the remedy says so.
+    max_kernel_shift : float, optional
+        ``qaMaxKernelShift`` (pixels); None: not checked.
 
     Returns
     -------
     list of str
-        The flags raised (:data:`FLAG_RESIDUAL`, :data:`FLAG_NEGATIVE`, :data:`FLAG_APERTURE`).
+        The flags raised (:data:`FLAG_RESIDUAL`, :data:`FLAG_NEGATIVE`, :data:`FLAG_KERNEL_SHIFT`,
+        :data:`FLAG_APERTURE`).
     """
     flags = []
 
@@ -724,6 +741,20 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
                f"{'' if auto_kernel else ', or autoKernel=True'}")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
+    shift = worst("kernelShiftWorst")
+    if max_kernel_shift is not None and shift is not None and shift > max_kernel_shift:
+        flags.append(FLAG_KERNEL_SHIFT)
+        msg = (f"the matching kernel moves the stars by {shift:.3g} px, "
+               f"(dx, dy) = {_kernel_shift_where(qa, shift)}, above qaMaxKernelShift={max_kernel_shift:g} px: "
+               "every star of the matched exposure moves by that shift (the kernel's centroid is off its centre "
+               "pixel: first moments add under convolution), and the WCS is not changed, so positions measured on "
+               "the matched exposure are off by it, and a coadd of exposures with different shifts blurs. Most "
+               "often a PSF model is not "
+               "centred in its stamp. Remedy: check the centring of the science and reference PSF models; for PSF "
+               "images read them with recenter=True (psfmatch.psf.read_image_psf); or raise qaMaxKernelShift to "
+               "accept the shift")
+        log.warning(msg)
+        warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     ap = worst("apertureFluxMismatchWorst")
     if max_aperture_mismatch is not None and ap is not None and ap > max_aperture_mismatch:
         flags.append(FLAG_APERTURE)
@@ -741,3 +772,19 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     return flags
+
+
+def _kernel_shift_where(qa, shift):
+    """``"(dx, dy) px at ..."`` of the worst kernel shift ``shift`` in the QA summaries (which set, and where)."""
+    for where, noun in (("candidates", "at the candidate"), ("between", "at the held-out position")):
+        q = qa.get(where, {})
+        if q.get("kernelShiftWorst") != shift:
+            continue
+        dx, dy = q.get("kernelShiftWorstDx"), q.get("kernelShiftWorstDy")
+        text = f"({dx:+.3g}, {dy:+.3g}) px" if dx is not None and dy is not None else "(?, ?) px"
+        if q.get("kernelShiftWorstX") is not None and q.get("kernelShiftWorstY") is not None:
+            text += f" {noun} (x, y) = ({q['kernelShiftWorstX']:.6g}, {q['kernelShiftWorstY']:.6g})"
+        else:
+            text += f" {noun}s"
+        return text
+    return "(?, ?) px"

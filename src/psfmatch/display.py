@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 #: The per-position QA quantities of :func:`psfmatch.qa.match_quality`.
 QA_FIELDS = ("residualMax", "residualRms", "sizeMismatch", "ellipticityMismatch", "kernelNegativeFraction",
-             "centroidShift", "apertureFluxMismatch")
+             "centroidShift", "apertureFluxMismatch", "kernelShift")
 
 _INSTALL_HINT = "psfmatch's figures need matplotlib: pip install 'psfmatch[plot]' (or pip install matplotlib)"
 
@@ -1028,7 +1028,8 @@ def _summary_lines(md, grid):
     rows = [("max|S*K-R|/R", "residualMaxWorst", "{:.1e}"), ("rms /max R", "residualRmsWorst", "{:.1e}"),
             ("size mismatch", "sizeMismatchWorst", "{:+.1e}"), ("ellip. mism.", "ellipticityMismatchWorst", "{:.1e}"),
             ("kernel neg.", "kernelNegativeFractionWorst", "{:.1e}"),
-            ("centroid [px]", "centroidShiftWorst", "{:.1e}"), ("aperture flux", "apertureFluxMismatchWorst", "{:.1e}")]
+            ("centroid [px]", "centroidShiftWorst", "{:.1e}"), ("aperture flux", "apertureFluxMismatchWorst", "{:.1e}"),
+            ("kern. shift px", "kernelShiftWorst", "{:.1e}")]
     for label, key, f in rows:
         lines.append(f"{label:<14s} {g(cq, key, f):>9s} {g(bq, key, f):>9s} {g(gq, key, f):>9s}")
     lines.append(f"{'positions':<14s} {cq.get('n', 0):>9d} {bq.get('n', 0):>9d} {gq.get('n', 0):>9d}")

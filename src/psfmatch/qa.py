@@ -18,6 +18,23 @@ zero-padded).  Recorded per position:
     ``sum |min(K, 0)| / sum |K|``.
 ``centroidShift``
     Distance (pixels) between the adaptive-moment centroids of ``S (*) K`` and ``R``.
+``kernelShift``
+    Distance (pixels) by which the kernel moves a star: the adaptive-moment
+    centroid of ``S (*) K`` minus that of ``S``, components ``kernelShiftDx``
+    and ``kernelShiftDy``.  The WCS of the matched exposure is not changed,
+    so positions measured on it are off by this shift.  A science or
+    reference PSF model that is not centred in its stamp (a PSF image read
+    with ``recenter=False``) makes the kernel move the stars by the models'
+    offset; ``centroidShift`` compares ``S (*) K`` with ``R``, which carries
+    the same offset, and does not see it.  First moments add under
+    convolution: the *unweighted* centroid of every star moves by exactly the
+    kernel's centroid ``(sum x K, sum y K) / sum K`` (:func:`kernel_centroids`),
+    which is the value used where the adaptive moments of ``S`` or
+    ``S (*) K`` fail.  The weighted shift is the one recorded because the
+    unweighted centroid of a real PSF model follows its faint, noisy wings:
+    PSFEx models whose cores are centred to 0.05 px have first moments up to
+    0.75 px off, which the kernel removes (0.2 to 0.57 px of kernel
+    centroid) while the stars' cores move by less than 0.06 px.
 ``apertureFluxMismatch``
     ``max_r |sum_{|x| <= r} D|``: the largest difference of the encircled flux
     of ``S (*) K`` and ``R`` (unit sums) over circular apertures about the
@@ -44,8 +61,8 @@ from .moments import adaptive_moments, stamp_moments
 from .psf.base import stamp_half_support
 from .parallel import map_shared
 
-__all__ = ["matched_stamps", "match_quality", "match_quality_groups", "aperture_flux_mismatch", "summarize",
-           "QA_DTYPE"]
+__all__ = ["matched_stamps", "match_quality", "match_quality_groups", "aperture_flux_mismatch", "kernel_centroids",
+           "summarize", "QA_DTYPE"]
 
 
 #: Precision of the transforms behind :func:`match_quality` (see its Notes).
@@ -206,7 +223,9 @@ def match_quality(science, reference, kernels) -> dict:
     >>> q = match_quality(S[None], R[None], K[None])
     >>> sorted(q)  # doctest: +NORMALIZE_WHITESPACE
     ['apertureFluxMismatch', 'centroidShift', 'ellipticityMismatch', 'kernelNegativeFraction',
-     'residualMax', 'residualRms', 'sizeMismatch']
+     'kernelShift', 'kernelShiftDx', 'kernelShiftDy', 'residualMax', 'residualRms', 'sizeMismatch']
+    >>> bool(q["kernelShift"][0] < 1e-5)  # a centred kernel moves no star (to the float32 transforms' rounding)
+    True
     >>> bool(q["residualMax"][0] < 1e-3), bool(abs(q["sizeMismatch"][0]) < 1e-3)
     (True, True)
     >>> bool(q["apertureFluxMismatch"][0] < 1e-4)
@@ -280,22 +299,71 @@ def _match_quality(S, R, K):
     size = np.where(ok, size, np.nan)
     ell = np.where(ok, ell, np.nan)
     neg = np.clip(-K, 0, None).sum(axis=(1, 2)) / np.abs(K).sum(axis=(1, 2))
+    # the stars' shift: adaptive centroid of S (*) K minus that of S (the science stamps' moments measured
+    # once where they are all identical); where either fails, the kernel's own first moment
+    si = _reference_moments(S)
+    star_ok = mi[5] & si[5]
+    kx, ky = kernel_centroids(K)
+    dx = np.where(star_ok, mi[3] - si[3], kx)
+    dy = np.where(star_ok, mi[4] - si[4], ky)
     return {"residualMax": res_max, "residualRms": res_rms, "sizeMismatch": size,
             "ellipticityMismatch": ell, "kernelNegativeFraction": neg,
             "centroidShift": np.where(ok, np.hypot(mi[3] - ri[3], mi[4] - ri[4]), np.nan),
-            "apertureFluxMismatch": aperture}
+            "apertureFluxMismatch": aperture, "kernelShift": np.hypot(dx, dy), "kernelShiftDx": dx,
+            "kernelShiftDy": dy}
 
 
-def summarize(q: dict) -> dict:
-    """Field-wide worst values of :func:`match_quality` arrays (JSON-serializable floats)."""
+def kernel_centroids(kernels):
+    """Centroid offsets ``(dx, dy)`` (pixels, each of shape (n,)) of kernels (n, k, k) from their centre pixel.
+
+    ``dx = sum x K / sum K`` and ``dy = sum y K / sum K`` with ``x, y`` counted from the
+    centre pixel ``k // 2``: the shift that convolving with ``K`` applies to every
+    star (first moments add under convolution).  NaN where ``sum K`` is 0.
+
+    Examples
+    --------
+    >>> K = np.zeros((1, 5, 5)); K[0, 2, 3] = 0.75; K[0, 2, 2] = 0.25  # row y = 2, columns x = 3 and 2
+    >>> [float(v[0]) for v in kernel_centroids(K)]
+    [0.75, 0.0]
+    """
+    K = np.asarray(kernels, dtype=np.float64)
+    k = K.shape[-1]
+    u = np.arange(k, dtype=np.float64) - k // 2
+    total = K.sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dx = K.sum(axis=1) @ u / total
+        dy = K.sum(axis=2) @ u / total
+    return dx, dy
+
+
+def summarize(q: dict, xs=None, ys=None) -> dict:
+    """Field-wide worst values of :func:`match_quality` arrays (JSON-serializable floats).
+
+    ``<name>Worst`` and ``<name>Median`` of the residuals, the kernel negativity, the
+    centroid shift, the aperture flux mismatch and the kernel shift; the signed size
+    mismatch of largest magnitude; the worst ellipticity mismatch.  For the kernel
+    shift also its components where it is worst, ``kernelShiftWorstDx`` and
+    ``kernelShiftWorstDy``, and, given the positions ``xs``, ``ys`` of the stacks,
+    that position, ``kernelShiftWorstX`` and ``kernelShiftWorstY``.
+    """
     if not q or len(next(iter(q.values()))) == 0:
         return {"n": 0}
     out = {"n": int(len(q["residualMax"]))}
-    for name in ("residualMax", "residualRms", "kernelNegativeFraction", "centroidShift", "apertureFluxMismatch"):
+    for name in ("residualMax", "residualRms", "kernelNegativeFraction", "centroidShift", "apertureFluxMismatch",
+                 "kernelShift"):
+        if name not in q:
+            continue
         v = np.asarray(q[name], dtype=np.float64)
         finite = v[~np.isnan(v)]  # (numpy's nanmax and nanmedian cost 10 times more on short arrays)
         out[f"{name}Worst"] = float(finite.max()) if finite.size else float("nan")
         out[f"{name}Median"] = float(np.median(finite)) if finite.size else float("nan")
+    if "kernelShift" in q and np.any(np.isfinite(q["kernelShift"])):
+        j = int(np.nanargmax(q["kernelShift"]))
+        out["kernelShiftWorstDx"] = float(q["kernelShiftDx"][j])
+        out["kernelShiftWorstDy"] = float(q["kernelShiftDy"][j])
+        if xs is not None and ys is not None:
+            out["kernelShiftWorstX"] = float(xs[j])
+            out["kernelShiftWorstY"] = float(ys[j])
     out["sizeMismatchWorst"] = float(q["sizeMismatch"][np.nanargmax(np.abs(q["sizeMismatch"]))]) \
         if np.any(np.isfinite(q["sizeMismatch"])) else float("nan")
     out["ellipticityMismatchWorst"] = float(np.nanmax(q["ellipticityMismatch"])) \
@@ -325,7 +393,8 @@ def format_report(metadata: dict) -> str:
                 f"ellipticity mismatch {q['ellipticityMismatchWorst']:.2e}, "
                 f"kernel negative fraction {q['kernelNegativeFractionWorst']:.2e}"
                 + (f", aperture flux mismatch {q['apertureFluxMismatchWorst']:.2e}"
-                   if "apertureFluxMismatchWorst" in q else ""))
+                   if "apertureFluxMismatchWorst" in q else "")
+                + (f", kernel shift {q['kernelShiftWorst']:.2e} px" if "kernelShiftWorst" in q else ""))
     for note in md.get("notes", []):
         lines.append(f"note: {note}")
     if "fitTime" in md:

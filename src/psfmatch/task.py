@@ -551,11 +551,12 @@ class ModelPsfMatchTask:
                                       auto_kernel=(auto_md is not None) and (bool(auto_md.get("trials")) or "kept"),
                                       max_aperture_mismatch=self.config.qaMaxApertureFluxMismatch,
                                       wing_tried=auto_md is not None and bool(auto_md.get("wingTrials", {}).get(
-                                          "ran")))
+                                          "ran")), max_kernel_shift=self.config.qaMaxKernelShift)
         qa["flags"] = flags
         qa["thresholds"] = {"illPosedTolerance": self.config.illPosedTolerance,
                             "qaMaxResidual": self.config.qaMaxResidual,
                             "qaMaxKernelNegativeFraction": self.config.qaMaxKernelNegativeFraction,
+                            "qaMaxKernelShift": self.config.qaMaxKernelShift,
                             "qaMaxApertureFluxMismatch": self.config.qaMaxApertureFluxMismatch}
         md["autoKernelUsed"] = auto_md is not None
         if auto_md is not None:
@@ -573,7 +574,8 @@ class ModelPsfMatchTask:
         the match is checked for ill-posedness (:mod:`psfmatch.diagnostics`); with
         ``config.autoKernel`` the kernel size, basis and spatial order are then
         chosen (:mod:`psfmatch.autokernel`).  After the fit, the QA is compared
-        with ``qaMaxResidual`` and ``qaMaxKernelNegativeFraction``.
+        with ``qaMaxResidual``, ``qaMaxKernelNegativeFraction``, ``qaMaxKernelShift`` and
+        ``qaMaxApertureFluxMismatch``.
 
         Parameters
         ----------
@@ -865,7 +867,8 @@ class ModelPsfMatchTask:
         for n_, j in enumerate(goodj):
             cand = cands[used[j]]
             cand.qa = {name: float(v[n_]) for name, v in qa_c.items()}
-        md["qa"] = {"candidates": summarize(qa_c), "between": summarize(qs[1]) if len(xb) else {"n": 0}}
+        md["qa"] = {"candidates": summarize(qa_c, xs, ys),
+                    "between": summarize(qs[1], xb, yb) if len(xb) else {"n": 0}}
         md["fitTime"] = time.perf_counter() - t0
         return KernelFit(kernel, cellSet, md, refResized, psfSize)
 
