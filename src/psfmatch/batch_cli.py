@@ -411,6 +411,24 @@ def _auto_only_options(args):
                                          ("--reference-floor", args.reference_floor)) if value is not None]
 
 
+def _ignored_options_error(args):
+    """The usage error of options that would be ignored: coadd options without ``--coadd``, or options of an
+    automatic reference with another ``-r``; None when there are none."""
+    stray = _coadd_only_options(args)
+    if stray:
+        names, one = " and ".join(stray), len(stray) == 1
+        ignored = "it would be" if one else "they would be"
+        return (f"{names} {'needs' if one else 'need'} --coadd (without a coadd {ignored} ignored); add --coadd "
+                f"OUT.fits to make the coadd, or leave {names} out")
+    stray = _auto_only_options(args)
+    if stray:
+        names, one = " and ".join(stray), len(stray) == 1
+        return (f"{names} {'shapes' if one else 'shape'} the automatic reference of -r auto; with -r "
+                f"{args.reference_psf} {'it would be' if one else 'they would be'} ignored: give -r auto, or leave "
+                f"{names} out")
+    return None
+
+
 def _cluster_option_error(args):
     """The usage error of cluster options that the chosen cluster would ignore, or None.
 
@@ -503,24 +521,10 @@ def run_batch_command(args) -> int:
     from .errors import InvalidInputError, PsfMatchError
 
     quiet = bool(getattr(args, "quiet", False))
-    stray = _coadd_only_options(args)
-    if stray:
-        names, one = " and ".join(stray), len(stray) == 1
-        print(f"psfmatch batch: error: {names} {'needs' if one else 'need'} --coadd (without a coadd "
-              f"{'it would be' if one else 'they would be'} ignored); add --coadd OUT.fits to make the coadd, or leave "
-              f"{names} out", file=sys.stderr)
-        return 2
-    conflict = _cluster_option_error(args)
-    if conflict:
-        print(f"psfmatch batch: error: {conflict}", file=sys.stderr)
-        return 2
-    stray = _auto_only_options(args)
-    if stray:
-        names, one = " and ".join(stray), len(stray) == 1
-        print(f"psfmatch batch: error: {names} {'shapes' if one else 'shape'} the automatic reference of "
-              f"-r auto; with -r {args.reference_psf} {'it would be' if one else 'they would be'} ignored: give "
-              f"-r auto, or leave {names} out", file=sys.stderr)
-        return 2
+    for error in (_ignored_options_error(args), _cluster_option_error(args)):
+        if error:
+            print(f"psfmatch batch: error: {error}", file=sys.stderr)
+            return 2
     paths, listed_psfs = _inputs_and_psfs(args)
     if not paths:
         print("psfmatch batch: error: no inputs (give INPUT files or --input-list FILE)", file=sys.stderr)

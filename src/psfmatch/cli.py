@@ -927,25 +927,44 @@ def _signals_deferred():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    came, saved = [], {}
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+    came = []
+    # (ignored: stays so; the system's default: not Python's to defer)
+    saved = _install_handlers(("SIGINT", "SIGTERM", "SIGHUP"), lambda signum, frame: came.append(signum),
+                              keep=(signal.SIG_IGN, signal.SIG_DFL, None))
+    try:
+        yield
+    finally:
+        _restore_handlers(saved)
+        if came and callable(saved.get(came[0])):
+            saved[came[0]](came[0], None)
+
+
+def _install_handlers(names, handler, keep):
+    """Give the signals ``names`` (those this system has) ``handler``, except where the handler in place is
+    one of ``keep``; returns ``{signal: previous handler}`` of those changed (for :func:`_restore_handlers`)."""
+    import signal
+
+    saved = {}
+    for name in names:
         sig = getattr(signal, name, None)
         if sig is None:
             continue
         previous = signal.getsignal(sig)
-        if previous in (signal.SIG_IGN, signal.SIG_DFL, None):
-            continue  # (ignored: stays so; the system's default: not Python's to defer)
+        if any(previous is k for k in keep):
+            continue
         with contextlib.suppress(ValueError, OSError):
-            signal.signal(sig, lambda signum, frame: came.append(signum))
+            signal.signal(sig, handler)
             saved[sig] = previous
-    try:
-        yield
-    finally:
-        for sig, previous in saved.items():
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(sig, previous)
-        if came and callable(saved.get(came[0])):
-            saved[came[0]](came[0], None)
+    return saved
+
+
+def _restore_handlers(saved):
+    """Put back the handlers :func:`_install_handlers` replaced (the system's default where Python had none)."""
+    import signal
+
+    for sig, previous in saved.items():
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)
 
 
 @contextlib.contextmanager
@@ -969,23 +988,11 @@ def _termination_as_interrupt():
             signal.signal(signum, signal.SIG_DFL)
         raise Terminated(signum)
 
-    saved = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is None:
-            continue
-        previous = signal.getsignal(sig)
-        if previous is signal.SIG_IGN:
-            continue
-        with contextlib.suppress(ValueError, OSError):
-            signal.signal(sig, handler)
-            saved[sig] = previous
+    saved = _install_handlers(("SIGTERM", "SIGHUP"), handler, keep=(signal.SIG_IGN,))
     try:
         yield
     finally:
-        for sig, previous in saved.items():
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(sig, signal.SIG_DFL if previous is None else previous)
+        _restore_handlers(saved)
 
 
 def _reader_went_away() -> bool:
