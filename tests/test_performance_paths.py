@@ -965,3 +965,23 @@ def test_qa_of_several_stacks_equals_each_alone(varying_kernel):
         alone = match_quality(S[sl], R[sl], K[sl])
         for name, v in alone.items():
             np.testing.assert_array_equal(got[name], v)
+
+
+def test_between_positions_are_computed_once_per_geometry(monkeypatch):
+    """A fit asks for the held-out positions twice (its ill-posed check, then its QA); the second answer comes
+    from a memo of the first, keyed by the geometry and the count, as new points equal to a fresh computation."""
+    from psfmatch.cells import SpatialCellSet
+
+    cells = SpatialCellSet(Box2I((0, 0), (511, 383)), 128, 128)
+    first = cells.between_positions(20)
+    fresh = SpatialCellSet(Box2I((0, 0), (511, 383)), 128, 128).between_positions(7)
+    calls = []
+    real = SpatialCellSet._between_positions
+    monkeypatch.setattr(SpatialCellSet, "_between_positions", lambda self, *a: calls.append(a) or real(self, *a))
+    again = cells.between_positions(20)
+    assert calls == [] and [(p.x, p.y) for p in again] == [(p.x, p.y) for p in first] and again is not first
+    other = cells.between_positions(7)  # another count: computed anew
+    assert len(calls) == 1 and len(other) == 7
+    assert [(p.x, p.y) for p in other] == [(p.x, p.y) for p in fresh]
+    cells.bbox = Box2I((0, 0), (255, 383))  # a changed geometry is not served from the memo
+    assert len(calls) == 1 and cells.between_positions(7) is not None and len(calls) == 2

@@ -277,6 +277,19 @@ class SpatialCellSet:
             raise InvalidInputError(f"between_positions' max_positions must be a whole number of positions, or "
                                     f"None for all of them; got {max_positions!r}")
         xs, ys = self._candidate_axes()
+        # a fit asks twice (its ill-posed check, then its QA): the points depend only on the geometry, so the
+        # last answer is kept, keyed by it (0.9 ms of a 1024 px fit), and handed out as new Point2D objects
+        b = self.bbox
+        key = (b.getMinX(), b.getMinY(), b.getMaxX(), b.getMaxY(), tuple(xs), tuple(ys),
+               None if max_positions is None else int(max_positions))
+        memo = getattr(self, "_between_memo", None)
+        if memo is None or memo[0] != key:
+            memo = (key, [(p.x, p.y) for p in self._between_positions(xs, ys, max_positions)])
+            self._between_memo = memo
+        return [Point2D(x, y) for x, y in memo[1]]
+
+    def _between_positions(self, xs, ys, max_positions):
+        """:meth:`between_positions` computed (``xs``, ``ys``: the candidate coordinates)."""
         b = self.bbox
         cand_x, cand_y = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
 
