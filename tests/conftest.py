@@ -8,12 +8,20 @@ import pytest
 SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 
-def shared_data(*parts):
-    """Path to a file under ../shared/data, skipping the test when the folder is absent."""
-    path = os.path.join(SHARED_DATA, *parts)
-    if not os.path.exists(path):
-        pytest.skip(f"shared test data not available: {path}")
-    return path
+@pytest.fixture
+def shared_data():
+    """``shared_data(*parts)``: the path to a file under ../shared/data, skipping the test when it is absent.
+
+    (A fixture, not a function to import: ``from conftest import ...`` finds docs/conftest.py when the whole
+    suite runs.)
+    """
+    def path_of(*parts):
+        path = os.path.join(SHARED_DATA, *parts)
+        if not os.path.exists(path):
+            pytest.skip(f"shared test data not available: {path}")
+        return path
+
+    return path_of
 
 
 @pytest.fixture

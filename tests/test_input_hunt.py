@@ -26,17 +26,6 @@ from psfmatch.io import read_exposure, read_kernel, write_exposure, write_kernel
 from psfmatch.io.fits import atomic_write
 from psfmatch.psf import GaussianPsf, ImagePsf, read_image_psf, read_psf
 
-SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
-
-
-def shared_data(*parts):
-    """Path to a file under ../shared/data, skipping the test when it is absent."""
-    path = os.path.join(SHARED, *parts)
-    if not os.path.exists(path):
-        pytest.skip(f"shared test data not available: {path}")
-    return path
-
-
 def _gaussian(n, sigma, x0=None, y0=None):
     c = (n - 1) / 2.0
     x0 = c if x0 is None else x0
@@ -104,7 +93,7 @@ def test_run_and_inspect_psf_refuse_a_science_frame_as_the_psf(science_file, tmp
     assert main(["inspect-psf", f"image:{science_file}"]) == 0  # forced: read as it is
 
 
-def test_psf_images_are_not_refused():
+def test_psf_images_are_not_refused(shared_data):
     """Real PSF images (IRAC, HST; the SDSS one on its 1000-count bias, 51x51, below the size checked),
     a PSF stamp 257 px wide and a broad PSF (sigma an eighth of its stamp) are read when identified."""
     for name in ("irac_ch1_flight.fits", "irac_ch4_flight.fits"):
@@ -116,7 +105,7 @@ def test_psf_images_are_not_refused():
         assert isinstance(read_psf(shared_data(*galsim, name)), ImagePsf)
 
 
-def test_large_psf_stamps_are_not_refused(tmp_path):
+def test_large_psf_stamps_are_not_refused(tmp_path, shared_data):
     irac = fits.getdata(shared_data("psf_images", "astropy__photutils-datasets", "irac_ch4_flight.fits"))
     padded = np.zeros((257, 257))
     padded[88:169, 88:169] = irac

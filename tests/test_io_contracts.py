@@ -6,24 +6,11 @@ code.  The inputs are asymmetric in x and y, so that a swap shows.
 """
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from psfmatch import Box2I, InvalidInputError
-
-
-def _des_psfex():
-    """The DES PSFEx model of ../shared/data (a test that needs it is skipped when the folder is absent).
-
-    (Not conftest's ``shared_data``: ``import conftest`` finds docs/conftest.py when the whole suite runs.)
-    """
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "psfex" / "GalSim-developers__GalSim" \
-        / "DECam_00154912_12_psfcat.psf"
-    if not path.is_file():
-        pytest.skip(f"shared test data not available: {path}")
-    return path
 
 
 # ---------------------------------------------------------------------------
@@ -225,11 +212,11 @@ def test_a_varying_model_on_a_wide_box_is_approximated_over_that_box(tmp_path):
         assert np.abs(a - b).max() < 0.008 * b.max()  # 0.0055 at worst; 0.01-0.03 fitted off the box
 
 
-def test_a_resized_psfex_model_keeps_its_non_square_stamp_through_a_file(tmp_path):
+def test_a_resized_psfex_model_keeps_its_non_square_stamp_through_a_file(tmp_path, shared_data):
     from psfmatch import Exposure
     from psfmatch.psf import PsfexPsf, read_psf
 
-    psf = read_psf(_des_psfex()).resized(31, 27)
+    psf = read_psf(shared_data("psfex", "GalSim-developers__GalSim", "DECam_00154912_12_psfcat.psf")).resized(31, 27)
     exposure = Exposure(np.zeros((40, 60), np.float32), psf=psf)
     exposure.writeFits(tmp_path / "e.fits")
     back = Exposure.readFits(tmp_path / "e.fits").getPsf()
@@ -260,7 +247,7 @@ def test_a_padded_model_is_read_back_at_its_padded_size(tmp_path):
 
 
 @pytest.mark.parametrize("card", ["PMRESIZW", "PMSTAMPW"])
-def test_a_damaged_stamp_size_card_is_refused_before_anything_is_allocated(tmp_path, card):
+def test_a_damaged_stamp_size_card_is_refused_before_anything_is_allocated(tmp_path, card, shared_data):
     """A stored stamp size beyond MAX_STAMP_SIZE is a damaged card: reading refuses it, naming it, instead
     of building a model whose first kernel image would take gigabytes."""
     from astropy.io import fits
@@ -275,7 +262,7 @@ def test_a_damaged_stamp_size_card_is_refused_before_anything_is_allocated(tmp_p
     if card == "PMRESIZW":
         psf = _ResizedPsf(ImagePsf(np.outer([1.0, 2.0, 4.0, 2.0, 1.0], [1.0, 3.0, 1.0])), 9, 9)
     else:
-        psf = read_psf(_des_psfex())
+        psf = read_psf(shared_data("psfex", "GalSim-developers__GalSim", "DECam_00154912_12_psfcat.psf"))
     path = str(tmp_path / "e.fits")
     Exposure(np.zeros((20, 30), np.float32), psf=psf).writeFits(path)
     with fits.open(path, mode="update") as hdul:
