@@ -20,10 +20,12 @@ import pytest
 from psfmatch import Box2I, Exposure, ModelPsfMatchConfig, ModelPsfMatchTask, Point2I
 from psfmatch.demo import demo_psf
 from psfmatch.diagnostics import FLAG_KERNEL_SHIFT, check_kernel_quality
-from psfmatch.errors import InvalidConfigError, KernelQualityWarning
+from psfmatch import qa as qa_module
+from psfmatch.errors import InvalidConfigError, InvalidInputError, KernelQualityWarning
 from psfmatch.moments import adaptive_moments
 from psfmatch.psf import GaussianPsf, ImagePsf
-from psfmatch.qa import kernel_centroids
+from psfmatch.psf.base import Psf, pad_or_crop
+from psfmatch.qa import kernel_centroids, match_quality, match_quality_groups
 
 OFFSET = (0.3, -0.2)  # the reference's displacement in its stamp, pixels (x, y)
 BOX = Box2I(Point2I(0, 0), (128, 96))  # one cell, its candidate at its centre (63.5, 47.5)
@@ -163,3 +165,81 @@ def test_inf_switches_the_check_off_and_a_negative_threshold_is_refused():
     assert not [w for w in record if issubclass(w.category, KernelQualityWarning)]
     with pytest.raises(InvalidConfigError, match=r"qaMaxKernelShift: out of range \[0\.0, inf\); got -0\.1"):
         config.qaMaxKernelShift = -0.1
+
+
+class _DisplacedVaryingPsf(Psf):
+    """A round Gaussian displaced by OFFSET in its 25 px stamp, its width growing with x (a varying model)."""
+
+    def isSpatiallyVarying(self):
+        return True
+
+    def _kernel_image(self, x, y):
+        return _gaussian(25, 1.4 + x / 2000.0, *OFFSET)
+
+
+def test_the_fit_reuses_the_surveys_science_centroids_in_the_frame_of_its_padded_stamps(monkeypatch):
+    """The survey measures the science stamps' centroids on their own 25 px stamps, the QA on the fit's padded
+    ones: offsets from the centre pixel carry over.  The science PSF's own displacement (OFFSET) is not a
+    shift of the stars by the kernel (the reference is centred: the kernel moves them by -OFFSET), and the
+    numbers are the ones measured from scratch; the science stacks are not measured again."""
+    box = Box2I(Point2I(0, 0), (512, 512))
+    measured = []
+    real = qa_module._reference_moments
+
+    def spy(stack):
+        measured.append(not np.array_equal(stack, np.broadcast_to(stack[0], stack.shape)))
+        return real(stack)
+
+    monkeypatch.setattr(qa_module, "_reference_moments", spy)
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False  # the default 21 px kernel pads the 25 px stamps to 31 px
+    config.qaMaxKernelShift = float("inf")
+    fit = ModelPsfMatchTask(config=config).fitKernel(_DisplacedVaryingPsf(), GaussianPsf(41, 41, 3.0), box)
+    assert fit.psfSize == 31
+    assert not any(measured)  # only the (constant) reference's stacks
+    q = fit.metadata["qa"]
+    assert q["between"]["n"] > 0
+    for part in ("candidates", "between"):
+        assert q[part]["kernelShiftWorst"] == pytest.approx(math.hypot(*OFFSET), abs=0.01)
+    # the candidates' numbers are those of match_quality measuring everything itself
+    cands = [c for c in fit.cellSet.candidates() if c.qa]
+    S = np.stack([pad_or_crop(c.science, 31, 31) for c in cands])
+    R = np.broadcast_to(cands[0].reference, S.shape)
+    K = np.stack([fit.kernel.computeImage((c.x, c.y)) for c in cands])
+    fresh = match_quality(S, R, K / K.sum(axis=(1, 2), keepdims=True))
+    assert [c.qa["kernelShiftDx"] for c in cands] == pytest.approx(fresh["kernelShiftDx"], abs=1e-7)
+    assert [c.qa["kernelShiftDy"] for c in cands] == pytest.approx(fresh["kernelShiftDy"], abs=1e-7)
+    assert fresh["kernelShiftDx"] == pytest.approx(-OFFSET[0], abs=0.01)
+
+
+def test_known_science_centroids_are_used_and_the_unknown_ones_measured():
+    S = np.stack([_gaussian(31, 1.5, 0.25, -0.1), _gaussian(31, 1.8)])
+    R = np.stack([_gaussian(31, 2.5)] * 2)
+    K = np.stack([_gaussian(21, 2.0)] * 2)
+    plain = match_quality_groups([(S, R, K)])[0]
+    _, _, _, xc, yc, _ = adaptive_moments(S[:1])
+    known = np.array([[xc[0] + 0.5, yc[0]], [np.nan, np.nan]])  # a wrong first x centroid shows it is used
+    q = match_quality_groups([(S, R, K, known)])[0]
+    assert q["kernelShiftDx"][0] == pytest.approx(plain["kernelShiftDx"][0] - 0.5, abs=1e-12)
+    assert q["kernelShiftDy"][0] == pytest.approx(plain["kernelShiftDy"][0], abs=1e-12)
+    # the unknown one is measured (alone: the same fixed point, to rounding)
+    assert (q["kernelShiftDx"][1], q["kernelShiftDy"][1]) == pytest.approx(
+        (plain["kernelShiftDx"][1], plain["kernelShiftDy"][1]), abs=1e-12)
+    assert match_quality_groups([(S, R, K, None)])[0]["kernelShiftDx"].tolist() == plain["kernelShiftDx"].tolist()
+    with pytest.raises(InvalidInputError, match=r"known science centroids must be an \(n, 2\) array for the 2 "
+                                                r"stamps; got shape \(2,\)"):
+        match_quality_groups([(S, R, K, np.zeros(2))])
+
+
+def test_the_surveys_centroids_by_position_and_stamp_size():
+    from psfmatch.cells import SpatialCellSet
+    from psfmatch.diagnostics import SurveyCachedPsf, survey_psfs
+
+    cells = SpatialCellSet(Box2I(Point2I(0, 0), (256, 256)), 128, 128)
+    survey = survey_psfs(_DisplacedVaryingPsf(), GaussianPsf(41, 41, 3.0), cells)
+    xs, ys = survey.positions[:, 0], survey.positions[:, 1]
+    cached = SurveyCachedPsf(_DisplacedVaryingPsf(), survey)
+    c = cached.science_centroids(xs, ys, 25)
+    assert c == pytest.approx(np.broadcast_to(OFFSET, c.shape), abs=1e-3)
+    assert np.isnan(cached.science_centroids(xs, ys, 23)).all()  # measured on larger stamps than the QA's
+    assert np.isnan(cached.science_centroids([1.0], [2.0], 25)).all()  # no survey there

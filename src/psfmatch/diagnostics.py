@@ -69,6 +69,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from concurrent import futures
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -114,13 +115,14 @@ FLAG_APERTURE = "APERTURE_FLUX_MISMATCH"
 def _moments(stamps):
     """Adaptive moments of a stack of equal-size stamps, measured once per distinct stamp.
 
-    Returns the moments (n, 3) = (ixx, iyy, ixy), their ok flags (n,) and the number of distinct stamps.
+    Returns the moments (n, 3) = (ixx, iyy, ixy), their ok flags (n,), the number of distinct stamps
+    and the adaptive centroids (n, 2) = (xc, yc), offsets from the stamps' centre pixel.
     """
     arr = np.asarray(stamps)
     first, inv = unique_stamps(arr)
-    ixx, iyy, ixy, _, _, ok = adaptive_moments(arr[first])
+    ixx, iyy, ixy, xc, yc, ok = adaptive_moments(arr[first])
     cov = np.stack([ixx, iyy, ixy], axis=1)
-    return cov[inv], ok[inv], len(first)
+    return cov[inv], ok[inv], len(first), np.stack([xc, yc], axis=1)[inv]
 
 
 @dataclass
@@ -150,6 +152,13 @@ class PsfSurvey:
         match is the same everywhere).
     failed : list of str
         Cells skipped because a PSF could not be evaluated there.
+    scienceStamps : dict
+        ``(x, y) -> stamp``: the science stamps by position (what :class:`SurveyCachedPsf` serves).
+    scienceCentroids : dict
+        ``(x, y) -> (xc, yc, side)``: the science stamps' adaptive centroids, offsets from their
+        centre pixel, where their moments converged on a square stamp of ``side`` pixels (the
+        QA's ``kernelShift`` reuses them, :meth:`SurveyCachedPsf.science_centroids`, instead of
+        measuring the same stamps again).
     """
 
     positions: np.ndarray
@@ -165,6 +174,7 @@ class PsfSurvey:
     constant: bool
     failed: list = field(default_factory=list)
     scienceStamps: dict = field(default_factory=dict, repr=False)
+    scienceCentroids: dict = field(default_factory=dict, repr=False)
 
     def __len__(self):
         return len(self.positions)
@@ -259,7 +269,12 @@ def survey_psfs(science_psf, reference_psf, cell_set, positions=None, images=Non
         S_own.setflags(write=False)
     S_arr = S_own if S_own is not None and S_own.shape[1:] == (P, P) else pad_or_crop_stack(S, P, P)
     cache = {(float(x), float(y)): s for (x, y), s in zip(pos, S)}
-    s_mom, s_ok, s_distinct = _moments(S_own if S_own is not None else S_arr)
+    s_stack = S_own if S_own is not None else S_arr
+    s_mom, s_ok, s_distinct, s_cen = _moments(s_stack)
+    # (the stamps are odd and square: their centre pixel stays the centre when padded to the fit's size, and
+    # the offsets carry over)
+    side = s_stack.shape[1]
+    centroids = {p: (float(c[0]), float(c[1]), side) for p, c, ok in zip(pos, s_cen, s_ok) if ok}
     if ref_const:  # one stamp, shared by every cell (and measured once for a whole batch)
         ixx, iyy, ixy, _, _, ok = stamp_moments(R[0])
         r_mom, r_ok = np.repeat(np.stack([ixx, iyy, ixy], axis=1), len(R), axis=0), np.repeat(ok, len(R))
@@ -267,10 +282,10 @@ def survey_psfs(science_psf, reference_psf, cell_set, positions=None, images=Non
         r_distinct = 1
     else:
         R_arr = pad_or_crop_stack(R, P, P)
-        r_mom, r_ok, r_distinct = _moments(np.asarray(R) if len({x.shape for x in R}) == 1 else R_arr)
+        r_mom, r_ok, r_distinct, _ = _moments(np.asarray(R) if len({x.shape for x in R}) == 1 else R_arr)
     constant = s_distinct == 1 and r_distinct == 1
     return PsfSurvey(np.array(pos, dtype=float), idx, labels, S_arr, R_arr, s_mom, r_mom, s_ok & r_ok,
-                     int(ssize), int(rsize), constant, failed, cache)
+                     int(ssize), int(rsize), constant, failed, cache, centroids)
 
 
 def _rows_of_one_stack(stamps):
@@ -294,10 +309,29 @@ class SurveyCachedPsf(Psf):
     goes to the wrapped model.
     """
 
-    def __init__(self, psf, survey: PsfSurvey):
+    def __init__(self, psf, survey: PsfSurvey, pending=None):
         self._psf = psf
         self._stamps = survey.scienceStamps
+        self._centroids = survey.scienceCentroids
+        self._pending = pending  # a future that adds centroids (the ill-posed check between the candidates)
         self.name = getattr(psf, "name", type(psf).__name__)
+
+    def science_centroids(self, xs, ys, side) -> np.ndarray:
+        """The survey's adaptive centroids of the science stamps at ``(xs, ys)``, as (n, 2) offsets.
+
+        NaN where the survey has none, or measured a stamp larger than ``side`` (the QA's stamps
+        are cropped to it there, which may move the centroid).  Waits for ``pending`` first (its
+        outcome, an exception included, is left to its owner), so the answer does not depend on
+        the threads' timing.
+        """
+        if self._pending is not None:
+            futures.wait([self._pending])
+        out = np.full((len(xs), 2), np.nan)
+        for j, (x, y) in enumerate(zip(xs, ys)):
+            c = self._centroids.get((float(x), float(y)))
+            if c is not None and c[2] <= side:
+                out[j] = c[:2]
+        return out
 
     def computeKernelImage(self, position=None):
         if position is not None:

@@ -240,9 +240,13 @@ def match_quality_groups(groups) -> list:
     The chunks of all the stacks are measured together on the cores, without
     concatenating the stacks (the kernel fit's QA of its candidates and of the
     positions between them: a copy of each stack less).
+
+    A group may carry a fourth item, the science stamps' adaptive centroids already measured
+    (an (n, 2) array of offsets ``(xc, yc)`` from the centre pixel, NaN where unknown; the fit
+    passes those of its ill-posed survey): ``kernelShift`` then measures only the others.
     """
     stacks = []
-    for science, reference, kernels in groups:
+    for science, reference, kernels, *known in groups:
         S = np.asarray(science, dtype=np.float64)
         R = np.asarray(reference, dtype=np.float64)
         K = np.asarray(kernels, dtype=np.float64)
@@ -252,20 +256,24 @@ def match_quality_groups(groups) -> list:
                 f"match_quality needs stacks of n odd square science and reference stamps of one size, (n, P, P), "
                 f"and n odd square kernels, (n, k, k); got science {S.shape}, reference {R.shape}, kernels "
                 f"{K.shape} (give single stamps as stacks of one: stamp[None])")
-        stacks.append((S, R, K))
+        C = None if not known or known[0] is None else np.asarray(known[0], dtype=np.float64)
+        if C is not None and C.shape != (len(S), 2):
+            raise InvalidInputError(f"match_quality_groups: the known science centroids must be an (n, 2) array "
+                                    f"for the {len(S)} stamps; got shape {C.shape}")
+        stacks.append((S, R, K, C))
     jobs = []  # (stack, slice): near-equal chunks of each stack
-    for g, (S, R, K) in enumerate(stacks):
+    for g, (S, R, K, _) in enumerate(stacks):
         n = len(S)
         nparts = max(1, -(-n // qa_chunk_size(S.shape[1], K.shape[1])))
         edges = np.linspace(0, n, nparts + 1).round().astype(int)
         jobs += [(g, slice(int(a), int(b))) for a, b in zip(edges[:-1], edges[1:])]
 
     def one(job):
-        S, R, K = stacks[job[0]]
-        return _match_quality(S[job[1]], R[job[1]], K[job[1]])
+        S, R, K, C = stacks[job[0]]
+        return _match_quality(S[job[1]], R[job[1]], K[job[1]], None if C is None else C[job[1]])
 
     # positions that fit one chunk in all are measured in this thread, as a short stack is (see match_quality)
-    serial = len(jobs) <= 1 or sum(len(S) for S, _, _ in stacks) <= _CHUNK
+    serial = len(jobs) <= 1 or sum(len(S) for S, *_ in stacks) <= _CHUNK
     parts = [one(job) for job in jobs] if serial else map_shared(one, jobs)
     out = []
     for g in range(len(stacks)):
@@ -274,7 +282,19 @@ def match_quality_groups(groups) -> list:
     return out
 
 
-def _match_quality(S, R, K):
+def _science_centroids(S, known):
+    """Adaptive centroids ``(xc, yc, ok)`` of the science stamps ``S``: the ``known`` (n, 2) rows that are
+    not NaN, measured for the others (all of them without ``known``)."""
+    if known is None:
+        return _reference_moments(S)[3:]
+    miss = np.isnan(known).any(axis=1)
+    xc, yc, ok = known[:, 0].copy(), known[:, 1].copy(), ~miss
+    if miss.any():
+        xc[miss], yc[miss], ok[miss] = _reference_moments(S[miss])[3:]
+    return xc, yc, ok
+
+
+def _match_quality(S, R, K, known=None):
     P, k = S.shape[-1], K.shape[-1]
     h = k // 2
     m = matched_stamps(S, K, QA_DTYPE)  # a fresh array: it becomes the residual in place
@@ -300,12 +320,13 @@ def _match_quality(S, R, K):
     ell = np.where(ok, ell, np.nan)
     neg = np.clip(-K, 0, None).sum(axis=(1, 2)) / np.abs(K).sum(axis=(1, 2))
     # the stars' shift: adaptive centroid of S (*) K minus that of S (the science stamps' moments measured
-    # once where they are all identical); where either fails, the kernel's own first moment
-    si = _reference_moments(S)
-    star_ok = mi[5] & si[5]
+    # once where they are all identical, and not at all where they are known); where either fails, the
+    # kernel's own first moment
+    sx, sy, s_ok = _science_centroids(S, known)
+    star_ok = mi[5] & s_ok
     kx, ky = kernel_centroids(K)
-    dx = np.where(star_ok, mi[3] - si[3], kx)
-    dy = np.where(star_ok, mi[4] - si[4], ky)
+    dx = np.where(star_ok, mi[3] - sx, kx)
+    dy = np.where(star_ok, mi[4] - sy, ky)
     return {"residualMax": res_max, "residualRms": res_rms, "sizeMismatch": size,
             "ellipticityMismatch": ell, "kernelNegativeFraction": neg,
             "centroidShift": np.where(ok, np.hypot(mi[3] - ri[3], mi[4] - ri[4]), np.nan),

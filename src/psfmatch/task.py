@@ -493,11 +493,11 @@ class ModelPsfMatchTask:
                                          if s is not None})
             pool = None if self.config.strict else shared_pool(available_cores())
             if pool is None:
-                between = self._check_between(cellSet, pts, images)
+                between = self._check_between(cellSet, pts, images, survey.scienceCentroids)
                 if between is not None:
                     enforce_ill_posed(between, self.config.strict, stacklevel=4 + warn_skip)
             else:
-                between_job = pool.submit(self._check_between, cellSet, pts, images)
+                between_job = pool.submit(self._check_between, cellSet, pts, images, survey.scienceCentroids)
         t1 = time.perf_counter()
         task, auto_md = self, None
         try:
@@ -512,7 +512,9 @@ class ModelPsfMatchTask:
                                        fit_memory)
                 task = type(self)(config=choice.config, name=self.name)
                 auto_md = choice.metadata
-            cached = sci if survey is None else SurveyCachedPsf(sci, survey)
+            # (the QA reuses the science stamps' centroids measured by the survey, and by the check between the
+            # candidates once it has finished)
+            cached = sci if survey is None else SurveyCachedPsf(sci, survey, pending=between_job)
             fit = task.fitKernel(cached, ref, bbox, kernelSum, _preflight=False, _cellSet=cellSet,
                                  _warn_skip=warn_skip + 2)
         except BaseException:
@@ -862,7 +864,7 @@ class ModelPsfMatchTask:
         R_c = np.broadcast_to(R_once, (len(goodj),) + R_once.shape) if R_once is not None else (
             R_all if all_good else R_all[goodj])
         groups = [(S_c, R_c, xs, ys)] + ([(Sb, Rb, xb, yb)] if len(xb) else [])
-        qs = self._qa(kernel, groups)
+        qs = self._qa(kernel, groups, sci)
         qa_c = qs[0]
         for n_, j in enumerate(goodj):
             cand = cands[used[j]]
@@ -893,24 +895,33 @@ class ModelPsfMatchTask:
         coeffs, rank, cond, _ = solve_candidates(eq, kc.solveRcond)
         return eq, cbasis, coeffs, rank, cond
 
-    def _qa(self, kernel, groups):
-        """:func:`~psfmatch.qa.match_quality` of ``groups`` of ``(S, R, xs, ys)`` stacks, one dict per group."""
+    def _qa(self, kernel, groups, sci=None):
+        """:func:`~psfmatch.qa.match_quality` of ``groups`` of ``(S, R, xs, ys)`` stacks, one dict per group.
+
+        With the survey's science PSF (a :class:`~psfmatch.diagnostics.SurveyCachedPsf`), the science
+        stamps' centroids it measured are not measured again."""
+        from .diagnostics import SurveyCachedPsf
         from .solve import single_threaded_blas  # small products: one BLAS thread (see its docstring)
 
+        known = sci.science_centroids if isinstance(sci, SurveyCachedPsf) else None
         with single_threaded_blas():
-            return match_quality_groups([(S, R, kernel.computeImages(xs, ys) / kernel.kernel_sum)
+            return match_quality_groups([(S, R, kernel.computeImages(xs, ys) / kernel.kernel_sum,
+                                          None if known is None else known(xs, ys, S.shape[1]))
                                          for S, R, xs, ys in groups])
 
-    def _check_between(self, cellSet, pts, images):
+    def _check_between(self, cellSet, pts, images, centroids=None):
         """The ill-posed check at the QA's held-out positions ``pts`` (:meth:`_between_positions`) from the stamps
         ``images`` made there (:func:`~psfmatch.psf.base.compute_kernel_image_pairs`), or None where neither
-        PSF could be evaluated.  The PSF models are not called: this may run on a pool thread."""
+        PSF could be evaluated.  The PSF models are not called: this may run on a pool thread.  The science
+        stamps' centroids measured are added to ``centroids`` (a survey's ``scienceCentroids``)."""
         from .diagnostics import check_ill_posed, survey_psfs
 
         try:
             held = survey_psfs(None, None, cellSet, positions=pts, images=images)
         except PsfEvaluationError:
             return None  # nowhere evaluable: the QA skips these positions too
+        if centroids is not None:
+            centroids.update(held.scienceCentroids)
         return check_ill_posed(held, self.config.illPosedTolerance, noun="held-out positions between the candidates")
 
     def _between_positions(self, cellSet):
