@@ -26,7 +26,11 @@ eigenvalue; when well-posed, ``-Delta`` is the smallest margin over all axes).  
 flagged when ``Delta > illPosedTolerance`` (default 0.01 px; the adaptive
 moments of noiseless model stamps are accurate to about 1e-5 px, so matching a
 PSF to itself is never flagged).  The equivalent Gaussian deconvolution width
-is ``sqrt(-lambda_min)``.
+is ``sqrt(-lambda_min)``.  A PSF too undersampled for adaptive moments (their
+weight collapses, :func:`~psfmatch.moments.collapsed`) is narrower than
+:data:`~psfmatch.moments.UNDERSAMPLED_SIGMA` along every axis: with that bound
+in its place, a cell is still decided where the other PSF's moments converged
+and the bound settles the answer either way; the others are not measured.
 
 Kernel quality
 --------------
@@ -76,7 +80,7 @@ import numpy as np
 
 from .errors import IllPosedMatchError, IllPosedMatchWarning, KernelQualityWarning, PsfEvaluationError
 from .geom import Point2D, as_point
-from .moments import adaptive_moments, stamp_moments
+from .moments import UNDERSAMPLED_SIGMA, adaptive_moments, collapsed, stamp_moments
 from .psf.base import Psf, compute_kernel_image_pairs, pad_or_crop, pad_or_crop_stack, unique_stamps
 
 __all__ = [
@@ -145,6 +149,8 @@ class PsfSurvey:
         ``(Ixx, Iyy, Ixy)`` in pixels squared.
     ok : ndarray of bool (n,)
         Both moment measurements converged.
+    scienceOk, referenceOk : ndarray of bool (n,)
+        Each PSF's measurement converged (``ok`` is both).
     scienceSize, referenceSize : int
         Largest native stamp size of each model.
     constant : bool
@@ -175,6 +181,15 @@ class PsfSurvey:
     failed: list = field(default_factory=list)
     scienceStamps: dict = field(default_factory=dict, repr=False)
     scienceCentroids: dict = field(default_factory=dict, repr=False)
+    scienceOk: np.ndarray = None
+    referenceOk: np.ndarray = None
+
+    def __post_init__(self):
+        # (a survey made without them: each PSF's flag is the pair's)
+        if self.scienceOk is None:
+            self.scienceOk = np.asarray(self.ok, dtype=bool)
+        if self.referenceOk is None:
+            self.referenceOk = np.asarray(self.ok, dtype=bool)
 
     def __len__(self):
         return len(self.positions)
@@ -285,7 +300,7 @@ def survey_psfs(science_psf, reference_psf, cell_set, positions=None, images=Non
         r_mom, r_ok, r_distinct, _ = _moments(np.asarray(R) if len({x.shape for x in R}) == 1 else R_arr)
     constant = s_distinct == 1 and r_distinct == 1
     return PsfSurvey(np.array(pos, dtype=float), idx, labels, S_arr, R_arr, s_mom, r_mom, s_ok & r_ok,
-                     int(ssize), int(rsize), constant, failed, cache, centroids)
+                     int(ssize), int(rsize), constant, failed, cache, centroids, s_ok, r_ok)
 
 
 def _rows_of_one_stack(stamps):
@@ -399,8 +414,10 @@ class IllPosedReport:
         Per surveyed cell, ``sqrt(v^T C_sci v) - sqrt(v^T C_ref v)`` (pixels) along
         the worst axis ``v``, where this is largest; negative values are the smallest
         margins over all axes (well-posed).  This and
-        the next arrays are NaN in the cells whose moments failed (``survey.ok``
-        False: not measured).
+        the next arrays are NaN in the cells not measured (``measured`` False).  Where one
+        PSF is undersampled (below) its sigma is the bound :data:`UNDERSAMPLED_SIGMA` and the
+        deficit a bound: at most this for an undersampled science PSF, at least this for an
+        undersampled reference.
     angle : ndarray (n,)
         Angle of ``v`` in degrees from +x, counter-clockwise, in [0, 180).
     scienceSigma, referenceSigma : ndarray (n,)
@@ -416,6 +433,12 @@ class IllPosedReport:
     noun : str
         What the survey's positions are, for the messages: ``"cells"`` (the candidates) or
         ``"held-out positions"`` (between them).
+    measured : ndarray of bool (n,)
+        The cells the check could decide: both PSFs' moments converged, or one PSF is undersampled and
+        the bound decides (by default ``survey.ok``).
+    scienceUndersampled, referenceUndersampled : ndarray of bool (n,)
+        Decided cells where that PSF's adaptive weight collapsed (narrower than
+        :data:`UNDERSAMPLED_SIGMA` along every axis) while the other PSF was measured.
     """
 
     deficit: np.ndarray
@@ -427,6 +450,18 @@ class IllPosedReport:
     tolerance: float
     survey: PsfSurvey
     noun: str = "cells"
+    measured: np.ndarray = None
+    scienceUndersampled: np.ndarray = None
+    referenceUndersampled: np.ndarray = None
+
+    def __post_init__(self):
+        if self.measured is None:
+            self.measured = np.asarray(self.survey.ok, dtype=bool)
+        none = np.zeros(len(self.deficit), dtype=bool)
+        if self.scienceUndersampled is None:
+            self.scienceUndersampled = none
+        if self.referenceUndersampled is None:
+            self.referenceUndersampled = none
 
     @property
     def illPosed(self) -> bool:
@@ -438,34 +473,55 @@ class IllPosedReport:
 
     @property
     def nUnmeasured(self) -> int:
-        """Cells where either PSF's adaptive moments failed (``survey.ok`` False): not checked."""
-        return int(np.sum(~self.survey.ok))
+        """Cells the check could not decide (``measured`` False)."""
+        return int(np.sum(~self.measured))
 
     def unmeasured_message(self) -> str:
         """What the check could not see, and why that may matter ('' when every cell was measured)."""
-        bad = np.flatnonzero(~self.survey.ok)
+        bad = np.flatnonzero(~self.measured)
         if not len(bad):
             return ""
         names = ", ".join(self.survey.labels[i] for i in bad[:8]) + (f", ... ({len(bad) - 8} more)"
                                                                       if len(bad) > 8 else "")
-        return (f"the ill-posed check could not be made at {len(bad)} of {len(self.deficit)} {self.noun} ({names}): the "
-                "adaptive moments of the science or reference PSF did not converge there (a PSF narrower than "
-                "about 0.8 px sigma is too undersampled for them; so is a stamp without a clear core). Make sure "
-                "the reference is broader than the science PSF there, or use better-sampled PSF models")
+        sv = self.survey
+        s_low, r_low = collapsed(sv.scienceMoments)[bad], collapsed(sv.referenceMoments)[bad]
+        s_ok, r_ok = _own_ok(sv)
+        s_bad, r_bad = ~s_ok[bad], ~r_ok[bad]
+        why = []
+        if np.any(s_low & r_low):
+            why.append(f"both PSFs are undersampled (narrower than about {UNDERSAMPLED_SIGMA:g} px sigma, too narrow "
+                       f"for adaptive moments) at {int(np.sum(s_low & r_low))} of them")
+        for low, other_bad, name, other in ((s_low, r_bad, "science", "reference"),
+                                            (r_low, s_bad, "reference", "science")):
+            if np.any(low & ~other_bad):
+                why.append(f"the {name} PSF is undersampled (narrower than about {UNDERSAMPLED_SIGMA:g} px sigma) "
+                           f"and the {other} PSF not broader than that at {int(np.sum(low & ~other_bad))} of them")
+        for failed, name in ((s_bad & ~s_low, "science"), (r_bad & ~r_low, "reference")):
+            if np.any(failed):
+                why.append(f"the {name} PSF's adaptive moments did not converge (a PSF narrower than about "
+                           f"{UNDERSAMPLED_SIGMA:g} px sigma along one axis, or a stamp without a clear core) at "
+                           f"{int(np.sum(failed))} of them")
+        return (f"the ill-posed check could not be made at {len(bad)} of {len(self.deficit)} {self.noun} ({names}): "
+                + "; ".join(why) + ". Make sure the reference is broader than the science PSF there, or use "
+                "better-sampled PSF models")
 
     def worst(self):
         """Index (into the survey) of the measured cell with the largest deficit; None when none was measured."""
-        if not np.any(self.survey.ok):
+        if not np.any(self.measured):
             return None
-        d = np.where(self.survey.ok, self.deficit, -np.inf)
+        d = np.where(self.measured, self.deficit, -np.inf)
         return int(np.argmax(d))
+
+    def _undersampled(self, i):
+        """``"science"``, ``"reference"`` (the PSF bounded by :data:`UNDERSAMPLED_SIGMA` at cell ``i``) or None."""
+        return "science" if self.scienceUndersampled[i] else "reference" if self.referenceUndersampled[i] else None
 
     def cell_entry(self, i) -> dict:
         x, y = self.survey.positions[i]
         return {"cell": self.survey.labels[i], "cellIndex": int(self.survey.cells[i]), "x": float(x), "y": float(y),
                 "axisAngleDeg": float(self.angle[i]), "scienceSigma": float(self.scienceSigma[i]),
                 "referenceSigma": float(self.referenceSigma[i]), "deficit": float(self.deficit[i]),
-                "deconvolutionSigma": float(self.deconvolutionSigma[i])}
+                "deconvolutionSigma": float(self.deconvolutionSigma[i]), "undersampled": self._undersampled(i)}
 
     def message(self, max_cells=8) -> str:
         """A human-readable description naming the cells, the worst axis and the deficit, with the remedy."""
@@ -476,21 +532,30 @@ class IllPosedReport:
                 return self.unmeasured_message()
             where = f"all {n_all} {self.noun}" if not self.nUnmeasured else \
                 f"the {n_all - self.nUnmeasured} {self.noun} of {n_all} measured"
+            n_low = int(np.sum(self.scienceUndersampled))
+            low = (f"; the science PSF is undersampled at {n_low} of them, narrower than about "
+                   f"{UNDERSAMPLED_SIGMA:g} px sigma, where the reference is broader than that") if n_low else ""
+            at_least = "at least " if self.scienceUndersampled[i] else ""
             return (f"well-posed: the reference PSF is at least as broad as the science PSF along every axis in "
-                    f"{where} (smallest margin {max(0.0, -float(self.deficit[i])):.3g} px at "
-                    f"{self.survey.labels[i]})")
+                    f"{where} (smallest margin {at_least}{max(0.0, -float(self.deficit[i])):.3g} px at "
+                    f"{self.survey.labels[i]}{low})")
         idx = np.flatnonzero(self.flagged)
         idx = idx[np.argsort(-self.deficit[idx])]
         w = idx[0]
         names = ", ".join(self.survey.labels[i] for i in idx[:max_cells])
         if len(idx) > max_cells:
             names += f", ... ({len(idx) - max_cells} more)"
+        if self.referenceUndersampled[w]:
+            ref_sigma, bound = (f"< {UNDERSAMPLED_SIGMA:g} px (undersampled: too narrow for adaptive moments)",
+                                "at least ")
+        else:
+            ref_sigma, bound = f"{self.referenceSigma[w]:.3f} px", ""
         return (f"ill-posed match: the reference PSF is narrower than the science PSF at {len(idx)} of {n_all} "
                 f"{self.noun} ({names}), so matching there is a deconvolution and the kernel will ring. Worst: "
                 f"{self._where(w)}, along the axis at {self.angle[w]:.1f} deg from +x: "
-                f"science sigma {self.scienceSigma[w]:.3f} px vs reference sigma {self.referenceSigma[w]:.3f} px, "
-                f"a deficit of {self.deficit[w]:.3f} px (equivalent to deconvolving a Gaussian of sigma "
-                f"{self.deconvolutionSigma[w]:.3f} px; tolerance {self.tolerance:g} px). Remedy: use a reference "
+                f"science sigma {self.scienceSigma[w]:.3f} px vs reference sigma {ref_sigma}, "
+                f"a deficit of {bound}{self.deficit[w]:.3f} px (equivalent to deconvolving a Gaussian of sigma "
+                f"{bound}{self.deconvolutionSigma[w]:.3f} px; tolerance {self.tolerance:g} px). Remedy: use a reference "
                 f"PSF broader than sigma {self.scienceSigma[w]:.3f} px along that axis everywhere (e.g. a round "
                 f"Gaussian of sigma >= {self.max_science_sigma():.3f} px), or match the other exposure to this one")
 
@@ -502,7 +567,7 @@ class IllPosedReport:
 
     def max_science_sigma(self) -> float:
         """The largest science sigma along any axis over the field (major-axis sigma), pixels."""
-        m = self.survey.scienceMoments[self.survey.ok]
+        m = self.survey.scienceMoments[_own_ok(self.survey)[0]]
         if len(m) == 0:
             return float("nan")
         tr = 0.5 * (m[:, 0] + m[:, 1])
@@ -515,7 +580,10 @@ class IllPosedReport:
         idx = idx[np.argsort(-self.deficit[idx])]
         w = self.worst()
         out = {"flag": self.illPosed, "nCellsChecked": int(len(self.deficit)), "nCellsFlagged": int(len(idx)),
-               "nCellsUnmeasured": self.nUnmeasured, "tolerance": float(self.tolerance),
+               "nCellsUnmeasured": self.nUnmeasured,
+               "nCellsUndersampled": {"science": int(np.sum(self.scienceUndersampled)),
+                                      "reference": int(np.sum(self.referenceUndersampled))},
+               "tolerance": float(self.tolerance),
                "worst": None if w is None else self.cell_entry(w),
                "cells": [self.cell_entry(i) for i in idx[:max_cells]]}
         if len(idx) > max_cells:
@@ -651,6 +719,13 @@ def _widest_deficit(cs, cr, eig=None):
     return theta, sigmas(As[:n], Bs[:n], Cs[:n], theta), sigmas(Ar[:n], Br[:n], Cr[:n], theta)
 
 
+def _own_ok(survey):
+    """Each PSF's own moments flags ``(science, reference)`` of a survey (both its ``ok`` where it has none)."""
+    ok = np.asarray(survey.ok, dtype=bool)
+    return (np.asarray(getattr(survey, "scienceOk", ok), dtype=bool),
+            np.asarray(getattr(survey, "referenceOk", ok), dtype=bool))
+
+
 def check_ill_posed(survey: PsfSurvey, tolerance=0.01, noun="cells") -> IllPosedReport:
     """Compare the two PSFs' second moments per cell (see the module docstring).
 
@@ -677,20 +752,32 @@ def check_ill_posed(survey: PsfSurvey, tolerance=0.01, noun="cells") -> IllPosed
     >>> check_ill_posed(survey_psfs(GaussianPsf(21, 21, 2.0), GaussianPsf(31, 31, 2.6), cells)).illPosed
     False
     """
-    cs = _covariance(survey.scienceMoments)
-    cr = _covariance(survey.referenceMoments)
+    ok = np.asarray(survey.ok, dtype=bool)
+    # a PSF whose adaptive weight collapsed is narrower than UNDERSAMPLED_SIGMA along every axis: where the
+    # other PSF was measured, that bound decides some cells -- an undersampled science PSF under a reference
+    # broader than the bound is well-posed, an undersampled reference under a broader science PSF is not
+    s_ok, r_ok = _own_ok(survey)
+    sci_low = collapsed(survey.scienceMoments) & r_ok
+    ref_low = collapsed(survey.referenceMoments) & s_ok
+    round_bound = np.array([UNDERSAMPLED_SIGMA ** 2, UNDERSAMPLED_SIGMA ** 2, 0.0])
+    cs = _covariance(np.where(sci_low[:, None], round_bound, survey.scienceMoments))
+    cr = _covariance(np.where(ref_low[:, None], round_bound, survey.referenceMoments))
     eig = np.linalg.eigh(cr - cs)
     lam = eig[0][:, 0]
     theta, s_sci, s_ref = _widest_deficit(cs, cr, eig)
     deficit = s_sci - s_ref
     angle = np.degrees(theta) % 180.0
     angle = np.where(np.isclose(angle, 180.0), 0.0, angle)
-    flagged = survey.ok & (deficit > tolerance)
+    # (the bound gives the science PSF's largest deficit, and the reference's smallest)
+    sci_low &= deficit <= tolerance
+    ref_low &= deficit > tolerance
+    measured = ok | sci_low | ref_low
+    flagged = measured & (deficit > tolerance)
     # where the moments failed the numbers above come from a weight collapsed onto its floor: unknown, not 0.01 px
-    unknown = ~np.asarray(survey.ok, dtype=bool)
-    deficit, angle, s_sci, s_ref, s_dec = (np.where(unknown, np.nan, a) for a in
+    deficit, angle, s_sci, s_ref, s_dec = (np.where(measured, a, np.nan) for a in
                                            (deficit, angle, s_sci, s_ref, np.sqrt(np.clip(-lam, 0, None))))
-    return IllPosedReport(deficit, angle, s_sci, s_ref, s_dec, flagged, float(tolerance), survey, noun)
+    return IllPosedReport(deficit, angle, s_sci, s_ref, s_dec, flagged, float(tolerance), survey, noun,
+                          measured, sci_low, ref_low)
 
 
 def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> None:
