@@ -727,6 +727,32 @@ def test_origin_of_a_binned_iraf_section(tmp_path, caplog):
     assert read_exposure(tmp_path / "y.fits", variance=np.ones((20, 30)), xy0=(3, 4)).getXY0() == (3, 4)
 
 
+def test_origin_of_a_binned_section_with_an_alternate_wcs(tmp_path, caplog):
+    """The alternate linear WCS A gives the origin only with a unit matrix: a binned section (CDELT1A = 2) had the
+    origin CRVAL1A, as though its pixels were the parent's."""
+    def origin(**cards):
+        hdu = fits.PrimaryHDU(np.ones((20, 30), np.float32))
+        hdu.header.update({"CTYPE1A": "LINEAR", "CTYPE2A": "LINEAR", "CRPIX1A": 1.0, "CRPIX2A": 1.0,
+                           "CRVAL1A": 40.0, "CRVAL2A": 60.0})
+        for key, value in cards.items():
+            hdu.header[key] = value
+        hdu.writeto(tmp_path / "a.fits", overwrite=True)
+        return read_exposure(tmp_path / "a.fits", variance=np.ones((20, 30))).getXY0()
+
+    assert origin() == (40, 60)
+    assert origin(CD1_1A=1.0, CD2_2A=1.0) == (40, 60)
+    assert origin(CDELT1A=1.0, CDELT2A=1.0, PC1_1A=1.0, PC2_2A=1.0) == (40, 60)
+    with caplog.at_level(logging.INFO, logger="psfmatch.io.fits"):
+        assert origin(CDELT1A=2.0, CDELT2A=2.0) == (0, 0)  # was (40, 60)
+    assert ("CRVAL1A/CRVAL2A are not taken as the image origin: the alternate WCS's matrix [[2.0, 0.0], [0.0, 2.0]] "
+            "is not the identity (a binned or transformed section); xy0 = (0, 0); pass xy0=") in caplog.text
+    assert origin(CD1_1A=2.0, CD2_2A=2.0) == (0, 0)
+    assert origin(PC1_2A=1.0, PC2_1A=-1.0, PC1_1A=0.0, PC2_2A=0.0) == (0, 0)  # rotated by 90 degrees
+    with pytest.raises(CorruptFileError, match=r"the origin cards \(CRVAL1A/CRVAL2A and their matrix, LTV1/LTV2 or "
+                                               r"LTMi_j\) are not numbers; pass xy0="):
+        origin(CDELT1A="two")
+
+
 def test_signed_16_bit_mask_from_a_file_is_not_sign_extended(tmp_path):
     dq = np.zeros((10, 12), np.int16)
     dq[2, 3] = np.int16(-32768)  # bit 15 only, as a signed BITPIX = 16 plane stores it

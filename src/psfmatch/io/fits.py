@@ -707,19 +707,38 @@ def _xy0_to_header(header, xy0):
 _LTM_IDENTITY = {"LTM1_1": 1.0, "LTM2_2": 1.0, "LTM1_2": 0.0, "LTM2_1": 0.0}
 
 
+def _alternate_matrix(header) -> np.ndarray:
+    """The pixel-to-parent matrix of the alternate linear WCS ``A``: ``CDi_jA`` where any is given, else
+    ``PCi_jA`` scaled by ``CDELTiA`` (FITS Paper I defaults: the identity, unit steps)."""
+    def card(name, default):
+        return float(header.get(name, default))
+
+    if any(f"CD{i}_{j}A" in header for i in (1, 2) for j in (1, 2)):
+        return np.array([[card(f"CD{i}_{j}A", 0.0) for j in (1, 2)] for i in (1, 2)])
+    pc = np.array([[card(f"PC{i}_{j}A", float(i == j)) for j in (1, 2)] for i in (1, 2)])
+    return pc * np.array([[card("CDELT1A", 1.0)], [card("CDELT2A", 1.0)]])
+
+
 def _xy0_from_header(header, where, error=CorruptFileError):
     """The image origin ``(x0, y0)`` a header records, or ``(0, 0)``.
 
     psfmatch's and LSST's alternate linear WCS ``A`` (``CRVAL1A``...) first, else
-    IRAF's ``LTV1``/``LTV2`` (``x0 = -LTV1``), which give the origin only when the
-    ``LTMi_j`` matrix is absent or the identity: a binned or rotated section's
-    physical pixels are not the parent pixel grid of the exposure, so its origin
-    is ``(0, 0)`` (logged).  ``header`` is a FITS header or a mapping with
-    upper-case keys; ``error`` is the exception raised for unusable cards.
+    IRAF's ``LTV1``/``LTV2`` (``x0 = -LTV1``).  Each gives the origin only when its
+    matrix (``CDi_jA``, or ``PCi_jA`` and ``CDELTiA``; ``LTMi_j``) is absent or the
+    identity: a binned or rotated section's pixels are not the parent pixel grid
+    of the exposure, so its origin is ``(0, 0)`` (logged).  ``header`` is a FITS
+    header or a mapping with upper-case keys; ``error`` is the exception raised
+    for unusable cards.
     """
     remedy = "; pass xy0= to give the origin"
     try:
         if "CRVAL1A" in header and "CRVAL2A" in header and str(header.get("CTYPE1A", "")).strip() == "LINEAR":
+            matrix = _alternate_matrix(header)
+            if not np.array_equal(matrix, np.eye(2)):
+                log.info("%s: CRVAL1A/CRVAL2A are not taken as the image origin: the alternate WCS's matrix %s is not "
+                         "the identity (a binned or transformed section); xy0 = (0, 0)%s", where, matrix.tolist(),
+                         remedy)
+                return (0, 0)
             x = float(header["CRVAL1A"]) - (float(header.get("CRPIX1A", 1.0)) - 1.0)
             y = float(header["CRVAL2A"]) - (float(header.get("CRPIX2A", 1.0)) - 1.0)
             source = "CRVAL1A/CRVAL2A"
@@ -734,7 +753,8 @@ def _xy0_from_header(header, where, error=CorruptFileError):
         else:
             return (0, 0)
     except (TypeError, ValueError):
-        raise error(f"{where}: the origin cards (CRVAL1A/CRVAL2A, LTV1/LTV2 or LTMi_j) are not numbers{remedy}") \
+        raise error(f"{where}: the origin cards (CRVAL1A/CRVAL2A and their matrix, LTV1/LTV2 or LTMi_j) are not "
+                    f"numbers{remedy}") \
             from None
     if not (np.isfinite(x) and np.isfinite(y)) or x != int(x) or y != int(y):
         raise error(f"{where}: the image origin ({x}, {y}) from {source} is not integral{remedy}")
