@@ -379,6 +379,36 @@ def test_infinite_memory_limit_turns_the_check_off():
     assert float(np.nansum(out.image)) == pytest.approx(100.0, rel=1e-5)
 
 
+def test_a_reference_on_a_pedestal_is_not_told_to_use_a_larger_stamp():
+    """A reference PSF image whose border is flat at 2% of its peak (an unsubtracted bias) reaches its stamp's edge:
+    the remedy was a larger stamp, which holds more of the pedestal; it is now to subtract the level."""
+    from psfmatch.errors import TruncatedPsfWarning
+    from psfmatch.psf import ImagePsf
+
+    y, x = np.mgrid[-20:21, -20:21]
+    core = np.exp(-(x * x + y * y) / (2 * 2.5 ** 2))
+    reference = ImagePsf(core + 0.02 * core.max())
+    exposure = Exposure(np.zeros((128, 128), np.float32), psf=GaussianPsf(25, 25, 1.5))
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    with pytest.warns(TruncatedPsfWarning) as record:
+        result = ModelPsfMatchTask(config=config).run(exposure, reference)
+    (msg,) = [str(w.message) for w in record if issubclass(w.category, TruncatedPsfWarning)]
+    assert msg.startswith("the reference PSF (41x41 stamp) is cropped to the fit's 31x31 PSF stamps: its edge reaches "
+                          "0.02 of its peak")
+    assert ("But its own stamp's border is flat at 2.0% of its peak all around: a pedestal (an unsubtracted bias or "
+            "sky level) rather than a wing" in msg)
+    assert msg.endswith("Remedy: subtract that level from the reference PSF image (read_psf(path, background=...) "
+                        "with the file's border level, as read_psf's own warning gives it)")
+    assert "larger reference stamp" not in msg and "padPsfBy" not in msg and msg in result.metadata["notes"]
+    # uncropped (stamps as large as its own), the same remedy
+    config.doAutoPadPsf, config.padPsfBy = False, 16
+    with pytest.warns(TruncatedPsfWarning, match=r"^the reference PSF is truncated by its stamp: its edge reaches "
+                                                  r"0\.02 of its peak.*But its own stamp's border is flat at 2\.0% .*"
+                                                  r"Remedy: subtract that level"):
+        ModelPsfMatchTask(config=config).run(exposure, reference)
+
+
 def test_truncated_reference_remedy_depends_on_who_crops_it():
     """Cropped by the fit's stamps: pad them (the padding that works is named); by its own stamp: a larger one."""
     import warnings

@@ -383,7 +383,20 @@ class ModelPsfMatchTask:
             found = (f"{lost:.2%} of its flux lies beyond them (threshold {self.TRUNCATION_FLUX_THRESHOLD:.1%}), "
                      "and the stamp is renormalized to unit sum: the matched PSF misses that wing and its core is "
                      f"{lost / (1 - lost):.2%} brighter than the reference's")
-        if cropped:
+        from .psf.image_io import _border_pedestal
+
+        pedestal = _border_pedestal(own if own is not None else R)
+        if pedestal is not None:
+            # a flat border all around is a level the image was not cleared of, not a wing: no stamp size helps
+            level, peak = pedestal
+            what = (f"the reference PSF ({own.shape[1]}x{own.shape[0]} stamp) is cropped to the fit's "
+                    f"{psfSize}x{psfSize} PSF stamps" if cropped else "the reference PSF is truncated by its stamp")
+            msg = (f"{what}: {found}. But its own stamp's border is flat at "
+                   f"{level / peak:.1%} of its peak all around: a pedestal (an unsubtracted bias or sky level) rather "
+                   "than a wing, which a larger stamp would hold more of, not less. Remedy: subtract that level from "
+                   "the reference PSF image (read_psf(path, background=...) with the file's border level, as "
+                   "read_psf's own warning gives it)")
+        elif cropped:
             from .diagnostics import size_holding, untruncated_size
             refDims = own.shape
             need = max(untruncated_size(own, self.TRUNCATION_THRESHOLD),
