@@ -426,8 +426,8 @@ def alard_lupton_sigmas(config, reference_fwhm=None, science_fwhm=None):
             f"alardGaussBeta ({beta:g}) to the power alardNGauss - 1 ({config.alardNGauss - 1}) overflows the basis "
             "widths: use a ratio between successive widths of about 2 (LSST's default)") from None
     size += 1 - size % 2
+    # (kernelSizeMin and kernelSizeMax are odd: the clamped size stays odd)
     size = min(max(size, config.kernelSizeMin), config.kernelSizeMax)
-    size += 1 - size % 2
     return sigmas, size, "fwhm"
 
 
