@@ -114,6 +114,28 @@ def test_local_cluster_workers_ignore_ctrl_c_and_the_caller_is_interrupted_and_c
     assert all(_gone(pid) for pid in outcome["pids"])
 
 
+@pytest.mark.slow
+def test_a_worker_its_nanny_restarts_ignores_ctrl_c_too():
+    """The workers were told to ignore SIGINT once, at start-up: one restarted by its nanny (after dying of memory,
+    here of SIGKILL) took the next Ctrl-C and died with a traceback while the client cleaned up."""
+    with dask_client(n_workers=1) as (c, _):
+        (old,) = _check_workers_ignore_sigint(c)
+        os.kill(old, signal.SIGKILL)
+        t_end = time.monotonic() + 60
+        pids = {}
+        while time.monotonic() < t_end:
+            try:
+                pids = c.run(os.getpid, wait=True)
+            except Exception:  # (the worker is gone, the new one not yet registered)
+                pids = {}
+            if pids and old not in pids.values():
+                break
+            time.sleep(0.2)
+        assert pids and old not in pids.values(), "the nanny restarted no worker"
+        (new,) = _check_workers_ignore_sigint(c)
+        assert new != old
+
+
 # ---------------------------------------------------------------------------
 # --coadd: one pixel grid, checked before any exposure is matched
 

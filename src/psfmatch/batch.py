@@ -1089,7 +1089,10 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
                                        memory_limit=ml, dashboard_address=":0", silence_logs=logging.CRITICAL)
                 with Client(cluster) as c:
                     c.wait_for_workers(n)
-                    threads = c.run(_warm_worker, ignore_sigint=True)
+                    # (a plugin, so that a worker its nanny restarts later ignores SIGINT too)
+                    register = getattr(c, "register_plugin", None) or c.register_worker_plugin
+                    register(_ignore_sigint_plugin())
+                    threads = c.run(_warm_worker)
                     info.update(started_cluster=True, scheduler=cluster.scheduler_address, n_workers=n,
                                 threads_per_worker=int(threads_per_worker), memory_limit_per_worker=_bytes(ml),
                                 psfmatch_threads=sorted(set(threads.values())),
@@ -1242,15 +1245,27 @@ def _quiet_distributed(level=logging.ERROR):
         logger.setLevel(saved)
 
 
-def _warm_worker(ignore_sigint=False):
-    """Import what a task needs, once per worker process (so that the first exposure is not charged for it).
+def _ignore_sigint_plugin():
+    """A worker plugin by which each worker of the embedded cluster, and each one its nanny restarts later,
+    ignores SIGINT: a terminal's Ctrl-C reaches every process of its group, and the client handles it.
 
-    With ``ignore_sigint`` (the embedded cluster's workers, whose Ctrl-C is the client's to handle),
-    the worker also ignores SIGINT from now on (``Client.run`` calls it in the worker's main thread,
-    the only one that may change a handler).
+    The plugin's ``setup`` runs in the worker's main thread (its event loop's), the only one that
+    may change a handler.
     """
-    if ignore_sigint and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class IgnoreSigint(WorkerPlugin):
+        name = "psfmatch-ignore-sigint"
+
+        def setup(self, worker):
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    return IgnoreSigint()
+
+
+def _warm_worker():
+    """Import what a task needs, once per worker process (so that the first exposure is not charged for it)."""
     import astropy.io.fits
     import astropy.wcs  # noqa: F401
 
