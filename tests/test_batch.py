@@ -881,6 +881,14 @@ def test_cli_batch_checks_the_coadd_options_before_any_work(inputs, tmp_path, mo
     with pytest.raises(AssertionError, match="matched before"):
         run("--coadd", str(tmp_path / "c.fits"), "--coadd-exclude", "SAT", inputs=[str(tmp_path / "plain.fits")])
     assert sorted(os.listdir(tmp_path)) == ["plain.fits"]
+    # the headers read for the grid check give the mask planes too: each input's are read once, not twice
+    import psfmatch.io
+
+    real, read = psfmatch.io.read_exposure_info, []
+    monkeypatch.setattr(psfmatch.io, "read_exposure_info", lambda path, **kw: read.append(path) or real(path, **kw))
+    with pytest.raises(AssertionError, match="matched before"):
+        run("--coadd", str(tmp_path / "c.fits"), "--coadd-exclude", "SAT")
+    assert sorted(read) == sorted(paths[:2])
 
 
 def test_cli_batch_prints_the_summary_before_writing_the_report(client, inputs, tmp_path, capsys, monkeypatch):

@@ -125,7 +125,7 @@ from .config import ModelPsfMatchConfig
 from .errors import (GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError,
                      SchedulerUnreachableError, UnsupportedFormatError)
 from .geom import Box2I, Point2D, as_point
-from .image import Exposure
+from .image import Exposure, Mask
 from .parallel import catch_warnings
 
 __all__ = [
@@ -2366,6 +2366,8 @@ class _InputGrid:
     shape: tuple
     xy0: tuple
     wcs: object
+    #: The mask planes its matched file will have, less ``NO_DATA`` (a plain image: the default planes).
+    mask_planes: tuple = ()
 
 
 def _plain_image_hdu(hdul):
@@ -2406,7 +2408,7 @@ def _input_grid(path):
     try:
         try:
             info = read_exposure_info(path, psf=False)
-            return _InputGrid(info.path, tuple(info.shape), tuple(info.xy0), info.wcs)
+            return _InputGrid(info.path, tuple(info.shape), tuple(info.xy0), info.wcs, tuple(info.mask_planes))
         except UnsupportedFormatError:  # not psfmatch's or LSST's layout: a plain image, perhaps
             pass
         with open_fits(path, "exposure") as (hdul, _):
@@ -2418,7 +2420,8 @@ def _input_grid(path):
             where = f"{path}[{hdu.name or 0}]"
             header = hdu.header
             return _InputGrid(os.fspath(path), (int(header["NAXIS2"]), int(header["NAXIS1"])),
-                              tuple(_xy0_from_header(header, where)), _image_wcs(hdul, hdu, where)[0])
+                              tuple(_xy0_from_header(header, where)), _image_wcs(hdul, hdu, where)[0],
+                              tuple(Mask(shape=(1, 1)).getMaskPlaneDict()))  # (matched with the default planes)
     except Exception:  # unreadable: its match fails and is reported
         return None
 
@@ -2440,16 +2443,22 @@ def _check_coadd_grid(paths, where, alternative):
     alternative : str
         The remedy that keeps the batch without the check (``"leave --coadd out ..."``).
 
+    Returns
+    -------
+    list of _InputGrid
+        The readable inputs' grids, with their mask planes (for ``--coadd-exclude``'s check).
+
     Raises
     ------
     GridMismatchError
         Naming the first input off the first readable input's grid, what differs, and the remedies.
     """
-    first = None
+    first, grids = None, []
     for p in paths:
         grid = _input_grid(p)
         if grid is None:
             continue
+        grids.append(grid)
         if first is None:
             first = grid
             continue
@@ -2459,6 +2468,7 @@ def _check_coadd_grid(paths, where, alternative):
                 f"{where}: input {grid.path} {difference[0]}: a coadd needs every input on one pixel grid (one "
                 "shape, origin xy0 and WCS), so no exposure was matched; warp the inputs onto one grid first, or "
                 f"leave {os.path.basename(grid.path)} out of the batch, or {alternative}")
+    return grids
 
 
 def _psf_differs(a, b, position) -> str | None:
@@ -2892,8 +2902,6 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
                                 f"{sorted(known)}")
 
     # the output's mask planes: the first input's registry, extended by name
-    from .image import Mask
-
     out_mask = Mask(shape=(1, 1), planes=first.mask_planes)
     for inp in inputs:
         for name in inp.mask_planes:

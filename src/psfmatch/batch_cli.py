@@ -457,27 +457,18 @@ def _check_coadd_options(args, paths):
     that cannot be read are left out here: their matches fail and are reported.
     """
     from .batch import _check_coadd_grid, _check_coadd_name, _plane_names
-    from .errors import InvalidInputError, UnsupportedFormatError
-    from .image import Mask
-    from .io import read_exposure_info
+    from .errors import InvalidInputError
 
     _check_coadd_name(args.coadd, "--coadd")
-    # inputs off one pixel grid: the coadd would refuse them only after every input had been matched
-    _check_coadd_grid(paths, f"--coadd {args.coadd}", "leave --coadd out to match them without a coadd")
+    # inputs off one pixel grid: the coadd would refuse them only after every input had been matched (the
+    # headers read for it also give the mask planes; the inputs that cannot be read are left out)
+    grids = _check_coadd_grid(paths, f"--coadd {args.coadd}", "leave --coadd out to match them without a coadd")
     names = [name for name in _plane_names(args.coadd_exclude) if name != "NO_DATA"]
     if not names:
         return
-    known, n_read = {"NO_DATA"}, 0
-    for p in paths:
-        try:
-            known.update(read_exposure_info(p, psf=False).mask_planes)
-        except UnsupportedFormatError:  # a plain image: its mask gets the default planes
-            known.update(Mask(shape=(1, 1)).getMaskPlaneDict())
-        except Exception:  # missing or damaged: its match fails and is reported
-            continue
-        n_read += 1
+    known = {"NO_DATA"}.union(*(g.mask_planes for g in grids))
     unknown = [name for name in names if name not in known]
-    if unknown and n_read:
+    if unknown and grids:
         raise InvalidInputError(f"--coadd-exclude {','.join(unknown)}: not a mask plane of any input; known planes: "
                                 f"{','.join(sorted(known))}")
 
