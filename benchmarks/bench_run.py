@@ -38,7 +38,7 @@ one thread (by default it uses every core the process may run on).
 ``--psf FILE`` times the fit with a real PSF model instead of the demo's
 (any file :func:`psfmatch.psf.read_psf` reads, e.g. a PSFEx ``.psf``): the
 exposure's bounding box is mapped linearly onto the model's own domain (a
-PSFEx model's ``POLZERO +- POLSCAL``), so the model varies as it does over its
+PSFEx model's ``POLZERO +- POLSCAL / 2``), so the model varies as it does over its
 CCD whatever the benchmark's size, and the reference is a round Gaussian of
 1.3 times the model's adaptive sigma at its centre (a well-posed match).  The
 stars stay drawn with the demo PSF: the timing does not depend on them.  Real

@@ -1043,13 +1043,13 @@ def dask_client(client=None, *, n_workers=None, threads_per_worker=1, memory_lim
     ignore it and use every core).  For your own cluster, set
     these variables in the workers' environment.
 
-    The embedded cluster's worker processes ignore SIGINT once started: a
+    The embedded cluster's worker processes ignore SIGINT once started, and so
+    does a worker the nanny restarts later (after a crash; a worker plugin): a
     terminal's Ctrl-C, which reaches every process of its foreground group,
     interrupts the caller (a ``KeyboardInterrupt``; the cluster is then closed)
     instead of killing each worker with a traceback of its own.  This process's
     handler is never changed, so a Ctrl-C while the cluster starts still
-    interrupts (the workers starting then may print tracebacks).  A worker that
-    the nanny restarts later (after a crash) does not ignore it.
+    interrupts (the workers starting then may print tracebacks).
 
     Raises
     ------

@@ -34,7 +34,8 @@ zero-padded).  Recorded per position:
     unweighted centroid of a real PSF model follows its faint, noisy wings:
     PSFEx models whose cores are centred to 0.05 px have first moments up to
     0.75 px off, which the kernel removes (0.2 to 0.57 px of kernel
-    centroid) while the stars' cores move by less than 0.06 px.
+    centroid) while the stars' cores move by at most 0.11 px (0.05 px but
+    for one model along a CCD edge where its core is off by that much).
 ``apertureFluxMismatch``
     ``max_r |sum_{|x| <= r} D|``: the largest difference of the encircled flux
     of ``S (*) K`` and ``R`` (unit sums) over circular apertures about the
