@@ -49,7 +49,7 @@ Usage::
 
     python benchmarks/bench_run.py                 # 1024, 2048, 4096
     python benchmarks/bench_run.py --size 4096     # one size
-    python benchmarks/bench_run.py --with-8192     # also 8192 (needs ~6 GiB)
+    python benchmarks/bench_run.py --with-8192     # also 8192 (about 3 GiB of RSS)
     python benchmarks/bench_run.py --repeat 7 --json out.json
     python benchmarks/bench_run.py --psf model.psf --size 2048 4096 --auto-kernel
 """
