@@ -895,10 +895,10 @@ class ModelPsfMatchConfig(Config):
         "only when the match is the same over the field.", int, 41, min=3)
     autoKernelMaxSpatialOrder = RangeField(
         "autoKernel: highest spatial order the automatic mode may choose (it may always lower the order, e.g. to "
-        "0 for a match that is the same everywhere). Each order above 2 multiplies the time to apply the kernel "
-        "(exact variance: (2o+1)(2o+2)/2 images; 4096x4096 demo field: 2.4 s at order 2, 5.7 s at 3, 9.3 s "
-        "at 4), so the default stays at LSST's 2; set 4 for the most accurate match of a strongly varying PSF "
-        "(demo field: worst residual 1.3e-3 -> 2e-5).", int, 2, min=0, max=20, inclusiveMax=True)
+        "0 for a match that is the same everywhere). Each order above 2 adds to the time to apply the kernel "
+        "(exact variance: (2o+1)(2o+2)/2 images; 4096x4096 demo field: the whole run 1.4 times as long at order 3 "
+        "and 1.9 times at 4 as at 2), so the default stays at LSST's 2; set 4 for the most accurate match of a "
+        "strongly varying PSF (demo field: worst residual 1.3e-3 -> 2e-5).", int, 2, min=0, max=20, inclusiveMax=True)
     autoKernelMaxGrid = RangeField(
         "autoKernel: trials fit at most this many cells per axis (an evenly spread sub-grid including the "
         "outermost cells) and are scored between them.", int, 6, min=2)
