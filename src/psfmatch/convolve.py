@@ -40,6 +40,28 @@ Border and missing data
     silently.  Missing input pixels are replaced by 0 before the transforms, so
     they cannot leak into the pixels that are kept.
 
+Outliers
+    A transform's rounding error is a fraction (about 1e-7 in single
+    precision, 1e-16 in double) of the largest value of its tile, and it
+    reaches every pixel of the tile.  A pixel far brighter than the plane's
+    noise (a BAD pixel holding a fill value of 1e10, a variance of 1e30 for an
+    unusable pixel) would bury every pixel of its tile under that error: image
+    values off by many sigma, negative variances.  A pixel whose magnitude
+    times the transform's precision exceeds :data:`OUTLIER_NOISE_FRACTION`
+    of the image's typical noise (the median standard deviation), or
+    :data:`OUTLIER_VARIANCE_FRACTION` of the median variance for the
+    variance plane (:func:`_outlier_limit`), is therefore taken out of the
+    tile (at most :data:`MAX_OUTLIERS_PER_TILE` per tile, the largest) and
+    its contribution, which only reaches the pixels within
+    ``kernelSize // 2``, is added exactly in float64
+    (:func:`_outlier_contributions`); realistic data (in float32, stars below
+    about 1e5 sigma) has none.  A value so large that a transform of its tile could
+    not hold it times the kernel is refused
+    (:class:`~psfmatch.errors.InvalidInputError`; flag it NO_DATA).  The
+    variance, a sum of non-negative terms, is clamped at 0: rounding made
+    values of about ``-1e-7`` times the tile's largest variance where the
+    variance is about 0.
+
 How it is fast
     The output is cut into tiles of nearly equal size whose FFT side is at
     most ``tile`` (overlap-save: each tile reads ``kernelSize // 2`` extra
@@ -96,6 +118,21 @@ TERM_DROP_TOLERANCE = 1e-13
 #: large tiles (``1 << 20`` pixels) were 5-20% slower on one thread and 20-30% slower with two
 #: processes running at once (measured at 2048 and 4096 px, ``benchmarks/README.md``).
 _BATCH_PIXELS = 1 << 18
+
+#: A pixel whose transform rounding error (its magnitude times the transform's precision) would exceed this
+#: fraction of the image's typical noise (the median standard deviation) is convolved exactly instead (see the
+#: module docstring, "Outliers").
+OUTLIER_NOISE_FRACTION = 1e-2
+
+#: Likewise for the variance plane, as a fraction of the median variance (the variance's relative error is
+#: bounded by 1e-3, SPEC section 6).
+OUTLIER_VARIANCE_FRACTION = 1e-3
+
+#: At most this many outliers per tile are convolved exactly (the largest); the others stay in the transform.
+MAX_OUTLIERS_PER_TILE = 256
+
+#: Largest number of pixels sampled (a regular grid) to find a plane's typical noise.
+_NOISE_SAMPLE = 1 << 16
 
 
 def default_workers() -> int:
@@ -872,6 +909,68 @@ class _PlaneTransform:
         return acc
 
 
+def _typical_level(plane):
+    """The plane's typical magnitude: the median ``|value|`` of a regular grid of at most ``_NOISE_SAMPLE`` pixels.
+
+    Non-finite pixels are left out.  Where zeros are the majority (a region without noise, a noiseless
+    simulation's empty sky) the median of the non-zero magnitudes, if at least 1% of the sample (and 16 pixels)
+    are non-zero; else 0 (a plane of zeros, or of zeros and a few fill values: none of them is typical).
+    """
+    H, W = plane.shape
+    step = max(1, int(np.sqrt(H * W / _NOISE_SAMPLE)))
+    sample = np.abs(plane[step // 2::step, step // 2::step], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    level = float(np.median(sample)) if sample.size else 0.0
+    if level == 0.0:
+        nonzero = sample[sample > 0]
+        level = float(np.median(nonzero)) if nonzero.size >= max(16, sample.size // 100) else 0.0
+    return level
+
+
+def _outlier_limit(img, var, rdtype):
+    """``(image limit, variance limit)``: magnitudes above which a pixel is convolved exactly.
+
+    The transform's rounding error of a pixel of magnitude ``m`` is about ``eps m`` (``eps`` of ``rdtype``);
+    it must stay below :data:`OUTLIER_NOISE_FRACTION` of the image's noise, the median standard deviation
+    ``sqrt(median(V))`` (the median ``|I|`` for a plane without variance, as a noiseless simulation), and
+    below :data:`OUTLIER_VARIANCE_FRACTION` of the median variance for the variance plane
+    (:func:`_typical_level`).  A level of 0 (a plane of zeros but for a few pixels) makes every non-zero
+    pixel an outlier: the largest of each tile are convolved exactly.
+    """
+    eps = float(np.finfo(rdtype).eps)
+    v = _typical_level(var)
+    noise = np.sqrt(v) if v > 0 else _typical_level(img)
+    return tuple(frac * level / eps for frac, level in ((OUTLIER_NOISE_FRACTION, noise),
+                                                        (OUTLIER_VARIANCE_FRACTION, v)))
+
+
+def _outlier_contributions(values, a, b, images, pq, Ty, Tx, ys, xs, ny, nx, h):
+    """The exact contributions of the pixels ``values`` at ``(a, b)`` of a tile's input view to its output core.
+
+    The view starts at image pixel ``(ys - h, xs - h)``; the core is the ``ny x nx`` output pixels from
+    ``(ys, xs)``.  Each pixel adds ``v K_x(x - p)`` to the output pixels ``x`` within ``h`` of it, with
+    ``K_x = sum_j Tx[p_j](x) Ty[q_j](y) images[j]`` (the plane's term images; ``Ty``, ``Tx`` the float64
+    Chebyshev weights over the image's rows and columns).  Returns a float64 ``(ny, nx)`` array.
+    """
+    k = 2 * h + 1
+    H, W = Ty.shape[1], Tx.shape[1]
+    # output rows ys - 2h .. ys + ny + 2h - 1 and the columns likewise: the core, and what pixels of the view
+    # within h of its edge reach beyond it
+    out = np.zeros((ny + 4 * h, nx + 4 * h))
+    t = np.arange(k)
+    # the output rows and columns each pixel reaches (clipped to the image: those outside the core are cut below)
+    Y = np.clip(ys - 2 * h + a[:, None] + t, 0, H - 1)
+    X = np.clip(xs - 2 * h + b[:, None] + t, 0, W - 1)
+    Wy = Ty[pq[:, 1]][:, Y] * values[None, :, None]  # (terms, n, k), the value folded in
+    Wx = Tx[pq[:, 0]][:, X]
+    for j0 in range(0, len(values), 64):  # (n, k, k) work arrays of at most 64 pixels
+        sl = slice(j0, j0 + 64)
+        K = np.einsum("jny,jnx,jyx->nyx", Wy[:, sl], Wx[:, sl], images, optimize=True)
+        for m, (ai, bi) in enumerate(zip(a[sl], b[sl])):
+            out[ai:ai + k, bi:bi + k] += K[m]
+    return out[2 * h:2 * h + ny, 2 * h:2 * h + nx]
+
+
 def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missing, k, tile, rdtype, cdtype, pool,
                     nworkers, beside=None):
     """The image and variance planes, tile by tile (see the module docstring).
@@ -893,12 +992,19 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     box = Box2D(bbox)
     order_v = max(p + q for (p, q), _ in var_terms)
 
+    limits = _outlier_limit(srcs[0], srcs[1], rdtype)
+
     def plane(terms, src, dst, o):
         with np.errstate(over="ignore", invalid="ignore"):  # a kernel beyond the type's range: see run()
             tr = _PlaneTransform(terms, Ly, Lx, h, cdtype)
-        Ty = _chebyshev(y0 + np.arange(H), box.getMinY(), box.getMaxY(), o, rdtype)
-        Tx = _chebyshev(x0 + np.arange(W), box.getMinX(), box.getMaxX(), o, rdtype)
-        return tr, src, dst, Ty, Tx
+        Ty64 = _chebyshev(y0 + np.arange(H), box.getMinY(), box.getMaxY(), o)
+        Tx64 = _chebyshev(x0 + np.arange(W), box.getMinX(), box.getMaxX(), o)
+        images = np.array([img for _, img in terms])
+        exact = (limits[1] if src is srcs[1] else limits[0], images, np.array([t for t, _ in terms]), Ty64, Tx64,
+                 # the largest magnitude a tile's transform holds times the kernel's (bound on |K_x|: Chebyshev
+                 # weights are at most 1)
+                 float(np.finfo(rdtype).max) / (Ly * Lx) / max(float(np.abs(images).sum(axis=0).max()), 1e-300))
+        return tr, src, dst, Ty64.astype(rdtype, copy=False), Tx64.astype(rdtype, copy=False), exact
 
     ny_out, nx_out = H - 2 * h, W - 2 * h
     ntx = -(-nx_out // Cx)
@@ -909,7 +1015,8 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     batches = [(ity, bx0, min(ntx, bx0 + per_batch)) for ity in range(nty) for bx0 in range(0, ntx, per_batch)]
 
     def run(pl, batch):
-        tr, src, dst, Ty, Tx = pl
+        tr, src, dst, Ty, Tx, (limit, images, pq, Ty64, Tx64, too_large) = pl
+        is_var = src is srcs[1]
         ity, t0, t1 = batch
         ys = h + ity * Cy
         ny = min(Cy, H - h - ys)
@@ -923,10 +1030,29 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
             if rows_bad:
                 view[bad[ys - h:ys + ny + h, xs - h:xs + nx + h]] = 0
             Xw[:, i, 0, :nx] = Tx[:, xs:xs + nx]
+        outliers = []
+        if max(block.max(), -block.min()) > limit:  # (one pass over the batch; rarely true)
+            for i, (xs, nx) in enumerate(cols):
+                view = block[i, :ny + 2 * h, :nx + 2 * h]
+                a, b = np.nonzero(np.abs(view) > limit)
+                if a.size == 0:
+                    continue
+                values = view[a, b].astype(np.float64)
+                if values.size > MAX_OUTLIERS_PER_TILE:  # the largest; the others stay in the transform
+                    top = np.argpartition(-np.abs(values), MAX_OUTLIERS_PER_TILE)[:MAX_OUTLIERS_PER_TILE]
+                    a, b, values = a[top], b[top], values[top]
+                if np.abs(values).max() > too_large:
+                    raise _overflow_error("variance" if is_var else "image", ys, ny, block)
+                view[a, b] = 0
+                outliers.append((i, xs, nx, values, a, b))
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, with its remedy
             acc = tr.apply(block, ny, Ty[:, ys:ys + ny, None], Xw)
+            for i, xs, nx, values, a, b in outliers:
+                acc[i, :, :nx] += _outlier_contributions(values, a, b, images, pq, Ty64, Tx64, ys, xs, ny, nx, h)
         if not np.isfinite(acc).all():  # the missing pixels are 0 here: only an overflow makes inf or NaN
-            raise _overflow_error("variance" if src is srcs[1] else "image", ys, ny, block)
+            raise _overflow_error("variance" if is_var else "image", ys, ny, block)
+        if is_var:  # a sum of non-negative terms: what is below 0 is the transforms' rounding
+            np.maximum(acc, 0, out=acc)
         for i, (xs, nx) in enumerate(cols):
             dst[ys:ys + ny, xs:xs + nx] = acc[i, :, :nx]
 
