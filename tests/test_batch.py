@@ -1749,3 +1749,19 @@ def test_an_in_memory_exposure_without_a_psf_is_named_with_the_remedy():
     pair = survey_psf((None, Box2I((0, 0), (5, 5))))
     assert pair["error_message"] == ("the (psf, bbox) pair of box Box2I(minimum=(0, 0), dimensions=(5, 5)) has psf "
                                      "None; give the PSF model as its first item")
+
+
+def test_the_batch_report_is_strict_json(tmp_path):
+    """A QA number whose moments failed is NaN in the metadata; the report held Python's NaN, which jq and
+    JavaScript refuse: it is null now, and numpy numbers are plain numbers."""
+    from psfmatch.batch import _write_json_atomic
+
+    path = tmp_path / "report.json"
+    _write_json_atomic({"qa": {"sizeMismatchWorst": float("nan"), "shift": np.float32(0.25),
+                               "worst": [np.float64(-np.inf), 3]}}, path)
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data == {"qa": {"sizeMismatchWorst": None, "shift": 0.25, "worst": [None, 3]}}

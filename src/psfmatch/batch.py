@@ -410,10 +410,15 @@ class BatchReport(list):
 
 
 def _write_json_atomic(data, path) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (a temporary file renamed into place)."""
+    """Write ``data`` as strict JSON to ``path`` atomically (a temporary file renamed into place).
+
+    NaN and inf (a QA number whose moments failed) become null: other tools' JSON parsers (jq,
+    JavaScript's) refuse Python's ``NaN``.
+    """
+    from .display import json_safe
     from .io.fits import atomic_write
 
-    text = json.dumps(data, indent=1, sort_keys=True, default=str, allow_nan=True)
+    text = json.dumps(json_safe(data), indent=1, sort_keys=True, allow_nan=False)
     with atomic_write(path, overwrite=True) as tmp, open(tmp, "w") as fh:
         fh.write(text + "\n")
 
