@@ -2371,7 +2371,8 @@ class _InputGrid:
     shape: tuple
     xy0: tuple
     wcs: object
-    #: The mask planes its matched file will have, less ``NO_DATA`` (a plain image: the default planes).
+    #: The mask planes its matched file will have, but for ``NO_DATA``, which matching may add (a plain image:
+    #: the default planes).
     mask_planes: tuple = ()
 
 

@@ -1000,7 +1000,8 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
         Ty64 = _chebyshev(y0 + np.arange(H), box.getMinY(), box.getMaxY(), o)
         Tx64 = _chebyshev(x0 + np.arange(W), box.getMinX(), box.getMaxX(), o)
         images = np.array([img for _, img in terms])
-        exact = (limits[1] if src is srcs[1] else limits[0], images, np.array([t for t, _ in terms]), Ty64, Tx64,
+        is_var = src is srcs[1]
+        exact = (is_var, limits[1] if is_var else limits[0], images, np.array([t for t, _ in terms]), Ty64, Tx64,
                  # the largest magnitude a tile's transform holds times the kernel's (bound on |K_x|: Chebyshev
                  # weights are at most 1)
                  float(np.finfo(rdtype).max) / (Ly * Lx) / max(float(np.abs(images).sum(axis=0).max()), 1e-300))
@@ -1015,8 +1016,7 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     batches = [(ity, bx0, min(ntx, bx0 + per_batch)) for ity in range(nty) for bx0 in range(0, ntx, per_batch)]
 
     def run(pl, batch):
-        tr, src, dst, Ty, Tx, (limit, images, pq, Ty64, Tx64, too_large) = pl
-        is_var = src is srcs[1]
+        tr, src, dst, Ty, Tx, (is_var, limit, images, pq, Ty64, Tx64, too_large) = pl
         ity, t0, t1 = batch
         ys = h + ity * Cy
         ny = min(Cy, H - h - ys)
