@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .calib import rescale_calibration
 from .cells import CandidateStatus, KernelCandidate, SpatialCellSet
 from .config import ModelPsfMatchConfig
 from .convolve import MIN_TILE, convolve_masked_image, estimate_memory, memory_limit_error
@@ -232,7 +233,12 @@ class ModelPsfMatchTask:
             Overall scale of the kernel: the returned kernel sums to ``kernelSum``
             everywhere, the matched image's flux is ``kernelSum`` times the input's and
             its variance ``kernelSum**2`` times (unlike LSST, where it only reshapes
-            the kernel; see the docs).
+            the kernel; see the docs).  The photometric calibration the output
+            inherits is rescaled to match (``photoCalib``'s ``calibrationMean``,
+            the zero-point cards of ``metadata["fitsHeader"]``: see
+            :mod:`psfmatch.calib`; what was changed is listed in
+            ``metadata["calibrationRescaled"]``); one it cannot interpret is left
+            as it was, with a :class:`PsfMatchWarning`.
 
         Returns
         -------
@@ -288,6 +294,7 @@ class ModelPsfMatchTask:
         fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum,
                              _warn_skip=1)  # the fit's warnings point to the line that called run()
         t1 = time.perf_counter()
+        self._rescale_calibration(metadata, fit.metadata)
         # the fit's kernel may be larger than the configured one (scaleByFwhm's rule)
         self._check_kernel_fits(exposure, fit.kernel.getWidth(),
                                 f", the size the fit chose (ALKernelSize {fit.metadata.get('ALKernelSize')})"
@@ -312,6 +319,27 @@ class ModelPsfMatchTask:
         md["runTime"] = t2 - t0
         log.info("done")
         return PsfMatchResult(out, fit.kernel, fit.cellSet, md)
+
+    @staticmethod
+    def _rescale_calibration(metadata, md):
+        """Rescale the calibration the matched exposure inherits by ``kernelSum`` (see :mod:`psfmatch.calib`).
+
+        What was rescaled goes to ``md["calibrationRescaled"]`` and the log; a
+        calibration that could not be is named in a :class:`PsfMatchWarning`
+        (it still describes the input's pixel values).
+        """
+        ks = md["kernelSum"]
+        changed, left = rescale_calibration(metadata, ks)
+        if changed:
+            md["calibrationRescaled"] = changed
+            log.info("kernelSum %.6g scales the matched pixel values; calibration rescaled: %s", ks, "; ".join(changed))
+        if left:
+            msg = (f"kernelSum={ks:.6g} makes the matched pixel values {ks:.6g} times the input's, but "
+                   f"{'; '.join(left)} could not be rescaled and still describes the input's pixel values: "
+                   f"divide a flux per count by {ks:.6g} (or add 2.5*log10({ks:.6g}) = {2.5 * math.log10(ks):.4f} "
+                   "to a magnitude zero point) in the matched exposure's metadata")
+            log.warning(msg)
+            warnings.warn(msg, PsfMatchWarning, stacklevel=3)
 
     # ------------------------------------------------------------------
     def _debugDisplays(self, exposure, fit):

@@ -1,0 +1,148 @@
+"""The calibration a matched exposure inherits follows its flux when kernelSum scales it (psfmatch.calib).
+
+A source's calibrated flux, counts times the calibration, must be the same on
+the input and on the matched output whatever ``kernelSum`` scales the pixel
+values by; so must its magnitude from a header's zero point.
+"""
+
+import copy
+import math
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask, PsfMatchWarning
+from psfmatch.calib import rescale_calibration
+from psfmatch.cli import main
+from psfmatch.psf import GaussianPsf
+
+
+def _header():
+    h = fits.Header()
+    h["MAGZERO"] = (25.0, "mag of 1 ADU/s")
+    h["FLUXMAG0"] = 1.0e10
+    h["PHOTFLAM"] = 1.5e-19
+    h["PHOTFNU"] = 2.0e-7
+    h["ZP"] = 30.0  # ambiguous: left alone
+    h["GAIN"] = 4.0
+    h["PHOTZPT"] = -21.1  # HST's STMAG constant, not a zero point of the counts
+    return h
+
+
+def test_rescale_follows_the_counts():
+    s = 2.5
+    md = {"photoCalib": {"calibrationMean": 0.8, "calibrationErr": 0.01, "note": "x"}, "fitsHeader": _header()}
+    changed, left = rescale_calibration(md, s)
+    assert left == []
+    assert md["photoCalib"] == {"calibrationMean": pytest.approx(0.8 / s), "calibrationErr": pytest.approx(0.01 / s),
+                                "note": "x"}
+    h = md["fitsHeader"]
+    # a source of c counts on the input has s*c on the output: its magnitude and flux must not move
+    c = 1234.0
+    assert h["MAGZERO"] - 2.5 * math.log10(s * c) == pytest.approx(25.0 - 2.5 * math.log10(c), abs=1e-12)
+    assert h.comments["MAGZERO"] == "mag of 1 ADU/s"
+    assert s * c / h["FLUXMAG0"] == pytest.approx(c / 1.0e10, rel=1e-12)
+    assert s * c * h["PHOTFLAM"] == pytest.approx(c * 1.5e-19, rel=1e-12)
+    assert s * c * h["PHOTFNU"] == pytest.approx(c * 2.0e-7, rel=1e-12)
+    assert (h["ZP"], h["GAIN"], h["PHOTZPT"]) == (30.0, 4.0, -21.1)
+    assert len(changed) == 6 and any(line.startswith("MAGZERO 25 -> 25.99") for line in changed)
+    assert "kernelSum" in str(h["HISTORY"])
+
+
+def test_rescale_by_one_changes_nothing():
+    md = {"photoCalib": {"calibrationMean": 0.8}, "fitsHeader": _header()}
+    before = copy.deepcopy(md)
+    assert rescale_calibration(md, 1.0) == ([], [])
+    assert md["photoCalib"] == before["photoCalib"] and md["fitsHeader"] == before["fitsHeader"]
+    assert "HISTORY" not in md["fitsHeader"]
+
+
+def test_rescale_a_mapping_of_cards_blind_to_case():
+    md = {"fitsHeader": {"magzp": (27.0, "zero point"), "FluxMag0": 100.0}}
+    changed, left = rescale_calibration(md, 10.0)
+    assert md["fitsHeader"] == {"magzp": (pytest.approx(29.5), "zero point"), "FluxMag0": pytest.approx(1000.0)}
+    assert len(changed) == 2 and left == []
+
+
+def test_rescale_reports_what_it_cannot_interpret():
+    class PhotoCalib:  # e.g. an LSST object
+        pass
+
+    calib = PhotoCalib()
+    md = {"photoCalib": calib, "fitsHeader": fits.Header([("MAGZERO", "unknown"), ("FLUXMAG0", 5.0)])}
+    changed, left = rescale_calibration(md, 2.0)
+    assert md["photoCalib"] is calib and md["fitsHeader"]["MAGZERO"] == "unknown"
+    assert md["fitsHeader"]["FLUXMAG0"] == 10.0 and changed == ["FLUXMAG0 5 -> 10"]
+    assert len(left) == 2 and "PhotoCalib" in left[0] and "MAGZERO" in left[1]
+    md = {"photoCalib": {"calibrationMean": float("nan")}}
+    changed, left = rescale_calibration(md, 2.0)
+    assert changed == [] and "calibrationMean" in left[0] and math.isnan(md["photoCalib"]["calibrationMean"])
+
+
+def _star_exposure(metadata):
+    n = 96
+    y, x = np.mgrid[:n, :n]
+    img = 1000.0 * np.exp(-((x - 47.3) ** 2 + (y - 48.6) ** 2) / (2 * 1.8 ** 2)) / (2 * np.pi * 1.8 ** 2)
+    return Exposure(img.astype(np.float32), variance=np.ones((n, n), np.float32), psf=GaussianPsf(21, 21, 1.8),
+                    metadata=metadata)
+
+
+def _task():
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialKernelOrder = 0
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 48
+    return ModelPsfMatchTask(config=config)
+
+
+def test_run_keeps_calibrated_fluxes_and_magnitudes():
+    md = {"photoCalib": {"calibrationMean": 0.7}, "fitsHeader": _header()}
+    exposure = _star_exposure(md)
+    s = 3.0
+    result = _task().run(exposure, GaussianPsf(31, 31, 2.6), kernelSum=s)
+    out = result.psfMatchedExposure
+    counts_in = float(exposure.image.sum())
+    counts_out = float(np.nansum(out.image))
+    assert counts_out == pytest.approx(s * counts_in, rel=1e-3)  # the pixel values are s times the input's
+    assert counts_out * out.getPhotoCalib()["calibrationMean"] == pytest.approx(counts_in * 0.7, rel=1e-3)
+    h = out.metadata["fitsHeader"]
+    assert h["MAGZERO"] - 2.5 * math.log10(counts_out) == pytest.approx(25.0 - 2.5 * math.log10(counts_in),
+                                                                         abs=1e-3)
+    assert result.metadata["calibrationRescaled"][0].startswith("photoCalib calibrationMean 0.7 -> 0.2333")
+    # the input's metadata is untouched
+    assert exposure.metadata["photoCalib"] == {"calibrationMean": 0.7} and exposure.metadata["fitsHeader"]["MAGZERO"] == 25
+    # and kernelSum = 1 leaves everything as it was
+    one = _task().run(exposure, GaussianPsf(31, 31, 2.6))
+    assert one.psfMatchedExposure.metadata["photoCalib"] == {"calibrationMean": 0.7}
+    assert one.psfMatchedExposure.metadata["fitsHeader"] == exposure.metadata["fitsHeader"]
+    assert "calibrationRescaled" not in one.metadata
+
+
+def test_run_warns_about_a_calibration_it_cannot_rescale():
+    exposure = _star_exposure({"photoCalib": 0.7})
+    with pytest.warns(PsfMatchWarning, match=r"kernelSum=2 makes the matched pixel values 2 times the input's, but "
+                                             r"metadata\['photoCalib'\] \(float.*could not be rescaled.*"
+                                             r"add 2.5\*log10\(2\) = 0.7526"):
+        result = _task().run(exposure, GaussianPsf(31, 31, 2.6), kernelSum=2.0)
+    assert result.psfMatchedExposure.getPhotoCalib() == 0.7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PsfMatchWarning)  # at kernelSum = 1 there is nothing to say
+        _task().run(exposure, GaussianPsf(31, 31, 2.6))
+
+
+def test_cli_kernel_sum_rescales_the_written_zero_point(tmp_path, capsys):
+    path = tmp_path / "in.fits"
+    header = fits.Header([("MAGZERO", 25.0, "zero point"), ("EXPTIME", 30.0)])
+    _star_exposure({"fitsHeader": header}).writeFits(str(path))
+    out = tmp_path / "out.fits"
+    rc = main(["run", str(path), "-r", "gaussian:sigma=2.6", "-o", str(out), "--kernel-sum", "10",
+               "-c", "autoKernel=False", "-c", "kernel.active.spatialKernelOrder=0",
+               "-c", "kernel.active.sizeCellX=48", "-c", "kernel.active.sizeCellY=48"])
+    assert rc == 0, capsys.readouterr().err
+    matched = Exposure.readFits(str(out))
+    assert matched.metadata["fitsHeader"]["MAGZERO"] == pytest.approx(27.5, abs=1e-9)
+    assert matched.metadata["fitsHeader"]["EXPTIME"] == 30.0
+    with fits.open(out) as hdul:
+        assert any(hdu.header.get("MAGZERO") == pytest.approx(27.5) for hdu in hdul)
