@@ -346,13 +346,22 @@ def test_values_that_overflow_the_transforms_are_refused_not_turned_into_nan():
     with raises(InvalidInputError, r"the kernel's images \(kernelSum = 1e\+300 included\) or their squares \(for the "
                                    r"variance plane\) overflow float64; use a smaller kernelSum"):
         task.run(wide, GaussianPsf(21, 21, 2.4), kernelSum=1e300)
-    # kernelSum = 1e36: the kernel and its square fit float64, the float32 transforms overflow (the image's tiles
-    # first, or the variance's)
+    # kernelSum = 1e36: the kernel and its square fit float64, but the squared kernel's float32 transforms hold
+    # inf whatever the pixels (a zero variance plane was said to overflow with "values up to 0")
     image[70, 60] = 100.0
-    with raises(InvalidInputError, r"convolving the (image|variance) plane overflowed float32 .* give the exposure "
-                                   "float64 planes"):
+    for variance in (np.ones((128, 128), np.float32), np.zeros((128, 128), np.float32)):
+        with raises(InvalidInputError, r"the squared kernel \(kernelSum = 1e\+36 included\), with a sum of magnitudes "
+                                       r"up to [\d.]+e\+70, exceeds what float32 transforms of the variance plane can "
+                                       r"hold \(3.4e\+38\); give the exposure float64 planes or use a smaller kernelSum"):
+            task.run(Exposure(image, variance=variance, psf=GaussianPsf(15, 15, 1.6)), GaussianPsf(21, 21, 2.4),
+                     kernelSum=1e36)
+    # kernelSum = 1e17: the kernel fits float32, the pixels times the kernel do not
+    image[70, 60] = 1e25
+    with raises(InvalidInputError, r"convolving the image plane overflowed float32 .* \(up to 1e\+25 in magnitude "
+                                   r"there\) .* give the exposure float64 planes"):
         task.run(Exposure(image, variance=np.ones((128, 128), np.float32), psf=GaussianPsf(15, 15, 1.6)),
-                 GaussianPsf(21, 21, 2.4), kernelSum=1e36)
+                 GaussianPsf(21, 21, 2.4), kernelSum=1e17)
+    image[70, 60] = 100.0
     # and float64 planes hold it
     out = task.run(Exposure(image.astype(np.float64), variance=np.ones((128, 128)), psf=GaussianPsf(15, 15, 1.6)),
                    GaussianPsf(21, 21, 2.4), kernelSum=1e36).psfMatchedExposure

@@ -247,6 +247,24 @@ def _check_range(terms, kernel):
             "plane) overflow float64; use a smaller kernelSum")
 
 
+def _check_type_range(img_terms, var_terms, rdtype, kernel):
+    """Raise InvalidInputError when the kernel's (or, for the variance, its square's) transforms overflow ``rdtype``.
+
+    A term's transform is bounded by the sum of its image's magnitudes; beyond
+    the type's largest value the transforms hold inf, whatever the pixels.
+    """
+    top = float(np.finfo(rdtype).max)
+    for name, terms in (("image", img_terms), ("variance", var_terms)):
+        size = max(float(np.abs(t).sum()) for _, t in terms)
+        if size > top:
+            what = "kernel" if name == "image" else "squared kernel"
+            wider = "give the exposure float64 planes or " if rdtype == np.float32 else ""
+            raise InvalidInputError(
+                f"the {what} (kernelSum = {kernel.kernel_sum:g} included), with a sum of magnitudes up to "
+                f"{size:.3g}, exceeds what {np.dtype(rdtype).name} transforms of the {name} plane can hold "
+                f"({top:.3g}); {wider}use a smaller kernelSum")
+
+
 def _term_images(kernel, bbox):
     R = kernel.term_images()  # (ns, k, k), includes kernelSum
     sf = kernel.spatial_function
@@ -1221,6 +1239,7 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     isz = np.dtype(rdtype).itemsize
     bbox = masked_image.getBBox()
     order, img_terms, var_terms = spatial_term_images(kernel, bbox)
+    _check_type_range(img_terms, var_terms, rdtype, kernel)
     if max_memory_bytes is not None:
         need = estimate_memory(img.shape, k, len(img_terms), len(var_terms), tile, isz, nworkers)
         if need > max_memory_bytes:
