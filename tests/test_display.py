@@ -732,13 +732,19 @@ def test_output_arguments_are_checked(mpl, tmp_path):
                                                     r"inch, e.g. 110\), 'figure' or None \(matplotlib's savefig.dpi\); "
                                                     rf"got {re.escape(repr(dpi))}"):
             display.save_figure(fig, path, dpi=dpi)
-    name = r"must be a file name \(a str or os.PathLike, e.g. 'qa.png'\); got NoneType None"
-    with pytest.raises(InvalidInputError, match=rf"save_figure: path {name}"):
+    name = r"must be a file path \(str or os.PathLike\); got None; pass the file's name, e.g. "
+    with pytest.raises(InvalidInputError, match=rf"save_figure: path {name}\"qa.png\" or a pathlib.Path"):
         display.save_figure(fig, None)
-    with pytest.raises(InvalidInputError, match=rf"figure_format: path {name}"):
+    with pytest.raises(InvalidInputError, match=rf"figure_format: path {name}\"qa.png\""):
         display.figure_format(None)
-    with pytest.raises(InvalidInputError, match=rf"write_qa_json: path {name}"):
+    with pytest.raises(InvalidInputError, match=rf"write_qa_json: path {name}\"qa.json\""):
         display.write_qa_json({"a": 1}, None)
+    with pytest.raises(InvalidInputError, match=r"save_figure: path must be a file path \(str or os.PathLike\); got "
+                                                r"int 3"):
+        display.save_figure(fig, 3)
+    # a bytes path is a path (os.fspath's), for the format as for the file
+    display.save_figure(fig, os.fsencode(tmp_path / "b.png"))
+    os.remove(tmp_path / "b.png")
     assert os.listdir(tmp_path) == []
     # the forms that work: numpy numbers (0-d arrays too), the figure's own resolution, matplotlib's default
     display.save_figure(fig, path, dpi=np.float32(50))

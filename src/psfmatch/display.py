@@ -161,13 +161,6 @@ def _check_box(bbox, name):
                                 f"(width, height))); got {_describe(bbox)}")
 
 
-def _check_path(path, name):
-    """An :class:`InvalidInputError` unless ``path`` is a file name (``str`` or ``os.PathLike``)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise InvalidInputError(f"{name} must be a file name (a str or os.PathLike, e.g. 'qa.png'); got "
-                                f"{_describe(path)}")
-
-
 def _points(positions, name) -> list:
     """``positions`` (a non-empty sequence of ``(x, y)`` pairs) as a list of :class:`Point2D`."""
     if isinstance(positions, (str, bytes)) or not hasattr(positions, "__iter__"):
@@ -421,14 +414,14 @@ def write_qa_json(report, path, *, overwrite=False):
         If the directory of ``path`` does not accept the file (no permission,
         a read-only or full file system); an ``OSError`` naming the output.
     """
-    from .io.fits import atomic_write
+    from .io.fits import as_path, atomic_write
 
-    _check_path(path, "write_qa_json: path")
+    path = as_path(path, "write_qa_json: path", '"qa.json"')
     text = json.dumps(json_safe(report), indent=1, allow_nan=False)
     with atomic_write(path, overwrite=overwrite) as tmp:
         with open(tmp, "w") as fh:
             fh.write(text + "\n")
-    return os.fspath(path)
+    return path
 
 
 def psf_summary(psf, position=None) -> dict:
@@ -567,16 +560,18 @@ def figure_format(path, what="figure", fmt=None) -> str:
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         raise MissingDependencyError(f"{what} needs matplotlib: pip install 'psfmatch[plot]'") from None
-    _check_path(path, "figure_format: path")
-    fmt = (fmt or os.path.splitext(os.fspath(path))[1].lstrip(".") or "png").lower()
+    from .io.fits import as_path
+
+    path = as_path(path, "figure_format: path", '"qa.png"')
+    fmt = (fmt or os.path.splitext(path)[1].lstrip(".") or "png").lower()
     known = FigureCanvasBase.get_supported_filetypes()
     if fmt not in known:
-        raise InvalidInputError(f"{what} {os.fspath(path)}: unknown figure format {fmt!r}; use one of "
+        raise InvalidInputError(f"{what} {path}: unknown figure format {fmt!r}; use one of "
                                 f"{', '.join(sorted(known))}")
     if fmt == "pgf":
         tex = matplotlib.rcParams.get("pgf.texsystem", "xelatex")
         if shutil.which(tex) is None:
-            raise InvalidInputError(f"{what} {os.fspath(path)}: the pgf format runs {tex}, which is not installed; "
+            raise InvalidInputError(f"{what} {path}: the pgf format runs {tex}, which is not installed; "
                                     "use pdf or svg")
     return fmt
 
@@ -607,9 +602,9 @@ def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
         If ``fig`` is not a Figure, ``path`` not a file name, ``dpi`` not a positive finite number, or the
         format not one matplotlib writes here (see ``figure_format``).
     """
-    from .io.fits import atomic_write
+    from .io.fits import as_path, atomic_write
 
-    _check_path(path, "save_figure: path")
+    path = as_path(path, "save_figure: path", '"qa.png"')
     fmt = figure_format(path, "figure", fmt)
     from matplotlib.figure import Figure
 
@@ -624,7 +619,7 @@ def save_figure(fig, path, *, dpi=110, fmt=None, overwrite=False):
                                 f"'figure' or None (matplotlib's savefig.dpi); got {dpi!r}")
     with atomic_write(path, overwrite=overwrite) as tmp:
         fig.savefig(tmp, dpi=dpi, format=fmt, facecolor="white")
-    return os.fspath(path)
+    return path
 
 
 def _sym_limit(arrays, floor=1e-12):

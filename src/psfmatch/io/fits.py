@@ -135,7 +135,7 @@ def why_unwritable(folder) -> str:
     return ""
 
 
-def as_path(value, what) -> str:
+def as_path(value, what, example='"image.fits"') -> str:
     """``value`` as a file-name string, refusing anything that is not a path.
 
     Parameters
@@ -144,6 +144,8 @@ def as_path(value, what) -> str:
         The path a caller gave.
     what : str
         What it is, for the message (e.g. ``"read_exposure's path"``).
+    example : str
+        A file name the message gives as an example.
 
     Returns
     -------
@@ -179,7 +181,7 @@ def as_path(value, what) -> str:
         if value is not None:
             shown = f"{type(value).__name__} {shown}"
         raise InvalidInputError(f"{what} must be a file path (str or os.PathLike); got {shown}; pass the "
-                                'file\'s name, e.g. "image.fits" or a pathlib.Path')
+                                f"file's name, e.g. {example} or a pathlib.Path")
     return os.fsdecode(path) if isinstance(path, bytes) else path
 
 
