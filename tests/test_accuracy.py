@@ -175,7 +175,7 @@ def test_delta_function_recovers_known_kernel():
     eq = GramBuilder(basis, "full").build(S[None], R[None])
     imgs, order, ratios, s_p = constrained_basis(basis)
     red = reduce_constrained(transform_equations(eq, order, ratios, s_p))
-    coeffs, rank, cond, chi2 = solve_candidates(red, 1e-10)
+    coeffs, rank, cond = solve_candidates(red, 1e-10)
     kernel = np.tensordot(coeffs[0], imgs, axes=1)
     assert rank[0] == k * k - 1
     np.testing.assert_allclose(kernel, truth, rtol=1e-5, atol=1e-12)

@@ -372,7 +372,9 @@ def test_candidate_chi2_is_the_residual_of_the_fitted_kernel():
     R = _gaussian_stamps(21, (2.2, 2.6))
     imgs, order, ratios, s_p = constrained_basis(basis)
     eq = reduce_constrained(transform_equations(GramBuilder(basis, "full").build(S, R), order, ratios, s_p))
-    coeffs, rank, cond, chi2 = solve_candidates(eq, 1e-12)
+    coeffs, rank, cond = solve_candidates(eq, 1e-12)
+    a = coeffs[:, 1:]  # the residual at the solution, from the equations alone
+    chi2 = eq.yy - 2 * np.einsum("ni,ni->n", a, eq.b) + np.einsum("ni,nij,nj->n", a, eq.M, a)
     h = basis.kernel_size // 2
     for c in range(len(S)):
         K = np.tensordot(coeffs[c], imgs, axes=1)

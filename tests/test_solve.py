@@ -227,7 +227,7 @@ def test_constant_match_at_order_0_reuses_the_candidate_solution(name, rng):
     if name == "DF":  # a weakly regularized, ill-conditioned system: the truncation must agree too
         raw = NormalEquations(raw.M + 1e-9 * np.eye(raw.M.shape[-1])[None], raw.b, raw.yy)
     eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
-    coeffs, rank, cond, _ = solve_candidates(eq, 1e-7)
+    coeffs, rank, cond = solve_candidates(eq, 1e-7)
     n, f0 = 7, 1.0  # Chebyshev T_0 = 1 at every candidate
     rep = NormalEquations(np.repeat(eq.M, n, axis=0), np.repeat(eq.b, n, axis=0), np.repeat(eq.yy, n))
     theta, srank, scond = solve_spatial(rep, np.full((n, 1), f0), 1e-7)

@@ -575,7 +575,7 @@ def _evaluate(trial: KernelTrial, data: _TrialData, P: int, kc, dfc, g_ref: floa
         # the kernels as term images and each position's weights: the residuals transform the terms
         # instead of every position's kernel
         if data.constant or trial.spatialOrder == 0 and len(S) == 1:
-            coeffs, _, _, _ = solve_candidates(eq, rcond)
+            coeffs, _, _ = solve_candidates(eq, rcond)
             # one kernel everywhere: a single term of weight 1
             term_images = np.tensordot(coeffs[0], imgs, axes=1)[None]
             w_fit, w_ho = np.ones((len(S), 1)), np.ones((len(S_ho), 1))

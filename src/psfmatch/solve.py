@@ -894,26 +894,31 @@ def _solve_gram_batched(Ms, bs, d, cut):
     return x.reshape(batch + (N,)), rank.reshape(batch), cond.reshape(batch)
 
 
-def solve_candidates(eq: NormalEquations, rcond, reg=None):
+def solve_candidates(eq: NormalEquations, rcond):
     """Each candidate's own coefficients (first fixed to 1) from reduced equations.
 
     Parameters
     ----------
     eq : NormalEquations
         Reduced equations (``reduce_constrained``), possibly including the regularization.
+    rcond : float
+        Relative cut on the eigenvalues, as for :func:`solve_gram`.
 
     Returns
     -------
     coeffs : ndarray (n, N+1)
         ``[1, a_1, ..., a_N]``.
     rank, cond : ndarray
-    chi2 : ndarray
-        ``|S (*) K - R|^2`` (plus the penalty if regularized) at the solution.
+        Each candidate's numerical rank and condition number.
+
+    Notes
+    -----
+    The residual at the solution, ``|S (*) K - R|^2`` (plus the penalty if
+    regularized), is ``eq.yy - 2 a.b + a.M.a`` with ``a = coeffs[:, 1:]``.
     """
     x, rank, cond = solve_gram(eq.M, eq.b, rcond)
-    chi2 = eq.yy - 2 * np.einsum("ni,ni->n", x, eq.b) + (x[:, None, :] @ eq.M @ x[:, :, None])[:, 0, 0]
     coeffs = np.concatenate([np.ones((len(x), 1)), x], axis=1)
-    return coeffs, rank, cond, chi2
+    return coeffs, rank, cond
 
 
 def solve_spatial(eq: NormalEquations, f, rcond):

@@ -933,7 +933,7 @@ class ModelPsfMatchTask:
             # the constraint is a fixed linear change of basis: build the equations in the constrained
             # basis directly instead of transforming a thousand Gram matrices afterwards
             eq = reduce_constrained(GramBuilder(cbasis, kc.fitRegion).build(S, R))
-        coeffs, rank, cond, _ = solve_candidates(eq, kc.solveRcond)
+        coeffs, rank, cond = solve_candidates(eq, kc.solveRcond)
         return eq, cbasis, coeffs, rank, cond
 
     def _qa(self, kernel, groups, sci=None):
