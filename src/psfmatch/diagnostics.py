@@ -185,11 +185,7 @@ class PsfSurvey:
     referenceOk: np.ndarray = None
 
     def __post_init__(self):
-        # (a survey made without them: each PSF's flag is the pair's)
-        if self.scienceOk is None:
-            self.scienceOk = np.asarray(self.ok, dtype=bool)
-        if self.referenceOk is None:
-            self.referenceOk = np.asarray(self.ok, dtype=bool)
+        self.scienceOk, self.referenceOk = _own_ok(self)  # (made without them: each PSF's flag is the pair's)
 
     def __len__(self):
         return len(self.positions)
@@ -722,8 +718,12 @@ def _widest_deficit(cs, cr, eig=None):
 def _own_ok(survey):
     """Each PSF's own moments flags ``(science, reference)`` of a survey (both its ``ok`` where it has none)."""
     ok = np.asarray(survey.ok, dtype=bool)
-    return (np.asarray(getattr(survey, "scienceOk", ok), dtype=bool),
-            np.asarray(getattr(survey, "referenceOk", ok), dtype=bool))
+
+    def own(name):
+        flags = getattr(survey, name, None)
+        return ok if flags is None else np.asarray(flags, dtype=bool)
+
+    return own("scienceOk"), own("referenceOk")
 
 
 def check_ill_posed(survey: PsfSurvey, tolerance=0.01, noun="cells") -> IllPosedReport:
