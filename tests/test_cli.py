@@ -481,6 +481,78 @@ def test_parse_psf_spec_files(exposure_file, tmp_path):
         parse_psf_spec(str(tmp_path / "nofile.fits"))
 
 
+def _biased_psf_image(path, sigma=1.3, bias=1000.0, centre=(15.0, 15.0)):
+    """A Gaussian PSF image on a flat soft bias, as SDSS writes them."""
+    from astropy.io import fits
+
+    y, x = np.mgrid[:31, :31]
+    core = 500.0 * np.exp(-((x - centre[0]) ** 2 + (y - centre[1]) ** 2) / (2 * sigma ** 2))
+    fits.HDUList([fits.PrimaryHDU(core + bias), fits.ImageHDU(core, name="PSF")]).writeto(path)
+    return str(path)
+
+
+def test_a_file_spec_passes_its_readers_options(tmp_path):
+    """``image:FILE,background=1000`` reads an SDSS-like PSF image without its bias; the command line could not
+    (read as it is, the bias makes a PSF of sigma about 11 px instead of 1.3, and the warning's remedy was a
+    Python-only argument)."""
+    import warnings
+
+    from psfmatch.errors import PsfMatchWarning
+
+    path = _biased_psf_image(tmp_path / "sdss.fits")
+    with pytest.warns(PsfMatchWarning, match=r"on the command line, image:FILE,background=1000\)"):
+        plain = parse_psf_spec(f"image:{path}")
+    assert plain.computeShape().sigma > 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PsfMatchWarning)
+        unbiased = parse_psf_spec(f"image:{path},background=1000")
+        spaced = parse_psf_spec(f"{path}, background=1000.0, recenter=true")  # a bare FILE, identified
+        other_hdu = parse_psf_spec(f"image:{path},hdu=PSF")  # text: an HDU's name
+        by_index = parse_psf_spec(f"image:{path},hdu=1")
+    for psf in (unbiased, spaced, other_hdu, by_index):
+        assert psf.computeShape().sigma == pytest.approx(1.3, rel=1e-3)
+    # recenter=true is a boolean that reaches the reader: an image 0.4 px off its centre is moved onto it
+    off = _biased_psf_image(tmp_path / "off.fits", bias=0.0, centre=(15.4, 15.0))
+    as_is, moved = parse_psf_spec(f"image:{off}"), parse_psf_spec(f"image:{off},recenter=true")
+    from psfmatch.moments import adaptive_moments
+
+    assert adaptive_moments(as_is.computeKernelImage((0, 0)))[3] == pytest.approx(0.4, abs=0.01)  # x offset
+    assert adaptive_moments(moved.computeKernelImage((0, 0)))[3] == pytest.approx(0.0, abs=0.01)
+    # a file whose own name ends like an option is read as it is
+    odd = _biased_psf_image(tmp_path / "psf.fits,background=1000", bias=0.0)
+    assert parse_psf_spec(f"image:{odd}").computeShape().sigma == pytest.approx(1.3, rel=1e-3)
+
+
+@pytest.mark.parametrize("suffix, match", [
+    (",background=", r"the reader option 'background' needs a value \(e.g. background=1000\)"),
+    (",background=1,background=2", r"the reader option 'background' is given twice"),
+])
+def test_file_spec_option_syntax_is_checked_before_any_work(tmp_path, suffix, match):
+    from psfmatch.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=rf"^reference PSF 'image:\S+': {match}; expected "):
+        parse_psf_spec(f"image:{tmp_path / 'nofile.fits'}{suffix}", read_files=False, role="reference PSF")
+
+
+def test_a_file_spec_option_its_reader_does_not_take_is_refused(tmp_path):
+    from psfmatch.errors import InvalidInputError
+
+    path = _biased_psf_image(tmp_path / "sdss.fits")
+    with pytest.raises(InvalidInputError, match=r"the 'image' PSF reader does not take the option\(s\) origin; it "
+                                                r"takes hdu, pixel_scale, .*background"):
+        parse_psf_spec(f"image:{path},origin=0")
+
+
+def test_batch_keeps_a_science_psf_specs_options_when_it_makes_the_path_absolute(tmp_path, monkeypatch):
+    from psfmatch.batch import _science_psfs
+
+    _biased_psf_image(tmp_path / "sdss.fits")
+    monkeypatch.chdir(tmp_path)
+    given = _science_psfs("image:sdss.fits,background=1000", 2)  # (read once now, without a warning)
+    assert given == [f"image:{tmp_path / 'sdss.fits'},background=1000"] * 2
+    assert parse_psf_spec(given[0]).computeShape().sigma == pytest.approx(1.3, rel=1e-3)
+
+
 # ---------------------------------------------------------------------------
 # progress bars
 

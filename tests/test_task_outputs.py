@@ -398,8 +398,9 @@ def test_a_reference_on_a_pedestal_is_not_told_to_use_a_larger_stamp():
                           "0.02 of its peak")
     assert ("But its own stamp's border is flat at 2.0% of its peak all around: a pedestal (an unsubtracted bias or "
             "sky level) rather than a wing" in msg)
-    assert msg.endswith("Remedy: subtract that level from the reference PSF image (read_psf(path, background=...) "
-                        "with the file's border level, as read_psf's own warning gives it)")
+    assert msg.endswith("Remedy: subtract that level from the reference PSF image (read_psf(path, background=...), "
+                        "on the command line image:FILE,background=..., with the file's border level, as read_psf's "
+                        "own warning gives it)")
     assert "larger reference stamp" not in msg and "padPsfBy" not in msg and msg in result.metadata["notes"]
     # uncropped (stamps as large as its own), the same remedy
     config.doAutoPadPsf, config.padPsfBy = False, 16

@@ -1825,14 +1825,14 @@ def _science_psfs(psf, n) -> list | None:
         if not isinstance(value, (str, os.PathLike)):
             raise InvalidInputError(f"psf{where} must be a PSF model, a SPEC (e.g. psfex:FILE) or None; got "
                                     f"{type(value).__name__}")
-        from .cli import _spec_file, parse_psf_spec
+        from .cli import _spec_parts, parse_psf_spec
 
         text = os.fspath(value)
         parse_psf_spec(text, read_files=False, role=f"science PSF{where}")
-        path, fmt = _spec_file(text)
+        path, fmt, options = _spec_parts(text)  # (the reader's options, ",background=1000", kept)
         if path is None:
             return text
-        return f"{fmt}:{os.path.abspath(path)}" if fmt else os.path.abspath(path)
+        return (f"{fmt}:" if fmt else "") + os.path.abspath(path) + options
 
     if psf is None:
         return None

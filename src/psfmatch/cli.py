@@ -31,6 +31,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -44,7 +45,8 @@ log = logging.getLogger("psfmatch.cli")
 
 PSF_SPEC_HELP = ("gaussian:sigma=S | gaussian:fwhm=F | doublegaussian:sigma1=S1,sigma2=S2,b=B | "
                  "moffat:fwhm=F,beta=B (each optionally ,size=N odd) | psfex:FILE | image:FILE | piff:FILE | "
-                 "psfmatch:FILE | FILE")
+                 "psfmatch:FILE | FILE (a file optionally followed by its reader's options, e.g. "
+                 "image:FILE,background=1000,recenter=true)")
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _ANALYTIC = {
@@ -167,6 +169,7 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
         path, fmt = _spec_file(spec)
         if path is None:
             return _analytic_psf(spec)
+        options = _spec_options(spec)
     except InvalidInputError as exc:
         raise InvalidInputError(f"{role} {exc}") from None
     text = str(spec).strip()
@@ -179,7 +182,7 @@ def parse_psf_spec(spec, *, read_files=True, role="PSF"):
                                f"model: {PSF_SPEC_HELP})")
     from .psf import read_psf
 
-    return read_psf(path, format=fmt)
+    return read_psf(path, format=fmt, **options)  # (read_psf refuses an option its format's reader does not take)
 
 
 def _analytic_psf(spec):
@@ -215,16 +218,33 @@ def _analytic_psf(spec):
     return MoffatPsf(size, size, p["fwhm"], p["beta"])
 
 
+#: A reader option at the end of a file SPEC: ``,name=value``.
+_FILE_OPTION = re.compile(r",\s*([A-Za-z_]\w*)\s*=([^,=]*)$")
+
+
 def _spec_file(spec):
     """The file behind a PSF SPEC and its format, ``(path, format)``; ``(None, None)`` for an analytic model.
 
     ``format`` is None when the reader is to identify the file (``file:FILE`` or a bare ``FILE``).
-    Only the syntax is checked: the file need not exist.
+    Only the syntax is checked: the file need not exist.  Reader options after the
+    file name are not part of ``path`` (see :func:`_spec_parts`).
 
     Raises
     ------
     InvalidInputError
         For an empty SPEC, a file kind without a file name, or an unknown kind naming no file.
+    """
+    return _spec_parts(spec)[:2]
+
+
+def _spec_parts(spec):
+    """``(path, format, options)`` of a PSF SPEC: :func:`_spec_file`'s pair and the text of the reader options.
+
+    A file SPEC may end in the options of its reader, ``,name=value`` each
+    (``image:psf.fits,background=1000,recenter=true``): trailing items of that form
+    are options unless the whole text names an existing file.  ``options`` is that
+    suffix as given (``",background=1000,recenter=true"``; ``""`` without), for
+    :func:`_spec_options` to parse.
     """
     text = str(spec).strip()
     if not text:
@@ -232,14 +252,58 @@ def _spec_file(spec):
     kind, sep, rest = text.partition(":")
     kind_l = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
     if sep and kind_l in _ANALYTIC:
-        return None, None
+        return None, None, ""
     if sep and kind_l in _FILE_KINDS:
-        if not rest:
+        path, options = _split_options(rest)
+        if not path:
             raise _spec_error(spec, f"{kind_l}: needs a file name")
-        return rest, (None if kind_l == "file" else kind_l)
-    if not os.path.exists(text) and sep and kind.strip().replace("-", "").isalnum() and len(kind.strip()) > 1:
+        return path, (None if kind_l == "file" else kind_l), options
+    path, options = _split_options(text)
+    if not os.path.exists(path) and sep and kind.strip().replace("-", "").isalnum() and len(kind.strip()) > 1:
         raise _spec_error(spec, f"unknown kind {kind.strip()!r}, and no file of that name")
-    return text, None
+    return path, None, options
+
+
+def _split_options(text):
+    """``text`` as ``(file name, options suffix)``: the trailing ``,name=value`` items, unless ``text`` is a file."""
+    if os.path.exists(text):
+        return text, ""
+    path = text
+    while (m := _FILE_OPTION.search(path)) is not None:
+        path = path[:m.start()]
+    return path.strip(), text[len(path):]
+
+
+def _option_value(text):
+    """A reader option's value: ``true``/``false`` as bool, then an int, a float, else the text (an HDU name)."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _spec_options(spec) -> dict:
+    """The reader options of a file SPEC as keyword arguments of :func:`psfmatch.psf.read_psf` (empty for none).
+
+    Raises
+    ------
+    InvalidInputError
+        For an option given twice or without a value.
+    """
+    options = {}
+    for item in _spec_parts(spec)[2].split(",")[1:]:
+        name, _, value = (t.strip() for t in item.partition("="))
+        if not value:
+            raise _spec_error(spec, f"the reader option {name!r} needs a value (e.g. {name}=1000)")
+        if name in options:
+            raise _spec_error(spec, f"the reader option {name!r} is given twice")
+        options[name] = _option_value(value)
+    return options
 
 
 def _hdu_arg(text):

@@ -450,8 +450,8 @@ def _warn_pedestal(data, background, label) -> None:
     msg = (f"{label}: the PSF image's border sits at {level:.6g} ({level / peak:.1%} of its peak){after}, flat all "
            f"around: almost surely an unsubtracted bias or sky level (SDSS PSF images carry a 1000-count soft bias). "
            f"That level holds {share:.0%} of the image's flux and would be matched as part of the PSF (a broader "
-           f"PSF, a wrong kernel). Subtract it: read_image_psf(..., {remedy}) or read_psf(path, {remedy}), or "
-           "subtract it from the file")
+           f"PSF, a wrong kernel). Subtract it: read_image_psf(..., {remedy}) or read_psf(path, {remedy}) (on the "
+           f"command line, image:FILE,{remedy}), or subtract it from the file")
     log.warning(msg)
     warnings.warn(msg, PsfMatchWarning, stacklevel=_caller_stacklevel())
 
