@@ -723,6 +723,7 @@ def test_a_psf_image_on_other_pixels_than_the_exposure_warns():
         if warns:
             assert said[0].startswith("the science PSF image has pixels of 0.03 arcsec, the exposure's WCS 0.2 "
                                       "arcsec") and "target_pixel_scale=exposure" in said[0]
+            assert "on the command line image:FILE,target_pixel_scale=0.2)" in said[0]
 
 
 def test_an_exposure_far_beyond_its_psf_models_region_warns():

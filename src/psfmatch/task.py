@@ -1137,7 +1137,8 @@ def _warn_pixel_scales(exposure, reference):
                 what, remedy = "PSF (a GalSimPsf)", f"make the GalSimPsf with pixel_scale={scale:.6g} (the exposure's)"
             else:
                 what, remedy = "PSF image", ("resample it with psfmatch.psf.read_image_psf(..., "
-                                             "target_pixel_scale=exposure) (or resample_psf)")
+                                             "target_pixel_scale=exposure) (or resample_psf; on the command line "
+                                             f"image:FILE,target_pixel_scale={scale:.6g})")
             msg = (f"the {role} {what} has pixels of {ps:.4g} arcsec, the exposure's WCS {scale:.4g} arcsec: "
                    f"the PSF is matched in the exposure's pixels, so it must be sampled on them; {remedy}")
             log.warning(msg)
