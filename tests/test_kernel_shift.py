@@ -69,7 +69,8 @@ def test_a_displaced_reference_gives_the_kernel_its_offset_flagged_with_the_reme
                             r"at the candidate \(x, y\) = \(63\.5, 47\.5\), above qaMaxKernelShift=0\.2 px: "
                             r"every star of the matched exposure "
                             r".*WCS is not changed.*coadd.*blurs.*Remedy: check the centring of the science and "
-                            r"reference PSF models; .*recenter=True.*or raise qaMaxKernelShift"):
+                            r"reference PSF models; .*recenter=True \(psfmatch.psf.read_image_psf; on the command line "
+                            r"image:FILE,recenter=true\); or raise qaMaxKernelShift"):
         md = task.fitKernel(GaussianPsf(31, 31, 1.5), _shifted_reference(), BOX).metadata
     q = _worst(md)
     assert q["kernelShiftWorst"] == pytest.approx(math.hypot(*OFFSET), abs=0.02)

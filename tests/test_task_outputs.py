@@ -752,6 +752,7 @@ def test_an_exposure_far_beyond_its_psf_models_region_warns():
         "the exposure (x 0..399, y 0..199) reaches beyond the region the science PSF model was fitted on (x 0..199, "
         "y 0..399) at x > 199 by 100% of that region's size")
     assert "width and height swapped?" in msgs[0]
+    assert msgs[0].endswith("see read_psfex(origin=), psfex:FILE,origin=N on the command line)")
 
 
 def test_fitted_region_is_seen_through_wrappers():

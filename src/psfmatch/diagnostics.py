@@ -872,8 +872,8 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
                "the matched exposure are off by it, and a coadd of exposures with different shifts blurs. Most "
                "often a PSF model is not "
                "centred in its stamp. Remedy: check the centring of the science and reference PSF models; for PSF "
-               "images read them with recenter=True (psfmatch.psf.read_image_psf); or raise qaMaxKernelShift to "
-               "accept the shift")
+               "images read them with recenter=True (psfmatch.psf.read_image_psf; on the command line "
+               "image:FILE,recenter=true); or raise qaMaxKernelShift to accept the shift")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     ap = worst("apertureFluxMismatchWorst")

@@ -1112,7 +1112,8 @@ def _warn_psf_domain(exposure):
            f"region the science PSF model was fitted on (x {x0}..{x1}, y {y0}..{y1}) at {sides} of that region's "
            "size: the PSF there, and so the kernel and the QA, are extrapolations of the model. Check that the model "
            "belongs to this exposure: its CCD, the exposure's orientation (width and height swapped?) and origin "
-           "(xy0; a PSFEx model's POLZERO is 1-based, see read_psfex(origin=))")
+           "(xy0; a PSFEx model's POLZERO is 1-based, see read_psfex(origin=), psfex:FILE,origin=N on the command "
+           "line)")
     log.warning(msg)
     warnings.warn(msg, PsfMatchWarning, stacklevel=3)
 
