@@ -299,7 +299,7 @@ def _spec_options(spec) -> dict:
     for item in _spec_parts(spec)[2].split(",")[1:]:
         name, _, value = (t.strip() for t in item.partition("="))
         if not value:
-            raise _spec_error(spec, f"the reader option {name!r} needs a value (e.g. {name}=1000)")
+            raise _spec_error(spec, f"the reader option {name!r} needs a value ({name}=VALUE)")
         if name in options:
             raise _spec_error(spec, f"the reader option {name!r} is given twice")
         options[name] = _option_value(value)
