@@ -524,7 +524,7 @@ def test_a_file_spec_passes_its_readers_options(tmp_path):
 
 
 @pytest.mark.parametrize("suffix, match", [
-    (",background=", r"the reader option 'background' needs a value \(e.g. background=1000\)"),
+    (",background=", r"the reader option 'background' needs a value \(background=VALUE\)"),
     (",background=1,background=2", r"the reader option 'background' is given twice"),
 ])
 def test_file_spec_option_syntax_is_checked_before_any_work(tmp_path, suffix, match):

@@ -65,7 +65,8 @@ from the data, by cross-validation on the PSF models themselves:
    partly negative kernel that removes a real PSF's wing: on four DECam PSFEx
    models matched to round Gaussians the aperture fluxes were 2.1-5.6 % off;
    with the broad widths two came to 0.23 % and 0.48 % (from 3.5 % and 3.9 %),
-   the others to 1.4 % and 4.1 % (from 2.1 % and the z band's 5.6 %).  It replaces the choice when it cuts the mismatch to
+   the others to 1.4 % and 4.1 % (from 2.1 % and the z band's 5.6 %).  It
+   replaces the choice when it cuts the mismatch to
    :data:`WING_GAIN` of the choice's or less, passes the noise guard and keeps
    the residual within the tolerance (or ``qaMaxResidual``)
    (``metadata["autoKernel"]["wingTrials"]``).

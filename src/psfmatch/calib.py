@@ -17,7 +17,8 @@ an unambiguous meaning:
 - ``PHOTFLAM`` and ``PHOTFNU`` (HST: flux density per count rate): divided by ``s``.
 
 The cards are looked up in ``metadata["fitsHeader"]``, where exposures read
-from FITS keep them, and a ``HISTORY`` card records the change.  A calibration it cannot interpret, a ``photoCalib`` of another type or a
+from FITS keep them, and a ``HISTORY`` card records the change.  A calibration
+it cannot interpret, a ``photoCalib`` of another type or a
 card that is not a number, is left as it was and reported, so that the caller can
 correct it.  Cards whose meaning depends on the instrument (a bare ``ZP``,
 ``GAIN``, ``SATURATE``, HST's ``PHOTZPT``, which is a constant of the magnitude

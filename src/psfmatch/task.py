@@ -422,8 +422,8 @@ class ModelPsfMatchTask:
             msg = (f"{what}: {found}. But its own stamp's border is flat at "
                    f"{level / peak:.1%} of its peak all around: a pedestal (an unsubtracted bias or sky level) rather "
                    "than a wing, which a larger stamp would hold more of, not less. Remedy: subtract that level from "
-                   "the reference PSF image (read_psf(path, background=...), on the command line image:FILE,background=..., "
-                   "with the file's border level, as read_psf's own warning gives it)")
+                   "the reference PSF image (read_psf(path, background=...), on the command line "
+                   "image:FILE,background=..., with the file's border level, as read_psf's own warning gives it)")
         elif cropped:
             from .diagnostics import size_holding, untruncated_size
             refDims = own.shape
