@@ -2715,7 +2715,8 @@ def _coadd_block(block_info=None, *, specs, nodata_out):
     count = np.zeros(shape, dtype=np.int32)
     sl = (slice(y0, y1), slice(x0, x1))
     for path, exclude_bits, remap in specs:
-        with fits.open(path, memmap=True, lazy_load_hdus=True) as hdul:
+        # (astropy's default memory-maps plain planes too; memmap=True would refuse scaled integer planes, BSCALE/BZERO)
+        with fits.open(path, lazy_load_hdus=True) as hdul:
             img = _read_window(hdul["IMAGE"], sl).astype(np.float64)
             var = _read_window(hdul["VARIANCE"], sl).astype(np.float64)
             msk = _read_window(hdul["MASK"], sl).astype(np.int64)
