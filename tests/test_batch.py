@@ -761,6 +761,7 @@ def test_cli_batch_usage_errors(tmp_path, capsys):
                                   "--coadd OUT.fits to make the coadd, or leave --coadd-exclude out"),
     (["--coadd-tile", "1024"], "error: --coadd-tile needs --coadd"),
     (["--coadd-exclude", "BAD", "--coadd-tile", "64"], "error: --coadd-exclude and --coadd-tile need --coadd"),
+    (["--coadd-mixed-calibration"], "error: --coadd-mixed-calibration needs --coadd"),
 ])
 def test_cli_batch_coadd_options_without_coadd_are_usage_errors(options, match, inputs, tmp_path, monkeypatch,
                                                                  capsys):

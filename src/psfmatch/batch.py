@@ -2313,6 +2313,50 @@ class CoaddReport:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
 
+def _same_calibration_value(a, b) -> bool:
+    """Whether two values of a calibration card agree (numbers to 1e-9 of their size: a zero point brought to 27
+    by kernelSum holds 27.000000000000004)."""
+    numbers_ = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+                   for v in (a, b))
+    if numbers_:
+        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)), abs(float(b)))
+    return a == b
+
+
+def _common_calibration(inputs, required) -> dict:
+    """The calibration cards every coadd input carries with one value (:func:`coadd`'s header), by name.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``required`` and two inputs carry a card with different values.
+    """
+    common = {}
+    for name in sorted(set().union(*(inp.calibration for inp in inputs))):
+        carriers = [inp for inp in inputs if name in inp.calibration]
+        ref = carriers[0]
+        odd = next((inp for inp in carriers[1:]
+                    if not _same_calibration_value(inp.calibration[name], ref.calibration[name])), None)
+        if odd is not None:
+            msg = (f"coadd input {odd.path} has {name} = {odd.calibration[name]!r} and {ref.path} has "
+                   f"{ref.calibration[name]!r}: their pixels are on different flux scales, which the coadd would "
+                   "average; scale each exposure to one zero point first (run(..., kernelSum=10**(0.4 * (ZP - "
+                   "MAGZERO))), psfmatch run --kernel-sum), or pass require_same_calibration=False (psfmatch batch "
+                   "--coadd-mixed-calibration) to coadd them without a calibration")
+            if required:
+                raise InvalidInputError(msg)
+            log.warning(msg)
+            continue
+        if len(carriers) < len(inputs):
+            bare = next(inp for inp in inputs if name not in inp.calibration)
+            log.warning("coadd input %s has no %s card and %s has %s = %r: the coadd's header gets none (the "
+                        "inputs' flux scales cannot be compared)", bare.path, name, ref.path, name,
+                        ref.calibration[name])
+            continue
+        common[name] = ref.calibration[name]
+    return common
+
+
 def _inspect_input(path):
     """The coadd input's :class:`~psfmatch.io.ExposureFileInfo` (no pixels read)."""
     from .io import read_exposure_info
@@ -2768,7 +2812,7 @@ def _image_header(name, bitpix, shape, wcs_header, xy0, unit=None):
 
 
 def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwrite=False, require_same_psf=True,
-          num_workers=None) -> CoaddReport:
+          num_workers=None, require_same_calibration=True) -> CoaddReport:
     """Inverse-variance weighted coadd of exposures on one pixel grid, computed in tiles.
 
     Parameters
@@ -2807,6 +2851,14 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         coadd carries the largest.
     num_workers : int, optional
         Threads of dask's threaded scheduler (>= 1; default: the cores available, at most 4).
+    require_same_calibration : bool
+        Refuse inputs whose photometric calibration cards (``MAGZERO``,
+        ``FLUXMAG0``, ``PHOTFLAM``...: :data:`psfmatch.calib.CALIBRATION_CARDS`)
+        differ: their pixels are on different flux scales (scale them to one
+        zero point first, with ``kernelSum``).  A card every input carries with
+        one value goes into the coadd's primary header; one that differs
+        (allowed here with False) or that only some inputs carry is left out,
+        with a logged warning.
 
     Returns
     -------
@@ -2820,7 +2872,8 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     InvalidInputError
         No inputs, an input or ``out_path`` that is not a file path (None...),
         one file given twice (also as a symbolic or hard link to it), an
-        unknown plane in ``exclude_planes``, differing PSFs or image units,
+        unknown plane in ``exclude_planes``, differing PSFs, image units or
+        calibrations (``require_same_calibration``),
         an input without IMAGE/MASK/VARIANCE, a ``tile_size`` or
         ``num_workers`` that is not an integer in range, or an ``out_path``
         that is one of the inputs or a directory, or that asks for
@@ -2902,6 +2955,7 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
                 f"coadd input {inp.path} has image unit (BUNIT) {_unit_text(inp.unit)} and {first.path} has "
                 f"{_unit_text(first.unit)}: the coadd would average pixels in different units; bring the inputs "
                 "to one unit (calibrate them) first")
+    calibration = _common_calibration(inputs, require_same_calibration)
     known = set().union(*(inp.mask_planes for inp in inputs))
     unknown = [p for p in exclude_planes if p != "NO_DATA" and p not in known]
     if unknown:
@@ -2940,6 +2994,8 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     primary["PMFORMAT"] = (FORMAT_NAME, "written by psfmatch")
     primary["PMVERS"] = (FORMAT_VERSION, "psfmatch exposure format version")
     primary["NCOMBINE"] = (len(paths), "number of coadded exposures")
+    for name, value in calibration.items():
+        primary[name] = (value, "the inputs' common calibration")
     headers = [_image_header("IMAGE", bitpix, (H, W), wcs_header, first.xy0, first.unit),
                _image_header("MASK", 32, (H, W), wcs_header, first.xy0),
                _image_header("VARIANCE", bitpix, (H, W), wcs_header, first.xy0)]

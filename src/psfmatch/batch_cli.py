@@ -202,6 +202,9 @@ def add_batch_parser(subparsers, parents=()):
     b.add_argument("--coadd-tile", type=_tile_size, default=None, metavar="N",
                    help=f"coadd tile size in pixels (default {DEFAULT_COADD_TILE}, at least {MIN_COADD_TILE}; memory "
                         "scales with its square; needs --coadd)")
+    b.add_argument("--coadd-mixed-calibration", action="store_const", const=True, default=None,
+                   help="coadd even inputs whose zero points (MAGZERO, FLUXMAG0...) differ, leaving the coadd "
+                        "without one; by default they are refused (needs --coadd)")
     b.add_argument("--overwrite", action="store_true",
                    help="replace an existing coadd file (and a --report file that is not a psfmatch batch report)")
     b.add_argument("--scheduler", type=_scheduler_address, metavar="ADDRESS",
@@ -387,11 +390,13 @@ def _coadd_only_options(args):
     Returns
     -------
     list of str
-        ``--coadd-exclude`` and ``--coadd-tile`` where given while ``--coadd`` is not; empty otherwise.
+        ``--coadd-exclude``, ``--coadd-tile`` and ``--coadd-mixed-calibration`` where given while
+        ``--coadd`` is not; empty otherwise.
     """
     if args.coadd:
         return []
-    return [option for option, value in (("--coadd-exclude", args.coadd_exclude), ("--coadd-tile", args.coadd_tile))
+    return [option for option, value in (("--coadd-exclude", args.coadd_exclude), ("--coadd-tile", args.coadd_tile),
+                                         ("--coadd-mixed-calibration", args.coadd_mixed_calibration))
             if value is not None]
 
 
@@ -592,7 +597,8 @@ def run_batch_command(args) -> int:
         else:
             try:
                 c = coadd(reports.output_paths(), args.coadd, exclude_planes=args.coadd_exclude,
-                          tile_size=args.coadd_tile or DEFAULT_COADD_TILE, overwrite=args.overwrite)
+                          tile_size=args.coadd_tile or DEFAULT_COADD_TILE, overwrite=args.overwrite,
+                          require_same_calibration=not args.coadd_mixed_calibration)
                 say(f"coadd: {c.output}: {c.shape[1]}x{c.shape[0]} px, coverage {c.coverage:.3f}, {c.time:.1f} s")
             except (PsfMatchError, OSError) as exc:
                 say(f"coadd: FAILED: {type(exc).__name__}: {exc}", failure=True)

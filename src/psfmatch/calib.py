@@ -36,7 +36,8 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["ZERO_POINT_CARDS", "FLUX_ZERO_POINT_CARDS", "INVERSE_SENSITIVITY_CARDS", "rescale_calibration"]
+__all__ = ["ZERO_POINT_CARDS", "FLUX_ZERO_POINT_CARDS", "INVERSE_SENSITIVITY_CARDS", "CALIBRATION_CARDS",
+           "rescale_calibration", "calibration_cards"]
 
 #: FITS cards holding a magnitude zero point: m = ZP - 2.5 log10(counts).
 ZERO_POINT_CARDS = ("MAGZERO", "MAGZP", "MAGZPT", "PHOTZP")
@@ -44,6 +45,8 @@ ZERO_POINT_CARDS = ("MAGZERO", "MAGZP", "MAGZPT", "PHOTZP")
 FLUX_ZERO_POINT_CARDS = ("FLUXMAG0",)
 #: FITS cards holding a flux density per count (rate).
 INVERSE_SENSITIVITY_CARDS = ("PHOTFLAM", "PHOTFNU")
+#: Every card :func:`rescale_calibration` rescales.
+CALIBRATION_CARDS = ZERO_POINT_CARDS + FLUX_ZERO_POINT_CARDS + INVERSE_SENSITIVITY_CARDS
 #: The entries of a ``photoCalib`` mapping that are fluxes per count.
 PHOTO_CALIB_KEYS = ("calibrationMean", "calibrationErr")
 
@@ -84,6 +87,8 @@ def rescale_calibration(metadata: dict, factor: float) -> tuple[list[str], list[
     header = metadata.get("fitsHeader")
     if header is not None:
         _rescale_header(header, factor, changed, left)
+    # entries of the metadata itself named as the cards (an NDData's dict meta, a caller's own)
+    _rescale_mapping(metadata, factor, changed, left, "metadata[{key!r}]", skip=("fitsHeader", "photoCalib"))
     return changed, left
 
 
@@ -106,24 +111,82 @@ def _rescale_photo_calib(metadata, factor, changed, left) -> None:
             left.append(f"metadata['photoCalib'][{key!r}] ({value!r}: not a finite number)")
 
 
+def _rules(factor) -> dict:
+    """The new value of each calibration card, as a function of its old one."""
+    shift = 2.5 * math.log10(factor)
+    rules = {name: (lambda v: v + shift) for name in ZERO_POINT_CARDS}
+    rules.update({name: (lambda v: v * factor) for name in FLUX_ZERO_POINT_CARDS})
+    rules.update({name: (lambda v: v / factor) for name in INVERSE_SENSITIVITY_CARDS})
+    return rules
+
+
 def _rescale_header(header, factor, changed, left) -> None:
-    """Rescale the calibration cards of ``header`` (an astropy Header or a mapping of cards)."""
-    keys = {str(k).upper(): k for k in header.keys()}  # FITS keywords are blind to case
-    before = len(changed)
-    rules = ([(name, lambda v: v + 2.5 * math.log10(factor)) for name in ZERO_POINT_CARDS]
-             + [(name, lambda v: v * factor) for name in FLUX_ZERO_POINT_CARDS]
-             + [(name, lambda v: v / factor) for name in INVERSE_SENSITIVITY_CARDS])
-    for name, rule in rules:
-        if name not in keys:
+    """Rescale the calibration cards of ``header``: an astropy Header (every card, a repeated keyword too)
+    or a mapping of cards (values, or ``(value, comment)`` pairs); anything else is reported in ``left``."""
+    try:
+        from astropy.io import fits
+    except ImportError:  # pragma: no cover  (astropy is a core dependency)
+        fits = None
+    if fits is not None and isinstance(header, fits.Header):
+        rules = _rules(factor)
+        before = len(changed)
+        for i, card in enumerate(header.cards):
+            name = str(card.keyword).upper()
+            if name not in rules:
+                continue
+            new = _rescaled(card.value, rules[name], name, changed, left)
+            if new is not None:
+                header[i] = new  # (the card's comment is kept)
+        if len(changed) > before:
+            header.add_history(f"psfmatch: pixel values x {factor:.6g} (kernelSum); calibration rescaled")
+    elif isinstance(header, dict) or (hasattr(header, "keys") and hasattr(header, "__setitem__")):
+        _rescale_mapping(header, factor, changed, left, "{name}")
+    else:
+        left.append(f"metadata['fitsHeader'] ({type(header).__name__}: neither a FITS Header nor a mapping of "
+                    "cards, so its zero points, if any, could not be read)")
+
+
+def _rescale_mapping(cards, factor, changed, left, label, skip=()) -> None:
+    """Rescale the entries of the mapping ``cards`` named as calibration cards (blind to case: every one of
+    ``"MAGZP"`` and ``"magzp"``); ``label`` formats an entry's name for the report."""
+    rules = _rules(factor)
+    for key in list(cards.keys()):
+        name = str(key).upper()
+        if key in skip or name not in rules:
             continue
-        key = keys[name]
-        raw = header[key]
+        raw = cards[key]
         value, comment = (raw if isinstance(raw, tuple) and len(raw) == 2 else (raw, None))
-        if not _is_number(value):
-            left.append(f"the card {name} ({value!r}: not a finite number)")
+        new = _rescaled(value, rules[name], label.format(name=name, key=key), changed, left)
+        if new is not None:
+            cards[key] = new if comment is None else (new, comment)
+
+
+def _rescaled(value, rule, what, changed, left):
+    """``rule(value)`` as a float, recorded in ``changed``; None (recorded in ``left``) for a value that is not a
+    finite number."""
+    if not _is_number(value):
+        left.append(f"the card {what} ({value!r}: not a finite number)")
+        return None
+    new = float(rule(float(value)))
+    changed.append(f"{what} {value:.6g} -> {new:.6g}")
+    return new
+
+
+def calibration_cards(*headers) -> dict:
+    """The calibration cards (:data:`CALIBRATION_CARDS`) of FITS ``headers``, the first's value of each.
+
+    Returns
+    -------
+    dict
+        Card name to value, for the cards present (``{"MAGZERO": 27.0}``); a card
+        found in several headers takes the first header's value.
+    """
+    found = {}
+    for header in headers:
+        if header is None:
             continue
-        new = float(rule(float(value)))
-        header[key] = new if comment is None else (new, comment)
-        changed.append(f"{name} {value:.6g} -> {new:.6g}")
-    if len(changed) > before and hasattr(header, "add_history"):
-        header.add_history(f"psfmatch: pixel values x {factor:.6g} (kernelSum); calibration rescaled")
+        for card in header.cards:
+            name = str(card.keyword).upper()
+            if name in CALIBRATION_CARDS and name not in found:
+                found[name] = card.value
+    return found

@@ -265,20 +265,35 @@ def _spec_parts(spec):
 
 
 def _split_options(text):
-    """``text`` as ``(file name, options suffix)``: the trailing ``,name=value`` items, unless ``text`` is a file."""
-    if os.path.exists(text):
-        return text, ""
+    """``text`` as ``(file name, options suffix)``.
+
+    The trailing ``,name=value`` items are options; of the ways to split them off,
+    the one with the longest file name that exists is taken (``run,v=2/psf.fits,recenter=true``
+    names ``run,v=2/psf.fits``; a file named like an option is a file), else the one
+    with every such item an option (a file that does not exist is reported by its
+    name without them).
+    """
     path = text
-    while (m := _FILE_OPTION.search(path)) is not None:
+    while True:
+        if os.path.exists(path.strip()):
+            return path.strip(), text[len(path):]
+        m = _FILE_OPTION.search(path)
+        if m is None:
+            return path.strip(), text[len(path):]
         path = path[:m.start()]
-    return path.strip(), text[len(path):]
+
+
+#: The words a boolean reader option takes (``recenter=no``), as in configuration files.
+_TRUE_WORDS = ("true", "yes", "on")
+_FALSE_WORDS = ("false", "no", "off")
 
 
 def _option_value(text):
-    """A reader option's value: ``true``/``false`` as bool, then an int, a float, else the text (an HDU name)."""
+    """A reader option's value: ``true``/``false`` (``yes``/``no``, ``on``/``off``) as bool, then an int, a
+    float, else the text (an HDU name)."""
     low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
+    if low in _TRUE_WORDS + _FALSE_WORDS:
+        return low in _TRUE_WORDS
     for kind in (int, float):
         try:
             return kind(text)

@@ -1429,6 +1429,9 @@ class ExposureFileInfo:
         ``BUNIT`` of the image.
     metadata : dict
         The stored metadata (psfmatch layout, when asked for), else empty.
+    calibration : dict
+        The photometric calibration cards of its primary and image headers
+        (:data:`psfmatch.calib.CALIBRATION_CARDS`: ``MAGZERO``, ``FLUXMAG0``...), by name.
     """
 
     path: str
@@ -1441,6 +1444,7 @@ class ExposureFileInfo:
     psf: object = None
     unit: str | None = None
     metadata: dict = field(default_factory=dict)
+    calibration: dict = field(default_factory=dict)
 
     def getBBox(self):
         """The exposure's box in parent coordinates."""
@@ -1483,6 +1487,8 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
     >>> info.shape, info.getBBox().getMin(), info.psf
     ((40, 50), Point2I(x=100, y=200), GaussianPsf(15, 15, sigma=2.0))
     """
+    from ..calib import calibration_cards
+
     path = as_path(path, "read_exposure_info's path")
     with open_fits(path, "exposure") as (hdul, guard):
         names = [h.name.upper() for h in hdul]
@@ -1523,7 +1529,7 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
             dtype=plane_dtype(_stored_dtype(himg)), wcs=_image_wcs(hdul, hdul["IMAGE"], f"{path}[IMAGE]")[0],
             mask_planes=planes, psf=stored_psf,
             unit=str(himg["BUNIT"]).strip() if "BUNIT" in himg and str(himg["BUNIT"]).strip() else None,
-            metadata=md)
+            metadata=md, calibration=calibration_cards(hdul[0].header, himg))
 
 
 def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, variance_kind="variance",

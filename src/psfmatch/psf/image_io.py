@@ -553,6 +553,9 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
             or not math.isfinite(background):
         raise InvalidInputError(f"background must be a finite number (the level subtracted from the PSF image, "
                                 f"e.g. 1000 for SDSS); got {background!r}")
+    for name, flag in (("recenter", recenter), ("require_psf_like", require_psf_like)):
+        if not isinstance(flag, (bool, np.bool_)):  # ("no", a word from a file, would count as true)
+            raise InvalidInputError(f"{name} must be True or False (on the command line true or false); got {flag!r}")
     where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
     data, header, where = _open_image_hdu(source, hdu, where)
     label = where if hdu is None else f"{where}[{hdu}]"

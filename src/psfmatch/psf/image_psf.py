@@ -44,6 +44,8 @@ class ImagePsf(Psf):
     name = "ImagePsf"
 
     def __init__(self, array, *, recenter=False, pixel_scale=None):
+        if not isinstance(recenter, (bool, np.bool_)):  # ("no", a word from a file, would count as true)
+            raise InvalidInputError(f"ImagePsf: recenter must be True or False; got {recenter!r}")
         if isinstance(array, np.ma.MaskedArray):
             raise InvalidInputError(
                 "ImagePsf got a numpy masked array, whose mask it would ignore (the masked pixels' values would "
