@@ -218,3 +218,19 @@ def test_cli_batch_coadd_mixed_calibration_reaches_the_coadd(tmp_path, monkeypat
                                   "--coadd", str(tmp_path / "c.fits"), "--scheduler", "tcp://127.0.0.1:1", *extra])
         assert run_batch_command(args) == 1
     assert seen == [True, False]
+
+
+def test_a_recenter_that_is_not_a_boolean_is_refused(tmp_path):
+    """A word such as "no" reaching ImagePsf or read_image_psf counted as true."""
+    from psfmatch.psf import ImagePsf, read_image_psf
+
+    path = _off_centre_psf(tmp_path / "off.fits")
+    stamp = fits.getdata(path)
+    with pytest.raises(InvalidInputError, match=r"ImagePsf: recenter must be True or False; got 'no'"):
+        ImagePsf(stamp, recenter="no")
+    with pytest.raises(InvalidInputError, match=r"recenter must be True or False \(on the command line true or "
+                                                r"false\); got 'no'"):
+        read_image_psf(path, recenter="no")
+    with pytest.raises(InvalidInputError, match=r"require_psf_like must be True or False .*got 1"):
+        read_image_psf(path, require_psf_like=1)
+    assert _x_centroid(read_image_psf(path, recenter=np.bool_(False))) == pytest.approx(1.0, abs=1e-3)

@@ -17,7 +17,9 @@ an unambiguous meaning:
 - ``PHOTFLAM`` and ``PHOTFNU`` (HST: flux density per count rate): divided by ``s``.
 
 The cards are looked up in ``metadata["fitsHeader"]``, where exposures read
-from FITS keep them, and a ``HISTORY`` card records the change.  A calibration
+from FITS keep them (every card of a keyword that repeats; a ``HISTORY`` card
+records the change), and among the metadata's own entries, blind to case (an
+NDData's dict ``meta`` puts them there).  A calibration
 it cannot interpret, a ``photoCalib`` of another type or a
 card that is not a number, is left as it was and reported, so that the caller can
 correct it.  Cards whose meaning depends on the instrument (a bare ``ZP``,
