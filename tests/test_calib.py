@@ -16,6 +16,7 @@ from astropy.io import fits
 from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask, PsfMatchWarning
 from psfmatch.calib import rescale_calibration
 from psfmatch.cli import main
+from psfmatch.errors import InvalidInputError
 from psfmatch.psf import GaussianPsf
 
 
@@ -81,8 +82,7 @@ def test_rescale_reports_what_it_cannot_interpret():
     assert changed == [] and "calibrationMean" in left[0] and math.isnan(md["photoCalib"]["calibrationMean"])
 
 
-def _star_exposure(metadata):
-    n = 96
+def _star_exposure(metadata, n=96):
     y, x = np.mgrid[:n, :n]
     img = 1000.0 * np.exp(-((x - 47.3) ** 2 + (y - 48.6) ** 2) / (2 * 1.8 ** 2)) / (2 * np.pi * 1.8 ** 2)
     return Exposure(img.astype(np.float32), variance=np.ones((n, n), np.float32), psf=GaussianPsf(21, 21, 1.8),
@@ -146,3 +146,143 @@ def test_cli_kernel_sum_rescales_the_written_zero_point(tmp_path, capsys):
     assert matched.metadata["fitsHeader"]["EXPTIME"] == 30.0
     with fits.open(out) as hdul:
         assert any(hdu.header.get("MAGZERO") == pytest.approx(27.5) for hdu in hdul)
+
+
+# ---------------------------------------------------------------------------
+# found by an adversarial review of the feature: contracts, and the defects it found (each test failed before
+# its fix)
+
+
+def test_integer_and_numpy_calibration_values_are_rescaled(tmp_path):
+    """A FITS card written as an integer (``MAGZERO = 25``) reads back as an int, and metadata built in
+    code holds numpy scalars: both are numbers the calibration must follow (not 'not a finite number')."""
+    path = tmp_path / "int.fits"
+    fits.PrimaryHDU(header=fits.Header([("MAGZERO", 25), ("FLUXMAG0", 10 ** 10)])).writeto(path)
+    header = fits.getheader(path)
+    assert isinstance(header["MAGZERO"], int)  # (the premise: astropy gives an int)
+    md = {"fitsHeader": header, "photoCalib": {"calibrationMean": np.float32(0.5), "calibrationErr": 1}}
+    changed, left = rescale_calibration(md, 10.0)
+    assert left == [] and len(changed) == 4
+    assert md["fitsHeader"]["MAGZERO"] == pytest.approx(27.5, abs=1e-12)
+    assert md["fitsHeader"]["FLUXMAG0"] == pytest.approx(1e11, rel=1e-12)
+    assert md["photoCalib"] == {"calibrationMean": pytest.approx(0.05), "calibrationErr": pytest.approx(0.1)}
+
+
+
+
+def test_a_repeated_zero_point_card_is_rescaled_everywhere_or_reported():
+    header = fits.Header()
+    header.append(("MAGZERO", 25.0))
+    header.append(("MAGZERO", 25.0))
+    md = {"fitsHeader": header}
+    changed, left = rescale_calibration(md, 10.0)
+    values = [card.value for card in md["fitsHeader"].cards if card.keyword == "MAGZERO"]
+    assert values == [pytest.approx(27.5)] * 2 and left == [] and len(changed) == 2
+
+
+@pytest.mark.parametrize("header", ["MAGZERO = 25.0", [("MAGZERO", 25.0)]], ids=["text", "list"])
+def test_a_fits_header_that_is_no_mapping_is_reported_not_an_attribute_error(header):
+    exposure = _star_exposure({"fitsHeader": header})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _task().run(exposure, GaussianPsf(31, 31, 2.6), kernelSum=2.0)
+    assert result.psfMatchedExposure.metadata["fitsHeader"] == header
+    assert any(issubclass(w.category, PsfMatchWarning) and "fitsHeader" in str(w.message) for w in caught)
+
+
+def test_a_ccddata_dict_meta_zero_point_follows_kernel_sum():
+    from astropy.nddata import CCDData, VarianceUncertainty
+
+    from psfmatch.io.nddata import exposure_from_nddata, exposure_to_nddata
+
+    star = _star_exposure({})
+    ccd = CCDData(star.image.copy(), unit="adu", meta={"MAGZP": 25.0, "EXPTIME": 30.0},
+                  uncertainty=VarianceUncertainty(np.ones(star.image.shape)))
+    exposure = exposure_from_nddata(ccd, psf=GaussianPsf(21, 21, 1.8))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _task().run(exposure, GaussianPsf(31, 31, 2.6), kernelSum=10.0)
+    warned = any(issubclass(w.category, PsfMatchWarning) and "MAGZP" in str(w.message) for w in caught)
+    back = exposure_to_nddata(result.psfMatchedExposure, ccd=True)
+    assert not warned and back.meta["MAGZP"] == pytest.approx(27.5, abs=1e-9) and back.meta["EXPTIME"] == 30.0
+    assert ccd.meta["MAGZP"] == 25.0  # the caller's NDData is untouched
+
+
+def _write(path, magzero):
+    exp = _star_exposure({"fitsHeader": fits.Header([("MAGZERO", magzero, "zero point")])}, n=32)
+    exp.writeFits(str(path))
+    return str(path)
+
+
+def test_coadd_of_inputs_with_different_zero_points_is_refused(tmp_path, caplog):
+    """Outputs of kernelSum 4 and 1 (MAGZERO 26.505 and 25) were averaged into one image of no consistent
+    calibration, without an error or a warning."""
+    from psfmatch.batch import coadd
+
+    paths = [_write(tmp_path / "a.fits", 25.0 + 2.5 * math.log10(4.0)), _write(tmp_path / "b.fits", 25.0)]
+    with pytest.raises(InvalidInputError, match=r"coadd input .*b\.fits has MAGZERO = 25\.0 and .*a\.fits has "
+                                                r"26\.50\d*: their pixels are on different flux scales.*kernelSum=10\*\*"
+                                                r"\(0\.4 \* \(ZP - MAGZERO\)\).*require_same_calibration=False"):
+        coadd(paths, tmp_path / "coadd.fits", require_same_psf=False)
+    assert not (tmp_path / "coadd.fits").exists()
+    # allowed: coadded, with no zero point in its header, and said
+    with caplog.at_level("WARNING", logger="psfmatch.batch"):
+        coadd(paths, tmp_path / "mixed.fits", require_same_psf=False, require_same_calibration=False)
+    assert "MAGZERO" not in Exposure.readFits(str(tmp_path / "mixed.fits")).metadata.get("fitsHeader", {})
+    assert "different flux scales" in caplog.text
+    # an input without the card: no zero point for the coadd either, and said
+    bare = _star_exposure({}, n=32)
+    bare.writeFits(str(tmp_path / "bare.fits"))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="psfmatch.batch"):
+        coadd([paths[1], str(tmp_path / "bare.fits")], tmp_path / "partial.fits", require_same_psf=False)
+    assert "MAGZERO" not in Exposure.readFits(str(tmp_path / "partial.fits")).metadata.get("fitsHeader", {})
+    assert "bare.fits has no MAGZERO card" in caplog.text
+
+
+def test_coadd_keeps_the_zero_point_its_inputs_share(tmp_path):
+    from psfmatch.batch import coadd
+
+    paths = [_write(tmp_path / "a.fits", 27.0), _write(tmp_path / "b.fits", 27.0)]
+    coadd(paths, tmp_path / "coadd.fits", require_same_psf=False)
+    header = Exposure.readFits(str(tmp_path / "coadd.fits")).metadata.get("fitsHeader")
+    assert header is not None and header.get("MAGZERO") == pytest.approx(27.0)
+
+
+def test_cli_batch_coadd_mixed_calibration_reaches_the_coadd(tmp_path, monkeypatch):
+    """``--coadd-mixed-calibration`` is passed to coadd as require_same_calibration=False (and its absence as
+    True)."""
+    import argparse
+
+    import psfmatch.batch
+    from psfmatch.batch_cli import add_batch_parser, run_batch_command
+
+    seen = []
+
+    def fake_coadd(paths, out, **kwargs):
+        seen.append(kwargs["require_same_calibration"])
+        raise InvalidInputError("stop here")
+
+    class Reports(list):
+        ok, failed = True, []
+
+        def output_paths(self):
+            return []
+
+        def summary(self):
+            return ""
+
+        def write_json(self, path):
+            pass
+
+    monkeypatch.setattr(psfmatch.batch, "coadd", fake_coadd)
+    monkeypatch.setattr(psfmatch.batch, "match_many", lambda *a, **k: Reports())
+    monkeypatch.setattr(psfmatch.batch, "_check_coadd_grid", lambda *a, **k: None, raising=False)
+    path = _write(tmp_path / "a.fits", 25.0)
+    parser = argparse.ArgumentParser(prog="psfmatch")
+    add_batch_parser(parser.add_subparsers(dest="command"))
+    for extra in ([], ["--coadd-mixed-calibration"]):
+        args = parser.parse_args(["batch", path, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "out"),
+                                  "--coadd", str(tmp_path / "c.fits"), "--scheduler", "tcp://127.0.0.1:1", *extra])
+        assert run_batch_command(args) == 1
+    assert seen == [True, False]
