@@ -69,3 +69,13 @@ def test_a_recenter_that_is_not_a_boolean_is_refused(tmp_path):
     with pytest.raises(InvalidInputError, match=r"require_psf_like must be True or False .*got 1"):
         read_image_psf(path, require_psf_like=1)
     assert _x_centroid(read_image_psf(path, recenter=np.bool_(False))) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("kind, option", [("image", "hdu"), ("psfex", "ext")])
+def test_a_boolean_hdu_is_refused_not_read_as_index_1(tmp_path, kind, option, shared_data):
+    """``hdu=true`` in a SPEC became True, which astropy takes for HDU 1: the PSFEx reader silently read HDU 1."""
+    path = (_off_centre_psf(tmp_path / "psf.fits") if kind == "image" else
+            shared_data("psfex", "GalSim-developers__GalSim", "DECam_00154912_12_psfcat.psf"))
+    with pytest.raises(InvalidInputError, match=rf"{option} must be an HDU's index \(an integer\) or name; got True"):
+        parse_psf_spec(f"{kind}:{path},{option}=true")
+    assert parse_psf_spec(f"{kind}:{path},{option}={0 if kind == 'image' else 1}") is not None

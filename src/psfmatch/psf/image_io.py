@@ -351,6 +351,8 @@ def _image_from_hdul(hdul, hdu, where, guard):
             raise UnsupportedFormatError(f"{where}: no image HDU with data (HDUs: {[h.name for h in hdul]}); "
                                          + no_image_remedy(hdul))
     else:
+        if isinstance(hdu, (bool, np.bool_)):  # (astropy takes True for index 1)
+            raise InvalidInputError(f"{where}: hdu must be an HDU's index (an integer) or name; got {hdu!r}")
         try:
             chosen = hdul[hdu]
         except (KeyError, IndexError):

@@ -504,6 +504,8 @@ def _find_table(hdul, ext, where):
     from astropy.io import fits
 
     if ext is not None:
+        if isinstance(ext, (bool, np.bool_)):  # (astropy takes True for index 1)
+            raise InvalidInputError(f"{where}: ext must be an HDU's index (an integer) or name; got {ext!r}")
         try:
             hdu = hdul[ext]
         except (KeyError, IndexError):
