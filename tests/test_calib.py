@@ -237,7 +237,7 @@ def test_coadd_of_inputs_with_different_zero_points_is_refused(tmp_path, caplog)
     with caplog.at_level("WARNING", logger="psfmatch.batch"):
         coadd([paths[1], str(tmp_path / "bare.fits")], tmp_path / "partial.fits", require_same_psf=False)
     assert "MAGZERO" not in Exposure.readFits(str(tmp_path / "partial.fits")).metadata.get("fitsHeader", {})
-    assert "bare.fits has no MAGZERO card" in caplog.text
+    assert "bare.fits has no MAGZERO and" in caplog.text
 
 
 def test_coadd_keeps_the_zero_point_its_inputs_share(tmp_path):
@@ -286,3 +286,23 @@ def test_cli_batch_coadd_mixed_calibration_reaches_the_coadd(tmp_path, monkeypat
                                   "--coadd", str(tmp_path / "c.fits"), "--scheduler", "tcp://127.0.0.1:1", *extra])
         assert run_batch_command(args) == 1
     assert seen == [True, False]
+
+
+def test_coadd_compares_and_keeps_the_inputs_photo_calib(tmp_path):
+    """A stored photoCalib is a calibration too: inputs of calibrationMean 0.7 and 0.35 (one matched with
+    kernelSum 2) are refused, and the one inputs share is the coadd's."""
+    from psfmatch.batch import coadd
+
+    def write(name, mean):
+        path = str(tmp_path / name)
+        _star_exposure({"photoCalib": {"calibrationMean": mean, "calibrationErr": 0.01}}, n=32).writeFits(path)
+        return path
+
+    same = [write("a.fits", 0.7), write("b.fits", 0.7)]
+    coadd(same, tmp_path / "same.fits", require_same_psf=False)
+    assert Exposure.readFits(str(tmp_path / "same.fits")).getPhotoCalib() == {"calibrationMean": 0.7,
+                                                                              "calibrationErr": 0.01}
+    with pytest.raises(InvalidInputError, match=r"coadd input .*c\.fits has photoCalib calibrationMean = 0\.35 and "
+                                                r".*a\.fits has 0\.7: their pixels are on different flux scales"):
+        coadd([same[0], write("c.fits", 0.35)], tmp_path / "mixed.fits", require_same_psf=False)
+    assert not (tmp_path / "mixed.fits").exists()

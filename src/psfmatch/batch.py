@@ -2323,46 +2323,60 @@ def _same_calibration_value(a, b) -> bool:
     return a == b
 
 
+#: The ``photoCalib`` entries (:mod:`psfmatch.calib`) a coadd compares and keeps, beside the cards.
+_PHOTO_CALIB_KEYS = ("calibrationMean", "calibrationErr")
+
+
+def _calibration_of(inp) -> dict:
+    """An input's calibration: its cards (``MAGZERO``...) and its stored ``photoCalib``'s entries, by name."""
+    found = dict(inp.calibration)
+    photo = inp.metadata.get("photoCalib") if isinstance(inp.metadata, dict) else None
+    if isinstance(photo, dict):
+        found.update({f"photoCalib {key}": photo[key] for key in _PHOTO_CALIB_KEYS if key in photo})
+    return found
+
+
 def _common_calibration(inputs, required) -> dict:
-    """The calibration cards every coadd input carries with one value (:func:`coadd`'s header), by name.
+    """The calibration every coadd input carries with one value (:func:`coadd`'s header and metadata), by name:
+    the cards of :data:`psfmatch.calib.CALIBRATION_CARDS` and ``"photoCalib calibrationMean"``-style entries.
 
     Raises
     ------
     InvalidInputError
-        If ``required`` and two inputs carry a card with different values.
+        If ``required`` and two inputs carry one with different values.
     """
+    cals = [(inp.path, _calibration_of(inp)) for inp in inputs]
     common = {}
-    for name in sorted(set().union(*(inp.calibration for inp in inputs))):
-        carriers = [inp for inp in inputs if name in inp.calibration]
-        ref = carriers[0]
-        odd = next((inp for inp in carriers[1:]
-                    if not _same_calibration_value(inp.calibration[name], ref.calibration[name])), None)
+    for name in sorted(set().union(*(cal for _, cal in cals))):
+        carriers = [(path, cal[name]) for path, cal in cals if name in cal]
+        ref_path, ref_value = carriers[0]
+        odd = next(((path, value) for path, value in carriers[1:]
+                    if not _same_calibration_value(value, ref_value)), None)
         if odd is not None:
-            msg = (f"coadd input {odd.path} has {name} = {odd.calibration[name]!r} and {ref.path} has "
-                   f"{ref.calibration[name]!r}: their pixels are on different flux scales, which the coadd would "
-                   "average; scale each exposure to one zero point first (run(..., kernelSum=10**(0.4 * (ZP - "
-                   "MAGZERO))), psfmatch run --kernel-sum), or pass require_same_calibration=False (psfmatch batch "
-                   "--coadd-mixed-calibration) to coadd them without a calibration")
+            msg = (f"coadd input {odd[0]} has {name} = {odd[1]!r} and {ref_path} has {ref_value!r}: their pixels "
+                   "are on different flux scales, which the coadd would average; scale each exposure to one zero "
+                   "point first (run(..., kernelSum=10**(0.4 * (ZP - MAGZERO))), psfmatch run --kernel-sum), or "
+                   "pass require_same_calibration=False (psfmatch batch --coadd-mixed-calibration) to coadd them "
+                   "without a calibration")
             if required:
                 raise InvalidInputError(msg)
             log.warning(msg)
             continue
-        if len(carriers) < len(inputs):
-            bare = next(inp for inp in inputs if name not in inp.calibration)
-            log.warning("coadd input %s has no %s card and %s has %s = %r: the coadd's header gets none (the "
-                        "inputs' flux scales cannot be compared)", bare.path, name, ref.path, name,
-                        ref.calibration[name])
+        if len(carriers) < len(cals):
+            bare = next(path for path, cal in cals if name not in cal)
+            log.warning("coadd input %s has no %s and %s has %s = %r: the coadd gets none (the inputs' flux scales "
+                        "cannot be compared)", bare, name, ref_path, name, ref_value)
             continue
-        common[name] = ref.calibration[name]
+        common[name] = ref_value
     return common
 
 
 def _inspect_input(path):
-    """The coadd input's :class:`~psfmatch.io.ExposureFileInfo` (no pixels read)."""
+    """The coadd input's :class:`~psfmatch.io.ExposureFileInfo` with its metadata (no pixels read)."""
     from .io import read_exposure_info
 
     try:
-        return read_exposure_info(path)
+        return read_exposure_info(path, metadata=True)  # (the metadata for its photoCalib)
     except UnsupportedFormatError as exc:
         raise InvalidInputError(f"coadd input: {exc}; coadd reads psfmatch or LSST-style exposure files") from None
 
@@ -2854,11 +2868,12 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     require_same_calibration : bool
         Refuse inputs whose photometric calibration cards (``MAGZERO``,
         ``FLUXMAG0``, ``PHOTFLAM``...: :data:`psfmatch.calib.CALIBRATION_CARDS`)
+        or stored ``photoCalib`` (``calibrationMean``, ``calibrationErr``)
         differ: their pixels are on different flux scales (scale them to one
         zero point first, with ``kernelSum``).  A card every input carries with
-        one value goes into the coadd's primary header; one that differs
-        (allowed here with False) or that only some inputs carry is left out,
-        with a logged warning.
+        one value goes into the coadd's primary header, a common ``photoCalib``
+        into its metadata; one that differs (allowed here with False) or that
+        only some inputs carry is left out, with a logged warning.
 
     Returns
     -------
@@ -2995,7 +3010,8 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     primary["PMVERS"] = (FORMAT_VERSION, "psfmatch exposure format version")
     primary["NCOMBINE"] = (len(paths), "number of coadded exposures")
     for name, value in calibration.items():
-        primary[name] = (value, "the inputs' common calibration")
+        if not name.startswith("photoCalib "):
+            primary[name] = (value, "the inputs' common calibration")
     headers = [_image_header("IMAGE", bitpix, (H, W), wcs_header, first.xy0, first.unit),
                _image_header("MASK", 32, (H, W), wcs_header, first.xy0),
                _image_header("VARIANCE", bitpix, (H, W), wcs_header, first.xy0)]
@@ -3007,6 +3023,9 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         "excludedAlso": "non-finite image or variance, variance <= 0",
         "maskRule": "bitwise AND of the contributing inputs' masks; NO_DATA where no input contributes",
         "tileSize": tile_size, "psf": repr(psf) if psf is not None else None}}
+    photo = {name.split(" ", 1)[1]: value for name, value in calibration.items() if name.startswith("photoCalib ")}
+    if "calibrationMean" in photo:  # the inputs' common photoCalib
+        metadata["photoCalib"] = photo
     extra = []
     if psf is not None:
         extra.extend(psf_to_hdus(psf, bbox=bbox))
