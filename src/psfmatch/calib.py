@@ -125,11 +125,9 @@ def _rules(factor) -> dict:
 def _rescale_header(header, factor, changed, left) -> None:
     """Rescale the calibration cards of ``header``: an astropy Header (every card, a repeated keyword too)
     or a mapping of cards (values, or ``(value, comment)`` pairs); anything else is reported in ``left``."""
-    try:
-        from astropy.io import fits
-    except ImportError:  # pragma: no cover  (astropy is a core dependency)
-        fits = None
-    if fits is not None and isinstance(header, fits.Header):
+    from astropy.io import fits
+
+    if isinstance(header, fits.Header):
         rules = _rules(factor)
         before = len(changed)
         for i, card in enumerate(header.cards):
