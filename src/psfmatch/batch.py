@@ -121,10 +121,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .calib import PHOTO_CALIB_KEYS
 from .config import ModelPsfMatchConfig
 from .errors import (GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError,
                      SchedulerUnreachableError, UnsupportedFormatError)
-from .geom import Box2I, Point2D, as_point
+from .geom import Box2I, Point2D, _is_real, as_point
 from .image import Exposure, Mask
 from .parallel import catch_warnings
 
@@ -2316,15 +2317,9 @@ class CoaddReport:
 def _same_calibration_value(a, b) -> bool:
     """Whether two values of a calibration card agree (numbers to 1e-9 of their size: a zero point brought to 27
     by kernelSum holds 27.000000000000004)."""
-    numbers_ = all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
-                   for v in (a, b))
-    if numbers_:
+    if _is_real(a) and _is_real(b):
         return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)), abs(float(b)))
     return a == b
-
-
-#: The ``photoCalib`` entries (:mod:`psfmatch.calib`) a coadd compares and keeps, beside the cards.
-_PHOTO_CALIB_KEYS = ("calibrationMean", "calibrationErr")
 
 
 def _calibration_of(inp) -> dict:
@@ -2332,7 +2327,7 @@ def _calibration_of(inp) -> dict:
     found = dict(inp.calibration)
     photo = inp.metadata.get("photoCalib") if isinstance(inp.metadata, dict) else None
     if isinstance(photo, dict):
-        found.update({f"photoCalib {key}": photo[key] for key in _PHOTO_CALIB_KEYS if key in photo})
+        found.update({f"photoCalib {key}": photo[key] for key in PHOTO_CALIB_KEYS if key in photo})
     return found
 
 

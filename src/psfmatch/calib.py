@@ -36,7 +36,8 @@ SExtractor and SWarp's ``MAGZERO``; LSST ``lsst.afw.image.PhotoCalib``
 from __future__ import annotations
 
 import math
-import numbers
+
+from .geom import _finite_real
 
 __all__ = ["ZERO_POINT_CARDS", "FLUX_ZERO_POINT_CARDS", "INVERSE_SENSITIVITY_CARDS", "CALIBRATION_CARDS",
            "rescale_calibration", "calibration_cards"]
@@ -51,10 +52,6 @@ INVERSE_SENSITIVITY_CARDS = ("PHOTFLAM", "PHOTFNU")
 CALIBRATION_CARDS = ZERO_POINT_CARDS + FLUX_ZERO_POINT_CARDS + INVERSE_SENSITIVITY_CARDS
 #: The entries of a ``photoCalib`` mapping that are fluxes per count.
 PHOTO_CALIB_KEYS = ("calibrationMean", "calibrationErr")
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
 
 
 def rescale_calibration(metadata: dict, factor: float) -> tuple[list[str], list[str]]:
@@ -106,7 +103,7 @@ def _rescale_photo_calib(metadata, factor, changed, left) -> None:
         if key not in calib:
             continue
         value = calib[key]
-        if _is_number(value):
+        if _finite_real(value):
             calib[key] = float(value) / factor
             changed.append(f"photoCalib {key} {value:.6g} -> {calib[key]:.6g}")
         else:
@@ -164,7 +161,7 @@ def _rescale_mapping(cards, factor, changed, left, label, skip=()) -> None:
 def _rescaled(value, rule, what, changed, left):
     """``rule(value)`` as a float, recorded in ``changed``; None (recorded in ``left``) for a value that is not a
     finite number."""
-    if not _is_number(value):
+    if not _finite_real(value):
         left.append(f"the card {what} ({value!r}: not a finite number)")
         return None
     new = float(rule(float(value)))
