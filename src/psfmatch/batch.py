@@ -125,7 +125,7 @@ from .calib import PHOTO_CALIB_KEYS
 from .config import ModelPsfMatchConfig
 from .errors import (GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError,
                      SchedulerUnreachableError, UnsupportedFormatError)
-from .geom import Box2I, Point2D, _is_real, as_point
+from .geom import Box2I, Point2D, _finite_real, _is_real, as_point
 from .image import Exposure, Mask
 from .parallel import catch_warnings
 
@@ -239,6 +239,10 @@ class ExposureReport:
     psf : str or None
         The science PSF given for this input (its SPEC, or the model's repr);
         None when the file's own PSF was used.
+    kernel_sum : float or None
+        The ``kernelSum`` it was matched with (with a target zero point, the one
+        its own zero point gave); None when it failed before that was known, or for
+        a skipped output written before this was recorded.
     """
 
     path: str
@@ -253,6 +257,7 @@ class ExposureReport:
     warnings: list = field(default_factory=list)
     worker: str | None = None
     psf: str | None = None
+    kernel_sum: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -323,7 +328,8 @@ class BatchReport(list):
     settings : dict
         What the call matched with: the configuration (``config``, its values;
         ``explicitFields``; ``configHash``, the marker's ``BATCHCFG``),
-        ``kernelSum``, ``fingerprint``, ``force`` and ``sciencePsf`` (None: each
+        ``kernelSum``, ``zeroPoint`` (None, or the target zero point; each
+        report's ``kernel_sum`` is then its own), ``fingerprint``, ``force`` and ``sciencePsf`` (None: each
         file's own PSF; the PSF given for every input; or ``"per input"``).
     state : {"complete", "running", "interrupted", "failed"}
         ``complete``: every input was dealt with.  ``running``: the report written
@@ -526,10 +532,13 @@ def _explicit_fields(config) -> list:
                   if explicit and value == default)
 
 
-def _config_hash(config, kernel_sum) -> str:
+def _config_hash(config, kernel_sum, zero_point=None) -> str:
     """A hash of everything in the configuration that can change a result: the values, ``kernelSum``
-    and which fields were set explicitly (``autoKernel`` honours a field set to its default value)."""
+    (or the target zero point) and which fields were set explicitly (``autoKernel`` honours a field set
+    to its default value)."""
     state = {"config": config.to_dict(), "kernelSum": float(kernel_sum)}
+    if zero_point is not None:  # (absent without one: the hash of earlier versions)
+        state["zeroPoint"] = float(zero_point)
     explicit = _explicit_fields(config)
     if explicit:  # (absent for a default configuration: the hash of earlier versions)
         state["explicit"] = explicit
@@ -789,7 +798,7 @@ def _worker_name():
 
 
 def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, force=False,
-              fingerprint="stat", reference_record=None, psf=None) -> ExposureReport:
+              fingerprint="stat", reference_record=None, psf=None, zeroPoint=None) -> ExposureReport:
     """Match one exposure file and write the result atomically; never raises for a bad input file.
 
     This is the function :func:`match_many` runs on the Dask workers; it can
@@ -819,6 +828,12 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         (:func:`psfmatch.cli.parse_psf_spec`: ``psfex:FILE``, ``FILE``,
         ``gaussian:sigma=2``...).  Its hash is part of the completion marker
         (``BATCHPSF``), so another PSF redoes the output.
+    zeroPoint : float, optional
+        Put the matched exposure on this zero point instead of giving
+        ``kernelSum`` (:meth:`ModelPsfMatchTask.run`'s ``zeroPoint``: the
+        ``kernelSum`` comes from the exposure's own zero point, which the report's
+        ``kernel_sum`` and the output's metadata record).  An exposure whose zero
+        point cannot be read fails.
 
     Returns
     -------
@@ -848,14 +863,15 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
 
         from .io.fits import check_input_file
 
-        from .task import checked_kernel_sum
+        from .task import checked_kernel_sum, checked_zero_point
 
         config = ModelPsfMatchConfig() if config is None else config
         kernelSum = checked_kernel_sum(kernelSum)  # (a typed failure, before the marker is made from it)
+        zeroPoint = checked_zero_point(zeroPoint, kernelSum)
         t = time.perf_counter()
         check_input_file(path, "exposure")  # MissingFileError / UnsupportedFormatError, before os.stat
         science = _science_psf(psf)  # (read before the check: a changed PSF file makes the output stale)
-        marker = _marker(input_fingerprint(path, fingerprint), _config_hash(config, kernelSum),
+        marker = _marker(input_fingerprint(path, fingerprint), _config_hash(config, kernelSum, zeroPoint),
                          _psf_hash(referencePsfModel), None if science is None else _psf_hash(science))
         reason = "forced"
         if not force:
@@ -864,6 +880,8 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
             if ok:
                 report.status, report.output, report.reason = SKIPPED, out_path, reason
                 report.qa = (record or {}).get("qa")
+                stored = (record or {}).get("kernelSum")
+                report.kernel_sum = float(stored) if _finite_real(stored) else None
                 return report
         t = time.perf_counter()
         exposure = _read_exposure(path) if science is None else _read_exposure(path, psf=science)
@@ -875,10 +893,10 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         if _sole_thread():  # record the warnings in the report
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = task.run(exposure, referencePsfModel, kernelSum=kernelSum)
+                result = task.run(exposure, referencePsfModel, kernelSum=kernelSum, zeroPoint=zeroPoint)
             report.warnings.extend(f"{w.category.__name__}: {w.message}" for w in caught)
         else:  # threads share the warnings machinery: leave warnings to the usual display
-            result = task.run(exposure, referencePsfModel, kernelSum=kernelSum)
+            result = task.run(exposure, referencePsfModel, kernelSum=kernelSum, zeroPoint=zeroPoint)
         timings["match"] = time.perf_counter() - t
         del exposure
         out = result.psfMatchedExposure
@@ -886,9 +904,11 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         out.metadata[_METADATA_KEY] = {
             "input": path, "inputFingerprint": marker["BATCHFPR"], "configHash": marker["BATCHCFG"],
             "referenceHash": marker["BATCHREF"], "reference": reference_record or {"repr": repr(referencePsfModel)},
-            "config": config.to_dict(), "explicitFields": _explicit_fields(config), "kernelSum": float(kernelSum),
-            "qa": qa,
+            "config": config.to_dict(), "explicitFields": _explicit_fields(config),
+            "kernelSum": float(result.metadata["kernelSum"]), "qa": qa,
         }
+        if zeroPoint is not None:
+            out.metadata[_METADATA_KEY]["zeroPoint"] = result.metadata["zeroPoint"]
         if science is not None:
             out.metadata[_METADATA_KEY]["sciencePsf"] = {"given": _psf_label(psf), "repr": repr(science),
                                                          "hash": marker[_PSF_KEY]}
@@ -912,6 +932,7 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         _write_exposure(out, out_path, overwrite=True)
         timings["write"] = time.perf_counter() - t
         report.status, report.output, report.reason, report.qa = MATCHED, out_path, reason, qa
+        report.kernel_sum = float(result.metadata["kernelSum"])
     except Exception as exc:  # isolate the failure: record it, let the batch go on
         report.status = FAILED
         report.output = None
@@ -931,7 +952,8 @@ def _match_task(job: dict) -> dict:
     """The Dask task: :func:`match_one` on a job mapping, returning a plain dict."""
     return match_one(job["path"], job["reference"], job["output"], job["config"], kernelSum=job["kernelSum"],
                      force=job["force"], fingerprint=job["fingerprint"],
-                     reference_record=job.get("referenceRecord"), psf=job.get("psf")).to_dict()
+                     reference_record=job.get("referenceRecord"), psf=job.get("psf"),
+                     zeroPoint=job.get("zeroPoint")).to_dict()
 
 
 # ---------------------------------------------------------------------------
@@ -1495,7 +1517,8 @@ def _check_extra_output(path, what, inputs, outdir=None):
 def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, kernelSum=1.0, n_workers=None,
                threads_per_worker=1, memory_limit=None, force=False, fingerprint="stat", progress=None,
                report_path=None, reference_options=None, psf=None, connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-               write_final_report=True, require_same_grid=False) -> BatchReport:
+               write_final_report=True, require_same_grid=False, zeroPoint=None,
+               require_same_calibration=False) -> BatchReport:
     """PSF-match many exposure files on Dask, writing ``outdir/<input file name>`` for each.
 
     Parameters
@@ -1520,6 +1543,15 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         explicit ``memory_limit`` per worker; see :func:`dask_client`).
     kernelSum : float
         Passed to :meth:`ModelPsfMatchTask.run`.
+    zeroPoint : float, optional
+        Put every matched exposure on this photometric zero point (magnitudes)
+        instead of giving ``kernelSum``: each exposure's own zero point ``Z`` is
+        read from its header (``MAGZERO``, ``FLUXMAG0``, ``photoCalib``...:
+        :func:`psfmatch.calib.zero_point`) and it is matched with ``kernelSum =
+        10**(0.4 * (zeroPoint - Z))`` (:meth:`ModelPsfMatchTask.run`'s
+        ``zeroPoint``; each report's ``kernel_sum`` says which).  The inputs' zero
+        points are read from their headers before any is matched: a batch with an
+        input whose zero point cannot be read is refused.
     n_workers, threads_per_worker, memory_limit
         For the local cluster only (``n_workers``: at most 8 per core, at least 64
         allowed; see :func:`dask_client`).
@@ -1564,6 +1596,12 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
         that are not on one pixel grid (shape, origin ``xy0``, WCS; the coadd's
         rules), from their headers, before any is matched (``outdir`` is not
         created).  Inputs that cannot be read are left to their matches.
+    require_same_calibration : bool
+        The matched exposures are to be coadded with :func:`coadd`'s
+        ``require_same_calibration``: refuse, from the headers and before any
+        is matched, inputs whose matched files would carry different
+        calibrations (``MAGZERO``... once rescaled by ``kernelSum`` or brought to
+        ``zeroPoint``), which the coadd would refuse after every match.
 
     Returns
     -------
@@ -1574,7 +1612,10 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     ------
     InvalidInputError
         No inputs, an input that is not a file path (None...), duplicate file names, one file given twice (also as a
-        symbolic or hard link to it), an output (or ``report_path``) that
+        symbolic or hard link to it), a ``zeroPoint`` that is not a finite number or is given with a
+        ``kernelSum`` other than 1, or an input whose zero point cannot be read (with ``zeroPoint``), inputs
+        whose matched files would carry different calibrations (with ``require_same_calibration``),
+        an output (or ``report_path``) that
         would overwrite an input or a file that a ``psf`` SPEC names (also
         through a symbolic or hard link), a ``referencePsfModel`` or ``psf``
         that is a PSF class rather than a model (``GaussianPsf``), an
@@ -1622,9 +1663,10 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     config.validate()
     if fingerprint not in ("stat", "sha256"):
         raise InvalidInputError(f"fingerprint must be 'stat' or 'sha256'; got {fingerprint!r}")
-    from .task import checked_kernel_sum
+    from .task import checked_kernel_sum, checked_zero_point
 
     kernelSum = checked_kernel_sum(kernelSum)
+    zeroPoint = checked_zero_point(zeroPoint, kernelSum)
     auto = referencePsfModel is None or (isinstance(referencePsfModel, str) and referencePsfModel == "auto")
     if not auto and not callable(getattr(referencePsfModel, "computeKernelImage", None)):
         raise InvalidInputError(f"referencePsfModel must be a PSF model, 'auto' or None; got "
@@ -1641,12 +1683,18 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     connect_timeout = _connect_timeout(connect_timeout)
     if client is None:
         _local_workers(n_workers)
+    grids = paths
     if require_same_grid:  # (last: it opens every input)
-        _check_coadd_grid(paths, "match_many(require_same_grid=True)",
-                          "pass require_same_grid=False to match them without a coadd")
+        grids = _check_coadd_grid(paths, "match_many(require_same_grid=True)",
+                                  "pass require_same_grid=False to match them without a coadd")
+    if zeroPoint is not None or require_same_calibration:  # (the headers again: the grid check's when it ran)
+        _check_batch_calibration(grids, f"match_many(zeroPoint={zeroPoint})" if zeroPoint is not None and not
+                                 require_same_calibration else "match_many(require_same_calibration=True)",
+                                 zero_point=zeroPoint, kernel_sum=kernelSum, require_same=require_same_calibration)
     _make_outdir(outdir)
     settings = {"config": config.to_dict(), "explicitFields": _explicit_fields(config),
-                "configHash": _config_hash(config, kernelSum), "kernelSum": float(kernelSum),
+                "configHash": _config_hash(config, kernelSum, zeroPoint), "kernelSum": float(kernelSum),
+                "zeroPoint": zeroPoint,
                 "fingerprint": fingerprint, "force": bool(force), "sciencePsf": _science_psf_setting(psf)}
     reports = [None] * len(paths)  # (filled as the exposures finish: an interrupted run reports those done)
     reference = {}
@@ -1671,7 +1719,7 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
                 reference.update({"repr": repr(referencePsfModel)})
             t_jobs = time.perf_counter()
             _run_jobs(c, paths, referencePsfModel, outdir, config, kernelSum, force, fingerprint, progress,
-                      reference, engine, psfs=psfs, reports=reports)
+                      reference, engine, psfs=psfs, reports=reports, zero_point=zeroPoint)
             engine["jobs_time"] = time.perf_counter() - t_jobs
         except BaseException as exc:  # Ctrl-C, a lost cluster, an error...: say so in the report, with what was done
             if report_path is not None:
@@ -1929,7 +1977,7 @@ def _check_reference_options(options) -> dict:
 
 
 def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, fingerprint, progress, ref_record,
-              engine=None, psfs=None, reports=None):
+              engine=None, psfs=None, reports=None, zero_point=None):
     """Run :func:`match_one` on every input; ``reports`` (one slot per input) is filled as they finish."""
     from distributed import as_completed
 
@@ -1938,7 +1986,7 @@ def _run_jobs(client, paths, reference, outdir, config, kernel_sum, force, finge
     for i, p in enumerate(paths):
         job = {"path": p, "output": output_path_for(p, outdir), "reference": reference, "config": config,
                "kernelSum": float(kernel_sum), "force": bool(force), "fingerprint": fingerprint,
-               "referenceRecord": ref_record, "psf": None if psfs is None else psfs[i]}
+               "referenceRecord": ref_record, "psf": None if psfs is None else psfs[i], "zeroPoint": zero_point}
         key = f"psfmatch-match-{os.path.basename(p)[:60]}-{token}-{i}"
         fut = client.submit(_match_task, job, key=key, pure=False)
         futures[fut.key] = (i, fut)
@@ -2324,23 +2372,44 @@ def _same_calibration_value(a, b) -> bool:
 
 def _calibration_of(inp) -> dict:
     """An input's calibration: its cards (``MAGZERO``...) and its stored ``photoCalib``'s entries, by name."""
-    found = dict(inp.calibration)
-    photo = inp.metadata.get("photoCalib") if isinstance(inp.metadata, dict) else None
+    return _calibration_entries(inp.calibration, inp.metadata)
+
+
+def _calibration_entries(cards, metadata) -> dict:
+    """The calibration ``cards`` (name to value) with the entries of ``metadata``'s ``photoCalib``, by name."""
+    found = dict(cards)
+    photo = metadata.get("photoCalib") if isinstance(metadata, dict) else None
     if isinstance(photo, dict):
         found.update({f"photoCalib {key}": photo[key] for key in PHOTO_CALIB_KEYS if key in photo})
     return found
 
 
-def _common_calibration(inputs, required) -> dict:
+#: The remedies for coadd inputs on different zero points.
+_ZERO_POINT_REMEDY = ("put every exposure on one zero point while matching it (match_many(..., zeroPoint=ZP), "
+                      "psfmatch batch --zero-point ZP; run(..., zeroPoint=ZP) for one exposure), or pass "
+                      "require_same_calibration=False (psfmatch batch --coadd-mixed-calibration) to coadd them "
+                      "without a calibration")
+
+
+def _common_calibration(cals, required, early=None) -> dict:
     """The calibration every coadd input carries with one value (:func:`coadd`'s header and metadata), by name:
     the cards of :data:`psfmatch.calib.CALIBRATION_CARDS` and ``"photoCalib calibrationMean"``-style entries.
+
+    Parameters
+    ----------
+    cals : list of (str, dict)
+        Each input's path and calibration (:func:`_calibration_of`).
+    required : bool
+        Refuse inputs that carry a calibration entry with different values (else log it).
+    early : str, optional
+        What asks, when the calibrations are those the inputs' matched files will have, checked before any
+        match (``"--coadd coadd.fits"``): only a conflict is looked for, and its message says so.
 
     Raises
     ------
     InvalidInputError
         If ``required`` and two inputs carry one with different values.
     """
-    cals = [(inp.path, _calibration_of(inp)) for inp in inputs]
     common = {}
     for name in sorted(set().union(*(cal for _, cal in cals))):
         carriers = [(path, cal[name]) for path, cal in cals if name in cal]
@@ -2348,14 +2417,18 @@ def _common_calibration(inputs, required) -> dict:
         odd = next(((path, value) for path, value in carriers[1:]
                     if not _same_calibration_value(value, ref_value)), None)
         if odd is not None:
-            msg = (f"coadd input {odd[0]} has {name} = {odd[1]!r} and {ref_path} has {ref_value!r}: their pixels "
-                   "are on different flux scales, which the coadd would average; scale each exposure to one zero "
-                   "point first (run(..., kernelSum=10**(0.4 * (ZP - MAGZERO))), psfmatch run --kernel-sum), or "
-                   "pass require_same_calibration=False (psfmatch batch --coadd-mixed-calibration) to coadd them "
-                   "without a calibration")
+            if early is None:
+                msg = (f"coadd input {odd[0]} has {name} = {odd[1]!r} and {ref_path} has {ref_value!r}: their "
+                       f"pixels are on different flux scales, which the coadd would average; {_ZERO_POINT_REMEDY}")
+            else:
+                msg = (f"{early}: input {odd[0]} would be matched with {name} = {odd[1]!r} and {ref_path} with "
+                       f"{ref_value!r}: their pixels would be on different flux scales, which the coadd would "
+                       f"average, so no exposure was matched; {_ZERO_POINT_REMEDY}")
             if required:
                 raise InvalidInputError(msg)
             log.warning(msg)
+            continue
+        if early is not None:
             continue
         if len(carriers) < len(cals):
             bare = next(path for path, cal in cals if name not in cal)
@@ -2427,6 +2500,16 @@ class _InputGrid:
     #: The mask planes its matched file will have, but for ``NO_DATA``, which matching may add (a plain image:
     #: the default planes).
     mask_planes: tuple = ()
+    #: The calibration cards of its primary and image headers (:func:`psfmatch.calib.calibration_cards`).
+    calibration: dict = field(default_factory=dict)
+    #: Its stored metadata (the psfmatch layout: a ``photoCalib``...), else empty.
+    metadata: dict = field(default_factory=dict)
+
+    def calibration_metadata(self) -> dict:
+        """Metadata holding its calibration as an exposure read from it holds it (a new dict each time)."""
+        import copy
+
+        return {**copy.deepcopy(self.metadata), "fitsHeader": dict(self.calibration)}
 
 
 def _plain_image_hdu(hdul):
@@ -2461,13 +2544,15 @@ def _input_grid(path):
         None for a file that cannot be read as an exposure (missing, damaged, a kernel
         file...): its match fails and is reported (and then no coadd is made).
     """
+    from .calib import calibration_cards
     from .io import read_exposure_info
     from .io.fits import _image_wcs, _xy0_from_header, open_fits
 
     try:
         try:
-            info = read_exposure_info(path, psf=False)
-            return _InputGrid(info.path, tuple(info.shape), tuple(info.xy0), info.wcs, tuple(info.mask_planes))
+            info = read_exposure_info(path, psf=False, metadata=True)
+            return _InputGrid(info.path, tuple(info.shape), tuple(info.xy0), info.wcs, tuple(info.mask_planes),
+                              dict(info.calibration), dict(info.metadata))
         except UnsupportedFormatError:  # not psfmatch's or LSST's layout: a plain image, perhaps
             pass
         with open_fits(path, "exposure") as (hdul, _):
@@ -2478,9 +2563,11 @@ def _input_grid(path):
                 return None
             where = f"{path}[{hdu.name or 0}]"
             header = hdu.header
+            headers = (hdul[0].header,) + (() if hdu is hdul[0] else (header,))
             return _InputGrid(os.fspath(path), (int(header["NAXIS2"]), int(header["NAXIS1"])),
                               tuple(_xy0_from_header(header, where)), _image_wcs(hdul, hdu, where)[0],
-                              tuple(Mask(shape=(1, 1)).getMaskPlaneDict()))  # (matched with the default planes)
+                              tuple(Mask(shape=(1, 1)).getMaskPlaneDict()),  # (matched with the default planes)
+                              calibration_cards(*headers))
     except Exception:  # unreadable: its match fails and is reported
         return None
 
@@ -2528,6 +2615,55 @@ def _check_coadd_grid(paths, where, alternative):
                 "shape, origin xy0 and WCS), so no exposure was matched; warp the inputs onto one grid first, or "
                 f"leave {os.path.basename(grid.path)} out of the batch, or {alternative}")
     return grids
+
+
+def _check_batch_calibration(grids, where, *, zero_point=None, kernel_sum=1.0, require_same=False):
+    """Refuse, before any exposure is matched, a batch whose inputs' zero points cannot be read (with
+    ``zero_point``) or whose matched files the coadd would refuse for their calibrations (``require_same``).
+
+    The calibrations are read from the headers (and a psfmatch file's stored metadata: :func:`_input_grid`)
+    and rescaled as matching will rescale them (:mod:`psfmatch.calib`): by ``kernel_sum``, or to
+    ``zero_point``.  Inputs that cannot be read are left out (their matches fail and are reported).
+
+    Parameters
+    ----------
+    grids : list of _InputGrid or str
+        The inputs (paths are read with :func:`_input_grid`).
+    where : str
+        What asks, for the messages (``"--coadd coadd.fits"``, ``"match_many(zeroPoint=27.0)"``).
+
+    Raises
+    ------
+    InvalidInputError
+        Naming the inputs whose zero point cannot be read, or the first pair whose matched files would be
+        on different flux scales, and the remedies.
+    """
+    from .calib import kernel_sum_for_zero_point, rescale_calibration, set_zero_point
+
+    grids = [g for g in (_input_grid(g) if isinstance(g, (str, os.PathLike)) else g for g in grids) if g is not None]
+    cals, unreadable = [], []
+    for g in grids:
+        md = g.calibration_metadata()
+        factor = kernel_sum
+        if zero_point is not None:
+            try:
+                factor = kernel_sum_for_zero_point(md, zero_point, g.path)[0]
+            except InvalidInputError as exc:
+                unreadable.append(str(exc))
+                continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (matching warns of what it cannot rescale; here it is only compared)
+            rescale_calibration(md, factor)
+        if zero_point is not None:
+            set_zero_point(md, zero_point)
+        cals.append((g.path, _calibration_entries(md["fitsHeader"], md)))
+    if unreadable:
+        raise InvalidInputError(
+            f"{where}: the zero point of {len(unreadable)} of {len(grids)} input(s) cannot be read, so no exposure "
+            f"was matched: {unreadable[0]}" + (f" (and {len(unreadable) - 1} more like it)" if len(unreadable) > 1
+                                               else "") + "; or leave them out of the batch")
+    if require_same:
+        _common_calibration(cals, True, early=where)
 
 
 def _psf_differs(a, b, position) -> str | None:
@@ -2965,7 +3101,7 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
                 f"coadd input {inp.path} has image unit (BUNIT) {_unit_text(inp.unit)} and {first.path} has "
                 f"{_unit_text(first.unit)}: the coadd would average pixels in different units; bring the inputs "
                 "to one unit (calibrate them) first")
-    calibration = _common_calibration(inputs, require_same_calibration)
+    calibration = _common_calibration([(inp.path, _calibration_of(inp)) for inp in inputs], require_same_calibration)
     known = set().union(*(inp.mask_planes for inp in inputs))
     unknown = [p for p in exclude_planes if p != "NO_DATA" and p not in known]
     if unknown:

@@ -7,7 +7,7 @@
                    [--memory-limit 4GiB] [--force] [--fingerprint stat|sha256]
                    [--input-list FILE] [--report REPORT.json] [--coadd-exclude PLANE,...]
                    [--reference-kind gaussian|doublegaussian] [--reference-margin M]
-                   [--reference-floor F] [-c KEY=VALUE ...] [-C FILE ...] [--kernel-sum S]
+                   [--reference-floor F] [-c KEY=VALUE ...] [-C FILE ...] [--kernel-sum S | --zero-point ZP]
 
 Each input is matched on a Dask worker (a ``LocalCluster`` of ``--workers``
 processes, default one per core, unless ``--scheduler`` names a running
@@ -228,8 +228,9 @@ def add_batch_parser(subparsers, parents=()):
                         "pending) when the batch is stopped (re-run the same command to finish it), 'failed' (with "
                         "the error and its remedy) when an error that a re-run cannot fix stops it, 'complete' at the "
                         "end")
-    b.add_argument("--kernel-sum", type=_positive_float, default=1.0, metavar="S",
-                   help="scale of the kernel: the matched image's flux is S times the input's (default 1)")
+    from .cli import add_flux_scale_options
+
+    add_flux_scale_options(b)  # --kernel-sum S, or --zero-point ZP: each input's S from its own zero point
     b.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[],
                    help="config override with a dotted path, e.g. kernel.active.kernelSize=25 (repeatable)")
     b.add_argument("-C", "--config-file", action="append", metavar="FILE", default=[],
@@ -461,13 +462,16 @@ def _check_coadd_options(args, paths):
     matching adds; a plain image (no mask of its own) is matched with the default planes.  Inputs
     that cannot be read are left out here: their matches fail and are reported.
     """
-    from .batch import _check_coadd_grid, _check_coadd_name, _plane_names
+    from .batch import _check_batch_calibration, _check_coadd_grid, _check_coadd_name, _plane_names
     from .errors import InvalidInputError
 
     _check_coadd_name(args.coadd, "--coadd")
     # inputs off one pixel grid: the coadd would refuse them only after every input had been matched (the
     # headers read for it also give the mask planes; the inputs that cannot be read are left out)
     grids = _check_coadd_grid(paths, f"--coadd {args.coadd}", "leave --coadd out to match them without a coadd")
+    # and on different zero points (once matched): the coadd would refuse them after every match too
+    _check_batch_calibration(grids, f"--coadd {args.coadd}", zero_point=args.zero_point, kernel_sum=args.kernel_sum,
+                             require_same=not args.coadd_mixed_calibration)
     names = [name for name in _plane_names(args.coadd_exclude) if name != "NO_DATA"]
     if not names:
         return
@@ -536,6 +540,10 @@ def run_batch_command(args) -> int:
             raise InvalidInputError(f"--coadd {args.coadd} and the report {report_path} are the same file; give "
                                     "distinct names")
         _check_coadd_options(args, paths)
+    elif args.zero_point is not None:  # every input's zero point is read before any is matched (match_many too)
+        from .batch import _check_batch_calibration
+
+        _check_batch_calibration(paths, f"--zero-point {args.zero_point:g}", zero_point=args.zero_point)
     # nor may they replace the command's other inputs: the reference PSF's file, the input list, -C files
     from .cli import _check_outputs_spare_inputs, _config_inputs, _spec_file
 
@@ -570,7 +578,8 @@ def run_batch_command(args) -> int:
     timeout = {} if args.scheduler_timeout is None else {"connect_timeout": args.scheduler_timeout}
     # (the report is marked running before any match, interrupted if stopped; its final write comes after the summary)
     reports = match_many(paths, reference, outdir, config=config, client=args.scheduler,
-                         kernelSum=args.kernel_sum, n_workers=args.workers, memory_limit=args.memory_limit,
+                         kernelSum=args.kernel_sum, zeroPoint=args.zero_point, n_workers=args.workers,
+                         memory_limit=args.memory_limit,
                          force=args.force, fingerprint=args.fingerprint, progress=progress,
                          reference_options=ref_opts, psf=psf, report_path=report_path, write_final_report=False,
                          **timeout)

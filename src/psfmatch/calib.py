@@ -16,6 +16,11 @@ an unambiguous meaning:
 - ``FLUXMAG0`` (the counts of a zeroth-magnitude source): times ``s``;
 - ``PHOTFLAM`` and ``PHOTFNU`` (HST: flux density per count rate): divided by ``s``.
 
+:func:`zero_point` reads an exposure's zero point (the magnitude of one count)
+from the same places, and :func:`kernel_sum_for_zero_point` gives the
+``kernelSum`` that brings it to a common one: a batch of exposures on different
+zero points is matched onto one flux scale, ready to be coadded.
+
 The cards are looked up in ``metadata["fitsHeader"]``, where exposures read
 from FITS keep them (every card of a keyword that repeats; a ``HISTORY`` card
 records the change), and among the metadata's own entries, blind to case (an
@@ -30,17 +35,20 @@ References
 ----------
 SExtractor and SWarp's ``MAGZERO``; LSST ``lsst.afw.image.PhotoCalib``
 (``calibrationMean``: nJy per instrumental count); the HST data handbooks'
-``PHOTFLAM``/``PHOTFNU``.
+``PHOTFLAM``/``PHOTFNU``; Oke & Gunn (1983), ApJ 266, 713 (the AB system:
+:math:`m_{AB} = -2.5 \\log_{10}(f_\\nu / 3631\\,\\mathrm{Jy})`).
 """
 
 from __future__ import annotations
 
 import math
 
+from .errors import InvalidInputError
 from .geom import _finite_real
 
 __all__ = ["ZERO_POINT_CARDS", "FLUX_ZERO_POINT_CARDS", "INVERSE_SENSITIVITY_CARDS", "CALIBRATION_CARDS",
-           "rescale_calibration", "calibration_cards"]
+           "rescale_calibration", "calibration_cards", "zero_point", "kernel_sum_for_zero_point",
+           "set_zero_point", "ZERO_POINT_TOLERANCE"]
 
 #: FITS cards holding a magnitude zero point: m = ZP - 2.5 log10(counts).
 ZERO_POINT_CARDS = ("MAGZERO", "MAGZP", "MAGZPT", "PHOTZP")
@@ -52,6 +60,15 @@ INVERSE_SENSITIVITY_CARDS = ("PHOTFLAM", "PHOTFNU")
 CALIBRATION_CARDS = ZERO_POINT_CARDS + FLUX_ZERO_POINT_CARDS + INVERSE_SENSITIVITY_CARDS
 #: The entries of a ``photoCalib`` mapping that are fluxes per count.
 PHOTO_CALIB_KEYS = ("calibrationMean", "calibrationErr")
+#: AB magnitude of 1 nJy, ``2.5 log10(3631e9)``: the zero point of a ``photoCalib`` of 1 nJy per count.
+AB_NJY_ZERO_POINT = 2.5 * math.log10(3631e9)
+#: AB magnitude of 1 Jy, ``2.5 log10(3631)`` (``PHOTFNU`` is in Jy per count rate).
+AB_JY_ZERO_POINT = 2.5 * math.log10(3631.0)
+#: Largest difference (magnitudes) between two statements of one exposure's zero point that
+#: :func:`zero_point` takes for one value (cards rounded to 3 decimals differ by up to 5e-4).
+ZERO_POINT_TOLERANCE = 1e-3
+#: The remedy for an exposure whose zero point cannot be read.
+_OWN_KERNEL_SUM = "give the kernelSum yourself (run(..., kernelSum=S), psfmatch run --kernel-sum S)"
 
 
 def rescale_calibration(metadata: dict, factor: float) -> tuple[list[str], list[str]]:
@@ -147,13 +164,21 @@ def _rescale_mapping(cards, factor, changed, left, label, skip=()) -> None:
     """Rescale the entries of the mapping ``cards`` named as calibration cards (blind to case: every one of
     ``"MAGZP"`` and ``"magzp"``); ``label`` formats an entry's name for the report."""
     rules = _rules(factor)
+    _update_mapping(cards, rules, lambda name, value, what: _rescaled(value, rules[name], what, changed, left),
+                    label, skip)
+
+
+def _update_mapping(cards, names, update, label, skip=()) -> None:
+    """Replace each entry of the mapping ``cards`` named (blind to case) as one of ``names`` by
+    ``update(NAME, value, what)`` (``what``: ``label`` formatted with ``name`` and ``key``), unless that is
+    None; a ``(value, comment)`` pair keeps its comment."""
     for key in list(cards.keys()):
         name = str(key).upper()
-        if key in skip or name not in rules:
+        if key in skip or name not in names:
             continue
         raw = cards[key]
         value, comment = (raw if isinstance(raw, tuple) and len(raw) == 2 else (raw, None))
-        new = _rescaled(value, rules[name], label.format(name=name, key=key), changed, left)
+        new = update(name, value, label.format(name=name, key=key))
         if new is not None:
             cards[key] = new if comment is None else (new, comment)
 
@@ -187,3 +212,220 @@ def calibration_cards(*headers) -> dict:
             if name in CALIBRATION_CARDS and name not in found:
                 found[name] = card.value
     return found
+
+
+def _zero_point_rules() -> dict:
+    """Each card that states a zero point (the magnitude of one count), as a function of its value; None for a
+    value it cannot hold (not positive where a logarithm is taken)."""
+    rules = {name: (lambda v: v) for name in ZERO_POINT_CARDS}
+    rules["FLUXMAG0"] = lambda v: 2.5 * math.log10(v) if v > 0 else None
+    rules["PHOTFNU"] = lambda v: AB_JY_ZERO_POINT - 2.5 * math.log10(v) if v > 0 else None
+    return rules
+
+
+def _header_entries(header, label):
+    """``(label, name, value)`` of every card of ``header`` (an astropy Header: each card of a repeated keyword;
+    a mapping: its entries, blind to case, ``(value, comment)`` pairs unpacked)."""
+    from astropy.io import fits
+
+    if isinstance(header, fits.Header):
+        return [(str(card.keyword).upper(), str(card.keyword).upper(), card.value) for card in header.cards]
+    if isinstance(header, dict) or (hasattr(header, "keys") and hasattr(header, "__getitem__")):
+        out = []
+        for key in header.keys():
+            raw = header[key]
+            value = raw[0] if isinstance(raw, tuple) and len(raw) == 2 else raw
+            out.append((label.format(key=key, name=str(key).upper()), str(key).upper(), value))
+        return out
+    return None
+
+
+def zero_point(metadata: dict, where: str = "the exposure") -> tuple[float, str]:
+    """The photometric zero point of an exposure: the magnitude of one count (or count per second).
+
+    Read from what :func:`rescale_calibration` rescales, in ``metadata`` (an
+    exposure's, ``exposure.getMetadata()``):
+
+    - ``MAGZERO``, ``MAGZP``, ``MAGZPT``, ``PHOTZP``: :math:`Z`, as written;
+    - ``FLUXMAG0`` (counts of a zeroth-magnitude source): :math:`Z = 2.5 \\log_{10} c_0`;
+    - ``PHOTFNU`` (Jy per count rate): :math:`Z = 2.5 \\log_{10}(3631 / f)`, AB;
+    - ``photoCalib``'s ``calibrationMean`` (nJy per count): :math:`Z = 2.5 \\log_{10}(3631 \\times 10^9 / C)`, AB;
+
+    in ``metadata["fitsHeader"]`` (every card of a repeated keyword) and among the
+    metadata's own entries (blind to case).  ``PHOTFLAM`` is not used: it gives an
+    ST magnitude, which another card of the same file (``PHOTFNU``, AB) would contradict.
+
+    Parameters
+    ----------
+    metadata : dict
+        The exposure's metadata.
+    where : str
+        The exposure, for the messages (its file name).
+
+    Returns
+    -------
+    zp : float
+        The zero point (the first statement found, in the order above).
+    source : str
+        Where it was read (``"MAGZERO = 25.3"``; every statement, when there are several).
+
+    Raises
+    ------
+    InvalidInputError
+        If ``metadata`` states no zero point, states one that is not a number
+        (or not positive where a logarithm is taken), or states several that
+        differ by more than :data:`ZERO_POINT_TOLERANCE` magnitudes (which one
+        the pixels are on is then unknown); the message names them and the remedy.
+
+    Examples
+    --------
+    >>> zero_point({"fitsHeader": {"MAGZERO": 25.0}})
+    (25.0, 'MAGZERO = 25')
+    >>> zp, source = zero_point({"photoCalib": {"calibrationMean": 57.544}})  # nJy per count
+    >>> round(zp, 3), source
+    (27.0, 'photoCalib calibrationMean = 57.544')
+    """
+    if not isinstance(metadata, dict):
+        raise InvalidInputError(f"{where}: its metadata must be a dict to read a zero point from; got "
+                                f"{type(metadata).__name__}")
+    rules = _zero_point_rules()
+    entries = []
+    header = metadata.get("fitsHeader")
+    if header is not None:
+        found = _header_entries(header, "{name}")
+        if found is None:
+            raise InvalidInputError(f"{where}: metadata['fitsHeader'] is a {type(header).__name__}, neither a FITS "
+                                    "Header nor a mapping of cards, so its zero point cannot be read; "
+                                    + _OWN_KERNEL_SUM)
+        entries += found
+    entries += [e for e in _header_entries({k: v for k, v in metadata.items()
+                                            if k not in ("fitsHeader", "photoCalib")}, "metadata[{key!r}]")]
+    statements, bad = [], []
+    for label, name, value in entries:
+        if name not in rules:
+            continue
+        zp = rules[name](float(value)) if _finite_real(value) else None
+        if zp is None:
+            bad.append(f"{label} = {value!r}")
+        else:
+            statements.append((zp, f"{label} = {value:.10g}"))
+    calib = metadata.get("photoCalib")
+    if isinstance(calib, dict) and "calibrationMean" in calib:
+        value = calib["calibrationMean"]
+        if _finite_real(value) and float(value) > 0:
+            statements.append((AB_NJY_ZERO_POINT - 2.5 * math.log10(float(value)),
+                               f"photoCalib calibrationMean = {value:.10g}"))
+        else:
+            bad.append(f"photoCalib calibrationMean = {value!r}")
+    if bad:
+        raise InvalidInputError(
+            f"{where}: its zero point cannot be read from {', '.join(bad)} (a finite number is needed, positive for "
+            "FLUXMAG0, PHOTFNU and calibrationMean); correct the card, or " + _OWN_KERNEL_SUM)
+    if not statements:
+        raise InvalidInputError(
+            f"{where}: no photometric zero point to scale from (none of {', '.join(ZERO_POINT_CARDS)}, FLUXMAG0 or "
+            "PHOTFNU in its header, nor a photoCalib with calibrationMean); add its zero point to the header "
+            "(MAGZERO), or " + _OWN_KERNEL_SUM)
+    values = [zp for zp, _ in statements]
+    if max(values) - min(values) > ZERO_POINT_TOLERANCE:
+        said = "; ".join(f"{text} (zero point {zp:.4f})" for zp, text in statements)
+        raise InvalidInputError(
+            f"{where}: its zero points disagree by {max(values) - min(values):.4f} mag ({said}), so the flux scale "
+            "of its pixels is unknown (cards in different magnitude systems?); correct or remove the ones that "
+            "are wrong, or " + _OWN_KERNEL_SUM)
+    return values[0], "; ".join(text for _, text in statements)
+
+
+def kernel_sum_for_zero_point(metadata: dict, target: float, where: str = "the exposure") -> tuple[float, float, str]:
+    """The ``kernelSum`` that puts an exposure on the zero point ``target``.
+
+    With the exposure's zero point :math:`Z` (:func:`zero_point`), a source of
+    magnitude :math:`m` has :math:`10^{0.4 (Z - m)}` counts; on the zero point
+    :math:`Z_t` it needs :math:`10^{0.4 (Z_t - m)}`, so the pixel values are scaled by
+
+    .. math:: s = 10^{0.4\\,(Z_t - Z)},
+
+    and :func:`rescale_calibration` then makes ``MAGZERO`` :math:`Z_t`.
+
+    Parameters
+    ----------
+    metadata : dict
+        The exposure's metadata.
+    target : float
+        The zero point wanted (magnitudes), finite.
+    where : str
+        The exposure, for the messages.
+
+    Returns
+    -------
+    kernel_sum, zp, source
+        ``s``, the exposure's zero point and where it was read.
+
+    Raises
+    ------
+    InvalidInputError
+        If ``target`` is not a finite number, or as :func:`zero_point`.
+
+    Examples
+    --------
+    >>> s, zp, _ = kernel_sum_for_zero_point({"fitsHeader": {"MAGZERO": 25.0}}, 27.5)
+    >>> round(s, 6), zp
+    (10.0, 25.0)
+    """
+    if not _finite_real(target):
+        raise InvalidInputError(f"the zero point to scale to must be a finite number of magnitudes (27.0); got "
+                                f"{target!r}")
+    zp, source = zero_point(metadata, where)
+    return 10.0 ** (0.4 * (float(target) - zp)), zp, source
+
+
+def set_zero_point(metadata: dict, target: float) -> list[str]:
+    """State the zero point ``target`` exactly in every place of ``metadata`` that states one, in place.
+
+    After :func:`rescale_calibration` by :func:`kernel_sum_for_zero_point`'s
+    factor, the statements :func:`zero_point` read are on ``target``, but each to
+    within its own disagreement with the first (up to :data:`ZERO_POINT_TOLERANCE`:
+    a ``MAGZERO`` rounded to 3 decimals beside an exact ``FLUXMAG0``).  Exposures
+    brought to one zero point must carry identical cards to be coadded, so each
+    statement is set from ``target``: the zero-point cards to ``target``,
+    ``FLUXMAG0`` to :math:`10^{0.4 Z_t}`, ``PHOTFNU`` to
+    :math:`3631 \\times 10^{-0.4 Z_t}` Jy and ``photoCalib``'s ``calibrationMean`` to
+    :math:`3631 \\times 10^{9 - 0.4 Z_t}` nJy.  ``calibrationErr`` and ``PHOTFLAM``
+    are left to :func:`rescale_calibration`.
+
+    Returns
+    -------
+    list of str
+        What changed by more than rounding (``"FLUXMAG0 1.0005e+11 -> 1e+11"``).
+    """
+    from astropy.io import fits
+
+    t = float(target)
+    exact = {name: t for name in ZERO_POINT_CARDS}
+    exact["FLUXMAG0"] = 10.0 ** (0.4 * t)
+    exact["PHOTFNU"] = 10.0 ** (0.4 * (AB_JY_ZERO_POINT - t))
+    changed = []
+
+    def put(value, new, what):
+        if _finite_real(value) and abs(float(value) - new) > 1e-12 * abs(new):
+            changed.append(f"{what} {value:.10g} -> {new:.10g}")
+        return new
+
+    def update(name, value, what):
+        return put(value, exact[name], what)
+
+    header = metadata.get("fitsHeader")
+    if isinstance(header, fits.Header):
+        for i, card in enumerate(header.cards):
+            name = str(card.keyword).upper()
+            if name in exact:
+                header[i] = put(card.value, exact[name], name)
+    elif header is not None:
+        _update_mapping(header, exact, update, "{name}")
+    _update_mapping(metadata, exact, update, "metadata[{key!r}]", skip=("fitsHeader", "photoCalib"))
+    calib = metadata.get("photoCalib")
+    if isinstance(calib, dict) and "calibrationMean" in calib:
+        calib["calibrationMean"] = put(calib["calibrationMean"], 10.0 ** (0.4 * (AB_NJY_ZERO_POINT - t)),
+                                       "photoCalib calibrationMean")
+    return changed
+

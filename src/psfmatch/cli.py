@@ -4,7 +4,7 @@ Subcommands::
 
     psfmatch run EXPOSURE.fits --reference-psf SPEC -o OUT.fits [--kernel-out K.fits]
                  [--qa-plot QA.png] [--qa-json QA.json] [-c key=value ...] [-C overrides.py]
-                 [--psf SPEC] [--kernel-sum S] [--overwrite] [--debug] [--debug-dir DIR]
+                 [--psf SPEC] [--kernel-sum S | --zero-point ZP] [--overwrite] [--debug] [--debug-dir DIR]
     psfmatch demo [--outdir DIR] [--size N] [--seed S] [-c ...] [-C ...] [--debug]
     psfmatch config [-c ...] [-C ...] [--all]
     psfmatch inspect-psf FILE|SPEC [--at X,Y] [--plot FIG.png] [--json]
@@ -366,6 +366,16 @@ def _positive_float(text):
     return v
 
 
+def _finite_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"must be finite; got {text!r}")
+    return v
+
+
 #: The largest ``psfmatch demo --size`` (a float32 plane of 1 GiB; 100000 asked numpy for 75 GiB before failing).
 DEMO_MAX_SIZE = 16384
 
@@ -582,7 +592,8 @@ def _grid_line(grid):
 def _run_task(args, config, exposure, reference):
     from .task import ModelPsfMatchTask
 
-    return ModelPsfMatchTask(config=config).run(exposure, reference, kernelSum=args.kernel_sum)
+    return ModelPsfMatchTask(config=config).run(exposure, reference, kernelSum=args.kernel_sum,
+                                                zeroPoint=args.zero_point)
 
 
 def _cmd_run(args) -> int:
@@ -616,6 +627,10 @@ def _cmd_run(args) -> int:
     if not exposure.hasPsf():
         raise MissingPsfError(f"{args.exposure} carries no PSF model; give the exposure's PSF with --psf FILE|SPEC")
     log.info("read %s: %dx%d, PSF %r", args.exposure, exposure.getWidth(), exposure.getHeight(), exposure.getPsf())
+    if args.zero_point is not None:  # (run() reads it again: this names the file in the error)
+        from .calib import kernel_sum_for_zero_point
+
+        kernel_sum_for_zero_point(exposure.getMetadata(), args.zero_point, args.exposure)
     result = _run_task(args, config, exposure, reference)
     try:
         grid = _write_products(outputs, result, exposure, matched=args.output, kernel=args.kernel_out,
@@ -812,8 +827,19 @@ def _add_task_options(p):
     p.add_argument("--debug-dir", metavar="DIR",
                    help="write the debug displays that --debug switches on as PNG files into DIR (default: on "
                         "screen if there is one, else the current directory)")
-    p.add_argument("--kernel-sum", type=_positive_float, default=1.0, metavar="S",
-                   help="scale of the kernel: the matched image's flux is S times the input's (default 1)")
+    add_flux_scale_options(p)
+
+
+def add_flux_scale_options(p):
+    """``--kernel-sum S`` and ``--zero-point ZP`` (one or the other) on the parser ``p``."""
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--kernel-sum", type=_positive_float, default=1.0, metavar="S",
+                       help="scale of the kernel: the matched image's flux is S times the input's (default 1); the "
+                            "calibration cards (MAGZERO, FLUXMAG0...) follow")
+    scale.add_argument("--zero-point", type=_finite_float, default=None, metavar="ZP",
+                       help="put the matched exposure on the zero point ZP (magnitudes) instead: S = 10**(0.4 * (ZP "
+                            "- its own zero point)), read from MAGZERO, MAGZP, MAGZPT, PHOTZP, FLUXMAG0, PHOTFNU or a "
+                            "stored photoCalib")
 
 
 def _parser():

@@ -406,6 +406,9 @@ def format_report(metadata: dict) -> str:
         f"condition number {md.get('spatialConditionNum'):.3g}",
         f"kernel sum at field centre: {md.get('spatialKernelSum'):.8f} (kernelSum {md.get('kernelSum')})",
     ]
+    zp = md.get("zeroPoint")
+    if isinstance(zp, dict) and {"input", "target", "source"} <= set(zp):
+        lines.append(f"zero point: {zp['input']:.4f} ({zp['source']}) -> {zp['target']:.4f}")
     for where in ("candidates", "between"):
         q = md.get("qa", {}).get(where, {})
         if q.get("n"):

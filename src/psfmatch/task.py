@@ -35,14 +35,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .calib import rescale_calibration
+from .calib import kernel_sum_for_zero_point, rescale_calibration, set_zero_point
 from .cells import CandidateStatus, KernelCandidate, SpatialCellSet
 from .config import ModelPsfMatchConfig
 from .convolve import MIN_TILE, convolve_masked_image, estimate_memory, memory_limit_error
 from .errors import (InvalidConfigError, InvalidInputError, KernelQualityWarning, KernelTooBigError, MemoryLimitError,
                      MissingPsfError, NoKernelCandidatesError, PsfComputeShapeError, PsfEvaluationError,
                      PsfMatchWarning, TruncatedPsfWarning)
-from .geom import Box2D, Box2I, Point2D
+from .geom import Box2D, Box2I, Point2D, _finite_real, _is_real
 from .image import Exposure, metadata_copy
 from .kernel.basis import KernelBasis, make_regularization_matrix, makeKernelBasisList
 from .kernel.kernel import LinearCombinationKernel, as_real
@@ -220,7 +220,7 @@ class ModelPsfMatchTask:
             raise memory_limit_error(shape, least, limit, isz, k)
 
     # ------------------------------------------------------------------
-    def run(self, exposure, referencePsfModel, kernelSum=1.0) -> PsfMatchResult:
+    def run(self, exposure, referencePsfModel, kernelSum=1.0, *, zeroPoint=None) -> PsfMatchResult:
         """PSF-match ``exposure`` to ``referencePsfModel``.
 
         Parameters
@@ -239,6 +239,15 @@ class ModelPsfMatchTask:
             :mod:`psfmatch.calib`; what was changed is listed in
             ``metadata["calibrationRescaled"]``); one it cannot interpret is left
             as it was, with a :class:`PsfMatchWarning`.
+        zeroPoint : float, optional
+            Put the matched exposure on this photometric zero point (magnitudes)
+            instead of giving ``kernelSum``: the exposure's own zero point ``Z``
+            is read from its metadata (``MAGZERO``, ``FLUXMAG0``, ``photoCalib``...:
+            :func:`psfmatch.calib.zero_point`) and ``kernelSum`` is
+            ``10**(0.4 * (zeroPoint - Z))``.  Every card of the output that states a
+            zero point then states ``zeroPoint`` exactly
+            (:func:`psfmatch.calib.set_zero_point`); ``metadata["zeroPoint"]`` records
+            the target, ``Z`` and where it was read.  Not an LSST argument.
 
         Returns
         -------
@@ -263,7 +272,9 @@ class ModelPsfMatchTask:
             raised only when none remains; its message says how many failed,
             where the first did and why.
         InvalidInputError
-            Bad exposure, variance or ``kernelSum``.
+            Bad exposure, variance or ``kernelSum``; with ``zeroPoint``, a
+            ``kernelSum`` other than 1, or an exposure whose zero point cannot be
+            read (none, not a number, or cards that disagree).
         MemoryLimitError
             The fit or the convolution would need more than ``config.maxMemoryGiB``
             (checked before the memory is allocated; see :func:`estimate_fit_memory` and
@@ -289,12 +300,18 @@ class ModelPsfMatchTask:
         _warn_pixel_scales(exposure, referencePsfModel)
         _warn_psf_domain(exposure)
         metadata = metadata_copy(exposure.metadata)  # before any work: a value that cannot be copied fails now
+        zero_point = None
+        if zeroPoint is not None:
+            kernelSum, zero_point = self._zero_point_kernel_sum(metadata, kernelSum, zeroPoint)
         self._check_plane_memory(exposure)
         log.info("compute Psf-matching kernel")
         fit = self.fitKernel(exposure.getPsf(), referencePsfModel, exposure.getBBox(), kernelSum=kernelSum,
                              _warn_skip=1)  # the fit's warnings point to the line that called run()
         t1 = time.perf_counter()
         self._rescale_calibration(metadata, fit.metadata)
+        if zero_point is not None:
+            zero_point["snapped"] = set_zero_point(metadata, zero_point["target"])
+            fit.metadata["zeroPoint"] = zero_point
         # the fit's kernel may be larger than the configured one (scaleByFwhm's rule)
         self._check_kernel_fits(exposure, fit.kernel.getWidth(),
                                 f", the size the fit chose (ALKernelSize {fit.metadata.get('ALKernelSize')})"
@@ -319,6 +336,15 @@ class ModelPsfMatchTask:
         md["runTime"] = t2 - t0
         log.info("done")
         return PsfMatchResult(out, fit.kernel, fit.cellSet, md)
+
+    @staticmethod
+    def _zero_point_kernel_sum(metadata, kernelSum, zeroPoint):
+        """``(kernelSum, record)`` for ``run(..., zeroPoint=...)``: the scale that puts the exposure whose
+        metadata is ``metadata`` on ``zeroPoint`` (:func:`~psfmatch.calib.kernel_sum_for_zero_point`)."""
+        checked_zero_point(zeroPoint, kernelSum)
+        ks, zp, source = kernel_sum_for_zero_point(metadata, zeroPoint, "the exposure")
+        log.info("zero point %.4f (%s) to %.4f: kernelSum %.6g", zp, source, float(zeroPoint), ks)
+        return ks, {"target": float(zeroPoint), "input": zp, "source": source, "kernelSum": ks}
 
     @staticmethod
     def _rescale_calibration(metadata, md):
@@ -1144,6 +1170,20 @@ def _warn_pixel_scales(exposure, reference):
                    f"the PSF is matched in the exposure's pixels, so it must be sampled on them; {remedy}")
             log.warning(msg)
             warnings.warn(msg, PsfMatchWarning, stacklevel=3)
+
+
+def checked_zero_point(zeroPoint, kernelSum=1.0) -> float | None:
+    """``zeroPoint`` (``run``'s) as a float, or None; :class:`InvalidInputError` for one that is not a finite
+    number, or given with a ``kernelSum`` other than 1 (it sets the kernelSum)."""
+    if zeroPoint is None:
+        return None
+    if not _finite_real(zeroPoint):
+        raise InvalidInputError(f"zeroPoint must be a finite number of magnitudes (27.0); got {zeroPoint!r}")
+    if not (_is_real(kernelSum) and float(kernelSum) == 1.0):
+        raise InvalidInputError(f"give kernelSum or zeroPoint, not both: kernelSum={kernelSum!r} with "
+                                f"zeroPoint={zeroPoint!r} (zeroPoint sets the kernelSum from the exposure's own "
+                                "zero point)")
+    return float(zeroPoint)
 
 
 def checked_kernel_sum(kernelSum) -> float:

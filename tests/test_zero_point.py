@@ -1,0 +1,344 @@
+"""Matching onto a common photometric zero point (``zeroPoint``, ``--zero-point``; psfmatch.calib).
+
+The contract: an exposure whose header says a source of ``c`` counts has magnitude
+``Z - 2.5 log10(c)`` is matched with ``kernelSum = 10**(0.4 (Z_t - Z))``, so the
+same source has the same magnitude on the output, now read with ``Z_t``; every
+output of a batch then carries identical calibration cards and can be coadded.
+"""
+
+import copy
+import math
+import re
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from psfmatch import Exposure, ModelPsfMatchConfig, ModelPsfMatchTask
+from psfmatch.calib import (AB_JY_ZERO_POINT, AB_NJY_ZERO_POINT, ZERO_POINT_TOLERANCE, kernel_sum_for_zero_point,
+                            rescale_calibration, set_zero_point, zero_point)
+from psfmatch.cli import main
+from psfmatch.errors import InvalidInputError
+from psfmatch.psf import GaussianPsf
+
+REFERENCE = GaussianPsf(31, 31, 2.6)
+
+
+# -- reading a zero point ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("card", ["MAGZERO", "MAGZP", "MAGZPT", "PHOTZP"])
+def test_a_zero_point_card_is_the_magnitude_of_one_count(card):
+    assert zero_point({"fitsHeader": fits.Header([(card, 26.25)])}) == (26.25, f"{card} = 26.25")
+
+
+def test_flux_and_ab_calibrations_give_the_same_zero_point():
+    """FLUXMAG0 (counts of a 0 mag source), PHOTFNU (Jy per count, AB) and photoCalib (nJy per count, AB) of an
+    exposure on zero point 26 all say 26: a source of 10**(0.4 * 26) counts is of magnitude 0."""
+    z = 26.0
+    assert zero_point({"fitsHeader": {"FLUXMAG0": 10 ** (0.4 * z)}})[0] == pytest.approx(z, abs=1e-12)
+    assert zero_point({"fitsHeader": {"PHOTFNU": 3631.0 * 10 ** (-0.4 * z)}})[0] == pytest.approx(z, abs=1e-12)
+    assert zero_point({"photoCalib": {"calibrationMean": 3631e9 * 10 ** (-0.4 * z)}})[0] == pytest.approx(z,
+                                                                                                       abs=1e-12)
+    assert AB_NJY_ZERO_POINT == pytest.approx(31.4, abs=1e-3) and AB_JY_ZERO_POINT == pytest.approx(8.9, abs=1e-3)
+
+
+def test_every_place_is_read_and_the_first_statement_wins():
+    """A dict meta's own entries (any case) count; statements within the tolerance agree, the first is taken."""
+    zp, source = zero_point({"magzp": 25.0})
+    assert zp == 25.0 and source == "metadata['magzp'] = 25"
+    h = fits.Header([("MAGZERO", 25.0), ("FLUXMAG0", 10 ** (0.4 * (25.0 + 0.9 * ZERO_POINT_TOLERANCE)))])
+    zp, source = zero_point({"fitsHeader": h, "photoCalib": {"calibrationMean": 3631e9 * 10 ** (-0.4 * 25.0)}})
+    assert zp == 25.0
+    assert source.startswith("MAGZERO = 25; FLUXMAG0 = ") and "photoCalib calibrationMean = " in source
+
+
+def test_photflam_alone_is_no_zero_point():
+    """PHOTFLAM gives an ST magnitude (its AB one needs PHOTPLAM): not read, so an HST header with PHOTFNU too is
+    not a contradiction, and one with PHOTFLAM alone has no zero point."""
+    assert zero_point({"fitsHeader": {"PHOTFLAM": 1.5e-19, "PHOTFNU": 3631.0 * 10 ** (-0.4 * 25.0)}})[0] == \
+        pytest.approx(25.0)
+    with pytest.raises(InvalidInputError, match=r"x\.fits: no photometric zero point to scale from \(none of MAGZERO, "
+                                                r"MAGZP, MAGZPT, PHOTZP, FLUXMAG0 or PHOTFNU.*add its zero point to the "
+                                                r"header \(MAGZERO\), or give the kernelSum yourself \(run\(\.\.\., "
+                                                r"kernelSum=S\), psfmatch run --kernel-sum S\)"):
+        zero_point({"fitsHeader": {"PHOTFLAM": 1.5e-19}, "photoCalib": {"calibrationErr": 0.1}}, "x.fits")
+
+
+@pytest.mark.parametrize("metadata, match", [
+    ({"fitsHeader": {"MAGZERO": "n/a"}}, r"cannot be read from MAGZERO = 'n/a' \(a finite number is needed"),
+    ({"fitsHeader": {"FLUXMAG0": -5.0}}, r"cannot be read from FLUXMAG0 = -5\.0 .*positive for FLUXMAG0"),
+    ({"fitsHeader": {"MAGZERO": True}}, r"cannot be read from MAGZERO = True"),
+    ({"photoCalib": {"calibrationMean": 0.0}}, r"cannot be read from photoCalib calibrationMean = 0\.0"),
+    ({"fitsHeader": {"MAGZERO": (25.0, "c"), "FLUXMAG0": 10 ** (0.4 * 26.0)}},
+     r"its zero points disagree by 1\.0000 mag \(MAGZERO = 25 \(zero point 25\.0000\); FLUXMAG0 = .* \(zero point "
+     r"26\.0000\)\), so the flux scale of its pixels is unknown.*correct or remove the ones that are wrong"),
+    ({"fitsHeader": ["MAGZERO", 25.0]}, r"metadata\['fitsHeader'\] is a list, neither a FITS Header nor a mapping"),
+])
+def test_a_zero_point_that_cannot_be_read_is_refused_naming_it(metadata, match):
+    with pytest.raises(InvalidInputError, match=r"^e\.fits: (its zero point )?" + match):
+        zero_point(metadata, "e.fits")
+
+
+def test_repeated_cards_are_all_statements():
+    h = fits.Header([("MAGZERO", 25.0), ("MAGZERO", 25.5)])
+    with pytest.raises(InvalidInputError, match=r"disagree by 0\.5000 mag"):
+        zero_point({"fitsHeader": h})
+
+
+def test_zero_point_needs_a_metadata_dict():
+    with pytest.raises(InvalidInputError, match=r"the exposure: its metadata must be a dict .*got list"):
+        zero_point([])
+
+
+def test_kernel_sum_for_zero_point_is_the_flux_ratio():
+    s, zp, source = kernel_sum_for_zero_point({"fitsHeader": {"MAGZERO": 25.0}}, 27.5)
+    assert s == pytest.approx(10.0, rel=1e-14) and zp == 25.0 and source == "MAGZERO = 25"
+    # a source of magnitude m: 10**(0.4 (25 - m)) counts before, s times as many after, read with 27.5
+    m = 18.3
+    assert 27.5 - 2.5 * math.log10(s * 10 ** (0.4 * (25.0 - m))) == pytest.approx(m, abs=1e-12)
+    for bad in (float("nan"), float("inf"), "27", None, True):
+        with pytest.raises(InvalidInputError, match=r"the zero point to scale to must be a finite number"):
+            kernel_sum_for_zero_point({"fitsHeader": {"MAGZERO": 25.0}}, bad)
+
+
+def test_set_zero_point_states_the_target_exactly_everywhere():
+    """After rescaling, a FLUXMAG0 that disagreed with MAGZERO by 5e-4 mag still does; set_zero_point makes every
+    statement the target's, keeping comments, and says what moved."""
+    h = fits.Header([("MAGZERO", 25.0, "zp"), ("FLUXMAG0", 10 ** (0.4 * 25.0005)), ("PHOTFLAM", 1e-19)])
+    md = {"fitsHeader": h, "photoCalib": {"calibrationMean": 3631e9 * 10 ** (-0.4 * 25.0), "calibrationErr": 2.0},
+          "MAGZPT": (25.0, "own")}
+    s = kernel_sum_for_zero_point(md, 27.0)[0]
+    rescale_calibration(md, s)
+    changed = set_zero_point(md, 27.0)
+    assert h["MAGZERO"] == 27.0 and h.comments["MAGZERO"] == "zp"
+    assert h["FLUXMAG0"] == 10 ** (0.4 * 27.0) and h["PHOTFLAM"] == pytest.approx(1e-19 / s, rel=1e-12)
+    assert md["MAGZPT"] == (27.0, "own")
+    assert md["photoCalib"] == {"calibrationMean": pytest.approx(3631e9 * 10 ** (-0.4 * 27.0), rel=1e-14),
+                                "calibrationErr": pytest.approx(2.0 / s, rel=1e-12)}
+    assert len(changed) == 1 and changed[0].startswith("FLUXMAG0 ")
+
+
+# -- run(..., zeroPoint=) ---------------------------------------------------------------------------------------
+
+
+def _star_exposure(metadata, n=64):
+    y, x = np.mgrid[:n, :n]
+    img = 1000.0 * np.exp(-((x - 31.3) ** 2 + (y - 32.6) ** 2) / (2 * 1.8 ** 2)) / (2 * np.pi * 1.8 ** 2)
+    return Exposure(img.astype(np.float32), variance=np.ones((n, n), np.float32), psf=GaussianPsf(21, 21, 1.8),
+                    metadata=metadata)
+
+
+def _task():
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialKernelOrder = 0
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 32
+    return ModelPsfMatchTask(config=config)
+
+
+def test_run_on_a_zero_point_keeps_every_magnitude():
+    h = fits.Header([("MAGZERO", 24.2), ("FLUXMAG0", 10 ** (0.4 * 24.2))])
+    md = {"fitsHeader": h, "photoCalib": {"calibrationMean": 3631e9 * 10 ** (-0.4 * 24.2), "calibrationErr": 1.0}}
+    exposure = _star_exposure(md)
+    before = copy.deepcopy(md)
+    result = _task().run(exposure, REFERENCE, zeroPoint=27.0)
+    out = result.psfMatchedExposure
+    s = 10 ** (0.4 * (27.0 - 24.2))
+    assert result.metadata["kernelSum"] == pytest.approx(s, rel=1e-14)
+    c_in, c_out = float(exposure.image.sum()), float(np.nansum(out.image))
+    assert c_out / c_in == pytest.approx(s, rel=1e-4)  # flux conservation, scaled
+    m_in = 24.2 - 2.5 * math.log10(c_in)
+    oh = out.metadata["fitsHeader"]
+    assert oh["MAGZERO"] == 27.0 and oh["FLUXMAG0"] == 10 ** (0.4 * 27.0)
+    assert oh["MAGZERO"] - 2.5 * math.log10(c_out) == pytest.approx(m_in, abs=1e-4)
+    assert c_out * out.metadata["photoCalib"]["calibrationMean"] == pytest.approx(
+        c_in * md["photoCalib"]["calibrationMean"], rel=1e-4)  # the same nJy
+    rec = result.metadata["zeroPoint"]
+    assert rec["target"] == 27.0 and rec["input"] == 24.2 and rec["kernelSum"] == pytest.approx(s)
+    assert rec["source"].startswith("MAGZERO = 24.2; FLUXMAG0 = ")
+    assert md == before and exposure.metadata["fitsHeader"]["MAGZERO"] == 24.2  # the caller's metadata unchanged
+
+
+def test_run_zero_point_argument_errors_come_before_the_fit(monkeypatch):
+    task = _task()
+    monkeypatch.setattr(task, "fitKernel", lambda *a, **k: pytest.fail("fitted"))
+    good = _star_exposure({"fitsHeader": fits.Header([("MAGZERO", 25.0)])})
+    with pytest.raises(InvalidInputError, match=r"give kernelSum or zeroPoint, not both: kernelSum=2\.0 with "
+                                                r"zeroPoint=27\.0"):
+        task.run(good, REFERENCE, 2.0, zeroPoint=27.0)
+    for bad in ("27", float("nan"), True):
+        with pytest.raises(InvalidInputError, match=r"zeroPoint must be a finite number of magnitudes \(27\.0\); "
+                                                    rf"got {re.escape(repr(bad))}"):
+            task.run(good, REFERENCE, zeroPoint=bad)
+    with pytest.raises(InvalidInputError, match=r"the exposure: no photometric zero point"):
+        task.run(_star_exposure({}), REFERENCE, zeroPoint=27.0)
+
+
+def test_the_report_shows_the_zero_point():
+    from psfmatch.qa import format_report
+
+    result = _task().run(_star_exposure({"fitsHeader": fits.Header([("MAGZP", 25.0)])}), REFERENCE, zeroPoint=26.0)
+    assert "zero point: 25.0000 (MAGZP = 25) -> 26.0000" in format_report(result.metadata)
+    plain = _task().run(_star_exposure({}), REFERENCE)
+    assert "zero point" not in format_report(plain.metadata)
+
+
+# -- the command line ---------------------------------------------------------------------------------------------
+
+
+def _file(path, magzero=None, n=64):
+    h = fits.Header() if magzero is None else fits.Header([("MAGZERO", magzero)])
+    _star_exposure({"fitsHeader": h}, n=n).writeFits(str(path))
+    return str(path)
+
+
+def _run(argv, capsys):
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_run_zero_point(tmp_path, capsys):
+    a = _file(tmp_path / "a.fits", 25.0)
+    out = tmp_path / "m.fits"
+    rc, stdout, _ = _run(["run", a, "-r", "gaussian:sigma=2.6", "-o", str(out), "--zero-point", "26",
+                          "-c", "autoKernel=False"], capsys)
+    assert rc == 0 and "zero point: 25.0000 (MAGZERO = 25) -> 26.0000" in stdout
+    assert fits.getheader(out)["MAGZERO"] == 26.0
+    matched = Exposure.readFits(str(out))
+    assert float(np.nansum(matched.image)) / 1000.0 == pytest.approx(10 ** 0.4, rel=1e-3)
+    # a file without one: named, exit 1, nothing written
+    c = _file(tmp_path / "c.fits")
+    rc, _, err = _run(["run", c, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "n.fits"), "--zero-point", "26"],
+                      capsys)
+    assert rc == 1 and f"{c}: no photometric zero point" in err and not (tmp_path / "n.fits").exists()
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--zero-point", "26", "--kernel-sum", "2"], "argument --kernel-sum: not allowed with argument --zero-point"),
+    (["--zero-point", "nan"], "argument --zero-point: must be finite; got 'nan'"),
+    (["--zero-point", "mag"], "argument --zero-point: expected a number; got 'mag'"),
+])
+def test_cli_zero_point_usage_errors(extra, match, tmp_path, capsys):
+    for command in (["run", str(tmp_path / "a.fits"), "-o", str(tmp_path / "m.fits")],
+                    ["batch", str(tmp_path / "a.fits"), "-o", str(tmp_path / "out")]):
+        rc, _, err = _run([*command, "-r", "gaussian:sigma=2.6", *extra], capsys)
+        assert rc == 2 and match in err
+
+
+# -- batches ------------------------------------------------------------------------------------------------------
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    # (threads of this process, on TCP: the command line takes a scheduler's tcp:// address)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp://",
+                                  dashboard_address=":0", silence_logs=40) as cluster, distributed.Client(cluster) as c:
+        yield c
+
+
+def _batch_config():
+    config = ModelPsfMatchConfig()
+    config.autoKernel = False
+    config.kernel.active.spatialKernelOrder = 0
+    config.kernel.active.sizeCellX = config.kernel.active.sizeCellY = 32
+    return config
+
+
+def test_match_many_on_one_zero_point_gives_a_coadd_with_it(client, tmp_path):
+    """Two exposures of one star on zero points 25 (MAGZERO) and 26.5 (MAGZERO and FLUXMAG0, which rounding makes
+    disagree by 3e-4 mag) are matched onto 27: identical cards, so they coadd, and the star's magnitude in the
+    coadd is its magnitude in either input."""
+    from psfmatch.batch import coadd, match_many
+
+    a = _file(tmp_path / "a.fits", 25.0)
+    h = fits.Header([("MAGZERO", 26.5), ("FLUXMAG0", 10 ** (0.4 * 26.5003))])
+    img = _star_exposure({}).image * 10 ** (0.4 * 1.5)  # the same star on the brighter zero point
+    b = str(tmp_path / "b.fits")
+    Exposure(img, variance=np.ones_like(img), psf=GaussianPsf(21, 21, 1.8), metadata={"fitsHeader": h}).writeFits(b)
+    outdir = tmp_path / "out"
+    reports = match_many([a, b], REFERENCE, outdir, _batch_config(), client, zeroPoint=27.0, progress=False,
+                         require_same_calibration=True)
+    assert reports.ok and reports.settings["zeroPoint"] == 27.0
+    assert [r.kernel_sum for r in reports] == pytest.approx([10 ** 0.8, 10 ** 0.2], rel=1e-12)
+    for r in reports:
+        header = fits.getheader(r.output)
+        assert header["MAGZERO"] == 27.0
+    assert fits.getheader(reports[1].output)["FLUXMAG0"] == 10 ** (0.4 * 27.0)  # (snapped: the coadd compares it)
+    stored = Exposure.readFits(reports[0].output).metadata["psfmatchBatch"]
+    assert stored["zeroPoint"]["input"] == 25.0 and stored["kernelSum"] == pytest.approx(10 ** 0.8)
+    co = coadd(reports.output_paths(), tmp_path / "co.fits")
+    coadded = Exposure.readFits(co.output)
+    assert coadded.metadata["fitsHeader"]["MAGZERO"] == 27.0
+    m_in = 25.0 - 2.5 * math.log10(1000.0)
+    assert 27.0 - 2.5 * math.log10(float(np.nansum(coadded.image[12:52, 12:52]))) == pytest.approx(m_in, abs=1e-3)
+
+    # a re-run skips both (the kernel sums read back); another zero point redoes them
+    again = match_many([a, b], REFERENCE, outdir, _batch_config(), client, zeroPoint=27.0, progress=False)
+    assert [r.status for r in again] == ["skipped", "skipped"]
+    assert [r.kernel_sum for r in again] == pytest.approx([10 ** 0.8, 10 ** 0.2], rel=1e-12)
+    other = match_many([a], REFERENCE, outdir, _batch_config(), client, zeroPoint=26.0, progress=False)
+    assert other[0].status == "matched" and other[0].reason.startswith("stale output: configuration or kernelSum")
+    assert fits.getheader(other[0].output)["MAGZERO"] == 26.0
+
+
+def test_match_many_refuses_before_matching(client, tmp_path):
+    from psfmatch.batch import match_many
+
+    a, b, c = _file(tmp_path / "a.fits", 25.0), _file(tmp_path / "b.fits", 26.5), _file(tmp_path / "c.fits")
+    outdir = tmp_path / "out"
+    with pytest.raises(InvalidInputError, match=r"match_many\(zeroPoint=27\.0\): the zero point of 1 of 3 input\(s\) "
+                                                r"cannot be read, so no exposure was matched: .*c\.fits: no "
+                                                r"photometric zero point.*; or leave them out of the batch"):
+        match_many([a, b, c], REFERENCE, outdir, _batch_config(), client, zeroPoint=27.0, progress=False)
+    with pytest.raises(InvalidInputError, match=r"match_many\(require_same_calibration=True\): input .*b\.fits would "
+                                                r"be matched with MAGZERO = 26\.5 and .*a\.fits with 25\.0: their "
+                                                r"pixels would be on different flux scales.*no exposure was matched; "
+                                                r"put every exposure on one zero point.*--zero-point ZP"):
+        match_many([a, b], REFERENCE, outdir, _batch_config(), client, require_same_calibration=True,
+                   progress=False)
+    with pytest.raises(InvalidInputError, match=r"give kernelSum or zeroPoint, not both"):
+        match_many([a, b], REFERENCE, outdir, _batch_config(), client, kernelSum=2.0, zeroPoint=27.0,
+                   progress=False)
+    assert not outdir.exists()
+    # a common kernelSum keeps them apart; the same zero point on both passes
+    with pytest.raises(InvalidInputError, match=r"would be matched with MAGZERO = 28\.005\d* and .* with 26\.505\d*:"):
+        match_many([a, b], REFERENCE, outdir, _batch_config(), client, kernelSum=4.0,
+                   require_same_calibration=True, progress=False)
+    same = match_many([a, _file(tmp_path / "d.fits", 25.0)], REFERENCE, outdir, _batch_config(), client,
+                      kernelSum=4.0, require_same_calibration=True, progress=False)
+    assert same.ok and [r.kernel_sum for r in same] == [4.0, 4.0] and same.settings["zeroPoint"] is None
+
+
+def test_match_one_without_a_zero_point_fails_that_input(tmp_path):
+    from psfmatch.batch import match_one
+
+    c = _file(tmp_path / "c.fits")
+    rep = match_one(c, REFERENCE, tmp_path / "m.fits", _batch_config(), zeroPoint=27.0)
+    assert rep.status == "failed" and rep.error_type == "InvalidInputError" and rep.kernel_sum is None
+    assert "no photometric zero point" in rep.error_message and not (tmp_path / "m.fits").exists()
+    ok = match_one(c, REFERENCE, tmp_path / "m.fits", _batch_config(), kernelSum=2.5)
+    assert ok.status == "matched" and ok.kernel_sum == 2.5
+
+
+def test_cli_batch_zero_point_and_its_early_coadd_check(client, tmp_path, capsys):
+    a, b = _file(tmp_path / "a.fits", 25.0), _file(tmp_path / "b.fits", 26.5)
+    outdir, co = tmp_path / "out", tmp_path / "co.fits"
+    common = ["batch", a, b, "-r", "gaussian:sigma=2.6", "-o", str(outdir), "--coadd", str(co), "--scheduler",
+              client.scheduler.address, "-c", "autoKernel=False", "-c", "kernel.active.spatialKernelOrder=0"]
+    rc, _, err = _run(common, capsys)
+    assert rc == 1, err
+    assert f"--coadd {co}: input {b} would be matched with MAGZERO = 26.5 and {a} with 25.0" in err
+    assert "--zero-point ZP" in err and not outdir.exists()
+    rc, out, _ = _run([*common, "--zero-point", "27"], capsys)
+    assert rc == 0 and "2 matched" in out
+    assert fits.getheader(co)["MAGZERO"] == 27.0
+    # without --coadd, an input without a zero point is refused as early
+    c = _file(tmp_path / "c.fits")
+    rc, _, err = _run(["batch", a, c, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "o2"), "--zero-point", "27",
+                       "--scheduler", client.scheduler.address], capsys)
+    assert rc == 1 and f"--zero-point 27: the zero point of 1 of 2 input(s) cannot be read" in err
+    assert not (tmp_path / "o2").exists()
