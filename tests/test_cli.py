@@ -534,6 +534,19 @@ def test_file_spec_option_syntax_is_checked_before_any_work(tmp_path, suffix, ma
         parse_psf_spec(f"image:{tmp_path / 'nofile.fits'}{suffix}", read_files=False, role="reference PSF")
 
 
+@pytest.mark.parametrize("suffix", [",=3", ",recenter", ",background=1000,recenter", ", ="])
+def test_a_malformed_option_after_an_existing_file_is_named_not_taken_for_a_missing_file(tmp_path, suffix):
+    """``image:FILE,=3`` (an option without a name) was reported as a missing file ``'FILE,=3'``."""
+    from psfmatch.errors import InvalidInputError
+
+    path = _biased_psf_image(tmp_path / "sdss.fits")
+    for spec in (f"image:{path}{suffix}", f"{path}{suffix}"):
+        with pytest.raises(InvalidInputError, match=rf"^reference PSF '.*': '{re.escape(suffix)}' after the file "
+                                                    rf"'{re.escape(path)}' is not a list of reader options: give each "
+                                                    r"as ,name=value \(e\.g\. image:FILE,background=1000"):
+            parse_psf_spec(spec, role="reference PSF")
+
+
 def test_a_file_spec_option_its_reader_does_not_take_is_refused(tmp_path):
     from psfmatch.errors import InvalidInputError
 

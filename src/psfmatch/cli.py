@@ -257,11 +257,27 @@ def _spec_parts(spec):
         path, options = _split_options(rest)
         if not path:
             raise _spec_error(spec, f"{kind_l}: needs a file name")
+        _check_option_items(spec, path)
         return path, (None if kind_l == "file" else kind_l), options
     path, options = _split_options(text)
+    _check_option_items(spec, path)
     if not os.path.exists(path) and sep and kind.strip().replace("-", "").isalnum() and len(kind.strip()) > 1:
         raise _spec_error(spec, f"unknown kind {kind.strip()!r}, and no file of that name")
     return path, None, options
+
+
+def _check_option_items(spec, path):
+    """Refuse a file name that does not exist but is an existing file followed by items that are not
+    ``,name=value`` options (``image:psf.fits,=3``, ``image:psf.fits,recenter``): a malformed option, not a
+    missing file."""
+    if os.path.exists(path):
+        return
+    head, comma, _ = path.rpartition(",")
+    while comma:
+        if head.strip() and os.path.exists(head.strip()):
+            raise _spec_error(spec, f"{path[len(head):]!r} after the file {head.strip()!r} is not a list of reader "
+                                    "options: give each as ,name=value (e.g. image:FILE,background=1000,recenter=true)")
+        head, comma, _ = head.rpartition(",")
 
 
 def _split_options(text):
