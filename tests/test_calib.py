@@ -306,3 +306,8 @@ def test_coadd_compares_and_keeps_the_inputs_photo_calib(tmp_path):
                                                 r".*a\.fits has 0\.7: their pixels are on different flux scales"):
         coadd([same[0], write("c.fits", 0.35)], tmp_path / "mixed.fits", require_same_psf=False)
     assert not (tmp_path / "mixed.fits").exists()
+    # each exposure's own uncertainty is no flux scale: different errors on one mean are coadded, without an error
+    other = str(tmp_path / "d.fits")
+    _star_exposure({"photoCalib": {"calibrationMean": 0.7, "calibrationErr": 0.03}}, n=32).writeFits(other)
+    coadd([same[0], other], tmp_path / "errs.fits", require_same_psf=False)
+    assert Exposure.readFits(str(tmp_path / "errs.fits")).getPhotoCalib() == {"calibrationMean": 0.7}

@@ -119,6 +119,18 @@ def test_set_zero_point_states_the_target_exactly_everywhere():
     assert len(changed) == 1 and changed[0].startswith("FLUXMAG0 ")
 
 
+def test_set_zero_point_adds_magzero_where_no_card_states_it():
+    """Exposures that stated their zero point in different cards must share one once on the target: MAGZERO is
+    added to a header without it (made when there is none), and left alone where it is."""
+    for md in ({}, {"fitsHeader": {"FLUXMAG0": 10 ** (0.4 * 27.0)}}, {"photoCalib": {"calibrationMean": 36.31}}):
+        changed = set_zero_point(md, 27.0)
+        assert zero_point({"fitsHeader": md["fitsHeader"]})[0] == pytest.approx(27.0, abs=1e-12)
+        assert "MAGZERO added: 27" in changed
+    h = fits.Header([("MAGZERO", 27.0, "kept")])
+    assert set_zero_point({"fitsHeader": h}, 27.0) == [] and list(h.items()) == [("MAGZERO", 27.0)]
+    assert h.comments["MAGZERO"] == "kept"
+
+
 # -- run(..., zeroPoint=) ---------------------------------------------------------------------------------------
 
 
@@ -319,7 +331,7 @@ def test_match_one_without_a_zero_point_fails_that_input(tmp_path):
     c = _file(tmp_path / "c.fits")
     rep = match_one(c, REFERENCE, tmp_path / "m.fits", _batch_config(), zeroPoint=27.0)
     assert rep.status == "failed" and rep.error_type == "InvalidInputError" and rep.kernel_sum is None
-    assert "no photometric zero point" in rep.error_message and not (tmp_path / "m.fits").exists()
+    assert rep.error_message.startswith(f"{c}: no photometric zero point") and not (tmp_path / "m.fits").exists()
     ok = match_one(c, REFERENCE, tmp_path / "m.fits", _batch_config(), kernelSum=2.5)
     assert ok.status == "matched" and ok.kernel_sum == 2.5
 
@@ -340,5 +352,5 @@ def test_cli_batch_zero_point_and_its_early_coadd_check(client, tmp_path, capsys
     c = _file(tmp_path / "c.fits")
     rc, _, err = _run(["batch", a, c, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "o2"), "--zero-point", "27",
                        "--scheduler", client.scheduler.address], capsys)
-    assert rc == 1 and f"--zero-point 27: the zero point of 1 of 2 input(s) cannot be read" in err
+    assert rc == 1 and f"--zero-point 27.0: the zero point of 1 of 2 input(s) cannot be read" in err
     assert not (tmp_path / "o2").exists()

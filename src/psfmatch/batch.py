@@ -121,7 +121,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .calib import PHOTO_CALIB_KEYS
+from .calib import CALIBRATION_CARDS, PHOTO_CALIB_KEYS, ZERO_POINT_CARDS
 from .config import ModelPsfMatchConfig
 from .errors import (GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError,
                      SchedulerUnreachableError, UnsupportedFormatError)
@@ -241,8 +241,8 @@ class ExposureReport:
         None when the file's own PSF was used.
     kernel_sum : float or None
         The ``kernelSum`` it was matched with (with a target zero point, the one
-        its own zero point gave); None when it failed before that was known, or for
-        a skipped output written before this was recorded.
+        its own zero point gave; for a skipped input, the one its output records);
+        None when it failed before that was known.
     """
 
     path: str
@@ -888,6 +888,10 @@ def match_one(path, referencePsfModel, out_path, config=None, *, kernelSum=1.0, 
         timings["read"] = time.perf_counter() - t
         if not exposure.hasPsf():
             raise _missing_psf(path)
+        if zeroPoint is not None:  # (run() reads it again: this names the file in the report's error)
+            from .calib import kernel_sum_for_zero_point
+
+            kernel_sum_for_zero_point(exposure.getMetadata(), zeroPoint, path)
         t = time.perf_counter()
         task = ModelPsfMatchTask(config=config)
         if _sole_thread():  # record the warnings in the report
@@ -2362,12 +2366,20 @@ class CoaddReport:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
 
-def _same_calibration_value(a, b) -> bool:
-    """Whether two values of a calibration card agree (numbers to 1e-9 of their size: a zero point brought to 27
-    by kernelSum holds 27.000000000000004)."""
+def _same_calibration_value(name, a, b) -> bool:
+    """Whether two values of the calibration entry ``name`` agree: magnitudes (``MAGZERO``...) to 1e-9 mag (a zero
+    point brought to 27 by kernelSum holds 27.000000000000004), fluxes per count (``FLUXMAG0``, ``PHOTFLAM`` of
+    1e-19...) to 1e-9 of their size."""
     if _is_real(a) and _is_real(b):
-        return abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(a)), abs(float(b)))
+        a, b = float(a), float(b)
+        scale = max(1.0, abs(a), abs(b)) if name in ZERO_POINT_CARDS else max(abs(a), abs(b))
+        return abs(a - b) <= 1e-9 * scale
     return a == b
+
+
+#: Calibration entries that may differ between coadd inputs on one flux scale (each exposure's own
+#: uncertainty): a coadd keeps one only when every input carries it with one value.
+_UNCOMPARED_CALIBRATION = ("photoCalib calibrationErr",)
 
 
 def _calibration_of(inp) -> dict:
@@ -2376,8 +2388,14 @@ def _calibration_of(inp) -> dict:
 
 
 def _calibration_entries(cards, metadata) -> dict:
-    """The calibration ``cards`` (name to value) with the entries of ``metadata``'s ``photoCalib``, by name."""
+    """The calibration ``cards`` (name to value) with ``metadata``'s own entries named as calibration cards (an
+    NDData's dict meta; blind to case, where no card has the name) and its ``photoCalib``'s entries, by name."""
     found = dict(cards)
+    if isinstance(metadata, dict):
+        for key, raw in metadata.items():
+            name = str(key).upper()
+            if name in CALIBRATION_CARDS and key not in ("fitsHeader", "photoCalib"):
+                found.setdefault(name, raw[0] if isinstance(raw, tuple) and len(raw) == 2 else raw)
     photo = metadata.get("photoCalib") if isinstance(metadata, dict) else None
     if isinstance(photo, dict):
         found.update({f"photoCalib {key}": photo[key] for key in PHOTO_CALIB_KEYS if key in photo})
@@ -2415,7 +2433,12 @@ def _common_calibration(cals, required, early=None) -> dict:
         carriers = [(path, cal[name]) for path, cal in cals if name in cal]
         ref_path, ref_value = carriers[0]
         odd = next(((path, value) for path, value in carriers[1:]
-                    if not _same_calibration_value(value, ref_value)), None)
+                    if not _same_calibration_value(name, value, ref_value)), None)
+        if odd is not None and name in _UNCOMPARED_CALIBRATION:
+            if early is None:
+                log.info("coadd inputs %s and %s have %s %r and %r: the coadd gets none", odd[0], ref_path, name,
+                         odd[1], ref_value)
+            continue
         if odd is not None:
             if early is None:
                 msg = (f"coadd input {odd[0]} has {name} = {odd[1]!r} and {ref_path} has {ref_value!r}: their "
@@ -2433,7 +2456,7 @@ def _common_calibration(cals, required, early=None) -> dict:
         if len(carriers) < len(cals):
             bare = next(path for path, cal in cals if name not in cal)
             log.warning("coadd input %s has no %s and %s has %s = %r: the coadd gets none (the inputs' flux scales "
-                        "cannot be compared)", bare, name, ref_path, name, ref_value)
+                        "cannot be compared on a card only some carry)", bare, name, ref_path, name, ref_value)
             continue
         common[name] = ref_value
     return common
@@ -2500,8 +2523,9 @@ class _InputGrid:
     #: The mask planes its matched file will have, but for ``NO_DATA``, which matching may add (a plain image:
     #: the default planes).
     mask_planes: tuple = ()
-    #: The calibration cards of its primary and image headers (:func:`psfmatch.calib.calibration_cards`).
-    calibration: dict = field(default_factory=dict)
+    #: The calibration cards of its primary and image headers as an exposure read from it keeps them, every
+    #: card of a repeated keyword (:func:`psfmatch.calib.calibration_header`).
+    calibration: object = None
     #: Its stored metadata (the psfmatch layout: a ``photoCalib``...), else empty.
     metadata: dict = field(default_factory=dict)
 
@@ -2509,7 +2533,10 @@ class _InputGrid:
         """Metadata holding its calibration as an exposure read from it holds it (a new dict each time)."""
         import copy
 
-        return {**copy.deepcopy(self.metadata), "fitsHeader": dict(self.calibration)}
+        from astropy.io import fits
+
+        return {**copy.deepcopy(self.metadata),
+                "fitsHeader": fits.Header() if self.calibration is None else self.calibration.copy()}
 
 
 def _plain_image_hdu(hdul):
@@ -2544,7 +2571,7 @@ def _input_grid(path):
         None for a file that cannot be read as an exposure (missing, damaged, a kernel
         file...): its match fails and is reported (and then no coadd is made).
     """
-    from .calib import calibration_cards
+    from .calib import calibration_header
     from .io import read_exposure_info
     from .io.fits import _image_wcs, _xy0_from_header, open_fits
 
@@ -2552,7 +2579,7 @@ def _input_grid(path):
         try:
             info = read_exposure_info(path, psf=False, metadata=True)
             return _InputGrid(info.path, tuple(info.shape), tuple(info.xy0), info.wcs, tuple(info.mask_planes),
-                              dict(info.calibration), dict(info.metadata))
+                              info.calibration_header, dict(info.metadata))
         except UnsupportedFormatError:  # not psfmatch's or LSST's layout: a plain image, perhaps
             pass
         with open_fits(path, "exposure") as (hdul, _):
@@ -2567,7 +2594,7 @@ def _input_grid(path):
             return _InputGrid(os.fspath(path), (int(header["NAXIS2"]), int(header["NAXIS1"])),
                               tuple(_xy0_from_header(header, where)), _image_wcs(hdul, hdu, where)[0],
                               tuple(Mask(shape=(1, 1)).getMaskPlaneDict()),  # (matched with the default planes)
-                              calibration_cards(*headers))
+                              calibration_header(*headers))
     except Exception:  # unreadable: its match fails and is reported
         return None
 
@@ -2638,7 +2665,7 @@ def _check_batch_calibration(grids, where, *, zero_point=None, kernel_sum=1.0, r
         Naming the inputs whose zero point cannot be read, or the first pair whose matched files would be
         on different flux scales, and the remedies.
     """
-    from .calib import kernel_sum_for_zero_point, rescale_calibration, set_zero_point
+    from .calib import calibration_cards, kernel_sum_for_zero_point, rescale_calibration, set_zero_point
 
     grids = [g for g in (_input_grid(g) if isinstance(g, (str, os.PathLike)) else g for g in grids) if g is not None]
     cals, unreadable = [], []
@@ -2656,7 +2683,7 @@ def _check_batch_calibration(grids, where, *, zero_point=None, kernel_sum=1.0, r
             rescale_calibration(md, factor)
         if zero_point is not None:
             set_zero_point(md, zero_point)
-        cals.append((g.path, _calibration_entries(md["fitsHeader"], md)))
+        cals.append((g.path, _calibration_entries(calibration_cards(md["fitsHeader"]), md)))
     if unreadable:
         raise InvalidInputError(
             f"{where}: the zero point of {len(unreadable)} of {len(grids)} input(s) cannot be read, so no exposure "

@@ -543,7 +543,7 @@ def run_batch_command(args) -> int:
     elif args.zero_point is not None:  # every input's zero point is read before any is matched (match_many too)
         from .batch import _check_batch_calibration
 
-        _check_batch_calibration(paths, f"--zero-point {args.zero_point:g}", zero_point=args.zero_point)
+        _check_batch_calibration(paths, f"--zero-point {args.zero_point!r}", zero_point=args.zero_point)
     # nor may they replace the command's other inputs: the reference PSF's file, the input list, -C files
     from .cli import _check_outputs_spare_inputs, _config_inputs, _spec_file
 

@@ -48,7 +48,7 @@ from .geom import _finite_real
 
 __all__ = ["ZERO_POINT_CARDS", "FLUX_ZERO_POINT_CARDS", "INVERSE_SENSITIVITY_CARDS", "CALIBRATION_CARDS",
            "rescale_calibration", "calibration_cards", "zero_point", "kernel_sum_for_zero_point",
-           "set_zero_point", "ZERO_POINT_TOLERANCE"]
+           "set_zero_point", "calibration_header", "ZERO_POINT_TOLERANCE", "MAX_ZERO_POINT_SHIFT"]
 
 #: FITS cards holding a magnitude zero point: m = ZP - 2.5 log10(counts).
 ZERO_POINT_CARDS = ("MAGZERO", "MAGZP", "MAGZPT", "PHOTZP")
@@ -67,6 +67,10 @@ AB_JY_ZERO_POINT = 2.5 * math.log10(3631.0)
 #: Largest difference (magnitudes) between two statements of one exposure's zero point that
 #: :func:`zero_point` takes for one value (cards rounded to 3 decimals differ by up to 5e-4).
 ZERO_POINT_TOLERANCE = 1e-3
+#: Largest difference (magnitudes) between a target zero point and an exposure's that
+#: :func:`kernel_sum_for_zero_point` turns into a kernelSum (a factor of 1e20 either way): zero points of
+#: real instruments differ by far less, and a larger scale over- or underflows the float32 planes.
+MAX_ZERO_POINT_SHIFT = 50.0
 #: The remedy for an exposure whose zero point cannot be read.
 _OWN_KERNEL_SUM = "give the kernelSum yourself (run(..., kernelSum=S), psfmatch run --kernel-sum S)"
 
@@ -192,6 +196,33 @@ def _rescaled(value, rule, what, changed, left):
     new = float(rule(float(value)))
     changed.append(f"{what} {value:.6g} -> {new:.6g}")
     return new
+
+
+def calibration_header(*headers):
+    """Every calibration card (:data:`CALIBRATION_CARDS`) of FITS ``headers`` as an exposure read from them keeps it.
+
+    The cards of the first header (every one of a repeated keyword), then those of each later header
+    whose keyword no earlier header has (:func:`psfmatch.io.read_exposure` keeps the primary header's
+    cards and the image header's that the primary lacks).
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
+    from astropy.io import fits
+
+    out, seen = fits.Header(), set()
+    for header in headers:
+        if header is None:
+            continue
+        mine = set()
+        for card in header.cards:
+            name = str(card.keyword).upper()
+            if name in CALIBRATION_CARDS and name not in seen:
+                out.append((name, card.value, card.comment), end=True)
+                mine.add(name)
+        seen |= mine
+    return out
 
 
 def calibration_cards(*headers) -> dict:
@@ -364,7 +395,8 @@ def kernel_sum_for_zero_point(metadata: dict, target: float, where: str = "the e
     Raises
     ------
     InvalidInputError
-        If ``target`` is not a finite number, or as :func:`zero_point`.
+        If ``target`` is not a finite number, or more than :data:`MAX_ZERO_POINT_SHIFT`
+        magnitudes from the exposure's zero point, or as :func:`zero_point`.
 
     Examples
     --------
@@ -376,7 +408,13 @@ def kernel_sum_for_zero_point(metadata: dict, target: float, where: str = "the e
         raise InvalidInputError(f"the zero point to scale to must be a finite number of magnitudes (27.0); got "
                                 f"{target!r}")
     zp, source = zero_point(metadata, where)
-    return 10.0 ** (0.4 * (float(target) - zp)), zp, source
+    shift = float(target) - zp
+    if not abs(shift) <= MAX_ZERO_POINT_SHIFT:
+        raise InvalidInputError(
+            f"{where}: the zero point to scale to, {float(target):g}, is {shift:+.4g} mag from its own, {zp:.4f} "
+            f"({source}): a kernelSum of 10**(0.4 * {shift:.4g}), beyond the {MAX_ZERO_POINT_SHIFT:g} mag (a factor "
+            "1e20) psfmatch applies; give the zero point in magnitudes, as the exposure's")
+    return 10.0 ** (0.4 * shift), zp, source
 
 
 def set_zero_point(metadata: dict, target: float) -> list[str]:
@@ -391,12 +429,16 @@ def set_zero_point(metadata: dict, target: float) -> list[str]:
     ``FLUXMAG0`` to :math:`10^{0.4 Z_t}`, ``PHOTFNU`` to
     :math:`3631 \\times 10^{-0.4 Z_t}` Jy and ``photoCalib``'s ``calibrationMean`` to
     :math:`3631 \\times 10^{9 - 0.4 Z_t}` nJy.  ``calibrationErr`` and ``PHOTFLAM``
-    are left to :func:`rescale_calibration`.
+    are left to :func:`rescale_calibration`.  A header without ``MAGZERO`` gains
+    ``MAGZERO = target`` (a ``fitsHeader`` is made when there is none), so that
+    exposures that stated their zero points in different cards (one ``MAGZERO``,
+    another ``FLUXMAG0``, another a ``photoCalib``) share one card once on ``target``.
 
     Returns
     -------
     list of str
-        What changed by more than rounding (``"FLUXMAG0 1.0005e+11 -> 1e+11"``).
+        What changed by more than rounding (``"FLUXMAG0 1.0005e+11 -> 1e+11"``,
+        ``"MAGZERO added: 27"``).
     """
     from astropy.io import fits
 
@@ -427,5 +469,14 @@ def set_zero_point(metadata: dict, target: float) -> list[str]:
     if isinstance(calib, dict) and "calibrationMean" in calib:
         calib["calibrationMean"] = put(calib["calibrationMean"], 10.0 ** (0.4 * (AB_NJY_ZERO_POINT - t)),
                                        "photoCalib calibrationMean")
+    if header is None:
+        header = metadata["fitsHeader"] = fits.Header()
+    if isinstance(header, fits.Header):
+        if "MAGZERO" not in header:
+            header["MAGZERO"] = (t, "psfmatch: zero point of the matched pixels")
+            changed.append(f"MAGZERO added: {t:.10g}")
+    elif not any(str(key).upper() == "MAGZERO" for key in header.keys()):
+        header["MAGZERO"] = t
+        changed.append(f"MAGZERO added: {t:.10g}")
     return changed
 

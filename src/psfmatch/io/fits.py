@@ -1432,6 +1432,9 @@ class ExposureFileInfo:
     calibration : dict
         The photometric calibration cards of its primary and image headers
         (:data:`psfmatch.calib.CALIBRATION_CARDS`: ``MAGZERO``, ``FLUXMAG0``...), by name.
+    calibration_header : astropy.io.fits.Header or None
+        The same cards as the exposure read from the file keeps them, a repeated
+        keyword's every card (:func:`psfmatch.calib.calibration_header`).
     """
 
     path: str
@@ -1445,6 +1448,7 @@ class ExposureFileInfo:
     unit: str | None = None
     metadata: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)
+    calibration_header: object = None
 
     def getBBox(self):
         """The exposure's box in parent coordinates."""
@@ -1487,7 +1491,7 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
     >>> info.shape, info.getBBox().getMin(), info.psf
     ((40, 50), Point2I(x=100, y=200), GaussianPsf(15, 15, sigma=2.0))
     """
-    from ..calib import calibration_cards
+    from ..calib import calibration_cards, calibration_header
 
     path = as_path(path, "read_exposure_info's path")
     with open_fits(path, "exposure") as (hdul, guard):
@@ -1529,7 +1533,8 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
             dtype=plane_dtype(_stored_dtype(himg)), wcs=_image_wcs(hdul, hdul["IMAGE"], f"{path}[IMAGE]")[0],
             mask_planes=planes, psf=stored_psf,
             unit=str(himg["BUNIT"]).strip() if "BUNIT" in himg and str(himg["BUNIT"]).strip() else None,
-            metadata=md, calibration=calibration_cards(hdul[0].header, himg))
+            metadata=md, calibration=calibration_cards(hdul[0].header, himg),
+            calibration_header=calibration_header(hdul[0].header, himg))
 
 
 def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, variance_kind="variance",
