@@ -27,9 +27,34 @@ REFERENCE = GaussianPsf(31, 31, 2.6)
 # -- reading a zero point ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("card", ["MAGZERO", "MAGZP", "MAGZPT", "PHOTZP"])
+@pytest.mark.parametrize("card", ["MAGZERO", "MAGZP", "PHOTZP"])
 def test_a_zero_point_card_is_the_magnitude_of_one_count(card):
     assert zero_point({"fitsHeader": fits.Header([(card, 26.25)])}) == (26.25, f"{card} = 26.25")
+
+
+def test_zero_points_of_a_count_rate_are_read_only_for_pixel_values_per_second():
+    """CASU's MAGZPT and HST's PHOTFNU are zero points of one count per second: for an image in counts they are off
+    by 2.5 log10(EXPTIME) (2.5 mag for 10 s), so they are read only when BUNIT is a rate."""
+    rate = 10 ** (-0.4 * 25.0) * 3631.0
+    assert zero_point({"fitsHeader": {"MAGZPT": 25.0}, "unit": "ELECTRONS/S"}) == (25.0, "MAGZPT = 25")
+    assert zero_point({"fitsHeader": {"PHOTFNU": rate}, "unit": "e-/s"})[0] == pytest.approx(25.0, abs=1e-12)
+    for unit, said in (("adu", "in 'adu'"), (None, "of unknown unit (no BUNIT)"), ("MJy/sr", "in 'MJy/sr'")):
+        md = {"fitsHeader": fits.Header([("MAGZPT", 25.0), ("PHOTFNU", rate)])}
+        if unit is not None:
+            md["unit"] = unit
+        with pytest.raises(InvalidInputError, match=rf"^v\.fits: its only zero points, MAGZPT = 25\.0, PHOTFNU = "
+                                                    rf".*, are of a count rate \(per second\), and its pixel values "
+                                                    rf"are {re.escape(said)}, not per second.*set MAGZERO to that "
+                                                    r"\(MAGZPT \+ 2\.5 \* log10\(EXPTIME\) for counts\)"):
+            zero_point(md, "v.fits")
+    # beside the zero point of the counts, a per-second one is no contradiction
+    md = {"fitsHeader": fits.Header([("MAGZERO", 27.5), ("MAGZPT", 25.0)]), "unit": "adu"}
+    assert zero_point(md) == (27.5, "MAGZERO = 27.5")
+    # and once on a target, it is left to rescale_calibration (it still describes a count rate), MAGZERO set
+    s = kernel_sum_for_zero_point(md, 28.0)[0]
+    rescale_calibration(md, s)
+    set_zero_point(md, 28.0)
+    assert md["fitsHeader"]["MAGZERO"] == 28.0 and md["fitsHeader"]["MAGZPT"] == pytest.approx(25.5, abs=1e-12)
 
 
 def test_flux_and_ab_calibrations_give_the_same_zero_point():
@@ -37,7 +62,8 @@ def test_flux_and_ab_calibrations_give_the_same_zero_point():
     exposure on zero point 26 all say 26: a source of 10**(0.4 * 26) counts is of magnitude 0."""
     z = 26.0
     assert zero_point({"fitsHeader": {"FLUXMAG0": 10 ** (0.4 * z)}})[0] == pytest.approx(z, abs=1e-12)
-    assert zero_point({"fitsHeader": {"PHOTFNU": 3631.0 * 10 ** (-0.4 * z)}})[0] == pytest.approx(z, abs=1e-12)
+    assert zero_point({"fitsHeader": {"PHOTFNU": 3631.0 * 10 ** (-0.4 * z)}, "unit": "ELECTRONS/S"})[0] == \
+        pytest.approx(z, abs=1e-12)
     assert zero_point({"photoCalib": {"calibrationMean": 3631e9 * 10 ** (-0.4 * z)}})[0] == pytest.approx(z,
                                                                                                        abs=1e-12)
     assert AB_NJY_ZERO_POINT == pytest.approx(31.4, abs=1e-3) and AB_JY_ZERO_POINT == pytest.approx(8.9, abs=1e-3)
@@ -56,10 +82,10 @@ def test_every_place_is_read_and_the_first_statement_wins():
 def test_photflam_alone_is_no_zero_point():
     """PHOTFLAM gives an ST magnitude (its AB one needs PHOTPLAM): not read, so an HST header with PHOTFNU too is
     not a contradiction, and one with PHOTFLAM alone has no zero point."""
-    assert zero_point({"fitsHeader": {"PHOTFLAM": 1.5e-19, "PHOTFNU": 3631.0 * 10 ** (-0.4 * 25.0)}})[0] == \
-        pytest.approx(25.0)
+    assert zero_point({"fitsHeader": {"PHOTFLAM": 1.5e-19, "PHOTFNU": 3631.0 * 10 ** (-0.4 * 25.0)},
+                       "unit": "ELECTRONS/S"})[0] == pytest.approx(25.0)
     with pytest.raises(InvalidInputError, match=r"x\.fits: no photometric zero point to scale from \(none of MAGZERO, "
-                                                r"MAGZP, MAGZPT, PHOTZP, FLUXMAG0 or PHOTFNU.*add its zero point to the "
+                                                r"MAGZP, PHOTZP or FLUXMAG0.*add its zero point to the "
                                                 r"header \(MAGZERO\), or give the kernelSum yourself \(run\(\.\.\., "
                                                 r"kernelSum=S\), psfmatch run --kernel-sum S\)"):
         zero_point({"fitsHeader": {"PHOTFLAM": 1.5e-19}, "photoCalib": {"calibrationErr": 0.1}}, "x.fits")

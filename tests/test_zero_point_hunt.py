@@ -82,6 +82,11 @@ def _plain_gz(path, cards):
     (lambda d: _plain_sci(d / "both.fits", [("MAGZERO", 25.0)], [("MAGZERO", 25.5)]), 25.0),
     (lambda d: _plain_gz(d / "plain.fits.gz", [("MAGZP", 24.0)]), 24.0),
     (lambda d: _plain_fz(d / "plain.fits.fz", [("MAGZERO", 24.5)]), 24.5),
+    # a drizzled HST-like image: PHOTFNU, read because its SCI extension's BUNIT is a rate
+    (lambda d: _plain_sci(d / "drz.fits", [], [("BUNIT", "ELECTRONS/S"), ("PHOTFNU", 3631.0 * 10 ** (-0.4 * 25.5))]),
+     25.5),
+    # a psfmatch file in a rate unit whose zero point is MAGZPT
+    (lambda d: _write(d / "rate.fits", {"unit": "DN/s", "fitsHeader": fits.Header([("MAGZPT", 23.0)])}), 23.0),
     # a psfmatch file whose zero point is its stored photoCalib (METADATA), compressed as fpack
     (lambda d: _write(d / "pm.fits.fz", {"photoCalib": {"calibrationMean": 3631e9 * 10 ** (-0.4 * 26.0)}}), 26.0),
 ])

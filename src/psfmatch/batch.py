@@ -2528,6 +2528,8 @@ class _InputGrid:
     calibration: object = None
     #: Its stored metadata (the psfmatch layout: a ``photoCalib``...), else empty.
     metadata: dict = field(default_factory=dict)
+    #: The image's unit (``BUNIT``), which the reader puts in ``metadata["unit"]``.
+    unit: str | None = None
 
     def calibration_metadata(self) -> dict:
         """Metadata holding its calibration as an exposure read from it holds it (a new dict each time)."""
@@ -2535,8 +2537,11 @@ class _InputGrid:
 
         from astropy.io import fits
 
-        return {**copy.deepcopy(self.metadata),
-                "fitsHeader": fits.Header() if self.calibration is None else self.calibration.copy()}
+        md = copy.deepcopy(self.metadata)
+        if self.unit is not None:
+            md.setdefault("unit", self.unit)
+        md["fitsHeader"] = fits.Header() if self.calibration is None else self.calibration.copy()
+        return md
 
 
 def _plain_image_hdu(hdul):
@@ -2579,7 +2584,7 @@ def _input_grid(path):
         try:
             info = read_exposure_info(path, psf=False, metadata=True)
             return _InputGrid(info.path, tuple(info.shape), tuple(info.xy0), info.wcs, tuple(info.mask_planes),
-                              info.calibration_header, dict(info.metadata))
+                              info.calibration_header, dict(info.metadata), info.unit)
         except UnsupportedFormatError:  # not psfmatch's or LSST's layout: a plain image, perhaps
             pass
         with open_fits(path, "exposure") as (hdul, _):
@@ -2594,9 +2599,15 @@ def _input_grid(path):
             return _InputGrid(os.fspath(path), (int(header["NAXIS2"]), int(header["NAXIS1"])),
                               tuple(_xy0_from_header(header, where)), _image_wcs(hdul, hdu, where)[0],
                               tuple(Mask(shape=(1, 1)).getMaskPlaneDict()),  # (matched with the default planes)
-                              calibration_header(*headers))
+                              calibration_header(*headers), unit=_header_unit(header))
     except Exception:  # unreadable: its match fails and is reported
         return None
+
+
+def _header_unit(header):
+    """``BUNIT`` of an image header as the reader takes it (stripped text; None when absent or blank)."""
+    text = str(header.get("BUNIT", "")).strip()
+    return text or None
 
 
 def _check_coadd_grid(paths, where, alternative):

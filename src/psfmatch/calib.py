@@ -42,13 +42,15 @@ SExtractor and SWarp's ``MAGZERO``; LSST ``lsst.afw.image.PhotoCalib``
 from __future__ import annotations
 
 import math
+import re
 
 from .errors import InvalidInputError
 from .geom import _finite_real
 
 __all__ = ["ZERO_POINT_CARDS", "FLUX_ZERO_POINT_CARDS", "INVERSE_SENSITIVITY_CARDS", "CALIBRATION_CARDS",
            "rescale_calibration", "calibration_cards", "zero_point", "kernel_sum_for_zero_point",
-           "set_zero_point", "calibration_header", "ZERO_POINT_TOLERANCE", "MAX_ZERO_POINT_SHIFT"]
+           "set_zero_point", "calibration_header", "is_rate_unit", "ZERO_POINT_TOLERANCE", "MAX_ZERO_POINT_SHIFT",
+           "RATE_ZERO_POINT_CARDS"]
 
 #: FITS cards holding a magnitude zero point: m = ZP - 2.5 log10(counts).
 ZERO_POINT_CARDS = ("MAGZERO", "MAGZP", "MAGZPT", "PHOTZP")
@@ -56,6 +58,9 @@ ZERO_POINT_CARDS = ("MAGZERO", "MAGZP", "MAGZPT", "PHOTZP")
 FLUX_ZERO_POINT_CARDS = ("FLUXMAG0",)
 #: FITS cards holding a flux density per count (rate).
 INVERSE_SENSITIVITY_CARDS = ("PHOTFLAM", "PHOTFNU")
+#: Zero points of a count rate in their usual conventions (CASU's ``MAGZPT``, HST's ``PHOTFNU``):
+#: :func:`zero_point` reads them only for pixel values per second.
+RATE_ZERO_POINT_CARDS = ("MAGZPT", "PHOTFNU")
 #: Every card :func:`rescale_calibration` rescales.
 CALIBRATION_CARDS = ZERO_POINT_CARDS + FLUX_ZERO_POINT_CARDS + INVERSE_SENSITIVITY_CARDS
 #: The entries of a ``photoCalib`` mapping that are fluxes per count.
@@ -245,13 +250,29 @@ def calibration_cards(*headers) -> dict:
     return found
 
 
-def _zero_point_rules() -> dict:
-    """Each card that states a zero point (the magnitude of one count), as a function of its value; None for a
-    value it cannot hold (not positive where a logarithm is taken)."""
-    rules = {name: (lambda v: v) for name in ZERO_POINT_CARDS}
+def _zero_point_rules(rate) -> dict:
+    """Each card that states a zero point of the pixel values (the magnitude of one unit), as a function of its
+    value (None for a value it cannot hold: not positive where a logarithm is taken); with ``rate`` (pixel values
+    per second) also the zero points of a count rate, :data:`RATE_ZERO_POINT_CARDS`."""
+    rules = {name: (lambda v: v) for name in ZERO_POINT_CARDS if name not in RATE_ZERO_POINT_CARDS}
     rules["FLUXMAG0"] = lambda v: 2.5 * math.log10(v) if v > 0 else None
-    rules["PHOTFNU"] = lambda v: AB_JY_ZERO_POINT - 2.5 * math.log10(v) if v > 0 else None
+    if rate:
+        rules["MAGZPT"] = lambda v: v
+        rules["PHOTFNU"] = lambda v: AB_JY_ZERO_POINT - 2.5 * math.log10(v) if v > 0 else None
     return rules
+
+
+_RATE = re.compile(r"(/|\bper)\s*(s|sec|second)\b|\bs(\^|\*\*)?-1\b", re.IGNORECASE)
+
+
+def is_rate_unit(unit) -> bool:
+    """Whether the image unit ``unit`` (a ``BUNIT`` text or an astropy unit) is per second: ``ELECTRONS/S``,
+    ``DN/s``, ``ct s-1``, ``counts per second`` (not ``MJy/sr``); False for None.
+
+    >>> is_rate_unit("ELECTRONS/S"), is_rate_unit("MJy/sr"), is_rate_unit("adu"), is_rate_unit(None)
+    (True, False, False, False)
+    """
+    return unit is not None and bool(_RATE.search(str(unit)))
 
 
 def _header_entries(header, label):
@@ -277,14 +298,20 @@ def zero_point(metadata: dict, where: str = "the exposure") -> tuple[float, str]
     Read from what :func:`rescale_calibration` rescales, in ``metadata`` (an
     exposure's, ``exposure.getMetadata()``):
 
-    - ``MAGZERO``, ``MAGZP``, ``MAGZPT``, ``PHOTZP``: :math:`Z`, as written;
+    - ``MAGZERO``, ``MAGZP``, ``PHOTZP``: :math:`Z`, as written;
     - ``FLUXMAG0`` (counts of a zeroth-magnitude source): :math:`Z = 2.5 \\log_{10} c_0`;
-    - ``PHOTFNU`` (Jy per count rate): :math:`Z = 2.5 \\log_{10}(3631 / f)`, AB;
     - ``photoCalib``'s ``calibrationMean`` (nJy per count): :math:`Z = 2.5 \\log_{10}(3631 \\times 10^9 / C)`, AB;
+    - only for pixel values per second (``metadata["unit"]``, the image's ``BUNIT``,
+      a rate such as ``ELECTRONS/S``): ``MAGZPT`` (CASU's VISTA/UKIDSS zero point, of
+      one count per second) and ``PHOTFNU`` (HST: Jy per count rate),
+      :math:`Z = 2.5 \\log_{10}(3631 / f)`, AB;
 
     in ``metadata["fitsHeader"]`` (every card of a repeated keyword) and among the
-    metadata's own entries (blind to case).  ``PHOTFLAM`` is not used: it gives an
-    ST magnitude, which another card of the same file (``PHOTFNU``, AB) would contradict.
+    metadata's own entries (blind to case).  A zero point of a count rate does not
+    describe pixel values in counts (it differs from theirs by :math:`2.5 \\log_{10}`
+    of the exposure time), so ``MAGZPT`` and ``PHOTFNU`` are not read for them, nor
+    for an image of unknown unit.  ``PHOTFLAM`` is not used: it gives an ST
+    magnitude, which another card of the same file (``PHOTFNU``, AB) would contradict.
 
     Parameters
     ----------
@@ -319,7 +346,7 @@ def zero_point(metadata: dict, where: str = "the exposure") -> tuple[float, str]
     if not isinstance(metadata, dict):
         raise InvalidInputError(f"{where}: its metadata must be a dict to read a zero point from; got "
                                 f"{type(metadata).__name__}")
-    rules = _zero_point_rules()
+    rules = _zero_point_rules(is_rate_unit(metadata.get("unit")))
     entries = []
     header = metadata.get("fitsHeader")
     if header is not None:
@@ -331,9 +358,11 @@ def zero_point(metadata: dict, where: str = "the exposure") -> tuple[float, str]
         entries += found
     entries += [e for e in _header_entries({k: v for k, v in metadata.items()
                                             if k not in ("fitsHeader", "photoCalib")}, "metadata[{key!r}]")]
-    statements, bad = [], []
+    statements, bad, per_second = [], [], []
     for label, name, value in entries:
         if name not in rules:
+            if name in RATE_ZERO_POINT_CARDS:
+                per_second.append(f"{label} = {value!r}")
             continue
         zp = rules[name](float(value)) if _finite_real(value) else None
         if zp is None:
@@ -352,11 +381,19 @@ def zero_point(metadata: dict, where: str = "the exposure") -> tuple[float, str]
         raise InvalidInputError(
             f"{where}: its zero point cannot be read from {', '.join(bad)} (a finite number is needed, positive for "
             "FLUXMAG0, PHOTFNU and calibrationMean); correct the card, or " + _OWN_KERNEL_SUM)
+    if not statements and per_second:
+        unit = metadata.get("unit")
+        raise InvalidInputError(
+            f"{where}: its only zero points, {', '.join(per_second)}, are of a count rate (per second), and its "
+            f"pixel values are {'in ' + repr(str(unit)) if unit is not None else 'of unknown unit (no BUNIT)'}, "
+            "not per second: they differ from the zero point of its pixel values by 2.5 log10 of the exposure "
+            "time; set MAGZERO to that (MAGZPT + 2.5 * log10(EXPTIME) for counts), or BUNIT to the rate the pixels "
+            "are in, or " + _OWN_KERNEL_SUM)
     if not statements:
         raise InvalidInputError(
-            f"{where}: no photometric zero point to scale from (none of {', '.join(ZERO_POINT_CARDS)}, FLUXMAG0 or "
-            "PHOTFNU in its header, nor a photoCalib with calibrationMean); add its zero point to the header "
-            "(MAGZERO), or " + _OWN_KERNEL_SUM)
+            f"{where}: no photometric zero point to scale from (none of MAGZERO, MAGZP, PHOTZP or FLUXMAG0 in its "
+            "header, nor a photoCalib with calibrationMean; MAGZPT or PHOTFNU for pixel values per second); add "
+            "its zero point to the header (MAGZERO), or " + _OWN_KERNEL_SUM)
     values = [zp for zp, _ in statements]
     if max(values) - min(values) > ZERO_POINT_TOLERANCE:
         said = "; ".join(f"{text} (zero point {zp:.4f})" for zp, text in statements)
@@ -426,10 +463,11 @@ def set_zero_point(metadata: dict, target: float) -> list[str]:
     a ``MAGZERO`` rounded to 3 decimals beside an exact ``FLUXMAG0``).  Exposures
     brought to one zero point must carry identical cards to be coadded, so each
     statement is set from ``target``: the zero-point cards to ``target``,
-    ``FLUXMAG0`` to :math:`10^{0.4 Z_t}`, ``PHOTFNU`` to
-    :math:`3631 \\times 10^{-0.4 Z_t}` Jy and ``photoCalib``'s ``calibrationMean`` to
-    :math:`3631 \\times 10^{9 - 0.4 Z_t}` nJy.  ``calibrationErr`` and ``PHOTFLAM``
-    are left to :func:`rescale_calibration`.  A header without ``MAGZERO`` gains
+    ``FLUXMAG0`` to :math:`10^{0.4 Z_t}`, ``photoCalib``'s ``calibrationMean`` to
+    :math:`3631 \\times 10^{9 - 0.4 Z_t}` nJy and, for pixel values per second
+    (:func:`is_rate_unit`), ``PHOTFNU`` to :math:`3631 \\times 10^{-0.4 Z_t}` Jy.
+    ``calibrationErr``, ``PHOTFLAM`` and, for other pixel values, the zero points
+    of a count rate (``MAGZPT``, ``PHOTFNU``) are left to :func:`rescale_calibration`.  A header without ``MAGZERO`` gains
     ``MAGZERO = target`` (a ``fitsHeader`` is made when there is none), so that
     exposures that stated their zero points in different cards (one ``MAGZERO``,
     another ``FLUXMAG0``, another a ``photoCalib``) share one card once on ``target``.
@@ -443,9 +481,10 @@ def set_zero_point(metadata: dict, target: float) -> list[str]:
     from astropy.io import fits
 
     t = float(target)
-    exact = {name: t for name in ZERO_POINT_CARDS}
+    exact = {name: t for name in _zero_point_rules(is_rate_unit(metadata.get("unit")))}  # (what zero_point reads)
     exact["FLUXMAG0"] = 10.0 ** (0.4 * t)
-    exact["PHOTFNU"] = 10.0 ** (0.4 * (AB_JY_ZERO_POINT - t))
+    if "PHOTFNU" in exact:
+        exact["PHOTFNU"] = 10.0 ** (0.4 * (AB_JY_ZERO_POINT - t))
     changed = []
 
     def put(value, new, what):

@@ -854,8 +854,8 @@ def add_flux_scale_options(p):
                             "calibration cards (MAGZERO, FLUXMAG0...) follow")
     scale.add_argument("--zero-point", type=_finite_float, default=None, metavar="ZP",
                        help="put the matched exposure on the zero point ZP (magnitudes) instead: S = 10**(0.4 * (ZP "
-                            "- its own zero point)), read from MAGZERO, MAGZP, MAGZPT, PHOTZP, FLUXMAG0, PHOTFNU or a "
-                            "stored photoCalib")
+                            "- its own zero point)), read from MAGZERO, MAGZP, PHOTZP, FLUXMAG0 or a stored photoCalib "
+                            "(MAGZPT or PHOTFNU for pixel values per second, BUNIT a rate)")
 
 
 def _parser():

@@ -242,8 +242,9 @@ class ModelPsfMatchTask:
         zeroPoint : float, optional
             Put the matched exposure on this photometric zero point (magnitudes)
             instead of giving ``kernelSum``: the exposure's own zero point ``Z``
-            is read from its metadata (``MAGZERO``, ``FLUXMAG0``, ``photoCalib``...:
-            :func:`psfmatch.calib.zero_point`) and ``kernelSum`` is
+            is read from its metadata (``MAGZERO``, ``FLUXMAG0``, ``photoCalib``...;
+            ``MAGZPT`` and ``PHOTFNU``, zero points of a count rate, only for pixel
+            values per second: :func:`psfmatch.calib.zero_point`) and ``kernelSum`` is
             ``10**(0.4 * (zeroPoint - Z))``.  Every card of the output that states a
             zero point then states ``zeroPoint`` exactly
             (:func:`psfmatch.calib.set_zero_point`); ``metadata["zeroPoint"]`` records
