@@ -380,3 +380,36 @@ def test_cli_batch_zero_point_and_its_early_coadd_check(client, tmp_path, capsys
                        "--scheduler", client.scheduler.address], capsys)
     assert rc == 1 and f"--zero-point 27.0: the zero point of 1 of 2 input(s) cannot be read" in err
     assert not (tmp_path / "o2").exists()
+
+
+def test_an_nddata_meta_zero_point_gets_no_second_magzero():
+    """An NDData's dict meta states MAGZERO among the metadata's own entries: set_zero_point sets it and adds no
+    header card beside it (a CCDData would carry MAGZERO twice)."""
+    md = {"MAGZERO": 25.0, "unit": "adu"}
+    rescale_calibration(md, kernel_sum_for_zero_point(md, 27.0)[0])
+    assert set_zero_point(md, 27.0) == [] and md["MAGZERO"] == pytest.approx(27.0, abs=1e-12)
+    assert "fitsHeader" not in md
+
+
+def test_zero_points_of_a_count_rate_do_not_decide_a_coadd_of_counts(tmp_path):
+    """Exposures in counts of 10 s and 20 s on one flux scale (MAGZERO 27) carry CASU-style MAGZPT 24.5 and
+    25.25 (per second): the coadd must not take those for two flux scales, and keeps no MAGZPT; in a rate unit
+    the same cards are zero points of the pixel values, and differing ones are refused, early as at the coadd."""
+    from psfmatch.batch import _check_batch_calibration, coadd
+
+    def write(name, magzpt, unit):
+        path = str(tmp_path / name)
+        h = fits.Header([("MAGZERO", 27.0), ("MAGZPT", magzpt)])
+        _star_exposure({"fitsHeader": h, "unit": unit}, n=32).writeFits(path)
+        return path
+
+    counts = [write("a.fits", 24.5, "adu"), write("b.fits", 25.25, "adu")]
+    _check_batch_calibration(counts, "--coadd c.fits", require_same=True)
+    co = Exposure.readFits(coadd(counts, str(tmp_path / "c.fits"), require_same_psf=False).output)
+    assert co.metadata["fitsHeader"]["MAGZERO"] == 27.0 and "MAGZPT" not in co.metadata["fitsHeader"]
+    rates = [write("r1.fits", 24.5, "adu/s"), write("r2.fits", 25.25, "adu/s")]
+    with pytest.raises(InvalidInputError, match=r"--coadd c2\.fits: input .*r2\.fits would be matched with MAGZPT = "
+                                                r"25\.25 and .*r1\.fits with 24\.5"):
+        _check_batch_calibration(rates, "--coadd c2.fits", require_same=True)
+    with pytest.raises(InvalidInputError, match=r"coadd input .*r2\.fits has MAGZPT = 25\.25 and .*r1\.fits has 24\.5"):
+        coadd(rates, str(tmp_path / "c2.fits"), require_same_psf=False)

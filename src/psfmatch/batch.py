@@ -121,7 +121,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .calib import CALIBRATION_CARDS, PHOTO_CALIB_KEYS, ZERO_POINT_CARDS
+from .calib import CALIBRATION_CARDS, PHOTO_CALIB_KEYS, RATE_ZERO_POINT_CARDS, ZERO_POINT_CARDS, is_rate_unit
 from .config import ModelPsfMatchConfig
 from .errors import (GridMismatchError, InvalidInputError, MissingDependencyError, PsfMatchError,
                      SchedulerUnreachableError, UnsupportedFormatError)
@@ -2409,7 +2409,7 @@ _ZERO_POINT_REMEDY = ("put every exposure on one zero point while matching it (m
                       "without a calibration")
 
 
-def _common_calibration(cals, required, early=None) -> dict:
+def _common_calibration(cals, required, early=None, rates=True) -> dict:
     """The calibration every coadd input carries with one value (:func:`coadd`'s header and metadata), by name:
     the cards of :data:`psfmatch.calib.CALIBRATION_CARDS` and ``"photoCalib calibrationMean"``-style entries.
 
@@ -2422,6 +2422,11 @@ def _common_calibration(cals, required, early=None) -> dict:
     early : str, optional
         What asks, when the calibrations are those the inputs' matched files will have, checked before any
         match (``"--coadd coadd.fits"``): only a conflict is looked for, and its message says so.
+    rates : bool
+        Whether every input's pixel values are per second (:func:`psfmatch.calib.is_rate_unit`).  If not,
+        the zero points of a count rate (``MAGZPT``, ``PHOTFNU``) say nothing of the pixels' flux scale
+        (exposures of different lengths on one scale have different ones): they are not compared, and kept
+        only when every input has the same.
 
     Raises
     ------
@@ -2434,7 +2439,7 @@ def _common_calibration(cals, required, early=None) -> dict:
         ref_path, ref_value = carriers[0]
         odd = next(((path, value) for path, value in carriers[1:]
                     if not _same_calibration_value(name, value, ref_value)), None)
-        if odd is not None and name in _UNCOMPARED_CALIBRATION:
+        if odd is not None and (name in _UNCOMPARED_CALIBRATION or (not rates and name in RATE_ZERO_POINT_CARDS)):
             if early is None:
                 log.info("coadd inputs %s and %s have %s %r and %r: the coadd gets none", odd[0], ref_path, name,
                          odd[1], ref_value)
@@ -2679,9 +2684,10 @@ def _check_batch_calibration(grids, where, *, zero_point=None, kernel_sum=1.0, r
     from .calib import calibration_cards, kernel_sum_for_zero_point, rescale_calibration, set_zero_point
 
     grids = [g for g in (_input_grid(g) if isinstance(g, (str, os.PathLike)) else g for g in grids) if g is not None]
-    cals, unreadable = [], []
+    cals, unreadable, units = [], [], []
     for g in grids:
         md = g.calibration_metadata()
+        units.append(md.get("unit"))
         factor = kernel_sum
         if zero_point is not None:
             try:
@@ -2701,7 +2707,7 @@ def _check_batch_calibration(grids, where, *, zero_point=None, kernel_sum=1.0, r
             f"was matched: {unreadable[0]}" + (f" (and {len(unreadable) - 1} more like it)" if len(unreadable) > 1
                                                else "") + "; or leave them out of the batch")
     if require_same:
-        _common_calibration(cals, True, early=where)
+        _common_calibration(cals, True, early=where, rates=all(is_rate_unit(unit) for unit in units))
 
 
 def _psf_differs(a, b, position) -> str | None:
@@ -3139,7 +3145,8 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
                 f"coadd input {inp.path} has image unit (BUNIT) {_unit_text(inp.unit)} and {first.path} has "
                 f"{_unit_text(first.unit)}: the coadd would average pixels in different units; bring the inputs "
                 "to one unit (calibrate them) first")
-    calibration = _common_calibration([(inp.path, _calibration_of(inp)) for inp in inputs], require_same_calibration)
+    calibration = _common_calibration([(inp.path, _calibration_of(inp)) for inp in inputs], require_same_calibration,
+                                      rates=all(is_rate_unit(inp.unit) for inp in inputs))
     known = set().union(*(inp.mask_planes for inp in inputs))
     unknown = [p for p in exclude_planes if p != "NO_DATA" and p not in known]
     if unknown:

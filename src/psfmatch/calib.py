@@ -467,9 +467,10 @@ def set_zero_point(metadata: dict, target: float) -> list[str]:
     :math:`3631 \\times 10^{9 - 0.4 Z_t}` nJy and, for pixel values per second
     (:func:`is_rate_unit`), ``PHOTFNU`` to :math:`3631 \\times 10^{-0.4 Z_t}` Jy.
     ``calibrationErr``, ``PHOTFLAM`` and, for other pixel values, the zero points
-    of a count rate (``MAGZPT``, ``PHOTFNU``) are left to :func:`rescale_calibration`.  A header without ``MAGZERO`` gains
-    ``MAGZERO = target`` (a ``fitsHeader`` is made when there is none), so that
-    exposures that stated their zero points in different cards (one ``MAGZERO``,
+    of a count rate (``MAGZPT``, ``PHOTFNU``) are left to :func:`rescale_calibration`.
+    A header without ``MAGZERO`` gains ``MAGZERO = target`` (a ``fitsHeader`` is made
+    when there is none; not where the metadata's own entries hold a ``MAGZERO``, as
+    an NDData ``meta`` does), so that exposures that stated their zero points in different cards (one ``MAGZERO``,
     another ``FLUXMAG0``, another a ``photoCalib``) share one card once on ``target``.
 
     Returns
@@ -508,6 +509,8 @@ def set_zero_point(metadata: dict, target: float) -> list[str]:
     if isinstance(calib, dict) and "calibrationMean" in calib:
         calib["calibrationMean"] = put(calib["calibrationMean"], 10.0 ** (0.4 * (AB_NJY_ZERO_POINT - t)),
                                        "photoCalib calibrationMean")
+    if any(str(key).upper() == "MAGZERO" for key in metadata.keys() if key not in ("fitsHeader", "photoCalib")):
+        return changed  # (the metadata's own MAGZERO states it: an NDData meta gets no second one)
     if header is None:
         header = metadata["fitsHeader"] = fits.Header()
     if isinstance(header, fits.Header):
