@@ -5,6 +5,16 @@ import os
 import numpy as np
 import pytest
 
+try:  # the property tests' examples: the same on every run (CI must not turn red on a draw), unless asked
+    from hypothesis import settings as _hypothesis_settings
+
+    _hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+    _hypothesis_settings.register_profile("explore", derandomize=False)
+    # HYPOTHESIS_PROFILE=explore draws new examples each run (and keeps failures in .hypothesis/): a search for bugs
+    _hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # (hypothesis is in the test extras; the tests that use it import it themselves)
+    pass
+
 SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 
 

@@ -784,3 +784,25 @@ def test_a_delta_function_trial_is_skipped_only_where_it_cannot_change_the_choic
     # a negative trial within the floor that sorts first could be passed over or not depending on the DF trial
     done = [res("AL", 17, 0.8e-6, 0.3), res("AL", 21, 0.5e-6)]
     assert ak._floor_reached(done, 21, 0, max_noise, floor, tol) is None
+
+
+def test_psfs_too_narrow_to_measure_anywhere_keep_the_configured_kernel():
+    """An elongated science PSF of sigma 0.6 px (0.44 px along its minor axis) and a 1 px reference: their adaptive
+    moments fail at every position, so the kernel's width is unknown; the automatic mode crashed with an untyped
+    ValueError (math.ceil of NaN, found by the property test of test_robustness_core).  It now says so and fits
+    the configured kernel."""
+    bbox = Box2I((0, 0), (24, 24))
+    psf = VariableGaussianPsf(7, 7, bbox, sigma=[0.6, 0.06, 0.0], e1=[0.263671875])
+    config = ModelPsfMatchConfig()
+    config.kernel.active.kernelSize = 3
+    config.kernel.active.spatialKernelOrder = 0
+    config.doAutoPadPsf = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = ModelPsfMatchTask(config=config).run(Exposure(np.ones((24, 24), np.float32), psf=psf),
+                                                      GaussianPsf(9, 9, 1.0))
+    auto = result.metadata["autoKernel"]
+    assert auto["note"].startswith("the kernel's width could not be measured at any position")
+    assert auto["kernelSigma"] is None and json.dumps(auto)  # (no NaN in the record)
+    assert result.psfMatchingKernel.getWidth() == 3
+    assert result.psfMatchingKernel.computeImage((12, 12)).sum() == pytest.approx(1.0, abs=1e-7)

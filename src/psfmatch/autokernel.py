@@ -387,9 +387,17 @@ class AutoKernelChoice:
 def _kernel_widths(survey: PsfSurvey):
     """(median determinant radius, worst major-axis sigma, Gaussian noise reference) of ``C_ref - C_sci``.
 
-    Negative eigenvalues (deconvolution) are clipped to 0 and the widths floored at 0.5 px.
+    Negative eigenvalues (deconvolution) are clipped to 0 and the widths floored at 0.5 px.  The positions
+    whose survey is ``ok`` are used, else every position measured; NaN for all three when the moments
+    failed everywhere (PSFs narrower than about 0.8 px sigma along an axis).
     """
-    C = survey.kernel_covariances()[survey.ok] if np.any(survey.ok) else survey.kernel_covariances()
+    C = survey.kernel_covariances()
+    measured = np.isfinite(C).all(axis=(1, 2))
+    use = measured & np.asarray(survey.ok, bool)
+    use = use if use.any() else measured
+    if not use.any():
+        return math.nan, math.nan, math.nan
+    C = C[use]
     w = np.clip(np.linalg.eigvalsh(C), 0.0, None)  # (n, 2) ascending
     det_r = np.where(w[:, 0] > 0, np.sqrt(np.sqrt(w[:, 0] * w[:, 1])), np.sqrt(0.5 * (w[:, 0] + w[:, 1])))
     s = max(float(np.median(det_r)), _MIN_SIGMA)
@@ -985,7 +993,11 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
     constant = survey.constant
     s_med, s_big, g_ref = _kernel_widths(survey)
     keep = None
-    if free["families"] == ("DF",) and not constant:
+    if not math.isfinite(s_big):
+        keep = ("the kernel's width could not be measured at any position (the adaptive moments of the PSFs failed: "
+                "narrower than about 0.8 px sigma along an axis, or without a clear core): the configured kernel is "
+                "used")
+    elif free["families"] == ("DF",) and not constant:
         # a spatial delta-function model has (k^2 - 1) x n_s unknowns: trials would cost far more than the fit
         keep = ("kernel.name = 'DF' on a spatially varying field: the configured delta-function kernel is used "
                 "(delta-function trials are made only for matches that are the same over the field)")
@@ -1000,8 +1012,9 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
         res = TrialResult(trial, note=note)
         cfg = config.copy()
         cfg.autoKernel = False
-        md = {"chosen": res.to_dict(), "note": note, "trials": [], "kernelSigma": s_med,
-              "kernelSigmaMajorWorst": s_big, "constantMatch": bool(constant),
+        md = {"chosen": res.to_dict(), "note": note, "trials": [],
+              "kernelSigma": s_med if math.isfinite(s_med) else None,
+              "kernelSigmaMajorWorst": s_big if math.isfinite(s_big) else None, "constantMatch": bool(constant),
               "free": {k: (list(v) if isinstance(v, tuple) else v) for k, v in free.items()},
               "time": time.perf_counter() - t0}
         return AutoKernelChoice(trial, res, cfg, [], md)
