@@ -302,6 +302,7 @@ def test_match_many_on_one_zero_point_gives_a_coadd_with_it(client, tmp_path):
                          require_same_calibration=True)
     assert reports.ok and reports.settings["zeroPoint"] == 27.0
     assert [r.kernel_sum for r in reports] == pytest.approx([10 ** 0.8, 10 ** 0.2], rel=1e-12)
+    assert "kernelSum 6.30957)" in reports[0].line() and "kernelSum 1.58489)" in reports[1].line()
     for r in reports:
         header = fits.getheader(r.output)
         assert header["MAGZERO"] == 27.0

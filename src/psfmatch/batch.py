@@ -300,6 +300,8 @@ class ExposureReport:
             extra += f", aperture flux {max(aperture):.1e}"
         if q.get("flags"):
             extra += f", flags {','.join(q['flags'])}"
+        if self.kernel_sum is not None and self.kernel_sum != 1.0:  # (a zero point's, or --kernel-sum's)
+            extra += f", kernelSum {self.kernel_sum:.6g}"
         t = self.timings.get("total")
         tt = f" in {t:.1f} s" if t is not None else ""
         return f"{self.status:8s} {name}{tt} ({self.reason}{extra})"
