@@ -1034,7 +1034,8 @@ def choose_kernel(config, survey: PsfSurvey, science_psf, reference_psf, cell_se
 
     # kernel sizes: the ladder, limited by the exposure (the output border) and the padding rules
     w, h = bbox.getWidth(), bbox.getHeight()
-    k_exposure = 2 * ((min(w, h) - 1) // 2) - 1  # 2 * (k // 2) < min(w, h)
+    # one odd size below the largest the task accepts (2 * (k // 2) < min(w, h)): 17 px on a 20 px exposure
+    k_exposure = 2 * ((min(w, h) - 1) // 2) - 1
     # up to the science stamp or the configured size, and one step (x 1.4) past the 6 sigma the kernel's
     # width needs (a broad reference: sigma_k 4.7 px needs 31 px; capped at 21 it left a 2% residual)
     k_needed = _odd(2 * math.ceil(3 * s_big) + 1)
