@@ -2697,9 +2697,7 @@ def _check_batch_calibration(grids, where, *, zero_point=None, kernel_sum=1.0, r
             except InvalidInputError as exc:
                 unreadable.append(str(exc))
                 continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # (matching warns of what it cannot rescale; here it is only compared)
-            rescale_calibration(md, factor)
+        rescale_calibration(md, factor)  # (what it cannot rescale is returned, not warned of: only compared here)
         if zero_point is not None:
             set_zero_point(md, zero_point)
         cals.append((g.path, _calibration_entries(calibration_cards(md["fitsHeader"]), md)))
