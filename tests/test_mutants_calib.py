@@ -75,17 +75,20 @@ def test_statements_of_one_zero_point_agree_to_a_thousandth_of_a_magnitude():
         zero_point({"fitsHeader": far}, "f.fits")
 
 
-def test_a_shift_of_exactly_fifty_magnitudes_is_allowed_and_more_is_refused():
-    """"More than MAX_ZERO_POINT_SHIFT (50) magnitudes" is refused: 50 itself gives kernelSum 1e20; 50.01 and 60 are
-    refused, either way.  (Mutants: ``abs(shift) < 50``; a limit of 100.)"""
-    assert MAX_ZERO_POINT_SHIFT == 50.0
+def test_a_shift_of_exactly_forty_magnitudes_is_allowed_and_more_is_refused():
+    """"More than MAX_ZERO_POINT_SHIFT (40) magnitudes" is refused: 40 itself gives kernelSum 1e16 (1e-16 the other
+    way, whose square still holds in float32); 40.01 and 60 are refused, either way.  (Mutants: ``abs(shift) < 40``;
+    a limit of 100.)"""
+    assert MAX_ZERO_POINT_SHIFT == 40.0
     md = {"fitsHeader": {"MAGZERO": 25.0}}
-    s, zp, _ = kernel_sum_for_zero_point(md, 75.0)
-    assert zp == 25.0 and s == pytest.approx(1e20, rel=1e-12)
-    assert kernel_sum_for_zero_point(md, -25.0)[0] == pytest.approx(1e-20, rel=1e-12)
-    for target, said in ((75.01, r"\+50\.01"), (85.0, r"\+60"), (-35.0, r"-60")):
+    s, zp, _ = kernel_sum_for_zero_point(md, 65.0)
+    assert zp == 25.0 and s == pytest.approx(1e16, rel=1e-12)
+    low = kernel_sum_for_zero_point(md, -15.0)[0]
+    assert low == pytest.approx(1e-16, rel=1e-12) and np.float32(low) ** 2 > np.finfo(np.float32).tiny
+    for target, said in ((65.01, r"\+40\.01"), (85.0, r"\+60"), (-35.0, r"-60")):
         with pytest.raises(InvalidInputError, match=rf"^e\.fits: the zero point to scale to, {target:g}, is {said} "
-                                                    r"mag from its own, 25\.0000 \(MAGZERO = 25\).*beyond the 50 mag"):
+                                                    r"mag from its own, 25\.0000 \(MAGZERO = 25\).*beyond the 40 mag "
+                                                    r"\(a factor 1e\+16\)"):
             kernel_sum_for_zero_point(md, target, "e.fits")
 
 

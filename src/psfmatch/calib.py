@@ -73,9 +73,10 @@ AB_JY_ZERO_POINT = 2.5 * math.log10(3631.0)
 #: :func:`zero_point` takes for one value (cards rounded to 3 decimals differ by up to 5e-4).
 ZERO_POINT_TOLERANCE = 1e-3
 #: Largest difference (magnitudes) between a target zero point and an exposure's that
-#: :func:`kernel_sum_for_zero_point` turns into a kernelSum (a factor of 1e20 either way): zero points of
-#: real instruments differ by far less, and a larger scale over- or underflows the float32 planes.
-MAX_ZERO_POINT_SHIFT = 50.0
+#: :func:`kernel_sum_for_zero_point` turns into a kernelSum (a factor of 1e16 either way): zero points of
+#: real instruments differ by far less, and a scale beyond about 1e-19 underflows the float32 variance
+#: (``s**2 V`` below float32's smallest normal number, 1.2e-38).
+MAX_ZERO_POINT_SHIFT = 40.0
 #: The remedy for an exposure whose zero point cannot be read.
 _OWN_KERNEL_SUM = "give the kernelSum yourself (run(..., kernelSum=S), psfmatch run --kernel-sum S)"
 
@@ -450,7 +451,7 @@ def kernel_sum_for_zero_point(metadata: dict, target: float, where: str = "the e
         raise InvalidInputError(
             f"{where}: the zero point to scale to, {float(target):g}, is {shift:+.4g} mag from its own, {zp:.4f} "
             f"({source}): a kernelSum of 10**(0.4 * {shift:.4g}), beyond the {MAX_ZERO_POINT_SHIFT:g} mag (a factor "
-            "1e20) psfmatch applies; give the zero point in magnitudes, as the exposure's")
+            f"{10 ** (0.4 * MAX_ZERO_POINT_SHIFT):.0e}) psfmatch applies; give the zero point in magnitudes, as the exposure's")
     return 10.0 ** (0.4 * shift), zp, source
 
 
