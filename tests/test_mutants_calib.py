@@ -234,8 +234,9 @@ def test_an_lsst_style_files_calibration_is_read_as_the_reader_keeps_it(tmp_path
 
 def test_a_blank_bunit_is_no_unit_in_the_early_check_as_in_the_worker(tmp_path):
     """A plain image whose BUNIT is blank and whose only zero point is of a count rate: the early check refuses it
-    as the worker does, saying its unit is unknown.  (Mutant: _header_unit giving '' for a blank BUNIT.)"""
-    from psfmatch.batch import _check_batch_calibration, _header_unit
+    as the worker does, saying its unit is unknown.  (Mutant: the BUNIT reader giving '' for a blank BUNIT.)"""
+    from psfmatch.batch import _check_batch_calibration
+    from psfmatch.io.fits import header_unit as _header_unit
     from psfmatch.io import read_exposure
 
     path = str(tmp_path / "blank.fits")

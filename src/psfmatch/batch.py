@@ -2585,7 +2585,7 @@ def _input_grid(path):
     """
     from .calib import calibration_header
     from .io import read_exposure_info
-    from .io.fits import _image_wcs, _xy0_from_header, open_fits
+    from .io.fits import _image_wcs, _xy0_from_header, header_unit, open_fits
 
     try:
         try:
@@ -2606,15 +2606,9 @@ def _input_grid(path):
             return _InputGrid(os.fspath(path), (int(header["NAXIS2"]), int(header["NAXIS1"])),
                               tuple(_xy0_from_header(header, where)), _image_wcs(hdul, hdu, where)[0],
                               tuple(Mask(shape=(1, 1)).getMaskPlaneDict()),  # (matched with the default planes)
-                              calibration_header(*headers), unit=_header_unit(header))
+                              calibration_header(*headers), unit=header_unit(header))
     except Exception:  # unreadable: its match fails and is reported
         return None
-
-
-def _header_unit(header):
-    """``BUNIT`` of an image header as the reader takes it (stripped text; None when absent or blank)."""
-    text = str(header.get("BUNIT", "")).strip()
-    return text or None
 
 
 def _check_coadd_grid(paths, where, alternative):

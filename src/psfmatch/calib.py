@@ -151,23 +151,13 @@ def _rescale_header(header, factor, changed, left) -> None:
     or a mapping of cards (values, or ``(value, comment)`` pairs); anything else is reported in ``left``."""
     from astropy.io import fits
 
-    if isinstance(header, fits.Header):
-        rules = _rules(factor)
-        before = len(changed)
-        for i, card in enumerate(header.cards):
-            name = str(card.keyword).upper()
-            if name not in rules:
-                continue
-            new = _rescaled(card.value, rules[name], name, changed, left)
-            if new is not None:
-                header[i] = new  # (the card's comment is kept)
-        if len(changed) > before:
-            header.add_history(f"psfmatch: pixel values x {factor:.6g} (kernelSum); calibration rescaled")
-    elif isinstance(header, dict) or (hasattr(header, "keys") and hasattr(header, "__setitem__")):
-        _rescale_mapping(header, factor, changed, left, "{name}")
-    else:
+    rules = _rules(factor)
+    before = len(changed)
+    if not _update_cards(header, rules, lambda name, value, what: _rescaled(value, rules[name], what, changed, left)):
         left.append(f"metadata['fitsHeader'] ({type(header).__name__}: neither a FITS Header nor a mapping of "
                     "cards, so its zero points, if any, could not be read)")
+    elif isinstance(header, fits.Header) and len(changed) > before:
+        header.add_history(f"psfmatch: pixel values x {factor:.6g} (kernelSum); calibration rescaled")
 
 
 def _rescale_mapping(cards, factor, changed, left, label, skip=()) -> None:
@@ -176,6 +166,25 @@ def _rescale_mapping(cards, factor, changed, left, label, skip=()) -> None:
     rules = _rules(factor)
     _update_mapping(cards, rules, lambda name, value, what: _rescaled(value, rules[name], what, changed, left),
                     label, skip)
+
+
+def _update_cards(header, names, update) -> bool:
+    """:func:`_update_mapping` on a ``fitsHeader``: an astropy Header (every card of a repeated keyword, its
+    comment kept) or a mapping of cards; False, with nothing changed, for anything else."""
+    from astropy.io import fits
+
+    if isinstance(header, fits.Header):
+        for i, card in enumerate(header.cards):
+            name = str(card.keyword).upper()
+            if name in names:
+                new = update(name, card.value, name)
+                if new is not None:
+                    header[i] = new
+        return True
+    if isinstance(header, dict) or (hasattr(header, "keys") and hasattr(header, "__setitem__")):
+        _update_mapping(header, names, update, "{name}")
+        return True
+    return False
 
 
 def _update_mapping(cards, names, update, label, skip=()) -> None:
@@ -241,13 +250,8 @@ def calibration_cards(*headers) -> dict:
         found in several headers takes the first header's value.
     """
     found = {}
-    for header in headers:
-        if header is None:
-            continue
-        for card in header.cards:
-            name = str(card.keyword).upper()
-            if name in CALIBRATION_CARDS and name not in found:
-                found[name] = card.value
+    for card in calibration_header(*headers).cards:
+        found.setdefault(card.keyword, card.value)
     return found
 
 
@@ -357,8 +361,8 @@ def zero_point(metadata: dict, where: str = "the exposure") -> tuple[float, str]
                                     "Header nor a mapping of cards, so its zero point cannot be read; "
                                     + _OWN_KERNEL_SUM)
         entries += found
-    entries += [e for e in _header_entries({k: v for k, v in metadata.items()
-                                            if k not in ("fitsHeader", "photoCalib")}, "metadata[{key!r}]")]
+    entries += _header_entries({k: v for k, v in metadata.items() if k not in ("fitsHeader", "photoCalib")},
+                               "metadata[{key!r}]")
     statements, bad, per_second = [], [], []
     for label, name, value in entries:
         if name not in rules:
@@ -498,13 +502,8 @@ def set_zero_point(metadata: dict, target: float) -> list[str]:
         return put(value, exact[name], what)
 
     header = metadata.get("fitsHeader")
-    if isinstance(header, fits.Header):
-        for i, card in enumerate(header.cards):
-            name = str(card.keyword).upper()
-            if name in exact:
-                header[i] = put(card.value, exact[name], name)
-    elif header is not None:
-        _update_mapping(header, exact, update, "{name}")
+    if header is not None:
+        _update_cards(header, exact, update)
     _update_mapping(metadata, exact, update, "metadata[{key!r}]", skip=("fitsHeader", "photoCalib"))
     calib = metadata.get("photoCalib")
     if isinstance(calib, dict) and "calibrationMean" in calib:

@@ -1406,6 +1406,12 @@ def _layout(hdul):
     return "image"
 
 
+def header_unit(header):
+    """``BUNIT`` of an image header as psfmatch takes it: the stripped text, None when absent or blank."""
+    text = str(header.get("BUNIT", "")).strip()
+    return text or None
+
+
 @dataclass(frozen=True)
 class ExposureFileInfo:
     """What an exposure file holds besides its pixels (:func:`read_exposure_info`).
@@ -1528,13 +1534,12 @@ def read_exposure_info(path, *, psf=True, metadata=False) -> ExposureFileInfo:
             guard.hdu = "METADATA"
             md = _metadata_from_hdu(hdul["METADATA"], path)
         guard.hdu = "IMAGE"
+        cal = calibration_header(hdul[0].header, himg)
         return ExposureFileInfo(
             path=path, layout=layout, shape=shapes["IMAGE"], xy0=tuple(_xy0_from_header(himg, f"{path}[IMAGE]")),
             dtype=plane_dtype(_stored_dtype(himg)), wcs=_image_wcs(hdul, hdul["IMAGE"], f"{path}[IMAGE]")[0],
             mask_planes=planes, psf=stored_psf,
-            unit=str(himg["BUNIT"]).strip() if "BUNIT" in himg and str(himg["BUNIT"]).strip() else None,
-            metadata=md, calibration=calibration_cards(hdul[0].header, himg),
-            calibration_header=calibration_header(hdul[0].header, himg))
+            unit=header_unit(himg), metadata=md, calibration=calibration_cards(cal), calibration_header=cal)
 
 
 def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, variance_kind="variance",
@@ -1720,8 +1725,8 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
                 raise CorruptFileError(f"{path}: the mask must hold integers; got dtype {mask_arr.dtype}")
         else:
             m = Mask(shape=image.shape, planes=mask_planes)
-        if "BUNIT" in header and str(header["BUNIT"]).strip():
-            metadata.setdefault("unit", str(header["BUNIT"]).strip())
+        if header_unit(header) is not None:
+            metadata.setdefault("unit", header_unit(header))
         origin = _xy0_from_header(header, where) if xy0 is None else xy0
     if psf is not None and isinstance(psf, (str, os.PathLike)):
         from ..psf.readers import read_psf
