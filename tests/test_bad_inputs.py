@@ -368,6 +368,42 @@ def test_values_that_overflow_the_transforms_are_refused_not_turned_into_nan():
     assert np.nanmedian(out.image) == pytest.approx(1e38, rel=1e-2)
 
 
+def test_a_kernel_sum_that_underflows_the_variance_is_refused_not_turned_into_zeros():
+    """kernelSum = 1e-22 (a unit conversion) made every matched float32 variance 0 without a word: a perfect pixel
+    to a coadd.  The variance, ``sum K^2 V``, is about 1e-44 x 0.03 x 25 there, below float32's smallest normal
+    number; float64 planes hold it, and so does a float32 variance whose level keeps it normal."""
+    rng = np.random.default_rng(4)
+    image = (rng.normal(size=(128, 128)) * 5 + 100).astype(np.float32)
+    variance = np.full((128, 128), 25.0, np.float32)
+    task = ModelPsfMatchTask(config=small_config())
+    ref = GaussianPsf(21, 21, 2.4)
+    with raises(InvalidInputError, r"^kernelSum = 1e-22 takes the matched variance plane's typical values \(about 25, "
+                                   r"times the squared kernel's sum, [\d.]+e-4\d\) to [\d.]+e-4\d, below the smallest "
+                                   r"normal float32 \(1\.18e-38\): they would lose their precision or become 0 .* "
+                                   r"give the exposure float64 planes, or match with kernelSum = 1 and convert"):
+        task.run(Exposure(image, variance=variance, psf=GaussianPsf(15, 15, 1.6)), ref, kernelSum=1e-22)
+    # a variance plane of zeros (a noiseless simulation): the image's level is checked instead
+    with raises(InvalidInputError, r"^kernelSum = 1e-45 takes the matched image plane's typical values \(about 100, "
+                                   r"times the kernel's sum of magnitudes"):
+        task.run(Exposure(image, variance=np.zeros_like(variance), psf=GaussianPsf(15, 15, 1.6)), ref,
+                 kernelSum=1e-45)
+    # float64 planes keep the variance exactly kernelSum**2 times what kernelSum = 1 gives
+    wide = Exposure(image.astype(np.float64), variance=variance.astype(np.float64), psf=GaussianPsf(15, 15, 1.6))
+    one = task.run(wide, ref).psfMatchedExposure.variance
+    tiny = task.run(wide, ref, kernelSum=1e-22).psfMatchedExposure.variance
+    inner = (slice(20, -20), slice(20, -20))
+    np.testing.assert_allclose(tiny[inner], 1e-44 * one[inner], rtol=1e-9)
+    assert tiny[inner].min() > 0
+    # a float32 variance whose level keeps s**2 V normal is matched: 1e-16**2 x 0.03 x 25 is about 7e-33
+    out = task.run(Exposure(image, variance=variance, psf=GaussianPsf(15, 15, 1.6)), ref, kernelSum=1e-16)
+    v = out.psfMatchedExposure.variance[inner]
+    np.testing.assert_allclose(v, 1e-32 * one[inner], rtol=1e-5)
+    # an input already below the smallest normal number is not the kernel's doing: it is matched as it is
+    low = Exposure(image * np.float32(1e-20), variance=np.full((128, 128), 1e-39, np.float32),
+                   psf=GaussianPsf(15, 15, 1.6))
+    assert np.isfinite(task.run(low, ref).psfMatchedExposure.variance[inner]).all()
+
+
 # ---------------------------------------------------------------------------
 # 4. configuration
 

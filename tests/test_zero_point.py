@@ -213,6 +213,21 @@ def test_run_zero_point_argument_errors_come_before_the_fit(monkeypatch):
         task.run(_star_exposure({}), REFERENCE, zeroPoint=27.0)
 
 
+def test_a_convolution_error_from_a_zero_point_kernel_sum_names_the_zero_point():
+    """The convolution's remedies name the kernelSum; with zeroPoint the caller gave none, so the error says which
+    zero points set it.  A float32 variance of 1e-8 (a flux unit) taken 39.5 mag down underflows."""
+    exposure = _star_exposure({"fitsHeader": fits.Header([("MAGZERO", 30.0)])})
+    exposure.variance[:] = 1e-8
+    with pytest.raises(InvalidInputError, match=r"^kernelSum = 1\.58489e-16 takes the matched variance plane's .*"
+                                                r"float64 \(here zeroPoint=-9\.5 set kernelSum = 1\.58489e-16 from "
+                                                r"the exposure's zero point 30\.0000 \(MAGZERO = 30\): choose a "
+                                                r"target zero point nearer to it\)$"):
+        _task().run(exposure, REFERENCE, zeroPoint=-9.5)
+    # without a zero point the error is the convolution's own
+    with pytest.raises(InvalidInputError, match=r"convert the units afterwards in float64$"):
+        _task().run(exposure, REFERENCE, kernelSum=10 ** (0.4 * -39.5))
+
+
 def test_the_report_shows_the_zero_point():
     from psfmatch.qa import format_report
 

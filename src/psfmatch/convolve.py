@@ -945,19 +945,53 @@ def _typical_level(plane):
     return level
 
 
-def _outlier_limit(img, var, rdtype):
+def _plane_levels(img, var):
+    """``(image level, variance level)`` (:func:`_typical_level`); the image's only where the variance's is 0
+    (a plane without noise: the image's level then stands for the noise), else None."""
+    v = _typical_level(var)
+    return (_typical_level(img) if v == 0 else None), v
+
+
+def _check_underflow(kernel, bbox, levels, rdtype):
+    """Raise InvalidInputError when the kernel (its ``kernelSum``) takes a plane's typical values below ``rdtype``'s
+    smallest normal number.
+
+    The matched variance is ``sum K^2 V``, the image ``sum K I``: with a small ``kernelSum`` ``s`` (a
+    conversion to physical units, 1e-30 erg/s/cm^2/Hz per count) they are about ``s^2 V`` and ``s I``.  Below
+    the smallest normal number (1.2e-38 in float32) a value keeps fewer and fewer significant bits, and then
+    becomes 0: a variance of 0 claims a perfect pixel, the highest weight in a coadd.  ``levels`` are the
+    planes' typical magnitudes (:func:`_plane_levels`); the kernel is taken at the box's centre.  A plane
+    already below the smallest normal number (or without a typical level) is not the kernel's doing and is
+    left alone.
+    """
+    tiny = float(np.finfo(rdtype).tiny)
+    img_level, var_level = levels
+    K = np.asarray(kernel.computeImage(Box2D(bbox).getCenter()), dtype=np.float64)
+    name, level, scale = (("variance", var_level, float((K * K).sum())) if var_level > 0
+                          else ("image", img_level or 0.0, float(np.abs(K).sum())))
+    if level >= tiny and level * scale < tiny:
+        what = "the squared kernel's sum" if name == "variance" else "the kernel's sum of magnitudes"
+        raise InvalidInputError(
+            f"kernelSum = {kernel.kernel_sum:g} takes the matched {name} plane's typical values (about {level:.3g}, "
+            f"times {what}, {scale:.3g}) to {level * scale:.3g}, below the smallest normal "
+            f"{np.dtype(rdtype).name} ({tiny:.3g}): they would lose their precision or become 0 (a variance of 0 "
+            f"claims a perfect pixel); give the exposure float64 planes, or match with kernelSum = 1 and convert "
+            "the units afterwards in float64")
+
+
+def _outlier_limit(levels, rdtype):
     """``(image limit, variance limit)``: magnitudes above which a pixel is convolved exactly.
 
     The transform's rounding error of a pixel of magnitude ``m`` is about ``eps m`` (``eps`` of ``rdtype``);
     it must stay below :data:`OUTLIER_NOISE_FRACTION` of the image's noise, the median standard deviation
     ``sqrt(median(V))`` (the median ``|I|`` for a plane without variance, as a noiseless simulation), and
     below :data:`OUTLIER_VARIANCE_FRACTION` of the median variance for the variance plane
-    (:func:`_typical_level`).  A level of 0 (a plane of zeros but for a few pixels) makes every non-zero
-    pixel an outlier: the largest of each tile are convolved exactly.
+    (:func:`_typical_level`; ``levels`` from :func:`_plane_levels`).  A level of 0 (a plane of zeros but for
+    a few pixels) makes every non-zero pixel an outlier: the largest of each tile are convolved exactly.
     """
     eps = float(np.finfo(rdtype).eps)
-    v = _typical_level(var)
-    noise = np.sqrt(v) if v > 0 else _typical_level(img)
+    img_level, v = levels
+    noise = np.sqrt(v) if v > 0 else img_level
     return tuple(frac * level / eps for frac, level in ((OUTLIER_NOISE_FRACTION, noise),
                                                         (OUTLIER_VARIANCE_FRACTION, v)))
 
@@ -990,11 +1024,12 @@ def _outlier_contributions(values, a, b, images, pq, Ty, Tx, ys, xs, ny, nx, h):
 
 
 def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missing, k, tile, rdtype, cdtype, pool,
-                    nworkers, beside=None):
+                    nworkers, levels, beside=None):
     """The image and variance planes, tile by tile (see the module docstring).
 
     ``missing()`` returns ``(bad, bad_rows, any_bad)``: the input pixels to
     replace by 0, the rows holding any, and whether there are any.
+    ``levels`` are the planes' typical magnitudes (:func:`_plane_levels`).
     ``pool`` (None: this thread) runs the batches of tiles on ``nworkers`` threads:
     the image's as soon as its term spectra are ready, while a pool thread
     prepares the variance's.  With a pool, ``beside`` (the mask's dilation,
@@ -1010,7 +1045,7 @@ def _convolve_tiles(masked_image, img_terms, var_terms, order, srcs, dsts, missi
     box = Box2D(bbox)
     order_v = max(p + q for (p, q), _ in var_terms)
 
-    limits = _outlier_limit(srcs[0], srcs[1], rdtype)
+    limits = _outlier_limit(levels, rdtype)
 
     def plane(terms, src, dst, o):
         with np.errstate(over="ignore", invalid="ignore"):  # a kernel beyond the type's range: see run()
@@ -1209,7 +1244,10 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
         positive integer, or the convolution overflows the planes' type: finite pixel values (a
         float32 garbage value of 1e38) or a ``kernelSum`` too large for the
         transforms, which would otherwise leave unflagged tiles of inf and NaN.
-        Each batch of tiles is checked (about 10 us per 360 px tile).
+        Each batch of tiles is checked (about 10 us per 360 px tile).  Also if
+        a ``kernelSum`` so small takes a plane's typical values below the
+        type's smallest normal number (a variance of 0 or of few significant
+        bits; :func:`_check_underflow`).
     MemoryLimitError
         If ``max_memory_bytes`` is given and :func:`estimate_memory` exceeds it.
 
@@ -1240,6 +1278,8 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     bbox = masked_image.getBBox()
     order, img_terms, var_terms = spatial_term_images(kernel, bbox)
     _check_type_range(img_terms, var_terms, rdtype, kernel)
+    levels = _plane_levels(img, var)
+    _check_underflow(kernel, bbox, levels, rdtype)
     if max_memory_bytes is not None:
         need = estimate_memory(img.shape, k, len(img_terms), len(var_terms), tile, isz, nworkers)
         if need > max_memory_bytes:
@@ -1267,7 +1307,8 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     if tiled:
         try:
             mask_done = _convolve_tiles(masked_image, img_terms, var_terms, order, (img, var), (out_img, out_var),
-                                        missing.result, k, tile, rdtype, cdtype, pool, nworkers, beside=propagate_mask)
+                                        missing.result, k, tile, rdtype, cdtype, pool, nworkers, levels,
+                                        beside=propagate_mask)
         except BaseException:
             missing.wait()  # nothing left running
             raise

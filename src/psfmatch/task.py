@@ -322,10 +322,19 @@ class ModelPsfMatchTask:
         t_display = time.perf_counter() - t_display
         t1 += t_display  # (the convolution's time without the displays drawn before it)
         log.info("Psf-match science exposure to reference")
-        mi = convolve_masked_image(exposure, fit.kernel, mask_threshold=self.config.maskDilationThreshold,
-                                   tile=self.config.convolveTileSize,
-                                   max_memory_bytes=(int(self.config.maxMemoryGiB * 2 ** 30)
-                                                     if math.isfinite(self.config.maxMemoryGiB) else None))
+        try:
+            mi = convolve_masked_image(exposure, fit.kernel, mask_threshold=self.config.maskDilationThreshold,
+                                       tile=self.config.convolveTileSize,
+                                       max_memory_bytes=(int(self.config.maxMemoryGiB * 2 ** 30)
+                                                         if math.isfinite(self.config.maxMemoryGiB) else None))
+        except InvalidInputError as exc:
+            if zero_point is None or "kernelSum" not in str(exc):
+                raise
+            # the remedies name the kernelSum, which the caller did not give: say where it came from
+            raise InvalidInputError(
+                f"{exc} (here zeroPoint={zero_point['target']:g} set kernelSum = {kernelSum:.6g} from the exposure's "
+                f"zero point {zero_point['input']:.4f} ({zero_point['source']}): choose a target zero point nearer "
+                "to it)") from exc
         # the output's WCS is its own (a caller editing it must not move the input's)
         out = Exposure.from_masked_image(mi, copy=False, psf=fit.referencePsf, wcs=copy.deepcopy(exposure.getWcs()),
                                          metadata=metadata)
