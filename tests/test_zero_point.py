@@ -394,7 +394,7 @@ def test_cli_batch_zero_point_and_its_early_coadd_check(client, tmp_path, capsys
     c = _file(tmp_path / "c.fits")
     rc, _, err = _run(["batch", a, c, "-r", "gaussian:sigma=2.6", "-o", str(tmp_path / "o2"), "--zero-point", "27",
                        "--scheduler", client.scheduler.address], capsys)
-    assert rc == 1 and f"--zero-point 27.0: the zero point of 1 of 2 input(s) cannot be read" in err
+    assert rc == 1 and "--zero-point 27.0: the zero point of 1 of 2 input(s) cannot be read" in err
     assert not (tmp_path / "o2").exists()
 
 
