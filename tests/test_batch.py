@@ -1577,7 +1577,7 @@ def test_no_output_replaces_a_psf_file_that_the_batch_reads(inputs, tmp_path, mo
     (tmp_path / "link.fits").symlink_to(psf)
     other = _psf_file(tmp_path / "other.fits", 1.8)
     before = {p: open(p, "rb").read() for p in (psf, other)}
-    output = rf"the output .*out/a\.fits of .*raw/a\.fits would overwrite "
+    output = r"the output .*out/a\.fits of .*raw/a\.fits would overwrite "
     remedy = r" \(the same file, also through a link\), which the batch reads: give another outdir, or move that file"
     cases = [  # (psf=, report_path, outdir, message)
         (f"psfmatch:{psf}", None, out, output + r"the science PSF \(psf=, --psf\) .*out/a\.fits" + remedy),
