@@ -82,6 +82,28 @@ def test_rescale_reports_what_it_cannot_interpret():
     assert changed == [] and "calibrationMean" in left[0] and math.isnan(md["photoCalib"]["calibrationMean"])
 
 
+def test_a_rescaled_value_beyond_the_float_range_is_reported_not_written():
+    """FLUXMAG0 = 1e300 times 1e10 is inf, which no FITS card can hold (the matched file could not be written), and
+    PHOTFLAM = 1e-315 / 1e10 rounds to 0 (a calibration of nothing): both are left as they were and reported, as
+    is a photoCalib that would round to 0; the cards that can be rescaled are."""
+    h = fits.Header([("FLUXMAG0", 1e300), ("PHOTFLAM", 1e-315), ("MAGZERO", 25.0)])
+    md = {"fitsHeader": h, "photoCalib": {"calibrationMean": 1e-320, "calibrationErr": 1.0}}
+    changed, left = rescale_calibration(md, 1e10)
+    assert h["FLUXMAG0"] == 1e300 and h["PHOTFLAM"] == 1e-315 and h["MAGZERO"] == 50.0
+    assert md["photoCalib"] == {"calibrationMean": 1e-320, "calibrationErr": 1e-10}
+    assert left == ["metadata['photoCalib']['calibrationMean'] (1e-320: rescaled, it would be 0.0, beyond the range "
+                    "of a float)",
+                    "the card FLUXMAG0 (1e+300: rescaled, it would be inf, beyond the range of a float)",
+                    "the card PHOTFLAM (1e-315: rescaled, it would be 0.0, beyond the range of a float)"]
+    assert changed == ["photoCalib calibrationErr 1 -> 1e-10", "MAGZERO 25 -> 50"]
+    # in a run: the matched exposure keeps what it can and warns of the rest, and it can be written
+    exposure = _star_exposure({"fitsHeader": fits.Header([("FLUXMAG0", 1e300), ("MAGZERO", 25.0)])})
+    with pytest.warns(PsfMatchWarning, match=r"the card FLUXMAG0 \(1e\+300: rescaled, it would be inf, beyond the "
+                                             r"range of a float\) could not be rescaled"):
+        out = _task().run(exposure, GaussianPsf(31, 31, 2.6), kernelSum=1e10).psfMatchedExposure
+    assert out.metadata["fitsHeader"]["FLUXMAG0"] == 1e300 and out.metadata["fitsHeader"]["MAGZERO"] == 50.0
+
+
 def _star_exposure(metadata, n=96):
     y, x = np.mgrid[:n, :n]
     img = 1000.0 * np.exp(-((x - 47.3) ** 2 + (y - 48.6) ** 2) / (2 * 1.8 ** 2)) / (2 * np.pi * 1.8 ** 2)

@@ -129,12 +129,9 @@ def _rescale_photo_calib(metadata, factor, changed, left) -> None:
     for key in PHOTO_CALIB_KEYS:
         if key not in calib:
             continue
-        value = calib[key]
-        if _finite_real(value):
-            calib[key] = float(value) / factor
-            changed.append(f"photoCalib {key} {value:.6g} -> {calib[key]:.6g}")
-        else:
-            left.append(f"metadata['photoCalib'][{key!r}] ({value!r}: not a finite number)")
+        new = _rescaled(calib[key], lambda v: v / factor, f"photoCalib {key}", changed, left)
+        if new is not None:
+            calib[key] = new
 
 
 def _rules(factor) -> dict:
@@ -202,13 +199,24 @@ def _update_mapping(cards, names, update, label, skip=()) -> None:
             cards[key] = new if comment is None else (new, comment)
 
 
+def _named(what):
+    """How the report names ``what``: ``metadata['photoCalib'][KEY]``, or a card."""
+    if what.startswith("photoCalib "):
+        return f"metadata['photoCalib'][{what.split(' ', 1)[1]!r}]"
+    return f"the card {what}"
+
+
 def _rescaled(value, rule, what, changed, left):
     """``rule(value)`` as a float, recorded in ``changed``; None (recorded in ``left``) for a value that is not a
-    finite number."""
+    finite number, or whose rescaled value would not be (beyond the float range: a FITS card cannot hold inf) or
+    would round to 0 from a value that is not."""
     if not _finite_real(value):
-        left.append(f"the card {what} ({value!r}: not a finite number)")
+        left.append(f"{_named(what)} ({value!r}: not a finite number)")
         return None
-    new = float(rule(float(value)))
+    new = float(rule(float(value)))  # (Python floats: an overflow is inf, an underflow 0, not an error)
+    if not math.isfinite(new) or (new == 0.0 and float(value) != 0.0):
+        left.append(f"{_named(what)} ({value!r}: rescaled, it would be {new!r}, beyond the range of a float)")
+        return None
     changed.append(f"{what} {value:.6g} -> {new:.6g}")
     return new
 
