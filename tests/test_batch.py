@@ -643,11 +643,11 @@ def test_coadd_decompresses_gzip_inputs_once(tmp_path, monkeypatch):
     read = []
     original = psfmatch.batch._coadd_block
 
-    def spy(block_info=None, *, specs, nodata_out):
+    def spy(block_info=None, *, specs, **kwargs):
         for path, _, _ in specs:
             with open(path, "rb") as fh:
                 read.append((path, fh.read(6)))
-        return original(block_info, specs=specs, nodata_out=nodata_out)
+        return original(block_info, specs=specs, **kwargs)
 
     monkeypatch.setattr(psfmatch.batch, "_coadd_block", spy)
     out = tmp_path / "out"

@@ -2351,6 +2351,9 @@ class CoaddReport:
         ``repr`` of the attached PSF (None when the inputs carry none).
     time : float
         Seconds.
+    unused_inputs : list of str
+        Inputs that contributed no pixel (also named in a warning; ``NCOMBINE``
+        counts the others).
     """
 
     output: str
@@ -2363,6 +2366,7 @@ class CoaddReport:
     coverage: float
     psf: str | None
     time: float
+    unused_inputs: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
@@ -2479,15 +2483,44 @@ def _inspect_input(path):
         raise InvalidInputError(f"coadd input: {exc}; coadd reads psfmatch or LSST-style exposure files") from None
 
 
-def _same_wcs(a, b) -> bool:
+#: Largest distance, in pixels, between where two inputs' distortions (SIP polynomials, lookup tables) put one
+#: pixel, for :func:`coadd` to take them as one grid.
+DISTORTION_TOLERANCE_PX = 1e-3
+
+
+def _same_wcs(a, b, shape=None) -> bool:
+    """Whether two inputs' WCSs are one: their core (``wcsprm``) within 1e-10, and their distortions, which the
+    core's comparison does not see, putting the pixels of an image of ``shape`` at one place
+    (:func:`_same_distortion`)."""
     if a is None or b is None:
         return a is None and b is None
     try:
         from astropy.wcs import WCSCOMPARE_ANCILLARY
 
-        return bool(a.wcs.compare(b.wcs, cmp=WCSCOMPARE_ANCILLARY, tolerance=1e-10))
+        same = bool(a.wcs.compare(b.wcs, cmp=WCSCOMPARE_ANCILLARY, tolerance=1e-10))
     except Exception:
-        return a.to_header_string() == b.to_header_string()
+        return a.to_header_string(relax=True) == b.to_header_string(relax=True)
+    return same and _same_distortion(a, b, shape)
+
+
+def _same_distortion(a, b, shape) -> bool:
+    """Whether two WCSs with one core put a grid of 9 x 9 pixels over an image of ``shape`` (height, width) on the
+    same sky, within :data:`DISTORTION_TOLERANCE_PX`, through their SIP polynomials and distortion lookup tables
+    (``cpdis``, ``det2im``), which ``wcsprm.compare`` ignores: SIP ``A_0_2`` of 0 and of 3e-2 place a corner of
+    a 30 x 20 image 3 px apart.  True at once when neither has a distortion."""
+    names = ("sip", "cpdis1", "cpdis2", "det2im1", "det2im2")
+    if all(getattr(w, n, None) is None for w in (a, b) for n in names):
+        return True
+    h, w = (int(shape[0]), int(shape[1])) if shape is not None else (4096, 4096)
+    ys, xs = np.meshgrid(np.linspace(0, max(h - 1, 0), 9), np.linspace(0, max(w - 1, 0), 9), indexing="ij")
+    pix = np.column_stack([xs.ravel(), ys.ravel()])
+    try:
+        with catch_warnings("ignore"):
+            back = a.all_world2pix(b.all_pix2world(pix, 0), 0, tolerance=1e-6, maxiter=50)
+    except Exception:  # (no convergence: mappings far apart)
+        return False
+    d = np.hypot(*(back - pix).T)
+    return bool(np.all(np.isfinite(d)) and d.max() <= DISTORTION_TOLERANCE_PX)
 
 
 def _grid_difference(inp, first):
@@ -2508,7 +2541,7 @@ def _grid_difference(inp, first):
                 f"{first.shape[1]}x{first.shape[0]}", "warp them first")
     if tuple(inp.xy0) != tuple(first.xy0):
         return f"has origin xy0 = {tuple(inp.xy0)}, {first.path} has {tuple(first.xy0)}", None
-    if not _same_wcs(inp.wcs, first.wcs):
+    if not _same_wcs(inp.wcs, first.wcs, first.shape):
         if first.wcs is None:
             what = f"has a WCS and {first.path} has none"
         elif inp.wcs is None:
@@ -2929,8 +2962,10 @@ def _uncompressed_inputs(paths, folder):
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _coadd_block(block_info=None, *, specs, nodata_out):
-    """One tile of the coadd: read the tile from every input and combine (see :func:`coadd`)."""
+def _coadd_block(block_info=None, *, specs, nodata_out, contributed=None):
+    """One tile of the coadd: read the tile from every input and combine (see :func:`coadd`).
+
+    ``contributed``, a ``(lock, counts)`` pair, gets each input's number of contributing pixels added."""
     from astropy.io import fits
 
     loc = block_info[None]["array-location"]
@@ -2941,7 +2976,8 @@ def _coadd_block(block_info=None, *, specs, nodata_out):
     and_mask = np.full(shape, -1, dtype=np.int64)
     count = np.zeros(shape, dtype=np.int32)
     sl = (slice(y0, y1), slice(x0, x1))
-    for path, exclude_bits, remap in specs:
+    used = np.zeros(len(specs), dtype=np.int64)
+    for i, (path, exclude_bits, remap) in enumerate(specs):
         # (astropy's default memory-maps plain planes too; memmap=True would refuse scaled integer planes, BSCALE/BZERO)
         with fits.open(path, lazy_load_hdus=True) as hdul:
             img = _read_window(hdul["IMAGE"], sl).astype(np.float64)
@@ -2959,6 +2995,11 @@ def _coadd_block(block_info=None, *, specs, nodata_out):
         sum_wi += w * np.where(good, img, 0.0)
         and_mask &= np.where(good, msk, -1)
         count += good
+        used[i] = int(np.count_nonzero(good))
+    if contributed is not None:
+        lock, counts = contributed
+        with lock:
+            counts += used
     covered = count > 0
     safe = np.where(covered, sum_w, 1.0)
     image = np.where(covered, sum_wi / safe, np.nan)
@@ -3026,8 +3067,9 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     overwrite : bool
         Replace an existing ``out_path``.
     require_same_psf : bool
-        Refuse inputs whose PSFs differ (they were not matched to one
-        reference); otherwise the first input's PSF is attached.  Each
+        Refuse inputs whose PSFs differ at the box's centre or any of its
+        corners (they were not matched to one reference); otherwise the
+        first input's PSF is attached.  Each
         matched exposure carries the reference on the stamp its own fit used:
         stamps of different sizes count as one PSF when they agree on the
         smaller one (to 1e-6 of the peak, each renormalized there), and the
@@ -3052,7 +3094,10 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     ------
     GridMismatchError
         If an input's shape, origin or WCS differs from the first input's
-        (the message names the file and the mismatch).
+        (the message names the file and the mismatch).  WCSs are compared
+        to 1e-10 in every value of their core, and their distortions (SIP
+        polynomials, lookup tables) to where they put a 9 x 9 grid of pixels
+        (:data:`DISTORTION_TOLERANCE_PX`).
     InvalidInputError
         No inputs, an input or ``out_path`` that is not a file path (None...),
         one file given twice (also as a symbolic or hard link to it), an
@@ -3121,10 +3166,15 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
                                     + (f" ({hint})" if hint else ""))
     H, W = first.shape
     bbox = Box2I(first.xy0, (W, H))
-    centre = bbox.getCenter()
+    # the centre and the corners: PSF models that vary over the box and agree at its centre are not one reference
+    places = [bbox.getCenter()] + [Point2D(x, y) for y in (bbox.getMinY(), bbox.getMaxY())
+                                   for x in (bbox.getMinX(), bbox.getMaxX())]
     psf = first.psf
     for inp in inputs[1:]:
-        why = _psf_differs(first.psf, inp.psf, centre)
+        why = _psf_differs(first.psf, inp.psf, places[0])
+        if why is None and first.psf is not None:
+            why = next((f"{w} at ({p.x:g}, {p.y:g})" for p in places[1:]
+                        if (w := _psf_differs(first.psf, inp.psf, p)) is not None), None)
         if why is not None:
             msg = (f"coadd input {inp.path} and {first.path} do not carry the same PSF ({why}); coadd exposures "
                    "matched to one reference PSF, or pass require_same_psf=False")
@@ -3209,7 +3259,9 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
             _uncompressed_inputs(paths, os.path.dirname(os.path.abspath(tmp))) as readable:
         # the tiles read each input's window: from an uncompressed copy of a whole-file-compressed input
         specs = [(readable[i], bits, remap) for i, (_, bits, remap) in enumerate(specs)]
-        block_fn = functools.partial(_coadd_block, specs=tuple(specs), nodata_out=int(nodata_out))
+        counts = np.zeros(len(specs), dtype=np.int64)  # each input's contributing pixels
+        block_fn = functools.partial(_coadd_block, specs=tuple(specs), nodata_out=int(nodata_out),
+                                     contributed=(threading.Lock(), counts))
         tiles = da.map_blocks(block_fn, chunks=((3,), ychunks, xchunks), dtype=np.float64,
                               name=f"psfmatch-coadd-{uuid.uuid4().hex[:8]}")
         offsets = {}
@@ -3239,13 +3291,32 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
         for m in (img, var, msk):
             m.flush()
         del img, var, msk
+        unused = [paths[i] for i in np.flatnonzero(counts == 0)]
+        if unused:  # NCOMBINE counts the exposures combined (the header keeps its length: one card rewritten)
+            primary["NCOMBINE"] = len(paths) - len(unused)
+            with open(tmp, "r+b") as fh:
+                fh.write(primary.tostring().encode("ascii"))
+            _warn_unused_inputs(unused, len(paths), nodata == H * W)
         if os.fspath(out_path).lower().endswith(".fz"):
             _compress_in_place(tmp)
     report = CoaddReport(output=os.path.abspath(os.fspath(out_path)), inputs=paths, shape=(H, W),
                          xy0=tuple(first.xy0), tile_size=tile_size, n_tiles=ny * nx, excluded_planes=exclude_planes,
                          coverage=1.0 - nodata / float(H * W), psf=repr(psf) if psf is not None else None,
-                         time=time.perf_counter() - t0)
-    log.info("coadd of %d exposures written to %s (%dx%d, %d tiles, coverage %.3f) in %.1f s", len(paths),
+                         time=time.perf_counter() - t0, unused_inputs=unused)
+    log.info("coadd of %d exposures written to %s (%dx%d, %d tiles, coverage %.3f) in %.1f s", len(paths) - len(unused),
              report.output, W, H, report.n_tiles, report.coverage, report.time)
     return report
+
+
+def _warn_unused_inputs(unused, n, empty):
+    """Log and warn (:class:`~psfmatch.errors.PsfMatchWarning`) that the coadd inputs ``unused`` gave no pixel."""
+    from .errors import PsfMatchWarning
+
+    names = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+    msg = (f"coadd: {len(unused)} of {n} input(s) contributed no pixel ({names}): every pixel has a variance <= 0 "
+           "or not finite (an exposure written without a variance plane has zeros), a non-finite value, or a mask "
+           "bit excluded; NCOMBINE counts the others" + ("; the coadd holds no data (coverage 0)" if empty else "")
+           + ". Give them a variance plane, or leave them out")
+    log.warning(msg)
+    warnings.warn(msg, PsfMatchWarning, stacklevel=3)
 
