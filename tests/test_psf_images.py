@@ -135,15 +135,21 @@ def test_downsampling_conserves_flux_centre_and_adds_the_pixel():
     assert out.shape == (41, 41)
     assert out.sum() == pytest.approx(1.0, abs=1e-12)
     q = measure_shape(out)
-    # box rebinning adds the variance of the input and the output pixel: (0.05^2 + 0.2^2) / 12
-    expected = math.sqrt(0.5 ** 2 + (0.05 ** 2 + 0.2 ** 2) / 12) / 0.2
-    assert q.sigma == pytest.approx(expected, rel=2e-3)
+    # the samples, taken as an effective PSF, are the optical PSF (variance 0.5^2 - 0.05^2 / 12) through the input
+    # pixel; rebinned, that PSF goes through the output pixel instead: (0.2^2 - 0.05^2) / 12 added (taking the input
+    # pixels as uniform boxes added the input pixel's 0.05^2 / 12 a second time)
+    expected = math.sqrt(0.5 ** 2 + (0.2 ** 2 - 0.05 ** 2) / 12) / 0.2
+    assert q.sigma == pytest.approx(expected, rel=1e-4)
     assert abs(q.x) < 1e-9 and abs(q.y) < 1e-9
-    # flux conservation, before normalization: rebinning covers all of the input
-    from psfmatch.psf.image_io import _overlap_matrix
+    # flux conservation, before normalization: the stamp covers all of the input (the cumulative's ends are exact)
+    from psfmatch.psf.image_io import _rebin_axis, _rebin_matrix
 
-    w = _overlap_matrix(41, 161, 4.0, 80.0)
-    np.testing.assert_allclose(w.sum(axis=0), 1.0)
+    raw = _rebin_axis(_rebin_axis(fine, 1, 41, 4.0, 80.0), 0, 41, 4.0, 80.0)
+    assert raw.sum() == pytest.approx(fine.sum(), rel=1e-12)
+    # the operator is linear: its matrix gives the same, and each input pixel away from the ends has its weights sum to 1
+    w = _rebin_matrix(41, 161, 4.0, 80.0)
+    np.testing.assert_allclose(w @ fine @ w.T, raw, rtol=0, atol=1e-12 * raw.max())
+    np.testing.assert_allclose(w.sum(axis=0)[8:-8], 1.0, rtol=0, atol=1e-6)  # (the spline rings at the ends)
 
 
 def test_upsampling_is_lanczos_interpolation():

@@ -32,9 +32,9 @@ from ..parallel import catch_warnings
 from .image_psf import ImagePsf
 from .psfex import MAX_STAMP_SIZE, lanczos_weights
 
-__all__ = ["read_image_psf", "pixel_scale_from_header", "pixel_scale_from_wcs", "resample_psf",
+__all__ = ["read_image_psf", "pixel_scale_from_header", "pixel_axis_scales", "pixel_scale_from_wcs", "resample_psf",
            "PIXEL_SCALE_KEYS", "PSF_LIKE_MIN_SIZE", "PSF_LIKE_MIN_CENTRAL_FRACTION", "PEDESTAL_MIN_FRACTION",
-           "PEDESTAL_MAX_SPREAD"]
+           "PEDESTAL_MAX_SPREAD", "NON_SQUARE_TOLERANCE"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,10 @@ PEDESTAL_MIN_FRACTION = 0.01
 #: A border is flat, as a pedestal's is and a PSF wing's is not, when its 90th percentile is at most
 #: ``1 + PEDESTAL_MAX_SPREAD`` times its 10th (a Gaussian cut at 2 sigma: about 4.5 times).
 PEDESTAL_MAX_SPREAD = 1.0
+
+#: Largest relative difference of a PSF image's two pixel scales (:func:`pixel_axis_scales`) that
+#: :func:`read_image_psf` resamples by one ratio (their geometric mean); beyond it, resampling is refused.
+NON_SQUARE_TOLERANCE = 0.01
 
 #: Arcsec per unit of the WCS angle units (``CUNIT1``) that the CD and CDELT cards may be in.
 _ARCSEC_PER_UNIT = {"deg": 3600.0, "arcmin": 60.0, "arcsec": 1.0, "mas": 1e-3}
@@ -117,18 +121,37 @@ def pixel_scale_from_header(header, where="header"):
     after oversampling), ``PIXSCALE``, ``SECPIX``, ``PIXSCAL1``/``PIXSCAL2``,
     ``PIXSCALX``/``PIXSCALY`` (their geometric mean when both are given); then
     a celestial WCS: ``CD1_1..CD2_2`` (``sqrt(|det CD|)``), or ``CDELT1/2``
-    (``sqrt(|CDELT1 CDELT2|)``, times the PC matrix determinant), either in the
-    unit ``CUNIT1`` gives (``deg`` by default; ``arcmin``, ``arcsec``, ``mas``;
-    None for another unit).  CD and CDELT count only when ``CTYPE1``/``CTYPE2``
-    are a celestial pair (``RA---TAN``/``DEC--TAN``, ``GLON-CAR``/``GLAT-CAR``,
-    ``RA---ZPN``/``DEC--ZPN``, ...; judged by their names, so projections
-    with parameters need no ``PV`` cards): a pixel WCS (IRAF's ``LINEAR``,
-    no CTYPE) states no sky scale, and gives None.
+    (``sqrt(|CDELT1 CDELT2|)``, times the PC matrix determinant), each axis
+    ``i`` in the unit ``CUNITi`` gives (``deg`` by default, ``CUNIT1``'s for
+    an absent ``CUNIT2``; ``arcmin``,
+    ``arcsec``, ``mas``; None for another unit).  CD and CDELT count only when
+    ``CTYPE1``/``CTYPE2`` are a celestial pair (``RA---TAN``/``DEC--TAN``,
+    ``GLON-CAR``/``GLAT-CAR``, ``RA---ZPN``/``DEC--ZPN``, ...; judged by their
+    names, so projections with parameters need no ``PV`` cards): a pixel WCS
+    (IRAF's ``LINEAR``, no CTYPE) states no sky scale, and gives None.
+    The geometric mean of :func:`pixel_axis_scales`.
 
     Raises
     ------
     CorruptFileError
-        If a pixel-scale keyword is present but not a positive number.
+        If a pixel-scale keyword is present but not a non-zero number (its
+        sign is dropped: a CDELT1 of RA is negative), or the WCS matrix is
+        singular or not made of numbers.
+    """
+    axes = pixel_axis_scales(header, where)
+    return None if axes is None else math.sqrt(axes[0] * axes[1])
+
+
+def pixel_axis_scales(header, where="header"):
+    """``(x scale, y scale)`` in arcsec per pixel that a FITS header states, or None.
+
+    The keywords of :func:`pixel_scale_from_header`, in its order: one scale
+    (``PIXELSCL``, ``PIXSCALE``, ``SECPIX``) for both axes; ``PIXSCAL1`` and
+    ``PIXSCAL2`` (or ``...X``/``...Y``; one alone for both); else the lengths
+    of the columns of the celestial WCS's pixel matrix (``CD``, or ``CDELT``
+    times ``PC``), each row ``i`` in ``CUNITi`` (``CUNIT1`` also for the
+    second axis when ``CUNIT2`` is absent): the sky length of a step of one
+    pixel along x and along y.
     """
     def num(key):
         value = header[key]
@@ -150,33 +173,38 @@ def pixel_scale_from_header(header, where="header"):
 
     for key in ("PIXELSCL", "PIXSCALE", "SECPIX"):
         if key in header:
-            return abs(num(key))
+            v = abs(num(key))
+            return v, v
     for kx, ky in (("PIXSCAL1", "PIXSCAL2"), ("PIXSCALX", "PIXSCALY")):
         if kx in header:
             sx = abs(num(kx))
-            sy = abs(num(ky)) if ky in header else sx
-            return math.sqrt(sx * sy)
+            return sx, (abs(num(ky)) if ky in header else sx)
     if not _celestial_axes(header):
         return None  # CD / CDELT of a pixel (e.g. LINEAR) WCS are no angles
-    unit = str(header.get("CUNIT1", "deg")).strip().lower() or "deg"
-    factor = _ARCSEC_PER_UNIT.get(unit)  # None: an angle unit psfmatch does not know (or not an angle)
+    # None: an angle unit psfmatch does not know (or not an angle).  CUNIT2 absent, CUNIT1 is taken for it (the
+    # standard's default is deg, but a header giving one axis in arcsec and the other in degrees is sloppy, not meant)
+    unit1 = str(header.get("CUNIT1", "deg")).strip().lower() or "deg"
+    unit2 = str(header.get("CUNIT2", unit1)).strip().lower() or unit1
+    factors = [_ARCSEC_PER_UNIT.get(unit1), _ARCSEC_PER_UNIT.get(unit2)]
     if any(k in header for k in ("CD1_1", "CD2_2", "CD1_2", "CD2_1")):
-        if factor is None:
+        if None in factors:
             return None
-        cd = matrix((("CD1_1", "CD1_2"), ("CD2_1", "CD2_2")), ((0.0, 0.0), (0.0, 0.0)))
-        det = abs(np.linalg.det(cd))
-        if not (math.isfinite(det) and det > 0):
-            raise CorruptFileError(f"{where}: the CD matrix {cd.tolist()} is singular; pass pixel_scale=")
-        return math.sqrt(det) * factor
-    if "CDELT1" in header and "CDELT2" in header:
-        if factor is None:
+        m = matrix((("CD1_1", "CD1_2"), ("CD2_1", "CD2_2")), ((0.0, 0.0), (0.0, 0.0)))
+        what = f"the CD matrix {m.tolist()} is singular"
+    elif "CDELT1" in header and "CDELT2" in header:
+        if None in factors:
             return None
         pc = matrix((("PC1_1", "PC1_2"), ("PC2_1", "PC2_2")), ((1.0, 0.0), (0.0, 1.0)))
-        det = abs(num("CDELT1") * num("CDELT2") * np.linalg.det(pc))
-        if not det > 0:
-            raise CorruptFileError(f"{where}: CDELT/PC give a singular pixel matrix; pass pixel_scale=")
-        return math.sqrt(det) * factor
-    return None
+        m = np.diag([num("CDELT1"), num("CDELT2")]) @ pc
+        what = "CDELT/PC give a singular pixel matrix"
+    else:
+        return None
+    m = np.diag(factors) @ m  # row i (sky axis i) in arcsec
+    det = abs(float(np.linalg.det(m)))
+    if not (math.isfinite(det) and det > 0):
+        raise CorruptFileError(f"{where}: {what}; pass pixel_scale=")
+    sx, sy = np.hypot(m[0], m[1])  # the columns' lengths: a pixel step along x, along y
+    return float(sx), float(sy)
 
 
 def pixel_scale_from_wcs(wcs):
@@ -216,17 +244,38 @@ def _target_scale(target):
     return _positive_scale(target, "target_pixel_scale")
 
 
-def _overlap_matrix(n_out, n_in, ratio, c_in):
-    """``W[i, j]``: length of input pixel ``j`` inside output pixel ``i`` (in input pixels).
+#: Knots of constant value added beyond each end of the cumulative before the spline is fitted
+#: (:func:`_rebin_axis`), so that the spline is flat beyond the image.
+_CUMULATIVE_PAD = 8
 
-    Output pixel ``i`` spans input coordinates ``c_in + (i - n_out // 2 -/+ 0.5) * ratio``.
+
+def _rebin_axis(a, axis, n_out, ratio, c_in):
+    """Rebin ``a`` along ``axis`` onto ``n_out`` pixels ``ratio >= 1`` times larger (:func:`resample_psf`).
+
+    Output pixel ``i`` spans input coordinates ``[lo_i, hi_i] = c_in + (i - n_out // 2 -/+ 0.5) * ratio`` and
+    is ``F(hi_i) - F(lo_i)``, with ``F`` the cumulative of the input along the axis: at the input pixels'
+    edges ``F(k - 1/2) = sum_{j < k} a_j``, which is exactly the integral of the optical PSF up to that edge (an
+    effective PSF's pixel is the PSF's integral over it); between the edges, the interpolating cubic spline
+    through those values (constant beyond the array).
     """
+    from scipy.interpolate import make_interp_spline
+
+    a = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
+    n_in, pad = a.shape[-1], _CUMULATIVE_PAD
+    F = np.cumsum(a, axis=-1)
+    F = np.concatenate([np.zeros(a.shape[:-1] + (pad + 1,)), F, np.repeat(F[..., -1:], pad, axis=-1)], axis=-1)
+    knots = np.arange(-pad, n_in + 1 + pad) - 0.5
+    spline = make_interp_spline(knots, F, k=3, axis=-1)
     lo = c_in + (np.arange(n_out) - n_out // 2 - 0.5) * ratio
     hi = lo + ratio
-    j = np.arange(n_in)
-    left = np.maximum(lo[:, None], j[None, :] - 0.5)
-    right = np.minimum(hi[:, None], j[None, :] + 0.5)
-    return np.clip(right - left, 0.0, None)
+    # an exact block sum wherever an output edge falls on an input edge (the spline passes through its knots)
+    out = spline(np.clip(hi, knots[0], knots[-1])) - spline(np.clip(lo, knots[0], knots[-1]))
+    return np.moveaxis(out, -1, axis)
+
+
+def _rebin_matrix(n_out, n_in, ratio, c_in):
+    """``W[i, j]``: the weight of input pixel ``j`` in output pixel ``i`` of :func:`_rebin_axis` (it is linear)."""
+    return _rebin_axis(np.eye(n_in), 0, n_out, ratio, c_in)
 
 
 def _resampled_size(nx, ny, ratio, size):
@@ -277,12 +326,21 @@ def resample_psf(array, ratio, *, center=None, size=None) -> np.ndarray:
 
     Notes
     -----
-    Coarser output pixels (``ratio > 1``): each output pixel is the integral
-    of the input image over its footprint, the input pixels taken as uniform
-    boxes (area-weighted rebinning, separable).  Flux is conserved exactly
-    for the part of the input the stamp covers, and the output is the input
-    PSF convolved with the larger pixel, which is what an effective PSF at
-    the coarser scale is (to within the input pixel's own width).
+    Coarser output pixels (``ratio >= 1``): an effective PSF's pixel is the
+    integral of the optical PSF over it, so the running sum of the input
+    along an axis is the optical PSF's cumulative integral at the pixels'
+    edges; each output pixel is the difference of that cumulative at its two
+    edges, interpolated between the input's edges by a cubic spline
+    (:func:`_rebin_axis`; separable).  Where the output's edges fall on the
+    input's (an odd integer ratio) each output pixel is the exact sum of a
+    block of input pixels; elsewhere it is the optical PSF integrated over
+    the larger pixel, the effective PSF at the coarser scale, to the
+    spline's accuracy: for a Gaussian of sigma 1.5 input px the adaptive
+    width comes out within 0.2 %, 3 px within 0.01 %, the pixels within
+    2.5e-3 and 1e-4 of the peak.  Taking the input pixels as uniform boxes
+    instead (area-weighted rebinning) adds their width again wherever an
+    output edge cuts one: 3-5 % too wide at sigma 1.5 px.  The spline can
+    leave values of about -1e-5 of the peak beside a sharp core.
 
     Finer output pixels (``ratio < 1``): the input is interpolated with a
     separable Lanczos-3 kernel at the output pixel centres.  The input
@@ -309,12 +367,11 @@ def resample_psf(array, ratio, *, center=None, size=None) -> np.ndarray:
             f"pixels) needs a {w:.0f}x{h:.0f} stamp, more than the {MAX_STAMP_SIZE} px limit of a PSF stamp; check the "
             "ratio (output scale / input scale) or pass a smaller odd size=")
     if ratio >= 1.0:
-        wx = _overlap_matrix(w, nx, ratio, cx)
-        wy = _overlap_matrix(h, ny, ratio, cy)
+        out = _rebin_axis(_rebin_axis(arr, 1, w, ratio, cx), 0, h, ratio, cy)
     else:
         wx = lanczos_weights(cx + (np.arange(w) - w // 2) * ratio, nx)
         wy = lanczos_weights(cy + (np.arange(h) - h // 2) * ratio, ny)
-    out = wy @ arr @ wx.T
+        out = wy @ arr @ wx.T
     total = out.sum()
     if not total > 0:
         raise InvalidInputError(f"the resampled PSF ({w}x{h}) has non-positive sum {total:.4g}")
@@ -506,8 +563,11 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         If the data are not a 2-d finite image with positive flux, or a
         pixel-scale keyword is invalid.
     InvalidInputError
-        If ``background`` is not a finite number, or resampling is asked for
-        and the image's pixel scale is unknown, or the ratio of the two scales
+        If ``background`` is not a finite number, ``rtol`` not a number in
+        [0, 1), or resampling is asked for and the image's pixel scale is
+        unknown, or its pixels are not square (their two scales differ by more
+        than :data:`NON_SQUARE_TOLERANCE`; ``pixel_scale=`` overrides the
+        header), or the ratio of the two scales
         under- or overflows, or the resampled stamp would
         be larger than :data:`~psfmatch.psf.psfex.MAX_STAMP_SIZE` pixels.
 
@@ -524,11 +584,16 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     Even-sized and off-centre images: the geometric centre of the array is
     the PSF centre (``recenter=False``), so an image whose PSF sits off that
     centre is a PSF displaced by that offset: matched to it as the reference,
-    every star of the matched exposure moves by it (about (0.6, 0.85) px for
-    Spitzer IRAC ch4; ``recenter=True`` on both PSFs avoids it).  Without resampling
-    :class:`~psfmatch.psf.ImagePsf` moves it onto the centre pixel of a stamp one
-    pixel larger along each even axis (half-pixel Fourier shift); with
-    resampling the centre is mapped onto the output centre pixel directly.
+    every star of the matched exposure moves by it (about (0.3, 0.8) px for
+    Spitzer IRAC ch1 matched to ch4; ``recenter=True`` on both PSFs avoids it).
+    Without resampling :class:`~psfmatch.psf.ImagePsf` moves it onto the centre
+    pixel of a stamp one pixel larger along each even axis (half-pixel Fourier
+    shift); with resampling the centre is mapped onto the output centre pixel
+    directly.  With ``recenter=True`` and resampling, the image's adaptive
+    centroid is shifted onto its centre pixel before the image is resampled
+    (a Fourier shift, which widens nothing), and the result's onto its own
+    centre pixel after (an asymmetric PSF's adaptive centroid depends on the
+    pixel size).
     A 3-d image (a cube of one plane, e.g. webbpsf) is accepted when its
     leading axes have length 1.
 
@@ -558,6 +623,9 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     for name, flag in (("recenter", recenter), ("require_psf_like", require_psf_like)):
         if not isinstance(flag, (bool, np.bool_)):  # ("no", a word from a file, would count as true)
             raise InvalidInputError(f"{name} must be True or False (on the command line true or false); got {flag!r}")
+    if isinstance(rtol, (bool, np.bool_)) or not isinstance(rtol, numbers.Real) or not (0 <= rtol < 1):
+        raise InvalidInputError(f"rtol must be a number in [0, 1) (the relative difference of two pixel scales "
+                                f"taken as equal, e.g. 1e-6); got {rtol!r}")
     where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else f"<{type(source).__name__}>"
     data, header, where = _open_image_hdu(source, hdu, where)
     label = where if hdu is None else f"{where}[{hdu}]"
@@ -586,13 +654,15 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     if require_psf_like:
         _refuse_unlike_psf(data, header, label)
     _warn_pedestal(data, float(background), label)
+    axes = None
     if pixel_scale is not None:
         scale = _positive_scale(pixel_scale, "pixel_scale")
     else:
         from ..io.fits import read_guard
 
         with catch_warnings("ignore"), read_guard(label, "PSF image's pixel scale"):
-            scale = pixel_scale_from_header(header, label)
+            axes = pixel_axis_scales(header, label)
+        scale = None if axes is None else math.sqrt(axes[0] * axes[1])
     target = _target_scale(target_pixel_scale)
     if target is None or (scale is not None and abs(target - scale) <= rtol * target):
         return ImagePsf(data, recenter=recenter, pixel_scale=scale)
@@ -600,6 +670,11 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
         raise InvalidInputError(
             f"{label}: cannot resample to {target} arcsec/pixel: the file states no pixel scale (none of "
             f"{', '.join(PIXEL_SCALE_KEYS)}, nor CD / CDELT of a celestial WCS); pass pixel_scale=")
+    if axes is not None and abs(axes[0] / axes[1] - 1.0) > NON_SQUARE_TOLERANCE:
+        raise InvalidInputError(
+            f"{label}: its pixels are not square ({axes[0]:.6g} x {axes[1]:.6g} arcsec along x and y): resampled "
+            f"to {target:.6g} arcsec by one ratio, the PSF would come out stretched by {axes[0] / axes[1]:.4g} along "
+            "x; resample it per axis onto square pixels first, or pass pixel_scale= to resample by that one scale")
     ratio = target / scale
     if not (math.isfinite(ratio) and ratio > 0):  # both valid, but their ratio under- or overflows
         raise InvalidInputError(
@@ -613,15 +688,15 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
             f"arcsec/pixel needs a {w:.0f}x{h:.0f} stamp, more than the {MAX_STAMP_SIZE} px limit of a PSF stamp; "
             "check the image's pixel scale (pass pixel_scale= if its header is wrong) and target_pixel_scale, or "
             "pass a smaller odd size=")
-    center = None
     if recenter:
-        ny, nx = data.shape
-        # moments are measured about the array's centre pixel (n // 2)
-        _, _, _, xc, yc, ok = adaptive_moments(data)
+        # first onto the centre pixel at the input's scale (a Fourier shift, which widens nothing): rebinned about
+        # a pixel centre, a ratio near 1 keeps the output's edges on the input's, where the rebinning is exact
+        _, _, _, _, _, ok = adaptive_moments(data)
         if not ok:
             raise InvalidInputError(f"{label}: recenter=True but the image's centroid could not be measured")
-        center = (nx // 2 + float(xc), ny // 2 + float(yc))
+        data = ImagePsf(data, recenter=True).array
     log.info("resampling PSF image %s from %.6g to %.6g arcsec/pixel (%s)", label, scale, target,
-             "area-weighted rebinning" if ratio >= 1 else "Lanczos-3 interpolation")
-    out = resample_psf(data, ratio, center=center, size=size)
-    return ImagePsf(out, pixel_scale=target)
+             "integrating the cumulative" if ratio >= 1 else "Lanczos-3 interpolation")
+    out = resample_psf(data, ratio, size=size)
+    # and again at the output's scale: an asymmetric PSF's adaptive centroid depends on the pixel size
+    return ImagePsf(out, recenter=recenter, pixel_scale=target)
