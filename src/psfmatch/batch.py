@@ -291,13 +291,17 @@ class ExposureReport:
             return f"{self.status:8s} {name}: {self.error_type}: {_one_line(self.error_message)}"
         extra = ""
         q = (self.qa or {}).get("qa", {})
-        worst = q.get("between", {}).get("residualMaxWorst", q.get("candidates", {}).get("residualMaxWorst"))
-        if worst is not None:
-            extra = f", worst max|S*K-R|/peak {worst:.2e}"
-        aperture = [v for v in (q.get(w, {}).get("apertureFluxMismatchWorst") for w in ("candidates", "between"))
-                    if v is not None]
-        if aperture:
-            extra += f", aperture flux {max(aperture):.1e}"
+
+        def worst(key):  # of the candidates and the held-out positions, as the flags are judged
+            values = [v for v in (q.get(w, {}).get(key) for w in ("candidates", "between"))
+                      if v is not None and not (isinstance(v, float) and math.isnan(v))]
+            return max(values) if values else None
+
+        residual, aperture = worst("residualMaxWorst"), worst("apertureFluxMismatchWorst")
+        if residual is not None:
+            extra = f", worst max|S*K-R|/peak {residual:.2e}"
+        if aperture is not None:
+            extra += f", aperture flux {aperture:.1e}"
         if q.get("flags"):
             extra += f", flags {','.join(q['flags'])}"
         if self.kernel_sum is not None and self.kernel_sum != 1.0:  # (a zero point's, or --kernel-sum's)

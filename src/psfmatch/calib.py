@@ -49,7 +49,8 @@ from .geom import _finite_real
 
 __all__ = ["ZERO_POINT_CARDS", "FLUX_ZERO_POINT_CARDS", "INVERSE_SENSITIVITY_CARDS", "CALIBRATION_CARDS",
            "rescale_calibration", "calibration_cards", "zero_point", "kernel_sum_for_zero_point",
-           "set_zero_point", "calibration_header", "is_rate_unit", "ZERO_POINT_TOLERANCE", "MAX_ZERO_POINT_SHIFT",
+           "set_zero_point", "calibration_header", "is_rate_unit", "is_count_unit", "COUNT_UNITS",
+           "ZERO_POINT_TOLERANCE", "MAX_ZERO_POINT_SHIFT",
            "RATE_ZERO_POINT_CARDS"]
 
 #: FITS cards holding a magnitude zero point: m = ZP - 2.5 log10(counts).
@@ -113,6 +114,10 @@ def rescale_calibration(metadata: dict, factor: float) -> tuple[list[str], list[
     header = metadata.get("fitsHeader")
     if header is not None:
         _rescale_header(header, factor, changed, left)
+    unit = metadata.get("unit")
+    if unit is not None and not is_count_unit(unit):  # nJy, MJy/sr: a calibration in the unit itself
+        left.append(f"the image unit {str(unit)!r} (a physical unit: the matched pixel values are {factor:.6g} times "
+                    "the input's, in it)")
     # entries of the metadata itself named as the cards (an NDData's dict meta, a caller's own)
     _rescale_mapping(metadata, factor, changed, left, "metadata[{key!r}]", skip=("fitsHeader", "photoCalib"))
     return changed, left
@@ -286,6 +291,26 @@ def is_rate_unit(unit) -> bool:
     (True, False, False, False)
     """
     return unit is not None and bool(_RATE.search(str(unit)))
+
+
+#: Image units (``BUNIT``, blind to case, a plural and a rate aside) that count detections, whose pixel values a
+#: separate calibration (a zero point) puts on a flux scale: rescaling the values leaves them right.
+COUNT_UNITS = frozenset({"", "adu", "count", "ct", "cts", "dn", "electron", "e", "e-", "photon", "ph",
+                         "data number", "dimensionless"})
+
+
+def is_count_unit(unit) -> bool:
+    """Whether the image unit ``unit`` counts detections (:data:`COUNT_UNITS`: ``adu``, ``ELECTRONS/S``,
+    ``counts``, ``DN``, dimensionless) rather than stating a physical flux (``nJy``, ``MJy/sr``, ``nanomaggy``),
+    which a kernelSum other than 1 makes wrong; True for None (no unit stated).
+
+    >>> is_count_unit("ELECTRONS/S"), is_count_unit("adu"), is_count_unit("MJy/sr"), is_count_unit(None)
+    (True, True, False, True)
+    """
+    if unit is None:
+        return True
+    text = _RATE.sub("", str(unit)).strip().lower()
+    return text in COUNT_UNITS or (text.endswith("s") and text[:-1] in COUNT_UNITS)
 
 
 def _header_entries(header, label):

@@ -485,9 +485,12 @@ class ModelPsfMatchTask:
     # ------------------------------------------------------------------
     def _check_exposure(self, exposure):
         if not isinstance(exposure, Exposure):
+            nddata = hasattr(exposure, "data") and hasattr(exposure, "uncertainty")  # astropy NDData, CCDData
             raise InvalidInputError(
                 f"exposure must be a psfmatch.Exposure; got {type(exposure).__name__} "
-                "(wrap arrays with Exposure(image, mask, variance, psf=...))")
+                + ("(convert it with Exposure.from_nddata(nd, psf=...), and the result back with "
+                   "psfMatchedExposure.to_nddata())" if nddata else
+                   "(wrap arrays with Exposure(image, mask, variance, psf=...))"))
         if not exposure.hasPsf():
             raise MissingPsfError("exposure does not contain a Psf model; attach the exposure's PSF "
                                   "(exposure.setPsf(psf), Exposure(..., psf=psf) or read_exposure(path, psf=psf))")

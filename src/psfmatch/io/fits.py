@@ -861,11 +861,13 @@ def _primary_cards(header, *, wcs=False, origin=False):
         may describe something else (a target's coordinates, a time series).
     origin : bool
         Also leave out the image origin and ``BUNIT`` (``header`` is the image's):
-        IRAF's ``LTVn``/``LTMi_j`` and the alternate ``A`` WCS.
+        IRAF's ``LTVn``/``LTMi_j`` and the alternate ``A`` WCS when it is a
+        linear one (:func:`_alternate_is_origin`; a sky one is kept).
     """
     from astropy.io import fits
 
     out = fits.Header()
+    alternate = _alternate_is_origin(header)  # (a sky alternate WCS A is the image's, kept with the others)
     for card in header.cards:
         key = card.keyword
         if key in _STRUCTURAL or key.startswith("NAXIS"):
@@ -873,7 +875,7 @@ def _primary_cards(header, *, wcs=False, origin=False):
         if wcs and _LOOKUP_KEY.match(key):
             continue
         if _WCS_KEY.match(key):
-            is_origin = _is_origin_key(key)
+            is_origin = _is_origin_key(key, alternate)
             if (origin and is_origin) or (wcs and not is_origin):
                 continue
         if origin and key == "BUNIT":
@@ -909,10 +911,24 @@ def _drop_archive_pointers(header, where, afw=False):
     return header
 
 
-def _is_origin_key(key) -> bool:
-    """Whether ``key`` records the image origin: IRAF's ``LTVn``/``LTMi_j`` or the alternate ``A`` WCS."""
+def _is_origin_key(key, alternate=True) -> bool:
+    """Whether ``key`` records the image origin: IRAF's ``LTVn``/``LTMi_j``, or (``alternate``) the alternate
+    ``A`` WCS (see :func:`_alternate_is_origin`)."""
     key = key.upper()
-    return bool(_WCS_KEY.match(key)) and (key.startswith(("LTV", "LTM")) or key.endswith("A"))
+    return bool(_WCS_KEY.match(key)) and (key.startswith(("LTV", "LTM")) or (alternate and key.endswith("A")))
+
+
+def _alternate_is_origin(cards) -> bool:
+    """Whether the alternate WCS ``A`` of ``cards`` (a Header, or a mapping blind to case) can be an image origin,
+    as LSST and psfmatch write it: ``CTYPE1A`` ``LINEAR``, or absent (linear by the FITS standard).  A sky one
+    (an HST file's earlier astrometric solution, ``CTYPE1A = 'RA---TAN'``) is a WCS of the image's own, kept."""
+    from astropy.io import fits
+
+    if isinstance(cards, fits.Header):
+        ctype = cards.get("CTYPE1A")
+    else:
+        ctype = next((v for k, v in cards.items() if isinstance(k, str) and k.upper() == "CTYPE1A"), None)
+    return ctype is None or str(ctype).strip().upper() in ("", "LINEAR")
 
 
 def _exposure_cards(hdul, img_hdu, has_wcs, inherited):

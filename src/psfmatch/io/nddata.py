@@ -5,7 +5,9 @@ NDData                      Exposure
 ==========================  =================================================================
 ``data``                    ``image`` (float32/float64 kept, other types become float32)
 ``mask`` (bool, True=bad)   the ``mask_plane`` bit (``BAD`` by default); an integer mask is
-                            taken as bit planes as they are
+                            taken as bit planes as they are (psfmatch's names unless
+                            ``mask_planes=``; a warning when it sets DETECTED,
+                            DETECTED_NEGATIVE or NO_DATA, which psfmatch treats specially)
 ``uncertainty``             ``variance``: `VarianceUncertainty` as is, `StdDevUncertainty`
                             squared, `InverseVariance` inverted (0 -> inf); converted to
                             the data unit squared when both units are known; negative
@@ -243,6 +245,25 @@ def _exposure_wcs(wcs, shape):
         "nd.wcs = None")
 
 
+#: psfmatch's planes whose bits an integer NDData mask may set meaning something else (an HST ``DQ`` array's 32,
+#: 64 and 256), and what psfmatch does with them.
+SPECIAL_PLANES = {"DETECTED": "not a bad pixel (to_nddata leaves it unmasked)",
+                  "DETECTED_NEGATIVE": "not a bad pixel (to_nddata leaves it unmasked)",
+                  "NO_DATA": "no data: left out of the convolution, its footprint NaN in the matched image"}
+
+
+def _warn_special_bits(m, planes):
+    """Log a warning when the integer mask ``m``, taken with psfmatch's planes, sets the bits of
+    :data:`SPECIAL_PLANES`: an HST ``DQ`` flag 64 (a warm pixel) would become DETECTED_NEGATIVE."""
+    used = int(np.bitwise_or.reduce(m.astype(np.int64).ravel())) if m.size else 0
+    hits = [f"{1 << bit} ({name}: {SPECIAL_PLANES[name]})" for name, bit in sorted(planes.items(), key=lambda kv: kv[1])
+            if name in SPECIAL_PLANES and used >> int(bit) & 1]
+    if hits:
+        log.warning("NDData mask: an integer mask is taken as psfmatch's bit planes, and it sets %s; if its bits mean "
+                    "something else (an HST DQ array), pass mask_planes= naming them (e.g. {'WARM': 6, ...}), or give "
+                    "a boolean mask (True where bad)", "; ".join(hits))
+
+
 def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy0=None) -> Exposure:
     """An :class:`~psfmatch.Exposure` from an `~astropy.nddata.NDData` (or `CCDData`).
 
@@ -259,7 +280,12 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
     psf : PSF model, optional
         The exposure's PSF; default ``ImagePsf(nd.psf)`` when ``nd.psf`` is set.
     mask_plane : str
-        The plane a boolean mask sets.
+        The plane a boolean mask sets.  Its pixels' values are convolved like
+        any others (their mask bit spreads over the kernel's footprint);
+        ``"NO_DATA"`` leaves them out instead (each then makes its footprint
+        NaN in the matched image), for masks over values that are garbage
+        (astropy's meaning of ``True``: a hot pixel of 1e6 under ``BAD``
+        still biases pixels beyond the footprint by a fraction of it).
     mask_planes : mapping, optional
         Plane registry of the new mask (default: psfmatch's).
     xy0 : (int, int), optional
@@ -290,7 +316,7 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
 
     from ..errors import CorruptFileError
     from ..psf.image_psf import ImagePsf
-    from .fits import _estimate_variance, _is_origin_key, _primary_cards, _xy0_from_header
+    from .fits import _alternate_is_origin, _estimate_variance, _is_origin_key, _primary_cards, _xy0_from_header
 
     if not hasattr(nd, "data") or not hasattr(nd, "uncertainty"):
         raise InvalidInputError(f"from_nddata needs an astropy NDData or CCDData; got {type(nd).__name__}")
@@ -299,7 +325,7 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
         raise InvalidInputError(f"from_nddata needs 2-d data; got shape {data.shape}")
     unit = getattr(nd, "unit", None)
     variance = None
-    if nd.uncertainty is not None:
+    if nd.uncertainty is not None and getattr(nd.uncertainty, "array", None) is not None:  # (an empty one: none)
         variance = _variance_from_uncertainty(nd.uncertainty, unit, data.shape)
     mask = None
     if nd.mask is not None:
@@ -308,6 +334,8 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
             mask = Mask.from_bool(m, mask_plane, planes=mask_planes)
         elif np.issubdtype(m.dtype, np.integer):
             mask = Mask(m, planes=mask_planes)
+            if mask_planes is None:
+                _warn_special_bits(m, mask.getMaskPlaneDict())
         else:
             raise InvalidInputError(f"NDData mask must be boolean or integer bits; got dtype {m.dtype}")
     metadata = {}
@@ -334,8 +362,9 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
                 metadata["unit"] = str(meta["BUNIT"]).strip()
         else:
             # copied with the task's check: an entry that cannot be copied is named in an InvalidInputError
+            alternate = _alternate_is_origin(meta)  # (a sky alternate WCS A is kept)
             metadata.update(metadata_copy({key: value for key, value in meta.items()
-                                            if not (isinstance(key, str) and _is_origin_key(key))},
+                                            if not (isinstance(key, str) and _is_origin_key(key, alternate))},
                                            "the NDData's meta", "the exposure's metadata"))
     if unit is not None:
         metadata["unit"] = unit.to_string()  # "" for dimensionless, which to_nddata takes back as such
@@ -378,7 +407,7 @@ def _meta_header(metadata, header):
     from astropy.io import fits
     from astropy.io.fits.verify import VerifyError
 
-    from .fits import _is_origin_key, _primary_cards
+    from .fits import _alternate_is_origin, _is_origin_key, _primary_cards
 
     if not isinstance(header, fits.Header):
         try:
@@ -388,8 +417,9 @@ def _meta_header(metadata, header):
                                     f"{type(header).__name__}") from None
     out = _primary_cards(header, origin=True)  # new cards; the origin is the exposure's (set by the caller)
     dropped = []
+    alternate = _alternate_is_origin(metadata)
     for key, value in metadata.items():
-        if key in ("fitsHeader", "unit") or (isinstance(key, str) and _is_origin_key(key)):
+        if key in ("fitsHeader", "unit") or (isinstance(key, str) and _is_origin_key(key, alternate)):
             continue
         if not (isinstance(key, str) and _is_card_value(value)):
             dropped.append(str(key))
@@ -455,7 +485,7 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
     from astropy import units as u
     from astropy.nddata import CCDData, NDData, StdDevUncertainty, VarianceUncertainty
 
-    from .fits import _is_origin_key
+    from .fits import _alternate_is_origin, _is_origin_key
 
     if not isinstance(exposure, Exposure):
         raise InvalidInputError(f"to_nddata needs an Exposure; got {type(exposure).__name__}")
@@ -479,8 +509,9 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
     if header is not None:
         meta = _meta_header(exposure.metadata, header)
     else:
+        alternate = _alternate_is_origin(exposure.metadata)
         meta = metadata_copy({k: v for k, v in exposure.metadata.items()
-                               if k != "unit" and not (isinstance(k, str) and _is_origin_key(k))},
+                               if k != "unit" and not (isinstance(k, str) and _is_origin_key(k, alternate))},
                               "the exposure's metadata", "the NDData's meta")
     x0, y0 = exposure.getXY0()
     if (x0, y0) != (0, 0):
