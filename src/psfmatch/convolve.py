@@ -962,14 +962,14 @@ def _check_underflow(kernel, bbox, levels, rdtype):
     becomes 0: a variance of 0 claims a perfect pixel, the highest weight in a coadd.  ``levels`` are the
     planes' typical magnitudes (:func:`_plane_levels`); the kernel is taken at the box's centre.  A plane
     already below the smallest normal number (or without a typical level) is not the kernel's doing and is
-    left alone.
+    left alone, as is a kernel of zeros (its exact result is zeros).
     """
     tiny = float(np.finfo(rdtype).tiny)
     img_level, var_level = levels
     K = np.asarray(kernel.computeImage(Box2D(bbox).getCenter()), dtype=np.float64)
     name, level, scale = (("variance", var_level, float((K * K).sum())) if var_level > 0
                           else ("image", img_level or 0.0, float(np.abs(K).sum())))
-    if level >= tiny and level * scale < tiny:
+    if level >= tiny and 0.0 < scale and level * scale < tiny:  # (a kernel of zeros gives exact zeros)
         what = "the squared kernel's sum" if name == "variance" else "the kernel's sum of magnitudes"
         raise InvalidInputError(
             f"kernelSum = {kernel.kernel_sum:g} takes the matched {name} plane's typical values (about {level:.3g}, "

@@ -280,7 +280,7 @@ def field_qa(kernel, science_psf, reference_psf, psf_size, bbox=None, *, shape=N
     ys = bbox.getMinY() - 0.5 + (np.arange(ny) + 0.5) * h / ny
     X, Y = np.meshgrid(xs, ys)
     S, R, ok = _stamps(as_psf(science_psf), as_psf(reference_psf), psf_size, X.ravel(), Y.ravel())
-    out = {"x": xs, "y": ys, "shape": [int(ny), int(nx)]}
+    out = {"x": xs, "y": ys, "shape": [int(ny), int(nx)], "box": [int(bbox.getMinX()), int(bbox.getMinY()), int(w), int(h)]}
     for name in QA_FIELDS:
         out[name] = np.full(nx * ny, np.nan)
     if np.any(ok):
@@ -966,10 +966,28 @@ def _field_extent(bbox):
 # the QA figure
 
 
+def _grid_extent(grid, bbox):
+    """The extent of a :func:`field_qa` map: the box it was computed on (its ``"box"``; for a grid without one,
+    from the spacing of its ``x`` and ``y``), which may be part of the field ``bbox``."""
+    if "box" in grid:
+        x0, y0, w, h = (float(v) for v in grid["box"])
+        return (x0 - 0.5, x0 - 0.5 + w, y0 - 0.5, y0 - 0.5 + h)
+    edges = []
+    for key, lo, hi in (("x", bbox.getMinX(), bbox.getMaxX()), ("y", bbox.getMinY(), bbox.getMaxY())):
+        v = np.asarray(grid.get(key, ()), dtype=float)
+        if v.size > 1:
+            step = (v[-1] - v[0]) / (v.size - 1)
+            edges += [v[0] - step / 2, v[-1] + step / 2]
+        else:
+            edges += [lo - 0.5, hi + 0.5]
+    return tuple(edges)
+
+
 def _qa_map(fig, ax, grid, name, bbox, cells, *, title, cmap, norm, label, fmt=None):
     wide = bbox.getWidth() > 1.3 * bbox.getHeight()
     Z = grid[name]
-    im = ax.imshow(Z, origin="lower", extent=_field_extent(bbox), cmap=_cmap(cmap), norm=norm,
+    # drawn where it was computed (field_qa's bbox= may be part of the field), in the field's frame
+    im = ax.imshow(Z, origin="lower", extent=_grid_extent(grid, bbox), cmap=_cmap(cmap), norm=norm,
                    interpolation="nearest", aspect="equal")
     _draw_cells(ax, cells, colour="0.3", lw=0.5, alpha=0.5)
     _overlay_candidates(ax, cells, size=22, legend=False, lw=0.9, halo=True)
@@ -1393,9 +1411,14 @@ def show_spatial_cells(exposure, cells, *, mask_transparency=_DEFAULT_MASK_TRANS
     if hi <= lo:
         hi = lo + 1.0
     bbox = exposure.getBBox()
-    ext = _field_extent(bbox)
+    # a binned image covers the blocks it averaged: the last w % f columns and h % f rows are left out
+    x0, y0 = bbox.getMinX() - 0.5, bbox.getMinY() - 0.5
+    ext = (x0, x0 + f * img.shape[1], y0, y0 + f * img.shape[0])
     im = ax.imshow(img, origin="lower", extent=ext, cmap=_cmap("gray", "#3a3a3a"),
                    norm=ImageNormalize(vmin=lo, vmax=hi, stretch=AsinhStretch(0.05)), interpolation="nearest")
+    field = _field_extent(bbox)  # the axes show the whole field (the binned image may stop short of its far edges)
+    ax.set_xlim(*field[:2])
+    ax.set_ylim(*field[2:])
     alpha = 1.0 - mask_transparency / 100.0
     planes = exposure.getMask().getMaskPlaneDict()
     rgba = np.zeros(mbits.shape + (4,), dtype=np.float32)
