@@ -261,7 +261,8 @@ def field_qa(kernel, science_psf, reference_psf, psf_size, bbox=None, *, shape=N
     -------
     dict
         ``x`` (nx,) and ``y`` (ny,) pixel positions of the grid columns and rows,
-        ``shape`` ``[ny, nx]``, one ``(ny, nx)`` array per :data:`QA_FIELDS`
+        ``shape`` ``[ny, nx]``, ``box`` ``[x0, y0, width, height]`` (the box the
+        grid covers, where :func:`plot_qa` draws it), one ``(ny, nx)`` array per :data:`QA_FIELDS`
         (NaN where a PSF could not be evaluated), and ``summary``
         (:func:`psfmatch.qa.summarize` of the grid).
     """
