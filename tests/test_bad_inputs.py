@@ -728,7 +728,7 @@ def test_absurd_kernel_size_fails_at_construction(basis, need):
 def test_huge_psf_stamps_fail_after_one_evaluation():
     psf = StampPsf(gauss_stamp(1001, 1.6))  # 8 MB per stamp; 4 cells, padded, science and reference
     exposure = Exposure(np.ones((128, 128), np.float32), psf=psf)
-    with raises(MemoryLimitError, r"fitting the kernel needs about [\d.]+ GiB \(stamps 0.1\d+ GiB, .*; 4 candidate\(s\), "
+    with raises(MemoryLimitError, r"fitting the kernel needs about [\d.]+ GiB \(stamps 0.2\d+ GiB, .*; 4 candidate\(s\), "
                                   r"1001x1001-pixel PSF stamps before padding\), more than config.maxMemoryGiB = "
                                   r"0.05 GiB"):
         ModelPsfMatchTask(config=small_config(maxMemoryGiB=0.05)).run(exposure, GaussianPsf(21, 21, 2.4))

@@ -1039,7 +1039,8 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_si
 
     The parts: the stamp stacks that coexist (the survey's science stamps, the fit's padded stack, the
     distinct candidates' copies while their normal equations are built, and the QA's stamps between the
-    candidates: the larger of the two phases), the basis images, the per-candidate normal equations,
+    candidates: the larger of the two phases), the basis images, the per-candidate normal equations, the
+    joint spatial system (the free basis terms times the spatial terms, squared),
     the Fourier products of the Alard-Lupton basis, the regularization matrix of a delta-function basis,
     and the work arrays of the chunks that run on the threads together (:func:`~psfmatch.solve.gram_chunk_work`
     and :func:`~psfmatch.qa.qa_chunk_work` times the threads that have a chunk,
@@ -1097,17 +1098,27 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_si
     # the QA: the survey's and the fit's stacks, the stamps between the candidates, the kernel images, and
     # the chunks of both stacks on the threads together
     qa_chunks = -(-n // qa_chunk_size(p, k)) + (-(-m // qa_chunk_size(p, k)) if m else 0)
-    qa = (8 * n * s * s + stamp * (n + 2 * m) + 8 * k * k * (3 * n + 2 * m),
+    # (the held-out positions' stamps live three times: as realized, in their ill-posed survey's stacks, which
+    # its report keeps through the QA, and padded for the QA)
+    qa = (8 * n * s * s + stamp * (n + 2 * m) + 8 * k * k * (3 * n + 2 * m) + 8 * m * s * s + stamp * 2 * m,
           min(threads, qa_chunks) * qa_chunk_work(p, k, max(n, m), s))
     stamps, work = max(gram, qa, key=sum)
     # (the products are made on the grid of the first stamps the basis meets: counted on the largest)
     fourier = 0 if delta else 8 * nb * (nb + 1) * (p + k - 1) * ((p + k - 1) // 2 + 1)
+    # the joint spatial system (solve_spatial): the constrained basis' free terms (the principal components'
+    # with a PCA) times the spatial terms, squared; at most four copies at once (its assembly, its symmetrized
+    # form, the solve's scaled copy, and the eigenvectors of a rank-deficient one).  Small for the default
+    # Alard-Lupton basis (157 unknowns), 9240 for a delta-function basis of 21 px at order 5 without a PCA
+    order = int(kc.spatialKernelOrder)
+    free = int(kc.numPrincipalComponents) if getattr(kc, "usePcaForSpatialKernel", False) else nb
+    unknowns = max(free - 1, 1) * ((order + 1) * (order + 2) // 2) + 1
     parts = {
         "stamps": stamps,
         "basis": 8 * nb * k * k,
         # at most four copies at once: the Gram (and the chunks' parts), its regularized and its constrained
         # (transformed) forms, and the solve's column-scaled copy with its SVD work arrays
         "normal equations": 4 * 8 * (u + 2) * nb * nb,
+        "spatial system": 4 * 8 * unknowns * unknowns,
         "Fourier basis products": fourier,
         "regularization": 8 * nb * nb if delta and getattr(kc, "useRegularization", False) else 0,
         # a reference realized at every candidate: its list, its stack and the distinct candidates' copy
