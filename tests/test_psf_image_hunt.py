@@ -140,30 +140,6 @@ def test_even_input_upsampled_stays_centred_on_its_geometric_centre():
 
 
 SKY = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN"}
-C, S = math.cos(0.5), math.sin(0.5)
-
-
-@pytest.mark.parametrize("cards, scale", [
-    # a rotated CD matrix: its area is that of the square pixel
-    ({**SKY, "CD1_1": -0.2 / 3600 * C, "CD1_2": 0.2 / 3600 * S, "CD2_1": 0.2 / 3600 * S, "CD2_2": 0.2 / 3600 * C},
-     0.2),
-    # CDELT with a rotating PC matrix (det 1), and with the old CROTA2 (a rotation, no change of scale)
-    ({**SKY, "CDELT1": -0.2 / 3600, "CDELT2": 0.2 / 3600, "PC1_1": C, "PC1_2": -S, "PC2_1": S, "PC2_2": C}, 0.2),
-    ({**SKY, "CDELT1": -0.2 / 3600, "CDELT2": 0.2 / 3600, "CROTA2": 30.0}, 0.2),
-    # CD takes precedence over CDELT when both are written (FITS WCS paper I)
-    ({**SKY, "CD1_1": -0.2 / 3600, "CD2_2": 0.2 / 3600, "CDELT1": -1.0, "CDELT2": 1.0}, 0.2),
-    ({**SKY, "CDELT1": -200.0, "CDELT2": 200.0, "CUNIT1": "mas", "CUNIT2": "mas"}, 0.2),
-    ({**SKY, "CDELT1": -0.2 / 3600, "CDELT2": 0.2 / 3600, "CUNIT1": "DEG"}, 0.2),  # unit names are case-blind
-    ({"CTYPE1": "DEC--TAN", "CTYPE2": "RA---TAN", "CDELT1": 0.2 / 3600, "CDELT2": -0.2 / 3600}, 0.2),  # swapped
-    ({**SKY, "CDELT1": -0.2 / 3600}, None),  # one CDELT: no pixel matrix
-    ({**SKY, "PIXSCALE": 0.1, "CD1_1": -0.2 / 3600, "CD2_2": 0.2 / 3600}, 0.1),  # the explicit card wins
-])
-def test_more_wcs_conventions_give_the_pixel_scale(cards, scale):
-    h = fits.Header()
-    for k, v in cards.items():
-        h[k] = v
-    got = pixel_scale_from_header(h)
-    assert got == (None if scale is None else pytest.approx(scale, rel=1e-12))
 
 
 def test_each_axis_is_read_in_its_own_unit():

@@ -53,6 +53,9 @@ def write(path, data, **cards):
 SKY = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN"}
 
 
+_C, _S = math.cos(0.5), math.sin(0.5)  # a rotation of the pixel grid
+
+
 @pytest.mark.parametrize("cards, scale", [
     ({"PIXELSCL": 0.0311}, 0.0311),
     ({"PIXSCALE": 0.2}, 0.2),
@@ -87,6 +90,20 @@ SKY = {"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN"}
     ({"CTYPE1": "RA---TAN", "CTYPE2": "RA---TAN", "CD1_1": 1.0, "CD2_2": 1.0}, None),  # two longitudes
     ({"CTYPE1": "RADIUS", "CTYPE2": "DECLINAT", "CD1_1": 1.0, "CD2_2": 1.0}, None),
     ({"CTYPE1": "PIXEL", "CTYPE2": "PIXEL", "CD1_1": 1.0, "CD1_2": 1.0, "CD2_1": 1.0, "CD2_2": 1.0}, None),
+    # (from a review of PSF images)
+    # a rotated CD matrix: its area is that of the square pixel
+    ({**SKY, "CD1_1": -0.2 / 3600 * _C, "CD1_2": 0.2 / 3600 * _S, "CD2_1": 0.2 / 3600 * _S, "CD2_2": 0.2 / 3600 * _C},
+     0.2),
+    # CDELT with a rotating PC matrix (det 1), and with the old CROTA2 (a rotation, no change of scale)
+    ({**SKY, "CDELT1": -0.2 / 3600, "CDELT2": 0.2 / 3600, "PC1_1": _C, "PC1_2": -_S, "PC2_1": _S, "PC2_2": _C}, 0.2),
+    ({**SKY, "CDELT1": -0.2 / 3600, "CDELT2": 0.2 / 3600, "CROTA2": 30.0}, 0.2),
+    # CD takes precedence over CDELT when both are written (FITS WCS paper I)
+    ({**SKY, "CD1_1": -0.2 / 3600, "CD2_2": 0.2 / 3600, "CDELT1": -1.0, "CDELT2": 1.0}, 0.2),
+    ({**SKY, "CDELT1": -200.0, "CDELT2": 200.0, "CUNIT1": "mas", "CUNIT2": "mas"}, 0.2),
+    ({**SKY, "CDELT1": -0.2 / 3600, "CDELT2": 0.2 / 3600, "CUNIT1": "DEG"}, 0.2),  # unit names are case-blind
+    ({"CTYPE1": "DEC--TAN", "CTYPE2": "RA---TAN", "CDELT1": 0.2 / 3600, "CDELT2": -0.2 / 3600}, 0.2),  # swapped
+    ({**SKY, "CDELT1": -0.2 / 3600}, None),  # one CDELT: no pixel matrix
+    ({**SKY, "PIXSCALE": 0.1, "CD1_1": -0.2 / 3600, "CD2_2": 0.2 / 3600}, 0.1),  # the explicit card wins
     ({}, None),
 ])
 def test_pixel_scale_from_header(cards, scale):
