@@ -56,6 +56,8 @@ from .fits import as_path, atomic_write, open_fits
 __all__ = ["write_kernel", "read_kernel", "kernel_image_grid", "write_kernel_image_grid", "KERNEL_FORMAT"]
 
 KERNEL_FORMAT = "psfmatch-kernel"
+#: The kernel file format version :func:`write_kernel` writes (``PMVERS``); :func:`read_kernel` refuses later ones.
+KERNEL_FORMAT_VERSION = 1
 KERNEL_GRID_FORMAT = "psfmatch-kernel-grid"
 
 #: The largest cube of kernel images :func:`kernel_image_grid` computes by default, in bytes (float64): the
@@ -164,7 +166,7 @@ def write_kernel(kernel, path, *, overwrite=False) -> None:
     primary = fits.PrimaryHDU()
     h = primary.header
     h["PMFORMAT"] = (KERNEL_FORMAT, "written by psfmatch")
-    h["PMVERS"] = (1, "psfmatch kernel format version")
+    h["PMVERS"] = (KERNEL_FORMAT_VERSION, "psfmatch kernel format version")
     write_exact_float(h, "KSUM", kernel.kernel_sum, "kernelSum: every kernel image sums to it")
     h["BASKIND"] = (kernel.basis.kind, "basis kind")
     h["KSIZE"] = (kernel.basis.kernel_size, "kernel width = height")
@@ -183,12 +185,22 @@ def write_kernel(kernel, path, *, overwrite=False) -> None:
         h["BBX0"], h["BBY0"], h["BBW"], h["BBH"] = b.getMinX(), b.getMinY(), b.getWidth(), b.getHeight()
     basis = fits.ImageHDU(np.asarray(kernel.basis.images, dtype=np.float64), name="BASIS")
     try:
-        basis.header["DESCRIPT"] = json.dumps(kernel.basis.description, sort_keys=True)
+        # (no quote in the card: astropy cuts a long string at a quote followed by "/"; JSON's \u0027 is one)
+        basis.header["DESCRIPT"] = json.dumps(kernel.basis.description, sort_keys=True).replace("'", "\\u0027")
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"the basis description is not JSON-serializable: {exc}") from exc
     coeffs = fits.ImageHDU(np.asarray(kernel.coefficients, dtype=np.float64), name="COEFFS")
     with atomic_write(path, overwrite=overwrite) as tmp:
         fits.HDUList([primary, basis, coeffs]).writeto(tmp, output_verify="exception", checksum=True)
+
+
+def _integer_card(header, key, path) -> int:
+    """The integer value of the card ``key`` (an integral float too); :class:`CorruptFileError` naming the file
+    for anything else (``SPORDER = 2.5`` was cut to 2)."""
+    value = header[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise CorruptFileError(f"{path}: {key} = {value!r} is not an integer")
+    return int(value)
 
 
 def _req(header, key, path, what="the kernel file"):
@@ -207,9 +219,13 @@ def read_kernel(path) -> LinearCombinationKernel:
     MissingFileError
         If the file does not exist (a `FileNotFoundError`).
     UnsupportedFormatError
-        If it is not a psfmatch kernel file.
+        If it is not a psfmatch kernel file, or one of a later format version
+        (``PMVERS``) than this psfmatch writes.
     CorruptFileError
-        If a keyword or HDU is missing or inconsistent, or the file is damaged:
+        If a keyword or HDU is missing or inconsistent (``NBASIS``, ``KSIZE``,
+        ``NSPATIAL`` disagreeing with the data; ``SPORDER`` or the box's cards
+        not integers; a box of no pixels; ``CONVENTN`` other than
+        ``convolution``, whose images would be applied mirrored), or the file is damaged:
         its data no longer match the ``DATASUM`` written with them (headers
         may be edited), or its images are not finite over the kernel's box.
 
@@ -243,6 +259,17 @@ def read_kernel(path) -> LinearCombinationKernel:
         for name in ("BASIS", "COEFFS"):
             if name not in names:
                 raise CorruptFileError(f"{path}: the {name} HDU is missing (HDUs: {names})")
+        version = h.get("PMVERS", 1)
+        if not (isinstance(version, int) and not isinstance(version, bool) and version <= KERNEL_FORMAT_VERSION):
+            raise UnsupportedFormatError(
+                f"{path}: PMVERS = {version!r}: a kernel file of format version {version!r}, which this psfmatch "
+                f"(format {KERNEL_FORMAT_VERSION}) does not know; read it with the psfmatch that wrote it, or upgrade")
+        convention = str(h.get("CONVENTN", "convolution")).strip()
+        if convention != "convolution":
+            raise CorruptFileError(
+                f"{path}: CONVENTN = {convention!r}: psfmatch's kernel files hold kernels applied by convolution "
+                "('convolution'); images for another convention would be applied mirrored; write the kernel again "
+                "(write_kernel)")
         kind = str(_req(h, "BASKIND", path)).strip()
         _req(h, "KSUM", path)
         ksum = read_exact_float(h, "KSUM", path)
@@ -269,17 +296,17 @@ def read_kernel(path) -> LinearCombinationKernel:
                     "changed after it was written; write the kernel again")
         if not isinstance(description, dict):
             raise CorruptFileError(f"{path}[BASIS]: DESCRIPT is not a JSON mapping")
-        if "NBASIS" in h and int(h["NBASIS"]) != images.shape[0]:
-            raise CorruptFileError(f"{path}: NBASIS = {h['NBASIS']} but BASIS holds {images.shape[0]} kernels")
+        for key, have, what in (("NBASIS", images.shape[0], "BASIS holds {} kernels"),
+                                ("KSIZE", images.shape[-1], "BASIS holds kernels of {} px"),
+                                ("NSPATIAL", coeffs.shape[1], "COEFFS holds {} spatial terms")):
+            if key in h and _integer_card(h, key, path) != have:
+                raise CorruptFileError(f"{path}: {key} = {h[key]!r} but {what.format(have)}")
         guard.hdu = None
         sf = None
         if "SPKIND" in h:
             sp = {key: _req(h, key, path, "the spatial function")
                   for key in ("SPORDER", "SPMINX", "SPMINY", "SPMAXX", "SPMAXY")}
-            try:
-                order = int(sp["SPORDER"])
-            except (TypeError, ValueError):
-                raise CorruptFileError(f"{path}: SPORDER = {sp['SPORDER']!r} is not an integer") from None
+            order = _integer_card(h, "SPORDER", path)
             if order < 0 or (order + 1) * (order + 2) // 2 != coeffs.shape[1]:  # checked before building it
                 raise CorruptFileError(f"{path}: inconsistent kernel (SPORDER = {order} needs "
                                        f"{(order + 1) * (order + 2) // 2 if order >= 0 else 'no'} spatial terms; "
@@ -298,7 +325,12 @@ def read_kernel(path) -> LinearCombinationKernel:
                 raise CorruptFileError(f"{path}: invalid spatial function ({exc})") from exc
         bbox = None
         if "BBX0" in h:
-            bb = [int(_req(h, key, path, "the bounding box")) for key in ("BBX0", "BBY0", "BBW", "BBH")]
+            for key in ("BBX0", "BBY0", "BBW", "BBH"):
+                _req(h, key, path, "the bounding box")
+            bb = [_integer_card(h, key, path) for key in ("BBX0", "BBY0", "BBW", "BBH")]
+            if bb[2] < 1 or bb[3] < 1:
+                raise CorruptFileError(f"{path}: the fitted box's size BBW x BBH = {bb[2]} x {bb[3]} is not positive: "
+                                       "the file is damaged")
             bbox = Box2I((bb[0], bb[1]), (bb[2], bb[3]))
     try:
         kernel = LinearCombinationKernel(KernelBasis(images, kind, description), coeffs, sf, ksum, bbox)

@@ -5,13 +5,17 @@ how to read it back:
 
 - ``GaussianPsf``, ``DoubleGaussianPsf``, ``MoffatPsf``, ``VariableGaussianPsf``:
   a header-only HDU, the constructor parameters as JSON in the long-string card
-  ``PMPARAMS``.  Round-trip: exact (an equal object).
+  ``PMPARAMS``.  Round-trip: exact (an equal object; a subclass that redefines
+  none of the model's methods reads back as the model).
 - ``ImagePsf``: an image HDU with the (odd, unit-sum) array, ``PIXSCALE`` and
   ``PIXSCSTR`` (the pixel scale exactly, as a string: the float card holds
   about 15 digits; see :mod:`psfmatch.io.kernel_fits`).  Round-trip: exact.
 - ``PsfexPsf``: the PSFEx ``PSF_DATA`` table (1-based contexts) plus the stamp
   size (``PMSTAMPW``/``PMSTAMPH``); the basis as float32 when float32 holds it
-  exactly (a model read from a PSFEx file), else as float64.  Round-trip: exact.
+  exactly (a model read from a PSFEx file), else as float64.  Round-trip: exact
+  (but for a model read with ``origin=0``, whose POLZERO is written plus 1 and
+  read minus 1: exact where those sums are, else to their rounding, about
+  1e-16 of POLZERO).
 - A resized model (``psf.resized(w, h)`` of a model without its own
   ``resized``): the inner model plus ``PMRESIZW``/``PMRESIZH``.  Round-trip: as
   the inner model.
@@ -58,18 +62,22 @@ def _params_hdu(kind, params):
 
 
 def _analytic_params(psf):
-    """(kind, params) for the analytic models, or None."""
-    if type(psf) is GaussianPsf:
+    """(kind, params) for the analytic models (and their subclasses that redefine none of the model's methods:
+    they draw the same images), or None."""
+    if not isinstance(psf, (GaussianPsf, DoubleGaussianPsf, MoffatPsf, VariableGaussianPsf)) or \
+            _overrides_model(type(psf)):
+        return None
+    if isinstance(psf, GaussianPsf):
         w, h = psf.getDimensions()
         return "GaussianPsf", {"width": w, "height": h, "sigma": psf.getSigma()}
-    if type(psf) is DoubleGaussianPsf:
+    if isinstance(psf, DoubleGaussianPsf):
         w, h = psf.getDimensions()
         return "DoubleGaussianPsf", {"width": w, "height": h, "sigma1": psf.getSigma1(),
                                      "sigma2": psf.getSigma2(), "b": psf.getB()}
-    if type(psf) is MoffatPsf:
+    if isinstance(psf, MoffatPsf):
         w, h = psf.getDimensions()
         return "MoffatPsf", {"width": w, "height": h, "fwhm": psf.getFwhm(), "beta": psf.getBeta()}
-    if type(psf) is VariableGaussianPsf and hasattr(psf, "_coeffs"):
+    if isinstance(psf, VariableGaussianPsf) and hasattr(psf, "_coeffs"):
         w, h = psf.getDimensions()
         return "VariableGaussianPsf", {"width": w, "height": h, "bbox": psf.getBBox().to_dict(),
                                        **{k: np.asarray(v).tolist() for k, v in psf._coeffs.items()}}
