@@ -937,7 +937,8 @@ def _parser():
                                    "range over the field for a spatially varying model); optionally draw it.")
     i.add_argument("psf", type=_spec_arg, metavar="FILE|SPEC", help=f"the PSF: {PSF_SPEC_HELP}")
     i.add_argument("--at", type=_position_arg, metavar="X,Y",
-                   help="position (default: the model's average position); write --at=-5,-20 for a negative x")
+                   help="position, 0-based parent pixel coordinates (SExtractor's X_IMAGE minus 1; default: the "
+                        "model's average position); write --at=-5,-20 for a negative x")
     i.add_argument("--plot", metavar="FIG.png", help="write a figure (needs matplotlib)")
     i.add_argument("--json", action="store_true", help="print the numbers as JSON")
     i.add_argument("--overwrite", action="store_true", help="replace an existing figure")

@@ -734,7 +734,7 @@ def _xy0_from_header(header, where, error=CorruptFileError):
     """
     remedy = "; pass xy0= to give the origin"
     try:
-        if "CRVAL1A" in header and "CRVAL2A" in header and str(header.get("CTYPE1A", "")).strip() == "LINEAR":
+        if "CRVAL1A" in header and "CRVAL2A" in header and str(header.get("CTYPE1A", "")).strip().upper() == "LINEAR":
             matrix = _alternate_matrix(header)
             if not np.array_equal(matrix, np.eye(2)):
                 log.info("%s: CRVAL1A/CRVAL2A are not taken as the image origin: the alternate WCS's matrix %s is not "
@@ -919,16 +919,17 @@ def _is_origin_key(key, alternate=True) -> bool:
 
 
 def _alternate_is_origin(cards) -> bool:
-    """Whether the alternate WCS ``A`` of ``cards`` (a Header, or a mapping blind to case) can be an image origin,
-    as LSST and psfmatch write it: ``CTYPE1A`` ``LINEAR``, or absent (linear by the FITS standard).  A sky one
-    (an HST file's earlier astrometric solution, ``CTYPE1A = 'RA---TAN'``) is a WCS of the image's own, kept."""
+    """Whether the alternate WCS ``A`` of ``cards`` (a Header, or a mapping blind to case) is an image origin, as
+    LSST and psfmatch write it and :func:`_xy0_from_header` reads it: ``CTYPE1A = 'LINEAR'`` (any case).  Any
+    other (a sky one, an HST file's earlier astrometric solution, ``CTYPE1A = 'RA---TAN'``; one without
+    ``CTYPE1A``, whose units are unknown) is a WCS of the image's own, kept with its other cards."""
     from astropy.io import fits
 
     if isinstance(cards, fits.Header):
         ctype = cards.get("CTYPE1A")
     else:
         ctype = next((v for k, v in cards.items() if isinstance(k, str) and k.upper() == "CTYPE1A"), None)
-    return ctype is None or str(ctype).strip().upper() in ("", "LINEAR")
+    return ctype is not None and str(ctype).strip().upper() == "LINEAR"
 
 
 def _exposure_cards(hdul, img_hdu, has_wcs, inherited):

@@ -22,7 +22,9 @@ NDData                      Exposure
 ``meta``                    ``metadata`` (a FITS ``Header`` goes to ``metadata["fitsHeader"]``,
                             less its structural cards)
 ``meta["LTV1"]``, ``LTV2``  the origin ``xy0 = (-LTV1, -LTV2)`` (IRAF's convention, as in FITS
-                            files), unless ``xy0=`` is given; ``(0, 0)`` without them
+                            files), unless ``xy0=`` is given; ``(0, 0)`` without them; for a
+                            cut-out ``nd[y0:y1, x0:x1]`` whose sliced WCS records the slice, plus
+                            ``(x0, y0)``
 ``psf`` (an array)          ``ImagePsf(psf)`` unless ``psf=`` is given
 ==========================  =================================================================
 
@@ -38,7 +40,9 @@ store, and which ``from_nddata`` lifts back to ``metadata[key]``; a header
 card of the same name stays as it was; keys that differ only in case are cards
 of their own); ``LTV1``/``LTV2`` record a non-zero
 origin (they describe the array as given: slicing an NDData leaves ``meta``
-as it was, so give ``xy0=`` for a cut-out).  Units are parsed as FITS ``BUNIT`` strings (``"adu"``,
+as it was; ``from_nddata`` adds the slice's start where the cut-out's sliced WCS
+records it, as ``NDDataRef`` slicing does, and otherwise (a ``CCDData``, no WCS)
+give ``xy0=`` for a cut-out).  Units are parsed as FITS ``BUNIT`` strings (``"adu"``,
 ``"electron/s"``), else as astropy's, else as common spellings of counts
 (``"ELECTRONS/S"``, ``"COUNTS"``, ``"ADU"``, ``"e-/s"``); any other becomes an
 `~astropy.units.UnrecognizedUnit` that keeps the text, and since astropy
@@ -209,6 +213,21 @@ def _unsliced_wcs(low, shape):
     return out
 
 
+def _slice_start(wcs):
+    """``(x, y)`` where a cut-out's array starts in its parent's, from the sliced WCS astropy gives it
+    (``nd[y0:y1, x0:x1]``: a ``SlicedLowLevelWCS`` records the slices), or None (no slice recorded, a step, an
+    integer index)."""
+    from astropy.wcs.wcsapi import SlicedLowLevelWCS
+
+    low = getattr(wcs, "low_level_wcs", wcs)
+    slices = getattr(low, "_slices_array", None) if isinstance(low, SlicedLowLevelWCS) else None
+    if slices is None or len(slices) != 2 or not all(isinstance(sl, slice) and sl.step in (None, 1)
+                                                     and (sl.start is None or sl.start >= 0) for sl in slices):
+        return None
+    y, x = (int(sl.start or 0) for sl in slices)
+    return x, y
+
+
 def _exposure_wcs(wcs, shape):
     """The NDData's ``wcs`` as the exposure's `astropy.wcs.WCS` (a copy), or InvalidInputError.
 
@@ -340,6 +359,7 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
             raise InvalidInputError(f"NDData mask must be boolean or integer bits; got dtype {m.dtype}")
     metadata = {}
     meta = getattr(nd, "meta", None)
+    start = None if xy0 is not None else _slice_start(getattr(nd, "wcs", None))
     if meta:
         if xy0 is None:
             cards = meta if isinstance(meta, fits.Header) else {k.upper(): v for k, v in meta.items()
@@ -366,6 +386,12 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
             metadata.update(metadata_copy({key: value for key, value in meta.items()
                                             if not (isinstance(key, str) and _is_origin_key(key, alternate))},
                                            "the NDData's meta", "the exposure's metadata"))
+    if start is not None and start != (0, 0):
+        # a cut-out (nd[y0:y1, x0:x1]): its meta is the parent's, its WCS records where it was cut
+        x0, y0 = (0, 0) if xy0 is None else (int(xy0[0]), int(xy0[1]))
+        xy0 = (x0 + start[0], y0 + start[1])
+        log.info("NDData: a cut-out starting at array pixel (x=%d, y=%d) of its parent (its sliced WCS says so): "
+                 "xy0 = %s", start[0], start[1], xy0)
     if unit is not None:
         metadata["unit"] = unit.to_string()  # "" for dimensionless, which to_nddata takes back as such
     if psf is None and getattr(nd, "psf", None) is not None:

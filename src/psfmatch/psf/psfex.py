@@ -32,7 +32,9 @@ Stamps.
     ``PSF_SAMP > 1`` is not truncated), centred on its centre pixel, unit sum.
     :meth:`~psfmatch.psf.base.Psf.computeImage` places the star at its
     sub-pixel position with the base class's Fourier shift of the kernel
-    image (exact first moments; a Lanczos kernel evaluated at a fractional
+    image (the adaptive centroid moves by the offset to about 1e-7 px; the
+    unweighted first moment of a stamp with negative wings, extrapolated at a
+    corner, by up to 0.01 px more; a Lanczos kernel evaluated at a fractional
     offset is not phase-exact and would move the centroid by up to 0.02 px).
     Lanczos-3 is kept for ``PSF_SAMP`` because PSFEx fits its models through
     the same interpolant, so the stamps reproduce PSFEx's own predictions
