@@ -858,8 +858,9 @@ class ModelPsfMatchConfig(Config):
                                 int, 256, min=0)
     qaPositionsPerCandidate = RangeField(
         "Positions between the candidates checked by the QA, per cell: the held-out sample is as dense as the "
-        "fit's (64 positions for 64 cells with the default 1), the exposure's corners among them unless "
-        "candidates sit there, and at most qaMaxPositions. Raise it for a denser check of small exposures: "
+        "fit's (64 positions for 64 cells with the default 1; at least 4, so that an exposure of one to three "
+        "cells has its four corners checked), the exposure's corners among them unless candidates sit there, "
+        "and at most qaMaxPositions. Raise it for a denser check of small exposures: "
         "beyond the midpoints between the candidates (about 2 positions per cell) the intervals are divided "
         "in 4, 8 or 16 parts (SpatialCellSet.between_positions).",
         float, 1.0, min=0.0)

@@ -1005,10 +1005,8 @@ class ModelPsfMatchTask:
         return check_ill_posed(held, self.config.illPosedTolerance, noun="held-out positions between the candidates")
 
     def _between_positions(self, cellSet):
-        """The QA's held-out positions: ``qaPositionsPerCandidate`` per cell, at most ``qaMaxPositions``."""
-        cfg = self.config
-        n_cells = len(cellSet.cells)
-        return cellSet.between_positions(min(cfg.qaMaxPositions, math.ceil(cfg.qaPositionsPerCandidate * n_cells)))
+        """The QA's held-out positions: :func:`qa_position_count` of them."""
+        return cellSet.between_positions(qa_position_count(self.config, len(cellSet.cells)))
 
     def _between_stamps(self, sci, ref, cellSet, psfSize):
         """Science and reference stamps at the held-out QA positions.
@@ -1031,6 +1029,18 @@ def _smallest_free_kernel(config):
     if config.autoKernel and not getattr(kc, "scaleByFwhm", False) and _free_fields(config)["kernelSize"]:
         return min(kc.kernelSize, MIN_KERNEL_SIZE)
     return None
+
+
+def qa_position_count(config, n_cells) -> int:
+    """How many held-out positions the QA checks: ``qaPositionsPerCandidate`` per cell, but at least the
+    exposure's four corners (an exposure of one to three cells would otherwise check one or two of them, and a PSF
+    that varies towards another goes unseen: a deconvolution there, 0.36 of the peak off, with no flag), at most
+    ``qaMaxPositions``.  With ``qaPositionsPerCandidate = 0`` there is no held-out check."""
+    per = float(config.qaPositionsPerCandidate)
+    m = math.ceil(per * int(n_cells))
+    if per > 0:
+        m = max(m, 4)
+    return min(int(config.qaMaxPositions), m)
 
 
 def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_size=None, *,
@@ -1089,7 +1099,7 @@ def estimate_fit_memory(config, n_candidates, psf_size, n_unique=None, kernel_si
     threads = max(1, available_cores())
     stamp = 8 * p * p
     # the QA's positions between the candidates (SpatialCellSet.between_positions: at most this many)
-    m = min(int(config.qaMaxPositions), math.ceil(config.qaPositionsPerCandidate * n))
+    m = qa_position_count(config, n)
     # while the normal equations are built: the survey's science stamps, the fit's padded stack, and the
     # distinct candidates' science and reference stamps; the spectral path's chunks run on the threads together
     gram_chunks = -(-u // gram_chunk_size(f, nb))
