@@ -467,10 +467,11 @@ def _science_psf(psf):
 def _missing_psf(path):
     """The :class:`~psfmatch.errors.MissingPsfError` of an input file that carries no PSF: the file and the remedy."""
     from .errors import MissingPsfError
+    from .io.fits import unread_psf_note
 
     return MissingPsfError(
-        f"{path} carries no PSF model; give its PSF with psfmatch batch --psf FILE|SPEC (one for every input), or as "
-        "a second column of --input-list (one per input); in Python, match_many(psf=...)")
+        f"{path} carries no PSF model{unread_psf_note(path)}; give its PSF with psfmatch batch --psf FILE|SPEC (one "
+        "for every input), or as a second column of --input-list (one per input); in Python, match_many(psf=...)")
 
 
 def _psf_label(psf):

@@ -641,7 +641,10 @@ def _cmd_run(args) -> int:
     planes = {"hdu": args.hdu, "mask": args.mask, "variance": args.variance, "variance_kind": args.variance_kind or "variance"}
     exposure = read_exposure(args.exposure, psf=science, **planes)
     if not exposure.hasPsf():
-        raise MissingPsfError(f"{args.exposure} carries no PSF model; give the exposure's PSF with --psf FILE|SPEC")
+        from .io.fits import unread_psf_note
+
+        raise MissingPsfError(f"{args.exposure} carries no PSF model{unread_psf_note(args.exposure)}; give the "
+                              "exposure's PSF with --psf FILE|SPEC")
     log.info("read %s: %dx%d, PSF %r", args.exposure, exposure.getWidth(), exposure.getHeight(), exposure.getPsf())
     if args.zero_point is not None:  # (run() reads it again: this names the file in the error)
         from .calib import kernel_sum_for_zero_point

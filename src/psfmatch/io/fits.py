@@ -1423,6 +1423,24 @@ def _layout(hdul):
     return "image"
 
 
+def unread_psf_note(path) -> str:
+    """Why an exposure file read without a PSF may still hold one: ``" (an LSST-style file: ...)"``, or ``""``.
+
+    An LSST-style file (``IMAGE`` with ``MASK`` or ``VARIANCE``) keeps its PSF in afw's archive tables, which
+    psfmatch does not read; a user told the file "carries no PSF model" would look for the wrong mistake.
+    """
+    from astropy.io import fits
+
+    try:
+        with catch_warnings("ignore"), fits.open(os.fspath(path), lazy_load_hdus=True) as hdul:
+            if _layout(hdul) != "lsst":
+                return ""
+    except Exception:  # (unreadable here: the reader has said why already, or will)
+        return ""
+    return (" psfmatch reads (an LSST-style file: its own PSF, in afw's archive tables, is not read; give the "
+            "PSFEx or Piff model it was made from, or an image of it)")
+
+
 def header_unit(header):
     """``BUNIT`` of an image header as psfmatch takes it: the stripped text, None when absent or blank."""
     text = str(header.get("BUNIT", "")).strip()
