@@ -378,8 +378,9 @@ def test_a_kernel_sum_that_underflows_the_variance_is_refused_not_turned_into_ze
     task = ModelPsfMatchTask(config=small_config())
     ref = GaussianPsf(21, 21, 2.4)
     with raises(InvalidInputError, r"^kernelSum = 1e-22 takes the matched variance plane's typical values \(about 25, "
-                                   r"times the squared kernel's sum, [\d.]+e-4\d\) to [\d.]+e-4\d, below the smallest "
-                                   r"normal float32 \(1\.18e-38\): they would lose their precision or become 0 .* "
+                                   r"times the squared kernel's sum, [\d.]+e-4\d\) to [\d.]+e-4\d, more than 1024 times "
+                                   r"below the smallest normal float32 \(1\.18e-38\): they would keep fewer than 14 of "
+                                   r"their 24 bits or become 0 .* "
                                    r"give the exposure float64 planes, or match with kernelSum = 1 and convert"):
         task.run(Exposure(image, variance=variance, psf=GaussianPsf(15, 15, 1.6)), ref, kernelSum=1e-22)
     # a variance plane of zeros (a noiseless simulation): the image's level is checked instead

@@ -2516,6 +2516,8 @@ def _same_distortion(a, b, shape) -> bool:
     names = ("sip", "cpdis1", "cpdis2", "det2im1", "det2im2")
     if all(getattr(w, n, None) is None for w in (a, b) for n in names):
         return True
+    if all(_same_distortion_part(getattr(a, n, None), getattr(b, n, None)) for n in names):
+        return True  # the same polynomials and tables (one WCS read twice: a strong SIP need not invert)
     h, w = (int(shape[0]), int(shape[1])) if shape is not None else (4096, 4096)
     ys, xs = np.meshgrid(np.linspace(0, max(h - 1, 0), 9), np.linspace(0, max(w - 1, 0), 9), indexing="ij")
     pix = np.column_stack([xs.ravel(), ys.ravel()])
@@ -2526,6 +2528,20 @@ def _same_distortion(a, b, shape) -> bool:
         return False
     d = np.hypot(*(back - pix).T)
     return bool(np.all(np.isfinite(d)) and d.max() <= DISTORTION_TOLERANCE_PX)
+
+
+def _same_distortion_part(x, y) -> bool:
+    """Whether two SIP objects or two distortion lookup tables (or two Nones) hold the same numbers."""
+    if x is None or y is None:
+        return x is None and y is None
+    fields = ("a", "b", "ap", "bp", "crpix", "a_order", "b_order", "ap_order", "bp_order", "data", "cdelt", "crval")
+    for name in fields:
+        u, v = getattr(x, name, None), getattr(y, name, None)
+        if (u is None) != (v is None):
+            return False
+        if u is not None and not np.array_equal(np.asarray(u), np.asarray(v)):
+            return False
+    return True
 
 
 def _grid_difference(inp, first):

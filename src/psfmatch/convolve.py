@@ -952,6 +952,12 @@ def _plane_levels(img, var):
     return (_typical_level(img) if v == 0 else None), v
 
 
+#: How far below the smallest normal number of the planes' type the matched planes' typical values may fall before
+#: :func:`_check_underflow` refuses: 2**-10, where a float32 value keeps 14 of its 24 bits (it becomes 0 at 2**-23).
+UNDERFLOW_BITS = 10
+UNDERFLOW_MARGIN = 2.0 ** -UNDERFLOW_BITS
+
+
 def _check_underflow(kernel, bbox, levels, rdtype):
     """Raise InvalidInputError when the kernel (its ``kernelSum``) takes a plane's typical values below ``rdtype``'s
     smallest normal number.
@@ -959,24 +965,30 @@ def _check_underflow(kernel, bbox, levels, rdtype):
     The matched variance is ``sum K^2 V``, the image ``sum K I``: with a small ``kernelSum`` ``s`` (a
     conversion to physical units, 1e-30 erg/s/cm^2/Hz per count) they are about ``s^2 V`` and ``s I``.  Below
     the smallest normal number (1.2e-38 in float32) a value keeps fewer and fewer significant bits, and then
-    becomes 0: a variance of 0 claims a perfect pixel, the highest weight in a coadd.  ``levels`` are the
+    becomes 0: a variance of 0 claims a perfect pixel, the highest weight in a coadd.  Refused more than
+    :data:`UNDERFLOW_MARGIN` below it (1.1e-41 in float32: 14 bits left), so that data already near the limit
+    (a variance of 1e-37 in erg/s/cm^2/A units) is matched with a kernelSum of 1.  ``levels`` are the
     planes' typical magnitudes (:func:`_plane_levels`); the kernel is taken at the box's centre.  A plane
     already below the smallest normal number (or without a typical level) is not the kernel's doing and is
     left alone, as is a kernel of zeros (its exact result is zeros).
     """
     tiny = float(np.finfo(rdtype).tiny)
+    floor = tiny * UNDERFLOW_MARGIN
     img_level, var_level = levels
     K = np.asarray(kernel.computeImage(Box2D(bbox).getCenter()), dtype=np.float64)
     name, level, scale = (("variance", var_level, float((K * K).sum())) if var_level > 0
                           else ("image", img_level or 0.0, float(np.abs(K).sum())))
-    if level >= tiny and 0.0 < scale and level * scale < tiny:  # (a kernel of zeros gives exact zeros)
+    if level >= tiny and 0.0 < scale and level * scale < floor:  # (a kernel of zeros gives exact zeros)
         what = "the squared kernel's sum" if name == "variance" else "the kernel's sum of magnitudes"
+        unit = ("" if kernel.kernel_sum == 1.0 else
+                ", or match with kernelSum = 1 and convert the units afterwards in float64")
         raise InvalidInputError(
             f"kernelSum = {kernel.kernel_sum:g} takes the matched {name} plane's typical values (about {level:.3g}, "
-            f"times {what}, {scale:.3g}) to {level * scale:.3g}, below the smallest normal "
-            f"{np.dtype(rdtype).name} ({tiny:.3g}): they would lose their precision or become 0 (a variance of 0 "
-            f"claims a perfect pixel); give the exposure float64 planes, or match with kernelSum = 1 and convert "
-            "the units afterwards in float64")
+            f"times {what}, {scale:.3g}) to {level * scale:.3g}, more than {1 / UNDERFLOW_MARGIN:.0f} times below "
+            f"the smallest normal {np.dtype(rdtype).name} ({tiny:.3g}): they would keep fewer than "
+            f"{np.finfo(rdtype).nmant + 1 - UNDERFLOW_BITS} of their "
+            f"{np.finfo(rdtype).nmant + 1} bits or become 0 (a variance of 0 claims a perfect pixel); give the "
+            f"exposure float64 planes{unit}")
 
 
 def _outlier_limit(levels, rdtype):

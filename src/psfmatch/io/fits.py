@@ -1228,6 +1228,10 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
             primary.header.append(card, end=True)
     primary.header["PMFORMAT"] = (FORMAT_NAME, "written by psfmatch")
     primary.header["PMVERS"] = (FORMAT_VERSION, "psfmatch exposure format version")
+    # a sky alternate WCS A kept among the caller's cards has a matrix the planes' origin WCS A (INHERIT = T) would
+    # inherit from the primary header in readers that merge them: the planes then state their identity matrix
+    alternate_matrix = any(f"{kind}{i}_{j}A" in primary.header for kind in ("CD", "PC") for i in (1, 2)
+                           for j in (1, 2)) or any(f"CDELT{i}A" in primary.header for i in (1, 2))
 
     wcs_header = None
     wcs = exposure.getWcs()
@@ -1259,6 +1263,10 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
         if wcs_header is not None:
             hdu.header.update(wcs_header)
         _xy0_to_header(hdu.header, exposure.getXY0())
+        if alternate_matrix:
+            for i in (1, 2):
+                for j in (1, 2):
+                    hdu.header[f"CD{i}_{j}A"] = (float(i == j), "parent pixel coordinates (identity)")
         return hdu
 
     img = image_hdu(exposure.image, "IMAGE")

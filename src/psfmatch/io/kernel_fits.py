@@ -259,10 +259,12 @@ def read_kernel(path) -> LinearCombinationKernel:
         for name in ("BASIS", "COEFFS"):
             if name not in names:
                 raise CorruptFileError(f"{path}: the {name} HDU is missing (HDUs: {names})")
-        version = h.get("PMVERS", 1)
-        if not (isinstance(version, int) and not isinstance(version, bool) and version <= KERNEL_FORMAT_VERSION):
+        version = _integer_card(h, "PMVERS", path) if "PMVERS" in h else 1  # (1.0 is 1)
+        if version < 1:
+            raise CorruptFileError(f"{path}: PMVERS = {h['PMVERS']!r} is no format version (1 or more)")
+        if version > KERNEL_FORMAT_VERSION:
             raise UnsupportedFormatError(
-                f"{path}: PMVERS = {version!r}: a kernel file of format version {version!r}, which this psfmatch "
+                f"{path}: PMVERS = {h['PMVERS']!r}: a kernel file of format version {version}, which this psfmatch "
                 f"(format {KERNEL_FORMAT_VERSION}) does not know; read it with the psfmatch that wrote it, or upgrade")
         convention = str(h.get("CONVENTN", "convolution")).strip()
         if convention != "convolution":
