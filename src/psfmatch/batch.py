@@ -2493,7 +2493,7 @@ def _inspect_input(path):
 DISTORTION_TOLERANCE_PX = 1e-3
 
 
-def _same_wcs(a, b, shape=None) -> bool:
+def _same_wcs(a, b, shape) -> bool:
     """Whether two inputs' WCSs are one: their core (``wcsprm``) within 1e-10, and their distortions, which the
     core's comparison does not see, putting the pixels of an image of ``shape`` at one place
     (:func:`_same_distortion`)."""
@@ -2518,7 +2518,7 @@ def _same_distortion(a, b, shape) -> bool:
         return True
     if all(_same_distortion_part(getattr(a, n, None), getattr(b, n, None)) for n in names):
         return True  # the same polynomials and tables (one WCS read twice: a strong SIP need not invert)
-    h, w = (int(shape[0]), int(shape[1])) if shape is not None else (4096, 4096)
+    h, w = int(shape[0]), int(shape[1])
     ys, xs = np.meshgrid(np.linspace(0, max(h - 1, 0), 9), np.linspace(0, max(w - 1, 0), 9), indexing="ij")
     pix = np.column_stack([xs.ravel(), ys.ravel()])
     try:

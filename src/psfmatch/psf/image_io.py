@@ -695,10 +695,11 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
     if recenter:
         # first onto the centre pixel at the input's scale (a Fourier shift, which widens nothing): rebinned about
         # a pixel centre, a ratio near 1 keeps the output's edges on the input's, where the rebinning is exact
-        _, _, _, _, _, ok = adaptive_moments(data)
-        if not ok:
-            raise InvalidInputError(f"{label}: recenter=True but the image's centroid could not be measured")
-        data = ImagePsf(data, recenter=True).array
+        try:
+            data = ImagePsf(data, recenter=True).array
+        except InvalidInputError as exc:  # (the data were checked above: only the centroid can fail here)
+            raise InvalidInputError(f"{label}: recenter=True but the image's centroid could not be measured "
+                                    f"({exc})") from None
     log.info("resampling PSF image %s from %.6g to %.6g arcsec/pixel (%s)", label, scale, target,
              "integrating the cumulative" if ratio >= 1 else "Lanczos-3 interpolation")
     out = resample_psf(data, ratio, size=size)
