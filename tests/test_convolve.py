@@ -444,3 +444,62 @@ def test_the_footprint_grid_follows_the_spatial_order():
     out = convolve_masked_image(MaskedImage(np.zeros((41, 41)), mask, np.ones((41, 41))), kernel,
                                 mask_threshold=1e-3)
     assert out.mask[20, 21] & 1
+
+
+def _sky_with(values, mask_bits, sky=100.0, sigma=2.0, shape=(80, 90), seed=5):
+    """A noisy sky whose pixels ``values`` ({(y, x): value}) carry ``mask_bits`` ({(y, x): plane name})."""
+    rng = np.random.default_rng(seed)
+    mi = MaskedImage(rng.normal(sky, sigma, shape), variance=np.full(shape, sigma ** 2))
+    for (y, x), v in values.items():
+        mi.image[y, x] = v
+    for (y, x), name in mask_bits.items():
+        mi.mask[y, x] |= mi.getMask().getPlaneBitMask(name)
+    return mi
+
+
+def test_a_masked_pixel_spreads_its_bit_as_far_as_its_value_carries():
+    """A BAD pixel of 1e6 on a sky of 100 +- 2: beyond the 1e-3 footprint the kernel's outskirts carry hundreds
+    of sigma of it; its bit now reaches every output pixel that gets more than MASKED_VALUE_NOISE_FRACTION of the
+    matched noise from it, and every pixel left unflagged equals the convolution of the clean sky within that."""
+    from psfmatch.convolve import MASKED_VALUE_NOISE_FRACTION
+    K = _constant_kernel(sigma=2.0, k=21)
+    Kimg = K.computeImage()
+    mi = _sky_with({(40, 45): 1e6}, {(40, 45): "BAD"})
+    out = convolve_masked_image(mi, K)
+    clean = mi.image.copy()
+    clean[40, 45] = 100.0
+    truth = ndimage.convolve(clean, Kimg, mode="constant")
+    bad = mi.getMask().getPlaneBitMask("BAD")
+    flagged = (out.mask & bad) != 0
+    sigma_out = 2.0 * np.sqrt((Kimg ** 2).sum())
+    reach = np.zeros(mi.image.shape, bool)  # where the hot pixel adds more than a tenth of the noise
+    reach[30:51, 35:56] = np.abs(Kimg) * (1e6 - 100.0) > MASKED_VALUE_NOISE_FRACTION * sigma_out
+    assert reach.sum() > 300 and (flagged | ~reach).all()  # (the 1e-3 footprint alone flags 177 pixels)
+    inner = np.isfinite(out.image) & ~flagged
+    assert np.abs(out.image[inner] - truth[inner]).max() < MASKED_VALUE_NOISE_FRACTION * sigma_out
+    # with threshold 0 (LSST) the footprint is every non-zero kernel pixel: the whole 21 x 21 square, beyond reach
+    lsst = (convolve_masked_image(mi, K, mask_threshold=0.0).mask & bad) != 0
+    assert lsst[30:51, 35:56].all() and (lsst | ~flagged).all() and lsst.sum() > flagged.sum()
+    # a kernelSum scales the value's share and the noise alike: the same mask
+    assert np.array_equal(convolve_masked_image(mi, _constant_kernel(sigma=2.0, k=21, kernel_sum=8.0)).mask,
+                          out.mask)
+
+
+def test_masked_pixels_near_the_sky_and_valued_planes_keep_the_footprint():
+    """A BAD column at 0 (50 sigma below the sky), a cosmic ray 100 sigma up, a bright DETECTED star core and an
+    INTRP pixel, and a hot pixel also flagged NO_DATA (left out of the convolution): their bits spread by the
+    footprint alone, exactly as dilate_mask does."""
+    K = _constant_kernel(sigma=2.0, k=21)
+    values = {(y, 20): 0.0 for y in range(80)}
+    bits = {(y, 20): "BAD" for y in range(80)}
+    values[(40, 60)], bits[(40, 60)] = 300.0, "CR"
+    values[(20, 70)], bits[(20, 70)] = 1e6, "DETECTED"
+    values[(60, 70)], bits[(60, 70)] = 1e6, "INTRP"
+    mi = _sky_with(values, bits)
+    mi.image[10, 50] = 1e6
+    mi.mask[10, 50] |= mi.getMask().getPlaneBitMask("NO_DATA") | mi.getMask().getPlaneBitMask("SAT")
+    out = convolve_masked_image(mi, K)
+    no_data = mi.getMask().getPlaneBitMask("NO_DATA")
+    expected = dilate_mask(mi.mask, mask_footprint(K, 1e-3), exclude=no_data)
+    inner = (slice(10, -10), slice(10, -10))
+    assert np.array_equal(out.mask[inner] & ~no_data, expected[inner])

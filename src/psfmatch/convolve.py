@@ -25,7 +25,12 @@ Mask
     Every output pixel ORs the bits of the input pixels under the kernel
     footprint: the kernel pixels with ``|K| >= threshold * max|K|`` anywhere in
     the field (:func:`mask_footprint`, ``maskDilationThreshold``; 0 selects
-    every non-zero pixel, as LSST).  The dilation (:func:`dilate_mask`) is
+    every non-zero pixel, as LSST).  A masked pixel keeps its value in the
+    convolution (as in LSST); where that value is far from the image's median
+    (a hot pixel, a saturated core) its bits also spread to every output pixel
+    that receives more than :data:`MASKED_VALUE_NOISE_FRACTION` of the matched
+    image's typical noise from it (:func:`_dilate_masked_values`), beyond the
+    footprint.  The dilation (:func:`dilate_mask`) is
     exact binary morphology, bit plane by bit plane, with no per-pixel loop:
     sparse planes scatter the footprint from their few set pixels; dense ones
     are packed 64 pixels to a machine word and dilated by the footprint's
@@ -323,20 +328,36 @@ def mask_footprint(kernel: LinearCombinationKernel, threshold: float, bbox=None,
     InvalidInputError
         If ``threshold`` is not a number in [0, 1].
     """
+    return _footprint_at(_kernel_peaks(kernel, bbox, n_grid), _mask_threshold(threshold))
+
+
+def _mask_threshold(threshold) -> float:
+    """``threshold`` as a float in [0, 1], else InvalidInputError."""
     t = float(threshold) if isinstance(threshold, (int, float, np.integer, np.floating)) else float("nan")
     if not (0.0 <= t <= 1.0) or isinstance(threshold, bool):
         raise InvalidInputError(f"mask threshold must be a number in [0, 1] (a fraction of the kernel's peak, as "
                                 f"maskDilationThreshold); got {threshold!r}")
+    return t
+
+
+def _kernel_peaks(kernel: LinearCombinationKernel, bbox=None, n_grid=None) -> np.ndarray:
+    """``max_x |K_x(u)|`` for each kernel pixel ``u``: the ``k x k`` array :func:`mask_footprint` thresholds.
+
+    The maximum over the field is taken as described there (an ``n_grid x n_grid`` grid over ``bbox``).
+    """
     if n_grid is None:
         n_grid = max(5, 4 * int(getattr(kernel.spatial_function, "order", 0) or 0) + 1)
     box = bbox if bbox is not None else kernel.bbox
     if box is None or not kernel.isSpatiallyVarying():
-        amax = np.abs(kernel.computeImage((0.0, 0.0) if box is None else box.getCenter()))
-    else:
-        xs = np.linspace(box.getMinX(), box.getMaxX(), n_grid)
-        ys = np.linspace(box.getMinY(), box.getMaxY(), n_grid)
-        gx, gy = np.meshgrid(xs, ys)
-        amax = np.abs(kernel.computeImages(gx.ravel(), gy.ravel())).max(axis=0)
+        return np.abs(kernel.computeImage((0.0, 0.0) if box is None else box.getCenter()))
+    xs = np.linspace(box.getMinX(), box.getMaxX(), n_grid)
+    ys = np.linspace(box.getMinY(), box.getMaxY(), n_grid)
+    gx, gy = np.meshgrid(xs, ys)
+    return np.abs(kernel.computeImages(gx.ravel(), gy.ravel())).max(axis=0)
+
+
+def _footprint_at(amax, threshold):
+    """The footprint of the kernel peaks ``amax`` (:func:`_kernel_peaks`) at ``threshold`` (checked by the caller)."""
     top = amax.max()
     if top == 0:
         fp = np.zeros_like(amax, dtype=bool)
@@ -522,16 +543,22 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
     and along ``y`` (row shifts) computed by doubling: ``O(log k)`` passes over
     one bit per pixel.
     """
+    return _dilate_mask(mask, footprint, exclude, out)[0]
+
+
+def _dilate_mask(mask, footprint, exclude=0, out=None):
+    """:func:`dilate_mask`, returning ``(out, set pixels)``: the sorted flat indices of the pixels with a bit
+    other than ``exclude`` and their mask values, when the sparse path found them (else None)."""
     mask = np.asarray(mask)
     if out is None:
         out = np.zeros(mask.shape, dtype=np.int32)
     allbits = (int(np.bitwise_or.reduce(mask, axis=None)) if mask.size else 0) & 0xFFFFFFFF
     present = allbits & ~int(exclude)
     if present == 0:
-        return out
+        return out, (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int32))
     rects = footprint_rectangles(footprint)
     if not rects:
-        return out
+        return out, None
     margin = max(abs(v) for r in rects for v in r)
     fp = np.asarray(footprint, dtype=bool)
     offsets = np.argwhere(fp) - np.array(fp.shape) // 2  # (dy, dx) of every footprint pixel
@@ -542,7 +569,7 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
         for bitno in range(32):
             if (present >> bitno) & 1:
                 _dilate_dense_plane(mask, _bits(1 << bitno), rects, offsets, margin, out)
-        return out
+        return out, None
     # the set pixels of all the planes at once (one pass), then each plane's among them
     nz = _set_pixels(flat.reshape(H, W), present if allbits != present else None)
     nz_vals = flat[nz]
@@ -555,7 +582,120 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
             _scatter(idx, offsets, value, out)
             continue
         _or_dilated(flat.reshape(H, W), _cluster_boxes(idx, (H, W), margin), rects, value, out, idx)
-    return out
+    return out, (nz, nz_vals)
+
+
+#: A masked pixel's bits also spread to every output pixel that its value, counted from the image's median, reaches
+#: with more than this fraction of the matched image's typical noise (:func:`_dilate_masked_values`).
+MASKED_VALUE_NOISE_FRACTION = 0.1
+
+#: Largest number of pixels sampled (a regular grid) for the image's median, the level masked values count from.
+_MEDIAN_SAMPLE = 1 << 14
+
+#: Mask planes whose pixels hold values meant to be used (sources, interpolated estimates): their bits spread by the
+#: footprint only, whatever the values.
+VALUED_MASK_PLANES = ("DETECTED", "DETECTED_NEGATIVE", "INTRP")
+
+
+def _image_median(img) -> float:
+    """The median of a regular grid of at most ``_MEDIAN_SAMPLE`` finite pixels of ``img`` (0 if none)."""
+    H, W = img.shape
+    step = max(1, int(np.sqrt(H * W / _MEDIAN_SAMPLE)))
+    sample = np.asarray(img[step // 2::step, step // 2::step], dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    return float(np.median(sample)) if sample.size else 0.0
+
+
+def _dilate_masked_values(mask, img, var, peaks, threshold, bits, skip, noise, out, set_pixels=None):
+    """OR into ``out`` the bits of masked pixels far from the image's median wherever their value carries
+    beyond the footprint.
+
+    A masked pixel (a hot pixel, a cosmic ray, a saturated core) keeps its value in the convolution, as in LSST,
+    and adds ``v K_x(x - p)`` to the output pixels ``x`` around it.  The footprint (``threshold`` of the peaks
+    ``peaks``, :func:`_kernel_peaks`) bounds that share by ``threshold * max K`` of the value: enough for values
+    near the image's, not for a hot pixel of 1e6 on a sky of 100 +- 2 (130 sigma at the footprint's edge).  So each
+    masked pixel ``p`` whose deviation ``d = |v_p - median(I)|`` exceeds
+    ``MASKED_VALUE_NOISE_FRACTION * sigma_out / (threshold * max K)`` also spreads its bits to every kernel pixel
+    ``u`` with ``peaks(u) d >= MASKED_VALUE_NOISE_FRACTION * sigma_out``, where ``sigma_out`` (``noise``) is the
+    matched image's typical noise: the input's median standard deviation times ``sqrt(sum K^2)``, ``K`` the
+    kernel at the box's centre (so the rule does not depend on ``kernelSum``).  The thresholds are rounded down
+    to powers of two below ``threshold`` (a footprint at most one step too wide), so that pixels share a few
+    footprints, and each pixel is spread over the ring of its footprint outside the footprint (``out`` holds
+    :func:`dilate_mask`'s result already).  ``bits``: the planes that spread so (not NO_DATA, not :data:`VALUED_MASK_PLANES`); missing
+    pixels (non-finite, or with a bit of ``skip``, NO_DATA) are replaced by 0 in the convolution and are
+    skipped here.  ``set_pixels``: the masked pixels and their values, when :func:`_dilate_mask` found them.
+    """
+    top = float(peaks.max())
+    if threshold <= 0 or top == 0 or not bits or not noise > 0:
+        return  # (a threshold of 0 spreads every bit over every non-zero kernel pixel already)
+    floor = peaks[peaks > 0].min() / top  # below this every non-zero kernel pixel is in the footprint
+    if floor >= threshold:
+        return  # (the footprint holds every non-zero kernel pixel already)
+    H, W = mask.shape
+    value = _bits(bits)
+    d_min = MASKED_VALUE_NOISE_FRACTION * noise / (threshold * top)
+    median = []
+
+    def outliers(ys, xs, mb):
+        """The pixels among ``(ys, xs)`` (mask values ``mb``) to spread: ``(flat indices, deviations, bits)``."""
+        sel = (mb & value) != 0
+        ys, xs, mb = ys[sel], xs[sel], mb[sel]
+        if not ys.size:
+            return None
+        if not median:
+            median.append(_image_median(img))
+        d = np.abs(np.asarray(img[ys, xs], dtype=np.float64) - median[0])
+        keep = (d > d_min) & np.isfinite(d)
+        if keep.any():
+            keep &= np.isfinite(var[ys, xs]) & ((mb & _bits(skip)) == 0)
+        return ys[keep] * W + xs[keep], d[keep], mb[keep] & value
+
+    if set_pixels is not None:
+        ys, xs = np.divmod(set_pixels[0], W)
+        found = [outliers(ys, xs, set_pixels[1])]
+    else:
+        rows = max(1, _BAND_PIXELS // max(W, 1))
+        hit = np.empty((min(rows, H), W), dtype=bool)
+        found = []
+        for r0 in range(0, H, rows):
+            band = mask[r0:r0 + rows]
+            ys, xs = np.divmod(np.flatnonzero(_bit_set(band, value, hit[:band.shape[0]])), W)
+            if ys.size:
+                found.append(outliers(ys + r0, xs, band[ys, xs]))
+    found = [f for f in found if f is not None]
+    if not found:
+        return
+    idx, d, pix_bits = (np.concatenate(parts) for parts in zip(*found))
+    if not idx.size:
+        return
+    # the relative threshold each pixel needs, MASKED_VALUE_NOISE_FRACTION * noise / (d * top), rounded down to
+    # threshold / 2**j; from the step at or below ``floor`` on, every non-zero kernel pixel
+    j_all = int(np.ceil(np.log2(threshold / floor)))
+    steps = np.minimum(np.ceil(np.log2(d / d_min)).astype(np.int64), j_all)
+    steps = np.maximum(steps, 1)
+    base = _footprint_at(peaks, threshold)
+    for j in np.unique(steps).tolist():
+        # only the ring beyond the footprint: dilate_mask has spread every masked pixel over the footprint
+        fp = (peaks > 0 if j >= j_all else peaks >= threshold * 2.0 ** -j * top) & ~base
+        if not fp.any():
+            continue
+        offsets = np.argwhere(fp) - np.array(fp.shape) // 2
+        rects = None
+        sel = steps == j
+        group, group_bits = idx[sel], pix_bits[sel]
+        present = int(np.bitwise_or.reduce(group_bits)) & 0xFFFFFFFF
+        for bitno in range(32):
+            if not (present >> bitno) & 1:
+                continue
+            b = _bits(1 << bitno)
+            pix = group[(group_bits & b) != 0]  # (sorted: idx is)
+            if pix.size * len(offsets) <= _SPARSE_FRACTION * H * W:
+                _scatter(pix, offsets, b, out)
+                continue
+            if rects is None:
+                rects = footprint_rectangles(fp)
+                margin = max(abs(v) for r in rects for v in r)
+            _or_dilated(mask, _cluster_boxes(pix, (H, W), margin), rects, b, out, pix)
 
 
 def _bits(value) -> np.int32:
@@ -1273,7 +1413,9 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
         if value is not None and not (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
                                       and value >= 1):
             raise InvalidInputError(f"{name} must be a positive integer; got {value!r}")
-    footprint = mask_footprint(kernel, mask_threshold, bbox=masked_image.getBBox())  # (checks the threshold)
+    mask_threshold = _mask_threshold(mask_threshold)
+    peaks = _kernel_peaks(kernel, masked_image.getBBox())
+    footprint = _footprint_at(peaks, mask_threshold)  # (as mask_footprint)
     _warn_if_extrapolated(masked_image.getBBox(), kernel)
     img = masked_image.image
     var = masked_image.variance
@@ -1291,6 +1433,10 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     order, img_terms, var_terms = spatial_term_images(kernel, bbox)
     _check_type_range(img_terms, var_terms, rdtype, kernel)
     levels = _plane_levels(img, var)
+    # the matched image's typical noise: the input's (the median standard deviation, or the median |I| of a plane
+    # without variance) through the kernel at the box's centre
+    centre = np.asarray(kernel.computeImage(Box2D(bbox).getCenter()), dtype=np.float64)
+    matched_noise = (np.sqrt(levels[1]) if levels[1] > 0 else (levels[0] or 0.0)) * float(np.sqrt((centre ** 2).sum()))
     _check_underflow(kernel, bbox, levels, rdtype)
     if max_memory_bytes is not None:
         need = estimate_memory(img.shape, k, len(img_terms), len(var_terms), tile, isz, nworkers)
@@ -1305,9 +1451,17 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     out_var = np.empty((H, W), dtype=var.dtype)
     out_mask = np.zeros((H, W), dtype=np.int32)
 
+    valued = no_data_bit
+    for name in VALUED_MASK_PLANES:
+        valued |= mask_obj.getPlaneBitMask(name) if name in planes else 0
+    value_bits = ~valued & 0xFFFFFFFF
+
     def propagate_mask():
-        """OR the bits under the kernel footprint into ``out_mask`` (the border and missing data come after)."""
-        dilate_mask(mask, footprint, exclude=no_data_bit, out=out_mask)
+        """OR the bits under the kernel footprint into ``out_mask``, and those of masked pixels whose values carry
+        further (:func:`_dilate_masked_values`); the border and missing data come after."""
+        set_pixels = _dilate_mask(mask, footprint, exclude=no_data_bit, out=out_mask)[1]
+        _dilate_masked_values(mask, img, var, peaks, mask_threshold, value_bits, no_data_bit, matched_noise, out_mask,
+                              set_pixels)
 
     tiled = H > 2 * h and W > 2 * h
     pool = shared_pool(nworkers) if tiled else None

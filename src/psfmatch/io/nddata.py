@@ -300,11 +300,11 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
         The exposure's PSF; default ``ImagePsf(nd.psf)`` when ``nd.psf`` is set.
     mask_plane : str
         The plane a boolean mask sets.  Its pixels' values are convolved like
-        any others (their mask bit spreads over the kernel's footprint);
-        ``"NO_DATA"`` leaves them out instead (each then makes its footprint
-        NaN in the matched image), for masks over values that are garbage
-        (astropy's meaning of ``True``: a hot pixel of 1e6 under ``BAD``
-        still biases pixels beyond the footprint by a fraction of it).
+        any others (their mask bit spreads over the kernel's footprint, and
+        as far as a value far from the image's median carries more than a
+        tenth of the matched noise); ``"NO_DATA"`` leaves them out instead
+        (each then makes its footprint NaN in the matched image), for masks
+        over values that are garbage (astropy's meaning of ``True``).
     mask_planes : mapping, optional
         Plane registry of the new mask (default: psfmatch's).
     xy0 : (int, int), optional
