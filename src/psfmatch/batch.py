@@ -109,6 +109,7 @@ import logging
 import math
 import numbers
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -384,6 +385,11 @@ class BatchReport(list):
         """True when every input is matched (now or by an earlier run)."""
         return all(r.ok for r in self)
 
+    @property
+    def flagged(self) -> list:
+        """The reports of the inputs matched (now or by an earlier run) whose QA raised flags."""
+        return [r for r in self if r.ok and ((r.qa or {}).get("qa") or {}).get("flags")]
+
     def output_paths(self) -> list:
         """The matched files of the inputs that did not fail, in input order."""
         return [r.output for r in self if r.ok]
@@ -411,10 +417,23 @@ class BatchReport(list):
                  f"{self.engine.get('n_workers', '?')} worker(s)"]
         ref = self.reference
         if ref:
-            how = f" (chosen automatically: {ref['choice']['rule']})" if ref.get("choice") else ""
+            choice = ref.get("choice") or {}
+            how = f" (chosen automatically: {choice['rule']})" if choice.get("rule") else ""
             lines.append(f"reference PSF: {ref.get('repr')}{how}")
+            left_out = ref.get("surveyFailures") or choice.get("failures") or []
+            if ref.get("kept"):
+                lines.append(f"  {ref['kept']}")
+            if left_out:
+                names = "; ".join(f"{f.get('path')} ({f.get('error_type')})" for f in left_out)
+                lines.append(f"  not surveyed for the reference: {len(left_out)} input(s): {names}")
         for r in self.failed:
             lines.append(f"  FAILED {r.path}: {r.error_type}: {_one_line(r.error_message)}")
+        flagged = self.flagged
+        if flagged:
+            lines.append(f"flagged by their QA: {len(flagged)} exposure(s) (their PSF is not the reference where "
+                         "flagged; see each one's warnings):")
+            for r in flagged:
+                lines.append(f"  FLAGGED {r.path}: {', '.join(map(str, r.qa['qa']['flags']))}")
         return "\n".join(lines)
 
     def __repr__(self):
@@ -1660,6 +1679,7 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     again by the next run.
     """
     t0 = time.perf_counter()
+    started = time.time()  # (wall clock: compared with the files' modification times)
     outdir = _outdir_path(outdir)
     paths = _check_paths(paths, outdir)
     if report_path is not None:
@@ -1725,13 +1745,26 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
                 choice = choose_reference_psf(paths, client=c, psfs=psfs, **reference_options)
                 referencePsfModel = choice.psf
                 reference.update({"repr": repr(choice.psf), "choice": choice.to_dict()})
-                log.info("reference PSF chosen automatically: %s (%s)", choice.psf, choice.rule)
+                earlier = _earlier_reference(paths, outdir, choice, reference_options) if choice.failures else None
+                if earlier is not None:  # (an input the survey could not read must not narrow the night's reference)
+                    referencePsfModel, record, n_outputs = earlier
+                    reference.update({"repr": repr(referencePsfModel), "choice": record,
+                                      "surveyFailures": choice.failures,
+                                      "kept": f"kept from {n_outputs} complete output(s) rather than the rule's "
+                                              f"sigma = {choice.sigma:.4g} px without the input(s) that could "
+                                              f"not be surveyed"})
+                    log.warning("reference PSF: %s kept from %d earlier output(s) rather than %s chosen without %s "
+                                "(not surveyed)", referencePsfModel, n_outputs, choice.psf,
+                                ", ".join(f["path"] for f in choice.failures))
+                else:
+                    log.info("reference PSF chosen automatically: %s (%s)", choice.psf, choice.rule)
             else:
                 reference.update({"repr": repr(referencePsfModel)})
             t_jobs = time.perf_counter()
             _run_jobs(c, paths, referencePsfModel, outdir, config, kernelSum, force, fingerprint, progress,
                       reference, engine, psfs=psfs, reports=reports, zero_point=zeroPoint)
             engine["jobs_time"] = time.perf_counter() - t_jobs
+            _remove_stale_temporaries([output_path_for(p, outdir) for p in paths], started)
         except BaseException as exc:  # Ctrl-C, a lost cluster, an error...: say so in the report, with what was done
             if report_path is not None:
                 n_done = sum(r is not None for r in reports)
@@ -1762,6 +1795,97 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
     if report_path is not None and write_final_report:
         out.write_json(report_path)
     return out
+
+
+def _remove_stale_temporaries(outputs, before) -> list:
+    """Remove the temporary files that writers of ``outputs`` killed before ``before`` (a wall-clock time) left.
+
+    :func:`~psfmatch.io.fits.atomic_write` writes ``.<name>.<random>.tmp`` beside each output and renames
+    it into place; a process killed while writing (SIGKILL, a lost machine) leaves it, partial.  Once
+    this batch's writers are done, every such file of its outputs last modified before the batch
+    started is a dead writer's.  Returns the paths removed (logged).
+    """
+    from .io.fits import _COMPRESSED_SUFFIXES
+
+    removed = []
+    by_dir = {}
+    for out in outputs:
+        by_dir.setdefault(os.path.dirname(os.path.abspath(out)), set()).add(os.path.basename(out))
+    for directory, names in by_dir.items():
+        patterns = []
+        for name in names:
+            ext = os.path.splitext(name)[1].lower()
+            suffix = ".tmp" + (ext if ext in _COMPRESSED_SUFFIXES else "")
+            patterns.append(re.compile(re.escape("." + name + ".") + r"[A-Za-z0-9_]+" + re.escape(suffix)))
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(".") or not any(p.fullmatch(entry.name) for p in patterns):
+                continue
+            try:
+                if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < before:
+                    os.unlink(entry.path)
+                    removed.append(entry.path)
+            except OSError as exc:  # (someone else's file, or gone already: left as it is)
+                log.info("could not remove the temporary file %s: %s", entry.path, _one_line(exc))
+    if removed:
+        log.info("removed %d temporary file(s) that a killed run left: %s", len(removed), ", ".join(removed))
+    return removed
+
+
+def _earlier_reference(paths, outdir, choice, options):
+    """The automatic reference the complete outputs of ``paths`` were matched to, when it may stand for ``choice``.
+
+    ``choice`` was made without some inputs (its survey could not read them): a narrower reference than the
+    one the night's outputs were matched to, which would have every complete output redone now, and again
+    once the inputs are readable.  The reference recorded in the most outputs (a ``psfmatchBatch`` record
+    with an automatic choice) is kept when its rule's parameters are ``choice``'s (kind, margin, floor,
+    wing ratio, b, and the stamp when one was given) and its sigma is at least ``choice``'s, so that it is
+    still broader than every PSF surveyed now.  Returns ``(psf, choice record, number of outputs)`` or None.
+    """
+    from astropy.io import fits
+
+    from .io.fits import _metadata_from_hdu
+    from .psf import DoubleGaussianPsf, GaussianPsf
+
+    found = {}
+    for p in paths:
+        out = output_path_for(p, outdir)
+        if not os.path.isfile(out):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with fits.open(out, memmap=False) as hdul:
+                    if hdul[0].header.get("BATCHOK") is not True:
+                        continue
+                    record = _metadata_from_hdu(hdul["METADATA"], out).get(_METADATA_KEY) or {}
+        except Exception:  # (an output that cannot be read is redone: nothing to learn from it)
+            continue
+        prev = (record.get("reference") or {}).get("choice")
+        if isinstance(prev, dict) and record.get("referenceHash"):
+            found.setdefault(record["referenceHash"], []).append(prev)
+    if not found:
+        return None
+    records = max(found.values(), key=len)
+    prev = records[0]
+    try:
+        kind, sigma, stamp = str(prev["kind"]), float(prev["sigma"]), int(prev["stamp"])
+        same = (kind == choice.kind and float(prev["margin"]) == choice.margin
+                and float(prev["floor"]) == choice.floor and sigma >= choice.sigma
+                and (options.get("stamp") is None or stamp == choice.stamp))
+        if same and kind == "doublegaussian":
+            sigma2, b = float(prev["sigma2"]), float(prev["b"])
+            same = math.isclose(sigma2 / sigma, choice.sigma2 / choice.sigma, rel_tol=1e-12) and b == choice.b
+        if not same:
+            return None
+        psf = (GaussianPsf(stamp, stamp, sigma) if kind == "gaussian"
+               else DoubleGaussianPsf(stamp, stamp, sigma, sigma2, b))
+    except (KeyError, TypeError, ValueError, PsfMatchError):
+        return None
+    return psf, prev, len(records)
 
 
 def _rerun_finishes(exc) -> bool:
@@ -2359,6 +2483,10 @@ class CoaddReport:
     unused_inputs : list of str
         Inputs that contributed no pixel (also named in a warning; ``NCOMBINE``
         counts the others).
+    flagged_inputs : dict
+        ``{input: QA flags}`` of the inputs whose own match was flagged
+        (``ILL_POSED``, ``RESIDUAL_HIGH``...: read from the batch record in
+        their metadata; also named in a warning): combined all the same.
     """
 
     output: str
@@ -2372,6 +2500,7 @@ class CoaddReport:
     psf: str | None
     time: float
     unused_inputs: list = dataclasses.field(default_factory=list)
+    flagged_inputs: dict = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
@@ -3210,6 +3339,7 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
                 f"coadd input {inp.path} has image unit (BUNIT) {_unit_text(inp.unit)} and {first.path} has "
                 f"{_unit_text(first.unit)}: the coadd would average pixels in different units; bring the inputs "
                 "to one unit (calibrate them) first")
+    flagged = _flagged_inputs(inputs, psf)
     calibration = _common_calibration([(inp.path, _calibration_of(inp)) for inp in inputs], require_same_calibration,
                                       rates=all(is_rate_unit(inp.unit) for inp in inputs))
     known = set().union(*(inp.mask_planes for inp in inputs))
@@ -3323,10 +3453,36 @@ def coadd(matched_paths, out_path, *, exclude_planes=(), tile_size=1024, overwri
     report = CoaddReport(output=os.path.abspath(os.fspath(out_path)), inputs=paths, shape=(H, W),
                          xy0=tuple(first.xy0), tile_size=tile_size, n_tiles=ny * nx, excluded_planes=exclude_planes,
                          coverage=1.0 - nodata / float(H * W), psf=repr(psf) if psf is not None else None,
-                         time=time.perf_counter() - t0, unused_inputs=unused)
+                         time=time.perf_counter() - t0, unused_inputs=unused, flagged_inputs=flagged)
     log.info("coadd of %d exposures written to %s (%dx%d, %d tiles, coverage %.3f) in %.1f s", len(paths) - len(unused),
              report.output, W, H, report.n_tiles, report.coverage, report.time)
     return report
+
+
+def _flagged_inputs(inputs, psf) -> dict:
+    """``{path: flags}`` of the coadd inputs whose own QA flagged their match (the batch record in their metadata,
+    ``psfmatchBatch.qa.qa.flags``), logged and warned (:class:`~psfmatch.errors.PsfMatchWarning`): where a match
+    is flagged (ILL_POSED: a deconvolution; RESIDUAL_HIGH...) its PSF is not the reference, so neither is the
+    coadd's there."""
+    from .errors import PsfMatchWarning
+
+    flagged = {}
+    for inp in inputs:
+        record = (getattr(inp, "metadata", None) or {}).get(_METADATA_KEY)
+        qa = ((record or {}).get("qa") or {}).get("qa") if isinstance(record, dict) else None
+        flags = qa.get("flags") if isinstance(qa, dict) else None
+        if flags:
+            flagged[inp.path] = [str(f) for f in flags]
+    if flagged:
+        items = list(flagged.items())
+        names = "; ".join(f"{p} ({', '.join(f)})" for p, f in items[:5]) + (
+            f" and {len(items) - 5} more" if len(items) > 5 else "")
+        msg = (f"coadd: {len(flagged)} of {len(inputs)} input(s) carry QA flags from their own match: {names}; "
+               f"where a match is flagged its PSF is not the reference, so the coadd's PSF ({psf!r}) does not hold "
+               "there. Leave them out, or match them again as their flags' remedies say (see their reports)")
+        log.warning(msg)
+        warnings.warn(msg, PsfMatchWarning, stacklevel=3)
+    return flagged
 
 
 def _warn_unused_inputs(unused, n, empty):

@@ -23,7 +23,9 @@ same command cannot fix stops it, and is complete at the end.  No output
 Exit status: 0 when every input is
 matched, 1 when any failed (the others are still written, a summary lists
 the failures, and the coadd is not made: re-running the same command once
-the inputs are fixed finishes the batch and writes it), 2 on a usage error.  The parser is registered on the main
+the inputs are fixed finishes the batch and writes it), 2 on a usage error,
+130 when interrupted (Ctrl-C), 143 (129) when stopped by SIGTERM (SIGHUP):
+re-running the same command finishes the batch.  The parser is registered on the main
 ``psfmatch`` command by :func:`add_batch_parser`.
 """
 
@@ -171,7 +173,8 @@ def add_batch_parser(subparsers, parents=()):
                     "skips the inputs whose outputs are complete, so an interrupted batch resumes. Optionally "
                     "coadd the matched exposures (inverse-variance weighted; they must share one pixel grid).",
         epilog="Exit status: 0 when every input matched, 1 when any failed (the others are written, the coadd is "
-               "not; re-run the same command once the inputs are fixed), 2 on a usage error.")
+               "not; re-run the same command once the inputs are fixed), 2 on a usage error, 130 when interrupted "
+               "(Ctrl-C), 143 when stopped by SIGTERM (129 by SIGHUP): re-run the same command to finish the batch.")
     b.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="exposure files (psfmatch or LSST-style FITS with a PSF, or plain FITS images with --psf)")
     b.add_argument("--input-list", metavar="FILE",
@@ -609,6 +612,10 @@ def run_batch_command(args) -> int:
                           tile_size=args.coadd_tile or DEFAULT_COADD_TILE, overwrite=args.overwrite,
                           require_same_calibration=not args.coadd_mixed_calibration)
                 say(f"coadd: {c.output}: {c.shape[1]}x{c.shape[0]} px, coverage {c.coverage:.3f}, {c.time:.1f} s")
+                if c.flagged_inputs:  # (also with -q: the coadd's PSF does not hold where they are)
+                    say(f"coadd: {len(c.flagged_inputs)} of {len(c.inputs)} input(s) combined despite QA flags "
+                        "from their match: " + "; ".join(f"{p} ({', '.join(f)})" for p, f in c.flagged_inputs.items()),
+                        failure=True)
             except (PsfMatchError, OSError) as exc:
                 say(f"coadd: FAILED: {type(exc).__name__}: {exc}", failure=True)
                 status = 1

@@ -873,7 +873,8 @@ def _parser():
 
     p = argparse.ArgumentParser(
         prog="psfmatch", description="PSF-match astronomical exposures to a model PSF (LSST's ModelPsfMatchTask).",
-        epilog="Exit status: 0 success, 1 failure, 2 usage error. Run 'psfmatch COMMAND -h' for a command's options.")
+        epilog="Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM "
+               "(129 by SIGHUP). Run 'psfmatch COMMAND -h' for a command's options.")
     from . import __version__
     p.add_argument("--version", action="version", version=f"psfmatch {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
