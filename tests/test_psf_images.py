@@ -314,7 +314,8 @@ def test_read_image_psf_errors(tmp_path):
             read_image_psf(bias, background=background)
     with pytest.raises(InvalidInputError, match="resample_psf ratio must be positive"):
         resample_psf(np.ones((5, 5)), 0.0)
-    with pytest.raises(InvalidInputError, match="odd positive integers"):
+    with pytest.raises(InvalidInputError,
+                       match=r"resample_psf size must be an odd positive integer or a \(width, height\) pair"):
         resample_psf(np.ones((5, 5)), 2.0, size=4)
 
 

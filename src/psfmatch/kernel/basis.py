@@ -235,9 +235,10 @@ def makeAlardLuptonBasisList(halfWidth, nGauss, sigGauss, degGauss) -> KernelBas
     Raises
     ------
     InvalidConfigError
-        If ``halfWidth`` is not a whole number >= 1, ``sigGauss`` or ``degGauss`` is not a list, their
-        lengths differ from ``nGauss``, a width is not a positive finite number, or a degree is not a
-        whole number from 0 to :data:`MAX_DEGREE`.
+        If ``halfWidth`` is not a whole number >= 1, ``sigGauss`` or ``degGauss`` is not a sequence of
+        numbers (a list, tuple or 1-d array; a scalar, string or mapping is refused), their lengths
+        differ from ``nGauss``, a width is not a positive finite number, or a degree is not a whole
+        number from 0 to :data:`MAX_DEGREE`.
     """
     sigGauss = _real_list(sigGauss, "alardSigGauss", "[0.7, 1.5, 3.0]")
     degGauss = _real_list(degGauss, "alardDegGauss", "[4, 2, 2]")
