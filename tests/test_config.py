@@ -385,7 +385,8 @@ def test_format_config_notes_the_default_of_the_config_class():
     assert "[default 'alard-lupton']" not in text
     c.kernel.active.usePcaForSpatialKernel = False
     text = format_config(c).replace("\n# ", " ")
-    assert "kernels. [default True]\nconfig.kernel['DF'].usePcaForSpatialKernel = False" in text
+    assert ("['deltaFunctionConditionNum']. [default True]\nconfig.kernel['DF'].usePcaForSpatialKernel = False"
+            in text)
 
 
 def test_delta_function_config_says_it_ignores_the_fwhm_rule():

@@ -85,6 +85,11 @@ class KernelCandidate:
         Its own (unit-sum) kernel image.
     rank, condition_number : int, float
         Of its least-squares solve.
+    solution : {"ORIG", "PCA"}
+        Which solution ``coefficients`` and ``kernel_image`` hold, named as afw's
+        selectors: the candidate's own (``ORIG``), or its refit on the
+        principal components of all the candidates' kernels
+        (``usePcaForSpatialKernel``: ``PCA``).  psfmatch keeps one.
     qa : dict
         The spatial kernel's quality at this candidate (:func:`psfmatch.qa.match_quality`):
         ``residualMax``, ``residualRms`` (of science (*) kernel - reference, relative
@@ -106,6 +111,13 @@ class KernelCandidate:
     rank: int = 0
     condition_number: float = float("nan")
     qa: dict = field(default_factory=dict)
+    solution: str = "ORIG"
+
+    #: afw's solution selectors (``KernelCandidate.ORIG``...), taken by :meth:`getKernelImage` and
+    #: :meth:`getKernelSum`; ``RECENT`` is the one kept.
+    ORIG = "ORIG"
+    PCA = "PCA"
+    RECENT = "RECENT"
 
     def getXCenter(self) -> float:
         return self.x
@@ -142,11 +154,35 @@ class KernelCandidate:
     def getId(self) -> int:
         return self.id
 
-    def getKernelImage(self) -> np.ndarray | None:
+    def _check_solution(self, which, call) -> None:
+        """Accept afw's selector ``which`` (None, ``RECENT`` or the kept solution's), else InvalidInputError."""
+        if which is None:
+            return
+        name = getattr(which, "name", which)  # (an enum member, or its name)
+        if not isinstance(name, str) or name.upper() not in ("ORIG", "PCA", "RECENT"):
+            raise InvalidInputError(f"KernelCandidate.{call}: the solution must be KernelCandidate.ORIG, PCA or "
+                                    f"RECENT (afw's selectors) or None; got {which!r}")
+        name = name.upper()
+        if name not in ("RECENT", self.solution):
+            raise InvalidInputError(
+                f"KernelCandidate.{call}({name}): this candidate keeps only its {self.solution} solution ("
+                + ("its refit on the principal components, usePcaForSpatialKernel" if self.solution == "PCA" else
+                   "its own; no PCA basis was used") + f"); call {call}() or {call}(KernelCandidate.{self.solution})")
+
+    def getKernelImage(self, which=None) -> np.ndarray | None:
+        """The candidate's (unit-sum) kernel image; ``which``: afw's selector (see :attr:`solution`)."""
+        self._check_solution(which, "getKernelImage")
         return self.kernel_image
 
-    def getKernelSum(self) -> float:
+    def getKernelSum(self, which=None) -> float:
+        """The sum of :meth:`getKernelImage` (NaN without a solution); ``which`` as there."""
+        self._check_solution(which, "getKernelSum")
         return float("nan") if self.kernel_image is None else float(self.kernel_image.sum())
+
+    def getKsum(self, which=None) -> float:
+        """afw's name of :meth:`getKernelSum`."""
+        self._check_solution(which, "getKsum")
+        return self.getKernelSum()
 
     def to_dict(self) -> dict:
         """A strict-JSON mapping (non-finite numbers become None)."""

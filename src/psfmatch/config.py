@@ -720,11 +720,16 @@ class PsfMatchConfig(Config):
         {"spread": "psfmatch: a regular grid from edge to edge of the exposure (one candidate in each cell), so "
                    "the spatial model never extrapolates to the corners",
          "centers": "the centre of each cell (LSST's choice)"})
-    usePcaForSpatialKernel = Field("Fit the spatial model on a principal-component basis of the per-cell kernels.",
-                                   bool, False)
+    usePcaForSpatialKernel = Field(
+        "Fit the spatial model on a principal-component basis of the per-cell kernels. As in LSST, the candidates "
+        "are then solved again on that basis without regularization, so a regularized delta-function kernel comes "
+        "out rougher than without the PCA; the delta-function solve's own rank and condition are in "
+        "metadata['deltaFunctionRank'] and ['deltaFunctionConditionNum'].", bool, False)
     subtractMeanForPca = Field("Subtract the mean kernel before the PCA (the mean becomes the first component).",
                                bool, True)
-    numPrincipalComponents = RangeField("Number of principal components kept (including the mean).", int, 5, min=2)
+    numPrincipalComponents = RangeField(
+        "Most principal components kept (the mean among them, with subtractMeanForPca): fewer when the candidates' "
+        "kernels span fewer (no more than the candidates), with a note in metadata['notes'].", int, 5, min=2)
     fitRegion = ChoiceField(
         "Pixels that constrain each candidate's fit.", str, "full",
         {"full": "psfmatch: every pixel where science (*) kernel or the reference is non-zero; the science "

@@ -797,7 +797,7 @@ def enforce_ill_posed(report: IllPosedReport, strict: bool, stacklevel=3) -> Non
 
 def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: float, stacklevel=3, *,
                          auto_kernel=False, max_aperture_mismatch=None, wing_tried=False,
-                         max_kernel_shift=None) -> list:
+                         max_kernel_shift=None, kernel=None) -> list:
     """Warn (:class:`KernelQualityWarning`) when the worst QA numbers exceed the thresholds.
 
     Parameters
@@ -819,6 +819,13 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         The automatic kernel ran its wing trial (broad widths): the remedy says so.
     max_kernel_shift : float, optional
         ``qaMaxKernelShift`` (pixels); None: not checked.
+    kernel : dict, optional
+        The kernel that was fitted, so that the remedies fit it
+        (:func:`kernel_remedy_context`): ``name`` ("AL" or "DF"),
+        ``regularized`` and ``lambdaType`` (a delta-function kernel's
+        regularization), ``kernelSize`` and ``spatialKernelOrder`` with
+        ``userSize`` and ``userOrder`` (set by the user: the automatic mode
+        keeps them).  None: an Alard-Lupton kernel, nothing set by the user.
 
     Returns
     -------
@@ -827,6 +834,8 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         :data:`FLAG_APERTURE`).
     """
     flags = []
+    kernel = kernel or {}
+    df = kernel.get("name") == "DF"
 
     def worst(name):
         vals = [qa.get(w, {}).get(name) for w in ("candidates", "between")]
@@ -841,10 +850,22 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         where = ""
         if at is not None and between is not None and math.isfinite(at) and math.isfinite(between):
             where = f" ({at:.3g} at the candidates, {between:.3g} between them)"
-        tuning = ("a larger kernelSize set by hand (the automatic mode tries up to 1.4 times the 6 sigma the "
-                  "kernel's width needs, at most autoKernelMaxSize) or autoKernelMaxSpatialOrder" if auto_kernel is True
-                  else "a larger kernelSize, a higher spatialKernelOrder" if auto_kernel == "kept"
-                  else "a larger kernelSize or autoKernel=True, a higher spatialKernelOrder")
+        if auto_kernel is True:
+            size = (f"a larger kernelSize (you set {kernel.get('kernelSize')}: the automatic mode keeps it)"
+                    if kernel.get("userSize") else
+                    "a larger kernelSize set by hand (the automatic mode tries up to 1.4 times the 6 sigma the "
+                    "kernel's width needs, at most autoKernelMaxSize)")
+            order = (f"a higher spatialKernelOrder (you set {kernel.get('spatialKernelOrder')}: the automatic mode "
+                     "keeps it)" if kernel.get("userOrder") else "a higher autoKernelMaxSpatialOrder")
+            tuning = f"{size}, {order}"
+        else:
+            tuning = ("a larger kernelSize, a higher spatialKernelOrder" if auto_kernel == "kept"
+                      else "a larger kernelSize or autoKernel=True, a higher spatialKernelOrder")
+        if df and kernel.get("regularized"):  # (first when absolute: LSST's strength over-smooths PSF stamps)
+            tuning = (f"a weaker delta-function regularization (lambdaValue with lambdaType='absolute', which does not "
+                      f"scale with the data: LSST's 0.2 over-smooths unit-sum PSF stamps; lambdaType='relative', the "
+                      f"default, scales it to them), {tuning}" if kernel.get("lambdaType") == "absolute" else
+                      f"{tuning}, a weaker delta-function regularization (kernel['DF'].lambdaScaling)")
         remedy = (f"the matched PSF differs from the reference. Remedy: {tuning}, smaller cells, or a broader "
                   "reference PSF (wider than the science PSF everywhere, wings included)")
         msg = (f"matched-PSF residual max|S*K - R|/max(R) reaches {res:.3g}{where}, above "
@@ -854,11 +875,14 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
     neg = worst("kernelNegativeFractionWorst")
     if neg is not None and neg > max_negative_fraction:
         flags.append(FLAG_NEGATIVE)
+        basis = ("stronger delta-function regularization (kernel['DF'].lambdaScaling, or lambdaValue with "
+                 "lambdaType='absolute'; useRegularization=True), an Alard-Lupton basis (kernel.name='AL')" if df
+                 else "wider Alard-Lupton widths (alardSigGauss; on the command line, e.g. -c "
+                      "\"kernel['AL'].alardSigGauss=[1.0, 2.0, 4.0]\"), a delta-function kernel with stronger "
+                      "regularization (kernel.name='DF' and kernel['DF'].lambdaScaling)")
         msg = (f"kernel negative flux fraction sum|min(K,0)|/sum|K| reaches {neg:.3g}, above "
                f"qaMaxKernelNegativeFraction={max_negative_fraction:g}: the kernel oscillates (ringing, amplified "
-               "noise). Remedy: a broader reference PSF, wider Alard-Lupton widths (alardSigGauss; on the "
-               "command line, e.g. -c \"kernel['AL'].alardSigGauss=[1.0, 2.0, 4.0]\"), a delta-function kernel with "
-               "stronger regularization (kernel.name='DF' and kernel['DF'].lambdaScaling)"
+               f"noise). Remedy: a broader reference PSF, {basis}"
                f"{'' if auto_kernel else ', or autoKernel=True'}")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
@@ -885,14 +909,34 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
                f"{max_aperture_mismatch:g}: aperture fluxes measured with the reference PSF's aperture corrections "
                "will be off by that fraction of the total flux (more, relative to the aperture's own flux, in small "
                "apertures). Most often the science PSF has a wing that the kernel's basis cannot "
-               "remove, or the reference one it cannot build. Remedy: broader Alard-Lupton widths on a larger "
-               f"kernel{tried}, "
-               "e.g. alardNGauss=5, alardSigGauss=[0.7, 1.5, 3, 6, 10], alardDegGauss=[6, 4, 2, 2, 2], "
-               "kernelSize=41 for a PSF of about 2 px; a reference whose wing is as broad as the science PSF's "
+               "remove, or the reference one it cannot build. Remedy: " + (
+                   "a larger kernelSize, so that the delta-function kernel reaches the wing" + (
+                       " (and a weaker regularization: kernel['DF']." + (
+                           "lambdaValue, or lambdaType='relative')" if kernel.get("lambdaType") == "absolute"
+                           else "lambdaScaling)") if kernel.get("regularized") else "") if df else
+                   f"broader Alard-Lupton widths on a larger kernel{tried}, "
+                   "e.g. alardNGauss=5, alardSigGauss=[0.7, 1.5, 3, 6, 10], alardDegGauss=[6, 4, 2, 2, 2], "
+                   "kernelSize=41 for a PSF of about 2 px") +
+               "; a reference whose wing is as broad as the science PSF's "
                "(doublegaussian:, moffat:); or apertures corrected on the matched PSF")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     return flags
+
+
+def kernel_remedy_context(config, user_config=None) -> dict:
+    """The ``kernel`` argument of :func:`check_kernel_quality` for the fitted ``config`` (the automatic kernel's
+    choice, or the task's); ``user_config``: the configuration the user gave, whose ``kernelSize`` and
+    ``spatialKernelOrder`` the automatic mode keeps when they were set (default ``config``)."""
+    from .autokernel import _user_set
+
+    kc = config.kernel.active
+    user = (user_config or config).kernel.active
+    name = config.kernel.name
+    return {"name": name, "regularized": bool(name == "DF" and kc.useRegularization),
+            "lambdaType": kc.lambdaType if name == "DF" else None, "kernelSize": kc.kernelSize,
+            "spatialKernelOrder": kc.spatialKernelOrder, "userSize": _user_set(user, "kernelSize"),
+            "userOrder": _user_set(user, "spatialKernelOrder")}
 
 
 def _kernel_shift_where(qa, shift):

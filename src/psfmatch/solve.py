@@ -956,7 +956,12 @@ def solve_spatial(eq: NormalEquations, f, rcond):
     return x.reshape(N, ns), int(rank), float(cond)
 
 
-def pca_basis(kernel_images, n_components, subtract_mean=True, tol=1e-10, weights=None) -> KernelBasis:
+#: :func:`pca_basis` drops the components whose eigenvalue is below this fraction of the mean kernel's mean square
+#: (of the largest eigenvalue without the mean).
+PCA_TOLERANCE = 1e-10
+
+
+def pca_basis(kernel_images, n_components, subtract_mean=True, tol=PCA_TOLERANCE, weights=None) -> KernelBasis:
     """Principal components of per-candidate kernels, renormalized like LSST's ``KernelPca``.
 
     Each kernel is scaled to unit sum; with ``subtract_mean`` the mean kernel

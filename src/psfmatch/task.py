@@ -51,8 +51,8 @@ from .parallel import available_cores, shared_pool
 from .psf.base import (as_psf, compute_kernel_image_pairs, compute_kernel_images, kernel_image_pair_stacks,
                        model_domain, pad_or_crop, pad_or_crop_stack, unique_stamps)
 from .qa import match_quality_groups, summarize
-from .solve import (GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis, reduce_constrained,
-                    solve_candidates, solve_spatial, transform_equations, trim_spectral_cache)
+from .solve import (PCA_TOLERANCE, GramBuilder, NormalEquations, constrained_basis, lambda_for, pca_basis,
+                    reduce_constrained, solve_candidates, solve_spatial, transform_equations, trim_spectral_cache)
 
 __all__ = ["ModelPsfMatchTask", "PsfMatchResult", "KernelFit", "nextOddInteger"]
 
@@ -536,7 +536,7 @@ class ModelPsfMatchTask:
         """
         from .autokernel import choose_kernel
         from .diagnostics import (FLAG_ILL_POSED, SurveyCachedPsf, check_ill_posed, check_kernel_quality,
-                                  enforce_ill_posed, survey_psfs)
+                                  enforce_ill_posed, kernel_remedy_context, survey_psfs)
 
         t0 = time.perf_counter()
         checked_kernel_sum(kernelSum)
@@ -633,7 +633,8 @@ class ModelPsfMatchTask:
                                       auto_kernel=(auto_md is not None) and (bool(auto_md.get("trials")) or "kept"),
                                       max_aperture_mismatch=self.config.qaMaxApertureFluxMismatch,
                                       wing_tried=auto_md is not None and bool(auto_md.get("wingTrials", {}).get(
-                                          "ran")), max_kernel_shift=self.config.qaMaxKernelShift)
+                                          "ran")), max_kernel_shift=self.config.qaMaxKernelShift,
+                                      kernel=kernel_remedy_context(task.config, self.config))
         qa["flags"] = flags
         qa["thresholds"] = {"illPosedTolerance": self.config.illPosedTolerance,
                             "qaMaxResidual": self.config.qaMaxResidual,
@@ -820,7 +821,7 @@ class ModelPsfMatchTask:
             uniq, inverse = unique_stamps(np.stack([inverse, unique_stamps(R_all)[1]], axis=1))
         md["nUniqueCandidates"] = len(uniq)
 
-        eq_u, cbasis, coeff_u, rank_u, cond_u = self._candidate_solutions(basis, S_all[uniq], R_all[uniq])
+        eq_u, cbasis, coeff_u, rank_u, cond_u = self._candidate_solutions(basis, S_all[uniq], R_all[uniq], md=md)
 
         if kc.usePcaForSpatialKernel:
             ok_u = np.all(np.isfinite(coeff_u), axis=1)
@@ -829,6 +830,17 @@ class ModelPsfMatchTask:
             counts = np.bincount(inverse, minlength=len(uniq))[ok_u]
             pbasis = pca_basis(kimgs, kc.numPrincipalComponents, kc.subtractMeanForPca, weights=counts)
             md["PcaNumComponents"] = len(pbasis)
+            if len(pbasis) < kc.numPrincipalComponents:
+                note = (f"numPrincipalComponents = {kc.numPrincipalComponents}: {len(pbasis)} kept, as the "
+                        f"{int(counts.sum())} candidates' kernels ({len(kimgs)} distinct) span no more components "
+                        f"(beyond, their eigenvalues are below {PCA_TOLERANCE:g} of the mean's)")
+                log.info(note)
+                md.setdefault("notes", []).append(note)
+            # the delta-function solve's own rank and condition: the refit's below are those of a few components
+            if ok_u.any():
+                md["deltaFunctionRank"] = int(rank_u[ok_u].min())
+                md["deltaFunctionConditionNum"] = _json_float(float(np.max(cond_u[ok_u])))
+                md["deltaFunctionUnknowns"] = int(eq_u.M.shape[-1])
             eq_u, cbasis, coeff_u, rank_u, cond_u = self._candidate_solutions(pbasis, S_all[uniq], R_all[uniq],
                                                                               regularize=False)
 
@@ -841,6 +853,7 @@ class ModelPsfMatchTask:
                 cand.coefficients = coeff[j]
                 cand.kernel_image = kimg_all[j]
                 cand.rank, cand.condition_number = int(rank_u[inverse[j]]), float(cond_u[inverse[j]])
+                cand.solution = "PCA" if kc.usePcaForSpatialKernel else "ORIG"
                 cand.setStatus(CandidateStatus.GOOD)
             else:
                 cand.setStatus(CandidateStatus.BAD, "non-finite kernel solution")
@@ -955,8 +968,12 @@ class ModelPsfMatchTask:
         return KernelFit(kernel, cellSet, md, refResized, psfSize)
 
     # ------------------------------------------------------------------
-    def _candidate_solutions(self, basis: KernelBasis, S, R, regularize=True):
-        """Normal equations (reduced, in the constrained basis) and each candidate's own solution."""
+    def _candidate_solutions(self, basis: KernelBasis, S, R, regularize=True, md=None):
+        """Normal equations (reduced, in the constrained basis) and each candidate's own solution.
+
+        ``md``: where a regularized delta-function fit records its regularization (``regularization``: the
+        type, ``lambdaType`` and the strengths used, their smallest and largest over the candidates).
+        """
         kc = self.kConfig
         imgs, order, ratios, s_p = constrained_basis(basis)
         cbasis = KernelBasis(imgs, basis.kind, dict(basis.description))
@@ -967,6 +984,14 @@ class ModelPsfMatchTask:
             if regularize and self.useRegularization:
                 lam = lambda_for(kc, raw.M, self.hMat)
                 raw = NormalEquations(raw.M + lam[:, None, None] * self.hMat[None], raw.b, raw.yy)
+                if md is not None:
+                    md["regularization"] = {
+                        "regularizationType": kc.regularizationType, "lambdaType": kc.lambdaType,
+                        "lambdaValue" if kc.lambdaType == "absolute" else "lambdaScaling":
+                            float(kc.lambdaValue if kc.lambdaType == "absolute" else kc.lambdaScaling),
+                        "lambdaMin": _json_float(float(np.min(lam))), "lambdaMax": _json_float(float(np.max(lam)))}
+            elif md is not None:
+                md["regularization"] = None
             eq = reduce_constrained(transform_equations(raw, order, ratios, s_p))
         else:
             # the constraint is a fixed linear change of basis: build the equations in the constrained
