@@ -854,9 +854,10 @@ class ModelPsfMatchConfig(Config):
     maskDilationThreshold = RangeField(
         "A mask bit spreads to every output pixel whose kernel footprint covers it, the footprint being the "
         "kernel pixels with |K| >= maskDilationThreshold * max|K| anywhere in the field (0: every non-zero "
-        "pixel, as LSST). A masked pixel whose value is far from the image's median also spreads to every "
-        "output pixel that gets more than a tenth of the matched noise from it (DETECTED, DETECTED_NEGATIVE "
-        "and INTRP excepted). NO_DATA and non-finite pixels always spread over the whole kernel.",
+        "pixel, as LSST). Each bit also spreads to every output pixel that gets more than a tenth of the matched "
+        "noise from the pixels of that bit, their values counted from their local level (DETECTED and "
+        "DETECTED_NEGATIVE bits, and INTRP pixels, excepted). NO_DATA and non-finite pixels always spread over "
+        "the whole kernel.",
         float, 1e-3, min=0.0, max=1.0)
     convolveTileSize = RangeField("Largest side of the FFT tiles used to apply the kernel (memory scales with its "
                                   "square; the default gives 360 px transforms whose work arrays stay in a core's "

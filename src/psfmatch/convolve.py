@@ -26,11 +26,12 @@ Mask
     footprint: the kernel pixels with ``|K| >= threshold * max|K|`` anywhere in
     the field (:func:`mask_footprint`, ``maskDilationThreshold``; 0 selects
     every non-zero pixel, as LSST).  A masked pixel keeps its value in the
-    convolution (as in LSST); where that value is far from the image's median
-    (a hot pixel, a saturated core) its bits also spread to every output pixel
-    that receives more than :data:`MASKED_VALUE_NOISE_FRACTION` of the matched
-    image's typical noise from it (:func:`_dilate_masked_values`), beyond the
-    footprint.  The dilation (:func:`dilate_mask`) is
+    convolution (as in LSST); each bit also spreads, beyond the footprint, to
+    every output pixel that receives more than
+    :data:`MASKED_VALUE_NOISE_FRACTION` of the matched image's typical noise
+    from the pixels of that bit, their values counted from their local level
+    (:func:`_dilate_masked_values`: a hot pixel, a saturated star and its
+    bleed trail, a dead column).  The dilation (:func:`dilate_mask`) is
     exact binary morphology, bit plane by bit plane, with no per-pixel loop:
     sparse planes scatter the footprint from their few set pixels; dense ones
     are packed 64 pixels to a machine word and dilated by the footprint's
@@ -585,117 +586,227 @@ def _dilate_mask(mask, footprint, exclude=0, out=None):
     return out, (nz, nz_vals)
 
 
-#: A masked pixel's bits also spread to every output pixel that its value, counted from the image's median, reaches
-#: with more than this fraction of the matched image's typical noise (:func:`_dilate_masked_values`).
+#: A masked pixel's bits also spread to every output pixel that receives more than this fraction of the matched
+#: image's typical noise from the masked pixels of that bit, their values counted from the local level
+#: (:func:`_dilate_masked_values`).
 MASKED_VALUE_NOISE_FRACTION = 0.1
 
-#: Largest number of pixels sampled (a regular grid) for the image's median, the level masked values count from.
-_MEDIAN_SAMPLE = 1 << 14
-
-#: Mask planes whose pixels hold values meant to be used (sources, interpolated estimates): their bits spread by the
-#: footprint only, whatever the values.
+#: Mask planes whose pixels hold values meant to be used (sources): their bits spread by the footprint only.
 VALUED_MASK_PLANES = ("DETECTED", "DETECTED_NEGATIVE", "INTRP")
 
+#: Mask planes whose pixels hold an estimate (an interpolated value): left out of the value rule whatever their other
+#: bits (an interpolated saturated core keeps SAT), as are NO_DATA pixels, which are not convolved.
+ESTIMATE_MASK_PLANES = ("INTRP",)
 
-def _image_median(img) -> float:
-    """The median of a regular grid of at most ``_MEDIAN_SAMPLE`` finite pixels of ``img`` (0 if none)."""
+#: The kernel's ring pixels (outside the footprint) that add less than this fraction of the limit together are left
+#: out of :func:`_dilate_masked_values`' sums, which set the bit from ``1 - _RING_DROP`` of the limit.
+_RING_DROP = 0.02
+
+#: A tile's local level needs at least this many usable pixels; else the level of its group of masked pixels.
+_LEVEL_MIN_PIXELS = 8
+
+
+def _local_levels(values, usable, L):
+    """Median of the ``usable`` pixels of each ``L x L`` tile of ``values`` (NaN where fewer than
+    :data:`_LEVEL_MIN_PIXELS`), as an array of the tiles' shape."""
+    ny, nx = values.shape
+    ty, tx = -(-ny // L), -(-nx // L)
+    grid = np.full((ty * L, tx * L), np.nan)
+    grid[:ny, :nx] = np.where(usable, values, np.nan)
+    blocks = grid.reshape(ty, L, tx, L).transpose(0, 2, 1, 3).reshape(ty, tx, L * L)
+    count = np.count_nonzero(np.isfinite(blocks), axis=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # (all-NaN tiles: replaced below)
+        level = np.nanmedian(blocks, axis=2)
+    level[count < _LEVEL_MIN_PIXELS] = np.nan
+    return level
+
+
+def _neighbour_mean(img, mask, avoid, ys, xs):
+    """For each pixel ``(ys, xs)`` of ``img``, the mean of its usable 3 x 3 neighbours (finite, no bit of
+    ``avoid`` in ``mask``), where it has at least two, else of its usable 5 x 5 neighbours (at least two), else
+    NaN: a masked pixel's true value, interpolated (exact on a linear gradient when the neighbours are
+    symmetric)."""
     H, W = img.shape
-    step = max(1, int(np.sqrt(H * W / _MEDIAN_SAMPLE)))
-    sample = np.asarray(img[step // 2::step, step // 2::step], dtype=np.float64)
-    sample = sample[np.isfinite(sample)]
-    return float(np.median(sample)) if sample.size else 0.0
+    level = np.full(len(ys), np.nan)
+    for r in (1, 2):
+        todo = np.flatnonzero(np.isnan(level))
+        if not todo.size:
+            break
+        d = np.arange(-r, r + 1)
+        dy, dx = (a.ravel() for a in np.meshgrid(d, d, indexing="ij"))
+        keep = (dy != 0) | (dx != 0)
+        yy, xx = ys[todo, None] + dy[keep], xs[todo, None] + dx[keep]
+        inside = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
+        yy, xx = np.where(inside, yy, 0), np.where(inside, xx, 0)
+        v = np.asarray(img[yy, xx], dtype=np.float64)
+        ok = inside & np.isfinite(v) & ((mask[yy, xx] & avoid) == 0)
+        count = ok.sum(axis=1)
+        total = np.where(ok, v, 0.0).sum(axis=1)
+        enough = count >= 2
+        level[todo[enough]] = total[enough] / count[enough]
+    return level
+
+
+def _groups_of_pixels(ys, xs, gap):
+    """Indices into ``ys``/``xs`` of the clusters of pixels (as :func:`_clusters`: columns at most ``gap`` apart,
+    then rows within each group of columns)."""
+    order = np.argsort(xs, kind="stable")
+    groups = []
+    for part in np.split(order, np.flatnonzero(np.diff(xs[order]) > gap) + 1):
+        part = part[np.argsort(ys[part], kind="stable")]
+        groups.extend(np.split(part, np.flatnonzero(np.diff(ys[part]) > gap) + 1))
+    return groups
 
 
 def _dilate_masked_values(mask, img, var, peaks, threshold, bits, skip, noise, out, set_pixels=None):
-    """OR into ``out`` the bits of masked pixels far from the image's median wherever their value carries
-    beyond the footprint.
+    """OR into ``out`` each bit of ``bits`` wherever the masked pixels of that bit carry more than
+    :data:`MASKED_VALUE_NOISE_FRACTION` of the matched noise beyond the footprint.
 
-    A masked pixel (a hot pixel, a cosmic ray, a saturated core) keeps its value in the convolution, as in LSST,
-    and adds ``v K_x(x - p)`` to the output pixels ``x`` around it.  The footprint (``threshold`` of the peaks
-    ``peaks``, :func:`_kernel_peaks`) bounds that share by ``threshold * max K`` of the value: enough for values
-    near the image's, not for a hot pixel of 1e6 on a sky of 100 +- 2 (130 sigma at the footprint's edge).  So each
-    masked pixel ``p`` whose deviation ``d = |v_p - median(I)|`` exceeds
-    ``MASKED_VALUE_NOISE_FRACTION * sigma_out / (threshold * max K)`` also spreads its bits to every kernel pixel
-    ``u`` with ``peaks(u) d >= MASKED_VALUE_NOISE_FRACTION * sigma_out``, where ``sigma_out`` (``noise``) is the
-    matched image's typical noise: the input's median standard deviation times ``sqrt(sum K^2)``, ``K`` the
-    kernel at the box's centre (so the rule does not depend on ``kernelSum``).  The thresholds are rounded down
-    to powers of two below ``threshold`` (a footprint at most one step too wide), so that pixels share a few
-    footprints, and each pixel is spread over the ring of its footprint outside the footprint (``out`` holds
-    :func:`dilate_mask`'s result already).  ``bits``: the planes that spread so (not NO_DATA, not :data:`VALUED_MASK_PLANES`); missing
-    pixels (non-finite, or with a bit of ``skip``, NO_DATA) are replaced by 0 in the convolution and are
-    skipped here.  ``set_pixels``: the masked pixels and their values, when :func:`_dilate_mask` found them.
+    A masked pixel (a hot pixel, a cosmic ray, a saturated core or bleed trail, a dead column) keeps its value in
+    the convolution, as in LSST, and adds ``v K_x(x - p)`` to the output pixels ``x`` around it, where the
+    pixel's true value would have added about ``l K_x(x - p)``, ``l`` the local level.  The footprint
+    (``threshold`` of the peaks ``peaks``, :func:`_kernel_peaks`) bounds each pixel's error outside it by
+    ``threshold * max K * |v - l|``: enough near the local level, not for a hot pixel of 1e6 on a sky of
+    100 +- 2 (130 sigma at the footprint's edge), nor for the hundreds of pixels of a saturated star, whose
+    errors add up.  So for each bit the errors' bound ``C(x) = sum_p |v_p - l_p| peaks(x - p)`` over the
+    pixels ``p`` with that bit is computed (a convolution of each cluster of them, in a box around it), and
+    the bit is set wherever ``C >= MASKED_VALUE_NOISE_FRACTION * noise``: every pixel left without the bit then
+    has an error below a tenth of ``noise``, the matched image's typical noise (the input's median standard
+    deviation times ``sqrt(sum K^2)``, ``K`` the kernel at the box's centre; the rule does not depend on
+    ``kernelSum``).  Without noise (``noise`` 0) the bit reaches every non-zero kernel pixel around a pixel off
+    the level.
+
+    The local level ``l`` is the pixel's true value interpolated: the mean of its usable neighbours (no bit of
+    ``bits`` or ``skip``, finite; 3 x 3, else 5 x 5, at least two), else the median of the usable pixels in the
+    ``k x k`` tile of the pixel's cluster box that holds it (``k`` the kernel's width; the interior of a large
+    saturated region), or, with fewer than :data:`_LEVEL_MIN_PIXELS` of them, of the whole box, else of the
+    image.  ``bits``: the planes that spread
+    so (not NO_DATA, not :data:`VALUED_MASK_PLANES`); pixels with a bit of ``skip`` (NO_DATA, replaced by 0 in
+    the convolution; :data:`ESTIMATE_MASK_PLANES`, interpolated estimates) and non-finite ones (NO_DATA too)
+    are left out.  A cluster whose pixels could not reach beyond their footprints by the limit (at most
+    ``k^2`` of them reach one pixel, each by at most ``threshold * max K`` times its distance from the range
+    of the box's usable values) is skipped.  ``set_pixels``: the masked pixels and their values, when
+    :func:`_dilate_mask` found them.
     """
+    from scipy.signal import fftconvolve
+
     top = float(peaks.max())
-    if threshold <= 0 or top == 0 or not bits or not noise > 0:
+    if threshold <= 0 or top == 0 or not bits:
         return  # (a threshold of 0 spreads every bit over every non-zero kernel pixel already)
-    floor = peaks[peaks > 0].min() / top  # below this every non-zero kernel pixel is in the footprint
-    if floor >= threshold:
+    if peaks[peaks > 0].min() >= threshold * top:
         return  # (the footprint holds every non-zero kernel pixel already)
     H, W = mask.shape
-    value = _bits(bits)
-    d_min = MASKED_VALUE_NOISE_FRACTION * noise / (threshold * top)
-    median = []
-
-    def outliers(ys, xs, mb):
-        """The pixels among ``(ys, xs)`` (mask values ``mb``) to spread: ``(flat indices, deviations, bits)``."""
-        sel = (mb & value) != 0
-        ys, xs, mb = ys[sel], xs[sel], mb[sel]
-        if not ys.size:
-            return None
-        if not median:
-            median.append(_image_median(img))
-        d = np.abs(np.asarray(img[ys, xs], dtype=np.float64) - median[0])
-        keep = (d > d_min) & np.isfinite(d)
-        if keep.any():
-            keep &= np.isfinite(var[ys, xs]) & ((mb & _bits(skip)) == 0)
-        return ys[keep] * W + xs[keep], d[keep], mb[keep] & value
-
+    ky, kx = peaks.shape
+    hy, hx = ky // 2, kx // 2
+    skip = int(skip) & 0xFFFFFFFF
+    value, avoid = _bits(bits), _bits(int(bits) | skip)
     if set_pixels is not None:
         ys, xs = np.divmod(set_pixels[0], W)
-        found = [outliers(ys, xs, set_pixels[1])]
+        mb = set_pixels[1]
     else:
         rows = max(1, _BAND_PIXELS // max(W, 1))
         hit = np.empty((min(rows, H), W), dtype=bool)
-        found = []
+        parts = []
         for r0 in range(0, H, rows):
             band = mask[r0:r0 + rows]
-            ys, xs = np.divmod(np.flatnonzero(_bit_set(band, value, hit[:band.shape[0]])), W)
-            if ys.size:
-                found.append(outliers(ys + r0, xs, band[ys, xs]))
-    found = [f for f in found if f is not None]
-    if not found:
+            idx = np.flatnonzero(_bit_set(band, value, hit[:band.shape[0]]))
+            if idx.size:
+                parts.append(idx + r0 * W)
+        flat_idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
+        ys, xs = np.divmod(flat_idx, W)
+        mb = mask[ys, xs]
+    sel = ((mb & value) != 0) & ((mb & _bits(skip)) == 0) if skip else (mb & value) != 0
+    ys, xs, mb = ys[sel], xs[sel], mb[sel]
+    if ys.size:
+        ok = np.isfinite(img[ys, xs]) & np.isfinite(var[ys, xs])
+        ys, xs, mb = ys[ok], xs[ok], mb[ok]
+    if not ys.size:
         return
-    idx, d, pix_bits = (np.concatenate(parts) for parts in zip(*found))
-    if not idx.size:
-        return
-    # the relative threshold each pixel needs, MASKED_VALUE_NOISE_FRACTION * noise / (d * top), rounded down to
-    # threshold / 2**j; from the step at or below ``floor`` on, every non-zero kernel pixel
-    j_all = int(np.ceil(np.log2(threshold / floor)))
-    steps = np.minimum(np.ceil(np.log2(d / d_min)).astype(np.int64), j_all)
-    steps = np.maximum(steps, 1)
-    base = _footprint_at(peaks, threshold)
-    for j in np.unique(steps).tolist():
-        # only the ring beyond the footprint: dilate_mask has spread every masked pixel over the footprint
-        fp = (peaks > 0 if j >= j_all else peaks >= threshold * 2.0 ** -j * top) & ~base
-        if not fp.any():
+    limit = MASKED_VALUE_NOISE_FRACTION * noise if noise > 0 else 0.0
+    # only the ring outside the footprint matters: an output pixel within a masked pixel's footprint has its bit
+    # already, and elsewhere every pixel's contribution comes through the ring
+    ring = np.where(peaks < threshold * top, peaks, 0.0)
+    support = ((peaks > 0) & (peaks < threshold * top)).astype(np.float64)
+    oy, ox = (a.ravel() for a in np.meshgrid(np.arange(ky) - hy, np.arange(kx) - hx, indexing="ij"))
+    ring_flat, support_flat = ring.ravel(), support.ravel()
+    image_level = []
+    # the local level of every masked pixel: its usable neighbours' mean (NaN where too few: see below)
+    level_all = _neighbour_mean(img, mask, avoid, ys, xs)
+    v_all = np.asarray(img[ys, xs], dtype=np.float64)
+    present = int(np.bitwise_or.reduce(mb & value)) & 0xFFFFFFFF
+    for bitno in range(32):
+        if not (present >> bitno) & 1:
             continue
-        offsets = np.argwhere(fp) - np.array(fp.shape) // 2
-        rects = None
-        sel = steps == j
-        group, group_bits = idx[sel], pix_bits[sel]
-        present = int(np.bitwise_or.reduce(group_bits)) & 0xFFFFFFFF
-        for bitno in range(32):
-            if not (present >> bitno) & 1:
-                continue
-            b = _bits(1 << bitno)
-            pix = group[(group_bits & b) != 0]  # (sorted: idx is)
-            if pix.size * len(offsets) <= _SPARSE_FRACTION * H * W:
-                _scatter(pix, offsets, b, out)
-                continue
-            if rects is None:
-                rects = footprint_rectangles(fp)
-                margin = max(abs(v) for r in rects for v in r)
-            _or_dilated(mask, _cluster_boxes(pix, (H, W), margin), rects, b, out, pix)
+        b = _bits(1 << bitno)
+        mine = np.flatnonzero((mb & b) != 0)
+        for group in _groups_of_pixels(ys[mine], xs[mine], 2 * max(hy, hx) + 1):
+            g = mine[group]
+            gy, gx, level = ys[g], xs[g], level_all[g]
+            y0, y1 = max(0, int(gy.min()) - hy), min(H, int(gy.max()) + hy + 1)
+            x0, x1 = max(0, int(gx.min()) - hx), min(W, int(gx.max()) + hx + 1)
+            box = (slice(y0, y1), slice(x0, x1))
+            if np.isnan(level).any():  # (inside a large masked region: the tile's, the box's or the image's level)
+                vals = np.asarray(img[box], dtype=np.float64)
+                usable = np.isfinite(vals) & ((mask[box] & avoid) == 0)
+                level = _level(vals, usable, gy - y0, gx - x0, level, max(ky, kx),
+                               lambda: _usable_median(img, mask, avoid), image_level)
+            d = np.abs(v_all[g] - level)
+            shape = (y1 - y0, x1 - x0)
+            if limit > 0:
+                # outside every pixel's footprint each adds less than d threshold max K, and at most k^2 reach one
+                # output pixel: nothing beyond the footprints can reach the limit
+                most = np.sort(d)[-ky * kx:].sum() if d.size > ky * kx else d.sum()
+                if most * threshold * top < limit:
+                    continue
+                # ring pixels below delta are left out: together they add at most 2% of the limit, and the bit
+                # is set from 98% of it
+                weights, keep = d, ring_flat >= _RING_DROP * limit / most
+                kern_flat, cut = ring_flat, (1.0 - _RING_DROP) * limit
+            else:  # without noise: every non-zero kernel pixel around a pixel off the level
+                if not d.max() > 0:
+                    continue
+                weights, keep, kern_flat, cut = (d > 0).astype(np.float64), support_flat > 0, support_flat, 0.5
+            if len(g) * np.count_nonzero(keep) <= max(1 << 18, 8 * shape[0] * shape[1]):
+                # few pixels: their reach added directly
+                ty, tx = (gy - y0)[:, None] + oy[keep], (gx - x0)[:, None] + ox[keep]
+                inside = (ty >= 0) & (ty < shape[0]) & (tx >= 0) & (tx < shape[1])
+                C = np.bincount((ty * shape[1] + tx)[inside], weights=(weights[:, None] * kern_flat[keep])[inside],
+                                minlength=shape[0] * shape[1]).reshape(shape)
+            else:
+                D = np.zeros(shape)
+                D[gy - y0, gx - x0] = weights
+                C = fftconvolve(D, np.where(keep, kern_flat, 0.0).reshape(ky, kx), mode="same")
+            flag = C >= cut
+            sub = out[box]
+            np.bitwise_or(sub, b, out=sub, where=flag)
+
+
+def _level(vals, usable, ys, xs, level, L, image_median, cache):
+    """Where ``level`` (the neighbours' means of the masked pixels ``(ys, xs)`` of a box) is NaN: the median of
+    the usable pixels of their ``L x L`` tile, else of the box's, else ``image_median()`` (computed once:
+    ``cache``) (:func:`_dilate_masked_values`)."""
+    tiles = _local_levels(vals, usable, L)
+    level = np.where(np.isnan(level), tiles[ys // L, xs // L], level)
+    if np.isnan(level).any():
+        if usable.sum() >= _LEVEL_MIN_PIXELS:
+            fallback = float(np.median(vals[usable]))
+        else:
+            if not cache:
+                cache.append(image_median())
+            fallback = cache[0]
+        level = np.where(np.isnan(level), fallback, level)
+    return level
+
+
+def _usable_median(img, mask, avoid) -> float:
+    """The median of a regular grid of at most ``_NOISE_SAMPLE`` finite pixels of ``img`` without a bit of
+    ``avoid`` (0 if none)."""
+    H, W = img.shape
+    step = max(1, int(np.sqrt(H * W / _NOISE_SAMPLE)))
+    sample = np.asarray(img[step // 2::step, step // 2::step], dtype=np.float64)
+    keep = np.isfinite(sample) & ((mask[step // 2::step, step // 2::step] & avoid) == 0)
+    return float(np.median(sample[keep])) if keep.any() else 0.0
 
 
 def _bits(value) -> np.int32:
@@ -1451,16 +1562,18 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     out_var = np.empty((H, W), dtype=var.dtype)
     out_mask = np.zeros((H, W), dtype=np.int32)
 
-    valued = no_data_bit
+    valued, estimates = no_data_bit, no_data_bit
     for name in VALUED_MASK_PLANES:
         valued |= mask_obj.getPlaneBitMask(name) if name in planes else 0
+    for name in ESTIMATE_MASK_PLANES:
+        estimates |= mask_obj.getPlaneBitMask(name) if name in planes else 0
     value_bits = ~valued & 0xFFFFFFFF
 
     def propagate_mask():
         """OR the bits under the kernel footprint into ``out_mask``, and those of masked pixels whose values carry
         further (:func:`_dilate_masked_values`); the border and missing data come after."""
         set_pixels = _dilate_mask(mask, footprint, exclude=no_data_bit, out=out_mask)[1]
-        _dilate_masked_values(mask, img, var, peaks, mask_threshold, value_bits, no_data_bit, matched_noise, out_mask,
+        _dilate_masked_values(mask, img, var, peaks, mask_threshold, value_bits, estimates, matched_noise, out_mask,
                               set_pixels)
 
     tiled = H > 2 * h and W > 2 * h
