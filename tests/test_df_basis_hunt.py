@@ -4,7 +4,7 @@ Each physics check measures the matched PSF itself (science stamp convolved with
 ``result.psfMatchingKernel`` at a position, compared with the reference stamp) and
 compares with the metadata; the regularization is checked against an independent
 constrained least-squares (KKT) solve and analytic values of the penalty.
-Tests marked xfail(strict=True) document defects: they assert the correct behaviour.
+Tests whose docstring says "Was a defect" pin the fix of a defect this review found.
 """
 
 import os

@@ -69,6 +69,12 @@ FORMAT_VERSION = 2  # 2: the METADATA JSON as bytes (1: as a string)
 #: ``metadata`` key holding the primary header cards (an `astropy.io.fits.Header`).
 METADATA_HEADER_KEY = "fitsHeader"
 
+#: Names of HDUs that hold a plane beside the science image (data quality, mask, error, variance, weight, context,
+#: exposure time): :func:`read_exposure` never takes one of them for the image unless ``hdu=`` names it.
+AUXILIARY_HDU_NAMES = ("DQ", "PIXELDQ", "GROUPDQ", "MASK", "MSK", "BPM", "FLAGS", "ERR", "ERROR", "SIGMA", "STD",
+                       "VAR", "VARIANCE", "IVAR", "INVVAR", "WHT", "WEIGHT", "WGT", "CON", "CTX", "CONTEXT", "EXP",
+                       "EXPTIME", "SAMP", "TIME", "VAR_POISSON", "VAR_RNOISE", "VAR_FLAT")
+
 _STRUCTURAL = {"SIMPLE", "BITPIX", "NAXIS", "EXTEND", "PCOUNT", "GCOUNT", "XTENSION", "EXTNAME", "EXTVER",
                "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM", "INHERIT", "PMFORMAT", "PMVERS", "EXTTYPE",
                "ZIMAGE", "ZSIMPLE", "TFIELDS"}
@@ -1291,20 +1297,42 @@ def write_exposure(exposure, path, *, overwrite=False) -> None:
 # reading
 
 
-def _load_plane(spec, hdul, path, what):
-    """An array from ``spec``: an array, an HDU index/name in ``hdul``, a path, or ``(path, hdu)``."""
+def _load_plane(spec, hdul, path, what, image_hdu=None):
+    """An array from ``spec``: an array, an HDU index/name in ``hdul`` (or an ``(EXTNAME, EXTVER)`` pair of it), a
+    path, or ``(path, hdu)``.
+
+    A bare name that several HDUs of ``hdul`` carry (one per chip: ``SCI,1``, ``SCI,2``...) is the one with the
+    image HDU's ``EXTVER`` (``image_hdu``); without one of that version it is refused as ambiguous.
+    """
     if isinstance(spec, np.ndarray):
         return np.array(spec), f"<{what} array>"
-    if isinstance(spec, (int, np.integer)) or (isinstance(spec, str) and not os.path.exists(spec)
-                                                and not spec.lower().endswith((".fits", ".fit", ".fz", ".gz"))):
+    in_file = (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)
+               and isinstance(spec[1], (int, np.integer)) and not isinstance(spec[1], bool)
+               and not os.path.exists(spec[0]) and not _looks_like_fits_name(spec[0])
+               and spec[0].upper() in [h.name.upper() for h in hdul])
+    if in_file or isinstance(spec, (int, np.integer)) or (isinstance(spec, str) and not os.path.exists(spec)
+                                                           and not _looks_like_fits_name(spec)):
+        key = (spec[0], int(spec[1])) if in_file else spec
+        if isinstance(spec, str):
+            same = [h for h in hdul if h.name.upper() == spec.upper()]
+            if len(same) > 1:
+                ver = getattr(image_hdu, "ver", None)
+                match = [h for h in same if ver is not None and h.ver == ver]
+                if len(match) != 1:
+                    raise UnsupportedFormatError(
+                        f"{path}: {len(same)} HDUs are named {spec!r} (EXTVER {[h.ver for h in same]}) and none has "
+                        f"the image's EXTVER {ver}; give the {what} as ({spec!r}, EXTVER)")
+                key = (spec, ver)
         try:
-            hdu = hdul[spec]
+            hdu = hdul[key]
         except (KeyError, IndexError):
             raise UnsupportedFormatError(
-                f"{path}: no HDU {spec!r} for the {what}; the file has {[h.name for h in hdul]}") from None
+                f"{path}: no HDU {key!r} for the {what}; the file has "
+                f"{[(h.name, h.ver) if h.ver != 1 else h.name for h in hdul]}") from None
+        label = f"{key[0]},{key[1]}" if isinstance(key, tuple) else key
         if hdu.data is None:
-            raise UnsupportedFormatError(f"{path}[{spec}]: the {what} HDU holds no data")
-        return np.array(hdu.data), f"{path}[{spec}]"
+            raise UnsupportedFormatError(f"{path}[{label}]: the {what} HDU holds no data")
+        return np.array(hdu.data), f"{path}[{label}]"
     other, ext = (spec if isinstance(spec, tuple) else (spec, None))
     with open_fits(other, what) as (h2, _):
         other = os.fspath(other)
@@ -1319,6 +1347,11 @@ def _load_plane(spec, hdul, path, what):
             except (KeyError, IndexError):
                 raise UnsupportedFormatError(f"{other}: no HDU {ext!r} for the {what}") from None
         return np.array(hdu.data), f"{other}[{ext if ext is not None else hdu.name}]"
+
+
+def _looks_like_fits_name(name) -> bool:
+    """Whether ``name`` ends like a FITS file name (so that it is read as a path, not an HDU name)."""
+    return str(name).lower().endswith((".fits", ".fit", ".fts", ".fz", ".gz", ".bz2", ".xz"))
 
 
 def no_image_remedy(hdul) -> str:
@@ -1406,6 +1439,9 @@ def _as_variance(arr, kind, where):
     if kind == "variance":
         out = arr
     elif kind == "stddev":
+        if np.any(arr < 0):  # (squared, they would pass for a valid variance)
+            raise CorruptFileError(f"{where}: the standard deviation has negative values; check variance_kind "
+                                   f"({kind!r})")
         out = arr ** 2
     elif kind == "invvar":
         with np.errstate(divide="ignore"):
@@ -1597,13 +1633,17 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         Force a layout; by default it is sniffed: psfmatch's (``PMFORMAT`` in
         the primary header), LSST-style (an ``IMAGE`` extension with a ``MASK``
         or ``VARIANCE`` one), else a plain image.
-    hdu : int or str, optional
-        For the plain-image layout: the HDU holding the image (default the
-        2-d image HDU named ``IMAGE`` or ``SCI``, else the first with 2-d data).
+    hdu : int, str or (str, int), optional
+        For the plain-image layout: the HDU holding the image, by index, name
+        or ``(EXTNAME, EXTVER)`` (default the HDU named ``IMAGE`` or ``SCI``,
+        which must be 2-d, else the first 2-d HDU not named as a data-quality,
+        mask, error, variance or weight plane: :data:`AUXILIARY_HDU_NAMES`).
         For the psfmatch and LSST layouts only their ``IMAGE`` HDU may be named.
-    mask, variance : int, str, path, (path, hdu) or ndarray, optional
+    mask, variance : int, str, (str, int), path, (path, hdu) or ndarray, optional
         For the plain-image layout (and to replace a missing plane in the
-        others): an HDU of the same file, another file, or an array.  An
+        others): an HDU of the same file (an index, a name, or an ``(EXTNAME,
+        EXTVER)`` pair; a bare name that several HDUs carry, one per chip, is
+        the one with the image's ``EXTVER``), another file, or an array.  An
         integer mask is taken as bit planes (default plane names); a boolean
         array sets ``mask_plane``.  Without a variance one is estimated (a
         constant from the robust pixel scatter) and a warning is logged; a
@@ -1612,7 +1652,8 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         remedy.
     variance_kind : {"variance", "stddev", "invvar"}
         What the ``variance`` plane given holds (an ERR plane is ``"stddev"``,
-        a weight map ``"invvar"``; zero weight gives infinite variance).
+        a weight map ``"invvar"``; zero or negative weight gives infinite
+        variance, a negative variance or standard deviation is refused).
     psf : PSF model or path, optional
         The exposure's PSF; a path is read with :func:`psfmatch.psf.read_psf`.
         Overrides a PSF stored in a psfmatch file.
@@ -1629,7 +1670,8 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         ``metadata["fitsHeader"]`` holds the primary header's cards and those
         the image's own header adds, less the structural ones and those
         describing the image's WCS, origin and unit (``metadata["unit"]``).  An
-        image extension without a WCS takes the primary header's (``INHERIT``).
+        image extension without a WCS takes the primary header's (``INHERIT``),
+        and without ``BUNIT`` the primary's when it inherits (``INHERIT = T``).
 
     Raises
     ------
@@ -1637,15 +1679,20 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         If a file does not exist (a `FileNotFoundError`).
     InvalidInputError
         If ``path`` is not a path (None, a number...), ``layout`` is unknown,
-        or ``hdu`` names anything but the ``IMAGE`` HDU of a psfmatch or
-        LSST-style file.
+        ``hdu`` names anything but the ``IMAGE`` HDU of a psfmatch or
+        LSST-style file, or a ``mask`` or ``variance`` given has another shape
+        than the image (the message names where it came from).
     UnsupportedFormatError
-        If no image can be found, a named HDU is missing, the path is a directory,
-        or the file is a psfmatch matching-kernel file.
+        If no image can be found (the HDU named ``IMAGE`` or ``SCI`` is not
+        2-d, or only auxiliary planes are), a named HDU is missing or ambiguous
+        (several of one name, none with the image's ``EXTVER``), the mask holds
+        no integers, the path is a directory, or the file is a psfmatch
+        matching-kernel file.
     CorruptFileError
         If the file is not readable FITS, is truncated (or lacks an HDU every
         psfmatch exposure file has) or damaged, the planes disagree in shape,
-        the image is not 2-d, or a stored structure cannot be decoded.  The
+        the image is not 2-d, a variance or standard deviation is negative, or
+        a stored structure cannot be decoded.  The
         message names the file and, where known, the HDU.
     """
     from astropy.io import fits
@@ -1716,14 +1763,25 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
                 log.info("%s: LSST-style file; its PSF (in the archive tables) is not read: pass psf=", path)
         else:
             if hdu is None:
-                images = [h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
-                          and h.data is not None and h.data.ndim == 2]
-                # the HDU named for the science image (IMAGE, SCI) before any other 2-d HDU (a WEIGHT map)
-                img_hdu = next((h for h in images if h.name.upper() in ("IMAGE", "SCI")), None) or next(
-                    iter(images), None)
+                with_data = [h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))
+                             and h.data is not None]
+                named = next((h for h in with_data if h.name.upper() in ("IMAGE", "SCI")), None)
+                if named is not None and named.data.ndim != 2:
+                    # (another HDU, a DQ plane, must not be read as the science image in its place)
+                    raise UnsupportedFormatError(
+                        f"{path}[{named.name}]: the science image is {named.data.ndim}-d, shape {named.data.shape}; "
+                        "psfmatch matches 2-d images: write one plane of it to a file (or pass it as an array to "
+                        "Exposure), or give hdu= for another 2-d image HDU")
+                images = [h for h in with_data if h.data.ndim == 2]
+                # the HDU named for the science image (IMAGE, SCI) before any other 2-d HDU, and never one named
+                # as a data-quality, mask, error or weight plane
+                img_hdu = named or next((h for h in images if h.name.upper() not in AUXILIARY_HDU_NAMES), None)
                 if img_hdu is None:
-                    raise UnsupportedFormatError(f"{path}: no 2-d image HDU (HDUs: {[h.name for h in hdul]}); "
-                                                 + no_image_remedy(hdul))
+                    aux = [h.name for h in images]
+                    raise UnsupportedFormatError(
+                        f"{path}: no 2-d image HDU (HDUs: {[h.name for h in hdul]}); "
+                        + (f"{aux} are named as data-quality, mask, error or weight planes: give hdu= to read one "
+                           "as the image" if aux else no_image_remedy(hdul)))
             else:
                 try:
                     img_hdu = hdul[hdu]
@@ -1746,14 +1804,18 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
         if layout == "lsst":
             _drop_archive_pointers(metadata[METADATA_HEADER_KEY], path, afw=True)
         guard.hdu = None
+        mwhere = vwhere = None
         if mask is not None:
-            mask_arr, mwhere = _load_plane(mask, hdul, path, "mask")
+            mask_arr, mwhere = _load_plane(mask, hdul, path, "mask", img_hdu)
         if variance is not None:
-            raw, vwhere = _load_plane(variance, hdul, path, "variance")
+            raw, vwhere = _load_plane(variance, hdul, path, "variance", img_hdu)
             variance_arr = _as_variance(raw, variance_kind, vwhere)
-        for name, arr in (("mask", mask_arr), ("variance", variance_arr)):
+        for name, arr, src in (("mask", mask_arr, mwhere), ("variance", variance_arr, vwhere)):
             if arr is not None and arr.shape != image.shape:
-                raise CorruptFileError(f"{path}: the {name} plane has shape {arr.shape}, the image {image.shape}")
+                given = f" ({src})" if src else ""
+                raise InvalidInputError(
+                    f"{where}: the {name} plane{given} has shape {arr.shape}, the image {image.shape}; give the "
+                    f"{name} plane of this image ({name}=)")
         if variance_arr is None:
             variance_arr = _estimate_variance(image, where)
         if mask_arr is not None:
@@ -1765,11 +1827,20 @@ def read_exposure(path, *, layout=None, hdu=None, mask=None, variance=None, vari
                 except InvalidInputError as exc:
                     raise UnsupportedFormatError(f"{path}: {exc}") from None
             else:
-                raise CorruptFileError(f"{path}: the mask must hold integers; got dtype {mask_arr.dtype}")
+                raise UnsupportedFormatError(
+                    f"{mwhere or path}: the mask must hold integer bits; got dtype {mask_arr.dtype}: pass mask= as an "
+                    "array of booleans (e.g. data != 0) or of integers (data.astype(int)) if its values are bits")
         else:
             m = Mask(shape=image.shape, planes=mask_planes)
         if header_unit(header) is not None:
             metadata.setdefault("unit", header_unit(header))
+        elif header.get("INHERIT") is True and img_hdu is not hdul[0] and header_unit(hdul[0].header) is not None:
+            # (an extension that inherits the primary's cards has the primary's unit: the image's, not a card of
+            # the exposure's header to carry along)
+            metadata.setdefault("unit", header_unit(hdul[0].header))
+            cards = metadata.get(METADATA_HEADER_KEY)
+            if cards is not None and "BUNIT" in cards:
+                del cards["BUNIT"]
         origin = _xy0_from_header(header, where) if xy0 is None else xy0
     if psf is not None and isinstance(psf, (str, os.PathLike)):
         from ..psf.readers import read_psf
