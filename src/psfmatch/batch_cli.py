@@ -231,10 +231,10 @@ def add_batch_parser(subparsers, parents=()):
                         "pending) when the batch is stopped (re-run the same command to finish it), 'failed' (with "
                         "the error and its remedy) when an error that a re-run cannot fix stops it, 'complete' at the "
                         "end")
-    from .cli import add_flux_scale_options
+    from .cli import _override_type, add_flux_scale_options
 
     add_flux_scale_options(b)  # --kernel-sum S, or --zero-point ZP: each input's S from its own zero point
-    b.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[],
+    b.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[], type=_override_type,
                    help="config override with a dotted path, e.g. kernel.active.kernelSize=25 (repeatable)")
     b.add_argument("-C", "--config-file", action="append", metavar="FILE", default=[],
                    help="config override file: Python, TOML or YAML (repeatable; applied before -c)")

@@ -831,8 +831,17 @@ def _setup_debug(args):
             log.info("--debug: imported %s", getattr(mod, "__file__", mod))
 
 
+def _override_type(text):
+    """argparse type of ``-c``: a ``KEY=VALUE`` string (a malformed one is a usage error, exit status 2); the key
+    and value are checked when the overrides are applied."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"config override {text!r} must look like key=value (e.g. "
+                                         "kernel.active.kernelSize=25)")
+    return text
+
+
 def _add_config_options(p):
-    p.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[],
+    p.add_argument("-c", "--config", action="append", metavar="KEY=VALUE", default=[], type=_override_type,
                    help="config override with a dotted path, e.g. kernel.active.kernelSize=25 (repeatable)")
     p.add_argument("-C", "--config-file", action="append", metavar="FILE", default=[],
                    help="config override file: Python (config.kernel.active.kernelSize = 25), TOML or YAML "

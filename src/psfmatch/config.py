@@ -201,7 +201,7 @@ class Field(_Descriptor):
         elif t is str:
             if not isinstance(value, str):
                 self._fail(path, value, "expected a str")
-            v = value
+            v = str(value)  # (a numpy string as a plain one: it is written back as Python)
         else:
             v = value
         if self.check is not None and not self.check(v):
@@ -419,7 +419,7 @@ class ConfigChoice:
         if not isinstance(value, str) or value not in self._configs:
             raise InvalidConfigError(
                 f"{self._path}.name: must be one of {sorted(self._configs)}; got {value!r}")
-        self._name = value
+        self._name = str(value)  # (a numpy string as a plain one)
         self._name_explicit = True
 
     def isExplicit(self, name="name") -> bool:
@@ -638,6 +638,29 @@ class Config:
         return out
 
     toDict = to_dict
+
+    @classmethod
+    def from_dict(cls, d, explicitFields=()):
+        """The configuration :meth:`to_dict` describes: the inverse of ``to_dict``, for a configuration recorded
+        in a report or a file's metadata (``psfmatchBatch["config"]`` with its ``explicitFields``).
+
+        The fields whose values differ from the defaults are assigned (so they count as set by the user, as
+        ``autoKernel`` takes them), and those named in ``explicitFields`` (paths as ``iter_fields`` writes them,
+        ``config.kernel['AL'].kernelSize``: the fields set explicitly to their default value) are marked as set;
+        every other field keeps its default and is not.  The result equals the recorded configuration
+        (``==``: the values and the explicit fields).
+
+        Raises
+        ------
+        InvalidConfigError
+            For a field the configuration does not have, a bad value, or a path in ``explicitFields`` that
+            names no field.
+        """
+        config = cls()
+        _set_from_dict(config, cls(), d, "config")
+        for path in explicitFields:
+            _mark_explicit(config, path)
+        return config
 
     def load(self, filename):
         """Apply an override file to this config, as pex_config's ``Config.load`` (see :func:`load_overrides`)."""
@@ -995,6 +1018,78 @@ def _resolve(config, dotted):
     return obj, parts[-1]
 
 
+def _set_from_dict(config, fresh, d, where):
+    """Assign to ``config`` the values of ``d`` (``to_dict``'s) that differ from ``fresh``'s (the defaults)."""
+    if not isinstance(d, dict):
+        raise InvalidConfigError(f"{where} must be a mapping of fields (Config.to_dict's); got {d!r}")
+    for key, value in d.items():
+        if key not in config._fields():
+            raise InvalidConfigError(f"{where} has no field {key!r}{_unknown_field_hint(config, key)}")
+        target = config._values[key]
+        if isinstance(target, ConfigChoice):
+            if not isinstance(value, dict):
+                raise InvalidConfigError(f"{where}.{key} must be a mapping of its choices and 'name'; got {value!r}")
+            for name, sub in value.items():
+                if name != "name":
+                    _set_from_dict(target[name], fresh._values[key][name], sub, f"{where}.{key}[{name!r}]")
+            if "name" in value and value["name"] != target.name:
+                target.name = value["name"]
+            continue
+        default = fresh._values[key]
+        if (list(default) if isinstance(default, tuple) else default) != (
+                list(value) if isinstance(value, tuple) else value):
+            setattr(config, key, value)
+
+
+def _mark_explicit(config, path):
+    """Mark the field at ``path`` (``config.kernel['AL'].kernelSize``, ``config.kernel.name``) as set by the user."""
+    import re
+
+    tokens = re.findall(r"\.([A-Za-z_]\w*)|\[(['\"])(\w+)\2\]", path[len("config"):] if path.startswith("config")
+                        else "." + path)
+    obj = config
+    try:
+        for i, (attr, _, key) in enumerate(tokens):
+            last = i == len(tokens) - 1
+            if key:
+                obj = obj[key]
+            elif isinstance(obj, ConfigChoice):
+                if attr != "name" or not last:
+                    raise KeyError(attr)
+                obj._name_explicit = True
+                return
+            elif last:
+                if attr not in obj._fields():
+                    raise KeyError(attr)
+                obj.__dict__.setdefault("_explicit", set()).add(attr)
+                return
+            else:
+                obj = obj._values[attr]
+    except (KeyError, InvalidConfigError, AttributeError, TypeError):
+        pass
+    raise InvalidConfigError(f"explicitFields: {path!r} names no field of the configuration")
+
+
+def _transplant(dst, src):
+    """Give ``dst`` the values and explicit fields of ``src`` (a copy of it), keeping ``dst``'s objects (a caller
+    may hold ``config.kernel.active``)."""
+    for key, value in src._values.items():
+        if isinstance(value, ConfigChoice):
+            target = dst._values[key]
+            for name in value.keys():
+                _transplant(target[name], value[name])
+            target._name = value._name
+            target._name_explicit = getattr(value, "_name_explicit", False)
+        else:
+            dst._values[key] = value
+    object.__setattr__(dst, "_explicit", set(src.__dict__.get("_explicit", ())))
+
+
+def _check_not_frozen(config, what):
+    if getattr(config, "_frozen", False):
+        raise InvalidConfigError(f"{config._path}: the config is frozen; copy it to change it ({what})")
+
+
 def _apply_mapping(config, mapping, where):
     if not isinstance(mapping, dict):
         raise InvalidConfigError(f"config override {where} must be a table of fields; got {mapping!r}")
@@ -1045,6 +1140,9 @@ def apply_overrides(config, overrides):
     ...
     psfmatch.errors.InvalidConfigError: unknown config path 'kernel.active.kernelSise': no field 'kernelSise'; did you mean 'kernelSize', ...? The fields are [...]
     """
+    _check_not_frozen(config, "apply_overrides")
+    target = config
+    config = config.copy()  # (applied to a copy: a failing override leaves the caller's config as it was)
     for text in overrides:
         if "=" not in text:
             raise InvalidConfigError(f"config override {text!r} must look like key=value (e.g. kernel.active.kernelSize=25)")
@@ -1064,7 +1162,8 @@ def apply_overrides(config, overrides):
                 setattr(parent, attr, _parse_value(value))
         else:
             raise InvalidConfigError(f"unknown config path {key!r}")
-    return config
+    _transplant(target, config)
+    return target
 
 
 def _refused_exit(code=None):
@@ -1076,7 +1175,8 @@ def load_overrides(config, path):
     """Apply an override file: Python (``config.x = ...``, as ``pipetask -C``), TOML or YAML.
 
     A TOML or YAML file holds the fields at the top level or, all of them,
-    under one top-level ``config`` table.
+    under one top-level ``config`` table.  The file is applied to a copy first:
+    when it fails, ``config`` is left as it was.
 
     Raises
     ------
@@ -1084,8 +1184,50 @@ def load_overrides(config, path):
         If the file is missing, unreadable (a directory, not UTF-8 text), of an
         unknown type, or sets an unknown field or a bad value; or if a Python
         file raises an exception or tries to end the program (``sys.exit()``,
-        ``exit()``: a `SystemExit`).  A `KeyboardInterrupt` passes through.
+        ``exit()``: a `SystemExit`); a YAML mapping that repeats a key.  The
+        message names the file (and, for a Python file, the line).  A
+        `KeyboardInterrupt` passes through.
     """
+    _check_not_frozen(config, "load_overrides")
+    trial = config.copy()
+    _load_overrides(trial, path)
+    _transplant(config, trial)
+    return config
+
+
+def _line_in(exc, path):
+    """The line of ``path`` (a Python override file) that raised ``exc``: its last frame in that file."""
+    tb, line = exc.__traceback__, None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == path:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _yaml_loader(yaml, path):
+    """A safe YAML loader that refuses a mapping repeating a key (PyYAML keeps the last one silently)."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise InvalidConfigError(
+                    f"config override file {path!r}: key {key!r} appears twice in one mapping (lines "
+                    f"{seen[key] + 1} and {key_node.start_mark.line + 1}); the second would silently replace the "
+                    "first: merge them")
+            seen[key] = key_node.start_mark.line
+        return loader.construct_mapping(node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
+
+
+def _load_overrides(config, path):
+    """:func:`load_overrides` on ``config`` itself."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InvalidConfigError(f"config override file {path!r} does not exist")
@@ -1107,8 +1249,10 @@ def load_overrides(config, path):
             # only raise SystemExit (the interactive builtins would close sys.stdin first)
             exec(code, {"config": config, "__file__": path, "inf": math.inf, "nan": math.nan,
                         "exit": _refused_exit, "quit": _refused_exit})
-        except InvalidConfigError:
-            raise
+        except InvalidConfigError as exc:
+            line = _line_in(exc, path)
+            raise InvalidConfigError(f"config override file {path!r}{f', line {line}' if line else ''}: "
+                                     f"{exc}") from None
         except SystemExit as exc:  # sys.exit(), exit(), raise SystemExit: not the file's to decide
             code_text = "" if exc.code is None else repr(exc.code)
             raise InvalidConfigError(
@@ -1116,7 +1260,9 @@ def load_overrides(config, path):
                 "sys.exit() and exit() do; a config file sets fields (config.x = ...) and must not exit: remove the "
                 "call (raise an exception instead to reject a setting)") from None
         except Exception as exc:
-            raise InvalidConfigError(f"config override file {path!r} failed: {type(exc).__name__}: {exc}") from exc
+            line = _line_in(exc, path)
+            raise InvalidConfigError(f"config override file {path!r} failed{f' at line {line}' if line else ''}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
         return config
     try:
         text = raw.decode("utf-8")
@@ -1135,7 +1281,7 @@ def load_overrides(config, path):
         except ImportError:
             raise InvalidConfigError("YAML override files need PyYAML: pip install pyyaml") from None
         try:
-            data = yaml.safe_load(text) or {}
+            data = yaml.load(text, Loader=_yaml_loader(yaml, path)) or {}
         except yaml.YAMLError as exc:
             raise InvalidConfigError(f"config override file {path!r} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -1147,7 +1293,10 @@ def load_overrides(config, path):
                 f"config override file {path!r} has a top-level 'config' table and other top-level keys {others}: "
                 "put the fields either all under 'config' or all at the top level")
         data = data["config"]
-    _apply_mapping(config, data, type(config).__name__)
+    try:
+        _apply_mapping(config, data, type(config).__name__)
+    except InvalidConfigError as exc:
+        raise InvalidConfigError(f"config override file {path!r}: {exc}") from None
     return config
 
 

@@ -301,6 +301,7 @@ class ModelPsfMatchTask:
         _warn_pixel_scales(exposure, referencePsfModel)
         _warn_psf_domain(exposure)
         metadata = metadata_copy(exposure.metadata)  # before any work: a value that cannot be copied fails now
+        _drop_earlier_match(metadata)
         zero_point = None
         if zeroPoint is not None:
             kernelSum, zero_point = self._zero_point_kernel_sum(metadata, kernelSum, zeroPoint)
@@ -1201,6 +1202,27 @@ def _warn_psf_domain(exposure):
            "line)")
     log.warning(msg)
     warnings.warn(msg, PsfMatchWarning, stacklevel=3)
+
+
+#: What an earlier match recorded in an exposure's metadata (:mod:`psfmatch.batch`'s record, and the marker cards of
+#: its outputs' headers): it describes that match's configuration, reference and input, so an exposure matched again
+#: does not carry it (a re-run of the batch would take the new file for its own complete output).
+EARLIER_MATCH_METADATA = ("psfmatchBatch",)
+EARLIER_MATCH_CARDS = ("BATCHVER", "BATCHFPR", "BATCHCFG", "BATCHREF", "BATCHOK", "BATCHPSF")
+
+
+def _drop_earlier_match(metadata) -> None:
+    """Remove from ``metadata`` (the matched exposure's copy) what an earlier match recorded."""
+    dropped = [key for key in EARLIER_MATCH_METADATA if metadata.pop(key, None) is not None]
+    cards = metadata.get("fitsHeader")
+    if cards is not None:
+        for key in EARLIER_MATCH_CARDS:
+            if key in cards:
+                del cards[key]
+                dropped.append(key)
+    if dropped:
+        log.info("the exposure's record of an earlier match (%s) is not carried to the matched exposure",
+                 ", ".join(dropped))
 
 
 def _warn_pixel_scales(exposure, reference):
