@@ -457,38 +457,39 @@ def _sky_with(values, mask_bits, sky=100.0, sigma=2.0, shape=(80, 90), seed=5):
     return mi
 
 
-def test_a_masked_pixel_spreads_its_bit_as_far_as_its_value_carries():
-    """A BAD pixel of 1e6 on a sky of 100 +- 2: beyond the 1e-3 footprint the kernel's outskirts carry hundreds
-    of sigma of it; its bit now reaches every output pixel that gets more than MASKED_VALUE_NOISE_FRACTION of the
-    matched noise from it, and every pixel left unflagged equals the convolution of the clean sky within that."""
-    from psfmatch.convolve import MASKED_VALUE_NOISE_FRACTION
+def test_a_masked_value_reaches_no_pixel_without_its_bit():
+    """A BAD pixel of 1e6 on a sky of 100 +- 2: with a 1e-3 footprint the kernel's outskirts carried hundreds of
+    sigma of it beyond the footprint. A plane that may hold wrong values now spreads over every non-zero kernel
+    pixel, so every pixel left without the bit equals the convolution of the clean sky to rounding; the
+    maskDilationPlanes (DETECTED here) keep the footprint whatever their values; and the rule does not depend on
+    kernelSum."""
     K = _constant_kernel(sigma=2.0, k=21)
     Kimg = K.computeImage()
-    mi = _sky_with({(40, 45): 1e6}, {(40, 45): "BAD"})
+    mi = _sky_with({(40, 45): 1e6, (40, 20): 1e6}, {(40, 45): "BAD", (40, 20): "DETECTED"})
     out = convolve_masked_image(mi, K)
     clean = mi.image.copy()
     clean[40, 45] = 100.0
     truth = ndimage.convolve(clean, Kimg, mode="constant")
-    bad = mi.getMask().getPlaneBitMask("BAD")
+    bad, det = mi.getMask().getPlaneBitMask("BAD"), mi.getMask().getPlaneBitMask("DETECTED")
     flagged = (out.mask & bad) != 0
-    sigma_out = 2.0 * np.sqrt((Kimg ** 2).sum())
-    reach = np.zeros(mi.image.shape, bool)  # where the hot pixel adds more than a tenth of the noise
-    reach[30:51, 35:56] = np.abs(Kimg) * (1e6 - 100.0) > MASKED_VALUE_NOISE_FRACTION * sigma_out
-    assert reach.sum() > 300 and (flagged | ~reach).all()  # (the 1e-3 footprint alone flags 177 pixels)
+    assert flagged[30:51, 35:56].all() and flagged.sum() == 441  # the kernel's whole support
     inner = np.isfinite(out.image) & ~flagged
-    assert np.abs(out.image[inner] - truth[inner]).max() < MASKED_VALUE_NOISE_FRACTION * sigma_out
-    # with threshold 0 (LSST) the footprint is every non-zero kernel pixel: the whole 21 x 21 square, beyond reach
-    lsst = (convolve_masked_image(mi, K, mask_threshold=0.0).mask & bad) != 0
-    assert lsst[30:51, 35:56].all() and (lsst | ~flagged).all() and lsst.sum() > flagged.sum()
-    # a kernelSum scales the value's share and the noise alike: the same mask
-    assert np.array_equal(convolve_masked_image(mi, _constant_kernel(sigma=2.0, k=21, kernel_sum=8.0)).mask,
-                          out.mask)
+    assert np.abs(out.image[inner] - truth[inner]).max() < 1e-9
+    fp = mask_footprint(K, 1e-3)
+    assert np.array_equal((out.mask & det)[30:51, 10:31] != 0, fp) and fp.sum() == 177
+    for other in (_constant_kernel(sigma=2.0, k=21, kernel_sum=8.0),):
+        assert np.array_equal(convolve_masked_image(mi, other).mask, out.mask)
+    # footprint_planes chooses the planes that keep the footprint (here BAD too: LSST's footprint for none)
+    narrow = convolve_masked_image(mi, K, footprint_planes=("DETECTED", "BAD"))
+    assert ((narrow.mask & bad) != 0).sum() == 177
+    wide = convolve_masked_image(mi, K, footprint_planes=())
+    assert ((wide.mask & det) != 0).sum() == 441
 
 
-def test_masked_pixels_near_the_sky_and_valued_planes_keep_the_footprint():
-    """A BAD column at 0 (50 sigma below the sky), a cosmic ray 100 sigma up, a bright DETECTED star core and an
-    INTRP pixel, and a hot pixel also flagged NO_DATA (left out of the convolution): their bits spread by the
-    footprint alone, exactly as dilate_mask does."""
+def test_masked_pixels_spread_by_their_planes_exactly_as_dilate_mask():
+    """A BAD column at 0, a cosmic ray, a bright DETECTED core, an INTRP pixel, a SAT|INTRP core and a hot pixel
+    also flagged NO_DATA (left out of the convolution): DETECTED and INTRP bits spread by the footprint, the
+    others by the kernel's support, exactly as dilate_mask does with each."""
     K = _constant_kernel(sigma=2.0, k=21)
     values = {(y, 20): 0.0 for y in range(80)}
     bits = {(y, 20): "BAD" for y in range(80)}
@@ -496,10 +497,14 @@ def test_masked_pixels_near_the_sky_and_valued_planes_keep_the_footprint():
     values[(20, 70)], bits[(20, 70)] = 1e6, "DETECTED"
     values[(60, 70)], bits[(60, 70)] = 1e6, "INTRP"
     mi = _sky_with(values, bits)
+    m = mi.getMask()
+    mi.mask[30, 40] |= m.getPlaneBitMask("SAT") | m.getPlaneBitMask("INTRP")
     mi.image[10, 50] = 1e6
-    mi.mask[10, 50] |= mi.getMask().getPlaneBitMask("NO_DATA") | mi.getMask().getPlaneBitMask("SAT")
+    mi.mask[10, 50] |= m.getPlaneBitMask("NO_DATA") | m.getPlaneBitMask("SAT")
     out = convolve_masked_image(mi, K)
-    no_data = mi.getMask().getPlaneBitMask("NO_DATA")
-    expected = dilate_mask(mi.mask, mask_footprint(K, 1e-3), exclude=no_data)
+    no_data = m.getPlaneBitMask("NO_DATA")
+    narrow = m.getPlaneBitMask("DETECTED") | m.getPlaneBitMask("DETECTED_NEGATIVE") | m.getPlaneBitMask("INTRP")
+    expected = (dilate_mask(mi.mask, mask_footprint(K, 1e-3), exclude=no_data | ~narrow)
+                | dilate_mask(mi.mask, mask_footprint(K, 0.0), exclude=no_data | narrow))
     inner = (slice(10, -10), slice(10, -10))
     assert np.array_equal(out.mask[inner] & ~no_data, expected[inner])

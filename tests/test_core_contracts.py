@@ -109,9 +109,12 @@ def test_a_unit_threshold_footprint_is_the_kernel_peak():
     fp = mask_footprint(K, 1.0)
     assert fp.sum() == 1 and fp[2, 2]
     mask = np.zeros((21, 21), np.int32)
-    mask[10, 10] = 1
+    mask[10, 10] = 32 | 1  # DETECTED (the footprint's planes) and BAD (every non-zero kernel pixel)
     out = convolve_masked_image(MaskedImage(np.zeros((21, 21)), mask, np.ones((21, 21))), K, mask_threshold=1.0)
-    assert np.flatnonzero(out.mask & 1).tolist() == [10 * 21 + 10]
+    assert np.flatnonzero(out.mask & 32).tolist() == [10 * 21 + 10]
+    support = np.zeros((21, 21), bool)
+    support[8:13, 8:13] = mask_footprint(K, 0.0)
+    assert np.array_equal((out.mask & 1) != 0, support) and support.sum() > 1
 
 
 def test_a_zero_kernel_keeps_each_pixels_own_mask_bits():

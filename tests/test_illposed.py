@@ -262,7 +262,8 @@ def test_residual_remedy_with_autokernel_names_its_limits():
     msgs = [str(w.message) for w in rec if issubclass(w.category, KernelQualityWarning)]
     assert msgs and all("autoKernel=True" not in m for m in msgs)
     assert any("Remedy: a larger kernelSize set by hand (the automatic mode tries up to 1.4 times the 6 sigma the "
-               "kernel's width needs, at most autoKernelMaxSize) or autoKernelMaxSpatialOrder, smaller cells" in m
+               "kernel's width needs, at most autoKernelMaxSize), a higher autoKernelMaxSpatialOrder, smaller cells"
+               in m
                for m in msgs)
 
 

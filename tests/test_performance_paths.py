@@ -67,20 +67,26 @@ def _exposure(psf, dtype, x0=150, y0=120, H=110, W=124, seed=3):
     return mi
 
 
-def _brute_mask(mi, footprint, h):
-    """The documented mask, by brute force: footprint dilation of every bit but NO_DATA; NO_DATA over the full
-    support of missing input; the border NO_DATA only."""
+def _brute_mask(mi, footprint, h, support=None):
+    """The documented mask, by brute force: footprint dilation of the bits of DETECTED, DETECTED_NEGATIVE and
+    INTRP, dilation by the kernel's support (every non-zero pixel: ``support``) of every other bit but NO_DATA;
+    NO_DATA over the full support of missing input; the border NO_DATA only."""
     m = mi.getMask()
     nodata = m.getPlaneBitMask("NO_DATA")
+    narrow = 0
+    for name in ("DETECTED", "DETECTED_NEGATIVE", "INTRP"):
+        narrow |= m.getPlaneBitMask(name)
+    support = np.ones_like(footprint) if support is None else support
     src = mi.mask & ~nodata
     bad = ~np.isfinite(mi.image) | ~np.isfinite(mi.variance) | ((mi.mask & nodata) != 0)
     H, W = src.shape
     out = np.zeros_like(src)
     c = np.array(footprint.shape) // 2
     for y, x in np.argwhere(src):
-        for dy, dx in np.argwhere(footprint) - c:
-            if 0 <= y + dy < H and 0 <= x + dx < W:
-                out[y + dy, x + dx] |= src[y, x]
+        for bits, fp in ((src[y, x] & narrow, footprint), (src[y, x] & ~narrow, support)):
+            for dy, dx in np.argwhere(fp) - c:
+                if bits and 0 <= y + dy < H and 0 <= x + dx < W:
+                    out[y + dy, x + dx] |= bits
     touched = np.zeros((H, W), bool)
     for y, x in np.argwhere(bad):
         touched[max(0, y - h):y + h + 1, max(0, x - h):x + h + 1] = True
@@ -98,7 +104,8 @@ def test_fast_convolution_matches_direct_evaluation(varying_kernel, dtype, tile,
     out = convolve_masked_image(mi, kernel, tile=tile, workers=workers, mask_threshold=1e-3)
     ref_i, ref_v = direct_convolve(mi, kernel)
     h = kernel.getWidth() // 2
-    expect_mask, dead = _brute_mask(mi, mask_footprint(kernel, 1e-3, bbox=mi.getBBox()), h)
+    expect_mask, dead = _brute_mask(mi, mask_footprint(kernel, 1e-3, bbox=mi.getBBox()), h,
+                                    mask_footprint(kernel, 0.0, bbox=mi.getBBox()))
     ok = ~dead
     assert ok.sum() > 0.4 * ok.size
     imax = np.abs(ref_i[ok]).max()
@@ -143,7 +150,8 @@ def test_missing_pixel_scan_in_blocks_and_jobs_equals_the_whole_plane(varying_ke
     np.testing.assert_array_equal(blocks.mask, whole.mask)
     np.testing.assert_array_equal(blocks.image, whole.image)
     np.testing.assert_array_equal(blocks.variance, whole.variance)
-    expect_mask, _ = _brute_mask(mi, mask_footprint(kernel, 1e-3, bbox=mi.getBBox()), kernel.getWidth() // 2)
+    expect_mask, _ = _brute_mask(mi, mask_footprint(kernel, 1e-3, bbox=mi.getBBox()), kernel.getWidth() // 2,
+                                 mask_footprint(kernel, 0.0, bbox=mi.getBBox()))
     np.testing.assert_array_equal(blocks.mask, expect_mask)
     # nothing missing: no rows to check
     clean = MaskedImage(np.ones((40, 40), np.float32), variance=np.ones((40, 40), np.float32))

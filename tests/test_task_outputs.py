@@ -68,17 +68,21 @@ def test_mask_footprint_and_borders(varying_fit):
     nodata = mi.getMask().getPlaneBitMask("NO_DATA")
     mi.mask[60, 50] = bad
     mi.image[30, 90] = np.nan
+    detected = mi.getMask().getPlaneBitMask("DETECTED")
+    mi.mask[60, 80] = detected
     out = convolve_masked_image(mi, kernel, mask_threshold=1e-3)
     h = kernel.getWidth() // 2
     fp = mask_footprint(kernel, 1e-3, bbox=mi.getBBox())
-    # a BAD pixel becomes a BAD footprint of the documented shape
-    got = (out.mask & bad) != 0
-    expect = np.zeros((H, W), bool)
-    ys, xs = np.nonzero(fp)
-    expect[60 + ys - h, 50 + xs - h] = True
-    expect[:h] = expect[-h:] = False
-    expect[:, :h] = expect[:, -h:] = False
-    assert np.array_equal(got, expect)
+    # a DETECTED pixel (a value meant to be used) becomes a footprint of the documented shape; a BAD one (a value
+    # that may be wrong, convolved all the same) covers every non-zero kernel pixel, the whole square
+    for bit, shape, x in ((detected, fp, 80), (bad, np.ones_like(fp), 50)):
+        got = (out.mask & bit) != 0
+        expect = np.zeros((H, W), bool)
+        ys, xs = np.nonzero(shape)
+        expect[60 + ys - h, x + xs - h] = True
+        expect[:h] = expect[-h:] = False
+        expect[:, :h] = expect[:, -h:] = False
+        assert np.array_equal(got, expect)
     assert 9 < fp.sum() < fp.size  # thresholded: more than a pixel, less than the whole square
     # the border: NaN, inf, NO_DATA only
     border = np.zeros((H, W), bool)

@@ -875,13 +875,18 @@ class ModelPsfMatchConfig(Config):
     padPsfBy = Field("Pixels (even) added to the science PSF stamp when doAutoPadPsf is False.", int, 0,
                      check=lambda v: v >= 0, check_doc="a non-negative integer")
     maskDilationThreshold = RangeField(
-        "A mask bit spreads to every output pixel whose kernel footprint covers it, the footprint being the "
-        "kernel pixels with |K| >= maskDilationThreshold * max|K| anywhere in the field (0: every non-zero "
-        "pixel, as LSST). Each bit also spreads to every output pixel that gets more than a tenth of the matched "
-        "noise from the pixels of that bit, their values counted from their local level (DETECTED and "
-        "DETECTED_NEGATIVE bits, and INTRP pixels, excepted). NO_DATA and non-finite pixels always spread over "
-        "the whole kernel.",
+        "A bit of the maskDilationPlanes spreads to every output pixel whose kernel footprint covers it, the "
+        "footprint being the kernel pixels with |K| >= maskDilationThreshold * max|K| anywhere in the field (0: "
+        "every non-zero pixel, as LSST). The bits of the other planes (BAD, SAT, CR...), and NO_DATA and "
+        "non-finite pixels, always spread over every non-zero kernel pixel.",
         float, 1e-3, min=0.0, max=1.0)
+    maskDilationPlanes = ListField(
+        "Mask planes that mark values meant to be used (sources, interpolated estimates): their bits spread by "
+        "the maskDilationThreshold footprint. Every other plane marks values that may be wrong and is convolved "
+        "all the same (as in LSST): its bits spread over every non-zero kernel pixel, so that no output pixel "
+        "without the bit receives anything from it (with the footprint, a masked hot pixel of 1e6 on a sky of "
+        "100 +- 2 biased pixels beyond it by up to 130 sigma). Names a mask lacks are ignored.",
+        str, ("DETECTED", "DETECTED_NEGATIVE", "INTRP"))
     convolveTileSize = RangeField("Largest side of the FFT tiles used to apply the kernel (memory scales with its "
                                   "square; the default gives 360 px transforms whose work arrays stay in a core's "
                                   "cache, measured fastest).", int, 384, min=64)

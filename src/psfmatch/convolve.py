@@ -22,16 +22,18 @@ Variance
     rounding.
 
 Mask
-    Every output pixel ORs the bits of the input pixels under the kernel
-    footprint: the kernel pixels with ``|K| >= threshold * max|K|`` anywhere in
-    the field (:func:`mask_footprint`, ``maskDilationThreshold``; 0 selects
-    every non-zero pixel, as LSST).  A masked pixel keeps its value in the
-    convolution (as in LSST); each bit also spreads, beyond the footprint, to
-    every output pixel that receives more than
-    :data:`MASKED_VALUE_NOISE_FRACTION` of the matched image's typical noise
-    from the pixels of that bit, their values counted from their local level
-    (:func:`_dilate_masked_values`: a hot pixel, a saturated star and its
-    bleed trail, a dead column).  The dilation (:func:`dilate_mask`) is
+    Every output pixel ORs the bits of the input pixels under the kernel's
+    footprint.  A masked pixel keeps its value in the convolution (as in LSST),
+    so the bits of the planes that mark values that may be wrong (BAD, SAT, CR,
+    EDGE, SUSPECT, any plane not in ``footprint_planes``) spread over every
+    non-zero kernel pixel, as in LSST: no output pixel without the bit
+    receives anything from such a pixel (with a 1e-3 footprint a masked hot
+    pixel of 1e6 on a sky of 100 +- 2 biased pixels beyond it by up to 130
+    sigma, unflagged).  The planes that mark values meant to be used
+    (:data:`FOOTPRINT_MASK_PLANES`: DETECTED, DETECTED_NEGATIVE, INTRP) spread
+    over the kernel pixels with ``|K| >= threshold * max|K|`` anywhere in the
+    field (:func:`mask_footprint`, ``maskDilationThreshold``; 0 selects every
+    non-zero pixel).  The dilation (:func:`dilate_mask`) is
     exact binary morphology, bit plane by bit plane, with no per-pixel loop:
     sparse planes scatter the footprint from their few set pixels; dense ones
     are packed 64 pixels to a machine word and dilated by the footprint's
@@ -544,38 +546,44 @@ def dilate_mask(mask, footprint, exclude=0, out=None) -> np.ndarray:
     and along ``y`` (row shifts) computed by doubling: ``O(log k)`` passes over
     one bit per pixel.
     """
-    return _dilate_mask(mask, footprint, exclude, out)[0]
+    return _dilate_mask(mask, footprint, exclude, out)
 
 
-def _dilate_mask(mask, footprint, exclude=0, out=None):
-    """:func:`dilate_mask`, returning ``(out, set pixels)``: the sorted flat indices of the pixels with a bit
-    other than ``exclude`` and their mask values, when the sparse path found them (else None)."""
+def _dilate_mask(mask, footprint, exclude=0, out=None, wide=None, wide_bits=0):
+    """:func:`dilate_mask`, the bits of ``wide_bits`` by the footprint ``wide`` instead (one pass over the mask)."""
     mask = np.asarray(mask)
     if out is None:
         out = np.zeros(mask.shape, dtype=np.int32)
     allbits = (int(np.bitwise_or.reduce(mask, axis=None)) if mask.size else 0) & 0xFFFFFFFF
-    present = allbits & ~int(exclude)
+    present = allbits & ~int(exclude) & 0xFFFFFFFF
     if present == 0:
-        return out, (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.int32))
-    rects = footprint_rectangles(footprint)
-    if not rects:
-        return out, None
-    margin = max(abs(v) for r in rects for v in r)
-    fp = np.asarray(footprint, dtype=bool)
-    offsets = np.argwhere(fp) - np.array(fp.shape) // 2  # (dy, dx) of every footprint pixel
+        return out
+    def prepared(fp):  # (rectangles, offsets, margin) of a footprint
+        fp = np.asarray(fp, dtype=bool)
+        rects = footprint_rectangles(fp)
+        return rects, np.argwhere(fp) - np.array(fp.shape) // 2, max((abs(v) for r in rects for v in r), default=0)
+
+    narrow = prepared(footprint)
+    broad = narrow if wide is None else prepared(wide)
+
+    def shape_of(bitno):
+        return broad if (wide_bits >> bitno) & 1 else narrow
+
     H, W = mask.shape
     flat = np.ascontiguousarray(mask, dtype=np.int32).ravel()
     if np.count_nonzero(flat) > _DENSE_FRACTION * H * W:
         # many set pixels: index lists would cost 8 to 16 bytes each; work on each plane's pixels as booleans
         for bitno in range(32):
-            if (present >> bitno) & 1:
+            rects, offsets, margin = shape_of(bitno)
+            if (present >> bitno) & 1 and rects:
                 _dilate_dense_plane(mask, _bits(1 << bitno), rects, offsets, margin, out)
-        return out, None
+        return out
     # the set pixels of all the planes at once (one pass), then each plane's among them
     nz = _set_pixels(flat.reshape(H, W), present if allbits != present else None)
     nz_vals = flat[nz]
     for bitno in range(32):
-        if not (present >> bitno) & 1:
+        rects, offsets, margin = shape_of(bitno)
+        if not (present >> bitno) & 1 or not rects:
             continue
         value = _bits(1 << bitno)
         idx = nz[(nz_vals & value) != 0]
@@ -583,230 +591,14 @@ def _dilate_mask(mask, footprint, exclude=0, out=None):
             _scatter(idx, offsets, value, out)
             continue
         _or_dilated(flat.reshape(H, W), _cluster_boxes(idx, (H, W), margin), rects, value, out, idx)
-    return out, (nz, nz_vals)
+    return out
 
 
-#: A masked pixel's bits also spread to every output pixel that receives more than this fraction of the matched
-#: image's typical noise from the masked pixels of that bit, their values counted from the local level
-#: (:func:`_dilate_masked_values`).
-MASKED_VALUE_NOISE_FRACTION = 0.1
-
-#: Mask planes whose pixels hold values meant to be used (sources): their bits spread by the footprint only.
-VALUED_MASK_PLANES = ("DETECTED", "DETECTED_NEGATIVE", "INTRP")
-
-#: Mask planes whose pixels hold an estimate (an interpolated value): left out of the value rule whatever their other
-#: bits (an interpolated saturated core keeps SAT), as are NO_DATA pixels, which are not convolved.
-ESTIMATE_MASK_PLANES = ("INTRP",)
-
-#: The kernel's ring pixels (outside the footprint) that add less than this fraction of the limit together are left
-#: out of :func:`_dilate_masked_values`' sums, which set the bit from ``1 - _RING_DROP`` of the limit.
-_RING_DROP = 0.02
-
-#: A tile's local level needs at least this many usable pixels; else the level of its group of masked pixels.
-_LEVEL_MIN_PIXELS = 8
-
-
-def _local_levels(values, usable, L):
-    """Median of the ``usable`` pixels of each ``L x L`` tile of ``values`` (NaN where fewer than
-    :data:`_LEVEL_MIN_PIXELS`), as an array of the tiles' shape."""
-    ny, nx = values.shape
-    ty, tx = -(-ny // L), -(-nx // L)
-    grid = np.full((ty * L, tx * L), np.nan)
-    grid[:ny, :nx] = np.where(usable, values, np.nan)
-    blocks = grid.reshape(ty, L, tx, L).transpose(0, 2, 1, 3).reshape(ty, tx, L * L)
-    count = np.count_nonzero(np.isfinite(blocks), axis=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # (all-NaN tiles: replaced below)
-        level = np.nanmedian(blocks, axis=2)
-    level[count < _LEVEL_MIN_PIXELS] = np.nan
-    return level
-
-
-def _neighbour_mean(img, mask, avoid, ys, xs):
-    """For each pixel ``(ys, xs)`` of ``img``, the mean of its usable 3 x 3 neighbours (finite, no bit of
-    ``avoid`` in ``mask``), where it has at least two, else of its usable 5 x 5 neighbours (at least two), else
-    NaN: a masked pixel's true value, interpolated (exact on a linear gradient when the neighbours are
-    symmetric)."""
-    H, W = img.shape
-    level = np.full(len(ys), np.nan)
-    for r in (1, 2):
-        todo = np.flatnonzero(np.isnan(level))
-        if not todo.size:
-            break
-        d = np.arange(-r, r + 1)
-        dy, dx = (a.ravel() for a in np.meshgrid(d, d, indexing="ij"))
-        keep = (dy != 0) | (dx != 0)
-        yy, xx = ys[todo, None] + dy[keep], xs[todo, None] + dx[keep]
-        inside = (yy >= 0) & (yy < H) & (xx >= 0) & (xx < W)
-        yy, xx = np.where(inside, yy, 0), np.where(inside, xx, 0)
-        v = np.asarray(img[yy, xx], dtype=np.float64)
-        ok = inside & np.isfinite(v) & ((mask[yy, xx] & avoid) == 0)
-        count = ok.sum(axis=1)
-        total = np.where(ok, v, 0.0).sum(axis=1)
-        enough = count >= 2
-        level[todo[enough]] = total[enough] / count[enough]
-    return level
-
-
-def _groups_of_pixels(ys, xs, gap):
-    """Indices into ``ys``/``xs`` of the clusters of pixels (as :func:`_clusters`: columns at most ``gap`` apart,
-    then rows within each group of columns)."""
-    order = np.argsort(xs, kind="stable")
-    groups = []
-    for part in np.split(order, np.flatnonzero(np.diff(xs[order]) > gap) + 1):
-        part = part[np.argsort(ys[part], kind="stable")]
-        groups.extend(np.split(part, np.flatnonzero(np.diff(ys[part]) > gap) + 1))
-    return groups
-
-
-def _dilate_masked_values(mask, img, var, peaks, threshold, bits, skip, noise, out, set_pixels=None):
-    """OR into ``out`` each bit of ``bits`` wherever the masked pixels of that bit carry more than
-    :data:`MASKED_VALUE_NOISE_FRACTION` of the matched noise beyond the footprint.
-
-    A masked pixel (a hot pixel, a cosmic ray, a saturated core or bleed trail, a dead column) keeps its value in
-    the convolution, as in LSST, and adds ``v K_x(x - p)`` to the output pixels ``x`` around it, where the
-    pixel's true value would have added about ``l K_x(x - p)``, ``l`` the local level.  The footprint
-    (``threshold`` of the peaks ``peaks``, :func:`_kernel_peaks`) bounds each pixel's error outside it by
-    ``threshold * max K * |v - l|``: enough near the local level, not for a hot pixel of 1e6 on a sky of
-    100 +- 2 (130 sigma at the footprint's edge), nor for the hundreds of pixels of a saturated star, whose
-    errors add up.  So for each bit the errors' bound ``C(x) = sum_p |v_p - l_p| peaks(x - p)`` over the
-    pixels ``p`` with that bit is computed (a convolution of each cluster of them, in a box around it), and
-    the bit is set wherever ``C >= MASKED_VALUE_NOISE_FRACTION * noise``: every pixel left without the bit then
-    has an error below a tenth of ``noise``, the matched image's typical noise (the input's median standard
-    deviation times ``sqrt(sum K^2)``, ``K`` the kernel at the box's centre; the rule does not depend on
-    ``kernelSum``).  Without noise (``noise`` 0) the bit reaches every non-zero kernel pixel around a pixel off
-    the level.
-
-    The local level ``l`` is the pixel's true value interpolated: the mean of its usable neighbours (no bit of
-    ``bits`` or ``skip``, finite; 3 x 3, else 5 x 5, at least two), else the median of the usable pixels in the
-    ``k x k`` tile of the pixel's cluster box that holds it (``k`` the kernel's width; the interior of a large
-    saturated region), or, with fewer than :data:`_LEVEL_MIN_PIXELS` of them, of the whole box, else of the
-    image.  ``bits``: the planes that spread
-    so (not NO_DATA, not :data:`VALUED_MASK_PLANES`); pixels with a bit of ``skip`` (NO_DATA, replaced by 0 in
-    the convolution; :data:`ESTIMATE_MASK_PLANES`, interpolated estimates) and non-finite ones (NO_DATA too)
-    are left out.  A cluster whose pixels could not reach beyond their footprints by the limit (at most
-    ``k^2`` of them reach one pixel, each by at most ``threshold * max K`` times its distance from the range
-    of the box's usable values) is skipped.  ``set_pixels``: the masked pixels and their values, when
-    :func:`_dilate_mask` found them.
-    """
-    from scipy.signal import fftconvolve
-
-    top = float(peaks.max())
-    if threshold <= 0 or top == 0 or not bits:
-        return  # (a threshold of 0 spreads every bit over every non-zero kernel pixel already)
-    if peaks[peaks > 0].min() >= threshold * top:
-        return  # (the footprint holds every non-zero kernel pixel already)
-    H, W = mask.shape
-    ky, kx = peaks.shape
-    hy, hx = ky // 2, kx // 2
-    skip = int(skip) & 0xFFFFFFFF
-    value, avoid = _bits(bits), _bits(int(bits) | skip)
-    if set_pixels is not None:
-        ys, xs = np.divmod(set_pixels[0], W)
-        mb = set_pixels[1]
-    else:
-        rows = max(1, _BAND_PIXELS // max(W, 1))
-        hit = np.empty((min(rows, H), W), dtype=bool)
-        parts = []
-        for r0 in range(0, H, rows):
-            band = mask[r0:r0 + rows]
-            idx = np.flatnonzero(_bit_set(band, value, hit[:band.shape[0]]))
-            if idx.size:
-                parts.append(idx + r0 * W)
-        flat_idx = np.concatenate(parts) if parts else np.zeros(0, dtype=np.intp)
-        ys, xs = np.divmod(flat_idx, W)
-        mb = mask[ys, xs]
-    sel = ((mb & value) != 0) & ((mb & _bits(skip)) == 0) if skip else (mb & value) != 0
-    ys, xs, mb = ys[sel], xs[sel], mb[sel]
-    if ys.size:
-        ok = np.isfinite(img[ys, xs]) & np.isfinite(var[ys, xs])
-        ys, xs, mb = ys[ok], xs[ok], mb[ok]
-    if not ys.size:
-        return
-    limit = MASKED_VALUE_NOISE_FRACTION * noise if noise > 0 else 0.0
-    # only the ring outside the footprint matters: an output pixel within a masked pixel's footprint has its bit
-    # already, and elsewhere every pixel's contribution comes through the ring
-    ring = np.where(peaks < threshold * top, peaks, 0.0)
-    support = ((peaks > 0) & (peaks < threshold * top)).astype(np.float64)
-    oy, ox = (a.ravel() for a in np.meshgrid(np.arange(ky) - hy, np.arange(kx) - hx, indexing="ij"))
-    ring_flat, support_flat = ring.ravel(), support.ravel()
-    image_level = []
-    # the local level of every masked pixel: its usable neighbours' mean (NaN where too few: see below)
-    level_all = _neighbour_mean(img, mask, avoid, ys, xs)
-    v_all = np.asarray(img[ys, xs], dtype=np.float64)
-    present = int(np.bitwise_or.reduce(mb & value)) & 0xFFFFFFFF
-    for bitno in range(32):
-        if not (present >> bitno) & 1:
-            continue
-        b = _bits(1 << bitno)
-        mine = np.flatnonzero((mb & b) != 0)
-        for group in _groups_of_pixels(ys[mine], xs[mine], 2 * max(hy, hx) + 1):
-            g = mine[group]
-            gy, gx, level = ys[g], xs[g], level_all[g]
-            y0, y1 = max(0, int(gy.min()) - hy), min(H, int(gy.max()) + hy + 1)
-            x0, x1 = max(0, int(gx.min()) - hx), min(W, int(gx.max()) + hx + 1)
-            box = (slice(y0, y1), slice(x0, x1))
-            if np.isnan(level).any():  # (inside a large masked region: the tile's, the box's or the image's level)
-                vals = np.asarray(img[box], dtype=np.float64)
-                usable = np.isfinite(vals) & ((mask[box] & avoid) == 0)
-                level = _level(vals, usable, gy - y0, gx - x0, level, max(ky, kx),
-                               lambda: _usable_median(img, mask, avoid), image_level)
-            d = np.abs(v_all[g] - level)
-            shape = (y1 - y0, x1 - x0)
-            if limit > 0:
-                # outside every pixel's footprint each adds less than d threshold max K, and at most k^2 reach one
-                # output pixel: nothing beyond the footprints can reach the limit
-                most = np.sort(d)[-ky * kx:].sum() if d.size > ky * kx else d.sum()
-                if most * threshold * top < limit:
-                    continue
-                # ring pixels below delta are left out: together they add at most 2% of the limit, and the bit
-                # is set from 98% of it
-                weights, keep = d, ring_flat >= _RING_DROP * limit / most
-                kern_flat, cut = ring_flat, (1.0 - _RING_DROP) * limit
-            else:  # without noise: every non-zero kernel pixel around a pixel off the level
-                if not d.max() > 0:
-                    continue
-                weights, keep, kern_flat, cut = (d > 0).astype(np.float64), support_flat > 0, support_flat, 0.5
-            if len(g) * np.count_nonzero(keep) <= max(1 << 18, 8 * shape[0] * shape[1]):
-                # few pixels: their reach added directly
-                ty, tx = (gy - y0)[:, None] + oy[keep], (gx - x0)[:, None] + ox[keep]
-                inside = (ty >= 0) & (ty < shape[0]) & (tx >= 0) & (tx < shape[1])
-                C = np.bincount((ty * shape[1] + tx)[inside], weights=(weights[:, None] * kern_flat[keep])[inside],
-                                minlength=shape[0] * shape[1]).reshape(shape)
-            else:
-                D = np.zeros(shape)
-                D[gy - y0, gx - x0] = weights
-                C = fftconvolve(D, np.where(keep, kern_flat, 0.0).reshape(ky, kx), mode="same")
-            flag = C >= cut
-            sub = out[box]
-            np.bitwise_or(sub, b, out=sub, where=flag)
-
-
-def _level(vals, usable, ys, xs, level, L, image_median, cache):
-    """Where ``level`` (the neighbours' means of the masked pixels ``(ys, xs)`` of a box) is NaN: the median of
-    the usable pixels of their ``L x L`` tile, else of the box's, else ``image_median()`` (computed once:
-    ``cache``) (:func:`_dilate_masked_values`)."""
-    tiles = _local_levels(vals, usable, L)
-    level = np.where(np.isnan(level), tiles[ys // L, xs // L], level)
-    if np.isnan(level).any():
-        if usable.sum() >= _LEVEL_MIN_PIXELS:
-            fallback = float(np.median(vals[usable]))
-        else:
-            if not cache:
-                cache.append(image_median())
-            fallback = cache[0]
-        level = np.where(np.isnan(level), fallback, level)
-    return level
-
-
-def _usable_median(img, mask, avoid) -> float:
-    """The median of a regular grid of at most ``_NOISE_SAMPLE`` finite pixels of ``img`` without a bit of
-    ``avoid`` (0 if none)."""
-    H, W = img.shape
-    step = max(1, int(np.sqrt(H * W / _NOISE_SAMPLE)))
-    sample = np.asarray(img[step // 2::step, step // 2::step], dtype=np.float64)
-    keep = np.isfinite(sample) & ((mask[step // 2::step, step // 2::step] & avoid) == 0)
-    return float(np.median(sample[keep])) if keep.any() else 0.0
+#: Mask planes whose pixels hold values meant to be used (sources, interpolated estimates): by default
+#: (``ModelPsfMatchConfig.maskDilationPlanes``) only their bits spread by the ``maskDilationThreshold`` footprint.
+#: Every other plane marks values that may be wrong (BAD, SAT, CR, EDGE, SUSPECT...), whose bits spread over every
+#: non-zero kernel pixel, so that no pixel without the bit receives anything from them.
+FOOTPRINT_MASK_PLANES = ("DETECTED", "DETECTED_NEGATIVE", "INTRP")
 
 
 def _bits(value) -> np.int32:
@@ -1467,7 +1259,7 @@ def _warn_if_extrapolated(bbox, kernel):
 
 def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKernel, *,
                           mask_threshold: float = 1e-3, tile: int = 384, max_memory_bytes=None,
-                          workers=None) -> MaskedImage:
+                          workers=None, footprint_planes=None) -> MaskedImage:
     """Convolve image, variance and mask with a (spatially varying) kernel; see the module docstring.
 
     Parameters
@@ -1486,7 +1278,14 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     mask_threshold : float
         Footprint threshold for mask propagation (``maskDilationThreshold``),
         in [0, 1]; the footprint is the kernel's over the image's box
-        (:func:`mask_footprint`).
+        (:func:`mask_footprint`).  It applies to the bits of
+        ``footprint_planes``; every other bit spreads over every non-zero
+        kernel pixel.
+    footprint_planes : sequence of str, optional
+        The mask planes whose values are meant to be used
+        (``maskDilationPlanes``; default :data:`FOOTPRINT_MASK_PLANES`:
+        DETECTED, DETECTED_NEGATIVE, INTRP).  Names the mask lacks are
+        ignored.
     tile : int
         Largest FFT side of the tiles (overlap-save); memory grows with ``tile``
         times the image width.
@@ -1544,10 +1343,6 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     order, img_terms, var_terms = spatial_term_images(kernel, bbox)
     _check_type_range(img_terms, var_terms, rdtype, kernel)
     levels = _plane_levels(img, var)
-    # the matched image's typical noise: the input's (the median standard deviation, or the median |I| of a plane
-    # without variance) through the kernel at the box's centre
-    centre = np.asarray(kernel.computeImage(Box2D(bbox).getCenter()), dtype=np.float64)
-    matched_noise = (np.sqrt(levels[1]) if levels[1] > 0 else (levels[0] or 0.0)) * float(np.sqrt((centre ** 2).sum()))
     _check_underflow(kernel, bbox, levels, rdtype)
     if max_memory_bytes is not None:
         need = estimate_memory(img.shape, k, len(img_terms), len(var_terms), tile, isz, nworkers)
@@ -1562,19 +1357,16 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     out_var = np.empty((H, W), dtype=var.dtype)
     out_mask = np.zeros((H, W), dtype=np.int32)
 
-    valued, estimates = no_data_bit, no_data_bit
-    for name in VALUED_MASK_PLANES:
-        valued |= mask_obj.getPlaneBitMask(name) if name in planes else 0
-    for name in ESTIMATE_MASK_PLANES:
-        estimates |= mask_obj.getPlaneBitMask(name) if name in planes else 0
-    value_bits = ~valued & 0xFFFFFFFF
+    narrow_bits = 0
+    for name in (FOOTPRINT_MASK_PLANES if footprint_planes is None else footprint_planes):
+        narrow_bits |= (int(mask_obj.getPlaneBitMask(name)) & 0xFFFFFFFF) if name in planes else 0
+    support = _footprint_at(peaks, 0.0)  # every non-zero kernel pixel
 
     def propagate_mask():
-        """OR the bits under the kernel footprint into ``out_mask``, and those of masked pixels whose values carry
-        further (:func:`_dilate_masked_values`); the border and missing data come after."""
-        set_pixels = _dilate_mask(mask, footprint, exclude=no_data_bit, out=out_mask)[1]
-        _dilate_masked_values(mask, img, var, peaks, mask_threshold, value_bits, estimates, matched_noise, out_mask,
-                              set_pixels)
+        """OR the bits under the kernel footprint into ``out_mask``: the footprint planes' by the threshold's, the
+        others by the kernel's whole support (the border and missing data come after)."""
+        _dilate_mask(mask, footprint, exclude=no_data_bit, out=out_mask, wide=support,
+                     wide_bits=~narrow_bits & 0xFFFFFFFF)
 
     tiled = H > 2 * h and W > 2 * h
     pool = shared_pool(nworkers) if tiled else None

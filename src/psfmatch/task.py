@@ -325,6 +325,7 @@ class ModelPsfMatchTask:
         log.info("Psf-match science exposure to reference")
         try:
             mi = convolve_masked_image(exposure, fit.kernel, mask_threshold=self.config.maskDilationThreshold,
+                                       footprint_planes=tuple(self.config.maskDilationPlanes),
                                        tile=self.config.convolveTileSize,
                                        max_memory_bytes=(int(self.config.maxMemoryGiB * 2 ** 30)
                                                          if math.isfinite(self.config.maxMemoryGiB) else None))

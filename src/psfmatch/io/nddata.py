@@ -300,9 +300,9 @@ def exposure_from_nddata(nd, *, psf=None, mask_plane="BAD", mask_planes=None, xy
         The exposure's PSF; default ``ImagePsf(nd.psf)`` when ``nd.psf`` is set.
     mask_plane : str
         The plane a boolean mask sets.  Its pixels' values are convolved like
-        any others (their mask bit spreads over the kernel's footprint, and
-        as far as their values, counted from their neighbours', carry more
-        than a tenth of the matched noise); ``"NO_DATA"`` leaves them out instead
+        any others (their mask bit spreads over every non-zero kernel pixel,
+        as for every plane but ``maskDilationPlanes``, so no pixel without it
+        receives anything from them); ``"NO_DATA"`` leaves them out instead
         (each then makes its footprint NaN in the matched image), for masks
         over values that are garbage (astropy's meaning of ``True``).
     mask_planes : mapping, optional
