@@ -850,7 +850,7 @@ def test_demo_size_has_a_maximum_and_debug_dir_must_be_a_directory(tmp_path, cap
     assert rc == 2 and "the demo exposure is at most 16384 x 16384 pixels (1 GiB a plane); got '100000'" in err
     monkeypatch.chdir(tmp_path)
     (tmp_path / "afile").write_text("")
-    rc, _, err = _run(["demo", "--size", "64", "--debug-dir", "afile"], capsys)
+    rc, _, err = _run(["demo", "--size", "64", "--debug", "--debug-dir", "afile"], capsys)
     assert rc == 1 and "--debug-dir afile: cannot make that directory" in err and "give a directory" in err
 
 
@@ -927,5 +927,5 @@ def test_empty_output_names_are_refused_before_any_work(exposure_file, tmp_path,
 
 def test_debug_dir_is_checked_before_the_exposure_is_read(tmp_path, capsys):
     rc, _, err = _run(["run", str(tmp_path / "missing.fits"), "-r", "gaussian:sigma=2.6", "-o",
-                       str(tmp_path / "m.fits"), "--debug-dir", "/proc/self/fdinfo"], capsys)
+                       str(tmp_path / "m.fits"), "--debug", "--debug-dir", "/proc/self/fdinfo"], capsys)
     assert rc == 1 and "--debug-dir /proc/self/fdinfo: directory is not writable" in err  # not 'missing.fits'

@@ -210,6 +210,7 @@ def test_debug_dir_without_debug_says_that_it_does_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "does not exist" in err  # (the usual failure, after the options were checked)
     assert f"--debug-dir {figs} without --debug" in err and "add --debug" in err
+    assert "the directory is not made" in err and not figs.exists()  # (it was made, empty)
 
 
 def test_debug_dir_does_not_warn_when_displays_are_on(tmp_path, capsys, monkeypatch):
@@ -325,3 +326,24 @@ def test_other_failures_to_write_standard_output_are_still_reported(tmp_path, ca
     rc = main(["config"])
     err = capsys.readouterr().err
     assert rc == 1 and "psfmatch config: error: [Errno 32] Broken pipe" in err
+
+
+def test_the_field_grid_line_sits_with_the_other_qa_lines_and_the_demo_hint_names_every_product(tmp_path, capsys):
+    """The QA field grid line came after the time line, without the kernel shift's unit; the demo's closing hint
+    left out demo-qa.json; a kernel file whose CONVENTN is 'CONVOLUTION' (case aside) was refused."""
+    from astropy.io import fits
+
+    from psfmatch.io import read_kernel
+
+    assert main(["demo", "--size", "128", "--outdir", str(tmp_path / "d")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    grid = next(i for i, line in enumerate(lines) if line.startswith("QA field grid (n="))
+    between = next(i for i, line in enumerate(lines) if line.startswith("QA between"))
+    timing = next(i for i, line in enumerate(lines) if line.startswith("time: fit"))
+    assert between < grid < timing and lines[grid].endswith(" px")
+    assert main(["demo", "--size", "64"]) == 0
+    assert "the kernel, a QA figure and its numbers, demo-qa.json)" in capsys.readouterr().out
+    path = tmp_path / "d" / "demo-kernel.fits"
+    with fits.open(path, mode="update") as hdul:
+        hdul[0].header["CONVENTN"] = "CONVOLUTION"
+    assert read_kernel(path).getWidth() > 1

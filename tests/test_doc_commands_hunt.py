@@ -211,7 +211,7 @@ def test_documented_command_does_what_its_page_says(where, command, workspace, c
         if "--qa-json" in argv:
             report = json.load(open(argv[argv.index("--qa-json") + 1]))
             assert report["qa"]["flags"] == [] and report["grid"]["summary"]["n"] >= 16
-            assert "QA field grid  (n=" in out
+            assert "QA field grid (n=" in out
         if "--variance-kind" in argv:
             # WGT is an inverse variance: the input variance is 1/WGT, and the matched one sum K^2 V < V
             truth = read_exposure("calexp.fits")

@@ -227,14 +227,15 @@ def test_variance_plane_without_a_kind_is_read_as_a_variance(tmp_path, capsys):
 
 
 def test_run_names_every_extra_output_it_wrote(small_file, tmp_path, capsys):
-    """Without -q, psfmatch run reports the matched exposure and then one 'wrote' line per extra output."""
+    """Without -q, psfmatch run reports the matched exposure and then one 'wrote' line per output, the matched
+    exposure first (it was left out of the list, named on the first line only)."""
     out, kern, qa = tmp_path / "m.fits", tmp_path / "k.fits", tmp_path / "qa.json"
     rc, stdout, err = _run(["run", small_file, "-r", "gaussian:sigma=2.6", "-o", str(out), "--kernel-out", str(kern),
                             "--qa-json", str(qa), *CELLS32], capsys)
     assert rc == 0, err
     assert f"psfmatch run: {small_file} -> {out}" in stdout
     wrote = [line for line in stdout.splitlines() if line.startswith("wrote ")]
-    assert wrote == [f"wrote {kern}", f"wrote {qa}"]
+    assert wrote == [f"wrote {out}", f"wrote {kern}", f"wrote {qa}"]
 
 
 @pytest.mark.parametrize("option", ["--mask", "--variance"])

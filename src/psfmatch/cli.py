@@ -591,20 +591,6 @@ def _write_products(outputs, result, exposure, *, matched=None, kernel=None, qa_
     return grid
 
 
-def _grid_line(grid):
-    s = (grid or {}).get("summary", {})
-    if not s.get("n"):
-        return None
-    line = (f"QA field grid  (n={s['n']:4d}): max|S*K-R|/peak {s['residualMaxWorst']:.2e}, "
-            f"rms {s['residualRmsWorst']:.2e}, size mismatch {s['sizeMismatchWorst']:+.2e}, "
-            f"ellipticity mismatch {s['ellipticityMismatchWorst']:.2e}")
-    for key, label in (("kernelNegativeFractionWorst", "kernel negative fraction"),
-                       ("apertureFluxMismatchWorst", "aperture flux mismatch"), ("kernelShiftWorst", "kernel shift")):
-        if key in s:
-            line += f", {label} {s[key]:.2e}"
-    return line
-
-
 def _run_task(args, config, exposure, reference):
     from .task import ModelPsfMatchTask
 
@@ -659,11 +645,8 @@ def _cmd_run(args) -> int:
         outputs.discard()
     if not args.quiet:
         print(f"psfmatch run: {args.exposure} -> {args.output}")
-        print(format_report(result.metadata))
-        line = _grid_line(grid)
-        if line:
-            print(line)
-        for path in outputs.final[1:]:
+        print(format_report(result.metadata, (grid or {}).get("summary")))
+        for path in outputs.final:
             print(f"wrote {path}")
     return 0
 
@@ -717,16 +700,13 @@ def _cmd_demo(args) -> int:
     if not args.quiet:
         print(f"psfmatch demo: matched a {args.size}x{args.size} exposure (PSF sigma 1.6-2.0 px, elliptical) "
               "to a round Gaussian of sigma 2.6 px")
-        print(format_report(result.metadata))
-        line = _grid_line(grid)
-        if line:
-            print(line)
+        print(format_report(result.metadata, (grid or {}).get("summary")))
         if outputs is not None:
             for path in outputs.final:
                 print(f"wrote {path}")
         else:
-            print("(psfmatch demo --outdir DIR also writes the input and matched exposures, the kernel and a QA "
-                  "figure)")
+            print("(psfmatch demo --outdir DIR also writes the input and matched exposures, the kernel, a QA figure "
+                  "and its numbers, demo-qa.json)")
     return 0
 
 
@@ -806,6 +786,13 @@ def _setup_debug(args):
     if getattr(args, "debug_dir", None):
         from .errors import InvalidInputError, OutputNotWritableError
 
+        switched_on = debug.Info is not debug.getInfo or any(
+            debug.Info(name).display for name in ("psfmatch.task", "psfmatch.solve"))  # (set in Python before main)
+        if not getattr(args, "debug", False) and not switched_on:  # nothing would be drawn there: not even made
+            log.warning("--debug-dir %s without --debug: no debug.py is imported, so no debug display is switched "
+                        "on and nothing would be written there (the directory is not made); add --debug (with a "
+                        "debug.py on the Python path or in the current directory)", args.debug_dir)
+            return
         try:
             os.makedirs(args.debug_dir, exist_ok=True)
         except OSError as exc:
@@ -819,12 +806,6 @@ def _setup_debug(args):
             raise OutputNotWritableError(f"--debug-dir {args.debug_dir}: directory is not writable ({why}); make it "
                                          "writable (chmod u+wx) or give another directory")
         debug.set_output_dir(args.debug_dir)
-        switched_on = debug.Info is not debug.getInfo or any(
-            debug.Info(name).display for name in ("psfmatch.task", "psfmatch.solve"))  # (set in Python before main)
-        if not getattr(args, "debug", False) and not switched_on:  # accepted and checked, yet nothing drawn there
-            log.warning("--debug-dir %s without --debug: no debug.py is imported, so no debug display is switched "
-                        "on and nothing is written there; add --debug (with a debug.py on the Python path or in the "
-                        "current directory)", args.debug_dir)
     if getattr(args, "debug", False):
         mod = debug.import_debug_module()
         if mod is not None:

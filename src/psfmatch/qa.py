@@ -393,8 +393,12 @@ def summarize(q: dict, xs=None, ys=None) -> dict:
     return out
 
 
-def format_report(metadata: dict) -> str:
-    """A short human-readable QA summary of a task's metadata."""
+def format_report(metadata: dict, field_grid=None) -> str:
+    """A short human-readable QA summary of a task's metadata.
+
+    ``field_grid``: the ``summary`` of :func:`psfmatch.display.field_qa` (a grid over the field, as the
+    command line's QA figure measures), reported after the candidates and the held-out positions.
+    """
     md = metadata
     lines = [
         f"kernel: {md.get('kernelBasisSet')} {md.get('kernelSize')}x{md.get('kernelSize')}, "
@@ -409,14 +413,15 @@ def format_report(metadata: dict) -> str:
     zp = md.get("zeroPoint")
     if isinstance(zp, dict) and {"input", "target", "source"} <= set(zp):
         lines.append(f"zero point: {zp['input']:.4f} ({zp['source']}) -> {zp['target']:.4f}")
-    for where in ("candidates", "between"):
-        q = md.get("qa", {}).get(where, {})
+    for where, q in (("candidates", md.get("qa", {}).get("candidates", {})),
+                     ("between", md.get("qa", {}).get("between", {})), ("field grid", field_grid or {})):
         if q.get("n"):
             lines.append(
                 f"QA {where:10s} (n={q['n']:4d}): max|S*K-R|/peak {q['residualMaxWorst']:.2e}, "
                 f"rms {q['residualRmsWorst']:.2e}, size mismatch {q['sizeMismatchWorst']:+.2e}, "
-                f"ellipticity mismatch {q['ellipticityMismatchWorst']:.2e}, "
-                f"kernel negative fraction {q['kernelNegativeFractionWorst']:.2e}"
+                f"ellipticity mismatch {q['ellipticityMismatchWorst']:.2e}"
+                + (f", kernel negative fraction {q['kernelNegativeFractionWorst']:.2e}"
+                   if "kernelNegativeFractionWorst" in q else "")
                 + (f", aperture flux mismatch {q['apertureFluxMismatchWorst']:.2e}"
                    if "apertureFluxMismatchWorst" in q else "")
                 + (f", kernel shift {q['kernelShiftWorst']:.2e} px" if "kernelShiftWorst" in q else ""))

@@ -267,7 +267,7 @@ def read_kernel(path) -> LinearCombinationKernel:
                 f"{path}: PMVERS = {h['PMVERS']!r}: a kernel file of format version {version}, which this psfmatch "
                 f"(format {KERNEL_FORMAT_VERSION}) does not know; read it with the psfmatch that wrote it, or upgrade")
         convention = str(h.get("CONVENTN", "convolution")).strip()
-        if convention != "convolution":
+        if convention.lower() != "convolution":  # (FITS string values are case-sensitive, but no writer means another)
             raise CorruptFileError(
                 f"{path}: CONVENTN = {convention!r}: psfmatch's kernel files hold kernels applied by convolution "
                 "('convolution'); images for another convention would be applied mirrored; write the kernel again "
