@@ -508,3 +508,15 @@ def test_masked_pixels_spread_by_their_planes_exactly_as_dilate_mask():
                 | dilate_mask(mi.mask, mask_footprint(K, 0.0), exclude=no_data | narrow))
     inner = (slice(10, -10), slice(10, -10))
     assert np.array_equal(out.mask[inner] & ~no_data, expected[inner])
+
+
+def test_kernel_sum_errors_say_so_by_an_attribute():
+    """The errors whose remedy is another kernelSum carry ``kernel_sum_remedy`` (run(..., zeroPoint=) adds where its
+    kernelSum came from: it found them by the word 'kernelSum' in their text); others do not."""
+    mi = MaskedImage(np.ones((40, 40), np.float32), variance=np.full((40, 40), 1e-30, np.float32))
+    with pytest.raises(InvalidInputError, match="kernelSum = 1e-22 takes the matched variance plane") as info:
+        convolve_masked_image(mi, _constant_kernel(kernel_sum=1e-22))
+    assert info.value.kernel_sum_remedy is True
+    with pytest.raises(InvalidInputError, match="tile must be a positive integer") as info:
+        convolve_masked_image(mi, _constant_kernel(), tile=0)
+    assert not getattr(info.value, "kernel_sum_remedy", False)

@@ -295,8 +295,11 @@ def is_rate_unit(unit) -> bool:
 
 #: Image units (``BUNIT``, blind to case, a plural and a rate aside) that count detections, whose pixel values a
 #: separate calibration (a zero point) puts on a flux scale: rescaling the values leaves them right.
-COUNT_UNITS = frozenset({"", "adu", "count", "ct", "cts", "dn", "electron", "e", "e-", "photon", "ph",
+COUNT_UNITS = frozenset({"", "1", "adu", "count", "ct", "cts", "dn", "electron", "e", "e-", "photon", "ph",
                          "data number", "dimensionless"})
+
+#: A per-pixel suffix (``count/pixel``, ``adu/pix``, ``DN pix-1``): counts in a pixel are still counts.
+_PER_PIXEL = re.compile(r"(/|\bper)\s*(pixel|pix|px)\b|\b(pixel|pix|px)(\^|\*\*)?-1\b", re.IGNORECASE)
 
 
 def is_count_unit(unit) -> bool:
@@ -306,10 +309,12 @@ def is_count_unit(unit) -> bool:
 
     >>> is_count_unit("ELECTRONS/S"), is_count_unit("adu"), is_count_unit("MJy/sr"), is_count_unit(None)
     (True, True, False, True)
+    >>> is_count_unit("count/pixel"), is_count_unit("DN/s/pixel"), is_count_unit("1"), is_count_unit("nJy/pix")
+    (True, True, True, False)
     """
     if unit is None:
         return True
-    text = _RATE.sub("", str(unit)).strip().lower()
+    text = _PER_PIXEL.sub("", _RATE.sub("", str(unit))).strip().lower()
     return text in COUNT_UNITS or (text.endswith("s") and text[:-1] in COUNT_UNITS)
 
 

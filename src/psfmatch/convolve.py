@@ -247,10 +247,18 @@ def spatial_term_images(kernel: LinearCombinationKernel, bbox):
         return _term_images(kernel, bbox)
 
 
+def _kernel_sum_error(message) -> InvalidInputError:
+    """An InvalidInputError whose remedy is another ``kernelSum`` (``error.kernel_sum_remedy`` is True): a caller
+    that set the kernelSum itself (``run(..., zeroPoint=)``) adds where it came from."""
+    error = InvalidInputError(message)
+    error.kernel_sum_remedy = True
+    return error
+
+
 def _check_range(terms, kernel):
     """Raise InvalidInputError unless the term images (the kernel's or its square's) and their sums are finite."""
     if not np.isfinite(np.abs(terms).sum()):  # inf or NaN anywhere, or sums beyond float64
-        raise InvalidInputError(
+        raise _kernel_sum_error(
             f"the kernel's images (kernelSum = {kernel.kernel_sum:g} included) or their squares (for the variance "
             "plane) overflow float64; use a smaller kernelSum")
 
@@ -267,7 +275,7 @@ def _check_type_range(img_terms, var_terms, rdtype, kernel):
         if size > top:
             what = "kernel" if name == "image" else "squared kernel"
             wider = "give the exposure float64 planes or " if rdtype == np.float32 else ""
-            raise InvalidInputError(
+            raise _kernel_sum_error(
                 f"the {what} (kernelSum = {kernel.kernel_sum:g} included), with a sum of magnitudes up to "
                 f"{size:.3g}, exceeds what {np.dtype(rdtype).name} transforms of the {name} plane can hold "
                 f"({top:.3g}); {wider}use a smaller kernelSum")
@@ -1025,7 +1033,7 @@ def _check_underflow(kernel, bbox, levels, rdtype):
         what = "the squared kernel's sum" if name == "variance" else "the kernel's sum of magnitudes"
         unit = ("" if kernel.kernel_sum == 1.0 else
                 ", or match with kernelSum = 1 and convert the units afterwards in float64")
-        raise InvalidInputError(
+        raise _kernel_sum_error(
             f"kernelSum = {kernel.kernel_sum:g} takes the matched {name} plane's typical values (about {level:.3g}, "
             f"times {what}, {scale:.3g}) to {level * scale:.3g}, more than {1 / UNDERFLOW_MARGIN:.0f} times below "
             f"the smallest normal {np.dtype(rdtype).name} ({tiny:.3g}): they would keep fewer than "
@@ -1240,7 +1248,7 @@ def _overflow_error(name, ys, ny, block):
     """
     top = float(np.abs(block).max())
     wider = "give the exposure float64 planes, " if block.dtype == np.float32 else ""
-    return InvalidInputError(
+    return _kernel_sum_error(
         f"convolving the {name} plane overflowed {block.dtype} in rows {ys}..{ys + ny - 1}: its values (up to "
         f"{top:.3g} in magnitude there) times the kernel (kernelSum included) exceed what {block.dtype} "
         f"transforms can hold; {wider}use a smaller kernelSum, or flag the absurd pixels NO_DATA")

@@ -330,7 +330,7 @@ class ModelPsfMatchTask:
                                        max_memory_bytes=(int(self.config.maxMemoryGiB * 2 ** 30)
                                                          if math.isfinite(self.config.maxMemoryGiB) else None))
         except InvalidInputError as exc:
-            if zero_point is None or "kernelSum" not in str(exc):
+            if zero_point is None or not getattr(exc, "kernel_sum_remedy", False):
                 raise
             # the remedies name the kernelSum, which the caller did not give: say where it came from
             raise InvalidInputError(
