@@ -558,6 +558,18 @@ def _explicit_fields(config) -> list:
                   if explicit and value == default)
 
 
+def _json_config(d):
+    """``Config.to_dict`` with its non-finite floats as the strings ``"inf"``, ``"-inf"`` and ``"nan"``, which
+    ``ModelPsfMatchConfig.from_dict`` reads back (strict JSON would make them null)."""
+    if isinstance(d, dict):
+        return {k: _json_config(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_json_config(v) for v in d]
+    if isinstance(d, float) and not math.isfinite(d):
+        return repr(d)
+    return d
+
+
 def _config_hash(config, kernel_sum, zero_point=None) -> str:
     """A hash of everything in the configuration that can change a result: the values, ``kernelSum``
     (or the target zero point) and which fields were set explicitly (``autoKernel`` honours a field set
@@ -1723,7 +1735,7 @@ def match_many(paths, referencePsfModel, outdir, config=None, client=None, *, ke
                                  require_same_calibration else "match_many(require_same_calibration=True)",
                                  zero_point=zeroPoint, kernel_sum=kernelSum, require_same=require_same_calibration)
     _make_outdir(outdir)
-    settings = {"config": config.to_dict(), "explicitFields": _explicit_fields(config),
+    settings = {"config": _json_config(config.to_dict()), "explicitFields": _explicit_fields(config),
                 "configHash": _config_hash(config, kernelSum, zeroPoint), "kernelSum": float(kernelSum),
                 "zeroPoint": zeroPoint,
                 "fingerprint": fingerprint, "force": bool(force), "sciencePsf": _science_psf_setting(psf)}

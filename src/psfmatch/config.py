@@ -648,7 +648,8 @@ class Config:
         ``autoKernel`` takes them), and those named in ``explicitFields`` (paths as ``iter_fields`` writes them,
         ``config.kernel['AL'].kernelSize``: the fields set explicitly to their default value) are marked as set;
         every other field keeps its default and is not.  The result equals the recorded configuration
-        (``==``: the values and the explicit fields).
+        (``==``: the values and the explicit fields).  A non-finite float may be given as the string
+        ``"inf"``, ``"-inf"`` or ``"nan"``, as the batch report (strict JSON) records it.
 
         Raises
         ------
@@ -1041,8 +1042,8 @@ def _set_from_dict(config, fresh, d, where):
                 target.name = value["name"]
             continue
         default = fresh._values[key]
-        if (list(default) if isinstance(default, tuple) else default) != (
-                list(value) if isinstance(value, tuple) else value):
+        value = config._fields()[key].coerce(value, f"{where}.{key}")  # ("inf" as a report writes it: a float)
+        if value != default:
             setattr(config, key, value)
 
 

@@ -247,6 +247,21 @@ def spatial_term_images(kernel: LinearCombinationKernel, bbox):
         return _term_images(kernel, bbox)
 
 
+def _plane_names(footprint_planes) -> tuple:
+    """``footprint_planes`` as a tuple of names (None: :data:`FOOTPRINT_MASK_PLANES`; a string is one name)."""
+    if footprint_planes is None:
+        return FOOTPRINT_MASK_PLANES
+    names = (footprint_planes,) if isinstance(footprint_planes, str) else footprint_planes
+    try:
+        names = tuple(names)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise InvalidInputError(f"footprint_planes must be mask plane names (a sequence of str, or one str), as "
+                                f"maskDilationPlanes; got {footprint_planes!r}")
+    return names
+
+
 def _kernel_sum_error(message) -> InvalidInputError:
     """An InvalidInputError whose remedy is another ``kernelSum`` (``error.kernel_sum_remedy`` is True): a caller
     that set the kernelSum itself (``run(..., zeroPoint=)``) adds where it came from."""
@@ -1366,7 +1381,7 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     out_mask = np.zeros((H, W), dtype=np.int32)
 
     narrow_bits = 0
-    for name in (FOOTPRINT_MASK_PLANES if footprint_planes is None else footprint_planes):
+    for name in _plane_names(footprint_planes):
         narrow_bits |= (int(mask_obj.getPlaneBitMask(name)) & 0xFFFFFFFF) if name in planes else 0
     support = _footprint_at(peaks, 0.0)  # every non-zero kernel pixel
 

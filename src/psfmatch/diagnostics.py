@@ -825,7 +825,9 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
         ``regularized`` and ``lambdaType`` (a delta-function kernel's
         regularization), ``kernelSize`` and ``spatialKernelOrder`` with
         ``userSize`` and ``userOrder`` (set by the user: the automatic mode
-        keeps them).  None: an Alard-Lupton kernel, nothing set by the user.
+        keeps them), ``autoChoseBasis`` (the automatic mode chose another
+        basis than the configured one).  None: an Alard-Lupton kernel,
+        nothing set by the user.
 
     Returns
     -------
@@ -876,7 +878,9 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
     if neg is not None and neg > max_negative_fraction:
         flags.append(FLAG_NEGATIVE)
         basis = ("stronger delta-function regularization (kernel['DF'].lambdaScaling, or lambdaValue with "
-                 "lambdaType='absolute'; useRegularization=True), an Alard-Lupton basis (kernel.name='AL')" if df
+                 "lambdaType='absolute'; useRegularization=True), an Alard-Lupton basis (kernel.name='AL'"
+                 + (", set explicitly: autoKernel chose the delta-function basis here, and keeps a basis you set"
+                    if kernel.get("autoChoseBasis") else "") + ")" if df
                  else "wider Alard-Lupton widths (alardSigGauss; on the command line, e.g. -c "
                       "\"kernel['AL'].alardSigGauss=[1.0, 2.0, 4.0]\"), a delta-function kernel with stronger "
                       "regularization (kernel.name='DF' and kernel['DF'].lambdaScaling)")
@@ -936,7 +940,8 @@ def kernel_remedy_context(config, user_config=None) -> dict:
     return {"name": name, "regularized": bool(name == "DF" and kc.useRegularization),
             "lambdaType": kc.lambdaType if name == "DF" else None, "kernelSize": kc.kernelSize,
             "spatialKernelOrder": kc.spatialKernelOrder, "userSize": _user_set(user, "kernelSize"),
-            "userOrder": _user_set(user, "spatialKernelOrder")}
+            "userOrder": _user_set(user, "spatialKernelOrder"),
+            "autoChoseBasis": user_config is not None and user_config.kernel.name != name}
 
 
 def _kernel_shift_where(qa, shift):

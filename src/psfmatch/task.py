@@ -833,13 +833,15 @@ class ModelPsfMatchTask:
             pbasis = pca_basis(kimgs, kc.numPrincipalComponents, kc.subtractMeanForPca, weights=counts)
             md["PcaNumComponents"] = len(pbasis)
             if len(pbasis) < kc.numPrincipalComponents:
+                n_cands = int(counts.sum())
                 note = (f"numPrincipalComponents = {kc.numPrincipalComponents}: {len(pbasis)} kept, as the "
-                        f"{int(counts.sum())} candidates' kernels ({len(kimgs)} distinct) span no more components "
+                        f"{n_cands} candidate{'s' if n_cands != 1 else ''}' kernel{'s' if n_cands != 1 else ''} "
+                        f"({len(kimgs)} distinct) span no more components "
                         f"(beyond, their eigenvalues are below {PCA_TOLERANCE:g} of the mean's)")
                 log.info(note)
                 md.setdefault("notes", []).append(note)
             # the delta-function solve's own rank and condition: the refit's below are those of a few components
-            if ok_u.any():
+            if ok_u.any() and basis.kind == "delta-function":
                 md["deltaFunctionRank"] = int(rank_u[ok_u].min())
                 md["deltaFunctionConditionNum"] = _json_float(float(np.max(cond_u[ok_u])))
                 md["deltaFunctionUnknowns"] = int(eq_u.M.shape[-1])

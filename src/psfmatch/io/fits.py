@@ -1319,9 +1319,15 @@ def _load_plane(spec, hdul, path, what, image_hdu=None):
                 ver = getattr(image_hdu, "ver", None)
                 match = [h for h in same if ver is not None and h.ver == ver]
                 if len(match) != 1:
+                    index = [i for i, h in enumerate(hdul) if h.name.upper() == spec.upper()]
+                    versions = sorted({h.ver for h in same})
+                    why = (f"none has the image's EXTVER {ver}" if not match else
+                           f"{len(match)} of them have the image's EXTVER {ver}")
+                    remedy = (f"give the {what} as ({spec!r}, EXTVER)" if len(versions) == len(same) else
+                              f"give the {what} by its HDU index ({' or '.join(map(str, index))})")
                     raise UnsupportedFormatError(
-                        f"{path}: {len(same)} HDUs are named {spec!r} (EXTVER {[h.ver for h in same]}) and none has "
-                        f"the image's EXTVER {ver}; give the {what} as ({spec!r}, EXTVER)")
+                        f"{path}: {len(same)} HDUs are named {spec!r} (at indices {index}, EXTVER "
+                        f"{[h.ver for h in same]}) and {why}; {remedy}")
                 key = (spec, ver)
         try:
             hdu = hdul[key]
