@@ -696,14 +696,17 @@ class Config:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self._values.items())})"
 
     def __reduce__(self):
-        return (_rebuild_config, (type(self), self.to_dict(), self._explicit_state()))
+        return (_rebuild_config, (type(self), self.to_dict(), self._explicit_state(),
+                                  bool(self.__dict__.get("_frozen", False))))
 
 
-def _rebuild_config(cls, d, explicit=None):
+def _rebuild_config(cls, d, explicit=None, frozen=False):
     c = cls()
     _apply_mapping(c, d, c._path)
     if explicit is not None:
         c._restore_explicit(explicit)
+    if frozen:  # (a frozen config stays frozen in another process)
+        c.freeze()
     return c
 
 

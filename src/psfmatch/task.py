@@ -125,6 +125,11 @@ class ModelPsfMatchTask:
     ConfigClass = ModelPsfMatchConfig
     _DefaultName = "psfMatch"
 
+    def __reduce__(self):
+        """Pickled as its configuration and name: the copy goes through the ``config`` setter again (its
+        configuration frozen, and the one it runs: ``kConfig`` is ``config.kernel.active``)."""
+        return (type(self), (self._config, self.name))
+
     def __init__(self, config=None, name=None):
         self.name = name or self._DefaultName
         self.config = ModelPsfMatchConfig() if config is None else config
@@ -955,7 +960,7 @@ class ModelPsfMatchTask:
 
         # QA at the candidates and between them, in one batch
         # (the candidates' stacks as they are, not copied: a constant reference stays one broadcast stamp)
-        Sb, Rb, xb, yb = self._between_stamps(sci, refResized, cellSet, psfSize)
+        Sb, Rb, xb, yb, n_between, between_errors = self._between_stamps(sci, refResized, cellSet, psfSize)
         all_good = len(goodj) == len(used)
         S_c = S_all if all_good else S_all[goodj]
         R_c = np.broadcast_to(R_once, (len(goodj),) + R_once.shape) if R_once is not None else (
@@ -968,6 +973,17 @@ class ModelPsfMatchTask:
             cand.qa = {name: float(v[n_]) for name, v in qa_c.items()}
         md["qa"] = {"candidates": summarize(qa_c, xs, ys),
                     "between": summarize(qs[1], xb, yb) if len(xb) else {"n": 0}}
+        if between_errors:
+            # a PSF that fails at held-out positions must not pass for a clean check between the candidates
+            first = between_errors[min(between_errors)]
+            md["qa"]["between"]["nUnevaluated"] = len(between_errors)
+            note = (f"the PSFs could not be evaluated at {len(between_errors)} of the {n_between} held-out QA "
+                    f"positions ({type(first).__name__}: {first}); the QA between the candidates "
+                    + ("checks none" if not len(xb) else f"covers the other {len(xb)}")
+                    + ": check the PSF models there")
+            md.setdefault("notes", []).append(note)
+            log.warning(note)
+            warnings.warn(note, KernelQualityWarning, stacklevel=4 + warn_skip)
         md["fitTime"] = time.perf_counter() - t0
         return KernelFit(kernel, cellSet, md, refResized, psfSize)
 
@@ -1042,11 +1058,13 @@ class ModelPsfMatchTask:
 
         ``qaPositionsPerCandidate`` per cell, at most ``qaMaxPositions``
         (:meth:`SpatialCellSet.between_positions` chooses them).  Returns
-        ``(S, R, xs, ys)``; positions where either PSF fails are left out.
+        ``(S, R, xs, ys, n, errors)``; positions where either PSF fails are left out, and their errors
+        are ``errors`` (``{index: error}`` among the ``n`` positions).
         """
         pts = self._between_positions(cellSet)
-        S, R, kept = kernel_image_pair_stacks(sci, ref, pts, psfSize)
-        return S, R, np.array([pts[i].x for i in kept]), np.array([pts[i].y for i in kept])
+        errors = {}
+        S, R, kept = kernel_image_pair_stacks(sci, ref, pts, psfSize, errors_out=errors)
+        return S, R, np.array([pts[i].x for i in kept]), np.array([pts[i].y for i in kept]), len(pts), errors
 
 
 def _smallest_free_kernel(config):

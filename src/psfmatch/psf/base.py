@@ -242,13 +242,16 @@ def compute_kernel_image_pairs(science, reference, positions):
     return sci, ref, errors
 
 
-def kernel_image_pair_stacks(science, reference, positions, size):
+def kernel_image_pair_stacks(science, reference, positions, size, errors_out=None):
     """Science and reference stamps, both padded or cropped to ``size``, where both PSFs evaluate.
 
     Returns ``(S, R, kept)``: (m, size, size) stacks and the indices of
-    ``positions`` they belong to (:func:`compute_kernel_image_pairs` drops the others).
+    ``positions`` they belong to (:func:`compute_kernel_image_pairs` drops the others, whose errors are
+    added to the dict ``errors_out`` when one is given).
     """
     sci, ref, errors = compute_kernel_image_pairs(science, reference, positions)
+    if errors_out is not None:
+        errors_out.update(errors)
     kept = [i for i in range(len(sci)) if i not in errors]
     return (pad_or_crop_stack([sci[i] for i in kept], size, size),
             pad_or_crop_stack([ref[i] for i in kept], size, size), kept)
