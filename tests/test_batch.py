@@ -391,7 +391,8 @@ def test_auto_reference_uses_the_broadest_axis_not_the_determinant_radius():
     assert choice.lambda_max == pytest.approx(5.2, rel=2e-3)
     assert choice.sigma == pytest.approx(np.sqrt(1.21 * choice.lambda_max + 0.49))
     assert choice.sigma ** 2 > 5.2 > choice.max_determinant_radius ** 2
-    assert choice.broadest["path"] == "tuple" and isinstance(choice.psf, GaussianPsf)
+    assert choice.broadest["path"] == "sources[1] (tuple)" and "sources[1] (tuple) at" in choice.rule
+    assert isinstance(choice.psf, GaussianPsf)
     assert choice.stamp % 2 == 1 and choice.psf.getSigma() == choice.sigma
     d = choice.to_dict()
     assert json.dumps(d) and "lambda_max" in d["rule"]

@@ -2431,10 +2431,21 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
                 for i, (src, s) in enumerate(zip(sources, surveys)) if not s["ok"]]
     for f in failures:
         log.info("reference survey: %s skipped (%s: %s)", f["path"], f["error_type"], _one_line(f["error_message"]))
+    if failures and good:  # (the reference may be narrower than a PSF it did not see)
+        from .errors import PsfMatchWarning
+
+        names = "; ".join(f"{f['path']} ({f['error_type']}: {_one_line(f['error_message'], 120)})"
+                          for f in failures[:5]) + (f" and {len(failures) - 5} more" if len(failures) > 5 else "")
+        warnings.warn(f"choose_reference_psf: {len(failures)} of {len(sources)} exposure(s) could not be surveyed "
+                      f"and are left out of the choice: {names}; the reference may be narrower than their PSFs "
+                      "(ReferencePsfChoice.failures)", PsfMatchWarning, stacklevel=2)
     if not good:
         raise InvalidInputError(f"no exposure's PSF could be surveyed to choose a reference PSF; first failure: "
                                 f"{failures[0]['path']}: {failures[0]['error_type']}: {failures[0]['error_message']}")
-    top = max(good, key=lambda s: s["lambda_max"])
+    i_top = max((i for i, sv in enumerate(surveys) if sv["ok"]), key=lambda i: surveys[i]["lambda_max"])
+    top = dict(surveys[i_top])
+    if not isinstance(sources[i_top], str):  # an in-memory source, named by its place (its path is its type)
+        top["path"] = f"sources[{i_top}] ({top['path']})"
     lam = top["lambda_max"]
     try:
         sigma = math.sqrt((1.0 + margin) ** 2 * lam + floor ** 2)
@@ -2456,7 +2467,8 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
         sigma2, bb = wing_ratio * sigma, float(b)
         psf = DoubleGaussianPsf(stamp, stamp, sigma, sigma2, bb)
     rule = (f"sigma^2 = (1 + {margin:g})^2 * lambda_max + {floor:g}^2 with lambda_max = {lam:.4g} px^2 "
-            f"(broadest axis sigma {math.sqrt(lam):.4g} px, {os.path.basename(str(top['path']))} at "
+            f"(broadest axis sigma {math.sqrt(lam):.4g} px, "
+            f"{os.path.basename(top['path']) if isinstance(sources[i_top], str) else top['path']} at "
             f"({top['x']:.0f}, {top['y']:.0f})) -> sigma = {sigma:.4g} px")
     return ReferencePsfChoice(psf=psf, kind=kind, sigma=sigma, sigma2=sigma2, b=bb, stamp=stamp, margin=float(margin),
                               floor=float(floor), lambda_max=lam,

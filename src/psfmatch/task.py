@@ -1247,7 +1247,8 @@ def _drop_earlier_match(metadata) -> None:
 
 
 def _warn_pixel_scales(exposure, reference):
-    """Warn when a PSF image records a pixel scale other than the exposure's (its WCS's), by more than 1%.
+    """Warn when a PSF image records a pixel scale other than the exposure's (its WCS's), or than the other PSF's,
+    by more than 1%.
 
     An :class:`~psfmatch.psf.ImagePsf` read from a file keeps the pixel scale its header gives
     (``pixel_scale``); matching pixels of another size gives a wrong kernel without any other sign.
@@ -1255,6 +1256,21 @@ def _warn_pixel_scales(exposure, reference):
     from .psf.adapters import GalSimPsf
     from .psf.image_io import pixel_scale_from_wcs
 
+    def recorded(psf):
+        inner = getattr(psf, "_psf", psf)  # (a resized model keeps its image's scale)
+        ps = getattr(inner, "pixel_scale", None)
+        return ps if isinstance(ps, (int, float)) and not isinstance(ps, bool) and ps > 0 else None
+
+    sci_scale, ref_scale = recorded(exposure.getPsf()), recorded(reference)
+    if sci_scale is not None and ref_scale is not None and abs(ref_scale / sci_scale - 1.0) > PIXEL_SCALE_TOLERANCE:
+        # (with or without a WCS: the reference would be matched in the science PSF's pixels)
+        msg = (f"the science PSF has pixels of {sci_scale:.4g} arcsec and the reference PSF {ref_scale:.4g} arcsec: "
+               "the match is made in pixels, so the reference would come out "
+               f"{sci_scale / ref_scale:.3g} times as wide on the sky as it is; sample both on the exposure's pixels "
+               "(psfmatch.psf.read_image_psf(..., target_pixel_scale=...); on the command line "
+               "image:FILE,target_pixel_scale=...)")
+        log.warning(msg)
+        warnings.warn(msg, PsfMatchWarning, stacklevel=3)
     scale = pixel_scale_from_wcs(exposure.getWcs())
     if scale is None:
         return

@@ -207,8 +207,11 @@ class PiffPsf(Psf):
     def __init__(self, path_or_object, *, chipnum=None, stamp_size=25, origin=1, average_position=None,
                  **properties):
         if isinstance(path_or_object, (str, os.PathLike)):
-            piff = _import("piff", "piff")
             path = os.fspath(path_or_object)
+            try:
+                piff = _import("piff", "piff")
+            except MissingDependencyError as exc:  # (which of several PSF files needs it)
+                raise MissingDependencyError(f"{path} is a Piff PSF model: {exc}") from exc.__cause__
             if not os.path.exists(path):
                 raise MissingFileError(f"Piff file {path!r} does not exist")
             self._psf = piff.read(path)

@@ -723,4 +723,12 @@ def read_image_psf(source, *, hdu=None, pixel_scale=None, target_pixel_scale=Non
              "integrating the cumulative" if ratio >= 1 else "Lanczos-3 interpolation")
     out = resample_psf(data, ratio, size=size)
     # and again at the output's scale: an asymmetric PSF's adaptive centroid depends on the pixel size
-    return ImagePsf(out, recenter=recenter, pixel_scale=target)
+    try:
+        return ImagePsf(out, recenter=recenter, pixel_scale=target)
+    except InvalidInputError:
+        if not recenter:
+            raise
+        # (too few pixels across for adaptive moments, a space PSF on ground pixels: it was centred before)
+        log.info("%s: the resampled PSF's centroid could not be measured (undersampled at %.6g arcsec/pixel); it is "
+                 "kept as resampled from the centred image", label, target)
+        return ImagePsf(out, recenter=False, pixel_scale=target)

@@ -523,9 +523,14 @@ def _find_table(hdul, ext, where):
             hdu = next((h for h in hdul if isinstance(h, fits.BinTableHDU) and h.columns is not None
                         and "PSF_MASK" in [c.name.upper() for c in h.columns]), None)
         if hdu is None:
+            from ..io.fits import no_image_remedy
+
+            other = no_image_remedy(hdul)
+            remedy = (other.replace("not an image", "not a PSFEx model") if other.startswith("it is a Piff")
+                      else "pass ext= if the table has another name")
             raise UnsupportedFormatError(
                 f"{where}: not a PSFEx model: no PSF_DATA binary table with a PSF_MASK column (HDUs: "
-                f"{[h.name for h in hdul]}); pass ext= if the table has another name")
+                f"{[h.name for h in hdul]}); {remedy}")
     if not isinstance(hdu, fits.BinTableHDU):
         raise UnsupportedFormatError(f"{where}[{hdu.name}]: a PSFEx PSF_DATA HDU must be a binary table; "
                                      f"got {type(hdu).__name__}")
