@@ -2,8 +2,7 @@
 
 Review of hidden shared state (caches, BLAS thread counts, the shared pool, the warning filters),
 per-run metadata, failures in one thread, memory over many runs, frozen configs, pickling to
-worker processes and $PSFMATCH_NUM_THREADS.  Tests whose docstring says "Was a defect" pin fixes; the one strict
-xfail is a known limitation (Python's warning filters are process-wide), left open.
+worker processes and $PSFMATCH_NUM_THREADS.  Tests whose docstring says "Was a defect" pin fixes.
 """
 
 from __future__ import annotations
@@ -162,10 +161,10 @@ def test_flags_notes_and_warnings_stay_with_their_own_run_in_threads():
     assert {os.path.basename(w.filename) for w in wt} == {os.path.basename(__file__)}
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN LIMITATION (left open): a reader's catch_warnings('ignore') "
-                                       "(io.fits._wcs) in one thread silently drops the KernelQualityWarning of a "
-                                       "run() in another thread (the flag and log line remain)")
 def test_a_read_in_another_thread_does_not_swallow_a_runs_warning(tmp_path, monkeypatch):
+    """Was a defect (fixed): a reader's catch_warnings('ignore') (io.fits._wcs) in one thread silently dropped the
+    KernelQualityWarning of a run() in another thread (Python's warning filters are the whole process's); psfmatch's
+    own warnings recorded during such a section are now shown again when it ends."""
     import astropy.wcs
     from astropy.wcs import WCS
 

@@ -87,11 +87,28 @@ def catch_warnings(action=None, *, record=False):
     user's pool or by dask).  psfmatch's own short sections (a card, a WCS, a
     unit) therefore hold one lock; a caller's own ``catch_warnings`` in another
     thread is beyond its reach (Python 3.14's context-local filters fix that).
+    With ``"ignore"`` the warnings are recorded instead, and psfmatch's own
+    (:class:`~psfmatch.errors.PsfMatchWarning` and its subclasses) are shown
+    again on the way out: a run in another thread raises them meanwhile, and
+    the filters are the whole process's (they were silenced).
     """
-    with _WARNINGS_LOCK, warnings.catch_warnings(record=record) as caught:
-        if action is not None:
-            warnings.simplefilter(action)
-        yield caught
+    if action != "ignore" or record:
+        with _WARNINGS_LOCK, warnings.catch_warnings(record=record) as caught:
+            if action is not None:
+                warnings.simplefilter(action)
+            yield caught
+        return
+    # "ignore": recorded instead, so that psfmatch's own warnings that a run raises in another thread meanwhile
+    # (the filters are the whole process's) are shown again on the way out; the others are dropped as asked
+    with _WARNINGS_LOCK:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield None
+        from .errors import PsfMatchWarning
+
+        for w in caught:
+            if isinstance(w.category, type) and issubclass(w.category, PsfMatchWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _forget_pools():
