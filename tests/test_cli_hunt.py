@@ -347,3 +347,23 @@ def test_the_field_grid_line_sits_with_the_other_qa_lines_and_the_demo_hint_name
     with fits.open(path, mode="update") as hdul:
         hdul[0].header["CONVENTN"] = "CONVOLUTION"
     assert read_kernel(path).getWidth() > 1
+
+
+def test_boolean_reader_options_take_1_and_0(tmp_path):
+    """``recenter=yes`` was taken but ``recenter=1`` refused (read as an integer): 1 and 0 are yes and no for the
+    boolean reader options, and an HDU index stays an integer."""
+    import numpy as np
+    from astropy.io import fits
+
+    from psfmatch.cli import _spec_options, parse_psf_spec
+
+    yy, xx = np.mgrid[:31, :31]
+    fits.writeto(tmp_path / "off.fits", np.exp(-((xx - 16.0) ** 2 + (yy - 15.0) ** 2) / 8.0))
+    spec = f"image:{tmp_path / 'off.fits'}"
+    for one, word in (("1", "true"), ("0", "no")):
+        a = parse_psf_spec(f"{spec},recenter={one}").computeKernelImage()
+        b = parse_psf_spec(f"{spec},recenter={word}").computeKernelImage()
+        assert np.array_equal(a, b)
+    assert not np.array_equal(parse_psf_spec(f"{spec},recenter=1").computeKernelImage(),
+                              parse_psf_spec(f"{spec},recenter=0").computeKernelImage())
+    assert _spec_options(f"{spec},hdu=1,recenter=1") == {"hdu": 1, "recenter": True}

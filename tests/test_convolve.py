@@ -520,3 +520,22 @@ def test_kernel_sum_errors_say_so_by_an_attribute():
     with pytest.raises(InvalidInputError, match="tile must be a positive integer") as info:
         convolve_masked_image(mi, _constant_kernel(), tile=0)
     assert not getattr(info.value, "kernel_sum_remedy", False)
+
+
+def test_a_footprint_plane_the_mask_lacks_is_warned_of():
+    """A typo in maskDilationPlanes ('DETECTD') changed nothing without a word, and DETECTED then spread over the
+    whole kernel; a name neither the mask nor psfmatch's defaults have is now warned of."""
+    from psfmatch.errors import PsfMatchWarning
+
+    mi = _sky_with({(40, 20): 1e4}, {(40, 20): "DETECTED"})
+    with pytest.warns(PsfMatchWarning, match=r"maskDilationPlanes names \['DETECTD'\], which the exposure's mask "
+                                             r"does not have .*is it a typo"):
+        out = convolve_masked_image(mi, _constant_kernel(sigma=2.0, k=21), footprint_planes=("DETECTD",))
+    assert ((out.mask & mi.getMask().getPlaneBitMask("DETECTED")) != 0).sum() == 441
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults, and a custom plane the mask has, say nothing
+        mi.getMask().addMaskPlane("STREAK")
+        convolve_masked_image(mi, _constant_kernel(sigma=2.0, k=21))
+        convolve_masked_image(mi, _constant_kernel(sigma=2.0, k=21), footprint_planes=["DETECTED", "STREAK"])
+    with pytest.raises(InvalidInputError, match=r"footprint_planes must be mask plane names .*got 5"):
+        convolve_masked_image(mi, _constant_kernel(sigma=2.0, k=21), footprint_planes=5)

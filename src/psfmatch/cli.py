@@ -299,6 +299,9 @@ def _split_options(text):
         path = path[:m.start()]
 
 
+#: The reader options that are booleans: ``1`` and ``0`` are taken for them as ``yes`` and ``no``.
+_BOOL_OPTIONS = ("recenter", "require_psf_like")
+
 #: The words a boolean reader option takes (``recenter=no``), as in configuration files.
 _TRUE_WORDS = ("true", "yes", "on")
 _FALSE_WORDS = ("false", "no", "off")
@@ -334,6 +337,8 @@ def _spec_options(spec) -> dict:
         if name in options:
             raise _spec_error(spec, f"the reader option {name!r} is given twice")
         options[name] = _option_value(value)
+        if name in _BOOL_OPTIONS and value in ("1", "0"):  # (recenter=1 as recenter=yes; an HDU index stays an int)
+            options[name] = value == "1"
     return options
 
 

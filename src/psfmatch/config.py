@@ -889,7 +889,8 @@ class ModelPsfMatchConfig(Config):
         "the maskDilationThreshold footprint. Every other plane marks values that may be wrong and is convolved "
         "all the same (as in LSST): its bits spread over every non-zero kernel pixel, so that no output pixel "
         "without the bit receives anything from it (with the footprint, a masked hot pixel of 1e6 on a sky of "
-        "100 +- 2 biased pixels beyond it by up to 130 sigma). Names a mask lacks are ignored.",
+        "100 +- 2 biased pixels beyond it by up to 130 sigma). Names a mask lacks change nothing; one that is not a "
+        "default plane either is warned of (a typo).",
         str, ("DETECTED", "DETECTED_NEGATIVE", "INTRP"))
     convolveTileSize = RangeField("Largest side of the FFT tiles used to apply the kernel (memory scales with its "
                                   "square; the default gives 360 px transforms whose work arrays stay in a core's "

@@ -103,9 +103,9 @@ import numpy as np
 from numpy.polynomial import chebyshev as npcheb
 from scipy import fft as sfft
 
-from .errors import InvalidInputError, KernelQualityWarning, MemoryLimitError
+from .errors import InvalidInputError, KernelQualityWarning, MemoryLimitError, PsfMatchWarning
 from .geom import Box2D
-from .image import MaskedImage
+from .image import DEFAULT_MASK_PLANES, MaskedImage
 from .parallel import available_cores, shared_pool
 from .progress import progress_bar
 from .kernel.kernel import LinearCombinationKernel
@@ -1307,8 +1307,9 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     footprint_planes : sequence of str, optional
         The mask planes whose values are meant to be used
         (``maskDilationPlanes``; default :data:`FOOTPRINT_MASK_PLANES`:
-        DETECTED, DETECTED_NEGATIVE, INTRP).  Names the mask lacks are
-        ignored.
+        DETECTED, DETECTED_NEGATIVE, INTRP).  Names the mask lacks change
+        nothing; one that is not a default plane either is warned of
+        (:class:`~psfmatch.errors.PsfMatchWarning`: a typo).
     tile : int
         Largest FFT side of the tiles (overlap-save); memory grows with ``tile``
         times the image width.
@@ -1381,7 +1382,14 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     out_mask = np.zeros((H, W), dtype=np.int32)
 
     narrow_bits = 0
-    for name in _plane_names(footprint_planes):
+    names = _plane_names(footprint_planes)
+    unknown = [n for n in names if n not in planes and n not in FOOTPRINT_MASK_PLANES and n not in DEFAULT_MASK_PLANES]
+    if unknown:  # (a typo would let that plane's bits spread over the whole kernel)
+        msg = (f"maskDilationPlanes names {unknown}, which the exposure's mask does not have (its planes: "
+               f"{sorted(planes)}): is it a typo? Those names change nothing")
+        log.warning(msg)
+        warnings.warn(msg, PsfMatchWarning, stacklevel=3)
+    for name in names:
         narrow_bits |= (int(mask_obj.getPlaneBitMask(name)) & 0xFFFFFFFF) if name in planes else 0
     support = _footprint_at(peaks, 0.0)  # every non-zero kernel pixel
 
