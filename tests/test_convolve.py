@@ -537,5 +537,6 @@ def test_a_footprint_plane_the_mask_lacks_is_warned_of():
         mi.getMask().addMaskPlane("STREAK")
         convolve_masked_image(mi, _constant_kernel(sigma=2.0, k=21))
         convolve_masked_image(mi, _constant_kernel(sigma=2.0, k=21), footprint_planes=["DETECTED", "STREAK"])
-    with pytest.raises(InvalidInputError, match=r"footprint_planes must be mask plane names .*got 5"):
+    with pytest.raises(InvalidInputError, match=r"footprint_planes \(as maskDilationPlanes\) must be a mask plane "
+                                                r"name or a sequence of names .*got int 5"):
         convolve_masked_image(mi, _constant_kernel(sigma=2.0, k=21), footprint_planes=5)

@@ -105,7 +105,7 @@ from scipy import fft as sfft
 
 from .errors import InvalidInputError, KernelQualityWarning, MemoryLimitError, PsfMatchWarning
 from .geom import Box2D
-from .image import DEFAULT_MASK_PLANES, MaskedImage
+from .image import DEFAULT_MASK_PLANES, MaskedImage, plane_names
 from .parallel import available_cores, shared_pool
 from .progress import progress_bar
 from .kernel.kernel import LinearCombinationKernel
@@ -251,15 +251,7 @@ def _plane_names(footprint_planes) -> tuple:
     """``footprint_planes`` as a tuple of names (None: :data:`FOOTPRINT_MASK_PLANES`; a string is one name)."""
     if footprint_planes is None:
         return FOOTPRINT_MASK_PLANES
-    names = (footprint_planes,) if isinstance(footprint_planes, str) else footprint_planes
-    try:
-        names = tuple(names)
-    except TypeError:
-        names = None
-    if names is None or not all(isinstance(n, str) for n in names):
-        raise InvalidInputError(f"footprint_planes must be mask plane names (a sequence of str, or one str), as "
-                                f"maskDilationPlanes; got {footprint_planes!r}")
-    return names
+    return plane_names(footprint_planes, "footprint_planes (as maskDilationPlanes)", "['DETECTED', 'INTRP']")
 
 
 def _kernel_sum_error(message) -> InvalidInputError:

@@ -126,6 +126,25 @@ def _mask_array(array, copy=True):
     return np.array(arr, dtype=np.int32, copy=True) if copy else np.asarray(arr, dtype=np.int32)
 
 
+def plane_names(value, what, example) -> tuple:
+    """``value`` as a tuple of mask plane names: one ``str`` is one name; any other iterable of ``str`` its names.
+
+    Raises
+    ------
+    InvalidInputError
+        Naming ``what`` (the argument) and ``example`` (a valid value) when ``value`` is neither.
+    """
+    names = (value,) if isinstance(value, str) else value
+    try:
+        names = tuple(names)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(n, str) for n in names):
+        raise InvalidInputError(f"{what} must be a mask plane name or a sequence of names (e.g. {example}); got "
+                                f"{type(value).__name__} {value!r:.100}")
+    return names
+
+
 def check_plane_name(name, planes=()) -> None:
     """Check that ``name`` can name a mask plane that FITS files store and read back.
 

@@ -58,7 +58,7 @@ import re
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..image import Exposure, Mask, metadata_copy
+from ..image import Exposure, Mask, metadata_copy, plane_names
 from ..parallel import catch_warnings
 
 log = logging.getLogger(__name__)
@@ -521,14 +521,7 @@ def exposure_to_nddata(exposure, *, ccd=False, bad_planes=None, psf_position=Non
         keep = mask.getPlaneBitMask([p for p in NON_BAD_PLANES if p in mask.getMaskPlaneDict()])
         bad = (mask.array & ~np.int32(keep)) != 0
     else:
-        names = [bad_planes] if isinstance(bad_planes, str) else bad_planes
-        try:
-            names = list(names)
-        except TypeError:
-            names = None
-        if names is None or not all(isinstance(n, str) for n in names):
-            raise InvalidInputError(f"bad_planes must be a mask plane name or a sequence of names (e.g. ['BAD', "
-                                    f"'SAT']); got {type(bad_planes).__name__} {bad_planes!r:.100}")
+        names = list(plane_names(bad_planes, "bad_planes", "['BAD', 'SAT']"))
         # an unknown name raises (a misspelt plane would mask nothing)
         bad = mask.planes_set(names)
     header = exposure.metadata.get("fitsHeader")
