@@ -37,3 +37,22 @@ def shared_data():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="module")
+def inprocess_client():
+    """A Dask client of a one-worker, one-thread in-process LocalCluster reachable over TCP on 127.0.0.1 (for
+    match_many and ``psfmatch batch --scheduler`` alike); skips without dask[distributed]."""
+    import warnings
+
+    distributed = pytest.importorskip("distributed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                           host="127.0.0.1", dashboard_address=":0", silence_logs=40)
+        client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import tempfile
 import warnings
 
@@ -310,18 +309,8 @@ def test_from_dict_of_an_older_record_missing_fields_keeps_defaults_and_refuses_
 # ---------------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("distributed")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                           dashboard_address=":0", silence_logs=40)
-        c = distributed.Client(cluster)
-    try:
-        yield c
-    finally:
-        c.close()
-        cluster.close()
+def client(inprocess_client):
+    return inprocess_client
 
 
 def _night(folder, sigmas=(1.5, 1.8, 2.2), ext=".fits"):

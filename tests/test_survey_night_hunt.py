@@ -78,18 +78,9 @@ def _write_night(folder, noise=True, seed=5):
 
 
 @pytest.fixture(scope="module")
-def scheduler():
+def scheduler(inprocess_client):
     """An in-process cluster (one worker thread) reachable over TCP, for match_many and psfmatch batch alike."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
-                                           host="127.0.0.1", dashboard_address=":0", silence_logs=40)
-        client = distributed.Client(cluster)
-    try:
-        yield client
-    finally:
-        client.close()
-        cluster.close()
+    return inprocess_client
 
 
 @pytest.fixture

@@ -1860,7 +1860,6 @@ def _earlier_reference(paths, outdir, choice, options):
     from astropy.io import fits
 
     from .io.fits import _metadata_from_hdu
-    from .psf import DoubleGaussianPsf, GaussianPsf
 
     found = {}
     for p in paths:
@@ -1868,8 +1867,7 @@ def _earlier_reference(paths, outdir, choice, options):
         if not os.path.isfile(out):
             continue
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with catch_warnings("ignore"):
                 with fits.open(out, memmap=False) as hdul:
                     if hdul[0].header.get("BATCHOK") is not True:
                         continue
@@ -1885,6 +1883,7 @@ def _earlier_reference(paths, outdir, choice, options):
     prev = records[0]
     try:
         kind, sigma, stamp = str(prev["kind"]), float(prev["sigma"]), int(prev["stamp"])
+        sigma2 = b = None
         same = (kind == choice.kind and float(prev["margin"]) == choice.margin
                 and float(prev["floor"]) == choice.floor and sigma >= choice.sigma
                 and (options.get("stamp") is None or stamp == choice.stamp))
@@ -1893,8 +1892,7 @@ def _earlier_reference(paths, outdir, choice, options):
             same = math.isclose(sigma2 / sigma, choice.sigma2 / choice.sigma, rel_tol=1e-12) and b == choice.b
         if not same:
             return None
-        psf = (GaussianPsf(stamp, stamp, sigma) if kind == "gaussian"
-               else DoubleGaussianPsf(stamp, stamp, sigma, sigma2, b))
+        psf = _reference_psf(kind, stamp, sigma, sigma2, b)
     except (KeyError, TypeError, ValueError, PsfMatchError):
         return None
     return psf, prev, len(records)
@@ -2263,6 +2261,21 @@ class ReferencePsfChoice:
         return json.loads(json.dumps(d, default=str))
 
 
+def _reference_psf(kind, stamp, sigma, sigma2=None, b=None):
+    """The reference PSF of an automatic choice: a round Gaussian, or a double Gaussian (``sigma2``, ``b``)."""
+    from .psf import DoubleGaussianPsf, GaussianPsf
+
+    if kind == "gaussian":
+        return GaussianPsf(stamp, stamp, sigma)
+    return DoubleGaussianPsf(stamp, stamp, sigma, sigma2, b)
+
+
+def _first_few(items, sep="; ", n=5) -> str:
+    """The first ``n`` of ``items`` (strings) joined by ``sep``, and how many more there are."""
+    items = list(items)
+    return sep.join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
 def _grid_positions(bbox: Box2I, grid: int):
     grid = max(1, int(grid))
     if grid == 1:
@@ -2401,8 +2414,6 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
     InvalidInputError
         For bad parameters, or when no exposure could be surveyed.
     """
-    from .psf import DoubleGaussianPsf, GaussianPsf
-
     p = _reference_parameters(kind, margin, floor, grid, wing_ratio, b, stamp)
     kind, margin, floor, grid, wing_ratio, b, stamp = (p[k] for k in ("kind", "margin", "floor", "grid",
                                                                        "wing_ratio", "b", "stamp"))
@@ -2434,8 +2445,8 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
     if failures and good:  # (the reference may be narrower than a PSF it did not see)
         from .errors import PsfMatchWarning
 
-        names = "; ".join(f"{f['path']} ({f['error_type']}: {_one_line(f['error_message'], 120)})"
-                          for f in failures[:5]) + (f" and {len(failures) - 5} more" if len(failures) > 5 else "")
+        names = _first_few(f"{f['path']} ({f['error_type']}: {_one_line(f['error_message'], 120)})"
+                           for f in failures)
         warnings.warn(f"choose_reference_psf: {len(failures)} of {len(sources)} exposure(s) could not be surveyed "
                       f"and are left out of the choice: {names}; the reference may be narrower than their PSFs "
                       "(ReferencePsfChoice.failures)", PsfMatchWarning, stacklevel=2)
@@ -2444,7 +2455,8 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
                                 f"{failures[0]['path']}: {failures[0]['error_type']}: {failures[0]['error_message']}")
     i_top = max((i for i, sv in enumerate(surveys) if sv["ok"]), key=lambda i: surveys[i]["lambda_max"])
     top = dict(surveys[i_top])
-    if not isinstance(sources[i_top], str):  # an in-memory source, named by its place (its path is its type)
+    on_file = isinstance(sources[i_top], str)
+    if not on_file:  # an in-memory source, named by its place (its path is its type)
         top["path"] = f"sources[{i_top}] ({top['path']})"
     lam = top["lambda_max"]
     try:
@@ -2460,15 +2472,11 @@ def choose_reference_psf(sources, *, kind="gaussian", margin=DEFAULT_MARGIN, flo
     if stamp > MAX_REFERENCE_STAMP:
         raise InvalidInputError(f"the reference (sigma {sigma:.4g} px) would need a stamp of {stamp} px, more than "
                                 f"{MAX_REFERENCE_STAMP}; give a smaller margin, floor or stamp")
-    if kind == "gaussian":
-        psf = GaussianPsf(stamp, stamp, sigma)
-        sigma2 = bb = None
-    else:
-        sigma2, bb = wing_ratio * sigma, float(b)
-        psf = DoubleGaussianPsf(stamp, stamp, sigma, sigma2, bb)
+    sigma2, bb = (None, None) if kind == "gaussian" else (wing_ratio * sigma, float(b))
+    psf = _reference_psf(kind, stamp, sigma, sigma2, bb)
     rule = (f"sigma^2 = (1 + {margin:g})^2 * lambda_max + {floor:g}^2 with lambda_max = {lam:.4g} px^2 "
             f"(broadest axis sigma {math.sqrt(lam):.4g} px, "
-            f"{os.path.basename(top['path']) if isinstance(sources[i_top], str) else top['path']} at "
+            f"{os.path.basename(top['path']) if on_file else top['path']} at "
             f"({top['x']:.0f}, {top['y']:.0f})) -> sigma = {sigma:.4g} px")
     return ReferencePsfChoice(psf=psf, kind=kind, sigma=sigma, sigma2=sigma2, b=bb, stamp=stamp, margin=float(margin),
                               floor=float(floor), lambda_max=lam,
@@ -3498,9 +3506,7 @@ def _flagged_inputs(inputs, psf) -> dict:
         if flags:
             flagged[inp.path] = [str(f) for f in flags]
     if flagged:
-        items = list(flagged.items())
-        names = "; ".join(f"{p} ({', '.join(f)})" for p, f in items[:5]) + (
-            f" and {len(items) - 5} more" if len(items) > 5 else "")
+        names = _first_few(f"{p} ({', '.join(f)})" for p, f in flagged.items())
         msg = (f"coadd: {len(flagged)} of {len(inputs)} input(s) carry QA flags from their own match: {names}; "
                f"where a match is flagged its PSF is not the reference, so the coadd's PSF ({psf!r}) does not hold "
                "there. Leave them out, or match them again as their flags' remedies say (see their reports)")
@@ -3513,7 +3519,7 @@ def _warn_unused_inputs(unused, n, empty):
     """Log and warn (:class:`~psfmatch.errors.PsfMatchWarning`) that the coadd inputs ``unused`` gave no pixel."""
     from .errors import PsfMatchWarning
 
-    names = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+    names = _first_few(unused, ", ")
     msg = (f"coadd: {len(unused)} of {n} input(s) contributed no pixel ({names}): every pixel has a variance <= 0 "
            "or not finite (an exposure written without a variance plane has zeros), a non-finite value, or a mask "
            "bit excluded; NCOMBINE counts the others" + ("; the coadd holds no data (coverage 0)" if empty else "")

@@ -1053,31 +1053,16 @@ def _set_from_dict(config, fresh, d, where):
 
 def _mark_explicit(config, path):
     """Mark the field at ``path`` (``config.kernel['AL'].kernelSize``, ``config.kernel.name``) as set by the user."""
-    import re
-
-    tokens = re.findall(r"\.([A-Za-z_]\w*)|\[(['\"])(\w+)\2\]", path[len("config"):] if path.startswith("config")
-                        else "." + path)
-    obj = config
     try:
-        for i, (attr, _, key) in enumerate(tokens):
-            last = i == len(tokens) - 1
-            if key:
-                obj = obj[key]
-            elif isinstance(obj, ConfigChoice):
-                if attr != "name" or not last:
-                    raise KeyError(attr)
-                obj._name_explicit = True
-                return
-            elif last:
-                if attr not in obj._fields():
-                    raise KeyError(attr)
-                obj.__dict__.setdefault("_explicit", set()).add(attr)
-                return
-            else:
-                obj = obj._values[attr]
-    except (KeyError, InvalidConfigError, AttributeError, TypeError):
-        pass
-    raise InvalidConfigError(f"explicitFields: {path!r} names no field of the configuration")
+        parent, attr = _resolve(config, path[len("config."):] if path.startswith("config.") else path)
+    except InvalidConfigError:
+        parent = attr = None
+    if isinstance(parent, ConfigChoice) and attr == "name":
+        parent._name_explicit = True
+    elif isinstance(parent, Config) and attr in parent._fields():
+        parent.__dict__.setdefault("_explicit", set()).add(attr)
+    else:
+        raise InvalidConfigError(f"explicitFields: {path!r} names no field of the configuration")
 
 
 def _transplant(dst, src):

@@ -573,6 +573,7 @@ def _dilate_mask(mask, footprint, exclude=0, out=None, wide=None, wide_bits=0):
     present = allbits & ~int(exclude) & 0xFFFFFFFF
     if present == 0:
         return out
+
     def prepared(fp):  # (rectangles, offsets, margin) of a footprint
         fp = np.asarray(fp, dtype=bool)
         rects = footprint_rectangles(fp)
@@ -1373,16 +1374,15 @@ def convolve_masked_image(masked_image: MaskedImage, kernel: LinearCombinationKe
     out_var = np.empty((H, W), dtype=var.dtype)
     out_mask = np.zeros((H, W), dtype=np.int32)
 
-    narrow_bits = 0
     names = _plane_names(footprint_planes)
-    unknown = [n for n in names if n not in planes and n not in FOOTPRINT_MASK_PLANES and n not in DEFAULT_MASK_PLANES]
+    unknown = [n for n in names if n not in planes and n not in DEFAULT_MASK_PLANES]
     if unknown:  # (a typo would let that plane's bits spread over the whole kernel)
         msg = (f"maskDilationPlanes names {unknown}, which the exposure's mask does not have (its planes: "
                f"{sorted(planes)}): is it a typo? Those names change nothing")
         log.warning(msg)
         warnings.warn(msg, PsfMatchWarning, stacklevel=3)
-    for name in names:
-        narrow_bits |= (int(mask_obj.getPlaneBitMask(name)) & 0xFFFFFFFF) if name in planes else 0
+    mine = [n for n in names if n in planes]
+    narrow_bits = (int(mask_obj.getPlaneBitMask(mine)) & 0xFFFFFFFF) if mine else 0
     support = _footprint_at(peaks, 0.0)  # every non-zero kernel pixel
 
     def propagate_mask():

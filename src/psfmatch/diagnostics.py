@@ -907,22 +907,25 @@ def check_kernel_quality(qa: dict, max_residual: float, max_negative_fraction: f
     ap = worst("apertureFluxMismatchWorst")
     if max_aperture_mismatch is not None and ap is not None and ap > max_aperture_mismatch:
         flags.append(FLAG_APERTURE)
-        tried = " (the automatic mode tried them: see metadata[autoKernel][wingTrials])" if wing_tried else ""
+        if not df:
+            tried = " (the automatic mode tried them: see metadata[autoKernel][wingTrials])" if wing_tried else ""
+            wider = (f"broader Alard-Lupton widths on a larger kernel{tried}, e.g. alardNGauss=5, "
+                     "alardSigGauss=[0.7, 1.5, 3, 6, 10], alardDegGauss=[6, 4, 2, 2, 2], kernelSize=41 for a PSF of "
+                     "about 2 px")
+        elif not kernel.get("regularized"):
+            wider = "a larger kernelSize, so that the delta-function kernel reaches the wing"
+        else:
+            weaker = ("lambdaValue, or lambdaType='relative'" if kernel.get("lambdaType") == "absolute"
+                      else "lambdaScaling")
+            wider = ("a larger kernelSize, so that the delta-function kernel reaches the wing (and a weaker "
+                     f"regularization: kernel['DF'].{weaker})")
         msg = (f"matched-PSF encircled flux differs from the reference's by up to {ap:.3g} of the total flux in "
                f"a circular aperture (max_r |sum_(|x|<=r) S*K - R|), above qaMaxApertureFluxMismatch="
                f"{max_aperture_mismatch:g}: aperture fluxes measured with the reference PSF's aperture corrections "
                "will be off by that fraction of the total flux (more, relative to the aperture's own flux, in small "
                "apertures). Most often the science PSF has a wing that the kernel's basis cannot "
-               "remove, or the reference one it cannot build. Remedy: " + (
-                   "a larger kernelSize, so that the delta-function kernel reaches the wing" + (
-                       " (and a weaker regularization: kernel['DF']." + (
-                           "lambdaValue, or lambdaType='relative')" if kernel.get("lambdaType") == "absolute"
-                           else "lambdaScaling)") if kernel.get("regularized") else "") if df else
-                   f"broader Alard-Lupton widths on a larger kernel{tried}, "
-                   "e.g. alardNGauss=5, alardSigGauss=[0.7, 1.5, 3, 6, 10], alardDegGauss=[6, 4, 2, 2, 2], "
-                   "kernelSize=41 for a PSF of about 2 px") +
-               "; a reference whose wing is as broad as the science PSF's "
-               "(doublegaussian:, moffat:); or apertures corrected on the matched PSF")
+               f"remove, or the reference one it cannot build. Remedy: {wider}; a reference whose wing is as broad "
+               "as the science PSF's (doublegaussian:, moffat:); or apertures corrected on the matched PSF")
         log.warning(msg)
         warnings.warn(msg, KernelQualityWarning, stacklevel=stacklevel)
     return flags

@@ -1274,11 +1274,9 @@ def _warn_pixel_scales(exposure, reference):
     scale = pixel_scale_from_wcs(exposure.getWcs())
     if scale is None:
         return
-    for role, psf in (("science", exposure.getPsf()), ("reference", reference)):
-        inner = getattr(psf, "_psf", psf)  # (a resized model keeps its image's scale)
-        ps = getattr(inner, "pixel_scale", None)
-        if isinstance(ps, (int, float)) and ps > 0 and abs(ps / scale - 1.0) > PIXEL_SCALE_TOLERANCE:
-            if isinstance(inner, GalSimPsf):  # drawn at its pixel_scale: draw it at the exposure's instead
+    for role, psf, ps in (("science", exposure.getPsf(), sci_scale), ("reference", reference, ref_scale)):
+        if ps is not None and abs(ps / scale - 1.0) > PIXEL_SCALE_TOLERANCE:
+            if isinstance(getattr(psf, "_psf", psf), GalSimPsf):  # drawn at its pixel_scale: draw it at the exposure's instead
                 what, remedy = "PSF (a GalSimPsf)", f"make the GalSimPsf with pixel_scale={scale:.6g} (the exposure's)"
             else:
                 what, remedy = "PSF image", ("resample it with psfmatch.psf.read_image_psf(..., "
